@@ -1,0 +1,118 @@
+"""Demo data source: a synthetic but realistic churn dataset, one Parquet partition a day.
+
+Customers have stable attributes (age, region, plan, sign-up date); each day a sample of them transacts.
+The data is deterministic for (seed, date, scenario). Scenarios inject what production data does to a
+model: ``covariate_shift`` (inputs move), ``concept_drift`` (the input-to-label relation changes),
+``missing_values`` (nulls where the contract forbids them) and ``schema_break`` (a renamed column and a
+numeric column sent as text).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from pipelines import storage
+from pipelines.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Scenario = Literal["none", "covariate_shift", "concept_drift", "missing_values", "schema_break"]
+SCENARIOS: tuple[str, ...] = ("none", "covariate_shift", "concept_drift", "missing_values", "schema_break")
+
+CUSTOMER_POOL = 200_000
+EPOCH = dt.date(2020, 1, 1)
+CHANNELS = np.array(["web", "app", "store"])
+REGIONS = np.array(["north", "south", "east", "west"])
+PLANS = np.array(["basic", "plus", "pro"])
+
+
+def _customers(seed: int) -> pd.DataFrame:
+    """Stable customer attributes, the same for every day."""
+    rng = np.random.default_rng([seed, 0])
+    return pd.DataFrame(
+        {
+            "customer_id": [f"C{i:07d}" for i in range(CUSTOMER_POOL)],
+            "age": np.clip(rng.normal(42, 13, CUSTOMER_POOL), 18, 95).astype("int64"),
+            "region": REGIONS[rng.choice(4, CUSTOMER_POOL, p=[0.3, 0.25, 0.25, 0.2])],
+            "plan": PLANS[rng.choice(3, CUSTOMER_POOL, p=[0.5, 0.35, 0.15])],
+            "signup_offset": rng.integers(0, 2400, CUSTOMER_POOL),
+        }
+    )
+
+
+def _label_logit(frame: pd.DataFrame, scenario: str) -> np.ndarray:
+    log_amount = np.log1p(frame["amount"].to_numpy())
+    tenure_years = frame["tenure_days"].to_numpy() / 365.0 - 3.5
+    txn = np.log1p(frame["num_txn_30d"].to_numpy())
+    basic = (frame["plan"] == "basic").to_numpy(float)
+    app = (frame["channel"] == "app").to_numpy(float)
+    age = (frame["age"].to_numpy() - 42) / 13
+    if scenario == "concept_drift":
+        # Long-tenured, high-spending customers now leave: the old model's ranking inverts.
+        return -1.1 + 0.9 * (log_amount - 4.0) + 0.6 * tenure_years - 0.9 * (txn - 2.0) + 0.2 * basic - 0.6 * app + 0.4 * age
+    return -1.4 - 0.8 * (log_amount - 4.0) - 0.45 * tenure_years - 0.7 * (txn - 2.0) + 0.9 * basic + 0.5 * app - 0.3 * age
+
+
+def generate_day(day: dt.date, seed: int, rows: int, scenario: str = "none") -> pd.DataFrame:
+    """Rows for one day; deterministic for (seed, day, rows, scenario)."""
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario '{scenario}'; choose one of {', '.join(SCENARIOS)}")
+    rng = np.random.default_rng([seed, day.toordinal()])
+    customers = _customers(seed)
+    chosen = customers.iloc[np.sort(rng.choice(CUSTOMER_POOL, size=rows, replace=False))].reset_index(drop=True)
+    shift = scenario == "covariate_shift"
+    channel_p = [0.2, 0.65, 0.15] if shift else [0.45, 0.35, 0.2]
+    frame = pd.DataFrame(
+        {
+            "customer_id": chosen["customer_id"].to_numpy(),
+            "event_ts": pd.Timestamp(day, tz="UTC")
+            + pd.to_timedelta(np.sort(rng.integers(0, 86_400_000, rows)), unit="ms"),
+            "amount": np.round(rng.lognormal(4.6 if shift else 4.0, 0.8, rows), 2),
+            "age": chosen["age"].to_numpy() + (7 if shift else 0),
+            "tenure_days": (day - EPOCH).days - chosen["signup_offset"].to_numpy(),
+            "num_txn_30d": rng.poisson(9 if shift else 6, rows).astype("int64"),
+            "avg_basket": np.round(rng.gamma(2.0, 20.0, rows), 2),
+            "channel": CHANNELS[rng.choice(3, rows, p=channel_p)],
+            "region": chosen["region"].to_numpy(),
+            "plan": chosen["plan"].to_numpy(),
+        }
+    )
+    frame["tenure_days"] = frame["tenure_days"].clip(lower=0).astype("int64")
+    frame["age"] = frame["age"].clip(upper=100).astype("int64")
+    # A few honest gaps: the contract allows up to 10% nulls in avg_basket.
+    frame.loc[rng.random(rows) < 0.02, "avg_basket"] = np.nan
+    logit = _label_logit(frame, scenario) + rng.normal(0, 0.5, rows)
+    frame["churned"] = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype("int64")
+
+    if scenario == "missing_values":
+        frame.loc[rng.random(rows) < 0.35, "avg_basket"] = np.nan
+        frame.loc[rng.random(rows) < 0.05, "amount"] = np.nan
+    elif scenario == "schema_break":
+        frame = frame.rename(columns={"plan": "plan_tier"})
+        frame["amount"] = frame["amount"].map(lambda v: f"{v:.2f} EUR")
+    return frame
+
+
+def generate(
+    settings: Settings, logical_date: dt.date, scenario: str = "none", days: int | None = None
+) -> dict[str, object]:
+    """Write the raw partitions of the window ending on ``logical_date``; return their URIs and hashes.
+
+    The scenario applies to the logical date's partition only; earlier days of the window are normal. A
+    partition is rewritten in full on every call, so a re-run of the same date gives the same bytes' worth
+    of rows and the same content hash.
+    """
+    partitions = []
+    for day in storage.window_days(logical_date, days or settings.window_days):
+        day_scenario = scenario if day == logical_date else "none"
+        frame = generate_day(day, settings.seed, settings.rows_per_day, day_scenario)
+        uri = storage.raw_uri(settings.resolved_data_root, settings.dataset, day)
+        manifest = storage.write_parquet_frame(frame, uri, extra={"scenario": day_scenario, "seed": settings.seed})
+        log.info("wrote %s rows to %s (scenario %s)", manifest.rows, uri, day_scenario)
+        partitions.append({"uri": uri, "rows": manifest.rows, "content_hash": manifest.content_hash})
+    return {"logical_date": logical_date.isoformat(), "scenario": scenario, "partitions": partitions}

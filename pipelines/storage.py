@@ -1,0 +1,222 @@
+"""Datasets on any fsspec file system: paths, atomic writes and manifests.
+
+Every dataset is a folder of Parquet files plus ``_manifest.json`` (schema, row count, content hash). The
+manifest is written last and is the commit marker: a folder without one is incomplete and never read.
+Folders are built under a temporary name and renamed into place, so a reader sees the old version or the
+new one, never half of either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import fsspec
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "_manifest.json"
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset folder has no manifest: it was never written, or its write did not finish."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a dataset folder holds; ``content_hash`` is its version."""
+
+    uri: str
+    rows: int
+    schema: dict[str, str]
+    content_hash: str
+    created_at: str
+    extra: dict[str, Any]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+
+def join(*parts: str) -> str:
+    """Join URI parts with '/', whatever the file system."""
+    head, *rest = parts
+    return "/".join([head.rstrip("/"), *(p.strip("/") for p in rest)])
+
+
+def ds_str(day: dt.date) -> str:
+    return day.isoformat()
+
+
+def raw_uri(data_root: str, dataset: str, day: dt.date) -> str:
+    return join(data_root, "raw", dataset, f"ds={ds_str(day)}")
+
+
+def features_uri(data_root: str, dataset: str, day: dt.date) -> str:
+    return join(data_root, "features", dataset, f"ds={ds_str(day)}")
+
+
+def split_uri(features: str, split: str) -> str:
+    return join(features, f"split={split}")
+
+
+def reports_uri(data_root: str, dataset: str, day: dt.date) -> str:
+    return join(data_root, "reports", dataset, f"ds={ds_str(day)}")
+
+
+def run_record_uri(data_root: str, dataset: str, day: dt.date, stage: str) -> str:
+    return join(data_root, "runs", dataset, f"ds={ds_str(day)}", f"{stage}.json")
+
+
+def window_days(end: dt.date, days: int) -> list[dt.date]:
+    """The ``days`` calendar days that end on ``end``, oldest first."""
+    return [end - dt.timedelta(days=offset) for offset in range(days - 1, -1, -1)]
+
+
+@contextlib.contextmanager
+def atomic_dir(uri: str) -> Iterator[str]:
+    """Yield a temporary folder URI; on success it replaces ``uri`` whole, on error it is removed."""
+    fs, path = url_to_fs(uri)
+    tmp_path = f"{path.rstrip('/')}.__tmp-{uuid.uuid4().hex[:8]}"
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    tmp_uri = tmp_path if protocol in ("file", "local") else f"{protocol}://{tmp_path}"
+    fs.makedirs(tmp_path, exist_ok=True)
+    try:
+        yield tmp_uri
+    except BaseException:
+        fs.rm(tmp_path, recursive=True)
+        raise
+    old_path = None
+    if fs.exists(path):
+        old_path = f"{path.rstrip('/')}.__old-{uuid.uuid4().hex[:8]}"
+        fs.mv(path, old_path, recursive=True)
+    fs.mv(tmp_path, path, recursive=True)
+    if old_path:
+        fs.rm(old_path, recursive=True)
+
+
+def write_text_atomic(uri: str, text: str) -> None:
+    """Write a small text file through a temporary name and a rename."""
+    fs, path = url_to_fs(uri)
+    parent = path.rsplit("/", 1)[0]
+    fs.makedirs(parent, exist_ok=True)
+    tmp = f"{path}.__tmp-{uuid.uuid4().hex[:8]}"
+    with fs.open(tmp, "w") as fh:
+        fh.write(text)
+    fs.mv(tmp, path)
+
+
+def write_json_atomic(uri: str, payload: Any) -> None:
+    write_text_atomic(uri, json.dumps(payload, indent=2, sort_keys=True, default=str))
+
+
+def read_json(uri: str) -> Any:
+    with fsspec.open(uri, "r") as fh:
+        return json.load(fh)
+
+
+def exists(uri: str) -> bool:
+    fs, path = url_to_fs(uri)
+    return fs.exists(path)
+
+
+def _parquet_dataset(uri: str) -> pads.Dataset:
+    fs, path = url_to_fs(uri)
+    return pads.dataset(path, filesystem=fs, format="parquet", partitioning="hive", exclude_invalid_files=True)
+
+
+def _type_name(data_type: pa.DataType) -> str:
+    """Engine-neutral type name: Dask writes large_string and dictionary columns where Spark writes string."""
+    if pa.types.is_dictionary(data_type):
+        data_type = data_type.value_type
+    if pa.types.is_large_string(data_type) or pa.types.is_string_view(data_type):
+        return "string"
+    return str(data_type)
+
+
+def content_hash(uri: str, columns: list[str] | None = None) -> tuple[str, int, dict[str, str]]:
+    """Order-independent hash of a Parquet folder's rows, its row count and schema.
+
+    Rows are hashed one by one and the hashes summed, so two engines that write the same rows into
+    different files, in a different order, give the same hash. Reads batch by batch: never the whole set.
+    """
+    dataset = _parquet_dataset(uri)
+    names = columns or sorted(dataset.schema.names)
+    schema = {name: _type_name(dataset.schema.field(name).type) for name in names}
+    total = np.uint64(0)
+    rows = 0
+    for batch in dataset.to_batches(columns=names, batch_size=262_144):
+        frame = batch.to_pandas()
+        for name in frame.columns:
+            if isinstance(frame[name].dtype, pd.CategoricalDtype):
+                frame[name] = frame[name].astype(object)
+        if frame.empty:
+            continue
+        row_hashes = pd.util.hash_pandas_object(frame[names], index=False).to_numpy(dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            total = np.uint64(total + row_hashes.sum(dtype=np.uint64))
+        rows += len(frame)
+    digest = hashlib.sha256()
+    digest.update(json.dumps(schema, sort_keys=True).encode())
+    digest.update(str(rows).encode())
+    digest.update(int(total).to_bytes(8, "little"))
+    return digest.hexdigest(), rows, schema
+
+
+def write_manifest(
+    uri: str, extra: dict[str, Any] | None = None, columns: list[str] | None = None, final_uri: str | None = None
+) -> Manifest:
+    """Hash a written Parquet folder and commit it with its manifest (``final_uri``: where it will live)."""
+    digest, rows, schema = content_hash(uri, columns)
+    manifest = Manifest(
+        uri=final_uri or uri,
+        rows=rows,
+        schema=schema,
+        content_hash=digest,
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        extra=extra or {},
+    )
+    write_text_atomic(join(uri, MANIFEST), manifest.to_json())
+    return manifest
+
+
+def read_manifest(uri: str) -> Manifest:
+    manifest_uri = join(uri, MANIFEST)
+    if not exists(manifest_uri):
+        raise DatasetNotFoundError(f"No committed dataset at {uri} (no {MANIFEST}); run the stage that writes it.")
+    return Manifest(**read_json(manifest_uri))
+
+
+def read_parquet(uri: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read a committed Parquet folder into pandas (small data: holdouts, samples, tests)."""
+    read_manifest(uri)
+    return _parquet_dataset(uri).to_table(columns=columns).to_pandas()
+
+
+def read_split(features: str, split: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read one split (train, validation, holdout) of a committed prepared dataset."""
+    read_manifest(features)
+    return _parquet_dataset(split_uri(features, split)).to_table(columns=columns).to_pandas()
+
+
+def write_parquet_frame(frame: pd.DataFrame, uri: str, extra: dict[str, Any] | None = None) -> Manifest:
+    """Write one pandas frame as a committed dataset folder (atomic, replacing any earlier version)."""
+    with atomic_dir(uri) as tmp:
+        fs, path = url_to_fs(tmp)
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        with fs.open(join(path, "part-0.parquet"), "wb") as fh:
+            pq.write_table(table, fh, coerce_timestamps="us", allow_truncated_timestamps=True)
+        write_manifest(tmp, extra, final_uri=uri)
+    return read_manifest(uri)
