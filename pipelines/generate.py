@@ -2,7 +2,8 @@
 
 Customers have stable attributes (age, region, plan, sign-up date); each day a sample of them transacts.
 The data is deterministic for (seed, date, scenario). Scenarios inject what production data does to a
-model: ``covariate_shift`` (inputs move), ``concept_drift`` (the input-to-label relation changes),
+model: ``covariate_shift`` (inputs move), ``concept_drift`` (the input-to-label relation changes, and the
+channel mix moves with it, as when a competitor's app launch changes who leaves),
 ``missing_values`` (nulls where the contract forbids them) and ``schema_break`` (a renamed column and a
 numeric column sent as text).
 """
@@ -16,7 +17,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from pipelines import storage
+from pipelines import runlog, storage
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def generate_day(day: dt.date, seed: int, rows: int, scenario: str = "none") -> 
     customers = _customers(seed)
     chosen = customers.iloc[np.sort(rng.choice(CUSTOMER_POOL, size=rows, replace=False))].reset_index(drop=True)
     shift = scenario == "covariate_shift"
-    channel_p = [0.2, 0.65, 0.15] if shift else [0.45, 0.35, 0.2]
+    channel_p = {"covariate_shift": [0.2, 0.65, 0.15], "concept_drift": [0.3, 0.52, 0.18]}.get(scenario, [0.45, 0.35, 0.2])
     frame = pd.DataFrame(
         {
             "customer_id": chosen["customer_id"].to_numpy(),
@@ -98,6 +99,7 @@ def generate_day(day: dt.date, seed: int, rows: int, scenario: str = "none") -> 
     return frame
 
 
+@runlog.stage("generate")
 def generate(
     settings: Settings, logical_date: dt.date, scenario: str = "none", days: int | None = None
 ) -> dict[str, object]:

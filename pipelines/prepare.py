@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from pipelines import storage
+from pipelines import runlog, storage
 from pipelines.contract import Contract, load_contract
 from pipelines.features import SPLIT_COLUMN, build_features, feature_names, output_columns
 from pipelines.settings import Settings
@@ -116,6 +116,7 @@ def prepare_spark(raw_uris: list[str], out_uri: str, contract: Contract, setting
 ENGINES = {"dask": prepare_dask, "spark": prepare_spark}
 
 
+@runlog.stage("prepare")
 def prepare(settings: Settings, logical_date: dt.date, engine: str | None = None) -> dict[str, Any]:
     """Build the run's features and splits; return the dataset URI, its content hash and split sizes."""
     engine = engine or settings.engine

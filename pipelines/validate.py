@@ -12,7 +12,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
-from pipelines import storage
+from pipelines import runlog, storage
 from pipelines.contract import Contract, load_contract
 from pipelines.settings import Settings
 
@@ -110,6 +110,7 @@ def validate_frame(frame: pd.DataFrame, contract: Contract, uri: str = "<frame>"
         raise DataContractError(uri, _violations(errors, contract.dataset)) from None
 
 
+@runlog.stage("validate")
 def validate(settings: Settings, logical_date: dt.date) -> dict[str, object]:
     """Validate every raw partition of the run's window; raise on the first partition that fails."""
     contract = load_contract(settings.resolved_contract_path)

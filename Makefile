@@ -1,0 +1,50 @@
+# Continuous training: `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed-stamp
+export CT_STATE_DIR ?= $(CURDIR)/.state
+
+.DEFAULT_GOAL := help
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt constraints.txt pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -r requirements.txt -c constraints.txt
+	$(VENV)/bin/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the pinned stack (skipped when up to date)
+
+demo: $(STAMP) ## Two real runs of the retrain DAG (bootstrap, then drift), then a summary
+	./scripts/demo.sh
+
+test: $(STAMP) ## The whole test suite (unit, DAG, integration on real engines, end to end)
+	$(VENV)/bin/python -m pytest tests
+
+test-fast: $(STAMP) ## Unit and DAG tests only
+	$(VENV)/bin/python -m pytest tests -m "not slow"
+
+lint: $(STAMP) ## ruff lint and format check
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+airflow: $(STAMP) ## Airflow UI and scheduler on http://127.0.0.1:8080 (login printed)
+	./scripts/airflow.sh
+
+mlflow: $(STAMP) ## MLflow UI on http://127.0.0.1:5000, on the same store the pipelines write
+	source scripts/env.sh && mkdir -p $$CT_STATE_DIR/mlflow && \
+	  mlflow ui --backend-store-uri "$${CT_MLFLOW_TRACKING_URI:-sqlite:///$$CT_STATE_DIR/mlflow/mlflow.db}" --host 127.0.0.1 --port 5000
+
+serve: $(STAMP) ## Serving app on http://127.0.0.1:8000 (POST /predict, GET /health, /docs)
+	source scripts/env.sh && pipelines serve
+
+lock: ## Re-resolve requirements.txt into constraints.txt
+	$(VENV)/bin/python -m pip freeze --exclude-editable | sed 's/+cpu$$//' > constraints.txt
+
+clean: ## Remove the embedded state (.state: data, MLflow store, Airflow home)
+	rm -rf $(CT_STATE_DIR)
+
+.PHONY: help install demo test test-fast lint airflow mlflow serve lock clean

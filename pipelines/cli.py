@@ -1,0 +1,174 @@
+"""``pipelines``: every stage as a command, so a run can be replayed and debugged without Airflow.
+
+Each command takes the logical date; inputs that an earlier stage produced default to that stage's record
+for the same date, so ``pipelines prepare -d 2026-11-20`` then ``pipelines train -d 2026-11-20`` just works.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sys
+from typing import Any
+
+import typer
+
+from pipelines import runlog
+from pipelines.settings import Settings, get_settings
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
+
+DateOption = typer.Option(..., "--date", "-d", help="Logical date (YYYY-MM-DD) of the run.", formats=["%Y-%m-%d"])
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("distributed", "py4j", "alembic", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _emit(result: Any) -> None:
+    typer.echo(json.dumps(result, indent=2, default=str))
+
+
+def _previous(settings: Settings, day: dt.date, stage: str) -> dict[str, Any]:
+    records = runlog.read_records(settings, day)
+    if stage not in records:
+        raise typer.BadParameter(f"no '{stage}' record for {day}: run `pipelines {stage} -d {day}` first")
+    return records[stage]["result"]
+
+
+@app.callback()
+def main() -> None:
+    _setup_logging()
+
+
+@app.command()
+def generate(
+    date: dt.datetime = DateOption,
+    scenario: str = typer.Option("none", help="none, covariate_shift, concept_drift, missing_values, schema_break."),
+) -> None:
+    """Write the demo source's raw partitions for the window ending on DATE."""
+    from pipelines.generate import generate as run
+
+    _emit(run(get_settings(), date.date(), scenario))
+
+
+@app.command()
+def validate(date: dt.datetime = DateOption) -> None:
+    """Check the window's raw partitions against the data contract; exit 1 with the violations."""
+    from pipelines.validate import DataContractError
+    from pipelines.validate import validate as run
+
+    try:
+        _emit(run(get_settings(), date.date()))
+    except DataContractError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def prepare(date: dt.datetime = DateOption, engine: str = typer.Option(None, help="dask or spark (default: CT_ENGINE).")) -> None:
+    """Build features and the train/validation/holdout split."""
+    from pipelines.prepare import prepare as run
+
+    _emit(run(get_settings(), date.date(), engine))
+
+
+@app.command()
+def train(
+    date: dt.datetime = DateOption,
+    family: str = typer.Option(None, help="torch or sklearn (default: CT_MODEL_FAMILY)."),
+    run_key: str = typer.Option(None, help="Idempotency key (default: cli/<date>/<family>)."),
+) -> None:
+    """Train on the prepared dataset and log the model to MLflow."""
+    from pipelines.tracking import RunContext
+    from pipelines.train import train as run
+
+    settings = get_settings()
+    day = date.date()
+    family = family or settings.model_family
+    dataset_uri = _previous(settings, day, "prepare")["uri"]
+    _emit(run(settings, day, dataset_uri, RunContext(run_key or f"cli/{day}/{family}"), family))
+
+
+@app.command()
+def register(date: dt.datetime = DateOption, run_id: str = typer.Option(None, help="MLflow run (default: the date's train).")) -> None:
+    """Register the trained model as a new version with alias challenger (idempotent)."""
+    from pipelines.register import register as run
+
+    settings = get_settings()
+    _emit(run(settings, date.date(), run_id or _previous(settings, date.date(), "train")["run_id"]))
+
+
+@app.command()
+def evaluate(date: dt.datetime = DateOption, version: int = typer.Option(None, help="Challenger version.")) -> None:
+    """Score challenger and champion on the same holdout."""
+    from pipelines.evaluate import evaluate as run
+
+    settings, day = get_settings(), date.date()
+    version = version or _previous(settings, day, "register")["version"]
+    _emit(run(settings, day, _previous(settings, day, "prepare")["uri"], version))
+
+
+@app.command()
+def drift(date: dt.datetime = DateOption, version: int = typer.Option(None, help="Challenger version.")) -> None:
+    """Evidently drift report of the window against the champion's training data."""
+    from pipelines.drift import drift as run
+
+    settings, day = get_settings(), date.date()
+    version = version or _previous(settings, day, "register")["version"]
+    result = run(settings, day, _previous(settings, day, "prepare")["uri"], version)
+    _emit({k: v for k, v in result.items() if k != "columns"})
+
+
+@app.command()
+def gate(date: dt.datetime = DateOption) -> None:
+    """Apply the promotion policy to the date's evaluation and drift; exit 3 when it rejects."""
+    from pipelines.gate import gate as run
+
+    settings, day = get_settings(), date.date()
+    record = run(settings, day, _previous(settings, day, "evaluate"), _previous(settings, day, "drift"))
+    _emit(record)
+    if record["decision"] != "promote":
+        raise typer.Exit(3)
+
+
+@app.command()
+def promote(date: dt.datetime = DateOption) -> None:
+    """Move the champion alias to the date's challenger, if its gate said promote."""
+    from pipelines.promote import promote as run
+
+    settings, day = get_settings(), date.date()
+    record = _previous(settings, day, "gate")
+    if record["decision"] != "promote":
+        typer.echo(f"the gate for {day} said {record['decision']}: nothing to promote", err=True)
+        raise typer.Exit(3)
+    _emit(run(settings, day, record["challenger_version"], record["champion_version"]))
+
+
+@app.command()
+def summary(dates: list[dt.datetime] = typer.Argument(..., help="Logical dates, oldest first.", formats=["%Y-%m-%d"])) -> None:
+    """Print versions, champion, the last gate decision, drift, stage times and one served prediction."""
+    from pipelines.summary import print_summary
+
+    print_summary(get_settings(), [d.date() for d in dates])
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(None, help="Bind address (default: CT_SERVE_HOST)."),
+    port: int = typer.Option(None, help="Port (default: CT_SERVE_PORT)."),
+) -> None:
+    """Run the serving app on the champion."""
+    import uvicorn
+
+    from pipelines.serve import create_app
+
+    settings = get_settings()
+    uvicorn.run(create_app(settings), host=host or settings.serve_host, port=port or settings.serve_port)
+
+
+if __name__ == "__main__":
+    sys.exit(app())

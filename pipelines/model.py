@@ -1,0 +1,83 @@
+"""The served model: contract-driven features plus a torch MLP or a scikit-learn estimator.
+
+It is logged to MLflow as a ``python_function`` model whose signature is the contract's raw feature
+columns, so a client sends the same fields the data has, and the feature rules run inside the model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from pipelines.contract import Contract
+from pipelines.features import feature_matrix
+
+DECISION_THRESHOLD = 0.5
+
+
+class ChurnMLP(nn.Module):
+    """A small MLP on standardised features; mean and std are buffers, so they travel with the weights."""
+
+    def __init__(self, n_features: int, hidden: tuple[int, ...] = (64, 32), dropout: float = 0.1):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n_features))
+        self.register_buffer("std", torch.ones(n_features))
+        layers: list[nn.Module] = []
+        width = n_features
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
+            width = size
+        layers.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*layers)
+
+    def set_scaling(self, mean: np.ndarray, std: np.ndarray) -> None:
+        self.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.std.copy_(torch.as_tensor(np.where(std > 1e-12, std, 1.0), dtype=torch.float32))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net((features - self.mean) / self.std).squeeze(-1)
+
+
+def load_mlp(state_path: str | Path, config: dict[str, Any]) -> ChurnMLP:
+    model = ChurnMLP(config["n_features"], tuple(config["hidden"]), config["dropout"])
+    model.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=True))
+    model.eval()
+    return model
+
+
+def predict_proba_mlp(model: ChurnMLP, features: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        logits = model(torch.as_tensor(features, dtype=torch.float32))
+        return torch.sigmoid(logits).numpy().astype("float64")
+
+
+class ChurnClassifier(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper: raw rows in, ``probability`` and ``label`` out."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        self.contract = Contract.model_validate_json(Path(context.artifacts["contract"]).read_text())
+        self.config = json.loads(Path(context.artifacts["config"]).read_text())
+        if self.config["family"] == "torch":
+            torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
+            self.mlp = load_mlp(context.artifacts["weights"], self.config)
+        else:
+            import joblib
+
+            self.estimator = joblib.load(context.artifacts["weights"])
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        features = feature_matrix(frame, self.contract).to_numpy(dtype="float32")
+        if self.config["family"] == "torch":
+            return predict_proba_mlp(self.mlp, features)
+        return self.estimator.predict_proba(features)[:, 1].astype("float64")
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        probability = self.predict_proba(model_input)
+        return pd.DataFrame({"probability": probability, "label": (probability >= DECISION_THRESHOLD).astype("int64")})

@@ -1,0 +1,226 @@
+"""Train: a torch MLP with DistributedDataParallel, or a scikit-learn model, logged to one MLflow run.
+
+The torch family spawns ``world_size`` processes that rendezvous over TCP on loopback (gloo on the CPU,
+nccl when every rank has its own GPU); each trains on its shard of the data and gradients are averaged by
+DDP. A run is idempotent per run key: a retry finds the finished MLflow run and returns it untouched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from pipelines import runlog, storage, tracking
+from pipelines.contract import Contract, load_contract
+from pipelines.features import feature_names
+from pipelines.metrics import classification_metrics
+from pipelines.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TORCH_DEFAULTS: dict[str, Any] = {"hidden": [64, 32], "dropout": 0.1, "lr": 2e-3, "batch_size": 256, "weight_decay": 1e-4}
+SKLEARN_DEFAULTS: dict[str, Any] = {"max_iter": 200, "learning_rate": 0.08, "max_leaf_nodes": 31}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def resolve_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("CT_TRAIN_DEVICE=cuda but torch sees no CUDA device")
+    return requested
+
+
+def train_torch(
+    x_train: np.ndarray, y_train: np.ndarray, settings: Settings, out_dir: Path
+) -> tuple[Any, dict[str, Any], list[float]]:
+    """Train the MLP over ``settings.train_world_size`` DDP processes; return the model, config and curve."""
+    import torch
+
+    from pipelines.model import load_mlp
+
+    device = resolve_device(settings.train_device)
+    world_size = settings.train_world_size
+    backend = "nccl" if device == "cuda" and torch.cuda.device_count() >= world_size else "gloo"
+    config = {
+        **TORCH_DEFAULTS,
+        "epochs": settings.train_epochs,
+        "seed": settings.seed,
+        "device": device,
+        "backend": backend,
+        "world_size": world_size,
+        "n_features": int(x_train.shape[1]),
+    }
+    data_path = out_dir / "train.npz"
+    np.savez(
+        data_path,
+        x=x_train.astype("float32"),
+        y=y_train.astype("float32"),
+        mean=x_train.mean(axis=0),
+        std=x_train.std(axis=0),
+    )
+    config_path = out_dir / "config.json"
+    config_path.write_text(json.dumps(config))
+    command = [
+        sys.executable, "-m", "torch.distributed.run",
+        "--nnodes", "1", "--nproc-per-node", str(world_size),
+        "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{_free_port()}",
+        "-m", "pipelines.ddp_worker", str(data_path), str(config_path), str(out_dir),
+    ]  # fmt: skip
+    log.info("launching %d DDP ranks (%s on %s)", world_size, backend, device)
+    completed = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    data_path.unlink()
+    if completed.returncode != 0:
+        tail = (completed.stdout + completed.stderr)[-4000:]
+        raise RuntimeError(f"DDP training failed (exit {completed.returncode}); last output:\n{tail}")
+    curve = json.loads((out_dir / "curve.json").read_text())
+    return load_mlp(out_dir / "weights.pt", config), config, curve
+
+
+def train_sklearn(
+    x_train: np.ndarray, y_train: np.ndarray, settings: Settings, out_dir: Path
+) -> tuple[Any, dict[str, Any], list[float]]:
+    import joblib
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    config = {**SKLEARN_DEFAULTS, "seed": settings.seed}
+    estimator = HistGradientBoostingClassifier(
+        max_iter=config["max_iter"],
+        learning_rate=config["learning_rate"],
+        max_leaf_nodes=config["max_leaf_nodes"],
+        early_stopping=True,
+        random_state=config["seed"],
+    )
+    estimator.fit(x_train, y_train)
+    joblib.dump(estimator, out_dir / "weights.joblib")
+    return estimator, config, [float(v) for v in -estimator.validation_score_]
+
+
+def _predict(family: str, model: Any, features: np.ndarray) -> np.ndarray:
+    if family == "torch":
+        from pipelines.model import predict_proba_mlp
+
+        return predict_proba_mlp(model, features)
+    return model.predict_proba(features)[:, 1]
+
+
+def _find_finished_run(client: mlflow.MlflowClient, settings: Settings, run_key: str) -> Any | None:
+    runs = client.search_runs(
+        [tracking.experiment_id(client, settings)],
+        filter_string=f"tags.`ct.run_key` = '{run_key}' and attributes.status = 'FINISHED'",
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def log_model(
+    family: str, out_dir: Path, contract: Contract, config: dict[str, Any], example: pd.DataFrame
+) -> mlflow.models.model.ModelInfo:
+    """Log the pyfunc model with its signature (raw feature columns) and an input example."""
+    from mlflow.models import infer_signature
+
+    from pipelines.model import ChurnClassifier
+
+    (out_dir / "contract.json").write_text(contract.model_dump_json())
+    (out_dir / "config.json").write_text(json.dumps({**config, "family": family}))
+    weights = out_dir / ("weights.pt" if family == "torch" else "weights.joblib")
+    artifacts = {"contract": str(out_dir / "contract.json"), "config": str(out_dir / "config.json"), "weights": str(weights)}
+    example = example[contract.feature_columns].reset_index(drop=True)
+    context = type("Context", (), {"artifacts": artifacts})()
+    probe = ChurnClassifier()
+    probe.load_context(context)
+    signature = infer_signature(example, probe.predict(None, example))
+    import sklearn
+    import torch
+
+    requirements = [f"mlflow=={mlflow.__version__}", f"pandas=={pd.__version__}", f"numpy=={np.__version__}"]
+    requirements += [f"torch=={torch.__version__.split('+')[0]}"] if family == "torch" else [f"scikit-learn=={sklearn.__version__}"]
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=ChurnClassifier(),
+        artifacts=artifacts,
+        signature=signature,
+        input_example=example.head(3),
+        pip_requirements=requirements,
+    )
+
+
+@runlog.stage("train")
+def train(
+    settings: Settings,
+    logical_date: dt.date,
+    dataset_uri: str,
+    context: tracking.RunContext,
+    family: str | None = None,
+) -> dict[str, Any]:
+    """Train one model family on the prepared dataset; return the MLflow run id and validation metrics."""
+    family = family or settings.model_family
+    if family not in ("torch", "sklearn"):
+        raise ValueError(f"unknown model family '{family}'; choose torch or sklearn")
+    client = tracking.configure(settings)
+    if existing := _find_finished_run(client, settings, context.run_key):
+        log.info("run key %s already trained as MLflow run %s; reusing it", context.run_key, existing.info.run_id)
+        return _result(existing.info.run_id, existing.data.metrics, existing.data.tags)
+
+    contract = load_contract(settings.resolved_contract_path)
+    manifest = storage.read_manifest(dataset_uri)
+    names = feature_names(contract)
+    train_frame = storage.read_split(dataset_uri, "train")
+    validation = storage.read_split(dataset_uri, "validation")
+    x_train, y_train = train_frame[names].to_numpy("float32"), train_frame[contract.label].to_numpy()
+    tags = {
+        **context.tags(),
+        "model.family": family,
+        "dataset.uri": dataset_uri,
+        "dataset.hash": manifest.content_hash,
+        "dataset.engine": str(manifest.extra.get("engine")),
+        "logical_date": logical_date.isoformat(),
+    }
+    with tempfile.TemporaryDirectory(prefix="ct-train-") as tmp, mlflow.start_run(run_name=f"{family}-{logical_date}", tags=tags) as run:
+        started = time.perf_counter()
+        trainer = train_torch if family == "torch" else train_sklearn
+        model, config, curve = trainer(x_train, y_train, settings, Path(tmp))
+        seconds = time.perf_counter() - started
+        validation_metrics = classification_metrics(
+            validation[contract.label].to_numpy(), _predict(family, model, validation[names].to_numpy("float32"))
+        )
+        mlflow.log_params({**{k: v for k, v in config.items() if k != "n_features"}, "family": family, "train_rows": len(x_train)})
+        for step, value in enumerate(curve):
+            mlflow.log_metric("train_loss", value, step=step)
+        mlflow.log_metrics({f"val_{k}": v for k, v in validation_metrics.items()} | {"train_seconds": seconds})
+        model_info = log_model(family, Path(tmp), contract, config, validation)
+        mlflow.set_tag("ct.model_uri", model_info.model_uri)
+        run_id = run.info.run_id
+    log.info("trained %s in %.1fs: validation %s", family, seconds, validation_metrics)
+    finished = client.get_run(run_id)
+    return _result(run_id, finished.data.metrics, finished.data.tags)
+
+
+def _result(run_id: str, metrics: dict[str, float], tags: dict[str, str]) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "model_uri": tags.get("ct.model_uri"),
+        "family": tags.get("model.family"),
+        "dataset_hash": tags.get("dataset.hash"),
+        "val_metrics": {k[4:]: v for k, v in metrics.items() if k.startswith("val_")},
+    }

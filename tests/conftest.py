@@ -1,0 +1,50 @@
+"""Shared fixtures. Airflow's home is pointed at a throwaway folder before anything imports Airflow."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import pytest
+
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="ct-airflow-test-"))
+_ROOT = Path(__file__).resolve().parent.parent
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_AIRFLOW_HOME),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(_ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "GIT_PYTHON_REFRESH": "quiet",
+    }
+)
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+DAY = dt.date(2026, 11, 20)
+NEXT_DAY = dt.date(2026, 11, 21)
+
+
+@pytest.fixture
+def settings(tmp_path: Path):
+    """Settings on a fresh state folder, with small data and short training."""
+    from pipelines.settings import get_settings
+
+    return get_settings(state_dir=tmp_path / "state", rows_per_day=3000, train_epochs=3)
+
+
+@pytest.fixture(scope="session")
+def contract():
+    from pipelines.contract import load_contract
+
+    return load_contract(_ROOT / "include" / "contracts" / "transactions.yaml")
+
+
+@pytest.fixture(scope="session")
+def clean_frame():
+    from pipelines.generate import generate_day
+
+    return generate_day(DAY, seed=7, rows=2000)
