@@ -51,13 +51,24 @@ def _day() -> dt.date:
     doc_md=__doc__,
     default_args={"owner": "ml-platform", "retries": 2, "retry_delay": dt.timedelta(minutes=1)},
     params={
-        "engine": Param("dask", enum=["dask", "spark"], title="Data preparation engine",
-                        description="Dask or Spark runs the prepare stage; both give the same features."),
-        "model_family": Param("torch", enum=["torch", "sklearn"], title="Model family",
-                              description="torch: an MLP trained with DDP; sklearn: gradient-boosted trees."),
-        "scenario": Param("none", enum=["none", "covariate_shift", "concept_drift", "missing_values", "schema_break"],
-                          title="Demo data scenario",
-                          description="Injects drift or broken data into the demo source for this date."),
+        "engine": Param(
+            "dask",
+            enum=["dask", "spark"],
+            title="Data preparation engine",
+            description="Dask or Spark runs the prepare stage; both give the same features.",
+        ),
+        "model_family": Param(
+            "torch",
+            enum=["torch", "sklearn"],
+            title="Model family",
+            description="torch: an MLP trained with DDP; sklearn: gradient-boosted trees.",
+        ),
+        "scenario": Param(
+            "none",
+            enum=["none", "covariate_shift", "concept_drift", "missing_values", "schema_break"],
+            title="Demo data scenario",
+            description="Injects drift or broken data into the demo source for this date.",
+        ),
     },  # fmt: skip
 )
 def retrain() -> None:

@@ -19,7 +19,9 @@ from pipelines.settings import Settings, get_settings
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 
-DateOption = typer.Option(..., "--date", "-d", help="Logical date (YYYY-MM-DD) of the run.", formats=["%Y-%m-%d"])
+DateOption = typer.Option(
+    ..., "--date", "-d", help="Logical date (YYYY-MM-DD) of the run.", formats=["%Y-%m-%d"]
+)
 
 
 def _setup_logging() -> None:
@@ -47,7 +49,9 @@ def main() -> None:
 @app.command()
 def generate(
     date: dt.datetime = DateOption,
-    scenario: str = typer.Option("none", help="none, covariate_shift, concept_drift, missing_values, schema_break."),
+    scenario: str = typer.Option(
+        "none", help="none, covariate_shift, concept_drift, missing_values, schema_break."
+    ),
 ) -> None:
     """Write the demo source's raw partitions for the window ending on DATE."""
     from pipelines.generate import generate as run
@@ -69,7 +73,10 @@ def validate(date: dt.datetime = DateOption) -> None:
 
 
 @app.command()
-def prepare(date: dt.datetime = DateOption, engine: str = typer.Option(None, help="dask or spark (default: CT_ENGINE).")) -> None:
+def prepare(
+    date: dt.datetime = DateOption,
+    engine: str = typer.Option(None, help="dask or spark (default: CT_ENGINE)."),
+) -> None:
     """Build features and the train/validation/holdout split."""
     from pipelines.prepare import prepare as run
 
@@ -94,7 +101,10 @@ def train(
 
 
 @app.command()
-def register(date: dt.datetime = DateOption, run_id: str = typer.Option(None, help="MLflow run (default: the date's train).")) -> None:
+def register(
+    date: dt.datetime = DateOption,
+    run_id: str = typer.Option(None, help="MLflow run (default: the date's train)."),
+) -> None:
     """Register the trained model as a new version with alias challenger (idempotent)."""
     from pipelines.register import register as run
 
@@ -103,7 +113,9 @@ def register(date: dt.datetime = DateOption, run_id: str = typer.Option(None, he
 
 
 @app.command()
-def evaluate(date: dt.datetime = DateOption, version: int = typer.Option(None, help="Challenger version.")) -> None:
+def evaluate(
+    date: dt.datetime = DateOption, version: int = typer.Option(None, help="Challenger version.")
+) -> None:
     """Score challenger and champion on the same holdout."""
     from pipelines.evaluate import evaluate as run
 
@@ -113,7 +125,9 @@ def evaluate(date: dt.datetime = DateOption, version: int = typer.Option(None, h
 
 
 @app.command()
-def drift(date: dt.datetime = DateOption, version: int = typer.Option(None, help="Challenger version.")) -> None:
+def drift(
+    date: dt.datetime = DateOption, version: int = typer.Option(None, help="Challenger version.")
+) -> None:
     """Evidently drift report of the window against the champion's training data."""
     from pipelines.drift import drift as run
 
@@ -149,7 +163,9 @@ def promote(date: dt.datetime = DateOption) -> None:
 
 
 @app.command()
-def summary(dates: list[dt.datetime] = typer.Argument(..., help="Logical dates, oldest first.", formats=["%Y-%m-%d"])) -> None:
+def summary(
+    dates: list[dt.datetime] = typer.Argument(..., help="Logical dates, oldest first.", formats=["%Y-%m-%d"]),
+) -> None:
     """Print versions, champion, the last gate decision, drift, stage times and one served prediction."""
     from pipelines.summary import print_summary
 

@@ -47,7 +47,9 @@ class Contract(BaseModel):
             if column not in self.columns:
                 raise ValueError(f"{role_name} names column '{column}', which is not under columns")
         if sum(self.splits.values()) != 100 or set(self.splits) != {"train", "validation", "holdout"}:
-            raise ValueError(f"splits must give train, validation and holdout percentages summing to 100: {self.splits}")
+            raise ValueError(
+                f"splits must give train, validation and holdout percentages summing to 100: {self.splits}"
+            )
         for name, spec in self.columns.items():
             if spec.type == "category" and not spec.allowed:
                 raise ValueError(f"column '{name}' is a category and needs an 'allowed' list")

@@ -34,10 +34,14 @@ def run(data_path: str, config: dict, out_dir: str) -> None:
     dist.init_process_group(config["backend"])
     try:
         torch.manual_seed(config["seed"])
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world_size))))
+        torch.set_num_threads(
+            max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
+        )
         arrays = np.load(data_path)
         dataset = TensorDataset(torch.from_numpy(arrays["x"]), torch.from_numpy(arrays["y"]))
-        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=config["seed"])
+        sampler = DistributedSampler(
+            dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=config["seed"]
+        )
         loader = DataLoader(dataset, batch_size=config["batch_size"], sampler=sampler)
         model = ChurnMLP(arrays["x"].shape[1], tuple(config["hidden"]), config["dropout"])
         model.set_scaling(arrays["mean"], arrays["std"])
@@ -56,7 +60,9 @@ def run(data_path: str, config: dict, out_dir: str) -> None:
                 loss = loss_fn(ddp(features), labels)
                 loss.backward()
                 optimiser.step()
-                total += torch.stack([loss.detach() * len(labels), torch.tensor(float(len(labels)), device=device)])
+                total += torch.stack(
+                    [loss.detach() * len(labels), torch.tensor(float(len(labels)), device=device)]
+                )
             dist.all_reduce(total)
             curve.append(float(total[0] / total[1]))
         if rank == 0:

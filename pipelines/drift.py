@@ -29,7 +29,9 @@ def _sample(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
 
 def _window(dataset_uri: str, contract: Contract) -> pd.DataFrame:
     columns = [*contract.feature_columns, contract.label]
-    return pd.concat([storage.read_split(dataset_uri, s, columns) for s in ("train", "validation", "holdout")])
+    return pd.concat(
+        [storage.read_split(dataset_uri, s, columns) for s in ("train", "validation", "holdout")]
+    )
 
 
 def summarise(snapshot_dict: dict[str, Any]) -> dict[str, Any]:
@@ -44,7 +46,12 @@ def summarise(snapshot_dict: dict[str, Any]) -> dict[str, Any]:
         elif kind == "ValueDrift":
             method, threshold, score = config["method"], float(config["threshold"]), float(metric["value"])
             drifted = score < threshold if "p_value" in method else score >= threshold
-            columns[config["column"]] = {"method": method, "threshold": threshold, "score": score, "drifted": drifted}
+            columns[config["column"]] = {
+                "method": method,
+                "threshold": threshold,
+                "score": score,
+                "drifted": drifted,
+            }
     if count is None:
         raise ValueError("the Evidently report has no DriftedColumnsCount metric")
     return {"drifted_columns": count, "drift_share": share, "columns": columns}
@@ -77,7 +84,9 @@ def drift(
     reference_version = champion or challenger
     reference_uri = reference_version.tags.get("dataset.uri")
     if not reference_uri:
-        raise ValueError(f"model version {reference_version.version} has no dataset.uri tag: its training data is unknown")
+        raise ValueError(
+            f"model version {reference_version.version} has no dataset.uri tag: its training data is unknown"
+        )
     columns = [*contract.feature_columns, contract.label]
     reference = _sample(storage.read_split(reference_uri, "train", columns), SAMPLE_ROWS, settings.seed)
     current = _sample(_window(dataset_uri, contract), SAMPLE_ROWS, settings.seed)

@@ -21,7 +21,9 @@ class EvaluationError(RuntimeError):
     """A model could not be scored; the gate treats this as 'do not promote'."""
 
 
-def score_version(name: str, version: int, holdout: Any, contract: Any) -> tuple[dict[str, float], np.ndarray]:
+def score_version(
+    name: str, version: int, holdout: Any, contract: Any
+) -> tuple[dict[str, float], np.ndarray]:
     """Load one registered version and score it on the holdout's raw feature columns."""
     try:
         model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
@@ -33,7 +35,9 @@ def score_version(name: str, version: int, holdout: Any, contract: Any) -> tuple
 
 
 @runlog.stage("evaluate")
-def evaluate(settings: Settings, logical_date: dt.date, dataset_uri: str, challenger_version: int) -> dict[str, Any]:
+def evaluate(
+    settings: Settings, logical_date: dt.date, dataset_uri: str, challenger_version: int
+) -> dict[str, Any]:
     """Score challenger and champion on the run's holdout; log both to the challenger's MLflow run."""
     client = tracking.configure(settings)
     contract = load_contract(settings.resolved_contract_path)
@@ -51,7 +55,9 @@ def evaluate(settings: Settings, logical_date: dt.date, dataset_uri: str, challe
         logged |= {f"champion_holdout_{k}": v for k, v in champion_result["metrics"].items()}
     for key, value in logged.items():
         client.log_metric(run_id, key, value)
-    log.info("holdout: challenger v%s %s; champion %s", challenger_version, challenger_metrics, champion_result)
+    log.info(
+        "holdout: challenger v%s %s; champion %s", challenger_version, challenger_metrics, champion_result
+    )
     return {
         "holdout_uri": storage.split_uri(dataset_uri, "holdout"),
         "holdout_rows": len(holdout),

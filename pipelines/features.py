@@ -71,7 +71,9 @@ def assign_split(buckets: pd.Series, contract: Contract) -> pd.Series:
 
 def build_features(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
     """One partition of raw rows to prepared rows (keys, raw features, label, features, split)."""
-    prepared = frame[[contract.entity_id, contract.event_time, *contract.feature_columns, contract.label]].copy()
+    prepared = frame[
+        [contract.entity_id, contract.event_time, *contract.feature_columns, contract.label]
+    ].copy()
     prepared = pd.concat([prepared, feature_matrix(frame, contract)], axis=1)
     prepared[SPLIT_COLUMN] = assign_split(split_bucket(frame[contract.entity_id]), contract)
     return prepared[[*output_columns(contract), SPLIT_COLUMN]]

@@ -63,7 +63,9 @@ def load_policy(path: Path) -> Policy:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise PolicyError(f"promotion policy {path} is invalid: {problems}") from exc
     if policy.higher_is_better != HIGHER_IS_BETTER[policy.primary_metric]:
-        raise PolicyError(f"promotion policy {path}: higher_is_better contradicts primary_metric {policy.primary_metric}")
+        raise PolicyError(
+            f"promotion policy {path}: higher_is_better contradicts primary_metric {policy.primary_metric}"
+        )
     return policy
 
 
@@ -84,7 +86,11 @@ def decide(policy: Policy, evaluation: dict[str, Any], drift: dict[str, Any]) ->
               f"{rows} holdout rows scored, policy needs {policy.min_holdout_rows}")
     )  # fmt: skip
     if challenger_value is None:
-        rules.append(_rule("challenger_metric_present", False, None, metric, f"challenger has no {metric}: fail closed"))
+        rules.append(
+            _rule(
+                "challenger_metric_present", False, None, metric, f"challenger has no {metric}: fail closed"
+            )
+        )
     elif champion is None:
         action = policy.no_champion.action
         floor = policy.no_champion.min_primary_metric
@@ -98,7 +104,11 @@ def decide(policy: Policy, evaluation: dict[str, Any], drift: dict[str, Any]) ->
     else:
         champion_value = (champion.get("metrics") or {}).get(metric)
         if champion_value is None:
-            rules.append(_rule("champion_metric_present", False, None, metric, f"champion has no {metric}: fail closed"))
+            rules.append(
+                _rule(
+                    "champion_metric_present", False, None, metric, f"champion has no {metric}: fail closed"
+                )
+            )
         else:
             sign = 1.0 if policy.higher_is_better else -1.0
             improvement = sign * (challenger_value - champion_value)
@@ -148,7 +158,9 @@ def to_markdown(record: dict[str, Any]) -> str:
         "|---|---|---|---|---|",
     ]
     for r in record["rules"]:
-        lines.append(f"| {r['rule']} | {'pass' if r['passed'] else 'FAIL'} | {r['value']} | {r['threshold']} | {r['detail']} |")
+        lines.append(
+            f"| {r['rule']} | {'pass' if r['passed'] else 'FAIL'} | {r['value']} | {r['threshold']} | {r['detail']} |"
+        )
     return "\n".join(lines) + "\n"
 
 

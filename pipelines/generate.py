@@ -55,8 +55,24 @@ def _label_logit(frame: pd.DataFrame, scenario: str) -> np.ndarray:
     age = (frame["age"].to_numpy() - 42) / 13
     if scenario == "concept_drift":
         # Long-tenured, high-spending customers now leave: the old model's ranking inverts.
-        return -1.1 + 0.9 * (log_amount - 4.0) + 0.6 * tenure_years - 0.9 * (txn - 2.0) + 0.2 * basic - 0.6 * app + 0.4 * age
-    return -1.4 - 0.8 * (log_amount - 4.0) - 0.45 * tenure_years - 0.7 * (txn - 2.0) + 0.9 * basic + 0.5 * app - 0.3 * age
+        return (
+            -1.1
+            + 0.9 * (log_amount - 4.0)
+            + 0.6 * tenure_years
+            - 0.9 * (txn - 2.0)
+            + 0.2 * basic
+            - 0.6 * app
+            + 0.4 * age
+        )
+    return (
+        -1.4
+        - 0.8 * (log_amount - 4.0)
+        - 0.45 * tenure_years
+        - 0.7 * (txn - 2.0)
+        + 0.9 * basic
+        + 0.5 * app
+        - 0.3 * age
+    )
 
 
 def generate_day(day: dt.date, seed: int, rows: int, scenario: str = "none") -> pd.DataFrame:
@@ -65,9 +81,13 @@ def generate_day(day: dt.date, seed: int, rows: int, scenario: str = "none") -> 
         raise ValueError(f"unknown scenario '{scenario}'; choose one of {', '.join(SCENARIOS)}")
     rng = np.random.default_rng([seed, day.toordinal()])
     customers = _customers(seed)
-    chosen = customers.iloc[np.sort(rng.choice(CUSTOMER_POOL, size=rows, replace=False))].reset_index(drop=True)
+    chosen = customers.iloc[np.sort(rng.choice(CUSTOMER_POOL, size=rows, replace=False))].reset_index(
+        drop=True
+    )
     shift = scenario == "covariate_shift"
-    channel_p = {"covariate_shift": [0.2, 0.65, 0.15], "concept_drift": [0.3, 0.52, 0.18]}.get(scenario, [0.45, 0.35, 0.2])
+    channel_p = {"covariate_shift": [0.2, 0.65, 0.15], "concept_drift": [0.3, 0.52, 0.18]}.get(
+        scenario, [0.45, 0.35, 0.2]
+    )
     frame = pd.DataFrame(
         {
             "customer_id": chosen["customer_id"].to_numpy(),
@@ -114,7 +134,9 @@ def generate(
         day_scenario = scenario if day == logical_date else "none"
         frame = generate_day(day, settings.seed, settings.rows_per_day, day_scenario)
         uri = storage.raw_uri(settings.resolved_data_root, settings.dataset, day)
-        manifest = storage.write_parquet_frame(frame, uri, extra={"scenario": day_scenario, "seed": settings.seed})
+        manifest = storage.write_parquet_frame(
+            frame, uri, extra={"scenario": day_scenario, "seed": settings.seed}
+        )
         log.info("wrote %s rows to %s (scenario %s)", manifest.rows, uri, day_scenario)
         partitions.append({"uri": uri, "rows": manifest.rows, "content_hash": manifest.content_hash})
     return {"logical_date": logical_date.isoformat(), "scenario": scenario, "partitions": partitions}

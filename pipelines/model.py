@@ -78,6 +78,10 @@ class ChurnClassifier(mlflow.pyfunc.PythonModel):
             return predict_proba_mlp(self.mlp, features)
         return self.estimator.predict_proba(features)[:, 1].astype("float64")
 
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         probability = self.predict_proba(model_input)
-        return pd.DataFrame({"probability": probability, "label": (probability >= DECISION_THRESHOLD).astype("int64")})
+        return pd.DataFrame(
+            {"probability": probability, "label": (probability >= DECISION_THRESHOLD).astype("int64")}
+        )

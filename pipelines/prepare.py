@@ -132,7 +132,8 @@ def prepare(settings: Settings, logical_date: dt.date, engine: str | None = None
     with storage.atomic_dir(out_uri) as tmp:
         ENGINES[engine](raw_uris, tmp, contract, settings)
         split_rows = {
-            split: storage.content_hash(storage.split_uri(tmp, split))[1] for split in ("train", "validation", "holdout")
+            split: storage.content_hash(storage.split_uri(tmp, split))[1]
+            for split in ("train", "validation", "holdout")
         }
         manifest = storage.write_manifest(
             tmp,
@@ -146,7 +147,13 @@ def prepare(settings: Settings, logical_date: dt.date, engine: str | None = None
             },
             final_uri=out_uri,
         )
-    log.info("prepared %d rows with %s into %s (hash %s)", manifest.rows, engine, out_uri, manifest.content_hash[:12])
+    log.info(
+        "prepared %d rows with %s into %s (hash %s)",
+        manifest.rows,
+        engine,
+        out_uri,
+        manifest.content_hash[:12],
+    )
     return {
         "uri": out_uri,
         "engine": engine,

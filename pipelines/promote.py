@@ -18,7 +18,11 @@ class ChampionChangedError(RuntimeError):
 
 @runlog.stage("promote")
 def promote(
-    settings: Settings, logical_date: dt.date, version: int, expected_champion: int | None, reason: str = "gate"
+    settings: Settings,
+    logical_date: dt.date,
+    version: int,
+    expected_champion: int | None,
+    reason: str = "gate",
 ) -> dict[str, Any]:
     """Compare-and-set the champion alias: only if it still points at ``expected_champion``."""
     client = tracking.configure(settings)

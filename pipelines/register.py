@@ -42,7 +42,9 @@ def register(settings: Settings, logical_date: dt.date, run_id: str) -> dict[str
         tags = {key: run_tags[key] for key in LINEAGE_TAGS if key in run_tags}
         model_uri = run_tags.get("ct.model_uri")
         if not model_uri:
-            raise ValueError(f"MLflow run {run_id} has no ct.model_uri tag: it did not finish logging a model")
+            raise ValueError(
+                f"MLflow run {run_id} has no ct.model_uri tag: it did not finish logging a model"
+            )
         version = mlflow.register_model(model_uri, name, tags=tags)
         log.info("registered run %s as version %s of %s", run_id, version.version, name)
     client.set_registered_model_alias(name, tracking.CHALLENGER, version.version)

@@ -40,7 +40,8 @@ def stage(name: str) -> Callable[[F], F]:
                 "result": result,
             }
             storage.write_json_atomic(
-                storage.run_record_uri(settings.resolved_data_root, settings.dataset, logical_date, name), record
+                storage.run_record_uri(settings.resolved_data_root, settings.dataset, logical_date, name),
+                record,
             )
             return result
 

@@ -35,7 +35,9 @@ class LoadedModel:
 
 
 class PredictRequest(BaseModel):
-    rows: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_ROWS, description="Rows of raw feature values.")
+    rows: list[dict[str, Any]] = Field(
+        min_length=1, max_length=MAX_ROWS, description="Rows of raw feature values."
+    )
 
 
 class Prediction(BaseModel):
@@ -76,7 +78,9 @@ class ModelHolder:
             self.last_error = f"loading {name} v{champion.version} failed: {exc}"
             log.error(self.last_error)
             return self.current
-        loaded = LoadedModel(name, int(champion.version), model, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+        loaded = LoadedModel(
+            name, int(champion.version), model, dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        )
         with self._lock:
             self.current = loaded
         self.last_error = None
@@ -116,14 +120,19 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             output = current.model.predict(pd.DataFrame.from_records(request.rows))
         except MlflowException as exc:
-            raise HTTPException(status_code=422, detail=f"input does not match the model signature: {exc.message}") from exc
+            raise HTTPException(
+                status_code=422, detail=f"input does not match the model signature: {exc.message}"
+            ) from exc
         except (KeyError, ValueError, TypeError) as exc:
             raise HTTPException(status_code=422, detail=f"input cannot be scored: {exc}") from exc
         response.headers["X-Model-Version"] = str(current.version)
         return PredictResponse(
             model_name=current.name,
             model_version=current.version,
-            predictions=[Prediction(probability=p, label=lbl) for p, lbl in zip(output["probability"], output["label"], strict=True)],
+            predictions=[
+                Prediction(probability=p, label=lbl)
+                for p, lbl in zip(output["probability"], output["label"], strict=True)
+            ],
         )
 
     return app

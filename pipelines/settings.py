@@ -35,24 +35,40 @@ class Settings(BaseSettings):
         default=None,
         description="Where datasets, features and reports live (any fsspec URI). Default: <state_dir>/data.",
     )
-    dataset: str = Field(default="transactions", description="Dataset name; its contract is include/contracts/<dataset>.yaml.")
-    contract_path: Path | None = Field(default=None, description="Data contract file. Default: include/contracts/<dataset>.yaml.")
-    policy_path: Path = Field(default=INCLUDE_DIR / "promotion_policy.yaml", description="Promotion policy file.")
-    window_days: int = Field(default=1, ge=1, description="Days of data, ending on the logical date, that one run trains on.")
-    rows_per_day: int = Field(default=20_000, ge=100, description="Rows per day written by the demo generator.")
-    seed: int = Field(default=7, description="Seed of the demo generator; data is deterministic for (seed, date).")
+    dataset: str = Field(
+        default="transactions", description="Dataset name; its contract is include/contracts/<dataset>.yaml."
+    )
+    contract_path: Path | None = Field(
+        default=None, description="Data contract file. Default: include/contracts/<dataset>.yaml."
+    )
+    policy_path: Path = Field(
+        default=INCLUDE_DIR / "promotion_policy.yaml", description="Promotion policy file."
+    )
+    window_days: int = Field(
+        default=1, ge=1, description="Days of data, ending on the logical date, that one run trains on."
+    )
+    rows_per_day: int = Field(
+        default=20_000, ge=100, description="Rows per day written by the demo generator."
+    )
+    seed: int = Field(
+        default=7, description="Seed of the demo generator; data is deterministic for (seed, date)."
+    )
 
     engine: Engine = Field(default="dask", description="Data preparation engine.")
-    spark_master: str = Field(default="local[2]", description="Spark master URL (spark://host:7077 for a cluster).")
+    spark_master: str = Field(
+        default="local[2]", description="Spark master URL (spark://host:7077 for a cluster)."
+    )
     dask_scheduler: str | None = Field(
-        default=None, description="Dask scheduler address (tcp://host:8786). Default: an in-process LocalCluster."
+        default=None,
+        description="Dask scheduler address (tcp://host:8786). Default: an in-process LocalCluster.",
     )
 
     mlflow_tracking_uri: str | None = Field(
         default=None, description="MLflow tracking URI. Default: sqlite:///<state_dir>/mlflow/mlflow.db."
     )
     mlflow_artifact_root: str | None = Field(
-        default=None, description="Artifact location for new experiments. Default: <state_dir>/mlflow/artifacts."
+        default=None,
+        description="Artifact location for new experiments. Default: <state_dir>/mlflow/artifacts.",
     )
     experiment: str = Field(default="continuous-training", description="MLflow experiment name.")
     model_name: str = Field(default="ct-classifier", description="Registered model name.")

@@ -134,7 +134,9 @@ def exists(uri: str) -> bool:
 
 def _parquet_dataset(uri: str) -> pads.Dataset:
     fs, path = url_to_fs(uri)
-    return pads.dataset(path, filesystem=fs, format="parquet", partitioning="hive", exclude_invalid_files=True)
+    return pads.dataset(
+        path, filesystem=fs, format="parquet", partitioning="hive", exclude_invalid_files=True
+    )
 
 
 def _type_name(data_type: pa.DataType) -> str:
@@ -176,7 +178,10 @@ def content_hash(uri: str, columns: list[str] | None = None) -> tuple[str, int, 
 
 
 def write_manifest(
-    uri: str, extra: dict[str, Any] | None = None, columns: list[str] | None = None, final_uri: str | None = None
+    uri: str,
+    extra: dict[str, Any] | None = None,
+    columns: list[str] | None = None,
+    final_uri: str | None = None,
 ) -> Manifest:
     """Hash a written Parquet folder and commit it with its manifest (``final_uri``: where it will live)."""
     digest, rows, schema = content_hash(uri, columns)
@@ -195,7 +200,9 @@ def write_manifest(
 def read_manifest(uri: str) -> Manifest:
     manifest_uri = join(uri, MANIFEST)
     if not exists(manifest_uri):
-        raise DatasetNotFoundError(f"No committed dataset at {uri} (no {MANIFEST}); run the stage that writes it.")
+        raise DatasetNotFoundError(
+            f"No committed dataset at {uri} (no {MANIFEST}); run the stage that writes it."
+        )
     return Manifest(**read_json(manifest_uri))
 
 

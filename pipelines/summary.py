@@ -44,7 +44,16 @@ def print_summary(settings: Settings, dates: list[dt.date], console: Console | N
             aliases.setdefault(str(version), []).append(alias)
 
     table = Table(title=f"Model versions of {name}")
-    for column in ("version", "aliases", "family", "trained on", "val roc_auc", "holdout roc_auc", "gate", "dataset hash"):
+    for column in (
+        "version",
+        "aliases",
+        "family",
+        "trained on",
+        "val roc_auc",
+        "holdout roc_auc",
+        "gate",
+        "dataset hash",
+    ):
         table.add_column(column)
     for mv in versions:
         metrics = client.get_run(mv.run_id).data.metrics
@@ -54,7 +63,9 @@ def print_summary(settings: Settings, dates: list[dt.date], console: Console | N
             mv.tags.get("dataset.hash", "")[:12],
         )  # fmt: skip
     console.print(table)
-    console.print(f"[bold]Champion:[/bold] {name} v{champion.version}" if champion else "[bold]Champion:[/bold] none")
+    console.print(
+        f"[bold]Champion:[/bold] {name} v{champion.version}" if champion else "[bold]Champion:[/bold] none"
+    )
 
     stages = Table(title="Stage times (seconds)")
     stages.add_column("stage")
@@ -62,12 +73,18 @@ def print_summary(settings: Settings, dates: list[dt.date], console: Console | N
         stages.add_column(day.isoformat())
     records = {day: runlog.read_records(settings, day) for day in dates}
     for stage_name in runlog.STAGES:
-        cells = [f"{records[d][stage_name]['seconds']:.1f}" if stage_name in records[d] else "skipped" for d in dates]
+        cells = [
+            f"{records[d][stage_name]['seconds']:.1f}" if stage_name in records[d] else "skipped"
+            for d in dates
+        ]
         stages.add_row(stage_name, *cells)
     console.print(stages)
 
     last = records[dates[-1]]
-    result: dict[str, Any] = {"champion": int(champion.version) if champion else None, "versions": len(versions)}
+    result: dict[str, Any] = {
+        "champion": int(champion.version) if champion else None,
+        "versions": len(versions),
+    }
     if "gate" in last:
         decision = last["gate"]["result"]
         console.print(f"[bold]Gate decision for {dates[-1]}:[/bold] {decision['decision'].upper()}")
@@ -86,7 +103,9 @@ def print_summary(settings: Settings, dates: list[dt.date], console: Console | N
         result["drift"] = {k: drift[k] for k in ("drifted_columns", "drift_share", "html")}
     if champion and "prepare" in last:
         prediction = sample_prediction(settings, last["prepare"]["result"]["uri"])
-        console.print(f"[bold]Serving app, POST /predict[/bold] -> {prediction['status']}: {prediction['response']}")
+        console.print(
+            f"[bold]Serving app, POST /predict[/bold] -> {prediction['status']}: {prediction['response']}"
+        )
         result["prediction"] = prediction
     console.print(
         "[bold]UIs:[/bold] `make mlflow` -> http://127.0.0.1:5000 (registry and runs); "

@@ -43,7 +43,12 @@ def git_commit() -> str:
         return commit
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True, timeout=10
+            ["git", "rev-parse", "HEAD"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         )
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
@@ -64,7 +69,9 @@ def configure(settings: Settings) -> MlflowClient:
             Path(location).mkdir(parents=True, exist_ok=True)
             location = Path(location).resolve().as_uri()
         try:
-            client.create_experiment(settings.experiment, artifact_location=f"{location.rstrip('/')}/{settings.experiment}")
+            client.create_experiment(
+                settings.experiment, artifact_location=f"{location.rstrip('/')}/{settings.experiment}"
+            )
         except MlflowException:
             if client.get_experiment_by_name(settings.experiment) is None:  # lost a creation race: fine
                 raise

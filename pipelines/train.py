@@ -31,7 +31,13 @@ from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
 
-TORCH_DEFAULTS: dict[str, Any] = {"hidden": [64, 32], "dropout": 0.1, "lr": 2e-3, "batch_size": 256, "weight_decay": 1e-4}
+TORCH_DEFAULTS: dict[str, Any] = {
+    "hidden": [64, 32],
+    "dropout": 0.1,
+    "lr": 2e-3,
+    "batch_size": 256,
+    "weight_decay": 1e-4,
+}
 SKLEARN_DEFAULTS: dict[str, Any] = {"max_iter": 200, "learning_rate": 0.08, "max_leaf_nodes": 31}
 
 
@@ -88,7 +94,9 @@ def train_torch(
         "-m", "pipelines.ddp_worker", str(data_path), str(config_path), str(out_dir),
     ]  # fmt: skip
     log.info("launching %d DDP ranks (%s on %s)", world_size, backend, device)
-    completed = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    completed = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
     data_path.unlink()
     if completed.returncode != 0:
         tail = (completed.stdout + completed.stderr)[-4000:]
@@ -144,7 +152,11 @@ def log_model(
     (out_dir / "contract.json").write_text(contract.model_dump_json())
     (out_dir / "config.json").write_text(json.dumps({**config, "family": family}))
     weights = out_dir / ("weights.pt" if family == "torch" else "weights.joblib")
-    artifacts = {"contract": str(out_dir / "contract.json"), "config": str(out_dir / "config.json"), "weights": str(weights)}
+    artifacts = {
+        "contract": str(out_dir / "contract.json"),
+        "config": str(out_dir / "config.json"),
+        "weights": str(weights),
+    }
     example = example[contract.feature_columns].reset_index(drop=True)
     context = type("Context", (), {"artifacts": artifacts})()
     probe = ChurnClassifier()
@@ -154,7 +166,11 @@ def log_model(
     import torch
 
     requirements = [f"mlflow=={mlflow.__version__}", f"pandas=={pd.__version__}", f"numpy=={np.__version__}"]
-    requirements += [f"torch=={torch.__version__.split('+')[0]}"] if family == "torch" else [f"scikit-learn=={sklearn.__version__}"]
+    requirements += (
+        [f"torch=={torch.__version__.split('+')[0]}"]
+        if family == "torch"
+        else [f"scikit-learn=={sklearn.__version__}"]
+    )
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=ChurnClassifier(),
@@ -179,7 +195,9 @@ def train(
         raise ValueError(f"unknown model family '{family}'; choose torch or sklearn")
     client = tracking.configure(settings)
     if existing := _find_finished_run(client, settings, context.run_key):
-        log.info("run key %s already trained as MLflow run %s; reusing it", context.run_key, existing.info.run_id)
+        log.info(
+            "run key %s already trained as MLflow run %s; reusing it", context.run_key, existing.info.run_id
+        )
         return _result(existing.info.run_id, existing.data.metrics, existing.data.tags)
 
     contract = load_contract(settings.resolved_contract_path)
@@ -196,18 +214,30 @@ def train(
         "dataset.engine": str(manifest.extra.get("engine")),
         "logical_date": logical_date.isoformat(),
     }
-    with tempfile.TemporaryDirectory(prefix="ct-train-") as tmp, mlflow.start_run(run_name=f"{family}-{logical_date}", tags=tags) as run:
+    with (
+        tempfile.TemporaryDirectory(prefix="ct-train-") as tmp,
+        mlflow.start_run(run_name=f"{family}-{logical_date}", tags=tags) as run,
+    ):
         started = time.perf_counter()
         trainer = train_torch if family == "torch" else train_sklearn
         model, config, curve = trainer(x_train, y_train, settings, Path(tmp))
         seconds = time.perf_counter() - started
         validation_metrics = classification_metrics(
-            validation[contract.label].to_numpy(), _predict(family, model, validation[names].to_numpy("float32"))
+            validation[contract.label].to_numpy(),
+            _predict(family, model, validation[names].to_numpy("float32")),
         )
-        mlflow.log_params({**{k: v for k, v in config.items() if k != "n_features"}, "family": family, "train_rows": len(x_train)})
+        mlflow.log_params(
+            {
+                **{k: v for k, v in config.items() if k != "n_features"},
+                "family": family,
+                "train_rows": len(x_train),
+            }
+        )
         for step, value in enumerate(curve):
             mlflow.log_metric("train_loss", value, step=step)
-        mlflow.log_metrics({f"val_{k}": v for k, v in validation_metrics.items()} | {"train_seconds": seconds})
+        mlflow.log_metrics(
+            {f"val_{k}": v for k, v in validation_metrics.items()} | {"train_seconds": seconds}
+        )
         model_info = log_model(family, Path(tmp), contract, config, validation)
         mlflow.set_tag("ct.model_uri", model_info.model_uri)
         run_id = run.info.run_id

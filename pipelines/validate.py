@@ -29,7 +29,9 @@ class Violation:
     examples: list[Any]
 
     def describe(self) -> str:
-        return f"column '{self.column}' breaks rule '{self.rule}': {self.failing} failing, e.g. {self.examples}"
+        return (
+            f"column '{self.column}' breaks rule '{self.rule}': {self.failing} failing, e.g. {self.examples}"
+        )
 
 
 class DataContractError(ValueError):
@@ -43,7 +45,9 @@ class DataContractError(ValueError):
 
 
 def _null_share_check(limit: float) -> pa.Check:
-    return pa.Check(lambda s: bool(s.isna().mean() <= limit), ignore_na=False, name=f"max_null_share({limit})")
+    return pa.Check(
+        lambda s: bool(s.isna().mean() <= limit), ignore_na=False, name=f"max_null_share({limit})"
+    )
 
 
 def build_schema(contract: Contract) -> pa.DataFrameSchema:

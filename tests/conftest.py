@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import tempfile
 import warnings
@@ -23,6 +24,7 @@ os.environ.update(
     }
 )
 warnings.filterwarnings("ignore", category=DeprecationWarning)
+logging.getLogger("py4j").setLevel(logging.WARNING)  # its atexit message goes to a closed stream
 
 DAY = dt.date(2026, 11, 20)
 NEXT_DAY = dt.date(2026, 11, 21)

@@ -9,14 +9,21 @@ POLICY = Policy(
     no_champion={"action": "promote_if_above", "min_primary_metric": 0.7},
     drift={"max_drifted_share": 0.5, "critical_columns": ["age"]},
 )  # fmt: skip
-QUIET = {"drift_share": 0.1, "drifted_columns": 1, "columns": {"amount": {"drifted": True}}, "reference": "champion"}
+QUIET = {
+    "drift_share": 0.1,
+    "drifted_columns": 1,
+    "columns": {"amount": {"drifted": True}},
+    "reference": "champion",
+}
 
 
 def _evaluation(challenger=0.80, champion=0.75, rows=500):
     return {
         "holdout_rows": rows,
         "challenger": {"version": 2, "metrics": {"roc_auc": challenger} if challenger is not None else {}},
-        "champion": None if champion is False else {"version": 1, "metrics": {"roc_auc": champion} if champion else {}},
+        "champion": None
+        if champion is False
+        else {"version": 1, "metrics": {"roc_auc": champion} if champion else {}},
     }
 
 
@@ -48,7 +55,9 @@ def test_no_champion_uses_the_absolute_floor():
     assert decide(POLICY, _evaluation(champion=False), QUIET)["decision"] == "promote"
     low = decide(POLICY, _evaluation(challenger=0.6, champion=False), QUIET)
     assert _failed(low) == {"no_champion_threshold"}
-    reject_policy = POLICY.model_copy(update={"no_champion": POLICY.no_champion.model_copy(update={"action": "reject"})})
+    reject_policy = POLICY.model_copy(
+        update={"no_champion": POLICY.no_champion.model_copy(update={"action": "reject"})}
+    )
     assert decide(reject_policy, _evaluation(champion=False), QUIET)["decision"] == "reject"
 
 
@@ -103,6 +112,10 @@ def test_drift_summary_reads_p_values_and_distances():
         ]
     }  # fmt: skip
     summary = summarise(snapshot)
-    assert summary["drifted_columns"] == 1 and summary["columns"]["a"]["drifted"] and not summary["columns"]["b"]["drifted"]
+    assert (
+        summary["drifted_columns"] == 1
+        and summary["columns"]["a"]["drifted"]
+        and not summary["columns"]["b"]["drifted"]
+    )
     with pytest.raises(ValueError, match="DriftedColumnsCount"):
         summarise({"metrics": []})

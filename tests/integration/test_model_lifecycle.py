@@ -1,0 +1,143 @@
+"""Train (torch DDP and scikit-learn), register, evaluate, drift, gate, promote and serve, on real MLflow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from pipelines import storage, tracking
+from pipelines.drift import drift
+from pipelines.evaluate import evaluate
+from pipelines.gate import gate
+from pipelines.generate import generate
+from pipelines.prepare import prepare
+from pipelines.promote import ChampionChangedError, promote
+from pipelines.register import register
+from pipelines.serve import create_app
+from pipelines.settings import get_settings
+from pipelines.train import train
+from tests.conftest import DAY, NEXT_DAY
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """One state folder with two prepared days, shared by the tests of this module."""
+    settings = get_settings(state_dir=tmp_path_factory.mktemp("lab"), rows_per_day=4000, train_epochs=3)
+    prepared = {}
+    for day, scenario in ((DAY, "none"), (NEXT_DAY, "concept_drift")):
+        generate(settings, day, scenario)
+        prepared[day] = prepare(settings, day, "dask")
+    return settings, prepared
+
+
+def test_torch_ddp_trains_over_two_processes_and_is_idempotent(lab):
+    settings, prepared = lab
+    context = tracking.RunContext("test/torch", "retrain", "run-1")
+    first = train(settings, DAY, prepared[DAY]["uri"], context, "torch")
+    assert first["val_metrics"]["roc_auc"] > 0.65
+    run = tracking.configure(settings).get_run(first["run_id"])
+    assert run.data.params["world_size"] == "2" and run.data.params["backend"] == "gloo"
+    assert run.data.tags["dataset.hash"] == prepared[DAY]["content_hash"]
+    assert run.data.tags["airflow.run_id"] == "run-1" and run.data.tags["git.commit"]
+    again = train(settings, DAY, prepared[DAY]["uri"], context, "torch")
+    assert again["run_id"] == first["run_id"]
+
+
+def test_full_cycle_bootstrap_then_challenge(lab):
+    settings, prepared = lab
+    client = tracking.configure(settings)
+    # Day 1: no champion yet; the policy's floor decides.
+    trained = train(settings, DAY, prepared[DAY]["uri"], tracking.RunContext("test/day1"), "sklearn")
+    registered = register(settings, DAY, trained["run_id"])
+    assert (
+        register(settings, DAY, trained["run_id"])["version"] == registered["version"]
+    )  # retry: same version
+    assert registered["tags"]["dataset.hash"] == prepared[DAY]["content_hash"]
+    evaluation = evaluate(settings, DAY, prepared[DAY]["uri"], registered["version"])
+    assert (
+        evaluation["champion"] is None
+        and evaluation["holdout_rows"] == prepared[DAY]["split_rows"]["holdout"]
+    )
+    drift_result = drift(settings, DAY, prepared[DAY]["uri"], registered["version"])
+    assert drift_result["reference"] == "challenger" and Path(drift_result["html"]).stat().st_size > 10_000
+    decision = gate(settings, DAY, evaluation, drift_result)
+    assert decision["decision"] == "promote"
+    promote(settings, DAY, registered["version"], None)
+    assert (
+        int(tracking.version_by_alias(client, settings.model_name, "champion").version)
+        == registered["version"]
+    )
+
+    # Day 2: concept drift; the challenger is scored against the champion on the same holdout.
+    trained2 = train(
+        settings, NEXT_DAY, prepared[NEXT_DAY]["uri"], tracking.RunContext("test/day2"), "sklearn"
+    )
+    challenger = register(settings, NEXT_DAY, trained2["run_id"])
+    evaluation2 = evaluate(settings, NEXT_DAY, prepared[NEXT_DAY]["uri"], challenger["version"])
+    assert evaluation2["champion"]["version"] == registered["version"]
+    assert evaluation2["challenger"]["metrics"]["roc_auc"] > evaluation2["champion"]["metrics"]["roc_auc"]
+    drift2 = drift(settings, NEXT_DAY, prepared[NEXT_DAY]["uri"], challenger["version"])
+    assert drift2["reference"] == "champion" and drift2["drifted_columns"] >= 1
+    decision2 = gate(settings, NEXT_DAY, evaluation2, drift2)
+    assert decision2["decision"] == "promote", decision2["reasons"]
+    artifacts = {a.path for a in client.list_artifacts(trained2["run_id"], "gate")}
+    assert artifacts == {"gate/decision.json", "gate/decision.md"}
+    assert {a.path for a in client.list_artifacts(trained2["run_id"], "drift")} == {
+        "drift/drift.html",
+        "drift/drift.json",
+    }
+    assert json.loads(
+        Path(
+            storage.reports_uri(settings.resolved_data_root, settings.dataset, NEXT_DAY), "drift.json"
+        ).read_text()
+    )
+
+    # The champion moved under our feet: the compare-and-set refuses.
+    with pytest.raises(ChampionChangedError, match="re-run evaluate and gate"):
+        promote(settings, NEXT_DAY, challenger["version"], expected_champion=99)
+    result = promote(settings, NEXT_DAY, challenger["version"], registered["version"])
+    assert result == {
+        "name": settings.model_name,
+        "champion": challenger["version"],
+        "previous": registered["version"],
+        "changed": True,
+    }
+    version = client.get_model_version(settings.model_name, str(challenger["version"]))
+    assert version.tags["previous_champion"] == str(registered["version"])
+
+    # Serving answers from the new champion.
+    row = storage.read_split(prepared[NEXT_DAY]["uri"], "holdout").head(2)
+    rows = json.loads(
+        row[
+            ["amount", "age", "tenure_days", "num_txn_30d", "avg_basket", "channel", "region", "plan"]
+        ].to_json(orient="records")
+    )
+    with TestClient(create_app(settings)) as http:
+        health = http.get("/health").json()
+        assert health["status"] == "ok" and health["model_version"] == challenger["version"]
+        answer = http.post("/predict", json={"rows": rows})
+        assert answer.status_code == 200 and answer.headers["X-Model-Version"] == str(challenger["version"])
+        assert len(answer.json()["predictions"]) == 2
+        assert 0 <= answer.json()["predictions"][0]["probability"] <= 1
+        missing = http.post("/predict", json={"rows": [{k: v for k, v in rows[0].items() if k != "plan"}]})
+        assert missing.status_code == 422 and "plan" in missing.text
+        assert http.post("/predict", json={"rows": []}).status_code == 422
+        assert (
+            http.post(
+                "/predict", content=b"{not json", headers={"content-type": "application/json"}
+            ).status_code
+            == 422
+        )
+
+
+def test_serving_without_a_champion_says_so(tmp_path):
+    settings = get_settings(state_dir=tmp_path)
+    with TestClient(create_app(settings)) as http:
+        assert http.get("/health").json()["status"] == "no_model"
+        response = http.post("/predict", json={"rows": [{"amount": 1.0}]})
+        assert response.status_code == 503 and "no champion" in response.json()["detail"]
