@@ -37,7 +37,8 @@ def _emit(result: Any) -> None:
 def _previous(settings: Settings, day: dt.date, stage: str) -> dict[str, Any]:
     records = runlog.read_records(settings, day)
     if stage not in records:
-        raise typer.BadParameter(f"no '{stage}' record for {day}: run `pipelines {stage} -d {day}` first")
+        typer.echo(f"no '{stage}' record for {day}: run `pipelines {stage} -d {day}` first", err=True)
+        raise typer.Exit(2)
     return records[stage]["result"]
 
 

@@ -125,18 +125,20 @@ def generate(
 ) -> dict[str, object]:
     """Write the raw partitions of the window ending on ``logical_date``; return their URIs and hashes.
 
-    The scenario applies to the logical date's partition only; earlier days of the window are normal. A
-    partition is rewritten in full on every call, so a re-run of the same date gives the same bytes' worth
-    of rows and the same content hash.
+    The logical date's partition is rewritten in full with the scenario, so a re-run of the same date and
+    scenario gives the same rows and the same content hash. Earlier days of the window are written (with no
+    scenario) only when missing: what an earlier run wrote for its own date is left as it was.
     """
     partitions = []
     for day in storage.window_days(logical_date, days or settings.window_days):
-        day_scenario = scenario if day == logical_date else "none"
-        frame = generate_day(day, settings.seed, settings.rows_per_day, day_scenario)
         uri = storage.raw_uri(settings.resolved_data_root, settings.dataset, day)
-        manifest = storage.write_parquet_frame(
-            frame, uri, extra={"scenario": day_scenario, "seed": settings.seed}
-        )
-        log.info("wrote %s rows to %s (scenario %s)", manifest.rows, uri, day_scenario)
+        if day != logical_date and storage.exists(storage.join(uri, storage.MANIFEST)):
+            manifest = storage.read_manifest(uri)
+        else:
+            day_scenario = scenario if day == logical_date else "none"
+            frame = generate_day(day, settings.seed, settings.rows_per_day, day_scenario)
+            extra = {"scenario": day_scenario, "seed": settings.seed}
+            manifest = storage.write_parquet_frame(frame, uri, extra=extra)
+            log.info("wrote %s rows to %s (scenario %s)", manifest.rows, uri, day_scenario)
         partitions.append({"uri": uri, "rows": manifest.rows, "content_hash": manifest.content_hash})
     return {"logical_date": logical_date.isoformat(), "scenario": scenario, "partitions": partitions}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from pipelines.settings import PROJECT_ROOT, Settings
+
+_RUN_KEY = re.compile(r"[\w./:+-]{1,250}")
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -26,6 +29,12 @@ class RunContext:
     run_key: str
     dag_id: str = "cli"
     dag_run_id: str = "manual"
+
+    def __post_init__(self) -> None:
+        if not _RUN_KEY.fullmatch(self.run_key):
+            raise ValueError(
+                f"run key {self.run_key!r} may hold only letters, digits and . _ / : + - (no quotes or spaces)"
+            )
 
     def tags(self) -> dict[str, str]:
         return {

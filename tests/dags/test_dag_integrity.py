@@ -58,3 +58,11 @@ def test_dag_files_keep_heavy_imports_inside_tasks():
             if line.startswith(("import ", "from ")):
                 module = line.split()[1].split(".")[0]
                 assert module not in heavy, f"{path.name}: top-level import of {module}"
+
+
+def test_params_explain_themselves_in_the_trigger_form(dagbag):
+    for dag_id, dag in dagbag.dags.items():
+        for name in dag.params:
+            param = dag.params.get_param(name)
+            assert param.schema.get("title"), f"{dag_id} param {name} has no title"
+            assert param.description, f"{dag_id} param {name} has no description"

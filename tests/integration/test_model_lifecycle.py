@@ -141,3 +141,20 @@ def test_serving_without_a_champion_says_so(tmp_path):
         assert http.get("/health").json()["status"] == "no_model"
         response = http.post("/predict", json={"rows": [{"amount": 1.0}]})
         assert response.status_code == 503 and "no champion" in response.json()["detail"]
+
+
+def test_stage_errors_name_the_problem(lab):
+    import mlflow
+
+    from pipelines.evaluate import EvaluationError
+
+    settings, prepared = lab
+    with pytest.raises(ValueError, match="unknown model family 'xgboost'"):
+        train(settings, DAY, prepared[DAY]["uri"], tracking.RunContext("test/bad"), "xgboost")
+    with pytest.raises(EvaluationError, match="version 999"):
+        evaluate(settings, DAY, prepared[DAY]["uri"], 999)
+    tracking.configure(settings)
+    with mlflow.start_run() as empty_run:
+        pass
+    with pytest.raises(ValueError, match="did not finish logging a model"):
+        register(settings, DAY, empty_run.info.run_id)

@@ -44,3 +44,11 @@ def test_settings_refuse_a_bad_engine(monkeypatch):
     monkeypatch.setenv("CT_ENGINE", "hadoop")
     with pytest.raises(ValueError, match="engine"):
         get_settings()
+
+
+def test_run_keys_cannot_break_a_registry_filter():
+    from pipelines.tracking import RunContext
+
+    assert RunContext("retrain/2026-11-20/torch/abc123").run_key
+    with pytest.raises(ValueError, match="run key"):
+        RunContext("x' or '1'='1")

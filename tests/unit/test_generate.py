@@ -66,3 +66,13 @@ def test_generate_writes_committed_partitions_idempotently(settings):
     uri = storage.raw_uri(settings.resolved_data_root, settings.dataset, DAY)
     assert storage.read_manifest(uri).rows == settings.rows_per_day
     assert len(storage.read_parquet(uri)) == settings.rows_per_day
+
+
+def test_earlier_days_of_the_window_are_kept_as_written(settings):
+    generate(settings, DAY - dt.timedelta(days=1), "covariate_shift")
+    before = storage.read_manifest(
+        storage.raw_uri(settings.resolved_data_root, settings.dataset, DAY - dt.timedelta(days=1))
+    )
+    result = generate(settings, DAY, "none", days=2)
+    assert result["partitions"][0]["content_hash"] == before.content_hash
+    assert len(result["partitions"]) == 2
