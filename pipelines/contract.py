@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pipelines.config_files import load_yaml_model
 
 ColumnType = Literal["string", "int", "float", "category", "timestamp"]
 
@@ -72,14 +73,4 @@ class Contract(BaseModel):
 
 def load_contract(path: Path) -> Contract:
     """Read and check a contract file; errors name the file and the key."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError as exc:
-        raise ContractError(f"contract file not found: {path}") from exc
-    except yaml.YAMLError as exc:
-        raise ContractError(f"contract file {path} is not valid YAML: {exc}") from exc
-    try:
-        return Contract.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ContractError(f"contract file {path} is invalid: {problems}") from exc
+    return load_yaml_model(path, Contract, "contract file", ContractError)

@@ -12,10 +12,10 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines import runlog, tracking
+from pipelines.config_files import load_yaml_model
 from pipelines.metrics import HIGHER_IS_BETTER
 from pipelines.settings import Settings
 
@@ -51,17 +51,7 @@ class Policy(BaseModel):
 
 def load_policy(path: Path) -> Policy:
     """Read the policy; an error names the file and the offending key."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError as exc:
-        raise PolicyError(f"promotion policy not found: {path}") from exc
-    except yaml.YAMLError as exc:
-        raise PolicyError(f"promotion policy {path} is not valid YAML: {exc}") from exc
-    try:
-        policy = Policy.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise PolicyError(f"promotion policy {path} is invalid: {problems}") from exc
+    policy = load_yaml_model(path, Policy, "promotion policy", PolicyError)
     if policy.higher_is_better != HIGHER_IS_BETTER[policy.primary_metric]:
         raise PolicyError(
             f"promotion policy {path}: higher_is_better contradicts primary_metric {policy.primary_metric}"
