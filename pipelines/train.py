@@ -233,8 +233,9 @@ def train(
                 "train_rows": len(x_train),
             }
         )
+        curve_name = "train_loss" if family == "torch" else "early_stopping_loss"
         for step, value in enumerate(curve):
-            mlflow.log_metric("train_loss", value, step=step)
+            mlflow.log_metric(curve_name, value, step=step)
         mlflow.log_metrics(
             {f"val_{k}": v for k, v in validation_metrics.items()} | {"train_seconds": seconds}
         )
