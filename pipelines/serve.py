@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -58,7 +57,6 @@ class ModelHolder:
         self.settings = settings
         self.current: LoadedModel | None = None
         self.last_error: str | None = None
-        self._lock = threading.Lock()
 
     def load_champion(self) -> LoadedModel | None:
         import mlflow.pyfunc
@@ -81,8 +79,7 @@ class ModelHolder:
         loaded = LoadedModel(
             name, int(champion.version), model, dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         )
-        with self._lock:
-            self.current = loaded
+        self.current = loaded  # one reference swap: a request holds whichever model it read
         self.last_error = None
         log.info("serving %s v%s", name, loaded.version)
         return loaded
