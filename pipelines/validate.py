@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -126,7 +126,3 @@ def validate(settings: Settings, logical_date: dt.date) -> dict[str, object]:
         checked.append({"uri": uri, "rows": manifest.rows, "content_hash": manifest.content_hash})
         log.info("%s holds its contract (%d rows)", uri, manifest.rows)
     return {"logical_date": logical_date.isoformat(), "partitions": checked, "contract": contract.dataset}
-
-
-def violations_as_dicts(error: DataContractError) -> list[dict[str, Any]]:
-    return [asdict(v) for v in error.violations]
