@@ -7,10 +7,10 @@ import logging
 from typing import Any
 
 import mlflow
-import numpy as np
+import pandas as pd
 
 from pipelines import runlog, storage, tracking
-from pipelines.contract import load_contract
+from pipelines.contract import Contract, load_contract
 from pipelines.metrics import classification_metrics
 from pipelines.settings import Settings
 
@@ -21,17 +21,14 @@ class EvaluationError(RuntimeError):
     """A model could not be scored; the gate treats this as 'do not promote'."""
 
 
-def score_version(
-    name: str, version: int, holdout: Any, contract: Any
-) -> tuple[dict[str, float], np.ndarray]:
+def score_version(name: str, version: int, holdout: pd.DataFrame, contract: Contract) -> dict[str, float]:
     """Load one registered version and score it on the holdout's raw feature columns."""
     try:
         model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
         predicted = model.predict(holdout[contract.feature_columns])
     except Exception as exc:  # any load or predict failure is a failed evaluation, with its cause
         raise EvaluationError(f"could not score {name} version {version}: {exc}") from exc
-    probability = predicted["probability"].to_numpy()
-    return classification_metrics(holdout[contract.label].to_numpy(), probability), probability
+    return classification_metrics(holdout[contract.label].to_numpy(), predicted["probability"].to_numpy())
 
 
 @runlog.stage("evaluate")
@@ -43,11 +40,11 @@ def evaluate(
     contract = load_contract(settings.resolved_contract_path)
     name = settings.model_name
     holdout = storage.read_split(dataset_uri, "holdout")
-    challenger_metrics, _ = score_version(name, challenger_version, holdout, contract)
+    challenger_metrics = score_version(name, challenger_version, holdout, contract)
     champion = tracking.version_by_alias(client, name, tracking.CHAMPION)
     champion_result = None
     if champion is not None:
-        champion_metrics, _ = score_version(name, int(champion.version), holdout, contract)
+        champion_metrics = score_version(name, int(champion.version), holdout, contract)
         champion_result = {"version": int(champion.version), "metrics": champion_metrics}
     run_id = client.get_model_version(name, str(challenger_version)).run_id
     logged = {f"holdout_{k}": v for k, v in challenger_metrics.items()}

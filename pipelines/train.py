@@ -59,11 +59,9 @@ def resolve_device(requested: str) -> str:
 
 def train_torch(
     x_train: np.ndarray, y_train: np.ndarray, settings: Settings, out_dir: Path
-) -> tuple[Any, dict[str, Any], list[float]]:
-    """Train the MLP over ``settings.train_world_size`` DDP processes; return the model, config and curve."""
+) -> tuple[dict[str, Any], list[float]]:
+    """Train the MLP over ``settings.train_world_size`` DDP processes into ``out_dir/weights.pt``."""
     import torch
-
-    from pipelines.model import load_mlp
 
     device = resolve_device(settings.train_device)
     world_size = settings.train_world_size
@@ -85,7 +83,7 @@ def train_torch(
         mean=x_train.mean(axis=0),
         std=x_train.std(axis=0),
     )
-    config_path = out_dir / "config.json"
+    config_path = out_dir / "ddp_config.json"
     config_path.write_text(json.dumps(config))
     command = [
         sys.executable, "-m", "torch.distributed.run",
@@ -101,13 +99,13 @@ def train_torch(
     if completed.returncode != 0:
         tail = (completed.stdout + completed.stderr)[-4000:]
         raise RuntimeError(f"DDP training failed (exit {completed.returncode}); last output:\n{tail}")
-    curve = json.loads((out_dir / "curve.json").read_text())
-    return load_mlp(out_dir / "weights.pt", config), config, curve
+    return config, json.loads((out_dir / "curve.json").read_text())
 
 
 def train_sklearn(
     x_train: np.ndarray, y_train: np.ndarray, settings: Settings, out_dir: Path
-) -> tuple[Any, dict[str, Any], list[float]]:
+) -> tuple[dict[str, Any], list[float]]:
+    """Fit gradient-boosted trees into ``out_dir/weights.joblib``."""
     import joblib
     from sklearn.ensemble import HistGradientBoostingClassifier
 
@@ -121,15 +119,7 @@ def train_sklearn(
     )
     estimator.fit(x_train, y_train)
     joblib.dump(estimator, out_dir / "weights.joblib")
-    return estimator, config, [float(v) for v in -estimator.validation_score_]
-
-
-def _predict(family: str, model: Any, features: np.ndarray) -> np.ndarray:
-    if family == "torch":
-        from pipelines.model import predict_proba_mlp
-
-        return predict_proba_mlp(model, features)
-    return model.predict_proba(features)[:, 1]
+    return config, [float(v) for v in -estimator.validation_score_]
 
 
 def _find_finished_run(client: mlflow.MlflowClient, settings: Settings, run_key: str) -> Any | None:
@@ -141,12 +131,10 @@ def _find_finished_run(client: mlflow.MlflowClient, settings: Settings, run_key:
     return runs[0] if runs else None
 
 
-def log_model(
-    family: str, out_dir: Path, contract: Contract, config: dict[str, Any], example: pd.DataFrame
-) -> mlflow.models.model.ModelInfo:
-    """Log the pyfunc model with its signature (raw feature columns) and an input example."""
-    from mlflow.models import infer_signature
-
+def load_trained_model(
+    family: str, out_dir: Path, contract: Contract, config: dict[str, Any]
+) -> tuple[Any, dict[str, str]]:
+    """Write the model's artifacts beside the weights and load them exactly as MLflow will at serving time."""
     from pipelines.model import ChurnClassifier
 
     (out_dir / "contract.json").write_text(contract.model_dump_json())
@@ -157,18 +145,25 @@ def log_model(
         "config": str(out_dir / "config.json"),
         "weights": str(weights),
     }
-    example = example[contract.feature_columns].reset_index(drop=True)
-    context = type("Context", (), {"artifacts": artifacts})()
-    probe = ChurnClassifier()
-    probe.load_context(context)
-    signature = infer_signature(example, probe.predict(None, example))
+    model = ChurnClassifier()
+    model.load_context(type("Context", (), {"artifacts": artifacts})())
+    return model, artifacts
+
+
+def log_model(model: Any, artifacts: dict[str, str], example: pd.DataFrame) -> mlflow.models.model.ModelInfo:
+    """Log the pyfunc model with its signature (raw feature columns) and an input example."""
     import sklearn
     import torch
+    from mlflow.models import infer_signature
 
+    from pipelines.model import ChurnClassifier
+
+    example = example[model.contract.feature_columns].reset_index(drop=True)
+    signature = infer_signature(example, model.predict(None, example))
     requirements = [f"mlflow=={mlflow.__version__}", f"pandas=={pd.__version__}", f"numpy=={np.__version__}"]
     requirements += (
         [f"torch=={torch.__version__.split('+')[0]}"]
-        if family == "torch"
+        if model.config["family"] == "torch"
         else [f"scikit-learn=={sklearn.__version__}"]
     )
     return mlflow.pyfunc.log_model(
@@ -220,11 +215,12 @@ def train(
     ):
         started = time.perf_counter()
         trainer = train_torch if family == "torch" else train_sklearn
-        model, config, curve = trainer(x_train, y_train, settings, Path(tmp))
+        config, curve = trainer(x_train, y_train, settings, Path(tmp))
         seconds = time.perf_counter() - started
+        # Validation scores the model as it will be served: raw columns in, the contract's features inside.
+        model, artifacts = load_trained_model(family, Path(tmp), contract, config)
         validation_metrics = classification_metrics(
-            validation[contract.label].to_numpy(),
-            _predict(family, model, validation[names].to_numpy("float32")),
+            validation[contract.label].to_numpy(), model.predict_proba(validation)
         )
         mlflow.log_params(
             {
@@ -239,7 +235,7 @@ def train(
         mlflow.log_metrics(
             {f"val_{k}": v for k, v in validation_metrics.items()} | {"train_seconds": seconds}
         )
-        model_info = log_model(family, Path(tmp), contract, config, validation)
+        model_info = log_model(model, artifacts, validation)
         mlflow.set_tag("ct.model_uri", model_info.model_uri)
         run_id = run.info.run_id
     log.info("trained %s in %.1fs: validation %s", family, seconds, validation_metrics)

@@ -14,11 +14,7 @@ DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
 def dagbag():
     from airflow.dag_processing.dagbag import DagBag
 
-    return (
-        DagBag(dag_folder=str(DAGS_DIR), include_examples=False)
-        if "include_examples" in DagBag.__init__.__code__.co_varnames
-        else DagBag(dag_folder=str(DAGS_DIR))
-    )
+    return DagBag(dag_folder=str(DAGS_DIR))
 
 
 def test_no_import_errors(dagbag):
