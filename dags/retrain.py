@@ -5,9 +5,13 @@ Retrains the model on the logical date's data and promotes it only when the prom
 
 `generate → validate → prepare → train → register → evaluate → drift → gate → should_promote → promote`
 
-* **generate** writes the day's raw partition from the demo source (the `scenario` param injects drift).
-* **validate** checks it against `include/contracts/<dataset>.yaml`; a violation fails the run, no retry.
-* **prepare** builds features and the train/validation/holdout split on Dask or Spark (`engine` param).
+* **generate** writes the day's partition of the demo source (the `scenario` param injects drift); it is
+  skipped for a dataset that reads its own source.
+* **validate** checks each day of the source against `include/contracts/<dataset>.yaml` on the chosen
+  engine and ingests it as a typed raw partition; a violation quarantines the day with a report and fails the
+  run, with no retry.
+* **prepare** builds features, the train/validation/holdout split and the window's reference profile on Dask
+  or Spark (`engine` param).
 * **train** fits a torch MLP with DDP, or a scikit-learn model (`model_family` param), logged to MLflow.
 * **register** makes it a new model version, alias `challenger`, with lineage tags.
 * **evaluate** scores challenger and champion on the same holdout; **drift** writes an Evidently report.
@@ -31,7 +35,9 @@ def _settings() -> Any:
     from pipelines.settings import get_settings
 
     params = get_current_context()["params"]
-    return get_settings(engine=params["engine"], model_family=params["model_family"])
+    return get_settings(
+        dataset=params["dataset"], engine=params["engine"], model_family=params["model_family"]
+    )
 
 
 def _day() -> dt.date:
@@ -51,6 +57,14 @@ def _day() -> dt.date:
     doc_md=__doc__,
     default_args={"owner": "ml-platform", "retries": 2, "retry_delay": dt.timedelta(minutes=1)},
     params={
+        "dataset": Param(
+            "transactions",
+            type="string",
+            pattern=r"^[A-Za-z0-9_-]+$",
+            title="Dataset",
+            description="Its contract is include/contracts/<dataset>.yaml; the source URI comes from the "
+            "contract or CT_SOURCE_URI.",
+        ),
         "engine": Param(
             "dask",
             enum=["dask", "spark"],
@@ -67,18 +81,27 @@ def _day() -> dt.date:
             "none",
             enum=["none", "covariate_shift", "concept_drift", "missing_values", "schema_break"],
             title="Demo data scenario",
-            description="Injects drift or broken data into the demo source for this date.",
+            description="Injects drift or broken data into the demo source for this date "
+            "(only for a dataset written by the demo generator).",
         ),
     },  # fmt: skip
 )
 def retrain() -> None:
     @task
     def generate() -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from pipelines.generate import generate as run
+        from pipelines.generate import has_generator
 
-        return run(_settings(), _day(), get_current_context()["params"]["scenario"])
+        settings = _settings()
+        if not has_generator(settings):
+            raise AirflowSkipException(
+                f"dataset {settings.dataset} reads its own source; nothing to generate"
+            )
+        return run(settings, _day(), get_current_context()["params"]["scenario"])
 
-    @task
+    @task(trigger_rule="none_failed")
     def validate() -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 

@@ -61,16 +61,50 @@ def generate(
 
 
 @app.command()
-def validate(date: dt.datetime = DateOption) -> None:
-    """Check the window's raw partitions against the data contract; exit 1 with the violations."""
+def validate(
+    date: dt.datetime = DateOption,
+    engine: str = typer.Option(None, help="dask or spark (default: CT_ENGINE)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
+) -> None:
+    """Check each day of the window's source against the data contract and ingest it.
+
+    Exit 0 with a one-line summary when the data holds; exit 1 with the report of every violation (the
+    failing day is quarantined beside its report).
+    """
     from pipelines.validate import DataContractError
     from pipelines.validate import validate as run
 
+    settings = get_settings()
     try:
-        _emit(run(get_settings(), date.date()))
+        result = run(settings, date.date(), engine)
     except DataContractError as exc:
-        typer.echo(str(exc), err=True)
+        for report in exc.reports:
+            typer.echo(report.to_markdown(), err=True)
+        for folder in exc.quarantined:
+            typer.echo(f"quarantined: {folder}", err=True)
         raise typer.Exit(1) from None
+    if as_json:
+        _emit(result)
+        return
+    days = len(result["partitions"])
+    typer.echo(
+        f"OK {result['contract']} v{result['contract_version']} {date.date()}: {result['rows']} rows "
+        f"in {days} day(s) hold the contract ({result['engine']})"
+    )
+
+
+@app.command("sample-data")
+def sample_data(
+    name: str = typer.Argument(..., help="breast_cancer (scikit-learn's bundled data set)."),
+    end: dt.datetime = typer.Option(..., "--end", help="Last day (YYYY-MM-DD).", formats=["%Y-%m-%d"]),
+    days: int = typer.Option(3, min=1, help="Days to cut the data set into."),
+) -> None:
+    """Write a real data set from an installed package as daily CSV files at its source URI."""
+    from pipelines.samples import write_sample
+
+    settings = get_settings(dataset=name)
+    for uri in write_sample(settings, name, end.date(), days):
+        typer.echo(uri)
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Literal
 
@@ -29,6 +30,22 @@ class ColumnSpec(BaseModel):
     log: bool = False
 
 
+class SourceSpec(BaseModel):
+    """Where a dataset's raw partitions come from: one folder, file or glob per day, on any fsspec URI."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    uri: str = Field(
+        description="URI template; {ds} is the day (YYYY-MM-DD), {data_root} and {dataset} the settings' "
+        "values, ${VAR} an environment variable. A folder is read whole, a file or a glob as it is."
+    )
+    format: Literal["parquet", "csv"] = "parquet"
+    csv_delimiter: str = Field(default=",", min_length=1, max_length=1)
+    generator: Literal["transactions"] | None = Field(
+        default=None, description="A built-in demo generator that writes this source (`pipelines generate`)."
+    )
+
+
 class Contract(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -37,7 +54,15 @@ class Contract(BaseModel):
     entity_id: str
     event_time: str
     label: str
-    min_rows: int = 1
+    min_rows: int = Field(default=1, ge=0)
+    unique: list[str] = Field(
+        default_factory=list, description="Columns whose values, together, are unique within one day."
+    )
+    allow_duplicate_rows: bool = False
+    event_time_within_partition: bool = Field(
+        default=True, description="Every row's event time falls on the day of the partition it came in."
+    )
+    source: SourceSpec
     splits: dict[Literal["train", "validation", "holdout"], int]
     columns: dict[str, ColumnSpec]
 
@@ -54,6 +79,16 @@ class Contract(BaseModel):
         for name, spec in self.columns.items():
             if spec.type == "category" and not spec.allowed:
                 raise ValueError(f"column '{name}' is a category and needs an 'allowed' list")
+            if spec.type == "int" and spec.nullable:
+                raise ValueError(f"column '{name}': an int column cannot be nullable; declare it as float")
+        for name in self.unique:
+            if name not in self.columns:
+                raise ValueError(f"unique names column '{name}', which is not under columns")
+        label = self.columns[self.label]
+        if label.type != "int" or sorted(label.allowed or []) != [0, 1]:
+            raise ValueError(
+                f"label '{self.label}' must be type int with allowed [0, 1] (binary classification)"
+            )
         if not self.feature_columns:
             raise ValueError("no column has role: feature")
         return self
@@ -69,6 +104,10 @@ class Contract(BaseModel):
     @property
     def categorical_features(self) -> list[str]:
         return [n for n in self.feature_columns if self.columns[n].type == "category"]
+
+    def fingerprint(self) -> str:
+        """A hash of every rule: raw data validated under one contract is re-validated under another."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
 
 
 def load_contract(path: Path) -> Contract:

@@ -1,7 +1,10 @@
-"""Drift: an Evidently data drift report of the current window against the champion's training data.
+"""Drift: an Evidently data drift report of the current window against the champion's reference profile.
 
-The report is saved as HTML and JSON beside the data (atomically) and logged to the challenger's MLflow
-run; the summary (drifted columns, share, per-column test and score) goes to the gate.
+Neither side re-reads data: the champion's profile was logged with its model version at training time, and
+the current window's profile was written by prepare. Both are rendered as deterministic samples
+(:func:`pipelines.profile.reference_frame`) for Evidently, whose distance tests (Wasserstein, Jensen-Shannon)
+then compare the distributions. The report is saved as HTML and JSON beside the data (atomically) and logged
+to the challenger's MLflow run; the summary (drifted columns, share, per-column test and score) goes to the gate.
 """
 
 from __future__ import annotations
@@ -16,22 +19,12 @@ import pandas as pd
 
 from pipelines import runlog, storage, tracking
 from pipelines.contract import Contract, load_contract
+from pipelines.profile import PROFILE_FILE, load_logged_profile, reference_frame
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
 
 SAMPLE_ROWS = 5_000
-
-
-def _sample(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
-    return frame.sample(n=rows, random_state=seed) if len(frame) > rows else frame
-
-
-def _window(dataset_uri: str, contract: Contract) -> pd.DataFrame:
-    columns = [*contract.feature_columns, contract.label]
-    return pd.concat(
-        [storage.read_split(dataset_uri, s, columns) for s in ("train", "validation", "holdout")]
-    )
 
 
 def summarise(snapshot_dict: dict[str, Any]) -> dict[str, Any]:
@@ -76,20 +69,22 @@ def run_report(reference: pd.DataFrame, current: pd.DataFrame, contract: Contrac
 def drift(
     settings: Settings, logical_date: dt.date, dataset_uri: str, challenger_version: int
 ) -> dict[str, Any]:
-    """Compare this run's window with the champion's training data (or, with no champion, the challenger's)."""
+    """Compare this run's window with the champion's reference profile (with no champion, the challenger's)."""
     client = tracking.configure(settings)
     contract = load_contract(settings.resolved_contract_path)
     champion = tracking.version_by_alias(client, settings.model_name, tracking.CHAMPION)
     challenger = client.get_model_version(settings.model_name, str(challenger_version))
     reference_version = champion or challenger
-    reference_uri = reference_version.tags.get("dataset.uri")
-    if not reference_uri:
+    profile_uri = reference_version.tags.get("reference_profile")
+    if not profile_uri:
         raise ValueError(
-            f"model version {reference_version.version} has no dataset.uri tag: its training data is unknown"
+            f"model version {reference_version.version} of {settings.model_name} has no reference_profile tag: "
+            "it was trained before profiles were logged; retrain it or promote a newer version"
         )
-    columns = [*contract.feature_columns, contract.label]
-    reference = _sample(storage.read_split(reference_uri, "train", columns), SAMPLE_ROWS, settings.seed)
-    current = _sample(_window(dataset_uri, contract), SAMPLE_ROWS, settings.seed)
+    reference_profile = load_logged_profile(profile_uri)
+    current_profile = storage.read_json(storage.join(dataset_uri, PROFILE_FILE))
+    reference = reference_frame(reference_profile, contract, SAMPLE_ROWS, settings.seed)
+    current = reference_frame(current_profile, contract, SAMPLE_ROWS, settings.seed)
     snapshot = run_report(reference, current, contract)
     summary = summarise(snapshot.dict())
 
@@ -108,7 +103,9 @@ def drift(
         **summary,
         "reference": "champion" if champion else "challenger",
         "reference_version": int(reference_version.version),
-        "reference_uri": reference_uri,
+        "reference_profile": profile_uri,
+        "reference_rows": reference_profile["rows"],
+        "current_rows": current_profile["rows"],
         "html": storage.join(report_dir, "drift.html"),
         "json": storage.join(report_dir, "drift.json"),
         "mlflow_artifacts": f"runs:/{challenger.run_id}/drift",

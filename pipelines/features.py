@@ -57,7 +57,12 @@ def feature_matrix(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
 
 def split_bucket(entity_ids: pd.Series) -> pd.Series:
     """Stable bucket 0..99 per entity: CRC32 of the UTF-8 id, the same function as Spark's ``crc32``."""
-    return entity_ids.map(lambda value: zlib.crc32(str(value).encode("utf-8")) % 100).astype("int64")
+    crc = np.fromiter(
+        (zlib.crc32(str(value).encode("utf-8")) for value in entity_ids),
+        dtype=np.uint32,
+        count=len(entity_ids),
+    )
+    return pd.Series((crc % 100).astype("int64"), index=entity_ids.index)
 
 
 def assign_split(buckets: pd.Series, contract: Contract) -> pd.Series:

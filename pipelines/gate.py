@@ -116,7 +116,7 @@ def decide(policy: Policy, evaluation: dict[str, Any], drift: dict[str, Any]) ->
     rules.append(
         _rule("max_drifted_share", share is not None and share <= policy.drift.max_drifted_share, share,
               policy.drift.max_drifted_share,
-              f"{drift.get('drifted_columns')} column(s) drifted against the {drift.get('reference', '?')}'s training data")
+              f"{drift.get('drifted_columns')} column(s) drifted against the {drift.get('reference', '?')}'s reference profile")
     )  # fmt: skip
     drifted = {name for name, col in (drift.get("columns") or {}).items() if col.get("drifted")}
     critical = sorted(drifted & set(policy.drift.critical_columns))
@@ -159,7 +159,7 @@ def gate(
     settings: Settings, logical_date: dt.date, evaluation: dict[str, Any], drift: dict[str, Any]
 ) -> dict[str, Any]:
     """Decide, and log the decision record (JSON and Markdown) to the challenger's MLflow run."""
-    policy = load_policy(settings.policy_path)
+    policy = load_policy(settings.resolved_policy_path)
     record = decide(policy, evaluation, drift)
     record["decided_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     record["logical_date"] = logical_date.isoformat()

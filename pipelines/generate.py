@@ -16,8 +16,11 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from pipelines import runlog, storage
+from pipelines import runlog, sources, storage
+from pipelines.contract import load_contract
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -119,26 +122,49 @@ def generate_day(day: dt.date, seed: int, rows: int, scenario: str = "none") -> 
     return frame
 
 
+def write_source_day(frame: pd.DataFrame, uri: str) -> None:
+    """Write one day of the demo source as an upstream system would: a folder holding one Parquet file."""
+    with storage.atomic_dir(uri) as tmp:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        with storage.open_write(storage.join(tmp, "part-0.parquet")) as fh:
+            pq.write_table(table, fh, coerce_timestamps="us", allow_truncated_timestamps=True)
+
+
+def has_generator(settings: Settings) -> bool:
+    """Whether the dataset's source is written by the demo generator (and not overridden by CT_SOURCE_URI)."""
+    contract = load_contract(settings.resolved_contract_path)
+    return contract.source.generator == "transactions" and not settings.source_uri
+
+
 @runlog.stage("generate")
 def generate(
     settings: Settings, logical_date: dt.date, scenario: str = "none", days: int | None = None
 ) -> dict[str, object]:
-    """Write the raw partitions of the window ending on ``logical_date``; return their URIs and hashes.
+    """Write the demo source's partitions for the window ending on ``logical_date``; return their URIs.
 
     The logical date's partition is rewritten in full with the scenario, so a re-run of the same date and
-    scenario gives the same rows and the same content hash. Earlier days of the window are written (with no
-    scenario) only when missing: what an earlier run wrote for its own date is left as it was.
+    scenario gives the same rows. Earlier days of the window are written (with no scenario) only when
+    missing: what an earlier run wrote for its own date is left as it was.
     """
+    contract = load_contract(settings.resolved_contract_path)
+    if contract.source.generator != "transactions":
+        raise ValueError(
+            f"dataset '{contract.dataset}' has no demo generator: its data comes from {contract.source.uri}"
+        )
+    if settings.source_uri:
+        raise ValueError(
+            f"CT_SOURCE_URI is set ({settings.source_uri}): the source is your own data, which the demo "
+            "generator never overwrites; unset it to generate demo data"
+        )
     partitions = []
     for day in storage.window_days(logical_date, days or settings.window_days):
-        uri = storage.raw_uri(settings.resolved_data_root, settings.dataset, day)
-        if day != logical_date and storage.exists(storage.join(uri, storage.MANIFEST)):
-            manifest = storage.read_manifest(uri)
-        else:
-            day_scenario = scenario if day == logical_date else "none"
-            frame = generate_day(day, settings.seed, settings.rows_per_day, day_scenario)
-            extra = {"scenario": day_scenario, "seed": settings.seed}
-            manifest = storage.write_parquet_frame(frame, uri, extra=extra)
-            log.info("wrote %s rows to %s (scenario %s)", manifest.rows, uri, day_scenario)
-        partitions.append({"uri": uri, "rows": manifest.rows, "content_hash": manifest.content_hash})
+        uri = sources.resolve(settings, contract, day)
+        if day != logical_date and storage.exists(uri):
+            partitions.append({"day": day.isoformat(), "uri": uri, "status": "kept"})
+            continue
+        day_scenario = scenario if day == logical_date else "none"
+        frame = generate_day(day, settings.seed, settings.rows_per_day, day_scenario)
+        write_source_day(frame, uri)
+        log.info("wrote %s rows to %s (scenario %s)", len(frame), uri, day_scenario)
+        partitions.append({"day": day.isoformat(), "uri": uri, "rows": len(frame), "scenario": day_scenario})
     return {"logical_date": logical_date.isoformat(), "scenario": scenario, "partitions": partitions}

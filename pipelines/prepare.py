@@ -7,70 +7,32 @@ manifest whose content hash does not depend on the engine.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 from pipelines import runlog, storage
 from pipelines.contract import Contract, load_contract
+from pipelines.engines import engine_session, local_path
 from pipelines.features import SPLIT_COLUMN, build_features, feature_names, output_columns
+from pipelines.profile import PROFILE_FILE, profile_dask, profile_spark
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def _local_path(uri: str) -> str:
-    return uri[len("file://") :] if uri.startswith("file://") else uri
-
-
-@contextlib.contextmanager
-def dask_client(settings: Settings) -> Iterator[Any]:
-    """A client on the configured scheduler, or on an in-process LocalCluster."""
-    from distributed import Client, LocalCluster
-
-    if settings.dask_scheduler:
-        with Client(settings.dask_scheduler) as client:
-            yield client
-        return
-    with (
-        LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
-
-
-def prepare_dask(raw_uris: list[str], out_uri: str, contract: Contract, settings: Settings) -> None:
+def transform_dask(client: Any, raw_uris: list[str], out_uri: str, contract: Contract) -> Any:
+    """Raw window to prepared rows, partition by partition, written as Parquet by split; returns the raw frame."""
     import dask.dataframe as dd
 
-    with dask_client(settings):
-        raw = dd.read_parquet([_local_path(u) for u in raw_uris], ignore_metadata_file=True)
-        meta = build_features(raw._meta, contract)
-        prepared = raw.map_partitions(build_features, contract, meta=meta)
-        prepared.to_parquet(_local_path(out_uri), partition_on=[SPLIT_COLUMN], write_index=False)
-
-
-@contextlib.contextmanager
-def spark_session(settings: Settings) -> Iterator[Any]:
-    """A Spark session on the configured master (``local[2]`` by default), set for UTC and Parquet micros."""
-    from pyspark.sql import SparkSession
-
-    spark = (
-        SparkSession.builder.master(settings.spark_master)
-        .appName("continuous-training-prepare")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
-        .config("spark.sql.shuffle.partitions", "8")
-        .config("spark.ui.enabled", "false")
-        .config("spark.driver.memory", "2g")
-        .getOrCreate()
+    files = [local_path(f) for uri in raw_uris for f in storage.parquet_files(uri)]
+    raw = dd.read_parquet(files, ignore_metadata_file=True, dataset={"partitioning": None})
+    meta = build_features(raw._meta, contract)
+    prepared = raw.map_partitions(build_features, contract, meta=meta)
+    prepared.to_parquet(
+        local_path(out_uri), partition_on=[SPLIT_COLUMN], write_index=False, write_metadata_file=False
     )
-    spark.sparkContext.setLogLevel("WARN")
-    try:
-        yield spark
-    finally:
-        spark.stop()
+    return raw
 
 
 def spark_features(raw: Any, contract: Contract) -> Any:
@@ -106,22 +68,23 @@ def spark_features(raw: Any, contract: Contract) -> Any:
     return prepared.select(*output_columns(contract), SPLIT_COLUMN)
 
 
-def prepare_spark(raw_uris: list[str], out_uri: str, contract: Contract, settings: Settings) -> None:
-    with spark_session(settings) as spark:
-        raw = spark.read.parquet(*raw_uris)
-        prepared = spark_features(raw, contract)
-        prepared.write.mode("overwrite").partitionBy(SPLIT_COLUMN).parquet(out_uri)
+def transform_spark(spark: Any, raw_uris: list[str], out_uri: str, contract: Contract) -> Any:
+    """The same transform on Spark; returns the raw frame."""
+    raw = spark.read.parquet(*[f for uri in raw_uris for f in storage.parquet_files(uri)])
+    spark_features(raw, contract).write.mode("overwrite").partitionBy(SPLIT_COLUMN).parquet(out_uri)
+    return raw
 
 
-ENGINES = {"dask": prepare_dask, "spark": prepare_spark}
+TRANSFORMS = {"dask": transform_dask, "spark": transform_spark}
+PROFILERS = {"dask": profile_dask, "spark": profile_spark}
 
 
 @runlog.stage("prepare")
 def prepare(settings: Settings, logical_date: dt.date, engine: str | None = None) -> dict[str, Any]:
     """Build the run's features and splits; return the dataset URI, its content hash and split sizes."""
     engine = engine or settings.engine
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine '{engine}'; choose one of {', '.join(ENGINES)}")
+    if engine not in TRANSFORMS:
+        raise ValueError(f"unknown engine '{engine}'; choose one of {', '.join(TRANSFORMS)}")
     contract = load_contract(settings.resolved_contract_path)
     raw_uris = []
     for day in storage.window_days(logical_date, settings.window_days):
@@ -129,8 +92,10 @@ def prepare(settings: Settings, logical_date: dt.date, engine: str | None = None
         storage.read_manifest(uri)  # only committed partitions are read
         raw_uris.append(uri)
     out_uri = storage.features_uri(settings.resolved_data_root, settings.dataset, logical_date)
-    with storage.atomic_dir(out_uri) as tmp:
-        ENGINES[engine](raw_uris, tmp, contract, settings)
+    with storage.atomic_dir(out_uri) as tmp, engine_session(engine, settings) as session:
+        raw = TRANSFORMS[engine](session, raw_uris, tmp, contract)
+        reference_profile = PROFILERS[engine](raw, contract)
+        storage.write_json_atomic(storage.join(tmp, PROFILE_FILE), reference_profile)
         split_rows = {
             split: storage.content_hash(storage.split_uri(tmp, split))[1]
             for split in ("train", "validation", "holdout")
@@ -160,4 +125,5 @@ def prepare(settings: Settings, logical_date: dt.date, engine: str | None = None
         "rows": manifest.rows,
         "split_rows": split_rows,
         "content_hash": manifest.content_hash,
+        "profile": storage.join(out_uri, PROFILE_FILE),
     }

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 LINEAGE_TAGS = (
     "dataset.hash", "dataset.uri", "dataset.engine", "model.family", "logical_date",
-    "airflow.dag_id", "airflow.run_id", "git.commit", "ct.run_key",
+    "airflow.dag_id", "airflow.run_id", "git.commit", "ct.run_key", "reference_profile",
 )  # fmt: skip
 
 

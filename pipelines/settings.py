@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -41,8 +41,15 @@ class Settings(BaseSettings):
     contract_path: Path | None = Field(
         default=None, description="Data contract file. Default: include/contracts/<dataset>.yaml."
     )
-    policy_path: Path = Field(
-        default=INCLUDE_DIR / "promotion_policy.yaml", description="Promotion policy file."
+    source_uri: str | None = Field(
+        default=None,
+        description="Overrides the contract's source.uri: where the dataset's daily partitions are read "
+        "({ds} is the day, e.g. s3://bucket/tx/ds={ds}).",
+    )
+    policy_path: Path | None = Field(
+        default=None,
+        description="Promotion policy file. Default: include/policies/<dataset>.yaml when it exists, "
+        "else include/promotion_policy.yaml.",
     )
     window_days: int = Field(
         default=1, ge=1, description="Days of data, ending on the logical date, that one run trains on."
@@ -58,6 +65,10 @@ class Settings(BaseSettings):
     spark_master: str = Field(
         default="local[2]", description="Spark master URL (spark://host:7077 for a cluster)."
     )
+    spark_driver_memory: str = Field(default="2g", description="Spark driver memory (spark.driver.memory).")
+    spark_shuffle_partitions: int = Field(
+        default=8, ge=1, description="spark.sql.shuffle.partitions; raise it for large windows."
+    )
     dask_scheduler: str | None = Field(
         default=None,
         description="Dask scheduler address (tcp://host:8786). Default: an in-process LocalCluster.",
@@ -71,7 +82,7 @@ class Settings(BaseSettings):
         description="Artifact location for new experiments. Default: <state_dir>/mlflow/artifacts.",
     )
     experiment: str = Field(default="continuous-training", description="MLflow experiment name.")
-    model_name: str = Field(default="ct-classifier", description="Registered model name.")
+    model_name: str = Field(default="", description="Registered model name. Default: ct-<dataset>.")
 
     model_family: ModelFamily = Field(default="torch", description="Model family trained by default.")
     train_world_size: int = Field(default=2, ge=1, description="DDP processes for the torch family.")
@@ -81,6 +92,12 @@ class Settings(BaseSettings):
     serve_host: str = Field(default="127.0.0.1", description="Serving bind address.")
     serve_port: int = Field(default=8000, description="Serving port.")
 
+    @model_validator(mode="after")
+    def _default_model_name(self) -> Settings:
+        if not self.model_name:
+            self.model_name = f"ct-{self.dataset}"
+        return self
+
     @cached_property
     def resolved_data_root(self) -> str:
         return self.data_root or str(self.state_dir / "data")
@@ -88,6 +105,13 @@ class Settings(BaseSettings):
     @cached_property
     def resolved_contract_path(self) -> Path:
         return self.contract_path or INCLUDE_DIR / "contracts" / f"{self.dataset}.yaml"
+
+    @cached_property
+    def resolved_policy_path(self) -> Path:
+        if self.policy_path:
+            return self.policy_path
+        per_dataset = INCLUDE_DIR / "policies" / f"{self.dataset}.yaml"
+        return per_dataset if per_dataset.exists() else INCLUDE_DIR / "promotion_policy.yaml"
 
     @cached_property
     def tracking_uri(self) -> str:

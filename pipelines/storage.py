@@ -118,6 +118,13 @@ def write_text_atomic(uri: str, text: str) -> None:
     fs.mv(tmp, path)
 
 
+def open_write(uri: str) -> Any:
+    """Open a file for binary writing, creating its folder (the caller makes the write atomic)."""
+    fs, path = url_to_fs(uri)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    return fs.open(path, "wb")
+
+
 def write_json_atomic(uri: str, payload: Any) -> None:
     write_text_atomic(uri, json.dumps(payload, indent=2, sort_keys=True, default=str))
 
@@ -204,6 +211,18 @@ def read_manifest(uri: str) -> Manifest:
             f"No committed dataset at {uri} (no {MANIFEST}); run the stage that writes it."
         )
     return Manifest(**read_json(manifest_uri))
+
+
+def parquet_files(uri: str) -> list[str]:
+    """The data files of a committed dataset folder (recursively; ``_`` and ``.`` names skipped), as URIs."""
+    read_manifest(uri)
+    fs, path = url_to_fs(uri)
+    names = sorted(
+        p for p in fs.find(path) if p.endswith(".parquet") and not any(
+            part.startswith(("_", ".")) for part in p[len(path):].split("/")
+        )
+    )  # fmt: skip
+    return [fs.unstrip_protocol(p) for p in names]
 
 
 def read_parquet(uri: str, columns: list[str] | None = None) -> pd.DataFrame:

@@ -27,6 +27,7 @@ from pipelines import runlog, storage, tracking
 from pipelines.contract import Contract, load_contract
 from pipelines.features import feature_names
 from pipelines.metrics import classification_metrics
+from pipelines.profile import PROFILE_FILE, REFERENCE_PROFILE_ARTIFACT
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -237,6 +238,11 @@ def train(
         )
         model_info = log_model(model, artifacts, validation)
         mlflow.set_tag("ct.model_uri", model_info.model_uri)
+        # The training window's reference profile travels with the model: drift checks read it, not the data.
+        mlflow.log_dict(
+            storage.read_json(storage.join(dataset_uri, PROFILE_FILE)), REFERENCE_PROFILE_ARTIFACT
+        )
+        mlflow.set_tag("reference_profile", f"runs:/{run.info.run_id}/{REFERENCE_PROFILE_ARTIFACT}")
         run_id = run.info.run_id
     log.info("trained %s in %.1fs: validation %s", family, seconds, validation_metrics)
     finished = client.get_run(run_id)

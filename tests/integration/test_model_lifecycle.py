@@ -19,6 +19,7 @@ from pipelines.register import register
 from pipelines.serve import create_app
 from pipelines.settings import get_settings
 from pipelines.train import train
+from pipelines.validate import validate
 from tests.conftest import DAY, NEXT_DAY
 
 pytestmark = pytest.mark.slow
@@ -31,6 +32,7 @@ def lab(tmp_path_factory):
     prepared = {}
     for day, scenario in ((DAY, "none"), (NEXT_DAY, "concept_drift")):
         generate(settings, day, scenario)
+        validate(settings, day)
         prepared[day] = prepare(settings, day, "dask")
     return settings, prepared
 

@@ -23,12 +23,63 @@ def test_contract_needs_its_roles_and_splits(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(
         "dataset: d\nentity_id: nope\nevent_time: ts\nlabel: y\nsplits: {train: 70, validation: 15, holdout: 15}\n"
-        "columns:\n  ts: {type: timestamp}\n  y: {type: int}\n  x: {type: float, role: feature}\n"
+        "source: {uri: '/data/{ds}'}\n"
+        "columns:\n  ts: {type: timestamp}\n  y: {type: int, allowed: [0, 1]}\n  x: {type: float, role: feature}\n"
     )
     with pytest.raises(ContractError, match="entity_id names column 'nope'"):
         load_contract(path)
     with pytest.raises(ContractError, match="not found"):
         load_contract(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("  y: {type: int, allowed: [0, 1, 2]}", "label 'y' must be type int with allowed \\[0, 1\\]"),
+        ("  n: {type: int, nullable: true}", "column 'n': an int column cannot be nullable"),
+        ("unique: [zz]", "unique names column 'zz'"),
+    ],
+)
+def test_contract_rules_that_would_break_later_stages(tmp_path, change, message):
+    lines = [
+        "dataset: d", "entity_id: id", "event_time: ts", "label: y", "source: {uri: '/data/{ds}'}",
+        "splits: {train: 70, validation: 15, holdout: 15}", "columns:", "  id: {type: string}",
+        "  ts: {type: timestamp}", "  x: {type: float, role: feature}",
+    ]  # fmt: skip
+    if change.startswith("  y:"):
+        lines.append(change)
+    else:
+        lines.append("  y: {type: int, allowed: [0, 1]}")
+        lines.insert(0, change) if not change.startswith("  ") else lines.append(change)
+    path = tmp_path / "c.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ContractError, match=message):
+        load_contract(path)
+
+
+def test_source_uri_template(settings, contract):
+    from pipelines import sources
+    from tests.conftest import DAY
+
+    uri = sources.resolve(settings, contract, DAY)
+    assert uri == f"{settings.resolved_data_root}/source/transactions/ds=2026-11-20"
+    custom = settings.model_copy(update={"source_uri": "s3://lake/${CT_TEST_BUCKET}/{ds}.csv"})
+    import os
+
+    os.environ["CT_TEST_BUCKET"] = "tx"
+    try:
+        assert sources.resolve(custom, contract, DAY) == "s3://lake/tx/2026-11-20.csv"
+    finally:
+        del os.environ["CT_TEST_BUCKET"]
+    with pytest.raises(ValueError, match="unknown placeholder"):
+        sources.resolve(settings.model_copy(update={"source_uri": "/x/{day}"}), contract, DAY)
+
+
+def test_model_name_and_policy_follow_the_dataset():
+    assert get_settings(dataset="breast_cancer").model_name == "ct-breast_cancer"
+    assert get_settings(dataset="breast_cancer").resolved_policy_path.name == "breast_cancer.yaml"
+    assert get_settings(dataset="transactions").resolved_policy_path.name == "promotion_policy.yaml"
+    assert get_settings(model_name="mine").model_name == "mine"
 
 
 def test_settings_read_the_prefixed_environment(monkeypatch, tmp_path):

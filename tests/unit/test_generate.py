@@ -1,10 +1,10 @@
 import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import storage
 from pipelines.generate import SCENARIOS, generate, generate_day
 from tests.conftest import DAY
 
@@ -59,20 +59,30 @@ def test_unknown_scenario_is_refused():
     assert "none" in SCENARIOS
 
 
-def test_generate_writes_committed_partitions_idempotently(settings):
+def test_generate_writes_the_source_idempotently(settings):
+    from pipelines import sources
+    from pipelines.contract import load_contract
+
     first = generate(settings, DAY, "none")
-    second = generate(settings, DAY, "none")
-    assert first["partitions"] == second["partitions"]
-    uri = storage.raw_uri(settings.resolved_data_root, settings.dataset, DAY)
-    assert storage.read_manifest(uri).rows == settings.rows_per_day
-    assert len(storage.read_parquet(uri)) == settings.rows_per_day
+    uri = first["partitions"][0]["uri"]
+    before = (Path(uri) / "part-0.parquet").read_bytes()
+    assert generate(settings, DAY, "none")["partitions"] == first["partitions"]
+    assert (Path(uri) / "part-0.parquet").read_bytes() == before
+    contract = load_contract(settings.resolved_contract_path)
+    assert sources.partition(settings, contract, DAY).files == [f"file://{uri}/part-0.parquet"]
+    assert len(pd.read_parquet(uri)) == settings.rows_per_day
 
 
 def test_earlier_days_of_the_window_are_kept_as_written(settings):
-    generate(settings, DAY - dt.timedelta(days=1), "covariate_shift")
-    before = storage.read_manifest(
-        storage.raw_uri(settings.resolved_data_root, settings.dataset, DAY - dt.timedelta(days=1))
-    )
+    earlier = DAY - dt.timedelta(days=1)
+    generate(settings, earlier, "covariate_shift")
+    path = Path(generate(settings, earlier, "covariate_shift")["partitions"][0]["uri"]) / "part-0.parquet"
+    stamp = path.stat().st_mtime_ns
     result = generate(settings, DAY, "none", days=2)
-    assert result["partitions"][0]["content_hash"] == before.content_hash
+    assert result["partitions"][0]["status"] == "kept" and path.stat().st_mtime_ns == stamp
     assert len(result["partitions"]) == 2
+
+
+def test_generate_never_writes_over_a_users_source(settings, tmp_path):
+    with pytest.raises(ValueError, match="never overwrites"):
+        generate(settings.model_copy(update={"source_uri": str(tmp_path / "{ds}")}), DAY)

@@ -1,0 +1,83 @@
+"""Sessions on the two data engines: a Dask client and a Spark session, embedded or on a cluster.
+
+One setting switches each from embedded to distributed: ``CT_DASK_SCHEDULER`` (``tcp://host:8786``) and
+``CT_SPARK_MASTER`` (``spark://host:7077``). Stages open a session for the length of their work and close it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from pipelines.settings import Settings
+
+
+def local_path(uri: str) -> str:
+    """A path Dask and Spark both accept: ``file://`` stripped, any other scheme kept."""
+    return uri[len("file://") :] if uri.startswith("file://") else uri
+
+
+@contextlib.contextmanager
+def dask_client(settings: Settings) -> Iterator[Any]:
+    """A client on the configured scheduler, or on an in-process LocalCluster using the host's cores."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    # Partitions stay plain pandas (object strings), the types pandera checks and Spark hands over too.
+    with dask.config.set({"dataframe.convert-string": False}):
+        if settings.dask_scheduler:
+            with Client(settings.dask_scheduler) as client:
+                yield client
+            return
+        with (
+            LocalCluster(
+                n_workers=1,
+                threads_per_worker=os.cpu_count() or 2,
+                processes=False,
+                dashboard_address=None,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            yield client
+
+
+@contextlib.contextmanager
+def spark_session(settings: Settings, app_name: str = "continuous-training") -> Iterator[Any]:
+    """A Spark session on the configured master (``local[2]`` by default), set for UTC and Parquet micros."""
+    from pyspark.sql import SparkSession
+
+    # Executors (on a cluster too) run the same interpreter as the driver: the pandas UDFs need our packages.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    spark = (
+        SparkSession.builder.master(settings.spark_master)
+        .appName(app_name)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+        .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", "100000")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.driver.memory", settings.spark_driver_memory)
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("WARN")
+    try:
+        yield spark
+    finally:
+        spark.stop()
+
+
+@contextlib.contextmanager
+def engine_session(engine: str, settings: Settings) -> Iterator[Any]:
+    """A Dask client or a Spark session, held for all the work of one stage."""
+    if engine == "spark":
+        with spark_session(settings) as spark:
+            yield spark
+    else:
+        with dask_client(settings) as client:
+            yield client

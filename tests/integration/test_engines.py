@@ -1,0 +1,134 @@
+"""Dask and Spark validate, ingest and prepare the same data into exactly the same results."""
+
+import pandas as pd
+import pytest
+
+from pipelines import sources, storage
+from pipelines.engines import spark_session
+from pipelines.generate import generate, generate_day
+from pipelines.prepare import prepare
+from pipelines.validate import check_partition, validate
+from tests.conftest import DAY
+
+pytestmark = pytest.mark.slow
+
+
+def _read_all(uri: str) -> pd.DataFrame:
+    frames = [storage.read_split(uri, s).assign(split=s) for s in ("train", "validation", "holdout")]
+    frame = pd.concat(frames).sort_values(["customer_id", "event_ts"]).reset_index(drop=True)
+    for column in ("customer_id", "channel", "region", "plan", "split"):
+        frame[column] = frame[column].astype(object)
+    return frame
+
+
+def _fresh_raw(settings) -> None:
+    """Forget the committed raw day, so the next validate ingests it again."""
+    storage.url_to_fs(settings.resolved_data_root)[0].rm(
+        storage.raw_uri(settings.resolved_data_root, settings.dataset, DAY), recursive=True
+    )
+
+
+def test_dask_and_spark_ingest_and_prepare_the_same_data(settings, contract):
+    generate(settings, DAY, "none")
+    on_dask = validate(settings, DAY, "dask")["partitions"][0]
+    _fresh_raw(settings)
+    on_spark = validate(settings, DAY, "spark")["partitions"][0]
+    assert on_dask["status"] == on_spark["status"] == "validated"
+    assert on_dask["content_hash"] == on_spark["content_hash"]  # same typed raw rows, whoever wrote them
+
+    dask_result = prepare(settings, DAY, "dask")
+    dask_frame, dask_profile = _read_all(dask_result["uri"]), storage.read_json(dask_result["profile"])
+    spark_result = prepare(settings, DAY, "spark")  # overwrites the same dataset folder atomically
+    spark_frame, spark_profile = _read_all(spark_result["uri"]), storage.read_json(spark_result["profile"])
+
+    assert dask_result["rows"] == spark_result["rows"] == settings.rows_per_day
+    assert dask_result["split_rows"] == spark_result["split_rows"]
+    pd.testing.assert_frame_equal(dask_frame, spark_frame, check_exact=False, rtol=1e-12)
+    assert dask_result["content_hash"] == spark_result["content_hash"]
+    assert storage.read_manifest(spark_result["uri"]).extra["engine"] == "spark"
+
+    # Profiles: counts are exact on both engines; percentiles are approximate on both, and close.
+    assert dask_profile["rows"] == spark_profile["rows"] == settings.rows_per_day
+    for name, column in dask_profile["columns"].items():
+        other = spark_profile["columns"][name]
+        assert column["nulls"] == other["nulls"], name
+        if column["kind"] == "categorical":
+            assert column["counts"] == other["counts"], name
+        else:
+            assert column["min"] == other["min"] and column["max"] == other["max"], name
+            assert column["mean"] == pytest.approx(other["mean"], rel=1e-9), name
+            # Dask interpolates between values, Spark returns a value: on an int column they may differ by one.
+            tolerance = 0.02 * (column["max"] - column["min"])
+            if contract.columns[name].type == "int":
+                tolerance = max(tolerance, 1.0)
+            for level in (10, 25, 50, 75, 90):
+                assert abs(column["quantiles"][level] - other["quantiles"][level]) <= tolerance, (name, level)
+
+
+def _broken_days():
+    clean = generate_day(DAY, seed=7, rows=1500)
+    many = clean.copy()
+    many.loc[0, "channel"] = "fax"
+    many.loc[1, "age"] = 7
+    many.loc[2, "avg_basket"] = float("inf")
+    many.loc[[3, 4], "customer_id"] = many.loc[5, "customer_id"]
+    many.loc[6, "event_ts"] = many.loc[6, "event_ts"] - pd.Timedelta(days=1)
+    csv_bad = clean.astype({"age": object})
+    csv_bad.loc[0, "age"] = "forty"
+    return {
+        "schema_break": ("parquet", generate_day(DAY, seed=7, rows=1500, scenario="schema_break")),
+        "missing_values": ("parquet", generate_day(DAY, seed=7, rows=1500, scenario="missing_values")),
+        "many_rules": ("parquet", pd.concat([many, many.iloc[[20]]], ignore_index=True)),
+        "header_only_csv": ("csv", clean.head(0)),
+        "csv_bad_value": ("csv", csv_bad),
+    }
+
+
+def test_spark_and_dask_report_exactly_the_same_violations(settings, contract, tmp_path):
+    cases = []
+    for name, (fmt, frame) in _broken_days().items():
+        folder = tmp_path / name / DAY.isoformat()
+        folder.mkdir(parents=True)
+        if fmt == "csv":
+            frame.to_csv(folder / "part-0.csv", index=False)
+        else:
+            frame.to_parquet(folder / "part-0.parquet", index=False, coerce_timestamps="us")
+        case_contract = contract.model_copy(
+            update={"source": contract.source.model_copy(update={"format": fmt})}
+        )
+        case_settings = settings.model_copy(update={"source_uri": str(tmp_path / name / "{ds}")})
+        cases.append((name, sources.partition(case_settings, case_contract, DAY), case_contract))
+
+    on_dask = {name: check_partition(None, source, c, "dask") for name, source, c in cases}
+    with spark_session(settings) as spark:
+        on_spark = {name: check_partition(spark, source, c, "spark") for name, source, c in cases}
+    for name, _, _ in cases:
+        assert not on_dask[name].ok, name
+        assert on_dask[name].violations == on_spark[name].violations, name
+        assert on_dask[name].rows == on_spark[name].rows, name
+        assert on_dask[name].null_counts == on_spark[name].null_counts, name
+    rules = {(v.column, v.rule) for v in on_spark["many_rules"].violations}
+    assert rules >= {
+        ("channel", "isin(['web', 'app', 'store'])"), ("age", "greater_than_or_equal_to(18.0)"),
+        ("avg_basket", "finite"), ("customer_id", "unique"), ("<table>", "duplicate_rows"),
+        ("event_ts", f"within_partition_day({DAY})"),
+    }  # fmt: skip
+
+
+def test_a_file_spark_cannot_read_is_reported_not_crashed(settings, contract, tmp_path):
+    folder = tmp_path / "nanos" / DAY.isoformat()
+    folder.mkdir(parents=True)
+    generate_day(DAY, seed=7, rows=1500).to_parquet(folder / "part-0.parquet")  # pandas writes nanoseconds
+    source = sources.partition(settings.model_copy(update={"source_uri": str(tmp_path / "nanos/{ds}")}), contract, DAY)
+    assert check_partition(None, source, contract, "dask").ok
+    with spark_session(settings) as spark:
+        report = check_partition(spark, source, contract, "spark")
+    assert [(v.column, v.rule) for v in report.violations] == [("<table>", "unreadable data")]
+    assert "TIMESTAMP(NANOS" in report.violations[0].examples[0]
+
+
+def test_prepare_refuses_uncommitted_raw_data(settings):
+    with pytest.raises(storage.DatasetNotFoundError):
+        prepare(settings, DAY, "dask")
+    with pytest.raises(ValueError, match="unknown engine 'pandas'"):
+        prepare(settings, DAY, "pandas")
