@@ -45,6 +45,9 @@ def test_retrain_graph(dagbag):
     }  # fmt: skip
     params = dag.params
     assert params["engine"] == "dask" and params["model_family"] == "torch" and params["scenario"] == "none"
+    assert params["dataset"] == "transactions"
+    # generate is skipped for a dataset with its own source; validate still runs after a skip.
+    assert dag.get_task("validate").trigger_rule == "none_failed"
 
 
 def test_dag_files_keep_heavy_imports_inside_tasks():

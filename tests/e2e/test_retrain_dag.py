@@ -92,3 +92,43 @@ def test_broken_data_stops_the_run_before_training(airflow_env):
     assert (
         tracking.version_by_alias(client, settings.model_name, "champion").version == champion_before.version
     )
+    # The failing day is quarantined with its report, and nothing was committed for it.
+    from pipelines import storage
+    from pipelines.validate import quarantine_uri
+
+    folder = quarantine_uri(settings.resolved_data_root, settings.dataset, dt.date(2026, 11, 22))
+    assert storage.read_json(storage.join(folder, "validation.json"))["ok"] is False
+    assert not storage.exists(
+        storage.raw_uri(settings.resolved_data_root, settings.dataset, dt.date(2026, 11, 22))
+    )
+
+
+def test_a_real_dataset_from_its_own_source_runs_the_whole_dag(airflow_env, tmp_path, monkeypatch):
+    """scikit-learn's breast cancer data, as daily CSV exports at a user's URI: nothing tuned to the demo."""
+    from pipelines import tracking
+    from pipelines.samples import write_sample
+    from pipelines.settings import get_settings
+
+    dag, _ = airflow_env
+    monkeypatch.setenv("CT_SOURCE_URI", str(tmp_path / "exports" / "bc-{ds}.csv"))
+    monkeypatch.setenv("CT_WINDOW_DAYS", "3")
+    day = dt.date(2026, 11, 20)
+    settings = get_settings(dataset="breast_cancer")
+    write_sample(settings, "breast_cancer", day, days=3)
+    demo_champion = tracking.version_by_alias(
+        tracking.configure(get_settings()), "ct-transactions", "champion"
+    )
+
+    run = _run(dag, day, {"dataset": "breast_cancer", "model_family": "torch", "engine": "spark"})
+    assert run.state == "success"
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["generate"] == "skipped" and states["validate"] == "success"
+    client = tracking.configure(settings)
+    champion = tracking.version_by_alias(client, "ct-breast_cancer", "champion")
+    assert champion is not None and champion.tags["dataset.engine"] == "spark"
+    run_data = client.get_run(champion.run_id).data
+    assert run_data.metrics["val_roc_auc"] > 0.9
+    assert int(run_data.params["train_rows"]) > 300  # the whole 3-day window, 569 rows, was read
+    # The demo dataset's champion is another registered model, untouched.
+    after = tracking.version_by_alias(client, "ct-transactions", "champion")
+    assert demo_champion is not None and after.version == demo_champion.version

@@ -119,7 +119,9 @@ def test_a_file_spark_cannot_read_is_reported_not_crashed(settings, contract, tm
     folder = tmp_path / "nanos" / DAY.isoformat()
     folder.mkdir(parents=True)
     generate_day(DAY, seed=7, rows=1500).to_parquet(folder / "part-0.parquet")  # pandas writes nanoseconds
-    source = sources.partition(settings.model_copy(update={"source_uri": str(tmp_path / "nanos/{ds}")}), contract, DAY)
+    source = sources.partition(
+        settings.model_copy(update={"source_uri": str(tmp_path / "nanos/{ds}")}), contract, DAY
+    )
     assert check_partition(None, source, contract, "dask").ok
     with spark_session(settings) as spark:
         report = check_partition(spark, source, contract, "spark")
