@@ -28,6 +28,7 @@ def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("distributed", "py4j", "alembic", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("distributed.shuffle").setLevel(logging.ERROR)  # every shuffle logs a WARNING
 
 
 def _emit(result: Any) -> None:

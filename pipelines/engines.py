@@ -7,9 +7,10 @@ One setting switches each from embedded to distributed: ``CT_DASK_SCHEDULER`` (`
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pipelines.settings import Settings
@@ -22,7 +23,11 @@ def local_path(uri: str) -> str:
 
 @contextlib.contextmanager
 def dask_client(settings: Settings) -> Iterator[Any]:
-    """A client on the configured scheduler, or on an in-process LocalCluster using the host's cores."""
+    """A client on the configured scheduler, or on a LocalCluster of worker processes, one per core.
+
+    Processes, not threads: the per-partition pandas work holds the GIL, so threads would not add cores.
+    Workers spill to disk past their memory limit, so a window larger than memory still prepares.
+    """
     import dask
     from distributed import Client, LocalCluster
 
@@ -34,10 +39,12 @@ def dask_client(settings: Settings) -> Iterator[Any]:
             return
         with (
             LocalCluster(
-                n_workers=1,
-                threads_per_worker=os.cpu_count() or 2,
-                processes=False,
+                n_workers=settings.dask_workers or os.cpu_count() or 2,
+                threads_per_worker=1,
+                processes=True,
                 dashboard_address=None,
+                silence_logs=logging.ERROR,  # worker start/stop chatter; errors still show
+                local_directory=str(settings.state_dir / "dask-worker-space"),
             ) as cluster,
             Client(cluster) as client,
         ):
@@ -59,6 +66,9 @@ def spark_session(settings: Settings, app_name: str = "continuous-training") -> 
         .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
         .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        # Writes partitioned by a few values (split=train/validation/holdout) keep a writer per value open
+        # instead of sorting every task's rows by the partition column first.
+        .config("spark.sql.maxConcurrentOutputFileWriters", "8")
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", "100000")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
@@ -81,3 +91,10 @@ def engine_session(engine: str, settings: Settings) -> Iterator[Any]:
     else:
         with dask_client(settings) as client:
             yield client
+
+
+def file_mapper(engine: str, session: Any) -> Callable[[Callable[[Any], Any], list[Any]], list[Any]]:
+    """``map`` over the engine's workers: Dask futures, or one Spark task per item."""
+    if engine == "spark":
+        return lambda fn, items: session.sparkContext.parallelize(items, max(1, len(items))).map(fn).collect()
+    return lambda fn, items: session.gather(session.map(fn, items, pure=False))

@@ -37,6 +37,10 @@ def output_columns(contract: Contract) -> list[str]:
 
 def feature_matrix(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
     """Engineered features (float64) from raw feature columns; nulls become 0 plus an indicator."""
+    return pd.DataFrame(_engineered(frame, contract), index=frame.index)[feature_names(contract)]
+
+
+def _engineered(frame: pd.DataFrame, contract: Contract) -> dict[str, pd.Series]:
     out: dict[str, pd.Series] = {}
     for column in contract.numeric_features:
         spec = contract.columns[column]
@@ -49,10 +53,12 @@ def feature_matrix(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
         else:
             out[f"f_{column}"] = values
     for column in contract.categorical_features:
-        raw = frame[column]
-        for value in contract.columns[column].allowed or []:
-            out[f"f_{column}__{value}"] = (raw == value).astype("float64")
-    return pd.DataFrame(out, index=frame.index)[feature_names(contract)]
+        allowed = contract.columns[column].allowed or []
+        # Codes once (-1 for anything else, nulls included), then one cheap comparison per category.
+        codes = pd.Categorical(frame[column], categories=allowed).codes
+        for index, value in enumerate(allowed):
+            out[f"f_{column}__{value}"] = pd.Series((codes == index).astype("float64"), index=frame.index)
+    return out
 
 
 def split_bucket(entity_ids: pd.Series) -> pd.Series:
@@ -65,20 +71,20 @@ def split_bucket(entity_ids: pd.Series) -> pd.Series:
     return pd.Series((crc % 100).astype("int64"), index=entity_ids.index)
 
 
+SPLITS = np.array(["train", "validation", "holdout"], dtype=object)
+
+
 def assign_split(buckets: pd.Series, contract: Contract) -> pd.Series:
     train_cut = contract.splits["train"]
     validation_cut = train_cut + contract.splits["validation"]
-    return pd.Series(
-        np.select([buckets < train_cut, buckets < validation_cut], ["train", "validation"], "holdout"),
-        index=buckets.index,
-    )
+    index = (buckets.to_numpy() >= train_cut).astype("int8") + (buckets.to_numpy() >= validation_cut)
+    return pd.Series(SPLITS[index], index=buckets.index)
 
 
 def build_features(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
     """One partition of raw rows to prepared rows (keys, raw features, label, features, split)."""
-    prepared = frame[
-        [contract.entity_id, contract.event_time, *contract.feature_columns, contract.label]
-    ].copy()
-    prepared = pd.concat([prepared, feature_matrix(frame, contract)], axis=1)
-    prepared[SPLIT_COLUMN] = assign_split(split_bucket(frame[contract.entity_id]), contract)
-    return prepared[[*output_columns(contract), SPLIT_COLUMN]]
+    columns = {name: frame[name] for name in (contract.entity_id, contract.event_time,
+                                              *contract.feature_columns, contract.label)}  # fmt: skip
+    columns.update(_engineered(frame, contract))
+    columns[SPLIT_COLUMN] = assign_split(split_bucket(frame[contract.entity_id]), contract)
+    return pd.DataFrame(columns, index=frame.index)[[*output_columns(contract), SPLIT_COLUMN]]

@@ -13,7 +13,7 @@ from typing import Any
 
 from pipelines import runlog, storage
 from pipelines.contract import Contract, load_contract
-from pipelines.engines import engine_session, local_path
+from pipelines.engines import engine_session, file_mapper, local_path
 from pipelines.features import SPLIT_COLUMN, build_features, feature_names, output_columns
 from pipelines.profile import PROFILE_FILE, profile_dask, profile_spark
 from pipelines.settings import Settings
@@ -97,7 +97,7 @@ def prepare(settings: Settings, logical_date: dt.date, engine: str | None = None
         reference_profile = PROFILERS[engine](raw, contract)
         storage.write_json_atomic(storage.join(tmp, PROFILE_FILE), reference_profile)
         split_rows = {
-            split: storage.content_hash(storage.split_uri(tmp, split))[1]
+            split: storage.count_rows(storage.split_uri(tmp, split))
             for split in ("train", "validation", "holdout")
         }
         manifest = storage.write_manifest(
@@ -111,6 +111,7 @@ def prepare(settings: Settings, logical_date: dt.date, engine: str | None = None
                 "contract_version": contract.version,
             },
             final_uri=out_uri,
+            map_files=file_mapper(engine, session),
         )
     log.info(
         "prepared %d rows with %s into %s (hash %s)",

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     spark_shuffle_partitions: int = Field(
         default=8, ge=1, description="spark.sql.shuffle.partitions; raise it for large windows."
     )
+    dask_workers: int = Field(
+        default=0,
+        ge=0,
+        description="Worker processes of the embedded Dask cluster (one thread each); 0 = one per core.",
+    )
     dask_scheduler: str | None = Field(
         default=None,
         description="Dask scheduler address (tcp://host:8786). Default: an in-process LocalCluster.",

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -155,18 +156,18 @@ def _type_name(data_type: pa.DataType) -> str:
     return str(data_type)
 
 
-def content_hash(uri: str, columns: list[str] | None = None) -> tuple[str, int, dict[str, str]]:
-    """Order-independent hash of a Parquet folder's rows, its row count and schema.
+FileMapper = Callable[[Callable[[list[str]], tuple[int, int]], list[list[str]]], list[tuple[int, int]]]
 
-    Rows are hashed one by one and the hashes summed, so two engines that write the same rows into
-    different files, in a different order, give the same hash. Reads batch by batch: never the whole set.
-    """
-    dataset = _parquet_dataset(uri)
-    names = columns or sorted(dataset.schema.names)
-    schema = {name: _type_name(dataset.schema.field(name).type) for name in names}
-    total = np.uint64(0)
-    rows = 0
-    for batch in dataset.to_batches(columns=names, batch_size=262_144):
+
+def _hash_files(root_uri: str, names: list[str], file_uris: list[str]) -> tuple[int, int]:
+    """Sum of the row hashes (mod 2**64) and the row count of some files of a dataset folder."""
+    fs, root = url_to_fs(root_uri)
+    paths = [url_to_fs(f)[1] for f in file_uris]
+    dataset = pads.dataset(
+        paths, filesystem=fs, format="parquet", partitioning="hive", partition_base_dir=root
+    )
+    total, rows = np.uint64(0), 0
+    for batch in dataset.to_batches(columns=names, batch_size=65_536):
         frame = batch.to_pandas()
         for name in frame.columns:
             if isinstance(frame[name].dtype, pd.CategoricalDtype):
@@ -177,6 +178,29 @@ def content_hash(uri: str, columns: list[str] | None = None) -> tuple[str, int, 
         with np.errstate(over="ignore"):
             total = np.uint64(total + row_hashes.sum(dtype=np.uint64))
         rows += len(frame)
+    return int(total), rows
+
+
+def content_hash(
+    uri: str, columns: list[str] | None = None, map_files: FileMapper | None = None
+) -> tuple[str, int, dict[str, str]]:
+    """Order-independent hash of a Parquet folder's rows, its row count and schema.
+
+    Rows are hashed one by one and the hashes summed, so two engines that write the same rows into
+    different files, in a different order, give the same hash. Files are hashed independently, batch by
+    batch: ``map_files`` (see :func:`pipelines.engines.file_mapper`) spreads them over a cluster's workers,
+    so the driver never reads the data; without it they are hashed here, one batch in memory at a time.
+    """
+    dataset = _parquet_dataset(uri)
+    names = columns or sorted(dataset.schema.names)
+    schema = {name: _type_name(dataset.schema.field(name).type) for name in names}
+    fs, _ = url_to_fs(uri)
+    files = [fs.unstrip_protocol(f) for f in dataset.files]
+    groups = [files[i : i + 4] for i in range(0, len(files), 4)]
+    task = functools.partial(_hash_files, uri, names)
+    parts = (map_files or (lambda fn, items: [fn(i) for i in items]))(task, groups)
+    total = sum(part[0] for part in parts) % 2**64
+    rows = sum(part[1] for part in parts)
     digest = hashlib.sha256()
     digest.update(json.dumps(schema, sort_keys=True).encode())
     digest.update(str(rows).encode())
@@ -184,14 +208,20 @@ def content_hash(uri: str, columns: list[str] | None = None) -> tuple[str, int, 
     return digest.hexdigest(), rows, schema
 
 
+def count_rows(uri: str) -> int:
+    """Rows of a Parquet folder, from the files' footers alone."""
+    return _parquet_dataset(uri).count_rows()
+
+
 def write_manifest(
     uri: str,
     extra: dict[str, Any] | None = None,
     columns: list[str] | None = None,
     final_uri: str | None = None,
+    map_files: FileMapper | None = None,
 ) -> Manifest:
     """Hash a written Parquet folder and commit it with its manifest (``final_uri``: where it will live)."""
-    digest, rows, schema = content_hash(uri, columns)
+    digest, rows, schema = content_hash(uri, columns, map_files)
     manifest = Manifest(
         uri=final_uri or uri,
         rows=rows,

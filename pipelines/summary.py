@@ -95,7 +95,7 @@ def print_summary(settings: Settings, dates: list[dt.date], console: Console | N
         drift = last["drift"]["result"]
         drifted = [c for c, v in drift["columns"].items() if v["drifted"]]
         console.print(
-            f"[bold]Drift for {dates[-1]}[/bold] (vs the {drift['reference']}'s training data): "
+            f"[bold]Drift for {dates[-1]}[/bold] (vs the {drift['reference']}'s reference profile): "
             f"{drift['drifted_columns']} of {len(drift['columns'])} columns drifted "
             f"(share {drift['drift_share']:.2f}){': ' + ', '.join(drifted) if drifted else ''}"
         )

@@ -29,7 +29,7 @@ from pandera.errors import SchemaErrors
 
 from pipelines import runlog, sources, storage
 from pipelines.contract import Contract, load_contract
-from pipelines.engines import engine_session, local_path
+from pipelines.engines import engine_session, file_mapper, local_path
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -558,6 +558,7 @@ def ingest_day(
                 "validation_report": report_uri,
             },
             final_uri=raw,
+            map_files=file_mapper(engine, session) if session is not None else None,
         )
     log.info("%s: %d rows hold contract %s v%d; committed %s", day, report.rows, contract.dataset,
              contract.version, raw)  # fmt: skip
@@ -584,7 +585,7 @@ def validate(settings: Settings, logical_date: dt.date, engine: str | None = Non
             if report is not None and not report.ok:
                 failed.append(report)
                 quarantined.append(quarantine(settings, sources.partition(settings, contract, day), report))
-                log.error("%s", report.to_markdown())
+                log.error("%s: %d rule(s) broken, see %s", day, len(report.violations), summary["report"])
     if failed:
         raise DataContractError(failed, quarantined)
     return {
