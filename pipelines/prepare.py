@@ -92,7 +92,8 @@ def prepare(settings: Settings, logical_date: dt.date, engine: str | None = None
         storage.read_manifest(uri)  # only committed partitions are read
         raw_uris.append(uri)
     out_uri = storage.features_uri(settings.resolved_data_root, settings.dataset, logical_date)
-    with storage.atomic_dir(out_uri) as tmp, engine_session(engine, settings) as session:
+    input_bytes = sum(storage.total_bytes(storage.parquet_files(uri)) for uri in raw_uris)
+    with storage.atomic_dir(out_uri) as tmp, engine_session(engine, settings, input_bytes) as session:
         raw = TRANSFORMS[engine](session, raw_uris, tmp, contract)
         reference_profile = PROFILERS[engine](raw, contract)
         storage.write_json_atomic(storage.join(tmp, PROFILE_FILE), reference_profile)

@@ -72,7 +72,12 @@ class Settings(BaseSettings):
     dask_workers: int = Field(
         default=0,
         ge=0,
-        description="Worker processes of the embedded Dask cluster (one thread each); 0 = one per core.",
+        description="Workers of the embedded Dask cluster; 0 = one per core.",
+    )
+    dask_processes_from_mb: int = Field(
+        default=64,
+        ge=0,
+        description="Input size from which the embedded Dask cluster uses worker processes, not threads.",
     )
     dask_scheduler: str | None = Field(
         default=None,

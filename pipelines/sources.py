@@ -43,6 +43,7 @@ class SourcePartition:
     format: str
     files: list[str]
     fingerprint: str
+    bytes: int = 0
 
 
 def template(settings: Settings, contract: Contract) -> str:
@@ -89,7 +90,8 @@ def partition(settings: Settings, contract: Contract, day: dt.date) -> SourcePar
         stamp = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or ""
         listing.append([p, int(info.get("size") or 0), str(stamp)])
     fingerprint = hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]
-    return SourcePartition(day, uri, fmt, [fs.unstrip_protocol(p) for p in paths], fingerprint)
+    size = sum(entry[1] for entry in listing)
+    return SourcePartition(day, uri, fmt, [fs.unstrip_protocol(p) for p in paths], fingerprint, size)
 
 
 def unreadable_files(source: SourcePartition, contract: Contract) -> list[UnreadableFile]:

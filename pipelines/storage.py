@@ -255,6 +255,15 @@ def parquet_files(uri: str) -> list[str]:
     return [fs.unstrip_protocol(p) for p in names]
 
 
+def total_bytes(uris: list[str]) -> int:
+    """The summed size of some files."""
+    total = 0
+    for uri in uris:
+        fs, path = url_to_fs(uri)
+        total += int(fs.size(path) or 0)
+    return total
+
+
 def read_parquet(uri: str, columns: list[str] | None = None) -> pd.DataFrame:
     """Read a committed Parquet folder into pandas (small data: holdouts, samples, tests)."""
     read_manifest(uri)

@@ -519,10 +519,10 @@ def quarantine(settings: Settings, source: sources.SourcePartition, report: Vali
 
 
 def ingest_day(
-    session: Any, settings: Settings, contract: Contract, day: dt.date, engine: str
+    session: Any, settings: Settings, contract: Contract, source: sources.SourcePartition, engine: str
 ) -> tuple[ValidationReport | None, dict[str, Any]]:
     """Validate one day and commit it as a raw partition; (report, summary). Unchanged days are skipped."""
-    source = sources.partition(settings, contract, day)
+    day = source.day
     raw = storage.raw_uri(settings.resolved_data_root, contract.dataset, day)
     if storage.exists(storage.join(raw, storage.MANIFEST)):
         manifest = storage.read_manifest(raw)
@@ -577,15 +577,21 @@ def validate(settings: Settings, logical_date: dt.date, engine: str | None = Non
     if engine not in FINDERS:
         raise ValueError(f"unknown engine '{engine}'; choose one of {', '.join(FINDERS)}")
     contract = load_contract(settings.resolved_contract_path)
+    days = [
+        sources.partition(settings, contract, day)
+        for day in storage.window_days(logical_date, settings.window_days)
+    ]
     partitions, failed, quarantined = [], [], []
-    with engine_session(engine, settings) as session:
-        for day in storage.window_days(logical_date, settings.window_days):
-            report, summary = ingest_day(session, settings, contract, day, engine)
+    with engine_session(engine, settings, sum(source.bytes for source in days)) as session:
+        for source in days:
+            report, summary = ingest_day(session, settings, contract, source, engine)
             partitions.append(summary)
             if report is not None and not report.ok:
                 failed.append(report)
-                quarantined.append(quarantine(settings, sources.partition(settings, contract, day), report))
-                log.error("%s: %d rule(s) broken, see %s", day, len(report.violations), summary["report"])
+                quarantined.append(quarantine(settings, source, report))
+                log.error(
+                    "%s: %d rule(s) broken, see %s", source.day, len(report.violations), summary["report"]
+                )
     if failed:
         raise DataContractError(failed, quarantined)
     return {
