@@ -160,7 +160,11 @@ def retrain() -> None:
     def promote(decision: dict[str, Any]) -> dict[str, Any]:
         from pipelines.promote import promote as run
 
-        return run(_settings(), _day(), decision["challenger_version"], decision["champion_version"])
+        context = get_current_context()
+        return run(
+            _settings(), _day(), decision["challenger_version"], decision["champion_version"],
+            decision=decision, dag_id=DAG_ID, run_id=context["run_id"],
+        )  # fmt: skip
 
     prepared = prepare()
     generate() >> validate() >> prepared

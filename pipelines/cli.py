@@ -195,7 +195,56 @@ def promote(date: dt.datetime = DateOption) -> None:
     if record["decision"] != "promote":
         typer.echo(f"the gate for {day} said {record['decision']}: nothing to promote", err=True)
         raise typer.Exit(3)
-    _emit(run(settings, day, record["challenger_version"], record["champion_version"]))
+    _emit(run(settings, day, record["challenger_version"], record["champion_version"], decision=record))
+
+
+@app.command()
+def rollback(
+    to: int = typer.Option(None, "--to", help="Version to make champion (default: the previous champion)."),
+    reason: str = typer.Option(..., help="Why; kept in the promotion history."),
+) -> None:
+    """Move the champion back (compare-and-set, under the promotion lock, recorded in the history)."""
+    from pipelines.promote import ChampionChangedError
+    from pipelines.promote import rollback as run
+
+    try:
+        _emit(run(get_settings(), to, reason))
+    except (ValueError, ChampionChangedError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def history(limit: int = typer.Option(50, help="The newest N attempts.")) -> None:
+    """Print the promotion history: every attempt to move the champion, oldest first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipelines.history import read
+
+    settings = get_settings()
+    table = Table(title=f"Promotion history of {settings.model_name}")
+    for column in (
+        "#",
+        "at (UTC)",
+        "action",
+        "from",
+        "to",
+        "expected",
+        "outcome",
+        "trigger",
+        "reason",
+        "Airflow run",
+    ):
+        table.add_column(column)
+    for row in read(settings, settings.model_name, limit):
+        version = lambda v: "-" if v is None else f"v{v}"  # noqa: E731
+        table.add_row(
+            str(row["id"]), row["at"], row["action"], version(row["from_version"]), version(row["to_version"]),
+            version(row["expected_version"]), row["outcome"], row["trigger"], row["reason"] or "",
+            f"{row['dag_id']}/{row['run_id']}" if row["run_id"] else "",
+        )  # fmt: skip
+    Console(width=200).print(table)
 
 
 @app.command()

@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 from typing import Any
 
-from pipelines import runlog, tracking
+from pipelines import history, runlog, tracking
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -16,6 +16,54 @@ class ChampionChangedError(RuntimeError):
     """The champion moved since the gate compared against it; the decision no longer holds."""
 
 
+def move_champion(
+    settings: Settings,
+    version: int,
+    expected_champion: int | None,
+    *,
+    action: str = "promote",
+    trigger: str = "gate",
+    reason: str | None = None,
+    decision: dict[str, Any] | None = None,
+    dag_id: str | None = None,
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    """Compare-and-set the champion alias under the promotion lock, and record the attempt.
+
+    The champion is read again under the lock: the alias moves only if it still points at
+    ``expected_champion``. Every attempt, including a refused one, is appended to the history.
+    """
+    client = tracking.configure(settings)
+    name = settings.model_name
+    client.get_model_version(name, str(version))  # an unknown version fails here, before anything moves
+    with history.promotion_lock(settings, name):
+        current = tracking.version_by_alias(client, name, tracking.CHAMPION)
+        current_version = int(current.version) if current else None
+        attempt = {
+            "model": name, "action": action, "from_version": current_version, "to_version": version,
+            "expected_version": expected_champion, "trigger": trigger, "reason": reason,
+            "decision": decision, "dag_id": dag_id, "run_id": run_id,
+        }  # fmt: skip
+        if current_version == version:
+            history.append(settings, **attempt, outcome="unchanged")
+            log.info("version %s is already champion of %s", version, name)
+            return {"name": name, "champion": version, "previous": current_version, "changed": False}
+        if current_version != expected_champion:
+            history.append(settings, **attempt, outcome="conflict")
+            raise ChampionChangedError(
+                f"champion of {name} is v{current_version}, but v{expected_champion} was expected "
+                f"({action} to v{version} refused); re-run evaluate and gate"
+            )
+        client.set_registered_model_alias(name, tracking.CHAMPION, str(version))
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        client.set_model_version_tag(name, str(version), "promoted_at", now)
+        client.set_model_version_tag(name, str(version), "promoted_by", f"{action}:{trigger}")
+        client.set_model_version_tag(name, str(version), "previous_champion", str(current_version))
+        history.append(settings, **attempt, outcome="promoted")
+    log.info("%s: %s v%s is champion (was v%s)", action, name, version, current_version)
+    return {"name": name, "champion": version, "previous": current_version, "changed": True}
+
+
 @runlog.stage("promote")
 def promote(
     settings: Settings,
@@ -23,24 +71,49 @@ def promote(
     version: int,
     expected_champion: int | None,
     reason: str = "gate",
+    decision: dict[str, Any] | None = None,
+    dag_id: str | None = None,
+    run_id: str | None = None,
 ) -> dict[str, Any]:
-    """Compare-and-set the champion alias: only if it still points at ``expected_champion``."""
+    """The gate's promotion: compare-and-set ``champion`` from ``expected_champion`` to ``version``."""
+    return move_champion(
+        settings, version, expected_champion, action="promote", trigger=reason,
+        reason=f"gate decision for {logical_date}", decision=decision, dag_id=dag_id, run_id=run_id,
+    )  # fmt: skip
+
+
+def previous_champion(settings: Settings, current: int) -> int | None:
+    """The champion before ``current``: from the history, else from the version's tag."""
+    for row in reversed(history.read(settings, settings.model_name)):
+        if row["outcome"] == "promoted" and row["to_version"] == current:
+            return row["from_version"]
     client = tracking.configure(settings)
-    name = settings.model_name
-    current = tracking.version_by_alias(client, name, tracking.CHAMPION)
-    current_version = int(current.version) if current else None
-    if current_version == version:
-        log.info("version %s is already champion of %s", version, name)
-        return {"name": name, "champion": version, "previous": current_version, "changed": False}
-    if current_version != expected_champion:
-        raise ChampionChangedError(
-            f"champion of {name} is v{current_version}, but the gate judged against v{expected_champion}; "
-            "re-run evaluate and gate"
+    tag = client.get_model_version(settings.model_name, str(current)).tags.get("previous_champion")
+    return int(tag) if tag and tag != "None" else None
+
+
+def rollback(
+    settings: Settings,
+    to_version: int | None = None,
+    reason: str = "",
+    trigger: str = "cli",
+    dag_id: str | None = None,
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    """Make ``to_version`` (default: the previous champion) the champion, through the same compare-and-set."""
+    if not reason.strip():
+        raise ValueError("a rollback needs a reason; it is kept in the promotion history")
+    client = tracking.configure(settings)
+    current = tracking.version_by_alias(client, settings.model_name, tracking.CHAMPION)
+    if current is None:
+        raise ValueError(f"{settings.model_name} has no champion: there is nothing to roll back")
+    current_version = int(current.version)
+    target = to_version if to_version is not None else previous_champion(settings, current_version)
+    if target is None:
+        raise ValueError(
+            f"v{current_version} of {settings.model_name} has no previous champion; name one with --to"
         )
-    client.set_registered_model_alias(name, tracking.CHAMPION, str(version))
-    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    client.set_model_version_tag(name, str(version), "promoted_at", now)
-    client.set_model_version_tag(name, str(version), "promoted_by", reason)
-    client.set_model_version_tag(name, str(version), "previous_champion", str(current_version))
-    log.info("promoted %s v%s to champion (was v%s)", name, version, current_version)
-    return {"name": name, "champion": version, "previous": current_version, "changed": True}
+    return move_champion(
+        settings, target, current_version, action="rollback", trigger=trigger, reason=reason,
+        dag_id=dag_id, run_id=run_id,
+    )  # fmt: skip

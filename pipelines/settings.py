@@ -91,6 +91,11 @@ class Settings(BaseSettings):
         default=None,
         description="Artifact location for new experiments. Default: <state_dir>/mlflow/artifacts.",
     )
+    promotion_db: str | None = Field(
+        default=None,
+        description="Database of the promotion history (SQLAlchemy URL). Default: promotions.db beside "
+        "the SQLite registry, or the registry's PostgreSQL database.",
+    )
     experiment: str = Field(default="continuous-training", description="MLflow experiment name.")
     model_name: str = Field(default="", description="Registered model name. Default: ct-<dataset>.")
 

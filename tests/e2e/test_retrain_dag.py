@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +35,7 @@ def _run(dag, day: dt.date, conf: dict):
 
 
 def test_retrain_dag_bootstraps_then_judges_a_challenger(airflow_env):
-    from pipelines import runlog, tracking
+    from pipelines import history, runlog, tracking
     from pipelines.settings import get_settings
 
     dag, state = airflow_env
@@ -68,8 +69,13 @@ def test_retrain_dag_bootstraps_then_judges_a_challenger(airflow_env):
         "drift/drift.json",
     }
     assert Path(records["drift"]["result"]["html"]).exists()
+    rows = history.read(settings, settings.model_name)
+    assert rows and all(r["dag_id"] == "retrain" and r["run_id"] for r in rows)
+    assert rows[0]["from_version"] is None and rows[0]["outcome"] == "promoted"
     if decision["decision"] == "promote":
         assert int(champion.version) == decision["challenger_version"]
+        assert rows[-1]["to_version"] == decision["challenger_version"]
+        assert json.loads(rows[-1]["decision"])["decision"] == "promote"
     else:
         assert "promote" not in records
 
