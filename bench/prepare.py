@@ -138,7 +138,9 @@ def child(engine: str, raw_uris: list[str], out: str) -> dict:
             else:
                 session.run(lambda: __import__("pipelines.features") and None)
             ready = time.perf_counter()
-            TRANSFORMS[engine](session, raw_uris, out, contract)
+            TRANSFORMS[engine](
+                session, [f for uri in raw_uris for f in storage.parquet_files(uri)], out, contract
+            )
             done = time.perf_counter()
     return {"startup_s": ready - started, "seconds": done - ready}
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import json
 from collections.abc import Iterator
@@ -64,7 +65,12 @@ def database_url(settings: Settings) -> str:
 
 
 def _engine(settings: Settings) -> sa.Engine:
-    url = database_url(settings)
+    return _engine_for(database_url(settings))
+
+
+@functools.cache
+def _engine_for(url: str) -> sa.Engine:
+    """One engine (and connection pool) per database and process; the table is created on first use."""
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {})
@@ -89,13 +95,13 @@ def promotion_lock(settings: Settings, model: str) -> Iterator[None]:
 
 def append(settings: Settings, **row: Any) -> dict[str, Any]:
     """Insert one attempt; returns the row as written."""
+    unknown = set(row) - set(COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown history fields: {sorted(unknown)}")
     record = {name: row.get(name) for name in COLUMNS if name != "id"}
     record["at"] = record["at"] or dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
     if isinstance(record["decision"], dict):
         record["decision"] = json.dumps(record["decision"], sort_keys=True, default=str)
-    unknown = set(row) - set(COLUMNS)
-    if unknown:
-        raise ValueError(f"unknown history fields: {sorted(unknown)}")
     with _engine(settings).begin() as connection:
         result = connection.execute(promotions.insert().values(**record))
         record["id"] = result.inserted_primary_key[0]

@@ -21,11 +21,11 @@ from pipelines.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def transform_dask(client: Any, raw_uris: list[str], out_uri: str, contract: Contract) -> Any:
+def transform_dask(client: Any, raw_files: list[str], out_uri: str, contract: Contract) -> Any:
     """Raw window to prepared rows, partition by partition, written as Parquet by split; returns the raw frame."""
     import dask.dataframe as dd
 
-    files = [local_path(f) for uri in raw_uris for f in storage.parquet_files(uri)]
+    files = [local_path(f) for f in raw_files]
     raw = dd.read_parquet(files, ignore_metadata_file=True, dataset={"partitioning": None})
     meta = build_features(raw._meta, contract)
     prepared = raw.map_partitions(build_features, contract, meta=meta)
@@ -68,9 +68,9 @@ def spark_features(raw: Any, contract: Contract) -> Any:
     return prepared.select(*output_columns(contract), SPLIT_COLUMN)
 
 
-def transform_spark(spark: Any, raw_uris: list[str], out_uri: str, contract: Contract) -> Any:
+def transform_spark(spark: Any, raw_files: list[str], out_uri: str, contract: Contract) -> Any:
     """The same transform on Spark; returns the raw frame."""
-    raw = spark.read.parquet(*[f for uri in raw_uris for f in storage.parquet_files(uri)])
+    raw = spark.read.parquet(*raw_files)
     spark_features(raw, contract).write.mode("overwrite").partitionBy(SPLIT_COLUMN).parquet(out_uri)
     return raw
 
@@ -86,15 +86,17 @@ def prepare(settings: Settings, logical_date: dt.date, engine: str | None = None
     if engine not in TRANSFORMS:
         raise ValueError(f"unknown engine '{engine}'; choose one of {', '.join(TRANSFORMS)}")
     contract = load_contract(settings.resolved_contract_path)
-    raw_uris = []
-    for day in storage.window_days(logical_date, settings.window_days):
-        uri = storage.raw_uri(settings.resolved_data_root, settings.dataset, day)
-        storage.read_manifest(uri)  # only committed partitions are read
-        raw_uris.append(uri)
+    raw_uris = [
+        storage.raw_uri(settings.resolved_data_root, settings.dataset, day)
+        for day in storage.window_days(logical_date, settings.window_days)
+    ]
     out_uri = storage.features_uri(settings.resolved_data_root, settings.dataset, logical_date)
-    input_bytes = sum(storage.total_bytes(storage.parquet_files(uri)) for uri in raw_uris)
-    with storage.atomic_dir(out_uri) as tmp, engine_session(engine, settings, input_bytes) as session:
-        raw = TRANSFORMS[engine](session, raw_uris, tmp, contract)
+    raw_files = [f for uri in raw_uris for f in storage.parquet_files(uri)]  # committed partitions only
+    with (
+        storage.atomic_dir(out_uri) as tmp,
+        engine_session(engine, settings, storage.total_bytes(raw_files)) as session,
+    ):
+        raw = TRANSFORMS[engine](session, raw_files, tmp, contract)
         reference_profile = PROFILERS[engine](raw, contract)
         storage.write_json_atomic(storage.join(tmp, PROFILE_FILE), reference_profile)
         split_rows = {
