@@ -3,7 +3,7 @@
 
 Retrains the model on the logical date's data and promotes it only when the promotion gate says so.
 
-`generate → validate → prepare → train → register → evaluate → drift → gate → should_promote → promote`
+`generate → validate → prepare → train → register → evaluate → drift → gate → route → [approve →] promote`
 
 * **generate** writes the day's partition of the demo source (the `scenario` param injects drift); it is
   skipped for a dataset that reads its own source.
@@ -14,8 +14,15 @@ Retrains the model on the logical date's data and promotes it only when the prom
   or Spark (`engine` param).
 * **train** fits a torch MLP with DDP, or a scikit-learn model (`model_family` param), logged to MLflow.
 * **register** makes it a new model version, alias `challenger`, with lineage tags.
-* **evaluate** scores challenger and champion on the same holdout; **drift** writes an Evidently report.
-* **gate** applies `include/promotion_policy.yaml`; a rejection skips **promote**.
+* **evaluate** scores challenger and champion (each verified against its sha256 manifest) on the same holdout:
+  the primary metric, a paired bootstrap interval of the difference, slices, one-row latency and model size.
+  **drift** writes an Evidently report against the champion's reference profile.
+* **gate** applies the promotion policy (`include/policies/<dataset>.yaml` or `include/promotion_policy.yaml`)
+  and logs its decision record to MLflow, to this log and to XCom. **route** skips everything after a
+  rejection; when the policy says `approval: required`, **approve** waits for a person to approve or reject
+  in the Airflow UI (Required Actions), showing the decision record. **promote** moves `champion` by
+  compare-and-set and records the attempt; with the `dry_run` param it records "would promote" and moves
+  nothing.
 
 Every task is a few lines over one function of the `pipelines` package and passes small JSON through XCom.
 """
@@ -26,18 +33,31 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+from airflow.providers.standard.operators.hitl import HITLBranchOperator
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 
 DAG_ID = Path(__file__).stem
+APPROVAL_TIMEOUT = dt.timedelta(days=3)  # unanswered: the default, Reject, is taken
 
 
 def _settings() -> Any:
     from pipelines.settings import get_settings
 
     params = get_current_context()["params"]
+    overrides = {"promotion_dry_run": True} if params.get("dry_run") else {}
     return get_settings(
-        dataset=params["dataset"], engine=params["engine"], model_family=params["model_family"]
+        dataset=params["dataset"], engine=params["engine"], model_family=params["model_family"], **overrides
     )
+
+
+class ApprovalBranch(HITLBranchOperator):
+    """Approve → promote, Reject → record_rejection; who answered is kept in XCom (key ``responded_by``)."""
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        user = event.get("responded_by_user") or {}
+        who = user.get("name") or user.get("id") or "nobody: the request timed out"
+        context["ti"].xcom_push(key="responded_by", value=who)
+        return super().execute_complete(context=context, event=event)
 
 
 def _day() -> dt.date:
@@ -83,6 +103,13 @@ def _day() -> dt.date:
             title="Demo data scenario",
             description="Injects drift or broken data into the demo source for this date "
             "(only for a dataset written by the demo generator).",
+        ),
+        "dry_run": Param(
+            False,
+            type="boolean",
+            title="Dry run",
+            description="Gate and record the decision, but move nothing: a passing challenger is recorded "
+            "as 'would promote' in the promotion history.",
         ),
     },  # fmt: skip
 )
@@ -152,25 +179,54 @@ def retrain() -> None:
 
         return run(_settings(), _day(), evaluation, drift_summary)
 
-    @task.short_circuit
-    def should_promote(decision: dict[str, Any]) -> bool:
-        return decision["decision"] == "promote"
+    @task.branch
+    def route(decision: dict[str, Any]) -> str | None:
+        if decision["decision"] != "promote":
+            return None  # rejected: approve and promote are skipped, the champion stays
+        if decision.get("approval") == "required" and not decision.get("dry_run"):
+            return "approve"
+        return "promote"
+
+    approve = ApprovalBranch(
+        task_id="approve",
+        subject="Promote {{ params.dataset }} model v{{ ti.xcom_pull(task_ids='gate')['challenger_version'] }}?",
+        body="{{ ti.xcom_pull(task_ids='gate')['markdown'] }}",
+        options=["Approve", "Reject"],
+        options_mapping={"Approve": "promote", "Reject": "record_rejection"},
+        defaults=["Reject"],
+        response_timeout=APPROVAL_TIMEOUT,
+    )
 
     @task
+    def record_rejection(decision: dict[str, Any]) -> dict[str, Any]:
+        from pipelines.promote import record_rejection as run
+
+        context = get_current_context()
+        who = context["ti"].xcom_pull(task_ids="approve", key="responded_by")
+        return run(
+            _settings(), decision["challenger_version"], decision["champion_version"], who or "unknown",
+            decision=decision, dag_id=DAG_ID, run_id=context["run_id"],
+        )  # fmt: skip
+
+    @task(trigger_rule="none_failed_min_one_success")
     def promote(decision: dict[str, Any]) -> dict[str, Any]:
         from pipelines.promote import promote as run
 
         context = get_current_context()
+        approved_by = context["ti"].xcom_pull(task_ids="approve", key="responded_by")
         return run(
             _settings(), _day(), decision["challenger_version"], decision["champion_version"],
-            decision=decision, dag_id=DAG_ID, run_id=context["run_id"],
+            decision=decision, dag_id=DAG_ID, run_id=context["run_id"], approved_by=approved_by,
         )  # fmt: skip
 
     prepared = prepare()
     generate() >> validate() >> prepared
     registered = register(train(prepared))
     decision = gate(evaluate(prepared, registered), drift(prepared, registered))
-    should_promote(decision) >> promote(decision)
+    routed = route(decision)
+    promoted = promote(decision)
+    routed >> [approve, promoted]
+    approve >> [promoted, record_rejection(decision)]
 
 
 retrain()

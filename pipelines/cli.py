@@ -180,22 +180,66 @@ def gate(date: dt.datetime = DateOption) -> None:
 
     settings, day = get_settings(), date.date()
     record = run(settings, day, _previous(settings, day, "evaluate"), _previous(settings, day, "drift"))
+    typer.echo(record.pop("markdown"), err=True)
     _emit(record)
     if record["decision"] != "promote":
         raise typer.Exit(3)
 
 
 @app.command()
-def promote(date: dt.datetime = DateOption) -> None:
+def promote(
+    date: dt.datetime = DateOption,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Record 'would promote' and move nothing."),
+) -> None:
     """Move the champion alias to the date's challenger, if its gate said promote."""
+    from pipelines.integrity import IntegrityError
+    from pipelines.promote import ChampionChangedError
     from pipelines.promote import promote as run
 
-    settings, day = get_settings(), date.date()
+    settings, day = get_settings(**({"promotion_dry_run": True} if dry_run else {})), date.date()
     record = _previous(settings, day, "gate")
     if record["decision"] != "promote":
         typer.echo(f"the gate for {day} said {record['decision']}: nothing to promote", err=True)
         raise typer.Exit(3)
-    _emit(run(settings, day, record["challenger_version"], record["champion_version"], decision=record))
+    record.pop("markdown", None)
+    try:
+        _emit(run(settings, day, record["challenger_version"], record["champion_version"], decision=record))
+    except (IntegrityError, ChampionChangedError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def policy(
+    path: str = typer.Argument(
+        None, help="Policy file (default: the dataset's policy, as a run resolves it)."
+    ),
+    schema: bool = typer.Option(False, "--schema", help="Print the policy's JSON Schema instead."),
+) -> None:
+    """Check a promotion policy file against its schema and the dataset's contract."""
+    from pathlib import Path
+
+    from pipelines.contract import load_contract
+    from pipelines.gate import Policy, PolicyError, check_against_contract, load_policy
+
+    if schema:
+        _emit(Policy.model_json_schema())
+        return
+    settings = get_settings()
+    target = Path(path) if path else settings.resolved_policy_path
+    try:
+        loaded = load_policy(target)
+        check_against_contract(loaded, load_contract(settings.resolved_contract_path), target)
+    except PolicyError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    rules = ["min_improvement", "confidence_interval", "min_holdout_rows", "drift"]
+    rules += [f"slice:{s.column}" for s in loaded.slices]
+    rules += ["latency_p99"] * bool(loaded.latency) + ["model_size"] * bool(loaded.max_model_size_mb)
+    typer.echo(
+        f"OK {target}: policy v{loaded.version} on {loaded.primary_metric} for {settings.dataset}; rules: "
+        f"{', '.join(rules)}; approval {loaded.approval}{', dry run' if loaded.dry_run else ''}"
+    )
 
 
 @app.command()
@@ -204,12 +248,13 @@ def rollback(
     reason: str = typer.Option(..., help="Why; kept in the promotion history."),
 ) -> None:
     """Move the champion back (compare-and-set, under the promotion lock, recorded in the history)."""
+    from pipelines.integrity import IntegrityError
     from pipelines.promote import ChampionChangedError
     from pipelines.promote import rollback as run
 
     try:
         _emit(run(get_settings(), to, reason))
-    except (ValueError, ChampionChangedError) as exc:
+    except (ValueError, ChampionChangedError, IntegrityError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
 

@@ -1,63 +1,182 @@
-"""Evaluate: challenger and current champion scored on the same fresh holdout."""
+"""Evaluate: challenger and current champion scored on the same fresh holdout, with every figure the gate needs.
+
+Both models are loaded from copies that passed their sha256 manifest (:mod:`pipelines.integrity`) and score
+the same holdout rows. From the two sets of predictions come the primary metric of each, the paired bootstrap
+interval of their difference, and the metric per slice the policy names; the challenger's one-row latency
+(p50/p99 over the policy's number of timed calls) and its size come from the model itself. The predictions are
+kept beside the reports so a decision can be re-derived.
+
+A model that cannot be loaded, verified or scored is not an exception here: it is recorded as that model's
+``error``, and the gate fails closed on it with the reason in the decision record.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import tempfile
+import time
 from typing import Any
 
-import mlflow
+import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
-from pipelines import runlog, storage, tracking
+from pipelines import integrity, runlog, stats, storage, tracking
 from pipelines.contract import Contract, load_contract
+from pipelines.gate import Policy, check_against_contract, load_policy
 from pipelines.metrics import classification_metrics
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
+
+LATENCY_WARMUP = 20
 
 
 class EvaluationError(RuntimeError):
     """A model could not be scored; the gate treats this as 'do not promote'."""
 
 
-def score_version(name: str, version: int, holdout: pd.DataFrame, contract: Contract) -> dict[str, float]:
-    """Load one registered version and score it on the holdout's raw feature columns."""
+def score_version(
+    client: Any, name: str, version: int, holdout: pd.DataFrame, contract: Contract
+) -> tuple[Any, np.ndarray, dict[str, Any]]:
+    """Load one registered version from its verified files and predict the holdout's probabilities."""
+    with tempfile.TemporaryDirectory(prefix="ct-evaluate-") as tmp:
+        try:
+            local, manifest = integrity.fetch_verified(client, name, version, tmp)
+        except integrity.IntegrityError as exc:
+            raise EvaluationError(str(exc)) from exc
+        try:
+            import mlflow.pyfunc
+
+            model = mlflow.pyfunc.load_model(str(local))
+            probability = model.predict(holdout[contract.feature_columns])["probability"].to_numpy("float64")
+        except Exception as exc:  # any load or predict failure is a failed evaluation, with its cause
+            raise EvaluationError(f"could not score {name} v{version}: {type(exc).__name__}: {exc}") from exc
+    if len(probability) != len(holdout) or not np.isfinite(probability).all():
+        raise EvaluationError(f"{name} v{version} returned {len(probability)} probabilities, not all finite")
+    return model, probability, manifest
+
+
+def one_row_latency(model: Any, row: pd.DataFrame, samples: int) -> dict[str, Any]:
+    """p50/p99 in ms of ``model.predict`` on one row, after a warm-up: the cost a single request pays."""
+    for _ in range(LATENCY_WARMUP):
+        model.predict(row)
+    timings = np.empty(samples)
+    for i in range(samples):
+        started = time.perf_counter()
+        model.predict(row)
+        timings[i] = (time.perf_counter() - started) * 1000
+    return {
+        "p50": round(float(np.percentile(timings, 50)), 3),
+        "p99": round(float(np.percentile(timings, 99)), 3),
+        "samples": samples,
+        "path": "pyfunc predict of a one-row DataFrame",
+    }
+
+
+def _compare(
+    policy: Policy, holdout: pd.DataFrame, contract: Contract, challenger: np.ndarray, champion: np.ndarray
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    labels = holdout[contract.label].to_numpy("float64")
+    metric = policy.primary_metric
     try:
-        model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-        predicted = model.predict(holdout[contract.feature_columns])
-    except Exception as exc:  # any load or predict failure is a failed evaluation, with its cause
-        raise EvaluationError(f"could not score {name} version {version}: {exc}") from exc
-    return classification_metrics(holdout[contract.label].to_numpy(), predicted["probability"].to_numpy())
+        comparison = stats.paired_bootstrap(
+            metric, labels, challenger, champion, resamples=policy.bootstrap.resamples,
+            confidence=policy.bootstrap.confidence, seed=policy.bootstrap.seed, max_rows=policy.bootstrap.max_rows,
+        )  # fmt: skip
+    except Exception as exc:  # a bootstrap that cannot run is a failed rule, not a crash
+        comparison = {"metric": metric, "error": f"{type(exc).__name__}: {exc}"}
+    slices = []
+    for rule in policy.slices:
+        values = stats.slice_metrics(
+            metric, labels, challenger, champion, holdout[rule.column].astype(str).to_numpy(), rule.min_rows
+        )
+        slices.append({"column": rule.column, "min_rows": rule.min_rows, "values": values})
+    return comparison, slices
 
 
 @runlog.stage("evaluate")
 def evaluate(
     settings: Settings, logical_date: dt.date, dataset_uri: str, challenger_version: int
 ) -> dict[str, Any]:
-    """Score challenger and champion on the run's holdout; log both to the challenger's MLflow run."""
+    """Score challenger and champion on the run's holdout; log the figures to the challenger's MLflow run."""
     client = tracking.configure(settings)
     contract = load_contract(settings.resolved_contract_path)
+    policy = load_policy(settings.resolved_policy_path)
+    check_against_contract(policy, contract, settings.resolved_policy_path)
     name = settings.model_name
+    try:
+        client.get_model_version(name, str(challenger_version))
+    except MlflowException as exc:  # a wrong version number is the caller's mistake: say so, do not score
+        raise EvaluationError(f"{name} version {challenger_version} does not exist: {exc.message}") from exc
     holdout = storage.read_split(dataset_uri, "holdout")
-    challenger_metrics = score_version(name, challenger_version, holdout, contract)
-    champion = tracking.version_by_alias(client, name, tracking.CHAMPION)
-    champion_result = None
-    if champion is not None:
-        champion_metrics = score_version(name, int(champion.version), holdout, contract)
-        champion_result = {"version": int(champion.version), "metrics": champion_metrics}
-    run_id = client.get_model_version(name, str(challenger_version)).run_id
-    logged = {f"holdout_{k}": v for k, v in challenger_metrics.items()}
-    if champion_result:
-        logged |= {f"champion_holdout_{k}": v for k, v in champion_result["metrics"].items()}
-    for key, value in logged.items():
-        client.log_metric(run_id, key, value)
-    log.info(
-        "holdout: challenger v%s %s; champion %s", challenger_version, challenger_metrics, champion_result
-    )
-    return {
+    labels = holdout[contract.label].to_numpy()
+    result: dict[str, Any] = {
         "holdout_uri": storage.split_uri(dataset_uri, "holdout"),
         "holdout_rows": len(holdout),
-        "challenger": {"version": challenger_version, "metrics": challenger_metrics},
-        "champion": champion_result,
+        "champion": None,
+        "comparison": None,
+        "slices": [],
     }
+    challenger: dict[str, Any] = {"version": challenger_version}
+    predictions = {contract.label: labels}
+    try:
+        model, chal_p, manifest = score_version(client, name, challenger_version, holdout, contract)
+        challenger["metrics"] = classification_metrics(labels, chal_p)
+        challenger["size_bytes"] = manifest["total_bytes"]
+        challenger["sha256"] = integrity.digest(manifest)
+        samples = policy.latency.samples if policy.latency else 200
+        challenger["latency_ms"] = one_row_latency(model, holdout[contract.feature_columns].head(1), samples)
+        predictions["challenger"] = chal_p
+    except (EvaluationError, ValueError) as exc:
+        challenger["error"] = str(exc)
+        log.error("challenger v%s could not be evaluated: %s", challenger_version, exc)
+    result["challenger"] = challenger
+
+    champion_mv = tracking.version_by_alias(client, name, tracking.CHAMPION)
+    if champion_mv is not None:
+        champion: dict[str, Any] = {"version": int(champion_mv.version)}
+        try:
+            _, champ_p, _ = score_version(client, name, int(champion_mv.version), holdout, contract)
+            champion["metrics"] = classification_metrics(labels, champ_p)
+            predictions["champion"] = champ_p
+        except (EvaluationError, ValueError) as exc:
+            champion["error"] = str(exc)
+            log.error("champion v%s could not be evaluated: %s", champion_mv.version, exc)
+        result["champion"] = champion
+        if "challenger" in predictions and "champion" in predictions:
+            result["comparison"], result["slices"] = _compare(
+                policy, holdout, contract, predictions["challenger"], predictions["champion"]
+            )
+
+    for column in {rule.column for rule in policy.slices} | {contract.entity_id}:
+        predictions[column] = holdout[column].astype(str).to_numpy()
+    report_dir = storage.reports_uri(settings.resolved_data_root, settings.dataset, logical_date)
+    result["predictions_uri"] = storage.join(report_dir, f"evaluation-v{challenger_version}")
+    storage.write_parquet_frame(pd.DataFrame(predictions), result["predictions_uri"])
+    _log_figures(client, name, challenger_version, result)
+    log.info(
+        "holdout (%d rows): challenger %s; champion %s; comparison %s",
+        len(holdout), challenger, result["champion"], result["comparison"],
+    )  # fmt: skip
+    return result
+
+
+def _log_figures(client: Any, name: str, version: int, result: dict[str, Any]) -> None:
+    run_id = client.get_model_version(name, str(version)).run_id
+    figures = {f"holdout_{k}": v for k, v in (result["challenger"].get("metrics") or {}).items()}
+    if result["champion"] and result["champion"].get("metrics"):
+        figures |= {f"champion_holdout_{k}": v for k, v in result["champion"]["metrics"].items()}
+    comparison = result["comparison"] or {}
+    if comparison.get("ci_low") is not None:
+        figures |= {"improvement": comparison["improvement"], "improvement_ci_low": comparison["ci_low"],
+                    "improvement_ci_high": comparison["ci_high"]}  # fmt: skip
+    latency = result["challenger"].get("latency_ms") or {}
+    if latency:
+        figures |= {"latency_p50_ms": latency["p50"], "latency_p99_ms": latency["p99"]}
+    if "size_bytes" in result["challenger"]:
+        figures["model_size_bytes"] = result["challenger"]["size_bytes"]
+    for key, value in figures.items():
+        if value is not None and np.isfinite(value):
+            client.log_metric(run_id, key, float(value))

@@ -1,12 +1,18 @@
-"""Promote: move the ``champion`` alias to the challenger, if the champion is still the one we judged."""
+"""Promote: move the ``champion`` alias to the challenger, if the champion is still the one we judged.
+
+Before anything moves, the target version's files are checked against the sha256 manifest stored at
+registration; a version that fails is refused and the refusal is recorded. In a dry run the attempt is
+recorded as ``dry_run`` ("would promote") and the alias stays where it is.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import tempfile
 from typing import Any
 
-from pipelines import history, runlog, tracking
+from pipelines import history, integrity, runlog, tracking
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,23 +33,32 @@ def move_champion(
     decision: dict[str, Any] | None = None,
     dag_id: str | None = None,
     run_id: str | None = None,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
     """Compare-and-set the champion alias under the promotion lock, and record the attempt.
 
-    The champion is read again under the lock: the alias moves only if it still points at
-    ``expected_champion``. Every attempt, including a refused one, is appended to the history.
+    The target's files are verified first; then the champion is read again under the lock, and the alias
+    moves only if it still points at ``expected_champion``. Every attempt, including a refused one, is
+    appended to the history.
     """
     client = tracking.configure(settings)
     name = settings.model_name
     client.get_model_version(name, str(version))  # an unknown version fails here, before anything moves
+    attempt = {
+        "model": name, "action": action, "to_version": version, "expected_version": expected_champion,
+        "trigger": trigger, "reason": reason, "decision": decision, "dag_id": dag_id, "run_id": run_id,
+    }  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="ct-promote-") as tmp:
+        try:
+            integrity.fetch_verified(client, name, version, tmp)
+        except integrity.IntegrityError as exc:
+            refused = attempt | {"reason": f"{reason or ''} [refused: {exc}]".strip(), "outcome": "refused"}
+            history.append(settings, **refused)
+            raise
     with history.promotion_lock(settings, name):
         current = tracking.version_by_alias(client, name, tracking.CHAMPION)
         current_version = int(current.version) if current else None
-        attempt = {
-            "model": name, "action": action, "from_version": current_version, "to_version": version,
-            "expected_version": expected_champion, "trigger": trigger, "reason": reason,
-            "decision": decision, "dag_id": dag_id, "run_id": run_id,
-        }  # fmt: skip
+        attempt["from_version"] = current_version
         if current_version == version:
             history.append(settings, **attempt, outcome="unchanged")
             log.info("version %s is already champion of %s", version, name)
@@ -54,6 +69,11 @@ def move_champion(
                 f"champion of {name} is v{current_version}, but v{expected_champion} was expected "
                 f"({action} to v{version} refused); re-run evaluate and gate"
             )
+        if dry_run:
+            history.append(settings, **attempt, outcome="dry_run")
+            log.info("dry run: would %s %s v%s (champion stays v%s)", action, name, version, current_version)
+            return {"name": name, "champion": current_version, "previous": current_version, "changed": False,
+                    "would_promote": version, "dry_run": True}  # fmt: skip
         client.set_registered_model_alias(name, tracking.CHAMPION, str(version))
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         client.set_model_version_tag(name, str(version), "promoted_at", now)
@@ -74,11 +94,38 @@ def promote(
     decision: dict[str, Any] | None = None,
     dag_id: str | None = None,
     run_id: str | None = None,
+    approved_by: str | None = None,
 ) -> dict[str, Any]:
-    """The gate's promotion: compare-and-set ``champion`` from ``expected_champion`` to ``version``."""
+    """The gate's promotion: compare-and-set ``champion`` from ``expected_champion`` to ``version``.
+
+    A decision taken in a dry run (the policy's ``dry_run`` or ``CT_PROMOTION_DRY_RUN``) is recorded and
+    moves nothing. ``approved_by`` names the person who approved it, when the policy asked for one.
+    """
+    dry_run = settings.promotion_dry_run or bool((decision or {}).get("dry_run"))
+    if decision is not None and decision.get("decision") != "promote":
+        raise ValueError(f"the gate rejected v{version}; a rejected decision cannot be promoted")
+    trigger = f"{reason}, approved by {approved_by}" if approved_by else reason
     return move_champion(
-        settings, version, expected_champion, action="promote", trigger=reason,
+        settings, version, expected_champion, action="promote", trigger=trigger[:64],
         reason=f"gate decision for {logical_date}", decision=decision, dag_id=dag_id, run_id=run_id,
+        dry_run=dry_run,
+    )  # fmt: skip
+
+
+def record_rejection(
+    settings: Settings,
+    version: int,
+    champion: int | None,
+    rejected_by: str,
+    decision: dict[str, Any] | None = None,
+    dag_id: str | None = None,
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    """A person rejected a promotion the gate allowed: the champion stays, and the history says who said no."""
+    return history.append(
+        settings, model=settings.model_name, action="approval", from_version=champion, to_version=version,
+        expected_version=champion, outcome="rejected", trigger="approval",
+        reason=f"rejected by {rejected_by} in the Airflow UI", decision=decision, dag_id=dag_id, run_id=run_id,
     )  # fmt: skip
 
 

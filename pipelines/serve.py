@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,7 @@ import pandas as pd
 from fastapi import FastAPI, HTTPException, Response
 from pydantic import BaseModel, Field
 
-from pipelines import tracking
+from pipelines import integrity, tracking
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,6 @@ class ModelHolder:
         self.last_error: str | None = None
 
     def load_champion(self) -> LoadedModel | None:
-        import mlflow.pyfunc
-
         client = tracking.configure(self.settings)
         name = self.settings.model_name
         champion = tracking.version_by_alias(client, name, tracking.CHAMPION)
@@ -71,7 +70,9 @@ class ModelHolder:
         if self.current and self.current.version == int(champion.version):
             return self.current
         try:
-            model = mlflow.pyfunc.load_model(f"models:/{name}/{champion.version}")
+            with tempfile.TemporaryDirectory(prefix="ct-serve-") as tmp:
+                # Only files that match the manifest stored at registration are loaded.
+                model = integrity.load_verified(client, name, champion.version, tmp)
         except Exception as exc:  # keep serving the old model; say why the new one failed
             self.last_error = f"loading {name} v{champion.version} failed: {exc}"
             log.error(self.last_error)

@@ -96,6 +96,11 @@ class Settings(BaseSettings):
         description="Database of the promotion history (SQLAlchemy URL). Default: promotions.db beside "
         "the SQLite registry, or the registry's PostgreSQL database.",
     )
+    promotion_dry_run: bool = Field(
+        default=False,
+        description="Gate and record every decision, but move nothing: a passing challenger is logged as "
+        "'would promote' (the policy's dry_run does the same for one dataset).",
+    )
     experiment: str = Field(default="continuous-training", description="MLflow experiment name.")
     model_name: str = Field(default="", description="Registered model name. Default: ct-<dataset>.")
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
+# A person's one-off action: retried after a conflict, it would roll back a champion that changed meanwhile.
+ONE_SHOT = {("rollback", "roll_back")}
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +31,9 @@ def test_every_dag_states_its_defaults(dagbag):
         assert dag.catchup is False, f"{dag_id} catches up"
         assert dag.start_date.tzinfo is not None and dag.start_date.utcoffset() == dt.timedelta(0)
         for task in dag.tasks:
+            if (dag_id, task.task_id) in ONE_SHOT:
+                assert task.retries == 0
+                continue
             assert task.retries >= 2, f"{dag_id}.{task.task_id} has {task.retries} retries"
             assert task.retry_delay.total_seconds() > 0
 
@@ -40,9 +45,16 @@ def test_retrain_graph(dagbag):
     assert edges == {
         ("generate", "validate"), ("validate", "prepare"), ("prepare", "train"), ("prepare", "evaluate"),
         ("prepare", "drift"), ("train", "register"), ("register", "evaluate"), ("register", "drift"),
-        ("evaluate", "gate"), ("drift", "gate"), ("gate", "should_promote"), ("gate", "promote"),
-        ("should_promote", "promote"),
+        ("evaluate", "gate"), ("drift", "gate"), ("gate", "route"), ("gate", "promote"),
+        ("gate", "record_rejection"), ("route", "approve"), ("route", "promote"), ("approve", "promote"),
+        ("approve", "record_rejection"),
     }  # fmt: skip
+    # promote runs after route or after an approval; a branch that picks neither skips it directly
+    assert dag.get_task("promote").trigger_rule == "none_failed_min_one_success"
+    approve = dag.get_task("approve")
+    assert approve.options == ["Approve", "Reject"] and approve.defaults == ["Reject"]
+    assert approve.options_mapping == {"Approve": "promote", "Reject": "record_rejection"}
+    assert dag.params["dry_run"] is False
     params = dag.params
     assert params["engine"] == "dask" and params["model_family"] == "torch" and params["scenario"] == "none"
     assert params["dataset"] == "transactions"
@@ -65,3 +77,13 @@ def test_params_explain_themselves_in_the_trigger_form(dagbag):
             param = dag.params.get_param(name)
             assert param.schema.get("title"), f"{dag_id} param {name} has no title"
             assert param.description, f"{dag_id} param {name} has no description"
+
+
+def test_rollback_dag_form(dagbag):
+    dag = dagbag.dags["rollback"]
+    assert type(dag.timetable).__name__ == "NullTimetable"  # triggered by a person only
+    assert [t.task_id for t in dag.tasks] == ["roll_back"]
+    params = dag.params
+    assert params["to_version"] is None and params["dataset"] == "transactions"
+    reason = params.get_param("reason").schema
+    assert reason["minLength"] >= 1

@@ -29,9 +29,19 @@ def airflow_env(tmp_path_factory):
     mp.undo()
 
 
+DEFAULTS = {
+    "dataset": "transactions",
+    "engine": "dask",
+    "model_family": "torch",
+    "scenario": "none",
+    "dry_run": False,
+}
+
+
 def _run(dag, day: dt.date, conf: dict):
+    """One run; every param is given, since dag.test keeps an earlier run's conf as the DAG's params."""
     logical = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
-    return dag.test(logical_date=logical, run_conf=conf)
+    return dag.test(logical_date=logical, run_conf=DEFAULTS | conf)
 
 
 def test_retrain_dag_bootstraps_then_judges_a_challenger(airflow_env):
@@ -138,3 +148,126 @@ def test_a_real_dataset_from_its_own_source_runs_the_whole_dag(airflow_env, tmp_
     # The demo dataset's champion is another registered model, untouched.
     after = tracking.version_by_alias(client, "ct-transactions", "champion")
     assert demo_champion is not None and after.version == demo_champion.version
+
+
+def _approval_policy(tmp_path: Path) -> Path:
+    """A policy that lets any working challenger through the gate, so that the person's answer decides."""
+    path = tmp_path / "approval_policy.yaml"
+    path.write_text(
+        "version: 1\nprimary_metric: roc_auc\nhigher_is_better: true\nmin_improvement: -1\n"
+        "min_holdout_rows: 1\nbootstrap: {tolerance: 1}\napproval: required\n"
+    )
+    return path
+
+
+def _run_and_answer(dag, day: dt.date, conf: dict, option: str):
+    """Run the DAG; a second thread plays the person who answers through Airflow's HITL REST API.
+
+    dag.test keeps the run alive while the approve task waits for input (it must run in the main thread,
+    for its signal handlers); the answer flips the task back to scheduled, as the Required Actions page does.
+    """
+    import threading
+    import time
+
+    from airflow.api_fastapi.app import create_app
+    from fastapi.testclient import TestClient
+
+    asked: dict = {}
+    done = threading.Event()
+
+    def person() -> None:
+        with TestClient(create_app("all")) as api:
+            token = api.get("/auth/token").json()["access_token"]
+            headers = {"Authorization": f"Bearer {token}"}
+            while not done.is_set():
+                runs = api.get("/api/v2/dags/retrain/dagRuns", headers=headers).json()["dag_runs"]
+                run_id = next(
+                    (r["dag_run_id"] for r in runs if r["logical_date"].startswith(day.isoformat())), None
+                )
+                if run_id:
+                    url = f"/api/v2/dags/retrain/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails"
+                    detail = api.get(url, headers=headers)
+                    if detail.status_code == 200:
+                        asked.update(detail.json())
+                        answer = api.patch(url, json={"chosen_options": [option]}, headers=headers)
+                        asked["answer_status"] = answer.status_code
+                        return
+                time.sleep(1)
+
+    thread = threading.Thread(target=person, daemon=True)
+    thread.start()
+    try:
+        run = _run(dag, day, conf)
+    finally:
+        done.set()
+        thread.join(timeout=30)
+    return run, asked or None
+
+
+def test_approval_granted_then_rejected(airflow_env, tmp_path, monkeypatch):
+    """approval: required makes the run wait for a person; Approve promotes, Reject records who said no."""
+    from pipelines import history, tracking
+    from pipelines.settings import get_settings
+
+    dag, _ = airflow_env
+    monkeypatch.setenv("CT_POLICY_PATH", str(_approval_policy(tmp_path)))
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
+    settings = get_settings()
+    client = tracking.configure(settings)
+    before = int(tracking.version_by_alias(client, settings.model_name, "champion").version)
+
+    run, asked = _run_and_answer(dag, dt.date(2026, 11, 23), {"model_family": "sklearn"}, "Approve")
+    assert asked is not None, "the run never asked for approval"
+    assert asked["answer_status"] == 200
+    assert "Promotion decision" in asked["body"] and "confidence_interval" in asked["body"]
+    assert asked["options"] == ["Approve", "Reject"]
+    assert run.state == "success"
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["approve"] == "success" and states["promote"] == "success"
+    assert states["record_rejection"] == "skipped"
+    approved = int(tracking.version_by_alias(client, settings.model_name, "champion").version)
+    assert approved != before
+    last = history.read(settings, settings.model_name)[-1]
+    assert (last["outcome"], last["from_version"], last["to_version"]) == ("promoted", before, approved)
+    assert "approved by" in last["trigger"]
+
+    # The gate lets the next challenger through too; this time the person says no.
+    run, asked = _run_and_answer(
+        dag, dt.date(2026, 11, 24), {"model_family": "sklearn", "scenario": "concept_drift"}, "Reject"
+    )
+    assert asked is not None and run.state == "success"
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["promote"] == "skipped" and states["record_rejection"] == "success"
+    assert int(tracking.version_by_alias(client, settings.model_name, "champion").version) == approved
+    last = history.read(settings, settings.model_name)[-1]
+    assert (last["action"], last["outcome"], last["from_version"]) == ("approval", "rejected", approved)
+    assert last["reason"].startswith("rejected by ")
+
+
+def test_rollback_dag_from_the_trigger_form(airflow_env):
+    from airflow.dag_processing.dagbag import DagBag
+
+    from pipelines import history, promote, tracking
+    from pipelines.settings import get_settings
+
+    rollback_dag = DagBag(dag_folder=str(DAGS_DIR)).dags["rollback"]
+    settings = get_settings()
+    client = tracking.configure(settings)
+    current = int(tracking.version_by_alias(client, settings.model_name, "champion").version)
+    previous = promote.previous_champion(settings, current)
+
+    run = rollback_dag.test(run_conf={"reason": "bad predictions reported by support"})
+    assert run.state == "success"
+    assert int(tracking.version_by_alias(client, settings.model_name, "champion").version) == previous
+    last = history.read(settings, settings.model_name)[-1]
+    assert (last["action"], last["outcome"], last["from_version"], last["to_version"]) == (
+        "rollback", "promoted", current, previous
+    )  # fmt: skip
+    assert last["reason"] == "bad predictions reported by support" and last["dag_id"] == "rollback"
+
+    run = rollback_dag.test(run_conf={"reason": "back to the first model", "to_version": 1})
+    assert run.state == "success"
+    assert int(tracking.version_by_alias(client, settings.model_name, "champion").version) == 1
+    refused = rollback_dag.test(run_conf={"reason": "to a version that does not exist", "to_version": 999})
+    assert refused.state == "failed"
+    assert int(tracking.version_by_alias(client, settings.model_name, "champion").version) == 1

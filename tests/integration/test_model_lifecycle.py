@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from pipelines import storage, tracking
+from pipelines import history, integrity, storage, tracking
 from pipelines.drift import drift
 from pipelines.evaluate import evaluate
 from pipelines.gate import gate
 from pipelines.generate import generate
 from pipelines.prepare import prepare
-from pipelines.promote import ChampionChangedError, promote
+from pipelines.promote import ChampionChangedError, promote, rollback
 from pipelines.register import register
 from pipelines.serve import create_app
 from pipelines.settings import get_settings
@@ -68,7 +68,14 @@ def test_full_cycle_bootstrap_then_challenge(lab):
     drift_result = drift(settings, DAY, prepared[DAY]["uri"], registered["version"])
     assert drift_result["reference"] == "challenger" and Path(drift_result["html"]).stat().st_size > 10_000
     decision = gate(settings, DAY, evaluation, drift_result)
-    assert decision["decision"] == "promote"
+    assert decision["decision"] == "promote", decision["reasons"]
+    assert [r["rule"] for r in decision["rules"]][1] == "no_champion_threshold"
+    version_tags = client.get_model_version(settings.model_name, str(registered["version"])).tags
+    manifest = json.loads(version_tags[integrity.MANIFEST_TAG])
+    assert {"MLmodel", "artifacts/weights.joblib", "python_model.pkl"} <= set(manifest["files"])
+    assert version_tags[integrity.DIGEST_TAG] == evaluation["challenger"]["sha256"]
+    assert evaluation["challenger"]["size_bytes"] == manifest["total_bytes"]
+    assert 0 < evaluation["challenger"]["latency_ms"]["p50"] <= evaluation["challenger"]["latency_ms"]["p99"]
     promote(settings, DAY, registered["version"], None)
     assert (
         int(tracking.version_by_alias(client, settings.model_name, "champion").version)
@@ -85,8 +92,18 @@ def test_full_cycle_bootstrap_then_challenge(lab):
     assert evaluation2["challenger"]["metrics"]["roc_auc"] > evaluation2["champion"]["metrics"]["roc_auc"]
     drift2 = drift(settings, NEXT_DAY, prepared[NEXT_DAY]["uri"], challenger["version"])
     assert drift2["reference"] == "champion" and drift2["drifted_columns"] >= 1
+    comparison = evaluation2["comparison"]
+    assert comparison["ci_low"] > 0 and comparison["rows_resampled"] == evaluation2["holdout_rows"]
+    assert {s["column"] for s in evaluation2["slices"]} == {"channel", "plan"}
+    predictions = storage.read_parquet(evaluation2["predictions_uri"])
+    assert len(predictions) == evaluation2["holdout_rows"]
+    assert {"churned", "challenger", "champion", "channel", "plan", "customer_id"} <= set(predictions.columns)
     decision2 = gate(settings, NEXT_DAY, evaluation2, drift2)
     assert decision2["decision"] == "promote", decision2["reasons"]
+    assert {"confidence_interval", "slice:channel", "slice:plan", "latency_p99", "model_size"} <= {
+        r["rule"] for r in decision2["rules"]
+    }
+    assert "| confidence_interval | pass |" in decision2["markdown"]
     artifacts = {a.path for a in client.list_artifacts(trained2["run_id"], "gate")}
     assert artifacts == {"gate/decision.json", "gate/decision.md"}
     assert {a.path for a in client.list_artifacts(trained2["run_id"], "drift")} == {
@@ -160,3 +177,110 @@ def test_stage_errors_name_the_problem(lab):
         pass
     with pytest.raises(ValueError, match="did not finish logging a model"):
         register(settings, DAY, empty_run.info.run_id)
+
+
+def _model_files(client, name: str, version: int) -> Path:
+    """Where a version's files lie in the (local) artifact store: what an attacker or a bad disk would change."""
+    import mlflow
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    source = client.get_model_version(name, str(version)).source
+    return Path(local_file_uri_to_path(mlflow.get_logged_model(source.split("/")[-1]).artifact_location))
+
+
+def _register_new(settings, day, prepared, key: str) -> int:
+    trained = train(settings, day, prepared[day]["uri"], tracking.RunContext(key), "sklearn")
+    return register(settings, day, trained["run_id"])["version"]
+
+
+def test_dry_run_records_would_promote_and_moves_nothing(lab):
+    settings, prepared = lab
+    client = tracking.configure(settings)
+    champion = tracking.version_by_alias(client, settings.model_name, "champion")
+    expected = int(champion.version) if champion else None
+    version = _register_new(settings, DAY, prepared, "test/dry-run")
+    dry = get_settings(state_dir=settings.state_dir, rows_per_day=4000, promotion_dry_run=True)
+    decision = {"decision": "promote", "challenger_version": version, "champion_version": expected}
+    result = promote(dry, DAY, version, expected, decision=decision)
+    assert result["dry_run"] and result["would_promote"] == version and not result["changed"]
+    now = tracking.version_by_alias(client, settings.model_name, "champion")
+    assert (int(now.version) if now else None) == expected
+    last = history.read(settings, settings.model_name)[-1]
+    assert (last["outcome"], last["to_version"], last["from_version"]) == ("dry_run", version, expected)
+    with pytest.raises(ValueError, match="rejected decision cannot be promoted"):
+        promote(settings, DAY, version, expected, decision={**decision, "decision": "reject"})
+
+
+def test_tampered_or_missing_model_files_are_refused_everywhere(lab):
+    settings, prepared = lab
+    client = tracking.configure(settings)
+    name = settings.model_name
+    with TestClient(create_app(settings)) as http:  # serving the current champion
+        serving = http.get("/health").json()["model_version"]
+    champion = int(tracking.version_by_alias(client, name, "champion").version)
+    assert serving == champion
+    tampered = _register_new(settings, NEXT_DAY, prepared, "test/tampered")
+    weights = _model_files(client, name, tampered) / "artifacts" / "weights.joblib"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
+
+    # evaluate records the failure; the gate fails closed on it
+    evaluation = evaluate(settings, NEXT_DAY, prepared[NEXT_DAY]["uri"], tampered)
+    assert "altered: artifacts/weights.joblib" in evaluation["challenger"]["error"]
+    decision = gate(settings, NEXT_DAY, evaluation, {"drift_share": 0.0, "drifted_columns": 0, "columns": {}})
+    assert decision["decision"] == "reject"
+    assert any(r["rule"] == "challenger_evaluated" and not r["passed"] for r in decision["rules"])
+
+    # promote and rollback refuse it, and the refusal is in the history; the champion does not move
+    with pytest.raises(integrity.IntegrityError, match="altered: artifacts/weights.joblib"):
+        promote(settings, NEXT_DAY, tampered, champion)
+    with pytest.raises(integrity.IntegrityError, match="altered"):
+        rollback(settings, tampered, reason="test")
+    refused = [r for r in history.read(settings, name) if r["outcome"] == "refused"]
+    assert [r["to_version"] for r in refused] == [tampered, tampered]
+    assert int(tracking.version_by_alias(client, name, "champion").version) == champion
+
+    # a missing file on the champion: serving keeps what it has loaded and says why the reload failed
+    with TestClient(create_app(settings)) as http:
+        mlmodel = _model_files(client, name, champion) / "MLmodel"
+        saved = mlmodel.read_bytes()
+        mlmodel.unlink()
+        try:
+            holder = http.app.state.holder
+            holder.current = None
+            assert holder.load_champion() is None
+            assert "missing: MLmodel" in holder.last_error
+            answer = http.post("/predict", json={"rows": [{"amount": 1.0}]})
+            assert answer.status_code == 503 and "missing: MLmodel" in answer.json()["detail"]
+            evaluation = evaluate(settings, NEXT_DAY, prepared[NEXT_DAY]["uri"], tampered)
+            assert "missing: MLmodel" in evaluation["champion"]["error"]
+        finally:
+            mlmodel.write_bytes(saved)
+        assert holder.load_champion().version == champion
+
+
+def _register_in_child(state_dir: str, run_id: str, barrier) -> int:
+    settings = get_settings(state_dir=state_dir)
+    barrier.wait()
+    return register(settings, DAY, run_id)["version"]
+
+
+def test_registration_is_idempotent_under_concurrent_retries(lab):
+    import concurrent.futures
+    import multiprocessing
+
+    settings, prepared = lab
+    client = tracking.configure(settings)
+    trained = train(settings, DAY, prepared[DAY]["uri"], tracking.RunContext("test/retried"), "sklearn")
+    before = len(client.search_model_versions(f"name = '{settings.model_name}'"))
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager:
+        barrier = manager.Barrier(4)
+        with concurrent.futures.ProcessPoolExecutor(4, mp_context=context) as pool:
+            futures = [pool.submit(_register_in_child, str(settings.state_dir), trained["run_id"], barrier)
+                       for _ in range(4)]  # fmt: skip
+            versions = {f.result(timeout=300) for f in futures}
+    assert len(versions) == 1
+    after = client.search_model_versions(f"name = '{settings.model_name}'")
+    assert len(after) == before + 1
+    # a re-run of the same DAG run trains under the same run key: found by its tag, not registered again
+    assert register(settings, DAY, trained["run_id"])["version"] == versions.pop()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipelines import history, tracking
+from pipelines import history, integrity, tracking
 from pipelines.promote import ChampionChangedError, move_champion, rollback
 from pipelines.settings import get_settings
 
@@ -16,14 +16,16 @@ pytestmark = pytest.mark.slow
 
 
 def _registry(state: Path, versions: int):
-    """A registry with ``versions`` versions (empty model folders: promotion never loads a model)."""
+    """A registry with ``versions`` versions: one small file each, with its manifest (promotion never loads them)."""
     settings = get_settings(state_dir=state)
     client = tracking.configure(settings)
     client.create_registered_model(settings.model_name)
     for number in range(1, versions + 1):
         source = state / "models" / f"v{number}"
         source.mkdir(parents=True)
-        client.create_model_version(settings.model_name, source.resolve().as_uri())
+        (source / "MLmodel").write_text(f"version: {number}\n")
+        tags = integrity.tags_for(integrity.build_manifest(source))
+        client.create_model_version(settings.model_name, source.resolve().as_uri(), tags=tags)
     return settings, client
 
 

@@ -40,3 +40,20 @@ def test_a_stage_without_its_input_says_which_command_to_run(tmp_path):
 def test_a_bad_date_is_refused(tmp_path):
     result = runner.invoke(app, ["generate", "-d", "20/11/2026"], env=_env(tmp_path))
     assert result.exit_code == 2
+
+
+def test_policy_command_checks_the_file_and_prints_the_schema(tmp_path):
+    import json
+
+    ok = runner.invoke(app, ["policy"], env=_env(tmp_path))
+    assert ok.exit_code == 0 and ok.output.startswith("OK ") and "slice:channel" in ok.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "version: 1\nprimary_metric: roc_auc\nhigher_is_better: true\nslices: [{column: amount, max_regression: 0.1}]\n"
+    )
+    refused = runner.invoke(app, ["policy", str(bad)], env=_env(tmp_path))
+    assert (
+        refused.exit_code == 1 and "slices.0.column: 'amount' is not a categorical feature" in refused.output
+    )
+    schema = json.loads(runner.invoke(app, ["policy", "--schema"], env=_env(tmp_path)).output)
+    assert {"bootstrap", "slices", "latency", "approval", "dry_run"} <= set(schema["properties"])

@@ -1,11 +1,23 @@
 import pytest
 
+from pipelines.contract import load_contract
 from pipelines.drift import summarise
-from pipelines.gate import Policy, PolicyError, decide, load_policy, to_markdown
+from pipelines.gate import (
+    Policy,
+    PolicyError,
+    check_against_contract,
+    decide,
+    load_policy,
+    outcome,
+    to_markdown,
+)
 from pipelines.settings import INCLUDE_DIR
 
 POLICY = Policy(
     version=1, primary_metric="roc_auc", higher_is_better=True, min_improvement=0.01, min_holdout_rows=100,
+    bootstrap={"tolerance": 0.0},
+    slices=[{"column": "channel", "max_regression": 0.02, "min_rows": 50}],
+    latency={"max_p99_ms": 20}, max_model_size_mb=10,
     no_champion={"action": "promote_if_above", "min_primary_metric": 0.7},
     drift={"max_drifted_share": 0.5, "critical_columns": ["age"]},
 )  # fmt: skip
@@ -17,24 +29,55 @@ QUIET = {
 }
 
 
+def _slice(value, regression, rows=200):
+    return {
+        "value": value,
+        "rows": rows,
+        "challenger": 0.8,
+        "champion": 0.8 + regression,
+        "regression": regression,
+    }
+
+
 def _evaluation(challenger=0.80, champion=0.75, rows=500):
+    """Figures as evaluate returns them; the tests below break one at a time."""
     return {
         "holdout_rows": rows,
-        "challenger": {"version": 2, "metrics": {"roc_auc": challenger} if challenger is not None else {}},
+        "challenger": {
+            "version": 2,
+            "metrics": {"roc_auc": challenger} if challenger is not None else {},
+            "latency_ms": {"p50": 2.0, "p99": 5.0, "samples": 200},
+            "size_bytes": 2 * 2**20,
+        },
         "champion": None
         if champion is False
         else {"version": 1, "metrics": {"roc_auc": champion} if champion else {}},
-    }
+        "comparison": {"ci_low": 0.02, "ci_high": 0.08, "confidence": 0.95, "resamples": 1000,
+                       "rows_resampled": rows, "improvement": 0.05},
+        "slices": [{"column": "channel", "min_rows": 50,
+                    "values": [_slice("web", -0.01), _slice("app", 0.015), {"value": "store", "rows": 10,
+                                                                           "skipped": "10 rows"}]}],
+    }  # fmt: skip
 
 
 def _failed(record):
     return {r["rule"] for r in record["rules"] if not r["passed"]}
 
 
-def test_better_challenger_is_promoted():
+def test_better_challenger_is_promoted_with_one_line_per_rule():
     record = decide(POLICY, _evaluation(), QUIET)
     assert record["decision"] == "promote" and not _failed(record)
+    assert [r["rule"] for r in record["rules"]] == [
+        "min_holdout_rows", "min_improvement", "confidence_interval", "challenger_is_new", "slice:channel",
+        "latency_p99", "model_size", "max_drifted_share", "critical_columns_stable",
+    ]  # fmt: skip
     assert any("0.8000 vs champion v1 0.7500" in reason for reason in record["reasons"])
+    slice_line = next(r for r in record["rules"] if r["rule"] == "slice:channel")
+    assert (
+        "channel=app" in slice_line["detail"]
+        and "1 slice(s) below 50 rows not judged" in slice_line["detail"]
+    )
+    assert all(set(r) == {"rule", "passed", "value", "threshold", "detail"} for r in record["rules"])
 
 
 def test_too_small_an_improvement_is_rejected():
@@ -42,13 +85,76 @@ def test_too_small_an_improvement_is_rejected():
     assert record["decision"] == "reject" and _failed(record) == {"min_improvement"}
 
 
+def test_an_interval_reaching_below_the_tolerance_is_rejected():
+    evaluation = _evaluation()
+    evaluation["comparison"]["ci_low"] = -0.001
+    assert _failed(decide(POLICY, evaluation, QUIET)) == {"confidence_interval"}
+    tolerant = POLICY.model_copy(
+        update={"bootstrap": POLICY.bootstrap.model_copy(update={"tolerance": 0.002})}
+    )
+    assert not _failed(decide(tolerant, evaluation, QUIET))
+
+
 def test_too_few_holdout_rows_is_rejected():
     assert _failed(decide(POLICY, _evaluation(rows=50), QUIET)) == {"min_holdout_rows"}
 
 
-def test_missing_metrics_fail_closed():
+def test_a_slice_regression_beyond_the_limit_is_rejected():
+    evaluation = _evaluation()
+    evaluation["slices"][0]["values"][1] = _slice("app", 0.03)
+    record = decide(POLICY, evaluation, QUIET)
+    assert _failed(record) == {"slice:channel"}
+    assert next(r for r in record["rules"] if r["rule"] == "slice:channel")["value"] == 0.03
+
+
+def test_latency_and_size_budgets():
+    slow = _evaluation()
+    slow["challenger"]["latency_ms"]["p99"] = 25.0
+    assert _failed(decide(POLICY, slow, QUIET)) == {"latency_p99"}
+    big = _evaluation()
+    big["challenger"]["size_bytes"] = 11 * 2**20
+    assert _failed(decide(POLICY, big, QUIET)) == {"model_size"}
+    unbudgeted = POLICY.model_copy(update={"latency": None, "max_model_size_mb": None})
+    rules = {r["rule"] for r in decide(unbudgeted, slow, QUIET)["rules"]}
+    assert "latency_p99" not in rules and "model_size" not in rules
+
+
+def test_missing_figures_fail_closed():
     assert _failed(decide(POLICY, _evaluation(challenger=None), QUIET)) == {"challenger_metric_present"}
     assert "champion_metric_present" in _failed(decide(POLICY, _evaluation(champion={}), QUIET))
+    for key in ("comparison", "slices"):
+        evaluation = _evaluation()
+        evaluation[key] = None
+        assert _failed(decide(POLICY, evaluation, QUIET)) == {
+            "comparison": {"confidence_interval"}, "slices": {"slice:channel"}
+        }[key]  # fmt: skip
+    evaluation = _evaluation()
+    evaluation["comparison"] = {"error": "ValueError: boom"}
+    assert "boom" in next(r["detail"] for r in decide(POLICY, evaluation, QUIET)["rules"] if not r["passed"])
+    evaluation = _evaluation()
+    evaluation["comparison"]["ci_low"] = float("nan")
+    assert _failed(decide(POLICY, evaluation, QUIET)) == {"confidence_interval"}
+    evaluation = _evaluation()
+    evaluation["slices"][0]["values"] = [{"value": "web", "rows": 3, "skipped": "3 rows"}]
+    assert _failed(decide(POLICY, evaluation, QUIET)) == {"slice:channel"}
+    evaluation = _evaluation()
+    del evaluation["challenger"]["latency_ms"], evaluation["challenger"]["size_bytes"]
+    assert _failed(decide(POLICY, evaluation, QUIET)) == {"latency_p99", "model_size"}
+    assert _failed(decide(POLICY, _evaluation(), {})) == {"max_drifted_share", "critical_columns_stable"}
+
+
+def test_a_crashed_evaluation_or_unreadable_champion_means_no_promotion():
+    crashed = _evaluation()
+    crashed["challenger"] = {"version": 2, "error": "could not score ct v2: RuntimeError: boom"}
+    record = decide(POLICY, crashed, QUIET)
+    assert record["decision"] == "reject" and "challenger_evaluated" in _failed(record)
+    unreadable = _evaluation()
+    unreadable["champion"] = {
+        "version": 1,
+        "error": "ct v1 does not match its sha256 manifest: missing: MLmodel",
+    }
+    record = decide(POLICY, unreadable, QUIET)
+    assert _failed(record) == {"champion_evaluated"} and "MLmodel" in record["reasons"][1]
 
 
 def test_no_champion_uses_the_absolute_floor():
@@ -66,7 +172,6 @@ def test_drift_rules_block():
     assert _failed(decide(POLICY, _evaluation(), broad)) == {"max_drifted_share"}
     critical = {**QUIET, "columns": {"age": {"drifted": True}}}
     assert _failed(decide(POLICY, _evaluation(), critical)) == {"critical_columns_stable"}
-    assert _failed(decide(POLICY, _evaluation(), {})) == {"max_drifted_share"}
 
 
 def test_same_version_is_not_promoted_again():
@@ -83,24 +188,65 @@ def test_lower_is_better_metrics():
     assert decide(policy, evaluation, QUIET)["decision"] == "promote"
 
 
+def test_dry_run_and_approval_say_what_will_happen():
+    assert outcome(decide(POLICY, _evaluation(), QUIET)) == "promote"
+    dry = decide(POLICY.model_copy(update={"dry_run": True}), _evaluation(), QUIET)
+    assert dry["decision"] == "promote" and dry["dry_run"] and outcome(dry).startswith("would promote")
+    asked = decide(POLICY.model_copy(update={"approval": "required"}), _evaluation(), QUIET)
+    assert asked["approval"] == "required" and "approves" in outcome(asked)
+    assert outcome(decide(POLICY, _evaluation(challenger=0.7), QUIET)).startswith("reject")
+
+
 def test_markdown_lists_every_rule():
     record = decide(POLICY, _evaluation(), QUIET)
     text = to_markdown(record)
-    assert all(r["rule"] in text for r in record["rules"]) and "PROMOTE" in text
+    assert all(r["rule"] in text for r in record["rules"]) and "PROMOTE" in text and "Outcome" in text
 
 
-def test_shipped_policy_loads():
-    assert load_policy(INCLUDE_DIR / "promotion_policy.yaml").primary_metric == "roc_auc"
+def test_shipped_policies_load_and_fit_their_contracts():
+    for path in [INCLUDE_DIR / "promotion_policy.yaml", *sorted((INCLUDE_DIR / "policies").glob("*.yaml"))]:
+        policy = load_policy(path)
+        dataset = path.stem if path.parent.name == "policies" else "transactions"
+        check_against_contract(policy, load_contract(INCLUDE_DIR / "contracts" / f"{dataset}.yaml"), path)
 
 
-def test_bad_policy_names_the_key(tmp_path):
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("min_improvment: 0.1", "min_improvment"),
+        ("version: 2", "version"),
+        ("bootstrap: {confidence: 1.5}", "bootstrap.confidence"),
+        ("bootstrap: {resamples: 10}", "bootstrap.resamples"),
+        ("slices: [{column: channel}]", "slices.0.max_regression"),
+        ("latency: {max_p99_ms: -1}", "latency.max_p99_ms"),
+        ("approval: maybe", "approval"),
+        ("max_model_size_mb: big", "max_model_size_mb"),
+    ],
+)
+def test_bad_policy_names_the_key(tmp_path, text, key):
     path = tmp_path / "p.yaml"
-    path.write_text("version: 1\nprimary_metric: roc_auc\nhigher_is_better: true\nmin_improvment: 0.1\n")
-    with pytest.raises(PolicyError, match="min_improvment"):
+    base = {"version": "version: 1"}
+    lines = [base["version"] if not text.startswith("version") else text, "primary_metric: roc_auc",
+             "higher_is_better: true"] + ([text] if not text.startswith("version") else [])  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(PolicyError, match=key.replace(".", r"\.")) as caught:
         load_policy(path)
+    assert str(path) in str(caught.value)
+
+
+def test_policy_contradictions_and_unknown_columns_are_named(tmp_path, contract):
+    path = tmp_path / "p.yaml"
     path.write_text("version: 1\nprimary_metric: log_loss\nhigher_is_better: true\n")
     with pytest.raises(PolicyError, match="higher_is_better"):
         load_policy(path)
+    policy = POLICY.model_copy(update={"slices": [POLICY.slices[0].model_copy(update={"column": "amount"})]})
+    with pytest.raises(PolicyError, match=r"slices\.0\.column: 'amount' is not a categorical feature"):
+        check_against_contract(policy, contract, path)
+    policy = POLICY.model_copy(
+        update={"drift": POLICY.drift.model_copy(update={"critical_columns": ["agee"]})}
+    )
+    with pytest.raises(PolicyError, match=r"drift\.critical_columns\.0: 'agee'"):
+        check_against_contract(policy, contract, path)
 
 
 def test_drift_summary_reads_p_values_and_distances():
