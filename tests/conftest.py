@@ -50,3 +50,29 @@ def clean_frame():
     from pipelines.generate import generate_day
 
     return generate_day(DAY, seed=7, rows=2000)
+
+
+class Postgres:
+    """A real PostgreSQL 16 (pgserver ships its binaries in the wheel), on a Unix socket in a temp folder."""
+
+    def __init__(self, server):
+        self.server = server
+
+    def database(self, name: str) -> str:
+        """A fresh, empty database; its SQLAlchemy URL."""
+        import re
+
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+            raise ValueError(f"database name {name!r}: lower-case letters, digits and _ only")
+        self.server.psql(f"DROP DATABASE IF EXISTS {name};")
+        self.server.psql(f"CREATE DATABASE {name};")
+        return self.server.get_uri(name)
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    import pgserver
+
+    server = pgserver.get_server(str(tmp_path_factory.mktemp("pg")), cleanup_mode="stop")
+    yield Postgres(server)
+    server.cleanup()

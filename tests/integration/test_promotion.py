@@ -15,9 +15,9 @@ from pipelines.settings import get_settings
 pytestmark = pytest.mark.slow
 
 
-def _registry(state: Path, versions: int):
+def _registry(state: Path, versions: int, tracking_uri: str | None = None):
     """A registry with ``versions`` versions: one small file each, with its manifest (promotion never loads them)."""
-    settings = get_settings(state_dir=state)
+    settings = get_settings(state_dir=state, mlflow_tracking_uri=tracking_uri)
     client = tracking.configure(settings)
     client.create_registered_model(settings.model_name)
     for number in range(1, versions + 1):
@@ -29,8 +29,8 @@ def _registry(state: Path, versions: int):
     return settings, client
 
 
-def _contender(state: str, version: int, start) -> str:
-    settings = get_settings(state_dir=Path(state))
+def _contender(state: str, tracking_uri: str | None, version: int, start) -> str:
+    settings = get_settings(state_dir=Path(state), mlflow_tracking_uri=tracking_uri)
     start.wait()  # all eight reach the compare-and-set together
     try:
         move_champion(settings, version, 1, trigger="test", reason=f"contender v{version}")
@@ -39,14 +39,25 @@ def _contender(state: str, version: int, start) -> str:
         return "conflict"
 
 
-def test_eight_concurrent_promotions_leave_one_champion_and_a_consistent_history(tmp_path):
-    settings, client = _registry(tmp_path, 9)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def registry_uri(request, tmp_path):
+    """The embedded SQLite store (file lock), or a real PostgreSQL (advisory lock, history in the same DB)."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("postgres").database(f"ct_{tmp_path.name[-20:].lower()}")
+
+
+def test_eight_concurrent_promotions_leave_one_champion_and_a_consistent_history(tmp_path, registry_uri):
+    settings, client = _registry(tmp_path, 9, registry_uri)
+    assert history.database_url(settings).startswith("postgresql" if registry_uri else "sqlite")
     move_champion(settings, 1, None, trigger="test", reason="bootstrap")
     context = multiprocessing.get_context("spawn")
     with context.Manager() as manager:
         start = manager.Barrier(8)
         with context.Pool(8) as pool:
-            outcomes = pool.starmap(_contender, [(str(tmp_path), v, start) for v in range(2, 10)])
+            outcomes = pool.starmap(
+                _contender, [(str(tmp_path), registry_uri, v, start) for v in range(2, 10)]
+            )
     assert sorted(outcomes) == ["conflict"] * 7 + ["promoted"]
     winner = 2 + outcomes.index("promoted")
     assert int(tracking.version_by_alias(client, settings.model_name, "champion").version) == winner
