@@ -43,16 +43,15 @@ def score_version(
     """Load one registered version from its verified files and predict the holdout's probabilities."""
     with tempfile.TemporaryDirectory(prefix="ct-evaluate-") as tmp:
         try:
-            local, manifest = integrity.fetch_verified(client, name, version, tmp)
+            model, manifest = integrity.load_verified(client, name, version, tmp)
         except integrity.IntegrityError as exc:
             raise EvaluationError(str(exc)) from exc
-        try:
-            import mlflow.pyfunc
-
-            model = mlflow.pyfunc.load_model(str(local))
-            probability = model.predict(holdout[contract.feature_columns])["probability"].to_numpy("float64")
-        except Exception as exc:  # any load or predict failure is a failed evaluation, with its cause
-            raise EvaluationError(f"could not score {name} v{version}: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # a model that cannot be loaded is a failed evaluation, with its cause
+            raise EvaluationError(f"could not load {name} v{version}: {type(exc).__name__}: {exc}") from exc
+    try:
+        probability = model.predict(holdout[contract.feature_columns])["probability"].to_numpy("float64")
+    except Exception as exc:  # any predict failure is a failed evaluation, with its cause
+        raise EvaluationError(f"could not score {name} v{version}: {type(exc).__name__}: {exc}") from exc
     if len(probability) != len(holdout) or not np.isfinite(probability).all():
         raise EvaluationError(f"{name} v{version} returned {len(probability)} probabilities, not all finite")
     return model, probability, manifest
@@ -107,7 +106,7 @@ def evaluate(
     check_against_contract(policy, contract, settings.resolved_policy_path)
     name = settings.model_name
     try:
-        client.get_model_version(name, str(challenger_version))
+        run_id = client.get_model_version(name, str(challenger_version)).run_id
     except MlflowException as exc:  # a wrong version number is the caller's mistake: say so, do not score
         raise EvaluationError(f"{name} version {challenger_version} does not exist: {exc.message}") from exc
     holdout = storage.read_split(dataset_uri, "holdout")
@@ -155,7 +154,7 @@ def evaluate(
     report_dir = storage.reports_uri(settings.resolved_data_root, settings.dataset, logical_date)
     result["predictions_uri"] = storage.join(report_dir, f"evaluation-v{challenger_version}")
     storage.write_parquet_frame(pd.DataFrame(predictions), result["predictions_uri"])
-    _log_figures(client, name, challenger_version, result)
+    _log_figures(client, run_id, result)
     log.info(
         "holdout (%d rows): challenger %s; champion %s; comparison %s",
         len(holdout), challenger, result["champion"], result["comparison"],
@@ -163,8 +162,7 @@ def evaluate(
     return result
 
 
-def _log_figures(client: Any, name: str, version: int, result: dict[str, Any]) -> None:
-    run_id = client.get_model_version(name, str(version)).run_id
+def _log_figures(client: Any, run_id: str, result: dict[str, Any]) -> None:
     figures = {f"holdout_{k}": v for k, v in (result["challenger"].get("metrics") or {}).items()}
     if result["champion"] and result["champion"].get("metrics"):
         figures |= {f"champion_holdout_{k}": v for k, v in result["champion"]["metrics"].items()}

@@ -130,7 +130,9 @@ def fetch_verified(
     return local, manifest
 
 
-def load_verified(client: MlflowClient, name: str, version: int | str, dst: str | Path | None = None) -> Any:
-    """The pyfunc model of a version, loaded from the copy that passed :func:`fetch_verified`."""
-    local, _ = fetch_verified(client, name, version, dst)
-    return mlflow.pyfunc.load_model(str(local))
+def load_verified(
+    client: MlflowClient, name: str, version: int | str, dst: str | Path | None = None
+) -> tuple[Any, dict[str, Any]]:
+    """The pyfunc model of a version, loaded from the copy that passed :func:`fetch_verified`, and its manifest."""
+    local, manifest = fetch_verified(client, name, version, dst)
+    return mlflow.pyfunc.load_model(str(local)), manifest

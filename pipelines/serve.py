@@ -72,7 +72,7 @@ class ModelHolder:
         try:
             with tempfile.TemporaryDirectory(prefix="ct-serve-") as tmp:
                 # Only files that match the manifest stored at registration are loaded.
-                model = integrity.load_verified(client, name, champion.version, tmp)
+                model, _ = integrity.load_verified(client, name, champion.version, tmp)
         except Exception as exc:  # keep serving the old model; say why the new one failed
             self.last_error = f"loading {name} v{champion.version} failed: {exc}"
             log.error(self.last_error)
