@@ -306,14 +306,21 @@ def summary(
 def serve(
     host: str = typer.Option(None, help="Bind address (default: CT_SERVE_HOST)."),
     port: int = typer.Option(None, help="Port (default: CT_SERVE_PORT)."),
+    access_log: bool = typer.Option(False, help="Log every request (costs throughput)."),
 ) -> None:
-    """Run the serving app on the champion."""
+    """Serve the champion (one process); it follows the alias and hot-swaps. /docs has the API."""
     import uvicorn
 
-    from pipelines.serve import create_app
+    from pipelines.serving.app import create_app
 
     settings = get_settings()
-    uvicorn.run(create_app(settings), host=host or settings.serve_host, port=port or settings.serve_port)
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.serve_host,
+        port=port or settings.serve_port,
+        access_log=access_log,
+        timeout_graceful_shutdown=30,
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ SQL (see ``prepare.spark_features``) and a test proves the two equal. The served
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,25 +42,64 @@ def feature_matrix(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
     return pd.DataFrame(_engineered(frame, contract), index=frame.index)[feature_names(contract)]
 
 
+class FeatureEncoder:
+    """The same rules as :func:`feature_matrix` on plain column arrays, straight into one float matrix.
+
+    Serving calls it on request columns (no DataFrame per request); training, evaluation and the Dask
+    partitions go through :func:`_engineered`, which is built on it, so there is one definition.
+    """
+
+    def __init__(self, contract: Contract):
+        self.contract = contract
+        self.names = feature_names(contract)
+        self.numeric = [
+            (c, contract.columns[c].log, contract.columns[c].nullable) for c in contract.numeric_features
+        ]
+        self.categorical = [
+            (c, {value: index for index, value in enumerate(contract.columns[c].allowed or [])})
+            for c in contract.categorical_features
+        ]
+
+    def arrays(self, columns: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Engineered feature columns (float64 arrays) by name, from raw feature columns."""
+        out: dict[str, np.ndarray] = {}
+        for column, log_scale, nullable in self.numeric:
+            raw = _float_array(columns[column])
+            values = np.log1p(np.clip(raw, 0.0, None)) if log_scale else raw
+            if nullable:
+                missing = np.isnan(raw)
+                out[f"f_{column}"] = np.where(missing, 0.0, values)
+                out[f"f_{column}__missing"] = missing.astype("float64")
+            else:
+                out[f"f_{column}"] = values
+        for column, lookup in self.categorical:
+            codes = _category_codes(columns[column], lookup)
+            for value, index in lookup.items():
+                out[f"f_{column}__{value}"] = (codes == index).astype("float64")
+        return out
+
+    def matrix(self, columns: Mapping[str, Any], dtype: str = "float32") -> np.ndarray:
+        """Rows x features, in model input order."""
+        arrays = self.arrays(columns)
+        return np.column_stack([arrays[name] for name in self.names]).astype(dtype, copy=False)
+
+
+def _float_array(values: Any) -> np.ndarray:
+    if isinstance(values, pd.Series):
+        return values.astype("float64").to_numpy()
+    return np.asarray(values, dtype="float64")
+
+
+def _category_codes(values: Any, lookup: dict[Any, int]) -> np.ndarray:
+    """Index of each value in the allowed list; -1 for anything else, nulls included."""
+    if len(values) > 64:  # pandas' hash table wins on partitions; a dict wins on a request's few rows
+        return pd.Categorical(np.asarray(values, dtype=object), categories=list(lookup)).codes
+    return np.fromiter((lookup.get(v, -1) for v in values), dtype=np.int16, count=len(values))
+
+
 def _engineered(frame: pd.DataFrame, contract: Contract) -> dict[str, pd.Series]:
-    out: dict[str, pd.Series] = {}
-    for column in contract.numeric_features:
-        spec = contract.columns[column]
-        values = frame[column].astype("float64")
-        if spec.log:
-            values = np.log1p(values.clip(lower=0.0))
-        if spec.nullable:
-            out[f"f_{column}"] = values.fillna(0.0)
-            out[f"f_{column}__missing"] = frame[column].isna().astype("float64")
-        else:
-            out[f"f_{column}"] = values
-    for column in contract.categorical_features:
-        allowed = contract.columns[column].allowed or []
-        # Codes once (-1 for anything else, nulls included), then one cheap comparison per category.
-        codes = pd.Categorical(frame[column], categories=allowed).codes
-        for index, value in enumerate(allowed):
-            out[f"f_{column}__{value}"] = pd.Series((codes == index).astype("float64"), index=frame.index)
-    return out
+    arrays = FeatureEncoder(contract).arrays(frame)
+    return {name: pd.Series(values, index=frame.index) for name, values in arrays.items()}
 
 
 def split_bucket(entity_ids: pd.Series) -> pd.Series:

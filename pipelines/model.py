@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from pipelines.contract import Contract
-from pipelines.features import feature_matrix
+from pipelines.features import FeatureEncoder
 
 DECISION_THRESHOLD = 0.5
 
@@ -64,6 +64,7 @@ class ChurnClassifier(mlflow.pyfunc.PythonModel):
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         self.contract = Contract.model_validate_json(Path(context.artifacts["contract"]).read_text())
         self.config = json.loads(Path(context.artifacts["config"]).read_text())
+        self.encoder = FeatureEncoder(self.contract)
         if self.config["family"] == "torch":
             torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
             self.mlp = load_mlp(context.artifacts["weights"], self.config)
@@ -73,7 +74,11 @@ class ChurnClassifier(mlflow.pyfunc.PythonModel):
             self.estimator = joblib.load(context.artifacts["weights"])
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        features = feature_matrix(frame, self.contract).to_numpy(dtype="float32")
+        return self.predict_proba_columns(frame)
+
+    def predict_proba_columns(self, columns: Any) -> np.ndarray:
+        """Probabilities from raw feature columns (a DataFrame or a mapping of arrays): serving's fast path."""
+        features = self.encoder.matrix(columns)
         if self.config["family"] == "torch":
             return predict_proba_mlp(self.mlp, features)
         return self.estimator.predict_proba(features)[:, 1].astype("float64")

@@ -2,7 +2,8 @@
 
 Before anything moves, the target version's files are checked against the sha256 manifest stored at
 registration; a version that fails is refused and the refusal is recorded. In a dry run the attempt is
-recorded as ``dry_run`` ("would promote") and the alias stays where it is.
+recorded as ``dry_run`` ("would promote") and the alias stays where it is. After the alias moves, the
+serving app at ``CT_SERVE_URL`` (when set) is asked to reload at once.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import tempfile
 from typing import Any
 
 from pipelines import history, integrity, runlog, tracking
+from pipelines.serving.notify import notify_serving
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -81,7 +83,9 @@ def move_champion(
         client.set_model_version_tag(name, str(version), "previous_champion", str(current_version))
         history.append(settings, **attempt, outcome="promoted")
     log.info("%s: %s v%s is champion (was v%s)", action, name, version, current_version)
-    return {"name": name, "champion": version, "previous": current_version, "changed": True}
+    result = {"name": name, "champion": version, "previous": current_version, "changed": True}
+    serving = notify_serving(settings)
+    return result if serving is None else result | {"serving": serving}
 
 
 @runlog.stage("promote")

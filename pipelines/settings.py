@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -111,6 +111,55 @@ class Settings(BaseSettings):
 
     serve_host: str = Field(default="127.0.0.1", description="Serving bind address.")
     serve_port: int = Field(default=8000, description="Serving port.")
+    serve_url: str | None = Field(
+        default=None,
+        description="Base URL of the serving app (http://host:8000). When set, promote and rollback call "
+        "its POST /admin/reload so it swaps at once; it also polls the registry on its own.",
+    )
+    serve_admin_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token of the serving app's admin endpoints (POST /admin/reload); without one "
+        "they are refused. Promote and rollback send it.",
+    )
+    serve_poll_seconds: float = Field(
+        default=10.0, ge=0, description="How often serving checks the champion alias; 0 turns polling off."
+    )
+    serve_max_batch_rows: int = Field(
+        default=256, ge=1, description="Most rows scored in one model call when requests are micro-batched."
+    )
+    serve_batch_wait_ms: float = Field(
+        default=1.0,
+        ge=0,
+        le=100,
+        description="Longest a request waits for others to join its batch; it only waits while other "
+        "requests are arriving, so a lone client never pays it.",
+    )
+    serve_max_body_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="Largest request body; anything bigger gets 413."
+    )
+    serve_max_rows: int = Field(default=10_000, ge=1, description="Most rows in one prediction request.")
+    serve_threads: int = Field(
+        default=1,
+        ge=0,
+        description="Threads of one model call (torch, OpenMP); 0 = one per core. Micro-batches are small, "
+        "so one thread is fastest on the shipped models.",
+    )
+    prediction_log: bool = Field(
+        default=True,
+        description="Append every served prediction to Parquet under <data_root>/predictions/<model name>/"
+        "ds=<day>/, for drift checks of live traffic.",
+    )
+    prediction_log_flush_rows: int = Field(
+        default=5_000, ge=1, description="Rows buffered before the prediction log writes a Parquet file."
+    )
+    prediction_log_flush_seconds: float = Field(
+        default=10.0, gt=0, description="Longest a served prediction waits in memory before it is written."
+    )
+    prediction_log_max_buffer_rows: int = Field(
+        default=200_000,
+        ge=1,
+        description="Rows held while the sink is failing; beyond it rows are dropped and counted.",
+    )
 
     @model_validator(mode="after")
     def _default_model_name(self) -> Settings:
@@ -132,6 +181,10 @@ class Settings(BaseSettings):
             return self.policy_path
         per_dataset = INCLUDE_DIR / "policies" / f"{self.dataset}.yaml"
         return per_dataset if per_dataset.exists() else INCLUDE_DIR / "promotion_policy.yaml"
+
+    @cached_property
+    def prediction_log_uri(self) -> str:
+        return f"{self.resolved_data_root.rstrip('/')}/predictions/{self.model_name}"
 
     @cached_property
     def tracking_uri(self) -> str:

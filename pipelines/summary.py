@@ -21,13 +21,14 @@ def sample_prediction(settings: Settings, dataset_uri: str) -> dict[str, Any]:
     """Ask the real serving app (in process) for one prediction of a holdout row."""
     from fastapi.testclient import TestClient
 
-    from pipelines.serve import create_app
+    from pipelines.serving.app import create_app, wait_until_ready
 
     contract = load_contract(settings.resolved_contract_path)
     row = storage.read_split(dataset_uri, "holdout", contract.feature_columns).head(1)
     payload = {"rows": row.astype(object).where(row.notna(), None).to_dict(orient="records")}
     with TestClient(create_app(settings)) as client:
-        response = client.post("/predict", json=payload)
+        wait_until_ready(client)
+        response = client.post("/v1/predict", json=payload)
         return {"status": response.status_code, "request": payload, "response": response.json()}
 
 
@@ -104,7 +105,7 @@ def print_summary(settings: Settings, dates: list[dt.date], console: Console | N
     if champion and "prepare" in last:
         prediction = sample_prediction(settings, last["prepare"]["result"]["uri"])
         console.print(
-            f"[bold]Serving app, POST /predict[/bold] -> {prediction['status']}: {prediction['response']}"
+            f"[bold]Serving app, POST /v1/predict[/bold] -> {prediction['status']}: {prediction['response']}"
         )
         result["prediction"] = prediction
     console.print(

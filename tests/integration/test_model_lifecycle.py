@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from pipelines.generate import generate
 from pipelines.prepare import prepare
 from pipelines.promote import ChampionChangedError, promote, rollback
 from pipelines.register import register
-from pipelines.serve import create_app
+from pipelines.serving.app import create_app, wait_until_ready
 from pipelines.settings import get_settings
 from pipelines.train import train
 from pipelines.validate import validate
@@ -137,28 +138,30 @@ def test_full_cycle_bootstrap_then_challenge(lab):
         ].to_json(orient="records")
     )
     with TestClient(create_app(settings)) as http:
-        health = http.get("/health").json()
-        assert health["status"] == "ok" and health["model_version"] == challenger["version"]
-        answer = http.post("/predict", json={"rows": rows})
+        assert wait_until_ready(http)["model_version"] == challenger["version"]
+        answer = http.post("/v1/predict", json={"rows": rows})
         assert answer.status_code == 200 and answer.headers["X-Model-Version"] == str(challenger["version"])
         assert len(answer.json()["predictions"]) == 2
         assert 0 <= answer.json()["predictions"][0]["probability"] <= 1
-        missing = http.post("/predict", json={"rows": [{k: v for k, v in rows[0].items() if k != "plan"}]})
-        assert missing.status_code == 422 and "plan" in missing.text
-        assert http.post("/predict", json={"rows": []}).status_code == 422
+        missing = http.post("/v1/predict", json={"rows": [{k: v for k, v in rows[0].items() if k != "plan"}]})
         assert (
-            http.post(
-                "/predict", content=b"{not json", headers={"content-type": "application/json"}
-            ).status_code
-            == 422
+            missing.status_code == 422
+            and missing.json()["detail"] == "rows[0].plan: required field is missing"
         )
+        assert http.get("/v1/model").json()["sha256"] == evaluation2["challenger"]["sha256"]
 
 
 def test_serving_without_a_champion_says_so(tmp_path):
     settings = get_settings(state_dir=tmp_path)
     with TestClient(create_app(settings)) as http:
-        assert http.get("/health").json()["status"] == "no_model"
-        response = http.post("/predict", json={"rows": [{"amount": 1.0}]})
+        assert http.get("/health").json()["model_version"] is None
+        for _ in range(100):
+            ready = http.get("/ready")
+            if "no champion" in ready.text:
+                break
+            time.sleep(0.05)
+        assert ready.status_code == 503 and "has no champion yet" in ready.json()["detail"]
+        response = http.post("/v1/predict", json={"rows": [{"amount": 1.0}]})
         assert response.status_code == 503 and "no champion" in response.json()["detail"]
 
 
@@ -216,7 +219,7 @@ def test_tampered_or_missing_model_files_are_refused_everywhere(lab):
     client = tracking.configure(settings)
     name = settings.model_name
     with TestClient(create_app(settings)) as http:  # serving the current champion
-        serving = http.get("/health").json()["model_version"]
+        serving = wait_until_ready(http)["model_version"]
     champion = int(tracking.version_by_alias(client, name, "champion").version)
     assert serving == champion
     tampered = _register_new(settings, NEXT_DAY, prepared, "test/tampered")
@@ -239,23 +242,25 @@ def test_tampered_or_missing_model_files_are_refused_everywhere(lab):
     assert [r["to_version"] for r in refused] == [tampered, tampered]
     assert int(tracking.version_by_alias(client, name, "champion").version) == champion
 
-    # a missing file on the champion: serving keeps what it has loaded and says why the reload failed
+    # a missing file on the champion: serving refuses to load it and says why (503 with nothing loaded)
     with TestClient(create_app(settings)) as http:
+        wait_until_ready(http)
         mlmodel = _model_files(client, name, champion) / "MLmodel"
         saved = mlmodel.read_bytes()
         mlmodel.unlink()
         try:
             holder = http.app.state.holder
             holder.current = None
-            assert holder.load_champion() is None
-            assert "missing: MLmodel" in holder.last_error
-            answer = http.post("/predict", json={"rows": [{"amount": 1.0}]})
+            result = holder.refresh(force=True)
+            assert result.status == "failed" and "missing: MLmodel" in result.error
+            answer = http.post("/v1/predict", json={"rows": [{"amount": 1.0}]})
             assert answer.status_code == 503 and "missing: MLmodel" in answer.json()["detail"]
+            assert 'ct_serve_model_load_failures_total{reason="integrity"} 1.0' in http.get("/metrics").text
             evaluation = evaluate(settings, NEXT_DAY, prepared[NEXT_DAY]["uri"], tampered)
             assert "missing: MLmodel" in evaluation["champion"]["error"]
         finally:
             mlmodel.write_bytes(saved)
-        assert holder.load_champion().version == champion
+        assert holder.refresh(force=True).status == "swapped" and holder.current.version == champion
 
 
 def _register_in_child(state_dir: str, run_id: str, barrier) -> int:

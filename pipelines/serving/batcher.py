@@ -1,0 +1,150 @@
+"""Micro-batching: requests that arrive together are scored in one model call.
+
+Requests queue their column arrays; one task takes everything queued (up to ``max_rows``) and scores it
+in one call; the requests that arrive meanwhile form the next batch. A batch of up to ``INLINE_ROWS``
+rows is scored on the event loop itself (a fraction of a millisecond; handing it to a thread costs more,
+and two threads contending for the GIL cost most); a bigger one goes to the model thread, so the loop
+keeps answering /health and parsing while it runs. When other requests are still being parsed, it waits for them for at most ``max_wait`` so they
+join; a lone client never waits. Requests are grouped by the model they read at their start, so a
+request started before a swap is scored on the old model even when its batch runs after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipelines.serving.metrics import ServingMetrics
+
+if TYPE_CHECKING:
+    from pipelines.serving.predlog import PredictionLog
+    from pipelines.serving.runtime import ServedModel
+
+log = logging.getLogger(__name__)
+
+INLINE_ROWS = 512
+
+
+@dataclass
+class _Item:
+    model: ServedModel
+    columns: dict[str, np.ndarray]
+    rows: int
+    future: asyncio.Future
+
+
+class MicroBatcher:
+    def __init__(
+        self,
+        max_rows: int,
+        max_wait_s: float,
+        metrics: ServingMetrics,
+        sink: PredictionLog | None = None,
+    ):
+        self.max_rows = max_rows
+        self.max_wait_s = max_wait_s
+        self.metrics = metrics
+        self.sink = sink
+        self.arriving = 0  # requests read but not yet queued: worth waiting for
+        self._queue: deque[_Item] = deque()
+        self._wakeup = asyncio.Event()
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ct-model")
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="ct-micro-batcher")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._executor.shutdown(wait=True)
+
+    async def predict(
+        self, model: ServedModel, columns: dict[str, np.ndarray], rows: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append(_Item(model, columns, rows, future))
+        self._wakeup.set()
+        return await future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                if self.max_wait_s and self.arriving and self._queued_rows() < self.max_rows:
+                    deadline = loop.time() + self.max_wait_s
+                    while self.arriving and self._queued_rows() < self.max_rows and loop.time() < deadline:
+                        await asyncio.sleep(0)  # let the arriving requests finish parsing and queue
+                batch = self._take()
+                try:
+                    await self._score(loop, batch)
+                except Exception as exc:  # never let the batcher die; each request gets the error
+                    for item in batch:
+                        if not item.future.done():
+                            item.future.set_exception(exc)
+
+    def _queued_rows(self) -> int:
+        return sum(item.rows for item in self._queue)
+
+    def _take(self) -> list[_Item]:
+        """Items of one model, oldest first, up to max_rows (a single bigger request goes alone)."""
+        first = self._queue.popleft()
+        batch, rows = [first], first.rows
+        keep: deque[_Item] = deque()
+        while self._queue:
+            item = self._queue.popleft()
+            if item.model is first.model and rows + item.rows <= self.max_rows:
+                batch.append(item)
+                rows += item.rows
+            else:
+                keep.append(item)
+        self._queue.extendleft(reversed(keep))
+        return batch
+
+    async def _score(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
+        model = batch[0].model
+        if len(batch) == 1:
+            columns = batch[0].columns
+        else:
+            columns = {
+                name: np.concatenate([item.columns[name] for item in batch]) for name in batch[0].columns
+            }
+        total = sum(item.rows for item in batch)
+        started = time.perf_counter()
+        if total <= INLINE_ROWS:
+            probability, label = model.predict(columns)
+        else:
+            probability, label = await loop.run_in_executor(self._executor, model.predict, columns)
+        self.metrics.model_seconds.observe(time.perf_counter() - started)
+        self.metrics.batch_rows.observe(total)
+        self.metrics.batch_requests.observe(len(batch))
+        self.metrics.rows.inc(total)
+        offset = 0
+        for item in batch:
+            end = offset + item.rows
+            if not item.future.done():  # the client may have gone away
+                item.future.set_result((probability[offset:end], label[offset:end]))
+            offset = end
+        if self.sink is not None:
+            self.sink.append(model.version, columns, probability, label)
+
+
+def answer(model: ServedModel, probability: np.ndarray, label: np.ndarray) -> dict[str, Any]:
+    return {
+        "model_name": model.name,
+        "model_version": model.version,
+        "predictions": [
+            {"probability": p, "label": lbl}
+            for p, lbl in zip(probability.tolist(), label.tolist(), strict=True)
+        ],
+    }

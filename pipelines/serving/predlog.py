@@ -1,0 +1,143 @@
+"""The prediction log: every served row, its prediction, the model version and the time, as Parquet.
+
+Batches are handed over in memory (a deque append) after they are scored; a writer thread turns them
+into one Parquet file per flush under ``<uri>/ds=<UTC day>/``, written under a temporary name and
+renamed, so a reader never sees half a file. A failing sink (full disk, lost bucket) is counted and
+retried on the next flush; while it fails, rows are held up to a bound and then dropped and counted.
+A request never waits on, or fails because of, the log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
+
+from pipelines.serving.metrics import ServingMetrics
+
+log = logging.getLogger(__name__)
+
+
+class PredictionLog:
+    def __init__(
+        self,
+        uri: str,
+        model_name: str,
+        metrics: ServingMetrics,
+        flush_rows: int,
+        flush_seconds: float,
+        max_buffer_rows: int,
+    ):
+        self.uri = uri.rstrip("/")
+        self.model_name = model_name
+        self.metrics = metrics
+        self.flush_rows = flush_rows
+        self.flush_seconds = flush_seconds
+        self.max_buffer_rows = max_buffer_rows
+        self.files_written = 0
+        self.last_error: str | None = None
+        self._pending: deque[tuple[dt.datetime, int, dict[str, np.ndarray], np.ndarray, np.ndarray]] = deque()
+        self._pending_rows = 0
+        self._lock = threading.Lock()
+        self._flush_now = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ct-prediction-log", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Write what is buffered, then stop."""
+        self._stop.set()
+        self._flush_now.set()
+        self._thread.join(timeout=60)
+
+    def append(
+        self, version: int, columns: dict[str, np.ndarray], probability: np.ndarray, label: np.ndarray
+    ) -> None:
+        rows = len(probability)
+        with self._lock:
+            if self._pending_rows + rows > self.max_buffer_rows:
+                self.metrics.log_dropped.inc(rows)
+                return
+            self._pending.append((dt.datetime.now(dt.UTC), version, columns, probability, label))
+            self._pending_rows += rows
+            self.metrics.log_buffered.set(self._pending_rows)
+        if self._pending_rows >= self.flush_rows:
+            self._flush_now.set()
+
+    def flush(self) -> None:
+        """Write everything buffered now (the writer thread does this on its own)."""
+        with self._lock:
+            batches = list(self._pending)
+        if not batches:
+            return
+        try:
+            self._write(batches)
+        except Exception as exc:  # keep the rows; the next flush tries again
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.metrics.log_failures.inc()
+            log.warning("prediction log write to %s failed (%s); rows kept for the next try", self.uri, exc)
+            return
+        with self._lock:
+            for _ in batches:
+                self._pending.popleft()
+            written = sum(len(batch[3]) for batch in batches)
+            self._pending_rows -= written
+            self.metrics.log_buffered.set(self._pending_rows)
+        self.metrics.log_rows.inc(written)
+        self.last_error = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._flush_now.wait(self.flush_seconds)
+            self._flush_now.clear()
+            self.flush()
+        self.flush()
+
+    def _write(self, batches: list[Any]) -> None:
+        by_day: dict[str, list[Any]] = {}
+        for batch in batches:
+            by_day.setdefault(batch[0].date().isoformat(), []).append(batch)
+        for day, day_batches in by_day.items():
+            table = self._table(day_batches)
+            fs, root = url_to_fs(f"{self.uri}/ds={day}")
+            fs.makedirs(root, exist_ok=True)
+            name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
+            tmp = f"{root}/.{name}.tmp"
+            with fs.open(tmp, "wb") as handle:
+                pq.write_table(table, handle, compression="zstd")
+            fs.mv(tmp, f"{root}/{name}")
+            self.files_written += 1
+
+    def _table(self, batches: list[Any]) -> pa.Table:
+        served_at = np.concatenate(
+            [np.full(len(b[3]), np.datetime64(b[0].replace(tzinfo=None), "us")) for b in batches]
+        )
+        data: dict[str, Any] = {
+            "served_at": pa.array(served_at, type=pa.timestamp("us", tz="UTC")),
+            "model_name": pa.array([self.model_name] * len(served_at), type=pa.string()),
+            "model_version": np.concatenate([np.full(len(b[3]), b[1], dtype="int64") for b in batches]),
+        }
+        for name in batches[0][2]:
+            values = [b[2][name] for b in batches if name in b[2]]
+            if len(values) == len(batches):
+                data[name] = _column(values)
+        data["probability"] = np.concatenate([b[3] for b in batches])
+        data["label"] = np.concatenate([b[4] for b in batches])
+        return pa.table(data)
+
+
+def _column(parts: list[np.ndarray]) -> pa.Array:
+    if any(part.dtype == object for part in parts):
+        return pa.array(np.concatenate([part.astype(object) for part in parts]), from_pandas=True)
+    return pa.array(np.concatenate(parts), from_pandas=True)

@@ -1,0 +1,140 @@
+"""Real MLflow model versions for the serving tests: copies of a trained model, a slow one, broken ones.
+
+Each is logged with ``mlflow.pyfunc.log_model`` and registered the way ``register`` does it (with the
+sha256 manifest of its files), so serving loads them through the same verified path as any champion.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import mlflow
+
+from pipelines import integrity, tracking
+from pipelines.model import ChurnClassifier
+from pipelines.settings import Settings
+
+SLOW_MODULE = '''
+import time
+from pathlib import Path
+
+from pipelines.model import ChurnClassifier
+
+
+class SlowChurnClassifier(ChurnClassifier):
+    """The project's model, with a load that takes as long as its `delay` artifact says."""
+
+    def load_context(self, context):
+        time.sleep(float(Path(context.artifacts["delay"]).read_text()))
+        super().load_context(context)
+'''
+
+
+def model_artifacts(client, name: str, version: int, dst: Path) -> dict[str, str]:
+    """The artifact files (contract, config, weights) of a registered version, downloaded and verified."""
+    root, _ = integrity.fetch_verified(client, name, version, dst)
+    files = {p.stem: str(p) for p in (root / "artifacts").iterdir()}
+    return {"contract": files["contract"], "config": files["config"], "weights": files["weights"]}
+
+
+def register_model(
+    settings: Settings,
+    name: str,
+    artifacts: dict[str, str],
+    signature,
+    *,
+    python_model=None,
+    code_paths: list[str] | None = None,
+) -> int:
+    """Log a pyfunc model in a new run and register it under ``name`` with its manifest; the version.
+
+    ``signature`` is an MLflow signature (take a real version's with :func:`signature_of`) or None.
+    """
+    client = tracking.configure(settings)
+    python_model = python_model or ChurnClassifier()
+    with mlflow.start_run(experiment_id=tracking.experiment_id(client, settings)):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=python_model,
+            artifacts=artifacts,
+            signature=signature,
+            code_paths=code_paths,
+            pip_requirements=[],
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = integrity.build_manifest(integrity.download(info.model_uri, tmp))
+    version = mlflow.register_model(info.model_uri, name, tags=integrity.tags_for(manifest))
+    return int(version.version)
+
+
+def signature_of(name: str, version: int):
+    return mlflow.models.get_model_info(f"models:/{name}/{version}").signature
+
+
+def slow_model(tmp: Path, artifacts: dict[str, str], delay_s: float):
+    """A SlowChurnClassifier (its module is written to ``tmp`` and shipped with the model)."""
+    module = tmp / "slow_model.py"
+    module.write_text(SLOW_MODULE)
+    (tmp / "delay.txt").write_text(str(delay_s))
+    sys.path.insert(0, str(tmp))
+    try:
+        import slow_model as slow  # noqa: PLC0415
+
+        return slow.SlowChurnClassifier(), artifacts | {"delay": str(tmp / "delay.txt")}, [str(module)]
+    finally:
+        sys.path.remove(str(tmp))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """``pipelines serve`` in its own process (uvicorn, one worker), as a user runs it."""
+
+    def __init__(self, settings: Settings, log_path: Path, **env: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        environment = os.environ | {
+            "CT_STATE_DIR": str(settings.state_dir),
+            "CT_MODEL_NAME": settings.model_name,
+            "CT_SERVE_PORT": str(self.port),
+            **env,
+        }
+        self.log_path = log_path
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pipelines.cli", "serve"],
+            env=environment,
+            stdout=log_path.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout_s: float = 120) -> dict:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                response = httpx.get(f"{self.url}/ready", timeout=2)
+                if response.status_code == 200:
+                    return response.json()
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"server not ready: {self.log_path.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
