@@ -4,7 +4,8 @@
     python bench/serve.py --family sklearn --seconds 5
 
 Both servers run one worker on this machine, one at a time, on the same registered version (trained here
-on demo data: the contract's 8 raw fields, 16 engineered features). The load generator is an asyncio
+on demo data: the contract's 8 raw fields, 16 engineered features). This app serves a torch champion on its
+ONNX export by default (``auto``); its native torch and int8 runtimes are measured too. The load generator is an asyncio
 client in its own process that keeps N HTTP/1.1 connections open and sends one-row requests back to back
 (closed loop), the same rows to both servers, each in that server's own request format. It warms each
 server up for 2 s, then measures; every answer must be a 200. Printed per server and connection count:
@@ -131,14 +132,17 @@ def drive(url: str, path: str, bodies: list[bytes], connections: int, seconds: f
 
 
 class Server:
-    def __init__(self, kind: str, state_dir: Path, model_name: str, port: int, log_dir: Path):
+    def __init__(
+        self, kind: str, state_dir: Path, model_name: str, port: int, log_dir: Path, runtime: str = "auto"
+    ):
         from pipelines.settings import get_settings
 
         settings = get_settings(state_dir=state_dir, model_name=model_name)
         env = os.environ | {"CT_STATE_DIR": str(state_dir), "CT_MODEL_NAME": model_name,
                             "MLFLOW_TRACKING_URI": settings.tracking_uri, "CT_PREDICTION_LOG": "true",
-                            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}  # fmt: skip
-        if kind == "ct-serve":
+                            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+                            "CT_SERVE_RUNTIME": runtime}  # fmt: skip
+        if kind.startswith("ct-serve"):
             command = [sys.executable, "-m", "pipelines.cli", "serve", "--port", str(port)]
             self.path, self.ready = "/v1/predict", "/ready"
         else:
@@ -147,7 +151,7 @@ class Server:
                        "--env-manager", "local", "-w", "1", "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
             self.path, self.ready = "/invocations", "/ping"
         self.kind, self.url = kind, f"http://127.0.0.1:{port}"
-        self.log = (log_dir / f"{kind}.log").open("wb")
+        self.log = (log_dir / f"{kind.replace(' ', '-')}.log").open("wb")
         self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.peak_rss = 0
         self._sampling = True
@@ -236,8 +240,11 @@ def main() -> None:
         ours = [json.dumps({"rows": [row]}).encode() for row in rows]
         theirs = [json.dumps({"dataframe_records": [row]}).encode() for row in rows]
         results: dict[tuple[str, int], dict] = {}
-        for kind, bodies in (("ct-serve", ours), ("mlflow", theirs)):
-            server = Server(kind, state_dir, name, 18_000 + len(results), state_dir)
+        runs = [("ct-serve", ours, "auto"), ("mlflow", theirs, "native")]
+        if family == "torch":  # the runtimes of a torch champion: auto is its ONNX export (float32)
+            runs[1:1] = [("ct-serve native", ours, "native"), ("ct-serve int8", ours, "onnx-int8")]
+        for kind, bodies, runtime in runs:
+            server = Server(kind, state_dir, name, 18_000 + len(results), state_dir, runtime)
             try:
                 server.wait_ready()
                 for count in connections:
@@ -249,10 +256,10 @@ def main() -> None:
                 server.stop()
         print(f"\n{family} champion ({name}):")
         print(
-            f"  {'server':<9} {'conns':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'peak RSS MiB':>13}"
+            f"  {'server':<16} {'conns':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'peak RSS MiB':>13}"
         )
         for (kind, count), r in results.items():
-            print(f"  {kind:<9} {count:>5} {r['req_s']:>8.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+            print(f"  {kind:<16} {count:>5} {r['req_s']:>8.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
                   f"{r['errors']:>7} {r['rss_mib']:>13.0f}" + (f"  first error: {r['first_error']}" if r["errors"] else ""))  # fmt: skip
         for count in connections:
             ratio = results["ct-serve", count]["req_s"] / max(results["mlflow", count]["req_s"], 1e-9)

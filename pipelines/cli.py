@@ -236,6 +236,7 @@ def policy(
     rules = ["min_improvement", "confidence_interval", "min_holdout_rows", "drift"]
     rules += [f"slice:{s.column}" for s in loaded.slices]
     rules += ["latency_p99"] * bool(loaded.latency) + ["model_size"] * bool(loaded.max_model_size_mb)
+    rules += [f"onnx_runtime ({loaded.onnx.runtime})"] if loaded.onnx else []
     typer.echo(
         f"OK {target}: policy v{loaded.version} on {loaded.primary_metric} for {settings.dataset}; rules: "
         f"{', '.join(rules)}; approval {loaded.approval}{', dry run' if loaded.dry_run else ''}"

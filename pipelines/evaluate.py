@@ -74,6 +74,29 @@ def one_row_latency(model: Any, row: pd.DataFrame, samples: int) -> dict[str, An
     }
 
 
+def score_runtimes(
+    model: Any, holdout: pd.DataFrame, contract: Contract, native: np.ndarray
+) -> dict[str, Any]:
+    """The holdout scored through each ONNX export the model carries, against the native predictions."""
+    inner = model.unwrap_python_model() if hasattr(model, "unwrap_python_model") else None
+    paths = getattr(inner, "onnx_models", None) or {}
+    labels = holdout[contract.label].to_numpy()
+    out: dict[str, Any] = {}
+    for runtime in paths:
+        try:
+            inner.use_runtime(runtime)
+            probability = inner.predict_proba_columns(holdout[contract.feature_columns])
+            out[runtime] = {
+                "metrics": classification_metrics(labels, probability),
+                "max_abs_diff": round(float(np.max(np.abs(probability - native))), 6),
+            }
+        except Exception as exc:  # a broken export is reported (and fails a policy that requires it)
+            out[runtime] = {"error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            inner.use_runtime("native")
+    return out
+
+
 def _compare(
     policy: Policy, holdout: pd.DataFrame, contract: Contract, challenger: np.ndarray, champion: np.ndarray
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -127,6 +150,7 @@ def evaluate(
         challenger["sha256"] = integrity.digest(manifest)
         samples = policy.latency.samples if policy.latency else 200
         challenger["latency_ms"] = one_row_latency(model, holdout[contract.feature_columns].head(1), samples)
+        challenger["runtimes"] = score_runtimes(model, holdout, contract, chal_p)
         predictions["challenger"] = chal_p
     except (EvaluationError, ValueError) as exc:
         challenger["error"] = str(exc)
@@ -175,6 +199,11 @@ def _log_figures(client: Any, run_id: str, result: dict[str, Any]) -> None:
         figures |= {"latency_p50_ms": latency["p50"], "latency_p99_ms": latency["p99"]}
     if "size_bytes" in result["challenger"]:
         figures["model_size_bytes"] = result["challenger"]["size_bytes"]
+    for runtime, scored in (result["challenger"].get("runtimes") or {}).items():
+        prefix = runtime.replace("-", "_")
+        figures |= {f"{prefix}_holdout_{k}": v for k, v in (scored.get("metrics") or {}).items()}
+        if "max_abs_diff" in scored:
+            figures[f"{prefix}_max_abs_diff"] = scored["max_abs_diff"]
     for key, value in figures.items():
         if value is not None and np.isfinite(value):
             client.log_metric(run_id, key, float(value))

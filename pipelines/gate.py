@@ -80,6 +80,19 @@ class LatencyRule(_Strict):
     samples: int = Field(default=200, ge=20, le=100_000, description="Timed one-row predictions.")
 
 
+class OnnxRule(_Strict):
+    runtime: Literal["onnx", "onnx-int8"] = Field(
+        default="onnx-int8",
+        description="The ONNX Runtime variant that must hold up (float32 or int8 dynamic).",
+    )
+    max_metric_loss: float = Field(
+        default=0.002,
+        ge=0,
+        description="How much worse (primary metric, sign-adjusted) that variant may score than the native "
+        "model on the same holdout.",
+    )
+
+
 class DriftRule(_Strict):
     max_drifted_share: float = Field(
         default=1.0,
@@ -105,6 +118,10 @@ class Policy(_Strict):
     latency: LatencyRule | None = Field(default=None, description="Latency budget; absent = not judged.")
     max_model_size_mb: float | None = Field(
         default=None, gt=0, description="Budget for the model's files (MiB); absent = not judged."
+    )
+    onnx: OnnxRule | None = Field(
+        default=None,
+        description="Require the challenger's ONNX export and bound its accuracy loss; absent = not judged.",
     )
     no_champion: NoChampionRule = NoChampionRule()
     drift: DriftRule = DriftRule()
@@ -250,6 +267,8 @@ def _budget_rules(policy: Policy, challenger: dict[str, Any]) -> list[dict[str, 
                   f"p99 of {latency.get('samples')} one-row predictions {_fmt(p99)} ms (p50 {_fmt(latency.get('p50'))} ms)"
                   if p99 is not None else f"latency not measured ({latency.get('error', 'missing')}): fail closed")
         )  # fmt: skip
+    if policy.onnx is not None:
+        rules.append(_onnx_rule(policy, challenger))
     if policy.max_model_size_mb is not None:
         size = challenger.get("size_bytes")
         mib = None if size is None else round(size / 2**20, 3)
@@ -258,6 +277,24 @@ def _budget_rules(policy: Policy, challenger: dict[str, Any]) -> list[dict[str, 
                   f"model files {mib} MiB" if mib is not None else "model size unknown: fail closed")
         )  # fmt: skip
     return rules
+
+
+def _onnx_rule(policy: Policy, challenger: dict[str, Any]) -> dict[str, Any]:
+    assert policy.onnx is not None
+    wanted, metric = policy.onnx.runtime, policy.primary_metric
+    scored = (challenger.get("runtimes") or {}).get(wanted) or {}
+    native = (challenger.get("metrics") or {}).get(metric)
+    value = (scored.get("metrics") or {}).get(metric)
+    if native is None or value is None:
+        why = scored.get("error") or f"the challenger has no {wanted} runtime"
+        return _rule("onnx_runtime", False, None, policy.onnx.max_metric_loss, f"{why}: fail closed")
+    sign = 1.0 if policy.higher_is_better else -1.0
+    loss = round(sign * (native - value), 6)
+    return _rule(
+        "onnx_runtime", loss <= policy.onnx.max_metric_loss, loss, policy.onnx.max_metric_loss,
+        f"{wanted} {metric} {_fmt(value)} vs native {_fmt(native)} on the holdout "
+        f"(largest probability difference {scored.get('max_abs_diff')})",
+    )  # fmt: skip
 
 
 def _drift_rules(policy: Policy, drift: dict[str, Any]) -> list[dict[str, Any]]:

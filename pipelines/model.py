@@ -7,6 +7,7 @@ columns, so a client sends the same fields the data has, and the feature rules r
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,60 @@ def load_mlp(state_path: str | Path, config: dict[str, Any]) -> ChurnMLP:
     return model
 
 
+class ProbabilityHead(nn.Module):
+    """The MLP with its sigmoid: what is exported to ONNX, so the graph returns probabilities."""
+
+    def __init__(self, mlp: ChurnMLP):
+        super().__init__()
+        self.mlp = mlp
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.mlp(features))
+
+
+ONNX_RUNTIMES = {"onnx": "onnx", "onnx-int8": "onnx_int8"}  # serving runtime -> artifact key
+
+
+def export_onnx(mlp: ChurnMLP, n_features: int, out_dir: Path) -> dict[str, str]:
+    """The MLP as ONNX (float32) and its int8 dynamic quantization; artifact key -> file path."""
+    import warnings
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    head = ProbabilityHead(mlp).eval()
+    fp32, int8 = out_dir / "model.onnx", out_dir / "model.int8.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter(
+            "ignore"
+        )  # the TorchScript exporter's deprecation note; it is the one for this graph
+        torch.onnx.export(
+            head,
+            (torch.zeros(2, n_features),),
+            str(fp32),
+            input_names=["features"],
+            output_names=["probability"],
+            dynamic_axes={"features": {0: "rows"}, "probability": {0: "rows"}},
+            dynamo=False,
+        )
+    mlp.eval()  # export restores the wrapper's mode on the way out; keep the MLP in inference mode
+    logging.disable(logging.WARNING)  # quantize_dynamic's advice on pre-processing goes to the root logger
+    try:
+        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+    finally:
+        logging.disable(logging.NOTSET)
+    return {"onnx": str(fp32), "onnx_int8": str(int8)}
+
+
+def onnx_session(model: bytes, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, threads)
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
 def predict_proba_mlp(model: ChurnMLP, features: np.ndarray) -> np.ndarray:
     with torch.inference_mode():
         logits = model(torch.as_tensor(features, dtype=torch.float32))
@@ -59,12 +114,25 @@ def predict_proba_mlp(model: ChurnMLP, features: np.ndarray) -> np.ndarray:
 
 
 class ChurnClassifier(mlflow.pyfunc.PythonModel):
-    """pyfunc wrapper: raw rows in, ``probability`` and ``label`` out."""
+    """pyfunc wrapper: raw rows in, ``probability`` and ``label`` out.
+
+    A torch model also carries its ONNX export (float32 and int8); :meth:`use_runtime` switches scoring
+    to ONNX Runtime on either. ``native`` (torch or scikit-learn) is the default everywhere.
+    """
+
+    runtime = "native"
+    _session: Any = None
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         self.contract = Contract.model_validate_json(Path(context.artifacts["contract"]).read_text())
         self.config = json.loads(Path(context.artifacts["config"]).read_text())
         self.encoder = FeatureEncoder(self.contract)
+        # Read now: the verified copy the model was loaded from may be a temporary folder.
+        self.onnx_models = {
+            name: Path(context.artifacts[key]).read_bytes()
+            for name, key in ONNX_RUNTIMES.items()
+            if key in context.artifacts
+        }
         if self.config["family"] == "torch":
             torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
             self.mlp = load_mlp(context.artifacts["weights"], self.config)
@@ -76,9 +144,23 @@ class ChurnClassifier(mlflow.pyfunc.PythonModel):
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         return self.predict_proba_columns(frame)
 
+    def use_runtime(self, runtime: str, threads: int = 1) -> None:
+        """Score with ``native`` or one of the ONNX exports (``onnx``, ``onnx-int8``) from now on."""
+        if runtime == "native":
+            self.runtime, self._session = "native", None
+            return
+        available = getattr(self, "onnx_models", {})
+        if runtime not in available:
+            have = ", ".join(["native", *available]) or "native"
+            raise ValueError(f"this model has no {runtime} runtime (it has: {have})")
+        self._session = onnx_session(available[runtime], threads)
+        self.runtime = runtime
+
     def predict_proba_columns(self, columns: Any) -> np.ndarray:
         """Probabilities from raw feature columns (a DataFrame or a mapping of arrays): serving's fast path."""
         features = self.encoder.matrix(columns)
+        if self._session is not None:
+            return self._session.run(None, {"features": features})[0].astype("float64")
         if self.config["family"] == "torch":
             return predict_proba_mlp(self.mlp, features)
         return self.estimator.predict_proba(features)[:, 1].astype("float64")

@@ -144,6 +144,11 @@ class Settings(BaseSettings):
         description="Threads of one model call (torch, OpenMP); 0 = one per core. Micro-batches are small, "
         "so one thread is fastest on the shipped models.",
     )
+    serve_runtime: Literal["auto", "native", "onnx", "onnx-int8"] = Field(
+        default="auto",
+        description="How a torch model is scored: native torch, its ONNX export on ONNX Runtime (float32), "
+        "or the int8 dynamic quantization. auto = onnx when the model has it, else native.",
+    )
     prediction_log: bool = Field(
         default=True,
         description="Append every served prediction to Parquet under <data_root>/predictions/<model name>/"

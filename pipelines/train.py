@@ -148,11 +148,17 @@ def load_trained_model(
     }
     model = ChurnClassifier()
     model.load_context(type("Context", (), {"artifacts": artifacts})())
+    if family == "torch":  # the ONNX exports travel with the model (and its manifest)
+        from pipelines.model import export_onnx
+
+        artifacts |= export_onnx(model.mlp, config["n_features"], out_dir)
+        model.load_context(type("Context", (), {"artifacts": artifacts})())
     return model, artifacts
 
 
 def log_model(model: Any, artifacts: dict[str, str], example: pd.DataFrame) -> mlflow.models.model.ModelInfo:
     """Log the pyfunc model with its signature (raw feature columns) and an input example."""
+    import onnxruntime
     import sklearn
     import torch
     from mlflow.models import infer_signature
@@ -163,7 +169,7 @@ def log_model(model: Any, artifacts: dict[str, str], example: pd.DataFrame) -> m
     signature = infer_signature(example, model.predict(None, example))
     requirements = [f"mlflow=={mlflow.__version__}", f"pandas=={pd.__version__}", f"numpy=={np.__version__}"]
     requirements += (
-        [f"torch=={torch.__version__.split('+')[0]}"]
+        [f"torch=={torch.__version__.split('+')[0]}", f"onnxruntime=={onnxruntime.__version__}"]
         if model.config["family"] == "torch"
         else [f"scikit-learn=={sklearn.__version__}"]
     )

@@ -120,6 +120,7 @@ class ModelHolder:
             schema=schema,
             pyfunc=model,
         )
+        served.use_runtime(self.settings.serve_runtime, self.settings.serve_threads)
         served.warm_up(self.settings.serve_max_batch_rows)
         return served
 

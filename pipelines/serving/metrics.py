@@ -55,7 +55,7 @@ class ServingMetrics:
         self.swaps = Counter("ct_serve_model_swaps", "Model versions swapped into service.", registry=r)
         self.load_failures = Counter(
             "ct_serve_model_load_failures",
-            "Model versions refused, by reason (integrity, signature, warmup, load).",
+            "Model versions refused, by reason (integrity, signature, runtime, warmup, load).",
             ["reason"],
             registry=r,
         )

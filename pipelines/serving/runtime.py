@@ -57,7 +57,26 @@ class ServedModel:
 
         inner = self.pyfunc.unwrap_python_model() if hasattr(self.pyfunc, "unwrap_python_model") else None
         self._fast = inner if isinstance(inner, ChurnClassifier) else None
-        self.runtime = f"{inner.config['family']} (column arrays)" if self._fast else "pyfunc (DataFrame)"
+        self.runtime = (
+            f"{inner.config['family']} native (column arrays)" if self._fast else "pyfunc (DataFrame)"
+        )
+
+    def use_runtime(self, wanted: str, threads: int) -> None:
+        """``auto``: ONNX (float32) when the model carries it, else native; a named one must exist."""
+        if self._fast is None:
+            if wanted not in ("auto", "native"):
+                raise ModelLoadError("runtime", f"runtime {wanted} needs a model with ONNX exports")
+            return
+        available = getattr(self._fast, "onnx_models", {})
+        choice = ("onnx" if "onnx" in available else "native") if wanted == "auto" else wanted
+        try:
+            self._fast.use_runtime(choice, threads)
+        except ValueError as exc:
+            raise ModelLoadError("runtime", f"CT_SERVE_RUNTIME={wanted}: {exc}") from exc
+        family = self._fast.config["family"]
+        self.runtime = (
+            f"{family} {choice} (column arrays)" if choice != "native" else f"{family} native (column arrays)"
+        )
 
     def predict(self, columns: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities and labels for a batch of rows."""

@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -24,6 +25,7 @@ from pipelines.validate import validate
 from tests.conftest import DAY, NEXT_DAY
 
 pytestmark = pytest.mark.slow
+FIELDS = ["amount", "age", "tenure_days", "num_txn_30d", "avg_basket", "channel", "region", "plan"]
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +51,32 @@ def test_torch_ddp_trains_over_two_processes_and_is_idempotent(lab):
     assert run.data.tags["airflow.run_id"] == "run-1" and run.data.tags["git.commit"]
     again = train(settings, DAY, prepared[DAY]["uri"], context, "torch")
     assert again["run_id"] == first["run_id"]
+
+    # The ONNX exports travel with the model: evaluate scores them, serving runs them.
+    onnx = get_settings(state_dir=settings.state_dir, rows_per_day=4000, model_name="ct-torch-onnx")
+    version = register(onnx, DAY, first["run_id"])["version"]
+    evaluation = evaluate(onnx, DAY, prepared[DAY]["uri"], version)
+    runtimes, native = evaluation["challenger"]["runtimes"], evaluation["challenger"]["metrics"]
+    assert set(runtimes) == {"onnx", "onnx-int8"} and runtimes["onnx"]["max_abs_diff"] < 1e-5
+    assert abs(runtimes["onnx-int8"]["metrics"]["roc_auc"] - native["roc_auc"]) < 0.01
+    assert 0 < runtimes["onnx-int8"]["max_abs_diff"] < 0.05  # quantized: close, not equal
+    promote(onnx, DAY, version, None)
+    rows = json.loads(
+        storage.read_split(prepared[DAY]["uri"], "holdout", FIELDS).head(50).to_json(orient="records")
+    )
+    answers = {}
+    for runtime in ("native", "auto", "onnx-int8"):
+        with TestClient(create_app(get_settings(state_dir=settings.state_dir, model_name="ct-torch-onnx",
+                                                serve_runtime=runtime))) as http:  # fmt: skip
+            wait_until_ready(http)
+            answers[http.get("/v1/model").json()["runtime"]] = [
+                p["probability"] for p in http.post("/v1/predict", json={"rows": rows}).json()["predictions"]
+            ]
+    assert set(answers) == {"torch native (column arrays)", "torch onnx (column arrays)",
+                            "torch onnx-int8 (column arrays)"}  # fmt: skip
+    native_p = np.array(answers["torch native (column arrays)"])
+    assert np.abs(np.array(answers["torch onnx (column arrays)"]) - native_p).max() < 1e-5
+    assert np.abs(np.array(answers["torch onnx-int8 (column arrays)"]) - native_p).max() < 0.05
 
 
 def test_full_cycle_bootstrap_then_challenge(lab):

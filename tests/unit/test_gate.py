@@ -119,6 +119,37 @@ def test_latency_and_size_budgets():
     assert "latency_p99" not in rules and "model_size" not in rules
 
 
+def test_onnx_runtime_is_required_and_its_accuracy_loss_bounded():
+    policy = Policy.model_validate(
+        POLICY.model_dump() | {"onnx": {"runtime": "onnx-int8", "max_metric_loss": 0.002}}
+    )
+    evaluation = _evaluation()
+    evaluation["challenger"]["runtimes"] = {
+        "onnx": {"metrics": {"roc_auc": 0.80}, "max_abs_diff": 0.0},
+        "onnx-int8": {"metrics": {"roc_auc": 0.799}, "max_abs_diff": 0.01},
+    }
+    record = decide(policy, evaluation, QUIET)
+    line = next(r for r in record["rules"] if r["rule"] == "onnx_runtime")
+    assert record["decision"] == "promote" and line["value"] == pytest.approx(0.001)
+    assert "onnx-int8 roc_auc 0.7990 vs native 0.8000" in line["detail"]
+    evaluation["challenger"]["runtimes"]["onnx-int8"]["metrics"]["roc_auc"] = 0.79
+    assert _failed(decide(policy, evaluation, QUIET)) == {"onnx_runtime"}
+    for runtimes in (None, {"onnx-int8": {"error": "InvalidGraph: bad export"}}):  # fail closed
+        evaluation["challenger"]["runtimes"] = runtimes
+        record = decide(policy, evaluation, QUIET)
+        line = next(r for r in record["rules"] if r["rule"] == "onnx_runtime")
+        assert _failed(record) == {"onnx_runtime"} and line["detail"].endswith("fail closed")
+    lower = Policy.model_validate(
+        policy.model_dump() | {"primary_metric": "log_loss", "higher_is_better": False}
+    )
+    evaluation = _evaluation()
+    evaluation["challenger"]["metrics"] = {"log_loss": 0.50}
+    evaluation["challenger"]["runtimes"] = {"onnx-int8": {"metrics": {"log_loss": 0.503}}}
+    line = next(r for r in decide(lower, evaluation, QUIET)["rules"] if r["rule"] == "onnx_runtime")
+    assert not line["passed"] and line["value"] == pytest.approx(0.003)
+    assert "onnx_runtime" not in {r["rule"] for r in decide(POLICY, evaluation, QUIET)["rules"]}
+
+
 def test_missing_figures_fail_closed():
     assert _failed(decide(POLICY, _evaluation(challenger=None), QUIET)) == {"challenger_metric_present"}
     assert "champion_metric_present" in _failed(decide(POLICY, _evaluation(champion={}), QUIET))
