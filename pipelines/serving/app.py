@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -214,6 +215,7 @@ class _Guard:
 
 
 def create_app(settings: Settings) -> FastAPI:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in server logs
     metrics = ServingMetrics()
     holder = ModelHolder(settings, metrics)
     sink = (

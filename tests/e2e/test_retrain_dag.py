@@ -270,20 +270,32 @@ def test_approval_granted_then_rejected(airflow_env, tmp_path, monkeypatch):
     assert last["reason"].startswith("rejected by ")
 
 
-def test_rollback_dag_from_the_trigger_form(airflow_env):
+def test_rollback_dag_from_the_trigger_form(airflow_env, tmp_path, monkeypatch):
+    import httpx
     from airflow.dag_processing.dagbag import DagBag
 
     from pipelines import history, promote, tracking
     from pipelines.settings import get_settings
+    from tests.serving_models import ServerProcess
 
     rollback_dag = DagBag(dag_folder=str(DAGS_DIR)).dags["rollback"]
     settings = get_settings()
     client = tracking.configure(settings)
     current = int(tracking.version_by_alias(client, settings.model_name, "champion").version)
     previous = promote.previous_champion(settings, current)
-
-    run = rollback_dag.test(run_conf={"reason": "bad predictions reported by support"})
-    assert run.state == "success"
+    # A serving app that does not poll: only the rollback task's call can make it swap.
+    server = ServerProcess(
+        settings, tmp_path / "serve.log", CT_SERVE_POLL_SECONDS="0", CT_SERVE_ADMIN_TOKEN="t0k"
+    )
+    monkeypatch.setenv("CT_SERVE_URL", server.url)
+    monkeypatch.setenv("CT_SERVE_ADMIN_TOKEN", "t0k")
+    try:
+        assert server.wait_ready()["model_version"] == current
+        run = rollback_dag.test(run_conf={"reason": "bad predictions reported by support"})
+        assert run.state == "success"
+        assert httpx.get(f"{server.url}/v1/model").json()["version"] == previous
+    finally:
+        server.stop()
     assert int(tracking.version_by_alias(client, settings.model_name, "champion").version) == previous
     last = history.read(settings, settings.model_name)[-1]
     assert (last["action"], last["outcome"], last["from_version"], last["to_version"]) == (
