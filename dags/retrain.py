@@ -22,7 +22,8 @@ Retrains the model on the logical date's data and promotes it only when the prom
   rejection; when the policy says `approval: required`, **approve** waits for a person to approve or reject
   in the Airflow UI (Required Actions), showing the decision record. **promote** moves `champion` by
   compare-and-set and records the attempt; with the `dry_run` param it records "would promote" and moves
-  nothing.
+  nothing. Serving follows the alias: with `CT_SERVE_URL` set, promote also calls the app's
+  `POST /admin/reload` and returns its answer (the app swaps before answering); the app polls otherwise.
 
 Every task is a few lines over one function of the `pipelines` package and passes small JSON through XCom.
 """
