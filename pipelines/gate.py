@@ -264,7 +264,8 @@ def _budget_rules(policy: Policy, challenger: dict[str, Any]) -> list[dict[str, 
         p99 = latency.get("p99")
         rules.append(
             _rule("latency_p99", p99 is not None and p99 <= policy.latency.max_p99_ms, p99, policy.latency.max_p99_ms,
-                  f"p99 of {latency.get('samples')} one-row predictions {_fmt(p99)} ms (p50 {_fmt(latency.get('p50'))} ms)"
+                  f"p99 of {latency.get('samples')} one-row predictions {_fmt(p99)} ms (p50 {_fmt(latency.get('p50'))} ms; "
+                  f"{latency.get('path', 'path not recorded')})"
                   if p99 is not None else f"latency not measured ({latency.get('error', 'missing')}): fail closed")
         )  # fmt: skip
     if policy.onnx is not None:
