@@ -105,6 +105,10 @@ def test_full_cycle_bootstrap_then_challenge(lab):
     assert version_tags[integrity.DIGEST_TAG] == evaluation["challenger"]["sha256"]
     assert evaluation["challenger"]["size_bytes"] == manifest["total_bytes"]
     assert 0 < evaluation["challenger"]["latency_ms"]["p50"] <= evaluation["challenger"]["latency_ms"]["p99"]
+    assert (
+        evaluation["challenger"]["latency_ms"]["path"]
+        == "serving's model call on one row: sklearn native (column arrays)"
+    )
     promote(settings, DAY, registered["version"], None)
     assert (
         int(tracking.version_by_alias(client, settings.model_name, "champion").version)
