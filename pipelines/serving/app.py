@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import numpy as np
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -26,10 +27,11 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from pipelines.serving.batcher import MicroBatcher, answer
+from pipelines.serving.batcher import MicroBatcher
 from pipelines.serving.holder import ModelHolder
 from pipelines.serving.metrics import ServingMetrics
 from pipelines.serving.predlog import PredictionLog
+from pipelines.serving.runtime import ServedModel
 from pipelines.serving.schema import RequestError
 from pipelines.settings import Settings
 
@@ -87,6 +89,17 @@ def _json(payload: Any, status: int = 200, version: int | None = None, **headers
     for key, value in headers.items():
         response.headers[key.replace("_", "-")] = value
     return response
+
+
+def _answer(model: ServedModel, probability: np.ndarray, label: np.ndarray) -> dict[str, Any]:
+    return {
+        "model_name": model.name,
+        "model_version": model.version,
+        "predictions": [
+            {"probability": p, "label": lbl}
+            for p, lbl in zip(probability.tolist(), label.tolist(), strict=True)
+        ],
+    }
 
 
 async def _read_body(receive: Any, limit: int) -> bytes:
@@ -147,7 +160,7 @@ class Predictor:
         finally:
             if not queued:
                 batcher.arriving -= 1
-        return 200, orjson.dumps(answer(model, probability, label)), model.version
+        return 200, orjson.dumps(_answer(model, probability, label)), model.version
 
 
 class _Guard:

@@ -4,8 +4,8 @@ Requests queue their column arrays; one task takes everything queued (up to ``ma
 in one call; the requests that arrive meanwhile form the next batch. A batch of up to ``INLINE_ROWS``
 rows is scored on the event loop itself (a fraction of a millisecond; handing it to a thread costs more,
 and two threads contending for the GIL cost most); a bigger one goes to the model thread, so the loop
-keeps answering /health and parsing while it runs. When other requests are still being parsed, it waits for them for at most ``max_wait`` so they
-join; a lone client never waits. Requests are grouped by the model they read at their start, so a
+keeps answering /health and parsing while it runs. When other requests are still being parsed, it waits
+for them for at most ``max_wait`` so they join; a lone client never waits. Requests are grouped by the model they read at their start, so a
 request started before a swap is scored on the old model even when its batch runs after it.
 """
 
@@ -17,7 +17,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -54,6 +54,7 @@ class MicroBatcher:
         self.sink = sink
         self.arriving = 0  # requests read but not yet queued: worth waiting for
         self._queue: deque[_Item] = deque()
+        self._queued_rows = 0
         self._wakeup = asyncio.Event()
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ct-model")
         self._task: asyncio.Task | None = None
@@ -72,6 +73,7 @@ class MicroBatcher:
     ) -> tuple[np.ndarray, np.ndarray]:
         future = asyncio.get_running_loop().create_future()
         self._queue.append(_Item(model, columns, rows, future))
+        self._queued_rows += rows
         self._wakeup.set()
         return await future
 
@@ -81,9 +83,9 @@ class MicroBatcher:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
-                if self.max_wait_s and self.arriving and self._queued_rows() < self.max_rows:
+                if self.max_wait_s and self.arriving and self._queued_rows < self.max_rows:
                     deadline = loop.time() + self.max_wait_s
-                    while self.arriving and self._queued_rows() < self.max_rows and loop.time() < deadline:
+                    while self.arriving and self._queued_rows < self.max_rows and loop.time() < deadline:
                         await asyncio.sleep(0)  # let the arriving requests finish parsing and queue
                 batch = self._take()
                 try:
@@ -92,9 +94,6 @@ class MicroBatcher:
                     for item in batch:
                         if not item.future.done():
                             item.future.set_exception(exc)
-
-    def _queued_rows(self) -> int:
-        return sum(item.rows for item in self._queue)
 
     def _take(self) -> list[_Item]:
         """Items of one model, oldest first, up to max_rows (a single bigger request goes alone)."""
@@ -109,6 +108,7 @@ class MicroBatcher:
             else:
                 keep.append(item)
         self._queue.extendleft(reversed(keep))
+        self._queued_rows -= rows
         return batch
 
     async def _score(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
@@ -137,14 +137,3 @@ class MicroBatcher:
             offset = end
         if self.sink is not None:
             self.sink.append(model.version, columns, probability, label)
-
-
-def answer(model: ServedModel, probability: np.ndarray, label: np.ndarray) -> dict[str, Any]:
-    return {
-        "model_name": model.name,
-        "model_version": model.version,
-        "predictions": [
-            {"probability": p, "label": lbl}
-            for p, lbl in zip(probability.tolist(), label.tolist(), strict=True)
-        ],
-    }

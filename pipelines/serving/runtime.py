@@ -16,9 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.model import DECISION_THRESHOLD, ChurnClassifier
 from pipelines.serving.schema import InputSchema
-
-DECISION_THRESHOLD = 0.5
 
 
 class ModelLoadError(RuntimeError):
@@ -53,8 +52,6 @@ class ServedModel:
     warmup_ms: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from pipelines.model import ChurnClassifier
-
         inner = self.pyfunc.unwrap_python_model() if hasattr(self.pyfunc, "unwrap_python_model") else None
         self._fast = inner if isinstance(inner, ChurnClassifier) else None
         self.runtime = (
