@@ -28,8 +28,13 @@ test: $(STAMP) ## The whole test suite (unit, DAG, integration on real engines, 
 test-fast: $(STAMP) ## Unit and DAG tests only
 	$(VENV)/bin/python -m pytest tests -m "not slow"
 
-lint: $(STAMP) ## ruff lint and format check
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+lint: $(STAMP) ## ruff (lint, format check) and mypy; the same checks as the pre-commit hooks
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+hooks: $(STAMP) ## Install the pre-commit hooks (ruff, mypy) into this clone's .git
+	$(VENV)/bin/pre-commit install
 
 airflow: $(STAMP) ## Airflow UI and scheduler on http://127.0.0.1:8080 (login printed)
 	./scripts/airflow.sh
@@ -47,4 +52,4 @@ lock: ## Re-resolve requirements.txt into constraints.txt
 clean: ## Remove the embedded state (.state: data, MLflow store, Airflow home)
 	rm -rf $(CT_STATE_DIR)
 
-.PHONY: help install demo test test-fast lint airflow mlflow serve lock clean
+.PHONY: help install demo test test-fast lint hooks airflow mlflow serve lock clean

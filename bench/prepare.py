@@ -38,10 +38,10 @@ ENGINES = ("duckdb", "dask", "spark")
 
 def raw_window(data_root: Path, rows: int) -> list[str]:
     """Committed raw partitions holding ``rows`` rows of demo data (generated once, then reused)."""
-    from pipelines import storage
-    from pipelines.contract import load_contract
-    from pipelines.generate import generate_day
-    from pipelines.validate import coerce_partition
+    from pipelines.data import datasets, storage
+    from pipelines.data.contract import load_contract
+    from pipelines.data.generate import generate_day
+    from pipelines.data.validation import coerce_partition
 
     contract = load_contract(ROOT / "include" / "contracts" / "transactions.yaml")
     days = max(1, rows // ROWS_PER_DAY)
@@ -49,9 +49,9 @@ def raw_window(data_root: Path, rows: int) -> list[str]:
     for offset in range(days):
         day = END - dt.timedelta(days=offset)
         uri = storage.raw_uri(str(data_root), "transactions", day)
-        if not storage.exists(storage.join(uri, storage.MANIFEST)):
+        if not storage.exists(storage.join(uri, datasets.MANIFEST)):
             frame = coerce_partition(generate_day(day, 7, min(rows, ROWS_PER_DAY)), contract)
-            storage.write_parquet_frame(frame, uri)
+            datasets.write_parquet_frame(frame, uri)
         uris.append(uri)
     return uris
 
@@ -59,7 +59,7 @@ def raw_window(data_root: Path, rows: int) -> list[str]:
 # --- the transform on each engine (run inside a child process) -------------------------------------------
 
 
-def _crc32_bucket(ids):  # DuckDB calls this with Arrow arrays: the split function of pipelines.features
+def _crc32_bucket(ids):  # DuckDB calls this with Arrow arrays: the split function of pipelines.data.features
     import numpy as np
     import pyarrow as pa
 
@@ -99,48 +99,52 @@ def duckdb_sql(contract, files: list[str], out: str) -> str:
 
 def child_stage(engine: str, data_root: str, days: int) -> dict:
     """The whole prepare stage (transform, reference profile, split counts, distributed content hash)."""
-    from pipelines.prepare import prepare
+    from pipelines.data.prepare import prepare
     from pipelines.settings import get_settings
 
     settings = get_settings(
-        state_dir=Path(data_root).parent / "state", data_root=data_root, window_days=days,
+        state_dir=Path(data_root).parent / "state",
+        data_root=data_root,
+        window_days=days,
         spark_driver_memory="4g",
-    )  # fmt: skip
+    )
     started = time.perf_counter()
     result = prepare(settings, END, engine)
     return {"startup_s": 0.0, "seconds": time.perf_counter() - started, "rows": result["rows"]}
 
 
+def _warm_worker(_: int) -> None:
+    import pipelines.data.features  # noqa: F401 - the code every partition runs, loaded before timing
+
+
 def child(engine: str, raw_uris: list[str], out: str) -> dict:
-    from pipelines import storage
-    from pipelines.contract import load_contract
-    from pipelines.engines import engine_session, local_path
-    from pipelines.prepare import TRANSFORMS
+    from pipelines.data import datasets
+    from pipelines.data.contract import load_contract
+    from pipelines.data.features import SPLIT_COLUMN, build_features, prepared_schema
+    from pipelines.engines import local_path, open_engine
     from pipelines.settings import get_settings
 
     contract = load_contract(ROOT / "include" / "contracts" / "transactions.yaml")
+    files = [f for uri in raw_uris for f in datasets.parquet_files(uri)]
     started = time.perf_counter()
     if engine == "duckdb":
         import duckdb
 
         con = duckdb.connect(config={"threads": os.cpu_count() or 2})
         con.create_function("crc32_bucket", _crc32_bucket, ["VARCHAR"], "BIGINT", type="arrow")
-        files = [local_path(f) for uri in raw_uris for f in storage.parquet_files(uri)]
         ready = time.perf_counter()
-        con.execute(duckdb_sql(contract, files, out))
+        con.execute(duckdb_sql(contract, [local_path(f) for f in files], out))
         done = time.perf_counter()
     else:
         settings = get_settings(engine=engine, spark_driver_memory="4g")
-        with engine_session(engine, settings) as session:
-            # The engine is up before timing: the JVM and a first executor task; Dask workers with our code loaded.
-            if engine == "spark":
-                session.range(10).count()
-            else:
-                session.run(lambda: __import__("pipelines.features") and None)
+        with open_engine(engine, settings) as session:
+            # The engine is up before timing: the JVM and a first executor task, or Dask workers, with our code.
+            session.map_files(_warm_worker, [0, 1])
             ready = time.perf_counter()
-            TRANSFORMS[engine](
-                session, [f for uri in raw_uris for f in storage.parquet_files(uri)], out, contract
+            prepared = session.map_partitions(
+                session.read(files), lambda frame: build_features(frame, contract), prepared_schema(contract)
             )
+            session.write_parquet(prepared, out, partition_on=SPLIT_COLUMN)
             done = time.perf_counter()
     return {"startup_s": ready - started, "seconds": done - ready}
 
@@ -269,8 +273,11 @@ def main() -> None:
     raw_uris = raw_window(workdir / f"data-{largest}", largest)
     for engine in (e for e in engines if e != "duckdb"):
         result = measure(engine, raw_uris, workdir / f"data-{largest}" / "stage-out", stage=True)
-        print(f"{engine:<8}{largest:>12,}{result['seconds']:>10.2f}{largest / result['seconds']:>14,.0f}"
-              f"{result['peak_mib']:>10.0f}", flush=True)  # fmt: skip
+        print(
+            f"{engine:<8}{largest:>12,}{result['seconds']:>10.2f}{largest / result['seconds']:>14,.0f}"
+            f"{result['peak_mib']:>10.0f}",
+            flush=True,
+        )
     ratios = [
         f"{e} {results[(e, largest)]['seconds'] / results[('duckdb', largest)]['seconds']:.2f}x"
         for e in engines

@@ -37,18 +37,19 @@ GOAL_RATIO, GOAL_P99_MS = 10.0, 10.0
 
 def build_champion(state_dir: Path, family: str) -> tuple[str, list[dict]]:
     """Train and promote one model of ``family`` on demo data; its name and some holdout rows."""
-    from pipelines import storage, tracking
-    from pipelines.generate import generate
-    from pipelines.prepare import prepare
-    from pipelines.promote import move_champion
-    from pipelines.register import register
+    from pipelines.data import datasets, storage
+    from pipelines.data.generate import generate
+    from pipelines.data.prepare import prepare
+    from pipelines.data.validate import validate
+    from pipelines.release import tracking
+    from pipelines.release.promote import move_champion
+    from pipelines.release.register import register
     from pipelines.settings import get_settings
-    from pipelines.train import train
-    from pipelines.validate import validate
+    from pipelines.training.train import train
 
     settings = get_settings(state_dir=state_dir, rows_per_day=20_000, model_name=f"bench-{family}")
     if not storage.exists(
-        storage.join(storage.raw_uri(settings.resolved_data_root, settings.dataset, DAY), storage.MANIFEST)
+        storage.join(storage.raw_uri(settings.resolved_data_root, settings.dataset, DAY), datasets.MANIFEST)
     ):
         generate(settings, DAY, "none")
         validate(settings, DAY)
@@ -58,15 +59,23 @@ def build_champion(state_dir: Path, family: str) -> tuple[str, list[dict]]:
     champion = tracking.version_by_alias(tracking.configure(settings), settings.model_name, "champion")
     move_champion(settings, version, int(champion.version) if champion else None, trigger="bench")
     fields = ["amount", "age", "tenure_days", "num_txn_30d", "avg_basket", "channel", "region", "plan"]
-    frame = storage.read_split(prepared["uri"], "holdout", fields).head(256)
+    frame = datasets.read_split(prepared["uri"], "holdout", fields).head(256)
     return settings.model_name, json.loads(frame.to_json(orient="records"))
 
 
 # --- load generator (runs in its own process) -------------------------------------------------------------
 
 
-async def _connection(host: str, port: int, requests: list[bytes], stop_at: float, measure_from: float,
-                      latencies: list[float], errors: list[str], offset: int) -> None:  # fmt: skip
+async def _connection(
+    host: str,
+    port: int,
+    requests: list[bytes],
+    stop_at: float,
+    measure_from: float,
+    latencies: list[float],
+    errors: list[str],
+    offset: int,
+) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     index = offset
     try:
@@ -138,17 +147,34 @@ class Server:
         from pipelines.settings import get_settings
 
         settings = get_settings(state_dir=state_dir, model_name=model_name)
-        env = os.environ | {"CT_STATE_DIR": str(state_dir), "CT_MODEL_NAME": model_name,
-                            "MLFLOW_TRACKING_URI": settings.tracking_uri, "CT_PREDICTION_LOG": "true",
-                            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
-                            "CT_SERVE_RUNTIME": runtime}  # fmt: skip
+        env = os.environ | {
+            "CT_STATE_DIR": str(state_dir),
+            "CT_MODEL_NAME": model_name,
+            "MLFLOW_TRACKING_URI": settings.tracking_uri,
+            "CT_PREDICTION_LOG": "true",
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+            "CT_SERVE_RUNTIME": runtime,
+        }
         if kind.startswith("ct-serve"):
             command = [sys.executable, "-m", "pipelines.cli", "serve", "--port", str(port)]
             self.path, self.ready = "/v1/predict", "/ready"
         else:
             mlflow = str(Path(sys.executable).with_name("mlflow"))
-            command = [mlflow, "models", "serve", "-m", f"models:/{model_name}@champion",
-                       "--env-manager", "local", "-w", "1", "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+            command = [
+                mlflow,
+                "models",
+                "serve",
+                "-m",
+                f"models:/{model_name}@champion",
+                "--env-manager",
+                "local",
+                "-w",
+                "1",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ]
             self.path, self.ready = "/invocations", "/ping"
         self.kind, self.url = kind, f"http://127.0.0.1:{port}"
         self.log = (log_dir / f"{kind.replace(' ', '-')}.log").open("wb")
@@ -231,9 +257,12 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="ct-bench-serve-"))
     connections = [int(c) for c in args.connections.split(",")]
-    print(f"serve bench {dt.date.today()}: {os.cpu_count()} cores, "
-          f"{psutil.virtual_memory().total / 2**30:.0f} GiB; one worker per server; one-row requests; "
-          f"{args.seconds:.0f} s measured after {args.warmup:.0f} s warm-up per run", flush=True)  # fmt: skip
+    print(
+        f"serve bench {dt.date.today()}: {os.cpu_count()} cores, "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB; one worker per server; one-row requests; "
+        f"{args.seconds:.0f} s measured after {args.warmup:.0f} s warm-up per run",
+        flush=True,
+    )
     summary = {}
     for family in args.family.split(","):
         name, rows = build_champion(state_dir, family)
@@ -259,8 +288,11 @@ def main() -> None:
             f"  {'server':<16} {'conns':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'peak RSS MiB':>13}"
         )
         for (kind, count), r in results.items():
-            print(f"  {kind:<16} {count:>5} {r['req_s']:>8.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
-                  f"{r['errors']:>7} {r['rss_mib']:>13.0f}" + (f"  first error: {r['first_error']}" if r["errors"] else ""))  # fmt: skip
+            print(
+                f"  {kind:<16} {count:>5} {r['req_s']:>8.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+                f"{r['errors']:>7} {r['rss_mib']:>13.0f}"
+                + (f"  first error: {r['first_error']}" if r["errors"] else "")
+            )
         for count in connections:
             ratio = results["ct-serve", count]["req_s"] / max(results["mlflow", count]["req_s"], 1e-9)
             p99 = results["mlflow", count]["p99_ms"] / max(results["ct-serve", count]["p99_ms"], 1e-9)
@@ -273,8 +305,10 @@ def main() -> None:
     for family, (ours, theirs) in summary.items():
         ratio = ours["req_s"] / max(theirs["req_s"], 1e-9)
         met = ratio >= GOAL_RATIO and ours["p99_ms"] < GOAL_P99_MS and ours["errors"] == 0
-        parts.append(f"{family}: {ours['req_s']:.0f} vs {theirs['req_s']:.0f} req/s = {ratio:.1f}x, "
-                     f"p99 {ours['p99_ms']:.1f} vs {theirs['p99_ms']:.1f} ms ({'goal met' if met else 'goal NOT met'})")  # fmt: skip
+        parts.append(
+            f"{family}: {ours['req_s']:.0f} vs {theirs['req_s']:.0f} req/s = {ratio:.1f}x, "
+            f"p99 {ours['p99_ms']:.1f} vs {theirs['p99_ms']:.1f} ms ({'goal met' if met else 'goal NOT met'})"
+        )
     print(
         f"\nSUMMARY at {max(connections)} connections, ct-serve vs mlflow models serve: " + "; ".join(parts)
     )

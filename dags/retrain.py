@@ -68,6 +68,121 @@ def _day() -> dt.date:
     return logical.date()
 
 
+@task
+def generate() -> dict[str, Any]:
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from pipelines.data.generate import generate as run
+    from pipelines.data.generate import has_generator
+
+    settings = _settings()
+    if not has_generator(settings):
+        raise AirflowSkipException(f"dataset {settings.dataset} reads its own source; nothing to generate")
+    return run(settings, _day(), get_current_context()["params"]["scenario"])
+
+
+@task(trigger_rule="none_failed")
+def validate() -> dict[str, Any]:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipelines.data.validate import DataContractError
+    from pipelines.data.validate import validate as run
+
+    try:
+        return run(_settings(), _day())
+    except DataContractError as exc:  # bad data does not get better on retry
+        raise AirflowFailException(str(exc)) from exc
+
+
+@task
+def prepare() -> dict[str, Any]:
+    from pipelines.data.prepare import prepare as run
+
+    return run(_settings(), _day())
+
+
+@task
+def train(prepared: dict[str, Any]) -> dict[str, Any]:
+    from pipelines.release.tracking import RunContext
+    from pipelines.training.train import train as run
+
+    settings, context = _settings(), get_current_context()
+    key = f"{DAG_ID}/{_day()}/{settings.model_family}/{prepared['content_hash'][:16]}"
+    return run(settings, _day(), prepared["uri"], RunContext(key, DAG_ID, context["run_id"]))
+
+
+@task
+def register(trained: dict[str, Any]) -> dict[str, Any]:
+    from pipelines.release.register import register as run
+
+    return run(_settings(), _day(), trained["run_id"])
+
+
+@task
+def evaluate(prepared: dict[str, Any], registered: dict[str, Any]) -> dict[str, Any]:
+    from pipelines.evaluation.evaluate import evaluate as run
+
+    return run(_settings(), _day(), prepared["uri"], registered["version"])
+
+
+@task
+def drift(prepared: dict[str, Any], registered: dict[str, Any]) -> dict[str, Any]:
+    from pipelines.evaluation.drift import drift as run
+
+    return run(_settings(), _day(), prepared["uri"], registered["version"])
+
+
+@task
+def gate(evaluation: dict[str, Any], drift_summary: dict[str, Any]) -> dict[str, Any]:
+    from pipelines.evaluation.gate import gate as run
+
+    return run(_settings(), _day(), evaluation, drift_summary)
+
+
+@task.branch
+def route(decision: dict[str, Any]) -> str | None:
+    if decision["decision"] != "promote":
+        return None  # rejected: approve and promote are skipped, the champion stays
+    if decision.get("approval") == "required" and not decision.get("dry_run"):
+        return "approve"
+    return "promote"
+
+
+@task
+def record_rejection(decision: dict[str, Any]) -> dict[str, Any]:
+    from pipelines.release.promote import record_rejection as run
+
+    context = get_current_context()
+    who = context["ti"].xcom_pull(task_ids="approve", key="responded_by")
+    return run(
+        _settings(),
+        decision["challenger_version"],
+        decision["champion_version"],
+        who or "unknown",
+        decision=decision,
+        dag_id=DAG_ID,
+        run_id=context["run_id"],
+    )
+
+
+@task(trigger_rule="none_failed_min_one_success")
+def promote(decision: dict[str, Any]) -> dict[str, Any]:
+    from pipelines.release.promote import promote as run
+
+    context = get_current_context()
+    approved_by = context["ti"].xcom_pull(task_ids="approve", key="responded_by")
+    return run(
+        _settings(),
+        _day(),
+        decision["challenger_version"],
+        decision["champion_version"],
+        decision=decision,
+        dag_id=DAG_ID,
+        run_id=context["run_id"],
+        approved_by=approved_by,
+    )
+
+
 @dag(
     dag_id=DAG_ID,
     schedule=CronDataIntervalTimetable("0 1 * * *", timezone="UTC"),
@@ -112,82 +227,9 @@ def _day() -> dt.date:
             description="Gate and record the decision, but move nothing: a passing challenger is recorded "
             "as 'would promote' in the promotion history.",
         ),
-    },  # fmt: skip
+    },
 )
 def retrain() -> None:
-    @task
-    def generate() -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        from pipelines.generate import generate as run
-        from pipelines.generate import has_generator
-
-        settings = _settings()
-        if not has_generator(settings):
-            raise AirflowSkipException(
-                f"dataset {settings.dataset} reads its own source; nothing to generate"
-            )
-        return run(settings, _day(), get_current_context()["params"]["scenario"])
-
-    @task(trigger_rule="none_failed")
-    def validate() -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from pipelines.validate import DataContractError
-        from pipelines.validate import validate as run
-
-        try:
-            return run(_settings(), _day())
-        except DataContractError as exc:  # bad data does not get better on retry
-            raise AirflowFailException(str(exc)) from exc
-
-    @task
-    def prepare() -> dict[str, Any]:
-        from pipelines.prepare import prepare as run
-
-        return run(_settings(), _day())
-
-    @task
-    def train(prepared: dict[str, Any]) -> dict[str, Any]:
-        from pipelines.tracking import RunContext
-        from pipelines.train import train as run
-
-        settings, context = _settings(), get_current_context()
-        key = f"{DAG_ID}/{_day()}/{settings.model_family}/{prepared['content_hash'][:16]}"
-        return run(settings, _day(), prepared["uri"], RunContext(key, DAG_ID, context["run_id"]))
-
-    @task
-    def register(trained: dict[str, Any]) -> dict[str, Any]:
-        from pipelines.register import register as run
-
-        return run(_settings(), _day(), trained["run_id"])
-
-    @task
-    def evaluate(prepared: dict[str, Any], registered: dict[str, Any]) -> dict[str, Any]:
-        from pipelines.evaluate import evaluate as run
-
-        return run(_settings(), _day(), prepared["uri"], registered["version"])
-
-    @task
-    def drift(prepared: dict[str, Any], registered: dict[str, Any]) -> dict[str, Any]:
-        from pipelines.drift import drift as run
-
-        return run(_settings(), _day(), prepared["uri"], registered["version"])
-
-    @task
-    def gate(evaluation: dict[str, Any], drift_summary: dict[str, Any]) -> dict[str, Any]:
-        from pipelines.gate import gate as run
-
-        return run(_settings(), _day(), evaluation, drift_summary)
-
-    @task.branch
-    def route(decision: dict[str, Any]) -> str | None:
-        if decision["decision"] != "promote":
-            return None  # rejected: approve and promote are skipped, the champion stays
-        if decision.get("approval") == "required" and not decision.get("dry_run"):
-            return "approve"
-        return "promote"
-
     approve = ApprovalBranch(
         task_id="approve",
         subject="Promote {{ params.dataset }} model v{{ ti.xcom_pull(task_ids='gate')['challenger_version'] }}?",
@@ -197,29 +239,6 @@ def retrain() -> None:
         defaults=["Reject"],
         response_timeout=APPROVAL_TIMEOUT,
     )
-
-    @task
-    def record_rejection(decision: dict[str, Any]) -> dict[str, Any]:
-        from pipelines.promote import record_rejection as run
-
-        context = get_current_context()
-        who = context["ti"].xcom_pull(task_ids="approve", key="responded_by")
-        return run(
-            _settings(), decision["challenger_version"], decision["champion_version"], who or "unknown",
-            decision=decision, dag_id=DAG_ID, run_id=context["run_id"],
-        )  # fmt: skip
-
-    @task(trigger_rule="none_failed_min_one_success")
-    def promote(decision: dict[str, Any]) -> dict[str, Any]:
-        from pipelines.promote import promote as run
-
-        context = get_current_context()
-        approved_by = context["ti"].xcom_pull(task_ids="approve", key="responded_by")
-        return run(
-            _settings(), _day(), decision["challenger_version"], decision["champion_version"],
-            decision=decision, dag_id=DAG_ID, run_id=context["run_id"], approved_by=approved_by,
-        )  # fmt: skip
-
     prepared = prepare()
     generate() >> validate() >> prepared
     registered = register(train(prepared))

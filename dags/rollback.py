@@ -58,21 +58,25 @@ DAG_ID = Path(__file__).stem
             title="Reason",
             description="Why the champion is rolled back; kept in the promotion history.",
         ),
-    },  # fmt: skip
+    },
 )
 def rollback() -> None:
     @task(retries=0)
     def roll_back() -> dict[str, Any]:
-        from pipelines.promote import rollback as run
+        from pipelines.release.promote import rollback as run
         from pipelines.settings import get_settings
 
         context = get_current_context()
         params = context["params"]
         user = getattr(context["dag_run"], "triggering_user_name", None)
         return run(
-            get_settings(dataset=params["dataset"]), params["to_version"], params["reason"],
-            trigger=f"rollback DAG ({user})" if user else "rollback DAG", dag_id=DAG_ID, run_id=context["run_id"],
-        )  # fmt: skip
+            get_settings(dataset=params["dataset"]),
+            params["to_version"],
+            params["reason"],
+            trigger=f"rollback DAG ({user})" if user else "rollback DAG",
+            dag_id=DAG_ID,
+            run_id=context["run_id"],
+        )
 
     roll_back()
 

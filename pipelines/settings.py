@@ -1,31 +1,48 @@
-"""One typed settings object for every stage.
+"""One typed, immutable settings object for every stage.
 
 Every field reads the environment variable ``CT_<FIELD>`` (for example ``CT_ENGINE=spark``) and has an
 embedded default that runs on one laptop. Nothing here touches the disk, a network or a tracking URI:
-settings are built on demand with :func:`get_settings`, and derived paths are computed, not created.
+settings are built on demand with :func:`get_settings`, and derived paths are computed on every read, so
+a copy with another dataset (:meth:`Settings.replace`) resolves that dataset's files.
 """
 
 from __future__ import annotations
 
-from functools import cached_property
+import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, get_args
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 INCLUDE_DIR = PROJECT_ROOT / "include"
 
-Engine = Literal["dask", "spark"]
+EngineName = Literal["dask", "spark"]
+ENGINE_NAMES: tuple[str, ...] = get_args(EngineName)
 ModelFamily = Literal["torch", "sklearn"]
+MODEL_FAMILIES: tuple[str, ...] = get_args(ModelFamily)
 Device = Literal["auto", "cpu", "cuda"]
+FileFormat = Literal["parquet", "csv"]  # what a source (and an engine) reads
+ServeRuntime = Literal["auto", "native", "onnx", "onnx-int8"]
+DATASET_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def check_dataset_name(name: str) -> str:
+    """``name`` if it is a safe dataset name (it becomes part of paths and model names); else ValueError."""
+    if not DATASET_NAME.fullmatch(name):
+        raise ValueError(
+            f"dataset name {name!r} may hold only letters, digits, '_' and '-' (it names folders, files "
+            "and the registered model)"
+        )
+    return name
 
 
 class Settings(BaseSettings):
     """Runtime configuration; see the README's configuration table for every variable."""
 
-    model_config = SettingsConfigDict(env_prefix="CT_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CT_", extra="ignore", frozen=True)
 
     state_dir: Path = Field(
         default=PROJECT_ROOT / ".state",
@@ -36,7 +53,8 @@ class Settings(BaseSettings):
         description="Where datasets, features and reports live (any fsspec URI). Default: <state_dir>/data.",
     )
     dataset: str = Field(
-        default="transactions", description="Dataset name; its contract is include/contracts/<dataset>.yaml."
+        default="transactions",
+        description="Dataset name (letters, digits, _ and -); its contract is include/contracts/<dataset>.yaml.",
     )
     contract_path: Path | None = Field(
         default=None, description="Data contract file. Default: include/contracts/<dataset>.yaml."
@@ -61,7 +79,7 @@ class Settings(BaseSettings):
         default=7, description="Seed of the demo generator; data is deterministic for (seed, date)."
     )
 
-    engine: Engine = Field(default="dask", description="Data preparation engine.")
+    engine: EngineName = Field(default="dask", description="Data preparation engine.")
     spark_master: str = Field(
         default="local[2]", description="Spark master URL (spark://host:7077 for a cluster)."
     )
@@ -102,7 +120,9 @@ class Settings(BaseSettings):
         "'would promote' (the policy's dry_run does the same for one dataset).",
     )
     experiment: str = Field(default="continuous-training", description="MLflow experiment name.")
-    model_name: str = Field(default="", description="Registered model name. Default: ct-<dataset>.")
+    model_name: str = Field(
+        default="", validate_default=True, description="Registered model name. Default: ct-<dataset>."
+    )
 
     model_family: ModelFamily = Field(default="torch", description="Model family trained by default.")
     train_world_size: int = Field(default=2, ge=1, description="DDP processes for the torch family.")
@@ -144,7 +164,7 @@ class Settings(BaseSettings):
         description="Threads of one model call (torch, OpenMP); 0 = one per core. Micro-batches are small, "
         "so one thread is fastest on the shipped models.",
     )
-    serve_runtime: Literal["auto", "native", "onnx", "onnx-int8"] = Field(
+    serve_runtime: ServeRuntime = Field(
         default="auto",
         description="How a torch model is scored: native torch, its ONNX export on ONNX Runtime (float32), "
         "or the int8 dynamic quantization. auto = onnx when the model has it, else native.",
@@ -166,40 +186,56 @@ class Settings(BaseSettings):
         description="Rows held while the sink is failing; beyond it rows are dropped and counted.",
     )
 
-    @model_validator(mode="after")
-    def _default_model_name(self) -> Settings:
-        if not self.model_name:
-            self.model_name = f"ct-{self.dataset}"
-        return self
+    @field_validator("dataset")
+    @classmethod
+    def _safe_dataset(cls, value: str) -> str:
+        return check_dataset_name(value)
 
-    @cached_property
+    @field_validator("model_name")
+    @classmethod
+    def _default_model_name(cls, value: str, info: ValidationInfo) -> str:
+        if value:
+            return value
+        return f"ct-{info.data['dataset']}" if "dataset" in info.data else value
+
+    def replace(self, **changes: Any) -> Settings:
+        """A validated copy with ``changes``; whatever was derived (the model name) is derived again."""
+        derived = set() if "model_name" in self.model_fields_set else {"model_name"}
+        values = {name: getattr(self, name) for name in type(self).model_fields if name not in derived}
+        return type(self)(**(values | changes))
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Settings:
+        """Like :meth:`replace` when ``update`` is given: pydantic's own copy would skip validation."""
+        return self.replace(**update) if update else super().model_copy(deep=deep)
+
+    @property
     def resolved_data_root(self) -> str:
         return self.data_root or str(self.state_dir / "data")
 
-    @cached_property
+    @property
     def resolved_contract_path(self) -> Path:
         return self.contract_path or INCLUDE_DIR / "contracts" / f"{self.dataset}.yaml"
 
-    @cached_property
+    @property
     def resolved_policy_path(self) -> Path:
         if self.policy_path:
             return self.policy_path
         per_dataset = INCLUDE_DIR / "policies" / f"{self.dataset}.yaml"
         return per_dataset if per_dataset.exists() else INCLUDE_DIR / "promotion_policy.yaml"
 
-    @cached_property
+    @property
     def prediction_log_uri(self) -> str:
         return f"{self.resolved_data_root.rstrip('/')}/predictions/{self.model_name}"
 
-    @cached_property
+    @property
     def tracking_uri(self) -> str:
         return self.mlflow_tracking_uri or f"sqlite:///{self.state_dir / 'mlflow' / 'mlflow.db'}"
 
-    @cached_property
+    @property
     def artifact_root(self) -> str:
         return self.mlflow_artifact_root or str(self.state_dir / "mlflow" / "artifacts")
 
 
-def get_settings(**overrides: object) -> Settings:
+def get_settings(**overrides: Any) -> Settings:
     """Build settings from the environment, with explicit keyword overrides on top."""
-    return Settings(**overrides)  # type: ignore[arg-type]
+    return Settings(**overrides)

@@ -40,14 +40,14 @@ def settings(tmp_path: Path):
 
 @pytest.fixture(scope="session")
 def contract():
-    from pipelines.contract import load_contract
+    from pipelines.data.contract import load_contract
 
     return load_contract(_ROOT / "include" / "contracts" / "transactions.yaml")
 
 
 @pytest.fixture(scope="session")
 def clean_frame():
-    from pipelines.generate import generate_day
+    from pipelines.data.generate import generate_day
 
     return generate_day(DAY, seed=7, rows=2000)
 

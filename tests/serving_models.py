@@ -17,15 +17,15 @@ from pathlib import Path
 import httpx
 import mlflow
 
-from pipelines import integrity, tracking
-from pipelines.model import ChurnClassifier
+from pipelines.model.classifier import ChurnClassifier
+from pipelines.release import integrity, tracking
 from pipelines.settings import Settings
 
 SLOW_MODULE = '''
 import time
 from pathlib import Path
 
-from pipelines.model import ChurnClassifier
+from pipelines.model.classifier import ChurnClassifier
 
 
 class SlowChurnClassifier(ChurnClassifier):

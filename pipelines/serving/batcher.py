@@ -24,12 +24,33 @@ import numpy as np
 from pipelines.serving.metrics import ServingMetrics
 
 if TYPE_CHECKING:
+    from pipelines.model.runtime import ServedModel
     from pipelines.serving.predlog import PredictionLog
-    from pipelines.serving.runtime import ServedModel
 
 log = logging.getLogger(__name__)
 
 INLINE_ROWS = 512
+
+
+class Arrival:
+    """A request being read: counted in ``arriving`` until it is queued (or ends without being queued)."""
+
+    def __init__(self, batcher: MicroBatcher):
+        self._batcher = batcher
+        self._counted = True
+        batcher.arriving += 1
+
+    def queued(self) -> None:
+        """The request's rows are about to be queued: it is no longer arriving."""
+        if self._counted:
+            self._counted = False
+            self._batcher.arriving -= 1
+
+    def __enter__(self) -> Arrival:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.queued()
 
 
 @dataclass
@@ -68,6 +89,10 @@ class MicroBatcher:
             await asyncio.gather(self._task, return_exceptions=True)
         self._executor.shutdown(wait=True)
 
+    def arrival(self) -> Arrival:
+        """Count a request as arriving while it is read and parsed (``with batcher.arrival() as a: ...``)."""
+        return Arrival(self)
+
     async def predict(
         self, model: ServedModel, columns: dict[str, np.ndarray], rows: int
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -90,7 +115,8 @@ class MicroBatcher:
                 batch = self._take()
                 try:
                     await self._score(loop, batch)
-                except Exception as exc:  # never let the batcher die; each request gets the error
+                except Exception as exc:  # noqa: BLE001 - the batcher outlives a failed batch; each request
+                    # of it gets the error, and the guard logs it and answers 500
                     for item in batch:
                         if not item.future.done():
                             item.future.set_exception(exc)

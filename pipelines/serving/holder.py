@@ -1,11 +1,14 @@
 """The model in service and how it is replaced: load beside, verify, warm, then one atomic swap.
 
 A new champion is loaded on a worker thread while the current one keeps answering. Its files are
-checked against the manifest stored at registration (:mod:`pipelines.integrity`), its signature must be
-usable, and it must score warm-up batches; only then does ``current`` point at it, in one reference
-assignment. A request reads ``current`` once, at its start, and is scored on that model to the end.
-A version that fails is counted, logged with the reason, and left alone by the poller for
+checked against the manifest stored at registration (:mod:`pipelines.release.integrity`), its signature
+must be usable, and it must score warm-up batches; only then does ``current`` point at it, in one
+reference assignment. A request reads ``current`` once, at its start, and is scored on that model to the
+end. A version that fails is counted, logged with the reason, and left alone by the poller for
 ``RETRY_FAILED_SECONDS`` (an admin reload retries it at once); the previous model keeps serving.
+
+Where the champion comes from is a :class:`ChampionSource`: the MLflow registry in service
+(:class:`RegistryChampion`), or anything else that names a version and loads it.
 """
 
 from __future__ import annotations
@@ -14,18 +17,70 @@ import logging
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from pipelines import integrity, tracking
+from mlflow.exceptions import MlflowException
+
+from pipelines.model.runtime import ModelLoadError, ServedModel, set_threads
+from pipelines.model.signature import InputSchema
+from pipelines.release import integrity, tracking
 from pipelines.serving.metrics import ServingMetrics
-from pipelines.serving.runtime import ModelLoadError, ServedModel, set_threads
-from pipelines.serving.schema import InputSchema
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
 
 RETRY_FAILED_SECONDS = 300.0
+# A registry that cannot be read (a tracking server down, a database locked): keep serving, say so.
+REGISTRY_ERRORS: tuple[type[BaseException], ...] = (MlflowException, OSError)
+
+
+class ChampionSource(Protocol):
+    """Names the champion's version and loads a version for service."""
+
+    def champion(self) -> tuple[int, str | None] | None:
+        """(version, run id) of the champion, or None when there is none; REGISTRY_ERRORS when unreadable."""
+        ...
+
+    def load(self, version: int, run_id: str | None) -> ServedModel:
+        """The version verified, with a usable signature, on its runtime and warmed; else a load error."""
+        ...
+
+
+class RegistryChampion:
+    """The champion alias of ``settings.model_name`` in the MLflow registry, loaded from verified files."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    def champion(self) -> tuple[int, str | None] | None:
+        client = tracking.configure(self.settings)
+        found = tracking.version_by_alias(client, self.settings.model_name, tracking.CHAMPION)
+        return None if found is None else (int(found.version), getattr(found, "run_id", None))
+
+    def load(self, version: int, run_id: str | None) -> ServedModel:
+        settings, name = self.settings, self.settings.model_name
+        client = tracking.configure(settings)
+        with tempfile.TemporaryDirectory(prefix="ct-serve-") as tmp:
+            # Only files that match the manifest stored at registration are loaded.
+            model, manifest = integrity.load_verified(client, name, version, tmp)
+        try:
+            schema = InputSchema.from_signature(model.metadata.signature)
+        except ValueError as exc:
+            raise ModelLoadError("signature", str(exc)) from exc
+        set_threads(settings.serve_threads)  # the model's own loader may have changed them
+        served = ServedModel(
+            name=name,
+            version=version,
+            sha256=integrity.digest(manifest),
+            run_id=run_id,
+            schema=schema,
+            pyfunc=model,
+        )
+        served.use_runtime(settings.serve_runtime, settings.serve_threads)
+        served.warm_up(settings.serve_max_batch_rows)
+        return served
 
 
 @dataclass(frozen=True)
@@ -40,9 +95,17 @@ class ReloadResult:
 
 
 class ModelHolder:
-    def __init__(self, settings: Settings, metrics: ServingMetrics):
-        self.settings = settings
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: ServingMetrics,
+        source: ChampionSource | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.name = settings.model_name
         self.metrics = metrics
+        self.source: ChampionSource = source or RegistryChampion(settings)
+        self.clock = clock
         self.current: ServedModel | None = None
         self.loading: int | None = None
         self.last_error: str | None = None
@@ -50,40 +113,40 @@ class ModelHolder:
         self._lock = threading.Lock()  # one load at a time (poller and admin reload)
 
     def refresh(self, force: bool = False) -> ReloadResult:
-        """Serve the version the ``champion`` alias points at, if it is not already served."""
-        name = self.settings.model_name
+        """Serve the version the champion points at, if it is not already served.
+
+        ``force``: retry a version refused less than ``RETRY_FAILED_SECONDS`` ago (an admin reload).
+        """
         serving = self.current.version if self.current else None
         with self._lock:
             try:
-                client = tracking.configure(self.settings)
-                champion = tracking.version_by_alias(client, name, tracking.CHAMPION)
-            except Exception as exc:  # the registry is down: keep serving, say so
-                self.last_error = f"reading the champion alias of {name} failed: {exc}"
+                champion = self.source.champion()
+            except REGISTRY_ERRORS as exc:
+                self.last_error = f"reading the champion alias of {self.name} failed: {exc}"
                 log.warning(self.last_error)
                 return ReloadResult("failed", None, serving, self.last_error)
             if champion is None:
-                self.last_error = f"model {name} has no champion yet"
+                self.last_error = f"model {self.name} has no champion yet"
                 return ReloadResult("no_champion", None, serving, self.last_error)
-            version = int(champion.version)
+            version, run_id = champion
             if self.current and self.current.version == version:
                 return ReloadResult("unchanged", version, version)
             refused = self.failed.get(version)
-            if refused and not force and time.monotonic() - refused[1] < RETRY_FAILED_SECONDS:
+            if refused and not force and self.clock() - refused[1] < RETRY_FAILED_SECONDS:
                 return ReloadResult("failed", version, serving, refused[0])
-            return self._load(client, champion, version)
+            return self._load(version, run_id)
 
-    def _load(self, client: Any, champion: Any, version: int) -> ReloadResult:
-        name = self.settings.model_name
+    def _load(self, version: int, run_id: str | None) -> ReloadResult:
         self.loading = version
         started = time.perf_counter()
         try:
-            served = self._build(client, champion, version)
+            served = self.source.load(version, run_id)
         except ModelLoadError as exc:
             return self._refuse(version, exc.reason, str(exc))
         except integrity.IntegrityError as exc:
             return self._refuse(version, "integrity", str(exc))
-        except Exception as exc:
-            return self._refuse(version, "load", f"{type(exc).__name__}: {exc}")
+        except integrity.UnloadableModelError as exc:
+            return self._refuse(version, "load", str(exc))
         finally:
             self.loading = None
         served.load_seconds = time.perf_counter() - started
@@ -94,7 +157,7 @@ class ModelHolder:
         self.metrics.model_swapped(served, previous)
         log.info(
             "serving %s v%s (sha256 %s…), loaded and warmed in %.2f s; was v%s",
-            name,
+            self.name,
             version,
             served.sha256[:12],
             served.load_seconds,
@@ -102,32 +165,9 @@ class ModelHolder:
         )
         return ReloadResult("swapped", version, version)
 
-    def _build(self, client: Any, champion: Any, version: int) -> ServedModel:
-        name = self.settings.model_name
-        with tempfile.TemporaryDirectory(prefix="ct-serve-") as tmp:
-            # Only files that match the manifest stored at registration are loaded.
-            model, manifest = integrity.load_verified(client, name, version, tmp)
-        try:
-            schema = InputSchema.from_signature(model.metadata.signature)
-        except ValueError as exc:
-            raise ModelLoadError("signature", str(exc)) from exc
-        set_threads(self.settings.serve_threads)  # the model's own loader may have changed them
-        served = ServedModel(
-            name=name,
-            version=version,
-            sha256=integrity.digest(manifest),
-            run_id=getattr(champion, "run_id", None),
-            schema=schema,
-            pyfunc=model,
-        )
-        served.use_runtime(self.settings.serve_runtime, self.settings.serve_threads)
-        served.warm_up(self.settings.serve_max_batch_rows)
-        return served
-
     def _refuse(self, version: int, reason: str, message: str) -> ReloadResult:
-        name = self.settings.model_name
-        self.failed[version] = (message, time.monotonic())
-        self.last_error = f"loading {name} v{version} failed ({reason}): {message}"
+        self.failed[version] = (message, self.clock())
+        self.last_error = f"loading {self.name} v{version} failed ({reason}): {message}"
         self.metrics.load_failures.labels(reason=reason).inc()
         serving = self.current.version if self.current else None
         log.error("%s; still serving v%s", self.last_error, serving)

@@ -26,6 +26,10 @@ from pipelines.serving.metrics import ServingMetrics
 
 log = logging.getLogger(__name__)
 
+# A sink that fails to take a file (a full disk, a lost bucket, a folder that is not writable): fsspec's
+# file systems raise OSError (FileNotFoundError, PermissionError ...), pyarrow its ArrowException.
+SINK_ERRORS: tuple[type[BaseException], ...] = (OSError, pa.ArrowException)
+
 
 class PredictionLog:
     def __init__(
@@ -83,7 +87,7 @@ class PredictionLog:
             return
         try:
             self._write(batches)
-        except Exception as exc:  # keep the rows; the next flush tries again
+        except SINK_ERRORS as exc:  # keep the rows; the next flush tries again
             self.last_error = f"{type(exc).__name__}: {exc}"
             self.metrics.log_failures.inc()
             log.warning("prediction log write to %s failed (%s); rows kept for the next try", self.uri, exc)

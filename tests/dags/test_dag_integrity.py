@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
+DAG_FILES = sorted(DAGS_DIR.glob("*.py"))
 # A person's one-off action: retried after a conflict, it would roll back a champion that changed meanwhile.
 ONE_SHOT = {("rollback", "roll_back")}
 
@@ -19,23 +20,37 @@ def dagbag():
     return DagBag(dag_folder=str(DAGS_DIR))
 
 
-def test_no_import_errors(dagbag):
+def test_the_dag_folder_imports_clean(dagbag):
     assert dagbag.import_errors == {}
-    assert set(dagbag.dag_ids) == {p.stem for p in DAGS_DIR.glob("*.py")}
+    assert set(dagbag.dag_ids) == {p.stem for p in DAG_FILES}
 
 
-def test_every_dag_states_its_defaults(dagbag):
-    for dag_id, dag in dagbag.dags.items():
-        assert dag.tags, f"{dag_id} has no tags"
-        assert dag.doc_md, f"{dag_id} has no doc_md"
-        assert dag.catchup is False, f"{dag_id} catches up"
-        assert dag.start_date.tzinfo is not None and dag.start_date.utcoffset() == dt.timedelta(0)
-        for task in dag.tasks:
-            if (dag_id, task.task_id) in ONE_SHOT:
-                assert task.retries == 0
-                continue
-            assert task.retries >= 2, f"{dag_id}.{task.task_id} has {task.retries} retries"
-            assert task.retry_delay.total_seconds() > 0
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.stem)
+def test_dag_integrity(dagbag, path):
+    """One file, one DAG named after it, stating its defaults; params that explain themselves; no heavy imports."""
+    dag_id = path.stem
+    assert dag_id in dagbag.dags, f"{path.name} defines no DAG named {dag_id}"
+    dag = dagbag.dags[dag_id]
+    assert dag.tags, f"{dag_id} has no tags"
+    assert dag.doc_md, f"{dag_id} has no doc_md"
+    assert dag.catchup is False, f"{dag_id} catches up"
+    assert dag.max_active_runs == 1, f"{dag_id} may run twice at once"
+    assert dag.start_date.tzinfo is not None and dag.start_date.utcoffset() == dt.timedelta(0)
+    for task in dag.tasks:
+        if (dag_id, task.task_id) in ONE_SHOT:
+            assert task.retries == 0
+            continue
+        assert task.retries >= 2, f"{dag_id}.{task.task_id} has {task.retries} retries"
+        assert task.retry_delay.total_seconds() > 0
+    for name in dag.params:
+        param = dag.params.get_param(name)
+        assert param.schema.get("title"), f"{dag_id} param {name} has no title"
+        assert param.description, f"{dag_id} param {name} has no description"
+    heavy = ("pandas", "numpy", "torch", "pyspark", "mlflow", "evidently", "dask", "sklearn", "pipelines")
+    for line in path.read_text().splitlines():
+        if line.startswith(("import ", "from ")):
+            module = line.split()[1].split(".")[0]
+            assert module not in heavy, f"{path.name}: top-level import of {module}"
 
 
 def test_retrain_graph(dagbag):
@@ -43,12 +58,24 @@ def test_retrain_graph(dagbag):
     assert dag.max_active_runs == 1
     edges = {(t.task_id, d) for t in dag.tasks for d in t.downstream_task_ids}
     assert edges == {
-        ("generate", "validate"), ("validate", "prepare"), ("prepare", "train"), ("prepare", "evaluate"),
-        ("prepare", "drift"), ("train", "register"), ("register", "evaluate"), ("register", "drift"),
-        ("evaluate", "gate"), ("drift", "gate"), ("gate", "route"), ("gate", "promote"),
-        ("gate", "record_rejection"), ("route", "approve"), ("route", "promote"), ("approve", "promote"),
+        ("generate", "validate"),
+        ("validate", "prepare"),
+        ("prepare", "train"),
+        ("prepare", "evaluate"),
+        ("prepare", "drift"),
+        ("train", "register"),
+        ("register", "evaluate"),
+        ("register", "drift"),
+        ("evaluate", "gate"),
+        ("drift", "gate"),
+        ("gate", "route"),
+        ("gate", "promote"),
+        ("gate", "record_rejection"),
+        ("route", "approve"),
+        ("route", "promote"),
+        ("approve", "promote"),
         ("approve", "record_rejection"),
-    }  # fmt: skip
+    }
     # promote runs after route or after an approval; a branch that picks neither skips it directly
     assert dag.get_task("promote").trigger_rule == "none_failed_min_one_success"
     approve = dag.get_task("approve")
@@ -60,23 +87,6 @@ def test_retrain_graph(dagbag):
     assert params["dataset"] == "transactions"
     # generate is skipped for a dataset with its own source; validate still runs after a skip.
     assert dag.get_task("validate").trigger_rule == "none_failed"
-
-
-def test_dag_files_keep_heavy_imports_inside_tasks():
-    heavy = ("pandas", "numpy", "torch", "pyspark", "mlflow", "evidently", "dask", "sklearn", "pipelines")
-    for path in DAGS_DIR.glob("*.py"):
-        for line in path.read_text().splitlines():
-            if line.startswith(("import ", "from ")):
-                module = line.split()[1].split(".")[0]
-                assert module not in heavy, f"{path.name}: top-level import of {module}"
-
-
-def test_params_explain_themselves_in_the_trigger_form(dagbag):
-    for dag_id, dag in dagbag.dags.items():
-        for name in dag.params:
-            param = dag.params.get_param(name)
-            assert param.schema.get("title"), f"{dag_id} param {name} has no title"
-            assert param.description, f"{dag_id} param {name} has no description"
 
 
 def test_rollback_dag_form(dagbag):

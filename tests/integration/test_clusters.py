@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import storage
-from pipelines.generate import generate
-from pipelines.prepare import prepare
+from pipelines.data import storage
+from pipelines.data.generate import generate
+from pipelines.data.prepare import prepare
+from pipelines.data.validate import DataContractError, validate
 from pipelines.settings import get_settings
-from pipelines.validate import DataContractError, validate
 from tests.conftest import DAY
 
 pytestmark = pytest.mark.slow
@@ -73,16 +73,41 @@ def spark_cluster(tmp_path_factory):
     port, ui = _free_port(), _free_port()
     launch = [str(home / "bin" / "spark-class")]
     master = subprocess.Popen(
-        [*launch, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
-         "--webui-port", str(ui)],
-        env=env, stdout=open(logs / "master.log", "w"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            *launch,
+            "org.apache.spark.deploy.master.Master",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--webui-port",
+            str(ui),
+        ],
+        env=env,
+        stdout=open(logs / "master.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
     url = f"spark://127.0.0.1:{port}"
     worker = subprocess.Popen(
-        [*launch, "org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1", "--cores", "2",
-         "--memory", "3g", "--webui-port", str(_free_port()), "--work-dir", str(logs / "work")],
-        env=env, stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            *launch,
+            "org.apache.spark.deploy.worker.Worker",
+            url,
+            "--host",
+            "127.0.0.1",
+            "--cores",
+            "2",
+            "--memory",
+            "3g",
+            "--webui-port",
+            str(_free_port()),
+            "--work-dir",
+            str(logs / "work"),
+        ],
+        env=env,
+        stdout=open(logs / "worker.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
     try:
 
         def alive_workers() -> bool:
@@ -106,13 +131,27 @@ def dask_cluster(tmp_path_factory):
     address = f"tcp://127.0.0.1:{port}"
     scheduler = subprocess.Popen(
         [dask_cli, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-        stdout=open(logs / "scheduler.log", "w"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        stdout=open(logs / "scheduler.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
     workers = subprocess.Popen(
-        [dask_cli, "worker", address, "--nworkers", "2", "--nthreads", "1", "--memory-limit", "2GiB",
-         "--no-dashboard", "--local-directory", str(logs / "work")],
-        stdout=open(logs / "workers.log", "w"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            dask_cli,
+            "worker",
+            address,
+            "--nworkers",
+            "2",
+            "--nthreads",
+            "1",
+            "--memory-limit",
+            "2GiB",
+            "--no-dashboard",
+            "--local-directory",
+            str(logs / "work"),
+        ],
+        stdout=open(logs / "workers.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         from distributed import Client
 
@@ -157,8 +196,10 @@ def test_the_cluster_gives_exactly_the_embedded_results(engine, spark_cluster, d
 
     # A broken day gets the same report on the cluster as embedded.
     reports = {}
-    for name, settings in (("embedded", get_settings(state_dir=tmp_path / "embedded", **common)),
-                           ("cluster", cluster_settings)):  # fmt: skip
+    for name, settings in (
+        ("embedded", get_settings(state_dir=tmp_path / "embedded", **common)),
+        ("cluster", cluster_settings),
+    ):
         generate(settings, DAY, "missing_values")
         with pytest.raises(DataContractError) as caught:
             validate(settings, DAY, engine)
@@ -172,12 +213,13 @@ def test_the_cluster_gives_exactly_the_embedded_results(engine, spark_cluster, d
 
 def test_the_cluster_did_the_work(spark_cluster, dask_cluster):
     """The sessions really run on the clusters, not on an embedded fallback."""
-    from pipelines.engines import dask_client, spark_session
+    from pipelines.engines import open_engine
 
     settings = get_settings(spark_master=spark_cluster, dask_scheduler=dask_cluster)
-    with dask_client(settings) as client:
-        assert client.scheduler.address == dask_cluster
-        assert len(client.scheduler_info()["workers"]) == 2
-    with spark_session(settings) as spark:
+    with open_engine("dask", settings) as engine:
+        assert engine.client.scheduler.address == dask_cluster
+        assert len(engine.client.scheduler_info()["workers"]) == 2
+    with open_engine("spark", settings) as engine:
+        spark = engine.spark
         assert spark.sparkContext.master == spark_cluster
         assert spark.range(1000).rdd.getNumPartitions() >= 1 and spark.range(1000).count() == 1000

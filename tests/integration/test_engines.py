@@ -3,18 +3,19 @@
 import pandas as pd
 import pytest
 
-from pipelines import sources, storage
-from pipelines.engines import spark_session
-from pipelines.generate import generate, generate_day
-from pipelines.prepare import prepare
-from pipelines.validate import check_partition, validate
+from pipelines.data import datasets, sources, storage
+from pipelines.data.generate import generate, generate_day
+from pipelines.data.prepare import prepare
+from pipelines.data.validate import check_partition, validate
+from pipelines.engines import open_engine
+from pipelines.engines.dask_engine import DaskEngine
 from tests.conftest import DAY
 
 pytestmark = pytest.mark.slow
 
 
 def _read_all(uri: str) -> pd.DataFrame:
-    frames = [storage.read_split(uri, s).assign(split=s) for s in ("train", "validation", "holdout")]
+    frames = [datasets.read_split(uri, s).assign(split=s) for s in ("train", "validation", "holdout")]
     frame = pd.concat(frames).sort_values(["customer_id", "event_ts"]).reset_index(drop=True)
     for column in ("customer_id", "channel", "region", "plan", "split"):
         frame[column] = frame[column].astype(object)
@@ -45,7 +46,7 @@ def test_dask_and_spark_ingest_and_prepare_the_same_data(settings, contract):
     assert dask_result["split_rows"] == spark_result["split_rows"]
     pd.testing.assert_frame_equal(dask_frame, spark_frame, check_exact=False, rtol=1e-12)
     assert dask_result["content_hash"] == spark_result["content_hash"]
-    assert storage.read_manifest(spark_result["uri"]).extra["engine"] == "spark"
+    assert datasets.read_manifest(spark_result["uri"]).extra["engine"] == "spark"
 
     # Profiles: counts are exact on both engines; percentiles are approximate on both, and close.
     assert dask_profile["rows"] == spark_profile["rows"] == settings.rows_per_day
@@ -99,9 +100,9 @@ def test_spark_and_dask_report_exactly_the_same_violations(settings, contract, t
         case_settings = settings.model_copy(update={"source_uri": str(tmp_path / name / "{ds}")})
         cases.append((name, sources.partition(case_settings, case_contract, DAY), case_contract))
 
-    on_dask = {name: check_partition(None, source, c, "dask") for name, source, c in cases}
-    with spark_session(settings) as spark:
-        on_spark = {name: check_partition(spark, source, c, "spark") for name, source, c in cases}
+    on_dask = {name: check_partition(DaskEngine(client=None), source, c) for name, source, c in cases}
+    with open_engine("spark", settings) as spark:
+        on_spark = {name: check_partition(spark, source, c) for name, source, c in cases}
     for name, _, _ in cases:
         assert not on_dask[name].ok, name
         assert on_dask[name].violations == on_spark[name].violations, name
@@ -109,10 +110,13 @@ def test_spark_and_dask_report_exactly_the_same_violations(settings, contract, t
         assert on_dask[name].null_counts == on_spark[name].null_counts, name
     rules = {(v.column, v.rule) for v in on_spark["many_rules"].violations}
     assert rules >= {
-        ("channel", "isin(['web', 'app', 'store'])"), ("age", "greater_than_or_equal_to(18.0)"),
-        ("avg_basket", "finite"), ("customer_id", "unique"), ("<table>", "duplicate_rows"),
+        ("channel", "isin(['web', 'app', 'store'])"),
+        ("age", "greater_than_or_equal_to(18.0)"),
+        ("avg_basket", "finite"),
+        ("customer_id", "unique"),
+        ("<table>", "duplicate_rows"),
         ("event_ts", f"within_partition_day({DAY})"),
-    }  # fmt: skip
+    }
 
 
 def test_a_file_spark_cannot_read_is_reported_not_crashed(settings, contract, tmp_path):
@@ -122,15 +126,15 @@ def test_a_file_spark_cannot_read_is_reported_not_crashed(settings, contract, tm
     source = sources.partition(
         settings.model_copy(update={"source_uri": str(tmp_path / "nanos/{ds}")}), contract, DAY
     )
-    assert check_partition(None, source, contract, "dask").ok
-    with spark_session(settings) as spark:
-        report = check_partition(spark, source, contract, "spark")
+    assert check_partition(DaskEngine(client=None), source, contract).ok
+    with open_engine("spark", settings) as spark:
+        report = check_partition(spark, source, contract)
     assert [(v.column, v.rule) for v in report.violations] == [("<table>", "unreadable data")]
     assert "TIMESTAMP(NANOS" in report.violations[0].examples[0]
 
 
 def test_prepare_refuses_uncommitted_raw_data(settings):
-    with pytest.raises(storage.DatasetNotFoundError):
+    with pytest.raises(datasets.DatasetNotFoundError):
         prepare(settings, DAY, "dask")
     with pytest.raises(ValueError, match="unknown engine 'pandas'"):
         prepare(settings, DAY, "pandas")

@@ -10,18 +10,19 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from pipelines import history, integrity, storage, tracking
-from pipelines.drift import drift
-from pipelines.evaluate import evaluate
-from pipelines.gate import gate
-from pipelines.generate import generate
-from pipelines.prepare import prepare
-from pipelines.promote import ChampionChangedError, promote, rollback
-from pipelines.register import register
+from pipelines.data import datasets, storage
+from pipelines.data.generate import generate
+from pipelines.data.prepare import prepare
+from pipelines.data.validate import validate
+from pipelines.evaluation.drift import drift
+from pipelines.evaluation.evaluate import evaluate
+from pipelines.evaluation.gate import gate
+from pipelines.release import history, integrity, tracking
+from pipelines.release.promote import ChampionChangedError, promote, rollback
+from pipelines.release.register import register
 from pipelines.serving.app import create_app, wait_until_ready
 from pipelines.settings import get_settings
-from pipelines.train import train
-from pipelines.validate import validate
+from pipelines.training.train import train
 from tests.conftest import DAY, NEXT_DAY
 
 pytestmark = pytest.mark.slow
@@ -62,18 +63,24 @@ def test_torch_ddp_trains_over_two_processes_and_is_idempotent(lab):
     assert 0 < runtimes["onnx-int8"]["max_abs_diff"] < 0.05  # quantized: close, not equal
     promote(onnx, DAY, version, None)
     rows = json.loads(
-        storage.read_split(prepared[DAY]["uri"], "holdout", FIELDS).head(50).to_json(orient="records")
+        datasets.read_split(prepared[DAY]["uri"], "holdout", FIELDS).head(50).to_json(orient="records")
     )
     answers = {}
     for runtime in ("native", "auto", "onnx-int8"):
-        with TestClient(create_app(get_settings(state_dir=settings.state_dir, model_name="ct-torch-onnx",
-                                                serve_runtime=runtime))) as http:  # fmt: skip
+        with TestClient(
+            create_app(
+                get_settings(state_dir=settings.state_dir, model_name="ct-torch-onnx", serve_runtime=runtime)
+            )
+        ) as http:
             wait_until_ready(http)
             answers[http.get("/v1/model").json()["runtime"]] = [
                 p["probability"] for p in http.post("/v1/predict", json={"rows": rows}).json()["predictions"]
             ]
-    assert set(answers) == {"torch native (column arrays)", "torch onnx (column arrays)",
-                            "torch onnx-int8 (column arrays)"}  # fmt: skip
+    assert set(answers) == {
+        "torch native (column arrays)",
+        "torch onnx (column arrays)",
+        "torch onnx-int8 (column arrays)",
+    }
     native_p = np.array(answers["torch native (column arrays)"])
     assert np.abs(np.array(answers["torch onnx (column arrays)"]) - native_p).max() < 1e-5
     assert np.abs(np.array(answers["torch onnx-int8 (column arrays)"]) - native_p).max() < 0.05
@@ -128,7 +135,7 @@ def test_full_cycle_bootstrap_then_challenge(lab):
     comparison = evaluation2["comparison"]
     assert comparison["ci_low"] > 0 and comparison["rows_resampled"] == evaluation2["holdout_rows"]
     assert {s["column"] for s in evaluation2["slices"]} == {"channel", "plan"}
-    predictions = storage.read_parquet(evaluation2["predictions_uri"])
+    predictions = datasets.read_parquet(evaluation2["predictions_uri"])
     assert len(predictions) == evaluation2["holdout_rows"]
     assert {"churned", "challenger", "champion", "channel", "plan", "customer_id"} <= set(predictions.columns)
     decision2 = gate(settings, NEXT_DAY, evaluation2, drift2)
@@ -163,7 +170,7 @@ def test_full_cycle_bootstrap_then_challenge(lab):
     assert version.tags["previous_champion"] == str(registered["version"])
 
     # Serving answers from the new champion.
-    row = storage.read_split(prepared[NEXT_DAY]["uri"], "holdout").head(2)
+    row = datasets.read_split(prepared[NEXT_DAY]["uri"], "holdout").head(2)
     rows = json.loads(
         row[
             ["amount", "age", "tenure_days", "num_txn_30d", "avg_basket", "channel", "region", "plan"]
@@ -200,7 +207,7 @@ def test_serving_without_a_champion_says_so(tmp_path):
 def test_stage_errors_name_the_problem(lab):
     import mlflow
 
-    from pipelines.evaluate import EvaluationError
+    from pipelines.evaluation.evaluate import EvaluationError
 
     settings, prepared = lab
     with pytest.raises(ValueError, match="unknown model family 'xgboost'"):
@@ -313,8 +320,10 @@ def test_registration_is_idempotent_under_concurrent_retries(lab):
     with context.Manager() as manager:
         barrier = manager.Barrier(4)
         with concurrent.futures.ProcessPoolExecutor(4, mp_context=context) as pool:
-            futures = [pool.submit(_register_in_child, str(settings.state_dir), trained["run_id"], barrier)
-                       for _ in range(4)]  # fmt: skip
+            futures = [
+                pool.submit(_register_in_child, str(settings.state_dir), trained["run_id"], barrier)
+                for _ in range(4)
+            ]
             versions = {f.result(timeout=300) for f in futures}
     assert len(versions) == 1
     after = client.search_model_versions(f"name = '{settings.model_name}'")

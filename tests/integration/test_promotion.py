@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipelines import history, integrity, tracking
-from pipelines.promote import ChampionChangedError, move_champion, rollback
+from pipelines.release import history, integrity, tracking
+from pipelines.release.promote import ChampionChangedError, move_champion, rollback
 from pipelines.settings import get_settings
 
 pytestmark = pytest.mark.slow

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import string
 import threading
 import time
@@ -16,15 +17,16 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from pipelines import storage, tracking
-from pipelines.generate import generate
-from pipelines.prepare import prepare
-from pipelines.promote import move_champion
-from pipelines.register import register
+from pipelines.data import datasets
+from pipelines.data.generate import generate
+from pipelines.data.prepare import prepare
+from pipelines.data.validate import validate
+from pipelines.release import tracking
+from pipelines.release.promote import move_champion
+from pipelines.release.register import register
 from pipelines.serving.app import create_app, wait_until_ready
 from pipelines.settings import get_settings
-from pipelines.train import train
-from pipelines.validate import validate
+from pipelines.training.train import train
 from tests.conftest import DAY
 from tests.serving_models import ServerProcess, model_artifacts, register_model, signature_of, slow_model
 
@@ -46,7 +48,7 @@ def served(tmp_path_factory):
     move_champion(settings, version, None, trigger="test")
     client = tracking.configure(settings)
     artifacts = model_artifacts(client, settings.model_name, version, root / "base")
-    frame = storage.read_split(prepared["uri"], "holdout", FIELDS).head(200)
+    frame = datasets.read_split(prepared["uri"], "holdout", FIELDS).head(200)
     rows = json.loads(frame.to_json(orient="records"))
     return settings, (artifacts, signature_of(settings.model_name, version)), rows, root
 
@@ -145,8 +147,13 @@ def test_api_contract_and_openapi(served):
             == "unchanged"
         )
         metrics = http.get("/metrics").text
-        for family in ("ct_serve_requests_total", "ct_serve_request_seconds_bucket", "ct_serve_batch_rows_bucket",
-                       "ct_serve_model_version 1.0", "ct_serve_model_load_failures_total"):  # fmt: skip
+        for family in (
+            "ct_serve_requests_total",
+            "ct_serve_request_seconds_bucket",
+            "ct_serve_batch_rows_bucket",
+            "ct_serve_model_version 1.0",
+            "ct_serve_model_load_failures_total",
+        ):
             assert family in metrics
     with TestClient(create_app(get_settings(state_dir=settings.state_dir))) as http:
         refused = http.post("/admin/reload", headers={"authorization": f"Bearer {TOKEN}"})
@@ -194,7 +201,7 @@ def _malformed(rows: list[dict]) -> st.SearchStrategy[tuple[bytes, str]]:
                 b'"rows"',
                 b'{"columns": {}}',
             ]
-        ),  # fmt: skip
+        ),
         st.builds(lambda n: b'{"a":' * n + b"1" + b"}" * n, st.integers(600, 3000)),  # deep nesting
         mistyped,
         missing,
@@ -220,8 +227,13 @@ def test_a_thousand_malformed_requests_get_4xx_and_the_server_stays_up(served, t
         statuses: Counter[int] = Counter()
         with httpx.Client(base_url=server.url, timeout=30) as http:
 
-            @hsettings(max_examples=1000, deadline=None, derandomize=True, database=None,
-                       suppress_health_check=list(HealthCheck))  # fmt: skip
+            @hsettings(
+                max_examples=1000,
+                deadline=None,
+                derandomize=True,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            )
             @given(request=_malformed(rows))
             def check(request: tuple[bytes, str]) -> None:
                 body, content_type = request
@@ -253,8 +265,9 @@ def test_promotions_under_load_never_fail_a_request_nor_go_back(served, tmp_path
         CT_SERVE_POLL_SECONDS="0.5",
         CT_PREDICTION_LOG_FLUSH_SECONDS="0.5",
     )
-    notify = get_settings(state_dir=named.state_dir, model_name=named.model_name, serve_url=server.url,
-                          serve_admin_token=TOKEN)  # fmt: skip
+    notify = get_settings(
+        state_dir=named.state_dir, model_name=named.model_name, serve_url=server.url, serve_admin_token=TOKEN
+    )
     stop = threading.Event()
     seen: dict[int, list[int]] = {}
     failures: list[str] = []
@@ -363,8 +376,12 @@ def test_a_failing_prediction_log_never_fails_a_request(served, tmp_path):
     settings, _, rows, _ = served
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the log's folder should be")
-    broken = get_settings(state_dir=settings.state_dir, data_root=str(blocker), prediction_log_flush_rows=1,
-                          prediction_log_max_buffer_rows=5)  # fmt: skip
+    broken = get_settings(
+        state_dir=settings.state_dir,
+        data_root=str(blocker),
+        prediction_log_flush_rows=1,
+        prediction_log_max_buffer_rows=5,
+    )
     with TestClient(create_app(broken)) as http:
         wait_until_ready(http)
         for _ in range(10):
@@ -378,3 +395,33 @@ def test_a_failing_prediction_log_never_fails_a_request(served, tmp_path):
         )
         assert float(dropped.split()[-1]) >= 1  # the bounded buffer filled up, and says how much it dropped
         assert http.post("/v1/predict", json={"rows": rows[:1]}).status_code == 200
+
+
+def test_a_scikit_learn_champion_is_served_without_importing_torch(served):
+    """Serving imports torch only for a torch champion: a fresh process serving this one never loads it."""
+    import subprocess
+    import sys
+
+    settings, _, rows, _ = served
+    script = (
+        "import json, sys\n"
+        "from fastapi.testclient import TestClient\n"
+        "from pipelines.serving.app import create_app, wait_until_ready\n"
+        "from pipelines.settings import get_settings\n"
+        "with TestClient(create_app(get_settings())) as http:\n"
+        "    ready = wait_until_ready(http)\n"
+        f"    answer = http.post('/v1/predict', json={{'rows': {rows[:2]!r}}})\n"
+        "print(json.dumps({'ready': ready, 'status': answer.status_code, 'torch': 'torch' in sys.modules}))\n"
+    )
+    env = {
+        "CT_STATE_DIR": str(settings.state_dir),
+        "CT_SERVE_POLL_SECONDS": "0",
+        "CT_PREDICTION_LOG": "false",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=os.environ | env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["ready"]["model_version"] == 1 and found["status"] == 200
+    assert found["torch"] is False

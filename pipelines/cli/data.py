@@ -1,0 +1,76 @@
+"""Commands of the data stages: generate, validate, sample-data, prepare."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import typer
+
+from pipelines.cli.common import DateOption, emit, load_settings
+
+
+def generate(
+    date: dt.datetime = DateOption,
+    scenario: str = typer.Option(
+        "none", help="none, covariate_shift, concept_drift, missing_values, schema_break."
+    ),
+) -> None:
+    """Write the demo source's raw partitions for the window ending on DATE."""
+    from pipelines.data.generate import generate as run
+
+    emit(run(load_settings(), date.date(), scenario))
+
+
+def validate(
+    date: dt.datetime = DateOption,
+    engine: str = typer.Option(None, help="dask or spark (default: CT_ENGINE)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
+) -> None:
+    """Check each day of the window's source against the data contract and ingest it.
+
+    Exit 0 with a one-line summary when the data holds; exit 1 with the report of every violation (the
+    failing day is quarantined beside its report).
+    """
+    from pipelines.data.validate import DataContractError
+    from pipelines.data.validate import validate as run
+
+    settings = load_settings()
+    try:
+        result = run(settings, date.date(), engine)
+    except DataContractError as exc:
+        for report in exc.reports:
+            typer.echo(report.to_markdown(), err=True)
+        for folder in exc.quarantined:
+            typer.echo(f"quarantined: {folder}", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        emit(result)
+        return
+    days = len(result["partitions"])
+    typer.echo(
+        f"OK {result['contract']} v{result['contract_version']} {date.date()}: {result['rows']} rows "
+        f"in {days} day(s) hold the contract ({result['engine']})"
+    )
+
+
+def sample_data(
+    name: str = typer.Argument(..., help="breast_cancer (scikit-learn's bundled data set)."),
+    end: dt.datetime = typer.Option(..., "--end", help="Last day (YYYY-MM-DD).", formats=["%Y-%m-%d"]),
+    days: int = typer.Option(3, min=1, help="Days to cut the data set into."),
+) -> None:
+    """Write a real data set from an installed package as daily CSV files at its source URI."""
+    from pipelines.data.samples import write_sample
+
+    settings = load_settings(dataset=name)
+    for uri in write_sample(settings, name, end.date(), days):
+        typer.echo(uri)
+
+
+def prepare(
+    date: dt.datetime = DateOption,
+    engine: str = typer.Option(None, help="dask or spark (default: CT_ENGINE)."),
+) -> None:
+    """Build features and the train/validation/holdout split."""
+    from pipelines.data.prepare import prepare as run
+
+    emit(run(load_settings(), date.date(), engine))

@@ -1,0 +1,82 @@
+"""Commands of evaluation: evaluate, drift, gate, and the policy check."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import typer
+
+from pipelines.cli.common import DateOption, emit, load_settings, previous
+
+
+def evaluate(
+    date: dt.datetime = DateOption, version: int = typer.Option(None, help="Challenger version.")
+) -> None:
+    """Score challenger and champion on the same holdout."""
+    from pipelines.evaluation.evaluate import evaluate as run
+
+    settings, day = load_settings(), date.date()
+    version = version or previous(settings, day, "register")["version"]
+    emit(run(settings, day, previous(settings, day, "prepare")["uri"], version))
+
+
+def drift(
+    date: dt.datetime = DateOption, version: int = typer.Option(None, help="Challenger version.")
+) -> None:
+    """Evidently drift report of the window against the champion's training data."""
+    from pipelines.evaluation.drift import drift as run
+
+    settings, day = load_settings(), date.date()
+    version = version or previous(settings, day, "register")["version"]
+    result = run(settings, day, previous(settings, day, "prepare")["uri"], version)
+    emit({k: v for k, v in result.items() if k != "columns"})
+
+
+def gate(date: dt.datetime = DateOption) -> None:
+    """Apply the promotion policy to the date's evaluation and drift; exit 3 when it rejects."""
+    from pipelines.evaluation.gate import gate as run
+
+    settings, day = load_settings(), date.date()
+    record = run(settings, day, previous(settings, day, "evaluate"), previous(settings, day, "drift"))
+    typer.echo(record.pop("markdown"), err=True)
+    emit(record)
+    if record["decision"] != "promote":
+        raise typer.Exit(3)
+
+
+def policy(
+    path: str = typer.Argument(
+        None, help="Policy file (default: the dataset's policy, as a run resolves it)."
+    ),
+    schema: bool = typer.Option(False, "--schema", help="Print the policy's JSON Schema instead."),
+) -> None:
+    """Check a promotion policy file against its schema and the dataset's contract."""
+    from pathlib import Path
+
+    from pipelines.data.contract import dataset_contract
+    from pipelines.evaluation.policy import (
+        Policy,
+        PolicyError,
+        check_against_contract,
+        load_policy,
+        rules_checked,
+    )
+
+    if schema:
+        emit(Policy.model_json_schema())
+        return
+    settings = load_settings()
+    target = Path(path) if path else settings.resolved_policy_path
+    try:
+        loaded = load_policy(target)
+        check_against_contract(loaded, dataset_contract(settings), target)
+    except PolicyError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    with_champion = ", ".join(rules_checked(loaded, champion=True))
+    first = ", ".join(rules_checked(loaded, champion=False))
+    typer.echo(
+        f"OK {target}: policy v{loaded.version} on {loaded.primary_metric} for {settings.dataset}; "
+        f"rules against a champion: {with_champion}; rules with no champion yet: {first}; "
+        f"approval {loaded.approval}{', dry run' if loaded.dry_run else ''}"
+    )

@@ -1,0 +1,97 @@
+"""Commands of release: register, promote, rollback, history."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import typer
+
+from pipelines.cli.common import DateOption, emit, load_settings, previous
+
+
+def register(
+    date: dt.datetime = DateOption,
+    run_id: str = typer.Option(None, help="MLflow run (default: the date's train)."),
+) -> None:
+    """Register the trained model as a new version with alias challenger (idempotent)."""
+    from pipelines.release.register import register as run
+
+    settings = load_settings()
+    emit(run(settings, date.date(), run_id or previous(settings, date.date(), "train")["run_id"]))
+
+
+def promote(
+    date: dt.datetime = DateOption,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Record 'would promote' and move nothing."),
+) -> None:
+    """Move the champion alias to the date's challenger, if its gate said promote."""
+    from pipelines.release.integrity import IntegrityError
+    from pipelines.release.promote import ChampionChangedError
+    from pipelines.release.promote import promote as run
+
+    settings, day = load_settings(**({"promotion_dry_run": True} if dry_run else {})), date.date()
+    record = previous(settings, day, "gate")
+    if record["decision"] != "promote":
+        typer.echo(f"the gate for {day} said {record['decision']}: nothing to promote", err=True)
+        raise typer.Exit(3)
+    record.pop("markdown", None)
+    try:
+        emit(run(settings, day, record["challenger_version"], record["champion_version"], decision=record))
+    except (IntegrityError, ChampionChangedError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+
+
+def rollback(
+    to: int = typer.Option(None, "--to", help="Version to make champion (default: the previous champion)."),
+    reason: str = typer.Option(..., help="Why; kept in the promotion history."),
+) -> None:
+    """Move the champion back (compare-and-set, under the promotion lock, recorded in the history)."""
+    from pipelines.release.integrity import IntegrityError
+    from pipelines.release.promote import ChampionChangedError
+    from pipelines.release.promote import rollback as run
+
+    try:
+        emit(run(load_settings(), to, reason))
+    except (ValueError, ChampionChangedError, IntegrityError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+
+
+def history(limit: int = typer.Option(50, help="The newest N attempts.")) -> None:
+    """Print the promotion history: every attempt to move the champion, oldest first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipelines.release.history import read
+
+    settings = load_settings()
+    table = Table(title=f"Promotion history of {settings.model_name}")
+    for column in (
+        "#",
+        "at (UTC)",
+        "action",
+        "from",
+        "to",
+        "expected",
+        "outcome",
+        "trigger",
+        "reason",
+        "Airflow run",
+    ):
+        table.add_column(column)
+    for row in read(settings, settings.model_name, limit):
+        version = lambda v: "-" if v is None else f"v{v}"  # noqa: E731
+        table.add_row(
+            str(row["id"]),
+            row["at"],
+            row["action"],
+            version(row["from_version"]),
+            version(row["to_version"]),
+            version(row["expected_version"]),
+            row["outcome"],
+            row["trigger"],
+            row["reason"] or "",
+            f"{row['dag_id']}/{row['run_id']}" if row["run_id"] else "",
+        )
+    Console(width=200).print(table)

@@ -1,0 +1,27 @@
+"""The serve command."""
+
+from __future__ import annotations
+
+import typer
+
+from pipelines.cli.common import load_settings
+
+
+def serve(
+    host: str = typer.Option(None, help="Bind address (default: CT_SERVE_HOST)."),
+    port: int = typer.Option(None, help="Port (default: CT_SERVE_PORT)."),
+    access_log: bool = typer.Option(False, help="Log every request (costs throughput)."),
+) -> None:
+    """Serve the champion (one process); it follows the alias and hot-swaps. /docs has the API."""
+    import uvicorn
+
+    from pipelines.serving.app import create_app
+
+    settings = load_settings()
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.serve_host,
+        port=port or settings.serve_port,
+        access_log=access_log,
+        timeout_graceful_shutdown=30,
+    )

@@ -1,0 +1,25 @@
+"""The train command."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import typer
+
+from pipelines.cli.common import DateOption, emit, load_settings, previous
+
+
+def train(
+    date: dt.datetime = DateOption,
+    family: str = typer.Option(None, help="torch or sklearn (default: CT_MODEL_FAMILY)."),
+    run_key: str = typer.Option(None, help="Idempotency key (default: cli/<date>/<family>)."),
+) -> None:
+    """Train on the prepared dataset and log the model to MLflow."""
+    from pipelines.release.tracking import RunContext
+    from pipelines.training.train import train as run
+
+    settings = load_settings()
+    day = date.date()
+    family = family or settings.model_family
+    dataset_uri = previous(settings, day, "prepare")["uri"]
+    emit(run(settings, day, dataset_uri, RunContext(run_key or f"cli/{day}/{family}"), family))

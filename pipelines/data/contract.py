@@ -1,0 +1,156 @@
+"""The data contract: a YAML file in include/contracts/ that names a dataset's columns and rules."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pipelines.config_files import load_yaml_model
+from pipelines.settings import FileFormat, Settings, check_dataset_name
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+ColumnType = Literal["string", "int", "float", "category", "timestamp"]
+
+
+class ContractError(ValueError):
+    """The contract file itself is unreadable or inconsistent."""
+
+
+class ColumnSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: ColumnType
+    nullable: bool = False
+    max_null_share: float | None = Field(default=None, ge=0, le=1)
+    min: float | None = None
+    max: float | None = None
+    allowed: list[str | int] | None = None
+    role: Literal["feature", "other"] = "other"
+    log: bool = False
+
+
+class SourceSpec(BaseModel):
+    """Where a dataset's raw partitions come from: one folder, file or glob per day, on any fsspec URI."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    uri: str = Field(
+        description="URI template; {ds} is the day (YYYY-MM-DD), {data_root} and {dataset} the settings' "
+        "values, ${VAR} an environment variable. A folder is read whole, a file or a glob as it is."
+    )
+    format: FileFormat = "parquet"
+    csv_delimiter: str = Field(default=",", min_length=1, max_length=1)
+    generator: Literal["transactions"] | None = Field(
+        default=None, description="A built-in demo generator that writes this source (`pipelines generate`)."
+    )
+
+
+class Contract(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(description="The dataset's name: the settings' dataset must be the same.")
+    version: int = 1
+    entity_id: str
+    event_time: str
+    label: str
+    min_rows: int = Field(default=1, ge=0)
+    unique: list[str] = Field(
+        default_factory=list, description="Columns whose values, together, are unique within one day."
+    )
+    allow_duplicate_rows: bool = False
+    event_time_within_partition: bool = Field(
+        default=True, description="Every row's event time falls on the day of the partition it came in."
+    )
+    source: SourceSpec
+    splits: dict[Literal["train", "validation", "holdout"], int]
+    columns: dict[str, ColumnSpec]
+
+    @field_validator("dataset")
+    @classmethod
+    def _safe_dataset(cls, value: str) -> str:
+        return check_dataset_name(value)
+
+    @model_validator(mode="after")
+    def _check(self) -> Contract:
+        self._check_roles()
+        self._check_columns()
+        label = self.columns[self.label]
+        if label.type != "int" or sorted(label.allowed or []) != [0, 1]:
+            raise ValueError(
+                f"label '{self.label}' must be type int with allowed [0, 1] (binary classification)"
+            )
+        if not self.feature_columns:
+            raise ValueError("no column has role: feature")
+        return self
+
+    def _check_roles(self) -> None:
+        for role_name in ("entity_id", "event_time", "label"):
+            column = getattr(self, role_name)
+            if column not in self.columns:
+                raise ValueError(f"{role_name} names column '{column}', which is not under columns")
+        if sum(self.splits.values()) != 100 or set(self.splits) != {"train", "validation", "holdout"}:
+            raise ValueError(
+                f"splits must give train, validation and holdout percentages summing to 100: {self.splits}"
+            )
+
+    def _check_columns(self) -> None:
+        for name, spec in self.columns.items():
+            if spec.type == "category" and not spec.allowed:
+                raise ValueError(f"column '{name}' is a category and needs an 'allowed' list")
+            if spec.type == "int" and spec.nullable:
+                raise ValueError(f"column '{name}': an int column cannot be nullable; declare it as float")
+        for name in self.unique:
+            if name not in self.columns:
+                raise ValueError(f"unique names column '{name}', which is not under columns")
+
+    @property
+    def feature_columns(self) -> list[str]:
+        return [name for name, spec in self.columns.items() if spec.role == "feature"]
+
+    @property
+    def numeric_features(self) -> list[str]:
+        return [n for n in self.feature_columns if self.columns[n].type in ("int", "float")]
+
+    @property
+    def categorical_features(self) -> list[str]:
+        return [n for n in self.feature_columns if self.columns[n].type == "category"]
+
+    def arrow_schema(self, columns: list[str] | None = None) -> pa.Schema:
+        """The Arrow types of some columns (default: all) once typed: what raw partitions hold."""
+        import pyarrow as pa
+
+        types = {
+            "string": pa.string(),
+            "category": pa.string(),
+            "int": pa.int64(),
+            "float": pa.float64(),
+            "timestamp": pa.timestamp("us", tz="UTC"),
+        }
+        names = list(self.columns) if columns is None else columns
+        return pa.schema([(name, types[self.columns[name].type]) for name in names])
+
+    def fingerprint(self) -> str:
+        """A hash of every rule: raw data validated under one contract is re-validated under another."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+
+def load_contract(path: Path) -> Contract:
+    """Read and check a contract file; errors name the file and the key."""
+    return load_yaml_model(path, Contract, "contract file", ContractError)
+
+
+def dataset_contract(settings: Settings) -> Contract:
+    """The contract of the settings' dataset; one that declares another dataset is refused, naming both."""
+    path = settings.resolved_contract_path
+    contract = load_contract(path)
+    if contract.dataset != settings.dataset:
+        raise ContractError(
+            f"contract file {path} declares dataset '{contract.dataset}', but the settings name dataset "
+            f"'{settings.dataset}' (CT_DATASET, or the DAG's dataset param): make them the same"
+        )
+    return contract

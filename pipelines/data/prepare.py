@@ -1,0 +1,74 @@
+"""Prepare: raw window to features and a stable train/validation/holdout split, on the run's engine.
+
+The engine reads the window's raw partitions, runs the contract's feature rules
+(:func:`pipelines.data.features.build_features`) on every partition without collecting the data into the
+driver, and writes Parquet partitioned by split, with the window's reference profile beside it. The result
+is committed atomically with a manifest whose content hash does not depend on the engine.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from pipelines.data import datasets, runlog, storage
+from pipelines.data.contract import dataset_contract
+from pipelines.data.features import SPLIT_COLUMN, SPLITS, build_features, feature_names, prepared_schema
+from pipelines.data.profile import PROFILE_FILE, build_profile
+from pipelines.engines import check_engine, open_engine
+from pipelines.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@runlog.stage("prepare")
+def prepare(settings: Settings, logical_date: dt.date, engine: str | None = None) -> dict[str, Any]:
+    """Build the run's features and splits; return the dataset URI, its content hash and split sizes."""
+    engine_name = check_engine(engine or settings.engine)
+    contract = dataset_contract(settings)
+    raw_uris = [
+        storage.raw_uri(settings.resolved_data_root, settings.dataset, day)
+        for day in storage.window_days(logical_date, settings.window_days)
+    ]
+    out_uri = storage.features_uri(settings.resolved_data_root, settings.dataset, logical_date)
+    raw_files = [f for uri in raw_uris for f in datasets.parquet_files(uri)]  # committed partitions only
+    with (
+        storage.atomic_dir(out_uri) as tmp,
+        open_engine(engine_name, settings, storage.total_bytes(raw_files)) as session,
+    ):
+        raw = session.read(raw_files)
+        prepared = session.map_partitions(
+            raw, lambda frame: build_features(frame, contract), prepared_schema(contract)
+        )
+        session.write_parquet(prepared, tmp, partition_on=SPLIT_COLUMN)
+        storage.write_json_atomic(storage.join(tmp, PROFILE_FILE), build_profile(session, raw, contract))
+        split_rows = {str(split): datasets.count_rows(storage.split_uri(tmp, split)) for split in SPLITS}
+        manifest = datasets.write_manifest(
+            tmp,
+            extra={
+                "engine": engine_name,
+                "raw": raw_uris,
+                "split_rows": split_rows,
+                "features": feature_names(contract),
+                "contract": contract.dataset,
+                "contract_version": contract.version,
+            },
+            final_uri=out_uri,
+            map_files=session.map_files,
+        )
+    log.info(
+        "prepared %d rows with %s into %s (hash %s)",
+        manifest.rows,
+        engine_name,
+        out_uri,
+        manifest.content_hash[:12],
+    )
+    return {
+        "uri": out_uri,
+        "engine": engine_name,
+        "rows": manifest.rows,
+        "split_rows": split_rows,
+        "content_hash": manifest.content_hash,
+        "profile": storage.join(out_uri, PROFILE_FILE),
+    }

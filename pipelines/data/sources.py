@@ -1,0 +1,119 @@
+"""A dataset's source: the daily partitions a team's upstream writes, as Parquet or CSV, on any fsspec URI.
+
+The contract's ``source.uri`` (or ``CT_SOURCE_URI``) is a template: ``{ds}`` becomes the day, so
+``s3://lake/tx/ds={ds}`` and ``/data/exports/{ds}.csv`` both work. A folder is read whole (files whose names
+start with ``_`` or ``.`` are skipped, as Spark and Hive do), a file or a glob as it is.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+
+import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
+
+from pipelines.data.contract import Contract
+from pipelines.settings import FileFormat, Settings
+
+SUFFIXES = {"parquet": (".parquet", ".parq", ".pq"), "csv": (".csv", ".csv.gz", ".tsv")}
+
+
+class SourceMissingError(FileNotFoundError):
+    """The source has no data for a day (yet): upstream is late or the URI is wrong. A retry may succeed."""
+
+
+@dataclass(frozen=True)
+class UnreadableFile:
+    """A file of a source partition that cannot be read at all (empty, truncated, not the declared format)."""
+
+    uri: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class SourcePartition:
+    """One day of a source: its files and a fingerprint that changes when any file does."""
+
+    day: dt.date
+    uri: str
+    format: FileFormat
+    files: list[str]
+    fingerprint: str
+    bytes: int = 0
+
+
+def template(settings: Settings, contract: Contract) -> str:
+    return settings.source_uri or contract.source.uri
+
+
+def resolve(settings: Settings, contract: Contract, day: dt.date) -> str:
+    """The source URI of one day, with ``{ds}``, ``{data_root}``, ``{dataset}`` and ``${VAR}`` filled in."""
+    uri = os.path.expandvars(template(settings, contract))
+    try:
+        return uri.format(ds=day.isoformat(), data_root=settings.resolved_data_root, dataset=contract.dataset)
+    except (KeyError, IndexError) as exc:
+        raise ValueError(
+            f"source URI {uri!r} has an unknown placeholder {exc}; use {{ds}}, {{data_root}} or {{dataset}}"
+        ) from None
+
+
+def _is_data_file(path: str, fmt: str) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    return not name.startswith(("_", ".")) and name.lower().endswith(SUFFIXES[fmt])
+
+
+def partition(settings: Settings, contract: Contract, day: dt.date) -> SourcePartition:
+    """List one day's files; raise :class:`SourceMissingError` when there are none."""
+    uri = resolve(settings, contract, day)
+    fmt = contract.source.format
+    fs, path = url_to_fs(uri)
+    if any(ch in path for ch in "*?["):
+        paths = sorted(p for p in fs.glob(path) if fs.isfile(p))
+    elif fs.isdir(path):
+        paths = sorted(p for p in fs.find(path) if _is_data_file(p, fmt))
+    elif fs.isfile(path):
+        paths = [path]
+    else:
+        paths = []
+    if not paths:
+        raise SourceMissingError(
+            f"no {fmt} data for {day} at {uri} (dataset {contract.dataset}): upstream has not written it yet, "
+            "or the source URI is wrong"
+        )
+    listing = []
+    for p in paths:
+        info = fs.info(p)
+        stamp = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or ""
+        listing.append([p, int(info.get("size") or 0), str(stamp)])
+    fingerprint = hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]
+    size = sum(entry[1] for entry in listing)
+    return SourcePartition(day, uri, fmt, [fs.unstrip_protocol(p) for p in paths], fingerprint, size)
+
+
+def unreadable_files(source: SourcePartition, contract: Contract) -> list[UnreadableFile]:
+    """Files that fail before any row is read: empty, or a Parquet footer or CSV header that does not parse.
+
+    Only footers and first lines are read, so this is cheap however large the files are.
+    """
+    broken = []
+    for uri in source.files:
+        fs, path = url_to_fs(uri)
+        if int(fs.info(path).get("size") or 0) == 0:
+            broken.append(UnreadableFile(uri, "empty file (0 bytes)"))
+            continue
+        try:
+            if source.format == "parquet":
+                with fs.open(path, "rb") as fh:
+                    pq.read_metadata(fh)
+            else:
+                with fs.open(path, "rb", compression="infer") as fh:
+                    header = fh.readline().decode("utf-8").strip()
+                if not header:
+                    broken.append(UnreadableFile(uri, "no header line"))
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            broken.append(UnreadableFile(uri, f"not a readable {source.format} file: {exc}"))
+    return broken

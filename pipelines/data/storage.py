@@ -1,0 +1,116 @@
+"""Files and folders on any fsspec file system: the data root's layout, and writes that are atomic.
+
+Folders are built under a temporary name and renamed into place, files are written under a temporary name
+and renamed, so a reader sees the old version or the new one, never half of either. Parquet datasets and
+their manifests are in :mod:`pipelines.data.datasets`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import fsspec
+from fsspec.core import url_to_fs
+
+
+def join(*parts: str) -> str:
+    """Join URI parts with '/', whatever the file system."""
+    head, *rest = parts
+    return "/".join([head.rstrip("/"), *(p.strip("/") for p in rest)])
+
+
+def ds_str(day: dt.date) -> str:
+    return day.isoformat()
+
+
+def raw_uri(data_root: str, dataset: str, day: dt.date) -> str:
+    return join(data_root, "raw", dataset, f"ds={ds_str(day)}")
+
+
+def features_uri(data_root: str, dataset: str, day: dt.date) -> str:
+    return join(data_root, "features", dataset, f"ds={ds_str(day)}")
+
+
+def split_uri(features: str, split: str) -> str:
+    return join(features, f"split={split}")
+
+
+def reports_uri(data_root: str, dataset: str, day: dt.date) -> str:
+    return join(data_root, "reports", dataset, f"ds={ds_str(day)}")
+
+
+def run_record_uri(data_root: str, dataset: str, day: dt.date, stage: str) -> str:
+    return join(data_root, "runs", dataset, f"ds={ds_str(day)}", f"{stage}.json")
+
+
+def window_days(end: dt.date, days: int) -> list[dt.date]:
+    """The ``days`` calendar days that end on ``end``, oldest first."""
+    return [end - dt.timedelta(days=offset) for offset in range(days - 1, -1, -1)]
+
+
+@contextlib.contextmanager
+def atomic_dir(uri: str) -> Iterator[str]:
+    """Yield a temporary folder URI; on success it replaces ``uri`` whole, on error it is removed."""
+    fs, path = url_to_fs(uri)
+    tmp_path = f"{path.rstrip('/')}.__tmp-{uuid.uuid4().hex[:8]}"
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    tmp_uri = tmp_path if protocol in ("file", "local") else f"{protocol}://{tmp_path}"
+    fs.makedirs(tmp_path, exist_ok=True)
+    try:
+        yield tmp_uri
+    except BaseException:
+        fs.rm(tmp_path, recursive=True)
+        raise
+    old_path = None
+    if fs.exists(path):
+        old_path = f"{path.rstrip('/')}.__old-{uuid.uuid4().hex[:8]}"
+        fs.mv(path, old_path, recursive=True)
+    fs.mv(tmp_path, path, recursive=True)
+    if old_path:
+        fs.rm(old_path, recursive=True)
+
+
+def write_text_atomic(uri: str, text: str) -> None:
+    """Write a small text file through a temporary name and a rename."""
+    fs, path = url_to_fs(uri)
+    parent = path.rsplit("/", 1)[0]
+    fs.makedirs(parent, exist_ok=True)
+    tmp = f"{path}.__tmp-{uuid.uuid4().hex[:8]}"
+    with fs.open(tmp, "w") as fh:
+        fh.write(text)
+    fs.mv(tmp, path)
+
+
+def open_write(uri: str) -> Any:
+    """Open a file for binary writing, creating its folder (the caller makes the write atomic)."""
+    fs, path = url_to_fs(uri)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    return fs.open(path, "wb")
+
+
+def write_json_atomic(uri: str, payload: Any) -> None:
+    write_text_atomic(uri, json.dumps(payload, indent=2, sort_keys=True, default=str))
+
+
+def read_json(uri: str) -> Any:
+    with fsspec.open(uri, "r") as fh:
+        return json.load(fh)
+
+
+def exists(uri: str) -> bool:
+    fs, path = url_to_fs(uri)
+    return fs.exists(path)
+
+
+def total_bytes(uris: list[str]) -> int:
+    """The summed size of some files."""
+    total = 0
+    for uri in uris:
+        fs, path = url_to_fs(uri)
+        total += int(fs.size(path) or 0)
+    return total

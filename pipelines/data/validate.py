@@ -1,0 +1,216 @@
+"""Validate: each day of the source against the data contract, on the run's engine, before anything trains.
+
+Row-level rules (types, nulls, ranges, non-finite values, categories, the event time's day, missing and
+unexpected columns) are a pandera schema applied to every partition by the engine; rules about the whole
+day (row count, null share, all-null columns, unique ids, duplicate rows) are aggregations on the same
+engine (:mod:`pipelines.data.validation` holds the rules). Only small findings (counts and a few example
+values) ever reach the driver, so the day can be any size.
+
+A day that holds its contract is written, with the contract's types, as a committed raw partition with a
+manifest. A day that breaks it is quarantined (its files copied beside a report of every violation) and
+the stage raises :class:`DataContractError`: nothing downstream runs and no model is touched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from typing import Any
+
+import pandas as pd
+
+from pipelines.data import datasets, runlog, sources, storage
+from pipelines.data.contract import Contract, dataset_contract
+from pipelines.data.quarantine import quarantine, save_report
+from pipelines.data.validation import (
+    EXAMPLES,
+    FINDINGS_SCHEMA,
+    TABLE,
+    UNREADABLE,
+    UNREADABLE_DATA,
+    DataContractError,
+    ValidationReport,
+    Violation,
+    coerce_partition,
+    duplicate_keys,
+    merge_findings,
+    partition_findings,
+    shown_key,
+    table_violations,
+)
+from pipelines.engines import Engine, check_engine, open_engine
+from pipelines.settings import Settings
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DataContractError", "check_partition", "ingest_day", "validate"]
+
+
+def _read(engine: Engine, source: sources.SourcePartition, contract: Contract) -> Any:
+    return engine.read(source.files, source.format, contract.source.csv_delimiter)
+
+
+def _check_rows(
+    engine: Engine, source: sources.SourcePartition, contract: Contract, report: ValidationReport
+) -> None:
+    """Every partition through the pandera schema, and the duplicate rules over the whole day."""
+    text, day = source.format == "csv", source.day
+    raw = _read(engine, source, contract)
+    schema_only = partition_findings(engine.empty_frame(raw), contract, day, text)
+    keys = duplicate_keys(contract, list(engine.empty_frame(raw).columns))
+    scan = engine.scan(
+        raw, lambda frame: partition_findings(frame, contract, day, text), FINDINGS_SCHEMA, keys, EXAMPLES
+    )
+    report.rows, report.null_counts, report.violations = merge_findings(
+        pd.concat([schema_only, scan.summaries], ignore_index=True)
+    )
+    duplicates = {
+        rule: (found.surplus, [shown_key(rule, key) for key in found.examples])
+        for rule, found in scan.repeated.items()
+    }
+    report.violations += table_violations(contract, report.rows, report.null_counts, duplicates)
+
+
+def check_partition(engine: Engine, source: sources.SourcePartition, contract: Contract) -> ValidationReport:
+    """Every rule of the contract on one day of the source; the report lists what is broken."""
+    started = time.perf_counter()
+    report = ValidationReport(
+        dataset=contract.dataset,
+        day=source.day.isoformat(),
+        source=source.uri,
+        engine=engine.name,
+        contract_version=contract.version,
+        rows=0,
+        files=len(source.files),
+    )
+    broken = sources.unreadable_files(source, contract)
+    if broken:
+        names = [f"{b.uri.rsplit('/', 1)[-1]}: {b.reason}" for b in broken]
+        report.violations = [Violation(TABLE, UNREADABLE, len(broken), names[:EXAMPLES])]
+    else:
+        try:
+            _check_rows(engine, source, contract, report)
+        except engine.unreadable_errors as exc:  # the engine cannot read the files it was given
+            message = str(exc).strip().splitlines()[0][:300]
+            report.violations = [Violation(TABLE, UNREADABLE_DATA, len(source.files), [message])]
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def _unchanged(
+    settings: Settings, contract: Contract, source: sources.SourcePartition
+) -> dict[str, Any] | None:
+    """The summary of a day already ingested from exactly these source files under this contract."""
+    raw = storage.raw_uri(settings.resolved_data_root, settings.dataset, source.day)
+    if not storage.exists(storage.join(raw, datasets.MANIFEST)):
+        return None
+    manifest = datasets.read_manifest(raw)
+    if (
+        manifest.extra.get("source_fingerprint") != source.fingerprint
+        or manifest.extra.get("contract_fingerprint") != contract.fingerprint()
+    ):
+        return None
+    log.info("%s: source unchanged since it was validated; keeping %s", source.day, raw)
+    return {
+        "day": source.day.isoformat(),
+        "source": source.uri,
+        "uri": raw,
+        "rows": manifest.rows,
+        "content_hash": manifest.content_hash,
+        "status": "unchanged",
+    }
+
+
+def ingest_day(
+    engine: Engine, settings: Settings, contract: Contract, source: sources.SourcePartition
+) -> tuple[ValidationReport | None, dict[str, Any]]:
+    """Validate one day and commit it as a raw partition; (report, summary). Unchanged days are skipped."""
+    day = source.day
+    if (summary := _unchanged(settings, contract, source)) is not None:
+        return None, summary
+    report = check_partition(engine, source, contract)
+    report_uri = save_report(settings, report, day)
+    if not report.ok:
+        return report, {
+            "day": day.isoformat(),
+            "source": source.uri,
+            "status": "failed",
+            "report": report_uri,
+        }
+    raw = storage.raw_uri(settings.resolved_data_root, settings.dataset, day)
+    with storage.atomic_dir(raw) as tmp:
+        typed = engine.map_partitions(
+            _read(engine, source, contract),
+            lambda frame: coerce_partition(frame, contract),
+            contract.arrow_schema(),
+        )
+        engine.write_parquet(typed, tmp)
+        manifest = datasets.write_manifest(
+            tmp,
+            extra={
+                "source": source.uri,
+                "source_files": source.files,
+                "source_fingerprint": source.fingerprint,
+                "contract": contract.dataset,
+                "contract_version": contract.version,
+                "contract_fingerprint": contract.fingerprint(),
+                "engine": engine.name,
+                "validation_report": report_uri,
+            },
+            final_uri=raw,
+            map_files=engine.map_files,
+        )
+    log.info(
+        "%s: %d rows hold contract %s v%d; committed %s",
+        day,
+        report.rows,
+        contract.dataset,
+        contract.version,
+        raw,
+    )
+    summary = {
+        "day": day.isoformat(),
+        "source": source.uri,
+        "uri": raw,
+        "rows": manifest.rows,
+        "content_hash": manifest.content_hash,
+        "status": "validated",
+        "report": report_uri,
+    }
+    return report, summary
+
+
+@runlog.stage("validate")
+def validate(settings: Settings, logical_date: dt.date, engine: str | None = None) -> dict[str, Any]:
+    """Validate and ingest every day of the run's window; raise :class:`DataContractError` if any day fails.
+
+    Every day is checked before the error is raised, so one report shows all that is wrong in the window.
+    """
+    engine_name = check_engine(engine or settings.engine)
+    contract = dataset_contract(settings)
+    days = [
+        sources.partition(settings, contract, day)
+        for day in storage.window_days(logical_date, settings.window_days)
+    ]
+    partitions, failed, quarantined = [], [], []
+    with open_engine(engine_name, settings, sum(source.bytes for source in days)) as session:
+        for source in days:
+            report, summary = ingest_day(session, settings, contract, source)
+            partitions.append(summary)
+            if report is not None and not report.ok:
+                failed.append(report)
+                quarantined.append(quarantine(settings, source, report))
+                log.error(
+                    "%s: %d rule(s) broken, see %s", source.day, len(report.violations), summary["report"]
+                )
+    if failed:
+        raise DataContractError(failed, quarantined)
+    return {
+        "logical_date": logical_date.isoformat(),
+        "contract": contract.dataset,
+        "contract_version": contract.version,
+        "engine": engine_name,
+        "rows": sum(p["rows"] for p in partitions),
+        "partitions": partitions,
+    }

@@ -1,0 +1,339 @@
+"""Validation's pure core: the contract's rules as a pandera schema, and what a partition's check finds.
+
+Nothing here knows which engine runs it: :func:`partition_findings` checks one pandas partition and
+returns small findings (counts and a few example values per column and rule), :func:`merge_findings`
+reduces every partition's findings to the day's, and :func:`table_violations` applies the rules about a
+whole day to the merged counts. The engines (:mod:`pipelines.engines`) run these on every partition.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import pyarrow
+
+from pipelines.data.contract import Contract
+
+if (
+    TYPE_CHECKING
+):  # pandera is imported where a schema is built: importing it imports pyspark.pandas when installed
+    import pandera.pandas as pa
+    from pandera.errors import SchemaErrors
+
+# pandera's own concat of failure cases trips a pandas FutureWarning that says nothing about the data.
+warnings.filterwarnings("ignore", message="The behavior of DataFrame concatenation", category=FutureWarning)
+
+TABLE = "<table>"
+MISSING, UNEXPECTED, UNREADABLE = "missing column", "unexpected column", "unreadable file"
+UNREADABLE_DATA = "unreadable data"
+EXAMPLES = 5
+UNIQUE, DUPLICATE_ROWS = "unique", "duplicate_rows"
+_PANDAS_TYPES = {"string": object, "category": object, "int": "int64", "float": "float64"}
+FINDINGS_SCHEMA = pyarrow.schema(
+    [
+        ("kind", pyarrow.string()),
+        ("column", pyarrow.string()),
+        ("rule", pyarrow.string()),
+        ("failing", pyarrow.int64()),
+        ("examples", pyarrow.list_(pyarrow.string())),
+    ]
+)
+FINDINGS_COLUMNS = FINDINGS_SCHEMA.names
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken rule: the column, the rule, how many rows (or files) fail it, and a few example values."""
+
+    column: str
+    rule: str
+    failing: int
+    examples: list[str]
+
+    def describe(self) -> str:
+        return (
+            f"column '{self.column}' breaks rule '{self.rule}': {self.failing} failing, e.g. {self.examples}"
+        )
+
+
+@dataclass
+class ValidationReport:
+    """Everything validation found for one day of one dataset; saved as JSON and Markdown."""
+
+    dataset: str
+    day: str
+    source: str
+    engine: str
+    contract_version: int
+    rows: int
+    files: int
+    violations: list[Violation] = field(default_factory=list)
+    null_counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+    def to_markdown(self) -> str:
+        verdict = "holds its contract" if self.ok else f"breaks its contract ({len(self.violations)} rule(s))"
+        lines = [
+            f"# Validation of {self.dataset} for {self.day}: {verdict}",
+            "",
+            f"- source: `{self.source}` ({self.files} file(s), {self.rows} rows)",
+            f"- contract: {self.dataset} v{self.contract_version}; engine: {self.engine}; {self.seconds:.1f} s",
+            "",
+        ]
+        if self.violations:
+            lines += ["| column | rule | failing | examples |", "|---|---|---|---|"]
+            for v in self.violations:
+                examples = ", ".join(f"`{e}`" for e in v.examples)
+                lines.append(f"| {v.column} | {v.rule} | {v.failing} | {examples} |")
+        return "\n".join(lines) + "\n"
+
+
+class DataContractError(ValueError):
+    """Data broke its contract; the message names each column, rule and example values."""
+
+    def __init__(self, reports: list[ValidationReport], quarantined: list[str] | None = None):
+        self.reports = reports
+        self.violations = [v for report in reports for v in report.violations]
+        self.quarantined = quarantined or []
+        parts = []
+        for report in reports:
+            lines = "\n".join(f"  - {v.describe()}" for v in report.violations)
+            parts.append(
+                f"{report.source} ({report.dataset}, {report.day}) violates its data contract "
+                f"({len(report.violations)} problem(s)):\n{lines}"
+            )
+        if self.quarantined:
+            parts.append("quarantined, with the report: " + ", ".join(self.quarantined))
+        super().__init__("\n".join(parts))
+
+
+# --- the pandera schema, applied to one partition --------------------------------------------------------
+
+
+def _day_bounds(day: dt.date) -> tuple[pd.Timestamp, pd.Timestamp]:
+    start = pd.Timestamp(day, tz="UTC")
+    return start, start + pd.Timedelta(days=1)
+
+
+def build_schema(contract: Contract, day: dt.date | None = None, text: bool = False) -> pa.DataFrameSchema:
+    """The contract's row-level rules as a strict pandera schema.
+
+    ``text``: every column arrives as text (CSV), so each is coerced to its type and a value that does not
+    parse is a failure case. Otherwise only floats are coerced (an int column holding floats is a type error,
+    never a silent truncation). ``day``: event times must fall on that day (UTC).
+    """
+    import pandera.pandas as pa
+
+    columns: dict[str, pa.Column] = {}
+    for name, spec in contract.columns.items():
+        checks = []
+        if spec.type == "timestamp":
+            if day is not None and name == contract.event_time and contract.event_time_within_partition:
+                start, end = _day_bounds(day)
+                checks.append(
+                    pa.Check(
+                        lambda s, lo=start, hi=end: (s >= lo) & (s < hi), name=f"within_partition_day({day})"
+                    )
+                )
+            columns[name] = pa.Column(
+                pd.DatetimeTZDtype("us", "UTC"), checks=checks, nullable=spec.nullable, coerce=True
+            )
+            continue
+        if spec.min is not None:
+            checks.append(pa.Check.ge(spec.min))
+        if spec.max is not None:
+            checks.append(pa.Check.le(spec.max))
+        if spec.allowed is not None:
+            checks.append(pa.Check.isin(spec.allowed))
+        if spec.type in ("int", "float"):
+            checks.append(pa.Check(lambda s: np.isfinite(s.astype("float64")), name="finite"))
+        columns[name] = pa.Column(
+            _PANDAS_TYPES[spec.type],
+            checks=checks,
+            nullable=spec.nullable,
+            coerce=text or spec.type == "float",
+        )
+    return pa.DataFrameSchema(columns, strict=True, name=contract.dataset)
+
+
+def normalise(frame: pd.DataFrame) -> pd.DataFrame:
+    """One pandas representation whatever engine produced the batch: object strings, UTC timestamps."""
+    out = {}
+    for name in frame.columns:
+        column = frame[name]
+        if isinstance(column.dtype, pd.CategoricalDtype) or isinstance(column.dtype, pd.StringDtype):
+            column = column.astype(object).where(column.notna(), None)
+        elif pd.api.types.is_datetime64_dtype(column.dtype):  # Spark hands over naive UTC
+            column = column.dt.tz_localize("UTC")
+        out[name] = column
+    return pd.DataFrame(out, index=frame.index)
+
+
+def render(value: Any) -> str:
+    """An example value as text, the same on every engine."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
+        return "null"
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, pd.Timestamp | dt.datetime):
+        return pd.Timestamp(value).isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _smallest(values: Any) -> list[str]:
+    return sorted({render(v) for v in values})[:EXAMPLES]
+
+
+def _finding(kind: str, column: str, rule: str, failing: int, examples: list[str]) -> dict[str, Any]:
+    return {"kind": kind, "column": column, "rule": rule, "failing": int(failing), "examples": examples}
+
+
+def _case_finding(
+    frame: pd.DataFrame, column: str, check: str, group: pd.DataFrame, type_broken: set[Any]
+) -> dict[str, Any] | None:
+    """The finding of one (column, check) group of pandera's failure cases; None when it adds nothing."""
+    if check in ("column_in_dataframe", "column_in_schema"):
+        return _finding("schema", column, MISSING if check == "column_in_dataframe" else UNEXPECTED, 1, [])
+    if check.startswith("coerce_dtype("):  # values that do not parse as the type (nulls aside)
+        values = [v for v in group["failure_case"] if render(v) != "null"]
+        return _finding("rows_failing", column, check, len(values), _smallest(values)) if values else None
+    if check.startswith("dtype("):
+        if not group["index"].isna().all():
+            return None
+        # The column as a whole has another type: every row fails.
+        rule = f"{check} (found {group['failure_case'].iloc[0]})"
+        return _finding("rows_failing", column, rule, len(frame), _smallest(frame[column].head(1000)))
+    if column in type_broken and check != "not_nullable":
+        return None  # checks on a column of the wrong type only repeat the type error
+    return _finding("rows_failing", column, check, len(group), _smallest(group["failure_case"]))
+
+
+def _schema_findings(frame: pd.DataFrame, contract: Contract, errors: SchemaErrors) -> list[dict[str, Any]]:
+    cases = errors.failure_cases
+    cases = cases.assign(check=cases["check"].astype(str), column=cases["column"].astype(object))
+    presence = cases["check"].isin(["column_in_dataframe", "column_in_schema"])
+    cases.loc[presence, "column"] = cases.loc[presence, "failure_case"]
+    typed = cases["check"].str.startswith(("coerce_dtype(", "dtype("))
+    type_broken = set(cases.loc[typed, "column"])
+    found = []
+    for (column, check), group in cases.groupby(["column", "check"], sort=False, dropna=False):
+        name = TABLE if column is None or column == contract.dataset else str(column)
+        if (finding := _case_finding(frame, name, check, group, type_broken)) is not None:
+            found.append(finding)
+    return found
+
+
+def partition_findings(
+    frame: pd.DataFrame, contract: Contract, day: dt.date | None, text: bool
+) -> pd.DataFrame:
+    """Pandera's failures on one partition, grouped by (column, rule), plus its row and null counts."""
+    frame = normalise(frame)
+    found = [_finding("rows", TABLE, "rows", len(frame), [])]
+    for name in contract.columns:
+        if name in frame.columns:
+            found.append(_finding("nulls", name, "nulls", int(frame[name].isna().sum()), []))
+    from pandera.errors import SchemaErrors
+
+    try:
+        build_schema(contract, day, text).validate(frame, lazy=True)
+    except SchemaErrors as errors:
+        found += _schema_findings(frame, contract, errors)
+    return pd.DataFrame(found, columns=FINDINGS_COLUMNS)
+
+
+def merge_findings(findings: pd.DataFrame) -> tuple[int, dict[str, int], list[Violation]]:
+    """Reduce per-partition findings to the day's rows, null counts and violations (engine-neutral)."""
+    rows = int(findings.loc[findings["kind"] == "rows", "failing"].sum())
+    nulls = findings[findings["kind"] == "nulls"].groupby("column")["failing"].sum()
+    violations = []
+    for (kind, column, rule), group in findings[findings["kind"].isin(["schema", "rows_failing"])].groupby(
+        ["kind", "column", "rule"], sort=True
+    ):
+        failing = int(group["failing"].max() if kind == "schema" else group["failing"].sum())
+        examples = sorted({e for values in group["examples"] for e in values})[:EXAMPLES]
+        violations.append(Violation(column, rule, failing, examples))
+    return rows, {str(k): int(v) for k, v in nulls.items()}, violations
+
+
+def table_violations(
+    contract: Contract,
+    rows: int,
+    null_counts: dict[str, int],
+    duplicates: dict[str, tuple[int, list[str]]],
+) -> list[Violation]:
+    """The rules about a whole day: row count, null share, all-null columns, unique ids, duplicate rows."""
+    found = []
+    if rows < contract.min_rows:
+        found.append(Violation(TABLE, f"min_rows({contract.min_rows})", rows, [f"{rows} rows"]))
+    for name, spec in contract.columns.items():
+        nulls = null_counts.get(name)
+        if nulls is None or rows == 0:
+            continue
+        if nulls == rows:
+            found.append(Violation(name, "all_null", nulls, [f"all {rows} rows are null"]))
+        elif spec.max_null_share is not None and nulls / rows > spec.max_null_share:
+            found.append(
+                Violation(name, f"max_null_share({spec.max_null_share})", nulls, [f"{nulls / rows:.1%} null"])
+            )
+    for rule, (failing, examples) in duplicates.items():
+        if failing:
+            column = TABLE if rule == "duplicate_rows" else "+".join(contract.unique)
+            found.append(Violation(column, rule, failing, examples))
+    return found
+
+
+def _key_text(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
+    text = [frame[c].map(render).astype(object) for c in columns]
+    key = text[0]
+    for more in text[1:]:
+        key = key + "|" + more
+    return key
+
+
+def duplicate_keys(contract: Contract, columns: list[str]) -> dict[str, Any]:
+    """Per duplicate rule of the contract that applies to a table of ``columns``, the function giving each
+    row's key as text: the ``unique`` columns joined, or the entity id and a hash of the whole row."""
+    rules: dict[str, Any] = {}
+    if contract.unique and set(contract.unique) <= set(columns):
+        rules[UNIQUE] = lambda frame: _key_text(frame, contract.unique)
+    if not contract.allow_duplicate_rows:
+        entity = contract.entity_id if contract.entity_id in columns else columns[0]
+
+        def row_key(frame: pd.DataFrame) -> pd.Series:
+            hashes = pd.util.hash_pandas_object(normalise(frame), index=False).astype(str)
+            return frame[entity].map(render).astype(object) + "#" + hashes.astype(object)
+
+        rules[DUPLICATE_ROWS] = row_key
+    return rules
+
+
+def shown_key(rule: str, key: str) -> str:
+    """A repeated key as a person reads it: a duplicate row is named by its entity id alone."""
+    return key.rsplit("#", 1)[0] if rule == DUPLICATE_ROWS else key
+
+
+def coerce_partition(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+    """A validated partition with the contract's types, in the contract's column order."""
+    frame = normalise(frame)
+    out = {}
+    for name, spec in contract.columns.items():
+        if spec.type == "timestamp":
+            out[name] = pd.to_datetime(frame[name], utc=True, format="ISO8601").astype("datetime64[us, UTC]")
+        else:
+            out[name] = frame[name].astype(_PANDAS_TYPES[spec.type])
+    return pd.DataFrame(out, index=frame.index)

@@ -1,0 +1,114 @@
+"""What a data engine does for the stages: the one interface both Dask and Spark implement.
+
+The stages (validate, prepare) hold the logic as plain pandas functions and hand them to an engine, which
+runs them on every partition of a table wherever its workers are. A stage never asks which engine it has.
+A table is the engine's own lazy frame (a Dask DataFrame, a Spark DataFrame); only small results (findings,
+statistics, counts) come back to the driver as pandas or plain Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import pandas as pd
+import pyarrow as pa
+
+from pipelines.settings import FileFormat
+
+Table = Any  # the engine's own frame: dask.dataframe.DataFrame or pyspark.sql.DataFrame
+PartitionFn = Callable[[pd.DataFrame], pd.DataFrame]
+KeyFn = Callable[[pd.DataFrame], pd.Series]
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Repeated:
+    """Keys seen more than once: how many rows are surplus (a key seen n times counts n - 1), and examples."""
+
+    surplus: int
+    examples: list[str]
+
+
+@dataclass(frozen=True)
+class Scan:
+    """One pass over a table: every partition's summary, concatenated, and the repeated keys per rule."""
+
+    summaries: pd.DataFrame
+    repeated: dict[str, Repeated]
+
+
+@dataclass
+class ColumnStats:
+    """Aggregates of some columns of a table, exact except the quantiles (each engine's own estimate)."""
+
+    rows: int
+    nulls: dict[str, int]
+    minimum: dict[str, float | None] = field(default_factory=dict)
+    maximum: dict[str, float | None] = field(default_factory=dict)
+    mean: dict[str, float | None] = field(default_factory=dict)
+    std: dict[str, float | None] = field(default_factory=dict)
+    quantiles: dict[str, list[float]] = field(default_factory=dict)
+    counts: dict[str, dict[Any, int]] = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    """A session on one engine, open for the length of a stage (see :func:`pipelines.engines.open_engine`)."""
+
+    name: str
+    #: Errors that mean "these files cannot be read as a table", as opposed to "the cluster is down".
+    unreadable_errors: tuple[type[BaseException], ...]
+
+    def read(self, files: Sequence[str], fmt: FileFormat = "parquet", csv_delimiter: str = ",") -> Table:
+        """The rows of some files. CSV columns arrive as text (nulls for empty fields); Parquet as typed."""
+        ...
+
+    def empty_frame(self, table: Table) -> pd.DataFrame:
+        """The table's columns with the pandas types its partitions have, and no rows."""
+        ...
+
+    def map_partitions(self, table: Table, fn: PartitionFn, schema: pa.Schema) -> Table:
+        """``fn`` on every partition (a pandas frame in, a pandas frame of ``schema``'s columns out)."""
+        ...
+
+    def scan(
+        self,
+        table: Table,
+        summarise: PartitionFn,
+        schema: pa.Schema,
+        keys: Mapping[str, KeyFn],
+        examples: int,
+    ) -> Scan:
+        """``summarise`` every partition and collect the summaries; count the keys that repeat across the table.
+
+        ``keys`` maps a rule name to a function giving each row's key as text; a rule's examples are its
+        smallest ``examples`` repeated keys. Dask does it all in one pass over the data.
+        """
+        ...
+
+    def column_stats(
+        self, table: Table, numeric: Sequence[str], categorical: Sequence[str], levels: Sequence[float]
+    ) -> ColumnStats:
+        """Row count; per column its nulls; per numeric column min, max, mean, std, quantiles at ``levels``;
+        per categorical column the count of each value."""
+        ...
+
+    def write_parquet(self, table: Table, uri: str, partition_on: str | None = None) -> None:
+        """Write the table as Parquet files under the folder ``uri`` (hive-partitioned on one column if given)."""
+        ...
+
+    def map_files(self, fn: Callable[[T], R], items: list[T]) -> list[R]:
+        """``fn`` on each item on the engine's workers (one task each); the results in order."""
+        ...
+
+
+def local_path(uri: str) -> str:
+    """A path Dask and Spark both accept: ``file://`` stripped, any other scheme kept."""
+    return uri[len("file://") :] if uri.startswith("file://") else uri
+
+
+def arrow_meta(schema: pa.Schema) -> pd.DataFrame:
+    """An empty pandas frame with the columns and types a partition of ``schema`` has."""
+    return schema.empty_table().to_pandas()

@@ -1,0 +1,167 @@
+"""The Spark engine: a session on ``CT_SPARK_MASTER`` (``local[2]`` embedded, ``spark://host:7077`` a cluster).
+
+Partition functions run as pandas UDFs over Arrow batches (``mapInPandas``), so the pandas code a stage
+hands over runs unchanged on the executors, and both engines compute every row with the same functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from pipelines.engines.base import (
+    ColumnStats,
+    KeyFn,
+    PartitionFn,
+    R,
+    Repeated,
+    Scan,
+    T,
+    Table,
+)
+from pipelines.settings import FileFormat, Settings
+
+KEY_COLUMN = "_key"
+
+
+@contextlib.contextmanager
+def spark_session(settings: Settings, app_name: str = "continuous-training") -> Iterator[Any]:
+    """A Spark session on the configured master (``local[2]`` by default), set for UTC and Parquet micros."""
+    from pyspark.sql import SparkSession
+
+    # Executors (on a cluster too) run the same interpreter as the driver: the pandas UDFs need our packages.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    spark = (
+        SparkSession.builder.master(settings.spark_master)
+        .appName(app_name)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+        .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        # Writes partitioned by a few values (split=train/validation/holdout) keep a writer per value open
+        # instead of sorting every task's rows by the partition column first.
+        .config("spark.sql.maxConcurrentOutputFileWriters", "8")
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", "100000")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.driver.memory", settings.spark_driver_memory)
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("WARN")
+    try:
+        yield spark
+    finally:
+        spark.stop()
+
+
+def _spark_schema(schema: pa.Schema) -> Any:
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return from_arrow_schema(schema, prefer_timestamp_ntz=False)
+
+
+class SparkEngine:
+    """:class:`pipelines.engines.base.Engine` on a Spark session."""
+
+    name = "spark"
+
+    def __init__(self, spark: Any):
+        from pyspark.errors import AnalysisException
+
+        self.spark = spark
+        self.unreadable_errors: tuple[type[BaseException], ...] = (AnalysisException,)
+
+    def read(self, files: Sequence[str], fmt: FileFormat = "parquet", csv_delimiter: str = ",") -> Table:
+        if fmt == "csv":
+            reader = self.spark.read.option("header", True).option("sep", csv_delimiter)
+            return reader.option("mode", "PERMISSIVE").csv(list(files))
+        return self.spark.read.parquet(*files)
+
+    def empty_frame(self, table: Table) -> pd.DataFrame:
+        return table.limit(0).toPandas()
+
+    def map_partitions(self, table: Table, fn: PartitionFn, schema: pa.Schema) -> Table:
+        def per_batch(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+            for batch in batches:
+                yield fn(batch)
+
+        return table.mapInPandas(per_batch, schema=_spark_schema(schema))
+
+    def scan(
+        self,
+        table: Table,
+        summarise: PartitionFn,
+        schema: pa.Schema,
+        keys: Mapping[str, KeyFn],
+        examples: int,
+    ) -> Scan:
+        summaries = self.map_partitions(table, summarise, schema).toPandas()
+        for name, field in zip(schema.names, schema, strict=True):  # Spark hands arrays over as numpy arrays
+            if pa.types.is_list(field.type):
+                summaries[name] = summaries[name].map(lambda v: [] if v is None else list(v))
+        return Scan(summaries, {rule: self._repeated(table, key, examples) for rule, key in keys.items()})
+
+    def _repeated(self, table: Table, key: KeyFn, examples: int) -> Repeated:
+        from pyspark.sql import functions as F
+
+        keyed = self.map_partitions(
+            table,
+            lambda frame: pd.DataFrame({KEY_COLUMN: key(frame)}),
+            pa.schema([(KEY_COLUMN, pa.string())]),
+        )
+        repeated = keyed.groupBy(KEY_COLUMN).count().filter(F.col("count") > 1).cache()
+        try:
+            surplus = repeated.agg(F.sum(F.col("count") - 1)).first()[0] or 0
+            smallest = repeated.select(KEY_COLUMN).orderBy(KEY_COLUMN).limit(examples).collect()
+        finally:
+            repeated.unpersist()
+        return Repeated(int(surplus), [row[0] for row in smallest])
+
+    def column_stats(
+        self, table: Table, numeric: Sequence[str], categorical: Sequence[str], levels: Sequence[float]
+    ) -> ColumnStats:
+        from pyspark.sql import functions as F
+
+        aggregates = [F.count(F.lit(1)).alias("rows")]
+        for c in [*numeric, *categorical]:
+            aggregates.append(F.sum(F.col(c).isNull().cast("long")).alias(f"{c}__nulls"))
+        for c in numeric:
+            value = F.col(c).cast("double")
+            aggregates += [
+                F.min(value).alias(f"{c}__min"),
+                F.max(value).alias(f"{c}__max"),
+                F.mean(value).alias(f"{c}__mean"),
+                F.stddev_samp(value).alias(f"{c}__std"),
+                F.percentile_approx(value, list(levels), 10_000).alias(f"{c}__quantiles"),
+            ]
+        row = table.agg(*aggregates).first().asDict()
+        counts = {}
+        for c in categorical:
+            found = table.where(F.col(c).isNotNull()).groupBy(c).count().collect()
+            counts[c] = {r[0]: int(r[1]) for r in found}
+        return ColumnStats(
+            rows=int(row["rows"]),
+            nulls={c: int(row[f"{c}__nulls"] or 0) for c in [*numeric, *categorical]},
+            minimum={c: row[f"{c}__min"] for c in numeric},
+            maximum={c: row[f"{c}__max"] for c in numeric},
+            mean={c: row[f"{c}__mean"] for c in numeric},
+            std={c: row[f"{c}__std"] for c in numeric},
+            quantiles={c: [float(q) for q in row[f"{c}__quantiles"] or []] for c in numeric},
+            counts=counts,
+        )
+
+    def write_parquet(self, table: Table, uri: str, partition_on: str | None = None) -> None:
+        writer = table.write.mode("overwrite")
+        if partition_on:
+            writer = writer.partitionBy(partition_on)
+        writer.parquet(uri)
+
+    def map_files(self, fn: Callable[[T], R], items: list[T]) -> list[R]:
+        return list(self.spark.sparkContext.parallelize(items, max(1, len(items))).map(fn).collect())

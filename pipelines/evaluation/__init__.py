@@ -1,0 +1,1 @@
+"""Evaluation: metrics, statistics, drift, the promotion policy and the gate that applies it."""

@@ -1,0 +1,276 @@
+"""Evaluate: challenger and current champion scored on the same fresh holdout, with every figure the gate needs.
+
+Both models are loaded from copies that passed their sha256 manifest (:mod:`pipelines.release.integrity`) and score
+the same holdout rows. From the two sets of predictions come the primary metric of each, the paired bootstrap
+interval of their difference, and the metric per slice the policy names; the challenger's one-row latency
+(p50/p99 over the policy's number of timed calls) and its size come from the model itself. The predictions are
+kept beside the reports so a decision can be re-derived.
+
+A model that cannot be loaded, verified or scored is not an exception here: it is recorded as that model's
+``error``, and the gate fails closed on it with the reason in the decision record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+
+from pipelines.data import datasets, runlog, storage
+from pipelines.data.contract import Contract, dataset_contract
+from pipelines.evaluation import stats
+from pipelines.evaluation.metrics import classification_metrics
+from pipelines.evaluation.policy import Policy, check_against_contract, load_policy
+from pipelines.model.classifier import project_model
+from pipelines.release import integrity, tracking
+from pipelines.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LATENCY_WARMUP = 20
+# What scoring a loaded model raises when the model or its input is at fault (a pyfunc's own schema
+# enforcement raises MlflowException; the project's model ValueError or KeyError on missing columns).
+SCORING_ERRORS: tuple[type[BaseException], ...] = (MlflowException, ValueError, KeyError)
+
+
+class EvaluationError(RuntimeError):
+    """A model could not be scored; the gate treats this as 'do not promote'."""
+
+
+def score_version(
+    client: Any, name: str, version: int, holdout: pd.DataFrame, contract: Contract
+) -> tuple[Any, np.ndarray, dict[str, Any]]:
+    """Load one registered version from its verified files and predict the holdout's probabilities."""
+    with tempfile.TemporaryDirectory(prefix="ct-evaluate-") as tmp:
+        try:
+            model, manifest = integrity.load_verified(client, name, version, tmp)
+        except (integrity.IntegrityError, integrity.UnloadableModelError) as exc:
+            raise EvaluationError(str(exc)) from exc
+    try:
+        probability = model.predict(holdout[contract.feature_columns])["probability"].to_numpy("float64")
+    except SCORING_ERRORS as exc:
+        raise EvaluationError(f"could not score {name} v{version}: {type(exc).__name__}: {exc}") from exc
+    if len(probability) != len(holdout) or not np.isfinite(probability).all():
+        raise EvaluationError(f"{name} v{version} returned {len(probability)} probabilities, not all finite")
+    return model, probability, manifest
+
+
+def one_row_latency(model: Any, row: pd.DataFrame, samples: int, settings: Settings) -> dict[str, Any]:
+    """p50/p99 in ms of one row scored the way serving scores it, after a warm-up.
+
+    Serving's model call is timed: the row as column arrays, through the runtime ``CT_SERVE_RUNTIME``
+    picks (ONNX for a torch model by default). A model without a usable signature, which serving would
+    refuse anyway, is timed on its pyfunc ``predict`` of a one-row DataFrame.
+    """
+    call, path = _serving_call(model, row, settings)
+    try:
+        for _ in range(LATENCY_WARMUP):
+            call()
+        timings = np.empty(samples)
+        for i in range(samples):
+            started = time.perf_counter()
+            call()
+            timings[i] = (time.perf_counter() - started) * 1000
+    finally:
+        if (inner := project_model(model)) is not None:
+            inner.use_runtime("native")
+    return {
+        "p50": round(float(np.percentile(timings, 50)), 3),
+        "p99": round(float(np.percentile(timings, 99)), 3),
+        "samples": samples,
+        "path": path,
+    }
+
+
+def _serving_call(model: Any, row: pd.DataFrame, settings: Settings) -> tuple[Any, str]:
+    from pipelines.model.runtime import ModelLoadError, ServedModel
+    from pipelines.model.signature import InputSchema, RequestError
+
+    try:
+        schema = InputSchema.from_signature(model.metadata.signature)
+        served = ServedModel(name="", version=0, sha256="", run_id=None, schema=schema, pyfunc=model)
+        served.use_runtime(settings.serve_runtime, settings.serve_threads)
+        columns, _ = schema.parse({"rows": json.loads(row.to_json(orient="records"))}, 1)
+    except (ValueError, ModelLoadError, RequestError) as exc:
+        path = f"pyfunc predict of a one-row DataFrame (not the serving path: {exc})"
+        return (lambda: model.predict(row)), path
+    return (lambda: served.predict(columns)), f"serving's model call on one row: {served.runtime}"
+
+
+def score_runtimes(
+    model: Any, holdout: pd.DataFrame, contract: Contract, native: np.ndarray
+) -> dict[str, Any]:
+    """The holdout scored through each ONNX export the model carries, against the native predictions."""
+    inner = project_model(model)
+    if inner is None:
+        return {}
+    paths = inner.onnx_models
+    labels = holdout[contract.label].to_numpy()
+    out: dict[str, Any] = {}
+    for runtime in paths:
+        try:
+            inner.use_runtime(runtime)
+            probability = inner.predict_proba_columns(holdout[contract.feature_columns])
+            out[runtime] = {
+                "metrics": classification_metrics(labels, probability),
+                "max_abs_diff": round(float(np.max(np.abs(probability - native))), 6),
+            }
+        except (ValueError, RuntimeError) as exc:  # ONNX Runtime's errors are RuntimeErrors
+            # A broken export is reported, and fails a policy that requires it.
+            out[runtime] = {"error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            inner.use_runtime("native")
+    return out
+
+
+def _compare(
+    policy: Policy, holdout: pd.DataFrame, contract: Contract, challenger: np.ndarray, champion: np.ndarray
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    labels = holdout[contract.label].to_numpy("float64")
+    metric = policy.primary_metric
+    bootstrap = policy.bootstrap
+    try:
+        comparison = stats.paired_bootstrap(
+            metric,
+            labels,
+            challenger,
+            champion,
+            resamples=bootstrap.resamples,
+            confidence=bootstrap.confidence,
+            seed=bootstrap.seed,
+            max_rows=bootstrap.max_rows,
+        )
+    except ValueError as exc:  # a bootstrap that cannot run (too few rows) is a failed rule, not a crash
+        comparison = {"metric": metric, "error": f"{type(exc).__name__}: {exc}"}
+    slices = []
+    for rule in policy.slices:
+        values = stats.slice_metrics(
+            metric, labels, challenger, champion, holdout[rule.column].astype(str).to_numpy(), rule.min_rows
+        )
+        slices.append({"column": rule.column, "min_rows": rule.min_rows, "values": values})
+    return comparison, slices
+
+
+def _score_challenger(
+    client: Any, settings: Settings, policy: Policy, version: int, holdout: pd.DataFrame, contract: Contract
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    """The challenger's figures (metrics, size, digest, latency, ONNX runtimes) and its predictions."""
+    challenger: dict[str, Any] = {"version": version}
+    labels = holdout[contract.label].to_numpy()
+    samples = policy.latency.samples if policy.latency else 200
+    try:
+        model, probability, manifest = score_version(client, settings.model_name, version, holdout, contract)
+        challenger["metrics"] = classification_metrics(labels, probability)
+        challenger["size_bytes"] = manifest["total_bytes"]
+        challenger["sha256"] = integrity.digest(manifest)
+        row = holdout[contract.feature_columns].head(1)
+        challenger["latency_ms"] = one_row_latency(model, row, samples, settings)
+        challenger["runtimes"] = score_runtimes(model, holdout, contract, probability)
+    except (EvaluationError, ValueError) as exc:
+        challenger["error"] = str(exc)
+        log.error("challenger v%s could not be evaluated: %s", version, exc)
+        return challenger, None
+    return challenger, probability
+
+
+def _score_champion(
+    client: Any, name: str, version: int, holdout: pd.DataFrame, contract: Contract
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    champion: dict[str, Any] = {"version": version}
+    try:
+        _, probability, _ = score_version(client, name, version, holdout, contract)
+        champion["metrics"] = classification_metrics(holdout[contract.label].to_numpy(), probability)
+    except (EvaluationError, ValueError) as exc:
+        champion["error"] = str(exc)
+        log.error("champion v%s could not be evaluated: %s", version, exc)
+        return champion, None
+    return champion, probability
+
+
+@runlog.stage("evaluate")
+def evaluate(
+    settings: Settings, logical_date: dt.date, dataset_uri: str, challenger_version: int
+) -> dict[str, Any]:
+    """Score challenger and champion on the run's holdout; log the figures to the challenger's MLflow run."""
+    client = tracking.configure(settings)
+    contract = dataset_contract(settings)
+    policy = load_policy(settings.resolved_policy_path)
+    check_against_contract(policy, contract, settings.resolved_policy_path)
+    name = settings.model_name
+    try:
+        run_id = tracking.run_of(client.get_model_version(name, str(challenger_version)))
+    except MlflowException as exc:  # a wrong version number is the caller's mistake: say so, do not score
+        raise EvaluationError(f"{name} version {challenger_version} does not exist: {exc.message}") from exc
+    holdout = datasets.read_split(dataset_uri, "holdout")
+    result: dict[str, Any] = {
+        "holdout_uri": storage.split_uri(dataset_uri, "holdout"),
+        "holdout_rows": len(holdout),
+        "champion": None,
+        "comparison": None,
+        "slices": [],
+    }
+    predictions: dict[str, Any] = {contract.label: holdout[contract.label].to_numpy()}
+    result["challenger"], challenger_p = _score_challenger(
+        client, settings, policy, challenger_version, holdout, contract
+    )
+    if challenger_p is not None:
+        predictions["challenger"] = challenger_p
+    champion_mv = tracking.version_by_alias(client, name, tracking.CHAMPION)
+    if champion_mv is not None:
+        result["champion"], champion_p = _score_champion(
+            client, name, int(champion_mv.version), holdout, contract
+        )
+        if champion_p is not None:
+            predictions["champion"] = champion_p
+        if challenger_p is not None and champion_p is not None:
+            result["comparison"], result["slices"] = _compare(
+                policy, holdout, contract, challenger_p, champion_p
+            )
+
+    for column in {rule.column for rule in policy.slices} | {contract.entity_id}:
+        predictions[column] = holdout[column].astype(str).to_numpy()
+    report_dir = storage.reports_uri(settings.resolved_data_root, settings.dataset, logical_date)
+    result["predictions_uri"] = storage.join(report_dir, f"evaluation-v{challenger_version}")
+    datasets.write_parquet_frame(pd.DataFrame(predictions), result["predictions_uri"])
+    _log_figures(client, run_id, result)
+    log.info(
+        "holdout (%d rows): challenger %s; champion %s; comparison %s",
+        len(holdout),
+        result["challenger"],
+        result["champion"],
+        result["comparison"],
+    )
+    return result
+
+
+def _log_figures(client: Any, run_id: str, result: dict[str, Any]) -> None:
+    figures = {f"holdout_{k}": v for k, v in (result["challenger"].get("metrics") or {}).items()}
+    if result["champion"] and result["champion"].get("metrics"):
+        figures |= {f"champion_holdout_{k}": v for k, v in result["champion"]["metrics"].items()}
+    comparison = result["comparison"] or {}
+    if comparison.get("ci_low") is not None:
+        figures["improvement"] = comparison["improvement"]
+        figures["improvement_ci_low"], figures["improvement_ci_high"] = (
+            comparison["ci_low"],
+            comparison["ci_high"],
+        )
+    latency = result["challenger"].get("latency_ms") or {}
+    if latency:
+        figures |= {"latency_p50_ms": latency["p50"], "latency_p99_ms": latency["p99"]}
+    if "size_bytes" in result["challenger"]:
+        figures["model_size_bytes"] = result["challenger"]["size_bytes"]
+    for runtime, scored in (result["challenger"].get("runtimes") or {}).items():
+        prefix = runtime.replace("-", "_")
+        figures |= {f"{prefix}_holdout_{k}": v for k, v in (scored.get("metrics") or {}).items()}
+        if "max_abs_diff" in scored:
+            figures[f"{prefix}_max_abs_diff"] = scored["max_abs_diff"]
+    for key, value in figures.items():
+        if value is not None and np.isfinite(value):
+            client.log_metric(run_id, key, float(value))

@@ -1,0 +1,137 @@
+"""One loaded, verified, warmed model version, and how a batch of column arrays is scored on it.
+
+The project's own models (:class:`pipelines.model.classifier.ChurnClassifier`) are scored on column
+arrays directly: features into one float32 matrix, then ONNX Runtime, the torch MLP under
+``inference_mode`` or the scikit-learn estimator. Any other pyfunc model goes through its ``predict`` on
+a DataFrame and must return ``probability`` (and optionally ``label``) columns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from mlflow.exceptions import MlflowException
+
+from pipelines.model.classifier import project_model
+from pipelines.model.decision import labels
+from pipelines.model.signature import InputSchema
+
+# What scoring neutral rows raises when the model cannot serve them: a pyfunc's own input checks
+# (MlflowException), the model's code (ValueError, KeyError, TypeError, ArithmeticError), ONNX Runtime
+# (RuntimeError). The version is refused and the old one keeps serving.
+WARMUP_ERRORS: tuple[type[BaseException], ...] = (
+    MlflowException,
+    ValueError,
+    KeyError,
+    TypeError,
+    ArithmeticError,
+    RuntimeError,
+)
+
+
+class ModelLoadError(RuntimeError):
+    """A version that cannot be put in service; ``reason`` is the metrics label."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def set_threads(threads: int) -> int:
+    """Threads for one model call (torch intra-op, OpenMP/BLAS); 0 means one per core."""
+    from threadpoolctl import threadpool_limits
+
+    count = threads or os.cpu_count() or 1
+    if (torch := sys.modules.get("torch")) is not None:  # loaded by a torch model; never imported for others
+        torch.set_num_threads(count)
+    threadpool_limits(limits=count)
+    return count
+
+
+@dataclass
+class ServedModel:
+    name: str
+    version: int
+    sha256: str
+    run_id: str | None
+    schema: InputSchema
+    pyfunc: Any
+    loaded_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    load_seconds: float = 0.0
+    warmup_ms: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._fast = project_model(self.pyfunc)
+        self.runtime = (
+            f"{self._fast.config['family']} native (column arrays)" if self._fast else "pyfunc (DataFrame)"
+        )
+
+    def use_runtime(self, wanted: str, threads: int) -> None:
+        """``auto``: ONNX (float32) when the model carries it, else native; a named one must exist."""
+        if self._fast is None:
+            if wanted not in ("auto", "native"):
+                raise ModelLoadError("runtime", f"runtime {wanted} needs a model with ONNX exports")
+            return
+        available = getattr(self._fast, "onnx_models", {})
+        choice = ("onnx" if "onnx" in available else "native") if wanted == "auto" else wanted
+        try:
+            self._fast.use_runtime(choice, threads)
+        except ValueError as exc:
+            raise ModelLoadError("runtime", f"CT_SERVE_RUNTIME={wanted}: {exc}") from exc
+        family = self._fast.config["family"]
+        self.runtime = (
+            f"{family} {choice} (column arrays)" if choice != "native" else f"{family} native (column arrays)"
+        )
+
+    def predict(self, columns: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities and labels for a batch of rows."""
+        if self._fast is not None:
+            probability = self._fast.predict_proba_columns(columns)
+            return probability, labels(probability)
+        import pandas as pd
+
+        output = self.pyfunc.predict(pd.DataFrame(columns))
+        if not isinstance(output, pd.DataFrame) or "probability" not in output:
+            raise ModelLoadError("signature", "the model's output has no 'probability' column")
+        probability = output["probability"].to_numpy(dtype="float64")
+        if "label" in output:
+            return probability, output["label"].to_numpy(dtype="int64")
+        return probability, labels(probability)
+
+    def warm_up(self, max_rows: int, calls: int = 20) -> None:
+        """Score neutral rows until the first-call costs are paid; a bad output refuses the model."""
+        timings = {}
+        for rows in (1, max_rows):
+            columns = self.schema.example_columns(rows)
+            started = time.perf_counter()
+            for _ in range(calls if rows == 1 else 2):
+                try:
+                    probability, label = self.predict(columns)
+                except ModelLoadError:
+                    raise
+                except WARMUP_ERRORS as exc:
+                    raise ModelLoadError("warmup", f"scoring a warm-up batch failed: {exc!r}") from exc
+            timings[f"rows_{rows}"] = round((time.perf_counter() - started) * 1000, 3)
+            if probability.shape != (rows,) or label.shape != (rows,):
+                raise ModelLoadError("warmup", f"warm-up of {rows} rows returned shape {probability.shape}")
+            if not np.all(np.isfinite(probability)) or probability.min() < 0 or probability.max() > 1:
+                raise ModelLoadError("warmup", "warm-up probabilities are not all within [0, 1]")
+        self.warmup_ms = timings
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "sha256": self.sha256,
+            "run_id": self.run_id,
+            "loaded_at": self.loaded_at,
+            "load_seconds": round(self.load_seconds, 3),
+            "runtime": self.runtime,
+            "inputs": [{"name": f.name, "type": f.kind, "required": f.required} for f in self.schema.fields],
+        }

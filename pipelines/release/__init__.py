@@ -1,0 +1,1 @@
+"""Release: the MLflow registry adapter, integrity manifests, registration, promotion and its history."""

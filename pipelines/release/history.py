@@ -1,0 +1,122 @@
+"""Promotion history and the promotion lock: every attempt to move ``champion``, and who may move it.
+
+The history is an append-only table (rows are inserted, never updated or deleted) in a database beside
+the registry: ``promotions.db`` next to the embedded SQLite store, or the registry's own PostgreSQL
+database (``CT_PROMOTION_DB`` names another). Each row says when, what triggered it, the action
+(promote or rollback), the champion found under the lock, the version asked for, the outcome
+(``promoted``, ``unchanged`` or ``conflict``), the reason, the Airflow run and the decision record.
+
+The lock makes compare-and-set safe across processes and hosts: a file lock beside the embedded store,
+a transaction-scoped advisory lock on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from filelock import FileLock
+
+from pipelines.settings import Settings
+
+LOCK_TIMEOUT_S = 120
+
+_metadata = sa.MetaData()
+promotions = sa.Table(
+    "ct_promotion_history",
+    _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.String(32), nullable=False),
+    sa.Column("model", sa.String(256), nullable=False, index=True),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("from_version", sa.Integer),
+    sa.Column("to_version", sa.Integer, nullable=False),
+    sa.Column("expected_version", sa.Integer),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("trigger", sa.String(64), nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("dag_id", sa.String(256)),
+    sa.Column("run_id", sa.String(256)),
+    sa.Column("decision", sa.Text),
+)
+COLUMNS = [c.name for c in promotions.columns]
+
+
+def database_url(settings: Settings) -> str:
+    """Where the history lives: CT_PROMOTION_DB, the registry's PostgreSQL, or a file beside SQLite."""
+    if settings.promotion_db:
+        return settings.promotion_db
+    tracking = settings.tracking_uri
+    if tracking.startswith("postgresql"):
+        return tracking
+    if tracking.startswith("sqlite:///"):
+        return f"sqlite:///{Path(tracking[len('sqlite:///') :]).parent / 'promotions.db'}"
+    raise ValueError(
+        f"the tracking URI {tracking} is not a database: set CT_PROMOTION_DB to the database that keeps "
+        "the promotion history (PostgreSQL for a team)"
+    )
+
+
+def _engine(settings: Settings) -> sa.Engine:
+    return _engine_for(database_url(settings))
+
+
+@functools.cache
+def _engine_for(url: str) -> sa.Engine:
+    """One engine (and connection pool) per database and process; the table is created on first use."""
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {})
+    _metadata.create_all(engine, checkfirst=True)
+    return engine
+
+
+@contextlib.contextmanager
+def promotion_lock(settings: Settings, model: str) -> Iterator[None]:
+    """Held while the champion is read, compared and moved; one holder per model across processes."""
+    url = database_url(settings)
+    if url.startswith("postgresql"):
+        key = int.from_bytes(hashlib.sha256(f"ct-promote:{model}".encode()).digest()[:8], "big", signed=True)
+        with _engine(settings).begin() as connection:
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+            yield
+        return
+    path = Path(url[len("sqlite:///") :]).parent / f"{model}.promote.lock"
+    with FileLock(str(path), timeout=LOCK_TIMEOUT_S):
+        yield
+
+
+def append(settings: Settings, **row: Any) -> dict[str, Any]:
+    """Insert one attempt; returns the row as written."""
+    unknown = set(row) - set(COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown history fields: {sorted(unknown)}")
+    record = {name: row.get(name) for name in COLUMNS if name != "id"}
+    record["at"] = record["at"] or dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+    if isinstance(record["decision"], dict):
+        record["decision"] = json.dumps(record["decision"], sort_keys=True, default=str)
+    with _engine(settings).begin() as connection:
+        result = connection.execute(promotions.insert().values(**record))
+        key = result.inserted_primary_key
+        assert key is not None, "an INSERT returns its primary key"
+        record["id"] = key[0]
+    return record
+
+
+def read(settings: Settings, model: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    """Attempts, oldest first (the newest ``limit`` of them when given)."""
+    query = sa.select(promotions).order_by(promotions.c.id.desc())
+    if model:
+        query = query.where(promotions.c.model == model)
+    if limit:
+        query = query.limit(limit)
+    with _engine(settings).connect() as connection:
+        rows = [dict(r._mapping) for r in connection.execute(query)]
+    return list(reversed(rows))

@@ -1,0 +1,234 @@
+"""Promote: move the ``champion`` alias to the challenger, if the champion is still the one we judged.
+
+Before anything moves, the target version's files are checked against the sha256 manifest stored at
+registration; a version that fails is refused and the refusal is recorded. In a dry run the attempt is
+recorded as ``dry_run`` ("would promote") and the alias stays where it is. After the alias moves, the
+serving app at ``CT_SERVE_URL`` (when set) is asked to reload at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import tempfile
+from typing import Any
+
+from pipelines.data import runlog
+from pipelines.release import history, integrity, tracking
+from pipelines.release.notify import notify_serving
+from pipelines.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ChampionChangedError(RuntimeError):
+    """The champion moved since the gate compared against it; the decision no longer holds."""
+
+
+def compare_and_set(current: int | None, target: int, expected: int | None, dry_run: bool = False) -> str:
+    """The outcome of moving the champion from ``current`` to ``target`` when ``expected`` was judged.
+
+    ``unchanged`` (already there), ``conflict`` (the champion moved since), ``dry_run`` (would move) or
+    ``promoted``. Pure: :func:`move_champion` calls it under the promotion lock with the champion it read.
+    """
+    if current == target:
+        return "unchanged"
+    if current != expected:
+        return "conflict"
+    return "dry_run" if dry_run else "promoted"
+
+
+def previous_in_history(rows: list[dict[str, Any]], current: int) -> tuple[bool, int | None]:
+    """(found, version): the champion that ``current`` replaced, from the newest history row that moved to it."""
+    for row in reversed(rows):
+        if row["outcome"] == "promoted" and row["to_version"] == current:
+            return True, row["from_version"]
+    return False, None
+
+
+def approval_trigger(reason: str, approved_by: str | None) -> str:
+    """The history's trigger of a promotion: what asked for it, and who approved it (64 characters at most)."""
+    return (f"{reason}, approved by {approved_by}" if approved_by else reason)[:64]
+
+
+def move_champion(
+    settings: Settings,
+    version: int,
+    expected_champion: int | None,
+    *,
+    action: str = "promote",
+    trigger: str = "gate",
+    reason: str | None = None,
+    decision: dict[str, Any] | None = None,
+    dag_id: str | None = None,
+    run_id: str | None = None,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """Compare-and-set the champion alias under the promotion lock, and record the attempt.
+
+    The target's files are verified first; then the champion is read again under the lock, and the alias
+    moves only if it still points at ``expected_champion``. Every attempt, including a refused one, is
+    appended to the history.
+    """
+    client = tracking.configure(settings)
+    name = settings.model_name
+    client.get_model_version(name, str(version))  # an unknown version fails here, before anything moves
+    attempt = {
+        "model": name,
+        "action": action,
+        "to_version": version,
+        "expected_version": expected_champion,
+        "trigger": trigger,
+        "reason": reason,
+        "decision": decision,
+        "dag_id": dag_id,
+        "run_id": run_id,
+    }
+    with tempfile.TemporaryDirectory(prefix="ct-promote-") as tmp:
+        try:
+            integrity.fetch_verified(client, name, version, tmp)
+        except integrity.IntegrityError as exc:
+            refused = attempt | {"reason": f"{reason or ''} [refused: {exc}]".strip(), "outcome": "refused"}
+            history.append(settings, **refused)
+            raise
+    with history.promotion_lock(settings, name):
+        current = tracking.version_by_alias(client, name, tracking.CHAMPION)
+        current_version = int(current.version) if current else None
+        attempt["from_version"] = current_version
+        outcome = compare_and_set(current_version, version, expected_champion, dry_run)
+        if outcome == "promoted":  # the row is written once the alias has moved
+            _move_alias(client, name, version, current_version, f"{action}:{trigger}")
+        history.append(settings, **attempt, outcome=outcome)
+        if outcome == "unchanged":
+            log.info("version %s is already champion of %s", version, name)
+            return {"name": name, "champion": version, "previous": current_version, "changed": False}
+        if outcome == "conflict":
+            raise ChampionChangedError(
+                f"champion of {name} is v{current_version}, but v{expected_champion} was expected "
+                f"({action} to v{version} refused); re-run evaluate and gate"
+            )
+        if outcome == "dry_run":
+            log.info("dry run: would %s %s v%s (champion stays v%s)", action, name, version, current_version)
+            return {
+                "name": name,
+                "champion": current_version,
+                "previous": current_version,
+                "changed": False,
+                "would_promote": version,
+                "dry_run": True,
+            }
+    log.info("%s: %s v%s is champion (was v%s)", action, name, version, current_version)
+    result = {"name": name, "champion": version, "previous": current_version, "changed": True}
+    serving = notify_serving(settings)
+    return result if serving is None else result | {"serving": serving}
+
+
+def _move_alias(client: Any, name: str, version: int, previous: int | None, promoted_by: str) -> None:
+    client.set_registered_model_alias(name, tracking.CHAMPION, str(version))
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    client.set_model_version_tag(name, str(version), "promoted_at", now)
+    client.set_model_version_tag(name, str(version), "promoted_by", promoted_by)
+    client.set_model_version_tag(name, str(version), "previous_champion", str(previous))
+
+
+@runlog.stage("promote")
+def promote(
+    settings: Settings,
+    logical_date: dt.date,
+    version: int,
+    expected_champion: int | None,
+    reason: str = "gate",
+    decision: dict[str, Any] | None = None,
+    dag_id: str | None = None,
+    run_id: str | None = None,
+    approved_by: str | None = None,
+) -> dict[str, Any]:
+    """The gate's promotion: compare-and-set ``champion`` from ``expected_champion`` to ``version``.
+
+    A decision taken in a dry run (the policy's ``dry_run`` or ``CT_PROMOTION_DRY_RUN``) is recorded and
+    moves nothing. ``approved_by`` names the person who approved it, when the policy asked for one.
+    """
+    dry_run = settings.promotion_dry_run or bool((decision or {}).get("dry_run"))
+    if decision is not None and decision.get("decision") != "promote":
+        raise ValueError(f"the gate rejected v{version}; a rejected decision cannot be promoted")
+    return move_champion(
+        settings,
+        version,
+        expected_champion,
+        action="promote",
+        trigger=approval_trigger(reason, approved_by),
+        reason=f"gate decision for {logical_date}",
+        decision=decision,
+        dag_id=dag_id,
+        run_id=run_id,
+        dry_run=dry_run,
+    )
+
+
+def record_rejection(
+    settings: Settings,
+    version: int,
+    champion: int | None,
+    rejected_by: str,
+    decision: dict[str, Any] | None = None,
+    dag_id: str | None = None,
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    """A person rejected a promotion the gate allowed: the champion stays, and the history says who said no."""
+    return history.append(
+        settings,
+        model=settings.model_name,
+        action="approval",
+        from_version=champion,
+        to_version=version,
+        expected_version=champion,
+        outcome="rejected",
+        trigger="approval",
+        reason=f"rejected by {rejected_by} in the Airflow UI",
+        decision=decision,
+        dag_id=dag_id,
+        run_id=run_id,
+    )
+
+
+def previous_champion(settings: Settings, current: int) -> int | None:
+    """The champion before ``current``: from the history, else from the version's tag."""
+    found, previous = previous_in_history(history.read(settings, settings.model_name), current)
+    if found:
+        return previous
+    client = tracking.configure(settings)
+    tag = client.get_model_version(settings.model_name, str(current)).tags.get("previous_champion")
+    return int(tag) if tag and tag != "None" else None
+
+
+def rollback(
+    settings: Settings,
+    to_version: int | None = None,
+    reason: str = "",
+    trigger: str = "cli",
+    dag_id: str | None = None,
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    """Make ``to_version`` (default: the previous champion) the champion, through the same compare-and-set."""
+    if not reason.strip():
+        raise ValueError("a rollback needs a reason; it is kept in the promotion history")
+    client = tracking.configure(settings)
+    current = tracking.version_by_alias(client, settings.model_name, tracking.CHAMPION)
+    if current is None:
+        raise ValueError(f"{settings.model_name} has no champion: there is nothing to roll back")
+    current_version = int(current.version)
+    target = to_version if to_version is not None else previous_champion(settings, current_version)
+    if target is None:
+        raise ValueError(
+            f"v{current_version} of {settings.model_name} has no previous champion; name one with --to"
+        )
+    return move_champion(
+        settings,
+        target,
+        current_version,
+        action="rollback",
+        trigger=trigger,
+        reason=reason,
+        dag_id=dag_id,
+        run_id=run_id,
+    )

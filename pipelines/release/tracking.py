@@ -1,0 +1,121 @@
+"""MLflow adapter: point the client at the configured store, and the lineage every run carries."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from pipelines.settings import PROJECT_ROOT, Settings
+
+_RUN_KEY = re.compile(r"[\w./:+-]{1,250}")
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Who asked for this work: the orchestrator's ids, or the CLI's."""
+
+    run_key: str
+    dag_id: str = "cli"
+    dag_run_id: str = "manual"
+
+    def __post_init__(self) -> None:
+        if not _RUN_KEY.fullmatch(self.run_key):
+            raise ValueError(
+                f"run key {self.run_key!r} may hold only letters, digits and . _ / : + - (no quotes or spaces)"
+            )
+
+    def tags(self) -> dict[str, str]:
+        return {
+            "ct.run_key": self.run_key,
+            "airflow.dag_id": self.dag_id,
+            "airflow.run_id": self.dag_run_id,
+            "git.commit": git_commit(),
+        }
+
+
+@functools.cache
+def git_commit() -> str:
+    """The checkout's commit (``CT_GIT_COMMIT`` wins, for images built without .git)."""
+    if commit := os.environ.get("CT_GIT_COMMIT"):
+        return commit
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def configure(settings: Settings) -> MlflowClient:
+    """Point MLflow at the configured store and make sure the experiment exists."""
+    uri = settings.tracking_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    if client.get_experiment_by_name(settings.experiment) is None:
+        location = settings.artifact_root
+        if "://" not in location:
+            Path(location).mkdir(parents=True, exist_ok=True)
+            location = Path(location).resolve().as_uri()
+        try:
+            client.create_experiment(
+                settings.experiment, artifact_location=f"{location.rstrip('/')}/{settings.experiment}"
+            )
+        except MlflowException:
+            if client.get_experiment_by_name(settings.experiment) is None:  # lost a creation race: fine
+                raise
+    mlflow.set_experiment(settings.experiment)
+    return client
+
+
+def experiment_id(client: MlflowClient, settings: Settings) -> str:
+    experiment = client.get_experiment_by_name(settings.experiment)
+    if experiment is None:
+        raise ValueError(
+            f"MLflow has no experiment {settings.experiment!r}: run a stage that configures it first"
+        )
+    return str(experiment.experiment_id)
+
+
+def run_of(version: ModelVersion) -> str:
+    """The MLflow run a model version was registered from (every version this project registers has one)."""
+    if not version.run_id:
+        raise ValueError(f"{version.name} v{version.version} has no source run")
+    return str(version.run_id)
+
+
+def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """The version an alias points at, or None when the alias (or the model) does not exist yet."""
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def load_json_artifact(artifact_uri: str) -> Any:
+    """A JSON artifact of a run (for example ``runs:/<run>/reference_profile.json``), parsed."""
+    return json.loads(mlflow.artifacts.load_text(artifact_uri))

@@ -1,0 +1,91 @@
+"""``POST /v1/predict`` at the ASGI level: no routing, no Request object, no DataFrame.
+
+Content type, size, JSON and the model's signature are checked in that order; the rows are then scored on
+the model in service at the moment the request arrived, in a micro-batch (:mod:`pipelines.serving.batcher`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+
+from pipelines.model.runtime import ServedModel
+from pipelines.model.signature import RequestError
+from pipelines.serving.batcher import MicroBatcher
+from pipelines.serving.holder import ModelHolder
+
+
+def answer(model: ServedModel, probability: np.ndarray, label: np.ndarray) -> dict[str, Any]:
+    """The response body: who answered, and one prediction per row in input order."""
+    return {
+        "model_name": model.name,
+        "model_version": model.version,
+        "predictions": [
+            {"probability": p, "label": lbl}
+            for p, lbl in zip(probability.tolist(), label.tolist(), strict=True)
+        ],
+    }
+
+
+async def read_body(receive: Any, limit: int) -> bytes:
+    """The body, refusing more than ``limit`` bytes even when no Content-Length was sent."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise RequestError(400, "client disconnected before sending the whole body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"request body over {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def parse_json(body: bytes) -> Any:
+    """The JSON payload of a body, or a 400 naming what is wrong with it."""
+    if not body:
+        raise RequestError(400, "empty body: send a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(400, f"body is not valid JSON: {exc}") from None
+
+
+def content_type_error(headers: dict[bytes, bytes]) -> RequestError | None:
+    """A 415 unless the request says its body is JSON."""
+    content_type = headers.get(b"content-type", b"").decode("latin-1")
+    if content_type.split(";", 1)[0].strip().lower() == "application/json":
+        return None
+    return RequestError(415, f"Content-Type must be application/json, got {content_type or 'none'}")
+
+
+class Predictor:
+    """Answers ``POST /v1/predict``: (status, JSON body, the version that answered)."""
+
+    def __init__(self, holder: ModelHolder, max_body_bytes: int, max_rows: int):
+        self.holder, self.max_body_bytes, self.max_rows = holder, max_body_bytes, max_rows
+        self.batcher: MicroBatcher | None = None
+
+    async def __call__(self, headers: dict[bytes, bytes], receive: Any) -> tuple[int, bytes, int | None]:
+        """The version is None for an error before a model was read."""
+        batcher = self.batcher
+        assert batcher is not None, "the app's lifespan has not started"
+        if (refused := content_type_error(headers)) is not None:
+            return refused.status, orjson.dumps({"detail": refused.message}), None
+        model = None
+        with batcher.arrival() as arrival:
+            try:
+                payload = parse_json(await read_body(receive, self.max_body_bytes))
+                model = self.holder.current  # this request is scored on this model, whatever swaps meanwhile
+                if model is None:
+                    raise RequestError(503, self.holder.last_error or "no model loaded yet")
+                columns, rows = model.schema.parse(payload, self.max_rows)
+                arrival.queued()
+                probability, label = await batcher.predict(model, columns, rows)
+            except RequestError as exc:
+                return exc.status, orjson.dumps({"detail": exc.message}), model.version if model else None
+        return 200, orjson.dumps(answer(model, probability, label)), model.version

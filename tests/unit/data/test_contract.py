@@ -1,0 +1,108 @@
+"""The data contract: errors that name the key, the rules later stages rely on, the dataset name."""
+
+from pathlib import Path
+
+import pytest
+
+from pipelines.data.contract import ContractError, dataset_contract, load_contract
+
+
+def test_contract_roles(contract):
+    assert contract.entity_id == "customer_id" and contract.label == "churned"
+    assert "amount" in contract.numeric_features and "channel" in contract.categorical_features
+
+
+def test_contract_errors_name_the_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "dataset: d\nentity_id: id\nevent_time: ts\nlabel: y\nsplits: {train: 70, validation: 15, holdout: 15}\n"
+        "columns:\n  id: {type: string}\n  ts: {type: timestamp}\n  y: {type: int}\n  x: {type: floaty, role: feature}\n"
+    )
+    with pytest.raises(ContractError, match=r"columns\.x\.type"):
+        load_contract(path)
+
+
+def test_contract_needs_its_roles_and_splits(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "dataset: d\nentity_id: nope\nevent_time: ts\nlabel: y\nsplits: {train: 70, validation: 15, holdout: 15}\n"
+        "source: {uri: '/data/{ds}'}\n"
+        "columns:\n  ts: {type: timestamp}\n  y: {type: int, allowed: [0, 1]}\n  x: {type: float, role: feature}\n"
+    )
+    with pytest.raises(ContractError, match="entity_id names column 'nope'"):
+        load_contract(path)
+    with pytest.raises(ContractError, match="not found"):
+        load_contract(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("  y: {type: int, allowed: [0, 1, 2]}", "label 'y' must be type int with allowed \\[0, 1\\]"),
+        ("  n: {type: int, nullable: true}", "column 'n': an int column cannot be nullable"),
+        ("unique: [zz]", "unique names column 'zz'"),
+    ],
+)
+def test_contract_rules_that_would_break_later_stages(tmp_path, change, message):
+    lines = [
+        "dataset: d",
+        "entity_id: id",
+        "event_time: ts",
+        "label: y",
+        "source: {uri: '/data/{ds}'}",
+        "splits: {train: 70, validation: 15, holdout: 15}",
+        "columns:",
+        "  id: {type: string}",
+        "  ts: {type: timestamp}",
+        "  x: {type: float, role: feature}",
+    ]
+    if change.startswith("  y:"):
+        lines.append(change)
+    else:
+        lines.append("  y: {type: int, allowed: [0, 1]}")
+        lines.insert(0, change) if not change.startswith("  ") else lines.append(change)
+    path = tmp_path / "c.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ContractError, match=message):
+        load_contract(path)
+
+
+def test_source_uri_template(settings, contract):
+    from pipelines.data import sources
+    from tests.conftest import DAY
+
+    uri = sources.resolve(settings, contract, DAY)
+    assert uri == f"{settings.resolved_data_root}/source/transactions/ds=2026-11-20"
+    custom = settings.model_copy(update={"source_uri": "s3://lake/${CT_TEST_BUCKET}/{ds}.csv"})
+    import os
+
+    os.environ["CT_TEST_BUCKET"] = "tx"
+    try:
+        assert sources.resolve(custom, contract, DAY) == "s3://lake/tx/2026-11-20.csv"
+    finally:
+        del os.environ["CT_TEST_BUCKET"]
+    with pytest.raises(ValueError, match="unknown placeholder"):
+        sources.resolve(settings.model_copy(update={"source_uri": "/x/{day}"}), contract, DAY)
+
+
+def test_a_contract_for_another_dataset_is_refused_naming_both(tmp_path, settings):
+    path = tmp_path / "orders.yaml"
+    path.write_text((Path(__file__).parents[3] / "include" / "contracts" / "transactions.yaml").read_text())
+    mismatched = settings.replace(dataset="orders", contract_path=path)
+    with pytest.raises(
+        ContractError, match="declares dataset 'transactions', but the settings name dataset 'orders'"
+    ):
+        dataset_contract(mismatched)
+    assert dataset_contract(settings).dataset == "transactions"
+
+
+def test_a_contract_dataset_name_must_be_safe_for_paths(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "dataset: ../etc\nentity_id: id\nevent_time: ts\nlabel: y\nsource: {uri: '/data/{ds}'}\n"
+        "splits: {train: 70, validation: 15, holdout: 15}\n"
+        "columns:\n  id: {type: string}\n  ts: {type: timestamp}\n  y: {type: int, allowed: [0, 1]}\n"
+        "  x: {type: float, role: feature}\n"
+    )
+    with pytest.raises(ContractError, match=r"dataset: .*may hold only letters, digits"):
+        load_contract(path)

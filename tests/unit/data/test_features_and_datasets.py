@@ -1,0 +1,70 @@
+import zlib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.data import datasets, storage
+from pipelines.data.features import assign_split, build_features, feature_matrix, feature_names, split_bucket
+
+
+def test_feature_matrix_follows_the_contract(clean_frame, contract):
+    features = feature_matrix(clean_frame, contract)
+    assert list(features.columns) == feature_names(contract)
+    assert (features.dtypes == "float64").all()
+    one_hot = features[[c for c in features if c.startswith("f_channel__")]]
+    assert (one_hot.sum(axis=1) == 1).all()
+    assert np.allclose(features["f_amount"], np.log1p(clean_frame["amount"]))
+
+
+def test_nulls_become_zero_with_an_indicator(clean_frame, contract):
+    frame = clean_frame.head(3).copy()
+    frame.loc[0, "avg_basket"] = np.nan
+    features = feature_matrix(frame, contract)
+    assert features.loc[0, "f_avg_basket"] == 0.0 and features.loc[0, "f_avg_basket__missing"] == 1.0
+    assert features.loc[1, "f_avg_basket__missing"] == 0.0
+
+
+def test_split_is_a_stable_hash_of_the_entity(contract):
+    ids = pd.Series([f"C{i:07d}" for i in range(20_000)])
+    buckets = split_bucket(ids)
+    assert buckets.iloc[0] == zlib.crc32(b"C0000000") % 100
+    split = assign_split(buckets, contract)
+    shares = split.value_counts(normalize=True)
+    assert abs(shares["train"] - 0.70) < 0.02 and abs(shares["holdout"] - 0.15) < 0.02
+    pd.testing.assert_series_equal(split, assign_split(split_bucket(ids), contract))
+
+
+def test_build_features_keeps_keys_label_and_split(clean_frame, contract):
+    prepared = build_features(clean_frame, contract)
+    assert {"customer_id", "event_ts", "churned", "split"} <= set(prepared.columns)
+    assert prepared.groupby("customer_id")["split"].nunique().max() == 1
+
+
+def test_content_hash_ignores_row_order_and_files(tmp_path):
+    frame = pd.DataFrame({"a": range(100), "b": [f"x{i}" for i in range(100)]})
+    one = datasets.write_parquet_frame(frame, str(tmp_path / "one"))
+    two_dir = tmp_path / "two"
+    two_dir.mkdir()
+    frame.iloc[::-1].iloc[:50].to_parquet(two_dir / "p1.parquet", index=False)
+    frame.iloc[::-1].iloc[50:].to_parquet(two_dir / "p2.parquet", index=False)
+    assert datasets.content_hash(str(two_dir))[0] == one.content_hash
+    changed = frame.assign(a=frame["a"].where(frame["a"] != 5, 6))
+    assert datasets.write_parquet_frame(changed, str(tmp_path / "three")).content_hash != one.content_hash
+
+
+def test_atomic_dir_keeps_the_old_version_when_a_write_fails(tmp_path):
+    target = str(tmp_path / "ds")
+    datasets.write_parquet_frame(pd.DataFrame({"a": [1, 2]}), target)
+    with pytest.raises(RuntimeError), storage.atomic_dir(target) as tmp:
+        pd.DataFrame({"a": [9]}).to_parquet(f"{tmp}/part.parquet")
+        raise RuntimeError("crash mid-write")
+    assert datasets.read_parquet(target)["a"].tolist() == [1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+def test_uncommitted_folder_is_not_read(tmp_path):
+    (tmp_path / "half").mkdir()
+    pd.DataFrame({"a": [1]}).to_parquet(tmp_path / "half" / "part.parquet")
+    with pytest.raises(datasets.DatasetNotFoundError, match="no _manifest.json"):
+        datasets.read_parquet(str(tmp_path / "half"))

@@ -1,0 +1,53 @@
+"""Reference profiles: computed by the Dask engine on its local scheduler, rendered back into a faithful sample."""
+
+import dask.dataframe as dd
+import numpy as np
+import pytest
+
+from pipelines.data.profile import LEVELS, build_profile, reference_frame
+from pipelines.engines.dask_engine import DaskEngine
+
+
+@pytest.fixture(scope="module")
+def profile(contract, clean_frame):
+    return build_profile(DaskEngine(client=None), dd.from_pandas(clean_frame, npartitions=3), contract)
+
+
+def test_profile_counts_are_exact(profile, contract, clean_frame):
+    assert profile["rows"] == len(clean_frame)
+    basket = profile["columns"]["avg_basket"]
+    assert basket["nulls"] == int(clean_frame["avg_basket"].isna().sum())
+    assert (
+        basket["min"] == clean_frame["avg_basket"].min() and basket["max"] == clean_frame["avg_basket"].max()
+    )
+    assert basket["mean"] == pytest.approx(clean_frame["avg_basket"].mean())
+    assert len(basket["quantiles"]) == len(LEVELS) == 101
+    assert profile["columns"]["channel"]["counts"] == clean_frame["channel"].value_counts().to_dict()
+    label = profile["columns"][contract.label]["counts"]
+    assert label == {str(k): v for k, v in clean_frame[contract.label].value_counts().items()}
+
+
+def test_reference_frame_follows_the_profile(profile, contract, clean_frame):
+    sample = reference_frame(profile, contract, rows=5000, seed=3)
+    assert list(sample.columns) == [*contract.feature_columns, contract.label]
+    assert len(sample) == 5000
+    # Numbers: the quantile function sampled evenly, so its percentiles are the profile's.
+    for column in ("amount", "tenure_days"):
+        for level in (0.1, 0.5, 0.9):
+            expected = clean_frame[column].quantile(level)
+            spread = clean_frame[column].quantile(0.95) - clean_frame[column].quantile(0.05)
+            assert abs(sample[column].quantile(level) - expected) < 0.02 * spread, (column, level)
+    # Nulls and categories in proportion.
+    share = clean_frame["avg_basket"].isna().mean()
+    assert sample["avg_basket"].isna().mean() == pytest.approx(share, abs=1 / 5000)
+    for value, count in clean_frame["plan"].value_counts().items():
+        assert (sample["plan"] == value).mean() == pytest.approx(count / len(clean_frame), abs=1 / 5000)
+    assert set(sample[contract.label].unique()) == {0, 1}
+
+
+def test_reference_frame_is_deterministic(profile, contract):
+    a, b = reference_frame(profile, contract, seed=1), reference_frame(profile, contract, seed=1)
+    assert a.equals(b)
+    assert not np.array_equal(
+        a["amount"].to_numpy(), reference_frame(profile, contract, seed=2)["amount"].to_numpy()
+    )

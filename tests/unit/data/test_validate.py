@@ -1,0 +1,242 @@
+"""Data tests: every kind of broken input fails validation with a message naming the column and the rule.
+
+The checks run on Dask (its local threaded scheduler, no cluster needed) over real files, so the reading
+path is covered too: Parquet and CSV, empty and corrupt files.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.data import datasets, sources, storage
+from pipelines.data.quarantine import quarantine_uri
+from pipelines.data.validate import DataContractError, check_partition, validate
+from pipelines.engines.dask_engine import DaskEngine
+from tests.conftest import DAY
+
+
+def _source(settings, contract, tmp_path: Path, frame: pd.DataFrame | None, fmt: str = "parquet", raw=None):
+    folder = tmp_path / "src" / DAY.isoformat()
+    folder.mkdir(parents=True)
+    name = folder / f"part-0.{fmt}"
+    if raw is not None:
+        name.write_bytes(raw)
+    elif fmt == "csv":
+        frame.to_csv(name, index=False)
+    else:
+        frame.to_parquet(name, index=False)
+    settings = settings.model_copy(update={"source_uri": str(tmp_path / "src" / "{ds}")})
+    return sources.partition(settings, contract, DAY)
+
+
+def _report(settings, contract, tmp_path, frame=None, fmt="parquet", raw=None):
+    contract = contract.model_copy(update={"source": contract.source.model_copy(update={"format": fmt})})
+    source = _source(settings, contract, tmp_path, frame, fmt, raw)
+    return check_partition(DaskEngine(client=None), source, contract)  # on dask's local scheduler
+
+
+def _broken(report):
+    assert not report.ok, "expected a violation"
+    error = DataContractError([report])
+    return {(v.column, v.rule): v for v in report.violations}, str(error)
+
+
+def _rule(found, column, prefix):
+    hits = [v for (c, rule), v in found.items() if c == column and rule.startswith(prefix)]
+    assert hits, f"no violation of {prefix}* on {column}: {sorted(found)}"
+    return hits[0]
+
+
+def test_clean_data_holds_its_contract(settings, contract, tmp_path, clean_frame):
+    report = _report(settings, contract, tmp_path, clean_frame)
+    assert report.ok, report.violations
+    assert report.rows == len(clean_frame)
+    assert report.null_counts["avg_basket"] == int(clean_frame["avg_basket"].isna().sum())
+
+
+def test_clean_csv_holds_its_contract(settings, contract, tmp_path, clean_frame):
+    report = _report(settings, contract, tmp_path, clean_frame, fmt="csv")
+    assert report.ok, report.violations
+
+
+def test_wrong_type_names_column_rule_and_values(settings, contract, tmp_path, clean_frame):
+    frame = clean_frame.assign(amount=clean_frame["amount"].map(lambda v: f"{v} EUR"))
+    found, message = _broken(_report(settings, contract, tmp_path, frame))
+    violation = _rule(found, "amount", "coerce_dtype('float64')")
+    assert violation.failing == len(frame) and violation.examples[0].endswith("EUR")
+    assert "column 'amount' breaks rule 'coerce_dtype('float64')'" in message
+    # Range and finiteness checks on a column of the wrong type would only repeat the type error.
+    assert [rule for column, rule in found if column == "amount"] == ["coerce_dtype('float64')"]
+
+
+def test_int_column_holding_floats_is_a_type_error_not_a_truncation(
+    settings, contract, tmp_path, clean_frame
+):
+    frame = clean_frame.assign(age=clean_frame["age"] + 0.5)
+    found, message = _broken(_report(settings, contract, tmp_path, frame))
+    assert _rule(found, "age", "dtype('int64')").failing == len(frame)
+    assert "column 'age'" in message and "dtype('int64')" in message
+
+
+def test_missing_column(settings, contract, tmp_path, clean_frame):
+    found, message = _broken(_report(settings, contract, tmp_path, clean_frame.drop(columns=["region"])))
+    assert ("region", "missing column") in found
+    assert "column 'region' breaks rule 'missing column'" in message
+
+
+def test_unexpected_column(settings, contract, tmp_path, clean_frame):
+    found, message = _broken(_report(settings, contract, tmp_path, clean_frame.assign(surprise=1)))
+    assert ("surprise", "unexpected column") in found
+    assert "column 'surprise'" in message
+
+
+def test_all_null_column(settings, contract, tmp_path, clean_frame):
+    frame = clean_frame.assign(avg_basket=np.nan)
+    found, message = _broken(_report(settings, contract, tmp_path, frame))
+    assert found[("avg_basket", "all_null")].failing == len(frame)
+    assert "column 'avg_basket' breaks rule 'all_null'" in message
+
+
+def test_all_null_non_nullable_column(settings, contract, tmp_path, clean_frame):
+    frame = clean_frame.assign(channel=None)
+    found, _ = _broken(_report(settings, contract, tmp_path, frame))
+    assert found[("channel", "not_nullable")].failing == len(frame)
+    assert ("channel", "all_null") in found
+
+
+def test_null_share_over_the_contract_limit(settings, contract, tmp_path, clean_frame):
+    frame = clean_frame.copy()
+    frame.loc[: len(frame) // 2, "avg_basket"] = np.nan
+    found, message = _broken(_report(settings, contract, tmp_path, frame))
+    violation = found[("avg_basket", "max_null_share(0.1)")]
+    assert violation.examples[0].endswith("% null")
+    assert "max_null_share(0.1)" in message
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf])
+def test_infinite_values(settings, contract, tmp_path, clean_frame, value):
+    frame = clean_frame.copy()
+    frame.loc[3, "avg_basket"] = value
+    found, message = _broken(_report(settings, contract, tmp_path, frame))
+    assert found[("avg_basket", "finite")].examples == [repr(float(value))]
+    assert "column 'avg_basket' breaks rule 'finite'" in message
+
+
+def test_out_of_range_value(settings, contract, tmp_path, clean_frame):
+    frame = clean_frame.copy()
+    frame.loc[0, "age"] = 7
+    found, _ = _broken(_report(settings, contract, tmp_path, frame))
+    violation = found[("age", "greater_than_or_equal_to(18.0)")]
+    assert violation.failing == 1 and violation.examples == ["7"]
+
+
+def test_out_of_range_label(settings, contract, tmp_path, clean_frame):
+    frame = clean_frame.copy()
+    frame.loc[[1, 2], "churned"] = 2
+    found, message = _broken(_report(settings, contract, tmp_path, frame))
+    violation = found[("churned", "isin([0, 1])")]
+    assert violation.failing == 2 and violation.examples == ["2"]
+    assert "column 'churned'" in message
+
+
+def test_unknown_category(settings, contract, tmp_path, clean_frame):
+    frame = clean_frame.copy()
+    frame.loc[0, "channel"] = "fax"
+    found, message = _broken(_report(settings, contract, tmp_path, frame))
+    assert found[("channel", "isin(['web', 'app', 'store'])")].examples == ["fax"]
+    assert "column 'channel'" in message
+
+
+def test_duplicate_ids(settings, contract, tmp_path, clean_frame):
+    frame = clean_frame.copy()
+    frame.loc[[5, 6], "customer_id"] = frame.loc[4, "customer_id"]
+    found, message = _broken(_report(settings, contract, tmp_path, frame))
+    violation = found[("customer_id", "unique")]
+    assert violation.failing == 2 and violation.examples == [frame.loc[4, "customer_id"]]
+    assert "column 'customer_id' breaks rule 'unique'" in message
+
+
+def test_duplicate_rows(settings, contract, tmp_path, clean_frame):
+    frame = pd.concat([clean_frame, clean_frame.iloc[[10, 11, 11]]], ignore_index=True)
+    found, _ = _broken(_report(settings, contract, tmp_path, frame))
+    assert found[("<table>", "duplicate_rows")].failing == 3
+    assert found[("<table>", "duplicate_rows")].examples == sorted(clean_frame["customer_id"].iloc[[10, 11]])
+    assert found[("customer_id", "unique")].failing == 3
+
+
+def test_event_time_outside_the_partition_day(settings, contract, tmp_path, clean_frame):
+    frame = clean_frame.copy()
+    frame.loc[0, "event_ts"] = frame.loc[0, "event_ts"] - pd.Timedelta(days=2)
+    found, _ = _broken(_report(settings, contract, tmp_path, frame))
+    assert found[("event_ts", f"within_partition_day({DAY})")].failing == 1
+
+
+def test_too_few_rows(settings, contract, tmp_path, clean_frame):
+    found, message = _broken(_report(settings, contract, tmp_path, clean_frame.head(10)))
+    assert found[("<table>", "min_rows(1000)")].examples == ["10 rows"]
+    assert "column '<table>' breaks rule 'min_rows(1000)'" in message
+
+
+def test_empty_file(settings, contract, tmp_path):
+    found, message = _broken(_report(settings, contract, tmp_path, raw=b""))
+    violation = found[("<table>", "unreadable file")]
+    assert violation.examples == ["part-0.parquet: empty file (0 bytes)"]
+    assert "breaks rule 'unreadable file'" in message
+
+
+def test_corrupt_parquet_file(settings, contract, tmp_path, clean_frame):
+    good = tmp_path / "good.parquet"
+    clean_frame.to_parquet(good)
+    found, message = _broken(_report(settings, contract, tmp_path, raw=good.read_bytes()[:-100]))
+    assert (
+        found[("<table>", "unreadable file")].examples[0].startswith("part-0.parquet: not a readable parquet")
+    )
+    assert "unreadable file" in message
+
+
+def test_header_only_csv(settings, contract, tmp_path, clean_frame):
+    header = ",".join(clean_frame.columns) + "\n"
+    found, message = _broken(_report(settings, contract, tmp_path, fmt="csv", raw=header.encode()))
+    assert found[("<table>", "min_rows(1000)")].failing == 0
+    assert "min_rows(1000)" in message
+
+
+def test_csv_value_that_does_not_parse(settings, contract, tmp_path, clean_frame):
+    frame = clean_frame.astype({"age": object})
+    frame.loc[0, "age"] = "forty"
+    found, _ = _broken(_report(settings, contract, tmp_path, frame, fmt="csv"))
+    assert found[("age", "coerce_dtype('int64')")].examples == ["forty"]
+
+
+def test_missing_source_day_is_a_retryable_error(settings, contract, tmp_path):
+    settings = settings.model_copy(update={"source_uri": str(tmp_path / "nowhere" / "{ds}")})
+    with pytest.raises(sources.SourceMissingError, match=f"no parquet data for {DAY}"):
+        sources.partition(settings, contract, DAY)
+
+
+def test_stage_quarantines_a_bad_day_and_ingests_a_good_one(settings):
+    from pipelines.data.generate import generate
+
+    generate(settings, DAY, "schema_break")
+    with pytest.raises(DataContractError, match="column 'plan' breaks rule 'missing column'") as caught:
+        validate(settings, DAY)
+    root = settings.resolved_data_root
+    folder = quarantine_uri(root, settings.dataset, DAY)
+    assert caught.value.quarantined == [folder]
+    assert storage.exists(storage.join(folder, "files", "part-0.parquet"))
+    saved = json.loads(Path(storage.join(folder, "validation.json")).read_text())
+    assert not saved["ok"] and {v["column"] for v in saved["violations"]} >= {"plan", "plan_tier", "amount"}
+    assert Path(storage.reports_uri(root, settings.dataset, DAY), "validation.md").exists()
+    assert not storage.exists(storage.raw_uri(root, settings.dataset, DAY))  # nothing downstream can read it
+
+    generate(settings, DAY, "none")
+    result = validate(settings, DAY)
+    assert result["partitions"][0]["status"] == "validated"
+    assert result["rows"] == settings.rows_per_day
+    raw = datasets.read_parquet(storage.raw_uri(root, settings.dataset, DAY))
+    assert str(raw["event_ts"].dtype) == "datetime64[us, UTC]" and raw["amount"].dtype == "float64"
+    # The same source again is not re-read: the manifest remembers its fingerprint.
+    assert validate(settings, DAY)["partitions"][0]["status"] == "unchanged"

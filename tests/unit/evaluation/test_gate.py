@@ -1,0 +1,256 @@
+"""The gate's decision: every rule passing and failing, fail-closed on missing figures, the record's words."""
+
+import pytest
+
+from pipelines.evaluation.gate import decide, outcome, to_markdown
+from pipelines.evaluation.policy import Policy, rules_checked
+from tests.unit.evaluation.sample_policy import POLICY
+
+QUIET = {
+    "drift_share": 0.1,
+    "drifted_columns": 1,
+    "columns": {"amount": {"drifted": True}},
+    "reference": "champion",
+}
+
+
+def _slice(value, regression, rows=200):
+    return {
+        "value": value,
+        "rows": rows,
+        "challenger": 0.8,
+        "champion": 0.8 + regression,
+        "regression": regression,
+    }
+
+
+def _evaluation(challenger=0.80, champion=0.75, rows=500):
+    """Figures as evaluate returns them; the tests below break one at a time."""
+    return {
+        "holdout_rows": rows,
+        "challenger": {
+            "version": 2,
+            "metrics": {"roc_auc": challenger} if challenger is not None else {},
+            "latency_ms": {"p50": 2.0, "p99": 5.0, "samples": 200},
+            "size_bytes": 2 * 2**20,
+        },
+        "champion": None
+        if champion is False
+        else {"version": 1, "metrics": {"roc_auc": champion} if champion else {}},
+        "comparison": {
+            "ci_low": 0.02,
+            "ci_high": 0.08,
+            "confidence": 0.95,
+            "resamples": 1000,
+            "rows_resampled": rows,
+            "improvement": 0.05,
+        },
+        "slices": [
+            {
+                "column": "channel",
+                "min_rows": 50,
+                "values": [
+                    _slice("web", -0.01),
+                    _slice("app", 0.015),
+                    {"value": "store", "rows": 10, "skipped": "10 rows"},
+                ],
+            }
+        ],
+    }
+
+
+def _failed(record):
+    return {r["rule"] for r in record["rules"] if not r["passed"]}
+
+
+def test_better_challenger_is_promoted_with_one_line_per_rule():
+    record = decide(POLICY, _evaluation(), QUIET)
+    assert record["decision"] == "promote" and not _failed(record)
+    assert [r["rule"] for r in record["rules"]] == [
+        "min_holdout_rows",
+        "min_improvement",
+        "confidence_interval",
+        "challenger_is_new",
+        "slice:channel",
+        "latency_p99",
+        "model_size",
+        "max_drifted_share",
+        "critical_columns_stable",
+    ]
+    assert any("0.8000 vs champion v1 0.7500" in reason for reason in record["reasons"])
+    slice_line = next(r for r in record["rules"] if r["rule"] == "slice:channel")
+    assert (
+        "channel=app" in slice_line["detail"]
+        and "1 slice(s) below 50 rows not judged" in slice_line["detail"]
+    )
+    assert all(set(r) == {"rule", "passed", "value", "threshold", "detail"} for r in record["rules"])
+
+
+def test_too_small_an_improvement_is_rejected():
+    record = decide(POLICY, _evaluation(challenger=0.755), QUIET)
+    assert record["decision"] == "reject" and _failed(record) == {"min_improvement"}
+
+
+def test_an_interval_reaching_below_the_tolerance_is_rejected():
+    evaluation = _evaluation()
+    evaluation["comparison"]["ci_low"] = -0.001
+    assert _failed(decide(POLICY, evaluation, QUIET)) == {"confidence_interval"}
+    tolerant = POLICY.model_copy(
+        update={"bootstrap": POLICY.bootstrap.model_copy(update={"tolerance": 0.002})}
+    )
+    assert not _failed(decide(tolerant, evaluation, QUIET))
+
+
+def test_too_few_holdout_rows_is_rejected():
+    assert _failed(decide(POLICY, _evaluation(rows=50), QUIET)) == {"min_holdout_rows"}
+
+
+def test_a_slice_regression_beyond_the_limit_is_rejected():
+    evaluation = _evaluation()
+    evaluation["slices"][0]["values"][1] = _slice("app", 0.03)
+    record = decide(POLICY, evaluation, QUIET)
+    assert _failed(record) == {"slice:channel"}
+    assert next(r for r in record["rules"] if r["rule"] == "slice:channel")["value"] == 0.03
+
+
+def test_latency_and_size_budgets():
+    slow = _evaluation()
+    slow["challenger"]["latency_ms"]["p99"] = 25.0
+    assert _failed(decide(POLICY, slow, QUIET)) == {"latency_p99"}
+    big = _evaluation()
+    big["challenger"]["size_bytes"] = 11 * 2**20
+    assert _failed(decide(POLICY, big, QUIET)) == {"model_size"}
+    unbudgeted = POLICY.model_copy(update={"latency": None, "max_model_size_mb": None})
+    rules = {r["rule"] for r in decide(unbudgeted, slow, QUIET)["rules"]}
+    assert "latency_p99" not in rules and "model_size" not in rules
+
+
+def test_onnx_runtime_is_required_and_its_accuracy_loss_bounded():
+    policy = Policy.model_validate(
+        POLICY.model_dump() | {"onnx": {"runtime": "onnx-int8", "max_metric_loss": 0.002}}
+    )
+    evaluation = _evaluation()
+    evaluation["challenger"]["runtimes"] = {
+        "onnx": {"metrics": {"roc_auc": 0.80}, "max_abs_diff": 0.0},
+        "onnx-int8": {"metrics": {"roc_auc": 0.799}, "max_abs_diff": 0.01},
+    }
+    record = decide(policy, evaluation, QUIET)
+    line = next(r for r in record["rules"] if r["rule"] == "onnx_runtime")
+    assert record["decision"] == "promote" and line["value"] == pytest.approx(0.001)
+    assert "onnx-int8 roc_auc 0.7990 vs native 0.8000" in line["detail"]
+    evaluation["challenger"]["runtimes"]["onnx-int8"]["metrics"]["roc_auc"] = 0.79
+    assert _failed(decide(policy, evaluation, QUIET)) == {"onnx_runtime"}
+    for runtimes in (None, {"onnx-int8": {"error": "InvalidGraph: bad export"}}):  # fail closed
+        evaluation["challenger"]["runtimes"] = runtimes
+        record = decide(policy, evaluation, QUIET)
+        line = next(r for r in record["rules"] if r["rule"] == "onnx_runtime")
+        assert _failed(record) == {"onnx_runtime"} and line["detail"].endswith("fail closed")
+    lower = Policy.model_validate(
+        policy.model_dump() | {"primary_metric": "log_loss", "higher_is_better": False}
+    )
+    evaluation = _evaluation()
+    evaluation["challenger"]["metrics"] = {"log_loss": 0.50}
+    evaluation["challenger"]["runtimes"] = {"onnx-int8": {"metrics": {"log_loss": 0.503}}}
+    line = next(r for r in decide(lower, evaluation, QUIET)["rules"] if r["rule"] == "onnx_runtime")
+    assert not line["passed"] and line["value"] == pytest.approx(0.003)
+    assert "onnx_runtime" not in {r["rule"] for r in decide(POLICY, evaluation, QUIET)["rules"]}
+
+
+def test_missing_figures_fail_closed():
+    assert _failed(decide(POLICY, _evaluation(challenger=None), QUIET)) == {"challenger_metric_present"}
+    assert "champion_metric_present" in _failed(decide(POLICY, _evaluation(champion={}), QUIET))
+    for key in ("comparison", "slices"):
+        evaluation = _evaluation()
+        evaluation[key] = None
+        assert (
+            _failed(decide(POLICY, evaluation, QUIET))
+            == {"comparison": {"confidence_interval"}, "slices": {"slice:channel"}}[key]
+        )
+    evaluation = _evaluation()
+    evaluation["comparison"] = {"error": "ValueError: boom"}
+    assert "boom" in next(r["detail"] for r in decide(POLICY, evaluation, QUIET)["rules"] if not r["passed"])
+    evaluation = _evaluation()
+    evaluation["comparison"]["ci_low"] = float("nan")
+    assert _failed(decide(POLICY, evaluation, QUIET)) == {"confidence_interval"}
+    evaluation = _evaluation()
+    evaluation["slices"][0]["values"] = [{"value": "web", "rows": 3, "skipped": "3 rows"}]
+    assert _failed(decide(POLICY, evaluation, QUIET)) == {"slice:channel"}
+    evaluation = _evaluation()
+    del evaluation["challenger"]["latency_ms"], evaluation["challenger"]["size_bytes"]
+    assert _failed(decide(POLICY, evaluation, QUIET)) == {"latency_p99", "model_size"}
+    assert _failed(decide(POLICY, _evaluation(), {})) == {"max_drifted_share", "critical_columns_stable"}
+
+
+def test_a_crashed_evaluation_or_unreadable_champion_means_no_promotion():
+    crashed = _evaluation()
+    crashed["challenger"] = {"version": 2, "error": "could not score ct v2: RuntimeError: boom"}
+    record = decide(POLICY, crashed, QUIET)
+    assert record["decision"] == "reject" and "challenger_evaluated" in _failed(record)
+    unreadable = _evaluation()
+    unreadable["champion"] = {
+        "version": 1,
+        "error": "ct v1 does not match its sha256 manifest: missing: MLmodel",
+    }
+    record = decide(POLICY, unreadable, QUIET)
+    assert _failed(record) == {"champion_evaluated"} and "MLmodel" in record["reasons"][1]
+
+
+def test_no_champion_uses_the_absolute_floor():
+    assert decide(POLICY, _evaluation(champion=False), QUIET)["decision"] == "promote"
+    low = decide(POLICY, _evaluation(challenger=0.6, champion=False), QUIET)
+    assert _failed(low) == {"no_champion_threshold"}
+    reject_policy = POLICY.model_copy(
+        update={"no_champion": POLICY.no_champion.model_copy(update={"action": "reject"})}
+    )
+    assert decide(reject_policy, _evaluation(champion=False), QUIET)["decision"] == "reject"
+
+
+def test_drift_rules_block():
+    broad = {**QUIET, "drift_share": 0.9}
+    assert _failed(decide(POLICY, _evaluation(), broad)) == {"max_drifted_share"}
+    critical = {**QUIET, "columns": {"age": {"drifted": True}}}
+    assert _failed(decide(POLICY, _evaluation(), critical)) == {"critical_columns_stable"}
+
+
+def test_same_version_is_not_promoted_again():
+    evaluation = _evaluation()
+    evaluation["champion"]["version"] = 2
+    assert "challenger_is_new" in _failed(decide(POLICY, evaluation, QUIET))
+
+
+def test_lower_is_better_metrics():
+    policy = POLICY.model_copy(update={"primary_metric": "log_loss", "higher_is_better": False})
+    evaluation = _evaluation()
+    evaluation["challenger"]["metrics"] = {"log_loss": 0.40}
+    evaluation["champion"]["metrics"] = {"log_loss": 0.45}
+    assert decide(policy, evaluation, QUIET)["decision"] == "promote"
+
+
+def test_dry_run_and_approval_say_what_will_happen():
+    assert outcome(decide(POLICY, _evaluation(), QUIET)) == "promote"
+    dry = decide(POLICY.model_copy(update={"dry_run": True}), _evaluation(), QUIET)
+    assert dry["decision"] == "promote" and dry["dry_run"] and outcome(dry).startswith("would promote")
+    asked = decide(POLICY.model_copy(update={"approval": "required"}), _evaluation(), QUIET)
+    assert asked["approval"] == "required" and "approves" in outcome(asked)
+    assert outcome(decide(POLICY, _evaluation(challenger=0.7), QUIET)).startswith("reject")
+
+
+def test_markdown_lists_every_rule():
+    record = decide(POLICY, _evaluation(), QUIET)
+    text = to_markdown(record)
+    assert all(r["rule"] in text for r in record["rules"]) and "PROMOTE" in text and "Outcome" in text
+
+
+@pytest.mark.parametrize("onnx", [None, {"runtime": "onnx", "max_metric_loss": 0.01}])
+def test_the_record_names_exactly_the_rules_the_policy_module_lists(onnx):
+    policy = Policy.model_validate(POLICY.model_dump() | {"onnx": onnx})
+    with_champion = decide(policy, _evaluation(), QUIET)
+    assert [r["rule"] for r in with_champion["rules"]] == rules_checked(policy, champion=True)
+    first = decide(policy, _evaluation(champion=False), QUIET)
+    assert [r["rule"] for r in first["rules"]] == rules_checked(policy, champion=False)
+    never = POLICY.model_copy(
+        update={"no_champion": POLICY.no_champion.model_copy(update={"action": "reject"})}
+    )
+    assert [r["rule"] for r in decide(never, _evaluation(champion=False), QUIET)["rules"]] == rules_checked(
+        never, champion=False
+    )

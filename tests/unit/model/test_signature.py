@@ -1,0 +1,116 @@
+"""Request validation against an MLflow signature: both body forms, and every error names its field."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
+
+from pipelines.data.features import FeatureEncoder, feature_matrix
+from pipelines.model.signature import InputSchema, RequestError
+
+SIGNATURE = ModelSignature(
+    inputs=Schema(
+        [
+            ColSpec("double", "amount"),
+            ColSpec("long", "age"),
+            ColSpec("double", "avg_basket", required=False),
+            ColSpec("string", "plan"),
+        ]
+    )
+)
+ROW = {"amount": 10.5, "age": 40, "avg_basket": None, "plan": "pro"}
+
+
+@pytest.fixture(scope="module")
+def schema() -> InputSchema:
+    return InputSchema.from_signature(SIGNATURE)
+
+
+def test_rows_and_columns_give_the_same_arrays(schema):
+    by_rows, n = schema.parse({"rows": [ROW, {**ROW, "avg_basket": 3, "age": 41.0}]}, 10)
+    by_columns, m = schema.parse(
+        {
+            "columns": {
+                "amount": [10.5, 10.5],
+                "age": [40, 41],
+                "avg_basket": [None, 3],
+                "plan": ["pro", "pro"],
+            }
+        },
+        10,
+    )
+    assert n == m == 2
+    for name in by_rows:
+        np.testing.assert_array_equal(by_rows[name], by_columns[name])
+    assert by_rows["age"].dtype == np.int64 and by_rows["amount"].dtype == np.float64
+    assert np.isnan(by_rows["avg_basket"][0]) and by_rows["avg_basket"][1] == 3.0
+    left_out, _ = schema.parse({"columns": {"amount": [1.0], "age": [1], "plan": ["x"]}}, 10)
+    assert np.isnan(left_out["avg_basket"][0])  # an optional column may be left out
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "detail"),
+    [
+        ([ROW], 422, 'body must be a JSON object with "rows" or "columns"'),
+        ({"rows": []}, 422, "rows: expected a non-empty array of objects"),
+        ({"rows": [ROW] * 11}, 422, "rows: 11 rows, at most 10 per request"),
+        ({"rows": [ROW, 5]}, 422, "rows[1]: expected an object"),
+        ({"rows": [{**ROW, "amount": "1"}]}, 422, "rows[0].amount: expected number, got string"),
+        ({"rows": [{**ROW, "amount": True}]}, 422, "rows[0].amount: expected number, got bool"),
+        (
+            {"rows": [{**ROW, "age": 2**64}]},
+            422,
+            "rows[0].age: expected integer, got an integer outside int64",
+        ),
+        ({"rows": [{**ROW, "age": 1.5}]}, 422, "rows[0].age: expected integer, got number"),
+        ({"rows": [{**ROW, "plan": ["pro"]}]}, 422, "rows[0].plan: expected string, got array"),
+        ({"rows": [{**ROW, "plan": None}]}, 422, "rows[0].plan: required field is null"),
+        ({"rows": [{"amount": 1.0, "age": 1}]}, 422, "rows[0].plan: required field is missing"),
+        ({"rows": [{**ROW, "zip": "x"}]}, 422, "rows[0].zip: unexpected field"),
+        ({"columns": {"amount": [1.0], "age": [1]}}, 422, "columns.plan: required field is missing"),
+        (
+            {"columns": {"amount": [1.0], "age": [1, 2], "plan": ["a"]}},
+            422,
+            "columns.age: 2 values, the other columns have 1",
+        ),
+        (
+            {"columns": {"amount": [1.0], "age": [1], "plan": [{}]}},
+            422,
+            "columns.plan[0]: expected string, got object",
+        ),
+        (
+            {"columns": {"amount": 1.0, "age": [1], "plan": ["a"]}},
+            422,
+            "columns.amount: expected a non-empty array",
+        ),
+        ({"rows": [ROW], "columns": {}}, 422, 'send exactly one of "rows" or "columns"'),
+        ({"inputs": [ROW]}, 422, 'unexpected field \'inputs\': send "rows" or "columns"'),
+    ],
+)
+def test_each_problem_is_named(schema, payload, status, detail):
+    with pytest.raises(RequestError) as caught:
+        schema.parse(payload, 10)
+    assert (caught.value.status, caught.value.message) == (status, detail)
+
+
+def test_a_model_without_a_usable_signature_is_refused():
+    with pytest.raises(ValueError, match="no input signature"):
+        InputSchema.from_signature(None)
+    with pytest.raises(ValueError, match="no column names"):
+        InputSchema.from_signature(ModelSignature(inputs=Schema([ColSpec("double")])))
+
+
+def test_the_encoder_on_request_arrays_equals_the_training_features(contract, clean_frame):
+    frame = clean_frame.head(300).copy()
+    frame.loc[frame.index[:5], "channel"] = "fax"  # unknown category: all indicators 0
+    frame.loc[frame.index[5:9], "avg_basket"] = None
+    expected = feature_matrix(frame, contract).to_numpy()
+    encoder = FeatureEncoder(contract)
+    columns = {name: frame[name].to_numpy() for name in contract.feature_columns}
+    np.testing.assert_array_equal(encoder.matrix(columns, "float64"), expected)  # the pandas hash path
+    small = np.vstack(
+        [encoder.matrix({k: v[i : i + 7] for k, v in columns.items()}, "float64") for i in range(0, 300, 7)]
+    )
+    np.testing.assert_array_equal(small, expected)  # the per-request dictionary path

@@ -1,0 +1,53 @@
+"""Promotion's pure decisions: the compare-and-set outcome, the previous champion, the history's trigger."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from pipelines.release.promote import approval_trigger, compare_and_set, previous_in_history, promote
+
+
+@pytest.mark.parametrize(
+    ("current", "target", "expected", "dry_run", "outcome"),
+    [
+        (1, 2, 1, False, "promoted"),
+        (None, 1, None, False, "promoted"),  # the first champion
+        (1, 2, 1, True, "dry_run"),
+        (2, 2, 1, False, "unchanged"),  # already there: nothing to move, whatever was expected
+        (3, 2, 1, False, "conflict"),  # the champion moved since the gate judged
+        (None, 2, 1, False, "conflict"),
+        (1, 2, None, False, "conflict"),
+        (3, 2, 1, True, "conflict"),  # a dry run reports a conflict too
+    ],
+)
+def test_compare_and_set(current, target, expected, dry_run, outcome):
+    assert compare_and_set(current, target, expected, dry_run) == outcome
+
+
+def test_the_previous_champion_is_the_one_the_newest_promotion_replaced():
+    rows = [
+        {"outcome": "promoted", "from_version": None, "to_version": 1},
+        {"outcome": "promoted", "from_version": 1, "to_version": 2},
+        {"outcome": "conflict", "from_version": 2, "to_version": 3},
+        {"outcome": "promoted", "from_version": 2, "to_version": 3},
+        {"outcome": "promoted", "from_version": 3, "to_version": 1},  # a rollback to v1
+        {"outcome": "promoted", "from_version": 1, "to_version": 3},
+    ]
+    assert previous_in_history(rows, 3) == (True, 1)
+    assert previous_in_history(rows, 2) == (True, 1)
+    assert previous_in_history(rows, 1) == (True, 3)
+    assert previous_in_history(rows[:1], 1) == (True, None)  # the first champion replaced nobody
+    assert previous_in_history(rows, 7) == (False, None)
+
+
+def test_the_trigger_names_the_approver_and_fits_the_history():
+    assert approval_trigger("gate", None) == "gate"
+    assert approval_trigger("gate", "ana") == "gate, approved by ana"
+    assert len(approval_trigger("gate", "x" * 100)) == 64
+
+
+def test_a_rejected_decision_cannot_be_promoted(settings):
+    with pytest.raises(ValueError, match="the gate rejected v2"):
+        promote(settings, dt.date(2026, 11, 20), 2, 1, decision={"decision": "reject"})

@@ -1,0 +1,85 @@
+"""The micro-batcher: requests that arrive together share one model call, never across models."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from pipelines.serving.batcher import MicroBatcher
+from pipelines.serving.metrics import ServingMetrics
+from tests.unit.serving.scoring import columns, served
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, int]] = []
+
+    def append(self, version, cols, probability, label) -> None:
+        self.batches.append((version, len(probability)))
+
+
+def _run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, timeout=30))
+
+
+async def _batched(batcher: MicroBatcher, requests):
+    batcher.start()
+    try:
+        return await asyncio.gather(
+            *(batcher.predict(model, cols, len(cols["x"])) for model, cols in requests)
+        )
+    finally:
+        await batcher.stop()
+
+
+def test_requests_queued_together_are_scored_in_one_call_each_getting_its_rows():
+    model, metrics, sink = served(1), ServingMetrics(), Sink()
+    requests = [(model, columns(0.0)), (model, columns(1.0, -1.0)), (model, columns(2.0))]
+    answers = _run(_batched(MicroBatcher(256, 0.0, metrics, sink), requests))
+    assert model.pyfunc.calls == 1 and sink.batches == [(1, 4)]
+    for (_, cols), (probability, label) in zip(requests, answers, strict=True):
+        expected = 1 / (1 + np.exp(-cols["x"]))
+        np.testing.assert_allclose(probability, expected)
+        assert label.tolist() == (expected >= 0.5).astype(int).tolist()
+    assert metrics.rows._value.get() == 4
+
+
+def test_a_batch_never_mixes_models_nor_exceeds_its_row_limit():
+    old, new, metrics = served(1, weight=1.0), served(2, weight=-1.0), ServingMetrics()
+    requests = [(old, columns(1.0)), (new, columns(1.0)), (old, columns(2.0, 3.0)), (old, columns(4.0))]
+    answers = _run(_batched(MicroBatcher(3, 0.0, metrics), requests))
+    assert answers[0][0][0] == pytest.approx(1 / (1 + np.exp(-1.0)))  # scored on the model it arrived with
+    assert answers[1][0][0] == pytest.approx(1 / (1 + np.exp(1.0)))
+    assert new.pyfunc.calls == 1 and old.pyfunc.calls == 2  # rows 1+2 fit in 3; the 4th row waits its turn
+
+
+def test_a_failed_batch_fails_its_requests_and_the_batcher_goes_on():
+    broken, good = served(1), served(2)
+    broken.pyfunc.fail = ValueError("the model broke")
+
+    async def scenario():
+        batcher = MicroBatcher(256, 0.0, ServingMetrics())
+        batcher.start()
+        try:
+            with pytest.raises(ValueError, match="the model broke"):
+                await batcher.predict(broken, columns(1.0), 1)
+            return await batcher.predict(good, columns(0.0), 1)
+        finally:
+            await batcher.stop()
+
+    probability, _ = _run(scenario())
+    assert probability.tolist() == [0.5]
+
+
+def test_an_arrival_is_counted_until_it_is_queued_or_ends():
+    batcher = MicroBatcher(256, 0.001, ServingMetrics())
+    with batcher.arrival() as first:
+        with batcher.arrival():
+            assert batcher.arriving == 2
+        assert batcher.arriving == 1  # the second ended (an error) without being queued
+        first.queued()
+        assert batcher.arriving == 0
+        first.queued()  # counted once, however often it is said
+    assert batcher.arriving == 0

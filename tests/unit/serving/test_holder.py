@@ -1,0 +1,108 @@
+"""The model holder: load beside, swap, refuse a bad version and keep serving, retry only when it is time."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow.exceptions import MlflowException
+
+from pipelines.model.runtime import ModelLoadError
+from pipelines.release.integrity import IntegrityError
+from pipelines.serving.holder import RETRY_FAILED_SECONDS, ModelHolder
+from pipelines.serving.metrics import ServingMetrics
+from pipelines.settings import get_settings
+from tests.unit.serving.scoring import served
+
+
+class Registry:
+    """A champion source that names whichever version the test sets, and loads or refuses it."""
+
+    def __init__(self) -> None:
+        self.version: int | None = None
+        self.broken: dict[int, Exception] = {}
+        self.down: Exception | None = None
+        self.loads: list[int] = []
+
+    def champion(self):
+        if self.down is not None:
+            raise self.down
+        return None if self.version is None else (self.version, f"run-{self.version}")
+
+    def load(self, version, run_id):
+        self.loads.append(version)
+        if version in self.broken:
+            raise self.broken[version]
+        return served(version)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def holder_parts():
+    registry, clock, metrics = Registry(), Clock(), ServingMetrics()
+    holder = ModelHolder(get_settings(model_name="m"), metrics, source=registry, clock=clock)
+    return holder, registry, clock, metrics
+
+
+def test_no_champion_then_a_swap_then_nothing_to_do(holder_parts):
+    holder, registry, _, metrics = holder_parts
+    assert holder.refresh().status == "no_champion" and "no champion" in holder.last_error
+    registry.version = 1
+    result = holder.refresh()
+    assert (result.status, result.serving, holder.current.version) == ("swapped", 1, 1)
+    assert holder.refresh().status == "unchanged" and registry.loads == [1]
+    assert metrics.swaps._value.get() == 1 and holder.last_error is None
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (ModelLoadError("signature", "the model has no input signature"), "signature"),
+        (IntegrityError("m v2 does not match its sha256 manifest: altered: MLmodel"), "integrity"),
+    ],
+)
+def test_a_refused_version_leaves_the_old_one_serving_and_is_counted(holder_parts, error, reason):
+    holder, registry, _, metrics = holder_parts
+    registry.version = 1
+    holder.refresh()
+    registry.version, registry.broken[2] = 2, error
+    result = holder.refresh()
+    assert (result.status, result.version, result.serving) == ("failed", 2, 1)
+    assert holder.current.version == 1 and f"({reason})" in holder.last_error
+    assert metrics.load_failures.labels(reason=reason)._value.get() == 1
+
+
+def test_a_refused_version_is_retried_only_when_it_is_time_or_forced(holder_parts):
+    holder, registry, clock, _ = holder_parts
+    registry.version, registry.broken[3] = 3, ModelLoadError("warmup", "probabilities out of range")
+    holder.refresh()
+    clock.now += RETRY_FAILED_SECONDS - 1
+    assert holder.refresh().status == "failed" and registry.loads == [3]  # the poller leaves it alone
+    holder.refresh(force=True)  # an admin reload tries at once
+    assert registry.loads == [3, 3]
+    clock.now += RETRY_FAILED_SECONDS
+    del registry.broken[3]
+    assert holder.refresh().status == "swapped" and holder.failed == {}
+
+
+def test_an_unreadable_registry_keeps_the_model_serving(holder_parts):
+    holder, registry, _, _ = holder_parts
+    registry.version = 1
+    holder.refresh()
+    registry.down = MlflowException("API request to http://mlflow:5000 failed")
+    result = holder.refresh()
+    assert (result.status, result.serving, holder.current.version) == ("failed", 1, 1)
+    assert "reading the champion alias of m failed" in holder.last_error
+
+
+def test_a_bug_while_loading_is_not_taken_for_a_bad_model(holder_parts):
+    holder, registry, _, _ = holder_parts
+    registry.version, registry.broken[1] = 1, TypeError("a bug in the loader")
+    with pytest.raises(TypeError, match="a bug in the loader"):
+        holder.refresh()
+    assert holder.current is None and holder.loading is None and holder.failed == {}

@@ -1,0 +1,69 @@
+"""The prediction log: served rows land in Parquet by day; a failing sink keeps, then drops and counts them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.dataset as pads
+
+from pipelines.serving.metrics import ServingMetrics
+from pipelines.serving.predlog import PredictionLog
+
+
+def _log(uri: str, metrics: ServingMetrics, max_buffer_rows: int = 1000) -> PredictionLog:
+    return PredictionLog(
+        uri, "ct-test", metrics, flush_rows=10_000, flush_seconds=60, max_buffer_rows=max_buffer_rows
+    )
+
+
+def _batch(n: int, start: float = 0.0):
+    x = np.arange(start, start + n, dtype="float64")
+    return {"x": x, "plan": np.array(["basic"] * n, dtype=object)}, x / 100, (x > 1).astype("int64")
+
+
+def test_served_rows_are_written_by_day_with_their_model_and_prediction(tmp_path):
+    metrics = ServingMetrics()
+    sink = _log(str(tmp_path / "predictions"), metrics)
+    sink.append(3, *_batch(2))
+    sink.append(4, *_batch(3, start=10))
+    sink.flush()
+    days = sorted(p.name for p in (tmp_path / "predictions").iterdir())
+    assert len(days) == 1 and days[0].startswith("ds=")
+    table = pads.dataset(str(tmp_path / "predictions"), format="parquet", partitioning="hive").to_table()
+    frame = table.to_pandas().sort_values("x")
+    assert frame["model_version"].tolist() == [3, 3, 4, 4, 4]
+    assert frame["x"].tolist() == [0.0, 1.0, 10.0, 11.0, 12.0] and set(frame["plan"]) == {"basic"}
+    assert frame["probability"].tolist() == [0.0, 0.01, 0.1, 0.11, 0.12]
+    assert set(frame["model_name"]) == {"ct-test"} and str(frame["served_at"].dtype) == "datetime64[us, UTC]"
+    assert metrics.log_rows._value.get() == 5 and sink.files_written == 1
+    assert not list((tmp_path / "predictions").rglob(".*.tmp"))  # written under a temporary name, renamed
+
+
+def test_a_failing_sink_keeps_the_rows_for_the_next_flush(tmp_path):
+    blocker = tmp_path / "blocked"
+    blocker.write_text("a file where the log's folder should be")
+    metrics = ServingMetrics()
+    sink = _log(str(blocker / "predictions"), metrics)
+    sink.append(1, *_batch(4))
+    sink.flush()
+    assert metrics.log_failures._value.get() == 1 and sink.last_error and metrics.log_rows._value.get() == 0
+    blocker.unlink()
+    sink.flush()
+    assert metrics.log_rows._value.get() == 4 and sink.last_error is None
+
+
+def test_past_the_buffer_bound_rows_are_dropped_and_counted(tmp_path):
+    metrics = ServingMetrics()
+    sink = _log(str(tmp_path / "p"), metrics, max_buffer_rows=5)
+    sink.append(1, *_batch(3))
+    sink.append(1, *_batch(3))  # would make 6: dropped whole
+    sink.append(1, *_batch(2))
+    assert metrics.log_dropped._value.get() == 3 and metrics.log_buffered._value.get() == 5
+
+
+def test_stop_writes_what_is_buffered(tmp_path):
+    metrics = ServingMetrics()
+    sink = _log(str(tmp_path / "p"), metrics)
+    sink.start()
+    sink.append(1, *_batch(2))
+    sink.stop()
+    assert metrics.log_rows._value.get() == 2

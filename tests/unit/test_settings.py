@@ -1,0 +1,56 @@
+"""Settings: the environment, derived paths that follow the dataset, names checked before they become paths."""
+
+import pytest
+
+from pipelines.settings import get_settings
+
+
+def test_model_name_and_policy_follow_the_dataset():
+    assert get_settings(dataset="breast_cancer").model_name == "ct-breast_cancer"
+    assert get_settings(dataset="breast_cancer").resolved_policy_path.name == "breast_cancer.yaml"
+    assert get_settings(dataset="transactions").resolved_policy_path.name == "promotion_policy.yaml"
+    assert get_settings(model_name="mine").model_name == "mine"
+
+
+def test_settings_read_the_prefixed_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("CT_ENGINE", "spark")
+    monkeypatch.setenv("CT_STATE_DIR", str(tmp_path))
+    settings = get_settings()
+    assert settings.engine == "spark"
+    assert settings.resolved_data_root == str(tmp_path / "data")
+    assert settings.tracking_uri == f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+
+
+def test_settings_refuse_a_bad_engine(monkeypatch):
+    monkeypatch.setenv("CT_ENGINE", "hadoop")
+    with pytest.raises(ValueError, match="engine"):
+        get_settings()
+
+
+def test_settings_are_immutable_and_copies_derive_again(tmp_path):
+    from pydantic import ValidationError
+
+    settings = get_settings(state_dir=tmp_path, dataset="breast_cancer")
+    with pytest.raises(ValidationError, match="frozen"):
+        settings.dataset = "transactions"
+    other = settings.replace(dataset="transactions")
+    assert (other.model_name, other.resolved_contract_path.name) == ("ct-transactions", "transactions.yaml")
+    assert other.resolved_data_root == settings.resolved_data_root == str(tmp_path / "data")
+    copied = settings.model_copy(update={"dataset": "transactions"})  # pydantic's copy validates here too
+    assert (
+        copied.model_name == "ct-transactions" and copied.resolved_policy_path.name == "promotion_policy.yaml"
+    )
+    named = get_settings(model_name="mine").replace(dataset="transactions")
+    assert named.model_name == "mine"  # an explicit name stays
+
+
+@pytest.mark.parametrize("name", ["../outside", "a/b", "", "x y", "sales.v2", "~root"])
+def test_a_dataset_name_that_is_not_a_plain_name_is_refused(monkeypatch, name):
+    with pytest.raises(ValueError, match="may hold only letters, digits, '_' and '-'"):
+        get_settings(dataset=name)
+    monkeypatch.setenv("CT_DATASET", name)
+    with pytest.raises(ValueError, match="dataset"):
+        get_settings()
+    monkeypatch.delenv("CT_DATASET")
+    with pytest.raises(ValueError, match="may hold only"):
+        get_settings().replace(dataset=name)
