@@ -200,9 +200,17 @@ class Settings(BaseSettings):
 
     def replace(self, **changes: Any) -> Settings:
         """A validated copy with ``changes``; whatever was derived (the model name) is derived again."""
-        derived = set() if "model_name" in self.model_fields_set else {"model_name"}
-        values = {name: getattr(self, name) for name in type(self).model_fields if name not in derived}
-        return type(self)(**(values | changes))
+        fields = type(self).model_fields
+        if unknown := sorted(set(changes) - set(fields)):
+            raise ValueError(f"unknown settings: {', '.join(unknown)}")
+        derived = "model_name" not in self.model_fields_set and "model_name" not in changes
+        values = {name: getattr(self, name) for name in fields} | changes
+        if derived:
+            values["model_name"] = ""  # derived again from the (new) dataset, never read from the environment
+        copy = type(self)(**values)
+        if derived:
+            copy.__pydantic_fields_set__.discard("model_name")
+        return copy
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Settings:
         """Like :meth:`replace` when ``update`` is given: pydantic's own copy would skip validation."""

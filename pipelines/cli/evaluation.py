@@ -73,8 +73,12 @@ def policy(
     except PolicyError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
-    with_champion = ", ".join(rules_checked(loaded, champion=True))
-    first = ", ".join(rules_checked(loaded, champion=False))
+    onnx = f"onnx_runtime ({loaded.onnx.runtime})" if loaded.onnx else "onnx_runtime"
+    named = [
+        [onnx if rule == "onnx_runtime" else rule for rule in rules_checked(loaded, champion)]
+        for champion in (True, False)
+    ]
+    with_champion, first = ", ".join(named[0]), ", ".join(named[1])
     typer.echo(
         f"OK {target}: policy v{loaded.version} on {loaded.primary_metric} for {settings.dataset}; "
         f"rules against a champion: {with_champion}; rules with no champion yet: {first}; "

@@ -297,8 +297,45 @@ def table_violations(
     return found
 
 
-def _key_text(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
-    text = [frame[c].map(render).astype(object) for c in columns]
+def canonical(frame: pd.DataFrame) -> pd.DataFrame:
+    """The same values in the same types whatever engine or batch produced them.
+
+    An engine hands a column over in the type its batch happens to need (an int column with a null in one
+    Spark batch arrives as floats there): numbers become float64, times UTC nanoseconds, text stays text.
+    """
+    frame = normalise(frame)
+    out = {}
+    for name in frame.columns:
+        column = frame[name]
+        if pd.api.types.is_numeric_dtype(column.dtype):
+            out[name] = pd.Series(column.to_numpy(dtype="float64", na_value=np.nan), index=frame.index)
+        elif isinstance(column.dtype, pd.DatetimeTZDtype):
+            out[name] = column.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+        else:
+            out[name] = column
+    return pd.DataFrame(out, index=frame.index)
+
+
+def _text(column: pd.Series, integral: bool) -> pd.Series:
+    """A canonical column as text; an int column's values as ints (``42``, never ``42.0``)."""
+    if integral:
+        return column.map(
+            lambda v: render(int(v)) if math.isfinite(v) and float(v).is_integer() else render(v)
+        )
+    return column.map(render).astype(object)
+
+
+def _key_text(frame: pd.DataFrame, columns: list[str], contract: Contract) -> pd.Series:
+    frame = canonical(frame[columns])
+    text = [
+        _text(
+            frame[c],
+            c in contract.columns
+            and contract.columns[c].type == "int"
+            and pd.api.types.is_float_dtype(frame[c].dtype),
+        )
+        for c in columns
+    ]
     key = text[0]
     for more in text[1:]:
         key = key + "|" + more
@@ -307,16 +344,17 @@ def _key_text(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
 
 def duplicate_keys(contract: Contract, columns: list[str]) -> dict[str, Any]:
     """Per duplicate rule of the contract that applies to a table of ``columns``, the function giving each
-    row's key as text: the ``unique`` columns joined, or the entity id and a hash of the whole row."""
+    row's key as text: the ``unique`` columns joined, or the entity id and a hash of the whole (canonical)
+    row. Keys are the same on every engine and batch, so both engines count the same duplicates."""
     rules: dict[str, Any] = {}
     if contract.unique and set(contract.unique) <= set(columns):
-        rules[UNIQUE] = lambda frame: _key_text(frame, contract.unique)
+        rules[UNIQUE] = lambda frame: _key_text(frame, contract.unique, contract)
     if not contract.allow_duplicate_rows:
         entity = contract.entity_id if contract.entity_id in columns else columns[0]
 
         def row_key(frame: pd.DataFrame) -> pd.Series:
-            hashes = pd.util.hash_pandas_object(normalise(frame), index=False).astype(str)
-            return frame[entity].map(render).astype(object) + "#" + hashes.astype(object)
+            hashes = pd.util.hash_pandas_object(canonical(frame), index=False).astype(str)
+            return _key_text(frame, [entity], contract) + "#" + hashes.astype(object)
 
         rules[DUPLICATE_ROWS] = row_key
     return rules

@@ -29,15 +29,13 @@ from pipelines.evaluation import stats
 from pipelines.evaluation.metrics import classification_metrics
 from pipelines.evaluation.policy import Policy, check_against_contract, load_policy
 from pipelines.model.classifier import project_model
+from pipelines.model.runtime import SCORING_ERRORS
 from pipelines.release import integrity, tracking
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
 
 LATENCY_WARMUP = 20
-# What scoring a loaded model raises when the model or its input is at fault (a pyfunc's own schema
-# enforcement raises MlflowException; the project's model ValueError or KeyError on missing columns).
-SCORING_ERRORS: tuple[type[BaseException], ...] = (MlflowException, ValueError, KeyError)
 
 
 class EvaluationError(RuntimeError):
@@ -53,6 +51,8 @@ def score_version(
             model, manifest = integrity.load_verified(client, name, version, tmp)
         except (integrity.IntegrityError, integrity.UnloadableModelError) as exc:
             raise EvaluationError(str(exc)) from exc
+        except MlflowException as exc:  # the registry could not say what the version holds
+            raise EvaluationError(f"could not load {name} v{version}: {type(exc).__name__}: {exc}") from exc
     try:
         probability = model.predict(holdout[contract.feature_columns])["probability"].to_numpy("float64")
     except SCORING_ERRORS as exc:
@@ -122,8 +122,7 @@ def score_runtimes(
                 "metrics": classification_metrics(labels, probability),
                 "max_abs_diff": round(float(np.max(np.abs(probability - native))), 6),
             }
-        except (ValueError, RuntimeError) as exc:  # ONNX Runtime's errors are RuntimeErrors
-            # A broken export is reported, and fails a policy that requires it.
+        except SCORING_ERRORS as exc:  # a broken export is reported, and fails a policy that requires it
             out[runtime] = {"error": f"{type(exc).__name__}: {exc}"}
         finally:
             inner.use_runtime("native")

@@ -124,11 +124,11 @@ def _absolute_rules(policy: Policy, challenger_value: float) -> list[Rule]:
     if action != "promote_if_above":
         detail = f"no champion yet: policy says {action}"
         return [_rule(rules.NO_CHAMPION_ACTION, action == "promote", action, "promote", detail)]
-    floor = policy.no_champion.min_primary_metric
-    ok = challenger_value >= floor if policy.higher_is_better else challenger_value <= floor
+    floor, metric = policy.no_champion.min_primary_metric, policy.primary_metric
+    ok = sign(metric) * (challenger_value - floor) >= 0
     detail = (
-        f"no champion yet: challenger {policy.primary_metric} {challenger_value:.4f} vs "
-        f"{'floor' if policy.higher_is_better else 'ceiling'} {floor}"
+        f"no champion yet: challenger {metric} {challenger_value:.4f} vs "
+        f"{'floor' if sign(metric) > 0 else 'ceiling'} {floor}"
     )
     return [_rule(rules.NO_CHAMPION_THRESHOLD, ok, challenger_value, floor, detail)]
 

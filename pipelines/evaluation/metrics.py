@@ -65,8 +65,15 @@ def sign(name: str) -> float:
 
 
 def classification_metrics(labels: np.ndarray, probability: np.ndarray) -> dict[str, float]:
-    """Every metric of predicted probabilities, and the row count; both classes must be present."""
+    """Every metric of predicted probabilities, and the row count; both classes must be present.
+
+    Log loss and Brier clip the probabilities to [EPS, 1 - EPS]; ROC AUC ranks them as they are, as the
+    bootstrap and the slices do, so a point estimate and its interval come from one definition.
+    """
     labels = np.asarray(labels, dtype="float64")
+    probability = np.asarray(probability, dtype="float64")
     if len(np.unique(labels)) < 2:
         raise ValueError("metrics need both classes in the labels; the scored set has one")
+    if not np.isfinite(probability).all():
+        raise ValueError(f"{int((~np.isfinite(probability)).sum())} predicted probabilities are not finite")
     return {name: metric(name, labels, probability) for name in METRIC_NAMES} | {"rows": float(len(labels))}

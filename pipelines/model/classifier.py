@@ -23,14 +23,43 @@ from pipelines.model.decision import labels
 ONNX_RUNTIMES = {"onnx": "onnx", "onnx-int8": "onnx_int8"}  # serving runtime -> artifact key
 
 
+class OnnxRuntimeError(RuntimeError):
+    """ONNX Runtime refused a graph or failed to run it (its own exceptions derive from Exception alone)."""
+
+
+def _onnx_errors() -> tuple[type[BaseException], ...]:
+    """ONNX Runtime's exception classes, by name, as its pybind module defines them."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    names = (
+        "Fail",
+        "InvalidArgument",
+        "NoSuchFile",
+        "NoModel",
+        "EngineError",
+        "RuntimeException",
+        "InvalidProtobuf",
+        "ModelLoaded",
+        "NotImplemented",
+        "InvalidGraph",
+        "EPFail",
+        "NotFound",
+    )
+    return tuple(getattr(state, name) for name in names if hasattr(state, name))
+
+
 def onnx_session(model: bytes, threads: int) -> Any:
+    """An ONNX Runtime session on one graph; :class:`OnnxRuntimeError` when the graph does not load."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = max(1, threads)
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    except _onnx_errors() as exc:
+        raise OnnxRuntimeError(f"ONNX Runtime cannot load the graph: {type(exc).__name__}: {exc}") from exc
 
 
 class ChurnClassifier(PythonModel):
@@ -88,8 +117,16 @@ class ChurnClassifier(PythonModel):
         """Probabilities from raw feature columns (a DataFrame or a mapping of arrays): serving's fast path."""
         features = self.encoder.matrix(columns)
         if self._session is not None:
-            return self._session.run(None, {"features": features})[0].astype("float64")
+            return self._run_onnx(features)
         return self._native(features)
+
+    def _run_onnx(self, features: np.ndarray) -> np.ndarray:
+        try:
+            return self._session.run(None, {"features": features})[0].astype("float64")
+        except _onnx_errors() as exc:
+            raise OnnxRuntimeError(
+                f"ONNX Runtime failed on {self.runtime}: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None

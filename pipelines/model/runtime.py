@@ -18,18 +18,21 @@ from typing import Any
 import numpy as np
 from mlflow.exceptions import MlflowException
 
-from pipelines.model.classifier import project_model
+from pipelines.model.classifier import OnnxRuntimeError, project_model
 from pipelines.model.decision import labels
 from pipelines.model.signature import InputSchema
 
-# What scoring neutral rows raises when the model cannot serve them: a pyfunc's own input checks
-# (MlflowException), the model's code (ValueError, KeyError, TypeError, ArithmeticError), ONNX Runtime
-# (RuntimeError). The version is refused and the old one keeps serving.
-WARMUP_ERRORS: tuple[type[BaseException], ...] = (
+# What calling a loaded model raises when the model or its input is at fault, not this project: a pyfunc's
+# own input checks (MlflowException); the model's code (ValueError, KeyError, TypeError, AttributeError,
+# IndexError, ArithmeticError); torch and ONNX Runtime (RuntimeError, OnnxRuntimeError). Evaluation records
+# it as that model's error, and serving refuses the version while the old one keeps serving.
+SCORING_ERRORS: tuple[type[BaseException], ...] = (
     MlflowException,
     ValueError,
     KeyError,
     TypeError,
+    AttributeError,
+    IndexError,
     ArithmeticError,
     RuntimeError,
 )
@@ -82,7 +85,7 @@ class ServedModel:
         choice = ("onnx" if "onnx" in available else "native") if wanted == "auto" else wanted
         try:
             self._fast.use_runtime(choice, threads)
-        except ValueError as exc:
+        except (ValueError, OnnxRuntimeError) as exc:
             raise ModelLoadError("runtime", f"CT_SERVE_RUNTIME={wanted}: {exc}") from exc
         family = self._fast.config["family"]
         self.runtime = (
@@ -115,7 +118,7 @@ class ServedModel:
                     probability, label = self.predict(columns)
                 except ModelLoadError:
                     raise
-                except WARMUP_ERRORS as exc:
+                except SCORING_ERRORS as exc:
                     raise ModelLoadError("warmup", f"scoring a warm-up batch failed: {exc!r}") from exc
             timings[f"rows_{rows}"] = round((time.perf_counter() - started) * 1000, 3)
             if probability.shape != (rows,) or label.shape != (rows,):

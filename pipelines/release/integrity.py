@@ -24,6 +24,8 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from pipelines.release import tracking
+
 MANIFEST_TAG = "ct.artifact_manifest"
 DIGEST_TAG = "ct.artifact_sha256"
 MLFLOW_OWN_FILES = frozenset({"registered_model_meta"})
@@ -149,7 +151,9 @@ def fetch_verified(
     manifest = stored_manifest(client, name, version)
     try:
         local = download(f"models:/{name}/{version}", dst)
-    except (MlflowException, OSError) as exc:  # an artifact store that lost the files: refuse the version
+    except (
+        tracking.artifact_store_errors()
+    ) as exc:  # a store that lost the files, or failed: refuse the version
         raise IntegrityError(f"{name} v{version}: its files could not be downloaded: {exc}") from exc
     verify(local, manifest, f"{name} v{version}")
     return local, manifest

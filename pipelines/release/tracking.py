@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import os
 import re
@@ -114,6 +115,25 @@ def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersio
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
         raise
+
+
+@functools.cache
+def artifact_store_errors() -> tuple[type[BaseException], ...]:
+    """What a download from the artifact store raises when the store fails: MLflow's and the file system's
+    errors, and those of the cloud SDK an artifact store runs on (boto3, google-cloud, azure), if installed.
+    """
+    errors: list[type[BaseException]] = [MlflowException, OSError]
+    for module, names in (
+        ("botocore.exceptions", ("BotoCoreError", "ClientError")),
+        ("google.api_core.exceptions", ("GoogleAPIError",)),
+        ("azure.core.exceptions", ("AzureError",)),
+    ):
+        try:
+            found = importlib.import_module(module)
+        except ImportError:
+            continue
+        errors += [getattr(found, name) for name in names]
+    return tuple(errors)
 
 
 def load_json_artifact(artifact_uri: str) -> Any:

@@ -99,7 +99,7 @@ def openapi_document(
     title: str, version: str, summary: str | None, routes: list[Any], request_schema: dict[str, Any] | None
 ) -> dict[str, Any]:
     """The OpenAPI document: the app's routes, /v1/predict with ``request_schema`` (the model's signature)."""
-    document = get_openapi(title=title, version=version, summary=summary, routes=[*routes, PREDICT_ROUTE])
+    document = get_openapi(title=title, version=version, summary=summary, routes=[PREDICT_ROUTE, *routes])
     body = document["paths"][PREDICT_PATH]["post"]["requestBody"]["content"]["application/json"]
     body["schema"] = request_schema or {
         "type": "object",

@@ -32,6 +32,7 @@ def route_of(scope: Scope) -> str:
     path, root = scope["path"], scope.get("root_path", "")
     if root and path.startswith(root):
         path = path[len(root) :] or "/"
+    path = path.rstrip("/") or "/"  # /v1/predict/ is /v1/predict
     return path if path in ROUTES else "other"
 
 

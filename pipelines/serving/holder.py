@@ -146,7 +146,10 @@ class ModelHolder:
         except integrity.IntegrityError as exc:
             return self._refuse(version, "integrity", str(exc))
         except integrity.UnloadableModelError as exc:
-            return self._refuse(version, "load", str(exc))
+            cause = exc.__cause__ or exc
+            return self._refuse(version, "load", f"{type(cause).__name__}: {cause}")
+        except REGISTRY_ERRORS as exc:  # the registry or the artifact store failed while fetching it
+            return self._refuse(version, "load", f"{type(exc).__name__}: {exc}")
         finally:
             self.loading = None
         served.load_seconds = time.perf_counter() - started

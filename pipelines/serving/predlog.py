@@ -105,8 +105,17 @@ class PredictionLog:
         while not self._stop.is_set():
             self._flush_now.wait(self.flush_seconds)
             self._flush_now.clear()
+            self._flush_logged()
+        self._flush_logged()
+
+    def _flush_logged(self) -> None:
+        try:
             self.flush()
-        self.flush()
+        except Exception as exc:  # noqa: BLE001 - the writer thread's boundary: an unforeseen failure is
+            # logged with its trace and counted, the rows stay buffered, and the thread keeps writing
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.metrics.log_failures.inc()
+            log.exception("prediction log write to %s failed unexpectedly; rows kept", self.uri)
 
     def _write(self, batches: list[Any]) -> None:
         by_day: dict[str, list[Any]] = {}

@@ -16,6 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +138,40 @@ def train_sklearn(
     return config, [float(v) for v in -estimator.validation_score_]
 
 
+def _torch_requirements() -> list[str]:
+    import onnxruntime
+    import torch
+
+    return [f"torch=={torch.__version__.split('+')[0]}", f"onnxruntime=={onnxruntime.__version__}"]
+
+
+def _sklearn_requirements() -> list[str]:
+    import sklearn
+
+    return [f"scikit-learn=={sklearn.__version__}"]
+
+
+@dataclass(frozen=True)
+class Family:
+    """What differs between model families: how one is fitted, what it writes, what it needs to load."""
+
+    name: str
+    fit: Callable[[np.ndarray, np.ndarray, Settings, Path], tuple[dict[str, Any], list[float]]]
+    weights: str  # the file ``fit`` writes into the output folder
+    curve: str  # the name its training curve is logged under
+    requirements: Callable[[], list[str]]  # pip pins of what loading it needs, besides MLflow, pandas, numpy
+    onnx: bool  # whether it carries ONNX exports
+
+
+FAMILIES: dict[str, Family] = {
+    "torch": Family("torch", train_torch, "weights.pt", "train_loss", _torch_requirements, onnx=True),
+    "sklearn": Family(
+        "sklearn", train_sklearn, "weights.joblib", "early_stopping_loss", _sklearn_requirements, onnx=False
+    ),
+}
+assert set(FAMILIES) == set(MODEL_FAMILIES), "one entry per model family of the settings"
+
+
 def _find_finished_run(client: mlflow.MlflowClient, settings: Settings, run_key: str) -> Any | None:
     runs = client.search_runs(
         [tracking.experiment_id(client, settings)],
@@ -146,22 +182,21 @@ def _find_finished_run(client: mlflow.MlflowClient, settings: Settings, run_key:
 
 
 def load_trained_model(
-    family: str, out_dir: Path, contract: Contract, config: dict[str, Any]
+    family: Family, out_dir: Path, contract: Contract, config: dict[str, Any]
 ) -> tuple[Any, dict[str, str]]:
     """Write the model's artifacts beside the weights and load them exactly as MLflow will at serving time."""
     from pipelines.model.classifier import ChurnClassifier
 
     (out_dir / "contract.json").write_text(contract.model_dump_json())
-    (out_dir / "config.json").write_text(json.dumps({**config, "family": family}))
-    weights = out_dir / ("weights.pt" if family == "torch" else "weights.joblib")
+    (out_dir / "config.json").write_text(json.dumps({**config, "family": family.name}))
     artifacts = {
         "contract": str(out_dir / "contract.json"),
         "config": str(out_dir / "config.json"),
-        "weights": str(weights),
+        "weights": str(out_dir / family.weights),
     }
     model = ChurnClassifier()
     model.load_context(type("Context", (), {"artifacts": artifacts})())
-    if family == "torch":  # the ONNX exports travel with the model (and its manifest)
+    if family.onnx:  # the ONNX exports travel with the model (and its manifest)
         from pipelines.model.mlp import export_onnx
 
         artifacts |= export_onnx(model.mlp, config["n_features"], out_dir)
@@ -169,11 +204,10 @@ def load_trained_model(
     return model, artifacts
 
 
-def log_model(model: Any, artifacts: dict[str, str], example: pd.DataFrame) -> mlflow.models.model.ModelInfo:
+def log_model(
+    family: Family, model: Any, artifacts: dict[str, str], example: pd.DataFrame
+) -> mlflow.models.model.ModelInfo:
     """Log the pyfunc model with its signature (raw feature columns) and an input example."""
-    import onnxruntime
-    import sklearn
-    import torch
     from mlflow.models import infer_signature
 
     from pipelines.model.classifier import ChurnClassifier
@@ -181,11 +215,7 @@ def log_model(model: Any, artifacts: dict[str, str], example: pd.DataFrame) -> m
     example = example[model.contract.feature_columns].reset_index(drop=True)
     signature = infer_signature(example, model.predict(None, example))
     requirements = [f"mlflow=={mlflow.__version__}", f"pandas=={pd.__version__}", f"numpy=={np.__version__}"]
-    requirements += (
-        [f"torch=={torch.__version__.split('+')[0]}", f"onnxruntime=={onnxruntime.__version__}"]
-        if model.config["family"] == "torch"
-        else [f"scikit-learn=={sklearn.__version__}"]
-    )
+    requirements += family.requirements()
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=ChurnClassifier(),
@@ -206,8 +236,9 @@ def train(
 ) -> dict[str, Any]:
     """Train one model family on the prepared dataset; return the MLflow run id and validation metrics."""
     family = family or settings.model_family
-    if family not in MODEL_FAMILIES:
-        raise ValueError(f"unknown model family '{family}'; choose {' or '.join(MODEL_FAMILIES)}")
+    if family not in FAMILIES:
+        raise ValueError(f"unknown model family '{family}'; choose {' or '.join(FAMILIES)}")
+    spec = FAMILIES[family]
     client = tracking.configure(settings)
     if existing := _find_finished_run(client, settings, context.run_key):
         log.info(
@@ -234,11 +265,10 @@ def train(
         mlflow.start_run(run_name=f"{family}-{logical_date}", tags=tags) as run,
     ):
         started = time.perf_counter()
-        trainer = train_torch if family == "torch" else train_sklearn
-        config, curve = trainer(x_train, y_train, settings, Path(tmp))
+        config, curve = spec.fit(x_train, y_train, settings, Path(tmp))
         seconds = time.perf_counter() - started
         # Validation scores the model as it will be served: raw columns in, the contract's features inside.
-        model, artifacts = load_trained_model(family, Path(tmp), contract, config)
+        model, artifacts = load_trained_model(spec, Path(tmp), contract, config)
         validation_metrics = classification_metrics(
             validation[contract.label].to_numpy(), model.predict_proba(validation)
         )
@@ -249,13 +279,12 @@ def train(
                 "train_rows": len(x_train),
             }
         )
-        curve_name = "train_loss" if family == "torch" else "early_stopping_loss"
         for step, value in enumerate(curve):
-            mlflow.log_metric(curve_name, value, step=step)
+            mlflow.log_metric(spec.curve, value, step=step)
         mlflow.log_metrics(
             {f"val_{k}": v for k, v in validation_metrics.items()} | {"train_seconds": seconds}
         )
-        model_info = log_model(model, artifacts, validation)
+        model_info = log_model(spec, model, artifacts, validation)
         mlflow.set_tag("ct.model_uri", model_info.model_uri)
         # The training window's reference profile travels with the model: drift checks read it, not the data.
         mlflow.log_dict(

@@ -68,6 +68,7 @@ def test_every_folder_has_a_place_in_the_table():
         "pipelines.data.features",
         "pipelines.data.validation",
         "pipelines.model.signature",
+        "pipelines.model",
     ],
 )
 def test_pure_cores_import_no_engine_framework_or_registry(module):

@@ -54,3 +54,14 @@ def test_a_dataset_name_that_is_not_a_plain_name_is_refused(monkeypatch, name):
     monkeypatch.delenv("CT_DATASET")
     with pytest.raises(ValueError, match="may hold only"):
         get_settings().replace(dataset=name)
+
+
+def test_a_copy_refuses_an_unknown_setting_and_derives_without_reading_the_environment(monkeypatch):
+    settings = get_settings(dataset="breast_cancer")
+    with pytest.raises(ValueError, match="unknown settings: datset"):
+        settings.replace(datset="transactions")
+    monkeypatch.setenv("CT_MODEL_NAME", "set-after-the-fact")
+    monkeypatch.setenv("CT_ENGINE", "spark")
+    copy = settings.replace(dataset="transactions")
+    assert (copy.model_name, copy.engine) == ("ct-transactions", "dask")
+    assert copy.replace(dataset="breast_cancer").model_name == "ct-breast_cancer"  # still derived

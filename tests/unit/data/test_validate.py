@@ -240,3 +240,21 @@ def test_stage_quarantines_a_bad_day_and_ingests_a_good_one(settings):
     assert str(raw["event_ts"].dtype) == "datetime64[us, UTC]" and raw["amount"].dtype == "float64"
     # The same source again is not re-read: the manifest remembers its fingerprint.
     assert validate(settings, DAY)["partitions"][0]["status"] == "unchanged"
+
+
+def test_duplicate_keys_are_the_same_whatever_type_a_batch_gives_a_column(contract):
+    from pipelines.data.validation import DUPLICATE_ROWS, UNIQUE, duplicate_keys
+
+    ints = pd.DataFrame(
+        {"customer_id": [7, 8], "age": [30, 41], "event_ts": pd.to_datetime(["2026-11-20"] * 2)}
+    )
+    floats = ints.astype(
+        {"customer_id": "float64", "age": "float64"}
+    )  # a Spark batch holding a null elsewhere
+    floats["event_ts"] = floats["event_ts"].dt.tz_localize("UTC").astype("datetime64[us, UTC]")
+    unique = contract.model_copy(update={"unique": ["customer_id"]})
+    typed = unique.model_copy(update={"columns": {**unique.columns, "customer_id": unique.columns["age"]}})
+    keys = duplicate_keys(typed, list(ints.columns))
+    assert keys[UNIQUE](ints).tolist() == keys[UNIQUE](floats).tolist() == ["7", "8"]
+    assert keys[DUPLICATE_ROWS](ints).tolist() == keys[DUPLICATE_ROWS](floats).tolist()
+    assert keys[DUPLICATE_ROWS](ints).str.startswith(("7#", "8#")).all()

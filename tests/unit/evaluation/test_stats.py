@@ -97,3 +97,10 @@ def test_slices_report_each_value_and_skip_small_or_single_class_ones():
     assert out["web"]["challenger"] == 1.0 and out["web"]["regression"] == pytest.approx(-0.5)
     assert out["app"]["skipped"] == "only one class in this slice"
     assert out["store"]["skipped"].startswith("4 rows")
+
+
+def test_metrics_refuse_probabilities_that_are_not_finite():
+    from pipelines.evaluation.metrics import classification_metrics
+
+    with pytest.raises(ValueError, match="1 predicted probabilities are not finite"):
+        classification_metrics(np.array([0, 1, 0]), np.array([0.1, np.nan, 0.2]))

@@ -31,7 +31,7 @@ def test_the_token_is_accepted_with_any_case_of_the_scheme(header):
         ("/v1/predict", "", "/v1/predict"),
         ("/ml/v1/predict", "/ml", "/v1/predict"),  # mounted under a prefix
         ("/health", "", "/health"),
-        ("/v1/predict/", "", "other"),
+        ("/v1/predict/", "", "/v1/predict"),
         ("/secret", "", "other"),
         ("/ml", "/ml", "other"),
     ],

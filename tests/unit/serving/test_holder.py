@@ -106,3 +106,22 @@ def test_a_bug_while_loading_is_not_taken_for_a_bad_model(holder_parts):
     with pytest.raises(TypeError, match="a bug in the loader"):
         holder.refresh()
     assert holder.current is None and holder.loading is None and holder.failed == {}
+
+
+def test_a_registry_failure_while_loading_or_unloadable_files_refuse_the_version(holder_parts):
+    from pipelines.release.integrity import UnloadableModelError
+
+    holder, registry, _, metrics = holder_parts
+    registry.version, registry.broken[1] = 1, MlflowException("artifact store unreachable")
+    assert (
+        holder.refresh().status == "failed" and "(load): MlflowException: artifact store" in holder.last_error
+    )
+    try:
+        raise UnloadableModelError("could not load m v2: IndexError: pop from empty list") from IndexError(
+            "pop from empty list"
+        )
+    except UnloadableModelError as exc:
+        registry.version, registry.broken[2] = 2, exc
+    holder.refresh()
+    assert holder.last_error == "loading m v2 failed (load): IndexError: pop from empty list"
+    assert metrics.load_failures.labels(reason="load")._value.get() == 2 and holder.current is None

@@ -67,3 +67,18 @@ def test_stop_writes_what_is_buffered(tmp_path):
     sink.append(1, *_batch(2))
     sink.stop()
     assert metrics.log_rows._value.get() == 2
+
+
+def test_an_unforeseen_sink_failure_is_counted_and_the_writer_keeps_going():
+    import time
+
+    metrics = ServingMetrics()
+    sink = PredictionLog("nosuchprotocol://bucket/p", "ct-test", metrics, 1, 0.05, 1000)
+    sink.start()
+    sink.append(1, *_batch(2))
+    deadline = time.monotonic() + 30
+    while metrics.log_failures._value.get() < 2 and time.monotonic() < deadline:  # it keeps retrying
+        time.sleep(0.02)
+    assert metrics.log_failures._value.get() >= 2 and sink._thread.is_alive()
+    assert "nosuchprotocol" in sink.last_error and metrics.log_buffered._value.get() == 2
+    sink.stop()
