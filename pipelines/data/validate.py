@@ -57,8 +57,9 @@ def _check_rows(
     """Every partition through the pandera schema, and the duplicate rules over the whole day."""
     text, day = source.format == "csv", source.day
     raw = _read(engine, source, contract)
-    schema_only = partition_findings(engine.empty_frame(raw), contract, day, text)
-    keys = duplicate_keys(contract, list(engine.empty_frame(raw).columns))
+    empty = engine.empty_frame(raw)
+    schema_only = partition_findings(empty, contract, day, text)  # missing and unexpected columns, once
+    keys = duplicate_keys(contract, list(empty.columns))
     scan = engine.scan(
         raw, lambda frame: partition_findings(frame, contract, day, text), FINDINGS_SCHEMA, keys, EXAMPLES
     )
