@@ -94,7 +94,7 @@ def content_hash(
 
     Rows are hashed one by one and the hashes summed, so two engines that write the same rows into
     different files, in a different order, give the same hash. Files are hashed independently, batch by
-    batch: ``map_files`` (see :func:`pipelines.engines.file_mapper`) spreads them over a cluster's workers,
+    batch: ``map_files`` (an engine's :meth:`~pipelines.engines.Engine.map_files`) spreads them over a cluster's workers,
     so the driver never reads the data; without it they are hashed here, one batch in memory at a time.
     """
     dataset = _parquet_dataset(uri)

@@ -29,42 +29,6 @@ REFERENCE_PROFILE_ARTIFACT = "reference_profile.json"
 VERSION = 1
 
 
-def _number(value: Any) -> float | None:
-    return None if value is None or pd.isna(value) else float(value)
-
-
-def _profile(
-    contract: Contract, rows: int, numeric: dict[str, dict[str, Any]], categorical: dict[str, dict[str, Any]]
-) -> dict[str, Any]:
-    columns: dict[str, Any] = {}
-    for name, stats in numeric.items():
-        nulls = int(stats["nulls"])
-        columns[name] = {
-            "kind": "numeric",
-            "nulls": nulls,
-            "null_share": nulls / rows if rows else 0.0,
-            **{k: _number(stats[k]) for k in ("min", "max", "mean", "std")},
-            "quantiles": [float(q) for q in stats["quantiles"]],
-        }
-    for name, stats in categorical.items():
-        nulls = int(stats["nulls"])
-        counts = {str(k): int(v) for k, v in sorted(stats["counts"].items(), key=lambda kv: str(kv[0]))}
-        columns[name] = {
-            "kind": "categorical",
-            "nulls": nulls,
-            "null_share": nulls / rows if rows else 0.0,
-            "counts": counts,
-        }
-    return {
-        "version": VERSION,
-        "dataset": contract.dataset,
-        "rows": int(rows),
-        "levels": LEVELS,
-        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "columns": columns,
-    }
-
-
 def _categorical_columns(contract: Contract) -> list[str]:
     return [*contract.categorical_features, contract.label]
 
@@ -73,19 +37,37 @@ def build_profile(engine: Engine, raw: Table, contract: Contract) -> dict[str, A
     """The profile of a table of raw rows, aggregated by the engine that holds it (one pass on Dask)."""
     numeric, categorical = contract.numeric_features, _categorical_columns(contract)
     stats = engine.column_stats(raw, numeric, categorical, LEVELS)
-    numeric_stats = {
-        c: {
-            "nulls": stats.nulls[c],
-            "min": stats.minimum[c],
-            "max": stats.maximum[c],
-            "mean": stats.mean[c],
-            "std": stats.std[c],
-            "quantiles": stats.quantiles[c],
+    rows = stats.rows
+    columns: dict[str, Any] = {}
+    for name in numeric:
+        nulls = stats.nulls[name]
+        columns[name] = {
+            "kind": "numeric",
+            "nulls": nulls,
+            "null_share": nulls / rows if rows else 0.0,
+            "min": stats.minimum[name],
+            "max": stats.maximum[name],
+            "mean": stats.mean[name],
+            "std": stats.std[name],
+            "quantiles": stats.quantiles[name],
         }
-        for c in numeric
+    for name in categorical:
+        nulls = stats.nulls[name]
+        counts = sorted(stats.counts[name].items(), key=lambda kv: str(kv[0]))
+        columns[name] = {
+            "kind": "categorical",
+            "nulls": nulls,
+            "null_share": nulls / rows if rows else 0.0,
+            "counts": {str(k): int(v) for k, v in counts},
+        }
+    return {
+        "version": VERSION,
+        "dataset": contract.dataset,
+        "rows": rows,
+        "levels": LEVELS,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "columns": columns,
     }
-    categorical_stats = {c: {"nulls": stats.nulls[c], "counts": stats.counts[c]} for c in categorical}
-    return _profile(contract, stats.rows, numeric_stats, categorical_stats)
 
 
 def _allocate(weights: np.ndarray, total: int) -> np.ndarray:

@@ -20,9 +20,8 @@ import pyarrow
 
 from pipelines.data.contract import Contract
 
-if (
-    TYPE_CHECKING
-):  # pandera is imported where a schema is built: importing it imports pyspark.pandas when installed
+# pandera is imported where a schema is built: importing it imports pyspark.pandas when that is installed.
+if TYPE_CHECKING:
     import pandera.pandas as pa
     from pandera.errors import SchemaErrors
 
@@ -242,13 +241,13 @@ def partition_findings(
     frame: pd.DataFrame, contract: Contract, day: dt.date | None, text: bool
 ) -> pd.DataFrame:
     """Pandera's failures on one partition, grouped by (column, rule), plus its row and null counts."""
+    from pandera.errors import SchemaErrors
+
     frame = normalise(frame)
     found = [_finding("rows", TABLE, "rows", len(frame), [])]
     for name in contract.columns:
         if name in frame.columns:
             found.append(_finding("nulls", name, "nulls", int(frame[name].isna().sum()), []))
-    from pandera.errors import SchemaErrors
-
     try:
         build_schema(contract, day, text).validate(frame, lazy=True)
     except SchemaErrors as errors:
@@ -292,7 +291,7 @@ def table_violations(
             )
     for rule, (failing, examples) in duplicates.items():
         if failing:
-            column = TABLE if rule == "duplicate_rows" else "+".join(contract.unique)
+            column = TABLE if rule == DUPLICATE_ROWS else "+".join(contract.unique)
             found.append(Violation(column, rule, failing, examples))
     return found
 

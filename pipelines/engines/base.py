@@ -104,6 +104,11 @@ class Engine(Protocol):
         ...
 
 
+def number(value: Any) -> float | None:
+    """An aggregate as ColumnStats holds it: a float, or None where the engine gave None or NaN."""
+    return None if value is None or pd.isna(value) else float(value)
+
+
 def local_path(uri: str) -> str:
     """A path Dask and Spark both accept: ``file://`` stripped, any other scheme kept."""
     return uri[len("file://") :] if uri.startswith("file://") else uri

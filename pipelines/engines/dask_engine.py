@@ -22,6 +22,7 @@ from pipelines.engines.base import (
     Table,
     arrow_meta,
     local_path,
+    number,
 )
 from pipelines.settings import FileFormat, Settings
 
@@ -140,10 +141,10 @@ class DaskEngine:
         return ColumnStats(
             rows=int(done["rows"]),
             nulls={c: int(done["nulls"][c]) for c in [*numeric, *categorical]},
-            minimum={c: _number(done["min"][c]) for c in numeric},
-            maximum={c: _number(done["max"][c]) for c in numeric},
-            mean={c: _number(done["mean"][c]) for c in numeric},
-            std={c: _number(done["std"][c]) for c in numeric},
+            minimum={c: number(done["min"][c]) for c in numeric},
+            maximum={c: number(done["max"][c]) for c in numeric},
+            mean={c: number(done["mean"][c]) for c in numeric},
+            std={c: number(done["std"][c]) for c in numeric},
             quantiles={c: [float(q) for q in done["quantiles"][c].to_numpy()] for c in numeric},
             counts={c: {k: int(v) for k, v in done["counts"][c].items()} for c in categorical},
         )
@@ -158,7 +159,3 @@ class DaskEngine:
 
     def map_files(self, fn: Callable[[T], R], items: list[T]) -> list[R]:
         return list(self.client.gather(self.client.map(fn, items, pure=False)))
-
-
-def _number(value: Any) -> float | None:
-    return None if value is None or pd.isna(value) else float(value)

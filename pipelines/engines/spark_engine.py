@@ -24,6 +24,7 @@ from pipelines.engines.base import (
     Scan,
     T,
     Table,
+    number,
 )
 from pipelines.settings import FileFormat, Settings
 
@@ -149,10 +150,10 @@ class SparkEngine:
         return ColumnStats(
             rows=int(row["rows"]),
             nulls={c: int(row[f"{c}__nulls"] or 0) for c in [*numeric, *categorical]},
-            minimum={c: row[f"{c}__min"] for c in numeric},
-            maximum={c: row[f"{c}__max"] for c in numeric},
-            mean={c: row[f"{c}__mean"] for c in numeric},
-            std={c: row[f"{c}__std"] for c in numeric},
+            minimum={c: number(row[f"{c}__min"]) for c in numeric},
+            maximum={c: number(row[f"{c}__max"]) for c in numeric},
+            mean={c: number(row[f"{c}__mean"]) for c in numeric},
+            std={c: number(row[f"{c}__std"]) for c in numeric},
             quantiles={c: [float(q) for q in row[f"{c}__quantiles"] or []] for c in numeric},
             counts=counts,
         )

@@ -22,20 +22,12 @@ from pipelines.model.classifier import OnnxRuntimeError, project_model
 from pipelines.model.decision import labels
 from pipelines.model.signature import InputSchema
 
-# What calling a loaded model raises when the model or its input is at fault, not this project: a pyfunc's
-# own input checks (MlflowException); the model's code (ValueError, KeyError, TypeError, AttributeError,
-# IndexError, ArithmeticError); torch and ONNX Runtime (RuntimeError, OnnxRuntimeError). Evaluation records
-# it as that model's error, and serving refuses the version while the old one keeps serving.
-SCORING_ERRORS: tuple[type[BaseException], ...] = (
-    MlflowException,
-    ValueError,
-    KeyError,
-    TypeError,
-    AttributeError,
-    IndexError,
-    ArithmeticError,
-    RuntimeError,
-)
+# What calling a loaded model raises when the model or its input is at fault: a pyfunc's own input checks
+# (MlflowException), input it does not take (ValueError, KeyError: a missing column, another feature count
+# for scikit-learn), torch and ONNX Runtime refusing a batch (RuntimeError, OnnxRuntimeError). Evaluation
+# records it as that model's error; serving refuses the version while the old one keeps serving. Anything
+# else (a TypeError, an AttributeError) is a bug, and fails the task or is logged with its trace.
+SCORING_ERRORS: tuple[type[BaseException], ...] = (MlflowException, ValueError, KeyError, RuntimeError)
 
 
 class ModelLoadError(RuntimeError):

@@ -151,9 +151,8 @@ def fetch_verified(
     manifest = stored_manifest(client, name, version)
     try:
         local = download(f"models:/{name}/{version}", dst)
-    except (
-        tracking.artifact_store_errors()
-    ) as exc:  # a store that lost the files, or failed: refuse the version
+    except tracking.artifact_store_errors() as exc:
+        # A store that lost the files, or failed: the version is refused.
         raise IntegrityError(f"{name} v{version}: its files could not be downloaded: {exc}") from exc
     verify(local, manifest, f"{name} v{version}")
     return local, manifest

@@ -53,15 +53,21 @@ class RegistryChampion:
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        self._client: Any = None
+
+    def client(self) -> Any:
+        """The MLflow client, configured on first use (a registry that is down is tried again next time)."""
+        if self._client is None:
+            self._client = tracking.configure(self.settings)
+        return self._client
 
     def champion(self) -> tuple[int, str | None] | None:
-        client = tracking.configure(self.settings)
-        found = tracking.version_by_alias(client, self.settings.model_name, tracking.CHAMPION)
+        found = tracking.version_by_alias(self.client(), self.settings.model_name, tracking.CHAMPION)
         return None if found is None else (int(found.version), getattr(found, "run_id", None))
 
     def load(self, version: int, run_id: str | None) -> ServedModel:
         settings, name = self.settings, self.settings.model_name
-        client = tracking.configure(settings)
+        client = self.client()
         with tempfile.TemporaryDirectory(prefix="ct-serve-") as tmp:
             # Only files that match the manifest stored at registration are loaded.
             model, manifest = integrity.load_verified(client, name, version, tmp)

@@ -18,7 +18,7 @@ from pipelines.evaluation.drift import drift
 from pipelines.evaluation.evaluate import evaluate
 from pipelines.evaluation.gate import gate
 from pipelines.release import history, integrity, tracking
-from pipelines.release.promote import ChampionChangedError, promote, rollback
+from pipelines.release.promote import ChampionChangedError, move_champion, promote, rollback
 from pipelines.release.register import register
 from pipelines.serving.app import create_app, wait_until_ready
 from pipelines.settings import get_settings
@@ -257,6 +257,9 @@ def test_tampered_or_missing_model_files_are_refused_everywhere(lab):
     settings, prepared = lab
     client = tracking.configure(settings)
     name = settings.model_name
+    if tracking.version_by_alias(client, name, "champion") is None:  # its own, whatever the tests before left
+        first = _register_new(settings, DAY, prepared, "test/tampered-champion")
+        move_champion(settings, first, None, trigger="test")
     with TestClient(create_app(settings)) as http:  # serving the current champion
         serving = wait_until_ready(http)["model_version"]
     champion = int(tracking.version_by_alias(client, name, "champion").version)
