@@ -97,8 +97,11 @@ def validate() -> dict[str, Any]:
 @task
 def prepare() -> dict[str, Any]:
     from pipelines.data.prepare import prepare as run
+    from pipelines.evaluation.policy import load_policy
 
-    return run(_settings(), _day())
+    settings = _settings()
+    holdout = load_policy(settings.resolved_policy_path).holdout  # the policy chooses the holdout
+    return run(settings, _day(), holdout_days=holdout.latest_days)
 
 
 @task

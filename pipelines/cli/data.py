@@ -70,7 +70,10 @@ def prepare(
     date: dt.datetime = DateOption,
     engine: str = typer.Option(None, help="dask or spark (default: CT_ENGINE)."),
 ) -> None:
-    """Build features and the train/validation/holdout split."""
+    """Build features and the train/validation/holdout split (the promotion policy chooses the holdout)."""
     from pipelines.data.prepare import prepare as run
+    from pipelines.evaluation.policy import load_policy
 
-    emit(run(load_settings(), date.date(), engine))
+    settings = load_settings()
+    holdout = load_policy(settings.resolved_policy_path).holdout
+    emit(run(settings, date.date(), engine, holdout.latest_days))

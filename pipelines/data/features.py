@@ -7,6 +7,7 @@ served model runs :class:`FeatureEncoder` on raw request columns, so training an
 
 from __future__ import annotations
 
+import datetime as dt
 import zlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -129,17 +130,44 @@ def split_bucket(entity_ids: pd.Series) -> pd.Series:
 SPLITS = np.array(["train", "validation", "holdout"], dtype=object)
 
 
-def assign_split(buckets: pd.Series, contract: Contract) -> pd.Series:
+def assign_split(buckets: pd.Series, contract: Contract, latest: np.ndarray | None = None) -> pd.Series:
+    """train / validation / holdout by the entity's bucket and the contract's shares.
+
+    ``latest``: rows of the newest days, held out whole (:func:`holdout_start`); the other rows are split
+    between train and validation in the contract's proportion, so no model trains on the held-out days.
+    """
     train_cut = contract.splits["train"]
     validation_cut = train_cut + contract.splits["validation"]
-    index = (buckets.to_numpy() >= train_cut).astype("int8") + (buckets.to_numpy() >= validation_cut)
+    values = buckets.to_numpy()
+    if latest is None:
+        index = (values >= train_cut).astype("int8") + (values >= validation_cut)
+    else:
+        index = np.where(latest, 2, (values * validation_cut >= train_cut * 100).astype("int8"))
     return pd.Series(SPLITS[index], index=buckets.index)
 
 
-def build_features(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+def holdout_start(end: dt.date, latest_days: int | None, window_days: int) -> dt.date | None:
+    """The first held-out day when the newest ``latest_days`` days of the window are the holdout."""
+    if latest_days is None:
+        return None
+    if latest_days >= window_days:
+        raise ValueError(
+            f"holdout latest_days {latest_days} leaves nothing to train on in a {window_days}-day window: "
+            "hold out fewer days or widen the window (CT_WINDOW_DAYS)"
+        )
+    return end - dt.timedelta(days=latest_days - 1)
+
+
+def build_features(
+    frame: pd.DataFrame, contract: Contract, holdout_from: dt.date | None = None
+) -> pd.DataFrame:
     """One partition of raw rows to prepared rows (keys, raw features, label, features, split)."""
     keys = (contract.entity_id, contract.event_time, *contract.feature_columns, contract.label)
     columns = {name: frame[name] for name in keys}
     columns.update(_engineered(frame, contract))
-    columns[SPLIT_COLUMN] = assign_split(split_bucket(frame[contract.entity_id]), contract)
+    latest = None
+    if holdout_from is not None:
+        times = pd.to_datetime(frame[contract.event_time], utc=True)
+        latest = (times >= pd.Timestamp(holdout_from, tz="UTC")).to_numpy()
+    columns[SPLIT_COLUMN] = assign_split(split_bucket(frame[contract.entity_id]), contract, latest)
     return pd.DataFrame(columns, index=frame.index)[[*output_columns(contract), SPLIT_COLUMN]]

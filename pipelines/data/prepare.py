@@ -14,7 +14,14 @@ from typing import Any
 
 from pipelines.data import datasets, runlog, storage
 from pipelines.data.contract import dataset_contract
-from pipelines.data.features import SPLIT_COLUMN, SPLITS, build_features, feature_names, prepared_schema
+from pipelines.data.features import (
+    SPLIT_COLUMN,
+    SPLITS,
+    build_features,
+    feature_names,
+    holdout_start,
+    prepared_schema,
+)
 from pipelines.data.profile import PROFILE_FILE, build_profile
 from pipelines.engines import check_engine, open_engine
 from pipelines.settings import Settings
@@ -23,9 +30,16 @@ log = logging.getLogger(__name__)
 
 
 @runlog.stage("prepare")
-def prepare(settings: Settings, logical_date: dt.date, engine: str | None = None) -> dict[str, Any]:
-    """Build the run's features and splits; return the dataset URI, its content hash and split sizes."""
+def prepare(
+    settings: Settings, logical_date: dt.date, engine: str | None = None, holdout_days: int | None = None
+) -> dict[str, Any]:
+    """Build the run's features and splits; return the dataset URI, its content hash and split sizes.
+
+    ``holdout_days``: the promotion policy's ``holdout.latest_days``: hold out the newest days of the window
+    instead of a hash share of the entities.
+    """
     engine_name = check_engine(engine or settings.engine)
+    holdout_from = holdout_start(logical_date, holdout_days, settings.window_days)
     contract = dataset_contract(settings)
     raw_uris = [
         storage.raw_uri(settings.resolved_data_root, settings.dataset, day)
@@ -39,7 +53,7 @@ def prepare(settings: Settings, logical_date: dt.date, engine: str | None = None
     ):
         raw = session.read(raw_files)
         prepared = session.map_partitions(
-            raw, lambda frame: build_features(frame, contract), prepared_schema(contract)
+            raw, lambda frame: build_features(frame, contract, holdout_from), prepared_schema(contract)
         )
         session.write_parquet(prepared, tmp, partition_on=SPLIT_COLUMN)
         storage.write_json_atomic(storage.join(tmp, PROFILE_FILE), build_profile(session, raw, contract))
@@ -50,6 +64,9 @@ def prepare(settings: Settings, logical_date: dt.date, engine: str | None = None
                 "engine": engine_name,
                 "raw": raw_uris,
                 "split_rows": split_rows,
+                "holdout": f"newest {holdout_days} day(s), from {holdout_from}"
+                if holdout_from
+                else "hash split",
                 "features": feature_names(contract),
                 "contract": contract.dataset,
                 "contract_version": contract.version,

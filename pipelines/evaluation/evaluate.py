@@ -3,11 +3,13 @@
 Both models are loaded from copies that passed their sha256 manifest (:mod:`pipelines.release.integrity`) and score
 the same holdout rows. From the two sets of predictions come the primary metric of each, the paired bootstrap
 interval of their difference, and the metric per slice the policy names; the challenger's one-row latency
-(p50/p99 over the policy's number of timed calls) and its size come from the model itself. The predictions are
-kept beside the reports so a decision can be re-derived.
+(timed in rounds interleaved with the champion's, :mod:`pipelines.evaluation.latency`) and its size come from
+the model itself, and each version's data end (the last day it was trained on) from its lineage tags. The
+predictions are kept beside the reports so a decision can be re-derived.
 
 A model that cannot be loaded, verified or scored is not an exception here: it is recorded as that model's
-``error``, and the gate fails closed on it with the reason in the decision record.
+``error``, and the gate fails closed on it with the reason in the decision record. Any other exception is a
+bug in this project, and fails the task.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import datetime as dt
 import json
 import logging
 import tempfile
-import time
 from typing import Any
 
 import numpy as np
@@ -25,9 +26,9 @@ from mlflow.exceptions import MlflowException
 
 from pipelines.data import datasets, runlog, storage
 from pipelines.data.contract import Contract, dataset_contract
-from pipelines.evaluation import stats
+from pipelines.evaluation import latency, stats
 from pipelines.evaluation.metrics import classification_metrics
-from pipelines.evaluation.policy import Policy, check_against_contract, load_policy
+from pipelines.evaluation.policy import LatencyRule, Policy, check_against_contract, load_policy
 from pipelines.model.classifier import project_model
 from pipelines.model.runtime import SCORING_ERRORS
 from pipelines.release import integrity, tracking
@@ -62,30 +63,50 @@ def score_version(
     return model, probability, manifest
 
 
-def one_row_latency(model: Any, row: pd.DataFrame, samples: int, settings: Settings) -> dict[str, Any]:
-    """p50/p99 in ms of one row scored the way serving scores it, after a warm-up.
+def serving_call(model: Any, row: pd.DataFrame, settings: Settings) -> tuple[latency.Call, str]:
+    """One row scored the way serving scores it, as a call to time, and what that path is.
 
     Serving's model call is timed: the row as column arrays, through the runtime ``CT_SERVE_RUNTIME``
     picks (ONNX for a torch model by default). A model without a usable signature, which serving would
     refuse anyway, is timed on its pyfunc ``predict`` of a one-row DataFrame.
     """
     call, path = _serving_call(model, row, settings)
-    try:
-        for _ in range(LATENCY_WARMUP):
-            call()
-        timings = np.empty(samples)
-        for i in range(samples):
-            started = time.perf_counter()
-            call()
-            timings[i] = (time.perf_counter() - started) * 1000
-    finally:
-        if (inner := project_model(model)) is not None:
-            inner.use_runtime("native")
-    return {
-        "p50": round(float(np.percentile(timings, 50)), 3),
-        "p99": round(float(np.percentile(timings, 99)), 3),
-        "samples": samples,
-        "path": path,
+
+    def checked() -> Any:
+        try:
+            return call()
+        except SCORING_ERRORS as exc:
+            raise EvaluationError(f"one-row prediction failed: {type(exc).__name__}: {exc}") from exc
+
+    return checked, path
+
+
+def measure_latency(
+    rule: LatencyRule, challenger: latency.Call, champion: latency.Call | None
+) -> dict[str, Any]:
+    """Interleaved rounds (:mod:`pipelines.evaluation.latency`), measured again while inconclusive."""
+    attempts = []
+    for _ in range(rule.attempts):
+        raw = latency.measure(
+            challenger, champion, rounds=rule.rounds, samples=rule.samples, warmup=LATENCY_WARMUP
+        )
+        attempts.append(latency.summarise(raw) | {"raw": raw})
+        found, why = latency.verdict(attempts[-1], rule.max_p99_ms, rule.max_ratio_to_champion)
+        if found != "inconclusive":
+            break
+        log.warning("latency inconclusive, measuring again: %s", why)
+    found, why = latency.final_verdict(attempts, rule.max_p99_ms, rule.max_ratio_to_champion)
+    last = attempts[-1]
+    return {k: v for k, v in last.items() if k != "raw"} | {
+        "samples": rule.samples,
+        "attempts": attempts,
+        "verdict": found,
+        "why": why,
+        "method": (
+            f"{rule.rounds} rounds of {rule.samples} one-row calls, "
+            + ("interleaved with the champion's, " if champion is not None else "")
+            + "judged on the median over rounds of each round's p99"
+        ),
     }
 
 
@@ -102,6 +123,12 @@ def _serving_call(model: Any, row: pd.DataFrame, settings: Settings) -> tuple[An
         path = f"pyfunc predict of a one-row DataFrame (not the serving path: {exc})"
         return (lambda: model.predict(row)), path
     return (lambda: served.predict(columns)), f"serving's model call on one row: {served.runtime}"
+
+
+def data_end(client: Any, name: str, version: int) -> str | None:
+    """The last day of the data a version was trained on (its window ends on its run's logical date)."""
+    tags = client.get_model_version(name, str(version)).tags
+    return tags.get("logical_date")
 
 
 def score_runtimes(
@@ -157,40 +184,52 @@ def _compare(
     return comparison, slices
 
 
-def _score_challenger(
-    client: Any, settings: Settings, policy: Policy, version: int, holdout: pd.DataFrame, contract: Contract
-) -> tuple[dict[str, Any], np.ndarray | None]:
-    """The challenger's figures (metrics, size, digest, latency, ONNX runtimes) and its predictions."""
-    challenger: dict[str, Any] = {"version": version}
-    labels = holdout[contract.label].to_numpy()
-    samples = policy.latency.samples if policy.latency else 200
-    try:
-        model, probability, manifest = score_version(client, settings.model_name, version, holdout, contract)
-        challenger["metrics"] = classification_metrics(labels, probability)
-        challenger["size_bytes"] = manifest["total_bytes"]
-        challenger["sha256"] = integrity.digest(manifest)
-        row = holdout[contract.feature_columns].head(1)
-        challenger["latency_ms"] = one_row_latency(model, row, samples, settings)
-        challenger["runtimes"] = score_runtimes(model, holdout, contract, probability)
-    except (EvaluationError, ValueError) as exc:
-        challenger["error"] = str(exc)
-        log.error("challenger v%s could not be evaluated: %s", version, exc)
-        return challenger, None
-    return challenger, probability
-
-
-def _score_champion(
+def _score(
     client: Any, name: str, version: int, holdout: pd.DataFrame, contract: Contract
-) -> tuple[dict[str, Any], np.ndarray | None]:
-    champion: dict[str, Any] = {"version": version}
+) -> tuple[dict[str, Any], Any, np.ndarray | None]:
+    """One model's figures (metrics, size, digest), the loaded model and its predictions.
+
+    Only the failures of the model under test (load, verify, score) become its ``error``; anything else is a
+    bug in this project and fails the task.
+    """
+    figures: dict[str, Any] = {"version": version}
     try:
-        _, probability, _ = score_version(client, name, version, holdout, contract)
-        champion["metrics"] = classification_metrics(holdout[contract.label].to_numpy(), probability)
-    except (EvaluationError, ValueError) as exc:
-        champion["error"] = str(exc)
-        log.error("champion v%s could not be evaluated: %s", version, exc)
-        return champion, None
-    return champion, probability
+        model, probability, manifest = score_version(client, name, version, holdout, contract)
+    except EvaluationError as exc:
+        figures["error"] = str(exc)
+        log.error("%s v%s could not be evaluated: %s", name, version, exc)
+        return figures, None, None
+    figures["metrics"] = classification_metrics(holdout[contract.label].to_numpy(), probability)
+    figures["size_bytes"] = manifest["total_bytes"]
+    figures["sha256"] = integrity.digest(manifest)
+    return figures, model, probability
+
+
+def _latency(
+    settings: Settings, policy: Policy, challenger: Any, champion: Any, row: pd.DataFrame
+) -> dict[str, Any]:
+    """The challenger's one-row latency, timed in rounds interleaved with the champion's when there is one."""
+    rule = policy.latency or LatencyRule(max_p99_ms=float("inf"))
+    try:
+        mine, path = serving_call(challenger, row, settings)
+        theirs = serving_call(champion, row, settings)[0] if champion is not None else None
+        return measure_latency(rule, mine, theirs) | {"path": path}
+    except EvaluationError as exc:
+        return {"error": str(exc)}
+    finally:
+        for model in (challenger, champion):
+            if model is not None and (inner := project_model(model)) is not None:
+                inner.use_runtime("native")
+
+
+def check_holdout(holdout: pd.DataFrame, contract: Contract, dataset_uri: str) -> None:
+    """A holdout no metric can be computed on is the data's fault: say so before any model is blamed."""
+    classes = holdout[contract.label].nunique()
+    if len(holdout) and classes < 2:
+        raise ValueError(
+            f"the holdout of {dataset_uri} has {len(holdout)} rows of one class only: no metric can compare "
+            "models on it; widen the window or change the policy's holdout"
+        )
 
 
 @runlog.stage("evaluate")
@@ -208,6 +247,7 @@ def evaluate(
     except MlflowException as exc:  # a wrong version number is the caller's mistake: say so, do not score
         raise EvaluationError(f"{name} version {challenger_version} does not exist: {exc.message}") from exc
     holdout = datasets.read_split(dataset_uri, "holdout")
+    check_holdout(holdout, contract, dataset_uri)
     result: dict[str, Any] = {
         "holdout_uri": storage.split_uri(dataset_uri, "holdout"),
         "holdout_rows": len(holdout),
@@ -216,19 +256,27 @@ def evaluate(
         "slices": [],
     }
     predictions: dict[str, Any] = {contract.label: holdout[contract.label].to_numpy()}
-    result["challenger"], challenger_p = _score_challenger(
-        client, settings, policy, challenger_version, holdout, contract
-    )
-    if challenger_p is not None:
-        predictions["challenger"] = challenger_p
+    challenger, challenger_model, challenger_p = _score(client, name, challenger_version, holdout, contract)
+    challenger["data_end"] = data_end(client, name, challenger_version)
+    result["challenger"] = challenger
+    champion_model = champion_p = None
     champion_mv = tracking.version_by_alias(client, name, tracking.CHAMPION)
     if champion_mv is not None:
-        result["champion"], champion_p = _score_champion(
+        champion, champion_model, champion_p = _score(
             client, name, int(champion_mv.version), holdout, contract
         )
+        champion["data_end"] = data_end(client, name, int(champion_mv.version))
+        result["champion"] = {
+            k: champion[k] for k in ("version", "metrics", "error", "data_end") if k in champion
+        }
         if champion_p is not None:
             predictions["champion"] = champion_p
-        if challenger_p is not None and champion_p is not None:
+    if challenger_p is not None:
+        predictions["challenger"] = challenger_p
+        row = holdout[contract.feature_columns].head(1)
+        challenger["latency_ms"] = _latency(settings, policy, challenger_model, champion_model, row)
+        challenger["runtimes"] = score_runtimes(challenger_model, holdout, contract, challenger_p)
+        if champion_p is not None:
             result["comparison"], result["slices"] = _compare(
                 policy, holdout, contract, challenger_p, champion_p
             )

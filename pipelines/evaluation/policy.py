@@ -27,6 +27,7 @@ CHAMPION_METRIC_PRESENT = "champion_metric_present"
 MIN_IMPROVEMENT = "min_improvement"
 CONFIDENCE_INTERVAL = "confidence_interval"
 CHALLENGER_IS_NEW = "challenger_is_new"
+DATA_NOT_OLDER = "data_not_older"  # the challenger's training data must not end before the champion's
 SLICE_PREFIX = "slice:"  # one rule per slice column: slice:<column>
 LATENCY_P99 = "latency_p99"
 ONNX_RUNTIME = "onnx_runtime"
@@ -85,9 +86,23 @@ class SliceRule(_Strict):
 
 class LatencyRule(_Strict):
     max_p99_ms: float = Field(
-        gt=0, description="Budget for the p99 of a one-row prediction, in milliseconds."
+        gt=0,
+        description="Budget for the p99 of a one-row prediction, in milliseconds, judged on the median over "
+        "rounds of each round's p99.",
     )
-    samples: int = Field(default=200, ge=20, le=100_000, description="Timed one-row predictions.")
+    samples: int = Field(default=100, ge=20, le=100_000, description="Timed one-row predictions per round.")
+    rounds: int = Field(
+        default=5, ge=3, le=100, description="Rounds, each interleaving challenger and champion calls."
+    )
+    attempts: int = Field(
+        default=3, ge=1, le=10, description="Measurements while the verdict is inconclusive (a busy machine)."
+    )
+    max_ratio_to_champion: float = Field(
+        default=1.5,
+        ge=1,
+        description="After the last attempt, an inconclusive budget passes when the challenger's p99 is at "
+        "most this many times the champion's, timed in the same rounds.",
+    )
 
 
 class OnnxRule(_Strict):
@@ -100,6 +115,15 @@ class OnnxRule(_Strict):
         ge=0,
         description="How much worse (primary metric, sign-adjusted) that variant may score than the native "
         "model on the same holdout.",
+    )
+
+
+class HoldoutRule(_Strict):
+    latest_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="Hold out the newest N days of the window (never trained on) instead of a hash share of "
+        "the entities; absent: the contract's hash split.",
     )
 
 
@@ -134,6 +158,12 @@ class Policy(_Strict):
         description="Require the challenger's ONNX export and bound its accuracy loss; absent = not judged.",
     )
     no_champion: NoChampionRule = NoChampionRule()
+    time_order: bool = Field(
+        default=True,
+        description="A challenger whose training data ends before the champion's cannot replace it (a "
+        "backfill of an old date records 'older than the champion').",
+    )
+    holdout: HoldoutRule = HoldoutRule()
     drift: DriftRule = DriftRule()
     approval: Literal["none", "required"] = Field(
         default="none", description="required: a person approves or rejects each promotion in the Airflow UI."
@@ -191,6 +221,7 @@ def rules_checked(policy: Policy, champion: bool = True) -> list[str]:
         rules.append(NO_CHAMPION_THRESHOLD if promote_if_above else NO_CHAMPION_ACTION)
     else:
         rules += [MIN_IMPROVEMENT, CONFIDENCE_INTERVAL, CHALLENGER_IS_NEW]
+        rules += [DATA_NOT_OLDER] if policy.time_order else []
         rules += [slice_rule(s.column) for s in policy.slices]
     rules += [LATENCY_P99] if policy.latency is not None else []
     rules += [ONNX_RUNTIME] if policy.onnx is not None else []

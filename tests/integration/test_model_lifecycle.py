@@ -86,7 +86,7 @@ def test_torch_ddp_trains_over_two_processes_and_is_idempotent(lab):
     assert np.abs(np.array(answers["torch onnx-int8 (column arrays)"]) - native_p).max() < 0.05
 
 
-def test_full_cycle_bootstrap_then_challenge(lab):
+def test_full_cycle_bootstrap_then_challenge(lab, monkeypatch):
     settings, prepared = lab
     client = tracking.configure(settings)
     # Day 1: no champion yet; the policy's floor decides.
@@ -96,6 +96,14 @@ def test_full_cycle_bootstrap_then_challenge(lab):
         register(settings, DAY, trained["run_id"])["version"] == registered["version"]
     )  # retry: same version
     assert registered["tags"]["dataset.hash"] == prepared[DAY]["content_hash"]
+    with monkeypatch.context() as patched:  # a bug in this project fails the task; it is not a verdict
+
+        def bug(*args):
+            raise TypeError("a bug in the metrics")
+
+        patched.setattr("pipelines.evaluation.evaluate.classification_metrics", bug)
+        with pytest.raises(TypeError, match="a bug in the metrics"):
+            evaluate(settings, DAY, prepared[DAY]["uri"], registered["version"])
     evaluation = evaluate(settings, DAY, prepared[DAY]["uri"], registered["version"])
     assert (
         evaluation["champion"] is None
@@ -140,9 +148,18 @@ def test_full_cycle_bootstrap_then_challenge(lab):
     assert {"churned", "challenger", "champion", "channel", "plan", "customer_id"} <= set(predictions.columns)
     decision2 = gate(settings, NEXT_DAY, evaluation2, drift2)
     assert decision2["decision"] == "promote", decision2["reasons"]
-    assert {"confidence_interval", "slice:channel", "slice:plan", "latency_p99", "model_size"} <= {
-        r["rule"] for r in decision2["rules"]
-    }
+    latency = evaluation2["challenger"]["latency_ms"]
+    assert latency["champion_p99"] > 0 and latency["rounds"] == 5 and latency["verdict"] == "pass"
+    assert evaluation2["challenger"]["data_end"] == NEXT_DAY.isoformat()
+    assert evaluation2["champion"]["data_end"] == DAY.isoformat()
+    assert {
+        "confidence_interval",
+        "slice:channel",
+        "slice:plan",
+        "latency_p99",
+        "model_size",
+        "data_not_older",
+    } <= {r["rule"] for r in decision2["rules"]}
     assert "| confidence_interval | pass |" in decision2["markdown"]
     artifacts = {a.path for a in client.list_artifacts(trained2["run_id"], "gate")}
     assert artifacts == {"gate/decision.json", "gate/decision.md"}

@@ -68,3 +68,23 @@ def test_uncommitted_folder_is_not_read(tmp_path):
     pd.DataFrame({"a": [1]}).to_parquet(tmp_path / "half" / "part.parquet")
     with pytest.raises(datasets.DatasetNotFoundError, match="no _manifest.json"):
         datasets.read_parquet(str(tmp_path / "half"))
+
+
+def test_the_newest_days_can_be_the_holdout_and_are_never_trained_on(clean_frame, contract):
+    import datetime as dt
+
+    from pipelines.data.features import holdout_start
+
+    frame = clean_frame.copy()
+    day = pd.Timestamp(frame["event_ts"].iloc[0]).normalize()
+    frame["event_ts"] = [day - pd.Timedelta(days=i % 4) for i in range(len(frame))]
+    start = holdout_start(day.date(), 2, window_days=7)
+    assert start == day.date() - dt.timedelta(days=1)
+    prepared = build_features(frame, contract, start)
+    newest = pd.to_datetime(prepared["event_ts"], utc=True) >= pd.Timestamp(start, tz="UTC")
+    assert (prepared.loc[newest, "split"] == "holdout").all()
+    assert set(prepared.loc[~newest, "split"]) == {"train", "validation"}
+    shares = prepared.loc[~newest, "split"].value_counts(normalize=True)
+    assert abs(shares["train"] - 0.70 / 0.85) < 0.05  # the contract's proportion of train to validation
+    with pytest.raises(ValueError, match="leaves nothing to train on in a 7-day window"):
+        holdout_start(day.date(), 7, window_days=7)

@@ -2,6 +2,7 @@
 
 import pytest
 
+from pipelines.evaluation import latency
 from pipelines.evaluation.gate import decide, outcome, to_markdown
 from pipelines.evaluation.policy import Policy, rules_checked
 from tests.unit.evaluation.sample_policy import POLICY
@@ -24,6 +25,16 @@ def _slice(value, regression, rows=200):
     }
 
 
+def _latency(mine=(5.0,) * 5, theirs=(5.0,) * 5):
+    """Latency figures as evaluate records them: per-round [p50, p99] of challenger and champion."""
+    raw = {
+        "challenger": [[2.0, p99] for p99 in mine],
+        "champion": [[2.0, p99] for p99 in theirs] if theirs else None,
+    }
+    figures = latency.summarise(raw)
+    return figures | {"samples": 100, "attempts": [figures], "method": "5 rounds", "path": "native"}
+
+
 def _evaluation(challenger=0.80, champion=0.75, rows=500):
     """Figures as evaluate returns them; the tests below break one at a time."""
     return {
@@ -31,12 +42,17 @@ def _evaluation(challenger=0.80, champion=0.75, rows=500):
         "challenger": {
             "version": 2,
             "metrics": {"roc_auc": challenger} if challenger is not None else {},
-            "latency_ms": {"p50": 2.0, "p99": 5.0, "samples": 200},
+            "latency_ms": _latency(),
             "size_bytes": 2 * 2**20,
+            "data_end": "2026-11-20",
         },
         "champion": None
         if champion is False
-        else {"version": 1, "metrics": {"roc_auc": champion} if champion else {}},
+        else {
+            "version": 1,
+            "metrics": {"roc_auc": champion} if champion else {},
+            "data_end": "2026-11-19",
+        },
         "comparison": {
             "ci_low": 0.02,
             "ci_high": 0.08,
@@ -71,6 +87,7 @@ def test_better_challenger_is_promoted_with_one_line_per_rule():
         "min_improvement",
         "confidence_interval",
         "challenger_is_new",
+        "data_not_older",
         "slice:channel",
         "latency_p99",
         "model_size",
@@ -115,7 +132,7 @@ def test_a_slice_regression_beyond_the_limit_is_rejected():
 
 def test_latency_and_size_budgets():
     slow = _evaluation()
-    slow["challenger"]["latency_ms"]["p99"] = 25.0
+    slow["challenger"]["latency_ms"] = _latency(mine=(25.0,) * 5)
     assert _failed(decide(POLICY, slow, QUIET)) == {"latency_p99"}
     big = _evaluation()
     big["challenger"]["size_bytes"] = 11 * 2**20
@@ -254,3 +271,40 @@ def test_the_record_names_exactly_the_rules_the_policy_module_lists(onnx):
     assert [r["rule"] for r in decide(never, _evaluation(champion=False), QUIET)["rules"]] == rules_checked(
         never, champion=False
     )
+
+
+def test_latency_is_judged_on_rounds_so_one_stall_or_a_busy_machine_does_not_decide():
+    def line(measured, champion=True):
+        evaluation = _evaluation(champion=0.75 if champion else False)
+        evaluation["challenger"]["latency_ms"] = measured
+        return next(r for r in decide(POLICY, evaluation, QUIET)["rules"] if r["rule"] == "latency_p99")
+
+    stalled = line(_latency(mine=(5.0, 1747.0, 5.0, 5.0, 5.0)))  # one stall of 1.7 s in one round
+    assert stalled["passed"] and stalled["value"] == 5.0 and "median of 5 rounds' p99" in stalled["detail"]
+    busy = line(_latency(mine=(30.0,) * 5, theirs=(28.0,) * 5))  # everything slow, the champion too
+    assert busy["passed"] and "judged relative to it" in busy["detail"]
+    assert "champion p99 28.0000 ms in the same rounds" in busy["detail"]
+    slower = line(_latency(mine=(60.0,) * 5, theirs=(5.0,) * 5))  # really slower than the champion
+    assert not slower["passed"] and "in every one of 5 rounds" in slower["detail"]
+    alone = line(_latency(mine=(25.0, 25.0, 10.0, 25.0, 25.0), theirs=None), champion=False)
+    assert not alone["passed"] and "nothing to compare with: fail closed" in alone["detail"]
+
+
+def test_an_older_challenger_cannot_replace_a_newer_champion():
+    backfill = _evaluation()
+    backfill["challenger"]["data_end"] = "2026-06-30"
+    record = decide(POLICY, backfill, QUIET)
+    line = next(r for r in record["rules"] if r["rule"] == "data_not_older")
+    assert _failed(record) == {"data_not_older"}
+    assert line["detail"] == (
+        "older than the champion: the challenger's data ends 2026-06-30, the champion's 2026-11-19"
+    )
+    same_day = _evaluation()
+    same_day["challenger"]["data_end"] = "2026-11-19"
+    assert not _failed(decide(POLICY, same_day, QUIET))
+    unknown = _evaluation()
+    del unknown["champion"]["data_end"]
+    assert _failed(decide(POLICY, unknown, QUIET)) == {"data_not_older"}
+    assert "data_not_older" not in {
+        r["rule"] for r in decide(POLICY.model_copy(update={"time_order": False}), backfill, QUIET)["rules"]
+    }

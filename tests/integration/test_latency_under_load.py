@@ -1,0 +1,69 @@
+"""The latency rule on a busy machine: two busy loops on the cores never reject a good challenger,
+and a challenger that is really slower is still rejected."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from pipelines.evaluation.evaluate import measure_latency
+from pipelines.evaluation.policy import LatencyRule
+
+pytestmark = pytest.mark.slow
+BUDGET = LatencyRule(max_p99_ms=50)  # the shipped policy's budget
+
+
+@pytest.fixture(scope="module")
+def busy_cores():
+    """Two processes spinning on the cores for the length of the module."""
+    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    time.sleep(0.5)
+    yield
+    for loop in loops:
+        loop.kill()
+        loop.wait()
+
+
+@pytest.fixture(scope="module")
+def model():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2_000, 8))
+    return LogisticRegression().fit(x, (x[:, 0] + rng.normal(size=2_000) > 0).astype(int)), x[:1]
+
+
+def _verdict(rule, challenger, champion):
+    measured = measure_latency(rule, challenger, champion)
+    return measured["verdict"], measured["why"]
+
+
+def test_a_good_challenger_is_never_rejected_by_a_busy_neighbour(busy_cores, model):
+    fitted, row = model
+
+    def score():
+        return fitted.predict_proba(row)
+
+    found = [_verdict(BUDGET, score, score) for _ in range(20)]
+    assert [v for v, _ in found] == ["pass"] * 20, [why for v, why in found if v != "pass"]
+    alone = [_verdict(BUDGET, score, None) for _ in range(5)]  # the first model, with no champion
+    assert [v for v, _ in alone] == ["pass"] * 5, alone
+
+
+def test_a_really_slower_challenger_is_rejected_on_a_busy_machine(busy_cores, model):
+    fitted, row = model
+
+    def score():
+        return fitted.predict_proba(row)
+
+    def slow():
+        time.sleep(0.06)
+        return fitted.predict_proba(row)
+
+    rule = BUDGET.model_copy(update={"samples": 20, "rounds": 3})
+    verdict, why = _verdict(rule, slow, score)
+    assert verdict == "fail" and "in every one of 3 rounds" in why
+    assert _verdict(rule, slow, None)[0] == "fail"
