@@ -7,7 +7,9 @@ Retrains the model on the logical date's data and promotes it only when the prom
 
 * **generate** writes the day's partition of the demo source (the `scenario` param injects drift); it is
   skipped for a dataset that reads its own source.
-* **validate** checks each day of the source against `include/contracts/<dataset>.yaml` on the chosen
+* **validate** first checks the record: a champion alias moved outside the gate (it disagrees with the
+  promotion history) fails the run with what to do, and an interrupted promotion is resolved. It then checks
+  each day of the source against `include/contracts/<dataset>.yaml` on the chosen
   engine and ingests it as a typed raw partition; a violation quarantines the day with a report and fails the
   run, with no retry.
 * **prepare** builds features, the train/validation/holdout split and the window's reference profile on Dask
@@ -21,8 +23,8 @@ Retrains the model on the logical date's data and promotes it only when the prom
   and logs its decision record to MLflow, to this log and to XCom. **route** skips everything after a
   rejection; when the policy says `approval: required`, **approve** waits for a person to approve or reject
   in the Airflow UI (Required Actions), showing the decision record. **promote** moves `champion` by
-  compare-and-set and records the attempt; with the `dry_run` param it records "would promote" and moves
-  nothing. Serving follows the alias: with `CT_SERVE_URL` set, promote also calls the app's
+  compare-and-set, written ahead in the promotion history; with the `dry_run` param it records "would
+  promote" and moves nothing. Serving follows the history's champion: with `CT_SERVE_URL` set, promote also calls the app's
   `POST /admin/reload` and returns its answer (the app swaps before answering); the app polls otherwise.
 
 Every task is a few lines over one function of the `pipelines` package and passes small JSON through XCom.
@@ -87,9 +89,15 @@ def validate() -> dict[str, Any]:
 
     from pipelines.data.validate import DataContractError
     from pipelines.data.validate import validate as run
+    from pipelines.release import audit
 
+    settings = _settings()
+    # The run starts by checking the record: a champion alias moved outside the gate stops it here.
+    checked = audit.check(settings)
+    if not checked["consistent"]:
+        raise AirflowFailException(checked["problem"])
     try:
-        return run(_settings(), _day())
+        return run(settings, _day())
     except DataContractError as exc:  # bad data does not get better on retry
         raise AirflowFailException(str(exc)) from exc
 

@@ -25,6 +25,7 @@ def promote(
     dry_run: bool = typer.Option(False, "--dry-run", help="Record 'would promote' and move nothing."),
 ) -> None:
     """Move the champion alias to the date's challenger, if its gate said promote."""
+    from pipelines.release.audit import AliasMovedError
     from pipelines.release.integrity import IntegrityError
     from pipelines.release.promote import ChampionChangedError
     from pipelines.release.promote import promote as run
@@ -37,7 +38,7 @@ def promote(
     record.pop("markdown", None)
     try:
         emit(run(settings, day, record["challenger_version"], record["champion_version"], decision=record))
-    except (IntegrityError, ChampionChangedError) as exc:
+    except (IntegrityError, ChampionChangedError, AliasMovedError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
 
@@ -58,14 +59,37 @@ def rollback(
         raise typer.Exit(1) from None
 
 
-def history(limit: int = typer.Option(50, help="The newest N attempts.")) -> None:
+def history(
+    limit: int = typer.Option(50, help="The newest N attempts."),
+    check: bool = typer.Option(
+        False,
+        "--check",
+        help="Compare the champion alias with the history and resolve interrupted promotions; exit 1 when the "
+        "alias was moved outside the gate.",
+    ),
+    repair: bool = typer.Option(
+        False, "--repair", help="With --check: move a moved alias back, on the record."
+    ),
+) -> None:
     """Print the promotion history: every attempt to move the champion, oldest first."""
     from rich.console import Console
     from rich.table import Table
 
+    from pipelines.release import audit
     from pipelines.release.history import read
 
     settings = load_settings()
+    if check or repair:
+        try:
+            found = audit.check(settings, repair=repair)
+        except audit.AliasMovedError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(1) from None
+        emit(found)
+        if not found["consistent"]:
+            typer.echo(found["problem"], err=True)
+            raise typer.Exit(1)
+        return
     table = Table(title=f"Promotion history of {settings.model_name}")
     for column in (
         "#",

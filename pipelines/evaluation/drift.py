@@ -20,7 +20,7 @@ import pandas as pd
 from pipelines.data import runlog, storage
 from pipelines.data.contract import Contract, dataset_contract
 from pipelines.data.profile import PROFILE_FILE, reference_frame
-from pipelines.release import tracking
+from pipelines.release import audit, tracking
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,12 @@ def drift(
     """Compare this run's window with the champion's reference profile (with no champion, the challenger's)."""
     client = tracking.configure(settings)
     contract = dataset_contract(settings)
-    champion = tracking.version_by_alias(client, settings.model_name, tracking.CHAMPION)
+    champion_version = audit.champion(settings, client)  # the history's; a moved alias is refused
+    champion = (
+        None
+        if champion_version is None
+        else client.get_model_version(settings.model_name, str(champion_version))
+    )
     challenger = client.get_model_version(settings.model_name, str(challenger_version))
     run_id = tracking.run_of(challenger)
     reference_version = champion or challenger

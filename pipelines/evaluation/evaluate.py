@@ -31,7 +31,7 @@ from pipelines.evaluation.metrics import classification_metrics
 from pipelines.evaluation.policy import LatencyRule, Policy, check_against_contract, load_policy
 from pipelines.model.classifier import project_model
 from pipelines.model.runtime import SCORING_ERRORS
-from pipelines.release import integrity, tracking
+from pipelines.release import audit, integrity, tracking
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -260,12 +260,10 @@ def evaluate(
     challenger["data_end"] = data_end(client, name, challenger_version)
     result["challenger"] = challenger
     champion_model = champion_p = None
-    champion_mv = tracking.version_by_alias(client, name, tracking.CHAMPION)
-    if champion_mv is not None:
-        champion, champion_model, champion_p = _score(
-            client, name, int(champion_mv.version), holdout, contract
-        )
-        champion["data_end"] = data_end(client, name, int(champion_mv.version))
+    champion_version = audit.champion(settings, client)  # the history's; a moved alias is refused
+    if champion_version is not None:
+        champion, champion_model, champion_p = _score(client, name, champion_version, holdout, contract)
+        champion["data_end"] = data_end(client, name, champion_version)
         result["champion"] = {
             k: champion[k] for k in ("version", "metrics", "error", "data_end") if k in champion
         }

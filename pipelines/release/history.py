@@ -3,8 +3,15 @@
 The history is an append-only table (rows are inserted, never updated or deleted) in a database beside
 the registry: ``promotions.db`` next to the embedded SQLite store, or the registry's own PostgreSQL
 database (``CT_PROMOTION_DB`` names another). Each row says when, what triggered it, the action
-(promote or rollback), the champion found under the lock, the version asked for, the outcome
-(``promoted``, ``unchanged`` or ``conflict``), the reason, the Airflow run and the decision record.
+(promote, rollback or repair), the champion found under the lock, the version asked for, the outcome, the
+reason, the Airflow run and the decision record.
+
+The history is the source of truth of which version is champion: the alias only mirrors it. A move is
+written ahead: a ``pending`` row before the alias moves, and a ``promoted`` row (its ``ref`` the pending
+row's id) once it has. A crash in between leaves a pending row with no completion, which the next move or
+``pipelines history --check`` resolves (:mod:`pipelines.release.audit`): ``promoted`` if the alias did move,
+``abandoned`` if it did not. Other outcomes (``unchanged``, ``conflict``, ``dry_run``, ``refused``,
+``rejected``) are one row each.
 
 The lock makes compare-and-set safe across processes and hosts: a file lock beside the embedded store,
 a transaction-scoped advisory lock on PostgreSQL.
@@ -45,8 +52,10 @@ promotions = sa.Table(
     sa.Column("dag_id", sa.String(256)),
     sa.Column("run_id", sa.String(256)),
     sa.Column("decision", sa.Text),
+    sa.Column("ref", sa.Integer),  # a completion row: the id of the pending row it completes
 )
 COLUMNS = [c.name for c in promotions.columns]
+PENDING, PROMOTED, ABANDONED = "pending", "promoted", "abandoned"
 
 
 def database_url(settings: Settings) -> str:
@@ -75,6 +84,10 @@ def _engine_for(url: str) -> sa.Engine:
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {})
     _metadata.create_all(engine, checkfirst=True)
+    columns = {c["name"] for c in sa.inspect(engine).get_columns(promotions.name)}
+    if "ref" not in columns:  # a history written before moves were written ahead
+        with engine.begin() as connection:
+            connection.execute(sa.text(f"ALTER TABLE {promotions.name} ADD COLUMN ref INTEGER"))
     return engine
 
 
@@ -120,3 +133,18 @@ def read(settings: Settings, model: str | None = None, limit: int | None = None)
     with _engine(settings).connect() as connection:
         rows = [dict(r._mapping) for r in connection.execute(query)]
     return list(reversed(rows))
+
+
+def champion(rows: list[dict[str, Any]]) -> int | None:
+    """The champion according to the history: the version of the last completed move, or None."""
+    found = None
+    for row in rows:
+        if row["outcome"] == PROMOTED:
+            found = row["to_version"]
+    return found
+
+
+def unresolved(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pending rows no later row completes: moves that may or may not have happened."""
+    completed = {row["ref"] for row in rows if row.get("ref") is not None}
+    return [row for row in rows if row["outcome"] == PENDING and row["id"] not in completed]

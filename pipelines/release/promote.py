@@ -1,7 +1,9 @@
 """Promote: move the ``champion`` alias to the challenger, if the champion is still the one we judged.
 
-Before anything moves, the target version's files are checked against the sha256 manifest stored at
-registration; a version that fails is refused and the refusal is recorded. In a dry run the attempt is
+The promotion history is the record of which version is champion (:mod:`pipelines.release.audit`): a
+move is written ahead (a pending row, the alias, the completion), and a champion alias moved outside the
+gate is refused until it is set right. Before anything moves, the target version's files are checked
+against the sha256 manifest stored at registration; a version that fails is refused and the refusal is recorded. In a dry run the attempt is
 recorded as ``dry_run`` ("would promote") and the alias stays where it is. After the alias moves, the
 serving app at ``CT_SERVE_URL`` (when set) is asked to reload at once.
 """
@@ -14,7 +16,7 @@ import tempfile
 from typing import Any
 
 from pipelines.data import runlog
-from pipelines.release import history, integrity, tracking
+from pipelines.release import audit, history, integrity, tracking
 from pipelines.release.notify import notify_serving
 from pipelines.settings import Settings
 
@@ -41,7 +43,11 @@ def compare_and_set(current: int | None, target: int, expected: int | None, dry_
 def previous_in_history(rows: list[dict[str, Any]], current: int) -> tuple[bool, int | None]:
     """(found, version): the champion that ``current`` replaced, from the newest history row that moved to it."""
     for row in reversed(rows):
-        if row["outcome"] == "promoted" and row["to_version"] == current:
+        if (
+            row["outcome"] == history.PROMOTED
+            and row["to_version"] == current
+            and row.get("action") != "repair"
+        ):
             return True, row["from_version"]
     return False, None
 
@@ -92,13 +98,23 @@ def move_champion(
             history.append(settings, **refused)
             raise
     with history.promotion_lock(settings, name):
-        current = tracking.version_by_alias(client, name, tracking.CHAMPION)
-        current_version = int(current.version) if current else None
+        audit.resolve(settings, client)  # a move interrupted before its completion was written
+        found = audit.audit(settings, client)
+        if found.alias_moved and action != "rollback":  # a rollback is how a person sets it right
+            refused = attempt | {"from_version": found.recorded, "outcome": "refused"}
+            history.append(settings, **refused | {"reason": f"{reason or ''} [refused: alias moved]".strip()})
+            raise audit.AliasMovedError(found.problem())
+        current_version = found.recorded
         attempt["from_version"] = current_version
         outcome = compare_and_set(current_version, version, expected_champion, dry_run)
-        if outcome == "promoted":  # the row is written once the alias has moved
+        if outcome == "unchanged" and found.alias != version:
+            outcome = "promoted"  # the record is right, the alias is not: move it back on the record
+        if outcome == "promoted":  # written ahead: pending, then the alias moves, then the completion
+            pending = history.append(settings, **attempt, outcome=history.PENDING)
             _move_alias(client, name, version, current_version, f"{action}:{trigger}")
-        history.append(settings, **attempt, outcome=outcome)
+            history.append(settings, **attempt, outcome=history.PROMOTED, ref=pending["id"])
+        else:
+            history.append(settings, **attempt, outcome=outcome)
         if outcome == "unchanged":
             log.info("version %s is already champion of %s", version, name)
             return {"name": name, "champion": version, "previous": current_version, "changed": False}
@@ -213,11 +229,16 @@ def rollback(
     if not reason.strip():
         raise ValueError("a rollback needs a reason; it is kept in the promotion history")
     client = tracking.configure(settings)
-    current = tracking.version_by_alias(client, settings.model_name, tracking.CHAMPION)
-    if current is None:
-        raise ValueError(f"{settings.model_name} has no champion: there is nothing to roll back")
-    current_version = int(current.version)
-    target = to_version if to_version is not None else previous_champion(settings, current_version)
+    current_version = audit.audit(settings, client).recorded  # the champion on the record, not the alias
+    if current_version is None and to_version is None:
+        raise ValueError(
+            f"{settings.model_name} has no champion on the record: there is nothing to roll back; name a "
+            "version with --to"
+        )
+    target = to_version
+    if target is None:
+        assert current_version is not None
+        target = previous_champion(settings, current_version)
     if target is None:
         raise ValueError(
             f"v{current_version} of {settings.model_name} has no previous champion; name one with --to"

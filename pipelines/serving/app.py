@@ -101,6 +101,7 @@ def _add_status_routes(
                 "model_version": current.version if current else None,
                 "loading_version": holder.loading,
                 "last_error": holder.last_error,
+                "alias_refused": holder.alias_refused,
             }
         )
 

@@ -7,8 +7,10 @@ reference assignment. A request reads ``current`` once, at its start, and is sco
 end. A version that fails is counted, logged with the reason, and left alone by the poller for
 ``RETRY_FAILED_SECONDS`` (an admin reload retries it at once); the previous model keeps serving.
 
-Where the champion comes from is a :class:`ChampionSource`: the MLflow registry in service
-(:class:`RegistryChampion`), or anything else that names a version and loads it.
+Where the champion comes from is a :class:`ChampionSource`: in service (:class:`RegistryChampion`) the
+promotion history names it and the MLflow registry holds its files. The champion alias only mirrors the
+history: an alias moved outside the gate (MLflow's alias editor, "Promote model") is refused: the
+history's champion keeps serving, and the refusal is counted, logged and shown in ``/health``.
 """
 
 from __future__ import annotations
@@ -22,18 +24,19 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from mlflow.exceptions import MlflowException
+from sqlalchemy.exc import SQLAlchemyError
 
 from pipelines.model.runtime import ModelLoadError, ServedModel, set_threads
 from pipelines.model.signature import InputSchema
-from pipelines.release import integrity, tracking
+from pipelines.release import audit, history, integrity, tracking
 from pipelines.serving.metrics import ServingMetrics
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
 
 RETRY_FAILED_SECONDS = 300.0
-# A registry that cannot be read (a tracking server down, a database locked): keep serving, say so.
-REGISTRY_ERRORS: tuple[type[BaseException], ...] = (MlflowException, OSError)
+# A registry or history that cannot be read (a tracking server down, a database locked): keep serving, say so.
+REGISTRY_ERRORS: tuple[type[BaseException], ...] = (MlflowException, OSError, SQLAlchemyError)
 
 
 class ChampionSource(Protocol):
@@ -41,6 +44,10 @@ class ChampionSource(Protocol):
 
     def champion(self) -> tuple[int, str | None] | None:
         """(version, run id) of the champion, or None when there is none; REGISTRY_ERRORS when unreadable."""
+        ...
+
+    def alias(self) -> int | None:
+        """Where the champion alias points, which must agree with :meth:`champion`."""
         ...
 
     def load(self, version: int, run_id: str | None) -> ServedModel:
@@ -62,8 +69,14 @@ class RegistryChampion:
         return self._client
 
     def champion(self) -> tuple[int, str | None] | None:
-        found = tracking.version_by_alias(self.client(), self.settings.model_name, tracking.CHAMPION)
-        return None if found is None else (int(found.version), getattr(found, "run_id", None))
+        name = self.settings.model_name
+        version = history.champion(history.read(self.settings, name))
+        if version is None:
+            return None
+        return version, getattr(self.client().get_model_version(name, str(version)), "run_id", None)
+
+    def alias(self) -> int | None:
+        return audit.alias_version(self.client(), self.settings.model_name)
 
     def load(self, version: int, run_id: str | None) -> ServedModel:
         settings, name = self.settings, self.settings.model_name
@@ -116,6 +129,7 @@ class ModelHolder:
         self.loading: int | None = None
         self.last_error: str | None = None
         self.failed: dict[int, tuple[str, float]] = {}  # version -> (why it was refused, when)
+        self.alias_refused: str | None = None  # the champion alias, moved outside the gate: why it is ignored
         self._lock = threading.Lock()  # one load at a time (poller and admin reload)
 
     def refresh(self, force: bool = False) -> ReloadResult:
@@ -127,6 +141,7 @@ class ModelHolder:
         with self._lock:
             try:
                 champion = self.source.champion()
+                self._check_alias(self.source.alias(), champion[0] if champion else None)
             except REGISTRY_ERRORS as exc:
                 self.last_error = f"reading the champion alias of {self.name} failed: {exc}"
                 log.warning(self.last_error)
@@ -141,6 +156,19 @@ class ModelHolder:
             if refused and not force and self.clock() - refused[1] < RETRY_FAILED_SECONDS:
                 return ReloadResult("failed", version, serving, refused[0])
             return self._load(version, run_id)
+
+    def _check_alias(self, alias: int | None, recorded: int | None) -> None:
+        if alias == recorded:
+            self.alias_refused = None
+            return
+        problem = (
+            f"the champion alias points at v{alias}, but the promotion history's champion is v{recorded}: "
+            "the alias was moved outside the gate and is ignored"
+        )
+        if problem != self.alias_refused:  # counted and logged once per move, not once per poll
+            self.metrics.alias_refused.inc()
+            log.error("%s; serving v%s", problem, self.current.version if self.current else None)
+        self.alias_refused = problem
 
     def _load(self, version: int, run_id: str | None) -> ReloadResult:
         self.loading = version

@@ -59,6 +59,11 @@ class ServingMetrics:
             ["reason"],
             registry=r,
         )
+        self.alias_refused = Counter(
+            "ct_serve_alias_refused",
+            "Champion alias moves refused because the promotion history does not record them.",
+            registry=r,
+        )
         self.log_rows = Counter(
             "ct_serve_prediction_log_rows", "Served predictions written to the prediction log.", registry=r
         )

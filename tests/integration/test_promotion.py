@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipelines.release import history, integrity, tracking
+from pipelines.release import audit, history, integrity, tracking
 from pipelines.release.promote import ChampionChangedError, move_champion, rollback
 from pipelines.settings import get_settings
 
@@ -62,7 +62,9 @@ def test_eight_concurrent_promotions_leave_one_champion_and_a_consistent_history
     winner = 2 + outcomes.index("promoted")
     assert int(tracking.version_by_alias(client, settings.model_name, "champion").version) == winner
 
-    rows = history.read(settings, settings.model_name)
+    everything = history.read(settings, settings.model_name)
+    assert not history.unresolved(everything)  # every move written ahead was completed
+    rows = [r for r in everything if r["outcome"] != history.PENDING]
     assert len(rows) == 9  # the bootstrap and every one of the eight attempts
     contest = rows[1:]
     assert sorted(r["to_version"] for r in contest) == list(range(2, 10))
@@ -74,6 +76,7 @@ def test_eight_concurrent_promotions_leave_one_champion_and_a_consistent_history
     before = contest[: contest.index(promoted[0])]
     assert before == []  # the first to take the lock wins: nobody before it could fail
     assert [r["id"] for r in rows] == sorted(r["id"] for r in rows)
+    assert [r["outcome"] for r in everything if r["to_version"] == winner] == ["pending", "promoted"]
 
 
 def test_rollback_from_the_cli_goes_through_the_same_compare_and_set(tmp_path):
@@ -106,3 +109,86 @@ def test_rollback_from_the_cli_goes_through_the_same_compare_and_set(tmp_path):
 
     with pytest.raises(ValueError, match="no champion"):
         rollback(get_settings(state_dir=tmp_path / "empty"), reason="nothing")
+
+
+def _alias(client, settings):
+    return int(tracking.version_by_alias(client, settings.model_name, "champion").version)
+
+
+def test_an_alias_moved_outside_the_gate_is_found_refused_and_repaired(tmp_path):
+    from pipelines.cli import app
+    from pipelines.serving.holder import RegistryChampion
+
+    settings, client = _registry(tmp_path, 3)
+    move_champion(settings, 1, None, trigger="test", reason="bootstrap")
+    # The side door: MLflow's alias editor (and "Promote model") call this same registry API.
+    client.set_registered_model_alias(settings.model_name, "champion", "3")
+    runner, env = CliRunner(), {"CT_STATE_DIR": str(tmp_path)}
+
+    checked = runner.invoke(app, ["history", "--check"], env=env)
+    assert checked.exit_code == 1 and "moved outside the gate" in checked.output
+    with pytest.raises(audit.AliasMovedError, match="points at v3, but the promotion history"):
+        move_champion(settings, 2, 1, trigger="test", reason="the gate said so")
+    assert history.read(settings, settings.model_name)[-1]["outcome"] == "refused"
+    with pytest.raises(audit.AliasMovedError):
+        audit.champion(settings, client)  # what evaluate and drift compare against
+    source = RegistryChampion(settings)  # serving: the history's champion, and the alias it refuses
+    assert source.champion()[0] == 1 and source.alias() == 3
+
+    repaired = runner.invoke(app, ["history", "--check", "--repair"], env=env)
+    assert repaired.exit_code == 0, repaired.output
+    assert _alias(client, settings) == 1
+    assert runner.invoke(app, ["history", "--check"], env=env).exit_code == 0
+    last = history.read(settings, settings.model_name)[-1]
+    assert (last["action"], last["from_version"], last["to_version"], last["outcome"]) == (
+        "repair",
+        3,
+        1,
+        "promoted",
+    )
+    # Adopting a version on the record instead: a rollback is the sanctioned way.
+    client.set_registered_model_alias(settings.model_name, "champion", "3")
+    rollback(settings, to_version=3, reason="adopt the manual move")
+    assert audit.audit(settings, client).problem() is None and _alias(client, settings) == 3
+
+
+def test_a_move_interrupted_either_side_of_the_alias_is_resolved(tmp_path, monkeypatch):
+    settings, client = _registry(tmp_path, 3)
+    move_champion(settings, 1, None, trigger="test", reason="bootstrap")
+
+    def crash_on(outcome):
+        real = history.append
+
+        def append(settings, **row):
+            if row.get("outcome") == outcome:
+                raise KeyboardInterrupt("the worker was killed")
+            return real(settings, **row)
+
+        return append
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("the worker was killed")
+
+    with monkeypatch.context() as patched:  # killed after the pending row, before the alias moved
+        patched.setattr(type(client), "set_registered_model_alias", killed)
+        with pytest.raises(KeyboardInterrupt):
+            move_champion(settings, 2, 1, trigger="test", reason="killed before the alias")
+    assert _alias(client, settings) == 1
+    found = audit.audit(settings, client)
+    assert [r["to_version"] for r in found.unresolved] == [2] and "never completed" in found.problem()
+    checked = audit.check(settings)
+    assert checked["consistent"] and len(checked["resolved"]) == 1
+    assert history.read(settings, settings.model_name)[-1]["outcome"] == "abandoned"
+
+    with monkeypatch.context() as patched:  # killed after the alias moved, before the completion
+        patched.setattr(history, "append", crash_on(history.PROMOTED))
+        with pytest.raises(KeyboardInterrupt):
+            move_champion(settings, 3, 1, trigger="test", reason="killed after the alias")
+    assert _alias(client, settings) == 3 and audit.audit(settings, client).unresolved
+    with pytest.raises(audit.AliasMovedError):  # the alias is ahead of the record until it is resolved
+        audit.champion(settings, client)
+    move_champion(settings, 3, 3, trigger="test", reason="the next promotion resolves it")  # resolves first
+    rows = history.read(settings, settings.model_name)
+    recovered = [r for r in rows if r["trigger"] == "recovery"]
+    assert [r["outcome"] for r in recovered] == ["abandoned", "promoted"]
+    assert history.champion(rows) == 3 and not history.unresolved(rows)

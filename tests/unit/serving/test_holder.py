@@ -18,6 +18,7 @@ class Registry:
 
     def __init__(self) -> None:
         self.version: int | None = None
+        self.moved_alias: int | None = None  # where someone moved the alias outside the gate
         self.broken: dict[int, Exception] = {}
         self.down: Exception | None = None
         self.loads: list[int] = []
@@ -26,6 +27,9 @@ class Registry:
         if self.down is not None:
             raise self.down
         return None if self.version is None else (self.version, f"run-{self.version}")
+
+    def alias(self):
+        return self.moved_alias if self.moved_alias is not None else self.version
 
     def load(self, version, run_id):
         self.loads.append(version)
@@ -125,3 +129,18 @@ def test_a_registry_failure_while_loading_or_unloadable_files_refuse_the_version
     holder.refresh()
     assert holder.last_error == "loading m v2 failed (load): IndexError: pop from empty list"
     assert metrics.load_failures.labels(reason="load")._value.get() == 2 and holder.current is None
+
+
+def test_an_alias_moved_outside_the_gate_is_refused_and_the_champion_keeps_serving(holder_parts):
+    holder, registry, _, metrics = holder_parts
+    registry.version = 1
+    holder.refresh()
+    registry.moved_alias = 3  # someone used MLflow's alias editor
+    for _ in range(3):  # polls
+        assert holder.refresh().status == "unchanged"
+    assert holder.current.version == 1 and registry.loads == [1]
+    assert "moved outside the gate" in holder.alias_refused and "v3" in holder.alias_refused
+    assert metrics.alias_refused._value.get() == 1  # counted once per move, not per poll
+    registry.moved_alias = None  # set right (history --check --repair)
+    holder.refresh()
+    assert holder.alias_refused is None
