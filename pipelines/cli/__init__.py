@@ -21,7 +21,6 @@ for name, command in (
     ("train", training.train),
     ("register", release.register),
     ("evaluate", evaluation.evaluate),
-    ("drift", evaluation.drift),
     ("gate", evaluation.gate),
     ("promote", release.promote),
     ("policy", evaluation.policy),
@@ -31,3 +30,4 @@ for name, command in (
     ("serve", serving.serve),
 ):
     app.command(name)(command)
+app.add_typer(evaluation.drift_app, name="drift")

@@ -20,10 +20,23 @@ def evaluate(
     emit(run(settings, day, previous(settings, day, "prepare")["uri"], version))
 
 
+drift_app = typer.Typer(invoke_without_command=True, no_args_is_help=False)
+
+
+@drift_app.callback()
 def drift(
-    date: dt.datetime = DateOption, version: int = typer.Option(None, help="Challenger version.")
+    context: typer.Context,
+    date: dt.datetime = typer.Option(
+        None, "--date", "-d", help="Logical date (YYYY-MM-DD) of the run.", formats=["%Y-%m-%d"]
+    ),
+    version: int = typer.Option(None, help="Challenger version."),
 ) -> None:
-    """Evidently drift report of the window against the champion's training data."""
+    """Drift of the date's window against the champion's reference profile, with Evidently's report;
+    `pipelines drift compare` compares any two datasets."""
+    if context.invoked_subcommand is not None:
+        return
+    if date is None:
+        raise typer.BadParameter("--date is required (or use `pipelines drift compare`)", param_hint="--date")
     from pipelines.evaluation.drift import drift as run
 
     settings, day = load_settings(), date.date()
@@ -84,3 +97,21 @@ def policy(
         f"rules against a champion: {with_champion}; rules with no champion yet: {first}; "
         f"approval {loaded.approval}{', dry run' if loaded.dry_run else ''}"
     )
+
+
+@drift_app.command("compare")
+def drift_compare(
+    reference: str = typer.Option(..., help="Parquet file or folder (any fsspec URI): the reference window."),
+    current: str = typer.Option(..., help="Parquet file or folder: the window compared with it."),
+    contract: str = typer.Option(None, help="Contract file (default: the dataset's contract)."),
+    engine: str = typer.Option(None, help="dask or spark (default: CT_ENGINE)."),
+) -> None:
+    """Compare any two Parquet datasets of a contract: per column the method, score, error bound and verdict."""
+    from pathlib import Path
+
+    from pipelines.data.contract import dataset_contract, load_contract
+    from pipelines.evaluation.drift import compare_datasets
+
+    settings = load_settings()
+    chosen = load_contract(Path(contract)) if contract else dataset_contract(settings)
+    emit(compare_datasets(settings, reference, current, chosen, engine))

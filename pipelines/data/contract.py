@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 ColumnType = Literal["string", "int", "float", "category", "timestamp"]
+DriftMethod = Literal["wasserstein", "jensenshannon"]
+DRIFT_THRESHOLD = 0.1  # Evidently's default for both methods
 
 
 class ContractError(ValueError):
@@ -32,6 +34,15 @@ class ColumnSpec(BaseModel):
     allowed: list[str | int] | None = None
     role: Literal["feature", "other"] = "other"
     log: bool = False
+    drift: DriftMethod | None = Field(
+        default=None,
+        description="The drift test of this column, fixed whatever the day's data: wasserstein (normed, numbers "
+        "only; the default for numbers) or jensenshannon (the default for categories; right for a number with "
+        "few values, such as a flag or a code).",
+    )
+    drift_threshold: float = Field(
+        default=DRIFT_THRESHOLD, gt=0, description="The column drifts when its score reaches this."
+    )
 
 
 class SourceSpec(BaseModel):
@@ -102,6 +113,8 @@ class Contract(BaseModel):
         for name, spec in self.columns.items():
             if spec.type == "category" and not spec.allowed:
                 raise ValueError(f"column '{name}' is a category and needs an 'allowed' list")
+            if spec.drift == "wasserstein" and spec.type not in ("int", "float"):
+                raise ValueError(f"column '{name}': drift wasserstein needs a number (int or float)")
             if spec.type == "int" and spec.nullable:
                 raise ValueError(f"column '{name}': an int column cannot be nullable; declare it as float")
         for name in self.unique:
@@ -119,6 +132,12 @@ class Contract(BaseModel):
     @property
     def categorical_features(self) -> list[str]:
         return [n for n in self.feature_columns if self.columns[n].type == "category"]
+
+    def drift_test(self, name: str) -> tuple[DriftMethod, float]:
+        """The drift test and threshold of a column: the contract's, else by type."""
+        spec = self.columns[name]
+        numeric = spec.type in ("int", "float") and name != self.label
+        return spec.drift or ("wasserstein" if numeric else "jensenshannon"), spec.drift_threshold
 
     def arrow_schema(self, columns: list[str] | None = None) -> pa.Schema:
         """The Arrow types of some columns (default: all) once typed: what raw partitions hold."""

@@ -162,6 +162,17 @@ def parquet_files(uri: str) -> list[str]:
     return [fs.unstrip_protocol(p) for p in names]
 
 
+def any_parquet_files(uri: str) -> list[str]:
+    """The Parquet files of any folder (recursively), or the file itself: a user's data, no manifest needed."""
+    fs, path = url_to_fs(uri)
+    if fs.isfile(path):
+        return [fs.unstrip_protocol(path)]
+    names = sorted(p for p in fs.find(path) if p.endswith(".parquet"))
+    if not names:
+        raise FileNotFoundError(f"no Parquet files under {uri}")
+    return [fs.unstrip_protocol(p) for p in names]
+
+
 def read_parquet(uri: str, columns: list[str] | None = None) -> pd.DataFrame:
     """Read a committed Parquet folder into pandas (small data: holdouts, samples, tests)."""
     read_manifest(uri)

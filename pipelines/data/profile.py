@@ -1,72 +1,237 @@
-"""Reference profile: a compact summary of a training window, computed on the engine that prepared it.
+"""Reference profile: the statistics drift needs, computed on the engine that prepared the window.
 
-Per numeric feature: row and null counts, min, max, mean, standard deviation and the 101 percentiles; per
-category (and the label): the frequency of each value and the null count. The profile is a few kilobytes
-whatever the window's size. It is written beside the prepared data, logged with the model version, and
-drift checks compare profiles, so they never re-read training data.
+Drift compares a profile with a profile, so it never re-reads training data, and the profile holds what
+Evidently's own tests need, exactly or with a stated error bound:
 
-Drift needs samples for Evidently; :func:`reference_frame` renders a profile as a deterministic sample
-(each numeric column is the profile's quantile function at evenly spaced points, each category repeated in
-proportion to its frequency). Both sides of a drift report are rendered the same way.
+- per category (and the label): the exact count of every value, and the nulls;
+- per number: the exact count, nulls, min, max, mean and standard deviation (the sum of squared deviations
+  from the mean, in a second pass, so nothing cancels), and a **bucketed copy of the values**: every value
+  falls in a bucket, and a bucket keeps its exact count and the exact mean of its values. Buckets are
+  ``BODY_WIDTH`` standard deviations wide near the mean and ``TAIL_WIDTH`` of the distance from the mean
+  further out (``asinh`` spacing), so the tails, where one outlier row sits, are as exact as the body. A
+  column with few distinct values (a flag, a code, an age) keeps each value in its own bucket: exact.
+
+Replacing every value by its bucket's mean moves it by at most the bucket's width, so the Wasserstein
+distance to any distribution moves by at most ``abs_error / rows``, which the profile records (the exact
+sum over buckets of count x (largest - smallest value)). Everything is computed by pandas functions that
+each engine runs on its partitions (:meth:`pipelines.engines.base.Engine.aggregate`), so Dask and Spark
+compute the same statistics.
+
+:func:`reference_frame` renders a profile as a deterministic sample, which Evidently draws its
+histograms from; the scores do not come from it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from pipelines.data.contract import Contract
 
 if TYPE_CHECKING:
     from pipelines.engines import Engine, Table
 
-LEVELS = [round(i / 100, 2) for i in range(101)]
 PROFILE_FILE = "_profile.json"
 REFERENCE_PROFILE_ARTIFACT = "reference_profile.json"
-VERSION = 1
+VERSION = 2
+BODY_WIDTH = 0.001  # bucket width near the mean, in standard deviations
+TAIL_WIDTH = 0.001  # bucket width far from the mean, as a share of the distance from the mean
+DIGITS = 12  # significant digits kept of a bucket's mean
+
+PARTIALS = pa.schema(
+    [
+        ("column", pa.string()),
+        ("kind", pa.string()),  # rows | null | value | stats | squares | bucket | m2
+        ("key", pa.string()),
+        ("count", pa.int64()),
+        ("total", pa.float64()),
+        ("low", pa.float64()),
+        ("high", pa.float64()),
+    ]
+)
+KEYS = ["column", "kind", "key"]
+HOW: Mapping[str, Any] = {"count": "sum", "total": "sum", "low": "min", "high": "max"}
 
 
-def _categorical_columns(contract: Contract) -> list[str]:
+def categorical_columns(contract: Contract) -> list[str]:
     return [*contract.categorical_features, contract.label]
 
 
-def build_profile(engine: Engine, raw: Table, contract: Contract) -> dict[str, Any]:
-    """The profile of a table of raw rows, aggregated by the engine that holds it (one pass on Dask)."""
-    numeric, categorical = contract.numeric_features, _categorical_columns(contract)
-    stats = engine.column_stats(raw, numeric, categorical, LEVELS)
-    rows = stats.rows
-    columns: dict[str, Any] = {}
-    for name in numeric:
-        nulls = stats.nulls[name]
-        columns[name] = {
-            "kind": "numeric",
-            "nulls": nulls,
-            "null_share": nulls / rows if rows else 0.0,
-            "min": stats.minimum[name],
-            "max": stats.maximum[name],
-            "mean": stats.mean[name],
-            "std": stats.std[name],
-            "quantiles": stats.quantiles[name],
+def _finite(frame: pd.DataFrame, name: str) -> np.ndarray:
+    values = pd.to_numeric(frame[name], errors="raise").to_numpy(dtype="float64", na_value=np.nan)
+    return values[np.isfinite(values)]
+
+
+def _rows(records: list[tuple[Any, ...]]) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(records, columns=PARTIALS.names)
+    return frame.astype({"count": "int64", "total": "float64", "low": "float64", "high": "float64"})
+
+
+def first_pass(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+    """One partition's row count, per column its nulls, per number its count, sum, min and max, per
+    category the count of each value."""
+    records: list[tuple[Any, ...]] = [("", "rows", "", len(frame), 0.0, 0.0, 0.0)]
+    for name in contract.numeric_features:
+        values = _finite(frame, name)
+        records.append((name, "null", "", len(frame) - len(values), 0.0, 0.0, 0.0))
+        if len(values):
+            records.append((name, "stats", "", len(values), values.sum(), values.min(), values.max()))
+            records.append((name, "squares", "", 0, float(np.dot(values, values)), 0.0, 0.0))
+    for name in categorical_columns(contract):
+        column = frame[name]
+        records.append((name, "null", "", int(column.isna().sum()), 0.0, 0.0, 0.0))
+        for value, count in column.dropna().value_counts().items():
+            records.append((name, "value", str(value), int(count), 0.0, 0.0, 0.0))
+    return _rows(records)
+
+
+def bucket_keys(values: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """Each value's bucket: ``BODY_WIDTH`` std wide near the mean, ``TAIL_WIDTH`` relative far out."""
+    scale = max(std, 1e-12) * BODY_WIDTH / TAIL_WIDTH
+    return np.floor(np.arcsinh((values - mean) / scale) / TAIL_WIDTH).astype("int64")
+
+
+def _bucketed(values: np.ndarray, mean: float, std: float) -> tuple[np.ndarray, ...]:
+    """Key, count, sum, min and max of the values in each bucket, vectorised (sort, reduce at boundaries)."""
+    keys = bucket_keys(values, mean, std)
+    order = np.argsort(keys)
+    keys, ordered = keys[order], values[order]
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    counts = np.diff(np.r_[starts, len(keys)])
+    return (
+        keys[starts],
+        counts,
+        np.add.reduceat(ordered, starts),
+        np.minimum.reduceat(ordered, starts),
+        np.maximum.reduceat(ordered, starts),
+    )
+
+
+def second_pass(
+    frame: pd.DataFrame, contract: Contract, moments: Mapping[str, tuple[float, float]]
+) -> pd.DataFrame:
+    """One partition's buckets per number (count, sum, min, max of each) and squared deviations from the mean."""
+    names: list[np.ndarray] = []
+    kinds: list[np.ndarray] = []
+    parts: list[tuple[np.ndarray, ...]] = []
+    for name, (mean, std) in moments.items():
+        values = _finite(frame, name)
+        if not len(values):
+            continue
+        deviations = values - mean
+        m2 = float(np.dot(deviations, deviations))
+        names.append(np.array([name]))
+        kinds.append(np.array(["m2"]))
+        parts.append((np.array([0]), np.array([0]), np.array([m2]), np.zeros(1), np.zeros(1)))
+        bucketed = _bucketed(values, mean, std)
+        names.append(np.full(len(bucketed[0]), name, dtype=object))
+        kinds.append(np.full(len(bucketed[0]), "bucket", dtype=object))
+        parts.append(bucketed)
+    if not parts:
+        return _rows([])
+    keys, counts, totals, lows, highs = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
+    return pd.DataFrame(
+        {
+            "column": np.concatenate(names).astype(object),
+            "kind": np.concatenate(kinds).astype(object),
+            "key": keys.astype(str).astype(object),
+            "count": counts.astype("int64"),
+            "total": totals.astype("float64"),
+            "low": lows.astype("float64"),
+            "high": highs.astype("float64"),
         }
-    for name in categorical:
-        nulls = stats.nulls[name]
-        counts = sorted(stats.counts[name].items(), key=lambda kv: str(kv[0]))
+    )
+
+
+def build_profile(engine: Engine, raw: Table, contract: Contract) -> dict[str, Any]:
+    """The profile of a table of raw rows, in two passes on the engine that holds it."""
+    first = engine.aggregate(raw, lambda f: first_pass(f, contract), PARTIALS, KEYS, HOW)
+    rows = int(first.loc[first["kind"] == "rows", "count"].sum())
+    nulls = first[first["kind"] == "null"].set_index("column")["count"]
+    stats = first[first["kind"] == "stats"].set_index("column")
+    moments = {}
+    for name in contract.numeric_features:
+        if name in stats.index and stats.loc[name, "count"] > 0:
+            count, total = int(stats.loc[name, "count"]), float(stats.loc[name, "total"])
+            moments[name] = (total / count, _rough_std(first, name, count, total / count))
+    second = engine.aggregate(raw, lambda f: second_pass(f, contract, moments), PARTIALS, KEYS, HOW)
+    columns: dict[str, Any] = {}
+    for name in contract.numeric_features:
+        columns[name] = _numeric(name, int(nulls.get(name, 0)), stats, second, moments.get(name))
+    for name in categorical_columns(contract):
+        values = first[(first["column"] == name) & (first["kind"] == "value")]
+        counts = sorted(zip(values["key"], values["count"], strict=True))
         columns[name] = {
             "kind": "categorical",
-            "nulls": nulls,
-            "null_share": nulls / rows if rows else 0.0,
+            "nulls": int(nulls.get(name, 0)),
             "counts": {str(k): int(v) for k, v in counts},
         }
+    for column in columns.values():
+        column["null_share"] = column["nulls"] / rows if rows else 0.0
     return {
         "version": VERSION,
         "dataset": contract.dataset,
         "rows": rows,
-        "levels": LEVELS,
+        "engine": engine.name,
+        "bucket_widths": {"body_std": BODY_WIDTH, "tail_relative": TAIL_WIDTH},
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "columns": columns,
+    }
+
+
+def _rough_std(first: pd.DataFrame, name: str, count: int, mean: float) -> float:
+    """A scale for the buckets' width only (the profile's std comes from the second pass, exactly)."""
+    mine = first[first["column"] == name]
+    squares = float(mine.loc[mine["kind"] == "squares", "total"].sum())
+    variance = squares / count - mean * mean  # may cancel for a large mean: then the range decides
+    spread = float(
+        mine.loc[mine["kind"] == "stats", "high"].max() - mine.loc[mine["kind"] == "stats", "low"].min()
+    )
+    if variance > (spread * 1e-6) ** 2:
+        return float(np.sqrt(variance))
+    return spread / 4 if spread > 0 else 1.0
+
+
+def _numeric(
+    name: str, nulls: int, stats: pd.DataFrame, second: pd.DataFrame, moment: tuple[float, float] | None
+) -> dict[str, Any]:
+    if moment is None:
+        return {
+            "kind": "numeric",
+            "nulls": nulls,
+            "count": 0,
+            "min": None,
+            "max": None,
+            "mean": None,
+            "std": None,
+            "abs_error": 0.0,
+            "buckets": {"mean": [], "count": [], "exact": []},
+        }
+    mine = second[second["column"] == name]
+    buckets = mine[mine["kind"] == "bucket"].assign(key=lambda f: f["key"].astype("int64")).sort_values("key")
+    count = int(stats.loc[name, "count"])
+    m2 = float(mine.loc[mine["kind"] == "m2", "total"].sum())
+    means = (buckets["total"] / buckets["count"]).to_numpy()
+    widths = (buckets["high"] - buckets["low"]).to_numpy()
+    return {
+        "kind": "numeric",
+        "nulls": nulls,
+        "count": count,
+        "min": float(stats.loc[name, "low"]),
+        "max": float(stats.loc[name, "high"]),
+        "mean": moment[0],
+        "std": float(np.sqrt(m2 / count)),  # population std, as Evidently's np.std
+        "abs_error": float((buckets["count"].to_numpy() * widths).sum()),
+        "buckets": {
+            "mean": [float(f"{m:.{DIGITS}g}") for m in means],
+            "count": [int(c) for c in buckets["count"]],
+            "exact": [bool(w == 0) for w in widths],  # every value of the bucket is its mean
+        },
     }
 
 
@@ -92,9 +257,12 @@ def reference_frame(
         present = rows - int(round(rows * stats["null_share"]))
         if stats["kind"] == "numeric":
             values = np.full(rows, np.nan)
-            if stats["quantiles"]:
-                positions = (np.arange(present) + 0.5) / max(present, 1)
-                values[:present] = np.interp(positions, profile["levels"], stats["quantiles"])
+            buckets = stats["buckets"]
+            if buckets["count"]:  # the buckets' distribution function, read at evenly spaced points
+                cumulative = np.cumsum(np.array(buckets["count"], dtype=float))
+                positions = (np.arange(present) + 0.5) / max(present, 1) * cumulative[-1]
+                picked = np.searchsorted(cumulative, positions, side="right")
+                values[:present] = np.array(buckets["mean"], dtype=float)[picked]
         else:
             labels = list(stats["counts"])
             parts = _allocate(np.array([stats["counts"][k] for k in labels], dtype=float), present)

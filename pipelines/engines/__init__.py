@@ -10,10 +10,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from pipelines.engines.base import ColumnStats, Engine, Repeated, Scan, Table, local_path
+from pipelines.engines.base import Engine, Repeated, Scan, Table, local_path
 from pipelines.settings import ENGINE_NAMES, Settings
 
-__all__ = ["ColumnStats", "Engine", "Repeated", "Scan", "Table", "check_engine", "local_path", "open_engine"]
+__all__ = ["Engine", "Repeated", "Scan", "Table", "check_engine", "local_path", "open_engine"]
 
 
 def check_engine(name: str) -> str:

@@ -9,8 +9,8 @@ statistics, counts) come back to the driver as pandas or plain Python.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, TypeVar
 
 import pandas as pd
 import pyarrow as pa
@@ -40,18 +40,7 @@ class Scan:
     repeated: dict[str, Repeated]
 
 
-@dataclass
-class ColumnStats:
-    """Aggregates of some columns of a table, exact except the quantiles (each engine's own estimate)."""
-
-    rows: int
-    nulls: dict[str, int]
-    minimum: dict[str, float | None] = field(default_factory=dict)
-    maximum: dict[str, float | None] = field(default_factory=dict)
-    mean: dict[str, float | None] = field(default_factory=dict)
-    std: dict[str, float | None] = field(default_factory=dict)
-    quantiles: dict[str, list[float]] = field(default_factory=dict)
-    counts: dict[str, dict[Any, int]] = field(default_factory=dict)
+Aggregation = Literal["sum", "min", "max"]
 
 
 class Engine(Protocol):
@@ -88,11 +77,19 @@ class Engine(Protocol):
         """
         ...
 
-    def column_stats(
-        self, table: Table, numeric: Sequence[str], categorical: Sequence[str], levels: Sequence[float]
-    ) -> ColumnStats:
-        """Row count; per column its nulls; per numeric column min, max, mean, std, quantiles at ``levels``;
-        per categorical column the count of each value."""
+    def aggregate(
+        self,
+        table: Table,
+        fn: PartitionFn,
+        schema: pa.Schema,
+        keys: Sequence[str],
+        how: Mapping[str, Aggregation],
+    ) -> pd.DataFrame:
+        """``fn`` on every partition (partial aggregates of ``schema``'s columns), then the rows with equal
+        ``keys`` combined across the table, each other column by ``how`` (sum, min or max); on the driver.
+
+        The pandas function holds the statistics, so every engine computes the same ones, exactly.
+        """
         ...
 
     def write_parquet(self, table: Table, uri: str, partition_on: str | None = None) -> None:
@@ -102,11 +99,6 @@ class Engine(Protocol):
     def map_files(self, fn: Callable[[T], R], items: list[T]) -> list[R]:
         """``fn`` on each item on the engine's workers (one task each); the results in order."""
         ...
-
-
-def number(value: Any) -> float | None:
-    """An aggregate as ColumnStats holds it: a float, or None where the engine gave None or NaN."""
-    return None if value is None or pd.isna(value) else float(value)
 
 
 def local_path(uri: str) -> str:

@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 
 from pipelines.engines.base import (
-    ColumnStats,
+    Aggregation,
     KeyFn,
     PartitionFn,
     R,
@@ -22,7 +22,6 @@ from pipelines.engines.base import (
     Table,
     arrow_meta,
     local_path,
-    number,
 )
 from pipelines.settings import FileFormat, Settings
 
@@ -121,33 +120,17 @@ class DaskEngine:
         }
         return Scan(computed.reset_index(drop=True), repeated)
 
-    def column_stats(
-        self, table: Table, numeric: Sequence[str], categorical: Sequence[str], levels: Sequence[float]
-    ) -> ColumnStats:
-        import dask
-
-        numeric, categorical = list(numeric), list(categorical)
-        lazy = {
-            "rows": table.shape[0],
-            "nulls": table[[*numeric, *categorical]].isna().sum(),
-            "min": table[numeric].min(),
-            "max": table[numeric].max(),
-            "mean": table[numeric].mean(),
-            "std": table[numeric].std(),
-            "quantiles": {c: table[c].dropna().quantile(list(levels)) for c in numeric},
-            "counts": {c: table[c].value_counts(dropna=True) for c in categorical},
-        }
-        (done,) = dask.compute(lazy)
-        return ColumnStats(
-            rows=int(done["rows"]),
-            nulls={c: int(done["nulls"][c]) for c in [*numeric, *categorical]},
-            minimum={c: number(done["min"][c]) for c in numeric},
-            maximum={c: number(done["max"][c]) for c in numeric},
-            mean={c: number(done["mean"][c]) for c in numeric},
-            std={c: number(done["std"][c]) for c in numeric},
-            quantiles={c: [float(q) for q in done["quantiles"][c].to_numpy()] for c in numeric},
-            counts={c: {k: int(v) for k, v in done["counts"][c].items()} for c in categorical},
-        )
+    def aggregate(
+        self,
+        table: Table,
+        fn: PartitionFn,
+        schema: pa.Schema,
+        keys: Sequence[str],
+        how: Mapping[str, Aggregation],
+    ) -> pd.DataFrame:
+        partials = table.map_partitions(fn, meta=arrow_meta(schema))
+        combined = partials.groupby(list(keys)).agg(dict(how)).compute()
+        return combined.reset_index()
 
     def write_parquet(self, table: Table, uri: str, partition_on: str | None = None) -> None:
         table.to_parquet(

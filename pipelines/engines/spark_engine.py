@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 
 from pipelines.engines.base import (
-    ColumnStats,
+    Aggregation,
     KeyFn,
     PartitionFn,
     R,
@@ -24,7 +24,6 @@ from pipelines.engines.base import (
     Scan,
     T,
     Table,
-    number,
 )
 from pipelines.settings import FileFormat, Settings
 
@@ -125,38 +124,27 @@ class SparkEngine:
             repeated.unpersist()
         return Repeated(int(surplus), [row[0] for row in smallest])
 
-    def column_stats(
-        self, table: Table, numeric: Sequence[str], categorical: Sequence[str], levels: Sequence[float]
-    ) -> ColumnStats:
+    def aggregate(
+        self,
+        table: Table,
+        fn: PartitionFn,
+        schema: pa.Schema,
+        keys: Sequence[str],
+        how: Mapping[str, Aggregation],
+    ) -> pd.DataFrame:
         from pyspark.sql import functions as F
 
-        aggregates = [F.count(F.lit(1)).alias("rows")]
-        for c in [*numeric, *categorical]:
-            aggregates.append(F.sum(F.col(c).isNull().cast("long")).alias(f"{c}__nulls"))
-        for c in numeric:
-            value = F.col(c).cast("double")
-            aggregates += [
-                F.min(value).alias(f"{c}__min"),
-                F.max(value).alias(f"{c}__max"),
-                F.mean(value).alias(f"{c}__mean"),
-                F.stddev_samp(value).alias(f"{c}__std"),
-                F.percentile_approx(value, list(levels), 10_000).alias(f"{c}__quantiles"),
-            ]
-        row = table.agg(*aggregates).first().asDict()
-        counts = {}
-        for c in categorical:
-            found = table.where(F.col(c).isNotNull()).groupBy(c).count().collect()
-            counts[c] = {r[0]: int(r[1]) for r in found}
-        return ColumnStats(
-            rows=int(row["rows"]),
-            nulls={c: int(row[f"{c}__nulls"] or 0) for c in [*numeric, *categorical]},
-            minimum={c: number(row[f"{c}__min"]) for c in numeric},
-            maximum={c: number(row[f"{c}__max"]) for c in numeric},
-            mean={c: number(row[f"{c}__mean"]) for c in numeric},
-            std={c: number(row[f"{c}__std"]) for c in numeric},
-            quantiles={c: [float(q) for q in row[f"{c}__quantiles"] or []] for c in numeric},
-            counts=counts,
-        )
+        functions = {"sum": F.sum, "min": F.min, "max": F.max}
+
+        def per_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+            # Arrow hands a partition over in batches of 10,000 rows: aggregate the partition, not each batch.
+            frames = list(batches)
+            if frames:
+                yield fn(pd.concat(frames, ignore_index=True))
+
+        partials = table.mapInPandas(per_partition, schema=_spark_schema(schema))
+        combined = partials.groupBy(*keys).agg(*(functions[op](c).alias(c) for c, op in how.items()))
+        return combined.toPandas()
 
     def write_parquet(self, table: Table, uri: str, partition_on: str | None = None) -> None:
         writer = table.write.mode("overwrite")

@@ -1,68 +1,147 @@
-"""Drift: an Evidently data drift report of the current window against the champion's reference profile.
+"""Drift: this window against the champion's reference profile, with Evidently's tests, and its report.
 
-Neither side re-reads data: the champion's profile was logged with its model version at training time, and
-the current window's profile was written by prepare. Both are rendered as deterministic samples
-(:func:`pipelines.data.profile.reference_frame`) for Evidently, whose distance tests (Wasserstein, Jensen-Shannon)
-then compare the distributions. The report is saved as HTML and JSON beside the data (atomically) and logged
-to the challenger's MLflow run; the summary (drifted columns, share, per-column test and score) goes to the gate.
+Neither side re-reads data: the champion's profile was logged with its model version at training time,
+and the current window's was written by prepare, on the engine (:mod:`pipelines.data.profile`). The scores
+are Evidently's own tests applied to the profiles' exact counts and bucketed values
+(:mod:`pipelines.evaluation.drift_stats`), each within a stated bound of the score on the raw rows; the test
+of each column is the contract's. Evidently renders the report: its stat tests are given the scores
+computed here, and it draws its histograms from a rendering of each profile; a banner above says so, with
+the real row counts. The report is saved as HTML, with the summary as JSON, beside the data (atomically)
+and on the challenger's MLflow run; the summary (per-column method, score, bound and verdict, the drifted
+share of the features, the label's drift apart) goes to the gate.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import html
+import json
 import logging
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from pipelines.data import runlog, storage
 from pipelines.data.contract import Contract, dataset_contract
-from pipelines.data.profile import PROFILE_FILE, reference_frame
+from pipelines.data.profile import PROFILE_FILE, VERSION, reference_frame
+from pipelines.evaluation import drift_stats
+from pipelines.evaluation.policy import load_policy
 from pipelines.release import audit, tracking
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SAMPLE_ROWS = 5_000
+SAMPLE_ROWS = 5_000  # rows of each profile's rendering, for Evidently's histograms only
 
 
-def summarise(snapshot_dict: dict[str, Any]) -> dict[str, Any]:
-    """Drifted-column count and share, and each column's test, score and verdict, from Evidently's dict."""
-    columns: dict[str, dict[str, Any]] = {}
-    count = share = None
-    for metric in snapshot_dict["metrics"]:
-        config = metric["config"]
-        kind = config["type"].rsplit(":", 1)[-1]
-        if kind == "DriftedColumnsCount":
-            count, share = int(metric["value"]["count"]), float(metric["value"]["share"])
-        elif kind == "ValueDrift":
-            method, threshold, score = config["method"], float(config["threshold"]), float(metric["value"])
-            drifted = score < threshold if "p_value" in method else score >= threshold
-            columns[config["column"]] = {
-                "method": method,
-                "threshold": threshold,
-                "score": score,
-                "drifted": drifted,
-            }
-    if count is None:
-        raise ValueError("the Evidently report has no DriftedColumnsCount metric")
-    return {"drifted_columns": count, "drift_share": share, "columns": columns}
+class ProfileVersionError(ValueError):
+    """A profile written by an older version of this project, without the statistics drift needs."""
 
 
-def run_report(reference: pd.DataFrame, current: pd.DataFrame, contract: Contract) -> Any:
-    """Run Evidently's DataDriftPreset over the contract's features and label."""
+def check_profile(profile: dict[str, Any], where: str) -> None:
+    if profile.get("version") != VERSION:
+        raise ProfileVersionError(
+            f"{where} is profile version {profile.get('version')}, and drift needs version {VERSION} (exact "
+            "counts and bucketed values): retrain on a window prepared by this version, or compare the data "
+            "itself with `pipelines drift compare`"
+        )
+
+
+def _register_scores(summary: dict[str, Any], contract: Contract) -> dict[str, Any]:
+    """One Evidently stat test per column that answers with the score computed here (registry is global)."""
+    from evidently.legacy.calculations.stattests import StatTest, register_stattest
+    from evidently.legacy.core import ColumnType
+
+    methods = {}
+    for name, column in [*summary["columns"].items(), (contract.label, summary["label"])]:
+        score, drifted = column["score"], column["drifted"]
+
+        def answer(
+            reference: Any, current: Any, kind: Any, threshold: float, s: Any = score, d: Any = drifted
+        ) -> tuple[float, bool]:
+            return (float("nan") if s is None else s), d
+
+        test = StatTest(
+            name=f"ct_profile_{name}",
+            display_name=f"{drift_stats.DISPLAY[column['method']]}, from the profiles",
+            allowed_feature_types=[ColumnType.Numerical, ColumnType.Categorical],
+            default_threshold=column["threshold"],
+        )
+        register_stattest(test, default_impl=answer)
+        methods[name] = test.name
+    return methods
+
+
+def render_report(
+    reference_profile: dict[str, Any],
+    current_profile: dict[str, Any],
+    contract: Contract,
+    summary: dict[str, Any],
+    drift_share: float,
+    seed: int = 0,
+) -> Any:
+    """Evidently's DataDriftPreset over the features (the label's ValueDrift apart), scored as computed here."""
     from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
     from evidently.presets import DataDriftPreset
 
+    methods = _register_scores(summary, contract)
     definition = DataDefinition(
         numerical_columns=contract.numeric_features,
         categorical_columns=[*contract.categorical_features, contract.label],
     )
-    return Report([DataDriftPreset()]).run(
+    reference = reference_frame(reference_profile, contract, SAMPLE_ROWS, seed)
+    current = reference_frame(current_profile, contract, SAMPLE_ROWS, seed)
+    features = contract.feature_columns
+    report = Report(
+        [
+            DataDriftPreset(
+                columns=features,
+                drift_share=drift_share,
+                per_column_method={name: methods[name] for name in features},
+                per_column_threshold={name: summary["columns"][name]["threshold"] for name in features},
+            ),
+            ValueDrift(
+                column=contract.label, method=methods[contract.label], threshold=summary["label"]["threshold"]
+            ),
+        ]
+    )
+    return report.run(
         Dataset.from_pandas(current, data_definition=definition),
         Dataset.from_pandas(reference, data_definition=definition),
+    )
+
+
+def _banner_row(name: str, column: dict[str, Any]) -> str:
+    score, bound = column["score"], column["error_bound"]
+    cells = [
+        html.escape(name),
+        html.escape(column["method"]),
+        f"{column['reference_rows']:,}",
+        f"{column['current_rows']:,}",
+        "none" if score is None else f"{score:.4f}",
+        "n/a" if bound is None else f"{bound:.4f}",
+        "DRIFT" if column["drifted"] else "ok",
+    ]
+    return "<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>"
+
+
+def banner(summary: dict[str, Any], reference_name: str, drift_share: float) -> str:
+    """What the report was computed from, above Evidently's widgets (which show the renderings' counts)."""
+    label = (f"{summary['label_column']} (label, not counted)", summary["label"])
+    rows = "".join(_banner_row(name, column) for name, column in [*summary["columns"].items(), label])
+    return (
+        "<div style='font-family:sans-serif;padding:12px;border-bottom:1px solid #ccc'>"
+        f"<h2>Drift of {summary['current_rows']:,} current rows against the {html.escape(reference_name)}'s "
+        f"reference profile of {summary['reference_rows']:,} rows</h2>"
+        f"<p>{summary['drifted_columns']} of {len(summary['columns'])} features drifted (share "
+        f"{summary['drift_share']:.2f}; the policy blocks above {drift_share}). Scores are Evidently's tests, "
+        "the test of each column fixed by the contract, computed on the engine's exact counts and bucketed values "
+        "of every row, each within its error bound of the score on the raw rows. The histograms and row counts "
+        f"in Evidently's widgets below are drawn from a {SAMPLE_ROWS:,}-row rendering of each profile.</p>"
+        "<table border='1' cellpadding='3' style='border-collapse:collapse'><tr><th>column</th><th>test</th>"
+        "<th>reference rows</th><th>current rows</th><th>score</th><th>error bound</th><th>verdict</th></tr>"
+        f"{rows}</table></div>"
     )
 
 
@@ -90,30 +169,60 @@ def drift(
         )
     reference_profile = tracking.load_json_artifact(profile_uri)
     current_profile = storage.read_json(storage.join(dataset_uri, PROFILE_FILE))
-    reference = reference_frame(reference_profile, contract, SAMPLE_ROWS, settings.seed)
-    current = reference_frame(current_profile, contract, SAMPLE_ROWS, settings.seed)
-    snapshot = run_report(reference, current, contract)
-    summary = summarise(snapshot.dict())
+    check_profile(
+        reference_profile, f"the reference profile of {settings.model_name} v{reference_version.version}"
+    )
+    check_profile(current_profile, f"the profile of {dataset_uri}")
+    drift_share = load_policy(settings.resolved_policy_path).drift.max_drifted_share
+    summary = drift_stats.compare(reference_profile, current_profile, contract)
+    summary["label_column"] = contract.label
+    snapshot = render_report(
+        reference_profile, current_profile, contract, summary, drift_share, settings.seed
+    )
+    reference_name = f"{'champion' if champion else 'challenger'} v{reference_version.version}"
+    page = snapshot.get_html_str(as_iframe=False).replace(
+        "<body>", "<body>" + banner(summary, reference_name, drift_share), 1
+    )
 
     report_dir = storage.reports_uri(settings.resolved_data_root, settings.dataset, logical_date)
     with tempfile.TemporaryDirectory(prefix="ct-drift-") as tmp:
-        html, raw_json = Path(tmp) / "drift.html", Path(tmp) / "drift.json"
-        snapshot.save_html(str(html))
-        snapshot.save_json(str(raw_json))
-        storage.write_text_atomic(storage.join(report_dir, "drift.html"), html.read_text())
-        storage.write_text_atomic(storage.join(report_dir, "drift.json"), raw_json.read_text())
+        (Path(tmp) / "drift.html").write_text(page)
+        (Path(tmp) / "drift.json").write_text(json.dumps(summary, indent=2))
+        storage.write_text_atomic(storage.join(report_dir, "drift.html"), page)
+        storage.write_text_atomic(storage.join(report_dir, "drift.json"), json.dumps(summary, indent=2))
         client.log_artifacts(run_id, tmp, artifact_path="drift")
     client.log_metric(run_id, "drift_share", summary["drift_share"])
     client.log_metric(run_id, "drifted_columns", summary["drifted_columns"])
-    log.info("drift: %d of %d columns drifted", summary["drifted_columns"], len(summary["columns"]))
+    log.info("drift: %d of %d features drifted", summary["drifted_columns"], len(summary["columns"]))
     return {
         **summary,
         "reference": "champion" if champion else "challenger",
         "reference_version": int(reference_version.version),
         "reference_profile": profile_uri,
-        "reference_rows": reference_profile["rows"],
-        "current_rows": current_profile["rows"],
         "html": storage.join(report_dir, "drift.html"),
         "json": storage.join(report_dir, "drift.json"),
         "mlflow_artifacts": f"runs:/{run_id}/drift",
     }
+
+
+def compare_datasets(
+    settings: Settings, reference_uri: str, current_uri: str, contract: Contract, engine: str | None = None
+) -> dict[str, Any]:
+    """Profile two Parquet datasets of a contract on an engine and compare them: per column method, score,
+    bound and verdict (``pipelines drift compare``)."""
+    from pipelines.data.datasets import any_parquet_files
+    from pipelines.data.profile import build_profile
+    from pipelines.engines import check_engine, open_engine
+
+    name = check_engine(engine or settings.engine)
+    files = {
+        side: any_parquet_files(uri) for side, uri in (("reference", reference_uri), ("current", current_uri))
+    }
+    with open_engine(
+        name, settings, storage.total_bytes([f for side in files.values() for f in side])
+    ) as session:
+        profiles = {
+            side: build_profile(session, session.read(found), contract) for side, found in files.items()
+        }
+    summary = drift_stats.compare(profiles["reference"], profiles["current"], contract)
+    return {"reference": reference_uri, "current": current_uri, "engine": name, **summary}

@@ -14,8 +14,9 @@ the gate (which judges the figures evaluate recorded):
   (or there is no champion to compare with): a really slow model;
 - ``inconclusive``: over the budget, but not in every round, or no slower than the champion measured in the
   same rounds (the machine, not the model, is slow). Evaluate measures again; after the last attempt an
-  inconclusive verdict passes when the champion, timed side by side, was as slow (within the ratio), and
-  fails closed when there is no champion to compare with.
+  inconclusive verdict passes when the best round of all attempts is within the budget (load only adds
+  time, so the least disturbed round is the model's own speed), or when the champion, timed side by side,
+  was as slow (within the ratio); otherwise it fails.
 """
 
 from __future__ import annotations
@@ -105,16 +106,30 @@ def verdict(figures: dict[str, Any], budget_ms: float, max_ratio: float) -> tupl
 
 
 def final_verdict(attempts: list[dict[str, Any]], budget_ms: float, max_ratio: float) -> tuple[str, str]:
-    """The verdict after the last attempt: an inconclusive one passes only on the side-by-side comparison."""
+    """The verdict after the last attempt; an inconclusive one is settled on what load cannot fake.
+
+    A neighbour can only add time, so the best round of every attempt is the measurement least disturbed:
+    within the budget there, the model is fast enough. Over the budget even there, it passes only when the
+    champion, timed in the same rounds, was as slow.
+    """
     figures = attempts[-1]
     found, why = verdict(figures, budget_ms, max_ratio)
     tries = f"{len(attempts)} attempt(s)"
     if found != "inconclusive":
         return found, f"{why} ({tries})"
+    best = min(attempt["p99_best_round"] for attempt in attempts)
+    if best <= budget_ms:
+        return "pass", (
+            f"inconclusive after {tries} ({why}); judged on the best of {sum(a['rounds'] for a in attempts)} "
+            f"rounds, {best:.3f} ms, within {budget_ms} ms: a neighbour can only add time"
+        )
     ratio = figures.get("ratio_p99")
     if ratio is not None and ratio <= max_ratio:
         return "pass", (
             f"inconclusive after {tries} ({why}); the champion, timed in the same rounds, was as slow "
             f"({ratio:.2f}x, at most {max_ratio}x allowed): judged relative to it"
         )
-    return "fail", f"inconclusive after {tries} ({why}); nothing to compare with: fail closed"
+    return (
+        "fail",
+        f"inconclusive after {tries} ({why}); slow in its best round and nothing as slow to compare with",
+    )

@@ -82,7 +82,10 @@ def test_retrain_dag_bootstraps_then_judges_a_challenger(airflow_env):
     assert Path(records["drift"]["result"]["html"]).exists()
     rows = history.read(settings, settings.model_name)
     assert rows and all(r["dag_id"] == "retrain" and r["run_id"] for r in rows)
-    assert rows[0]["from_version"] is None and rows[0]["outcome"] == "promoted"
+    assert [r["outcome"] for r in rows[:2]] == ["pending", "promoted"]  # written ahead, then completed
+    assert (
+        rows[1]["from_version"] is None and rows[1]["ref"] == rows[0]["id"] and not history.unresolved(rows)
+    )
     if decision["decision"] == "promote":
         assert int(champion.version) == decision["challenger_version"]
         assert rows[-1]["to_version"] == decision["challenger_version"]

@@ -140,6 +140,11 @@ def test_full_cycle_bootstrap_then_challenge(lab, monkeypatch):
     assert evaluation2["challenger"]["metrics"]["roc_auc"] > evaluation2["champion"]["metrics"]["roc_auc"]
     drift2 = drift(settings, NEXT_DAY, prepared[NEXT_DAY]["uri"], challenger["version"])
     assert drift2["reference"] == "champion" and drift2["drifted_columns"] >= 1
+    page = Path(drift2["html"]).read_text()  # Evidently's report, with what it was computed from above it
+    assert f"Drift of {drift2['current_rows']:,} current rows" in page and "blocks above 0.8" in page
+    assert "from the profiles" in page and "(label, not counted)" in page
+    assert "churned" not in drift2["columns"] and drift2["label"]["method"] == "jensenshannon"
+    assert all(c["error_bound"] < 0.005 for c in drift2["columns"].values() if c["method"] == "wasserstein")
     comparison = evaluation2["comparison"]
     assert comparison["ci_low"] > 0 and comparison["rows_resampled"] == evaluation2["holdout_rows"]
     assert {s["column"] for s in evaluation2["slices"]} == {"channel", "plan"}

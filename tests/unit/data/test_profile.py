@@ -4,7 +4,7 @@ import dask.dataframe as dd
 import numpy as np
 import pytest
 
-from pipelines.data.profile import LEVELS, build_profile, reference_frame
+from pipelines.data.profile import build_profile, reference_frame
 from pipelines.engines.dask_engine import DaskEngine
 
 
@@ -20,8 +20,16 @@ def test_profile_counts_are_exact(profile, contract, clean_frame):
     assert (
         basket["min"] == clean_frame["avg_basket"].min() and basket["max"] == clean_frame["avg_basket"].max()
     )
-    assert basket["mean"] == pytest.approx(clean_frame["avg_basket"].mean())
-    assert len(basket["quantiles"]) == len(LEVELS) == 101
+    assert basket["mean"] == pytest.approx(clean_frame["avg_basket"].mean(), rel=1e-12)
+    assert basket["std"] == pytest.approx(clean_frame["avg_basket"].std(ddof=0), rel=1e-12)
+    assert sum(basket["buckets"]["count"]) == basket["count"] == clean_frame["avg_basket"].notna().sum()
+    # Each value moved to its bucket's mean moves by at most the recorded error, in total.
+    assert basket["abs_error"] / basket["count"] < 0.002 * basket["std"]
+    age = profile["columns"]["age"]  # an integer column: one bucket per value, exact
+    assert all(age["buckets"]["exact"]) and age["abs_error"] == 0
+    assert dict(zip(age["buckets"]["mean"], age["buckets"]["count"], strict=True)) == {
+        float(k): v for k, v in clean_frame["age"].value_counts().items()
+    }
     assert profile["columns"]["channel"]["counts"] == clean_frame["channel"].value_counts().to_dict()
     label = profile["columns"][contract.label]["counts"]
     assert label == {str(k): v for k, v in clean_frame[contract.label].value_counts().items()}
@@ -31,7 +39,7 @@ def test_reference_frame_follows_the_profile(profile, contract, clean_frame):
     sample = reference_frame(profile, contract, rows=5000, seed=3)
     assert list(sample.columns) == [*contract.feature_columns, contract.label]
     assert len(sample) == 5000
-    # Numbers: the quantile function sampled evenly, so its percentiles are the profile's.
+    # Numbers: drawn from the buckets in proportion, so their percentiles are the data's.
     for column in ("amount", "tenure_days"):
         for level in (0.1, 0.5, 0.9):
             expected = clean_frame[column].quantile(level)

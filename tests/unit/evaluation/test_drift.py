@@ -1,42 +1,127 @@
-"""Reading Evidently's report into the drift summary the gate judges."""
+"""Evidently's drift tests on profiles: the same scores as plain Evidently on the raw rows, within the bound."""
 
+from __future__ import annotations
+
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
 import pytest
+from evidently.legacy.calculations.stattests import jensenshannon_stat_test, wasserstein_stat_test
+from evidently.legacy.core import ColumnType
 
-from pipelines.evaluation.drift import summarise
+from pipelines.data.contract import Contract
+from pipelines.data.profile import build_profile
+from pipelines.engines.dask_engine import DaskEngine
+from pipelines.evaluation.drift_stats import compare, compare_column
+
+ROWS = 20_000
 
 
-def test_drift_summary_reads_p_values_and_distances():
-    snapshot = {
-        "metrics": [
-            {
-                "config": {"type": "evidently:metric_v2:DriftedColumnsCount"},
-                "value": {"count": 1.0, "share": 0.5},
-            },
-            {
-                "config": {
-                    "type": "evidently:metric_v2:ValueDrift",
-                    "column": "a",
-                    "method": "K-S p_value",
-                    "threshold": 0.05,
-                },
-                "value": 0.01,
-            },
-            {
-                "config": {
-                    "type": "evidently:metric_v2:ValueDrift",
-                    "column": "b",
-                    "method": "Wasserstein distance (normed)",
-                    "threshold": 0.1,
-                },
-                "value": 0.02,
-            },
-        ]
-    }
-    summary = summarise(snapshot)
-    assert (
-        summary["drifted_columns"] == 1
-        and summary["columns"]["a"]["drifted"]
-        and not summary["columns"]["b"]["drifted"]
+def sweep_contract(columns: dict[str, dict]) -> Contract:
+    """A contract of feature columns (name -> spec), a string id, a timestamp and a binary label."""
+    specs = {"id": {"type": "string"}, "ts": {"type": "timestamp"}, "y": {"type": "int", "allowed": [0, 1]}}
+    specs |= {name: {"role": "feature"} | spec for name, spec in columns.items()}
+    return Contract.model_validate(
+        {
+            "dataset": "sweep",
+            "entity_id": "id",
+            "event_time": "ts",
+            "label": "y",
+            "source": {"uri": "unused"},
+            "splits": {"train": 70, "validation": 15, "holdout": 15},
+            "columns": specs,
+        }
     )
-    with pytest.raises(ValueError, match="DriftedColumnsCount"):
-        summarise({"metrics": []})
+
+
+def _profile(frame: pd.DataFrame, contract: Contract) -> dict:
+    return build_profile(DaskEngine(client=None), dd.from_pandas(frame, npartitions=3), contract)
+
+
+def _evidently(method: str, reference: pd.Series, current: pd.Series, kind: ColumnType) -> float:
+    test = wasserstein_stat_test if method == "wasserstein" else jensenshannon_stat_test
+    return float(test(reference.dropna(), current.dropna(), kind, 0.1).drift_score)
+
+
+@pytest.fixture(scope="module")
+def windows():
+    rng = np.random.default_rng(5)
+    reference = pd.DataFrame(
+        {
+            "amount": rng.lognormal(4, 1, ROWS),
+            "kelvin": rng.normal(290, 2, ROWS),  # a large mean over a small spread
+            "age": rng.integers(18, 90, ROWS).astype(float),
+            "flag": (rng.random(ROWS) < 0.1).astype(float),
+            "channel": rng.choice(["web", "app", "store"], ROWS, p=[0.5, 0.3, 0.2]),
+            "y": rng.integers(0, 2, ROWS),
+        }
+    )
+    current = pd.DataFrame(
+        {
+            "amount": rng.lognormal(4.08, 1, ROWS),
+            "kelvin": rng.normal(290.3, 2, ROWS),
+            "age": rng.integers(18, 90, ROWS) + 2.0,
+            "flag": (rng.random(ROWS) < 0.14).astype(float),
+            "channel": rng.choice(["web", "app", "store", "kiosk"], ROWS, p=[0.45, 0.3, 0.2, 0.05]),
+            "y": (rng.random(ROWS) < 0.8).astype(int),
+        }
+    )
+    reference.loc[::97, "amount"] = np.nan
+    contract = sweep_contract(
+        {
+            "amount": {"type": "float", "nullable": True},
+            "kelvin": {"type": "float"},
+            "age": {"type": "float"},
+            "flag": {"type": "float", "drift": "jensenshannon"},
+            "channel": {"type": "category", "allowed": ["web", "app", "store", "kiosk"]},
+        }
+    )
+    return reference, current, contract, _profile(reference, contract), _profile(current, contract)
+
+
+@pytest.mark.parametrize(
+    ("column", "kind"),
+    [
+        ("amount", ColumnType.Numerical),
+        ("kelvin", ColumnType.Numerical),
+        ("age", ColumnType.Numerical),
+        ("flag", ColumnType.Numerical),
+        ("channel", ColumnType.Categorical),
+    ],
+)
+def test_scores_agree_with_plain_evidently_on_the_raw_rows(windows, column, kind):
+    reference, current, contract, ref_profile, cur_profile = windows
+    method, threshold = contract.drift_test(column)
+    ours = compare_column(ref_profile["columns"][column], cur_profile["columns"][column], method, threshold)
+    theirs = _evidently(method, reference[column], current[column], kind)
+    assert abs(ours["score"] - theirs) <= max(ours["error_bound"] or 0, 1e-9), (ours, theirs)
+    assert ours["error_bound"] is not None and ours["error_bound"] < 0.005
+    assert ours["reference_rows"] == reference[column].notna().sum()
+
+
+def test_the_label_is_reported_apart_and_the_share_counts_features_only(windows):
+    _, _, contract, ref_profile, cur_profile = windows
+    summary = compare(ref_profile, cur_profile, contract)
+    assert summary["label"]["drifted"] and "y" not in summary["columns"]
+    assert summary["drift_share"] == summary["drifted_columns"] / 5
+    assert {c["method"] for c in summary["columns"].values()} == {"wasserstein", "jensenshannon"}
+
+
+def test_one_outlier_row_changes_no_verdict(windows):
+    reference, current, contract, ref_profile, cur_profile = windows
+    for side in ("reference", "current"):
+        frames = {"reference": reference.copy(), "current": current.copy()}
+        frames[side].loc[7, "amount"] = 50_000.0
+        profiles = {k: _profile(v, contract) for k, v in frames.items()}
+        with_outlier = compare(profiles["reference"], profiles["current"], contract)["columns"]["amount"]
+        without = compare(ref_profile, cur_profile, contract)["columns"]["amount"]
+        assert with_outlier["drifted"] == without["drifted"], (side, with_outlier, without)
+
+
+def test_the_test_is_the_contracts_not_the_days():
+    contract = sweep_contract({"code": {"type": "int", "drift": "jensenshannon"}, "x": {"type": "float"}})
+    assert contract.drift_test("code") == ("jensenshannon", 0.1)
+    assert contract.drift_test("x") == ("wasserstein", 0.1)
+    assert contract.drift_test("y") == ("jensenshannon", 0.1)
+    with pytest.raises(ValueError, match="drift wasserstein needs a number"):
+        sweep_contract({"c": {"type": "category", "allowed": ["a"], "drift": "wasserstein"}})
