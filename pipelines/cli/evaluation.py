@@ -114,4 +114,8 @@ def drift_compare(
 
     settings = load_settings()
     chosen = load_contract(Path(contract)) if contract else dataset_contract(settings)
-    emit(compare_datasets(settings, reference, current, chosen, engine))
+    try:
+        emit(compare_datasets(settings, reference, current, chosen, engine))
+    except FileNotFoundError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None

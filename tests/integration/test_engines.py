@@ -137,3 +137,23 @@ def test_prepare_refuses_uncommitted_raw_data(settings):
         prepare(settings, DAY, "dask")
     with pytest.raises(ValueError, match="unknown engine 'pandas'"):
         prepare(settings, DAY, "pandas")
+
+
+@pytest.mark.parametrize("engine", ["dask", "spark"])
+def test_the_newest_day_can_be_the_holdout_on_either_engine(tmp_path, engine):
+    import datetime as dt
+
+    from pipelines.settings import get_settings
+
+    settings = get_settings(state_dir=tmp_path, rows_per_day=1500, window_days=2)
+    earlier = DAY - dt.timedelta(days=1)
+    for day in (earlier, DAY):
+        generate(settings, day, "none")
+        validate(settings, day)
+    result = prepare(settings, DAY, engine, holdout_days=1)
+    holdout = datasets.read_split(result["uri"], "holdout")
+    assert len(holdout) == 1500 and (pd.to_datetime(holdout["event_ts"], utc=True).dt.date == DAY).all()
+    for split in ("train", "validation"):  # the held-out day is never trained on
+        rows = datasets.read_split(result["uri"], split)
+        assert (pd.to_datetime(rows["event_ts"], utc=True).dt.date == earlier).all(), split
+    assert datasets.read_manifest(result["uri"]).extra["holdout"] == f"newest 1 day(s), from {DAY}"

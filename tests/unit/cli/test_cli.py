@@ -57,3 +57,28 @@ def test_policy_command_checks_the_file_and_prints_the_schema(tmp_path):
     )
     schema = json.loads(runner.invoke(app, ["policy", "--schema"], env=_env(tmp_path)).output)
     assert {"bootstrap", "slices", "latency", "approval", "dry_run"} <= set(schema["properties"])
+
+
+def test_drift_compare_prints_each_columns_test_score_bound_and_verdict(tmp_path):
+    import datetime as dt
+    import json
+
+    from pipelines.data.generate import generate_day
+
+    for name, scenario in (("june", "none"), ("july", "covariate_shift")):
+        (tmp_path / name).mkdir()
+        frame = generate_day(dt.date(2026, 7, 1), seed=3, rows=3000, scenario=scenario)
+        frame.to_parquet(tmp_path / name / "part-0.parquet", index=False)
+    args = ["drift", "compare", "--reference", str(tmp_path / "june"), "--current", str(tmp_path / "july")]
+    result = runner.invoke(app, args, env=_env(tmp_path / "state"))
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.output[result.output.index("{") :])
+    assert found["engine"] == "dask" and found["reference_rows"] == found["current_rows"] == 3000
+    amount = found["columns"]["amount"]
+    assert amount["method"] == "wasserstein" and amount["drifted"] and amount["error_bound"] < 0.005
+    assert found["columns"]["plan"]["method"] == "jensenshannon" and "churned" not in found["columns"]
+    missing = runner.invoke(
+        app, ["drift", "compare", "--reference", str(tmp_path / "nowhere"), "--current", "x"]
+    )
+    assert missing.exit_code == 1 and "no Parquet files under" in missing.output
+    assert "--date is required" in runner.invoke(app, ["drift"], env=_env(tmp_path / "state")).output
