@@ -149,6 +149,9 @@ def child_profiles(reference: str, current: str, out: str) -> dict[str, Any]:
 
 
 def child_stage(profiles: str, out: str) -> dict[str, Any]:
+    import evidently.metrics  # noqa: F401 - imported before timing, as in the plain Evidently child
+    import evidently.presets  # noqa: F401
+
     from pipelines.evaluation import drift, drift_stats
 
     contract = bench_contract()
@@ -276,6 +279,7 @@ def main() -> None:
     parser.add_argument("--sweep-rows", type=int, default=1_000_000)
     parser.add_argument("--prepare-rows", type=int, default=1_000_000)
     parser.add_argument("--work", default=str(ROOT / ".state" / "bench-drift"))
+    parser.add_argument("--skip", nargs="*", default=[], choices=["prepare", "sweep"])
     parser.add_argument("--child")
     parser.add_argument("--args")
     options = parser.parse_args()
@@ -322,16 +326,28 @@ def main() -> None:
             )
         else:
             print(f"  plain Evidently: not run above {options.evidently_up_to:,} rows (linear in rows)")
-    print(f"\nprofile inside prepare, {options.prepare_rows:,} demo rows:")
+    if "prepare" not in options.skip:
+        _prepare_share(options.prepare_rows, work)
+    if "sweep" not in options.skip:
+        _sweep(options.sweep_rows, work)
+
+
+def _prepare_share(rows: int, work: Path) -> None:
+    print(f"\nprofile inside prepare, {rows:,} demo rows:")
     for engine in ("dask", "spark"):
-        found = run("prepare", engine, options.prepare_rows, work / f"prepare-{engine}")
+        found = run("prepare", engine, rows, work / f"prepare-{engine}")
         share = found["profile_s"] / found["transform_s"]
         print(
             f"  {engine:5s}: transform {found['transform_s']:6.1f} s, profile {found['profile_s']:6.1f} s "
             f"(+{share:.0%}), peak {found['peak_mib']:.0f} MiB"
         )
-    print(f"\nverdict agreement, 200-change sweep at {options.sweep_rows:,} rows:")
-    for engine, agreement in run("sweep", options.sweep_rows, work / "sweep").items():
+
+
+def _sweep(rows: int, work: Path) -> None:
+    print(f"\nverdict agreement, 200-change sweep at {rows:,} rows:")
+    swept = run("sweep", rows, work / "sweep")
+    for engine in ("dask", "spark"):
+        agreement = swept[engine]
         print(
             f"  {engine:5s}: {agreement['verdicts_agree']}/{agreement['changes']} verdicts agree "
             f"({agreement['within_margin_of_threshold']} within 0.005 of the threshold), "

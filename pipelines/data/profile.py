@@ -83,10 +83,13 @@ def first_pass(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
             records.append((name, "stats", "", len(values), values.sum(), values.min(), values.max()))
             records.append((name, "squares", "", 0, float(np.dot(values, values)), 0.0, 0.0))
     for name in categorical_columns(contract):
-        column = frame[name]
-        records.append((name, "null", "", int(column.isna().sum()), 0.0, 0.0, 0.0))
-        for value, count in column.dropna().value_counts().items():
-            records.append((name, "value", str(value), int(count), 0.0, 0.0, 0.0))
+        nulls = 0
+        for value, count in frame[name].value_counts(dropna=False).items():
+            if pd.isna(value):  # one hashing pass counts the values and the nulls
+                nulls += int(count)
+            else:
+                records.append((name, "value", str(value), int(count), 0.0, 0.0, 0.0))
+        records.append((name, "null", "", nulls, 0.0, 0.0, 0.0))
     return _rows(records)
 
 
@@ -150,7 +153,9 @@ def second_pass(
 
 def build_profile(engine: Engine, raw: Table, contract: Contract) -> dict[str, Any]:
     """The profile of a table of raw rows, in two passes on the engine that holds it."""
-    first = engine.aggregate(raw, lambda f: first_pass(f, contract), PARTIALS, KEYS, HOW)
+    # Each pass reads only the columns it needs (Parquet column projection on both engines).
+    features = engine.select(raw, [*contract.numeric_features, *categorical_columns(contract)])
+    first = engine.aggregate(features, lambda f: first_pass(f, contract), PARTIALS, KEYS, HOW)
     rows = int(first.loc[first["kind"] == "rows", "count"].sum())
     nulls = first[first["kind"] == "null"].set_index("column")["count"]
     stats = first[first["kind"] == "stats"].set_index("column")
@@ -159,7 +164,8 @@ def build_profile(engine: Engine, raw: Table, contract: Contract) -> dict[str, A
         if name in stats.index and stats.loc[name, "count"] > 0:
             count, total = int(stats.loc[name, "count"]), float(stats.loc[name, "total"])
             moments[name] = (total / count, _rough_std(first, name, count, total / count))
-    second = engine.aggregate(raw, lambda f: second_pass(f, contract, moments), PARTIALS, KEYS, HOW)
+    numbers = engine.select(raw, list(moments))
+    second = engine.aggregate(numbers, lambda f: second_pass(f, contract, moments), PARTIALS, KEYS, HOW)
     columns: dict[str, Any] = {}
     for name in contract.numeric_features:
         columns[name] = _numeric(name, int(nulls.get(name, 0)), stats, second, moments.get(name))

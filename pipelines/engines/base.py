@@ -58,6 +58,10 @@ class Engine(Protocol):
         """The table's columns with the pandas types its partitions have, and no rows."""
         ...
 
+    def select(self, table: Table, columns: Sequence[str]) -> Table:
+        """Some columns of the table (read from Parquet, only those columns are read)."""
+        ...
+
     def map_partitions(self, table: Table, fn: PartitionFn, schema: pa.Schema) -> Table:
         """``fn`` on every partition (a pandas frame in, a pandas frame of ``schema``'s columns out)."""
         ...

@@ -95,6 +95,9 @@ class DaskEngine:
     def empty_frame(self, table: Table) -> pd.DataFrame:
         return table._meta.copy()
 
+    def select(self, table: Table, columns: Sequence[str]) -> Table:
+        return table[list(columns)]
+
     def map_partitions(self, table: Table, fn: PartitionFn, schema: pa.Schema) -> Table:
         return table.map_partitions(fn, meta=arrow_meta(schema))
 

@@ -87,6 +87,9 @@ class SparkEngine:
     def empty_frame(self, table: Table) -> pd.DataFrame:
         return table.limit(0).toPandas()
 
+    def select(self, table: Table, columns: Sequence[str]) -> Table:
+        return table.select(*columns)
+
     def map_partitions(self, table: Table, fn: PartitionFn, schema: pa.Schema) -> Table:
         def per_batch(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
             for batch in batches:
