@@ -11,9 +11,11 @@ Evidently's own tests need, exactly or with a stated error bound:
   further out (``asinh`` spacing), so the tails, where one outlier row sits, are as exact as the body. A
   column with few distinct values (a flag, a code, an age) keeps each value in its own bucket: exact.
 
-Replacing every value by its bucket's mean moves it by at most the bucket's width, so the Wasserstein
-distance to any distribution moves by at most ``abs_error / rows``, which the profile records (the exact
-sum over buckets of count x (largest - smallest value)). Everything is computed by pandas functions that
+Replacing every value by its bucket's mean moves the values of a bucket by, on average, at most the
+standard deviation of the values within it, so the Wasserstein distance to any distribution moves by at
+most ``abs_error / rows``, which the profile records (the sum over buckets of count x that spread; each
+bucket keeps the sums of its values' distances from its lower edge, and of their squares, so the spread is
+computed without cancellation). Everything is computed by pandas functions that
 each engine runs on its partitions (:meth:`pipelines.engines.base.Engine.aggregate`), so Dask and Spark
 compute the same statistics.
 
@@ -50,12 +52,21 @@ PARTIALS = pa.schema(
         ("key", pa.string()),
         ("count", pa.int64()),
         ("total", pa.float64()),
+        ("dev", pa.float64()),  # a bucket: the sum of each value's distance from the bucket's lower edge
+        ("dev2", pa.float64()),  # ... and of its square: the spread within the bucket, well conditioned
         ("low", pa.float64()),
         ("high", pa.float64()),
     ]
 )
 KEYS = ["column", "kind", "key"]
-HOW: Mapping[str, Any] = {"count": "sum", "total": "sum", "low": "min", "high": "max"}
+HOW: Mapping[str, Any] = {
+    "count": "sum",
+    "total": "sum",
+    "dev": "sum",
+    "dev2": "sum",
+    "low": "min",
+    "high": "max",
+}
 
 
 def categorical_columns(contract: Contract) -> list[str]:
@@ -69,56 +80,65 @@ def _finite(frame: pd.DataFrame, name: str) -> np.ndarray:
 
 def _rows(records: list[tuple[Any, ...]]) -> pd.DataFrame:
     frame = pd.DataFrame.from_records(records, columns=PARTIALS.names)
-    return frame.astype({"count": "int64", "total": "float64", "low": "float64", "high": "float64"})
+    floats = {name: "float64" for name in PARTIALS.names[4:]}
+    return frame.astype({"count": "int64", **floats})
 
 
 def first_pass(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
     """One partition's row count, per column its nulls, per number its count, sum, min and max, per
     category the count of each value."""
-    records: list[tuple[Any, ...]] = [("", "rows", "", len(frame), 0.0, 0.0, 0.0)]
+    records: list[tuple[Any, ...]] = [("", "rows", "", len(frame), 0.0, 0.0, 0.0, 0.0, 0.0)]
     for name in contract.numeric_features:
         values = _finite(frame, name)
-        records.append((name, "null", "", len(frame) - len(values), 0.0, 0.0, 0.0))
+        records.append((name, "null", "", len(frame) - len(values), 0.0, 0.0, 0.0, 0.0, 0.0))
         if len(values):
-            records.append((name, "stats", "", len(values), values.sum(), values.min(), values.max()))
-            records.append((name, "squares", "", 0, float(np.dot(values, values)), 0.0, 0.0))
+            total, squares = float(values.sum()), float(np.dot(values, values))
+            records.append((name, "stats", "", len(values), total, 0.0, squares, values.min(), values.max()))
     for name in categorical_columns(contract):
         nulls = 0
         for value, count in frame[name].value_counts(dropna=False).items():
             if pd.isna(value):  # one hashing pass counts the values and the nulls
                 nulls += int(count)
             else:
-                records.append((name, "value", str(value), int(count), 0.0, 0.0, 0.0))
-        records.append((name, "null", "", nulls, 0.0, 0.0, 0.0))
+                records.append((name, "value", str(value), int(count), 0.0, 0.0, 0.0, 0.0, 0.0))
+        records.append((name, "null", "", nulls, 0.0, 0.0, 0.0, 0.0, 0.0))
     return _rows(records)
+
+
+def bucket_scale(std: float) -> float:
+    return max(std, 1e-12) * BODY_WIDTH / TAIL_WIDTH
 
 
 def bucket_keys(values: np.ndarray, mean: float, std: float) -> np.ndarray:
     """Each value's bucket: ``BODY_WIDTH`` std wide near the mean, ``TAIL_WIDTH`` relative far out."""
-    scale = max(std, 1e-12) * BODY_WIDTH / TAIL_WIDTH
-    return np.floor(np.arcsinh((values - mean) / scale) / TAIL_WIDTH).astype("int64")
+    return np.floor(np.arcsinh((values - mean) / bucket_scale(std)) / TAIL_WIDTH).astype("int64")
+
+
+def bucket_edges(keys: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """The lower edge of each bucket."""
+    return mean + bucket_scale(std) * np.sinh(keys * TAIL_WIDTH)
 
 
 def _bucketed(values: np.ndarray, mean: float, std: float) -> tuple[np.ndarray, ...]:
-    """Key, count, sum, min and max of the values in each bucket, vectorised (sort, reduce at boundaries)."""
+    """Key, count, sum, and the sums of distance (and its square) from the lower edge, per bucket.
+
+    Linear time: the keys of one partition are a dense range of integers, counted with ``bincount``.
+    """
     keys = bucket_keys(values, mean, std)
-    order = np.argsort(keys)
-    keys, ordered = keys[order], values[order]
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-    counts = np.diff(np.r_[starts, len(keys)])
-    return (
-        keys[starts],
-        counts,
-        np.add.reduceat(ordered, starts),
-        np.minimum.reduceat(ordered, starts),
-        np.maximum.reduceat(ordered, starts),
-    )
+    first = keys.min()
+    index = keys - first
+    present = np.arange(index.max() + 1) + first
+    distance = values - bucket_edges(present, mean, std)[index]
+    counts = np.bincount(index)
+    found = counts > 0
+    sums = [np.bincount(index, weights)[found] for weights in (values, distance, distance * distance)]
+    return (present[found], counts[found], *sums)
 
 
 def second_pass(
     frame: pd.DataFrame, contract: Contract, moments: Mapping[str, tuple[float, float]]
 ) -> pd.DataFrame:
-    """One partition's buckets per number (count, sum, min, max of each) and squared deviations from the mean."""
+    """One partition's buckets per number and its squared deviations from the mean."""
     names: list[np.ndarray] = []
     kinds: list[np.ndarray] = []
     parts: list[tuple[np.ndarray, ...]] = []
@@ -137,7 +157,7 @@ def second_pass(
         parts.append(bucketed)
     if not parts:
         return _rows([])
-    keys, counts, totals, lows, highs = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
+    keys, counts, totals, dev, dev2 = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
     return pd.DataFrame(
         {
             "column": np.concatenate(names).astype(object),
@@ -145,8 +165,10 @@ def second_pass(
             "key": keys.astype(str).astype(object),
             "count": counts.astype("int64"),
             "total": totals.astype("float64"),
-            "low": lows.astype("float64"),
-            "high": highs.astype("float64"),
+            "dev": dev.astype("float64"),
+            "dev2": dev2.astype("float64"),
+            "low": np.zeros(len(keys)),
+            "high": np.zeros(len(keys)),
         }
     )
 
@@ -193,7 +215,7 @@ def build_profile(engine: Engine, raw: Table, contract: Contract) -> dict[str, A
 def _rough_std(first: pd.DataFrame, name: str, count: int, mean: float) -> float:
     """A scale for the buckets' width only (the profile's std comes from the second pass, exactly)."""
     mine = first[first["column"] == name]
-    squares = float(mine.loc[mine["kind"] == "squares", "total"].sum())
+    squares = float(mine.loc[mine["kind"] == "stats", "dev2"].sum())
     variance = squares / count - mean * mean  # may cancel for a large mean: then the range decides
     spread = float(
         mine.loc[mine["kind"] == "stats", "high"].max() - mine.loc[mine["kind"] == "stats", "low"].min()
@@ -222,8 +244,14 @@ def _numeric(
     buckets = mine[mine["kind"] == "bucket"].assign(key=lambda f: f["key"].astype("int64")).sort_values("key")
     count = int(stats.loc[name, "count"])
     m2 = float(mine.loc[mine["kind"] == "m2", "total"].sum())
-    means = (buckets["total"] / buckets["count"]).to_numpy()
-    widths = (buckets["high"] - buckets["low"]).to_numpy()
+    n = buckets["count"].to_numpy(dtype="float64")
+    means = buckets["total"].to_numpy() / n
+    # Each value sits within its bucket's spread of the bucket's mean: mean |x - mean| <= the spread's std.
+    spread = np.sqrt(np.clip(buckets["dev2"].to_numpy() / n - (buckets["dev"].to_numpy() / n) ** 2, 0, None))
+    keys = buckets["key"].to_numpy()
+    widths = bucket_edges(keys + 1, *moment) - bucket_edges(keys, *moment)
+    exact = spread <= 1e-6 * widths  # one value in the bucket (what is left is rounding)
+    spread[exact] = 0.0
     return {
         "kind": "numeric",
         "nulls": nulls,
@@ -232,11 +260,11 @@ def _numeric(
         "max": float(stats.loc[name, "high"]),
         "mean": moment[0],
         "std": float(np.sqrt(m2 / count)),  # population std, as Evidently's np.std
-        "abs_error": float((buckets["count"].to_numpy() * widths).sum()),
+        "abs_error": float((n * spread).sum()),
         "buckets": {
             "mean": [float(f"{m:.{DIGITS}g}") for m in means],
             "count": [int(c) for c in buckets["count"]],
-            "exact": [bool(w == 0) for w in widths],  # every value of the bucket is its mean
+            "exact": [bool(e) for e in exact],
         },
     }
 
