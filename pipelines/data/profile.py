@@ -1,15 +1,17 @@
 """Reference profile: the statistics drift needs, computed on the engine that prepared the window.
 
 Drift compares a profile with a profile, so it never re-reads training data, and the profile holds what
-Evidently's own tests need, exactly or with a stated error bound:
+Evidently's own tests need, exactly or with a stated error bound, computed in one pass:
 
 - per category (and the label): the exact count of every value, and the nulls;
-- per number: the exact count, nulls, min, max, mean and standard deviation (the sum of squared deviations
-  from the mean, in a second pass, so nothing cancels), and a **bucketed copy of the values**: every value
-  falls in a bucket, and a bucket keeps its exact count and the exact mean of its values. Buckets are
-  ``BODY_WIDTH`` standard deviations wide near the mean and ``TAIL_WIDTH`` of the distance from the mean
-  further out (``asinh`` spacing), so the tails, where one outlier row sits, are as exact as the body. A
-  column with few distinct values (a flag, a code, an age) keeps each value in its own bucket: exact.
+- per number: the exact count, nulls, min, max, mean and standard deviation (sums of distances from a
+  centre near the mean, so nothing cancels), and a **bucketed copy of the values**: every value falls in a
+  bucket, and a bucket keeps its exact count and the exact mean of its values. Buckets are ``BODY_WIDTH``
+  of a scale near the standard deviation wide near a centre near the mean, and ``TAIL_WIDTH`` of the
+  distance from it further out (``asinh`` spacing), so the tails, where one outlier row sits, are as exact
+  as the body. Each partition picks its scale and centre rounded to powers of two (:func:`scheme_of`), so
+  partitions agree and their buckets add up on the engine. A column with few distinct values (a flag, a
+  code, an age) keeps each value in its own bucket: exact.
 
 Replacing every value by its bucket's mean moves the values of a bucket by, on average, at most the
 standard deviation of the values within it, so the Wasserstein distance to any distribution moves by at
@@ -48,7 +50,7 @@ DIGITS = 12  # significant digits kept of a bucket's mean
 PARTIALS = pa.schema(
     [
         ("column", pa.string()),
-        ("kind", pa.string()),  # rows | null | value | stats | squares | bucket | m2
+        ("kind", pa.string()),  # rows | null | value | moments | bucket
         ("key", pa.string()),
         ("count", pa.int64()),
         ("total", pa.float64()),
@@ -84,16 +86,87 @@ def _rows(records: list[tuple[Any, ...]]) -> pd.DataFrame:
     return frame.astype({"count": "int64", **floats})
 
 
-def first_pass(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
-    """One partition's row count, per column its nulls, per number its count, sum, min and max, per
-    category the count of each value."""
+def scheme_of(values: np.ndarray) -> tuple[int, int]:
+    """A partition's bucket scheme: (e, m) for scale 2**e near its std and centre m * 2**e near its mean.
+
+    Rounded to powers of two, partitions of one window almost always choose the same scheme, so their
+    buckets add up on the engine; where two differ, both schemes' buckets are kept (each is exact about its
+    rows), and the moments are combined exactly.
+    """
+    std = float(values.std())
+    magnitude = std if std > 0 else max(abs(float(values[0])), 1.0) * 1e-3
+    e = int(np.round(np.log2(magnitude)))
+    return e, int(np.round(float(values.mean()) / 2.0**e))
+
+
+def bucket_keys(values: np.ndarray, centre: float, scale: float) -> np.ndarray:
+    """Each value's bucket: ``BODY_WIDTH`` scales wide near the centre, ``TAIL_WIDTH`` relative far out."""
+    return np.floor(np.arcsinh((values - centre) / (scale * BODY_WIDTH / TAIL_WIDTH)) / TAIL_WIDTH).astype(
+        "int64"
+    )
+
+
+def bucket_edges(keys: np.ndarray, centre: float, scale: float) -> np.ndarray:
+    """The lower edge of each bucket."""
+    return centre + scale * BODY_WIDTH / TAIL_WIDTH * np.sinh(keys * TAIL_WIDTH)
+
+
+def _bucketed(values: np.ndarray, centre: float, scale: float) -> tuple[np.ndarray, ...]:
+    """Key, count, sum, and the sums of distance (and its square) from the lower edge, per bucket.
+
+    Linear time: the keys of one partition are a dense range of integers, counted with ``bincount``.
+    """
+    keys = bucket_keys(values, centre, scale)
+    first = keys.min()
+    index = keys - first
+    present = np.arange(index.max() + 1) + first
+    distance = values - bucket_edges(present, centre, scale)[index]
+    counts = np.bincount(index)
+    found = counts > 0
+    sums = [np.bincount(index, weights)[found] for weights in (values, distance, distance * distance)]
+    return (present[found], counts[found], *sums)
+
+
+def partition_profile(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+    """One partition's statistics, as rows that add up across partitions (:data:`HOW`).
+
+    The row count; per column its nulls; per number its scheme's count, min, max and the sums of the
+    values' distance from the scheme's centre and of its square, and its buckets; per category the count of
+    each value.
+    """
     records: list[tuple[Any, ...]] = [("", "rows", "", len(frame), 0.0, 0.0, 0.0, 0.0, 0.0)]
+    parts = []
     for name in contract.numeric_features:
         values = _finite(frame, name)
         records.append((name, "null", "", len(frame) - len(values), 0.0, 0.0, 0.0, 0.0, 0.0))
-        if len(values):
-            total, squares = float(values.sum()), float(np.dot(values, values))
-            records.append((name, "stats", "", len(values), total, 0.0, squares, values.min(), values.max()))
+        if not len(values):
+            continue
+        e, m = scheme_of(values)
+        scheme, scale = f"{e}:{m}", 2.0**e
+        centred = values - m * scale
+        moments = (
+            float(centred.sum()),
+            float(np.dot(centred, centred)),
+            float(values.min()),
+            float(values.max()),
+        )
+        records.append((name, "moments", scheme, len(values), 0.0, moments[0], moments[1], *moments[2:]))
+        keys, counts, totals, dev, dev2 = _bucketed(values, m * scale, scale)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "column": name,
+                    "kind": "bucket",
+                    "key": np.char.add(f"{scheme}:", keys.astype(str)).astype(object),
+                    "count": counts.astype("int64"),
+                    "total": totals,
+                    "dev": dev,
+                    "dev2": dev2,
+                    "low": 0.0,
+                    "high": 0.0,
+                }
+            )
+        )
     for name in categorical_columns(contract):
         nulls = 0
         for value, count in frame[name].value_counts(dropna=False).items():
@@ -102,97 +175,21 @@ def first_pass(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
             else:
                 records.append((name, "value", str(value), int(count), 0.0, 0.0, 0.0, 0.0, 0.0))
         records.append((name, "null", "", nulls, 0.0, 0.0, 0.0, 0.0, 0.0))
-    return _rows(records)
-
-
-def bucket_scale(std: float) -> float:
-    return max(std, 1e-12) * BODY_WIDTH / TAIL_WIDTH
-
-
-def bucket_keys(values: np.ndarray, mean: float, std: float) -> np.ndarray:
-    """Each value's bucket: ``BODY_WIDTH`` std wide near the mean, ``TAIL_WIDTH`` relative far out."""
-    return np.floor(np.arcsinh((values - mean) / bucket_scale(std)) / TAIL_WIDTH).astype("int64")
-
-
-def bucket_edges(keys: np.ndarray, mean: float, std: float) -> np.ndarray:
-    """The lower edge of each bucket."""
-    return mean + bucket_scale(std) * np.sinh(keys * TAIL_WIDTH)
-
-
-def _bucketed(values: np.ndarray, mean: float, std: float) -> tuple[np.ndarray, ...]:
-    """Key, count, sum, and the sums of distance (and its square) from the lower edge, per bucket.
-
-    Linear time: the keys of one partition are a dense range of integers, counted with ``bincount``.
-    """
-    keys = bucket_keys(values, mean, std)
-    first = keys.min()
-    index = keys - first
-    present = np.arange(index.max() + 1) + first
-    distance = values - bucket_edges(present, mean, std)[index]
-    counts = np.bincount(index)
-    found = counts > 0
-    sums = [np.bincount(index, weights)[found] for weights in (values, distance, distance * distance)]
-    return (present[found], counts[found], *sums)
-
-
-def second_pass(
-    frame: pd.DataFrame, contract: Contract, moments: Mapping[str, tuple[float, float]]
-) -> pd.DataFrame:
-    """One partition's buckets per number and its squared deviations from the mean."""
-    names: list[np.ndarray] = []
-    kinds: list[np.ndarray] = []
-    parts: list[tuple[np.ndarray, ...]] = []
-    for name, (mean, std) in moments.items():
-        values = _finite(frame, name)
-        if not len(values):
-            continue
-        deviations = values - mean
-        m2 = float(np.dot(deviations, deviations))
-        names.append(np.array([name]))
-        kinds.append(np.array(["m2"]))
-        parts.append((np.array([0]), np.array([0]), np.array([m2]), np.zeros(1), np.zeros(1)))
-        bucketed = _bucketed(values, mean, std)
-        names.append(np.full(len(bucketed[0]), name, dtype=object))
-        kinds.append(np.full(len(bucketed[0]), "bucket", dtype=object))
-        parts.append(bucketed)
-    if not parts:
-        return _rows([])
-    keys, counts, totals, dev, dev2 = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
-    return pd.DataFrame(
-        {
-            "column": np.concatenate(names).astype(object),
-            "kind": np.concatenate(kinds).astype(object),
-            "key": keys.astype(str).astype(object),
-            "count": counts.astype("int64"),
-            "total": totals.astype("float64"),
-            "dev": dev.astype("float64"),
-            "dev2": dev2.astype("float64"),
-            "low": np.zeros(len(keys)),
-            "high": np.zeros(len(keys)),
-        }
-    )
+    return pd.concat([_rows(records), *parts], ignore_index=True)
 
 
 def build_profile(engine: Engine, raw: Table, contract: Contract) -> dict[str, Any]:
-    """The profile of a table of raw rows, in two passes on the engine that holds it."""
-    # Each pass reads only the columns it needs (Parquet column projection on both engines).
+    """The profile of a table of raw rows, in one pass on the engine that holds it (only the features and
+    the label are read)."""
     features = engine.select(raw, [*contract.numeric_features, *categorical_columns(contract)])
-    first = engine.aggregate(features, lambda f: first_pass(f, contract), PARTIALS, KEYS, HOW)
-    rows = int(first.loc[first["kind"] == "rows", "count"].sum())
-    nulls = first[first["kind"] == "null"].set_index("column")["count"]
-    stats = first[first["kind"] == "stats"].set_index("column")
-    moments = {}
-    for name in contract.numeric_features:
-        if name in stats.index and stats.loc[name, "count"] > 0:
-            count, total = int(stats.loc[name, "count"]), float(stats.loc[name, "total"])
-            moments[name] = (total / count, _rough_std(first, name, count, total / count))
-    numbers = engine.select(raw, list(moments))
-    second = engine.aggregate(numbers, lambda f: second_pass(f, contract, moments), PARTIALS, KEYS, HOW)
+    found = engine.aggregate(features, lambda f: partition_profile(f, contract), PARTIALS, KEYS, HOW)
+    rows = int(found.loc[found["kind"] == "rows", "count"].sum())
+    nulls = found[found["kind"] == "null"].set_index("column")["count"]
     columns: dict[str, Any] = {}
     for name in contract.numeric_features:
-        columns[name] = _numeric(name, int(nulls.get(name, 0)), stats, second, moments.get(name))
+        columns[name] = _numeric(found[found["column"] == name]) | {"nulls": int(nulls.get(name, 0))}
     for name in categorical_columns(contract):
-        values = first[(first["column"] == name) & (first["kind"] == "value")]
+        values = found[(found["column"] == name) & (found["kind"] == "value")]
         counts = sorted(zip(values["key"], values["count"], strict=True))
         columns[name] = {
             "kind": "categorical",
@@ -206,65 +203,59 @@ def build_profile(engine: Engine, raw: Table, contract: Contract) -> dict[str, A
         "dataset": contract.dataset,
         "rows": rows,
         "engine": engine.name,
-        "bucket_widths": {"body_std": BODY_WIDTH, "tail_relative": TAIL_WIDTH},
+        "bucket_widths": {"body_scale": BODY_WIDTH, "tail_relative": TAIL_WIDTH},
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "columns": columns,
     }
 
 
-def _rough_std(first: pd.DataFrame, name: str, count: int, mean: float) -> float:
-    """A scale for the buckets' width only (the profile's std comes from the second pass, exactly)."""
-    mine = first[first["column"] == name]
-    squares = float(mine.loc[mine["kind"] == "stats", "dev2"].sum())
-    variance = squares / count - mean * mean  # may cancel for a large mean: then the range decides
-    spread = float(
-        mine.loc[mine["kind"] == "stats", "high"].max() - mine.loc[mine["kind"] == "stats", "low"].min()
-    )
-    if variance > (spread * 1e-6) ** 2:
-        return float(np.sqrt(variance))
-    return spread / 4 if spread > 0 else 1.0
-
-
-def _numeric(
-    name: str, nulls: int, stats: pd.DataFrame, second: pd.DataFrame, moment: tuple[float, float] | None
-) -> dict[str, Any]:
-    if moment is None:
+def _numeric(found: pd.DataFrame) -> dict[str, Any]:
+    """A number's statistics from its aggregated rows: exact moments combined over the schemes, buckets."""
+    schemes = found[found["kind"] == "moments"]
+    if schemes.empty:
+        empty = {"mean": [], "count": [], "exact": []}
         return {
             "kind": "numeric",
-            "nulls": nulls,
             "count": 0,
             "min": None,
             "max": None,
             "mean": None,
             "std": None,
             "abs_error": 0.0,
-            "buckets": {"mean": [], "count": [], "exact": []},
+            "buckets": empty,
         }
-    mine = second[second["column"] == name]
-    buckets = mine[mine["kind"] == "bucket"].assign(key=lambda f: f["key"].astype("int64")).sort_values("key")
-    count = int(stats.loc[name, "count"])
-    m2 = float(mine.loc[mine["kind"] == "m2", "total"].sum())
-    n = buckets["count"].to_numpy(dtype="float64")
-    means = buckets["total"].to_numpy() / n
+    e_m = schemes["key"].str.split(":", expand=True).astype("int64").to_numpy()
+    centres = e_m[:, 1] * 2.0 ** e_m[:, 0]
+    n, s1, s2 = (schemes[c].to_numpy(dtype="float64") for c in ("count", "dev", "dev2"))
+    count = int(n.sum())
+    mean = float((n * centres + s1).sum() / count)
+    offset = mean - centres  # the scheme centres are near the mean: nothing cancels
+    m2 = float((s2 - 2 * offset * s1 + n * offset**2).sum())
+    buckets = found[found["kind"] == "bucket"]
+    parts = buckets["key"].str.split(":", expand=True).astype("int64").to_numpy()
+    scale = 2.0 ** parts[:, 0]
+    lower = bucket_edges(parts[:, 2], parts[:, 1] * scale, scale)
+    widths = bucket_edges(parts[:, 2] + 1, parts[:, 1] * scale, scale) - lower
+    counts = buckets["count"].to_numpy(dtype="float64")
+    means = buckets["total"].to_numpy() / counts
     # Each value sits within its bucket's spread of the bucket's mean: mean |x - mean| <= the spread's std.
-    spread = np.sqrt(np.clip(buckets["dev2"].to_numpy() / n - (buckets["dev"].to_numpy() / n) ** 2, 0, None))
-    keys = buckets["key"].to_numpy()
-    widths = bucket_edges(keys + 1, *moment) - bucket_edges(keys, *moment)
+    dev, dev2 = buckets["dev"].to_numpy() / counts, buckets["dev2"].to_numpy() / counts
+    spread = np.sqrt(np.clip(dev2 - dev**2, 0, None))
     exact = spread <= 1e-6 * widths  # one value in the bucket (what is left is rounding)
     spread[exact] = 0.0
+    order = np.argsort(means, kind="stable")
     return {
         "kind": "numeric",
-        "nulls": nulls,
         "count": count,
-        "min": float(stats.loc[name, "low"]),
-        "max": float(stats.loc[name, "high"]),
-        "mean": moment[0],
-        "std": float(np.sqrt(m2 / count)),  # population std, as Evidently's np.std
-        "abs_error": float((n * spread).sum()),
+        "min": float(schemes["low"].min()),
+        "max": float(schemes["high"].max()),
+        "mean": mean,
+        "std": float(np.sqrt(max(m2, 0.0) / count)),  # population std, as Evidently's np.std
+        "abs_error": float((counts * spread).sum()),
         "buckets": {
-            "mean": [float(f"{m:.{DIGITS}g}") for m in means],
-            "count": [int(c) for c in buckets["count"]],
-            "exact": [bool(e) for e in exact],
+            "mean": [float(f"{m:.{DIGITS}g}") for m in means[order]],
+            "count": [int(c) for c in counts[order]],
+            "exact": [bool(x) for x in exact[order]],
         },
     }
 

@@ -122,6 +122,29 @@ def test_broken_data_stops_the_run_before_training(airflow_env):
     )
 
 
+def test_a_champion_alias_moved_outside_the_gate_stops_the_run_at_its_start(airflow_env):
+    from pipelines.release import audit, history, tracking
+    from pipelines.settings import get_settings
+
+    dag, _ = airflow_env
+    settings = get_settings()
+    client = tracking.configure(settings)
+    recorded = history.champion(history.read(settings, settings.model_name))
+    assert recorded is not None, "the first test of this module makes a champion"
+    versions = client.search_model_versions(f"name = '{settings.model_name}'")
+    other = next(int(v.version) for v in versions if int(v.version) != recorded)
+    client.set_registered_model_alias(settings.model_name, "champion", str(other))  # MLflow's alias editor
+    try:
+        run = _run(dag, dt.date(2026, 11, 23), {})
+        states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+        assert run.state == "failed" and states["validate"] == "failed"
+        assert states["train"] in ("upstream_failed", None)
+    finally:
+        repaired = audit.check(settings, repair=True)
+    assert repaired["repaired"] and repaired["consistent"]
+    assert int(tracking.version_by_alias(client, settings.model_name, "champion").version) == recorded
+
+
 def test_a_real_dataset_from_its_own_source_runs_the_whole_dag(airflow_env, tmp_path, monkeypatch):
     """scikit-learn's breast cancer data, as daily CSV exports at a user's URI: nothing tuned to the demo."""
     from pipelines.data.samples import write_sample

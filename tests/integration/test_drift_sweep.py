@@ -55,8 +55,9 @@ def test_verdicts_and_scores_agree_with_plain_evidently(sweep, results, engine):
     assert results[engine]["reference_rows"] == ROWS
 
 
-def test_the_engines_compute_the_same_scores(results):
+def test_the_engines_compute_the_same_verdicts_and_scores_within_their_bounds(results):
     dask, spark = results["dask"]["columns"], results["spark"]["columns"]
     for name, column in dask.items():
         assert column["drifted"] == spark[name]["drifted"], name
-        assert column["score"] == pytest.approx(spark[name]["score"], rel=1e-6, abs=1e-9), name
+        bounds = (column["error_bound"] or 0) + (spark[name]["error_bound"] or 0)
+        assert abs(column["score"] - spark[name]["score"]) <= bounds + 1e-9, name
