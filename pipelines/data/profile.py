@@ -213,7 +213,7 @@ def _numeric(found: pd.DataFrame) -> dict[str, Any]:
     """A number's statistics from its aggregated rows: exact moments combined over the schemes, buckets."""
     schemes = found[found["kind"] == "moments"]
     if schemes.empty:
-        empty = {"mean": [], "count": [], "exact": []}
+        empty: dict[str, list[Any]] = {"mean": [], "count": [], "exact": []}
         return {
             "kind": "numeric",
             "count": 0,
