@@ -96,8 +96,10 @@ def _print_decision(console: Console, day: dt.date, last: dict[str, Any]) -> dic
         drifted = [c for c, v in drift["columns"].items() if v["drifted"]]
         console.print(
             f"[bold]Drift for {day}[/bold] (vs the {drift['reference']}'s reference profile): "
-            f"{drift['drifted_columns']} of {len(drift['columns'])} columns drifted "
-            f"(share {drift['drift_share']:.2f}){': ' + ', '.join(drifted) if drifted else ''}"
+            f"{drift['drifted_columns']} of {len(drift['columns'])} features drifted "
+            f"(share {drift['drift_share']:.2f}){': ' + ', '.join(drifted) if drifted else ''}; "
+            f"the label {drift['label']['method']} {drift['label']['score']:.3f}"
+            f"{' (drifted)' if drift['label']['drifted'] else ''}"
         )
         console.print(f"  report: {drift['html']}  (also in MLflow: {drift['mlflow_artifacts']})")
         printed["drift"] = {k: drift[k] for k in ("drifted_columns", "drift_share", "html")}

@@ -218,8 +218,8 @@ def _drift_rules(policy: Policy, drift: dict[str, Any]) -> list[Rule]:
     critical = sorted(drifted & set(policy.drift.critical_columns))
     limit = policy.drift.max_drifted_share
     share_detail = (
-        f"{drift.get('drifted_columns')} column(s) drifted against the {drift.get('reference', '?')}'s "
-        "reference profile"
+        f"{drift.get('drifted_columns')} of {len(drift.get('columns') or {})} features drifted against the "
+        f"{drift.get('reference', '?')}'s reference profile"
         if share is not None
         else "no drift result: fail closed"
     )
