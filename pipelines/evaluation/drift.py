@@ -38,13 +38,33 @@ class ProfileVersionError(ValueError):
     """A profile written by an older version of this project, without the statistics drift needs."""
 
 
-def check_profile(profile: dict[str, Any], where: str) -> None:
-    if profile.get("version") != VERSION:
+def usable_profile(
+    settings: Settings, contract: Contract, profile: dict[str, Any], dataset_uri: str | None, where: str
+) -> dict[str, Any]:
+    """A profile of this version; an older one is computed again from its prepared dataset, if it is still there.
+
+    A champion trained before profiles held what drift needs (version 1: percentiles) would otherwise stop
+    every run at drift, and so could never be replaced.
+    """
+    if profile.get("version") == VERSION:
+        return profile
+    from pipelines.data import datasets
+    from pipelines.data.profile import build_profile
+    from pipelines.engines import open_engine
+
+    if not dataset_uri or not storage.exists(storage.join(dataset_uri, datasets.MANIFEST)):
         raise ProfileVersionError(
-            f"{where} is profile version {profile.get('version')}, and drift needs version {VERSION} (exact "
-            "counts and bucketed values): retrain on a window prepared by this version, or compare the data "
-            "itself with `pipelines drift compare`"
+            f"{where} is profile version {profile.get('version')}, drift needs version {VERSION} (exact counts "
+            f"and bucketed values), and its prepared dataset ({dataset_uri}) is gone: promote a model trained "
+            "by this version (pipelines rollback --to N --reason ...), or compare data with `pipelines drift "
+            "compare`"
         )
+    log.warning(
+        "%s is profile version %s: computing it again from %s", where, profile.get("version"), dataset_uri
+    )
+    files = datasets.parquet_files(dataset_uri)
+    with open_engine(settings.engine, settings, storage.total_bytes(files)) as session:
+        return build_profile(session, session.read(files), contract)
 
 
 def _register_scores(summary: dict[str, Any], contract: Contract) -> dict[str, Any]:
@@ -167,18 +187,24 @@ def drift(
             f"model version {reference_version.version} of {settings.model_name} has no reference_profile tag: "
             "it was trained before profiles were logged; retrain it or promote a newer version"
         )
-    reference_profile = tracking.load_json_artifact(profile_uri)
-    current_profile = storage.read_json(storage.join(dataset_uri, PROFILE_FILE))
-    check_profile(
-        reference_profile, f"the reference profile of {settings.model_name} v{reference_version.version}"
+    reference_profile = usable_profile(
+        settings,
+        contract,
+        tracking.load_json_artifact(profile_uri),
+        reference_version.tags.get("dataset.uri"),
+        f"the reference profile of {settings.model_name} v{reference_version.version}",
     )
-    check_profile(current_profile, f"the profile of {dataset_uri}")
+    window_profile = usable_profile(
+        settings,
+        contract,
+        storage.read_json(storage.join(dataset_uri, PROFILE_FILE)),
+        dataset_uri,
+        f"the profile of {dataset_uri}",
+    )
     drift_share = load_policy(settings.resolved_policy_path).drift.max_drifted_share
-    summary = drift_stats.compare(reference_profile, current_profile, contract)
+    summary = drift_stats.compare(reference_profile, window_profile, contract)
     summary["label_column"] = contract.label
-    snapshot = render_report(
-        reference_profile, current_profile, contract, summary, drift_share, settings.seed
-    )
+    snapshot = render_report(reference_profile, window_profile, contract, summary, drift_share, settings.seed)
     reference_name = f"{'champion' if champion else 'challenger'} v{reference_version.version}"
     page = snapshot.get_html_str(as_iframe=False).replace(
         "<body>", "<body>" + banner(summary, reference_name, drift_share), 1

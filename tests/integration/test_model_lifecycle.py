@@ -355,3 +355,19 @@ def test_registration_is_idempotent_under_concurrent_retries(lab):
     assert len(after) == before + 1
     # a re-run of the same DAG run trains under the same run key: found by its tag, not registered again
     assert register(settings, DAY, trained["run_id"])["version"] == versions.pop()
+
+
+def test_a_profile_from_before_this_version_is_computed_again_from_its_data(lab, tmp_path):
+    from pipelines.data.contract import dataset_contract
+    from pipelines.evaluation.drift import ProfileVersionError, usable_profile
+
+    settings, prepared = lab
+    contract = dataset_contract(settings)
+    stored = storage.read_json(prepared[DAY]["profile"])
+    old = {"version": 1, "rows": stored["rows"], "columns": {}}  # percentiles, as profiles once were
+    again = usable_profile(settings, contract, old, prepared[DAY]["uri"], "an old champion's profile")
+    assert again["version"] == stored["version"] and again["rows"] == stored["rows"]
+    assert again["columns"]["channel"]["counts"] == stored["columns"]["channel"]["counts"]
+    assert again["columns"]["amount"]["std"] == pytest.approx(stored["columns"]["amount"]["std"], rel=1e-9)
+    with pytest.raises(ProfileVersionError, match="its prepared dataset .* is gone"):
+        usable_profile(settings, contract, old, str(tmp_path / "gone"), "an old champion's profile")
