@@ -32,9 +32,7 @@ import datetime as dt
 import json
 import platform
 import shutil
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -47,25 +45,11 @@ DRIFTED = ("n00", "n03", "k01")  # shifted in the current window
 
 
 def bench_contract() -> Any:
-    from pipelines.data.contract import Contract
+    from bench.drift_sweep import contract_of
 
-    columns: dict[str, Any] = {"id": {"type": "string"}, "ts": {"type": "timestamp"}}
-    columns["y"] = {"type": "int", "allowed": [0, 1]}
-    for i in range(10):
-        columns[f"n{i:02d}"] = {"type": "float", "nullable": True, "role": "feature"}
-    for i in range(10):
-        columns[f"k{i:02d}"] = {"type": "category", "allowed": list("abcdef"), "role": "feature"}
-    return Contract.model_validate(
-        {
-            "dataset": "drift_bench",
-            "entity_id": "id",
-            "event_time": "ts",
-            "label": "y",
-            "source": {"uri": "unused"},
-            "splits": {"train": 70, "validation": 15, "holdout": 15},
-            "columns": columns,
-        }
-    )
+    numbers = {f"n{i:02d}": {"type": "float", "nullable": True} for i in range(10)}
+    categories = {f"k{i:02d}": {"type": "category", "allowed": list("abcdef")} for i in range(10)}
+    return contract_of(numbers | categories, "drift_bench")
 
 
 def write_window(folder: Path, rows: int, seed: int, drifted: bool) -> int:
@@ -236,39 +220,11 @@ CHILDREN = {
 # --- the parent -----------------------------------------------------------------------------------------
 
 
-def _tree_rss(pid: int) -> int:
-    import psutil
-
-    try:
-        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    total = 0
-    for proc in procs:
-        try:
-            total += proc.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 def run(name: str, *args: Any) -> dict[str, Any]:
+    from bench.measure import run_sampled
+
     command = [sys.executable, __file__, "--child", name, "--args", json.dumps([str(a) for a in args])]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    peak = 0
-
-    def sample() -> None:
-        nonlocal peak
-        while process.poll() is None:
-            peak = max(peak, _tree_rss(process.pid))
-            time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    stdout, _ = process.communicate()
-    sampler.join()
-    if process.returncode != 0:
-        raise RuntimeError(f"{name} failed (exit {process.returncode}): {stdout[-2000:]}")
+    stdout, peak = run_sampled(command, name)
     return json.loads(stdout.strip().splitlines()[-1]) | {"peak_mib": peak / 2**20}
 
 

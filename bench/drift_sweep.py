@@ -149,12 +149,17 @@ def build(rows: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, list[Ch
 
 
 def contract(changes: list[Change]) -> Contract:
+    return contract_of({change.column: change.spec for change in changes})
+
+
+def contract_of(features: dict[str, dict[str, Any]], dataset: str = "drift_sweep") -> Contract:
+    """A contract of these feature columns (name -> spec), a string id, a timestamp and a binary label."""
     specs: dict[str, Any] = {"id": {"type": "string"}, "ts": {"type": "timestamp"}}
     specs["y"] = {"type": "int", "allowed": [0, 1]}
-    specs |= {change.column: {"role": "feature"} | change.spec for change in changes}
+    specs |= {name: {"role": "feature"} | spec for name, spec in features.items()}
     return Contract.model_validate(
         {
-            "dataset": "drift_sweep",
+            "dataset": dataset,
             "entity_id": "id",
             "event_time": "ts",
             "label": "y",

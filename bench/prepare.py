@@ -21,9 +21,7 @@ import datetime as dt
 import json
 import os
 import shutil
-import subprocess
 import sys
-import threading
 import time
 import zlib
 from pathlib import Path
@@ -152,43 +150,14 @@ def child(engine: str, raw_uris: list[str], out: str) -> dict:
 # --- the parent: one child per (engine, size), memory sampled from outside --------------------------------
 
 
-def _tree_rss(pid: int) -> int:
-    import psutil
-
-    try:
-        parent = psutil.Process(pid)
-        procs = [parent, *parent.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    total = 0
-    for proc in procs:
-        try:
-            total += proc.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 def measure(engine: str, raw_uris: list[str], out: Path, stage: bool = False) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     command = [sys.executable, __file__, "--child", engine, "--out", str(out), "--raw", json.dumps(raw_uris)]
     if stage:
         command.append("--stage")
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    peak = 0
+    from bench.measure import run_sampled
 
-    def sample() -> None:
-        nonlocal peak
-        while process.poll() is None:
-            peak = max(peak, _tree_rss(process.pid))
-            time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    stdout, _ = process.communicate()
-    sampler.join()
-    if process.returncode != 0:
-        raise RuntimeError(f"{engine} failed (exit {process.returncode}): {stdout[-2000:]}")
+    stdout, peak = run_sampled(command, engine)
     result = json.loads(stdout.strip().splitlines()[-1])
     result["peak_mib"] = peak / 2**20
     if not stage:

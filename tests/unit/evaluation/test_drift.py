@@ -9,6 +9,7 @@ import pytest
 from evidently.legacy.calculations.stattests import jensenshannon_stat_test, wasserstein_stat_test
 from evidently.legacy.core import ColumnType
 
+from bench.drift_sweep import contract_of
 from pipelines.data.contract import Contract
 from pipelines.data.profile import build_profile
 from pipelines.engines.dask_engine import DaskEngine
@@ -18,20 +19,7 @@ ROWS = 20_000
 
 
 def sweep_contract(columns: dict[str, dict]) -> Contract:
-    """A contract of feature columns (name -> spec), a string id, a timestamp and a binary label."""
-    specs = {"id": {"type": "string"}, "ts": {"type": "timestamp"}, "y": {"type": "int", "allowed": [0, 1]}}
-    specs |= {name: {"role": "feature"} | spec for name, spec in columns.items()}
-    return Contract.model_validate(
-        {
-            "dataset": "sweep",
-            "entity_id": "id",
-            "event_time": "ts",
-            "label": "y",
-            "source": {"uri": "unused"},
-            "splits": {"train": 70, "validation": 15, "holdout": 15},
-            "columns": specs,
-        }
-    )
+    return contract_of(columns)
 
 
 def _profile(frame: pd.DataFrame, contract: Contract) -> dict:
