@@ -61,6 +61,9 @@ class RegistryChampion:
     def __init__(self, settings: Settings):
         self.settings = settings
         self._client: Any = None
+        # Serving follows the promotion history: a deployment that has not said where it lives fails here,
+        # at start, naming the setting (CT_PROMOTION_DB), not at every poll.
+        history.database_url(settings)
 
     def client(self) -> Any:
         """The MLflow client, configured on first use (a registry that is down is tried again next time)."""

@@ -144,3 +144,13 @@ def test_an_alias_moved_outside_the_gate_is_refused_and_the_champion_keeps_servi
     registry.moved_alias = None  # set right (history --check --repair)
     holder.refresh()
     assert holder.alias_refused is None
+
+
+def test_serving_without_a_promotion_history_to_read_fails_at_start_naming_the_setting():
+    from pipelines.serving.holder import RegistryChampion
+
+    with pytest.raises(ValueError, match="set CT_PROMOTION_DB"):
+        RegistryChampion(get_settings(mlflow_tracking_uri="http://mlflow:5000"))
+    RegistryChampion(
+        get_settings(mlflow_tracking_uri="http://mlflow:5000", promotion_db="sqlite:////tmp/x.db")
+    )
