@@ -224,7 +224,7 @@ def _numeric(found: pd.DataFrame) -> dict[str, Any]:
             "abs_error": 0.0,
             "buckets": empty,
         }
-    e_m = schemes["key"].str.split(":", expand=True).astype("int64").to_numpy()
+    e_m = schemes["key"].str.split(":", expand=True).astype("float64").to_numpy()
     centres = e_m[:, 1] * 2.0 ** e_m[:, 0]
     n, s1, s2 = (schemes[c].to_numpy(dtype="float64") for c in ("count", "dev", "dev2"))
     count = int(n.sum())
@@ -232,7 +232,7 @@ def _numeric(found: pd.DataFrame) -> dict[str, Any]:
     offset = mean - centres  # the scheme centres are near the mean: nothing cancels
     m2 = float((s2 - 2 * offset * s1 + n * offset**2).sum())
     buckets = found[found["kind"] == "bucket"]
-    parts = buckets["key"].str.split(":", expand=True).astype("int64").to_numpy()
+    parts = buckets["key"].str.split(":", expand=True).astype("float64").to_numpy()
     scale = 2.0 ** parts[:, 0]
     lower = bucket_edges(parts[:, 2], parts[:, 1] * scale, scale)
     widths = bucket_edges(parts[:, 2] + 1, parts[:, 1] * scale, scale) - lower
