@@ -10,8 +10,9 @@ Moves a dataset's `champion` back to an earlier model version, in one action fro
 
 The task goes through the same path as `pipelines rollback` on the command line: the target's files are
 checked against the sha256 manifest stored at registration, then the alias moves by compare-and-set under the
-promotion lock, and the attempt is appended to the promotion history (`pipelines history`). Serving follows
-the `champion` alias and hot-swaps to the target.
+promotion lock, written ahead in the promotion history (`pipelines history`), the record of the champion.
+Serving follows that record and hot-swaps to the target. A rollback is also how a version is made champion
+on the record after someone moved the alias outside the gate.
 """
 
 from __future__ import annotations

@@ -94,12 +94,16 @@ def _print_decision(console: Console, day: dt.date, last: dict[str, Any]) -> dic
     if "drift" in last:
         drift = last["drift"]["result"]
         drifted = [c for c, v in drift["columns"].items() if v["drifted"]]
+        label = drift.get("label") or {}
+        label_line = (
+            f"; the label {label['method']} {label['score']:.3f}{' (drifted)' if label['drifted'] else ''}"
+            if label.get("score") is not None
+            else ""
+        )
         console.print(
             f"[bold]Drift for {day}[/bold] (vs the {drift['reference']}'s reference profile): "
             f"{drift['drifted_columns']} of {len(drift['columns'])} features drifted "
-            f"(share {drift['drift_share']:.2f}){': ' + ', '.join(drifted) if drifted else ''}; "
-            f"the label {drift['label']['method']} {drift['label']['score']:.3f}"
-            f"{' (drifted)' if drift['label']['drifted'] else ''}"
+            f"(share {drift['drift_share']:.2f}){': ' + ', '.join(drifted) if drifted else ''}{label_line}"
         )
         console.print(f"  report: {drift['html']}  (also in MLflow: {drift['mlflow_artifacts']})")
         printed["drift"] = {k: drift[k] for k in ("drifted_columns", "drift_share", "html")}

@@ -91,6 +91,10 @@ class Contract(BaseModel):
         self._check_roles()
         self._check_columns()
         label = self.columns[self.label]
+        if label.drift == "wasserstein":
+            raise ValueError(
+                f"label '{self.label}': its drift is a category's (jensenshannon), not wasserstein"
+            )
         if label.type != "int" or sorted(label.allowed or []) != [0, 1]:
             raise ValueError(
                 f"label '{self.label}' must be type int with allowed [0, 1] (binary classification)"

@@ -43,6 +43,10 @@ class EvaluationError(RuntimeError):
     """A model could not be scored; the gate treats this as 'do not promote'."""
 
 
+class ChampionCallError(EvaluationError):
+    """The champion's one-row call failed while it was timed beside the challenger."""
+
+
 def score_version(
     client: Any, name: str, version: int, holdout: pd.DataFrame, contract: Contract
 ) -> tuple[Any, np.ndarray, dict[str, Any]]:
@@ -63,7 +67,9 @@ def score_version(
     return model, probability, manifest
 
 
-def serving_call(model: Any, row: pd.DataFrame, settings: Settings) -> tuple[latency.Call, str]:
+def serving_call(
+    model: Any, row: pd.DataFrame, settings: Settings, error: type[EvaluationError] = EvaluationError
+) -> tuple[latency.Call, str]:
     """One row scored the way serving scores it, as a call to time, and what that path is.
 
     Serving's model call is timed: the row as column arrays, through the runtime ``CT_SERVE_RUNTIME``
@@ -76,7 +82,7 @@ def serving_call(model: Any, row: pd.DataFrame, settings: Settings) -> tuple[lat
         try:
             return call()
         except SCORING_ERRORS as exc:
-            raise EvaluationError(f"one-row prediction failed: {type(exc).__name__}: {exc}") from exc
+            raise error(f"one-row prediction failed: {type(exc).__name__}: {exc}") from exc
 
     return checked, path
 
@@ -212,8 +218,12 @@ def _latency(
     rule = policy.latency or LatencyRule(max_p99_ms=float("inf"))
     try:
         mine, path = serving_call(challenger, row, settings)
-        theirs = serving_call(champion, row, settings)[0] if champion is not None else None
-        return measure_latency(rule, mine, theirs) | {"path": path}
+        theirs = serving_call(champion, row, settings, ChampionCallError)[0] if champion is not None else None
+        try:
+            return measure_latency(rule, mine, theirs) | {"path": path}
+        except ChampionCallError as exc:  # the champion's fault: time the challenger alone, and say so
+            log.error("the champion's one-row call failed; timing the challenger alone: %s", exc)
+            return measure_latency(rule, mine, None) | {"path": path, "champion_error": str(exc)}
     except EvaluationError as exc:
         return {"error": str(exc)}
     finally:

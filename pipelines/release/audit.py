@@ -33,7 +33,9 @@ class Audit:
 
     @property
     def alias_moved(self) -> bool:
-        return self.alias != self.recorded
+        """The alias disagrees with the record, and no move in progress (or interrupted) explains it."""
+        in_progress = any(row["to_version"] == self.alias for row in self.unresolved)
+        return self.alias != self.recorded and not in_progress
 
     def problem(self) -> str | None:
         """What is wrong, in words a person can act on; None when alias and history agree."""
@@ -46,7 +48,10 @@ class Audit:
             )
         if self.unresolved:
             ids = ", ".join(f"#{row['id']}" for row in self.unresolved)
-            return f"promotion(s) {ids} of {self.model} were started and never completed"
+            return (
+                f"promotion(s) {ids} of {self.model} were started and not completed (in progress, or "
+                "interrupted: `pipelines history --check` resolves them)"
+            )
         return None
 
     def as_dict(self) -> dict[str, Any]:
@@ -82,6 +87,12 @@ def champion(settings: Settings, client: Any) -> int | None:
     if found.alias_moved:
         raise AliasMovedError(found.problem())
     return found.recorded
+
+
+def mirrored_alias(settings: Settings, client: Any) -> int | None:
+    """Where the alias points; the record's champion while a move to the alias's version is in progress."""
+    found = audit(settings, client)
+    return found.recorded if found.alias != found.recorded and not found.alias_moved else found.alias
 
 
 def resolve(settings: Settings, client: Any) -> list[dict[str, Any]]:

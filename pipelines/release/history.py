@@ -86,8 +86,12 @@ def _engine_for(url: str) -> sa.Engine:
     _metadata.create_all(engine, checkfirst=True)
     columns = {c["name"] for c in sa.inspect(engine).get_columns(promotions.name)}
     if "ref" not in columns:  # a history written before moves were written ahead
-        with engine.begin() as connection:
-            connection.execute(sa.text(f"ALTER TABLE {promotions.name} ADD COLUMN ref INTEGER"))
+        try:
+            with engine.begin() as connection:
+                connection.execute(sa.text(f"ALTER TABLE {promotions.name} ADD COLUMN ref INTEGER"))
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError):  # another process added it first
+            if "ref" not in {c["name"] for c in sa.inspect(engine).get_columns(promotions.name)}:
+                raise
     return engine
 
 

@@ -43,11 +43,8 @@ def compare_and_set(current: int | None, target: int, expected: int | None, dry_
 def previous_in_history(rows: list[dict[str, Any]], current: int) -> tuple[bool, int | None]:
     """(found, version): the champion that ``current`` replaced, from the newest history row that moved to it."""
     for row in reversed(rows):
-        if (
-            row["outcome"] == history.PROMOTED
-            and row["to_version"] == current
-            and row.get("action") != "repair"
-        ):
+        moved = row["outcome"] == history.PROMOTED and row["from_version"] != row["to_version"]
+        if moved and row["to_version"] == current and row.get("action") != "repair":
             return True, row["from_version"]
     return False, None
 
@@ -140,11 +137,12 @@ def move_champion(
 
 
 def _move_alias(client: Any, name: str, version: int, previous: int | None, promoted_by: str) -> None:
-    client.set_registered_model_alias(name, tracking.CHAMPION, str(version))
+    """The version's promotion tags, then the alias: the alias move is the last step that can fail."""
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     client.set_model_version_tag(name, str(version), "promoted_at", now)
     client.set_model_version_tag(name, str(version), "promoted_by", promoted_by)
     client.set_model_version_tag(name, str(version), "previous_champion", str(previous))
+    client.set_registered_model_alias(name, tracking.CHAMPION, str(version))
 
 
 @runlog.stage("promote")

@@ -79,7 +79,7 @@ class RegistryChampion:
         return version, getattr(self.client().get_model_version(name, str(version)), "run_id", None)
 
     def alias(self) -> int | None:
-        return audit.alias_version(self.client(), self.settings.model_name)
+        return audit.mirrored_alias(self.settings, self.client())
 
     def load(self, version: int, run_id: str | None) -> ServedModel:
         settings, name = self.settings, self.settings.model_name

@@ -51,3 +51,24 @@ def test_the_trigger_names_the_approver_and_fits_the_history():
 def test_a_rejected_decision_cannot_be_promoted(settings):
     with pytest.raises(ValueError, match="the gate rejected v2"):
         promote(settings, dt.date(2026, 11, 20), 2, 1, decision={"decision": "reject"})
+
+
+def test_a_move_that_set_the_alias_right_is_not_a_previous_champion():
+    from pipelines.release.promote import previous_in_history
+
+    rows = [
+        {"outcome": "promoted", "action": "promote", "from_version": 1, "to_version": 2},
+        {"outcome": "promoted", "action": "rollback", "from_version": 2, "to_version": 2},  # alias set right
+    ]
+    assert previous_in_history(rows, 2) == (True, 1)
+
+
+def test_an_alias_ahead_of_the_record_by_a_move_in_progress_is_not_a_side_door():
+    from pipelines.release.audit import Audit
+
+    pending = {"id": 7, "to_version": 3}
+    in_progress = Audit("m", alias=3, recorded=2, unresolved=[pending])
+    assert not in_progress.alias_moved and "not completed" in in_progress.problem()
+    side_door = Audit("m", alias=5, recorded=2, unresolved=[pending])
+    assert side_door.alias_moved and "moved outside the gate" in side_door.problem()
+    assert Audit("m", alias=2, recorded=2).problem() is None
