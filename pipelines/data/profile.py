@@ -45,7 +45,6 @@ REFERENCE_PROFILE_ARTIFACT = "reference_profile.json"
 VERSION = 2
 BODY_WIDTH = 0.001  # bucket width near the mean, in standard deviations
 TAIL_WIDTH = 0.001  # bucket width far from the mean, as a share of the distance from the mean
-DIGITS = 12  # significant digits kept of a bucket's mean
 
 PARTIALS = pa.schema(
     [
@@ -253,7 +252,7 @@ def _numeric(found: pd.DataFrame) -> dict[str, Any]:
         "std": float(np.sqrt(max(m2, 0.0) / count)),  # population std, as Evidently's np.std
         "abs_error": float((counts * spread).sum()),
         "buckets": {
-            "mean": [float(f"{m:.{DIGITS}g}") for m in means[order]],
+            "mean": [float(m) for m in means[order]],  # full precision: a large mean over a tiny spread
             "count": [int(c) for c in counts[order]],
             "exact": [bool(x) for x in exact[order]],
         },

@@ -113,3 +113,18 @@ def test_the_test_is_the_contracts_not_the_days():
     assert contract.drift_test("y") == ("jensenshannon", 0.1)
     with pytest.raises(ValueError, match="drift wasserstein needs a number"):
         sweep_contract({"c": {"type": "category", "allowed": ["a"], "drift": "wasserstein"}})
+
+
+def test_a_huge_mean_over_a_tiny_spread_keeps_its_precision():
+    rng = np.random.default_rng(2)
+    contract = sweep_contract({"t": {"type": "float"}})
+    reference = pd.DataFrame({"t": rng.normal(1.7e12, 1, 5000), "y": 0})  # epoch millis, say
+    current = pd.DataFrame({"t": rng.normal(1.7e12 + 1, 1, 5000), "y": 0})  # shifted by one std
+    ours = compare_column(
+        _profile(reference, contract)["columns"]["t"],
+        _profile(current, contract)["columns"]["t"],
+        "wasserstein",
+        0.1,
+    )
+    theirs = _evidently("wasserstein", reference["t"], current["t"], ColumnType.Numerical)
+    assert ours["drifted"] and abs(ours["score"] - theirs) <= ours["error_bound"] < 0.005
