@@ -167,7 +167,7 @@ def _latency_rule(rule: LatencyRule, measured: dict[str, Any]) -> Rule:
     # Re-judged from the recorded attempts under this policy, so a decision can be re-derived from the figures.
     found, why = latency.final_verdict(measured["attempts"], budget, rule.max_ratio_to_champion)
     champion = (
-        f"; champion p99 {_fmt(measured['champion_p99'])} ms in the same rounds"
+        f"; {measured.get('reference', 'the champion')} p99 {_fmt(measured['champion_p99'])} ms in the same rounds"
         if measured.get("champion_p99") is not None
         else ""
     )
