@@ -2,22 +2,21 @@
 
 A process sharing the cores can only add time to a call, never remove it, and it adds it in bursts: one
 stall of a second among 200 calls is the whole p99 of that sample. So the challenger is timed in several
-rounds, each round alternating challenger and champion calls (the champion, when there is one, is timed
-under exactly the same conditions), and the figure judged against the budget is the **median over rounds
-of each round's p99**: a stall spoils one round, not the median.
+rounds, each round alternating a challenger call with a call of a reference timed under exactly the same
+conditions (the champion; with no champion, the fixed :func:`reference_workload`), and the figure judged
+against the budget is the **median over rounds of each round's p99**: a stall spoils one round, not the
+median.
 
 :func:`verdict` is pure and shared by evaluate (which re-measures while a verdict is ``inconclusive``) and
 the gate (which judges the figures evaluate recorded):
 
 - ``pass``: the robust p99 is within the budget;
-- ``fail``: over the budget in every round, and slower than the champion by more than the policy's ratio
-  (or there is no champion to compare with): a really slow model;
-With no champion, a fixed reference workload (:func:`reference_workload`) is timed in its place.
-
-- ``inconclusive``: over the budget, but not in every round, or no slower than the champion measured in the
-  same rounds (the machine, not the model, is slow). Evaluate measures again; after the last attempt an
-  inconclusive verdict passes when the median over every round of every attempt is within the budget, or
-  when the champion, timed side by side, was as slow (within the ratio); otherwise it fails closed.
+- ``fail``: over the budget in every round, and slower than the reference by more than the policy's ratio
+  (or with nothing to compare with): a really slow model;
+- ``inconclusive``: over the budget, but not in every round, or no slower than the reference measured in
+  the same rounds (the machine, not the model, is slow). Evaluate measures again; after the last attempt
+  an inconclusive verdict passes when the median over every round of every attempt is within the budget,
+  or when the reference, timed side by side, was as slow (within the ratio); otherwise it fails closed.
 """
 
 from __future__ import annotations
@@ -81,7 +80,6 @@ def summarise(attempt: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "p50": round(float(np.median(mine[:, 0])), 4),
         "p99": round(float(np.median(mine[:, 1])), 4),
-        "p99_best_round": round(float(mine[:, 1].min()), 4),
         "round_p99s": [round(float(v), 4) for v in mine[:, 1]],
         "rounds": len(mine),
     }
@@ -96,7 +94,7 @@ def summarise(attempt: dict[str, Any]) -> dict[str, Any]:
 
 def verdict(figures: dict[str, Any], budget_ms: float, max_ratio: float) -> tuple[str, str]:
     """(``pass`` | ``fail`` | ``inconclusive``, why) for one attempt's :func:`summarise` figures."""
-    p99, best, rounds = figures["p99"], figures["p99_best_round"], figures["rounds"]
+    p99, best, rounds = figures["p99"], min(figures["round_p99s"]), figures["rounds"]
     ratio = figures.get("ratio_p99")
     if p99 <= budget_ms:
         return "pass", f"median of {rounds} rounds' p99 {p99:.3f} ms is within {budget_ms} ms"
@@ -125,7 +123,7 @@ def final_verdict(attempts: list[dict[str, Any]], budget_ms: float, max_ratio: f
     tries = f"{len(attempts)} attempt(s)"
     if found != "inconclusive":
         return found, f"{why} ({tries})"
-    pooled = [p99 for attempt in attempts for p99 in attempt.get("round_p99s", [attempt["p99"]])]
+    pooled = [p99 for attempt in attempts for p99 in attempt["round_p99s"]]
     median = float(np.median(pooled))
     if median <= budget_ms:
         return "pass", (
