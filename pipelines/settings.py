@@ -125,9 +125,28 @@ class Settings(BaseSettings):
     )
 
     model_family: ModelFamily = Field(default="torch", description="Model family trained by default.")
-    train_world_size: int = Field(default=2, ge=1, description="DDP processes for the torch family.")
+    train_world_size: int | Literal["auto"] = Field(
+        default="auto",
+        description="DDP processes for the torch family; auto = one process without a launcher for a small "
+        "training split (below CT_TRAIN_PROCESSES_FROM_ROWS), one per core (or GPU) above it.",
+    )
+    train_processes_from_rows: int = Field(
+        default=200_000,
+        ge=0,
+        description="Training rows from which world size auto launches several DDP processes.",
+    )
     train_device: Device = Field(default="auto", description="Torch device; auto picks cuda when present.")
-    train_epochs: int = Field(default=8, ge=1, description="Torch training epochs.")
+    train_epochs: int | None = Field(
+        default=None,
+        ge=1,
+        description="Overrides the model settings' maximum epochs (torch) for every dataset; unset = the "
+        "model settings decide.",
+    )
+    model_settings_path: Path | None = Field(
+        default=None,
+        description="Model settings file (family, hyperparameters). Default: include/models/<dataset>.yaml "
+        "when it exists, else include/models/default.yaml.",
+    )
 
     serve_host: str = Field(default="127.0.0.1", description="Serving bind address.")
     serve_port: int = Field(default=8000, description="Serving port.")
@@ -158,6 +177,11 @@ class Settings(BaseSettings):
         default=4 * 1024 * 1024, ge=1024, description="Largest request body; anything bigger gets 413."
     )
     serve_max_rows: int = Field(default=10_000, ge=1, description="Most rows in one prediction request.")
+    serve_out_of_domain: Literal["reject", "flag"] = Field(
+        default="reject",
+        description="A value the contract forbids (unknown category, below min or above max): reject = 422 "
+        "naming the field and what is allowed; flag = score it and mark the row out_of_domain.",
+    )
     serve_threads: int = Field(
         default=1,
         ge=0,
@@ -230,6 +254,13 @@ class Settings(BaseSettings):
             return self.policy_path
         per_dataset = INCLUDE_DIR / "policies" / f"{self.dataset}.yaml"
         return per_dataset if per_dataset.exists() else INCLUDE_DIR / "promotion_policy.yaml"
+
+    @property
+    def resolved_model_settings_path(self) -> Path:
+        if self.model_settings_path:
+            return self.model_settings_path
+        per_dataset = INCLUDE_DIR / "models" / f"{self.dataset}.yaml"
+        return per_dataset if per_dataset.exists() else INCLUDE_DIR / "models" / "default.yaml"
 
     @property
     def prediction_log_uri(self) -> str:
