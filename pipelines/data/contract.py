@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 ColumnType = Literal["string", "int", "float", "category", "timestamp"]
+ValueType = Literal["string", "int", "float", "timestamp", "bool"]
 DriftMethod = Literal["wasserstein", "jensenshannon"]
 DRIFT_THRESHOLD = 0.1  # Evidently's default for both methods
 
@@ -31,7 +32,11 @@ class ColumnSpec(BaseModel):
     max_null_share: float | None = Field(default=None, ge=0, le=1)
     min: float | None = None
     max: float | None = None
-    allowed: list[str | int] | None = None
+    allowed: list[bool | int | str] | None = Field(
+        default=None,
+        description="The only values the column may hold. A category's values are all text, all integers or "
+        "all booleans, and the column holds them with that type.",
+    )
     role: Literal["feature", "other"] = "other"
     log: bool = False
     drift: DriftMethod | None = Field(
@@ -43,6 +48,20 @@ class ColumnSpec(BaseModel):
     drift_threshold: float = Field(
         default=DRIFT_THRESHOLD, gt=0, description="The column drifts when its score reaches this."
     )
+
+    @property
+    def value_type(self) -> ValueType:
+        """The type the column's values have once typed: a category's is that of its allowed values."""
+        if self.type != "category":
+            return self.type
+        kinds = {_value_kind(value) for value in self.allowed or []}
+        return kinds.pop() if len(kinds) == 1 else "string"
+
+
+def _value_kind(value: bool | int | str) -> ValueType:
+    if isinstance(value, bool):
+        return "bool"
+    return "int" if isinstance(value, int) else "string"
 
 
 class SourceSpec(BaseModel):
@@ -56,6 +75,16 @@ class SourceSpec(BaseModel):
     )
     format: FileFormat = "parquet"
     csv_delimiter: str = Field(default=",", min_length=1, max_length=1)
+    missing_days: Literal["fail", "skip"] = Field(
+        default="fail",
+        description="What a day with no data in the window means: fail (the run stops; upstream is late) or "
+        "skip (a known gap: the run trains on the days that exist and records the gap).",
+    )
+    max_missing_days: int = Field(
+        default=0,
+        ge=0,
+        description="With missing_days: skip, the most days of one window that may be missing.",
+    )
     generator: Literal["transactions"] | None = Field(
         default=None, description="A built-in demo generator that writes this source (`pipelines generate`)."
     )
@@ -115,8 +144,8 @@ class Contract(BaseModel):
 
     def _check_columns(self) -> None:
         for name, spec in self.columns.items():
-            if spec.type == "category" and not spec.allowed:
-                raise ValueError(f"column '{name}' is a category and needs an 'allowed' list")
+            if spec.type == "category":
+                self._check_category(name, spec)
             if spec.drift == "wasserstein" and spec.type not in ("int", "float"):
                 raise ValueError(f"column '{name}': drift wasserstein needs a number (int or float)")
             if spec.type == "int" and spec.nullable:
@@ -124,6 +153,24 @@ class Contract(BaseModel):
         for name in self.unique:
             if name not in self.columns:
                 raise ValueError(f"unique names column '{name}', which is not under columns")
+
+    @staticmethod
+    def _check_category(name: str, spec: ColumnSpec) -> None:
+        if not spec.allowed:
+            raise ValueError(f"column '{name}' is a category and needs an 'allowed' list")
+        kinds = sorted({_value_kind(value) for value in spec.allowed})
+        if len(kinds) > 1:
+            raise ValueError(
+                f"column '{name}': allowed mixes {' and '.join(kinds)} values; a category's values are all text, "
+                "all integers or all booleans"
+            )
+        if spec.nullable and kinds != ["string"]:
+            raise ValueError(
+                f"column '{name}': a category of {kinds[0]} values cannot be nullable; declare its values as "
+                "text (quoted in YAML) to allow nulls"
+            )
+        if len(set(map(str, spec.allowed))) != len(spec.allowed):
+            raise ValueError(f"column '{name}': allowed lists a value twice")
 
     @property
     def feature_columns(self) -> list[str]:
@@ -149,13 +196,13 @@ class Contract(BaseModel):
 
         types = {
             "string": pa.string(),
-            "category": pa.string(),
             "int": pa.int64(),
+            "bool": pa.bool_(),
             "float": pa.float64(),
             "timestamp": pa.timestamp("us", tz="UTC"),
         }
         names = list(self.columns) if columns is None else columns
-        return pa.schema([(name, types[self.columns[name].type]) for name in names])
+        return pa.schema([(name, types[self.columns[name].value_type]) for name in names])
 
     def fingerprint(self) -> str:
         """A hash of every rule: raw data validated under one contract is re-validated under another."""

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 SPLIT_COLUMN = "split"
+#: The version of the feature rules: part of every dataset version, so bump it whenever
+#: :func:`build_features` or :class:`FeatureEncoder` computes anything differently.
+FEATURES_VERSION = 1
 
 
 def feature_names(contract: Contract) -> list[str]:

@@ -9,12 +9,15 @@ is committed atomically with a manifest whose content hash does not depend on th
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import logging
 from typing import Any
 
-from pipelines.data import datasets, runlog, storage
-from pipelines.data.contract import dataset_contract
+from pipelines.data import datasets, runlog, sources, storage
+from pipelines.data.contract import Contract, dataset_contract
 from pipelines.data.features import (
+    FEATURES_VERSION,
     SPLIT_COLUMN,
     SPLITS,
     build_features,
@@ -29,6 +32,38 @@ from pipelines.settings import Settings
 log = logging.getLogger(__name__)
 
 
+def _window(settings: Settings, contract: Contract, end: dt.date) -> tuple[dict[str, str], list[str]]:
+    """The committed raw partitions of the window by day, and the days missing (a gap the contract allows;
+    otherwise a missing day fails when its partition is read)."""
+    raw_uris, missing = {}, []
+    for day in storage.window_days(end, settings.window_days):
+        uri = storage.raw_uri(settings.resolved_data_root, settings.dataset, day)
+        if contract.source.missing_days == "skip" and not storage.exists(
+            storage.join(uri, datasets.MANIFEST)
+        ):
+            missing.append(day)
+        else:
+            raw_uris[day.isoformat()] = uri
+    sources.check_gaps(contract, missing, settings.window_days)
+    return raw_uris, [day.isoformat() for day in missing]
+
+
+def dataset_version(raw_hashes: dict[str, str], contract: Contract, holdout_from: dt.date | None) -> str:
+    """The prepared dataset's version: the same input rows give the same version on any engine or CPU.
+
+    It is derived from what decides the prepared rows, never from the floating-point features: the content
+    hashes of the window's typed raw partitions by day (values as read, not computed), the contract's rules, the
+    version of the feature code and how the holdout is chosen.
+    """
+    identity = {
+        "raw": raw_hashes,
+        "contract": contract.fingerprint(),
+        "features": FEATURES_VERSION,
+        "holdout_from": holdout_from.isoformat() if holdout_from else "hash split",
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
 @runlog.stage("prepare")
 def prepare(
     settings: Settings, logical_date: dt.date, engine: str | None = None, holdout_days: int | None = None
@@ -41,12 +76,11 @@ def prepare(
     engine_name = check_engine(engine or settings.engine)
     holdout_from = holdout_start(logical_date, holdout_days, settings.window_days)
     contract = dataset_contract(settings)
-    raw_uris = [
-        storage.raw_uri(settings.resolved_data_root, settings.dataset, day)
-        for day in storage.window_days(logical_date, settings.window_days)
-    ]
+    raw_uris, missing = _window(settings, contract, logical_date)
     out_uri = storage.features_uri(settings.resolved_data_root, settings.dataset, logical_date)
-    raw_files = [f for uri in raw_uris for f in datasets.parquet_files(uri)]  # committed partitions only
+    raw_files = [f for uri in raw_uris.values() for f in datasets.parquet_files(uri)]  # committed only
+    raw_hashes = {day: datasets.read_manifest(uri).content_hash for day, uri in raw_uris.items()}
+    version = dataset_version(raw_hashes, contract, holdout_from)
     with (
         storage.atomic_dir(out_uri) as tmp,
         open_engine(engine_name, settings, storage.total_bytes(raw_files)) as session,
@@ -61,8 +95,10 @@ def prepare(
         manifest = datasets.write_manifest(
             tmp,
             extra={
+                "dataset_version": version,
                 "engine": engine_name,
-                "raw": raw_uris,
+                "raw": list(raw_uris.values()),
+                "missing_days": missing,
                 "split_rows": split_rows,
                 "holdout": f"newest {holdout_days} day(s), from {holdout_from}"
                 if holdout_from
@@ -75,17 +111,19 @@ def prepare(
             map_files=session.map_files,
         )
     log.info(
-        "prepared %d rows with %s into %s (hash %s)",
+        "prepared %d rows with %s into %s (dataset version %s)",
         manifest.rows,
         engine_name,
         out_uri,
-        manifest.content_hash[:12],
+        version[:12],
     )
     return {
         "uri": out_uri,
         "engine": engine_name,
         "rows": manifest.rows,
         "split_rows": split_rows,
+        "dataset_version": version,
+        "missing_days": missing,
         "content_hash": manifest.content_hash,
         "profile": storage.join(out_uri, PROFILE_FILE),
     }

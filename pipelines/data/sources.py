@@ -13,6 +13,7 @@ import json
 import os
 from dataclasses import dataclass
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
@@ -61,6 +62,27 @@ def resolve(settings: Settings, contract: Contract, day: dt.date) -> str:
         ) from None
 
 
+def check_gaps(contract: Contract, missing: list[dt.date], window_days: int) -> None:
+    """Raise :class:`SourceMissingError` unless the contract allows these days of the window to be missing."""
+    if not missing:
+        return
+    days = ", ".join(day.isoformat() for day in missing)
+    rule = contract.source
+    if rule.missing_days == "fail":
+        raise SourceMissingError(
+            f"no data for {days} (dataset {contract.dataset}): upstream has not written it yet, or the source URI "
+            "is wrong. If days may be missing, set source.missing_days: skip and source.max_missing_days in the "
+            "contract"
+        )
+    if len(missing) >= window_days:
+        raise SourceMissingError(f"no data for any day of the window ({days}; dataset {contract.dataset})")
+    if len(missing) > rule.max_missing_days:
+        raise SourceMissingError(
+            f"{len(missing)} days of the window have no data ({days}; dataset {contract.dataset}), more than "
+            f"the contract's source.max_missing_days {rule.max_missing_days}"
+        )
+
+
 def _is_data_file(path: str, fmt: str) -> bool:
     name = path.rsplit("/", 1)[-1]
     return not name.startswith(("_", ".")) and name.lower().endswith(SUFFIXES[fmt])
@@ -94,12 +116,38 @@ def partition(settings: Settings, contract: Contract, day: dt.date) -> SourcePar
     return SourcePartition(day, uri, fmt, [fs.unstrip_protocol(p) for p in paths], fingerprint, size)
 
 
+def _column_types(schema: pa.Schema) -> dict[str, str]:
+    """Each column's type as an engine reads it: a dictionary of strings is a string, any string type too."""
+    types = {}
+    for field in schema:
+        data_type = field.type
+        if pa.types.is_dictionary(data_type):
+            data_type = data_type.value_type
+        if pa.types.is_large_string(data_type) or pa.types.is_string_view(data_type):
+            data_type = pa.string()
+        types[field.name] = str(data_type)
+    return types
+
+
+def _schema_difference(types: dict[str, str], first_name: str, first: dict[str, str]) -> str | None:
+    """Why a day's Parquet file cannot be read together with its first file (same columns, other types)."""
+    for name, data_type in types.items():
+        if name in first and first[name] != data_type:
+            return (
+                f"column '{name}' is {data_type} in this file but {first[name]} in {first_name}: "
+                "one day's files must have the same types"
+            )
+    return None
+
+
 def unreadable_files(source: SourcePartition, contract: Contract) -> list[UnreadableFile]:
-    """Files that fail before any row is read: empty, or a Parquet footer or CSV header that does not parse.
+    """Files that fail before any row is read: empty, a Parquet footer or CSV header that does not parse, or
+    a Parquet file whose columns have other types than the day's first file (no engine reads them alike).
 
     Only footers and first lines are read, so this is cheap however large the files are.
     """
     broken = []
+    first: tuple[str, dict[str, str]] | None = None  # a Parquet file's name and column types
     for uri in source.files:
         fs, path = url_to_fs(uri)
         if int(fs.info(path).get("size") or 0) == 0:
@@ -108,7 +156,10 @@ def unreadable_files(source: SourcePartition, contract: Contract) -> list[Unread
         try:
             if source.format == "parquet":
                 with fs.open(path, "rb") as fh:
-                    pq.read_metadata(fh)
+                    types = _column_types(pq.read_schema(fh))
+                first = first or (uri.rsplit("/", 1)[-1], types)
+                if reason := _schema_difference(types, *first):
+                    broken.append(UnreadableFile(uri, reason))
             else:
                 with fs.open(path, "rb", compression="infer") as fh:
                     header = fh.readline().decode("utf-8").strip()

@@ -190,11 +190,17 @@ def validate(settings: Settings, logical_date: dt.date, engine: str | None = Non
     """
     engine_name = check_engine(engine or settings.engine)
     contract = dataset_contract(settings)
-    days = [
-        sources.partition(settings, contract, day)
-        for day in storage.window_days(logical_date, settings.window_days)
-    ]
-    partitions, failed, quarantined = [], [], []
+    days, missing = [], []
+    for day in storage.window_days(logical_date, settings.window_days):
+        try:
+            days.append(sources.partition(settings, contract, day))
+        except sources.SourceMissingError:
+            missing.append(day)
+    sources.check_gaps(contract, missing, settings.window_days)
+    if missing:
+        log.warning("no data for %s: a gap the contract allows; training on the other days", missing)
+    partitions: list[dict[str, Any]] = [{"day": day.isoformat(), "status": "missing"} for day in missing]
+    failed, quarantined = [], []
     with open_engine(engine_name, settings, sum(source.bytes for source in days)) as session:
         for source in days:
             report, summary = ingest_day(session, settings, contract, source)
@@ -212,6 +218,7 @@ def validate(settings: Settings, logical_date: dt.date, engine: str | None = Non
         "contract": contract.dataset,
         "contract_version": contract.version,
         "engine": engine_name,
-        "rows": sum(p["rows"] for p in partitions),
-        "partitions": partitions,
+        "rows": sum(p.get("rows", 0) for p in partitions),
+        "partitions": sorted(partitions, key=lambda p: p["day"]),
+        "missing_days": [day.isoformat() for day in missing],
     }

@@ -33,7 +33,8 @@ MISSING, UNEXPECTED, UNREADABLE = "missing column", "unexpected column", "unread
 UNREADABLE_DATA = "unreadable data"
 EXAMPLES = 5
 UNIQUE, DUPLICATE_ROWS = "unique", "duplicate_rows"
-_PANDAS_TYPES = {"string": object, "category": object, "int": "int64", "float": "float64"}
+_PANDAS_TYPES = {"string": object, "int": "int64", "float": "float64", "bool": bool}
+_BOOLEAN_TEXT = {"true": True, "false": False}
 FINDINGS_SCHEMA = pyarrow.schema(
     [
         ("kind", pyarrow.string()),
@@ -135,6 +136,7 @@ def build_schema(contract: Contract, day: dt.date | None = None, text: bool = Fa
     never a silent truncation). ``day``: event times must fall on that day (UTC).
     """
     import pandera.pandas as pa
+    from pandera.engines import pandas_engine
 
     columns: dict[str, pa.Column] = {}
     for name, spec in contract.columns.items():
@@ -147,9 +149,11 @@ def build_schema(contract: Contract, day: dt.date | None = None, text: bool = Fa
                         lambda s, lo=start, hi=end: (s >= lo) & (s < hi), name=f"within_partition_day({day})"
                     )
                 )
-            columns[name] = pa.Column(
-                pd.DatetimeTZDtype("us", "UTC"), checks=checks, nullable=spec.nullable, coerce=True
+            # ISO 8601 in any precision (a CSV export mixes 00:00:00 and 00:05:59.999999123).
+            stamp = pandas_engine.DateTime(  # type: ignore[call-arg]  # a dataclass its stubs do not show
+                unit="us", tz=dt.UTC, to_datetime_kwargs={"format": "ISO8601"}
             )
+            columns[name] = pa.Column(stamp, checks=checks, nullable=spec.nullable, coerce=True)
             continue
         if spec.min is not None:
             checks.append(pa.Check.ge(spec.min))
@@ -159,11 +163,13 @@ def build_schema(contract: Contract, day: dt.date | None = None, text: bool = Fa
             checks.append(pa.Check.isin(spec.allowed))
         if spec.type in ("int", "float"):
             checks.append(pa.Check(lambda s: np.isfinite(s.astype("float64")), name="finite"))
+        value_type = spec.value_type
         columns[name] = pa.Column(
-            _PANDAS_TYPES[spec.type],
+            _PANDAS_TYPES[value_type],
             checks=checks,
             nullable=spec.nullable,
-            coerce=text or spec.type == "float",
+            # Booleans are never coerced: pandas reads any non-empty text as True (see parse_booleans).
+            coerce=value_type != "bool" and (text or value_type == "float"),
         )
     return pa.DataFrameSchema(columns, strict=True, name=contract.dataset)
 
@@ -179,6 +185,24 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
             column = column.dt.tz_localize("UTC")
         out[name] = column
     return pd.DataFrame(out, index=frame.index)
+
+
+def parse_booleans(frame: pd.DataFrame, contract: Contract) -> tuple[pd.DataFrame, dict[str, list[Any]]]:
+    """Boolean columns of a text partition (CSV) as booleans (``true`` or ``false`` in any case), and the
+    values of each that are neither. Those are set to False, after being reported, so that no other rule
+    reports them again."""
+    names = [n for n, spec in contract.columns.items() if spec.value_type == "bool" and n in frame.columns]
+    if not names:
+        return frame, {}
+    frame, broken = frame.copy(), {}
+    for name in names:
+        column = frame[name]
+        parsed = column.map(lambda v: _BOOLEAN_TEXT.get(v.lower()) if isinstance(v, str) else v)
+        bad = column.notna() & ~parsed.map(lambda v: type(v) is bool)
+        if bad.any():
+            broken[name] = list(column[bad])
+        frame[name] = parsed.where(~bad, False).astype(bool) if column.notna().all() else parsed.where(~bad)
+    return frame, broken
 
 
 def render(value: Any) -> str:
@@ -245,6 +269,12 @@ def partition_findings(
 
     frame = normalise(frame)
     found = [_finding("rows", TABLE, "rows", len(frame), [])]
+    if text:
+        frame, broken = parse_booleans(frame, contract)
+        for name, values in broken.items():
+            found.append(
+                _finding("rows_failing", name, "boolean (true or false)", len(values), _smallest(values))
+            )
     for name in contract.columns:
         if name in frame.columns:
             found.append(_finding("nulls", name, "nulls", int(frame[name].isna().sum()), []))
@@ -330,7 +360,7 @@ def _key_text(frame: pd.DataFrame, columns: list[str], contract: Contract) -> pd
         _text(
             frame[c],
             c in contract.columns
-            and contract.columns[c].type == "int"
+            and contract.columns[c].value_type == "int"
             and pd.api.types.is_float_dtype(frame[c].dtype),
         )
         for c in columns
@@ -366,11 +396,11 @@ def shown_key(rule: str, key: str) -> str:
 
 def coerce_partition(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
     """A validated partition with the contract's types, in the contract's column order."""
-    frame = normalise(frame)
+    frame = parse_booleans(normalise(frame), contract)[0]
     out = {}
     for name, spec in contract.columns.items():
         if spec.type == "timestamp":
             out[name] = pd.to_datetime(frame[name], utc=True, format="ISO8601").astype("datetime64[us, UTC]")
         else:
-            out[name] = frame[name].astype(_PANDAS_TYPES[spec.type])
+            out[name] = frame[name].astype(_PANDAS_TYPES[spec.value_type])
     return pd.DataFrame(out, index=frame.index)

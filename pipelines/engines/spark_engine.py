@@ -43,6 +43,9 @@ def spark_session(settings: Settings, app_name: str = "continuous-training") -> 
         .appName(app_name)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+        # Spark has no nanosecond timestamp, which pandas writes by default: read them as longs, and
+        # SparkEngine.read turns them into microsecond timestamps.
+        .config("spark.sql.legacy.parquet.nanosAsLong", "true")
         .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         # Writes partitioned by a few values (split=train/validation/holdout) keep a writer per value open
@@ -59,6 +62,22 @@ def spark_session(settings: Settings, app_name: str = "continuous-training") -> 
         yield spark
     finally:
         spark.stop()
+
+
+def _nanosecond_columns(files: Sequence[str]) -> list[str]:
+    """Columns stored as nanosecond timestamps in any of the Parquet files (read from their footers)."""
+    import pyarrow.parquet as pq
+    from fsspec.core import url_to_fs
+
+    found: set[str] = set()
+    for uri in files:
+        fs, path = url_to_fs(uri)
+        with fs.open(path, "rb") as fh:
+            schema = pq.read_schema(fh)
+        found.update(
+            field.name for field in schema if pa.types.is_timestamp(field.type) and field.type.unit == "ns"
+        )
+    return sorted(found)
 
 
 def _spark_schema(schema: pa.Schema) -> Any:
@@ -79,10 +98,15 @@ class SparkEngine:
         self.unreadable_errors: tuple[type[BaseException], ...] = (AnalysisException,)
 
     def read(self, files: Sequence[str], fmt: FileFormat = "parquet", csv_delimiter: str = ",") -> Table:
+        from pyspark.sql import functions as F
+
         if fmt == "csv":
             reader = self.spark.read.option("header", True).option("sep", csv_delimiter)
             return reader.option("mode", "PERMISSIVE").csv(list(files))
-        return self.spark.read.parquet(*files)
+        table = self.spark.read.parquet(*files)
+        for name in _nanosecond_columns(files):
+            table = table.withColumn(name, F.expr(f"timestamp_micros(div(`{name}`, 1000))"))
+        return table
 
     def empty_frame(self, table: Table) -> pd.DataFrame:
         return table.limit(0).toPandas()

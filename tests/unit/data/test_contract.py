@@ -41,6 +41,13 @@ def test_contract_needs_its_roles_and_splits(tmp_path):
         ("  y: {type: int, allowed: [0, 1, 2]}", "label 'y' must be type int with allowed \\[0, 1\\]"),
         ("  n: {type: int, nullable: true}", "column 'n': an int column cannot be nullable"),
         ("unique: [zz]", "unique names column 'zz'"),
+        ("  c: {type: category, allowed: [1, a]}", "column 'c': allowed mixes int and string values"),
+        ("  c: {type: category, allowed: [1, 2], nullable: true}", "a category of int values cannot be null"),
+        (
+            "  c: {type: category, allowed: [true, false], nullable: true}",
+            "of bool values cannot be nullable",
+        ),
+        ("  c: {type: category, allowed: [a, b, a]}", "column 'c': allowed lists a value twice"),
     ],
 )
 def test_contract_rules_that_would_break_later_stages(tmp_path, change, message):
@@ -106,3 +113,24 @@ def test_a_contract_dataset_name_must_be_safe_for_paths(tmp_path):
     )
     with pytest.raises(ContractError, match=r"dataset: .*may hold only letters, digits"):
         load_contract(path)
+
+
+def test_a_category_holds_the_type_of_its_allowed_values(tmp_path):
+    import pyarrow as pa
+
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "dataset: d\nentity_id: id\nevent_time: ts\nlabel: y\nsource: {uri: '/data/{ds}'}\n"
+        "splits: {train: 70, validation: 15, holdout: 15}\n"
+        "columns:\n  id: {type: int}\n  ts: {type: timestamp}\n  y: {type: int, allowed: [0, 1]}\n"
+        "  season: {type: category, allowed: [1, 2, 3, 4], role: feature}\n"
+        "  holiday: {type: category, allowed: [true, false], role: feature}\n"
+        "  month: {type: category, allowed: [Jan, Feb], nullable: true, role: feature}\n"
+        "  code: {type: category, allowed: ['1', '2'], role: feature}\n"
+    )
+    contract = load_contract(path)
+    types = {name: contract.columns[name].value_type for name in ("season", "holiday", "month", "code")}
+    assert types == {"season": "int", "holiday": "bool", "month": "string", "code": "string"}
+    schema = contract.arrow_schema()
+    assert schema.field("season").type == pa.int64() and schema.field("holiday").type == pa.bool_()
+    assert schema.field("id").type == pa.int64() and schema.field("code").type == pa.string()
