@@ -1,18 +1,35 @@
-"""Request validation against the model's signature, straight from parsed JSON to column arrays.
+"""Request validation against the model's signature and data contract, straight from parsed JSON to arrays.
 
 A body is either ``{"rows": [{field: value, ...}, ...]}`` or ``{"columns": {field: [value, ...], ...}}``.
 Every field of the signature's input schema is checked by name and type: a missing, extra or mistyped
 field is a :class:`RequestError` (422) naming it, with its row. No DataFrame is built.
+
+A model that carries its data contract also has a domain per field: the contract's ``allowed`` values
+(compared by JSON type too: ``"1"`` is not ``1``, ``true`` is not ``1``) and its ``min`` and ``max``. A
+value outside it is an :class:`OutOfDomainError` (422) naming the field, the row, the value and what is
+allowed, or, when the caller asks to flag instead, the row is marked with the fields that are outside.
+The checks are built once per model and run on the column arrays, vectorised.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from pipelines.data.contract import Contract
+
+log = logging.getLogger(__name__)
+
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+OutOfDomain = Literal["reject", "flag"]
+_SHOWN_CHARS = 80  # a value longer than this is cut in a message
+_SCALAR_ROWS = 32  # up to this many rows, a domain is checked value by value; above, with numpy
 
 
 class RequestError(ValueError):
@@ -24,11 +41,29 @@ class RequestError(ValueError):
         self.message = message
 
 
+class OutOfDomainError(RequestError):
+    """A value outside the contract's domain (422); ``rows_by_field`` counts the request's such rows."""
+
+    def __init__(self, message: str, rows_by_field: dict[str, int]):
+        super().__init__(422, message)
+        self.rows_by_field = rows_by_field
+
+
 @dataclass(frozen=True)
 class Field:
     name: str
     kind: str  # number | integer | string | boolean
     required: bool
+    allowed: tuple[Any, ...] | None = None  # the contract's allowed values, in its order
+    minimum: float | None = None
+    maximum: float | None = None
+
+
+@dataclass(frozen=True)
+class ParsedRequest:
+    columns: dict[str, np.ndarray]
+    rows: int
+    out_of_domain: dict[int, list[str]]  # flag mode: row index -> the fields outside the domain
 
 
 # MLflow column types to the JSON kind a client sends.
@@ -41,6 +76,12 @@ _KINDS = {
     "boolean": "boolean",
 }
 _DTYPES: dict[str, Any] = {"number": "float64", "integer": "int64", "string": object, "boolean": bool}
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "number": (float, int),
+    "integer": (int,),
+    "string": (str,),
+    "boolean": (bool,),
+}
 
 
 def _check(kind: str, value: Any) -> bool:
@@ -55,33 +96,172 @@ def _check(kind: str, value: Any) -> bool:
     return type(value) is bool
 
 
-class InputSchema:
-    """The input columns a model accepts, from its MLflow signature."""
+def _shown(value: Any) -> str:
+    """A value as a message shows it: a string quoted (escapes shown, so a NUL is seen), cut when long."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if type(value) is bool:
+        return "true" if value else "false"  # as it was sent: JSON's, not Python's
+    if type(value) is float and value.is_integer():
+        value = int(value)  # an integer column with nulls is float64: 0.0 was sent as 0
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else f"{text[:_SHOWN_CHARS]}…"
 
-    def __init__(self, fields: list[Field]):
+
+def _bound(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+class _Domain:
+    """One field's domain, precomputed once per model: which rows of a column array fall outside it.
+
+    The allowed values, when the contract lists them, are the domain; otherwise ``min`` and ``max`` are.
+    """
+
+    def __init__(self, field: Field):
+        self.name = field.name
+        self.kind = field.kind
+        numeric = field.kind in ("number", "integer")
+        self.low = -math.inf if field.minimum is None or not numeric else float(field.minimum)
+        self.high = math.inf if field.maximum is None or not numeric else float(field.maximum)
+        self.values: tuple[Any, ...] = ()  # the allowed values of the field's type, in the contract's order
+        self.allowed: frozenset[Any] | None = None
+        self.allowed_array: np.ndarray | None = None
+        if field.allowed is not None:
+            # Only values of the field's JSON type can match: an int category never takes "1" or true.
+            types = _JSON_TYPES[field.kind]
+            typed = [v for v in field.allowed if type(v) in types]
+            if not typed:
+                raise ValueError(
+                    f"input column {field.name!r} is {field.kind} in the signature, but the contract allows "
+                    f"only {list(field.allowed)}: no request could match them"
+                )
+            if len(typed) < len(field.allowed):
+                log.warning(
+                    "field %s (%s): allowed values %s are not all of its type; the others never match",
+                    field.name,
+                    field.kind,
+                    list(field.allowed),
+                )
+            self.values = tuple(typed)
+            self.allowed = frozenset(typed)
+            if numeric:
+                self.allowed_array = np.array(typed, dtype=_DTYPES[field.kind])
+        self.described = ", ".join(_shown(v) for v in self.values)
+
+    def is_outside(self, value: Any) -> bool:
+        """Whether one parsed value is outside the domain; a null (None, NaN) is not."""
+        if self.allowed is not None:
+            return value is not None and value == value and value not in self.allowed
+        return value < self.low or value > self.high  # NaN compares False
+
+    def _all_inside(self, values: list[Any]) -> bool:
+        """True when every value is inside, found in C loops; False when one may not be (a null, too).
+
+        A NaN (a null number) never hides a value beyond a bound: ``min`` and ``max`` return it only when
+        it comes first, and then the comparison fails and the values are checked one by one.
+        """
+        if self.allowed is not None:
+            return self.allowed.issuperset(values)
+        return self.low <= min(values) and max(values) <= self.high
+
+    def outside(self, column: np.ndarray) -> np.ndarray | None:
+        """A mask of the rows whose value is outside the domain (nulls are not), or None when none is.
+
+        A request's few rows are checked value by value (a numpy call on a tiny array costs more);
+        many rows at once, with numpy.
+        """
+        if len(column) <= _SCALAR_ROWS or column.dtype == object:  # strings: a set lookup per value
+            values = column.tolist()
+            if self._all_inside(values):
+                return None
+            mask = np.fromiter(map(self.is_outside, values), dtype=bool, count=len(values))
+        elif self.allowed_array is not None:
+            mask = ~np.isin(column, self.allowed_array)
+            if column.dtype.kind == "f":
+                mask &= ~np.isnan(column)
+        elif self.allowed is not None:  # booleans
+            mask = ~np.isin(column, np.array(list(self.allowed), dtype=bool))
+        else:
+            mask = (column < self.low) | (column > self.high)  # NaN (null) compares False
+        return mask if mask.any() else None
+
+    def problem(self, value: Any) -> str:
+        """Why one value is outside the domain."""
+        if self.allowed is not None:
+            return f"{_shown(value)} is not one of {self.described}"
+        if value < self.low:
+            return f"{_shown(value)} is below the minimum {_bound(self.low)}"
+        return f"{_shown(value)} is above the maximum {_bound(self.high)}"
+
+    def json_schema(self) -> dict[str, Any]:
+        """``enum`` or ``minimum``/``maximum`` of the field, as JSON Schema."""
+        if self.allowed is not None:
+            return {"enum": list(self.values)}
+        out: dict[str, Any] = {}
+        if math.isfinite(self.low):
+            out["minimum"] = math.ceil(self.low) if self.kind == "integer" else self.low
+        if math.isfinite(self.high):
+            out["maximum"] = math.floor(self.high) if self.kind == "integer" else self.high
+        return out
+
+
+class InputSchema:
+    """The input columns a model accepts, from its MLflow signature (and its data contract, if it has one)."""
+
+    def __init__(self, fields: list[Field], example: list[dict[str, Any]] | None = None):
         if not fields:
             raise ValueError("the model's signature has no input columns")
         self.fields = fields
         self.names = [f.name for f in fields]
         self.by_name = {f.name: f for f in fields}
         self.required = frozenset(f.name for f in fields if f.required)
+        self.domains: dict[str, _Domain] = {}
+        for f in fields:
+            if f.allowed is not None or f.minimum is not None or f.maximum is not None:
+                self.domains[f.name] = _Domain(f)
+        self.example = self._checked_example(example) if example else None
 
     @classmethod
-    def from_signature(cls, signature: Any) -> InputSchema:
-        """Raise ValueError when the model has no column-based input signature."""
+    def from_signature(
+        cls,
+        signature: Any,
+        contract: Contract | None = None,
+        example: list[dict[str, Any]] | None = None,
+    ) -> InputSchema:
+        """Raise ValueError when the model has no column-based input signature.
+
+        ``contract``: the model's data contract; a column it names gets its allowed values, bounds and
+        nullability. ``example``: rows to show in the API's documentation (the model's input example).
+        """
         if signature is None or signature.inputs is None:
             raise ValueError("the model has no input signature: serving cannot validate requests for it")
         if not signature.inputs.has_input_names():
             raise ValueError("the model's input signature has no column names")
         fields = []
+        columns = contract.columns if contract is not None else {}
         for spec in signature.inputs.inputs:
             type_name = getattr(spec.type, "name", str(spec.type))
             if type_name not in _KINDS:
                 raise ValueError(
                     f"input column {spec.name!r} has type {type_name}, which serving does not take"
                 )
-            fields.append(Field(spec.name, _KINDS[type_name], bool(getattr(spec, "required", True))))
-        return cls(fields)
+            kind, required = _KINDS[type_name], bool(getattr(spec, "required", True))
+            rule = columns.get(spec.name)
+            if rule is None:
+                fields.append(Field(spec.name, kind, required))
+                continue
+            fields.append(
+                Field(
+                    spec.name,
+                    kind,
+                    not rule.nullable,  # the contract says whether a null is data; the example may not show it
+                    tuple(rule.allowed) if rule.allowed else None,
+                    rule.min,
+                    rule.max,
+                )
+            )
+        return cls(fields, example)
 
     def _kind_error(self, field: Field, value: Any, where: str) -> RequestError:
         got = "null" if value is None else type(value).__name__
@@ -93,18 +273,60 @@ class InputSchema:
         return RequestError(422, f"{where}: expected {field.kind}, got {got}")
 
     def parse(self, payload: Any, max_rows: int) -> tuple[dict[str, np.ndarray], int]:
-        """Column arrays and the row count, or :class:`RequestError` naming the first problem."""
+        """Column arrays and the row count, or :class:`RequestError` naming the first problem (a value
+        outside the domain included)."""
+        parsed = self.parse_request(payload, max_rows)
+        return parsed.columns, parsed.rows
+
+    def parse_request(
+        self, payload: Any, max_rows: int, out_of_domain: OutOfDomain = "reject"
+    ) -> ParsedRequest:
+        """The request's columns; a value outside the domain is refused, or flagged on its row."""
         if not isinstance(payload, dict):
             raise RequestError(422, 'body must be a JSON object with "rows" or "columns"')
         keys = set(payload)
         if keys == {"rows"}:
-            return self._rows(payload["rows"], max_rows)
+            columns, rows = self._rows(payload["rows"], max_rows)
+            return self._in_domain(columns, rows, out_of_domain, by_row=True)
         if keys == {"columns"}:
-            return self._columns(payload["columns"], max_rows)
+            columns, rows = self._columns(payload["columns"], max_rows)
+            return self._in_domain(columns, rows, out_of_domain, by_row=False)
         extra = sorted(keys - {"rows", "columns"})
         if extra:
             raise RequestError(422, f'unexpected field {extra[0]!r}: send "rows" or "columns"')
         raise RequestError(422, 'send exactly one of "rows" or "columns"')
+
+    def outside_domain(self, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """For each field with values outside its domain, the mask of those rows."""
+        masks = {}
+        for name, domain in self.domains.items():
+            mask = domain.outside(columns[name])
+            if mask is not None:
+                masks[name] = mask
+        return masks
+
+    def _in_domain(
+        self, columns: dict[str, np.ndarray], rows: int, out_of_domain: OutOfDomain, by_row: bool
+    ) -> ParsedRequest:
+        masks = self.outside_domain(columns) if self.domains else {}
+        if not masks:
+            return ParsedRequest(columns, rows, {})
+        if out_of_domain == "flag":
+            flagged: dict[int, list[str]] = {}
+            for name, mask in masks.items():  # in field order, so each row's list is too
+                for index in np.flatnonzero(mask).tolist():
+                    flagged.setdefault(index, []).append(name)
+            return ParsedRequest(columns, rows, flagged)
+        counts = {name: int(mask.sum()) for name, mask in masks.items()}
+        firsts = {name: int(np.argmax(mask)) for name, mask in masks.items()}
+        if by_row:  # the first row with a problem, its first field: as the type checks go
+            name = min(firsts, key=lambda n: firsts[n])
+            where = f"rows[{firsts[name]}].{name}"
+        else:  # the first field with a problem, its first value
+            name = next(iter(firsts))
+            where = f"columns.{name}[{firsts[name]}]"
+        value = columns[name][firsts[name]]
+        raise OutOfDomainError(f"{where}: {self.domains[name].problem(value)}", counts)
 
     def _rows(self, rows: Any, max_rows: int) -> tuple[dict[str, np.ndarray], int]:
         if not isinstance(rows, list) or not rows:
@@ -186,14 +408,44 @@ class InputSchema:
                 out[field.name] = np.array(column, dtype=_DTYPES[kind])  # None -> nan for numbers
         return out
 
+    def neutral_row(self) -> dict[str, Any]:
+        """One row inside every field's domain: the first allowed value, else 0 within the bounds, "" or false."""
+        row = {}
+        for f in self.fields:
+            domain = self.domains.get(f.name)
+            if domain is not None and domain.values:
+                row[f.name] = domain.values[0]
+            elif f.kind in ("number", "integer"):
+                value = 0.0
+                if domain is not None:
+                    value = min(max(value, domain.low), domain.high)
+                row[f.name] = math.ceil(value) if f.kind == "integer" else value
+            else:
+                row[f.name] = "" if f.kind == "string" else False
+        return row
+
     def example_columns(self, rows: int = 1) -> dict[str, np.ndarray]:
-        """Neutral values of every field (0, "", False): for warming a model up."""
-        neutral = {"number": 0.0, "integer": 0, "string": "", "boolean": False}
-        return self._arrays({f.name: [neutral[f.kind]] * rows for f in self.fields})
+        """Values inside every field's domain (the first allowed, else 0, "" or false): for a warm-up."""
+        row = self.neutral_row()
+        return self._arrays({name: [row[name]] * rows for name in self.names})
+
+    def _checked_example(self, example: Sequence[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        """The example rows when they pass this schema (domain included); None, logged, when not."""
+        rows = [{name: row.get(name) for name in self.names} for row in example]
+        try:
+            self.parse({"rows": rows}, len(rows))
+        except RequestError as exc:
+            log.warning("the model's input example is not a valid request (%s); the API shows another", exc)
+            return None
+        return rows
+
+    def example_body(self) -> dict[str, Any]:
+        """A request body that passes: the model's input example, else one row inside every domain."""
+        return {"rows": self.example or [self.neutral_row()]}
 
     def json_schema(self, max_rows: int) -> dict[str, Any]:
-        """The request body as JSON Schema (both forms), for the OpenAPI document."""
-        kinds = {f.name: {"type": [f.kind] if f.required else [f.kind, "null"]} for f in self.fields}
+        """The request body as JSON Schema (both forms, with domains and examples), for the OpenAPI document."""
+        kinds = {f.name: self._field_schema(f) for f in self.fields}
         required = sorted(self.required)
         row = {"type": "object", "properties": kinds, "required": required, "additionalProperties": False}
         columns = {
@@ -202,6 +454,7 @@ class InputSchema:
             "required": required,
             "additionalProperties": False,
         }
+        example = self.example_body()["rows"]
         return {
             "oneOf": [
                 {
@@ -212,6 +465,7 @@ class InputSchema:
                     },
                     "required": ["rows"],
                     "additionalProperties": False,
+                    "examples": [{"rows": example}],
                 },
                 {
                     "title": "Columns",
@@ -219,6 +473,16 @@ class InputSchema:
                     "properties": {"columns": columns},
                     "required": ["columns"],
                     "additionalProperties": False,
+                    "examples": [{"columns": {n: [r[n] for r in example] for n in self.names}}],
                 },
             ]
         }
+
+    def _field_schema(self, field: Field) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": [field.kind] if field.required else [field.kind, "null"]}
+        domain = self.domains.get(field.name)
+        if domain is not None:
+            schema |= domain.json_schema()
+            if "enum" in schema and not field.required:
+                schema["enum"] = [*schema["enum"], None]  # JSON Schema: an enum lists null to allow it
+        return schema

@@ -14,14 +14,31 @@ from starlette.responses import Response
 
 VERSION_HEADER = "x-model-version"
 PREDICT_PATH = "/v1/predict"
+DOCS_PATH, REDOC_PATH, DOCS_ASSETS_PATH = "/docs", "/redoc", "/docs/assets"
 ROUTES = frozenset(
-    {PREDICT_PATH, "/health", "/ready", "/metrics", "/v1/model", "/admin/reload", "/openapi.json", "/docs"}
+    {
+        PREDICT_PATH,
+        "/health",
+        "/ready",
+        "/metrics",
+        "/v1/model",
+        "/admin/reload",
+        "/openapi.json",
+        DOCS_PATH,
+        REDOC_PATH,
+    }
 )
 
 
 class Prediction(BaseModel):
     probability: float = Field(ge=0, le=1)
     label: int
+    out_of_domain: list[str] | None = Field(
+        default=None,
+        description="Only with CT_SERVE_OUT_OF_DOMAIN=flag, and only on a row that has them: the fields whose "
+        "value is outside the data contract (not an allowed value, or beyond its min or max). The row "
+        "is scored all the same; the model never saw such values in training.",
+    )
 
 
 class PredictResponse(BaseModel):
@@ -67,7 +84,9 @@ def _predict() -> None:
     """Score rows (`{"rows": [{...}]}`) or columns (`{"columns": {"field": [...]}}`).
 
     Each row gets its `probability` and `label`, in input order, from the model in service when the
-    request arrived.
+    request arrived. Every value must also be inside the model's data contract (an allowed value, within
+    min and max): one outside is a 422, or with `CT_SERVE_OUT_OF_DOMAIN=flag` its row is scored and says
+    which fields were outside (`out_of_domain`).
     """
 
 
@@ -82,7 +101,12 @@ PREDICT_ROUTE = APIRoute(
         400: {"model": ErrorResponse, "description": "Body is not valid JSON (or not UTF-8)."},
         413: {"model": ErrorResponse, "description": "Body over the size limit."},
         415: {"model": ErrorResponse, "description": "Content-Type is not application/json."},
-        422: {"model": ErrorResponse, "description": "A field is missing, extra or of the wrong type."},
+        422: {
+            "model": ErrorResponse,
+            "description": "A field is missing, extra or of the wrong type, or (CT_SERVE_OUT_OF_DOMAIN=reject, "
+            "the default) a value is outside the data contract: the detail names the field, the row, the "
+            "value and what is allowed, e.g. `rows[0].channel: 'abc' is not one of 'web', 'app', 'store'`.",
+        },
         503: {"model": ErrorResponse, "description": "No model loaded yet."},
     },
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {}}}}},
@@ -96,15 +120,23 @@ _VERSION_HEADER_DOC = {
 
 
 def openapi_document(
-    title: str, version: str, summary: str | None, routes: list[Any], request_schema: dict[str, Any] | None
+    title: str,
+    version: str,
+    summary: str | None,
+    routes: list[Any],
+    request_schema: dict[str, Any] | None,
+    request_example: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The OpenAPI document: the app's routes, /v1/predict with ``request_schema`` (the model's signature)."""
+    """The OpenAPI document: the app's routes, /v1/predict with ``request_schema`` (the model's signature
+    and contract) and ``request_example`` (a body that passes: what "Try it out" sends)."""
     document = get_openapi(title=title, version=version, summary=summary, routes=[PREDICT_ROUTE, *routes])
     body = document["paths"][PREDICT_PATH]["post"]["requestBody"]["content"]["application/json"]
     body["schema"] = request_schema or {
         "type": "object",
         "description": "The model's signature, once one is loaded.",
     }
+    if request_example is not None:
+        body["example"] = request_example
     for path in document["paths"].values():
         for operation in path.values():
             for response in operation.get("responses", {}).values():

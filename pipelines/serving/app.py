@@ -1,9 +1,10 @@
 """The serving app: ``models:/<name>@champion``, followed as the alias moves, behind a small strict API.
 
 Routes: ``POST /v1/predict``, ``GET /health``, ``GET /ready``, ``GET /metrics``, ``GET /v1/model``,
-``POST /admin/reload`` (bearer token), and the OpenAPI document at ``/openapi.json`` (``/docs``), whose
-request schema is the signature of the model in service. Every response carries ``X-Model-Version``.
-Errors are JSON ``{"detail": ...}``; no stack trace reaches a client. :func:`create_app` wires the parts
+``POST /admin/reload`` (bearer token), and the OpenAPI document at ``/openapi.json``, whose request schema
+is the signature and data contract of the model in service, shown by ``/docs`` (Swagger UI) and ``/redoc``
+from files installed with the project, so they work with no network. Every response carries
+``X-Model-Version``. Errors are JSON ``{"detail": ...}``; no stack trace reaches a client. :func:`create_app` wires the parts
 that live beside it: the model holder, the micro-batcher, the prediction log, the metrics and the guard.
 """
 
@@ -11,20 +12,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import os
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.staticfiles import StaticFiles
 
 from pipelines.model.signature import RequestError
 from pipelines.serving.admin import admin_refusal
 from pipelines.serving.api import (
+    DOCS_ASSETS_PATH,
+    DOCS_PATH,
+    REDOC_PATH,
     ErrorResponse,
     ModelDescription,
     ReloadResponse,
@@ -166,11 +174,53 @@ def _serve_openapi(app: FastAPI, holder: ModelHolder, max_rows: int) -> None:
         key = current.version if current else None
         if cache.get("for") != key or "document" not in cache:
             schema = current.schema.json_schema(max_rows) if current else None
-            cache["document"] = openapi_document(app.title, app.version, app.summary, app.routes, schema)
+            example = current.schema.example_body() if current else None
+            cache["document"] = openapi_document(
+                app.title, app.version, app.summary, app.routes, schema, example
+            )
             cache["for"] = key
         return cache["document"]
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def docs_assets() -> Path:
+    """The folder of Swagger UI's and ReDoc's files, installed with the project (fastapi-offline)."""
+    spec = importlib.util.find_spec("fastapi_offline")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("fastapi-offline is not installed: it ships the files /docs and /redoc serve")
+    return Path(next(iter(spec.submodule_search_locations))) / "static"
+
+
+def _add_docs_routes(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` from files served by the app itself: they work offline."""
+    app.mount(DOCS_ASSETS_PATH, StaticFiles(directory=docs_assets()), name="docs-assets")
+
+    def urls(request: Request) -> tuple[str, str]:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return f"{root}{app.openapi_url}", f"{root}{DOCS_ASSETS_PATH}"
+
+    @app.get(DOCS_PATH, include_in_schema=False)
+    async def swagger_ui(request: Request) -> Response:
+        openapi, assets = urls(request)
+        return get_swagger_ui_html(
+            openapi_url=openapi,
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+            swagger_css_url=f"{assets}/swagger-ui.css",
+            swagger_favicon_url=f"{assets}/favicon.png",
+        )
+
+    @app.get(REDOC_PATH, include_in_schema=False)
+    async def redoc(request: Request) -> Response:
+        openapi, assets = urls(request)
+        return get_redoc_html(
+            openapi_url=openapi,
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{assets}/redoc.standalone.js",
+            redoc_favicon_url=f"{assets}/favicon.png",
+            with_google_fonts=False,
+        )
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -179,7 +229,9 @@ def create_app(settings: Settings) -> FastAPI:
     metrics = ServingMetrics()
     holder = ModelHolder(settings, metrics)
     sink = _prediction_log(settings, metrics)
-    predictor = Predictor(holder, settings.serve_max_body_bytes, settings.serve_max_rows)
+    predictor = Predictor(
+        holder, settings.serve_max_body_bytes, settings.serve_max_rows, settings.serve_out_of_domain
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -208,6 +260,8 @@ def create_app(settings: Settings) -> FastAPI:
         version="1",
         summary=f"Predictions from the champion of {settings.model_name}; hot-swaps when the alias moves.",
         lifespan=lifespan,
+        docs_url=None,  # served by _add_docs_routes from local files, not from a CDN
+        redoc_url=None,
     )
     app.state.holder, app.state.metrics, app.state.prediction_log = holder, metrics, sink
     _add_error_handlers(app)
@@ -215,6 +269,7 @@ def create_app(settings: Settings) -> FastAPI:
     token = settings.serve_admin_token.get_secret_value() if settings.serve_admin_token else None
     _add_admin_routes(app, holder, token)
     _serve_openapi(app, holder, settings.serve_max_rows)
+    _add_docs_routes(app)
     app.add_middleware(
         Guard, holder=holder, metrics=metrics, max_body=settings.serve_max_body_bytes, predictor=predictor
     )

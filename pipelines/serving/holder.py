@@ -2,7 +2,8 @@
 
 A new champion is loaded on a worker thread while the current one keeps answering. Its files are
 checked against the manifest stored at registration (:mod:`pipelines.release.integrity`), its signature
-must be usable, and it must score warm-up batches; only then does ``current`` point at it, in one
+must be usable (and agree with the data contract a project model carries: requests are checked against
+that contract's domains), and it must score warm-up batches; only then does ``current`` point at it, in one
 reference assignment. A request reads ``current`` once, at its start, and is scored on that model to the
 end. A version that fails is counted, logged with the reason, and left alone by the poller for
 ``RETRY_FAILED_SECONDS`` (an admin reload retries it at once); the previous model keeps serving.
@@ -15,17 +16,20 @@ history's champion keeps serving, and the refusal is counted, logged and shown i
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from mlflow.exceptions import MlflowException
 from sqlalchemy.exc import SQLAlchemyError
 
+from pipelines.model.classifier import project_model
 from pipelines.model.runtime import ModelLoadError, ServedModel, set_threads
 from pipelines.model.signature import InputSchema
 from pipelines.release import audit, history, integrity, tracking
@@ -87,8 +91,12 @@ class RegistryChampion:
         with tempfile.TemporaryDirectory(prefix="ct-serve-") as tmp:
             # Only files that match the manifest stored at registration are loaded.
             model, manifest = integrity.load_verified(client, name, version, tmp)
+            example = input_example(model, Path(tmp))
+        project = project_model(model)
         try:
-            schema = InputSchema.from_signature(model.metadata.signature)
+            schema = InputSchema.from_signature(
+                model.metadata.signature, project.contract if project else None, example
+            )
         except ValueError as exc:
             raise ModelLoadError("signature", str(exc)) from exc
         set_threads(settings.serve_threads)  # the model's own loader may have changed them
@@ -103,6 +111,24 @@ class RegistryChampion:
         served.use_runtime(settings.serve_runtime, settings.serve_threads)
         served.warm_up(settings.serve_max_batch_rows)
         return served
+
+
+def input_example(model: Any, folder: Path) -> list[dict[str, Any]] | None:
+    """The rows of the input example logged with the model (in ``folder``, its copy); None without one.
+
+    It is documentation (the API's example request), so one that cannot be read is logged, not fatal.
+    """
+    found = sorted(folder.rglob("MLmodel"), key=lambda path: len(path.parts))
+    if not found:
+        return None
+    try:
+        example = model.metadata.load_input_example(str(found[0].parent))
+    except (OSError, ValueError, MlflowException) as exc:
+        log.warning("the model's input example cannot be read: %s", exc)
+        return None
+    if not hasattr(example, "to_json"):  # not a DataFrame: a tensor or a dict example says no rows
+        return None
+    return json.loads(example.to_json(orient="records"))  # NaN -> null, numpy scalars -> JSON
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,13 @@ class ServingMetrics:
             "Champion alias moves refused because the promotion history does not record them.",
             registry=r,
         )
+        self.out_of_domain_rows = Counter(
+            "ct_serve_out_of_domain_rows",
+            "Rows with a value outside the data contract's domain, by field and what was done "
+            "(refused: the request got a 422; flagged: scored and marked, CT_SERVE_OUT_OF_DOMAIN=flag).",
+            ["field", "action"],
+            registry=r,
+        )
         self.log_rows = Counter(
             "ct_serve_prediction_log_rows", "Served predictions written to the prediction log.", registry=r
         )

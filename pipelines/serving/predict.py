@@ -1,32 +1,42 @@
 """``POST /v1/predict`` at the ASGI level: no routing, no Request object, no DataFrame.
 
-Content type, size, JSON and the model's signature are checked in that order; the rows are then scored on
-the model in service at the moment the request arrived, in a micro-batch (:mod:`pipelines.serving.batcher`).
+Content type, size, JSON, the model's signature and its data contract's domains are checked in that order;
+the rows are then scored on the model in service at the moment the request arrived, in a micro-batch
+(:mod:`pipelines.serving.batcher`). A value outside the contract is refused (422), or with
+``CT_SERVE_OUT_OF_DOMAIN=flag`` scored and its row marked ``out_of_domain``.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import orjson
 
 from pipelines.model.runtime import ServedModel
-from pipelines.model.signature import RequestError
+from pipelines.model.signature import OutOfDomain, OutOfDomainError, RequestError
 from pipelines.serving.batcher import MicroBatcher
 from pipelines.serving.holder import ModelHolder
 
 
-def answer(model: ServedModel, probability: np.ndarray, label: np.ndarray) -> dict[str, Any]:
-    """The response body: who answered, and one prediction per row in input order."""
-    return {
-        "model_name": model.name,
-        "model_version": model.version,
-        "predictions": [
-            {"probability": p, "label": lbl}
-            for p, lbl in zip(probability.tolist(), label.tolist(), strict=True)
-        ],
-    }
+def answer(
+    model: ServedModel,
+    probability: np.ndarray,
+    label: np.ndarray,
+    out_of_domain: dict[int, list[str]] | None = None,
+) -> dict[str, Any]:
+    """The response body: who answered, and one prediction per row in input order.
+
+    ``out_of_domain`` (flag mode): row index -> the fields outside the contract, carried by that row.
+    """
+    predictions = [
+        {"probability": p, "label": lbl} for p, lbl in zip(probability.tolist(), label.tolist(), strict=True)
+    ]
+    for index, fields in (out_of_domain or {}).items():
+        predictions[index]["out_of_domain"] = fields
+    return {"model_name": model.name, "model_version": model.version, "predictions": predictions}
 
 
 async def read_body(receive: Any, limit: int) -> bytes:
@@ -66,8 +76,11 @@ def content_type_error(headers: dict[bytes, bytes]) -> RequestError | None:
 class Predictor:
     """Answers ``POST /v1/predict``: (status, JSON body, the version that answered)."""
 
-    def __init__(self, holder: ModelHolder, max_body_bytes: int, max_rows: int):
+    def __init__(
+        self, holder: ModelHolder, max_body_bytes: int, max_rows: int, out_of_domain: OutOfDomain = "reject"
+    ):
         self.holder, self.max_body_bytes, self.max_rows = holder, max_body_bytes, max_rows
+        self.out_of_domain = out_of_domain
         self.batcher: MicroBatcher | None = None
 
     async def __call__(self, headers: dict[bytes, bytes], receive: Any) -> tuple[int, bytes, int | None]:
@@ -83,9 +96,19 @@ class Predictor:
                 model = self.holder.current  # this request is scored on this model, whatever swaps meanwhile
                 if model is None:
                     raise RequestError(503, self.holder.last_error or "no model loaded yet")
-                columns, rows = model.schema.parse(payload, self.max_rows)
+                parsed = model.schema.parse_request(payload, self.max_rows, self.out_of_domain)
+                if parsed.out_of_domain:
+                    flagged = Counter(field for fields in parsed.out_of_domain.values() for field in fields)
+                    self._count_out_of_domain(flagged, "flagged")
                 arrival.queued()
-                probability, label = await batcher.predict(model, columns, rows)
+                probability, label = await batcher.predict(model, parsed.columns, parsed.rows)
             except RequestError as exc:
+                if isinstance(exc, OutOfDomainError):
+                    self._count_out_of_domain(exc.rows_by_field, "refused")
                 return exc.status, orjson.dumps({"detail": exc.message}), model.version if model else None
-        return 200, orjson.dumps(answer(model, probability, label)), model.version
+        body = answer(model, probability, label, parsed.out_of_domain)
+        return 200, orjson.dumps(body), model.version
+
+    def _count_out_of_domain(self, rows_by_field: Mapping[str, int], action: str) -> None:
+        for field, rows in rows_by_field.items():
+            self.holder.metrics.out_of_domain_rows.labels(field, action).inc(rows)

@@ -7,8 +7,9 @@ import pytest
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
+from pipelines.data.contract import ColumnSpec
 from pipelines.data.features import FeatureEncoder, feature_matrix
-from pipelines.model.signature import InputSchema, RequestError
+from pipelines.model.signature import Field, InputSchema, OutOfDomainError, RequestError
 
 SIGNATURE = ModelSignature(
     inputs=Schema(
@@ -114,3 +115,67 @@ def test_the_encoder_on_request_arrays_equals_the_training_features(contract, cl
         [encoder.matrix({k: v[i : i + 7] for k, v in columns.items()}, "float64") for i in range(0, 300, 7)]
     )
     np.testing.assert_array_equal(small, expected)  # the per-request dictionary path
+
+
+# --- the model's data contract: domains and nullability on top of the signature's names and types ---------
+
+
+def test_the_contract_gives_domains_and_nullability_to_the_signatures_columns(contract):
+    signature = ModelSignature(
+        inputs=Schema(
+            [
+                ColSpec("long", "age"),
+                ColSpec("double", "avg_basket"),  # required in the signature, nullable in the contract
+                ColSpec("string", "channel", required=False),  # the other way round
+                ColSpec("double", "extra"),  # not in the contract: the signature alone
+            ]
+        )
+    )
+    schema = InputSchema.from_signature(signature, contract)
+    by_name = schema.by_name
+    assert (by_name["age"].minimum, by_name["age"].maximum, by_name["age"].required) == (18, 100, True)
+    assert by_name["avg_basket"].required is False and by_name["channel"].required is True
+    assert by_name["channel"].allowed == ("web", "app", "store")
+    assert by_name["extra"] == Field("extra", "number", True)
+    assert InputSchema.from_signature(signature).domains == {}  # no contract: no domain
+    row = {"age": 40, "avg_basket": None, "channel": "web", "extra": 1.0}
+    assert schema.parse({"rows": [row]}, 1)[1] == 1
+    with pytest.raises(OutOfDomainError, match=r"rows\[0\]\.age: 0 is below the minimum 18"):
+        schema.parse({"rows": [{**row, "age": 0}]}, 1)  # parse refuses what the contract does not allow
+
+
+def _with_category(contract, allowed: list) -> object:
+    columns = {**contract.columns, "tier": ColumnSpec(type="category", allowed=allowed, role="feature")}
+    return contract.model_copy(update={"columns": columns})
+
+
+def test_an_int_category_is_compared_as_ints(contract):
+    """An int-valued category is int64 in the data, so ``long`` in the signature: "1" and true are not 1."""
+    schema = InputSchema.from_signature(
+        ModelSignature(inputs=Schema([ColSpec("long", "tier")])), _with_category(contract, [1, 2, 3])
+    )
+    assert schema.parse({"columns": {"tier": [1, 3, 2.0]}}, 3)[0]["tier"].tolist() == [1, 3, 2]
+    for value, detail in [
+        (4, "rows[0].tier: 4 is not one of 1, 2, 3"),
+        ("1", "rows[0].tier: expected integer, got string"),
+        (True, "rows[0].tier: expected integer, got bool"),
+    ]:
+        with pytest.raises(RequestError) as caught:
+            schema.parse({"rows": [{"tier": value}]}, 1)
+        assert caught.value.message == detail
+
+
+def test_a_string_category_of_digits_takes_strings_only(contract):
+    schema = InputSchema.from_signature(
+        ModelSignature(inputs=Schema([ColSpec("string", "tier")])), _with_category(contract, ["1", "2"])
+    )
+    assert schema.parse({"rows": [{"tier": "2"}]}, 1)[1] == 1
+    with pytest.raises(OutOfDomainError, match=r"rows\[0\]\.tier: '3' is not one of '1', '2'"):
+        schema.parse({"rows": [{"tier": "3"}]}, 1)
+
+
+def test_a_contract_whose_values_no_request_can_match_refuses_the_model(contract):
+    """Int allowed values for a column the signature types as string: no request could pass."""
+    signature = ModelSignature(inputs=Schema([ColSpec("string", "tier")]))
+    with pytest.raises(ValueError, match="'tier' is string in the signature, but the contract allows only"):
+        InputSchema.from_signature(signature, _with_category(contract, [1, 2]))
