@@ -14,6 +14,8 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet -r requirements.txt -c constraints.txt
+	# ISLP ships the Bikeshare data set; its own requirements (lightning, pygam, ...) are not needed to read it
+	$(VENV)/bin/python -m pip install --quiet --no-deps ISLP==0.6.0
 	$(VENV)/bin/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
