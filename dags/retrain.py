@@ -14,7 +14,9 @@ Retrains the model on the logical date's data and promotes it only when the prom
   run, with no retry.
 * **prepare** builds features, the train/validation/holdout split and the window's reference profile on Dask
   or Spark (`engine` param).
-* **train** fits a torch MLP with DDP, or a scikit-learn model (`model_family` param), logged to MLflow.
+* **train** fits the model the dataset's model settings describe (`include/models/`; the `model_family` param
+  can pick torch or scikit-learn), stopping early on the validation loss, logged to MLflow; a retry reuses
+  the run only when its training identity (data version, family, hyperparameters, code) is unchanged.
 * **register** makes it a new model version, alias `challenger`, with lineage tags.
 * **evaluate** scores challenger and champion (each verified against its sha256 manifest) on the same holdout:
   the primary metric, a paired bootstrap interval of the difference, slices, one-row latency and model size.
@@ -27,12 +29,22 @@ Retrains the model on the logical date's data and promotes it only when the prom
   promote" and moves nothing. Serving follows the history's champion: with `CT_SERVE_URL` set, promote also calls the app's
   `POST /admin/reload` and returns its answer (the app swaps before answering); the app polls otherwise.
 
+**History and backfills.** The logical date is the data's day, so any day of the data can be run: the DAG
+starts at `CT_START_DATE` (default 2000-01-01; Airflow creates no task for an earlier date) and catchup is
+off. A range of old days is an Airflow backfill, run by the scheduler one day at a time: from the UI (the DAG's
+"Backfill" button), or `airflow backfill create --dag-id retrain --from-date 2011-02-13 --to-date
+2011-02-15T01:00:00+00:00` (logical dates fall at 01:00, the schedule's time; `--dag-run-conf` sets params).
+A paused DAG runs nothing, backfills included; unpausing it also schedules the newest interval with the
+default params, as every scheduled run does. A day with no data fails `validate` naming the day, unless the
+contract allows the gap (`source.missing_days: skip`).
+
 Every task is a few lines over one function of the `pipelines` package and passes small JSON through XCom.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +52,20 @@ from airflow.providers.standard.operators.hitl import HITLBranchOperator
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 
 DAG_ID = Path(__file__).stem
+
+
+def _start_date() -> dt.datetime:
+    """The earliest logical date this DAG runs: ``CT_START_DATE`` (YYYY-MM-DD), early enough for any history.
+
+    Airflow creates no task for a logical date before it, so a backfill of older data needs it earlier.
+    """
+    value = os.environ.get("CT_START_DATE", "2000-01-01")
+    try:
+        return dt.datetime.combine(dt.date.fromisoformat(value), dt.time(), tzinfo=dt.UTC)
+    except ValueError:
+        raise ValueError(f"CT_START_DATE={value!r} is not a date (YYYY-MM-DD)") from None
+
+
 APPROVAL_TIMEOUT = dt.timedelta(days=3)  # unanswered: the default, Reject, is taken
 
 
@@ -48,9 +74,9 @@ def _settings() -> Any:
 
     params = get_current_context()["params"]
     overrides = {"promotion_dry_run": True} if params.get("dry_run") else {}
-    return get_settings(
-        dataset=params["dataset"], engine=params["engine"], model_family=params["model_family"], **overrides
-    )
+    if params["model_family"] != "default":
+        overrides["model_family"] = params["model_family"]
+    return get_settings(dataset=params["dataset"], engine=params["engine"], **overrides)
 
 
 class ApprovalBranch(HITLBranchOperator):
@@ -118,7 +144,9 @@ def train(prepared: dict[str, Any]) -> dict[str, Any]:
     from pipelines.training.train import train as run
 
     settings, context = _settings(), get_current_context()
-    key = f"{DAG_ID}/{_day()}/{settings.model_family}/{prepared['content_hash'][:16]}"
+    # train() adds the training's identity (dataset version, family, hyperparameters, code), so a retry
+    # reuses the run only when nothing that decides the model has changed.
+    key = f"{DAG_ID}/{_day()}"
     return run(settings, _day(), prepared["uri"], RunContext(key, DAG_ID, context["run_id"]))
 
 
@@ -197,7 +225,7 @@ def promote(decision: dict[str, Any]) -> dict[str, Any]:
 @dag(
     dag_id=DAG_ID,
     schedule=CronDataIntervalTimetable("0 1 * * *", timezone="UTC"),
-    start_date=dt.datetime(2026, 11, 1, tzinfo=dt.UTC),
+    start_date=_start_date(),
     catchup=False,
     max_active_runs=1,
     tags=["continuous-training", "retrain"],
@@ -219,10 +247,12 @@ def promote(decision: dict[str, Any]) -> dict[str, Any]:
             description="Dask or Spark runs the prepare stage; both give the same features.",
         ),
         "model_family": Param(
-            "torch",
-            enum=["torch", "sklearn"],
+            "default",
+            enum=["default", "torch", "sklearn"],
             title="Model family",
-            description="torch: an MLP trained with DDP; sklearn: gradient-boosted trees.",
+            description="default: the dataset's model settings (include/models/<dataset>.yaml, else "
+            "include/models/default.yaml) choose; torch: an MLP (DDP across processes for large data); "
+            "sklearn: gradient-boosted trees.",
         ),
         "scenario": Param(
             "none",

@@ -124,14 +124,18 @@ class Settings(BaseSettings):
         default="", validate_default=True, description="Registered model name. Default: ct-<dataset>."
     )
 
-    model_family: ModelFamily = Field(default="torch", description="Model family trained by default.")
+    model_family: ModelFamily | None = Field(
+        default=None,
+        description="Model family to train; unset = the model settings file's family (the DAG's model_family "
+        "param and the CLI's --family choose per run).",
+    )
     train_world_size: int | Literal["auto"] = Field(
         default="auto",
         description="DDP processes for the torch family; auto = one process without a launcher for a small "
         "training split (below CT_TRAIN_PROCESSES_FROM_ROWS), one per core (or GPU) above it.",
     )
     train_processes_from_rows: int = Field(
-        default=200_000,
+        default=1_000_000,
         ge=0,
         description="Training rows from which world size auto launches several DDP processes.",
     )

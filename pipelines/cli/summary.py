@@ -35,7 +35,7 @@ def sample_prediction(settings: Settings, dataset_uri: str) -> dict[str, Any]:
 
 
 def _versions_table(client: Any, name: str) -> tuple[Table, int]:
-    """Every version of the registered model with its aliases, metrics, gate decision and dataset hash."""
+    """Every version of the registered model with its aliases, metrics, gate decision and dataset version."""
     versions = sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
     aliases: dict[str, list[str]] = {}
     if versions:
@@ -50,7 +50,7 @@ def _versions_table(client: Any, name: str) -> tuple[Table, int]:
         "val roc_auc",
         "holdout roc_auc",
         "gate",
-        "dataset hash",
+        "dataset version",
     ):
         table.add_column(column)
     for mv in versions:
@@ -63,7 +63,7 @@ def _versions_table(client: Any, name: str) -> tuple[Table, int]:
             _fmt(metrics.get("val_roc_auc")),
             _fmt(metrics.get("holdout_roc_auc")),
             mv.tags.get("gate.decision", "-"),
-            mv.tags.get("dataset.hash", "")[:12],
+            mv.tags.get("dataset.version", "")[:12],
         )
     return table, len(versions)
 

@@ -11,8 +11,15 @@ from pipelines.cli.common import DateOption, emit, load_settings, previous
 
 def train(
     date: dt.datetime = DateOption,
-    family: str = typer.Option(None, help="torch or sklearn (default: CT_MODEL_FAMILY)."),
-    run_key: str = typer.Option(None, help="Idempotency key (default: cli/<date>/<family>)."),
+    family: str = typer.Option(
+        None, help="torch or sklearn (default: CT_MODEL_FAMILY, else the model settings file's family)."
+    ),
+    run_key: str = typer.Option(
+        None,
+        help="Prefix of the idempotency key (default: cli/<date>); the training's identity (a hash of the "
+        "dataset version, family, hyperparameters, world size, seed and code version) is appended, so a "
+        "re-run with the same configuration reuses its run and any change trains a new model.",
+    ),
 ) -> None:
     """Train on the prepared dataset and log the model to MLflow."""
     from pipelines.release.tracking import RunContext
@@ -20,6 +27,5 @@ def train(
 
     settings = load_settings()
     day = date.date()
-    family = family or settings.model_family
     dataset_uri = previous(settings, day, "prepare")["uri"]
-    emit(run(settings, day, dataset_uri, RunContext(run_key or f"cli/{day}/{family}"), family))
+    emit(run(settings, day, dataset_uri, RunContext(run_key or f"cli/{day}"), family))

@@ -42,7 +42,9 @@ class ChurnMLP(nn.Module):
 
 
 def load_mlp(state_path: str | Path, config: dict[str, Any]) -> ChurnMLP:
-    model = ChurnMLP(config["n_features"], tuple(config["hidden"]), config["dropout"])
+    """The MLP a model's ``config.json`` describes, with its trained weights, in inference mode."""
+    hidden = config["hidden_sizes"] if "hidden_sizes" in config else config["hidden"]  # "hidden": before v2
+    model = ChurnMLP(config["n_features"], tuple(hidden), config["dropout"])
     model.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=True))
     model.eval()
     return model

@@ -25,6 +25,7 @@ from pipelines.settings import Settings
 log = logging.getLogger(__name__)
 
 LINEAGE_TAGS = (
+    "dataset.version",
     "dataset.hash",
     "dataset.uri",
     "dataset.engine",
@@ -34,6 +35,7 @@ LINEAGE_TAGS = (
     "airflow.run_id",
     "git.commit",
     "ct.run_key",
+    "ct.training_identity",
     "reference_profile",
 )
 

@@ -70,11 +70,21 @@ def git_commit() -> str:
 def configure(settings: Settings) -> MlflowClient:
     """Point MLflow at the configured store and make sure the experiment exists."""
     uri = settings.tracking_uri
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    if uri.startswith("sqlite:///"):
+        from filelock import FileLock
+
+        database = Path(uri[len("sqlite:///") :])
+        database.parent.mkdir(parents=True, exist_ok=True)
+        # The first client creates and migrates the SQLite store: two tasks doing it at once (a backfill
+        # beside a scheduled run) collide in the migration, so creation is one at a time on this host.
+        with FileLock(f"{database}.init.lock"):
+            client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            client.search_experiments(max_results=1)  # the tracking store is created here
+            client.search_registered_models(max_results=1)  # and the registry's
+    else:
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     if client.get_experiment_by_name(settings.experiment) is None:
         location = settings.artifact_root
         if "://" not in location:

@@ -1,13 +1,23 @@
-"""Train: a torch MLP with DistributedDataParallel, or a scikit-learn model, logged to one MLflow run.
+"""Train: a torch MLP (in-process, or DDP ranks under torchrun), or a scikit-learn model, logged to one MLflow run.
 
-The torch family spawns ``world_size`` processes that rendezvous over TCP on loopback (gloo on the CPU,
-nccl when every rank has its own GPU); each trains on its shard of the data and gradients are averaged by
-DDP. A run is idempotent per run key: a retry finds the finished MLflow run and returns it untouched.
+The hyperparameters come from the dataset's model settings file (:mod:`pipelines.training.model_settings`).
+The torch family trains in this process when the training split is small (``CT_TRAIN_WORLD_SIZE=auto``,
+below ``CT_TRAIN_PROCESSES_FROM_ROWS`` rows) and otherwise spawns ``world_size`` ranks with torchrun that
+rendezvous over TCP on loopback (gloo on the CPU, nccl when every rank has its own GPU); each trains on its
+shard and DDP averages the gradients. Both stop early on the validation split's loss.
+
+A run is idempotent per training identity: the run key is the caller's prefix plus a hash of everything that
+decides the model (dataset version, family, resolved hyperparameters, world size and device, seed, code and
+library versions). A retry of the same training finds the finished MLflow run and returns it untouched; any
+change trains a new model.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -32,17 +42,62 @@ from pipelines.data.profile import PROFILE_FILE, REFERENCE_PROFILE_ARTIFACT
 from pipelines.evaluation.metrics import classification_metrics
 from pipelines.release import tracking
 from pipelines.settings import MODEL_FAMILIES, Settings
+from pipelines.training.arrays import TrainingData
+from pipelines.training.model_settings import (
+    ModelSettings,
+    choose_family,
+    load_model_settings,
+    resolved_hyperparameters,
+)
 
 log = logging.getLogger(__name__)
 
-TORCH_DEFAULTS: dict[str, Any] = {
-    "hidden": [64, 32],
-    "dropout": 0.1,
-    "lr": 2e-3,
-    "batch_size": 256,
-    "weight_decay": 1e-4,
-}
-SKLEARN_DEFAULTS: dict[str, Any] = {"max_iter": 200, "learning_rate": 0.08, "max_leaf_nodes": 31}
+# Bump when a change to this package changes what a model learns from the same data and settings: every
+# training identity changes with it, so a retry after an upgrade trains again instead of reusing the old run.
+TRAINING_CODE_VERSION = "2"
+# The torchrun launch as a whole; a rank that hangs in the rendezvous or a collective fails much sooner
+# (ddp_worker.RENDEZVOUS_TIMEOUT_S). Not a setting yet: a legitimate training of this model takes minutes.
+LAUNCH_TIMEOUT_S = 3 * 3600
+
+
+class TrainingLaunchError(RuntimeError):
+    """The torchrun launch failed or did not finish in time."""
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """Everything that decides the trained model; its hash is the training's identity."""
+
+    family: str
+    dataset_version: str
+    hyperparameters: dict[str, Any]
+    runtime: dict[str, Any]  # torch: world size, device, backend (a DDP result depends on them); sklearn: {}
+    seed: int
+    code_version: str
+    libraries: dict[str, str]
+
+    @property
+    def identity(self) -> str:
+        canonical = json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def model_config(self, n_features: int) -> dict[str, Any]:
+        """What the model's ``config.json`` holds: enough to rebuild it, and how it was trained."""
+        return {
+            **self.hyperparameters,
+            **self.runtime,
+            "seed": self.seed,
+            "n_features": n_features,
+            "family": self.family,
+        }
+
+
+@dataclass(frozen=True)
+class FitReport:
+    """What a family's fit reports besides its weights: loss curves by name and summary metrics."""
+
+    curves: dict[str, list[float]]
+    metrics: dict[str, float]
 
 
 def _free_port() -> int:
@@ -61,35 +116,89 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
-def train_torch(
-    x_train: np.ndarray, y_train: np.ndarray, settings: Settings, out_dir: Path
-) -> tuple[dict[str, Any], list[float]]:
-    """Train the MLP over ``settings.train_world_size`` DDP processes into ``out_dir/weights.pt``."""
+def _cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def resolve_world_size(requested: int | str, processes_from_rows: int, train_rows: int, device: str) -> int:
+    """Ranks to train with: ``auto`` is one in-process rank below ``processes_from_rows``, else one per core
+    (or per GPU); an integer is taken as it is."""
+    if requested != "auto":
+        if int(requested) < 1:
+            raise ValueError(f"CT_TRAIN_WORLD_SIZE must be auto or at least 1, not {requested}")
+        return int(requested)
+    if train_rows < processes_from_rows:
+        return 1
+    if device == "cuda":
+        import torch
+
+        return max(1, torch.cuda.device_count())
+    return _cores()
+
+
+def torch_runtime(settings: Settings, train_rows: int) -> dict[str, Any]:
+    """The torch family's device, world size and DDP backend for a training split of ``train_rows``."""
     import torch
 
     device = resolve_device(settings.train_device)
-    world_size = settings.train_world_size
-    backend = "nccl" if device == "cuda" and torch.cuda.device_count() >= world_size else "gloo"
-    config = {
-        **TORCH_DEFAULTS,
-        "epochs": settings.train_epochs,
-        "seed": settings.seed,
-        "device": device,
-        "backend": backend,
-        "world_size": world_size,
-        "n_features": int(x_train.shape[1]),
-    }
-    data_path = out_dir / "train.npz"
-    np.savez(
-        data_path,
-        x=x_train.astype("float32"),
-        y=y_train.astype("float32"),
-        mean=x_train.mean(axis=0),
-        std=x_train.std(axis=0),
+    world_size = resolve_world_size(
+        settings.train_world_size, settings.train_processes_from_rows, train_rows, device
     )
-    config_path = out_dir / "ddp_config.json"
-    config_path.write_text(json.dumps(config))
-    command = [
+    if world_size == 1:
+        backend = "none"  # one rank in this process: no process group
+    elif device == "cuda" and torch.cuda.device_count() >= world_size:
+        backend = "nccl"
+    else:
+        backend = "gloo"
+    return {"device": device, "world_size": world_size, "backend": backend}
+
+
+def _stop_tree(process: subprocess.Popen[str]) -> None:
+    """Kill the launcher and every rank it started (torchrun does not outlive a SIGKILL gracefully)."""
+    import psutil
+
+    try:
+        children = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    for proc in [*children]:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    process.kill()
+
+
+def launch(command: list[str], timeout_s: float) -> None:
+    """Run a launcher command; raise :class:`TrainingLaunchError` with its output's tail on failure or timeout."""
+    with subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    ) as process:
+        try:
+            output, _ = process.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _stop_tree(process)
+            output, _ = process.communicate()
+            raise TrainingLaunchError(
+                f"DDP training did not finish within {timeout_s:.0f}s (LAUNCH_TIMEOUT_S in "
+                f"{__name__}); its ranks were stopped. Last output:\n{(output or '')[-4000:]}"
+            ) from None
+    if process.returncode != 0:
+        raise TrainingLaunchError(
+            f"DDP training failed (exit {process.returncode}); last output:\n{output[-4000:]}"
+        )
+
+
+def _torchrun_command(world_size: int, data_path: Path, config_path: Path, out_dir: Path) -> list[str]:
+    from pipelines.training.ddp_worker import RENDEZVOUS_TIMEOUT_S
+
+    return [
         sys.executable,
         "-m",
         "torch.distributed.run",
@@ -101,41 +210,73 @@ def train_torch(
         "c10d",
         "--rdzv-endpoint",
         f"127.0.0.1:{_free_port()}",
+        "--rdzv-conf",
+        f"join_timeout={RENDEZVOUS_TIMEOUT_S}",
         "-m",
         "pipelines.training.ddp_worker",
         str(data_path),
         str(config_path),
         str(out_dir),
     ]
-    log.info("launching %d DDP ranks (%s on %s)", world_size, backend, device)
-    completed = subprocess.run(
-        command, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def train_torch(data: TrainingData, plan: TrainingPlan, out_dir: Path) -> FitReport:
+    """Train the MLP into ``out_dir/weights.pt``: in this process for one rank, else under torchrun."""
+    from pipelines.training import ddp_worker
+
+    config = plan.model_config(int(data.x_train.shape[1]))
+    world_size = plan.runtime["world_size"]
+    if world_size == 1:
+        log.info("training in-process on %s (%d rows)", plan.runtime["device"], len(data.x_train))
+        history = ddp_worker.run_in_process(data, config, out_dir)
+    else:
+        data_path, config_path = out_dir / "train.npz", out_dir / "ddp_config.json"
+        data.save(data_path)
+        config_path.write_text(json.dumps(config))
+        log.info(
+            "launching %d DDP ranks (%s on %s)", world_size, plan.runtime["backend"], plan.runtime["device"]
+        )
+        try:
+            launch(_torchrun_command(world_size, data_path, config_path, out_dir), LAUNCH_TIMEOUT_S)
+        finally:
+            data_path.unlink()
+        history = ddp_worker.read_history(out_dir)
+    return FitReport(
+        curves={"train_loss": history.train_loss, "val_loss": history.val_loss},
+        metrics={
+            "stopped_epoch": history.epochs_run,
+            "best_epoch": history.best_epoch,
+            "best_val_loss": history.best_val_loss,
+        },
     )
-    data_path.unlink()
-    if completed.returncode != 0:
-        tail = (completed.stdout + completed.stderr)[-4000:]
-        raise RuntimeError(f"DDP training failed (exit {completed.returncode}); last output:\n{tail}")
-    return config, json.loads((out_dir / "curve.json").read_text())
 
 
-def train_sklearn(
-    x_train: np.ndarray, y_train: np.ndarray, settings: Settings, out_dir: Path
-) -> tuple[dict[str, Any], list[float]]:
-    """Fit gradient-boosted trees into ``out_dir/weights.joblib``."""
+def train_sklearn(data: TrainingData, plan: TrainingPlan, out_dir: Path) -> FitReport:
+    """Fit gradient-boosted trees into ``out_dir/weights.joblib``, stopping early on the validation split."""
     import joblib
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    config = {**SKLEARN_DEFAULTS, "seed": settings.seed}
-    estimator = HistGradientBoostingClassifier(
-        max_iter=config["max_iter"],
-        learning_rate=config["learning_rate"],
-        max_leaf_nodes=config["max_leaf_nodes"],
-        early_stopping=True,
-        random_state=config["seed"],
-    )
-    estimator.fit(x_train, y_train)
+    params = dict(plan.hyperparameters)
+    estimator = HistGradientBoostingClassifier(**params, random_state=plan.seed)
+    if params["early_stopping"]:
+        estimator.fit(data.x_train, data.y_train, X_val=data.x_validation, y_val=data.y_validation)
+    else:
+        estimator.fit(data.x_train, data.y_train)
     joblib.dump(estimator, out_dir / "weights.joblib")
-    return config, [float(v) for v in -estimator.validation_score_]
+    metrics: dict[str, float] = {"stopped_iteration": int(estimator.n_iter_)}
+    curves: dict[str, list[float]] = {}
+    if params["early_stopping"]:  # scores are negative losses; entry 0 is the ensemble before any tree
+        curves = {
+            "train_loss": [-float(v) for v in estimator.train_score_[1:]],
+            "val_loss": [-float(v) for v in estimator.validation_score_[1:]],
+        }
+        best = int(np.argmin(curves["val_loss"]))
+        metrics |= {"best_iteration": best + 1, "best_val_loss": curves["val_loss"][best]}
+    return FitReport(curves=curves, metrics=metrics)
+
+
+def _no_runtime(settings: Settings, train_rows: int) -> dict[str, Any]:
+    return {}
 
 
 def _torch_requirements() -> list[str]:
@@ -156,20 +297,55 @@ class Family:
     """What differs between model families: how one is fitted, what it writes, what it needs to load."""
 
     name: str
-    fit: Callable[[np.ndarray, np.ndarray, Settings, Path], tuple[dict[str, Any], list[float]]]
+    fit: Callable[[TrainingData, TrainingPlan, Path], FitReport]
+    runtime: Callable[[Settings, int], dict[str, Any]]  # launch choices that change the result
+    libraries: tuple[str, ...]  # distributions whose version is part of the training's identity
     weights: str  # the file ``fit`` writes into the output folder
-    curve: str  # the name its training curve is logged under
     requirements: Callable[[], list[str]]  # pip pins of what loading it needs, besides MLflow, pandas, numpy
     onnx: bool  # whether it carries ONNX exports
 
 
 FAMILIES: dict[str, Family] = {
-    "torch": Family("torch", train_torch, "weights.pt", "train_loss", _torch_requirements, onnx=True),
+    "torch": Family(
+        "torch", train_torch, torch_runtime, ("torch",), "weights.pt", _torch_requirements, onnx=True
+    ),
     "sklearn": Family(
-        "sklearn", train_sklearn, "weights.joblib", "early_stopping_loss", _sklearn_requirements, onnx=False
+        "sklearn",
+        train_sklearn,
+        _no_runtime,
+        ("scikit-learn",),
+        "weights.joblib",
+        _sklearn_requirements,
+        onnx=False,
     ),
 }
 assert set(FAMILIES) == set(MODEL_FAMILIES), "one entry per model family of the settings"
+
+
+def _train_rows(dataset_uri: str, manifest: datasets.Manifest) -> int:
+    split_rows = manifest.extra.get("split_rows") or {}
+    if "train" in split_rows:
+        return int(split_rows["train"])
+    return datasets.count_rows(storage.split_uri(dataset_uri, "train"))
+
+
+def plan_training(
+    settings: Settings,
+    model_settings: ModelSettings,
+    spec: Family,
+    dataset_uri: str,
+    manifest: datasets.Manifest,
+) -> TrainingPlan:
+    """Resolve everything that decides the model, before any data is read."""
+    return TrainingPlan(
+        family=spec.name,
+        dataset_version=str(manifest.extra.get("dataset_version") or manifest.content_hash),
+        hyperparameters=resolved_hyperparameters(settings, model_settings, spec.name),
+        runtime=spec.runtime(settings, _train_rows(dataset_uri, manifest)),
+        seed=settings.seed,
+        code_version=TRAINING_CODE_VERSION,
+        libraries={name: importlib.metadata.version(name) for name in spec.libraries},
+    )
 
 
 def _find_finished_run(client: mlflow.MlflowClient, settings: Settings, run_key: str) -> Any | None:
@@ -234,27 +410,100 @@ def train(
     context: tracking.RunContext,
     family: str | None = None,
 ) -> dict[str, Any]:
-    """Train one model family on the prepared dataset; return the MLflow run id and validation metrics."""
-    family = family or settings.model_family
+    """Train one model family on the prepared dataset; return the MLflow run id and validation metrics.
+
+    The run key is ``context.run_key`` plus the training's identity: a retry of the same training reuses its
+    finished run; a changed dataset, family, hyperparameter, world size, device, seed or code trains anew.
+    """
+    model_settings = load_model_settings(settings.resolved_model_settings_path)
+    family = choose_family(settings, model_settings, family)
     if family not in FAMILIES:
         raise ValueError(f"unknown model family '{family}'; choose {' or '.join(FAMILIES)}")
     spec = FAMILIES[family]
+    manifest = datasets.read_manifest(dataset_uri)
+    plan = plan_training(settings, model_settings, spec, dataset_uri, manifest)
+    context = dataclasses.replace(context, run_key=f"{context.run_key}/{plan.identity}")
     client = tracking.configure(settings)
     if existing := _find_finished_run(client, settings, context.run_key):
         log.info(
             "run key %s already trained as MLflow run %s; reusing it", context.run_key, existing.info.run_id
         )
         return _result(existing.info.run_id, existing.data.metrics, existing.data.tags)
+    run_id = _train_and_log(settings, logical_date, dataset_uri, manifest, context, spec, plan)
+    finished = client.get_run(run_id)
+    return _result(run_id, finished.data.metrics, finished.data.tags)
 
-    contract = dataset_contract(settings)
-    manifest = datasets.read_manifest(dataset_uri)
+
+def _read_data(dataset_uri: str, contract: Contract) -> tuple[TrainingData, pd.DataFrame]:
     names = feature_names(contract)
     train_frame = datasets.read_split(dataset_uri, "train")
     validation = datasets.read_split(dataset_uri, "validation")
-    x_train, y_train = train_frame[names].to_numpy("float32"), train_frame[contract.label].to_numpy()
+    for split, frame in (("train", train_frame), ("validation", validation)):
+        if frame.empty:
+            raise ValueError(
+                f"the {split} split of {dataset_uri} is empty: training needs both a training and a "
+                "validation split (early stopping and the validation metrics read it)"
+            )
+    data = TrainingData(
+        x_train=train_frame[names].to_numpy("float32"),
+        y_train=train_frame[contract.label].to_numpy(),
+        x_validation=validation[names].to_numpy("float32"),
+        y_validation=validation[contract.label].to_numpy(),
+    )
+    return data, validation
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _identity_tags(plan: TrainingPlan) -> dict[str, str]:
+    return {
+        "ct.training_identity": plan.identity,
+        "ct.training_identity.parts": json.dumps(dataclasses.asdict(plan), sort_keys=True),
+        "dataset.version": plan.dataset_version,
+        "training.code_version": plan.code_version,
+        **{f"training.library.{name}": version for name, version in plan.libraries.items()},
+    }
+
+
+def _run_params(plan: TrainingPlan, data: TrainingData) -> dict[str, Any]:
+    launcher = "torchrun" if plan.runtime.get("world_size", 1) > 1 else "in-process"
+    return {
+        **_flatten(plan.hyperparameters),
+        **plan.runtime,
+        "launcher": launcher,
+        "seed": plan.seed,
+        "family": plan.family,
+        "code_version": plan.code_version,
+        "training_identity": plan.identity,
+        "train_rows": len(data.x_train),
+        "validation_rows": len(data.x_validation),
+    }
+
+
+def _train_and_log(
+    settings: Settings,
+    logical_date: dt.date,
+    dataset_uri: str,
+    manifest: datasets.Manifest,
+    context: tracking.RunContext,
+    spec: Family,
+    plan: TrainingPlan,
+) -> str:
+    """Fit, validate and log one model under a new MLflow run; return its id."""
+    contract = dataset_contract(settings)
+    data, validation = _read_data(dataset_uri, contract)
     tags = {
         **context.tags(),
-        "model.family": family,
+        **_identity_tags(plan),
+        "model.family": spec.name,
         "dataset.uri": dataset_uri,
         "dataset.hash": manifest.content_hash,
         "dataset.engine": str(manifest.extra.get("engine")),
@@ -262,27 +511,25 @@ def train(
     }
     with (
         tempfile.TemporaryDirectory(prefix="ct-train-") as tmp,
-        mlflow.start_run(run_name=f"{family}-{logical_date}", tags=tags) as run,
+        mlflow.start_run(run_name=f"{spec.name}-{logical_date}", tags=tags) as run,
     ):
         started = time.perf_counter()
-        config, curve = spec.fit(x_train, y_train, settings, Path(tmp))
+        report = spec.fit(data, plan, Path(tmp))
         seconds = time.perf_counter() - started
         # Validation scores the model as it will be served: raw columns in, the contract's features inside.
+        config = plan.model_config(int(data.x_train.shape[1]))
         model, artifacts = load_trained_model(spec, Path(tmp), contract, config)
         validation_metrics = classification_metrics(
             validation[contract.label].to_numpy(), model.predict_proba(validation)
         )
-        mlflow.log_params(
-            {
-                **{k: v for k, v in config.items() if k != "n_features"},
-                "family": family,
-                "train_rows": len(x_train),
-            }
-        )
-        for step, value in enumerate(curve):
-            mlflow.log_metric(spec.curve, value, step=step)
+        mlflow.log_params(_run_params(plan, data))
+        for name, curve in report.curves.items():
+            for step, value in enumerate(curve, start=1):
+                mlflow.log_metric(name, value, step=step)
         mlflow.log_metrics(
-            {f"val_{k}": v for k, v in validation_metrics.items()} | {"train_seconds": seconds}
+            {f"val_{k}": v for k, v in validation_metrics.items()}
+            | report.metrics
+            | {"train_seconds": seconds}
         )
         model_info = log_model(spec, model, artifacts, validation)
         mlflow.set_tag("ct.model_uri", model_info.model_uri)
@@ -291,10 +538,15 @@ def train(
             storage.read_json(storage.join(dataset_uri, PROFILE_FILE)), REFERENCE_PROFILE_ARTIFACT
         )
         mlflow.set_tag("reference_profile", f"runs:/{run.info.run_id}/{REFERENCE_PROFILE_ARTIFACT}")
-        run_id = run.info.run_id
-    log.info("trained %s in %.1fs: validation %s", family, seconds, validation_metrics)
-    finished = client.get_run(run_id)
-    return _result(run_id, finished.data.metrics, finished.data.tags)
+    log.info(
+        "trained %s (%s) in %.1fs: %s; validation %s",
+        spec.name,
+        plan.identity,
+        seconds,
+        report.metrics,
+        validation_metrics,
+    )
+    return str(run.info.run_id)
 
 
 def _result(run_id: str, metrics: dict[str, float], tags: dict[str, str]) -> dict[str, Any]:
@@ -302,6 +554,8 @@ def _result(run_id: str, metrics: dict[str, float], tags: dict[str, str]) -> dic
         "run_id": run_id,
         "model_uri": tags.get("ct.model_uri"),
         "family": tags.get("model.family"),
+        "run_key": tags.get("ct.run_key"),
+        "training_identity": tags.get("ct.training_identity"),
         "dataset_hash": tags.get("dataset.hash"),
         "val_metrics": {k[4:]: v for k, v in metrics.items() if k.startswith("val_")},
     }

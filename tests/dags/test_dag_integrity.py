@@ -83,7 +83,7 @@ def test_retrain_graph(dagbag):
     assert approve.options_mapping == {"Approve": "promote", "Reject": "record_rejection"}
     assert dag.params["dry_run"] is False
     params = dag.params
-    assert params["engine"] == "dask" and params["model_family"] == "torch" and params["scenario"] == "none"
+    assert params["engine"] == "dask" and params["model_family"] == "default" and params["scenario"] == "none"
     assert params["dataset"] == "transactions"
     # generate is skipped for a dataset with its own source; validate still runs after a skip.
     assert dag.get_task("validate").trigger_rule == "none_failed"

@@ -1,0 +1,91 @@
+"""The run key is the training's identity, on real MLflow: a retry reuses its run, any change trains anew."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.data.generate import generate
+from pipelines.data.prepare import prepare
+from pipelines.data.validate import validate
+from pipelines.release import tracking
+from pipelines.settings import get_settings
+from pipelines.training.train import train
+from tests.conftest import DAY
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """One prepared demo day of 1,200 rows (about 840 training rows)."""
+    settings = get_settings(state_dir=tmp_path_factory.mktemp("identity"), rows_per_day=1200)
+    generate(settings, DAY, "none")
+    validate(settings, DAY)
+    return settings.state_dir, prepare(settings, DAY, "dask")["uri"]
+
+
+def _settings(state_dir, **changes):
+    defaults = {"train_epochs": 2, "train_world_size": "auto", "train_device": "cpu", "seed": 7}
+    return get_settings(state_dir=state_dir, rows_per_day=1200, **(defaults | changes))
+
+
+def test_same_configuration_reuses_the_run_and_any_change_trains_a_new_one(prepared, tmp_path):
+    state_dir, uri = prepared
+    context = tracking.RunContext("retrain/2026-11-20", "retrain", "run-1")
+    first = train(_settings(state_dir), DAY, uri, context, "torch")
+    assert first["run_key"] == f"retrain/2026-11-20/{first['training_identity']}"
+    run = tracking.configure(_settings(state_dir)).get_run(first["run_id"])
+    params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
+    assert params["max_epochs"] == "2" and params["hidden_sizes"] == "[64, 32]"
+    assert params["early_stopping.patience"] == "10" and params["launcher"] == "in-process"
+    assert params["world_size"] == "1" and params["training_identity"] == first["training_identity"]
+    assert tags["ct.training_identity"] == first["training_identity"] and tags["dataset.version"]
+    assert tags["ct.run_key"] == first["run_key"] and tags["airflow.run_id"] == "run-1"
+    assert 1 <= metrics["stopped_epoch"] <= 2 and metrics["best_val_loss"] > 0
+
+    # A retry of the same training (another DAG run id, same prefix): the finished run is reused.
+    retry = tracking.RunContext("retrain/2026-11-20", "retrain", "run-1-retry")
+    assert train(_settings(state_dir), DAY, uri, retry, "torch")["run_id"] == first["run_id"]
+
+    # CT_TRAIN_EPOCHS changed: a new identity, a new run.
+    more_epochs = train(_settings(state_dir, train_epochs=3), DAY, uri, context, "torch")
+    assert more_epochs["run_id"] != first["run_id"]
+    assert more_epochs["training_identity"] != first["training_identity"]
+
+    # Hidden sizes changed in the model settings file: a new run, logged with its sizes.
+    model_file = tmp_path / "model.yaml"
+    model_file.write_text("torch: {hidden_sizes: [16]}\n")
+    narrow = train(_settings(state_dir, model_settings_path=model_file), DAY, uri, context, "torch")
+    assert narrow["run_id"] not in {first["run_id"], more_epochs["run_id"]}
+    narrow_run = tracking.configure(_settings(state_dir)).get_run(narrow["run_id"])
+    assert narrow_run.data.params["hidden_sizes"] == "[16]"
+
+    # And each is reused on its own retry.
+    assert (
+        train(_settings(state_dir, train_epochs=3), DAY, uri, retry, "torch")["run_id"]
+        == more_epochs["run_id"]
+    )
+    assert (
+        train(_settings(state_dir, model_settings_path=model_file), DAY, uri, retry, "torch")["run_id"]
+        == narrow["run_id"]
+    )
+
+
+def test_two_torchrun_ranks_are_another_training_than_one_rank(prepared):
+    state_dir, uri = prepared
+    context = tracking.RunContext("retrain/2026-11-20")
+    one = train(_settings(state_dir), DAY, uri, context, "torch")
+    two = train(_settings(state_dir, train_world_size=2), DAY, uri, context, "torch")
+    assert two["run_id"] != one["run_id"]
+    params = tracking.configure(_settings(state_dir)).get_run(two["run_id"]).data.params
+    assert params["launcher"] == "torchrun" and params["world_size"] == "2" and params["backend"] == "gloo"
+    assert two["val_metrics"]["roc_auc"] > 0.6
+
+
+def test_sklearn_stops_early_on_the_validation_split_and_logs_its_parameters(prepared):
+    state_dir, uri = prepared
+    trained = train(_settings(state_dir), DAY, uri, tracking.RunContext("retrain/2026-11-20"), "sklearn")
+    run = tracking.configure(_settings(state_dir)).get_run(trained["run_id"])
+    assert run.data.params["max_iter"] == "300" and run.data.params["early_stopping"] == "True"
+    assert run.data.metrics["stopped_iteration"] <= 300 and run.data.metrics["best_val_loss"] > 0
+    assert trained["val_metrics"]["roc_auc"] > 0.6

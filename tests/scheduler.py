@@ -1,0 +1,162 @@
+"""A real Airflow for tests: ``airflow standalone`` (api-server, scheduler, dag-processor, triggerer) on its own
+home, database and port, so DAG runs go through the scheduler and the LocalExecutor as they do for a user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Airflow:
+    """``airflow standalone`` started in ``home``; :meth:`stop` ends it and every process it started."""
+
+    def __init__(self, home: Path, extra_env: dict[str, str]):
+        self.home = home
+        self.port = _free_port()
+        self.database = home / "airflow.db"
+        self.env = {
+            **os.environ,
+            **extra_env,
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "2",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            # No runs from the schedule: a test makes the runs it checks (backfills, triggers).
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.database}",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{self.port}",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+        }
+        self.env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = home / "standalone.log"
+
+    def cli(self, *args: str, timeout: float = 600) -> str:
+        """Run an ``airflow`` command against this instance; its output, or an error with the output."""
+        done = subprocess.run(
+            [AIRFLOW, *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"airflow {' '.join(args)} failed ({done.returncode}):\n{done.stdout}{done.stderr}"
+            )
+        return done.stdout
+
+    def start(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.cli("db", "migrate")
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [AIRFLOW, "standalone"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def stop(self) -> None:
+        """End standalone and every process under it (its services start their own workers and sessions)."""
+        import psutil
+
+        if self.process is None:
+            return
+        try:
+            parent = psutil.Process(self.process.pid)
+            processes = [parent, *parent.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            processes = []
+        for process in processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.terminate()
+        _, alive = psutil.wait_procs(processes, timeout=30)
+        for process in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        psutil.wait_procs(alive, timeout=30)
+        self.process.wait(timeout=30)
+        self.process = None
+
+    def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        if not self.database.exists():
+            return []
+        with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=30) as connection:
+            try:
+                return connection.execute(sql, args).fetchall()
+            except sqlite3.OperationalError:  # a table the migration has not made yet, or a busy database
+                return []
+
+    def wait_for(self, what: str, condition: Callable[[], Any], timeout: float) -> Any:
+        """Poll ``condition`` until it is truthy; fail naming ``what`` with the log's tail if it never is."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                break
+            if value := condition():
+                return value
+            time.sleep(2)
+        tail = self.log.read_text(errors="replace")[-6000:] if self.log.exists() else ""
+        raise AssertionError(f"timed out waiting for {what}; airflow standalone's log ends:\n{tail}")
+
+    def runs(self, dag_id: str) -> list[dict[str, Any]]:
+        rows = self.query(
+            "SELECT run_id, state, logical_date, run_type, conf FROM dag_run WHERE dag_id = ? ORDER BY logical_date",
+            dag_id,
+        )
+        return [
+            {"run_id": r[0], "state": r[1], "logical_date": r[2], "run_type": r[3], "conf": r[4]}
+            for r in rows
+        ]
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
+        rows = self.query(
+            "SELECT task_id, state FROM task_instance WHERE dag_id = ? AND run_id = ?", dag_id, run_id
+        )
+        return {task: str(state) for task, state in rows}
+
+    def dag_parsed(self, dag_id: str) -> bool:
+        return bool(self.query("SELECT 1 FROM serialized_dag WHERE dag_id = ?", dag_id))
+
+    def unpause(self, dag_id: str) -> None:
+        self.cli("dags", "unpause", dag_id)
+
+    def backfill(self, dag_id: str, start: str, end: str, conf: dict[str, Any]) -> str:
+        return self.cli(
+            "backfill",
+            "create",
+            "--dag-id",
+            dag_id,
+            "--from-date",
+            start,
+            "--to-date",
+            end,
+            "--dag-run-conf",
+            json.dumps(conf),
+            "--max-active-runs",
+            "1",
+        )

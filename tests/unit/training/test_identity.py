@@ -1,0 +1,100 @@
+"""The training's identity: what goes into the run key, and what changes it."""
+
+import dataclasses
+
+import pytest
+
+from pipelines.data.datasets import Manifest
+from pipelines.settings import get_settings
+from pipelines.training import train as training
+from pipelines.training.model_settings import ModelSettings
+from pipelines.training.train import FAMILIES, plan_training, resolve_world_size
+
+
+def _manifest(content_hash: str = "c" * 64, **extra) -> Manifest:
+    return Manifest(
+        uri="memory://features",
+        rows=1000,
+        schema={},
+        content_hash=content_hash,
+        created_at="2026-11-20T00:00:00+00:00",
+        extra={"split_rows": {"train": 700, "validation": 150, "holdout": 150}, **extra},
+    )
+
+
+def _plan(family="torch", settings=None, model_settings=None, manifest=None):
+    defaults = {"train_device": "cpu", "train_world_size": "auto", "train_epochs": None, "seed": 7}
+    settings = get_settings(**(defaults | (settings or {})))
+    return plan_training(
+        settings,
+        model_settings or ModelSettings(),
+        FAMILIES[family],
+        "memory://features",
+        manifest or _manifest(dataset_version="v" * 64),
+    )
+
+
+def test_the_same_configuration_has_the_same_identity():
+    first, second = _plan(), _plan()
+    assert first == second and first.identity == second.identity
+    assert len(first.identity) == 16 and int(first.identity, 16) >= 0
+    assert first.runtime == {"device": "cpu", "world_size": 1, "backend": "none"}
+    assert first.libraries["torch"] and first.code_version == training.TRAINING_CODE_VERSION
+    assert _plan("sklearn").runtime == {} and set(_plan("sklearn").libraries) == {"scikit-learn"}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"settings": {"train_epochs": 150}},
+        {"model_settings": ModelSettings.model_validate({"torch": {"hidden_sizes": [128, 64]}})},
+        {"model_settings": ModelSettings.model_validate({"torch": {"early_stopping": None}})},
+        {"settings": {"train_world_size": 2}},
+        {"settings": {"seed": 8}},
+        {"manifest": _manifest(dataset_version="w" * 64)},
+        {"family": "sklearn"},
+    ],
+    ids=["epochs", "hidden_sizes", "early_stopping", "world_size", "seed", "dataset_version", "family"],
+)
+def test_any_change_to_what_decides_the_model_changes_the_identity(change):
+    assert _plan(**change).identity != _plan().identity
+
+
+def test_the_code_and_library_versions_are_part_of_the_identity(monkeypatch):
+    before = _plan()
+    monkeypatch.setattr(training, "TRAINING_CODE_VERSION", "999")
+    assert _plan().identity != before.identity
+    assert dataclasses.replace(before, libraries={"torch": "0.0.1"}).identity != before.identity
+
+
+def test_another_family_s_settings_and_the_file_s_family_do_not_change_the_identity():
+    other = ModelSettings.model_validate({"family": "sklearn", "sklearn": {"max_iter": 5}})
+    assert _plan(model_settings=other).identity == _plan().identity
+
+
+def test_the_dataset_version_falls_back_to_the_content_hash():
+    assert _plan(manifest=_manifest("d" * 64)).dataset_version == "d" * 64
+    assert _plan(manifest=_manifest("d" * 64, dataset_version="v1")).dataset_version == "v1"
+
+
+def test_world_size_auto_is_one_rank_below_the_threshold_and_one_per_core_above(monkeypatch):
+    monkeypatch.setattr(training, "_cores", lambda: 6)
+    assert resolve_world_size("auto", 1000, 999, "cpu") == 1
+    assert resolve_world_size("auto", 1000, 1000, "cpu") == 6
+    assert resolve_world_size(3, 1000, 10, "cpu") == 3
+    assert resolve_world_size(1, 0, 10**9, "cpu") == 1
+    with pytest.raises(ValueError, match="at least 1"):
+        resolve_world_size(0, 1000, 10, "cpu")
+
+
+def test_run_params_hold_every_hyperparameter_and_the_launch():
+    plan = _plan()
+    arrays = type("Data", (), {"x_train": [0] * 7, "x_validation": [0] * 3})()
+    params = training._run_params(plan, arrays)  # type: ignore[arg-type]
+    flat_keys = {"hidden_sizes", "dropout", "learning_rate", "weight_decay", "batch_size", "max_epochs"}
+    assert flat_keys | {"early_stopping.patience", "early_stopping.min_delta"} <= set(params)
+    assert params["launcher"] == "in-process" and params["world_size"] == 1
+    assert params["train_rows"] == 7 and params["validation_rows"] == 3
+    assert params["training_identity"] == plan.identity
+    tags = training._identity_tags(plan)
+    assert tags["ct.training_identity"] == plan.identity and tags["dataset.version"] == "v" * 64
