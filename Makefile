@@ -27,6 +27,9 @@ demo: $(STAMP) ## Two real runs of the retrain DAG (bootstrap, then drift), then
 test: $(STAMP) ## The whole test suite (unit, DAG, integration on real engines, end to end)
 	$(VENV)/bin/python -m pytest tests
 
+test-busy: $(STAMP) ## The whole suite beside one busy loop per core (scripts/test-under-load.sh)
+	./scripts/test-under-load.sh
+
 test-fast: $(STAMP) ## Unit and DAG tests only
 	$(VENV)/bin/python -m pytest tests -m "not slow"
 
@@ -54,4 +57,4 @@ lock: ## Re-resolve requirements.txt into constraints.txt
 clean: ## Remove the embedded state (.state: data, MLflow store, Airflow home)
 	rm -rf $(CT_STATE_DIR)
 
-.PHONY: help install demo test test-fast lint hooks airflow mlflow serve lock clean
+.PHONY: help install demo test test-busy test-fast lint hooks airflow mlflow serve lock clean

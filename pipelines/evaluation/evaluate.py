@@ -117,9 +117,12 @@ def measure_latency(
 
 
 def _serving_call(model: Any, row: pd.DataFrame, settings: Settings) -> tuple[Any, str]:
-    from pipelines.model.runtime import ModelLoadError, ServedModel
+    from pipelines.model.runtime import ModelLoadError, ServedModel, set_threads
     from pipelines.model.signature import InputSchema, RequestError
 
+    # The threads serving gives a model call (CT_SERVE_THREADS): left at one per core, scikit-learn's OpenMP
+    # threads stall behind any other work on the cores, and a one-row call's p99 measured the neighbours.
+    set_threads(settings.serve_threads)
     try:
         schema = InputSchema.from_signature(model.metadata.signature)
         served = ServedModel(name="", version=0, sha256="", run_id=None, schema=schema, pyfunc=model)

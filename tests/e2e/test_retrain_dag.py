@@ -1,4 +1,8 @@
-"""The real `retrain` DAG through Airflow (dag.test): bootstrap, then a drifted day, then broken data."""
+"""The real `retrain` DAG through Airflow (dag.test): bootstrap, then a drifted day, then broken data.
+
+Each test has its own state folder (data, MLflow registry, promotion history); a test that needs a
+champion makes its own (`_seed_champions`), so that any one of them runs alone or in any order.
+"""
 
 from __future__ import annotations
 
@@ -13,20 +17,56 @@ import pytest
 pytestmark = pytest.mark.slow
 
 DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
+SEED_DAY = dt.date(2026, 11, 20)
 
 
 @pytest.fixture(scope="module")
-def airflow_env(tmp_path_factory):
-    state = tmp_path_factory.mktemp("e2e")
-    mp = pytest.MonkeyPatch()
-    for key, value in {"CT_STATE_DIR": str(state), "CT_ROWS_PER_DAY": "4000", "CT_TRAIN_EPOCHS": "4"}.items():
-        mp.setenv(key, value)
+def airflow_db():
+    """Airflow's metadata database (in the session's throwaway Airflow home), migrated once."""
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
+
+
+@pytest.fixture
+def airflow_env(airflow_db, tmp_path, monkeypatch):
+    """The `retrain` DAG, freshly parsed, and this test's own, empty state folder.
+
+    The DAG's tasks build their settings from the environment, so the state folder is set there. The
+    DAG is parsed per test: dag.test keeps a run's conf as the DAG's params.
+    """
     from airflow.dag_processing.dagbag import DagBag
 
-    dag = DagBag(dag_folder=str(DAGS_DIR)).dags["retrain"]
-    yield dag, state
-    mp.undo()
+    state = tmp_path / "state"
+    for key, value in {"CT_STATE_DIR": str(state), "CT_ROWS_PER_DAY": "4000", "CT_TRAIN_EPOCHS": "4"}.items():
+        monkeypatch.setenv(key, value)
+    return DagBag(dag_folder=str(DAGS_DIR)).dags["retrain"], state
+
+
+def _seed_champions(count: int) -> list[int]:
+    """Register ``count`` versions of the demo model, each promoted over the one before; their numbers.
+
+    scikit-learn on one prepared day, outside Airflow: the champion (the last) and the history behind it
+    that a test needs, made by that test.
+    """
+    from pipelines.data.generate import generate
+    from pipelines.data.prepare import prepare
+    from pipelines.data.validate import validate
+    from pipelines.release import tracking
+    from pipelines.release.promote import move_champion
+    from pipelines.release.register import register
+    from pipelines.settings import get_settings
+    from pipelines.training.train import train
+
+    settings = get_settings()
+    generate(settings, SEED_DAY, "none")
+    validate(settings, SEED_DAY)
+    dataset_uri = prepare(settings, SEED_DAY, "dask")["uri"]
+    versions: list[int] = []
+    for n in range(count):
+        trained = train(settings, SEED_DAY, dataset_uri, tracking.RunContext(f"test/seed-{n}"), "sklearn")
+        version = register(settings, SEED_DAY, trained["run_id"])["version"]
+        move_champion(settings, version, versions[-1] if versions else None, trigger="test seed")
+        versions.append(version)
+    return versions
 
 
 DEFAULTS = {
@@ -99,10 +139,12 @@ def test_broken_data_stops_the_run_before_training(airflow_env):
     from pipelines.settings import get_settings
 
     dag, _ = airflow_env
+    seeds = _seed_champions(1)
     settings = get_settings()
     client = tracking.configure(settings)
     versions_before = len(client.search_model_versions(f"name = '{settings.model_name}'"))
     champion_before = tracking.version_by_alias(client, settings.model_name, "champion")
+    assert int(champion_before.version) == seeds[-1]
     run = _run(dag, dt.date(2026, 11, 22), {"scenario": "schema_break"})
     assert run.state == "failed"
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
@@ -127,12 +169,10 @@ def test_a_champion_alias_moved_outside_the_gate_stops_the_run_at_its_start(airf
     from pipelines.settings import get_settings
 
     dag, _ = airflow_env
+    other, recorded = _seed_champions(2)
     settings = get_settings()
     client = tracking.configure(settings)
-    recorded = history.champion(history.read(settings, settings.model_name))
-    assert recorded is not None, "the first test of this module makes a champion"
-    versions = client.search_model_versions(f"name = '{settings.model_name}'")
-    other = next(int(v.version) for v in versions if int(v.version) != recorded)
+    assert history.champion(history.read(settings, settings.model_name)) == recorded
     client.set_registered_model_alias(settings.model_name, "champion", str(other))  # MLflow's alias editor
     try:
         run = _run(dag, dt.date(2026, 11, 23), {})
@@ -152,14 +192,12 @@ def test_a_real_dataset_from_its_own_source_runs_the_whole_dag(airflow_env, tmp_
     from pipelines.settings import get_settings
 
     dag, _ = airflow_env
+    (demo_champion,) = _seed_champions(1)
     monkeypatch.setenv("CT_SOURCE_URI", str(tmp_path / "exports" / "bc-{ds}.csv"))
     monkeypatch.setenv("CT_WINDOW_DAYS", "3")
     day = dt.date(2026, 11, 20)
     settings = get_settings(dataset="breast_cancer")
     write_sample(settings, "breast_cancer", day, days=3)
-    demo_champion = tracking.version_by_alias(
-        tracking.configure(get_settings()), "ct-transactions", "champion"
-    )
 
     run = _run(dag, day, {"dataset": "breast_cancer", "model_family": "torch", "engine": "spark"})
     assert run.state == "success"
@@ -173,7 +211,7 @@ def test_a_real_dataset_from_its_own_source_runs_the_whole_dag(airflow_env, tmp_
     assert int(run_data.params["train_rows"]) > 300  # the whole 3-day window, 569 rows, was read
     # The demo dataset's champion is another registered model, untouched.
     after = tracking.version_by_alias(client, "ct-transactions", "champion")
-    assert demo_champion is not None and after.version == demo_champion.version
+    assert int(after.version) == demo_champion
 
 
 def _approval_policy(tmp_path: Path) -> Path:
@@ -238,7 +276,7 @@ def _run_and_answer(dag, day: dt.date, conf: dict, option: str, who: str = "revi
 
     def person() -> None:
         deadline = time.monotonic() + 900
-        while not done.is_set() and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
             try:
                 answered = _answer(day, option, who)
             except SQLAlchemyError as exc:  # the run holds the database; keep trying, report the last error
@@ -248,7 +286,8 @@ def _run_and_answer(dag, day: dt.date, conf: dict, option: str, who: str = "revi
                 asked.clear()
                 asked.update(answered)
                 return
-            time.sleep(1)
+            if done.wait(0.5):  # no event tells us the request is open: look again, until the run ends
+                return
 
     thread = threading.Thread(target=person, daemon=True)
     thread.start()
@@ -266,10 +305,11 @@ def test_approval_granted_then_rejected(airflow_env, tmp_path, monkeypatch):
     from pipelines.settings import get_settings
 
     dag, _ = airflow_env
+    (before,) = _seed_champions(1)
     monkeypatch.setenv("CT_POLICY_PATH", str(_approval_policy(tmp_path)))
     settings = get_settings()
     client = tracking.configure(settings)
-    before = int(tracking.version_by_alias(client, settings.model_name, "champion").version)
+    assert int(tracking.version_by_alias(client, settings.model_name, "champion").version) == before
 
     run, asked = _run_and_answer(dag, dt.date(2026, 11, 23), {"model_family": "sklearn"}, "Approve")
     assert asked is not None, "the run never asked for approval"
@@ -307,10 +347,11 @@ def test_rollback_dag_from_the_trigger_form(airflow_env, tmp_path, monkeypatch):
     from tests.serving_models import ServerProcess
 
     rollback_dag = DagBag(dag_folder=str(DAGS_DIR)).dags["rollback"]
+    first, previous, current = _seed_champions(3)
     settings = get_settings()
     client = tracking.configure(settings)
-    current = int(tracking.version_by_alias(client, settings.model_name, "champion").version)
-    previous = promote.previous_champion(settings, current)
+    assert int(tracking.version_by_alias(client, settings.model_name, "champion").version) == current
+    assert promote.previous_champion(settings, current) == previous
     # A serving app that does not poll: only the rollback task's call can make it swap.
     server = ServerProcess(
         settings, tmp_path / "serve.log", CT_SERVE_POLL_SECONDS="0", CT_SERVE_ADMIN_TOKEN="t0k"
@@ -334,9 +375,9 @@ def test_rollback_dag_from_the_trigger_form(airflow_env, tmp_path, monkeypatch):
     )
     assert last["reason"] == "bad predictions reported by support" and last["dag_id"] == "rollback"
 
-    run = rollback_dag.test(run_conf={"reason": "back to the first model", "to_version": 1})
+    run = rollback_dag.test(run_conf={"reason": "back to the first model", "to_version": first})
     assert run.state == "success"
-    assert int(tracking.version_by_alias(client, settings.model_name, "champion").version) == 1
+    assert int(tracking.version_by_alias(client, settings.model_name, "champion").version) == first
     refused = rollback_dag.test(run_conf={"reason": "to a version that does not exist", "to_version": 999})
     assert refused.state == "failed"
-    assert int(tracking.version_by_alias(client, settings.model_name, "champion").version) == 1
+    assert int(tracking.version_by_alias(client, settings.model_name, "champion").version) == first

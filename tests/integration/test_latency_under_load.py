@@ -67,3 +67,33 @@ def test_a_really_slower_challenger_is_rejected_on_a_busy_machine(busy_cores, mo
     verdict, why = _verdict(rule, slow, score)
     assert verdict == "fail" and "in every one of 3 rounds" in why
     assert _verdict(rule, slow, None)[0] == "fail"
+
+
+class _Pyfunc:
+    """A model as evaluate gets it, without a signature: it is timed through pyfunc predict."""
+
+    def __init__(self, fitted):
+        self.fitted = fitted
+        self.metadata = type("Metadata", (), {"signature": None})()
+
+    def predict(self, frame):
+        return self.fitted.predict_proba(frame.to_numpy())
+
+
+def test_a_first_boosted_model_is_timed_with_servings_threads_on_a_busy_machine(busy_cores, settings):
+    """HistGradientBoosting scores on OpenMP threads; at one per core they stall behind the busy loops
+    (a one-row p99 of 200 ms to 1 s here), so evaluate gives the call serving's threads, as serving does."""
+    import pandas as pd
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from threadpoolctl import threadpool_info
+
+    from pipelines.evaluation.evaluate import _serving_call
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5_000, 12))
+    fitted = HistGradientBoostingClassifier(max_iter=100).fit(x, (x[:, 0] > 0).astype(int))
+    call, path = _serving_call(_Pyfunc(fitted), pd.DataFrame(x[:1]), settings)
+    assert "pyfunc predict" in path
+    assert {pool["num_threads"] for pool in threadpool_info()} == {settings.serve_threads}
+    found = [_verdict(BUDGET, call, None) for _ in range(3)]
+    assert [v for v, _ in found] == ["pass"] * 3, found

@@ -59,7 +59,9 @@ def test_the_history_lives_beside_the_registry_or_where_it_is_told(tmp_path):
         history.database_url(get_settings(mlflow_tracking_uri="http://mlflow:5000"))
 
 
-def test_the_promotion_lock_admits_one_holder_at_a_time(settings):
+def test_the_promotion_lock_admits_one_holder_at_a_time(settings, monkeypatch):
+    from filelock import Timeout
+
     entered, release, second_in = threading.Event(), threading.Event(), threading.Event()
 
     def first() -> None:
@@ -74,11 +76,14 @@ def test_the_promotion_lock_admits_one_holder_at_a_time(settings):
     holder = threading.Thread(target=first)
     holder.start()
     assert entered.wait(timeout=30)
+    with monkeypatch.context() as patched:  # one try, no waiting: refused while the first holds the lock
+        patched.setattr(history, "LOCK_TIMEOUT_S", 0)
+        with pytest.raises(Timeout), history.promotion_lock(settings, "m"):
+            pass
     waiter = threading.Thread(target=second)
     waiter.start()
-    assert not second_in.wait(timeout=0.5)  # blocked while the first holds the lock
     release.set()
-    assert second_in.wait(timeout=30)  # and admitted once it lets go
+    assert second_in.wait(timeout=30)  # and a waiter is admitted once it lets go
     holder.join(timeout=30)
     waiter.join(timeout=30)
     with history.promotion_lock(settings, "another-model"):  # locks are per model
