@@ -54,15 +54,32 @@ def validate(
 
 
 def sample_data(
-    name: str = typer.Argument(..., help="breast_cancer (scikit-learn's bundled data set)."),
+    name: str = typer.Argument(
+        ...,
+        help="breast_cancer (scikit-learn's tumours, dealt over the days as CSV) or bikeshare (ISLP's hourly "
+        "Capital Bikeshare rides of 2011, each day on its real date as Parquet).",
+    ),
     end: dt.datetime = typer.Option(..., "--end", help="Last day (YYYY-MM-DD).", formats=["%Y-%m-%d"]),
-    days: int = typer.Option(3, min=1, help="Days to cut the data set into."),
+    days: int = typer.Option(
+        3,
+        min=1,
+        help="Days ending on --end to write (bikeshare: those in 2011; --end 2011-12-31 --days 365 is the year).",
+    ),
 ) -> None:
-    """Write a real data set from an installed package as daily CSV files at its source URI."""
+    """Write a real data set from an installed package as daily files at its source URI.
+
+    Each day's file is written through a temporary name and a rename; writing a day again gives the same
+    rows (bikeshare leaves an identical file untouched).
+    """
     from pipelines.data.samples import write_sample
 
     settings = load_settings(dataset=name)
-    for uri in write_sample(settings, name, end.date(), days):
+    try:
+        written = write_sample(settings, name, end.date(), days)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    for uri in written:
         typer.echo(uri)
 
 

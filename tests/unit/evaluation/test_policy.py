@@ -18,7 +18,7 @@ def test_shipped_policies_load_and_fit_their_contracts():
         assert {s.column for s in policy.slices} <= set(contract.categorical_features), path
         assert set(policy.drift.critical_columns) <= {*contract.feature_columns, contract.label}, path
         checked[path.stem] = rules_checked(policy)
-    assert set(checked) == {"promotion_policy", "breast_cancer"}
+    assert set(checked) == {"promotion_policy", "breast_cancer", "bikeshare"}
     assert {"slice:channel", "slice:plan", "latency_p99", "model_size"} <= set(checked["promotion_policy"])
 
 
