@@ -1,5 +1,8 @@
 """A real Airflow for tests: ``airflow standalone`` (api-server, scheduler, dag-processor, triggerer) on its own
 home, database and port, so DAG runs go through the scheduler and the LocalExecutor as they do for a user.
+
+Its metadata database is PostgreSQL, as in a team's deployment: on SQLite the scheduler, the API server and a
+``backfill create`` write at once and one of them fails with "database is locked" on a busy machine.
 """
 
 from __future__ import annotations
@@ -8,7 +11,6 @@ import contextlib
 import json
 import os
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -29,10 +31,11 @@ def _free_port() -> int:
 class Airflow:
     """``airflow standalone`` started in ``home``; :meth:`stop` ends it and every process it started."""
 
-    def __init__(self, home: Path, extra_env: dict[str, str]):
+    def __init__(self, home: Path, database_url: str, extra_env: dict[str, str]):
+        """``database_url``: an empty PostgreSQL database's SQLAlchemy URL (the suite's ``postgres`` fixture)."""
         self.home = home
         self.port = _free_port()
-        self.database = home / "airflow.db"
+        self.database_url = database_url.replace("postgresql://", "postgresql+psycopg://", 1)
         self.env = {
             **os.environ,
             **extra_env,
@@ -44,7 +47,9 @@ class Airflow:
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
             # No runs from the schedule: a test makes the runs it checks (backfills, triggers).
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.database}",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.database_url,
+            # psycopg 3 is async too (Airflow would otherwise derive an asyncpg URL, a driver not installed).
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": self.database_url,
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{self.port}",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
@@ -56,6 +61,7 @@ class Airflow:
         self.env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
         self.process: subprocess.Popen[bytes] | None = None
         self.log = home / "standalone.log"
+        self._engine: Any = None
 
     def cli(self, *args: str, timeout: float = 600) -> str:
         """Run an ``airflow`` command against this instance; its output, or an error with the output."""
@@ -101,15 +107,18 @@ class Airflow:
         psutil.wait_procs(alive, timeout=30)
         self.process.wait(timeout=30)
         self.process = None
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
 
-    def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-        if not self.database.exists():
-            return []
-        with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=30) as connection:
-            try:
-                return connection.execute(sql, args).fetchall()
-            except sqlite3.OperationalError:  # a table the migration has not made yet, or a busy database
-                return []
+    def query(self, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query on the metadata database (migrated by :meth:`start`)."""
+        import sqlalchemy
+
+        if self._engine is None:
+            self._engine = sqlalchemy.create_engine(self.database_url)
+        with self._engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(sqlalchemy.text(sql), params)]
 
     def wait_for(self, what: str, condition: Callable[[], Any], timeout: float) -> Any:
         """Poll ``condition`` until it is truthy; fail naming ``what`` with the log's tail if it never is."""
@@ -125,22 +134,24 @@ class Airflow:
 
     def runs(self, dag_id: str) -> list[dict[str, Any]]:
         rows = self.query(
-            "SELECT run_id, state, logical_date, run_type, conf FROM dag_run WHERE dag_id = ? ORDER BY logical_date",
-            dag_id,
+            "SELECT run_id, state, logical_date, run_type, conf FROM dag_run WHERE dag_id = :dag ORDER BY logical_date",
+            dag=dag_id,
         )
         return [
-            {"run_id": r[0], "state": r[1], "logical_date": r[2], "run_type": r[3], "conf": r[4]}
+            {"run_id": r[0], "state": r[1], "logical_date": r[2].isoformat(), "run_type": r[3], "conf": r[4]}
             for r in rows
         ]
 
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
         rows = self.query(
-            "SELECT task_id, state FROM task_instance WHERE dag_id = ? AND run_id = ?", dag_id, run_id
+            "SELECT task_id, state FROM task_instance WHERE dag_id = :dag AND run_id = :run",
+            dag=dag_id,
+            run=run_id,
         )
         return {task: str(state) for task, state in rows}
 
     def dag_parsed(self, dag_id: str) -> bool:
-        return bool(self.query("SELECT 1 FROM serialized_dag WHERE dag_id = ?", dag_id))
+        return bool(self.query("SELECT 1 FROM serialized_dag WHERE dag_id = :dag", dag=dag_id))
 
     def unpause(self, dag_id: str) -> None:
         self.cli("dags", "unpause", dag_id)

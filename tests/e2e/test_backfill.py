@@ -14,9 +14,10 @@ START, END = "2011-02-13", "2011-02-15T01:00:00+00:00"
 
 
 @pytest.fixture
-def airflow(tmp_path):
+def airflow(tmp_path, postgres):
     service = Airflow(
         tmp_path / "airflow",
+        postgres.database("airflow_backfill"),
         {
             "CT_STATE_DIR": str(tmp_path / "state"),
             "CT_ROWS_PER_DAY": "1500",
