@@ -44,7 +44,7 @@ def _window(settings: Settings, contract: Contract, end: dt.date) -> tuple[dict[
             missing.append(day)
         else:
             raw_uris[day.isoformat()] = uri
-    sources.check_gaps(contract, missing, settings.window_days)
+    sources.check_gaps(settings, contract, missing)
     return raw_uris, [day.isoformat() for day in missing]
 
 

@@ -53,33 +53,45 @@ def template(settings: Settings, contract: Contract) -> str:
 
 def resolve(settings: Settings, contract: Contract, day: dt.date) -> str:
     """The source URI of one day, with ``{ds}``, ``{data_root}``, ``{dataset}`` and ``${VAR}`` filled in."""
+    return _fill(settings, contract, day.isoformat())
+
+
+def pattern(settings: Settings, contract: Contract) -> str:
+    """The source URI with everything but ``{ds}`` filled in: where the days are looked for."""
+    return _fill(settings, contract, "{ds}")
+
+
+def _fill(settings: Settings, contract: Contract, ds: str) -> str:
     uri = os.path.expandvars(template(settings, contract))
     try:
-        return uri.format(ds=day.isoformat(), data_root=settings.resolved_data_root, dataset=contract.dataset)
+        return uri.format(ds=ds, data_root=settings.resolved_data_root, dataset=contract.dataset)
     except (KeyError, IndexError) as exc:
         raise ValueError(
             f"source URI {uri!r} has an unknown placeholder {exc}; use {{ds}}, {{data_root}} or {{dataset}}"
         ) from None
 
 
-def check_gaps(contract: Contract, missing: list[dt.date], window_days: int) -> None:
-    """Raise :class:`SourceMissingError` unless the contract allows these days of the window to be missing."""
+def check_gaps(settings: Settings, contract: Contract, missing: list[dt.date]) -> None:
+    """Raise :class:`SourceMissingError` unless the contract allows these days of the window to be missing.
+
+    The message names the days, the dataset and the source URI template the days were looked for at.
+    """
     if not missing:
         return
     days = ", ".join(day.isoformat() for day in missing)
+    where = f"dataset {contract.dataset}, source {pattern(settings, contract)}"
     rule = contract.source
     if rule.missing_days == "fail":
         raise SourceMissingError(
-            f"no data for {days} (dataset {contract.dataset}): upstream has not written it yet, or the source URI "
-            "is wrong. If days may be missing, set source.missing_days: skip and source.max_missing_days in the "
-            "contract"
+            f"no data for {days} ({where}): upstream has not written it yet, or the source URI is wrong. If "
+            "days may be missing, set source.missing_days: skip and source.max_missing_days in the contract"
         )
-    if len(missing) >= window_days:
-        raise SourceMissingError(f"no data for any day of the window ({days}; dataset {contract.dataset})")
+    if len(missing) >= settings.window_days:
+        raise SourceMissingError(f"no data for any day of the window ({days}; {where})")
     if len(missing) > rule.max_missing_days:
         raise SourceMissingError(
-            f"{len(missing)} days of the window have no data ({days}; dataset {contract.dataset}), more than "
-            f"the contract's source.max_missing_days {rule.max_missing_days}"
+            f"{len(missing)} days of the window have no data ({days}; {where}), more than the contract's "
+            f"source.max_missing_days {rule.max_missing_days}"
         )
 
 

@@ -196,7 +196,7 @@ def validate(settings: Settings, logical_date: dt.date, engine: str | None = Non
             days.append(sources.partition(settings, contract, day))
         except sources.SourceMissingError:
             missing.append(day)
-    sources.check_gaps(contract, missing, settings.window_days)
+    sources.check_gaps(settings, contract, missing)
     if missing:
         log.warning("no data for %s: a gap the contract allows; training on the other days", missing)
     partitions: list[dict[str, Any]] = [{"day": day.isoformat(), "status": "missing"} for day in missing]

@@ -34,6 +34,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.entities import Metric
 
 from pipelines.data import datasets, runlog, storage
 from pipelines.data.contract import Contract, dataset_contract
@@ -523,9 +524,15 @@ def _train_and_log(
             validation[contract.label].to_numpy(), model.predict_proba(validation)
         )
         mlflow.log_params(_run_params(plan, data))
-        for name, curve in report.curves.items():
-            for step, value in enumerate(curve, start=1):
-                mlflow.log_metric(name, value, step=step)
+        # The curves go in one batch (MLflow splits it into its own batch limits): a call per epoch and
+        # curve costs a store transaction each, seconds for a few hundred epochs.
+        now = int(time.time() * 1000)
+        curve_points = [
+            Metric(name, float(value), now, step)
+            for name, curve in report.curves.items()
+            for step, value in enumerate(curve, start=1)
+        ]
+        mlflow.MlflowClient().log_batch(run.info.run_id, metrics=curve_points, synchronous=True)
         mlflow.log_metrics(
             {f"val_{k}": v for k, v in validation_metrics.items()}
             | report.metrics

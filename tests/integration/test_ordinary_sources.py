@@ -193,7 +193,10 @@ def test_a_known_gap_trains_on_the_days_that_exist_and_is_recorded(tmp_path):
     strict = _settings(tmp_path, "rides_strict", "parquet")
     _write_sources(strict, "parquet")
     (Path(strict.resolved_data_root) / "source" / "rides_strict" / f"{DAYS[1]}.parquet").unlink()
-    with pytest.raises(SourceMissingError, match="no data for 2011-02-14 .*set source.missing_days: skip"):
+    with pytest.raises(
+        SourceMissingError,
+        match=r"no data for 2011-02-14 \(dataset rides_strict, source .*/source/rides_strict/\{ds\}\.parquet\).*set source.missing_days: skip",
+    ):
         validate(strict, DAYS[-1], "dask")
 
     gaps = ", missing_days: skip, max_missing_days: 1"

@@ -42,6 +42,14 @@ def test_same_configuration_reuses_the_run_and_any_change_trains_a_new_one(prepa
     assert tags["ct.training_identity"] == first["training_identity"] and tags["dataset.version"]
     assert tags["ct.run_key"] == first["run_key"] and tags["airflow.run_id"] == "run-1"
     assert 1 <= metrics["stopped_epoch"] <= 2 and metrics["best_val_loss"] > 0
+    # The loss curves: one point per epoch trained, in order, logged in one batch.
+    client = tracking.configure(_settings(state_dir))
+    for curve in ("train_loss", "val_loss"):
+        history = client.get_metric_history(first["run_id"], curve)
+        assert [point.step for point in history] == list(range(1, int(metrics["stopped_epoch"]) + 1))
+    assert min(p.value for p in client.get_metric_history(first["run_id"], "val_loss")) == pytest.approx(
+        metrics["best_val_loss"]
+    )
 
     # A retry of the same training (another DAG run id, same prefix): the finished run is reused.
     retry = tracking.RunContext("retrain/2026-11-20", "retrain", "run-1-retry")
