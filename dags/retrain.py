@@ -38,6 +38,12 @@ A paused DAG runs nothing, backfills included; unpausing it also schedules the n
 default params, as every scheduled run does. A day with no data fails `validate` naming the day, unless the
 contract allows the gap (`source.missing_days: skip`).
 
+**Triggering from the UI.** A paused DAG runs nothing, so the trigger form's "Unpause retrain on trigger"
+is ticked. Unpausing also starts the daily schedule: Airflow creates the newest interval's scheduled run
+(yesterday's data, default params) at once, and as one run is active at a time, your run may wait behind it
+(it shows as queued). That run is the schedule's, not a fault; its gate judges it like any other. To try
+params without it, leave the DAG paused and run one date with `airflow dags test retrain <date> -c '<conf>'`.
+
 Every task is a few lines over one function of the `pipelines` package and passes small JSON through XCom.
 """
 
@@ -140,14 +146,20 @@ def prepare() -> dict[str, Any]:
 
 @task
 def train(prepared: dict[str, Any]) -> dict[str, Any]:
-    from pipelines.release.tracking import RunContext
+    from airflow.sdk.configuration import conf
+
+    from pipelines.release.tracking import RunContext, airflow_run_url
     from pipelines.training.train import train as run
 
     settings, context = _settings(), get_current_context()
     # train() adds the training's identity (dataset version, family, hyperparameters, code), so a retry
     # reuses the run only when nothing that decides the model has changed.
     key = f"{DAG_ID}/{_day()}"
-    return run(settings, _day(), prepared["uri"], RunContext(key, DAG_ID, context["run_id"]))
+    # The MLflow run and its model version link back to this run's page (Airflow's own base URL setting).
+    url = airflow_run_url(
+        conf.get("api", "base_url", fallback="http://localhost:8080"), DAG_ID, context["run_id"]
+    )
+    return run(settings, _day(), prepared["uri"], RunContext(key, DAG_ID, context["run_id"], url))
 
 
 @task
@@ -175,7 +187,11 @@ def drift(prepared: dict[str, Any], registered: dict[str, Any]) -> dict[str, Any
 def gate(evaluation: dict[str, Any], drift_summary: dict[str, Any]) -> dict[str, Any]:
     from pipelines.evaluation.gate import gate as run
 
-    return run(_settings(), _day(), evaluation, drift_summary)
+    record = run(_settings(), _day(), evaluation, drift_summary)
+    # The approval page renders the Markdown; the return value, which the UI's XCom view shows, stays the
+    # structured record.
+    get_current_context()["ti"].xcom_push(key="markdown", value=record.pop("markdown"))
+    return record
 
 
 @task.branch
@@ -274,7 +290,7 @@ def retrain() -> None:
     approve = ApprovalBranch(
         task_id="approve",
         subject="Promote {{ params.dataset }} model v{{ ti.xcom_pull(task_ids='gate')['challenger_version'] }}?",
-        body="{{ ti.xcom_pull(task_ids='gate')['markdown'] }}",
+        body="{{ ti.xcom_pull(task_ids='gate', key='markdown') }}",
         options=["Approve", "Reject"],
         options_mapping={"Approve": "promote", "Reject": "record_rejection"},
         defaults=["Reject"],

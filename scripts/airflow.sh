@@ -3,6 +3,6 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 airflow db migrate >/dev/null
-echo "Airflow UI: http://127.0.0.1:8080   login: admin / password in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated"
+echo "Airflow UI: $AIRFLOW__API__BASE_URL   login: admin / password in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated"
 echo "(the file is written on first start; standalone also prints it below)"
 exec airflow standalone

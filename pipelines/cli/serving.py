@@ -18,10 +18,12 @@ def serve(
     from pipelines.serving.app import create_app
 
     settings = load_settings()
+    host, port = host or settings.serve_host, port or settings.serve_port
+    typer.echo(f"Serving the champion of {settings.model_name} on http://{host}:{port} (API: /docs)")
     uvicorn.run(
         create_app(settings),
-        host=host or settings.serve_host,
-        port=port or settings.serve_port,
+        host=host,
+        port=port,
         access_log=access_log,
         timeout_graceful_shutdown=30,
     )

@@ -25,9 +25,10 @@ from pipelines.engines.base import (
     T,
     Table,
 )
-from pipelines.settings import FileFormat, Settings
+from pipelines.settings import INCLUDE_DIR, FileFormat, Settings
 
 KEY_COLUMN = "_key"
+LOG4J_CONFIG = INCLUDE_DIR / "spark" / "log4j2.properties"
 
 
 @contextlib.contextmanager
@@ -55,6 +56,8 @@ def spark_session(settings: Settings, app_name: str = "continuous-training") -> 
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.memory", settings.spark_driver_memory)
+        # Warnings to stdout, errors to stderr (Airflow shows a task's stderr as errors).
+        .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG4J_CONFIG.as_uri()}")
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("WARN")

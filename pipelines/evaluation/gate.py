@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import logging
 import math
+import textwrap
 from typing import Any
 
 from pipelines.data import runlog
@@ -325,6 +326,23 @@ def to_markdown(record: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def log_lines(record: dict[str, Any], width: int = 100) -> list[str]:
+    """The decision as the task log shows it: the verdict first, then each rule, wrapped to ``width``.
+
+    A log viewer does not wrap: a rule's detail (a latency verdict, an interval) runs to hundreds of
+    characters, so each is cut into lines that fit, indented under its rule.
+    """
+    champion = record["champion_version"]
+    lines = [
+        f"gate decision: {record['decision'].upper()} ({record['outcome']})",
+        f"  challenger v{record['challenger_version']} vs champion {'v' + str(champion) if champion else '(none)'}"
+        f", primary metric {record['primary_metric']}, policy v{record['policy_version']}",
+    ]
+    for reason in record["reasons"]:
+        lines += textwrap.wrap(reason, width, initial_indent="  ", subsequent_indent="      ")
+    return lines
+
+
 @runlog.stage("gate")
 def gate(
     settings: Settings, logical_date: dt.date, evaluation: dict[str, Any], drift: dict[str, Any]
@@ -358,7 +376,6 @@ def gate(
         client.log_text(run_id, json.dumps(record, indent=2), "gate/decision.json")
         client.log_text(run_id, markdown, "gate/decision.md")
         client.set_model_version_tag(settings.model_name, str(version), "gate.decision", record["decision"])
-    for reason in record["reasons"]:
-        log.info("gate: %s", reason)
-    log.info("gate decision: %s (%s)", record["decision"].upper(), record["outcome"])
+    for line in log_lines(record):
+        log.info("%s", line)
     return record | {"markdown": markdown}

@@ -98,7 +98,8 @@ def mirrored_alias(settings: Settings, client: Any) -> int | None:
 def resolve(settings: Settings, client: Any) -> list[dict[str, Any]]:
     """Complete each half-done move from where the alias is; call under the promotion lock.
 
-    A pending row whose target the alias points at did move: a ``promoted`` row completes it. Otherwise
+    A pending row whose target the alias points at did move: its action's completion (``promoted``,
+    ``rolled_back`` or ``repaired``) completes it. Otherwise
     the alias never moved (or moved elsewhere, which :func:`audit` reports): ``abandoned``.
     """
     name = settings.model_name
@@ -107,7 +108,7 @@ def resolve(settings: Settings, client: Any) -> list[dict[str, Any]]:
     written = []
     for row in history.unresolved(rows):
         moved = current == row["to_version"]
-        outcome = history.PROMOTED if moved else history.ABANDONED
+        outcome = history.completion(row["action"]) if moved else history.ABANDONED
         completion = {
             k: row[k] for k in ("model", "action", "from_version", "to_version", "expected_version")
         }
@@ -158,7 +159,7 @@ def check(settings: Settings, repair: bool = False) -> dict[str, Any]:
         }
         pending = history.append(settings, **row, outcome=history.PENDING)
         client.set_registered_model_alias(name, tracking.CHAMPION, str(found.recorded))
-        history.append(settings, **row, outcome=history.PROMOTED, ref=pending["id"])
+        history.append(settings, **row, outcome=history.REPAIRED, ref=pending["id"])
     log.warning(
         "moved the champion alias of %s back to v%s (it pointed at %s)", name, found.recorded, found.alias
     )

@@ -7,10 +7,10 @@ database (``CT_PROMOTION_DB`` names another). Each row says when, what triggered
 reason, the Airflow run and the decision record.
 
 The history is the source of truth of which version is champion: the alias only mirrors it. A move is
-written ahead: a ``pending`` row before the alias moves, and a ``promoted`` row (its ``ref`` the pending
-row's id) once it has. A crash in between leaves a pending row with no completion, which the next move or
-``pipelines history --check`` resolves (:mod:`pipelines.release.audit`): ``promoted`` if the alias did move,
-``abandoned`` if it did not. Other outcomes (``unchanged``, ``conflict``, ``dry_run``, ``refused``,
+written ahead: a ``pending`` row before the alias moves, and a completion (its ``ref`` the pending row's id)
+once it has: ``promoted``, ``rolled_back`` or ``repaired``, by the move's action. A crash in between leaves a
+pending row with no completion, which the next move or ``pipelines history --check`` resolves
+(:mod:`pipelines.release.audit`): completed if the alias did move, ``abandoned`` if it did not. Other outcomes (``unchanged``, ``conflict``, ``dry_run``, ``refused``,
 ``rejected``) are one row each.
 
 The lock makes compare-and-set safe across processes and hosts: a file lock beside the embedded store,
@@ -55,7 +55,24 @@ promotions = sa.Table(
     sa.Column("ref", sa.Integer),  # a completion row: the id of the pending row it completes
 )
 COLUMNS = [c.name for c in promotions.columns]
-PENDING, PROMOTED, ABANDONED = "pending", "promoted", "abandoned"
+PENDING, PROMOTED, ROLLED_BACK, REPAIRED, ABANDONED = (
+    "pending",
+    "promoted",
+    "rolled_back",
+    "repaired",
+    "abandoned",
+)
+# The completion of a move, by its action. Before 2026-11-30 every completion was written ``promoted``.
+_COMPLETIONS = {"promote": PROMOTED, "rollback": ROLLED_BACK, "repair": REPAIRED}
+MOVED = frozenset(_COMPLETIONS.values())
+
+
+def completion(action: str) -> str:
+    """The outcome that completes a move of ``action`` (promote, rollback or repair)."""
+    try:
+        return _COMPLETIONS[action]
+    except KeyError:
+        raise ValueError(f"{action!r} does not move the champion; moves are {sorted(_COMPLETIONS)}") from None
 
 
 def database_url(settings: Settings) -> str:
@@ -143,7 +160,7 @@ def champion(rows: list[dict[str, Any]]) -> int | None:
     """The champion according to the history: the version of the last completed move, or None."""
     found = None
     for row in rows:
-        if row["outcome"] == PROMOTED:
+        if row["outcome"] in MOVED:
             found = row["to_version"]
     return found
 

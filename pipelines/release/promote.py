@@ -43,7 +43,7 @@ def compare_and_set(current: int | None, target: int, expected: int | None, dry_
 def previous_in_history(rows: list[dict[str, Any]], current: int) -> tuple[bool, int | None]:
     """(found, version): the champion that ``current`` replaced, from the newest history row that moved to it."""
     for row in reversed(rows):
-        moved = row["outcome"] == history.PROMOTED and row["from_version"] != row["to_version"]
+        moved = row["outcome"] in history.MOVED and row["from_version"] != row["to_version"]
         if moved and row["to_version"] == current and row.get("action") != "repair":
             return True, row["from_version"]
     return False, None
@@ -109,9 +109,11 @@ def move_champion(
         if outcome == "promoted":  # written ahead: pending, then the alias moves, then the completion
             pending = history.append(settings, **attempt, outcome=history.PENDING)
             _move_alias(client, name, version, current_version, f"{action}:{trigger}")
-            history.append(settings, **attempt, outcome=history.PROMOTED, ref=pending["id"])
+            history.append(settings, **attempt, outcome=history.completion(action), ref=pending["id"])
         else:
             history.append(settings, **attempt, outcome=outcome)
+        if outcome in ("promoted", "unchanged"):
+            _retire_challenger(client, name, version)
         if outcome == "unchanged":
             log.info("version %s is already champion of %s", version, name)
             return {"name": name, "champion": version, "previous": current_version, "changed": False}
@@ -143,6 +145,13 @@ def _move_alias(client: Any, name: str, version: int, previous: int | None, prom
     client.set_model_version_tag(name, str(version), "promoted_by", promoted_by)
     client.set_model_version_tag(name, str(version), "previous_champion", str(previous))
     client.set_registered_model_alias(name, tracking.CHAMPION, str(version))
+
+
+def _retire_challenger(client: Any, name: str, version: int) -> None:
+    """A version that is champion is no longer the challenger: its ``challenger`` alias goes (if it has it)."""
+    if tracking.CHALLENGER in client.get_model_version(name, str(version)).aliases:
+        client.delete_registered_model_alias(name, tracking.CHALLENGER)
+        log.info("%s v%s is champion: its challenger alias is removed", name, version)
 
 
 @runlog.stage("promote")

@@ -33,6 +33,7 @@ LINEAGE_TAGS = (
     "logical_date",
     "airflow.dag_id",
     "airflow.run_id",
+    "airflow.run_url",
     "git.commit",
     "ct.run_key",
     "ct.training_identity",

@@ -11,10 +11,12 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import mlflow
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
+from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 from mlflow.exceptions import MlflowException
 
 from pipelines.settings import PROJECT_ROOT, Settings
@@ -32,6 +34,7 @@ class RunContext:
     run_key: str
     dag_id: str = "cli"
     dag_run_id: str = "manual"
+    url: str | None = None  # the Airflow run's page (:func:`airflow_run_url`); runs and versions link back
 
     def __post_init__(self) -> None:
         if not _RUN_KEY.fullmatch(self.run_key):
@@ -45,7 +48,12 @@ class RunContext:
             "airflow.dag_id": self.dag_id,
             "airflow.run_id": self.dag_run_id,
             "git.commit": git_commit(),
-        }
+        } | ({"airflow.run_url": self.url} if self.url else {})
+
+
+def airflow_run_url(base_url: str, dag_id: str, run_id: str) -> str:
+    """The page of one DAG run in Airflow 3's UI, under its ``[api] base_url``."""
+    return f"{base_url.rstrip('/')}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
 
 
 @functools.cache
@@ -69,6 +77,9 @@ def git_commit() -> str:
 
 def configure(settings: Settings) -> MlflowClient:
     """Point MLflow at the configured store and make sure the experiment exists."""
+    # MLflow draws a progress bar on stderr for every artifact download, which Airflow's task log shows as
+    # an error; a user's own setting wins.
+    os.environ.setdefault(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name, "false")
     uri = settings.tracking_uri
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)

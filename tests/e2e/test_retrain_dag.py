@@ -104,11 +104,16 @@ def test_retrain_dag_bootstraps_then_judges_a_challenger(airflow_env):
         "dataset.uri",
         "airflow.dag_id",
         "airflow.run_id",
+        "airflow.run_url",
         "git.commit",
         "model.family",
     ):
         assert champion.tags.get(tag), f"champion lacks lineage tag {tag}"
     assert champion.tags["airflow.dag_id"] == "retrain"
+    # The version links back to the Airflow run that made it (Airflow's [api] base_url, quoted run id).
+    run_url = tracking.airflow_run_url("http://localhost:8080", "retrain", champion.tags["airflow.run_id"])
+    assert champion.tags["airflow.run_url"] == run_url
+    assert client.get_run(champion.run_id).data.tags["airflow.run_url"] == run_url
 
     records = runlog.read_records(settings, dt.date(2026, 11, 21))
     decision = records["gate"]["result"]
@@ -369,7 +374,7 @@ def test_rollback_dag_from_the_trigger_form(airflow_env, tmp_path, monkeypatch):
     last = history.read(settings, settings.model_name)[-1]
     assert (last["action"], last["outcome"], last["from_version"], last["to_version"]) == (
         "rollback",
-        "promoted",
+        "rolled_back",
         current,
         previous,
     )

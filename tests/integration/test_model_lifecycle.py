@@ -218,6 +218,7 @@ def test_full_cycle_bootstrap_then_challenge(lab, monkeypatch):
     }
     version = client.get_model_version(settings.model_name, str(challenger["version"]))
     assert version.tags["previous_champion"] == str(registered["version"])
+    assert version.aliases == ["champion"]  # the challenger alias leaves the version it made champion
 
     # Serving answers from the new champion.
     row = datasets.read_split(prepared[NEXT_DAY]["uri"], "holdout").head(2)

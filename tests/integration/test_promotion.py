@@ -97,7 +97,7 @@ def test_rollback_from_the_cli_goes_through_the_same_compare_and_set(tmp_path):
         "rollback",
         3,
         1,
-        "promoted",
+        "rolled_back",
     )
     assert last["reason"] == "v3 doubles false alarms"
 
@@ -144,7 +144,7 @@ def test_an_alias_moved_outside_the_gate_is_found_refused_and_repaired(tmp_path)
         "repair",
         3,
         1,
-        "promoted",
+        "repaired",
     )
     # Adopting a version on the record instead: a rollback is the sanctioned way.
     client.set_registered_model_alias(settings.model_name, "champion", "3")

@@ -3,7 +3,7 @@
 import pytest
 
 from pipelines.evaluation import latency
-from pipelines.evaluation.gate import decide, outcome, to_markdown
+from pipelines.evaluation.gate import decide, log_lines, outcome, to_markdown
 from pipelines.evaluation.policy import Policy, rules_checked
 from tests.unit.evaluation.sample_policy import POLICY
 
@@ -311,3 +311,18 @@ def test_an_older_challenger_cannot_replace_a_newer_champion():
     assert "data_not_older" not in {
         r["rule"] for r in decide(POLICY.model_copy(update={"time_order": False}), backfill, QUIET)["rules"]
     }
+
+
+def test_the_task_log_shows_the_verdict_first_and_every_rule_within_the_width():
+    record = decide(POLICY, _evaluation(), QUIET)
+    record["outcome"] = outcome(record)
+    long_rule = record["reasons"][0] + " " + "x" * 30 + " a detail that runs on" * 12
+    record["reasons"] = [*record["reasons"], long_rule]
+    lines = log_lines(record, width=100)
+    assert lines[0] == "gate decision: PROMOTE (promote)"
+    assert lines[1].startswith("  challenger v") and "primary metric roc_auc" in lines[1]
+    assert all(len(line) <= 100 for line in lines[2:])
+    # Every rule starts a line of its own, and its wrapped rest is indented under it.
+    starts = [line.strip() for line in lines[2:] if not line.startswith("      ")]
+    assert [s.split(":")[0] for s in starts] == [r.split(":")[0] for r in record["reasons"]]
+    assert " ".join(line.strip() for line in lines[2:]).split() == " ".join(record["reasons"]).split()

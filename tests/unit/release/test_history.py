@@ -88,3 +88,23 @@ def test_the_promotion_lock_admits_one_holder_at_a_time(settings, monkeypatch):
     waiter.join(timeout=30)
     with history.promotion_lock(settings, "another-model"):  # locks are per model
         pass
+
+
+def test_each_move_is_completed_by_its_own_outcome_and_all_of_them_say_who_is_champion():
+    assert [history.completion(a) for a in ("promote", "rollback", "repair")] == [
+        "promoted",
+        "rolled_back",
+        "repaired",
+    ]
+    with pytest.raises(ValueError, match="'approval' does not move the champion"):
+        history.completion("approval")
+    rows = [
+        _row(1),
+        _row(2),
+        _row(1, "rolled_back", action="rollback"),
+        _row(3, "pending"),
+        _row(3, "abandoned"),
+    ]
+    assert history.champion(rows) == 1
+    assert history.champion([*rows, _row(2, "repaired", action="repair")]) == 2
+    assert history.champion([_row(4, "conflict"), _row(5, "refused")]) is None

@@ -32,7 +32,7 @@ def test_the_previous_champion_is_the_one_the_newest_promotion_replaced():
         {"outcome": "promoted", "from_version": 1, "to_version": 2},
         {"outcome": "conflict", "from_version": 2, "to_version": 3},
         {"outcome": "promoted", "from_version": 2, "to_version": 3},
-        {"outcome": "promoted", "from_version": 3, "to_version": 1},  # a rollback to v1
+        {"outcome": "rolled_back", "from_version": 3, "to_version": 1},  # a rollback to v1
         {"outcome": "promoted", "from_version": 1, "to_version": 3},
     ]
     assert previous_in_history(rows, 3) == (True, 1)

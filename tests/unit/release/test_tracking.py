@@ -1,4 +1,4 @@
-"""The MLflow adapter's pure parts: run keys that cannot break a registry filter."""
+"""The MLflow adapter's pure parts: run keys that cannot break a registry filter, links to Airflow runs."""
 
 import pytest
 
@@ -9,3 +9,33 @@ def test_run_keys_cannot_break_a_registry_filter():
     assert RunContext("retrain/2026-11-20/torch/abc123").run_key
     with pytest.raises(ValueError, match="run key"):
         RunContext("x' or '1'='1")
+
+
+def test_a_run_links_back_to_its_airflow_run_page_when_it_has_one():
+    from pipelines.release.tracking import RunContext, airflow_run_url
+
+    run_id = "manual__2026-11-30T16:41:43.416900+00:00"
+    url = airflow_run_url("http://airflow.example:8080/", "retrain", run_id)
+    assert (
+        url
+        == "http://airflow.example:8080/dags/retrain/runs/manual__2026-11-30T16%3A41%3A43.416900%2B00%3A00"
+    )
+    assert RunContext("retrain/2026-11-30", "retrain", run_id, url).tags()["airflow.run_url"] == url
+    assert "airflow.run_url" not in RunContext("cli/2026-11-30").tags()  # the CLI has no Airflow run
+
+
+def test_artifact_downloads_draw_no_progress_bar_on_stderr_unless_the_user_asks(tmp_path, monkeypatch):
+    import mlflow
+
+    from pipelines.release.tracking import configure
+    from pipelines.settings import get_settings
+
+    # (set, then deleted: monkeypatch puts back whatever was there before, so configure's setdefault does not
+    # outlive the test)
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "unset")
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    configure(get_settings(state_dir=tmp_path))
+    assert mlflow.environment_variables.MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.get() is False
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "true")
+    configure(get_settings(state_dir=tmp_path))
+    assert mlflow.environment_variables.MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.get() is True
