@@ -41,16 +41,19 @@ lint: $(STAMP) ## ruff (lint, format check) and mypy; the same checks as the pre
 hooks: $(STAMP) ## Install the pre-commit hooks (ruff, mypy) into this clone's .git
 	$(VENV)/bin/pre-commit install
 
+# `make airflow PORT=N` (and mlflow, serve): only a PORT given on make's command line, not one in the environment.
+ASKED_PORT := $(if $(filter command line,$(origin PORT)),$(PORT))
+
 airflow: $(STAMP) ## Airflow UI and scheduler on http://127.0.0.1:8080, or PORT=N (login printed)
-	$(if $(PORT),AIRFLOW__API__PORT=$(PORT) )./scripts/airflow.sh
+	$(if $(ASKED_PORT),AIRFLOW__API__PORT=$(ASKED_PORT) AIRFLOW__API__BASE_URL=http://127.0.0.1:$(ASKED_PORT) )./scripts/airflow.sh
 
 mlflow: $(STAMP) ## MLflow UI on http://127.0.0.1:5000, or PORT=N, on the same store the pipelines write
 	source scripts/env.sh && mkdir -p $$CT_STATE_DIR/mlflow && \
-	  echo "MLflow UI: http://127.0.0.1:$(or $(PORT),5000)" && \
-	  mlflow ui --backend-store-uri "$${CT_MLFLOW_TRACKING_URI:-sqlite:///$$CT_STATE_DIR/mlflow/mlflow.db}" --host 127.0.0.1 --port $(or $(PORT),5000)
+	  echo "MLflow UI: http://127.0.0.1:$(or $(ASKED_PORT),5000)" && \
+	  mlflow ui --backend-store-uri "$${CT_MLFLOW_TRACKING_URI:-sqlite:///$$CT_STATE_DIR/mlflow/mlflow.db}" --host 127.0.0.1 --port $(or $(ASKED_PORT),5000)
 
 serve: $(STAMP) ## Serving app on http://127.0.0.1:8000, or PORT=N (POST /predict, GET /health, /docs)
-	source scripts/env.sh && pipelines serve $(if $(PORT),--port $(PORT))
+	source scripts/env.sh && pipelines serve $(if $(ASKED_PORT),--port $(ASKED_PORT))
 
 lock: ## Re-resolve requirements.txt into constraints.txt
 	$(VENV)/bin/python -m pip freeze --exclude-editable | sed 's/+cpu$$//' > constraints.txt

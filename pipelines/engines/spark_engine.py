@@ -39,6 +39,10 @@ def spark_session(settings: Settings, app_name: str = "continuous-training") -> 
     # Executors (on a cluster too) run the same interpreter as the driver: the pandas UDFs need our packages.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    # The JVM's log: warnings to stdout, errors to stderr (Airflow shows a task's stderr as errors). The
+    # environment variable leaves an administrator's spark.driver.extraJavaOptions alone, and a
+    # -Dlog4j2.configurationFile there wins over it. It applies from the process's first session.
+    os.environ.setdefault("LOG4J_CONFIGURATION_FILE", LOG4J_CONFIG.as_uri())
     spark = (
         SparkSession.builder.master(settings.spark_master)
         .appName(app_name)
@@ -56,8 +60,6 @@ def spark_session(settings: Settings, app_name: str = "continuous-training") -> 
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.memory", settings.spark_driver_memory)
-        # Warnings to stdout, errors to stderr (Airflow shows a task's stderr as errors).
-        .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG4J_CONFIG.as_uri()}")
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("WARN")

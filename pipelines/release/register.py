@@ -76,7 +76,13 @@ def register(settings: Settings, logical_date: dt.date, run_id: str) -> dict[str
                 manifest["total_bytes"],
                 tags[integrity.DIGEST_TAG][:12],
             )
-    client.set_registered_model_alias(name, tracking.CHALLENGER, version.version)
+        # Under the lock, as promote moves the alias away from a version it makes champion. A re-run of a day
+        # whose version is champion by now leaves it champion only.
+        champion = tracking.version_by_alias(client, name, tracking.CHAMPION)
+        if champion is not None and champion.version == version.version:
+            log.info("version %s of %s is the champion: no challenger alias", version.version, name)
+        else:
+            client.set_registered_model_alias(name, tracking.CHALLENGER, version.version)
     version = client.get_model_version(name, version.version)
     tags = {k: v for k, v in version.tags.items() if k != integrity.MANIFEST_TAG}
     return {"name": name, "version": int(version.version), "run_id": run_id, "tags": tags}

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.slow
 
 DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
 SEED_DAY = dt.date(2026, 11, 20)
+AIRFLOW_URL = "http://airflow.test:8123"  # the tasks' [api] base_url: where MLflow runs link back to
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,12 @@ def airflow_env(airflow_db, tmp_path, monkeypatch):
     from airflow.dag_processing.dagbag import DagBag
 
     state = tmp_path / "state"
-    for key, value in {"CT_STATE_DIR": str(state), "CT_ROWS_PER_DAY": "4000", "CT_TRAIN_EPOCHS": "4"}.items():
+    for key, value in {
+        "CT_STATE_DIR": str(state),
+        "CT_ROWS_PER_DAY": "4000",
+        "CT_TRAIN_EPOCHS": "4",
+        "AIRFLOW__API__BASE_URL": AIRFLOW_URL,  # the address MLflow's runs link back to
+    }.items():
         monkeypatch.setenv(key, value)
     return DagBag(dag_folder=str(DAGS_DIR)).dags["retrain"], state
 
@@ -111,7 +117,8 @@ def test_retrain_dag_bootstraps_then_judges_a_challenger(airflow_env):
         assert champion.tags.get(tag), f"champion lacks lineage tag {tag}"
     assert champion.tags["airflow.dag_id"] == "retrain"
     # The version links back to the Airflow run that made it (Airflow's [api] base_url, quoted run id).
-    run_url = tracking.airflow_run_url("http://localhost:8080", "retrain", champion.tags["airflow.run_id"])
+    run_url = tracking.airflow_run_url(AIRFLOW_URL, "retrain", champion.tags["airflow.run_id"])
+    assert run_url.startswith("http://airflow.test:8123/dags/retrain/runs/")
     assert champion.tags["airflow.run_url"] == run_url
     assert client.get_run(champion.run_id).data.tags["airflow.run_url"] == run_url
 

@@ -219,6 +219,9 @@ def test_full_cycle_bootstrap_then_challenge(lab, monkeypatch):
     version = client.get_model_version(settings.model_name, str(challenger["version"]))
     assert version.tags["previous_champion"] == str(registered["version"])
     assert version.aliases == ["champion"]  # the challenger alias leaves the version it made champion
+    # A re-run of the day registers nothing new, and does not make the champion a challenger again.
+    assert register(settings, NEXT_DAY, trained2["run_id"])["version"] == challenger["version"]
+    assert client.get_model_version(settings.model_name, str(challenger["version"])).aliases == ["champion"]
 
     # Serving answers from the new champion.
     row = datasets.read_split(prepared[NEXT_DAY]["uri"], "holdout").head(2)

@@ -192,3 +192,14 @@ def test_a_move_interrupted_either_side_of_the_alias_is_resolved(tmp_path, monke
     recovered = [r for r in rows if r["trigger"] == "recovery"]
     assert [r["outcome"] for r in recovered] == ["abandoned", "promoted"]
     assert history.champion(rows) == 3 and not history.unresolved(rows)
+
+    # A rollback killed after the alias moved is completed as what it was: rolled back.
+    with monkeypatch.context() as patched:
+        patched.setattr(history, "append", crash_on(history.ROLLED_BACK))
+        with pytest.raises(KeyboardInterrupt):
+            rollback(settings, to_version=1, reason="killed after the alias")
+    assert _alias(client, settings) == 1
+    assert audit.check(settings)["consistent"]
+    last = history.read(settings, settings.model_name)[-1]
+    assert (last["action"], last["outcome"], last["trigger"]) == ("rollback", "rolled_back", "recovery")
+    assert history.champion(history.read(settings, settings.model_name)) == 1
