@@ -119,6 +119,11 @@ class Settings(BaseSettings):
         description="Gate and record every decision, but move nothing: a passing challenger is logged as "
         "'would promote' (the policy's dry_run does the same for one dataset).",
     )
+    mlflow_ui_url: str = Field(
+        default="http://127.0.0.1:5000",
+        description="Address of the MLflow UI people open (`make mlflow`, or the team's MLflow server); "
+        "Airflow's links to runs, artifacts and model versions point there.",
+    )
     experiment: str = Field(default="continuous-training", description="MLflow experiment name.")
     model_name: str = Field(
         default="", validate_default=True, description="Registered model name. Default: ct-<dataset>."

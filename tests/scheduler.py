@@ -32,15 +32,16 @@ class Airflow:
     """``airflow standalone`` started in ``home``; :meth:`stop` ends it and every process it started."""
 
     def __init__(self, home: Path, database_url: str, extra_env: dict[str, str]):
-        """``database_url``: an empty PostgreSQL database's SQLAlchemy URL (the suite's ``postgres`` fixture)."""
+        """``database_url``: an empty PostgreSQL database's SQLAlchemy URL (the suite's ``postgres`` fixture);
+        ``extra_env`` is added to the environment and wins over the settings below."""
         self.home = home
         self.port = _free_port()
         self.database_url = database_url.replace("postgresql://", "postgresql+psycopg://", 1)
         self.env = {
             **os.environ,
-            **extra_env,
             "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "2",
@@ -57,10 +58,12 @@ class Airflow:
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
             "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+            **extra_env,
         }
         self.env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
         self.process: subprocess.Popen[bytes] | None = None
         self.log = home / "standalone.log"
+        self.url = f"http://127.0.0.1:{self.port}"
         self._engine: Any = None
 
     def cli(self, *args: str, timeout: float = 600) -> str:
@@ -138,7 +141,13 @@ class Airflow:
             dag=dag_id,
         )
         return [
-            {"run_id": r[0], "state": r[1], "logical_date": r[2].isoformat(), "run_type": r[3], "conf": r[4]}
+            {
+                "run_id": r[0],
+                "state": r[1],
+                "logical_date": r[2] and r[2].isoformat(),
+                "run_type": r[3],
+                "conf": r[4],
+            }
             for r in rows
         ]
 
