@@ -35,7 +35,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait(condition, what: str, timeout: float = 90.0) -> None:
+def _wait(condition, what: str, timeout: float = 300.0) -> None:  # JVMs start slowly on busy cores
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -112,7 +112,9 @@ def spark_cluster(tmp_path_factory):
 
         def alive_workers() -> bool:
             with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=2) as response:
-                return json.load(response).get("aliveworkers", 0) >= 1
+                body = response.read()
+            # A master still starting (slowly, on busy cores) can answer with an empty page: not up yet.
+            return bool(body.strip()) and json.loads(body).get("aliveworkers", 0) >= 1
 
         _wait(alive_workers, "the Spark standalone master with one worker")
         os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"  # the driver (this process) binds to loopback too
