@@ -49,7 +49,8 @@ DAG_ID = Path(__file__).stem
             type=["null", "integer"],
             minimum=1,
             title="Target version",
-            description="The model version to make champion. Empty: the previous champion.",
+            description="The model version to make champion. Empty: the previous champion. The Models view "
+            "(Airflow's navigation) lists the versions whose files check out, and rolls back from there.",
         ),
         "reason": Param(
             "",
