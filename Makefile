@@ -25,6 +25,7 @@ demo: $(STAMP) ## Two real runs of the retrain DAG (bootstrap, then drift), then
 	./scripts/demo.sh
 
 test: $(STAMP) ## The whole test suite (unit, DAG, integration on real engines, end to end)
+	./scripts/install-chromium.sh
 	$(VENV)/bin/python -m pytest tests
 
 test-busy: $(STAMP) ## The whole suite beside one busy loop per core (scripts/test-under-load.sh)

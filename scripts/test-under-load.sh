@@ -31,6 +31,7 @@ echo "==> ${loops} busy loop(s) on ${cores} core(s) (pids ${pids[*]})" >&2
 started=$SECONDS
 status=0
 if (($#)); then
+  ./scripts/install-chromium.sh  # as make test does, for tests/ui
   .venv/bin/python -m pytest "$@" || status=$?
 else
   make test || status=$?
