@@ -363,15 +363,19 @@ class ModelsApp:
         await self._app(scope, receive, send)
 
 
+def _mlflow_ui_url() -> str:
+    from pipelines.settings import get_settings
+
+    return get_settings().mlflow_ui_url
+
+
 class ContinuousTrainingPlugin(AirflowPlugin):
     name = "continuous_training"
     operator_extra_links = [MlflowRunLink(), ModelVersionLink(), DriftReportLink(), DecisionRecordLink()]
     fastapi_apps = [{"app": ModelsApp(), "url_prefix": URL_PREFIX, "name": "Continuous training: Models"}]
+    # Two entries, so Airflow 3.3 lists them as links in its "Plugins" menu (each opens a tab). A single
+    # entry, or one with nav_top_level, is drawn as a navigation button that a click does not follow.
     external_views = [
-        {
-            "name": "Models",
-            "href": f"{_base_path()}{URL_PREFIX}/models",
-            "destination": "nav",
-            "nav_top_level": True,
-        }
+        {"name": "Models", "href": f"{_base_path()}{URL_PREFIX}/models", "destination": "nav"},
+        {"name": "MLflow", "href": _mlflow_ui_url(), "destination": "nav"},
     ]

@@ -402,7 +402,10 @@ def _verify(client: Any, name: str, version: int) -> str | None:
     return None
 
 
-def _rows(client: Any, settings: Settings, versions: list[Any]) -> dict[int, VersionRow]:
+def _rows(
+    client: Any, settings: Settings, versions: list[Any], aliases: Mapping[int, list[str]]
+) -> dict[int, VersionRow]:
+    """``aliases``: by version number (a registry search leaves the versions' own alias lists empty)."""
     from mlflow.exceptions import MlflowException
 
     rows = {}
@@ -420,7 +423,7 @@ def _rows(client: Any, settings: Settings, versions: list[Any]) -> dict[int, Ver
         rows[int(mv.version)] = version_row(
             version=int(mv.version),
             created_ms=mv.creation_timestamp,
-            aliases=mv.aliases or (),
+            aliases=aliases.get(int(mv.version), ()),
             tags=mv.tags or {},
             run_id=mv.run_id,
             metrics=metrics,
@@ -452,8 +455,15 @@ def read(
     by_number = {int(v.version): v for v in everything}
     order = rollback_order(by_number, rows, found.recorded, candidates_checked)
     shown = everything[:versions_shown]
+    aliases: dict[int, list[str]] = {}
+    if everything:
+        for alias, number in client.get_registered_model(name).aliases.items():
+            aliases.setdefault(int(number), []).append(alias)
     listed = _rows(
-        client, settings, shown + [by_number[v] for v in order if v not in {int(s.version) for s in shown}]
+        client,
+        settings,
+        shown + [by_number[v] for v in order if v not in {int(s.version) for s in shown}],
+        aliases,
     )
     challenger = tracking.version_by_alias(client, name, tracking.CHALLENGER)
     before = set(earlier_champions(rows))

@@ -110,7 +110,10 @@ def test_the_plugin_loads_with_its_links_app_and_navigation_entry(airflow):
     with _client(airflow, "admin") as admin:
         served = admin.get("/api/v2/plugins").json()["plugins"]
     plugin = next(p for p in served if p["name"] == "continuous_training")
-    assert [(v["name"], v["href"]) for v in plugin["external_views"]] == [("Models", "/ct/models")]
+    assert [(v["name"], v["href"]) for v in plugin["external_views"]] == [
+        ("Models", "/ct/models"),
+        ("MLflow", MLFLOW_UI),
+    ]
 
 
 def test_anonymous_requests_are_refused(airflow):
@@ -133,6 +136,7 @@ def test_a_signed_in_user_sees_the_champion_the_versions_and_only_verified_candi
     assert (found["champion"], found["recorded_champion"], found["challenger"]) == (3, 3, 2)
     assert found["problem"] is None
     assert [v["version"] for v in found["versions"]] == [3, 2, 1]
+    assert [v["aliases"] for v in found["versions"]] == [["champion"], ["challenger"], []]
     newest = found["versions"][0]
     assert newest["metrics"] == {"holdout_auc": pytest.approx(0.82), "val_auc": pytest.approx(0.83)}
     assert (newest["dataset_version"], newest["gate_decision"]) == ("dataset-3", "promote")

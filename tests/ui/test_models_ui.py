@@ -177,7 +177,7 @@ def platform(tmp_path, postgres) -> Iterator[tuple[Airflow, MlflowUi, Any]]:
 
 @pytest.fixture
 def browser_context(tmp_path):
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run scripts/install-chromium.sh (make test runs it)")
@@ -188,6 +188,8 @@ def browser_context(tmp_path):
         context = browser.new_context(viewport={"width": 1440, "height": 900}, timezone_id="UTC")
         context.set_default_timeout(STEP_TIMEOUT_MS)
         context.set_default_navigation_timeout(STEP_TIMEOUT_MS)
+        # expect() has its own default (5 s), too short for a form that submits on busy cores.
+        expect.set_options(timeout=STEP_TIMEOUT_MS)
         try:
             yield context
         finally:
@@ -340,13 +342,14 @@ def test_a_person_retrains_follows_the_link_to_mlflow_and_rolls_back_from_the_mo
         steps.page = page
         page.bring_to_front()
         page.goto(f"{airflow.url}/dags/retrain")
-        # Airflow's navigation has the plugin's "Models" entry, pointing at the view. Airflow 3.3.2 renders a
-        # top-level external view as a <button href=... target=_blank>, which a click does not follow (an
-        # entry under a navigation menu is a real link): the test opens where the entry points.
-        entry = page.get_by_role("button", name="Models", exact=True)
+        # Airflow's navigation lists the plugin's "Models" and "MLflow" entries in its Plugins menu.
+        page.get_by_role("button", name="Plugins", exact=True).click()
+        entry = page.locator('a[aria-label="Models"]')
         expect(entry).to_have_attribute("href", "/ct/models")
-        models = steps.page = browser_context.new_page()
-        models.goto(f"{airflow.url}{entry.get_attribute('href')}")
+        expect(page.locator('a[aria-label="MLflow"]')).to_have_attribute(
+            "href", re.compile(r"^http://127\.0\.0\.1:")
+        )
+        models = steps.page = _follow(browser_context, page, entry)
         expect(models.get_by_role("heading", name=f"Models: {settings.model_name}")).to_be_visible()
         champion_card = models.locator(".card", has_text="Champion (promotion history)").locator("b")
         before = champion_card.inner_text()
