@@ -57,6 +57,11 @@ from typing import Any
 from airflow.providers.standard.operators.hitl import HITLBranchOperator
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 
+# MLflow gives its loggers a handler of their own on stderr, which Airflow records as errors: a successful
+# run showed its INFO lines in red. Left unconfigured, they go through Airflow's task logging at their own
+# level. Set here, before any task imports MLflow (a task process parses this file first).
+os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+
 DAG_ID = Path(__file__).stem
 
 

@@ -18,10 +18,14 @@ on the record after someone moved the alias outside the gate.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
+
+# As in retrain.py: MLflow's log lines through Airflow's task logging at their own level, not as stderr.
+os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
 
 DAG_ID = Path(__file__).stem
 

@@ -66,7 +66,8 @@ def register(settings: Settings, logical_date: dt.date, run_id: str) -> dict[str
                 manifest = integrity.build_manifest(integrity.download(model_uri, tmp))
             tags = {key: run_tags[key] for key in LINEAGE_TAGS if key in run_tags}
             tags |= integrity.tags_for(manifest)
-            version = mlflow.register_model(model_uri, name, tags=tags)
+            with tracking.no_mlflow_prints():  # this stage logs what it registered, below
+                version = mlflow.register_model(model_uri, name, tags=tags)
             log.info(
                 "registered run %s as version %s of %s (%d files, %d bytes, sha256 %s)",
                 run_id,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import json
 import os
 import re
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 from mlflow.exceptions import MlflowException
+from mlflow.utils.logging_utils import MLFLOW_LOGGING_STREAM
 
 from pipelines.settings import PROJECT_ROOT, Settings
 
@@ -49,6 +52,18 @@ class RunContext:
             "airflow.run_id": self.dag_run_id,
             "git.commit": git_commit(),
         } | ({"airflow.run_url": self.url} if self.url else {})
+
+
+@contextlib.contextmanager
+def no_mlflow_prints() -> Iterator[None]:
+    """Silence what MLflow prints to stderr itself (``register_model``'s "Created version ..."): Airflow records
+    a task's stderr as errors, and the caller logs what happened at its real level."""
+    before = MLFLOW_LOGGING_STREAM.enabled
+    MLFLOW_LOGGING_STREAM.enabled = False
+    try:
+        yield
+    finally:
+        MLFLOW_LOGGING_STREAM.enabled = before
 
 
 def airflow_run_url(base_url: str, dag_id: str, run_id: str) -> str:

@@ -307,6 +307,16 @@ def test_a_person_retrains_follows_the_link_to_mlflow_and_rolls_back_from_the_mo
         )
         timings["retrain run"] = time.monotonic() - started
         assert state == "success", airflow.task_states("retrain", run_id)
+        # A run that worked shows no error lines (Airflow records a task's stderr as errors).
+        logs = sorted((airflow.home / "logs" / "dag_id=retrain").glob(f"run_id={run_id}/task_id=*/*.log"))
+        assert logs, "no task logs"
+        errors = [
+            f"{log.parent.name}: {line[:300]}"
+            for log in logs
+            for line in log.read_text().splitlines()
+            if '"level":"error"' in line
+        ]
+        assert errors == [], "\n".join(errors)
         page.goto(f"{airflow.url}/dags/retrain/runs/{quote(run_id, safe='')}")
         expect(page.get_by_text(run_id).first).to_be_visible()
 
