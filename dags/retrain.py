@@ -3,15 +3,14 @@
 
 Retrains the model on the logical date's data and promotes it only when the promotion gate says so.
 
-`generate → validate → prepare → train → register → evaluate → drift → gate → route → [approve →] promote`
+`validate → prepare → train → register → evaluate ∥ drift → gate → route → [approve →] promote`
 
-* **generate** writes the day's partition of the demo source (the `scenario` param injects drift); it is
-  skipped for a dataset that reads its own source.
 * **validate** first checks the record: a champion alias moved outside the gate (it disagrees with the
-  promotion history) fails the run with what to do, and an interrupted promotion is resolved. It then checks
-  each day of the source against `include/contracts/<dataset>.yaml` on the chosen
-  engine and ingests it as a typed raw partition; a violation quarantines the day with a report and fails the
-  run, with no retry.
+  promotion history) fails the run with what to do, and an interrupted promotion is resolved. For the demo
+  dataset it then writes the day's partition of the demo source (the `scenario` param injects drift); a
+  real dataset reads its own source. It checks each day of the source against
+  `include/contracts/<dataset>.yaml` on the chosen engine and ingests it as a typed raw partition; a
+  violation quarantines the day with a report and fails the run, with no retry.
 * **prepare** builds features, the train/validation/holdout split and the window's reference profile on Dask
   or Spark (`engine` param).
 * **train** fits the model the dataset's model settings describe (`include/models/`; the `model_family` param
@@ -108,22 +107,10 @@ def _day() -> dt.date:
 
 
 @task
-def generate() -> dict[str, Any]:
-    from airflow.sdk.exceptions import AirflowSkipException
-
-    from pipelines.data.generate import generate as run
-    from pipelines.data.generate import has_generator
-
-    settings = _settings()
-    if not has_generator(settings):
-        raise AirflowSkipException(f"dataset {settings.dataset} reads its own source; nothing to generate")
-    return run(settings, _day(), get_current_context()["params"]["scenario"])
-
-
-@task(trigger_rule="none_failed")
 def validate() -> dict[str, Any]:
     from airflow.sdk.exceptions import AirflowFailException
 
+    from pipelines.data.generate import generate, has_generator
     from pipelines.data.validate import DataContractError
     from pipelines.data.validate import validate as run
     from pipelines.release import audit
@@ -133,6 +120,9 @@ def validate() -> dict[str, Any]:
     checked = audit.check(settings)
     if not checked["consistent"]:
         raise AirflowFailException(checked["problem"])
+    if has_generator(settings):
+        # The demo dataset's day arrives here (the scenario param shapes it); a real dataset reads its source.
+        generate(settings, _day(), get_current_context()["params"]["scenario"])
     try:
         return run(settings, _day())
     except DataContractError as exc:  # bad data does not get better on retry
@@ -302,7 +292,7 @@ def retrain() -> None:
         response_timeout=APPROVAL_TIMEOUT,
     )
     prepared = prepare()
-    generate() >> validate() >> prepared
+    validate() >> prepared
     registered = register(train(prepared))
     decision = gate(evaluate(prepared, registered), drift(prepared, registered))
     routed = route(decision)

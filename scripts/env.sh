@@ -6,7 +6,15 @@ export AIRFLOW_HOME="${AIRFLOW_HOME:-$CT_STATE_DIR/airflow}"
 export AIRFLOW__CORE__DAGS_FOLDER="${AIRFLOW__CORE__DAGS_FOLDER:-$ROOT/dags}"
 export AIRFLOW__CORE__PLUGINS_FOLDER="${AIRFLOW__CORE__PLUGINS_FOLDER:-$ROOT/plugins}"
 export AIRFLOW__CORE__LOAD_EXAMPLES="${AIRFLOW__CORE__LOAD_EXAMPLES:-False}"
-export AIRFLOW__CORE__EXECUTOR="${AIRFLOW__CORE__EXECUTOR:-LocalExecutor}"
+# The scheduler runs tasks on Airflow's LocalExecutor with warm workers (plugins/ct_executor.py: torch, MLflow,
+# Evidently and Dask imported once, before the workers fork), four at a time. A finished task's worker is free
+# again within a second (Airflow waits up to min_heartbeat_interval, 5 s by default, to see a task's process
+# exit), and the scheduler looks for the next task 0.2 s after an idle pass (default 1 s). `make airflow` and the
+# suite's real Airflow (tests/scheduler.py) run with these; bench/pipeline.py measures what they save.
+export AIRFLOW__CORE__EXECUTOR="${AIRFLOW__CORE__EXECUTOR:-ct_executor.PreloadingLocalExecutor}"
+export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-4}"
+export AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL="${AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL:-1}"
+export AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME="${AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME:-0.2}"
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-sqlite:///$AIRFLOW_HOME/airflow.db}"
 # One port decides the UI's address and the address its links use (MLflow runs' airflow.run_url too); tasks
 # reach Airflow's task API at the base URL's /execution/ (Airflow derives it).

@@ -22,6 +22,20 @@ ROOT = Path(__file__).resolve().parent.parent
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 
 
+def _embedded_environment(home: Path) -> dict[str, str]:
+    """The environment ``scripts/env.sh`` gives the embedded stack, for an Airflow home of its own."""
+    preset = {**os.environ, "AIRFLOW_HOME": str(home), "CT_STATE_DIR": str(home.parent / "state")}
+    for name in [n for n in preset if n.startswith("AIRFLOW__")]:
+        del preset[name]  # the suite's own Airflow settings (unit-test mode, its SQLite) are not the stack's
+    done = subprocess.run(
+        ["bash", "-c", f"source {ROOT / 'scripts' / 'env.sh'} && env -0"],
+        env=preset,
+        capture_output=True,
+        check=True,
+    )
+    return dict(item.split("=", 1) for item in done.stdout.decode().split("\0") if "=" in item)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -37,14 +51,10 @@ class Airflow:
         self.home = home
         self.port = _free_port()
         self.database_url = database_url.replace("postgresql://", "postgresql+psycopg://", 1)
+        # The embedded stack's own environment (scripts/env.sh, what `make airflow` runs: its executor with warm
+        # workers and its scheduler settings), then this instance's home, database and port.
         self.env = {
-            **os.environ,
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "2",
+            **_embedded_environment(home),
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
             # No runs from the schedule: a test makes the runs it checks (backfills, triggers).
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
@@ -54,10 +64,7 @@ class Airflow:
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{self.port}",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
             **extra_env,
         }
         self.env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)

@@ -69,7 +69,7 @@ def airflow(tmp_path_factory, postgres):
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
         },
     )
-    service.home.mkdir(parents=True)
+    service.home.mkdir(parents=True, exist_ok=True)  # scripts/env.sh, read by Airflow(), made it
     (service.home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps(USERS))
     service.start()
     try:

@@ -158,7 +158,7 @@ def platform(tmp_path, postgres) -> Iterator[tuple[Airflow, MlflowUi, Any]]:
         },
     )
     # The simple auth manager's password file, as `airflow standalone` would generate it, but known.
-    airflow.home.mkdir(parents=True)
+    airflow.home.mkdir(parents=True, exist_ok=True)  # scripts/env.sh, read by Airflow(), made it
     (airflow.home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps({USER: PASSWORD}))
     try:
         mlflow_ui.start()
