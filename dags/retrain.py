@@ -6,9 +6,10 @@ Retrains the model on the logical date's data and promotes it only when the prom
 `validate → prepare → train → register → evaluate ∥ drift → gate → route → [approve →] promote`
 
 * **validate** first checks the record: a champion alias moved outside the gate (it disagrees with the
-  promotion history) fails the run with what to do, and an interrupted promotion is resolved. For the demo
-  dataset it then writes the day's partition of the demo source (the `scenario` param injects drift); a
-  real dataset reads its own source. It checks each day of the source against
+  promotion history) fails the run with what to do (before any data is written), and an interrupted
+  promotion is resolved. For the demo dataset it then writes the day's partition of the demo source (the
+  `scenario` param injects drift; a retry writes the same rows again, overwriting any hand edit of that
+  day); a real dataset reads its own source. It checks each day of the source against
   `include/contracts/<dataset>.yaml` on the chosen engine and ingests it as a typed raw partition; a
   violation quarantines the day with a report and fails the run, with no retry.
 * **prepare** builds features, the train/validation/holdout split and the window's reference profile on Dask

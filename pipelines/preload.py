@@ -1,14 +1,24 @@
 """The libraries the stages use, imported ahead by a long-lived worker so that its tasks start warm.
 
-A task runs in a process forked from its worker (Airflow's LocalExecutor and Celery workers both fork one
-per task), and a fork inherits every module its parent has imported. Imported once in the worker, torch,
-MLflow, Evidently, Dask, pandera and scikit-learn cost each task nothing; imported by each task, they cost
-it seconds (measured cold on 2 cores: torch with the compiler stack its optimisers load 6.9 s, MLflow with
-its SQL stores 7.0 s, Evidently 9.4 s, scikit-learn's metrics 3.0 s).
+Airflow's LocalExecutor forks each task from a worker process, and a fork inherits every module its parent
+has imported. Imported once before the workers fork (``plugins/ct_executor.py``), torch, MLflow, Evidently,
+Dask, pandera and scikit-learn cost each task nothing; imported by each task, they cost it seconds (in a
+fresh interpreter on 2 cores: torch with the compiler stack its optimisers load 6.9 s, MLflow with its SQL
+stores 7.0 s, Evidently 9.4 s, scikit-learn's metrics 3.0 s). Celery workers are not wired to this yet.
 
-Only imports happen here: no thread, connection, file or JVM is opened, so what the fork copies is safe to
-use in the child. The list follows what the stages import (``tests/unit/test_preload.py`` checks that a
-fresh interpreter imports every module named here).
+What is imported here, and what is not:
+
+- Third-party libraries only. The ``pipelines`` modules are not preloaded (they import in milliseconds), so a
+  task always runs the project's code as it is on disk, the code its lineage tags name. A library upgraded
+  while the scheduler runs is seen after the scheduler restarts, as with any long-lived Python process.
+- Only imports: no Python thread, file or network connection is opened (``tests/integration/test_preload.py``).
+  Arrow, OpenBLAS and jemalloc start native thread pools at import and re-create them in a forked child.
+  Evidently creates one asyncio event loop at import (``evidently.legacy.utils.sync``: an epoll and its
+  self-pipe), which only its UI workspace runs; no stage does.
+- A fork clears the ``atexit`` handlers its parent registered (Airflow's task runner does, so that a task
+  runs only its own): whatever a library would do at exit, a task must do itself. The stages close their
+  MLflow runs, Dask clusters and Spark sessions explicitly. :data:`NOT_PRELOADED` says why each library the
+  stages import is left to the task.
 """
 
 from __future__ import annotations
@@ -19,7 +29,7 @@ import time
 
 log = logging.getLogger(__name__)
 
-# In the order the stages of one run need them; each entry is what the stage imports on its first call.
+# In the order the stages of one run need them; each entry is what a stage imports on its first call.
 MODULES: tuple[str, ...] = (
     "pyarrow.parquet",
     "pyarrow.dataset",
@@ -28,8 +38,6 @@ MODULES: tuple[str, ...] = (
     "dask.dataframe",
     "pandera.pandas",
     "pyspark.sql",
-    "pipelines.data.validate",
-    "pipelines.data.prepare",
     "mlflow",
     "mlflow.pyfunc",
     "mlflow.models",
@@ -41,24 +49,39 @@ MODULES: tuple[str, ...] = (
     "torch._dynamo",
     "sklearn.metrics",
     "sklearn.ensemble",
-    "pipelines.training.train",
-    "pipelines.evaluation.evaluate",
     "evidently",
     "evidently.presets",
     "evidently.legacy.calculations.stattests",
-    "pipelines.evaluation.drift",
-    "pipelines.release.register",
-    "pipelines.release.promote",
 )
 
+# Libraries the stages import that are left to the task, and why (the test checks that every library the
+# package imports is in MODULES or here).
+NOT_PRELOADED: dict[str, str] = {
+    "distributed": "registers atexit handlers at import, which a forked task would lose; 0.14 s",
+    "onnxruntime": "opens a SQLite file of its own at import, which forked tasks must not share; 0.12 s",
+    "httpx": "telling serving replicas of a promotion; 0.02 s",
+    "filelock": "milliseconds",
+    "pydantic_settings": "milliseconds",
+    "prometheus_client": "serving's metrics; no stage imports it",
+}
 
-def preload(modules: tuple[str, ...] = MODULES) -> dict[str, float]:
-    """Import ``modules``; the seconds each took (0 for one already imported). An import that fails is a
-    broken install: it raises, naming the module."""
+
+def preload(modules: tuple[str, ...] = MODULES, *, strict: bool = True) -> dict[str, float]:
+    """Import ``modules``; the seconds each took (0 for one already imported).
+
+    A module that cannot be imported raises, naming it; with ``strict=False`` it is logged as a warning and
+    left to the tasks (which then fail on it themselves, in their own logs, if they need it).
+    """
     seconds: dict[str, float] = {}
     for name in modules:
         started = time.perf_counter()
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            if strict:
+                raise
+            log.warning("not preloaded: %s (%s); the tasks that need it will import it", name, exc)
+            continue
         seconds[name] = round(time.perf_counter() - started, 3)
     log.info("preloaded %d modules in %.1f s", len(seconds), sum(seconds.values()))
     return seconds

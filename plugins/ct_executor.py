@@ -1,10 +1,11 @@
 """Airflow's LocalExecutor with warm workers: the stages' libraries are imported once, before the workers are
 forked, so every task (itself forked from a worker) starts with torch, MLflow, Evidently and Dask loaded.
 
-Select it with ``AIRFLOW__CORE__EXECUTOR=ct_executor.PreloadingLocalExecutor`` (``make airflow`` does). The
-plugins folder is on every Airflow component's import path. The scheduler pays the imports once at its start
-(about 15 s on 2 cores) and holds them (about 650 MB, shared copy-on-write with its workers); each task then
-saves them. What is imported is :data:`pipelines.preload.MODULES`.
+Select it with ``AIRFLOW__CORE__EXECUTOR=ct_executor.PreloadingLocalExecutor`` (``scripts/env.sh`` does, so
+``make airflow`` and the suite's real Airflow run it). The plugins folder is on every Airflow component's
+import path. The scheduler imports :data:`pipelines.preload.MODULES` when it starts its executor (about 9 s on
+2 cores, within the 30 s its health check allows) and holds them; the README's "What a DAG run costs beyond
+its stages" gives the memory and the time each task saves. After upgrading a library, restart the scheduler.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ class PreloadingLocalExecutor(LocalExecutor):
             # inherits them: Airflow would record its INFO lines as errors. The DAG files say the same before
             # a task imports MLflow; here MLflow is imported before any DAG file is read.
             os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
-            preload()
+            # A library that cannot be imported is left to the tasks, which fail on it in their own logs;
+            # the scheduler starts either way.
+            preload(strict=False)
         else:
             # A spawned worker starts a fresh interpreter: importing here would warm nothing.
             log.warning(

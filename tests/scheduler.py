@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -28,7 +29,7 @@ def _embedded_environment(home: Path) -> dict[str, str]:
     for name in [n for n in preset if n.startswith("AIRFLOW__")]:
         del preset[name]  # the suite's own Airflow settings (unit-test mode, its SQLite) are not the stack's
     done = subprocess.run(
-        ["bash", "-c", f"source {ROOT / 'scripts' / 'env.sh'} && env -0"],
+        ["bash", "-c", f"source {shlex.quote(str(ROOT / 'scripts' / 'env.sh'))} && env -0"],
         env=preset,
         capture_output=True,
         check=True,
@@ -65,6 +66,8 @@ class Airflow:
             "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{self.port}",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            # This interpreter's airflow (env.sh puts the checkout's .venv first; the suite may run from another).
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
             **extra_env,
         }
         self.env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)

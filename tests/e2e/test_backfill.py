@@ -43,6 +43,8 @@ def test_a_backfill_of_three_old_days_runs_each_day_through_the_scheduler(airflo
         return runs if done else None
 
     runs = airflow.wait_for("three backfill runs to finish", finished, timeout=3600)
+    # The tasks ran on warm workers: the scheduler imported the stages' libraries before forking them.
+    assert "preloaded" in airflow.log.read_text(errors="replace"), "the scheduler did not preload"
     for run in runs:
         assert run["state"] == "success", (run, airflow.task_states("retrain", run["run_id"]))
         assert run["run_type"] == "backfill"
