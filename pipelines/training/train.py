@@ -170,6 +170,9 @@ def _stop_tree(process: subprocess.Popen[str]) -> None:
         except psutil.NoSuchProcess:
             pass
     process.kill()
+    # A kill is delivered when the process next runs: on busy cores a rank can outlive this call by moments.
+    # Wait until every one has gone, so that "its ranks were stopped" is true when the error is raised.
+    psutil.wait_procs(children, timeout=30)
 
 
 def launch(command: list[str], timeout_s: float) -> None:
