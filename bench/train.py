@@ -1,24 +1,33 @@
-"""Benchmark: the torch training stage in one in-process rank against DDP ranks under torchrun.
+"""Benchmark: the torch training stage's launchers against plain single-process torch on the same cores.
 
-    python bench/train.py                               # 10k, 50k, 100k, 200k and 500k training rows
-    python bench/train.py --sizes 14000 --ranks 2 4     # one size, more launchers
-    python bench/train.py --skip-stage                  # the fit only, not the whole stage on the demo day
-    python bench/train.py --skip-fit                    # the whole stage on the demo day only
+    python bench/train.py                                  # demo and wide model, 1 and 2 ranks, default sizes
+    python bench/train.py --models wide --rows 1000000     # one model, one size
+    python bench/train.py --ranks 2 4 --epochs 5           # more ranks (a bigger host, or a GPU one)
+    python bench/train.py --skip-stage                     # the fits only, not the whole stage on the demo day
 
-Part 1, the fit: the demo's features (``pipelines.data.generate``, through the same feature code as the
-prepare stage) at each size of the training split, with a validation split of about a fifth of it. Each
-launcher runs the family's fit (``train_torch``) with the model settings' defaults (early stopping on the
-validation split), in a fresh process that has imported torch, as the train stage does. Timed: the fit alone,
-from the hand-over of the arrays to the weights on disk; for torchrun that includes starting the ranks, their
-imports and the rendezvous. Printed per size and launcher: seconds, epochs run, seconds per epoch, the
-validation AUC, and torchrun's time over the in-process rank's; then the smallest size from which the ranks
-win at every larger size measured, which is what ``CT_TRAIN_PROCESSES_FROM_ROWS`` should be.
+Part 1, the fit. For each model (``demo``: the model settings' defaults; ``wide``: a 512-512-256 MLP at batch
+1024) and training size, the demo generator's features are written once as a prepared dataset (Parquet split
+folders with row groups of 65,536 rows and a manifest carrying the training split's moments, as prepare writes
+it). Each run trains a fixed number of epochs without early stopping, in a fresh process:
 
-Part 2, the stage: ``pipelines.training.train.train`` on the demo day (``CT_ROWS_PER_DAY`` rows through
-generate, validate and prepare on Dask) with real MLflow, in a fresh process per launcher: the first call
-(cold: torch, scikit-learn and MLflow's store load inside it) and a second call with a new identity in the
-same process (warm); and, in another fresh process, the time to load the libraries any cold stage loads (the
-floor no launcher removes). Goal (issue 13): the stage at most 3 s on the demo day.
+* ``plain torch``: what a user would write: the whole split in one process's memory, shuffled batches, AdamW,
+  torch's threads on every core (``torch.set_num_threads(cores)``);
+* ``in-process``, ``torchrun xN``: ``pipelines.training.train.train_torch``, the stage's own fit, through the
+  job folder, its rank parts, checkpoints at every epoch's end and its reports.
+
+Printed per run: samples per second of the training loop (every rank's rows, padding included, over rank 0's
+loop time), the launcher's fixed cost (the wall time before and after the loop: starting processes, imports,
+rendezvous, reading the parts, committing), the seconds to reach the target validation loss (the worst of the
+runs' best losses, plus 0.5%, so every run reaches it), the data's peak memory per rank (resident memory at its
+peak over resident memory before reading the parts) against the rank's part of the splits, and the
+scaling efficiency (samples/s at N ranks over N times samples/s at one). Then which launcher ``auto``
+(``CT_TRAIN_WORLD_SIZE``'s default) picks for that size, and its samples/s against plain torch.
+
+Part 2, the stage: ``pipelines.training.train.train`` on the demo day with real MLflow, cold (a fresh process)
+and warm (a second identity in the same process), per launcher. Goal (issue 13): at most 3 s on the demo day.
+
+Goals (issue 18): efficiency at two ranks at least 0.8 for the wide model; on one host ``auto`` never more than
+10% slower than plain torch on the same cores; no rank's data memory above 1.5 times its part.
 """
 
 from __future__ import annotations
@@ -38,24 +47,33 @@ sys.path.insert(0, str(ROOT))
 
 DAY = dt.date(2026, 11, 20)
 MAX_ROWS_PER_DAY = 200_000  # the generator's customer pool: one day holds at most this many rows
-SIZES = (10_000, 50_000, 100_000, 200_000, 500_000)
+ROW_GROUP = 65_536
+MODELS = {
+    "demo": {},  # the model settings' defaults
+    "wide": {"hidden_sizes": [512, 512, 256], "batch_size": 1024},
+}
+DEFAULT_ROWS = {"demo": [100_000, 1_000_000], "wide": [1_000_000]}
+TARGET_SLACK = 1.005
 
 
-def features(rows_train: int, cache: Path) -> Path:
-    """An ``.npz`` of train and validation arrays with about ``rows_train`` training rows (made once)."""
-    path = cache / f"features-{rows_train}.npz"
-    if path.exists():
-        return path
-    import numpy as np
+def dataset(rows_train: int, cache: Path) -> Path:
+    """A prepared dataset folder with about ``rows_train`` training rows (made once per size)."""
+    folder = cache / f"features-{rows_train}"
+    if folder.exists():
+        return folder
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
+    from pipelines.data import datasets
     from pipelines.data.contract import load_contract
     from pipelines.data.features import SPLIT_COLUMN, build_features, feature_names
     from pipelines.data.generate import generate_day
+    from pipelines.data.moments import split_moments
     from pipelines.data.validation import coerce_partition
-    from pipelines.training.arrays import TrainingData
 
     contract = load_contract(ROOT / "include" / "contracts" / "transactions.yaml")
+    names = feature_names(contract)
     total = int(rows_train * 100 / contract.splits["train"]) + 1
     frames, day = [], DAY
     while total > 0:
@@ -63,52 +81,158 @@ def features(rows_train: int, cache: Path) -> Path:
         frames.append(build_features(coerce_partition(generate_day(day, 7, rows), contract), contract))
         total, day = total - rows, day - dt.timedelta(days=1)
     prepared = pd.concat(frames, ignore_index=True)
-    names = feature_names(contract)
-    train = prepared[prepared[SPLIT_COLUMN] == "train"].head(rows_train)
-    validation = prepared[prepared[SPLIT_COLUMN] == "validation"]
-    TrainingData(
-        x_train=train[names].to_numpy("float32"),
-        y_train=train[contract.label].to_numpy(),
-        x_validation=validation[names].to_numpy("float32"),
-        y_validation=validation[contract.label].to_numpy().astype(np.int64),
-    ).save(path)
-    return path
+    splits = {
+        "train": prepared[prepared[SPLIT_COLUMN] == "train"].head(rows_train),
+        "validation": prepared[prepared[SPLIT_COLUMN] == "validation"],
+    }
+    tmp = cache / f"features-{rows_train}.tmp"
+    for split, frame in splits.items():
+        (tmp / f"split={split}").mkdir(parents=True)
+        table = pa.Table.from_pandas(frame[[*names, contract.label]], preserve_index=False)
+        pq.write_table(table, tmp / f"split={split}" / "part-0.parquet", row_group_size=ROW_GROUP)
+    moments = split_moments(datasets.folder_files(str(tmp / "split=train")), names)
+    datasets.write_manifest(
+        str(tmp),
+        extra={
+            "dataset_version": f"bench-{rows_train}",
+            "split_rows": {split: len(frame) for split, frame in splits.items()},
+            "train_moments": {"features": names, **moments.to_json()},
+        },
+        final_uri=str(folder),
+    )
+    tmp.rename(folder)
+    return folder
 
 
-def child_fit(data_path: str, world_size: int, max_epochs: int | None) -> dict:
-    """Inside a fresh process: one fit with the default model settings; its seconds, epochs and AUC."""
-    import torch
-    from sklearn.metrics import roc_auc_score
-
-    from pipelines.model.mlp import load_mlp, predict_proba_mlp
+def _settings(model: str, world_size: int, epochs: int, device: str):
     from pipelines.settings import get_settings
-    from pipelines.training.arrays import TrainingData
-    from pipelines.training.model_settings import ModelSettings, resolved_hyperparameters
-    from pipelines.training.train import TRAINING_CODE_VERSION, TrainingPlan, torch_runtime, train_torch
 
-    data = TrainingData.load(data_path)
-    settings = get_settings(train_world_size=world_size, train_epochs=max_epochs, train_device="cpu")
+    return get_settings(train_world_size=world_size, train_epochs=epochs, train_device=device)
+
+
+def _hyperparameters(settings, model: str) -> dict:
+    from pipelines.training.model_settings import ModelSettings, resolved_hyperparameters
+
+    values = resolved_hyperparameters(settings, ModelSettings(), "torch")
+    return values | MODELS[model] | {"early_stopping": None}
+
+
+def child_fit(folder: str, model: str, world_size: int, epochs: int, device: str, workdir: str) -> dict:
+    """Inside a fresh process: the stage's fit (``train_torch``) for a fixed number of epochs."""
+    import resource
+
+    from pipelines.data import datasets
+    from pipelines.data.contract import load_contract
+    from pipelines.training import job as jobs
+    from pipelines.training.train import (
+        TRAINING_CODE_VERSION,
+        FitInputs,
+        TrainingPlan,
+        torch_runtime,
+        train_torch,
+    )
+
+    settings = _settings(model, world_size, epochs, device)
+    manifest = datasets.read_manifest(folder)
+    contract = load_contract(ROOT / "include" / "contracts" / "transactions.yaml")
     plan = TrainingPlan(
         family="torch",
-        dataset_version="bench",
-        hyperparameters=resolved_hyperparameters(settings, ModelSettings(), "torch"),
-        runtime=torch_runtime(settings, len(data.x_train)),
+        dataset_version=manifest.extra["dataset_version"],
+        hyperparameters=_hyperparameters(settings, model),
+        runtime=torch_runtime(settings, manifest.extra["split_rows"]["train"]),
         seed=settings.seed,
         code_version=TRAINING_CODE_VERSION,
         libraries={},
     )
-    with tempfile.TemporaryDirectory(prefix="ct-bench-train-") as tmp:
-        started = time.perf_counter()
-        report = train_torch(data, plan, Path(tmp))
-        seconds = time.perf_counter() - started
-        model = load_mlp(Path(tmp) / "weights.pt", plan.model_config(data.x_train.shape[1]))
-    auc = roc_auc_score(data.y_validation, predict_proba_mlp(model, data.x_validation))
+    job_uri = str(Path(workdir) / f"job-{time.time_ns()}")
+    inputs = FitInputs(settings, folder, manifest, contract, job_uri)
+    out = Path(workdir) / f"out-{time.time_ns()}"
+    out.mkdir()
+    started = time.perf_counter()
+    train_torch(inputs, plan, out)
+    wall = time.perf_counter() - started
+    history = jobs.read_history(job_uri)
+    assert history is not None
+    ranks = jobs.read_statuses(job_uri)
+    if world_size == 1:  # the in-process rank is this process: its memory was measured here
+        ranks[0]["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
-        "seconds": seconds,
-        "epochs": int(report.metrics["stopped_epoch"]),
-        "best_epoch": int(report.metrics["best_epoch"]),
-        "val_auc": float(auc),
-        "threads": torch.get_num_threads(),
+        "wall": wall,
+        "loop": history.fit_seconds,
+        "samples": history.samples,
+        "val_loss": history.val_loss,
+        "epoch_seconds": history.epoch_seconds,
+        "ranks": [
+            {"data_mb": r["peak_rss_mb"] - r["base_rss_mb"], "part_mb": r["part_mb"]} for r in ranks.values()
+        ],
+        "world_size": plan.runtime["world_size"],
+    }
+
+
+def child_plain(folder: str, model: str, epochs: int, device: str) -> dict:
+    """Inside a fresh process: plain single-process torch, torch's threads on every core, the whole split."""
+    import resource
+
+    import numpy as np
+    import pandas as pd
+    import psutil
+    import torch
+
+    from pipelines.data import datasets
+    from pipelines.data.contract import load_contract
+    from pipelines.model.mlp import ChurnMLP
+
+    settings = _settings(model, 1, epochs, device)
+    config = _hyperparameters(settings, model)
+    manifest = datasets.read_manifest(folder)
+    moments = manifest.extra["train_moments"]
+    names = moments["features"]
+    label = load_contract(ROOT / "include" / "contracts" / "transactions.yaml").label
+    cores = len(os.sched_getaffinity(0))
+    torch.set_num_threads(cores)
+    torch.manual_seed(settings.seed)
+    base = psutil.Process().memory_info().rss / 2**20
+    train = pd.read_parquet(Path(folder) / "split=train")
+    validation = pd.read_parquet(Path(folder) / "split=validation")
+    x = torch.from_numpy(train[names].to_numpy("float32")).to(device)
+    y = torch.from_numpy(train[label].to_numpy("float32")).to(device)
+    x_val = torch.from_numpy(validation[names].to_numpy("float32")).to(device)
+    y_val = torch.from_numpy(validation[label].to_numpy("float32")).to(device)
+    del train, validation
+    model_ = ChurnMLP(len(names), tuple(config["hidden_sizes"]), config["dropout"])
+    model_.set_scaling(np.asarray(moments["mean"]), np.asarray(moments["std"]))
+    model_ = model_.to(device)
+    optimiser = torch.optim.AdamW(
+        model_.parameters(), lr=config["learning_rate"], weight_decay=config["weight_decay"]
+    )
+    batch, losses, times, samples = config["batch_size"], [], [], 0
+    started = time.perf_counter()
+    for _ in range(epochs):
+        model_.train()
+        order = torch.randperm(len(x), device=device)
+        for start in range(0, len(order), batch):
+            rows = order[start : start + batch]
+            optimiser.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(model_(x[rows]), y[rows])
+            loss.backward()
+            optimiser.step()
+            samples += len(rows)
+        model_.eval()
+        with torch.no_grad():
+            losses.append(float(torch.nn.functional.binary_cross_entropy_with_logits(model_(x_val), y_val)))
+        times.append(time.perf_counter() - started)
+    loop = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    part_mb = (x.numel() + y.numel() + x_val.numel() + y_val.numel()) * 4 / 2**20
+    return {
+        "wall": loop,
+        "loop": loop,
+        "samples": samples,
+        "val_loss": losses,
+        "epoch_seconds": times,
+        "ranks": [{"data_mb": peak - base, "part_mb": part_mb}],
+        "world_size": 1,
+        "threads": cores,
     }
 
 
@@ -130,24 +254,6 @@ def child_stage(state_dir: str, uri: str, world_size: int) -> dict:
     return {"cold": seconds[0], "warm": seconds[1], "val_auc": result["val_metrics"]["roc_auc"]}
 
 
-def child_imports(state_dir: str) -> dict:
-    """Inside a fresh process: load what any torch training stage loads, and nothing else (the floor)."""
-    started = time.perf_counter()
-    import onnxruntime  # noqa: F401
-    import sklearn.metrics  # noqa: F401
-    import torch
-    import torch._dynamo  # noqa: F401  (torch.optim loads it on first use)
-    from mlflow.utils.requirements_utils import _init_packages_to_modules_map
-
-    from pipelines.release import tracking
-    from pipelines.settings import get_settings
-
-    tracking.configure(get_settings(state_dir=state_dir))
-    _init_packages_to_modules_map()  # what MLflow's log_model scans once per process
-    torch.cuda.is_available()
-    return {"seconds": time.perf_counter() - started}
-
-
 def run_child(*args: str) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, "--child", *args], capture_output=True, text=True, cwd=ROOT
@@ -157,82 +263,112 @@ def run_child(*args: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def prepared_demo_day(state_dir: Path) -> tuple[str, int]:
-    """Generate, validate and prepare the demo day in ``state_dir``; its features URI and training rows."""
+def _to_target(result: dict, target: float) -> float | None:
+    for loss, seconds in zip(result["val_loss"], result["epoch_seconds"], strict=True):
+        if loss <= target:
+            return seconds
+    return None
+
+
+def bench_fits(
+    models: list[str], rows: dict[str, list[int]], ranks: list[int], epochs: int, device: str, workdir: Path
+) -> list[str]:
+    from pipelines.settings import get_settings
+    from pipelines.training.train import resolve_world_size
+
+    print(
+        f"# the fit: {epochs} epochs, no early stopping, a fresh process per run; data MB: peak resident over resident before reading"
+    )
+    header = (
+        f"{'model':<6}{'train rows':>11}  {'launcher':<18}{'samples/s':>11}{'loop s':>8}{'fixed s':>8}"
+        f"{'to target':>10}{'data MB/rank':>13}{'part MB':>8}{'efficiency':>11}"
+    )
+    print(header)
+    summary = []
+    defaults = get_settings()
+    for model in models:
+        for size in rows[model]:
+            folder = str(dataset(size, workdir))
+            results = {"plain torch": run_child("plain", folder, model, str(epochs), device)}
+            for world_size in [1, *ranks]:
+                name = "in-process" if world_size == 1 else f"torchrun x{world_size}"
+                results[name] = run_child(
+                    "fit", folder, model, str(world_size), str(epochs), device, str(workdir)
+                )
+            target = max(min(r["val_loss"]) for r in results.values()) * TARGET_SLACK
+            one = results["in-process"]["samples"] / results["in-process"]["loop"]
+            for name, result in results.items():
+                rate = result["samples"] / result["loop"]
+                world = result["world_size"]
+                efficiency = f"{rate / (world * one):>11.2f}" if name != "plain torch" else f"{'':>11}"
+                reached = _to_target(result, target)
+                worst = max(result["ranks"], key=lambda r: r["data_mb"] / max(r["part_mb"], 1e-9))
+                label = name + (f" ({result['threads']} thr)" if "threads" in result else "")
+                print(
+                    f"{model:<6}{size:>11,}  {label:<18}{rate:>11,.0f}{result['loop']:>8.1f}"
+                    f"{result['wall'] - result['loop']:>8.1f}"
+                    f"{(f'{reached:.1f}' if reached is not None else '-'):>10}"
+                    f"{worst['data_mb']:>13.0f}{worst['part_mb']:>8.0f}{efficiency}",
+                    flush=True,
+                )
+            auto = resolve_world_size("auto", defaults.train_processes_from_rows, size, device)
+            auto_name = "in-process" if auto == 1 else f"torchrun x{auto}"
+            plain = results["plain torch"]["samples"] / results["plain torch"]["loop"]
+            if auto_name in results:
+                auto_rate = results[auto_name]["samples"] / results[auto_name]["loop"]
+                line = (
+                    f"{model} {size:,} rows: auto picks {auto_name}, {auto_rate / plain:.2f}x plain torch's "
+                    f"samples/s (goal >= 0.90)"
+                )
+                if len(ranks) and f"torchrun x{ranks[0]}" in results:
+                    two = results[f"torchrun x{ranks[0]}"]
+                    line += f"; efficiency at {ranks[0]} ranks {two['samples'] / two['loop'] / (ranks[0] * one):.2f}"
+                summary.append(line)
+                print(f"# {line}")
+    return summary
+
+
+def bench_stage(ranks: list[int], workdir: Path) -> dict[int, dict]:
     from pipelines.data.generate import generate
     from pipelines.data.prepare import prepare
     from pipelines.data.validate import validate
     from pipelines.settings import get_settings
 
+    state_dir = workdir / "stage"
     settings = get_settings(state_dir=state_dir)
     generate(settings, DAY, "none")
     validate(settings, DAY)
     prepared = prepare(settings, DAY, "dask")
-    return prepared["uri"], prepared["split_rows"]["train"]
-
-
-def launcher_name(world_size: int) -> str:
-    return "in-process" if world_size == 1 else f"torchrun x{world_size}"
-
-
-def bench_fit(sizes: list[int], ranks: list[int], max_epochs: int | None, cache: Path) -> int | None:
-    """Part 1; returns the smallest size from which the ranks beat the in-process rank at every larger size."""
-    print("# the fit with the default model settings (early stopping), in a fresh process per launcher")
     print(
-        f"{'train rows':>10}  {'launcher':<13}{'seconds':>9}{'epochs':>8}{'s/epoch':>9}{'val AUC':>9}"
-        f"{'vs 1 rank':>11}"
+        f"# the train stage on the demo day ({prepared['split_rows']['train']:,} training rows), MLflow on SQLite"
     )
-    threshold = None
-    for size in sizes:
-        path = features(size, cache)
-        results = {}
-        for world_size in [1, *ranks]:
-            result = run_child("fit", str(path), str(world_size), str(max_epochs or 0))
-            results[world_size] = result
-            ratio = result["seconds"] / results[1]["seconds"]
-            print(
-                f"{size:>10,}  {launcher_name(world_size):<13}{result['seconds']:>9.2f}{result['epochs']:>8}"
-                f"{result['seconds'] / result['epochs']:>9.3f}{result['val_auc']:>9.4f}{ratio:>10.2f}x",
-                flush=True,
-            )
-        wins = all(results[w]["seconds"] < results[1]["seconds"] for w in ranks)
-        threshold = (threshold or size) if wins else None  # a loss at a larger size resets it
-    return threshold
-
-
-def bench_stage(ranks: list[int], workdir: Path) -> dict[int, dict]:
-    uri, train_rows = prepared_demo_day(workdir / "stage")
-    print(f"# the train stage on the demo day ({train_rows:,} training rows), MLflow on SQLite")
     print(f"{'launcher':<13}{'cold s':>9}{'warm s':>9}{'val AUC':>9}")
     stage = {}
     for world_size in [1, *ranks]:
-        result = run_child("stage", str(workdir / "stage"), uri, str(world_size))
+        result = run_child("stage", str(state_dir), prepared["uri"], str(world_size))
         stage[world_size] = result
-        print(
-            f"{launcher_name(world_size):<13}{result['cold']:>9.2f}{result['warm']:>9.2f}"
-            f"{result['val_auc']:>9.4f}",
-            flush=True,
-        )
-    floor = run_child("imports", str(workdir / "stage"))["seconds"]
-    print(f"# of a cold stage, {floor:.2f}s is loading torch, scikit-learn, ONNX Runtime and MLflow's store")
+        name = "in-process" if world_size == 1 else f"torchrun x{world_size}"
+        print(f"{name:<13}{result['cold']:>9.2f}{result['warm']:>9.2f}{result['val_auc']:>9.4f}", flush=True)
     return stage
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="training rows")
-    parser.add_argument("--ranks", type=int, nargs="+", default=[2], help="torchrun world sizes to time")
-    parser.add_argument("--max-epochs", type=int, default=None, help="CT_TRAIN_EPOCHS (default: settings)")
-    parser.add_argument("--skip-stage", action="store_true", help="time the fit only")
+    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS))
+    parser.add_argument("--rows", type=int, nargs="+", help="training rows (default: per model)")
+    parser.add_argument("--ranks", type=int, nargs="+", default=[2], help="world sizes besides 1")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--skip-stage", action="store_true", help="time the fits only")
     parser.add_argument("--skip-fit", action="store_true", help="time the stage on the demo day only")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, *rest = args.child
         if kind == "fit":
-            print(json.dumps(child_fit(rest[0], int(rest[1]), int(rest[2]) or None)))
-        elif kind == "imports":
-            print(json.dumps(child_imports(rest[0])))
+            print(json.dumps(child_fit(rest[0], rest[1], int(rest[2]), int(rest[3]), rest[4], rest[5])))
+        elif kind == "plain":
+            print(json.dumps(child_plain(rest[0], rest[1], int(rest[2]), rest[3])))
         else:
             print(json.dumps(child_stage(rest[0], rest[1], int(rest[2]))))
         return
@@ -243,29 +379,27 @@ def main() -> None:
     memory = psutil.virtual_memory().total / 2**30
     print(
         f"# train benchmark, {dt.date.today()}, {os.cpu_count()} cores, {memory:.0f} GiB, torch "
-        f"{torch.__version__}; load average {os.getloadavg()[0]:.1f} at the start"
+        f"{torch.__version__}, {args.device}; load average {os.getloadavg()[0]:.1f} at the start"
     )
+    rows = {model: args.rows or DEFAULT_ROWS[model] for model in args.models}
     with tempfile.TemporaryDirectory(prefix="ct-bench-train-") as tmp:
         workdir = Path(tmp)
-        threshold = (
-            None if args.skip_fit else bench_fit(sorted(args.sizes), args.ranks, args.max_epochs, workdir)
+        summary = (
+            []
+            if args.skip_fit
+            else bench_fits(args.models, rows, args.ranks, args.epochs, args.device, workdir)
         )
         stage = {} if args.skip_stage else bench_stage(args.ranks, workdir)
-    parts = []
-    if not args.skip_fit:
-        parts.append(
-            f"torchrun wins from {threshold:,} training rows"
-            if threshold
-            else f"torchrun never won up to {max(args.sizes):,} training rows"
-        )
     if stage:
-        parts.append(
+        summary.append(
             "demo-day stage "
             + ", ".join(
-                f"{launcher_name(w)} {r['cold']:.1f}s cold / {r['warm']:.1f}s warm" for w, r in stage.items()
+                f"{'in-process' if w == 1 else f'torchrun x{w}'} {r['cold']:.1f}s cold / {r['warm']:.1f}s warm"
+                for w, r in stage.items()
             )
+            + " (goal: <= 3 s)"
         )
-    print(f"SUMMARY {'; '.join(parts)} (goal: the stage <= 3 s on the demo day)")
+    print("SUMMARY " + "; ".join(summary))
     print(f"# load average {os.getloadavg()[0]:.1f} at the end")
 
 

@@ -151,6 +151,34 @@ class Settings(BaseSettings):
         description="Overrides the model settings' maximum epochs (torch) for every dataset; unset = the "
         "model settings decide.",
     )
+    train_timeout_s: float = Field(
+        default=3 * 3600,
+        gt=0,
+        description="Seconds a launched (multi-rank) training may take in all; past it the ranks are stopped and "
+        "the task fails, naming each rank's host and last position.",
+    )
+    train_rendezvous_timeout_s: float = Field(
+        default=120,
+        gt=0,
+        description="Seconds ranks wait to join the group, and for any one collective: a missing or hung rank "
+        "fails the launch within it.",
+    )
+    train_max_restarts: int = Field(
+        default=2,
+        ge=0,
+        description="Times torchrun restarts the ranks after one fails, within one task attempt; each restart "
+        "resumes from the last checkpoint.",
+    )
+    train_checkpoint_every_steps: int | None = Field(
+        default=None,
+        ge=1,
+        description="Also checkpoint every N optimiser steps; unset = at the end of every epoch only.",
+    )
+    train_keep_checkpoints: bool = Field(
+        default=False,
+        description="Keep a training's checkpoints and job folder (<data_root>/training/...) after its model is "
+        "logged; by default they are removed then.",
+    )
     model_settings_path: Path | None = Field(
         default=None,
         description="Model settings file (family, hyperparameters). Default: include/models/<dataset>.yaml "

@@ -152,7 +152,15 @@ def read_manifest(uri: str) -> Manifest:
 def parquet_files(uri: str) -> list[str]:
     """The data files of a committed dataset folder (recursively; ``_`` and ``.`` names skipped), as URIs."""
     read_manifest(uri)
+    return folder_files(uri)
+
+
+def folder_files(uri: str) -> list[str]:
+    """The Parquet files under a folder, sorted (``_`` and ``.`` names skipped); none when it does not exist
+    (a split no row fell into). For a folder inside a committed dataset, such as one split."""
     fs, path = url_to_fs(uri)
+    if not fs.exists(path):
+        return []
     names = sorted(
         p
         for p in fs.find(path)

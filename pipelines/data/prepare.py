@@ -25,6 +25,7 @@ from pipelines.data.features import (
     holdout_start,
     prepared_schema,
 )
+from pipelines.data.moments import split_moments
 from pipelines.data.profile import PROFILE_FILE, build_profile
 from pipelines.engines import check_engine, open_engine
 from pipelines.settings import Settings
@@ -92,6 +93,10 @@ def prepare(
         session.write_parquet(prepared, tmp, partition_on=SPLIT_COLUMN)
         storage.write_json_atomic(storage.join(tmp, PROFILE_FILE), build_profile(session, raw, contract))
         split_rows = {str(split): datasets.count_rows(storage.split_uri(tmp, split)) for split in SPLITS}
+        # The training split's feature moments: training scales with them, so no rank reads the whole split.
+        features = feature_names(contract)
+        train_files = datasets.folder_files(storage.split_uri(tmp, "train"))
+        moments = split_moments(train_files, features, session.map_files)
         manifest = datasets.write_manifest(
             tmp,
             extra={
@@ -103,7 +108,8 @@ def prepare(
                 "holdout": f"newest {holdout_days} day(s), from {holdout_from}"
                 if holdout_from
                 else "hash split",
-                "features": feature_names(contract),
+                "features": features,
+                "train_moments": {"features": features, **moments.to_json()},
                 "contract": contract.dataset,
                 "contract_version": contract.version,
             },

@@ -75,15 +75,32 @@ def atomic_dir(uri: str) -> Iterator[str]:
         fs.rm(old_path, recursive=True)
 
 
-def write_text_atomic(uri: str, text: str) -> None:
-    """Write a small text file through a temporary name and a rename."""
+def write_bytes_atomic(uri: str, data: bytes) -> None:
+    """Write a file through a temporary name and a rename: a reader sees the old file or the new one."""
     fs, path = url_to_fs(uri)
     parent = path.rsplit("/", 1)[0]
     fs.makedirs(parent, exist_ok=True)
     tmp = f"{path}.__tmp-{uuid.uuid4().hex[:8]}"
-    with fs.open(tmp, "w") as fh:
-        fh.write(text)
+    with fs.open(tmp, "wb") as fh:
+        fh.write(data)
     fs.mv(tmp, path)
+
+
+def write_text_atomic(uri: str, text: str) -> None:
+    """Write a small text file through a temporary name and a rename."""
+    write_bytes_atomic(uri, text.encode())
+
+
+def read_bytes(uri: str) -> bytes:
+    with fsspec.open(uri, "rb") as fh:
+        return bytes(fh.read())
+
+
+def remove(uri: str) -> None:
+    """Remove a file or a folder and everything under it; nothing there is not an error."""
+    fs, path = url_to_fs(uri)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
 
 
 def open_write(uri: str) -> Any:

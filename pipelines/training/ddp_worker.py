@@ -1,61 +1,62 @@
-"""The MLP's training loop: one definition, run in-process (one rank) or by every DDP rank under torchrun.
+"""The MLP's training loop: one definition, run in-process (one rank) or by every DDP rank under a launcher.
 
-Each epoch a rank trains on its shard of a seeded permutation of the training rows (the shard
-``DistributedSampler`` would give it), then scores the whole validation split; the ranks average their
-training loss and validation loss in one ``all_reduce``, so every rank sees the same numbers and takes the
-same early-stopping decision. Rank 0 (or the one in-process rank) writes the weights and the curves.
+A rank reads only its own part of the training and validation splits (:mod:`pipelines.training.shards`) and
+scales the features with the training split's moments from the prepare stage. Each epoch it trains on its
+rows in an order drawn from the seed, the epoch and the rank, padded to the longest part so that every rank
+takes the same number of steps; then the ranks sum their training loss and validation loss in one
+``all_reduce``, so every rank sees the same numbers and takes the same early-stopping decision. Rank 0 (or the
+one in-process rank) commits the weights and the curves to the job folder.
 
-Under torchrun, RANK, LOCAL_RANK and WORLD_SIZE come from the environment it sets, so the same module runs
-one host or many. Usage:
-``python -m torch.distributed.run --nproc-per-node N -m pipelines.training.ddp_worker DATA.npz CONFIG.json OUT_DIR``.
+Checkpoints (:mod:`pipelines.training.checkpoints`) are written at the end of every epoch, and every
+``checkpoint_every_steps`` steps when the job says so; a rank that starts where a checkpoint exists resumes
+from it: after a rank died and the launcher restarted the group, or when Airflow retries the task. A
+non-finite training loss stops the rank within the step, with an error naming epoch and batch.
+
+RANK, LOCAL_RANK, WORLD_SIZE and TORCHELASTIC_RESTART_COUNT come from the launcher's environment, so the
+same module runs on one host or many. Usage:
+``python -m torch.distributed.run --nproc-per-node N -m pipelines.training.ddp_worker JOB_URI``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
+import math
 import os
+import resource
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from pipelines.data import storage
 from pipelines.model.mlp import ChurnMLP
-from pipelines.training.arrays import TrainingData
-
-WEIGHTS_FILE = "weights.pt"
-HISTORY_FILE = "training.json"
-RENDEZVOUS_TIMEOUT_S = 120  # joining the group, and any one collective: a rank that hangs fails the launch
-
-
-@dataclass(frozen=True)
-class TrainingHistory:
-    """What the loop did: the loss of every epoch run, and which epoch's weights were kept."""
-
-    train_loss: list[float]
-    val_loss: list[float]
-    best_epoch: int  # 1-based
-    best_val_loss: float
-    epochs_run: int
-    restored_best: bool
+from pipelines.training import job as jobs
+from pipelines.training import shards
+from pipelines.training.checkpoints import Checkpoints, Position, rng_state, set_rng_state
+from pipelines.training.job import Job, Reporter, TrainingHistory
 
 
-def shard_indices(rows: int, epoch: int, seed: int, rank: int, world_size: int) -> torch.Tensor:
-    """This rank's rows for ``epoch``: ``DistributedSampler``'s shuffled, padded, strided shard."""
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite: no restart cures it, and no model may be logged."""
+
+
+def epoch_order(rows: int, per_rank: int, epoch: int, seed: int, rank: int) -> torch.Tensor:
+    """This rank's row order for ``epoch``: a permutation of its ``rows`` drawn from (seed, epoch, rank),
+    padded from its start to ``per_rank`` so that every rank takes the same number of steps."""
+    if rows < 1:
+        raise ValueError(f"rank {rank} has no training rows: the training split has fewer rows than ranks")
     generator = torch.Generator()
-    generator.manual_seed(seed + epoch)
+    generator.manual_seed(int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0]))
     order = torch.randperm(rows, generator=generator)
-    per_rank = -(-rows // world_size)
-    padding = per_rank * world_size - rows
-    if padding:
-        order = torch.cat([order, order[:padding]])
-    return order[rank : per_rank * world_size : world_size]
+    while len(order) < per_rank:
+        order = torch.cat([order, order[: per_rank - len(order)]])
+    return order
 
 
 class _BestWeights:
@@ -73,83 +74,208 @@ class _BestWeights:
         if loss < self.loss - self.min_delta:
             self.loss, self.epoch = loss, epoch
             if self.restore:
-                self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                self.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             return False
         return self.patience is not None and epoch - self.epoch >= self.patience
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"loss": self.loss, "epoch": self.epoch, "state": self.state}
 
-def _validation_loss(model: ChurnMLP, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def load(self, saved: dict[str, Any]) -> None:
+        self.loss, self.epoch, self.state = saved["loss"], saved["epoch"], saved["state"]
+
+
+def _validation_sum(model: ChurnMLP, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     model.eval()
     with torch.no_grad():
-        return torch.nn.functional.binary_cross_entropy_with_logits(model(features), labels)
+        if not len(labels):
+            return torch.zeros((), device=labels.device)
+        return torch.nn.functional.binary_cross_entropy_with_logits(model(features), labels, reduction="sum")
+
+
+class _Loop:
+    """One rank's training: its model, optimiser, position and curves, saved to and restored from checkpoints."""
+
+    def __init__(
+        self, train: shards.Shard, validation: shards.Shard, job: Job, rank: int, world_size: int, device: str
+    ):
+        config = job.config
+        self.job, self.rank, self.world_size, self.device = job, rank, world_size, device
+        torch.manual_seed(config["seed"])
+        self.x, self.y = torch.from_numpy(train.x).to(device), torch.from_numpy(train.y).to(device)
+        self.x_val = torch.from_numpy(validation.x).to(device)
+        self.y_val = torch.from_numpy(validation.y).to(device)
+        model = ChurnMLP(len(job.features), tuple(config["hidden_sizes"]), config["dropout"])
+        model.set_scaling(np.asarray(job.mean), np.asarray(job.std))
+        self.model = model.to(device)
+        self.trained: torch.nn.Module = self.model
+        if world_size > 1:
+            self.trained = DistributedDataParallel(
+                self.model, device_ids=[device] if device != "cpu" else None
+            )
+        self.optimiser = torch.optim.AdamW(
+            self.trained.parameters(), lr=config["learning_rate"], weight_decay=config["weight_decay"]
+        )
+        self.batch_size = config["batch_size"]
+        self.per_rank = -(-job.train_rows // world_size)
+        self.steps = math.ceil(self.per_rank / self.batch_size)
+        self.best = _BestWeights(config["early_stopping"])
+        self.train_curve: list[float] = []
+        self.val_curve: list[float] = []
+        self.sums = self._zeros()  # this epoch's loss sum and rows on this rank, so far
+        self.global_step = 0
+        self.resumed_from: list[dict[str, int]] = []
+        self.samples, self.seconds_before, self.started = 0, 0.0, time.perf_counter()
+        self.epoch_seconds: list[float] = []
+        self.checkpoints = Checkpoints(job.uri, rank, world_size, dist.barrier if world_size > 1 else None)
+
+    def _zeros(self) -> torch.Tensor:
+        return torch.zeros(2, dtype=torch.float64, device=self.device)
+
+    def restore(self, restart: int) -> Position:
+        """Resume from the job's last checkpoint, if it has one; the position to start from."""
+        restored = self.checkpoints.restore()
+        if restored is None:
+            return Position(1, 0)
+        shared = restored.shared
+        self.model.load_state_dict(shared["model"])
+        self.optimiser.load_state_dict(shared["optimiser"])
+        self.best.load(shared["best"])
+        self.train_curve, self.val_curve = shared["train_curve"], shared["val_curve"]
+        self.global_step = shared["global_step"]
+        self.samples, self.seconds_before = shared["samples"], shared["fit_seconds"]
+        self.epoch_seconds = shared["epoch_seconds"]
+        set_rng_state(restored.own["rng"])
+        self.sums = restored.own["sums"].to(self.device)
+        position = restored.position
+        self.resumed_from = [
+            *shared["resumed_from"],
+            {"epoch": position.epoch, "step": position.step, "restart": restart},
+        ]
+        return position
+
+    def save(self, position: Position) -> None:
+        self.checkpoints.save(
+            position,
+            shared=lambda: {
+                "model": self.model.state_dict(),
+                "optimiser": self.optimiser.state_dict(),
+                "best": self.best.to_dict(),
+                "train_curve": self.train_curve,
+                "val_curve": self.val_curve,
+                "global_step": self.global_step,
+                "resumed_from": self.resumed_from,
+                "samples": self.samples,
+                "fit_seconds": self.fit_seconds,
+                "epoch_seconds": self.epoch_seconds,
+            },
+            own={"rng": rng_state(), "sums": self.sums.cpu()},
+        )
+
+    def step(self, epoch: int, step: int, batch: torch.Tensor) -> None:
+        self.optimiser.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            self.trained(self.x[batch]), self.y[batch]
+        )
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"the training loss is {float(loss.detach())} at epoch {epoch}, batch {step + 1} of "
+                f"{self.steps} (rank {self.rank}): training stopped and no model is logged; lower the learning "
+                "rate or look for extreme feature values"
+            )
+        loss.backward()
+        self.optimiser.step()
+        self.sums[0] += loss.detach().double() * len(batch)
+        self.sums[1] += len(batch)
+        self.global_step += 1
+
+    def end_epoch(self, epoch: int) -> bool:
+        """Sum the ranks' training and validation losses, record them; True when training should stop."""
+        validation = torch.stack(
+            [
+                _validation_sum(self.model, self.x_val, self.y_val).double(),
+                torch.tensor(float(len(self.y_val)), device=self.device, dtype=torch.float64),
+            ]
+        )
+        totals = torch.cat([self.sums, validation])
+        if self.world_size > 1:
+            dist.all_reduce(totals)  # every rank gets the same sums, so every rank stops at the same epoch
+        self.train_curve.append(float(totals[0] / totals[1]))
+        self.val_curve.append(float(totals[2] / totals[3]))
+        self.samples += int(totals[1])
+        self.epoch_seconds.append(self.fit_seconds)
+        self.sums = self._zeros()
+        return self.best.update(epoch, self.val_curve[-1], self.model)
+
+    @property
+    def fit_seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.started
+
+    def result(self) -> tuple[dict[str, torch.Tensor], TrainingHistory]:
+        if self.best.state is not None:
+            self.model.load_state_dict(self.best.state)
+        history = TrainingHistory(
+            train_loss=self.train_curve,
+            val_loss=self.val_curve,
+            best_epoch=self.best.epoch,
+            best_val_loss=self.best.loss,
+            epochs_run=len(self.train_curve),
+            restored_best=self.best.state is not None,
+            resumed_from=self.resumed_from,
+            samples=self.samples,
+            fit_seconds=self.fit_seconds,
+            epoch_seconds=self.epoch_seconds,
+        )
+        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}, history
 
 
 def fit(
-    data: TrainingData, config: dict[str, Any], rank: int, world_size: int, device: str
+    train: shards.Shard,
+    validation: shards.Shard,
+    job: Job,
+    rank: int,
+    world_size: int,
+    device: str,
+    reporter: Reporter | None = None,
+    restart: int = 0,
 ) -> tuple[dict[str, torch.Tensor], TrainingHistory]:
-    """Train the MLP on this rank's shards (DDP when ``world_size`` > 1); return its weights and history."""
-    torch.manual_seed(config["seed"])
-    x = torch.from_numpy(data.x_train.astype("float32")).to(device)
-    y = torch.from_numpy(data.y_train.astype("float32")).to(device)
-    x_val = torch.from_numpy(data.x_validation.astype("float32")).to(device)
-    y_val = torch.from_numpy(data.y_validation.astype("float32")).to(device)
-    model = ChurnMLP(x.shape[1], tuple(config["hidden_sizes"]), config["dropout"])
-    model.set_scaling(data.x_train.mean(axis=0), data.x_train.std(axis=0))
-    model = model.to(device)
-    trained: torch.nn.Module = model
-    if world_size > 1:
-        trained = DistributedDataParallel(model, device_ids=[device] if device != "cpu" else None)
-    optimiser = torch.optim.AdamW(
-        trained.parameters(), lr=config["learning_rate"], weight_decay=config["weight_decay"]
-    )
-    batch_size = config["batch_size"]
-    best = _BestWeights(config["early_stopping"])
-    train_curve: list[float] = []
-    val_curve: list[float] = []
-    for epoch in range(1, config["max_epochs"] + 1):
-        trained.train()
-        indices = shard_indices(len(x), epoch, config["seed"], rank, world_size).to(device)
-        loss_sum = torch.zeros((), device=device)
-        for start in range(0, len(indices), batch_size):
-            batch = indices[start : start + batch_size]
-            optimiser.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(trained(x[batch]), y[batch])
-            loss.backward()
-            optimiser.step()
-            loss_sum += loss.detach() * len(batch)
-        totals = torch.stack(
-            [
-                loss_sum,
-                torch.tensor(float(len(indices)), device=device),
-                _validation_loss(model, x_val, y_val),
-            ]
-        )
-        if world_size > 1:
-            dist.all_reduce(totals)  # every rank gets the same sums, so every rank stops at the same epoch
-        train_curve.append(float(totals[0] / totals[1]))
-        val_curve.append(float(totals[2] / world_size))
-        if best.update(epoch, val_curve[-1], model):
+    """Train the MLP on this rank's part (DDP when ``world_size`` > 1), checkpointing and resuming in the job
+    folder; return its weights and history."""
+    report = reporter or (lambda state, **fields: None)
+    loop = _Loop(train, validation, job, rank, world_size, device)
+    start = loop.restore(restart)
+    every, max_epochs = job.checkpoint_every_steps, job.config["max_epochs"]
+    for epoch in range(start.epoch, max_epochs + 1):
+        first = start.step if epoch == start.epoch else 0
+        report("training", epoch=epoch, step=first)
+        loop.trained.train()
+        order = epoch_order(len(loop.x), loop.per_rank, epoch, job.config["seed"], rank).to(device)
+        for step in range(first, loop.steps):
+            loop.step(epoch, step, order[step * loop.batch_size : (step + 1) * loop.batch_size])
+            if every and loop.global_step % every == 0 and step + 1 < loop.steps:
+                loop.save(Position(epoch, step + 1))
+                report("training", epoch=epoch, step=step + 1)
+        if loop.end_epoch(epoch) or epoch == max_epochs:
             break
-    if best.state is not None:
-        model.load_state_dict(best.state)
-    history = TrainingHistory(
-        train_loss=train_curve,
-        val_loss=val_curve,
-        best_epoch=best.epoch,
-        best_val_loss=best.loss,
-        epochs_run=len(train_curve),
-        restored_best=best.state is not None,
-    )
-    return {k: v.detach().cpu() for k, v in model.state_dict().items()}, history
+        loop.save(Position(epoch + 1, 0))
+    return loop.result()
 
 
-def save(weights: dict[str, torch.Tensor], history: TrainingHistory, out_dir: str | Path) -> None:
-    torch.save(weights, Path(out_dir) / WEIGHTS_FILE)
-    (Path(out_dir) / HISTORY_FILE).write_text(json.dumps(asdict(history)))
+def commit(job: Job, weights: dict[str, torch.Tensor], history: TrainingHistory) -> None:
+    """Rank 0's result: the weights, then the history, which marks the training finished."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(weights, buffer)
+    storage.write_bytes_atomic(job.path(jobs.RESULT_WEIGHTS), buffer.getvalue())
+    jobs.write_history(job.uri, history)
 
 
-def read_history(out_dir: str | Path) -> TrainingHistory:
-    return TrainingHistory(**json.loads((Path(out_dir) / HISTORY_FILE).read_text()))
+def read_parts(job: Job, rank: int, world_size: int) -> tuple[shards.Shard, shards.Shard]:
+    """This rank's parts of the training and validation splits."""
+    train = shards.read(job.train_uri, job.features, job.label, rank, world_size)
+    validation = shards.read(job.validation_uri, job.features, job.label, rank, world_size)
+    return train, validation
 
 
 @contextmanager
@@ -162,41 +288,89 @@ def _threads(count: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def run_in_process(data: TrainingData, config: dict[str, Any], out_dir: str | Path) -> TrainingHistory:
+def _rss_mb() -> float:
+    import psutil
+
+    return float(psutil.Process().memory_info().rss) / 2**20
+
+
+def _peak_rss_mb() -> float:
+    # The kernel's high-water mark is updated lazily: it can trail the current resident size a little.
+    return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, _rss_mb())  # Linux reports KiB
+
+
+@contextmanager
+def _reported(job: Job, reporter: Reporter, rank: int) -> Iterator[None]:
+    """Report how the rank ends; a non-finite loss also marks the job so that restarted ranks stop at once."""
+    try:
+        yield
+    except NonFiniteLossError as error:
+        jobs.write_fatal(job.uri, rank, str(error))
+        reporter("failed", error=str(error), peak_rss_mb=_peak_rss_mb())
+        raise
+    except BaseException as error:
+        reporter("failed", error=f"{type(error).__name__}: {error}", peak_rss_mb=_peak_rss_mb())
+        raise
+    reporter("done", peak_rss_mb=_peak_rss_mb())
+
+
+def _read_reported(
+    job: Job, reporter: Reporter, rank: int, world_size: int
+) -> tuple[shards.Shard, shards.Shard]:
+    """Read this rank's parts, reporting the resident memory before and the parts' size (the memory goal:
+    a rank's data costs its part, not the split)."""
+    reporter("reading", base_rss_mb=_rss_mb())
+    train, validation = read_parts(job, rank, world_size)
+    size = sum(a.nbytes for a in (train.x, train.y, validation.x, validation.y))
+    reporter("reading", part_mb=size / 2**20, part_rows=len(train))
+    return train, validation
+
+
+def run_in_process(job: Job) -> TrainingHistory:
     """One rank, no launcher and no process group: the loop in this process, its RNG and threads restored."""
-    device: str = config["device"]
+    device: str = job.config["device"]
     gpus: list[int] = []
     if device == "cuda":
         gpus = [torch.cuda.current_device()]
         device = f"cuda:{gpus[0]}"
-    # One thread: the MLP's matrices are too small for intra-op threads to pay, and on a busy machine their
-    # spin-waits make a step 10-40x slower (measured: 1 ms a step on one thread, 12-50 ms on two).
-    with torch.random.fork_rng(devices=gpus), _threads(1):
-        weights, history = fit(data, config, rank=0, world_size=1, device=device)
-    save(weights, history, out_dir)
+    reporter = Reporter(job.uri, 0)
+    with _reported(job, reporter, 0):
+        train, validation = _read_reported(job, reporter, 0, 1)
+        # One thread: the MLP's matrices are too small for intra-op threads to pay, and on a busy machine
+        # their spin-waits make a step 10-40x slower (measured: 1 ms a step on one thread, 12-50 ms on two).
+        with torch.random.fork_rng(devices=gpus), _threads(1):
+            weights, history = fit(train, validation, job, 0, 1, device, reporter)
+        commit(job, weights, history)
     return history
 
 
-def run(data_path: str, config: dict[str, Any], out_dir: str) -> None:
-    """One torchrun rank: join the group, train on this rank's shards, and on rank 0 save the result."""
+def run(job_uri: str) -> None:
+    """One launched rank: join the group, train on this rank's part, and on rank 0 commit the result."""
+    job = Job.read(job_uri)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     world_size = int(os.environ["WORLD_SIZE"])
-    device = "cpu"
-    if config["device"] == "cuda":
-        gpu = local_rank % torch.cuda.device_count()
-        torch.cuda.set_device(gpu)
-        device = f"cuda:{gpu}"
-    dist.init_process_group(config["backend"], timeout=dt.timedelta(seconds=RENDEZVOUS_TIMEOUT_S))
-    try:
-        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
-        weights, history = fit(TrainingData.load(data_path), config, rank, world_size, device)
-        if rank == 0:
-            save(weights, history, out_dir)
-    finally:
-        dist.destroy_process_group()
+    restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    reporter = Reporter(job.uri, rank, restart)
+    with _reported(job, reporter, rank):
+        if fatal := jobs.read_fatal(job.uri):
+            raise NonFiniteLossError(f"rank {fatal['rank']} failed for good earlier: {fatal['error']}")
+        device = "cpu"
+        if job.config["device"] == "cuda":
+            gpu = local_rank % torch.cuda.device_count()
+            torch.cuda.set_device(gpu)
+            device = f"cuda:{gpu}"
+        reporter("joining")
+        dist.init_process_group(job.config["backend"], timeout=dt.timedelta(seconds=job.collective_timeout_s))
+        try:
+            local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+            train, validation = _read_reported(job, reporter, rank, world_size)
+            weights, history = fit(train, validation, job, rank, world_size, device, reporter, restart)
+            if rank == 0:
+                commit(job, weights, history)
+        finally:
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    data, config_file, out = sys.argv[1:4]
-    run(data, json.loads(Path(config_file).read_text()), out)
+    run(sys.argv[1])

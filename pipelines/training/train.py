@@ -3,8 +3,11 @@
 The hyperparameters come from the dataset's model settings file (:mod:`pipelines.training.model_settings`).
 The torch family trains in this process when the training split is small (``CT_TRAIN_WORLD_SIZE=auto``,
 below ``CT_TRAIN_PROCESSES_FROM_ROWS`` rows) and otherwise spawns ``world_size`` ranks with torchrun that
-rendezvous over TCP on loopback (gloo on the CPU, nccl when every rank has its own GPU); each trains on its
-shard and DDP averages the gradients. Both stop early on the validation split's loss.
+rendezvous over TCP on loopback (gloo on the CPU, nccl when every rank has its own GPU); each reads and trains
+on its own part of the split and DDP averages the gradients. Both stop early on the validation split's loss.
+The driver never reads the training split: it writes a job folder on the data root
+(:mod:`pipelines.training.job`) that the ranks read, report to, checkpoint in and commit their result to; a
+restarted rank or a retried task resumes there from the last checkpoint.
 
 A run is idempotent per training identity: the run key is the caller's prefix plus a hash of everything that
 decides the model (dataset version, family, resolved hyperparameters, world size and device, seed, code and
@@ -39,11 +42,14 @@ from mlflow.entities import Metric
 from pipelines.data import datasets, runlog, storage
 from pipelines.data.contract import Contract, dataset_contract
 from pipelines.data.features import feature_names
+from pipelines.data.moments import split_moments
 from pipelines.data.profile import PROFILE_FILE, REFERENCE_PROFILE_ARTIFACT
 from pipelines.evaluation.metrics import classification_metrics
 from pipelines.release import tracking
 from pipelines.settings import MODEL_FAMILIES, Settings
+from pipelines.training import job as jobs
 from pipelines.training.arrays import TrainingData
+from pipelines.training.job import Job
 from pipelines.training.model_settings import (
     ModelSettings,
     choose_family,
@@ -55,14 +61,27 @@ log = logging.getLogger(__name__)
 
 # Bump when a change to this package changes what a model learns from the same data and settings: every
 # training identity changes with it, so a retry after an upgrade trains again instead of reusing the old run.
-TRAINING_CODE_VERSION = "2"
-# The torchrun launch as a whole; a rank that hangs in the rendezvous or a collective fails much sooner
-# (ddp_worker.RENDEZVOUS_TIMEOUT_S). Not a setting yet: a legitimate training of this model takes minutes.
-LAUNCH_TIMEOUT_S = 3 * 3600
+# 3: ranks read their own parts of the split and scale with the prepare stage's moments.
+TRAINING_CODE_VERSION = "3"
 
 
 class TrainingLaunchError(RuntimeError):
     """The torchrun launch failed or did not finish in time."""
+
+
+@dataclass(frozen=True)
+class FitInputs:
+    """What a family's fit is given: where the prepared splits are, and where a training job may live."""
+
+    settings: Settings
+    dataset_uri: str
+    manifest: datasets.Manifest
+    contract: Contract
+    job_uri: str  # the run key's folder on the data root
+
+    @property
+    def features(self) -> list[str]:
+        return feature_names(self.contract)
 
 
 @dataclass(frozen=True)
@@ -99,6 +118,7 @@ class FitReport:
 
     curves: dict[str, list[float]]
     metrics: dict[str, float]
+    resumed_from: list[dict[str, int]] = dataclasses.field(default_factory=list)
 
 
 def _free_port() -> int:
@@ -175,14 +195,21 @@ def _stop_tree(process: subprocess.Popen[str]) -> None:
     psutil.wait_procs(children, timeout=30)
 
 
-def launch(command: list[str], timeout_s: float) -> None:
-    """Run a launcher command; raise :class:`TrainingLaunchError` with its output's tail on failure or timeout."""
+# torchrun shares its rendezvous TCPStore with the ranks by default; after a restart the new group's gloo then
+# reads the dead group's addresses from it and fails to connect (measured here: "connectFullMesh failed ...
+# Connection refused", then a 10-minute hang; pytorch/pytorch#135712). One store per rendezvous round instead.
+LAUNCH_ENVIRONMENT = {"PYTHONUNBUFFERED": "1", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+
+
+def launch(command: list[str], timeout_s: float, describe: Callable[[], str] = lambda: "") -> str:
+    """Run a launcher command and return its output; raise :class:`TrainingLaunchError` with the output's tail on
+    failure or timeout, and ``describe()`` (each rank's last report) when there is one."""
     with subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, **LAUNCH_ENVIRONMENT},
     ) as process:
         try:
             output, _ = process.communicate(timeout=timeout_s)
@@ -190,18 +217,23 @@ def launch(command: list[str], timeout_s: float) -> None:
             _stop_tree(process)
             output, _ = process.communicate()
             raise TrainingLaunchError(
-                f"DDP training did not finish within {timeout_s:.0f}s (LAUNCH_TIMEOUT_S in "
-                f"{__name__}); its ranks were stopped. Last output:\n{(output or '')[-4000:]}"
+                f"DDP training did not finish within {timeout_s:.0f}s (CT_TRAIN_TIMEOUT_S); its ranks were "
+                f"stopped.{_ranks(describe)}\nLast output:\n{(output or '')[-4000:]}"
             ) from None
     if process.returncode != 0:
         raise TrainingLaunchError(
-            f"DDP training failed (exit {process.returncode}); last output:\n{output[-4000:]}"
+            f"DDP training failed (exit {process.returncode}).{_ranks(describe)}\n"
+            f"Last output:\n{output[-4000:]}"
         )
+    return output
 
 
-def _torchrun_command(world_size: int, data_path: Path, config_path: Path, out_dir: Path) -> list[str]:
-    from pipelines.training.ddp_worker import RENDEZVOUS_TIMEOUT_S
+def _ranks(describe: Callable[[], str]) -> str:
+    text = describe()
+    return f"\nThe ranks' last reports:\n{text}" if text else ""
 
+
+def _torchrun_command(settings: Settings, world_size: int, job_uri: str) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -215,51 +247,100 @@ def _torchrun_command(world_size: int, data_path: Path, config_path: Path, out_d
         "--rdzv-endpoint",
         f"127.0.0.1:{_free_port()}",
         "--rdzv-conf",
-        f"join_timeout={RENDEZVOUS_TIMEOUT_S}",
+        f"join_timeout={settings.train_rendezvous_timeout_s:g}",
+        "--max-restarts",
+        str(settings.train_max_restarts),
         "-m",
         "pipelines.training.ddp_worker",
-        str(data_path),
-        str(config_path),
-        str(out_dir),
+        job_uri,
     ]
 
 
-def train_torch(data: TrainingData, plan: TrainingPlan, out_dir: Path) -> FitReport:
-    """Train the MLP into ``out_dir/weights.pt``: in this process for one rank, else under torchrun."""
+def make_job(inputs: FitInputs, plan: TrainingPlan) -> Job:
+    """The job the ranks read: the splits' folders, the features, the prepare stage's scaling, the config."""
+    features = inputs.features
+    moments = inputs.manifest.extra.get("train_moments")
+    if moments is None or moments.get("features") != features:  # prepared before the moments were written
+        log.info("the dataset's manifest has no training moments; computing them from the split")
+        computed = split_moments(
+            datasets.folder_files(storage.split_uri(inputs.dataset_uri, "train")), features
+        )
+        moments = {"features": features, **computed.to_json()}
+    settings = inputs.settings
+    return Job(
+        uri=inputs.job_uri,
+        train_uri=storage.split_uri(inputs.dataset_uri, "train"),
+        validation_uri=storage.split_uri(inputs.dataset_uri, "validation"),
+        train_rows=int(moments["rows"]),
+        features=features,
+        label=inputs.contract.label,
+        mean=list(moments["mean"]),
+        std=list(moments["std"]),
+        config=plan.model_config(len(features)),
+        checkpoint_every_steps=settings.train_checkpoint_every_steps,
+        collective_timeout_s=settings.train_rendezvous_timeout_s,
+    )
+
+
+def train_torch(inputs: FitInputs, plan: TrainingPlan, out_dir: Path) -> FitReport:
+    """Train the MLP into ``out_dir/weights.pt``: in this process for one rank, else under torchrun; resume from
+    the job's last checkpoint, or take its committed result, when an earlier attempt left one."""
     from pipelines.training import ddp_worker
 
-    config = plan.model_config(int(data.x_train.shape[1]))
+    job = make_job(inputs, plan)
     world_size = plan.runtime["world_size"]
-    if world_size == 1:
-        log.info("training in-process on %s (%d rows)", plan.runtime["device"], len(data.x_train))
-        history = ddp_worker.run_in_process(data, config, out_dir)
+    history = jobs.read_history(job.uri)
+    if history is not None:
+        log.info("the training in %s finished in an earlier attempt; taking its result", job.uri)
+    elif world_size == 1:
+        job.write()
+        log.info("training in-process on %s (%d rows)", plan.runtime["device"], job.train_rows)
+        history = ddp_worker.run_in_process(job)
+        if history.resumed_from:
+            log.warning("the training resumed from an earlier attempt's checkpoint: %s", history.resumed_from)
     else:
-        data_path, config_path = out_dir / "train.npz", out_dir / "ddp_config.json"
-        data.save(data_path)
-        config_path.write_text(json.dumps(config))
+        job.write()
+        storage.remove(job.path(jobs.FATAL_FILE))  # a failure no restart cures is per attempt
         log.info(
             "launching %d DDP ranks (%s on %s)", world_size, plan.runtime["backend"], plan.runtime["device"]
         )
-        try:
-            launch(_torchrun_command(world_size, data_path, config_path, out_dir), LAUNCH_TIMEOUT_S)
-        finally:
-            data_path.unlink()
-        history = ddp_worker.read_history(out_dir)
+        output = launch(
+            _torchrun_command(inputs.settings, world_size, job.uri),
+            inputs.settings.train_timeout_s,
+            describe=lambda: jobs.describe_ranks(job.uri, world_size),
+        )
+        history = jobs.read_history(job.uri)
+        if history is not None and history.resumed_from:  # it recovered: say from what
+            log.warning(
+                "the ranks were restarted and resumed from checkpoints %s; the launcher said:\n%s",
+                history.resumed_from,
+                output[-4000:],
+            )
+        if history is None:
+            raise TrainingLaunchError(
+                f"torchrun exited 0 but rank 0 committed no result in {job.uri}:\n"
+                + jobs.describe_ranks(job.uri, world_size)
+            )
+    (out_dir / "weights.pt").write_bytes(storage.read_bytes(job.path(jobs.RESULT_WEIGHTS)))
     return FitReport(
         curves={"train_loss": history.train_loss, "val_loss": history.val_loss},
         metrics={
             "stopped_epoch": history.epochs_run,
             "best_epoch": history.best_epoch,
             "best_val_loss": history.best_val_loss,
+            "resumes": len(history.resumed_from),
+            "train_samples_per_second": history.samples / history.fit_seconds if history.fit_seconds else 0.0,
         },
+        resumed_from=history.resumed_from,
     )
 
 
-def train_sklearn(data: TrainingData, plan: TrainingPlan, out_dir: Path) -> FitReport:
+def train_sklearn(inputs: FitInputs, plan: TrainingPlan, out_dir: Path) -> FitReport:
     """Fit gradient-boosted trees into ``out_dir/weights.joblib``, stopping early on the validation split."""
     import joblib
     from sklearn.ensemble import HistGradientBoostingClassifier
 
+    data = _read_arrays(inputs)
     params = dict(plan.hyperparameters)
     estimator = HistGradientBoostingClassifier(**params, random_state=plan.seed)
     if params["early_stopping"]:
@@ -301,7 +382,7 @@ class Family:
     """What differs between model families: how one is fitted, what it writes, what it needs to load."""
 
     name: str
-    fit: Callable[[TrainingData, TrainingPlan, Path], FitReport]
+    fit: Callable[[FitInputs, TrainingPlan, Path], FitReport]
     runtime: Callable[[Settings, int], dict[str, Any]]  # launch choices that change the result
     libraries: tuple[str, ...]  # distributions whose version is part of the training's identity
     weights: str  # the file ``fit`` writes into the output folder
@@ -438,23 +519,35 @@ def train(
     return _result(run_id, finished.data.metrics, finished.data.tags)
 
 
-def _read_data(dataset_uri: str, contract: Contract) -> tuple[TrainingData, pd.DataFrame]:
-    names = feature_names(contract)
-    train_frame = datasets.read_split(dataset_uri, "train")
-    validation = datasets.read_split(dataset_uri, "validation")
-    for split, frame in (("train", train_frame), ("validation", validation)):
-        if frame.empty:
+def _split_rows(dataset_uri: str, manifest: datasets.Manifest) -> dict[str, int]:
+    """Rows of the training and validation splits; an empty one is an error that names it."""
+    known = manifest.extra.get("split_rows") or {}
+    rows = {
+        split: int(known[split])
+        if split in known
+        else datasets.count_rows(storage.split_uri(dataset_uri, split))
+        for split in ("train", "validation")
+    }
+    for split, count in rows.items():
+        if not count:
             raise ValueError(
                 f"the {split} split of {dataset_uri} is empty: training needs both a training and a "
                 "validation split (early stopping and the validation metrics read it)"
             )
-    data = TrainingData(
+    return rows
+
+
+def _read_arrays(inputs: FitInputs) -> TrainingData:
+    """The whole training and validation splits as arrays: for a family that fits in one process."""
+    names, label = inputs.features, inputs.contract.label
+    train_frame = datasets.read_split(inputs.dataset_uri, "train", [*names, label])
+    validation = datasets.read_split(inputs.dataset_uri, "validation", [*names, label])
+    return TrainingData(
         x_train=train_frame[names].to_numpy("float32"),
-        y_train=train_frame[contract.label].to_numpy(),
+        y_train=train_frame[label].to_numpy(),
         x_validation=validation[names].to_numpy("float32"),
-        y_validation=validation[contract.label].to_numpy(),
+        y_validation=validation[label].to_numpy(),
     )
-    return data, validation
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -477,7 +570,7 @@ def _identity_tags(plan: TrainingPlan) -> dict[str, str]:
     }
 
 
-def _run_params(plan: TrainingPlan, data: TrainingData) -> dict[str, Any]:
+def _run_params(plan: TrainingPlan, split_rows: dict[str, int]) -> dict[str, Any]:
     launcher = "torchrun" if plan.runtime.get("world_size", 1) > 1 else "in-process"
     return {
         **_flatten(plan.hyperparameters),
@@ -487,8 +580,8 @@ def _run_params(plan: TrainingPlan, data: TrainingData) -> dict[str, Any]:
         "family": plan.family,
         "code_version": plan.code_version,
         "training_identity": plan.identity,
-        "train_rows": len(data.x_train),
-        "validation_rows": len(data.x_validation),
+        "train_rows": split_rows["train"],
+        "validation_rows": split_rows["validation"],
     }
 
 
@@ -503,7 +596,9 @@ def _train_and_log(
 ) -> str:
     """Fit, validate and log one model under a new MLflow run; return its id."""
     contract = dataset_contract(settings)
-    data, validation = _read_data(dataset_uri, contract)
+    split_rows = _split_rows(dataset_uri, manifest)
+    validation = datasets.read_split(dataset_uri, "validation")
+    inputs = FitInputs(settings, dataset_uri, manifest, contract, job_uri(settings, context.run_key))
     tags = {
         **context.tags(),
         **_identity_tags(plan),
@@ -518,15 +613,24 @@ def _train_and_log(
         mlflow.start_run(run_name=f"{spec.name}-{logical_date}", tags=tags) as run,
     ):
         started = time.perf_counter()
-        report = spec.fit(data, plan, Path(tmp))
+        report = spec.fit(inputs, plan, Path(tmp))
         seconds = time.perf_counter() - started
+        if report.resumed_from:
+            first = report.resumed_from[0]
+            mlflow.set_tags(
+                {
+                    "training.resumed": "true",
+                    "training.resumed_from": json.dumps(report.resumed_from),
+                    "training.resumed_from.first": f"epoch {first['epoch']}, step {first['step']}",
+                }
+            )
         # Validation scores the model as it will be served: raw columns in, the contract's features inside.
-        config = plan.model_config(int(data.x_train.shape[1]))
+        config = plan.model_config(len(inputs.features))
         model, artifacts = load_trained_model(spec, Path(tmp), contract, config)
         validation_metrics = classification_metrics(
             validation[contract.label].to_numpy(), model.predict_proba(validation)
         )
-        mlflow.log_params(_run_params(plan, data))
+        mlflow.log_params(_run_params(plan, split_rows))
         # The curves go in one batch (MLflow splits it into its own batch limits): a call per epoch and
         # curve costs a store transaction each, seconds for a few hundred epochs.
         now = int(time.time() * 1000)
@@ -548,6 +652,8 @@ def _train_and_log(
             storage.read_json(storage.join(dataset_uri, PROFILE_FILE)), REFERENCE_PROFILE_ARTIFACT
         )
         mlflow.set_tag("reference_profile", f"runs:/{run.info.run_id}/{REFERENCE_PROFILE_ARTIFACT}")
+    if not settings.train_keep_checkpoints:  # the model is logged: its checkpoints have served their purpose
+        storage.remove(inputs.job_uri)
     log.info(
         "trained %s (%s) in %.1fs: %s; validation %s",
         spec.name,
@@ -557,6 +663,11 @@ def _train_and_log(
         validation_metrics,
     )
     return str(run.info.run_id)
+
+
+def job_uri(settings: Settings, run_key: str) -> str:
+    """The training job's folder on the data root: one per run key (the identity is its last part)."""
+    return storage.join(settings.resolved_data_root, "training", settings.dataset, run_key)
 
 
 def _result(run_id: str, metrics: dict[str, float], tags: dict[str, str]) -> dict[str, Any]:

@@ -89,8 +89,7 @@ def test_world_size_auto_is_one_rank_below_the_threshold_and_one_per_core_above(
 
 def test_run_params_hold_every_hyperparameter_and_the_launch():
     plan = _plan()
-    arrays = type("Data", (), {"x_train": [0] * 7, "x_validation": [0] * 3})()
-    params = training._run_params(plan, arrays)  # type: ignore[arg-type]
+    params = training._run_params(plan, {"train": 7, "validation": 3})
     flat_keys = {"hidden_sizes", "dropout", "learning_rate", "weight_decay", "batch_size", "max_epochs"}
     assert flat_keys | {"early_stopping.patience", "early_stopping.min_delta"} <= set(params)
     assert params["launcher"] == "in-process" and params["world_size"] == 1

@@ -1,16 +1,27 @@
-"""The MLP's training loop (one definition for the in-process rank and DDP ranks) and the torchrun launcher."""
+"""The MLP's training loop (one definition for the in-process rank and DDP ranks), its checkpoints, the rank
+reports, and the torchrun launcher."""
 
+import dataclasses
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
-from torch.utils.data.distributed import DistributedSampler
 
+from pipelines.data.moments import Moments
 from pipelines.model.mlp import ChurnMLP
-from pipelines.training import ddp_worker
-from pipelines.training.arrays import TrainingData
+from pipelines.training import ddp_worker, shards
+from pipelines.training import job as jobs
+from pipelines.training.checkpoints import LATEST
+from pipelines.training.job import Job
 from pipelines.training.train import TrainingLaunchError, launch
 
 CONFIG = {
@@ -23,45 +34,119 @@ CONFIG = {
     "early_stopping": {"patience": 3, "min_delta": 0.0, "restore_best": True},
     "seed": 3,
     "device": "cpu",
+    "backend": "none",
 }
+FEATURES = ["f0", "f1", "f2", "f3"]
 
 
-def _data(rows: int = 400, noise: float = 1.0) -> TrainingData:
+def _frames(rows: int = 400, noise: float = 1.0) -> tuple[pd.DataFrame, pd.DataFrame]:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(rows, 4)).astype("float32")
     y = (x[:, 0] + noise * rng.normal(size=rows) > 0).astype("int64")
+    frame = pd.DataFrame(x, columns=FEATURES).assign(label=y)
     cut = rows * 3 // 4
-    return TrainingData(x[:cut], y[:cut], x[cut:], y[cut:])
+    return frame.iloc[:cut].reset_index(drop=True), frame.iloc[cut:].reset_index(drop=True)
 
 
-@pytest.mark.parametrize(("rows", "world_size"), [(10, 1), (10, 3), (11, 4), (64, 2)])
-def test_a_rank_gets_the_shard_distributed_sampler_would_give_it(rows, world_size):
-    for rank in range(world_size):
-        sampler = DistributedSampler(range(rows), num_replicas=world_size, rank=rank, shuffle=True, seed=5)
-        sampler.set_epoch(2)
-        assert ddp_worker.shard_indices(rows, 2, 5, rank, world_size).tolist() == list(sampler)
-    shards = [ddp_worker.shard_indices(rows, 0, 5, r, world_size) for r in range(world_size)]
-    assert len({len(s) for s in shards}) == 1  # equal steps on every rank, or DDP would hang
-    assert set(torch.cat(shards).tolist()) == set(range(rows))
+def _write_split(frame: pd.DataFrame, folder: Path, files: int = 3, row_group: int = 40) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, part in enumerate(np.array_split(frame, files)):
+        part.to_parquet(folder / f"part-{index}.parquet", row_group_size=row_group, index=False)
 
 
-def test_early_stopping_ends_before_the_ceiling_and_keeps_the_best_epoch():
-    data = _data()
-    weights, history = ddp_worker.fit(data, CONFIG, rank=0, world_size=1, device="cpu")
+def _job(tmp_path: Path, rows: int = 400, name: str = "job", **config) -> Job:
+    every = config.pop("checkpoint_every_steps", None)
+    train, validation = _frames(rows)
+    data = tmp_path / "data"
+    if not (data / "split=train").exists():
+        _write_split(train, data / "split=train")
+        _write_split(validation, data / "split=validation", files=2)
+    moments = Moments.of(train[FEATURES].to_numpy("float64"))
+    job = Job(
+        uri=str(tmp_path / name),
+        train_uri=str(data / "split=train"),
+        validation_uri=str(data / "split=validation"),
+        train_rows=len(train),
+        features=FEATURES,
+        label="label",
+        mean=moments.mean.tolist(),
+        std=moments.std.tolist(),
+        config=CONFIG | config,
+        checkpoint_every_steps=every,
+        collective_timeout_s=30,
+    )
+    job.write()
+    return job
+
+
+def _untimed(history: jobs.TrainingHistory) -> jobs.TrainingHistory:
+    return dataclasses.replace(history, fit_seconds=0.0, epoch_seconds=[])
+
+
+def _fit(job: Job) -> tuple[dict[str, torch.Tensor], jobs.TrainingHistory]:
+    train, validation = ddp_worker.read_parts(job, 0, 1)
+    return ddp_worker.fit(train, validation, job, rank=0, world_size=1, device="cpu")
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 7])
+@pytest.mark.parametrize("row_group", [7, 40, 1000])
+def test_ranks_read_disjoint_parts_that_cover_the_split_and_differ_by_one_row_at_most(
+    tmp_path, world_size, row_group
+):
+    train, _ = _frames(301)
+    _write_split(train, tmp_path / "split", files=4, row_group=row_group)
+    parts = [
+        shards.read(str(tmp_path / "split"), FEATURES, "label", rank, world_size, batch_rows=16)
+        for rank in range(world_size)
+    ]
+    assert max(len(p) for p in parts) - min(len(p) for p in parts) <= 1
+    whole = np.concatenate([p.x for p in parts])
+    assert np.array_equal(whole, train[FEATURES].to_numpy("float32"))  # in file order, each row once
+    assert np.array_equal(np.concatenate([p.y for p in parts]), train["label"].to_numpy("float32"))
+
+
+def test_a_rank_reads_only_the_row_groups_of_its_part():
+    groups = [shards.RowGroup("a", 0, 10), shards.RowGroup("a", 1, 10), shards.RowGroup("b", 0, 10)]
+    assert shards.plan(groups, 0, 3) == [shards.Piece(groups[0], 0, 10)]
+    assert shards.plan(groups, 1, 2) == [shards.Piece(groups[1], 5, 10), shards.Piece(groups[2], 0, 10)]
+    with pytest.raises(ValueError, match="rank 3 is not in a world of 3"):
+        shards.plan(groups, 3, 3)
+
+
+def test_moments_merge_to_the_whole_splits_mean_and_std():
+    values = np.random.default_rng(1).normal(3, 2, size=(1001, 3))
+    merged = Moments.of(values[:10]).merge(Moments.of(values[10:700])).merge(Moments.of(values[700:]))
+    assert merged.rows == 1001
+    assert np.allclose(merged.mean, values.mean(axis=0)) and np.allclose(merged.std, values.std(axis=0))
+
+
+@pytest.mark.parametrize(("rows", "per_rank"), [(10, 10), (9, 10), (1, 3)])
+def test_every_rank_takes_the_same_steps_over_each_of_its_rows(rows, per_rank):
+    order = ddp_worker.epoch_order(rows, per_rank, epoch=2, seed=5, rank=1)
+    assert len(order) == per_rank and set(order.tolist()) == set(range(rows))
+    assert torch.equal(order, ddp_worker.epoch_order(rows, per_rank, 2, 5, 1))
+    assert not torch.equal(ddp_worker.epoch_order(50, 50, 2, 5, 1), ddp_worker.epoch_order(50, 50, 3, 5, 1))
+    with pytest.raises(ValueError, match="fewer rows than ranks"):
+        ddp_worker.epoch_order(0, 3, 1, 5, 2)
+
+
+def test_early_stopping_ends_before_the_ceiling_and_keeps_the_best_epoch(tmp_path):
+    job = _job(tmp_path)
+    weights, history = _fit(job)
     assert history.epochs_run < CONFIG["max_epochs"] and history.restored_best
     assert history.epochs_run == history.best_epoch + 3
     assert history.best_val_loss == min(history.val_loss) == history.val_loss[history.best_epoch - 1]
     model = ChurnMLP(4, (8,), 0.0)
     model.load_state_dict(weights)
-    best = ddp_worker._validation_loss(
-        model, torch.from_numpy(data.x_validation), torch.from_numpy(data.y_validation.astype("float32"))
-    )
-    assert float(best) == pytest.approx(history.best_val_loss, rel=1e-5)  # the best epoch's weights
+    _, validation = ddp_worker.read_parts(job, 0, 1)
+    best = ddp_worker._validation_sum(model, torch.from_numpy(validation.x), torch.from_numpy(validation.y))
+    assert float(best) / len(validation) == pytest.approx(history.best_val_loss, rel=1e-5)
+    # The scaling is the job's (the prepare stage's moments), not a pass over the data.
+    assert np.allclose(model.mean.numpy(), job.mean) and np.allclose(model.std.numpy(), job.std)
 
 
-def test_without_early_stopping_every_epoch_runs_and_the_last_weights_stay():
-    config = CONFIG | {"max_epochs": 4, "early_stopping": None}
-    _, history = ddp_worker.fit(_data(), config, rank=0, world_size=1, device="cpu")
+def test_without_early_stopping_every_epoch_runs_and_the_last_weights_stay(tmp_path):
+    _, history = _fit(_job(tmp_path, max_epochs=4, early_stopping=None))
     assert history.epochs_run == 4 and len(history.val_loss) == 4 and not history.restored_best
 
 
@@ -70,21 +155,87 @@ def test_the_in_process_rank_is_reproducible_and_leaves_the_callers_rng_and_thre
     expected = torch.rand(3)
     torch.manual_seed(123)
     threads = torch.get_num_threads()
-    first = ddp_worker.run_in_process(_data(), CONFIG, tmp_path)
+    job = _job(tmp_path)
+    first = ddp_worker.run_in_process(job)
     assert torch.equal(torch.rand(3), expected) and torch.get_num_threads() == threads
-    weights = torch.load(tmp_path / ddp_worker.WEIGHTS_FILE, weights_only=True)
-    assert ddp_worker.read_history(tmp_path) == first
-    second = ddp_worker.run_in_process(_data(), CONFIG, tmp_path)
-    assert second == first
-    again = torch.load(tmp_path / ddp_worker.WEIGHTS_FILE, weights_only=True)
-    assert all(torch.equal(weights[k], again[k]) for k in weights)
+    assert jobs.read_history(job.uri) == first and not first.resumed_from
+    report = json.loads((Path(job.uri) / "status" / "rank-0.json").read_text())
+    assert report["state"] == "done" and report["part_rows"] == 300
+    assert report["part_mb"] == pytest.approx((300 + 100) * 5 * 4 / 2**20)  # 4 features and a label, float32
+    assert report["peak_rss_mb"] >= report["base_rss_mb"] > 0
+    weights = torch.load(Path(job.uri) / jobs.RESULT_WEIGHTS, weights_only=True)
+    again = _job(tmp_path, name="again")
+    assert _untimed(ddp_worker.run_in_process(again)) == _untimed(first)
+    assert first.samples == first.epochs_run * 300 and len(first.epoch_seconds) == first.epochs_run
+    rerun = torch.load(Path(again.uri) / jobs.RESULT_WEIGHTS, weights_only=True)
+    assert all(torch.equal(weights[k], rerun[k]) for k in weights)
 
 
-def test_training_data_round_trips_through_a_file(tmp_path):
-    data = _data(40)
-    data.save(tmp_path / "data.npz")
-    loaded = TrainingData.load(tmp_path / "data.npz")
-    assert all(np.array_equal(getattr(data, f), getattr(loaded, f)) for f in data.__dataclass_fields__)
+def test_a_training_resumed_from_an_epochs_checkpoint_ends_where_an_undisturbed_one_does(tmp_path):
+    undisturbed, full = _fit(_job(tmp_path, max_epochs=6, early_stopping=None, dropout=0.2))
+    stopped = _job(tmp_path, name="resumed", max_epochs=3, early_stopping=None, dropout=0.2)
+    _fit(stopped)  # leaves the checkpoint written after epoch 2: epoch 3, step 0
+    pointer = json.loads((Path(stopped.uri) / "checkpoints" / LATEST).read_text())
+    assert (pointer["epoch"], pointer["step"]) == (3, 0)
+    assert sorted(p.name for p in (Path(stopped.uri) / "checkpoints").iterdir()) == [
+        "e00003-s000000000",
+        LATEST,
+    ]  # the older checkpoints are gone
+    resumed_job = Job(**{**stopped.__dict__, "config": stopped.config | {"max_epochs": 6}})
+    weights, history = _fit(resumed_job)
+    assert history.resumed_from == [{"epoch": 3, "step": 0, "restart": 0}]
+    assert history.val_loss == full.val_loss and history.train_loss == full.train_loss
+    assert all(torch.equal(weights[k], undisturbed[k]) for k in weights)
+
+
+def test_a_killed_in_process_training_resumes_mid_epoch_from_its_last_step_checkpoint(tmp_path):
+    """The Airflow-retry path: the process dies (SIGKILL) in the middle of an epoch, the next attempt resumes
+    from the last step checkpoint and ends with the undisturbed run's weights, bit for bit."""
+    settings = {"max_epochs": 40, "early_stopping": None, "dropout": 0.2, "batch_size": 4}
+    undisturbed = ddp_worker.run_in_process(_job(tmp_path, name="undisturbed", **settings))
+    job = _job(tmp_path, name="killed", checkpoint_every_steps=25, **settings)
+    code = f"from pipelines.training import ddp_worker, job; ddp_worker.run_in_process(job.Job.read({job.uri!r}))"
+    process = subprocess.Popen([sys.executable, "-c", code])
+    latest = Path(job.uri) / "checkpoints" / LATEST
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if latest.exists() and json.loads(latest.read_text())["epoch"] >= 3:
+            break
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the training finished before it could be killed"
+    assert jobs.read_history(job.uri) is None
+    history = ddp_worker.run_in_process(job)
+    (resume,) = history.resumed_from
+    assert resume["epoch"] >= 3 and history.epochs_run == 40
+    assert history.val_loss == undisturbed.val_loss
+    weights = torch.load(Path(job.uri) / jobs.RESULT_WEIGHTS, weights_only=True)
+    expected = torch.load(Path(tmp_path / "undisturbed") / jobs.RESULT_WEIGHTS, weights_only=True)
+    assert all(torch.equal(weights[k], expected[k]) for k in weights)
+
+
+def test_a_non_finite_loss_stops_within_the_step_and_names_epoch_and_batch(tmp_path):
+    job = _job(tmp_path, learning_rate=1e30)
+    with pytest.raises(
+        ddp_worker.NonFiniteLossError, match=r"is (nan|inf) at epoch \d+, batch \d+ of 10 \(rank 0\)"
+    ):
+        ddp_worker.run_in_process(job)
+    assert jobs.read_history(job.uri) is None  # nothing committed, so nothing can be logged
+    assert "at epoch" in jobs.read_fatal(job.uri)["error"]
+    assert json.loads((Path(job.uri) / "status" / "rank-0.json").read_text())["state"] == "failed"
+
+
+def test_the_ranks_reports_name_host_state_position_and_silence(tmp_path):
+    reporter = jobs.Reporter(str(tmp_path), rank=1, restart=2)
+    reporter("training", epoch=4, step=17)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30)
+    text = jobs.describe_ranks(str(tmp_path), world_size=3, now=later)
+    lines = text.splitlines()
+    assert lines[0].startswith("rank 0: never reported")
+    assert lines[1].startswith(f"rank 1 on host {os.uname().nodename}") and "restart 2" in lines[1]
+    assert "training at epoch 4, step 17, last reported 30s ago" in lines[1]
+    assert lines[2].startswith("rank 2: never reported")
 
 
 def test_a_launch_that_hangs_is_stopped_with_its_children(tmp_path):
@@ -99,9 +250,10 @@ def test_a_launch_that_hangs_is_stopped_with_its_children(tmp_path):
     )
     started = time.perf_counter()
     with pytest.raises(
-        TrainingLaunchError, match=r"(?s)did not finish within 2s.*LAUNCH_TIMEOUT_S.*rendezvous"
+        TrainingLaunchError,
+        match=r"(?s)did not finish within 2s.*CT_TRAIN_TIMEOUT_S.*rank 0 on host.*waiting.*rendezvous",
     ):
-        launch([sys.executable, "-c", script], 2)
+        launch([sys.executable, "-c", script], 2, describe=lambda: "rank 0 on host h: waiting")
     assert time.perf_counter() - started < 30
     child = int(pid_file.read_text())
     assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
@@ -116,7 +268,7 @@ def test_a_failing_launch_reports_its_exit_and_output():
 def test_a_models_config_rebuilds_its_mlp(tmp_path, key):
     from pipelines.model.mlp import load_mlp
 
-    weights, _ = ddp_worker.fit(_data(40), CONFIG | {"max_epochs": 1}, rank=0, world_size=1, device="cpu")
+    weights, _ = _fit(_job(tmp_path, rows=40, max_epochs=1))
     torch.save(weights, tmp_path / "weights.pt")
     model = load_mlp(tmp_path / "weights.pt", {"n_features": 4, key: [8], "dropout": 0.0})
     assert not model.training and all(torch.equal(model.state_dict()[k], weights[k]) for k in weights)

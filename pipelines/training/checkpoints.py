@@ -1,0 +1,121 @@
+"""Checkpoints of one training job, on the data root, that a restarted rank or a retried task resumes from.
+
+A checkpoint is a folder ``checkpoints/e<epoch>-s<step>`` (the position the next step starts from):
+
+    state.pt       rank 0: model, optimiser, the best epoch's loss and weights, the curves, the global step
+    rank-<r>.pt    every rank: its RNG states and its partial sums of the epoch in progress
+
+Every file is written under a temporary name and renamed; once every rank has written its file (a barrier),
+rank 0 points ``checkpoints/latest.json`` at the folder and removes the older ones. A rank that dies half-way
+through a checkpoint leaves ``latest.json`` on the previous complete one. The data position needs nothing
+more than epoch and step: each epoch's order of a rank's rows is a function of the seed, the epoch and the rank.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from fsspec.core import url_to_fs
+
+from pipelines.data import storage
+
+LATEST = "latest.json"
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where training resumes: ``step`` steps of ``epoch`` are done (``step`` 0: the epoch has not begun)."""
+
+    epoch: int
+    step: int
+
+    @property
+    def folder(self) -> str:
+        return f"e{self.epoch:05d}-s{self.step:09d}"
+
+
+@dataclass(frozen=True)
+class Restored:
+    position: Position
+    shared: dict[str, Any]  # rank 0's state.pt
+    own: dict[str, Any]  # this rank's rank-<r>.pt
+
+
+def _save(obj: Any, uri: str) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    storage.write_bytes_atomic(uri, buffer.getvalue())
+
+
+def _load(uri: str) -> Any:
+    return torch.load(io.BytesIO(storage.read_bytes(uri)), map_location="cpu", weights_only=False)
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Checkpoints:
+    """The checkpoints of one job, as rank ``rank`` of ``world_size`` sees them."""
+
+    def __init__(self, job_uri: str, rank: int, world_size: int, barrier: Callable[[], None] | None = None):
+        self.root = storage.join(job_uri, "checkpoints")
+        self.rank, self.world_size = rank, world_size
+        self.barrier = barrier or (lambda: None)
+
+    def latest(self) -> Position | None:
+        uri = storage.join(self.root, LATEST)
+        if not storage.exists(uri):
+            return None
+        pointer = storage.read_json(uri)
+        if pointer["world_size"] != self.world_size:
+            raise RuntimeError(
+                f"the checkpoint at {self.root} was written by {pointer['world_size']} ranks, and this launch "
+                f"has {self.world_size}: the run key names one world size, so the folder is not this job's"
+            )
+        return Position(pointer["epoch"], pointer["step"])
+
+    def restore(self) -> Restored | None:
+        position = self.latest()
+        if position is None:
+            return None
+        folder = storage.join(self.root, position.folder)
+        return Restored(
+            position,
+            shared=_load(storage.join(folder, "state.pt")),
+            own=_load(storage.join(folder, f"rank-{self.rank}.pt")),
+        )
+
+    def save(self, position: Position, shared: Callable[[], dict[str, Any]], own: dict[str, Any]) -> None:
+        """Write this rank's part (and on rank 0 the shared state), then, once all have, commit the folder."""
+        folder = storage.join(self.root, position.folder)
+        if self.rank == 0:
+            _save(shared(), storage.join(folder, "state.pt"))
+        _save(own, storage.join(folder, f"rank-{self.rank}.pt"))
+        self.barrier()
+        if self.rank == 0:
+            storage.write_json_atomic(
+                storage.join(self.root, LATEST),
+                {"epoch": position.epoch, "step": position.step, "world_size": self.world_size},
+            )
+            self._remove_all_but(position.folder)
+
+    def _remove_all_but(self, keep: str) -> None:
+        fs, path = url_to_fs(self.root)
+        for entry in fs.ls(path, detail=False):
+            name = entry.rstrip("/").rsplit("/", 1)[-1]
+            if name != keep and name != LATEST and not name.startswith(LATEST):
+                fs.rm(entry, recursive=True)

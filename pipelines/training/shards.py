@@ -1,0 +1,109 @@
+"""A rank's own part of a split: disjoint row ranges over the split's Parquet row groups, read batch by batch.
+
+The split's files (sorted by name) and their row groups, in order, make one sequence of rows; rank ``r`` of
+``w`` takes rows ``[r*n//w, (r+1)*n//w)``, so every row belongs to exactly one rank and the parts differ by at
+most one row whatever the world size and however the engine cut the files. A rank reads only the row groups
+that overlap its range, from the data root (any fsspec URI), one batch at a time into its own arrays: no
+process holds the whole split, and a rank's data costs its part plus one batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
+
+from pipelines.data import datasets
+
+BATCH_ROWS = 65_536
+
+
+@dataclass(frozen=True)
+class RowGroup:
+    uri: str
+    index: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Rows ``[start, stop)`` of one row group."""
+
+    group: RowGroup
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One rank's features (float32) and labels (float32) of one split."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def row_groups(file_uris: list[str]) -> list[RowGroup]:
+    """Every row group of the files, in order, from their footers alone."""
+    groups = []
+    for uri in file_uris:
+        fs, path = url_to_fs(uri)
+        with fs.open(path, "rb") as fh:
+            metadata = pq.ParquetFile(fh).metadata
+        groups += [RowGroup(uri, i, metadata.row_group(i).num_rows) for i in range(metadata.num_row_groups)]
+    return groups
+
+
+def bounds(rows: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Rank ``rank``'s rows of ``rows``: a contiguous range; the ranges are disjoint and cover every row."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in a world of {world_size}")
+    return rank * rows // world_size, (rank + 1) * rows // world_size
+
+
+def plan(groups: list[RowGroup], rank: int, world_size: int) -> list[Piece]:
+    """The pieces of row groups that make rank ``rank``'s part."""
+    start, stop = bounds(sum(g.rows for g in groups), rank, world_size)
+    pieces, offset = [], 0
+    for group in groups:
+        low, high = max(start, offset), min(stop, offset + group.rows)
+        if low < high:
+            pieces.append(Piece(group, low - offset, high - offset))
+        offset += group.rows
+    return pieces
+
+
+def read(
+    split_uri: str, features: list[str], label: str, rank: int, world_size: int, batch_rows: int = BATCH_ROWS
+) -> Shard:
+    """Read rank ``rank``'s part of a split into float32 arrays, one batch at a time."""
+    pieces = plan(row_groups(datasets.folder_files(split_uri)), rank, world_size)
+    rows = sum(p.stop - p.start for p in pieces)
+    x = np.empty((rows, len(features)), dtype=np.float32)
+    y = np.empty(rows, dtype=np.float32)
+    filled = 0
+    for piece in pieces:
+        fs, path = url_to_fs(piece.group.uri)
+        with fs.open(path, "rb") as fh:
+            batches = pq.ParquetFile(fh).iter_batches(
+                batch_size=batch_rows, row_groups=[piece.group.index], columns=[*features, label]
+            )
+            seen = 0
+            for batch in batches:
+                low, high = max(piece.start, seen), min(piece.stop, seen + batch.num_rows)
+                seen += batch.num_rows
+                if low >= high:
+                    continue
+                part = batch.slice(low - (seen - batch.num_rows), high - low)
+                for column, name in enumerate(features):
+                    x[filled : filled + len(part), column] = part.column(name).to_numpy(zero_copy_only=False)
+                y[filled : filled + len(part)] = part.column(label).to_numpy(zero_copy_only=False)
+                filled += len(part)
+                if seen >= piece.stop:
+                    break
+    assert filled == rows, f"read {filled} rows of a planned {rows}"
+    return Shard(x, y)

@@ -1,0 +1,172 @@
+"""DDP ranks under torchrun, disturbed for real: a rank SIGKILLed mid-epoch, a rank frozen (SIGSTOP), a loss that
+explodes. Real torch, gloo, MLflow and the job folder on the data root; no part of the launch is simulated."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pipelines.data.generate import generate
+from pipelines.data.prepare import prepare
+from pipelines.data.validate import validate
+from pipelines.release import tracking
+from pipelines.release.register import register
+from pipelines.settings import get_settings
+from pipelines.training.train import TrainingLaunchError, job_uri, train
+from tests.conftest import DAY
+
+pytestmark = pytest.mark.slow
+
+# Small batches and no early stopping: about 50 steps a rank per epoch and a fixed number of epochs, so an
+# epoch lasts long enough to be disturbed in its middle and two runs of the same seed can be compared.
+MODEL = "torch: {hidden_sizes: [16], dropout: 0.2, batch_size: 8, max_epochs: 10, early_stopping: null}\n"
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """One prepared demo day of 1,200 rows (about 840 training rows) and a model settings file."""
+    state_dir = tmp_path_factory.mktemp("ddp")
+    settings = get_settings(state_dir=state_dir, rows_per_day=1200)
+    generate(settings, DAY, "none")
+    validate(settings, DAY)
+    model_file = state_dir / "model.yaml"
+    model_file.write_text(MODEL)
+    return state_dir, prepare(settings, DAY, "dask")["uri"]
+
+
+def _settings(state_dir: Path, **changes):
+    defaults = {
+        "train_world_size": 2,
+        "train_device": "cpu",
+        "seed": 7,
+        "rows_per_day": 1200,
+        "model_settings_path": state_dir / "model.yaml",
+        "train_checkpoint_every_steps": 10,
+    }
+    return get_settings(state_dir=state_dir, **(defaults | changes))
+
+
+def _when_rank_reports(
+    state_dir: Path, prefix: str, rank: int, epoch: int, act, mid_epoch_checkpoint: bool = False
+) -> threading.Thread:
+    """Watch the job folders under ``prefix`` for ``rank``'s report of a step inside ``epoch`` (or later) and,
+    with ``mid_epoch_checkpoint``, for a committed checkpoint inside such an epoch; then ``act(pid, position)``
+    once: the rank is then in the middle of an epoch."""
+    jobs = str(state_dir / "data" / "training" / "*" / prefix / "*")
+
+    def read(path: str) -> dict | None:
+        try:
+            return json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            return None
+
+    def watch() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            for job in glob.glob(jobs):
+                status = read(f"{job}/status/rank-{rank}.json")
+                if not status or status["state"] != "training":
+                    continue
+                position = (status.get("epoch", 0), status.get("step", 0))
+                if mid_epoch_checkpoint:
+                    pointer = read(f"{job}/checkpoints/latest.json") or {}
+                    position = (pointer.get("epoch", 0), pointer.get("step", 0))
+                if position[0] >= epoch and position[1] > 0:
+                    act(status["pid"], position)
+                    return
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    return watcher
+
+
+def test_a_rank_killed_mid_epoch_is_restarted_and_the_run_resumes_from_its_checkpoint(prepared):
+    state_dir, uri = prepared
+    settings = _settings(state_dir)
+    undisturbed = train(settings, DAY, uri, tracking.RunContext("calm"), "torch")
+
+    killed: list[tuple[int, int]] = []  # the committed checkpoint's (epoch, step) when rank 1 was killed
+    watcher = _when_rank_reports(
+        state_dir,
+        "stormy",
+        1,
+        3,
+        lambda pid, position: (os.kill(pid, signal.SIGKILL), killed.append(position)),
+        mid_epoch_checkpoint=True,
+    )
+    disturbed = train(settings, DAY, uri, tracking.RunContext("stormy"), "torch")
+    watcher.join()
+    assert killed, "no checkpoint inside epoch 3 or later was seen"
+
+    client = tracking.configure(settings)
+    run = client.get_run(disturbed["run_id"])
+    resumed = json.loads(run.data.tags["training.resumed_from"])
+    # torchrun restarted the group once; it resumed from the checkpoint (one committed after the kill was
+    # decided at the latest), not from epoch 0.
+    assert [r["restart"] for r in resumed] == [1]
+    assert (resumed[0]["epoch"], resumed[0]["step"]) >= killed[0]
+    assert run.data.tags["training.resumed"] == "true" and run.data.metrics["resumes"] == 1
+    assert run.data.metrics["stopped_epoch"] == 10
+    # The same seed, undisturbed, gives the same model: the stated tolerance is 1e-6 on every metric.
+    for name, value in undisturbed["val_metrics"].items():
+        assert disturbed["val_metrics"][name] == pytest.approx(value, abs=1e-6), name
+    calm = client.get_run(undisturbed["run_id"]).data.metrics
+    assert run.data.metrics["best_val_loss"] == pytest.approx(calm["best_val_loss"], abs=1e-6)
+    # Registered once; the job folder with its checkpoints is removed once the model is logged.
+    registered = register(settings, DAY, disturbed["run_id"])
+    assert register(settings, DAY, disturbed["run_id"])["version"] == registered["version"]
+    versions = client.search_model_versions(
+        f"name = '{settings.model_name}' and run_id = '{disturbed['run_id']}'"
+    )
+    assert len(versions) == 1
+    assert not Path(job_uri(settings, disturbed["run_key"])).exists()
+
+
+def test_a_frozen_rank_fails_the_launch_within_the_collective_timeout_and_is_named(prepared):
+    state_dir, uri = prepared
+    settings = _settings(state_dir, train_rendezvous_timeout_s=5, train_max_restarts=0, seed=8)
+    frozen: list[int] = []
+    watcher = _when_rank_reports(
+        state_dir, "frozen", 1, 2, lambda pid, _: (os.kill(pid, signal.SIGSTOP), frozen.append(pid))
+    )
+    try:
+        with pytest.raises(TrainingLaunchError) as failure:
+            train(settings, DAY, uri, tracking.RunContext("frozen"), "torch")
+    finally:
+        watcher.join()
+        for pid in frozen:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert frozen, "rank 1 was never seen training epoch 2"
+    message = str(failure.value)
+    host = os.uname().nodename
+    # Rank 0 waited for rank 1 in a collective and gave up after the timeout; each rank is named with its host
+    # and last position, so the frozen one stands out.
+    assert f"rank 0 on host {host}" in message and f"rank 1 on host {host}" in message
+    assert "training at epoch" in message.split(f"rank 1 on host {host}")[1].splitlines()[0]
+    assert "failed" in message.split(f"rank 0 on host {host}")[1].splitlines()[0]
+
+
+def test_an_exploding_loss_fails_on_every_rank_at_once_and_logs_no_model(prepared, tmp_path):
+    state_dir, uri = prepared
+    model_file = tmp_path / "model.yaml"
+    model_file.write_text(MODEL.replace("dropout: 0.2", "dropout: 0.2, learning_rate: 1.0e+30"))
+    settings = _settings(state_dir, model_settings_path=model_file, train_max_restarts=2)
+    with pytest.raises(TrainingLaunchError, match=r"(?s)training loss is (nan|inf) at epoch \d+, batch \d+"):
+        train(settings, DAY, uri, tracking.RunContext("exploding"), "torch")
+    client = tracking.configure(settings)
+    runs = client.search_runs(
+        [tracking.experiment_id(client, settings)], filter_string="tags.`ct.run_key` LIKE 'exploding/%'"
+    )
+    assert runs and all(r.info.status == "FAILED" for r in runs)
+    assert all("ct.model_uri" not in r.data.tags for r in runs)
