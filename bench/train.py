@@ -119,8 +119,6 @@ def _hyperparameters(settings, model: str) -> dict:
 
 def child_fit(folder: str, model: str, world_size: int, epochs: int, device: str, workdir: str) -> dict:
     """Inside a fresh process: the stage's fit (``train_torch``) for a fixed number of epochs."""
-    import resource
-
     from pipelines.data import datasets
     from pipelines.data.contract import load_contract
     from pipelines.training import job as jobs
@@ -154,8 +152,6 @@ def child_fit(folder: str, model: str, world_size: int, epochs: int, device: str
     history = jobs.read_history(job_uri)
     assert history is not None
     ranks = jobs.read_statuses(job_uri)
-    if world_size == 1:  # the in-process rank is this process: its memory was measured here
-        ranks[0]["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "wall": wall,
         "loop": history.fit_seconds,
@@ -171,8 +167,6 @@ def child_fit(folder: str, model: str, world_size: int, epochs: int, device: str
 
 def child_plain(folder: str, model: str, epochs: int, device: str) -> dict:
     """Inside a fresh process: plain single-process torch, torch's threads on every core, the whole split."""
-    import resource
-
     import numpy as np
     import pandas as pd
     import psutil
@@ -191,6 +185,9 @@ def child_plain(folder: str, model: str, epochs: int, device: str) -> dict:
     cores = len(os.sched_getaffinity(0))
     torch.set_num_threads(cores)
     torch.manual_seed(settings.seed)
+    from pipelines.training.ddp_worker import peak_rss_mb, reset_peak_rss
+
+    reset_peak_rss()  # this process was forked from the one that built the data: not its high-water mark
     base = psutil.Process().memory_info().rss / 2**20
     train = pd.read_parquet(Path(folder) / "split=train")
     validation = pd.read_parquet(Path(folder) / "split=validation")
@@ -222,7 +219,7 @@ def child_plain(folder: str, model: str, epochs: int, device: str) -> dict:
             losses.append(float(torch.nn.functional.binary_cross_entropy_with_logits(model_(x_val), y_val)))
         times.append(time.perf_counter() - started)
     loop = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb(base)
     part_mb = (x.numel() + y.numel() + x_val.numel() + y_val.numel()) * 4 / 2**20
     return {
         "wall": loop,

@@ -136,13 +136,13 @@ class Settings(BaseSettings):
     )
     train_world_size: int | Literal["auto"] = Field(
         default="auto",
-        description="DDP processes for the torch family; auto = one process without a launcher for a small "
-        "training split (below CT_TRAIN_PROCESSES_FROM_ROWS), one per core (or GPU) above it.",
+        description="DDP ranks for the torch family; auto = one in-process rank on the CPU, one rank per GPU "
+        "from CT_TRAIN_PROCESSES_FROM_ROWS training rows on CUDA. With CT_TRAIN_LAUNCHER=spark, a number.",
     )
     train_processes_from_rows: int = Field(
         default=1_000_000,
         ge=0,
-        description="Training rows from which world size auto launches several DDP processes.",
+        description="Training rows from which world size auto launches one rank per GPU (CUDA only).",
     )
     train_device: Device = Field(default="auto", description="Torch device; auto picks cuda when present.")
     train_epochs: int | None = Field(
@@ -150,6 +150,23 @@ class Settings(BaseSettings):
         ge=1,
         description="Overrides the model settings' maximum epochs (torch) for every dataset; unset = the "
         "model settings decide.",
+    )
+    train_launcher: Literal["local", "torchrun", "spark"] = Field(
+        default="local",
+        description="How DDP ranks start: local = torchrun on this host; torchrun = this host as one node of "
+        "CT_TRAIN_NNODES meeting at CT_TRAIN_RDZV_ENDPOINT (other hosts run python -m pipelines.training.node); "
+        "spark = TorchDistributor on CT_SPARK_MASTER, one rank per executor task.",
+    )
+    train_rdzv_endpoint: str | None = Field(
+        default=None,
+        description="host:port of the c10d rendezvous every node reaches (CT_TRAIN_LAUNCHER=torchrun).",
+    )
+    train_nnodes: str = Field(
+        default="1",
+        description="Nodes of a torchrun launch: N, or MIN:MAX for an elastic one (CT_TRAIN_LAUNCHER=torchrun).",
+    )
+    train_procs_per_node: int = Field(
+        default=1, ge=1, description="Ranks each node starts (CT_TRAIN_LAUNCHER=torchrun): one per GPU, or 1."
     )
     train_timeout_s: float = Field(
         default=3 * 3600,

@@ -42,7 +42,8 @@ class Position:
 class Restored:
     position: Position
     shared: dict[str, Any]  # rank 0's state.pt
-    own: dict[str, Any]  # this rank's rank-<r>.pt
+    own: dict[str, Any] | None  # this rank's rank-<r>.pt; None when the world size changed
+    from_world_size: int | None = None  # set when the world size changed
 
 
 def _save(obj: Any, uri: str) -> None:
@@ -76,28 +77,20 @@ class Checkpoints:
         self.rank, self.world_size = rank, world_size
         self.barrier = barrier or (lambda: None)
 
-    def latest(self) -> Position | None:
+    def restore(self) -> Restored | None:
+        """The last checkpoint, if any. One written by another number of ranks (an elastic launch that lost or
+        gained a node) resumes at the start of its epoch: a rank's part and its place in it follow from the
+        world size, so the epoch's steps so far are not this world's; ``own`` is then None."""
         uri = storage.join(self.root, LATEST)
         if not storage.exists(uri):
             return None
         pointer = storage.read_json(uri)
-        if pointer["world_size"] != self.world_size:
-            raise RuntimeError(
-                f"the checkpoint at {self.root} was written by {pointer['world_size']} ranks, and this launch "
-                f"has {self.world_size}: the run key names one world size, so the folder is not this job's"
-            )
-        return Position(pointer["epoch"], pointer["step"])
-
-    def restore(self) -> Restored | None:
-        position = self.latest()
-        if position is None:
-            return None
+        position = Position(pointer["epoch"], pointer["step"])
         folder = storage.join(self.root, position.folder)
-        return Restored(
-            position,
-            shared=_load(storage.join(folder, "state.pt")),
-            own=_load(storage.join(folder, f"rank-{self.rank}.pt")),
-        )
+        shared = _load(storage.join(folder, "state.pt"))
+        if pointer["world_size"] != self.world_size:
+            return Restored(Position(position.epoch, 0), shared, None, from_world_size=pointer["world_size"])
+        return Restored(position, shared, _load(storage.join(folder, f"rank-{self.rank}.pt")))
 
     def save(self, position: Position, shared: Callable[[], dict[str, Any]], own: dict[str, Any]) -> None:
         """Write this rank's part (and on rank 0 the shared state), then, once all have, commit the folder."""

@@ -27,9 +27,11 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -85,12 +87,19 @@ class _BestWeights:
         self.loss, self.epoch, self.state = saved["loss"], saved["epoch"], saved["state"]
 
 
+VALIDATION_BATCH_ROWS = 65_536  # scored in slices: a whole part's activations at once would double its memory
+
+
 def _validation_sum(model: ChurnMLP, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     model.eval()
+    total = torch.zeros((), device=labels.device, dtype=torch.float64)
     with torch.no_grad():
-        if not len(labels):
-            return torch.zeros((), device=labels.device)
-        return torch.nn.functional.binary_cross_entropy_with_logits(model(features), labels, reduction="sum")
+        for start in range(0, len(labels), VALIDATION_BATCH_ROWS):
+            part = slice(start, start + VALIDATION_BATCH_ROWS)
+            total += torch.nn.functional.binary_cross_entropy_with_logits(
+                model(features[part]), labels[part], reduction="sum"
+            ).double()
+    return total
 
 
 class _Loop:
@@ -145,13 +154,17 @@ class _Loop:
         self.global_step = shared["global_step"]
         self.samples, self.seconds_before = shared["samples"], shared["fit_seconds"]
         self.epoch_seconds = shared["epoch_seconds"]
-        set_rng_state(restored.own["rng"])
-        self.sums = restored.own["sums"].to(self.device)
         position = restored.position
-        self.resumed_from = [
-            *shared["resumed_from"],
-            {"epoch": position.epoch, "step": position.step, "restart": restart},
-        ]
+        resume = {"epoch": position.epoch, "step": position.step, "restart": restart}
+        if restored.own is None:  # another world size: this epoch starts over, with a seed of its own
+            torch.manual_seed(
+                int(np.random.SeedSequence([self.job.config["seed"], position.epoch]).generate_state(1)[0])
+            )
+            resume["from_world_size"] = int(restored.from_world_size or 0)
+        else:
+            set_rng_state(restored.own["rng"])
+            self.sums = restored.own["sums"].to(self.device)
+        self.resumed_from = [*shared["resumed_from"], resume]
         return position
 
     def save(self, position: Position) -> None:
@@ -294,9 +307,28 @@ def _rss_mb() -> float:
     return float(psutil.Process().memory_info().rss) / 2**20
 
 
-def _peak_rss_mb() -> float:
-    # The kernel's high-water mark is updated lazily: it can trail the current resident size a little.
-    return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, _rss_mb())  # Linux reports KiB
+def reset_peak_rss() -> None:
+    """Start the peak resident size afresh (Linux): a process forked from a big one (an Airflow worker, a
+    benchmark that built the data) inherits its high-water mark, which says nothing of this rank's data."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:  # not Linux: the peak then counts from the process's start
+        pass
+
+
+def peak_rss_mb(floor: float = 0.0) -> float:
+    """The resident size's peak since the last reset, and at least ``floor`` (a size seen since)."""
+    return max(_high_water_mb(), floor)
+
+
+def _high_water_mb() -> float:
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:  # not Linux
+        return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, _rss_mb())
+    peak_kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+    # The high-water mark is updated lazily: it can trail the current resident size a little.
+    return max(peak_kib / 1024, _rss_mb())
 
 
 @contextmanager
@@ -306,12 +338,16 @@ def _reported(job: Job, reporter: Reporter, rank: int) -> Iterator[None]:
         yield
     except NonFiniteLossError as error:
         jobs.write_fatal(job.uri, rank, str(error))
-        reporter("failed", error=str(error), peak_rss_mb=_peak_rss_mb())
+        reporter("failed", error=str(error), peak_rss_mb=peak_rss_mb(reporter.fields.get("base_rss_mb", 0)))
         raise
     except BaseException as error:
-        reporter("failed", error=f"{type(error).__name__}: {error}", peak_rss_mb=_peak_rss_mb())
+        reporter(
+            "failed",
+            error=f"{type(error).__name__}: {error}",
+            peak_rss_mb=peak_rss_mb(reporter.fields.get("base_rss_mb", 0)),
+        )
         raise
-    reporter("done", peak_rss_mb=_peak_rss_mb())
+    reporter("done", peak_rss_mb=peak_rss_mb(reporter.fields.get("base_rss_mb", 0)))
 
 
 def _read_reported(
@@ -319,8 +355,10 @@ def _read_reported(
 ) -> tuple[shards.Shard, shards.Shard]:
     """Read this rank's parts, reporting the resident memory before and the parts' size (the memory goal:
     a rank's data costs its part, not the split)."""
+    reset_peak_rss()
     reporter("reading", base_rss_mb=_rss_mb())
     train, validation = read_parts(job, rank, world_size)
+    pa.default_memory_pool().release_unused()  # Arrow's pool keeps the freed batches otherwise
     size = sum(a.nbytes for a in (train.x, train.y, validation.x, validation.y))
     reporter("reading", part_mb=size / 2**20, part_rows=len(train))
     return train, validation
@@ -363,7 +401,7 @@ def run(job_uri: str) -> None:
         dist.init_process_group(job.config["backend"], timeout=dt.timedelta(seconds=job.collective_timeout_s))
         try:
             local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+            torch.set_num_threads(job.threads_per_rank or max(1, len(os.sched_getaffinity(0)) // local_world))
             train, validation = _read_reported(job, reporter, rank, world_size)
             weights, history = fit(train, validation, job, rank, world_size, device, reporter, restart)
             if rank == 0:

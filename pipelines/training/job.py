@@ -4,7 +4,8 @@ One folder per run key (``<data_root>/training/<dataset>/<run key>``), so a rest
 task or a rank on another host finds the same job:
 
     job.json                    the job: splits, features, scaling, the model's config, checkpoint settings
-    status/rank-<r>.json        each rank's last report: host, pid, restart, state, epoch, step, error
+    nodes/<host>-<pid>.json     each host that started ranks for it (the task, a node agent, the Spark driver)
+    status/rank-<r>.json        each rank's last report: host, pid, restart, state, epoch, step, memory, error
     fatal.json                  a failure no restart can cure (a non-finite loss): restarted ranks stop at once
     checkpoints/latest.json     the newest complete checkpoint (see :mod:`pipelines.training.checkpoints`)
     result/weights.pt           rank 0's trained weights, then result/training.json (written last: the commit)
@@ -44,6 +45,7 @@ class Job:
     config: dict[str, Any]  # hyperparameters, runtime (device, world size, backend), seed, n_features
     checkpoint_every_steps: int | None  # None: a checkpoint at the end of every epoch only
     collective_timeout_s: float  # joining the group, and any one collective
+    threads_per_rank: int | None = None  # None: the node's cores over its ranks
 
     def write(self) -> None:
         storage.write_json_atomic(storage.join(self.uri, JOB_FILE), asdict(self))
@@ -82,6 +84,15 @@ def write_history(job_uri: str, history: TrainingHistory) -> None:
     storage.write_json_atomic(storage.join(job_uri, RESULT_HISTORY), asdict(history))
 
 
+def _launched_by() -> str:
+    """What started this rank, from the environment its launcher sets."""
+    if "PYSPARK_TORCH_DISTRIBUTOR_RDZV_ID" in os.environ:
+        return "spark TorchDistributor"
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        return "torchrun"
+    return "in-process"
+
+
 class Reporter:
     """One rank's status file: rewritten (atomically) whenever the rank's state or position changes."""
 
@@ -92,6 +103,7 @@ class Reporter:
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "restart": restart,
+            "launched_by": _launched_by(),
         }
 
     def __call__(self, state: str, **fields: Any) -> None:
@@ -100,27 +112,49 @@ class Reporter:
         storage.write_json_atomic(self.uri, self.fields)
 
 
-def read_statuses(job_uri: str) -> dict[int, dict[str, Any]]:
+def report_node(job_uri: str, role: str) -> None:
+    """A host that starts ranks for the job says so: a missing node is then named by the nodes that came."""
+    host, pid = socket.gethostname(), os.getpid()
+    storage.write_json_atomic(
+        storage.join(job_uri, "nodes", f"{host}-{pid}.json"),
+        {"host": host, "pid": pid, "role": role, "started": dt.datetime.now(dt.UTC).isoformat()},
+    )
+
+
+def _read_folder(uri: str) -> list[dict[str, Any]]:
     from fsspec.core import url_to_fs
 
-    fs, path = url_to_fs(storage.join(job_uri, "status"))
+    fs, path = url_to_fs(uri)
     if not fs.exists(path):
-        return {}
-    statuses = {}
-    for name in fs.ls(path, detail=False):
-        base = name.rsplit("/", 1)[-1]
-        if base.startswith("rank-") and base.endswith(".json"):
+        return []
+    found = []
+    for name in sorted(fs.ls(path, detail=False)):
+        if name.endswith(".json"):
             with fs.open(name, "r") as fh:
-                status = json.load(fh)
-            statuses[int(status["rank"])] = status
-    return statuses
+                found.append(json.load(fh))
+    return found
 
 
-def describe_ranks(job_uri: str, world_size: int, now: dt.datetime | None = None) -> str:
+def read_statuses(job_uri: str) -> dict[int, dict[str, Any]]:
+    return {int(status["rank"]): status for status in _read_folder(storage.join(job_uri, "status"))}
+
+
+def describe_ranks(
+    job_uri: str, world_size: int, now: dt.datetime | None = None, expected_nodes: int | None = None
+) -> str:
     """One line per rank: host, state, position and how long ago it last reported; ranks never heard of too."""
     now = now or dt.datetime.now(dt.UTC)
     statuses = read_statuses(job_uri)
-    lines = []
+    nodes = _read_folder(storage.join(job_uri, "nodes"))
+    lines = [
+        "nodes that started ranks: "
+        + (", ".join(f"{n['host']} (pid {n['pid']}, {n['role']})" for n in nodes) or "none reported")
+    ]
+    if expected_nodes is not None and len(nodes) < expected_nodes:
+        lines.append(
+            f"{expected_nodes - len(nodes)} of {expected_nodes} node(s) never joined: is every host's "
+            "python -m pipelines.training.node running, and can it reach the rendezvous endpoint?"
+        )
     for rank in range(max(world_size, max(statuses, default=-1) + 1)):
         status = statuses.get(rank)
         if status is None:

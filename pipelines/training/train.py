@@ -23,10 +23,6 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -48,6 +44,7 @@ from pipelines.evaluation.metrics import classification_metrics
 from pipelines.release import tracking
 from pipelines.settings import MODEL_FAMILIES, Settings
 from pipelines.training import job as jobs
+from pipelines.training import launchers
 from pipelines.training.arrays import TrainingData
 from pipelines.training.job import Job
 from pipelines.training.model_settings import (
@@ -63,10 +60,6 @@ log = logging.getLogger(__name__)
 # training identity changes with it, so a retry after an upgrade trains again instead of reusing the old run.
 # 3: ranks read their own parts of the split and scale with the prepare stage's moments.
 TRAINING_CODE_VERSION = "3"
-
-
-class TrainingLaunchError(RuntimeError):
-    """The torchrun launch failed or did not finish in time."""
 
 
 @dataclass(frozen=True)
@@ -121,12 +114,6 @@ class FitReport:
     resumed_from: list[dict[str, int]] = dataclasses.field(default_factory=list)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def resolve_device(requested: str) -> str:
     import torch
 
@@ -137,123 +124,46 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
-def _cores() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def resolve_world_size(requested: int | str, processes_from_rows: int, train_rows: int, device: str) -> int:
-    """Ranks to train with: ``auto`` is one in-process rank below ``processes_from_rows``, else one per core
-    (or per GPU); an integer is taken as it is."""
+    """Ranks to train with on this host; an integer is taken as it is.
+
+    ``auto``: on the CPU, one in-process rank at any size: several ranks on one host share its cores and its
+    memory bandwidth, and measured here they never won (``bench/train.py``: two gloo ranks ran the demo MLP at
+    0.33 and a 512-512-256 MLP at 0.58 of twice one rank's samples/s); ranks pay off across hosts, chosen with
+    ``CT_TRAIN_LAUNCHER``. On CUDA, one rank per GPU from ``processes_from_rows`` training rows.
+    """
     if requested != "auto":
         if int(requested) < 1:
             raise ValueError(f"CT_TRAIN_WORLD_SIZE must be auto or at least 1, not {requested}")
         return int(requested)
-    if train_rows < processes_from_rows:
+    if device != "cuda" or train_rows < processes_from_rows:
         return 1
-    if device == "cuda":
-        import torch
+    import torch
 
-        return max(1, torch.cuda.device_count())
-    return _cores()
+    return max(1, torch.cuda.device_count())
 
 
 def torch_runtime(settings: Settings, train_rows: int) -> dict[str, Any]:
-    """The torch family's device, world size and DDP backend for a training split of ``train_rows``."""
+    """The torch family's device, world size, DDP backend and launcher for a training split of ``train_rows``.
+
+    The world size is part of the identity (a rank's part and the global batch follow from it); the launcher
+    is not recorded apart from it: the same ranks learn the same model whatever started them.
+    """
     import torch
 
     device = resolve_device(settings.train_device)
-    world_size = resolve_world_size(
+    local = resolve_world_size(
         settings.train_world_size, settings.train_processes_from_rows, train_rows, device
     )
-    if world_size == 1:
-        backend = "none"  # one rank in this process: no process group
-    elif device == "cuda" and torch.cuda.device_count() >= world_size:
-        backend = "nccl"
+    world_size = launchers.world_size_of(settings, local)
+    if world_size == 1 and settings.train_launcher == "local":
+        return {"device": device, "world_size": 1, "backend": "none"}  # in this process: no process group
+    remote = settings.train_launcher != "local" or not isinstance(world_size, int)
+    if device == "cuda" and (remote or torch.cuda.device_count() >= int(world_size)):
+        backend = "nccl"  # a remote node's GPUs are its own: every rank is taken to have one
     else:
         backend = "gloo"
     return {"device": device, "world_size": world_size, "backend": backend}
-
-
-def _stop_tree(process: subprocess.Popen[str]) -> None:
-    """Kill the launcher and every rank it started (torchrun does not outlive a SIGKILL gracefully)."""
-    import psutil
-
-    try:
-        children = psutil.Process(process.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        children = []
-    for proc in [*children]:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    process.kill()
-    # A kill is delivered when the process next runs: on busy cores a rank can outlive this call by moments.
-    # Wait until every one has gone, so that "its ranks were stopped" is true when the error is raised.
-    psutil.wait_procs(children, timeout=30)
-
-
-# torchrun shares its rendezvous TCPStore with the ranks by default; after a restart the new group's gloo then
-# reads the dead group's addresses from it and fails to connect (measured here: "connectFullMesh failed ...
-# Connection refused", then a 10-minute hang; pytorch/pytorch#135712). One store per rendezvous round instead.
-LAUNCH_ENVIRONMENT = {"PYTHONUNBUFFERED": "1", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
-
-
-def launch(command: list[str], timeout_s: float, describe: Callable[[], str] = lambda: "") -> str:
-    """Run a launcher command and return its output; raise :class:`TrainingLaunchError` with the output's tail on
-    failure or timeout, and ``describe()`` (each rank's last report) when there is one."""
-    with subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, **LAUNCH_ENVIRONMENT},
-    ) as process:
-        try:
-            output, _ = process.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            _stop_tree(process)
-            output, _ = process.communicate()
-            raise TrainingLaunchError(
-                f"DDP training did not finish within {timeout_s:.0f}s (CT_TRAIN_TIMEOUT_S); its ranks were "
-                f"stopped.{_ranks(describe)}\nLast output:\n{(output or '')[-4000:]}"
-            ) from None
-    if process.returncode != 0:
-        raise TrainingLaunchError(
-            f"DDP training failed (exit {process.returncode}).{_ranks(describe)}\n"
-            f"Last output:\n{output[-4000:]}"
-        )
-    return output
-
-
-def _ranks(describe: Callable[[], str]) -> str:
-    text = describe()
-    return f"\nThe ranks' last reports:\n{text}" if text else ""
-
-
-def _torchrun_command(settings: Settings, world_size: int, job_uri: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc-per-node",
-        str(world_size),
-        "--rdzv-backend",
-        "c10d",
-        "--rdzv-endpoint",
-        f"127.0.0.1:{_free_port()}",
-        "--rdzv-conf",
-        f"join_timeout={settings.train_rendezvous_timeout_s:g}",
-        "--max-restarts",
-        str(settings.train_max_restarts),
-        "-m",
-        "pipelines.training.ddp_worker",
-        job_uri,
-    ]
 
 
 def make_job(inputs: FitInputs, plan: TrainingPlan) -> Job:
@@ -279,6 +189,8 @@ def make_job(inputs: FitInputs, plan: TrainingPlan) -> Job:
         config=plan.model_config(len(features)),
         checkpoint_every_steps=settings.train_checkpoint_every_steps,
         collective_timeout_s=settings.train_rendezvous_timeout_s,
+        # A Spark executor task holds one core (spark.task.cpus); elsewhere a node splits its cores.
+        threads_per_rank=1 if settings.train_launcher == "spark" else None,
     )
 
 
@@ -289,10 +201,11 @@ def train_torch(inputs: FitInputs, plan: TrainingPlan, out_dir: Path) -> FitRepo
 
     job = make_job(inputs, plan)
     world_size = plan.runtime["world_size"]
+    settings = inputs.settings
     history = jobs.read_history(job.uri)
     if history is not None:
         log.info("the training in %s finished in an earlier attempt; taking its result", job.uri)
-    elif world_size == 1:
+    elif plan.runtime["backend"] == "none":
         job.write()
         log.info("training in-process on %s (%d rows)", plan.runtime["device"], job.train_rows)
         history = ddp_worker.run_in_process(job)
@@ -302,13 +215,18 @@ def train_torch(inputs: FitInputs, plan: TrainingPlan, out_dir: Path) -> FitRepo
         job.write()
         storage.remove(job.path(jobs.FATAL_FILE))  # a failure no restart cures is per attempt
         log.info(
-            "launching %d DDP ranks (%s on %s)", world_size, plan.runtime["backend"], plan.runtime["device"]
+            "launching %s DDP ranks with the %s launcher (%s on %s)",
+            world_size,
+            settings.train_launcher,
+            plan.runtime["backend"],
+            plan.runtime["device"],
         )
-        output = launch(
-            _torchrun_command(inputs.settings, world_size, job.uri),
-            inputs.settings.train_timeout_s,
-            describe=lambda: jobs.describe_ranks(job.uri, world_size),
-        )
+        if settings.train_launcher == "spark":
+            output = launchers.run_spark(settings, job, world_size)
+        elif settings.train_launcher == "torchrun":
+            output = launchers.run_torchrun(settings, job, world_size)
+        else:
+            output = launchers.run_local(settings, job, world_size)
         history = jobs.read_history(job.uri)
         if history is not None and history.resumed_from:  # it recovered: say from what
             log.warning(
@@ -317,9 +235,9 @@ def train_torch(inputs: FitInputs, plan: TrainingPlan, out_dir: Path) -> FitRepo
                 output[-4000:],
             )
         if history is None:
-            raise TrainingLaunchError(
-                f"torchrun exited 0 but rank 0 committed no result in {job.uri}:\n"
-                + jobs.describe_ranks(job.uri, world_size)
+            raise launchers.TrainingLaunchError(
+                f"the launch ended without an error but rank 0 committed no result in {job.uri}:\n"
+                + jobs.describe_ranks(job.uri, world_size if isinstance(world_size, int) else 0)
             )
     (out_dir / "weights.pt").write_bytes(storage.read_bytes(job.path(jobs.RESULT_WEIGHTS)))
     return FitReport(
@@ -570,8 +488,7 @@ def _identity_tags(plan: TrainingPlan) -> dict[str, str]:
     }
 
 
-def _run_params(plan: TrainingPlan, split_rows: dict[str, int]) -> dict[str, Any]:
-    launcher = "torchrun" if plan.runtime.get("world_size", 1) > 1 else "in-process"
+def _run_params(plan: TrainingPlan, split_rows: dict[str, int], launcher: str) -> dict[str, Any]:
     return {
         **_flatten(plan.hyperparameters),
         **plan.runtime,
@@ -630,7 +547,8 @@ def _train_and_log(
         validation_metrics = classification_metrics(
             validation[contract.label].to_numpy(), model.predict_proba(validation)
         )
-        mlflow.log_params(_run_params(plan, split_rows))
+        launcher = settings.train_launcher if plan.runtime.get("backend", "none") != "none" else "in-process"
+        mlflow.log_params(_run_params(plan, split_rows, launcher))
         # The curves go in one batch (MLflow splits it into its own batch limits): a call per epoch and
         # curve costs a store transaction each, seconds for a few hundred epochs.
         now = int(time.time() * 1000)

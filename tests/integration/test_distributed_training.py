@@ -7,6 +7,8 @@ import glob
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -19,7 +21,8 @@ from pipelines.data.validate import validate
 from pipelines.release import tracking
 from pipelines.release.register import register
 from pipelines.settings import get_settings
-from pipelines.training.train import TrainingLaunchError, job_uri, train
+from pipelines.training.launchers import TrainingLaunchError
+from pipelines.training.train import job_uri, train
 from tests.conftest import DAY
 
 pytestmark = pytest.mark.slow
@@ -170,3 +173,88 @@ def test_an_exploding_loss_fails_on_every_rank_at_once_and_logs_no_model(prepare
     )
     assert runs and all(r.info.status == "FAILED" for r in runs)
     assert all("ct.model_uri" not in r.data.tags for r in runs)
+
+
+def _node_agent(state_dir: Path) -> subprocess.Popen:
+    """``python -m pipelines.training.node --once``: a second host's node agent, on loopback."""
+    env = {**os.environ, "CT_STATE_DIR": str(state_dir), "CT_ROWS_PER_DAY": "1200"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipelines.training.node", "--once", "--poll-seconds", "0.2"], env=env
+    )
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_the_torchrun_launcher_trains_across_two_nodes_as_the_local_one_does_on_one(prepared):
+    """Two process groups on loopback acting as two hosts: this process's torchrun (the task's node) and a node
+    agent's, meeting at an external c10d endpoint. The ranks are the same as the local launcher's two, so the
+    model is too (stated tolerance 1e-6 on every metric)."""
+    state_dir, uri = prepared
+    local = train(_settings(state_dir), DAY, uri, tracking.RunContext("one-host"), "torch")
+    settings = _settings(
+        state_dir,
+        train_launcher="torchrun",
+        train_nnodes="2",
+        train_procs_per_node=1,
+        train_rdzv_endpoint=f"127.0.0.1:{_free_port()}",
+        train_keep_checkpoints=True,
+    )
+    agent = _node_agent(state_dir)
+    try:
+        two_hosts = train(settings, DAY, uri, tracking.RunContext("two-hosts"), "torch")
+        assert agent.wait(timeout=120) == 0
+    finally:
+        agent.kill()
+    for name, value in local["val_metrics"].items():
+        assert two_hosts["val_metrics"][name] == pytest.approx(value, abs=1e-6), name
+    params = tracking.configure(settings).get_run(two_hosts["run_id"]).data.params
+    assert params["launcher"] == "torchrun" and params["world_size"] == "2"
+    job = Path(job_uri(settings, two_hosts["run_key"]))
+    roles = sorted(json.loads(p.read_text())["role"] for p in (job / "nodes").iterdir())
+    assert roles == ["node agent", "task (torchrun launcher)"]
+    ranks = [json.loads((job / "status" / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["state"] == "done" and r["launched_by"] == "torchrun" for r in ranks)
+
+
+def test_a_node_that_never_joins_fails_the_launch_within_the_rendezvous_timeout_and_is_counted(prepared):
+    state_dir, uri = prepared
+    settings = _settings(
+        state_dir,
+        train_launcher="torchrun",
+        train_nnodes="2",
+        train_rdzv_endpoint=f"127.0.0.1:{_free_port()}",
+        train_rendezvous_timeout_s=5,
+        train_max_restarts=0,
+        seed=9,
+    )
+    with pytest.raises(TrainingLaunchError) as failure:
+        train(settings, DAY, uri, tracking.RunContext("alone"), "torch")
+    message = str(failure.value)
+    host = os.uname().nodename
+    assert f"nodes that started ranks: {host} (pid {os.getpid()}, task (torchrun launcher))" in message
+    assert "1 of 2 node(s) never joined" in message
+    assert "RendezvousTimeoutError" in message
+
+
+def test_the_spark_launcher_trains_on_the_cluster_as_the_local_one_does(prepared, spark_cluster):
+    """TorchDistributor on the loopback standalone cluster (two workers, one core each): one rank per executor
+    task of a barrier stage. Same ranks as the local launcher's two, so the same model (tolerance 1e-6)."""
+    state_dir, uri = prepared
+    local = train(_settings(state_dir), DAY, uri, tracking.RunContext("local-two"), "torch")
+    settings = _settings(
+        state_dir, train_launcher="spark", spark_master=spark_cluster, train_keep_checkpoints=True
+    )
+    on_spark = train(settings, DAY, uri, tracking.RunContext("on-spark"), "torch")
+    for name, value in local["val_metrics"].items():
+        assert on_spark["val_metrics"][name] == pytest.approx(value, abs=1e-6), name
+    params = tracking.configure(settings).get_run(on_spark["run_id"]).data.params
+    assert params["launcher"] == "spark" and params["world_size"] == "2"
+    job = Path(job_uri(settings, on_spark["run_key"]))
+    ranks = [json.loads((job / "status" / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["state"] == "done" and r["launched_by"] == "spark TorchDistributor" for r in ranks)

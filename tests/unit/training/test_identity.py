@@ -77,10 +77,14 @@ def test_the_dataset_version_falls_back_to_the_content_hash():
     assert _plan(manifest=_manifest("d" * 64, dataset_version="v1")).dataset_version == "v1"
 
 
-def test_world_size_auto_is_one_rank_below_the_threshold_and_one_per_core_above(monkeypatch):
-    monkeypatch.setattr(training, "_cores", lambda: 6)
+def test_world_size_auto_is_one_rank_on_the_cpu_and_one_per_gpu_above_the_threshold(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert resolve_world_size("auto", 1000, 999, "cpu") == 1
-    assert resolve_world_size("auto", 1000, 1000, "cpu") == 6
+    assert resolve_world_size("auto", 1000, 10**9, "cpu") == 1  # ranks never won on one CPU host
+    assert resolve_world_size("auto", 1000, 999, "cuda") == 1
+    assert resolve_world_size("auto", 1000, 1000, "cuda") == 4
     assert resolve_world_size(3, 1000, 10, "cpu") == 3
     assert resolve_world_size(1, 0, 10**9, "cpu") == 1
     with pytest.raises(ValueError, match="at least 1"):
@@ -89,7 +93,7 @@ def test_world_size_auto_is_one_rank_below_the_threshold_and_one_per_core_above(
 
 def test_run_params_hold_every_hyperparameter_and_the_launch():
     plan = _plan()
-    params = training._run_params(plan, {"train": 7, "validation": 3})
+    params = training._run_params(plan, {"train": 7, "validation": 3}, "in-process")
     flat_keys = {"hidden_sizes", "dropout", "learning_rate", "weight_decay", "batch_size", "max_epochs"}
     assert flat_keys | {"early_stopping.patience", "early_stopping.min_delta"} <= set(params)
     assert params["launcher"] == "in-process" and params["world_size"] == 1

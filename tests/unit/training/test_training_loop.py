@@ -22,7 +22,7 @@ from pipelines.training import ddp_worker, shards
 from pipelines.training import job as jobs
 from pipelines.training.checkpoints import LATEST
 from pipelines.training.job import Job
-from pipelines.training.train import TrainingLaunchError, launch
+from pipelines.training.launchers import TrainingLaunchError, launch
 
 CONFIG = {
     "hidden_sizes": [8],
@@ -231,7 +231,8 @@ def test_the_ranks_reports_name_host_state_position_and_silence(tmp_path):
     reporter("training", epoch=4, step=17)
     later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30)
     text = jobs.describe_ranks(str(tmp_path), world_size=3, now=later)
-    lines = text.splitlines()
+    nodes, *lines = text.splitlines()
+    assert nodes == "nodes that started ranks: none reported"
     assert lines[0].startswith("rank 0: never reported")
     assert lines[1].startswith(f"rank 1 on host {os.uname().nodename}") and "restart 2" in lines[1]
     assert "training at epoch 4, step 17, last reported 30s ago" in lines[1]
@@ -272,3 +273,20 @@ def test_a_models_config_rebuilds_its_mlp(tmp_path, key):
     torch.save(weights, tmp_path / "weights.pt")
     model = load_mlp(tmp_path / "weights.pt", {"n_features": 4, key: [8], "dropout": 0.0})
     assert not model.training and all(torch.equal(model.state_dict()[k], weights[k]) for k in weights)
+
+
+def test_a_checkpoint_of_another_world_size_resumes_at_the_start_of_its_epoch(tmp_path):
+    """An elastic launch that lost a node: the model, optimiser and curves carry over; the epoch starts over."""
+    job = _job(tmp_path, max_epochs=3, early_stopping=None, checkpoint_every_steps=4)
+    _fit(job)
+    pointer = Path(job.uri) / "checkpoints" / LATEST
+    written = json.loads(pointer.read_text())
+    pointer.write_text(json.dumps(written | {"world_size": 2, "step": 4}))
+    moved = Path(job.uri) / "checkpoints" / f"e{written['epoch']:05d}-s{4:09d}"
+    (Path(job.uri) / "checkpoints" / f"e{written['epoch']:05d}-s{written['step']:09d}").rename(moved)
+    resumed = Job(**{**job.__dict__, "config": job.config | {"max_epochs": 4}})
+    _, history = _fit(resumed)
+    assert history.resumed_from == [
+        {"epoch": written["epoch"], "step": 0, "restart": 0, "from_world_size": 2}
+    ]
+    assert history.epochs_run == 4

@@ -1,0 +1,274 @@
+"""How the DDP ranks of one training job are started: one setting, ``CT_TRAIN_LAUNCHER``, three ways.
+
+* ``local``: torchrun on this host, ``world_size`` ranks, a c10d rendezvous on loopback.
+* ``torchrun``: torchrun on this host as one node of several (``CT_TRAIN_NNODES``, ``N`` or ``MIN:MAX``), meeting
+  at an external c10d endpoint (``CT_TRAIN_RDZV_ENDPOINT``). The task writes the launch to
+  ``<data_root>/training/<dataset>/_launch.json``; on every other host ``python -m pipelines.training.node`` (a
+  Kubernetes pod, a Slurm step, a systemd service) reads it and runs the same torchrun command.
+* ``spark``: PySpark's ``TorchDistributor`` on ``CT_SPARK_MASTER``, one rank per executor task of a barrier
+  stage, so the cluster that prepares the data also trains on it.
+
+Every way runs the same rank code (:func:`pipelines.training.ddp_worker.run`) on the same job folder; a rank
+reads its part, reports, checkpoints and commits there whatever started it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from pipelines.data import storage
+from pipelines.settings import Settings
+from pipelines.training import job as jobs
+from pipelines.training.job import Job
+
+log = logging.getLogger(__name__)
+
+# torchrun shares its rendezvous TCPStore with the ranks by default; after a restart the new group's gloo then
+# reads the dead group's addresses from it and fails to connect (measured here: "connectFullMesh failed ...
+# Connection refused", then a 10-minute hang; pytorch/pytorch#135712). One store per rendezvous round instead.
+LAUNCH_ENVIRONMENT = {"PYTHONUNBUFFERED": "1", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+LAUNCH_FILE = "_launch.json"
+
+
+class TrainingLaunchError(RuntimeError):
+    """The launch failed or did not finish in time."""
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One torchrun launch, as every node runs it: written to the data root for the other hosts."""
+
+    launch_id: str
+    job_uri: str
+    rdzv_endpoint: str
+    nnodes: str
+    nproc_per_node: int
+    max_restarts: int
+    join_timeout_s: float
+    timeout_s: float
+    started: str
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes",
+            self.nnodes,
+            "--nproc-per-node",
+            str(self.nproc_per_node),
+            "--rdzv-backend",
+            "c10d",
+            "--rdzv-endpoint",
+            self.rdzv_endpoint,
+            "--rdzv-id",
+            self.launch_id,
+            "--rdzv-conf",
+            f"join_timeout={self.join_timeout_s:g}",
+            "--max-restarts",
+            str(self.max_restarts),
+            "-m",
+            "pipelines.training.ddp_worker",
+            self.job_uri,
+        ]
+
+
+def launch_pointer_uri(settings: Settings) -> str:
+    return storage.join(settings.resolved_data_root, "training", settings.dataset, LAUNCH_FILE)
+
+
+def read_launch(settings: Settings) -> Launch | None:
+    uri = launch_pointer_uri(settings)
+    return Launch(**storage.read_json(uri)) if storage.exists(uri) else None
+
+
+def parse_nnodes(nnodes: str) -> tuple[int, int]:
+    """``N`` or ``MIN:MAX`` nodes; a ValueError naming the setting otherwise."""
+    low, _, high = nnodes.partition(":")
+    try:
+        bounds = int(low), int(high or low)
+    except ValueError:
+        raise ValueError(f"CT_TRAIN_NNODES must be N or MIN:MAX (whole numbers), not {nnodes!r}") from None
+    if not 1 <= bounds[0] <= bounds[1]:
+        raise ValueError(f"CT_TRAIN_NNODES must be N or MIN:MAX with 1 <= MIN <= MAX, not {nnodes!r}")
+    return bounds
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _stop_tree(process: subprocess.Popen[str]) -> None:
+    """Kill the launcher and every rank it started (torchrun does not outlive a SIGKILL gracefully)."""
+    import psutil
+
+    try:
+        children = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    for proc in [*children]:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    process.kill()
+    # A kill is delivered when the process next runs: on busy cores a rank can outlive this call by moments.
+    # Wait until every one has gone, so that "its ranks were stopped" is true when the error is raised.
+    psutil.wait_procs(children, timeout=30)
+
+
+def launch(command: list[str], timeout_s: float, describe: Callable[[], str] = lambda: "") -> str:
+    """Run a launcher command and return its output; raise :class:`TrainingLaunchError` with the output's tail on
+    failure or timeout, and ``describe()`` (each rank's last report) when there is one."""
+    with subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **LAUNCH_ENVIRONMENT},
+    ) as process:
+        try:
+            output, _ = process.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _stop_tree(process)
+            output, _ = process.communicate()
+            raise TrainingLaunchError(
+                f"DDP training did not finish within {timeout_s:.0f}s (CT_TRAIN_TIMEOUT_S); its ranks were "
+                f"stopped.{_ranks(describe)}\nLast output:\n{(output or '')[-4000:]}"
+            ) from None
+    if process.returncode != 0:
+        raise TrainingLaunchError(
+            f"DDP training failed (exit {process.returncode}).{_ranks(describe)}\n"
+            f"Last output:\n{output[-4000:]}"
+        )
+    return output
+
+
+def _ranks(describe: Callable[[], str]) -> str:
+    text = describe()
+    return f"\nThe ranks' last reports:\n{text}" if text else ""
+
+
+def _describe(job: Job, world_size: int | str, expected_nodes: int | None = None) -> Callable[[], str]:
+    expected = world_size if isinstance(world_size, int) else 0
+    return lambda: jobs.describe_ranks(job.uri, expected, expected_nodes=expected_nodes)
+
+
+def run_local(settings: Settings, job: Job, world_size: int) -> str:
+    """torchrun on this host: ``world_size`` ranks meeting on loopback."""
+    plan = Launch(
+        launch_id=uuid.uuid4().hex,
+        job_uri=job.uri,
+        rdzv_endpoint=f"127.0.0.1:{_free_port()}",
+        nnodes="1",
+        nproc_per_node=world_size,
+        max_restarts=settings.train_max_restarts,
+        join_timeout_s=settings.train_rendezvous_timeout_s,
+        timeout_s=settings.train_timeout_s,
+        started=dt.datetime.now(dt.UTC).isoformat(),
+    )
+    jobs.report_node(job.uri, "task (local launcher)")
+    return launch(plan.command(), settings.train_timeout_s, _describe(job, world_size))
+
+
+def torchrun_launch(settings: Settings, job: Job) -> Launch:
+    if not settings.train_rdzv_endpoint:
+        raise ValueError(
+            "CT_TRAIN_LAUNCHER=torchrun needs CT_TRAIN_RDZV_ENDPOINT (host:port of the c10d rendezvous every "
+            "node reaches)"
+        )
+    parse_nnodes(settings.train_nnodes)
+    return Launch(
+        launch_id=uuid.uuid4().hex,
+        job_uri=job.uri,
+        rdzv_endpoint=settings.train_rdzv_endpoint,
+        nnodes=settings.train_nnodes,
+        nproc_per_node=settings.train_procs_per_node,
+        max_restarts=settings.train_max_restarts,
+        join_timeout_s=settings.train_rendezvous_timeout_s,
+        timeout_s=settings.train_timeout_s,
+        started=dt.datetime.now(dt.UTC).isoformat(),
+    )
+
+
+def run_torchrun(settings: Settings, job: Job, world_size: int | str) -> str:
+    """This host as one node of several: publish the launch for the other hosts' node agents, then join it."""
+    plan = torchrun_launch(settings, job)
+    storage.write_json_atomic(launch_pointer_uri(settings), asdict(plan))
+    jobs.report_node(job.uri, "task (torchrun launcher)")
+    log.info(
+        "launched %s: %s node(s) x %d rank(s) meeting at %s; other hosts join with python -m pipelines.training.node",
+        plan.launch_id,
+        plan.nnodes,
+        plan.nproc_per_node,
+        plan.rdzv_endpoint,
+    )
+    expected_nodes = parse_nnodes(plan.nnodes)[0]
+    return launch(plan.command(), settings.train_timeout_s, _describe(job, world_size, expected_nodes))
+
+
+def run_spark(settings: Settings, job: Job, world_size: int) -> str:
+    """``world_size`` ranks as the tasks of one barrier stage on the Spark cluster (``TorchDistributor``)."""
+    from py4j.protocol import Py4JError
+    from pyspark.errors import PySparkException
+    from pyspark.ml.torch.distributor import TorchDistributor
+
+    from pipelines.engines.spark_engine import spark_session
+    from pipelines.training import ddp_worker
+
+    jobs.report_node(job.uri, "task (spark launcher, the driver)")
+    for (
+        name,
+        value,
+    ) in LAUNCH_ENVIRONMENT.items():  # the executors' torchrun inherits the driver's environment
+        os.environ.setdefault(name, value)
+    with spark_session(settings, app_name=f"ct-train-{job.uri.rsplit('/', 1)[-1]}") as spark:
+        timer = threading.Timer(settings.train_timeout_s, spark.sparkContext.cancelAllJobs)
+        timer.start()
+        try:
+            distributor = TorchDistributor(
+                num_processes=world_size, local_mode=False, use_gpu=job.config["device"] == "cuda"
+            )
+            distributor.run(ddp_worker.run, job.uri)
+        except (Py4JError, PySparkException, RuntimeError) as error:
+            timed_out = not timer.is_alive()
+            cause = (
+                f"did not finish within {settings.train_timeout_s:.0f}s (CT_TRAIN_TIMEOUT_S); its Spark job was "
+                "cancelled"
+                if timed_out
+                else f"failed on the Spark cluster ({type(error).__name__})"
+            )
+            raise TrainingLaunchError(
+                f"DDP training under TorchDistributor {cause}.{_ranks(_describe(job, world_size))}\n"
+                f"Spark said:\n{str(error)[-4000:]}"
+            ) from error
+        finally:
+            timer.cancel()
+    return ""
+
+
+def world_size_of(settings: Settings, resolved_local: int) -> int | str:
+    """The ranks a launch will have: a number, or ``MIN:MAX xP`` for an elastic torchrun launch."""
+    if settings.train_launcher == "torchrun":
+        low, high = parse_nnodes(settings.train_nnodes)
+        per_node = settings.train_procs_per_node
+        return low * per_node if low == high else f"{low}:{high}x{per_node}"
+    if settings.train_launcher == "spark":
+        if settings.train_world_size == "auto":
+            raise ValueError(
+                "CT_TRAIN_LAUNCHER=spark needs CT_TRAIN_WORLD_SIZE as a number: one rank per executor task, "
+                "and the barrier stage needs that many task slots free at once"
+            )
+        return int(settings.train_world_size)
+    return resolved_local

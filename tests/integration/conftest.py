@@ -1,0 +1,156 @@
+"""Clusters as local processes on loopback, shared by the integration tests that need one (started once)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait(condition, what: str, timeout: float = 300.0) -> None:  # JVMs start slowly on busy cores
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{what} did not come up in {timeout:.0f}s")
+
+
+def _stop(processes: list[subprocess.Popen]) -> None:
+    for process in reversed(processes):
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="session")
+def spark_cluster(tmp_path_factory):
+    """A standalone master and two workers of one core each, started by pyspark's spark-class: the cluster the
+    engine tests prepare data on and the spark launcher trains on (one rank per worker)."""
+    import pyspark
+
+    home = Path(pyspark.__file__).parent
+    logs = tmp_path_factory.mktemp("spark-logs")
+    env = {
+        **os.environ,
+        "SPARK_HOME": str(home),
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "PYSPARK_PYTHON": sys.executable,
+    }
+    port, ui = _free_port(), _free_port()
+    launch = [str(home / "bin" / "spark-class")]
+    master = subprocess.Popen(
+        [
+            *launch,
+            "org.apache.spark.deploy.master.Master",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--webui-port",
+            str(ui),
+        ],
+        env=env,
+        stdout=open(logs / "master.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
+    url = f"spark://127.0.0.1:{port}"
+    workers = [
+        subprocess.Popen(
+            [
+                *launch,
+                "org.apache.spark.deploy.worker.Worker",
+                url,
+                "--host",
+                "127.0.0.1",
+                "--cores",
+                "1",
+                "--memory",
+                "2g",
+                "--webui-port",
+                str(_free_port()),
+                "--work-dir",
+                str(logs / f"work-{index}"),
+            ],
+            env=env,
+            stdout=open(logs / f"worker-{index}.log", "w"),
+            stderr=subprocess.STDOUT,
+        )
+        for index in range(2)
+    ]
+    try:
+
+        def alive_workers() -> bool:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=2) as response:
+                body = response.read()
+            # A master still starting (slowly, on busy cores) can answer with an empty page: not up yet.
+            return bool(body.strip()) and json.loads(body).get("aliveworkers", 0) >= 2
+
+        _wait(alive_workers, "the Spark standalone master with two workers")
+        os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"  # the driver (this process) binds to loopback too
+        yield url
+    finally:
+        os.environ.pop("SPARK_LOCAL_IP", None)
+        _stop([master, *workers])
+
+
+@pytest.fixture(scope="session")
+def dask_cluster(tmp_path_factory):
+    """A Dask scheduler and two single-threaded worker processes, started with the dask command."""
+    logs = tmp_path_factory.mktemp("dask-logs")
+    dask_cli = str(Path(sys.executable).parent / "dask")
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    scheduler = subprocess.Popen(
+        [dask_cli, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+        stdout=open(logs / "scheduler.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
+    workers = subprocess.Popen(
+        [
+            dask_cli,
+            "worker",
+            address,
+            "--nworkers",
+            "2",
+            "--nthreads",
+            "1",
+            "--memory-limit",
+            "2GiB",
+            "--no-dashboard",
+            "--local-directory",
+            str(logs / "work"),
+        ],
+        stdout=open(logs / "workers.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        from distributed import Client
+
+        def two_workers() -> bool:
+            with Client(address, timeout=5) as client:
+                return len(client.scheduler_info()["workers"]) == 2
+
+        _wait(two_workers, "the Dask scheduler with two workers")
+        yield address
+    finally:
+        _stop([scheduler, workers])

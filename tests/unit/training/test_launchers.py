@@ -1,0 +1,79 @@
+"""How a training's ranks are started: the launch settings, and when a node agent joins a published launch."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import pytest
+
+from pipelines.settings import get_settings
+from pipelines.training import job as jobs
+from pipelines.training import launchers, node
+from pipelines.training.launchers import Launch, parse_nnodes, world_size_of
+
+
+@pytest.mark.parametrize(("text", "bounds"), [("1", (1, 1)), ("2", (2, 2)), ("2:4", (2, 4))])
+def test_nodes_are_a_number_or_a_range(text, bounds):
+    assert parse_nnodes(text) == bounds
+
+
+@pytest.mark.parametrize("text", ["", "two", "3:2", "0", "1:x"])
+def test_a_bad_node_count_names_the_setting(text):
+    with pytest.raises(ValueError, match="CT_TRAIN_NNODES"):
+        parse_nnodes(text)
+
+
+def test_the_world_size_follows_the_launcher():
+    assert world_size_of(get_settings(), resolved_local=3) == 3
+    torchrun = get_settings(train_launcher="torchrun", train_nnodes="2", train_procs_per_node=4)
+    assert world_size_of(torchrun, resolved_local=1) == 8
+    elastic = get_settings(train_launcher="torchrun", train_nnodes="2:4", train_procs_per_node=1)
+    assert world_size_of(elastic, resolved_local=1) == "2:4x1"  # known when the nodes have met
+    assert world_size_of(get_settings(train_launcher="spark", train_world_size=3), resolved_local=1) == 3
+    with pytest.raises(ValueError, match="CT_TRAIN_LAUNCHER=spark needs CT_TRAIN_WORLD_SIZE as a number"):
+        world_size_of(get_settings(train_launcher="spark"), resolved_local=1)
+
+
+def test_the_torchrun_launcher_needs_an_endpoint(tmp_path):
+    job = jobs.Job(str(tmp_path), "t", "v", 10, ["a"], "y", [0.0], [1.0], {}, None, 30)
+    with pytest.raises(ValueError, match="CT_TRAIN_RDZV_ENDPOINT"):
+        launchers.torchrun_launch(get_settings(train_launcher="torchrun", train_nnodes="2"), job)
+
+
+def test_every_node_runs_the_same_command_with_the_launchs_rendezvous(tmp_path):
+    job = jobs.Job(str(tmp_path / "job"), "t", "v", 10, ["a"], "y", [0.0], [1.0], {}, None, 30)
+    settings = get_settings(
+        state_dir=tmp_path,
+        train_launcher="torchrun",
+        train_nnodes="2:3",
+        train_rdzv_endpoint="trainer-0:29400",
+        train_rendezvous_timeout_s=45,
+        train_max_restarts=1,
+    )
+    command = launchers.torchrun_launch(settings, job).command()
+    text = " ".join(command)
+    assert "--nnodes 2:3 --nproc-per-node 1 --rdzv-backend c10d --rdzv-endpoint trainer-0:29400" in text
+    assert "--rdzv-conf join_timeout=45 --max-restarts 1 -m pipelines.training.ddp_worker" in text
+    assert command[-1] == job.uri
+
+
+def test_a_node_agent_joins_a_fresh_launch_once_and_never_a_finished_or_stale_one(tmp_path):
+    settings = get_settings(state_dir=tmp_path)
+    job_uri = str(tmp_path / "job")
+    now = dt.datetime.now(dt.UTC)
+    launch = Launch("id-1", job_uri, "127.0.0.1:1", "2", 1, 0, 30, 600, now.isoformat())
+    assert node.pending(settings, set()) is None  # nothing published
+    from pipelines.data import storage
+
+    storage.write_json_atomic(launchers.launch_pointer_uri(settings), dataclasses.asdict(launch))
+    assert node.pending(settings, set()) == launch
+    assert node.pending(settings, {"id-1"}) is None  # this node ran it already
+    stale = dataclasses.replace(
+        launch, launch_id="id-2", started=(now - dt.timedelta(seconds=601)).isoformat()
+    )
+    storage.write_json_atomic(launchers.launch_pointer_uri(settings), dataclasses.asdict(stale))
+    assert node.pending(settings, set()) is None  # older than its timeout: over
+    storage.write_json_atomic(launchers.launch_pointer_uri(settings), dataclasses.asdict(launch))
+    jobs.write_history(job_uri, jobs.TrainingHistory([1.0], [1.0], 1, 1.0, 1, False))
+    assert node.pending(settings, set()) is None  # its result is committed: over
