@@ -270,8 +270,9 @@ def _to_target(result: dict, target: float) -> float | None:
 def bench_fits(
     models: list[str], rows: dict[str, list[int]], ranks: list[int], epochs: int, device: str, workdir: Path
 ) -> list[str]:
+    from pipelines.data import datasets
     from pipelines.settings import get_settings
-    from pipelines.training.train import resolve_world_size
+    from pipelines.training.train import mlp_parameters, resolve_world_size
 
     print(
         f"# the fit: {epochs} epochs, no early stopping, a fresh process per run; data MB: peak resident over resident before reading"
@@ -308,7 +309,16 @@ def bench_fits(
                     f"{worst['data_mb']:>13.0f}{worst['part_mb']:>8.0f}{efficiency}",
                     flush=True,
                 )
-            auto = resolve_world_size("auto", defaults.train_processes_from_rows, size, device)
+            hidden = _hyperparameters(defaults, model)["hidden_sizes"]
+            n_features = len(datasets.read_manifest(folder).extra["train_moments"]["features"])
+            auto = resolve_world_size(
+                "auto",
+                defaults.train_processes_from_rows,
+                size,
+                device,
+                mlp_parameters(n_features, hidden),
+                defaults.train_processes_from_parameters,
+            )
             auto_name = "in-process" if auto == 1 else f"torchrun x{auto}"
             plain = results["plain torch"]["samples"] / results["plain torch"]["loop"]
             if auto_name in results:

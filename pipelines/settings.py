@@ -136,13 +136,22 @@ class Settings(BaseSettings):
     )
     train_world_size: int | Literal["auto"] = Field(
         default="auto",
-        description="DDP ranks for the torch family; auto = one in-process rank on the CPU, one rank per GPU "
-        "from CT_TRAIN_PROCESSES_FROM_ROWS training rows on CUDA. With CT_TRAIN_LAUNCHER=spark, a number.",
+        description="DDP ranks for the torch family; auto = one in-process rank below "
+        "CT_TRAIN_PROCESSES_FROM_ROWS training rows; from there one per GPU on CUDA, and one per core on the CPU "
+        "for a model of CT_TRAIN_PROCESSES_FROM_PARAMETERS or more. With CT_TRAIN_LAUNCHER=spark, a number.",
     )
     train_processes_from_rows: int = Field(
         default=1_000_000,
         ge=0,
-        description="Training rows from which world size auto launches one rank per GPU (CUDA only).",
+        description="Training rows from which world size auto launches several ranks (see "
+        "CT_TRAIN_PROCESSES_FROM_PARAMETERS for the CPU).",
+    )
+    train_processes_from_parameters: int = Field(
+        default=100_000,
+        ge=0,
+        description="MLP parameters from which world size auto runs one rank per core on the CPU (with at least "
+        "CT_TRAIN_PROCESSES_FROM_ROWS training rows): a smaller model's step is too short to pay for its "
+        "all-reduce.",
     )
     train_device: Device = Field(default="auto", description="Torch device; auto picks cuda when present.")
     train_epochs: int | None = Field(

@@ -43,6 +43,7 @@ class Restored:
     position: Position
     shared: dict[str, Any]  # rank 0's state.pt
     own: dict[str, Any] | None  # this rank's rank-<r>.pt; None when the world size changed
+    folder: str  # the checkpoint's folder (a sharded model's dcp/ is in it)
     from_world_size: int | None = None  # set when the world size changed
 
 
@@ -89,12 +90,22 @@ class Checkpoints:
         folder = storage.join(self.root, position.folder)
         shared = _load(storage.join(folder, "state.pt"))
         if pointer["world_size"] != self.world_size:
-            return Restored(Position(position.epoch, 0), shared, None, from_world_size=pointer["world_size"])
-        return Restored(position, shared, _load(storage.join(folder, f"rank-{self.rank}.pt")))
+            return Restored(
+                Position(position.epoch, 0), shared, None, folder, from_world_size=pointer["world_size"]
+            )
+        return Restored(position, shared, _load(storage.join(folder, f"rank-{self.rank}.pt")), folder)
 
-    def save(self, position: Position, shared: Callable[[], dict[str, Any]], own: dict[str, Any]) -> None:
-        """Write this rank's part (and on rank 0 the shared state), then, once all have, commit the folder."""
+    def save(
+        self,
+        position: Position,
+        shared: Callable[[], dict[str, Any]],
+        own: dict[str, Any],
+        shards: Callable[[str], None] = lambda folder: None,
+    ) -> None:
+        """Write this rank's part (and on rank 0 the shared state; ``shards(folder)`` is called on every rank,
+        for a sharded model's distributed checkpoint), then, once all have, commit the folder."""
         folder = storage.join(self.root, position.folder)
+        shards(folder)
         if self.rank == 0:
             _save(shared(), storage.join(folder, "state.pt"))
         _save(own, storage.join(folder, f"rank-{self.rank}.pt"))

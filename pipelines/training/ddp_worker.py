@@ -25,7 +25,7 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -34,12 +34,11 @@ import numpy as np
 import pyarrow as pa
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
 
 from pipelines.data import storage
 from pipelines.model.mlp import ChurnMLP
 from pipelines.training import job as jobs
-from pipelines.training import shards
+from pipelines.training import shards, strategies
 from pipelines.training.checkpoints import Checkpoints, Position, rng_state, set_rng_state
 from pipelines.training.job import Job, Reporter, TrainingHistory
 
@@ -71,12 +70,13 @@ class _BestWeights:
         self.loss, self.epoch = float("inf"), 0
         self.state: dict[str, torch.Tensor] | None = None
 
-    def update(self, epoch: int, loss: float, model: torch.nn.Module) -> bool:
-        """Record ``epoch``'s validation loss; True when training should stop."""
+    def update(self, epoch: int, loss: float, snapshot: Callable[[], dict[str, torch.Tensor]]) -> bool:
+        """Record ``epoch``'s validation loss (``snapshot()`` gives the weights to keep; every rank calls it at
+        the same epochs, as a sharded model's snapshot is a collective); True when training should stop."""
         if loss < self.loss - self.min_delta:
             self.loss, self.epoch = loss, epoch
             if self.restore:
-                self.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                self.state = snapshot()
             return False
         return self.patience is not None and epoch - self.epoch >= self.patience
 
@@ -90,11 +90,16 @@ class _BestWeights:
 VALIDATION_BATCH_ROWS = 65_536  # scored in slices: a whole part's activations at once would double its memory
 
 
-def _validation_sum(model: ChurnMLP, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def _validation_sum(
+    model: torch.nn.Module, features: torch.Tensor, labels: torch.Tensor, slices: int | None = None
+) -> torch.Tensor:
+    """The summed loss over a part, in slices (``slices``: how many, the same on every rank of a sharded
+    model, whose every forward is a collective)."""
     model.eval()
     total = torch.zeros((), device=labels.device, dtype=torch.float64)
+    count = slices if slices is not None else math.ceil(len(labels) / VALIDATION_BATCH_ROWS)
     with torch.no_grad():
-        for start in range(0, len(labels), VALIDATION_BATCH_ROWS):
+        for start in range(0, count * VALIDATION_BATCH_ROWS, VALIDATION_BATCH_ROWS):
             part = slice(start, start + VALIDATION_BATCH_ROWS)
             total += torch.nn.functional.binary_cross_entropy_with_logits(
                 model(features[part]), labels[part], reduction="sum"
@@ -117,11 +122,15 @@ class _Loop:
         model = ChurnMLP(len(job.features), tuple(config["hidden_sizes"]), config["dropout"])
         model.set_scaling(np.asarray(job.mean), np.asarray(job.std))
         self.model = model.to(device)
-        self.trained: torch.nn.Module = self.model
-        if world_size > 1:
-            self.trained = DistributedDataParallel(
-                self.model, device_ids=[device] if device != "cpu" else None
-            )
+        self.holder = strategies.holder(config.get("strategy", "ddp"), self.model, world_size, device)
+        self.trained = self.holder.trained
+        self.validation_slices: int | None = None
+        if isinstance(
+            self.holder, strategies.Sharded
+        ):  # every rank scores as many slices as the longest part
+            longest = torch.tensor([len(self.y_val)], device=device)
+            dist.all_reduce(longest, op=dist.ReduceOp.MAX)
+            self.validation_slices = math.ceil(int(longest) / VALIDATION_BATCH_ROWS)
         self.optimiser = torch.optim.AdamW(
             self.trained.parameters(), lr=config["learning_rate"], weight_decay=config["weight_decay"]
         )
@@ -147,8 +156,7 @@ class _Loop:
         if restored is None:
             return Position(1, 0)
         shared = restored.shared
-        self.model.load_state_dict(shared["model"])
-        self.optimiser.load_state_dict(shared["optimiser"])
+        self.holder.restore(restored.folder, shared, self.optimiser)
         self.best.load(shared["best"])
         self.train_curve, self.val_curve = shared["train_curve"], shared["val_curve"]
         self.global_step = shared["global_step"]
@@ -171,8 +179,7 @@ class _Loop:
         self.checkpoints.save(
             position,
             shared=lambda: {
-                "model": self.model.state_dict(),
-                "optimiser": self.optimiser.state_dict(),
+                **self.holder.shared_state(self.optimiser),
                 "best": self.best.to_dict(),
                 "train_curve": self.train_curve,
                 "val_curve": self.val_curve,
@@ -183,6 +190,7 @@ class _Loop:
                 "epoch_seconds": self.epoch_seconds,
             },
             own={"rng": rng_state(), "sums": self.sums.cpu()},
+            shards=lambda folder: self.holder.save_shards(folder, self.optimiser),
         )
 
     def step(self, epoch: int, step: int, batch: torch.Tensor) -> None:
@@ -206,7 +214,7 @@ class _Loop:
         """Sum the ranks' training and validation losses, record them; True when training should stop."""
         validation = torch.stack(
             [
-                _validation_sum(self.model, self.x_val, self.y_val).double(),
+                _validation_sum(self.trained, self.x_val, self.y_val, self.validation_slices),
                 torch.tensor(float(len(self.y_val)), device=self.device, dtype=torch.float64),
             ]
         )
@@ -218,7 +226,7 @@ class _Loop:
         self.samples += int(totals[1])
         self.epoch_seconds.append(self.fit_seconds)
         self.sums = self._zeros()
-        return self.best.update(epoch, self.val_curve[-1], self.model)
+        return self.best.update(epoch, self.val_curve[-1], self.holder.full_state)
 
     @property
     def fit_seconds(self) -> float:
@@ -226,7 +234,7 @@ class _Loop:
 
     def result(self) -> tuple[dict[str, torch.Tensor], TrainingHistory]:
         if self.best.state is not None:
-            self.model.load_state_dict(self.best.state)
+            self.holder.load_full(self.best.state)
         history = TrainingHistory(
             train_loss=self.train_curve,
             val_loss=self.val_curve,
@@ -239,7 +247,7 @@ class _Loop:
             fit_seconds=self.fit_seconds,
             epoch_seconds=self.epoch_seconds,
         )
-        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}, history
+        return self.holder.full_state(), history
 
 
 def fit(
@@ -256,6 +264,7 @@ def fit(
     folder; return its weights and history."""
     report = reporter or (lambda state, **fields: None)
     loop = _Loop(train, validation, job, rank, world_size, device)
+    report("training", strategy=loop.holder.name, local_parameters=loop.holder.local_parameters())
     start = loop.restore(restart)
     every, max_epochs = job.checkpoint_every_steps, job.config["max_epochs"]
     for epoch in range(start.epoch, max_epochs + 1):

@@ -54,6 +54,11 @@ class TorchHyperparameters(_Strict):
         default=EarlyStopping(),
         description="Stop when the validation loss stops improving; null trains every epoch.",
     )
+    strategy: Literal["ddp", "fsdp"] = Field(
+        default="ddp",
+        description="How several ranks hold the model: ddp = a whole copy on each; fsdp = parameters, gradients "
+        "and optimiser state sharded over them (FSDP2), for a model bigger than one worker.",
+    )
 
 
 class SklearnHyperparameters(_Strict):

@@ -23,6 +23,7 @@ import hashlib
 import importlib.metadata
 import json
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -124,26 +125,49 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
-def resolve_world_size(requested: int | str, processes_from_rows: int, train_rows: int, device: str) -> int:
+def mlp_parameters(n_features: int, hidden_sizes: list[int] | tuple[int, ...]) -> int:
+    """Trainable parameters of the MLP (weights and biases), without building it."""
+    widths = [n_features, *hidden_sizes, 1]
+    return sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
+
+
+def resolve_world_size(
+    requested: int | str,
+    processes_from_rows: int,
+    train_rows: int,
+    device: str,
+    parameters: int = 0,
+    processes_from_parameters: int | None = None,
+) -> int:
     """Ranks to train with on this host; an integer is taken as it is.
 
-    ``auto``: on the CPU, one in-process rank at any size: several ranks on one host share its cores and its
-    memory bandwidth, and measured here they never won (``bench/train.py``: two gloo ranks ran the demo MLP at
-    0.33 and a 512-512-256 MLP at 0.58 of twice one rank's samples/s); ranks pay off across hosts, chosen with
-    ``CT_TRAIN_LAUNCHER``. On CUDA, one rank per GPU from ``processes_from_rows`` training rows.
+    ``auto``: below ``processes_from_rows`` training rows, one in-process rank. From there, on CUDA one rank
+    per GPU; on the CPU one rank per core only for a model of at least ``processes_from_parameters``
+    parameters, else still one in-process rank. Measured on 2 cores (``bench/train.py``): two gloo ranks ran the
+    demo MLP (3,000 parameters) at 0.37 of twice one rank's samples/s, so one rank stays 0.87-0.95x plain torch
+    on both cores; a 512-512-256 MLP (400,000) at 0.86, 1.05x plain torch, where one rank on one thread was
+    0.61x. A step of a small model is too short to pay for its all-reduce; a big one's is not.
     """
     if requested != "auto":
         if int(requested) < 1:
             raise ValueError(f"CT_TRAIN_WORLD_SIZE must be auto or at least 1, not {requested}")
         return int(requested)
-    if device != "cuda" or train_rows < processes_from_rows:
+    if train_rows < processes_from_rows:
         return 1
-    import torch
+    if device == "cuda":
+        import torch
 
-    return max(1, torch.cuda.device_count())
+        return max(1, torch.cuda.device_count())
+    if processes_from_parameters is None or parameters < processes_from_parameters:
+        return 1
+    return _cores()
 
 
-def torch_runtime(settings: Settings, train_rows: int) -> dict[str, Any]:
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def torch_runtime(settings: Settings, train_rows: int, parameters: int = 0) -> dict[str, Any]:
     """The torch family's device, world size, DDP backend and launcher for a training split of ``train_rows``.
 
     The world size is part of the identity (a rank's part and the global batch follow from it); the launcher
@@ -153,7 +177,12 @@ def torch_runtime(settings: Settings, train_rows: int) -> dict[str, Any]:
 
     device = resolve_device(settings.train_device)
     local = resolve_world_size(
-        settings.train_world_size, settings.train_processes_from_rows, train_rows, device
+        settings.train_world_size,
+        settings.train_processes_from_rows,
+        train_rows,
+        device,
+        parameters,
+        settings.train_processes_from_parameters,
     )
     world_size = launchers.world_size_of(settings, local)
     if world_size == 1 and settings.train_launcher == "local":
@@ -278,7 +307,7 @@ def train_sklearn(inputs: FitInputs, plan: TrainingPlan, out_dir: Path) -> FitRe
     return FitReport(curves=curves, metrics=metrics)
 
 
-def _no_runtime(settings: Settings, train_rows: int) -> dict[str, Any]:
+def _no_runtime(settings: Settings, train_rows: int, parameters: int) -> dict[str, Any]:
     return {}
 
 
@@ -301,7 +330,7 @@ class Family:
 
     name: str
     fit: Callable[[FitInputs, TrainingPlan, Path], FitReport]
-    runtime: Callable[[Settings, int], dict[str, Any]]  # launch choices that change the result
+    runtime: Callable[[Settings, int, int], dict[str, Any]]  # launch choices that change the result
     libraries: tuple[str, ...]  # distributions whose version is part of the training's identity
     weights: str  # the file ``fit`` writes into the output folder
     requirements: Callable[[], list[str]]  # pip pins of what loading it needs, besides MLflow, pandas, numpy
@@ -332,6 +361,14 @@ def _train_rows(dataset_uri: str, manifest: datasets.Manifest) -> int:
     return datasets.count_rows(storage.split_uri(dataset_uri, "train"))
 
 
+def _parameters(hyperparameters: dict[str, Any], manifest: datasets.Manifest) -> int:
+    """The MLP's parameters for this dataset (0 for a family without hidden layers)."""
+    features = manifest.extra.get("features")
+    if "hidden_sizes" not in hyperparameters or not features:
+        return 0
+    return mlp_parameters(len(features), hyperparameters["hidden_sizes"])
+
+
 def plan_training(
     settings: Settings,
     model_settings: ModelSettings,
@@ -340,11 +377,14 @@ def plan_training(
     manifest: datasets.Manifest,
 ) -> TrainingPlan:
     """Resolve everything that decides the model, before any data is read."""
+    hyperparameters = resolved_hyperparameters(settings, model_settings, spec.name)
     return TrainingPlan(
         family=spec.name,
         dataset_version=str(manifest.extra.get("dataset_version") or manifest.content_hash),
-        hyperparameters=resolved_hyperparameters(settings, model_settings, spec.name),
-        runtime=spec.runtime(settings, _train_rows(dataset_uri, manifest)),
+        hyperparameters=hyperparameters,
+        runtime=spec.runtime(
+            settings, _train_rows(dataset_uri, manifest), _parameters(hyperparameters, manifest)
+        ),
         seed=settings.seed,
         code_version=TRAINING_CODE_VERSION,
         libraries={name: importlib.metadata.version(name) for name in spec.libraries},

@@ -77,14 +77,20 @@ def test_the_dataset_version_falls_back_to_the_content_hash():
     assert _plan(manifest=_manifest("d" * 64, dataset_version="v1")).dataset_version == "v1"
 
 
-def test_world_size_auto_is_one_rank_on_the_cpu_and_one_per_gpu_above_the_threshold(monkeypatch):
+def test_world_size_auto_launches_ranks_for_big_data_on_gpus_or_for_a_big_model_on_cores(monkeypatch):
     import torch
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
-    assert resolve_world_size("auto", 1000, 999, "cpu") == 1
-    assert resolve_world_size("auto", 1000, 10**9, "cpu") == 1  # ranks never won on one CPU host
-    assert resolve_world_size("auto", 1000, 999, "cuda") == 1
-    assert resolve_world_size("auto", 1000, 1000, "cuda") == 4
+    monkeypatch.setattr(training, "_cores", lambda: 6)
+    assert resolve_world_size("auto", 1000, 999, "cpu", 10**6, 1000) == 1  # small data: in-process
+    assert resolve_world_size("auto", 1000, 10**9, "cpu", 999, 1000) == 1  # small model: its steps are short
+    assert resolve_world_size("auto", 1000, 10**9, "cpu", 1000, 1000) == 6
+    assert resolve_world_size("auto", 1000, 999, "cuda", 10**6, 1000) == 1
+    assert resolve_world_size("auto", 1000, 1000, "cuda", 0, 1000) == 4
+    assert (
+        training.mlp_parameters(17, [512, 512, 256])
+        == 17 * 512 + 512 + 512 * 512 + 512 + 512 * 256 + 256 + 257
+    )
     assert resolve_world_size(3, 1000, 10, "cpu") == 3
     assert resolve_world_size(1, 0, 10**9, "cpu") == 1
     with pytest.raises(ValueError, match="at least 1"):
