@@ -1,6 +1,8 @@
 """Checkpoints of one training job, on the data root, that a restarted rank or a retried task resumes from.
 
-A checkpoint is a folder ``checkpoints/e<epoch>-s<step>`` (the position the next step starts from):
+A checkpoint is a folder ``checkpoints/e<epoch>-s<step>-w<world size>-<token>`` (the position the next step
+starts from; the token is drawn by rank 0 for each launch, so a launch never writes into a folder that an earlier
+one's ``latest.json`` may still point to):
 
     state.pt       rank 0: model, optimiser, the best epoch's loss and weights, the curves, the global step
     rank-<r>.pt    every rank: its RNG states and its partial sums of the epoch in progress
@@ -14,6 +16,7 @@ more than epoch and step: each epoch's order of a rank's rows is a function of t
 from __future__ import annotations
 
 import io
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -58,36 +61,52 @@ def _load(uri: str) -> Any:
 
 
 def rng_state() -> dict[str, Any]:
+    """The CPU generator's state and, on a GPU rank, its own device's (not every device's: a restart may land
+    on a host with fewer)."""
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 class Checkpoints:
     """The checkpoints of one job, as rank ``rank`` of ``world_size`` sees them."""
 
-    def __init__(self, job_uri: str, rank: int, world_size: int, barrier: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        job_uri: str,
+        rank: int,
+        world_size: int,
+        barrier: Callable[[], None] | None = None,
+        from_rank0: Callable[[Any], Any] | None = None,
+    ):
+        """``from_rank0(value)`` returns rank 0's ``value`` on every rank (a broadcast; identity for one rank):
+        rank 0 alone reads the pointer and draws the launch's token, so every rank agrees on both even when
+        the data root shows one host an older listing than another."""
         self.root = storage.join(job_uri, "checkpoints")
         self.rank, self.world_size = rank, world_size
         self.barrier = barrier or (lambda: None)
+        share = from_rank0 or (lambda value: value)
+        self.token = share(uuid.uuid4().hex[:8] if rank == 0 else None)
+        self._share = share
 
     def restore(self) -> Restored | None:
         """The last checkpoint, if any. One written by another number of ranks (an elastic launch that lost or
-        gained a node) resumes at the start of its epoch: a rank's part and its place in it follow from the
-        world size, so the epoch's steps so far are not this world's; ``own`` is then None."""
+        gained a node) gives its weights, optimiser and curves, and the epoch's rows start over (a rank's part
+        and its place in it follow from the world size): the rows the epoch had reached are seen twice in it;
+        ``own`` is then None."""
         uri = storage.join(self.root, LATEST)
-        if not storage.exists(uri):
+        pointer = self._share(storage.read_json(uri) if self.rank == 0 and storage.exists(uri) else None)
+        if pointer is None:
             return None
-        pointer = storage.read_json(uri)
         position = Position(pointer["epoch"], pointer["step"])
-        folder = storage.join(self.root, position.folder)
+        folder = storage.join(self.root, pointer["folder"])
         shared = _load(storage.join(folder, "state.pt"))
         if pointer["world_size"] != self.world_size:
             return Restored(
@@ -104,7 +123,8 @@ class Checkpoints:
     ) -> None:
         """Write this rank's part (and on rank 0 the shared state; ``shards(folder)`` is called on every rank,
         for a sharded model's distributed checkpoint), then, once all have, commit the folder."""
-        folder = storage.join(self.root, position.folder)
+        name = f"{position.folder}-w{self.world_size}-{self.token}"
+        folder = storage.join(self.root, name)
         shards(folder)
         if self.rank == 0:
             _save(shared(), storage.join(folder, "state.pt"))
@@ -113,9 +133,14 @@ class Checkpoints:
         if self.rank == 0:
             storage.write_json_atomic(
                 storage.join(self.root, LATEST),
-                {"epoch": position.epoch, "step": position.step, "world_size": self.world_size},
+                {
+                    "epoch": position.epoch,
+                    "step": position.step,
+                    "world_size": self.world_size,
+                    "folder": name,
+                },
             )
-            self._remove_all_but(position.folder)
+            self._remove_all_but(name)
 
     def _remove_all_but(self, keep: str) -> None:
         fs, path = url_to_fs(self.root)

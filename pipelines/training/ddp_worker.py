@@ -107,6 +107,13 @@ def _validation_sum(
     return total
 
 
+def _from_rank0(value: Any) -> Any:
+    """Rank 0's ``value``, on every rank."""
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 class _Loop:
     """One rank's training: its model, optimiser, position and curves, saved to and restored from checkpoints."""
 
@@ -145,7 +152,13 @@ class _Loop:
         self.resumed_from: list[dict[str, int]] = []
         self.samples, self.seconds_before, self.started = 0, 0.0, time.perf_counter()
         self.epoch_seconds: list[float] = []
-        self.checkpoints = Checkpoints(job.uri, rank, world_size, dist.barrier if world_size > 1 else None)
+        self.checkpoints = Checkpoints(
+            job.uri,
+            rank,
+            world_size,
+            dist.barrier if world_size > 1 else None,
+            _from_rank0 if world_size > 1 else None,
+        )
 
     def _zeros(self) -> torch.Tensor:
         return torch.zeros(2, dtype=torch.float64, device=self.device)
@@ -214,7 +227,14 @@ class _Loop:
         """Sum the ranks' training and validation losses, record them; True when training should stop."""
         validation = torch.stack(
             [
-                _validation_sum(self.trained, self.x_val, self.y_val, self.validation_slices),
+                # The bare module under DDP: its wrapper's forward broadcasts buffers, a collective a rank with
+                # no validation rows would skip; a sharded model's forward is one anyway, in equal slices.
+                _validation_sum(
+                    self.trained if self.validation_slices is not None else self.model,
+                    self.x_val,
+                    self.y_val,
+                    self.validation_slices,
+                ),
                 torch.tensor(float(len(self.y_val)), device=self.device, dtype=torch.float64),
             ]
         )
@@ -346,7 +366,8 @@ def _reported(job: Job, reporter: Reporter, rank: int) -> Iterator[None]:
     try:
         yield
     except NonFiniteLossError as error:
-        jobs.write_fatal(job.uri, rank, str(error))
+        if jobs.read_fatal(job.uri) is None:  # the first rank to see it; restarted ranks repeat it
+            jobs.write_fatal(job.uri, rank, str(error))
         reporter("failed", error=str(error), peak_rss_mb=peak_rss_mb(reporter.fields.get("base_rss_mb", 0)))
         raise
     except BaseException as error:

@@ -147,6 +147,11 @@ def launch(command: list[str], timeout_s: float, describe: Callable[[], str] = l
                 f"DDP training did not finish within {timeout_s:.0f}s (CT_TRAIN_TIMEOUT_S); its ranks were "
                 f"stopped.{_ranks(describe)}\nLast output:\n{(output or '')[-4000:]}"
             ) from None
+        except (
+            BaseException
+        ):  # the task itself is stopped (SIGTERM, a KeyboardInterrupt): no rank outlives it
+            _stop_tree(process)
+            raise
     if process.returncode != 0:
         raise TrainingLaunchError(
             f"DDP training failed (exit {process.returncode}).{_ranks(describe)}\n"
@@ -205,7 +210,8 @@ def torchrun_launch(settings: Settings, job: Job) -> Launch:
 def run_torchrun(settings: Settings, job: Job, world_size: int | str) -> str:
     """This host as one node of several: publish the launch for the other hosts' node agents, then join it."""
     plan = torchrun_launch(settings, job)
-    storage.write_json_atomic(launch_pointer_uri(settings), asdict(plan))
+    pointer = launch_pointer_uri(settings)
+    storage.write_json_atomic(pointer, asdict(plan))
     jobs.report_node(job.uri, "task (torchrun launcher)")
     log.info(
         "launched %s: %s node(s) x %d rank(s) meeting at %s; other hosts join with python -m pipelines.training.node",
@@ -215,7 +221,12 @@ def run_torchrun(settings: Settings, job: Job, world_size: int | str) -> str:
         plan.rdzv_endpoint,
     )
     expected_nodes = parse_nnodes(plan.nnodes)[0]
-    return launch(plan.command(), settings.train_timeout_s, _describe(job, world_size, expected_nodes))
+    try:
+        return launch(plan.command(), settings.train_timeout_s, _describe(job, world_size, expected_nodes))
+    finally:  # over, one way or the other: no node agent should join it from now on
+        current = read_launch(settings)
+        if current is not None and current.launch_id == plan.launch_id:
+            storage.remove(pointer)
 
 
 def run_spark(settings: Settings, job: Job, world_size: int) -> str:
@@ -228,11 +239,6 @@ def run_spark(settings: Settings, job: Job, world_size: int) -> str:
     from pipelines.training import ddp_worker
 
     jobs.report_node(job.uri, "task (spark launcher, the driver)")
-    for (
-        name,
-        value,
-    ) in LAUNCH_ENVIRONMENT.items():  # the executors' torchrun inherits the driver's environment
-        os.environ.setdefault(name, value)
     with spark_session(settings, app_name=f"ct-train-{job.uri.rsplit('/', 1)[-1]}") as spark:
         timer = threading.Timer(settings.train_timeout_s, spark.sparkContext.cancelAllJobs)
         timer.start()

@@ -242,7 +242,10 @@ def train_torch(inputs: FitInputs, plan: TrainingPlan, out_dir: Path) -> FitRepo
             log.warning("the training resumed from an earlier attempt's checkpoint: %s", history.resumed_from)
     else:
         job.write()
-        storage.remove(job.path(jobs.FATAL_FILE))  # a failure no restart cures is per attempt
+        # Per attempt: a failure no restart cures, and the reports (an earlier attempt's would name nodes and
+        # ranks that are not in this one).
+        for stale in (jobs.FATAL_FILE, "status", "nodes"):
+            storage.remove(job.path(stale))
         log.info(
             "launching %s DDP ranks with the %s launcher (%s on %s)",
             world_size,
@@ -495,6 +498,21 @@ def _split_rows(dataset_uri: str, manifest: datasets.Manifest) -> dict[str, int]
     return rows
 
 
+def check_world_size(split_rows: dict[str, int], world_size: int | str) -> None:
+    """Every rank needs rows of both splits (an elastic launch: as many as its largest world)."""
+    if isinstance(world_size, int):
+        ranks = world_size
+    else:  # "MIN:MAXxP"
+        nodes, per_node = world_size.split("x")
+        ranks = int(nodes.split(":")[1]) * int(per_node)
+    for split, count in split_rows.items():
+        if count < ranks:
+            raise ValueError(
+                f"the {split} split has {count} rows, fewer than the {ranks} ranks of this training: lower "
+                "CT_TRAIN_WORLD_SIZE (or the nodes), or train on more data"
+            )
+
+
 def _read_arrays(inputs: FitInputs) -> TrainingData:
     """The whole training and validation splits as arrays: for a family that fits in one process."""
     names, label = inputs.features, inputs.contract.label
@@ -554,6 +572,8 @@ def _train_and_log(
     """Fit, validate and log one model under a new MLflow run; return its id."""
     contract = dataset_contract(settings)
     split_rows = _split_rows(dataset_uri, manifest)
+    if spec.name == "torch":
+        check_world_size(split_rows, plan.runtime["world_size"])
     validation = datasets.read_split(dataset_uri, "validation")
     inputs = FitInputs(settings, dataset_uri, manifest, contract, job_uri(settings, context.run_key))
     tags = {

@@ -77,3 +77,13 @@ def test_a_node_agent_joins_a_fresh_launch_once_and_never_a_finished_or_stale_on
     storage.write_json_atomic(launchers.launch_pointer_uri(settings), dataclasses.asdict(launch))
     jobs.write_history(job_uri, jobs.TrainingHistory([1.0], [1.0], 1, 1.0, 1, False))
     assert node.pending(settings, set()) is None  # its result is committed: over
+
+
+def test_a_training_with_more_ranks_than_rows_is_refused_before_it_starts():
+    from pipelines.training.train import check_world_size
+
+    check_world_size({"train": 4, "validation": 2}, 2)
+    with pytest.raises(ValueError, match="validation split has 2 rows, fewer than the 3 ranks"):
+        check_world_size({"train": 4, "validation": 2}, 3)
+    with pytest.raises(ValueError, match="train split has 4 rows, fewer than the 6 ranks"):
+        check_world_size({"train": 4, "validation": 9}, "1:3x2")  # an elastic launch: its largest world
