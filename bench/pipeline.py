@@ -29,8 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -67,19 +65,6 @@ def _seconds(start: dt.datetime, end: dt.datetime) -> float:
 
 
 # ---- the scheduler ---------------------------------------------------------------------------------------
-
-
-def _api_server_ready(airflow: Airflow) -> bool:
-    """The api-server answers its task API and reads the metadata database: its first request to each builds
-    it (seconds, once per api-server process, whoever asks first); a deployment's health check asks them."""
-    try:
-        for path in ("/execution/health", "/api/v2/monitor/health"):
-            with urllib.request.urlopen(f"{airflow.url}{path}", timeout=30) as response:
-                if response.status != 200:
-                    return False
-        return True
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def run_scheduler_day(airflow: Airflow, state: Path, day: str, scenario: str, family: str) -> dict[str, Any]:
@@ -119,7 +104,7 @@ def bench_scheduler(tmp: Path, rows: int, family: str) -> list[dict[str, Any]]:
         started = time.perf_counter()
         airflow.start()
         airflow.wait_for("the retrain DAG to be parsed", lambda: airflow.dag_parsed("retrain"), timeout=600)
-        airflow.wait_for("the api-server", lambda: _api_server_ready(airflow), timeout=300)
+        airflow.wait_for("the api-server", airflow.api_server_ready, timeout=300)
         print(f"  Airflow up in {time.perf_counter() - started:.1f} s (scheduler, workers warm, api-server)")
         _create_stores(airflow.env)
         airflow.unpause("retrain")

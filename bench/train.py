@@ -13,21 +13,32 @@ it). Each run trains a fixed number of epochs without early stopping, in a fresh
 * ``plain torch``: what a user would write: the whole split in one process's memory, shuffled batches, AdamW,
   torch's threads on every core (``torch.set_num_threads(cores)``);
 * ``in-process``, ``torchrun xN``: ``pipelines.training.train.train_torch``, the stage's own fit, through the
-  job folder, its rank parts, checkpoints at every epoch's end and its reports.
+  job folder, its rank parts, checkpoints at every epoch's end and its reports; the in-process rank with the
+  threads the stage gives it (every core for a model of ``CT_TRAIN_PROCESSES_FROM_PARAMETERS`` or more, else one),
+  and, where that is more than one, once more on one thread: the rank the scaling efficiency is measured against.
 
 Printed per run: samples per second of the training loop (every rank's rows, padding included, over rank 0's
 loop time), the launcher's fixed cost (the wall time before and after the loop: starting processes, imports,
 rendezvous, reading the parts, committing), the seconds to reach the target validation loss (the worst of the
-runs' best losses, plus 0.5%, so every run reaches it), the data's peak memory per rank (resident memory at its
-peak over resident memory before reading the parts) against the rank's part of the splits, and the
-scaling efficiency (samples/s at N ranks over N times samples/s at one). Then which launcher ``auto``
-(``CT_TRAIN_WORLD_SIZE``'s default) picks for that size, and its samples/s against plain torch.
+runs' best losses, plus 0.5%, so every run reaches it), the largest rank's peak memory (resident memory at its
+peak over resident memory before reading the parts; on a GPU also its peak allocated device memory) and its part
+of the splits, and the scaling efficiency (samples/s at N ranks over N times samples/s of one rank on one
+thread). Then which launcher ``auto`` (``CT_TRAIN_WORLD_SIZE``'s default) picks for that size, and its samples/s
+against plain torch.
+
+A rank's memory is a fixed part (the pages of torch's and Arrow's code that its first step and first read bring
+in, the model and optimiser, a validation slice's activations, a Parquet row group) plus a part that grows with
+its data. Per model and run kind, the bench prints the growth between the two largest sizes (where the fixed
+buffers are full), in MB per MB of part (the goal's measure), and the fixed rest.
 
 Part 2, the stage: ``pipelines.training.train.train`` on the demo day with real MLflow, cold (a fresh process)
 and warm (a second identity in the same process), per launcher. Goal (issue 13): at most 3 s on the demo day.
 
 Goals (issue 18): efficiency at two ranks at least 0.8 for the wide model; on one host ``auto`` never more than
-10% slower than plain torch on the same cores; no rank's data memory above 1.5 times its part.
+10% slower than plain torch on the same cores; no rank's memory growing by more than 1.5 MB a MB of its part.
+
+On a GPU host (``--device cuda``) the stage trains with nccl and, where the GPU has bfloat16, a bfloat16 forward
+(``precision: auto``); plain torch then runs under the same autocast.
 """
 
 from __future__ import annotations
@@ -52,7 +63,7 @@ MODELS = {
     "demo": {},  # the model settings' defaults
     "wide": {"hidden_sizes": [512, 512, 256], "batch_size": 1024},
 }
-DEFAULT_ROWS = {"demo": [100_000, 1_000_000], "wide": [1_000_000]}
+DEFAULT_ROWS = {"demo": [100_000, 1_000_000, 2_000_000], "wide": [100_000, 1_000_000]}
 TARGET_SLACK = 1.005
 
 
@@ -104,7 +115,7 @@ def dataset(rows_train: int, cache: Path) -> Path:
     return folder
 
 
-def _settings(model: str, world_size: int, epochs: int, device: str):
+def _settings(world_size: int, epochs: int, device: str):
     from pipelines.settings import get_settings
 
     return get_settings(train_world_size=world_size, train_epochs=epochs, train_device=device)
@@ -117,11 +128,15 @@ def _hyperparameters(settings, model: str) -> dict:
     return values | MODELS[model] | {"early_stopping": None}
 
 
-def child_fit(folder: str, model: str, world_size: int, epochs: int, device: str, workdir: str) -> dict:
-    """Inside a fresh process: the stage's fit (``train_torch``) for a fixed number of epochs."""
+def child_fit(
+    folder: str, model: str, world_size: int, epochs: int, device: str, workdir: str, threads: str = "auto"
+) -> dict:
+    """Inside a fresh process: the stage's fit (``train_torch``) for a fixed number of epochs; ``threads``, when
+    not ``auto``, overrides the in-process rank's threads (the one-thread rank efficiency is measured against)."""
     from pipelines.data import datasets
     from pipelines.data.contract import load_contract
     from pipelines.training import job as jobs
+    from pipelines.training import train as training
     from pipelines.training.train import (
         TRAINING_CODE_VERSION,
         FitInputs,
@@ -130,14 +145,21 @@ def child_fit(folder: str, model: str, world_size: int, epochs: int, device: str
         train_torch,
     )
 
-    settings = _settings(model, world_size, epochs, device)
+    if threads != "auto":
+        training._threads_per_rank = lambda *args: int(threads)  # type: ignore[assignment]
+
+    settings = _settings(world_size, epochs, device)
     manifest = datasets.read_manifest(folder)
     contract = load_contract(ROOT / "include" / "contracts" / "transactions.yaml")
     plan = TrainingPlan(
         family="torch",
         dataset_version=manifest.extra["dataset_version"],
         hyperparameters=_hyperparameters(settings, model),
-        runtime=torch_runtime(settings, manifest.extra["split_rows"]["train"]),
+        runtime=torch_runtime(
+            settings,
+            manifest.extra["split_rows"]["train"],
+            precision=_hyperparameters(settings, model)["precision"],
+        ),
         seed=settings.seed,
         code_version=TRAINING_CODE_VERSION,
         libraries={},
@@ -152,14 +174,21 @@ def child_fit(folder: str, model: str, world_size: int, epochs: int, device: str
     history = jobs.read_history(job_uri)
     assert history is not None
     ranks = jobs.read_statuses(job_uri)
+    job = jobs.Job.read(job_uri)
     return {
+        "threads": job.threads_per_rank or max(1, len(os.sched_getaffinity(0)) // world_size),
         "wall": wall,
         "loop": history.fit_seconds,
         "samples": history.samples,
         "val_loss": history.val_loss,
         "epoch_seconds": history.epoch_seconds,
         "ranks": [
-            {"data_mb": r["peak_rss_mb"] - r["base_rss_mb"], "part_mb": r["part_mb"]} for r in ranks.values()
+            {
+                "data_mb": r["peak_rss_mb"] - r["base_rss_mb"],
+                "part_mb": r["part_mb"],
+                "device_mb": r.get("peak_device_mb"),
+            }
+            for r in ranks.values()
         ],
         "world_size": plan.runtime["world_size"],
     }
@@ -175,9 +204,11 @@ def child_plain(folder: str, model: str, epochs: int, device: str) -> dict:
     from pipelines.data import datasets
     from pipelines.data.contract import load_contract
     from pipelines.model.mlp import ChurnMLP
+    from pipelines.training.train import resolve_compute_dtype
 
-    settings = _settings(model, 1, epochs, device)
+    settings = _settings(1, epochs, device)
     config = _hyperparameters(settings, model)
+    bf16 = resolve_compute_dtype(config["precision"], device) == "bfloat16"  # as the stage would
     manifest = datasets.read_manifest(folder)
     moments = manifest.extra["train_moments"]
     names = moments["features"]
@@ -191,9 +222,11 @@ def child_plain(folder: str, model: str, epochs: int, device: str) -> dict:
     base = psutil.Process().memory_info().rss / 2**20
     train = pd.read_parquet(Path(folder) / "split=train")
     validation = pd.read_parquet(Path(folder) / "split=validation")
-    x = torch.from_numpy(train[names].to_numpy("float32")).to(device)
+    # Row-major, as torch.tensor(frame.values) would give: pandas hands out a column-major array, whose rows a
+    # batch would gather from as many places as there are features.
+    x = torch.from_numpy(np.ascontiguousarray(train[names].to_numpy("float32"))).to(device)
     y = torch.from_numpy(train[label].to_numpy("float32")).to(device)
-    x_val = torch.from_numpy(validation[names].to_numpy("float32")).to(device)
+    x_val = torch.from_numpy(np.ascontiguousarray(validation[names].to_numpy("float32"))).to(device)
     y_val = torch.from_numpy(validation[label].to_numpy("float32")).to(device)
     del train, validation
     model_ = ChurnMLP(len(names), tuple(config["hidden_sizes"]), config["dropout"])
@@ -210,13 +243,16 @@ def child_plain(folder: str, model: str, epochs: int, device: str) -> dict:
         for start in range(0, len(order), batch):
             rows = order[start : start + batch]
             optimiser.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(model_(x[rows]), y[rows])
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+                logits = model_(x[rows])
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y[rows])
             loss.backward()
             optimiser.step()
             samples += len(rows)
         model_.eval()
-        with torch.no_grad():
-            losses.append(float(torch.nn.functional.binary_cross_entropy_with_logits(model_(x_val), y_val)))
+        with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            logits = model_(x_val)
+        losses.append(float(torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y_val)))
         times.append(time.perf_counter() - started)
     loop = time.perf_counter() - started
     peak = peak_rss_mb(base)
@@ -227,9 +263,16 @@ def child_plain(folder: str, model: str, epochs: int, device: str) -> dict:
         "samples": samples,
         "val_loss": losses,
         "epoch_seconds": times,
-        "ranks": [{"data_mb": peak - base, "part_mb": part_mb}],
+        "ranks": [
+            {
+                "data_mb": peak - base,
+                "part_mb": part_mb,
+                "device_mb": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None,
+            }
+        ],
         "world_size": 1,
         "threads": cores,
+        "plain": True,
     }
 
 
@@ -267,71 +310,128 @@ def _to_target(result: dict, target: float) -> float | None:
     return None
 
 
-def bench_fits(
-    models: list[str], rows: dict[str, list[int]], ranks: list[int], epochs: int, device: str, workdir: Path
-) -> list[str]:
+def _fits(
+    folder: str, model: str, ranks: list[int], epochs: int, device: str, workdir: Path
+) -> dict[str, dict]:
+    """Plain torch, the in-process rank (its own threads), one rank on one thread when that differs (the unit
+    of the scaling efficiency), and torchrun with each number of ranks."""
+
+    def fit(world_size: int, threads: str = "auto") -> dict:
+        return run_child("fit", folder, model, str(world_size), str(epochs), device, str(workdir), threads)
+
+    results = {"plain torch": run_child("plain", folder, model, str(epochs), device)}
+    results["in-process"] = fit(1)
+    if results["in-process"]["threads"] != 1:
+        results["one thread"] = fit(1, "1")
+    for world_size in ranks:
+        results[f"torchrun x{world_size}"] = fit(world_size)
+    return results
+
+
+def _rate(result: dict) -> float:
+    return result["samples"] / result["loop"]
+
+
+def _auto_line(
+    model: str, size: int, folder: str, results: dict, ranks: list[int], device: str
+) -> str | None:
     from pipelines.data import datasets
     from pipelines.settings import get_settings
     from pipelines.training.train import mlp_parameters, resolve_world_size
 
+    defaults = get_settings()
+    hidden = _hyperparameters(defaults, model)["hidden_sizes"]
+    n_features = len(datasets.read_manifest(folder).extra["train_moments"]["features"])
+    auto = resolve_world_size(
+        "auto",
+        defaults.train_processes_from_rows,
+        size,
+        device,
+        mlp_parameters(n_features, hidden),
+        defaults.train_processes_from_parameters,
+    )
+    auto_name = "in-process" if auto == 1 else f"torchrun x{auto}"
+    if auto_name not in results:
+        return None
+    plain = _rate(results["plain torch"])
+    line = (
+        f"{model} {size:,} rows: auto picks {auto_name}, {_rate(results[auto_name]) / plain:.2f}x plain torch's "
+        "samples/s (goal >= 0.90)"
+    )
+    one = _rate(results.get("one thread", results["in-process"]))
+    if ranks and f"torchrun x{ranks[0]}" in results:
+        line += f"; efficiency at {ranks[0]} ranks {_rate(results[f'torchrun x{ranks[0]}']) / (ranks[0] * one):.2f}"
+    return line
+
+
+def _memory_slopes(by_size: dict[int, dict[str, dict]]) -> dict[str, tuple[float, float]]:
+    """Per run kind, what one more MB of a rank's part costs it (its largest rank's memory between the two
+    largest sizes, where the fixed buffers are full: a validation slice, a Parquet row group), and the fixed rest."""
+    if len(by_size) < 2:
+        return {}
+    low, high = sorted(by_size)[-2:]
+    slopes = {}
+    for name in [n for n in by_size[high] if n in by_size[low]]:
+        a = max(by_size[low][name]["ranks"], key=lambda r: r["part_mb"])
+        b = max(by_size[high][name]["ranks"], key=lambda r: r["part_mb"])
+        slope = (b["data_mb"] - a["data_mb"]) / (b["part_mb"] - a["part_mb"])
+        slopes[name] = (slope, b["data_mb"] - slope * b["part_mb"])
+    return slopes
+
+
+def bench_fits(
+    models: list[str], rows: dict[str, list[int]], ranks: list[int], epochs: int, device: str, workdir: Path
+) -> list[str]:
     print(
-        f"# the fit: {epochs} epochs, no early stopping, a fresh process per run; data MB: peak resident over resident before reading"
+        f"# the fit: {epochs} epochs, no early stopping, a fresh process per run; MB/rank: peak resident over "
+        "resident before reading (the largest rank's); efficiency: against one rank on one thread"
     )
     header = (
-        f"{'model':<6}{'train rows':>11}  {'launcher':<18}{'samples/s':>11}{'loop s':>8}{'fixed s':>8}"
-        f"{'to target':>10}{'data MB/rank':>13}{'part MB':>8}{'efficiency':>11}"
+        f"{'model':<6}{'train rows':>11}  {'launcher':<20}{'samples/s':>11}{'loop s':>8}{'fixed s':>8}"
+        f"{'to target':>10}{'MB/rank':>8}{'part MB':>8}{'efficiency':>11}"
+        + (f"{'GPU MB':>8}" if device == "cuda" else "")
     )
     print(header)
-    summary = []
-    defaults = get_settings()
+    summary, slopes = [], []
     for model in models:
+        by_size = {}
         for size in rows[model]:
             folder = str(dataset(size, workdir))
-            results = {"plain torch": run_child("plain", folder, model, str(epochs), device)}
-            for world_size in [1, *ranks]:
-                name = "in-process" if world_size == 1 else f"torchrun x{world_size}"
-                results[name] = run_child(
-                    "fit", folder, model, str(world_size), str(epochs), device, str(workdir)
-                )
+            results = by_size[size] = _fits(folder, model, ranks, epochs, device, workdir)
             target = max(min(r["val_loss"]) for r in results.values()) * TARGET_SLACK
-            one = results["in-process"]["samples"] / results["in-process"]["loop"]
+            one = _rate(results.get("one thread", results["in-process"]))
             for name, result in results.items():
-                rate = result["samples"] / result["loop"]
-                world = result["world_size"]
-                efficiency = f"{rate / (world * one):>11.2f}" if name != "plain torch" else f"{'':>11}"
+                rate = _rate(result)
+                efficiency = (
+                    f"{rate / (result['world_size'] * one):>11.2f}" if "plain" not in result else f"{'':>11}"
+                )
                 reached = _to_target(result, target)
-                worst = max(result["ranks"], key=lambda r: r["data_mb"] / max(r["part_mb"], 1e-9))
-                label = name + (f" ({result['threads']} thr)" if "threads" in result else "")
+                worst = max(result["ranks"], key=lambda r: r["part_mb"])
+                label = f"{name} ({result['threads']} thr)" if name != "one thread" else "in-process (1 thr)"
+                gpu = f"{worst['device_mb'] or 0:>8.0f}" if device == "cuda" else ""
                 print(
-                    f"{model:<6}{size:>11,}  {label:<18}{rate:>11,.0f}{result['loop']:>8.1f}"
+                    f"{model:<6}{size:>11,}  {label:<20}{rate:>11,.0f}{result['loop']:>8.1f}"
                     f"{result['wall'] - result['loop']:>8.1f}"
                     f"{(f'{reached:.1f}' if reached is not None else '-'):>10}"
-                    f"{worst['data_mb']:>13.0f}{worst['part_mb']:>8.0f}{efficiency}",
+                    f"{worst['data_mb']:>8.0f}{worst['part_mb']:>8.0f}{efficiency}{gpu}",
                     flush=True,
                 )
-            hidden = _hyperparameters(defaults, model)["hidden_sizes"]
-            n_features = len(datasets.read_manifest(folder).extra["train_moments"]["features"])
-            auto = resolve_world_size(
-                "auto",
-                defaults.train_processes_from_rows,
-                size,
-                device,
-                mlp_parameters(n_features, hidden),
-                defaults.train_processes_from_parameters,
-            )
-            auto_name = "in-process" if auto == 1 else f"torchrun x{auto}"
-            plain = results["plain torch"]["samples"] / results["plain torch"]["loop"]
-            if auto_name in results:
-                auto_rate = results[auto_name]["samples"] / results[auto_name]["loop"]
-                line = (
-                    f"{model} {size:,} rows: auto picks {auto_name}, {auto_rate / plain:.2f}x plain torch's "
-                    f"samples/s (goal >= 0.90)"
-                )
-                if len(ranks) and f"torchrun x{ranks[0]}" in results:
-                    two = results[f"torchrun x{ranks[0]}"]
-                    line += f"; efficiency at {ranks[0]} ranks {two['samples'] / two['loop'] / (ranks[0] * one):.2f}"
+            if line := _auto_line(model, size, folder, results, ranks, device):
                 summary.append(line)
                 print(f"# {line}")
+        low, high = sorted(by_size)[-2:] if len(by_size) > 1 else (0, 0)
+        for name, (slope, fixed) in _memory_slopes(by_size).items():
+            goal = name != "plain torch"
+            print(
+                f"# memory: {model} {name}: {slope:.2f} MB a MB of part, {fixed:.0f} MB fixed ({low:,} to "
+                f"{high:,} rows)" + (" (goal <= 1.5)" if goal else "")
+            )
+            if goal:
+                slopes.append(slope)
+    if slopes:
+        summary.append(
+            f"a rank's memory grows by at most {max(slopes):.2f} MB a MB of its part (goal <= 1.5)"
+        )
     return summary
 
 
@@ -373,7 +473,9 @@ def main() -> None:
     if args.child:
         kind, *rest = args.child
         if kind == "fit":
-            print(json.dumps(child_fit(rest[0], rest[1], int(rest[2]), int(rest[3]), rest[4], rest[5])))
+            print(
+                json.dumps(child_fit(rest[0], rest[1], int(rest[2]), int(rest[3]), rest[4], rest[5], rest[6]))
+            )
         elif kind == "plain":
             print(json.dumps(child_plain(rest[0], rest[1], int(rest[2]), rest[3])))
         else:

@@ -150,8 +150,8 @@ class Settings(BaseSettings):
         default=100_000,
         ge=0,
         description="MLP parameters from which world size auto runs one rank per core on the CPU (with at least "
-        "CT_TRAIN_PROCESSES_FROM_ROWS training rows): a smaller model's step is too short to pay for its "
-        "all-reduce.",
+        "CT_TRAIN_PROCESSES_FROM_ROWS training rows; below that, one in-process rank on every core's threads): a "
+        "smaller model's step is too short to pay for its all-reduce or for threads, and trains on one thread.",
     )
     train_device: Device = Field(default="auto", description="Torch device; auto picks cuda when present.")
     train_epochs: int | None = Field(

@@ -11,13 +11,14 @@ import contextlib
 import json
 import os
 import shlex
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from tests.net import answers, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
@@ -37,12 +38,6 @@ def _embedded_environment(home: Path) -> dict[str, str]:
     return dict(item.split("=", 1) for item in done.stdout.decode().split("\0") if "=" in item)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Airflow:
     """``airflow standalone`` started in ``home``; :meth:`stop` ends it and every process it started."""
 
@@ -50,7 +45,7 @@ class Airflow:
         """``database_url``: an empty PostgreSQL database's SQLAlchemy URL (the suite's ``postgres`` fixture);
         ``extra_env`` is added to the environment and wins over the settings below."""
         self.home = home
-        self.port = _free_port()
+        self.port = free_port()
         self.database_url = database_url.replace("postgresql://", "postgresql+psycopg://", 1)
         # The embedded stack's own environment (scripts/env.sh, what `make airflow` runs: its executor with warm
         # workers and its scheduler settings), then this instance's home, database and port.
@@ -98,6 +93,11 @@ class Airflow:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+
+    def api_server_ready(self) -> bool:
+        """The api-server answers its task API and its REST API, which reads the metadata database: its first
+        request to each builds it (seconds, once per api-server process, whoever asks first)."""
+        return all(answers(f"{self.url}{path}") for path in ("/execution/health", "/api/v2/monitor/health"))
 
     def stop(self) -> None:
         """End standalone and every process under it (its services start their own workers and sessions)."""

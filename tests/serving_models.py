@@ -7,7 +7,6 @@ sha256 manifest of its files), so serving loads them through the same verified p
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ import mlflow
 from pipelines.model.classifier import ChurnClassifier
 from pipelines.release import integrity, tracking
 from pipelines.settings import Settings
+from tests.net import free_port
 
 SLOW_MODULE = '''
 import time
@@ -90,12 +90,6 @@ def slow_model(tmp: Path, artifacts: dict[str, str], delay_s: float):
         return slow.SlowChurnClassifier(), artifacts | {"delay": str(tmp / "delay.txt")}, [str(module)]
     finally:
         sys.path.remove(str(tmp))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class ServerProcess:

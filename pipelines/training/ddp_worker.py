@@ -19,6 +19,7 @@ same module runs on one host or many. Usage:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 import os
@@ -31,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import torch
 import torch.distributed as dist
 
@@ -54,7 +54,9 @@ def epoch_order(rows: int, per_rank: int, epoch: int, seed: int, rank: int) -> t
         raise ValueError(f"rank {rank} has no training rows: the training split has fewer rows than ranks")
     generator = torch.Generator()
     generator.manual_seed(int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0]))
-    order = torch.randperm(rows, generator=generator)
+    # int32 (the same permutation as int64's) where it fits: 4 bytes a row of the part, not 8
+    dtype = torch.int32 if per_rank < 2**31 else torch.int64
+    order = torch.randperm(rows, generator=generator, dtype=dtype)
     while len(order) < per_rank:
         order = torch.cat([order, order[: per_rank - len(order)]])
     return order
@@ -87,22 +89,35 @@ class _BestWeights:
         self.loss, self.epoch, self.state = saved["loss"], saved["epoch"], saved["state"]
 
 
-VALIDATION_BATCH_ROWS = 65_536  # scored in slices: a whole part's activations at once would double its memory
+VALIDATION_SLICE_VALUES = 2**19  # a validation slice's widest activation: 2 MB of float32
+
+
+def validation_slice_rows(widths: list[int]) -> int:
+    """Rows per validation slice for an MLP whose layers have ``widths``: its widest activation stays near 2 MB
+    (scoring a whole part at once would cost a 512-wide model eight times its part, and 65,536-row slices 130 MB)."""
+    return max(256, VALIDATION_SLICE_VALUES // max(widths))
 
 
 def _validation_sum(
-    model: torch.nn.Module, features: torch.Tensor, labels: torch.Tensor, slices: int | None = None
+    model: torch.nn.Module,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    rows: int,
+    autocast: Callable[[], Any],
+    slices: int | None = None,
 ) -> torch.Tensor:
-    """The summed loss over a part, in slices (``slices``: how many, the same on every rank of a sharded
-    model, whose every forward is a collective)."""
+    """The summed loss over a part, ``rows`` at a time (``slices``: how many, the same on every rank of a
+    sharded model, whose every forward is a collective)."""
     model.eval()
     total = torch.zeros((), device=labels.device, dtype=torch.float64)
-    count = slices if slices is not None else math.ceil(len(labels) / VALIDATION_BATCH_ROWS)
+    count = slices if slices is not None else math.ceil(len(labels) / rows)
     with torch.no_grad():
-        for start in range(0, count * VALIDATION_BATCH_ROWS, VALIDATION_BATCH_ROWS):
-            part = slice(start, start + VALIDATION_BATCH_ROWS)
+        for start in range(0, count * rows, rows):
+            part = slice(start, start + rows)
+            with autocast():
+                logits = model(features[part])
             total += torch.nn.functional.binary_cross_entropy_with_logits(
-                model(features[part]), labels[part], reduction="sum"
+                logits.float(), labels[part], reduction="sum"
             ).double()
     return total
 
@@ -131,13 +146,15 @@ class _Loop:
         self.model = model.to(device)
         self.holder = strategies.holder(config.get("strategy", "ddp"), self.model, world_size, device)
         self.trained = self.holder.trained
+        self.dtype = getattr(torch, config.get("compute_dtype", "float32"))
+        self.validation_rows = validation_slice_rows([len(job.features), *config["hidden_sizes"]])
         self.validation_slices: int | None = None
         if isinstance(
             self.holder, strategies.Sharded
         ):  # every rank scores as many slices as the longest part
             longest = torch.tensor([len(self.y_val)], device=device)
             dist.all_reduce(longest, op=dist.ReduceOp.MAX)
-            self.validation_slices = math.ceil(int(longest) / VALIDATION_BATCH_ROWS)
+            self.validation_slices = math.ceil(int(longest) / self.validation_rows)
         self.optimiser = torch.optim.AdamW(
             self.trained.parameters(), lr=config["learning_rate"], weight_decay=config["weight_decay"]
         )
@@ -147,7 +164,7 @@ class _Loop:
         self.best = _BestWeights(config["early_stopping"])
         self.train_curve: list[float] = []
         self.val_curve: list[float] = []
-        self.sums = self._zeros()  # this epoch's loss sum and rows on this rank, so far
+        self.loss_sum, self.rows_seen = 0.0, 0  # this epoch's summed training loss and rows on this rank
         self.global_step = 0
         self.resumed_from: list[dict[str, int]] = []
         self.samples, self.seconds_before, self.started = 0, 0.0, time.perf_counter()
@@ -160,8 +177,12 @@ class _Loop:
             _from_rank0 if world_size > 1 else None,
         )
 
-    def _zeros(self) -> torch.Tensor:
-        return torch.zeros(2, dtype=torch.float64, device=self.device)
+    def autocast(self) -> Any:
+        """The forward's precision: bfloat16 under autocast when the job says so (the weights stay float32);
+        else nothing to enter (a disabled autocast costs about 1% of a small MLP's step)."""
+        if self.dtype != torch.bfloat16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16)
 
     def restore(self, restart: int) -> Position:
         """Resume from the job's last checkpoint, if it has one; the position to start from."""
@@ -184,7 +205,7 @@ class _Loop:
             resume["from_world_size"] = int(restored.from_world_size or 0)
         else:
             set_rng_state(restored.own["rng"])
-            self.sums = restored.own["sums"].to(self.device)
+            self.loss_sum, self.rows_seen = float(restored.own["sums"][0]), int(restored.own["sums"][1])
         self.resumed_from = [*shared["resumed_from"], resume]
         return position
 
@@ -202,25 +223,29 @@ class _Loop:
                 "fit_seconds": self.fit_seconds,
                 "epoch_seconds": self.epoch_seconds,
             },
-            own={"rng": rng_state(), "sums": self.sums.cpu()},
+            own={
+                "rng": rng_state(),
+                "sums": torch.tensor([self.loss_sum, self.rows_seen], dtype=torch.float64),
+            },
             shards=lambda folder: self.holder.save_shards(folder, self.optimiser),
         )
 
     def step(self, epoch: int, step: int, batch: torch.Tensor) -> None:
         self.optimiser.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(
-            self.trained(self.x[batch]), self.y[batch]
-        )
-        if not torch.isfinite(loss):
+        with self.autocast():
+            logits = self.trained(self.x[batch])
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), self.y[batch])
+        value = loss.item()  # one read a step serves the non-finite check and the epoch's sum
+        if not math.isfinite(value):
             raise NonFiniteLossError(
-                f"the training loss is {float(loss.detach())} at epoch {epoch}, batch {step + 1} of "
-                f"{self.steps} (rank {self.rank}): training stopped and no model is logged; lower the learning "
-                "rate or look for extreme feature values"
+                f"the training loss is {value} at epoch {epoch}, batch {step + 1} of {self.steps} (rank "
+                f"{self.rank}): training stopped and no model is logged; lower the learning rate or look for "
+                "extreme feature values"
             )
         loss.backward()
         self.optimiser.step()
-        self.sums[0] += loss.detach().double() * len(batch)
-        self.sums[1] += len(batch)
+        self.loss_sum += value * len(batch)
+        self.rows_seen += len(batch)
         self.global_step += 1
 
     def end_epoch(self, epoch: int) -> bool:
@@ -233,19 +258,22 @@ class _Loop:
                     self.trained if self.validation_slices is not None else self.model,
                     self.x_val,
                     self.y_val,
+                    self.validation_rows,
+                    self.autocast,
                     self.validation_slices,
                 ),
                 torch.tensor(float(len(self.y_val)), device=self.device, dtype=torch.float64),
             ]
         )
-        totals = torch.cat([self.sums, validation])
+        sums = torch.tensor([self.loss_sum, self.rows_seen], dtype=torch.float64, device=self.device)
+        totals = torch.cat([sums, validation])
         if self.world_size > 1:
             dist.all_reduce(totals)  # every rank gets the same sums, so every rank stops at the same epoch
         self.train_curve.append(float(totals[0] / totals[1]))
         self.val_curve.append(float(totals[2] / totals[3]))
         self.samples += int(totals[1])
         self.epoch_seconds.append(self.fit_seconds)
-        self.sums = self._zeros()
+        self.loss_sum, self.rows_seen = 0.0, 0
         return self.best.update(epoch, self.val_curve[-1], self.holder.full_state)
 
     @property
@@ -297,6 +325,7 @@ def fit(
             if every and loop.global_step % every == 0 and step + 1 < loop.steps:
                 loop.save(Position(epoch, step + 1))
                 report("training", epoch=epoch, step=step + 1)
+        del order  # before the next epoch draws its own, so that two are never held at once
         if loop.end_epoch(epoch) or epoch == max_epochs:
             break
         loop.save(Position(epoch + 1, 0))
@@ -360,6 +389,14 @@ def _high_water_mb() -> float:
     return max(peak_kib / 1024, _rss_mb())
 
 
+def _peaks(reporter: Reporter) -> dict[str, float]:
+    """The rank's peak resident memory, and its GPU's peak allocated memory when it used one."""
+    peaks = {"peak_rss_mb": peak_rss_mb(reporter.fields.get("base_rss_mb", 0))}
+    if torch.cuda.is_initialized():
+        peaks["peak_device_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return peaks
+
+
 @contextmanager
 def _reported(job: Job, reporter: Reporter, rank: int) -> Iterator[None]:
     """Report how the rank ends; a non-finite loss also marks the job so that restarted ranks stop at once."""
@@ -368,16 +405,12 @@ def _reported(job: Job, reporter: Reporter, rank: int) -> Iterator[None]:
     except NonFiniteLossError as error:
         if jobs.read_fatal(job.uri) is None:  # the first rank to see it; restarted ranks repeat it
             jobs.write_fatal(job.uri, rank, str(error))
-        reporter("failed", error=str(error), peak_rss_mb=peak_rss_mb(reporter.fields.get("base_rss_mb", 0)))
+        reporter("failed", error=str(error), **_peaks(reporter))
         raise
     except BaseException as error:
-        reporter(
-            "failed",
-            error=f"{type(error).__name__}: {error}",
-            peak_rss_mb=peak_rss_mb(reporter.fields.get("base_rss_mb", 0)),
-        )
+        reporter("failed", error=f"{type(error).__name__}: {error}", **_peaks(reporter))
         raise
-    reporter("done", peak_rss_mb=peak_rss_mb(reporter.fields.get("base_rss_mb", 0)))
+    reporter("done", **_peaks(reporter))
 
 
 def _read_reported(
@@ -386,9 +419,10 @@ def _read_reported(
     """Read this rank's parts, reporting the resident memory before and the parts' size (the memory goal:
     a rank's data costs its part, not the split)."""
     reset_peak_rss()
+    if torch.cuda.is_initialized():  # a warm process's earlier training is not this rank's
+        torch.cuda.reset_peak_memory_stats()
     reporter("reading", base_rss_mb=_rss_mb())
     train, validation = read_parts(job, rank, world_size)
-    pa.default_memory_pool().release_unused()  # Arrow's pool keeps the freed batches otherwise
     size = sum(a.nbytes for a in (train.x, train.y, validation.x, validation.y))
     reporter("reading", part_mb=size / 2**20, part_rows=len(train))
     return train, validation
@@ -404,9 +438,10 @@ def run_in_process(job: Job) -> TrainingHistory:
     reporter = Reporter(job.uri, 0)
     with _reported(job, reporter, 0):
         train, validation = _read_reported(job, reporter, 0, 1)
-        # One thread: the MLP's matrices are too small for intra-op threads to pay, and on a busy machine
-        # their spin-waits make a step 10-40x slower (measured: 1 ms a step on one thread, 12-50 ms on two).
-        with torch.random.fork_rng(devices=gpus), _threads(1):
+        # The job's threads: one for a small MLP, whose matrices are too small for intra-op threads to pay and
+        # whose steps their spin-waits make 10-40x slower on a busy machine (measured: 1 ms a step on one
+        # thread, 12-50 ms on two); every core for a big one (train._threads_per_rank).
+        with torch.random.fork_rng(devices=gpus), _threads(job.threads_per_rank or 1):
             weights, history = fit(train, validation, job, 0, 1, device, reporter)
         commit(job, weights, history)
     return history

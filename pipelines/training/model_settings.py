@@ -59,6 +59,11 @@ class TorchHyperparameters(_Strict):
         description="How several ranks hold the model: ddp = a whole copy on each; fsdp = parameters, gradients "
         "and optimiser state sharded over them (FSDP2), for a model bigger than one worker.",
     )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto",
+        description="The forward's dtype: auto = bfloat16 (autocast) on a GPU that supports it, float32 "
+        "elsewhere; bf16 asks for it on any device; fp32 never. Weights and the logged model stay float32.",
+    )
 
 
 class SklearnHyperparameters(_Strict):

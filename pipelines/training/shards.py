@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
@@ -87,24 +88,35 @@ def read(
     y = np.empty(rows, dtype=np.float32)
     filled = 0
     for piece in pieces:
-        fs, path = url_to_fs(piece.group.uri)
-        with fs.open(path, "rb") as fh:
-            batches = pq.ParquetFile(fh).iter_batches(
-                batch_size=batch_rows, row_groups=[piece.group.index], columns=[*features, label]
-            )
-            seen = 0
-            for batch in batches:
-                low, high = max(piece.start, seen), min(piece.stop, seen + batch.num_rows)
-                seen += batch.num_rows
-                if low >= high:
-                    continue
-                part = batch.slice(low - (seen - batch.num_rows), high - low)
-                for column, name in enumerate(features):
-                    x[filled : filled + len(part), column] = part.column(name).to_numpy(zero_copy_only=False)
-                y[filled : filled + len(part)] = part.column(label).to_numpy(zero_copy_only=False)
-                filled += len(part)
-                if seen >= piece.stop:
-                    break
+        filled = _fill(piece, features, label, x, y, filled, batch_rows)
+        # Arrow's pool keeps a row group's freed buffers otherwise, and more with every row group (measured:
+        # 1.25 MB a MB of part at the peak without this, 1.1 with it)
+        pa.default_memory_pool().release_unused()
     if filled != rows:  # the footers promised other row counts than the data holds
         raise RuntimeError(f"read {filled} rows of {split_uri} where its Parquet footers promised {rows}")
     return Shard(x, y)
+
+
+def _fill(
+    piece: Piece, features: list[str], label: str, x: np.ndarray, y: np.ndarray, filled: int, batch_rows: int
+) -> int:
+    """Copy a piece's rows into ``x`` and ``y`` from row ``filled`` on; the next free row."""
+    fs, path = url_to_fs(piece.group.uri)
+    with fs.open(path, "rb") as fh:
+        batches = pq.ParquetFile(fh).iter_batches(
+            batch_size=batch_rows, row_groups=[piece.group.index], columns=[*features, label]
+        )
+        seen = 0
+        for batch in batches:
+            low, high = max(piece.start, seen), min(piece.stop, seen + batch.num_rows)
+            seen += batch.num_rows
+            if low >= high:
+                continue
+            part = batch.slice(low - (seen - batch.num_rows), high - low)
+            for column, name in enumerate(features):
+                x[filled : filled + len(part), column] = part.column(name).to_numpy(zero_copy_only=False)
+            y[filled : filled + len(part)] = part.column(label).to_numpy(zero_copy_only=False)
+            filled += len(part)
+            if seen >= piece.stop:
+                break
+    return filled

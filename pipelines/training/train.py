@@ -4,7 +4,8 @@ The hyperparameters come from the dataset's model settings file (:mod:`pipelines
 The torch family trains in this process when the training split is small (``CT_TRAIN_WORLD_SIZE=auto``,
 below ``CT_TRAIN_PROCESSES_FROM_ROWS`` rows) and otherwise spawns ``world_size`` ranks with torchrun that
 rendezvous over TCP on loopback (gloo on the CPU, nccl when every rank has its own GPU); each reads and trains
-on its own part of the split and DDP averages the gradients. Both stop early on the validation split's loss.
+on its own part of the split and DDP averages the gradients. On a GPU with bfloat16 the forward runs under
+autocast in bfloat16 (the model settings' ``precision``). Both stop early on the validation split's loss.
 The driver never reads the training split: it writes a job folder on the data root
 (:mod:`pipelines.training.job`) that the ranks read, report to, checkpoint in and commit their result to; a
 restarted rank or a retried task resumes there from the last checkpoint.
@@ -24,6 +25,8 @@ import importlib.metadata
 import json
 import logging
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -60,7 +63,8 @@ log = logging.getLogger(__name__)
 # Bump when a change to this package changes what a model learns from the same data and settings: every
 # training identity changes with it, so a retry after an upgrade trains again instead of reusing the old run.
 # 3: ranks read their own parts of the split and scale with the prepare stage's moments.
-TRAINING_CODE_VERSION = "3"
+# 4: validation in slices sized by the model's width; the forward's dtype (precision) in the runtime.
+TRAINING_CODE_VERSION = "4"
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,8 @@ class TrainingPlan:
     family: str
     dataset_version: str
     hyperparameters: dict[str, Any]
-    runtime: dict[str, Any]  # torch: world size, device, backend (a DDP result depends on them); sklearn: {}
+    # torch: world size, device, backend and the forward's dtype (a DDP result depends on them); sklearn: {}
+    runtime: dict[str, Any]
     seed: int
     code_version: str
     libraries: dict[str, str]
@@ -123,6 +128,50 @@ def resolve_device(requested: str) -> str:
     if requested == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("CT_TRAIN_DEVICE=cuda but torch sees no CUDA device")
     return requested
+
+
+def _gpu_has_bf16(in_this_process: bool) -> bool:
+    """Whether this host's GPU computes in bfloat16 natively (Ampere and later; torch's emulation on older GPUs
+    does not count). Asked in a child process when ranks will be launched, so that the task itself opens no CUDA
+    context on a GPU a rank is about to use (on a GPU in exclusive-process mode the rank could not)."""
+    if in_this_process:
+        import torch
+
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import torch; print(torch.cuda.is_bf16_supported(including_emulation=False))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    return probe.stdout.strip() == "True"
+
+
+def resolve_compute_dtype(precision: str, device: str, in_this_process: bool = True) -> str:
+    """The dtype the MLP's forward runs in: ``auto`` is bfloat16 on a CUDA device that supports it natively (under
+    autocast; the weights, optimiser state and logged model stay float32), float32 elsewhere. ``bf16`` asks for it
+    on any device (a CPU without bfloat16 instructions runs it, slowly); ``fp32`` never. ``in_this_process``:
+    whether this process will train (else the GPU is asked from a child process)."""
+    import torch
+
+    if precision == "fp32":
+        return "float32"
+    bf16_gpu = device == "cuda" and _gpu_has_bf16(in_this_process)
+    if precision == "bf16":
+        if device == "cuda" and not bf16_gpu:
+            raise RuntimeError(
+                f"precision: bf16 in the model settings, but the GPU ({torch.cuda.get_device_name()}) does not "
+                "support bfloat16; use precision: fp32 or auto"
+            )
+        return "bfloat16"
+    if precision != "auto":
+        raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
+    return "bfloat16" if bf16_gpu else "float32"
 
 
 def mlp_parameters(n_features: int, hidden_sizes: list[int] | tuple[int, ...]) -> int:
@@ -167,8 +216,11 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def torch_runtime(settings: Settings, train_rows: int, parameters: int = 0) -> dict[str, Any]:
-    """The torch family's device, world size, DDP backend and launcher for a training split of ``train_rows``.
+def torch_runtime(
+    settings: Settings, train_rows: int, parameters: int = 0, precision: str = "auto"
+) -> dict[str, Any]:
+    """The torch family's device, world size, DDP backend and compute dtype for a training split of
+    ``train_rows`` rows, a model of ``parameters`` and the model settings' ``precision``.
 
     The world size is part of the identity (a rank's part and the global batch follow from it); the launcher
     is not recorded apart from it: the same ranks learn the same model whatever started them.
@@ -185,14 +237,16 @@ def torch_runtime(settings: Settings, train_rows: int, parameters: int = 0) -> d
         settings.train_processes_from_parameters,
     )
     world_size = launchers.world_size_of(settings, local)
-    if world_size == 1 and settings.train_launcher == "local":
-        return {"device": device, "world_size": 1, "backend": "none"}  # in this process: no process group
+    in_process = world_size == 1 and settings.train_launcher == "local"
+    dtype = resolve_compute_dtype(precision, device, in_process)
+    if in_process:  # no launcher, no process group
+        return {"device": device, "world_size": 1, "backend": "none", "compute_dtype": dtype}
     remote = settings.train_launcher != "local" or not isinstance(world_size, int)
     if device == "cuda" and (remote or torch.cuda.device_count() >= int(world_size)):
         backend = "nccl"  # a remote node's GPUs are its own: every rank is taken to have one
     else:
         backend = "gloo"
-    return {"device": device, "world_size": world_size, "backend": backend}
+    return {"device": device, "world_size": world_size, "backend": backend, "compute_dtype": dtype}
 
 
 def make_job(inputs: FitInputs, plan: TrainingPlan) -> Job:
@@ -218,9 +272,24 @@ def make_job(inputs: FitInputs, plan: TrainingPlan) -> Job:
         config=plan.model_config(len(features)),
         checkpoint_every_steps=settings.train_checkpoint_every_steps,
         collective_timeout_s=settings.train_rendezvous_timeout_s,
-        # A Spark executor task holds one core (spark.task.cpus); elsewhere a node splits its cores.
-        threads_per_rank=1 if settings.train_launcher == "spark" else None,
+        threads_per_rank=_threads_per_rank(settings, plan, len(features)),
     )
+
+
+def _threads_per_rank(settings: Settings, plan: TrainingPlan, n_features: int) -> int | None:
+    """Torch's intra-op threads per rank: a Spark executor task holds one core (``spark.task.cpus``); an in-process
+    rank takes every core for an MLP of ``CT_TRAIN_PROCESSES_FROM_PARAMETERS`` or more (its matrices pay for
+    threads: 1.6x one thread's samples/s for a 400,000-parameter MLP on 2 cores) and one thread for a smaller one;
+    launched ranks split their node's cores (None)."""
+    if settings.train_launcher == "spark":  # never in-process
+        return 1
+    if plan.runtime["backend"] == "none":
+        big = (
+            mlp_parameters(n_features, plan.hyperparameters["hidden_sizes"])
+            >= settings.train_processes_from_parameters
+        )
+        return _cores() if big else 1
+    return None
 
 
 def train_torch(inputs: FitInputs, plan: TrainingPlan, out_dir: Path) -> FitReport:
@@ -236,7 +305,12 @@ def train_torch(inputs: FitInputs, plan: TrainingPlan, out_dir: Path) -> FitRepo
         log.info("the training in %s finished in an earlier attempt; taking its result", job.uri)
     elif plan.runtime["backend"] == "none":
         job.write()
-        log.info("training in-process on %s (%d rows)", plan.runtime["device"], job.train_rows)
+        log.info(
+            "training in-process on %s in %s (%d rows)",
+            plan.runtime["device"],
+            plan.runtime["compute_dtype"],
+            job.train_rows,
+        )
         history = ddp_worker.run_in_process(job)
         if history.resumed_from:
             log.warning("the training resumed from an earlier attempt's checkpoint: %s", history.resumed_from)
@@ -247,11 +321,12 @@ def train_torch(inputs: FitInputs, plan: TrainingPlan, out_dir: Path) -> FitRepo
         for stale in (jobs.FATAL_FILE, "status", "nodes"):
             storage.remove(job.path(stale))
         log.info(
-            "launching %s DDP ranks with the %s launcher (%s on %s)",
+            "launching %s DDP ranks with the %s launcher (%s on %s, %s)",
             world_size,
             settings.train_launcher,
             plan.runtime["backend"],
             plan.runtime["device"],
+            plan.runtime["compute_dtype"],
         )
         if settings.train_launcher == "spark":
             output = launchers.run_spark(settings, job, world_size)
@@ -310,7 +385,7 @@ def train_sklearn(inputs: FitInputs, plan: TrainingPlan, out_dir: Path) -> FitRe
     return FitReport(curves=curves, metrics=metrics)
 
 
-def _no_runtime(settings: Settings, train_rows: int, parameters: int) -> dict[str, Any]:
+def _no_runtime(settings: Settings, train_rows: int, parameters: int, precision: str) -> dict[str, Any]:
     return {}
 
 
@@ -333,7 +408,8 @@ class Family:
 
     name: str
     fit: Callable[[FitInputs, TrainingPlan, Path], FitReport]
-    runtime: Callable[[Settings, int, int], dict[str, Any]]  # launch choices that change the result
+    # launch choices that change the result, from the training rows, the parameters and the precision asked for
+    runtime: Callable[[Settings, int, int, str], dict[str, Any]]
     libraries: tuple[str, ...]  # distributions whose version is part of the training's identity
     weights: str  # the file ``fit`` writes into the output folder
     requirements: Callable[[], list[str]]  # pip pins of what loading it needs, besides MLflow, pandas, numpy
@@ -355,13 +431,6 @@ FAMILIES: dict[str, Family] = {
     ),
 }
 assert set(FAMILIES) == set(MODEL_FAMILIES), "one entry per model family of the settings"
-
-
-def _train_rows(dataset_uri: str, manifest: datasets.Manifest) -> int:
-    split_rows = manifest.extra.get("split_rows") or {}
-    if "train" in split_rows:
-        return int(split_rows["train"])
-    return datasets.count_rows(storage.split_uri(dataset_uri, "train"))
 
 
 def _parameters(hyperparameters: dict[str, Any], manifest: datasets.Manifest) -> int:
@@ -386,7 +455,10 @@ def plan_training(
         dataset_version=str(manifest.extra.get("dataset_version") or manifest.content_hash),
         hyperparameters=hyperparameters,
         runtime=spec.runtime(
-            settings, _train_rows(dataset_uri, manifest), _parameters(hyperparameters, manifest)
+            settings,
+            _split_rows(dataset_uri, manifest)["train"],
+            _parameters(hyperparameters, manifest),
+            hyperparameters.get("precision", "auto"),
         ),
         seed=settings.seed,
         code_version=TRAINING_CODE_VERSION,

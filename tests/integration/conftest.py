@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,11 +12,7 @@ from pathlib import Path
 
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.net import free_port
 
 
 def _wait(condition, what: str, timeout: float = 300.0) -> None:  # JVMs start slowly on busy cores
@@ -56,7 +51,7 @@ def spark_cluster(tmp_path_factory):
         "SPARK_LOCAL_IP": "127.0.0.1",
         "PYSPARK_PYTHON": sys.executable,
     }
-    port, ui = _free_port(), _free_port()
+    port, ui = free_port(), free_port()
     launch = [str(home / "bin" / "spark-class")]
     master = subprocess.Popen(
         [
@@ -87,7 +82,7 @@ def spark_cluster(tmp_path_factory):
                 "--memory",
                 "2g",
                 "--webui-port",
-                str(_free_port()),
+                str(free_port()),
                 "--work-dir",
                 str(logs / f"work-{index}"),
             ],
@@ -118,7 +113,7 @@ def dask_cluster(tmp_path_factory):
     """A Dask scheduler and two single-threaded worker processes, started with the dask command."""
     logs = tmp_path_factory.mktemp("dask-logs")
     dask_cli = str(Path(sys.executable).parent / "dask")
-    port = _free_port()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     scheduler = subprocess.Popen(
         [dask_cli, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],

@@ -24,6 +24,7 @@ from pipelines.settings import get_settings
 from pipelines.training.launchers import TrainingLaunchError
 from pipelines.training.train import job_uri, train
 from tests.conftest import DAY
+from tests.net import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -189,14 +190,6 @@ def _node_agent(state_dir: Path) -> subprocess.Popen:
     )
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_the_torchrun_launcher_trains_across_two_nodes_as_the_local_one_does_on_one(prepared):
     """Two process groups on loopback acting as two hosts: this process's torchrun (the task's node) and a node
     agent's, meeting at an external c10d endpoint. The ranks are the same as the local launcher's two, so the
@@ -208,7 +201,7 @@ def test_the_torchrun_launcher_trains_across_two_nodes_as_the_local_one_does_on_
         train_launcher="torchrun",
         train_nnodes="2",
         train_procs_per_node=1,
-        train_rdzv_endpoint=f"127.0.0.1:{_free_port()}",
+        train_rdzv_endpoint=f"127.0.0.1:{free_port()}",
         train_keep_checkpoints=True,
     )
     agent = _node_agent(state_dir)
@@ -234,7 +227,7 @@ def test_a_node_that_never_joins_fails_the_launch_within_the_rendezvous_timeout_
         state_dir,
         train_launcher="torchrun",
         train_nnodes="2",
-        train_rdzv_endpoint=f"127.0.0.1:{_free_port()}",
+        train_rdzv_endpoint=f"127.0.0.1:{free_port()}",
         train_rendezvous_timeout_s=5,
         train_max_restarts=0,
         seed=9,

@@ -73,7 +73,7 @@ def airflow(tmp_path_factory, postgres):
     (service.home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps(USERS))
     service.start()
     try:
-        service.wait_for("the API server", lambda: _up(service), timeout=600)
+        service.wait_for("the API server", service.api_server_ready, timeout=600)
         for dag_id in ("retrain", "rollback"):
             service.wait_for(
                 f"the {dag_id} DAG to be parsed", lambda d=dag_id: service.dag_parsed(d), timeout=600
@@ -82,13 +82,6 @@ def airflow(tmp_path_factory, postgres):
         yield service
     finally:
         service.stop()
-
-
-def _up(airflow: Airflow) -> bool:
-    try:
-        return httpx.get(f"{airflow.url}/api/v2/monitor/health", timeout=10).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def _client(airflow: Airflow, user: str | None = None) -> httpx.Client:

@@ -22,7 +22,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,9 +30,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import pytest
 
+from tests.net import answers, free_port
 from tests.scheduler import Airflow
 
 pytestmark = pytest.mark.slow
@@ -53,24 +52,11 @@ STEP_TIMEOUT_MS = 120_000  # one browser action or page on a busy two-core machi
 RUN_TIMEOUT_S = 1800  # one whole retrain run through the scheduler (a task process per task)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=10).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
 class MlflowUi:
     """``mlflow server`` (its UI and REST API) on a free port over the store the pipelines write."""
 
     def __init__(self, settings: Any, folder: Path):
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.command = [
             MLFLOW,
@@ -97,7 +83,7 @@ class MlflowUi:
     def up(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
             raise AssertionError(f"mlflow server exited ({self.process.returncode}):\n{self.log_tail()}")
-        return _answers(f"{self.url}/health")
+        return answers(f"{self.url}/health")
 
     def log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
@@ -164,9 +150,7 @@ def platform(tmp_path, postgres) -> Iterator[tuple[Airflow, MlflowUi, Any]]:
         mlflow_ui.start()
         airflow.start()
         airflow.wait_for("the MLflow UI server", mlflow_ui.up, timeout=300)
-        airflow.wait_for(
-            "Airflow's API server", lambda: _answers(f"{airflow.url}/api/v2/monitor/health"), timeout=600
-        )
+        airflow.wait_for("Airflow's API server", airflow.api_server_ready, timeout=600)
         for dag_id in ("retrain", "rollback"):
             airflow.wait_for(f"the {dag_id} DAG to be parsed", lambda d=dag_id: airflow.dag_parsed(d), 600)
         yield airflow, mlflow_ui, settings

@@ -38,7 +38,7 @@ def test_the_same_configuration_has_the_same_identity():
     first, second = _plan(), _plan()
     assert first == second and first.identity == second.identity
     assert len(first.identity) == 16 and int(first.identity, 16) >= 0
-    assert first.runtime == {"device": "cpu", "world_size": 1, "backend": "none"}
+    assert first.runtime == {"device": "cpu", "world_size": 1, "backend": "none", "compute_dtype": "float32"}
     assert first.libraries["torch"] and first.code_version == training.TRAINING_CODE_VERSION
     assert _plan("sklearn").runtime == {} and set(_plan("sklearn").libraries) == {"scikit-learn"}
 
@@ -53,8 +53,18 @@ def test_the_same_configuration_has_the_same_identity():
         {"settings": {"seed": 8}},
         {"manifest": _manifest(dataset_version="w" * 64)},
         {"family": "sklearn"},
+        {"model_settings": ModelSettings.model_validate({"torch": {"precision": "bf16"}})},
     ],
-    ids=["epochs", "hidden_sizes", "early_stopping", "world_size", "seed", "dataset_version", "family"],
+    ids=[
+        "epochs",
+        "hidden_sizes",
+        "early_stopping",
+        "world_size",
+        "seed",
+        "dataset_version",
+        "family",
+        "precision",
+    ],
 )
 def test_any_change_to_what_decides_the_model_changes_the_identity(change):
     assert _plan(**change).identity != _plan().identity
@@ -107,3 +117,46 @@ def test_run_params_hold_every_hyperparameter_and_the_launch():
     assert params["training_identity"] == plan.identity
     tags = training._identity_tags(plan)
     assert tags["ct.training_identity"] == plan.identity and tags["dataset.version"] == "v" * 64
+
+
+def test_the_forward_runs_in_bfloat16_on_a_gpu_that_has_it_and_in_float32_elsewhere(monkeypatch):
+    import torch
+
+    from pipelines.training.train import resolve_compute_dtype
+
+    assert resolve_compute_dtype("auto", "cpu") == "float32"
+    assert resolve_compute_dtype("bf16", "cpu") == "bfloat16"  # asked for: CPU autocast runs it
+    assert (
+        _plan(model_settings=ModelSettings.model_validate({"torch": {"precision": "bf16"}})).runtime[
+            "compute_dtype"
+        ]
+        == "bfloat16"
+    )
+    asked: list[bool] = []
+    monkeypatch.setattr(
+        training, "_gpu_has_bf16", lambda in_this_process: asked.append(in_this_process) or True
+    )
+    assert resolve_compute_dtype("auto", "cuda") == "bfloat16"
+    assert resolve_compute_dtype("auto", "cuda", in_this_process=False) == "bfloat16"
+    assert asked == [True, False]  # launched ranks: asked from a child process, not in the task's
+    assert resolve_compute_dtype("fp32", "cuda") == "float32"
+    monkeypatch.setattr(training, "_gpu_has_bf16", lambda in_this_process: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda: "Tesla V100")
+    assert resolve_compute_dtype("auto", "cuda") == "float32"
+    with pytest.raises(RuntimeError, match=r"precision: bf16 .* \(Tesla V100\) does not support bfloat16"):
+        resolve_compute_dtype("bf16", "cuda")
+
+
+def test_an_in_process_rank_takes_every_core_for_a_big_mlp_and_one_thread_for_a_small_one(monkeypatch):
+    monkeypatch.setattr(training, "_cores", lambda: 6)
+    big = ModelSettings.model_validate({"torch": {"hidden_sizes": [512, 512, 256]}})
+    features = 17
+
+    def threads(model_settings=None, **settings):
+        plan = _plan(settings=settings, model_settings=model_settings)
+        return training._threads_per_rank(get_settings(**settings), plan, features)
+
+    assert threads() == 1  # the demo MLP: its matrices are too small for threads to pay
+    assert threads(big) == 6
+    assert threads(big, train_world_size=2) is None  # launched ranks split their node's cores
+    assert threads(big, train_launcher="spark", train_world_size=2) == 1  # an executor task holds one core
