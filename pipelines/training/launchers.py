@@ -125,7 +125,12 @@ def _stop_tree(process: subprocess.Popen[str]) -> None:
     process.kill()
     # A kill is delivered when the process next runs: on busy cores a rank can outlive this call by moments.
     # Wait until every one has gone, so that "its ranks were stopped" is true when the error is raised.
-    psutil.wait_procs(children, timeout=30)
+    _, alive = psutil.wait_procs(children, timeout=30)
+    if alive:  # a SIGKILLed process that stays is stuck in the kernel (a hung mount, a dead device)
+        log.error(
+            "ranks still alive 30 s after SIGKILL (stuck in the kernel?): %s",
+            ", ".join(f"pid {proc.pid}" for proc in alive),
+        )
 
 
 def launch(command: list[str], timeout_s: float, describe: Callable[[], str] = lambda: "") -> str:
