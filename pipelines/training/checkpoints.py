@@ -50,7 +50,8 @@ class Restored:
     from_world_size: int | None = None  # set when the world size changed
 
 
-def _save(obj: Any, uri: str) -> None:
+def save_torch(obj: Any, uri: str) -> None:
+    """``torch.save`` to any fsspec URI, atomically."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     storage.write_bytes_atomic(uri, buffer.getvalue())
@@ -64,7 +65,7 @@ def rng_state() -> dict[str, Any]:
     """The CPU generator's state and, on a GPU rank, its own device's (not every device's: a restart may land
     on a host with fewer)."""
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
 
@@ -127,8 +128,8 @@ class Checkpoints:
         folder = storage.join(self.root, name)
         shards(folder)
         if self.rank == 0:
-            _save(shared(), storage.join(folder, "state.pt"))
-        _save(own, storage.join(folder, f"rank-{self.rank}.pt"))
+            save_torch(shared(), storage.join(folder, "state.pt"))
+        save_torch(own, storage.join(folder, f"rank-{self.rank}.pt"))
         self.barrier()
         if self.rank == 0:
             storage.write_json_atomic(
@@ -146,5 +147,5 @@ class Checkpoints:
         fs, path = url_to_fs(self.root)
         for entry in fs.ls(path, detail=False):
             name = entry.rstrip("/").rsplit("/", 1)[-1]
-            if name != keep and name != LATEST and not name.startswith(LATEST):
+            if name != keep and not name.startswith(LATEST):  # latest.json, and its temporary files
                 fs.rm(entry, recursive=True)

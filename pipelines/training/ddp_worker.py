@@ -35,11 +35,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from pipelines.data import storage
 from pipelines.model.mlp import ChurnMLP
 from pipelines.training import job as jobs
 from pipelines.training import shards, strategies
-from pipelines.training.checkpoints import Checkpoints, Position, rng_state, set_rng_state
+from pipelines.training.checkpoints import Checkpoints, Position, rng_state, save_torch, set_rng_state
 from pipelines.training.job import Job, Reporter, TrainingHistory
 
 
@@ -334,11 +333,7 @@ def fit(
 
 def commit(job: Job, weights: dict[str, torch.Tensor], history: TrainingHistory) -> None:
     """Rank 0's result: the weights, then the history, which marks the training finished."""
-    import io
-
-    buffer = io.BytesIO()
-    torch.save(weights, buffer)
-    storage.write_bytes_atomic(job.path(jobs.RESULT_WEIGHTS), buffer.getvalue())
+    save_torch(weights, job.path(jobs.RESULT_WEIGHTS))
     jobs.write_history(job.uri, history)
 
 
