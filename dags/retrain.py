@@ -5,6 +5,14 @@ Retrains the model on the logical date's data and promotes it only when the prom
 
 `validate → prepare → train → register → evaluate ∥ drift → gate → route → [approve →] promote`
 
+**What starts it.** The daily schedule (01:00 UTC, the previous day's data), a person (Trigger), a
+backfill, or the `monitor` DAG: when served traffic breaches the monitoring policy, the monitor emits an
+event of the dataset's asset (`ct-retrain://<dataset>`), and a run starts at once for that dataset and the
+day of the traffic it judged (the event's `extra`; params keep their defaults). The train run's MLflow tags
+(`ct.started_by`, `ct.start_reason`), the decision record (`started_by`) and the promotion history's
+trigger (`gate (monitor)`, `gate (schedule)`, ...) record what started it. A demo source day that exists is
+kept by a run the monitor asked for: it is what was served.
+
 * **validate** first checks the record: a champion alias moved outside the gate (it disagrees with the
   promotion history) fails the run with what to do (before any data is written), and an interrupted
   promotion is resolved. For the demo dataset it then writes the day's partition of the demo source (the
@@ -55,7 +63,8 @@ from pathlib import Path
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import HITLBranchOperator
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
+from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable, Param, dag, get_current_context, task
+from common.assets import any_retrain_request
 
 # MLflow gives its loggers a handler of their own on stderr, which Airflow records as errors: a successful
 # run showed its INFO lines in red. Left unconfigured, they go through Airflow's task logging at their own
@@ -80,6 +89,28 @@ def _start_date() -> dt.datetime:
 APPROVAL_TIMEOUT = dt.timedelta(days=3)  # unanswered: the default, Reject, is taken
 
 
+def _request() -> dict[str, Any] | None:
+    """The monitor's retrain request that started this run (the newest, when several queued), else None."""
+    context = get_current_context()
+    if context["dag_run"].run_type != "asset_triggered":
+        return None
+    events = [event for found in context["triggering_asset_events"].values() for event in found]
+    if not events:
+        return None
+    newest = max(events, key=lambda event: event.timestamp)
+    return dict(newest.extra or {}) | {"requested_at": newest.timestamp.isoformat()}
+
+
+def _started_by() -> dict[str, Any]:
+    """What started this run: the schedule, a person (manual), a backfill, or the monitor with its reason."""
+    request = _request()
+    if request is not None:
+        return {"by": "monitor", "reason": request.get("reason"), "interval": request.get("interval")}
+    run_type = get_current_context()["dag_run"].run_type
+    kind = str(getattr(run_type, "value", run_type))  # an enum of str: its value, not "DagRunType.SCHEDULED"
+    return {"by": {"scheduled": "schedule"}.get(kind, kind), "reason": None}
+
+
 def _settings() -> Any:
     from pipelines.settings import get_settings
 
@@ -87,7 +118,9 @@ def _settings() -> Any:
     overrides = {"promotion_dry_run": True} if params.get("dry_run") else {}
     if params["model_family"] != "default":
         overrides["model_family"] = params["model_family"]
-    return get_settings(dataset=params["dataset"], engine=params["engine"], **overrides)
+    request = _request()  # a run the monitor asked for retrains the dataset it watched
+    dataset = request["dataset"] if request else params["dataset"]
+    return get_settings(dataset=dataset, engine=params["engine"], **overrides)
 
 
 class ApprovalBranch(HITLBranchOperator):
@@ -101,7 +134,11 @@ class ApprovalBranch(HITLBranchOperator):
 
 
 def _day() -> dt.date:
-    """The data date of this run: its logical date (the start of its daily data interval)."""
+    """The data date of this run: its logical date (the start of its daily data interval); for a run the
+    monitor asked for, the day of the traffic it judged."""
+    request = _request()
+    if request is not None:
+        return dt.date.fromisoformat(request["day"])
     context = get_current_context()
     logical = context.get("logical_date") or context["dag_run"].run_after
     return logical.date()
@@ -123,7 +160,9 @@ def validate() -> dict[str, Any]:
         raise AirflowFailException(checked["problem"])
     if has_generator(settings):
         # The demo dataset's day arrives here (the scenario param shapes it); a real dataset reads its source.
-        generate(settings, _day(), get_current_context()["params"]["scenario"])
+        # A run the monitor asked for keeps the day's source: it is what was served.
+        keep = _request() is not None
+        generate(settings, _day(), get_current_context()["params"]["scenario"], keep_existing=keep)
     try:
         return run(settings, _day())
     except DataContractError as exc:  # bad data does not get better on retry
@@ -155,7 +194,9 @@ def train(prepared: dict[str, Any]) -> dict[str, Any]:
     url = airflow_run_url(
         conf.get("api", "base_url", fallback="http://localhost:8080"), DAG_ID, context["run_id"]
     )
-    return run(settings, _day(), prepared["uri"], RunContext(key, DAG_ID, context["run_id"], url))
+    started = _started_by()
+    run_context = RunContext(key, DAG_ID, context["run_id"], url, started["by"], started["reason"])
+    return run(settings, _day(), prepared["uri"], run_context)
 
 
 @task
@@ -184,6 +225,7 @@ def gate(evaluation: dict[str, Any], drift_summary: dict[str, Any]) -> dict[str,
     from pipelines.evaluation.gate import gate as run
 
     record = run(_settings(), _day(), evaluation, drift_summary)
+    record["started_by"] = _started_by()  # kept with the decision in the promotion history
     # The approval page renders the Markdown; the return value, which the UI's XCom view shows, stays the
     # structured record.
     get_current_context()["ti"].xcom_push(key="markdown", value=record.pop("markdown"))
@@ -227,6 +269,7 @@ def promote(decision: dict[str, Any]) -> dict[str, Any]:
         _day(),
         decision["challenger_version"],
         decision["champion_version"],
+        reason=f"gate ({decision['started_by']['by']})",  # the history's trigger: what started the run
         decision=decision,
         dag_id=DAG_ID,
         run_id=context["run_id"],
@@ -236,7 +279,10 @@ def promote(decision: dict[str, Any]) -> dict[str, Any]:
 
 @dag(
     dag_id=DAG_ID,
-    schedule=CronDataIntervalTimetable("0 1 * * *", timezone="UTC"),
+    # Daily, or sooner when the monitor asks for a retrain of a dataset (see the monitor DAG).
+    schedule=AssetOrTimeSchedule(
+        timetable=CronDataIntervalTimetable("0 1 * * *", timezone="UTC"), assets=any_retrain_request()
+    ),
     start_date=_start_date(),
     catchup=False,
     max_active_runs=1,

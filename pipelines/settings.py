@@ -69,6 +69,11 @@ class Settings(BaseSettings):
         description="Promotion policy file. Default: include/policies/<dataset>.yaml when it exists, "
         "else include/promotion_policy.yaml.",
     )
+    monitoring_policy_path: Path | None = Field(
+        default=None,
+        description="Monitoring policy file. Default: include/monitoring/<dataset>.yaml when it exists, "
+        "else include/monitoring_policy.yaml.",
+    )
     window_days: int = Field(
         default=1, ge=1, description="Days of data, ending on the logical date, that one run trains on."
     )
@@ -317,6 +322,18 @@ class Settings(BaseSettings):
             return self.policy_path
         per_dataset = INCLUDE_DIR / "policies" / f"{self.dataset}.yaml"
         return per_dataset if per_dataset.exists() else INCLUDE_DIR / "promotion_policy.yaml"
+
+    @property
+    def resolved_monitoring_policy_path(self) -> Path:
+        if self.monitoring_policy_path:
+            return self.monitoring_policy_path
+        per_dataset = INCLUDE_DIR / "monitoring" / f"{self.dataset}.yaml"
+        return per_dataset if per_dataset.exists() else INCLUDE_DIR / "monitoring_policy.yaml"
+
+    @property
+    def monitoring_uri(self) -> str:
+        """Where the monitor writes its reports, figures and trigger records: <data_root>/monitoring/<dataset>."""
+        return f"{self.resolved_data_root.rstrip('/')}/monitoring/{self.dataset}"
 
     @property
     def resolved_model_settings_path(self) -> Path:

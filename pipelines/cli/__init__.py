@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from pipelines.cli import data, evaluation, release, serving, summary, training
+from pipelines.cli import data, evaluation, monitoring, release, serving, summary, training
 from pipelines.cli.common import setup_logging
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
@@ -31,3 +31,4 @@ for name, command in (
 ):
     app.command(name)(command)
 app.add_typer(evaluation.drift_app, name="drift")
+app.add_typer(monitoring.monitor_app, name="monitor")

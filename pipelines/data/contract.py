@@ -106,6 +106,12 @@ class Contract(BaseModel):
     event_time_within_partition: bool = Field(
         default=True, description="Every row's event time falls on the day of the partition it came in."
     )
+    label_delay_hours: float = Field(
+        default=24,
+        ge=0,
+        description="How long after an event its label is in the source: the monitor joins a day's served "
+        "predictions to the source's labels once the day ended this many hours ago.",
+    )
     source: SourceSpec
     splits: dict[Literal["train", "validation", "holdout"], int]
     columns: dict[str, ColumnSpec]
@@ -205,8 +211,11 @@ class Contract(BaseModel):
         return pa.schema([(name, types[self.columns[name].value_type]) for name in names])
 
     def fingerprint(self) -> str:
-        """A hash of every rule: raw data validated under one contract is re-validated under another."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+        """A hash of every rule: raw data validated under one contract is re-validated under another.
+
+        The label delay is no rule about the data (only when the monitor reads it), so it is left out.
+        """
+        return hashlib.sha256(self.model_dump_json(exclude={"label_delay_hours"}).encode()).hexdigest()[:16]
 
 
 def load_contract(path: Path) -> Contract:

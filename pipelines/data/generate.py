@@ -138,13 +138,18 @@ def has_generator(settings: Settings) -> bool:
 
 @runlog.stage("generate")
 def generate(
-    settings: Settings, logical_date: dt.date, scenario: str = "none", days: int | None = None
+    settings: Settings,
+    logical_date: dt.date,
+    scenario: str = "none",
+    days: int | None = None,
+    keep_existing: bool = False,
 ) -> dict[str, object]:
     """Write the demo source's partitions for the window ending on ``logical_date``; return their URIs.
 
     The logical date's partition is rewritten in full with the scenario, so a re-run of the same date and
-    scenario gives the same rows. Earlier days of the window are written (with no scenario) only when
-    missing: what an earlier run wrote for its own date is left as it was.
+    scenario gives the same rows; with ``keep_existing`` (a retrain the monitor asked for: the day's source
+    is what was served) it is kept when it exists. Earlier days of the window are written (with no scenario)
+    only when missing: what an earlier run wrote for its own date is left as it was.
     """
     contract = dataset_contract(settings)
     if contract.source.generator != "transactions":
@@ -159,7 +164,7 @@ def generate(
     partitions: list[dict[str, object]] = []
     for day in storage.window_days(logical_date, days or settings.window_days):
         uri = sources.resolve(settings, contract, day)
-        if day != logical_date and storage.exists(uri):
+        if (day != logical_date or keep_existing) and storage.exists(uri):
             partitions.append({"day": day.isoformat(), "uri": uri, "status": "kept"})
             continue
         day_scenario = scenario if day == logical_date else "none"

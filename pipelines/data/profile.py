@@ -127,6 +127,11 @@ def _bucketed(values: np.ndarray, centre: float, scale: float) -> tuple[np.ndarr
 
 
 def partition_profile(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+    """One partition's statistics of the contract's features and label (:func:`column_partials`)."""
+    return column_partials(frame, contract.numeric_features, categorical_columns(contract))
+
+
+def column_partials(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> pd.DataFrame:
     """One partition's statistics, as rows that add up across partitions (:data:`HOW`).
 
     The row count; per column its nulls; per number its scheme's count, min, max and the sums of the
@@ -135,7 +140,7 @@ def partition_profile(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
     """
     records: list[tuple[Any, ...]] = [("", "rows", "", len(frame), 0.0, 0.0, 0.0, 0.0, 0.0)]
     parts = []
-    for name in contract.numeric_features:
+    for name in numeric:
         values = _finite(frame, name)
         records.append((name, "null", "", len(frame) - len(values), 0.0, 0.0, 0.0, 0.0, 0.0))
         if not len(values):
@@ -166,7 +171,7 @@ def partition_profile(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
                 }
             )
         )
-    for name in categorical_columns(contract):
+    for name in categorical:
         nulls = 0
         for value, count in frame[name].value_counts(dropna=False).items():
             if pd.isna(value):  # one hashing pass counts the values and the nulls
@@ -182,12 +187,21 @@ def build_profile(engine: Engine, raw: Table, contract: Contract) -> dict[str, A
     the label are read)."""
     features = engine.select(raw, [*contract.numeric_features, *categorical_columns(contract)])
     found = engine.aggregate(features, lambda f: partition_profile(f, contract), PARTIALS, KEYS, HOW)
+    return profile_of(
+        found, contract.numeric_features, categorical_columns(contract), contract.dataset, engine.name
+    )
+
+
+def profile_of(
+    found: pd.DataFrame, numeric: list[str], categorical: list[str], dataset: str, engine: str
+) -> dict[str, Any]:
+    """A profile from the partials of :func:`column_partials`, combined across partitions."""
     rows = int(found.loc[found["kind"] == "rows", "count"].sum())
     nulls = found[found["kind"] == "null"].set_index("column")["count"]
     columns: dict[str, Any] = {}
-    for name in contract.numeric_features:
+    for name in numeric:
         columns[name] = _numeric(found[found["column"] == name]) | {"nulls": int(nulls.get(name, 0))}
-    for name in categorical_columns(contract):
+    for name in categorical:
         values = found[(found["column"] == name) & (found["kind"] == "value")]
         counts = sorted(zip(values["key"], values["count"], strict=True))
         columns[name] = {
@@ -199,13 +213,22 @@ def build_profile(engine: Engine, raw: Table, contract: Contract) -> dict[str, A
         column["null_share"] = column["nulls"] / rows if rows else 0.0
     return {
         "version": VERSION,
-        "dataset": contract.dataset,
+        "dataset": dataset,
         "rows": rows,
-        "engine": engine.name,
+        "engine": engine,
         "bucket_widths": {"body_scale": BODY_WIDTH, "tail_relative": TAIL_WIDTH},
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "columns": columns,
     }
+
+
+def frame_profile(
+    frame: pd.DataFrame, numeric: list[str], categorical: list[str], dataset: str
+) -> dict[str, Any]:
+    """The profile of a pandas frame on this process (small data: a holdout's predictions)."""
+    partials = column_partials(frame, numeric, categorical)
+    found = partials.groupby(KEYS, sort=False).agg(dict(HOW)).reset_index()
+    return profile_of(found, numeric, categorical, dataset, "pandas")
 
 
 def _numeric(found: pd.DataFrame) -> dict[str, Any]:
@@ -271,12 +294,17 @@ def _allocate(weights: np.ndarray, total: int) -> np.ndarray:
 
 
 def reference_frame(
-    profile: dict[str, Any], contract: Contract, rows: int = 5_000, seed: int = 0
+    profile: dict[str, Any],
+    contract: Contract,
+    rows: int = 5_000,
+    seed: int = 0,
+    columns: list[str] | None = None,
 ) -> pd.DataFrame:
-    """A deterministic sample of ``rows`` rows whose every column follows the profile's distribution."""
+    """A deterministic sample of ``rows`` rows whose every column (default: features and label) follows the
+    profile's distribution."""
     rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {}
-    for name in [*contract.feature_columns, contract.label]:
+    for name in columns if columns is not None else [*contract.feature_columns, contract.label]:
         stats = profile["columns"][name]
         present = rows - int(round(rows * stats["null_share"]))
         if stats["kind"] == "numeric":

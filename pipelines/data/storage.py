@@ -96,6 +96,11 @@ def read_bytes(uri: str) -> bytes:
         return bytes(fh.read())
 
 
+def open_read(uri: str) -> Any:
+    """Open a file for binary reading."""
+    return fsspec.open(uri, "rb").open()
+
+
 def remove(uri: str) -> None:
     """Remove a file or a folder and everything under it; nothing there is not an error."""
     fs, path = url_to_fs(uri)

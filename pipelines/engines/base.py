@@ -96,6 +96,10 @@ class Engine(Protocol):
         """
         ...
 
+    def join(self, left: Table, right: Table, on: Sequence[str]) -> Table:
+        """The rows of ``left`` and ``right`` whose ``on`` columns are equal (an inner join), on the workers."""
+        ...
+
     def write_parquet(self, table: Table, uri: str, partition_on: str | None = None) -> None:
         """Write the table as Parquet files under the folder ``uri`` (hive-partitioned on one column if given)."""
         ...

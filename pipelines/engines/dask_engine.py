@@ -135,6 +135,9 @@ class DaskEngine:
         combined = partials.groupby(list(keys)).agg(dict(how)).compute()
         return combined.reset_index()
 
+    def join(self, left: Table, right: Table, on: Sequence[str]) -> Table:
+        return left.merge(right, on=list(on), how="inner")
+
     def write_parquet(self, table: Table, uri: str, partition_on: str | None = None) -> None:
         table.to_parquet(
             local_path(uri),

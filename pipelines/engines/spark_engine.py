@@ -178,6 +178,9 @@ class SparkEngine:
         combined = partials.groupBy(*keys).agg(*(functions[op](c).alias(c) for c, op in how.items()))
         return combined.toPandas()
 
+    def join(self, left: Table, right: Table, on: Sequence[str]) -> Table:
+        return left.join(right, on=list(on), how="inner")
+
     def write_parquet(self, table: Table, uri: str, partition_on: str | None = None) -> None:
         writer = table.write.mode("overwrite")
         if partition_on:

@@ -73,7 +73,8 @@ def _register_scores(summary: dict[str, Any], contract: Contract) -> dict[str, A
     from evidently.legacy.core import ColumnType
 
     methods = {}
-    for name, column in [*summary["columns"].items(), (contract.label, summary["label"])]:
+    label = [(contract.label, summary["label"])] if "label" in summary else []
+    for name, column in [*summary["columns"].items(), *label]:
         score, drifted = column["score"], column["drifted"]
 
         def answer(
@@ -100,32 +101,37 @@ def render_report(
     drift_share: float,
     seed: int = 0,
 ) -> Any:
-    """Evidently's DataDriftPreset over the features (the label's ValueDrift apart), scored as computed here."""
+    """Evidently's DataDriftPreset over the features (the label's ValueDrift apart, when the summary has the
+    label: served traffic has none), scored as computed here."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
     from evidently.presets import DataDriftPreset
 
     methods = _register_scores(summary, contract)
+    with_label = "label" in summary
+    label = [contract.label] if with_label else []
     definition = DataDefinition(
         numerical_columns=contract.numeric_features,
-        categorical_columns=[*contract.categorical_features, contract.label],
+        categorical_columns=[*contract.categorical_features, *label],
     )
-    reference = reference_frame(reference_profile, contract, SAMPLE_ROWS, seed)
-    current = reference_frame(current_profile, contract, SAMPLE_ROWS, seed)
     features = contract.feature_columns
-    report = Report(
-        [
-            DataDriftPreset(
-                columns=features,
-                drift_share=drift_share,
-                per_column_method={name: methods[name] for name in features},
-                per_column_threshold={name: summary["columns"][name]["threshold"] for name in features},
-            ),
+    reference = reference_frame(reference_profile, contract, SAMPLE_ROWS, seed, [*features, *label])
+    current = reference_frame(current_profile, contract, SAMPLE_ROWS, seed, [*features, *label])
+    metrics: list[Any] = [
+        DataDriftPreset(
+            columns=features,
+            drift_share=drift_share,
+            per_column_method={name: methods[name] for name in features},
+            per_column_threshold={name: summary["columns"][name]["threshold"] for name in features},
+        )
+    ]
+    if with_label:
+        metrics.append(
             ValueDrift(
                 column=contract.label, method=methods[contract.label], threshold=summary["label"]["threshold"]
-            ),
-        ]
-    )
+            )
+        )
+    report = Report(metrics)
     return report.run(
         Dataset.from_pandas(current, data_definition=definition),
         Dataset.from_pandas(reference, data_definition=definition),

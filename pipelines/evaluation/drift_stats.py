@@ -117,14 +117,23 @@ def compare_column(
     return result | {"score": score, "drifted": score >= threshold, "error_bound": bound}
 
 
-def compare(reference: dict[str, Any], current: dict[str, Any], contract: Contract) -> dict[str, Any]:
-    """Every feature's test, the drifted count and share of the features, and the label's drift apart."""
+def compare_features(
+    reference: dict[str, Any], current: dict[str, Any], contract: Contract
+) -> dict[str, Any]:
+    """Every feature's test, and the drifted count and share of the features."""
     columns = {}
     for name in contract.feature_columns:
         method, threshold = contract.drift_test(name)
         columns[name] = compare_column(
             reference["columns"][name], current["columns"][name], method, threshold
         )
+    drifted = sum(1 for column in columns.values() if column["drifted"])
+    return {"drifted_columns": drifted, "drift_share": drifted / len(columns), "columns": columns}
+
+
+def compare(reference: dict[str, Any], current: dict[str, Any], contract: Contract) -> dict[str, Any]:
+    """Every feature's test, the drifted count and share of the features, and the label's drift apart."""
+    features = compare_features(reference, current, contract)
     label_method, label_threshold = contract.drift_test(contract.label)
     label = compare_column(
         reference["columns"][contract.label],
@@ -132,11 +141,8 @@ def compare(reference: dict[str, Any], current: dict[str, Any], contract: Contra
         label_method,
         label_threshold,
     )
-    drifted = sum(1 for column in columns.values() if column["drifted"])
     return {
-        "drifted_columns": drifted,
-        "drift_share": drifted / len(columns),
-        "columns": columns,
+        **features,
         "label": label,
         "reference_rows": reference["rows"],
         "current_rows": current["rows"],

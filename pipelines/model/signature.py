@@ -13,6 +13,7 @@ The checks are built once per model and run on the column arrays, vectorised.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -60,10 +61,28 @@ class Field:
 
 
 @dataclass(frozen=True)
+class JoinFields:
+    """The contract's entity id and event time, which a request may send with each row to be logged."""
+
+    entity: str
+    entity_kind: str  # string | integer: the JSON kind of the contract's entity id
+    event_time: str
+
+
+@dataclass(frozen=True)
+class RowKeys:
+    """What a request sent to join its rows to labels later: one entry per row, None or NaT where missing."""
+
+    entity_id: np.ndarray  # object: str or None
+    event_time: np.ndarray  # datetime64[us], UTC; NaT where missing
+
+
+@dataclass(frozen=True)
 class ParsedRequest:
     columns: dict[str, np.ndarray]
     rows: int
     out_of_domain: dict[int, list[str]]  # flag mode: row index -> the fields outside the domain
+    keys: RowKeys | None = None  # None when the request sent no entity id and no event time
 
 
 # MLflow column types to the JSON kind a client sends.
@@ -106,6 +125,20 @@ def _shown(value: Any) -> str:
         value = int(value)  # an integer column with nulls is float64: 0.0 was sent as 0
     text = repr(value)
     return text if len(text) <= _SHOWN_CHARS else f"{text[:_SHOWN_CHARS]}…"
+
+
+def event_time(value: Any, where: str) -> np.datetime64:
+    """An RFC 3339 date-time with its offset (``2026-11-30T14:05:00Z``) as UTC microseconds; else a 422."""
+    if type(value) is not str:
+        got = "null" if value is None else type(value).__name__
+        raise RequestError(422, f"{where}: expected an RFC 3339 date-time string, got {got}")
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise RequestError(422, f"{where}: {_shown(value)} is not an RFC 3339 date-time") from None
+    if parsed.tzinfo is None:
+        raise RequestError(422, f"{where}: {_shown(value)} has no UTC offset (add Z or +HH:MM)")
+    return np.datetime64(parsed.astimezone(dt.UTC).replace(tzinfo=None), "us")
 
 
 def _bound(value: float) -> str:
@@ -209,10 +242,17 @@ class _Domain:
 class InputSchema:
     """The input columns a model accepts, from its MLflow signature (and its data contract, if it has one)."""
 
-    def __init__(self, fields: list[Field], example: list[dict[str, Any]] | None = None):
+    def __init__(
+        self,
+        fields: list[Field],
+        example: list[dict[str, Any]] | None = None,
+        join: JoinFields | None = None,
+    ):
         if not fields:
             raise ValueError("the model's signature has no input columns")
         self.fields = fields
+        inputs = {f.name for f in fields}
+        self.join = join if join is not None and not {join.entity, join.event_time} & inputs else None
         self.names = [f.name for f in fields]
         self.by_name = {f.name: f for f in fields}
         self.required = frozenset(f.name for f in fields if f.required)
@@ -261,7 +301,13 @@ class InputSchema:
                     rule.max,
                 )
             )
-        return cls(fields, example)
+        join = None
+        if contract is not None:
+            entity = contract.columns[contract.entity_id]
+            join = JoinFields(
+                contract.entity_id, "integer" if entity.value_type == "int" else "string", contract.event_time
+            )
+        return cls(fields, example, join)
 
     def _kind_error(self, field: Field, value: Any, where: str) -> RequestError:
         got = "null" if value is None else type(value).__name__
@@ -286,11 +332,11 @@ class InputSchema:
             raise RequestError(422, 'body must be a JSON object with "rows" or "columns"')
         keys = set(payload)
         if keys == {"rows"}:
-            columns, rows = self._rows(payload["rows"], max_rows)
-            return self._in_domain(columns, rows, out_of_domain, by_row=True)
+            columns, rows, row_keys = self._rows(payload["rows"], max_rows)
+            return self._in_domain(columns, rows, out_of_domain, by_row=True, keys=row_keys)
         if keys == {"columns"}:
-            columns, rows = self._columns(payload["columns"], max_rows)
-            return self._in_domain(columns, rows, out_of_domain, by_row=False)
+            columns, rows, row_keys = self._columns(payload["columns"], max_rows)
+            return self._in_domain(columns, rows, out_of_domain, by_row=False, keys=row_keys)
         extra = sorted(keys - {"rows", "columns"})
         if extra:
             raise RequestError(422, f'unexpected field {extra[0]!r}: send "rows" or "columns"')
@@ -306,17 +352,22 @@ class InputSchema:
         return masks
 
     def _in_domain(
-        self, columns: dict[str, np.ndarray], rows: int, out_of_domain: OutOfDomain, by_row: bool
+        self,
+        columns: dict[str, np.ndarray],
+        rows: int,
+        out_of_domain: OutOfDomain,
+        by_row: bool,
+        keys: RowKeys | None = None,
     ) -> ParsedRequest:
         masks = self.outside_domain(columns) if self.domains else {}
         if not masks:
-            return ParsedRequest(columns, rows, {})
+            return ParsedRequest(columns, rows, {}, keys)
         if out_of_domain == "flag":
             flagged: dict[int, list[str]] = {}
             for name, mask in masks.items():  # in field order, so each row's list is too
                 for index in np.flatnonzero(mask).tolist():
                     flagged.setdefault(index, []).append(name)
-            return ParsedRequest(columns, rows, flagged)
+            return ParsedRequest(columns, rows, flagged, keys)
         counts = {name: int(mask.sum()) for name, mask in masks.items()}
         firsts = {name: int(np.argmax(mask)) for name, mask in masks.items()}
         if by_row:  # the first row with a problem, its first field: as the type checks go
@@ -328,22 +379,28 @@ class InputSchema:
         value = columns[name][firsts[name]]
         raise OutOfDomainError(f"{where}: {self.domains[name].problem(value)}", counts)
 
-    def _rows(self, rows: Any, max_rows: int) -> tuple[dict[str, np.ndarray], int]:
+    def _rows(self, rows: Any, max_rows: int) -> tuple[dict[str, np.ndarray], int, RowKeys | None]:
         if not isinstance(rows, list) or not rows:
             raise RequestError(422, "rows: expected a non-empty array of objects")
         if len(rows) > max_rows:
             raise RequestError(422, f"rows: {len(rows)} rows, at most {max_rows} per request")
         values: dict[str, list[Any]] = {name: [] for name in self.names}
+        keys: dict[int, dict[str, Any]] = {}  # row index -> the join fields it sent
         for index, row in enumerate(rows):
-            self._row(index, row, values)
-        return self._arrays(values), len(rows)
+            self._row(index, row, values, keys)
+        return self._arrays(values), len(rows), self._row_keys(keys, len(rows), "rows[{index}].{field}")
 
-    def _row(self, index: int, row: Any, values: dict[str, list[Any]]) -> None:
-        """Check one row and append its values to ``values``."""
+    def _row(
+        self, index: int, row: Any, values: dict[str, list[Any]], keys: dict[int, dict[str, Any]]
+    ) -> None:
+        """Check one row and append its values to ``values`` (its join fields, if any, to ``keys``)."""
         if not isinstance(row, dict):
             raise RequestError(422, f"rows[{index}]: expected an object")
         for name in row:
             if name not in self.by_name:
+                if self.join is not None and name in (self.join.entity, self.join.event_time):
+                    keys.setdefault(index, {})[name] = row[name]
+                    continue
                 raise RequestError(422, f"rows[{index}].{name}: unexpected field")
         for field in self.fields:
             value = row.get(field.name)
@@ -355,11 +412,12 @@ class InputSchema:
                 raise self._kind_error(field, value, f"rows[{index}].{field.name}")
             values[field.name].append(value)
 
-    def _columns(self, columns: Any, max_rows: int) -> tuple[dict[str, np.ndarray], int]:
+    def _columns(self, columns: Any, max_rows: int) -> tuple[dict[str, np.ndarray], int, RowKeys | None]:
         if not isinstance(columns, dict) or not columns:
             raise RequestError(422, "columns: expected an object of arrays, one per field")
+        join_names = (self.join.entity, self.join.event_time) if self.join is not None else ()
         for name in columns:
-            if name not in self.by_name:
+            if name not in self.by_name and name not in join_names:
                 raise RequestError(422, f"columns.{name}: unexpected field")
         length = None
         values: dict[str, list[Any]] = {}
@@ -375,7 +433,51 @@ class InputSchema:
             raise RequestError(422, "columns: no field given")
         for field in self.fields:  # optional columns left out are all null
             values.setdefault(field.name, [None] * length)
-        return self._arrays(values), length
+        keys = self._sent_join_columns(columns, join_names, length)
+        return self._arrays(values), length, self._row_keys(keys, length, "columns.{field}[{index}]")
+
+    @staticmethod
+    def _sent_join_columns(
+        columns: dict[str, Any], join_names: Sequence[str], length: int
+    ) -> dict[int, dict[str, Any]]:
+        """Row index -> the join fields it sent, from the columns form."""
+        keys: dict[int, dict[str, Any]] = {}
+        for name in join_names:
+            if name not in columns:
+                continue
+            sent = columns[name]
+            if not isinstance(sent, list) or len(sent) != length:
+                given = f"{len(sent)} values" if isinstance(sent, list) else "not an array"
+                raise RequestError(422, f"columns.{name}: {given}, the other columns have {length}")
+            for index, value in enumerate(sent):
+                if value is not None:
+                    keys.setdefault(index, {})[name] = value
+        return keys
+
+    def _row_keys(self, sent: dict[int, dict[str, Any]], rows: int, where: str) -> RowKeys | None:
+        """The join fields of every row, checked (``where`` formats a value's place from its index and field)."""
+        if not sent or self.join is None:
+            return None
+        join = self.join
+        entity = np.full(rows, None, dtype=object)
+        times = np.full(rows, np.datetime64("NaT"), dtype="datetime64[us]")
+        for index, fields in sent.items():
+            value = fields.get(join.entity)
+            if value is not None:
+                if not _check(join.entity_kind, value):
+                    got = {"str": "string", "int": "integer", "float": "number"}.get(
+                        type(value).__name__, "other"
+                    )
+                    raise RequestError(
+                        422,
+                        f"{where.format(index=index, field=join.entity)}: expected {join.entity_kind} (the entity "
+                        f"id), got {got}",
+                    )
+                entity[index] = str(int(value)) if join.entity_kind == "integer" else value
+            value = fields.get(join.event_time)
+            if value is not None:
+                times[index] = event_time(value, where.format(index=index, field=join.event_time))
+        return RowKeys(entity, times)
 
     def _column(self, field: Field, column: Any, length: int | None, max_rows: int) -> int:
         """Check one column against the others' ``length`` (None: it is the first); its length."""
@@ -446,6 +548,7 @@ class InputSchema:
     def json_schema(self, max_rows: int) -> dict[str, Any]:
         """The request body as JSON Schema (both forms, with domains and examples), for the OpenAPI document."""
         kinds = {f.name: self._field_schema(f) for f in self.fields}
+        kinds |= self._join_schemas()
         required = sorted(self.required)
         row = {"type": "object", "properties": kinds, "required": required, "additionalProperties": False}
         columns = {
@@ -476,6 +579,28 @@ class InputSchema:
                     "examples": [{"columns": {n: [r[n] for r in example] for n in self.names}}],
                 },
             ]
+        }
+
+    def _join_schemas(self) -> dict[str, dict[str, Any]]:
+        """The optional entity id and event time, documented as what lets the monitor join labels later."""
+        if self.join is None:
+            return {}
+        why = (
+            "Optional, never given to the model: logged with the row's prediction so that the label that "
+            "arrives later for this entity and event time can be joined to it (live quality). Rows sent "
+            "without it are answered all the same, and counted as unjoinable."
+        )
+        return {
+            self.join.entity: {
+                "type": [self.join.entity_kind, "null"],
+                "description": f"The entity id (the data contract's {self.join.entity}). {why}",
+            },
+            self.join.event_time: {
+                "type": ["string", "null"],
+                "format": "date-time",
+                "description": f"When the event happened, RFC 3339 with its offset (the data contract's "
+                f"{self.join.event_time}). {why}",
+            },
         }
 
     def _field_schema(self, field: Field) -> dict[str, Any]:

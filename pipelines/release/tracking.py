@@ -38,6 +38,8 @@ class RunContext:
     dag_id: str = "cli"
     dag_run_id: str = "manual"
     url: str | None = None  # the Airflow run's page (:func:`airflow_run_url`); runs and versions link back
+    started_by: str = "cli"  # what started the run: schedule, manual (a person), backfill, monitor, cli
+    start_reason: str | None = None  # the monitor's reason, when it asked for the run
 
     def __post_init__(self) -> None:
         if not _RUN_KEY.fullmatch(self.run_key):
@@ -46,12 +48,17 @@ class RunContext:
             )
 
     def tags(self) -> dict[str, str]:
-        return {
-            "ct.run_key": self.run_key,
-            "airflow.dag_id": self.dag_id,
-            "airflow.run_id": self.dag_run_id,
-            "git.commit": git_commit(),
-        } | ({"airflow.run_url": self.url} if self.url else {})
+        return (
+            {
+                "ct.run_key": self.run_key,
+                "airflow.dag_id": self.dag_id,
+                "airflow.run_id": self.dag_run_id,
+                "git.commit": git_commit(),
+                "ct.started_by": self.started_by,
+            }
+            | ({"airflow.run_url": self.url} if self.url else {})
+            | ({"ct.start_reason": self.start_reason[:5000]} if self.start_reason else {})
+        )
 
 
 @contextlib.contextmanager
@@ -111,20 +118,27 @@ def configure(settings: Settings) -> MlflowClient:
             client.search_registered_models(max_results=1)  # and the registry's
     else:
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    if client.get_experiment_by_name(settings.experiment) is None:
-        location = settings.artifact_root
-        if "://" not in location:
-            Path(location).mkdir(parents=True, exist_ok=True)
-            location = Path(location).resolve().as_uri()
-        try:
-            client.create_experiment(
-                settings.experiment, artifact_location=f"{location.rstrip('/')}/{settings.experiment}"
-            )
-        except MlflowException:
-            if client.get_experiment_by_name(settings.experiment) is None:  # lost a creation race: fine
-                raise
+    ensure_experiment(client, settings, settings.experiment)
     mlflow.set_experiment(settings.experiment)
     return client
+
+
+def ensure_experiment(client: MlflowClient, settings: Settings, name: str) -> str:
+    """The id of experiment ``name``, created under the artifact root when it does not exist yet."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    location = settings.artifact_root
+    if "://" not in location:
+        Path(location).mkdir(parents=True, exist_ok=True)
+        location = Path(location).resolve().as_uri()
+    try:
+        return str(client.create_experiment(name, artifact_location=f"{location.rstrip('/')}/{name}"))
+    except MlflowException:
+        found = client.get_experiment_by_name(name)
+        if found is None:  # not a lost creation race
+            raise
+        return str(found.experiment_id)
 
 
 def experiment_id(client: MlflowClient, settings: Settings) -> str:

@@ -25,6 +25,7 @@ from pipelines.serving.metrics import ServingMetrics
 
 if TYPE_CHECKING:
     from pipelines.model.runtime import ServedModel
+    from pipelines.model.signature import RowKeys
     from pipelines.serving.predlog import PredictionLog
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ class _Item:
     columns: dict[str, np.ndarray]
     rows: int
     future: asyncio.Future
+    request_id: str
+    keys: RowKeys | None
 
 
 class MicroBatcher:
@@ -94,10 +97,16 @@ class MicroBatcher:
         return Arrival(self)
 
     async def predict(
-        self, model: ServedModel, columns: dict[str, np.ndarray], rows: int
+        self,
+        model: ServedModel,
+        columns: dict[str, np.ndarray],
+        rows: int,
+        request_id: str = "",
+        keys: RowKeys | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities and labels of ``rows`` rows; ``request_id`` and ``keys`` are logged with them."""
         future = asyncio.get_running_loop().create_future()
-        self._queue.append(_Item(model, columns, rows, future))
+        self._queue.append(_Item(model, columns, rows, future, request_id, keys))
         self._queued_rows += rows
         self._wakeup.set()
         return await future
@@ -162,4 +171,5 @@ class MicroBatcher:
                 item.future.set_result((probability[offset:end], label[offset:end]))
             offset = end
         if self.sink is not None:
-            self.sink.append(model.version, columns, probability, label)
+            requests = [(item.request_id, item.rows, item.keys) for item in batch]
+            self.sink.append(model.version, columns, probability, label, requests)

@@ -16,7 +16,7 @@ from typing import Any
 from pipelines.serving.api import PREDICT_PATH, ROUTES, VERSION_HEADER, json_response
 from pipelines.serving.holder import ModelHolder
 from pipelines.serving.metrics import ServingMetrics
-from pipelines.serving.predict import Predictor
+from pipelines.serving.predict import REQUEST_ID_HEADER, Predictor
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +93,11 @@ class Guard:
                 scope, receive, send
             )
         elif route == PREDICT_PATH:
-            code, body, version = await self.predictor(headers, receive)
+            code, body, version, request = await self.predictor(headers, receive)
             response_headers = [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                (REQUEST_ID_HEADER, request.encode()),
             ]
             if version is not None:
                 response_headers.append((_HEADER, str(version).encode()))

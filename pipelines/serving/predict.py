@@ -8,6 +8,8 @@ the rows are then scored on the model in service at the moment the request arriv
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -20,14 +22,26 @@ from pipelines.model.signature import OutOfDomain, OutOfDomainError, RequestErro
 from pipelines.serving.batcher import MicroBatcher
 from pipelines.serving.holder import ModelHolder
 
+REQUEST_ID_HEADER = b"x-request-id"
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+
+
+def request_id(headers: dict[bytes, bytes]) -> str:
+    """The client's ``X-Request-Id`` when it is 1-128 of ``A-Za-z0-9._:-``, else a new random one."""
+    sent = headers.get(REQUEST_ID_HEADER)
+    if sent is not None and _REQUEST_ID.fullmatch(sent):
+        return sent.decode()
+    return uuid.uuid4().hex
+
 
 def answer(
     model: ServedModel,
     probability: np.ndarray,
     label: np.ndarray,
     out_of_domain: dict[int, list[str]] | None = None,
+    request: str | None = None,
 ) -> dict[str, Any]:
-    """The response body: who answered, and one prediction per row in input order.
+    """The response body: who answered, the request's id, and one prediction per row in input order.
 
     ``out_of_domain`` (flag mode): row index -> the fields outside the contract, carried by that row.
     """
@@ -36,7 +50,10 @@ def answer(
     ]
     for index, fields in (out_of_domain or {}).items():
         predictions[index]["out_of_domain"] = fields
-    return {"model_name": model.name, "model_version": model.version, "predictions": predictions}
+    body: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
+    if request is not None:
+        body["request_id"] = request
+    return body | {"predictions": predictions}
 
 
 async def read_body(receive: Any, limit: int) -> bytes:
@@ -74,7 +91,7 @@ def content_type_error(headers: dict[bytes, bytes]) -> RequestError | None:
 
 
 class Predictor:
-    """Answers ``POST /v1/predict``: (status, JSON body, the version that answered)."""
+    """Answers ``POST /v1/predict``: (status, JSON body, the version that answered, the request's id)."""
 
     def __init__(
         self, holder: ModelHolder, max_body_bytes: int, max_rows: int, out_of_domain: OutOfDomain = "reject"
@@ -83,12 +100,13 @@ class Predictor:
         self.out_of_domain = out_of_domain
         self.batcher: MicroBatcher | None = None
 
-    async def __call__(self, headers: dict[bytes, bytes], receive: Any) -> tuple[int, bytes, int | None]:
+    async def __call__(self, headers: dict[bytes, bytes], receive: Any) -> tuple[int, bytes, int | None, str]:
         """The version is None for an error before a model was read."""
         batcher = self.batcher
         assert batcher is not None, "the app's lifespan has not started"
+        rid = request_id(headers)
         if (refused := content_type_error(headers)) is not None:
-            return refused.status, orjson.dumps({"detail": refused.message}), None
+            return refused.status, orjson.dumps({"detail": refused.message}), None, rid
         model = None
         with batcher.arrival() as arrival:
             try:
@@ -101,13 +119,16 @@ class Predictor:
                     flagged = Counter(field for fields in parsed.out_of_domain.values() for field in fields)
                     self._count_out_of_domain(flagged, "flagged")
                 arrival.queued()
-                probability, label = await batcher.predict(model, parsed.columns, parsed.rows)
+                probability, label = await batcher.predict(
+                    model, parsed.columns, parsed.rows, rid, parsed.keys
+                )
             except RequestError as exc:
                 if isinstance(exc, OutOfDomainError):
                     self._count_out_of_domain(exc.rows_by_field, "refused")
-                return exc.status, orjson.dumps({"detail": exc.message}), model.version if model else None
-        body = answer(model, probability, label, parsed.out_of_domain)
-        return 200, orjson.dumps(body), model.version
+                version = model.version if model else None
+                return exc.status, orjson.dumps({"detail": exc.message}), version, rid
+        body = answer(model, probability, label, parsed.out_of_domain, rid)
+        return 200, orjson.dumps(body), model.version, rid
 
     def _count_out_of_domain(self, rows_by_field: Mapping[str, int], action: str) -> None:
         for field, rows in rows_by_field.items():

@@ -1,5 +1,8 @@
 """The prediction log: every served row, its prediction, the model version and the time, as Parquet.
 
+Each row also carries its request's id and, when the client sent them, the contract's entity id and event
+time (``entity_id``, ``event_time``; null otherwise): what the monitor joins the labels that arrive later on.
+
 Batches are handed over in memory (a deque append) after they are scored; a writer thread turns them
 into one Parquet file per flush under ``<uri>/ds=<UTC day>/``, written under a temporary name and
 renamed, so a reader never sees half a file. A failing sink (full disk, lost bucket) is counted and
@@ -15,7 +18,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -24,7 +27,23 @@ from fsspec.core import url_to_fs
 
 from pipelines.serving.metrics import ServingMetrics
 
+if TYPE_CHECKING:
+    from pipelines.model.signature import RowKeys
+
 log = logging.getLogger(__name__)
+
+# Columns the log adds beside the model's inputs, each with its Arrow type.
+LOG_COLUMNS: dict[str, pa.DataType] = {
+    "served_at": pa.timestamp("us", tz="UTC"),
+    "model_name": pa.string(),
+    "model_version": pa.int64(),
+    "request_id": pa.string(),
+    "entity_id": pa.string(),
+    "event_time": pa.timestamp("us", tz="UTC"),
+    "probability": pa.float64(),
+    "label": pa.int64(),
+}
+Requests = list[tuple[str, int, "RowKeys | None"]]  # each request of a batch: its id, rows and join keys
 
 # A sink that fails to take a file (a full disk, a lost bucket, a folder that is not writable): fsspec's
 # file systems raise OSError (FileNotFoundError, PermissionError ...), pyarrow its ArrowException.
@@ -49,7 +68,9 @@ class PredictionLog:
         self.max_buffer_rows = max_buffer_rows
         self.files_written = 0
         self.last_error: str | None = None
-        self._pending: deque[tuple[dt.datetime, int, dict[str, np.ndarray], np.ndarray, np.ndarray]] = deque()
+        self._pending: deque[
+            tuple[dt.datetime, int, dict[str, np.ndarray], np.ndarray, np.ndarray, Requests]
+        ] = deque()
         self._pending_rows = 0
         self._lock = threading.Lock()
         self._flush_now = threading.Event()
@@ -66,14 +87,20 @@ class PredictionLog:
         self._thread.join(timeout=60)
 
     def append(
-        self, version: int, columns: dict[str, np.ndarray], probability: np.ndarray, label: np.ndarray
+        self,
+        version: int,
+        columns: dict[str, np.ndarray],
+        probability: np.ndarray,
+        label: np.ndarray,
+        requests: Requests,
     ) -> None:
+        """Buffer a scored batch; ``requests`` are its requests in row order (id, rows, join keys)."""
         rows = len(probability)
         with self._lock:
             if self._pending_rows + rows > self.max_buffer_rows:
                 self.metrics.log_dropped.inc(rows)
                 return
-            self._pending.append((dt.datetime.now(dt.UTC), version, columns, probability, label))
+            self._pending.append((dt.datetime.now(dt.UTC), version, columns, probability, label, requests))
             self._pending_rows += rows
             self.metrics.log_buffered.set(self._pending_rows)
         if self._pending_rows >= self.flush_rows:
@@ -137,7 +164,7 @@ class PredictionLog:
             [np.full(len(b[3]), np.datetime64(b[0].replace(tzinfo=None), "us")) for b in batches]
         )
         data: dict[str, Any] = {
-            "served_at": pa.array(served_at, type=pa.timestamp("us", tz="UTC")),
+            "served_at": pa.array(served_at, type=LOG_COLUMNS["served_at"]),
             "model_name": pa.array([self.model_name] * len(served_at), type=pa.string()),
             "model_version": np.concatenate([np.full(len(b[3]), b[1], dtype="int64") for b in batches]),
         }
@@ -145,9 +172,30 @@ class PredictionLog:
             values = [b[2][name] for b in batches if name in b[2]]
             if len(values) == len(batches):
                 data[name] = _column(values)
+        requests = [request for b in batches for request in b[5]]
+        ids = np.array([request[0] for request in requests], dtype=object)
+        data["request_id"] = pa.array(np.repeat(ids, [request[1] for request in requests]), type=pa.string())
+        data["entity_id"], data["event_time"] = _keys(requests)
         data["probability"] = np.concatenate([b[3] for b in batches])
         data["label"] = np.concatenate([b[4] for b in batches])
         return pa.table(data)
+
+
+def _keys(requests: Requests) -> tuple[pa.Array, pa.Array]:
+    """The entity id and event time of every row (null where a request sent none)."""
+    entities, times = [], []
+    for _, rows, keys in requests:
+        if keys is None:
+            entities.append(np.full(rows, None, dtype=object))
+            times.append(np.full(rows, np.datetime64("NaT"), dtype="datetime64[us]"))
+        else:
+            entities.append(keys.entity_id)
+            times.append(keys.event_time)
+    entity = pa.array(np.concatenate(entities), type=pa.string(), from_pandas=True)
+    when = pa.array(np.concatenate(times), type=pa.timestamp("us"), from_pandas=True).cast(
+        LOG_COLUMNS["event_time"]
+    )
+    return entity, when
 
 
 def _column(parts: list[np.ndarray]) -> pa.Array:

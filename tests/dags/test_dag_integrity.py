@@ -15,9 +15,9 @@ ONE_SHOT = {("rollback", "roll_back")}
 
 @pytest.fixture(scope="module")
 def dagbag():
-    from airflow.dag_processing.dagbag import DagBag
+    from airflow.dag_processing.dagbag import BundleDagBag
 
-    return DagBag(dag_folder=str(DAGS_DIR))
+    return BundleDagBag(dag_folder=str(DAGS_DIR), bundle_path=DAGS_DIR)
 
 
 def test_the_dag_folder_imports_clean(dagbag):
@@ -96,3 +96,18 @@ def test_rollback_dag_form(dagbag):
     assert params["to_version"] is None and params["dataset"] == "transactions"
     reason = params.get_param("reason").schema
     assert reason["minLength"] >= 1
+
+
+def test_monitor_emits_retrain_requests_that_the_retrain_dag_is_scheduled_on(dagbag):
+    from common.assets import RETRAIN_REQUESTS, datasets, retrain_request
+
+    monitor = dagbag.dags["monitor"]
+    assert [t.task_id for t in monitor.tasks] == ["monitor"]
+    # Only through the alias: a plain Asset outlet would get an event on every successful hour.
+    assert monitor.get_task("monitor").outlets == [RETRAIN_REQUESTS]
+    timetable = dagbag.dags["retrain"].timetable
+    assert type(timetable).__name__ == "AssetOrTimeSchedule"
+    assert timetable.timetable.expression == "0 1 * * *"  # still daily
+    listened = {asset.uri for asset in timetable.asset_condition.objects}
+    assert datasets() and listened == {retrain_request(name).uri for name in datasets()}
+    assert type(timetable.asset_condition).__name__ == "AssetAny"  # any one dataset's request starts a run

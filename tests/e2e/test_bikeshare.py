@@ -34,12 +34,12 @@ QUARTERS = 3  # the first three are a quarter apart
 @pytest.fixture
 def retrain_dag(tmp_path, monkeypatch):
     """The `retrain` DAG, freshly parsed, on this test's own state folder and Airflow database."""
-    from airflow.dag_processing.dagbag import DagBag
+    from airflow.dag_processing.dagbag import BundleDagBag
 
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
     monkeypatch.setenv("CT_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("CT_WINDOW_DAYS", str(WINDOW_DAYS))
-    return DagBag(dag_folder=str(DAGS_DIR)).dags["retrain"]
+    return BundleDagBag(dag_folder=str(DAGS_DIR), bundle_path=DAGS_DIR).dags["retrain"]
 
 
 def _run(dag, day: dt.date, engine: str):

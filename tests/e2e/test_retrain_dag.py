@@ -34,7 +34,7 @@ def airflow_env(airflow_db, tmp_path, monkeypatch):
     The DAG's tasks build their settings from the environment, so the state folder is set there. The
     DAG is parsed per test: dag.test keeps a run's conf as the DAG's params.
     """
-    from airflow.dag_processing.dagbag import DagBag
+    from airflow.dag_processing.dagbag import BundleDagBag
 
     state = tmp_path / "state"
     for key, value in {
@@ -44,7 +44,7 @@ def airflow_env(airflow_db, tmp_path, monkeypatch):
         "AIRFLOW__API__BASE_URL": AIRFLOW_URL,  # the address MLflow's runs link back to
     }.items():
         monkeypatch.setenv(key, value)
-    return DagBag(dag_folder=str(DAGS_DIR)).dags["retrain"], state
+    return BundleDagBag(dag_folder=str(DAGS_DIR), bundle_path=DAGS_DIR).dags["retrain"], state
 
 
 def _seed_champions(count: int) -> list[int]:
@@ -337,7 +337,7 @@ def test_approval_granted_then_rejected(airflow_env, tmp_path, monkeypatch):
     assert approved != before
     last = history.read(settings, settings.model_name)[-1]
     assert (last["outcome"], last["from_version"], last["to_version"]) == ("promoted", before, approved)
-    assert last["trigger"] == "gate, approved by reviewer"
+    assert last["trigger"] == "gate (manual), approved by reviewer"  # a person started the run
 
     # The gate lets the next challenger through too; this time the person says no.
     run, asked = _run_and_answer(
@@ -354,13 +354,13 @@ def test_approval_granted_then_rejected(airflow_env, tmp_path, monkeypatch):
 
 def test_rollback_dag_from_the_trigger_form(airflow_env, tmp_path, monkeypatch):
     import httpx
-    from airflow.dag_processing.dagbag import DagBag
+    from airflow.dag_processing.dagbag import BundleDagBag
 
     from pipelines.release import history, promote, tracking
     from pipelines.settings import get_settings
     from tests.serving_models import ServerProcess
 
-    rollback_dag = DagBag(dag_folder=str(DAGS_DIR)).dags["rollback"]
+    rollback_dag = BundleDagBag(dag_folder=str(DAGS_DIR), bundle_path=DAGS_DIR).dags["rollback"]
     first, previous, current = _seed_champions(3)
     settings = get_settings()
     client = tracking.configure(settings)

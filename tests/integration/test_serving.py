@@ -76,8 +76,10 @@ def test_api_contract_and_openapi(served):
         by_rows = http.post("/v1/predict", json={"rows": rows[:3]})
         assert by_rows.status_code == 200 and by_rows.headers["x-model-version"] == "1"
         columns = {name: [row[name] for row in rows[:3]] for name in FIELDS}
-        by_columns = http.post("/v1/predict", json={"columns": columns})
-        assert by_columns.json() == by_rows.json()
+        by_columns = http.post("/v1/predict", json={"columns": columns}, headers={"X-Request-Id": "cols-1"})
+        assert by_columns.json()["request_id"] == by_columns.headers["x-request-id"] == "cols-1"
+        assert len(by_rows.json()["request_id"]) == 32  # none sent: a random one
+        assert by_columns.json()["predictions"] == by_rows.json()["predictions"]
         assert [p["label"] for p in by_rows.json()["predictions"]] == [
             int(p["probability"] >= 0.5) for p in by_rows.json()["predictions"]
         ]

@@ -21,7 +21,8 @@ ALLOWED = {
     "evaluation": {"data", "engines", "model", "release"},
     "training": {"data", "engines", "model", "evaluation", "release"},
     "serving": {"data", "engines", "model", "release"},
-    "cli": {"data", "engines", "model", "release", "evaluation", "training", "serving"},
+    "monitoring": {"data", "engines", "model", "release", "evaluation", "serving"},
+    "cli": {"data", "engines", "model", "release", "evaluation", "training", "serving", "monitoring"},
 }
 
 
@@ -69,6 +70,9 @@ def test_every_folder_has_a_place_in_the_table():
         "pipelines.data.validation",
         "pipelines.model.signature",
         "pipelines.model",
+        "pipelines.monitoring.policy",
+        "pipelines.monitoring.verdict",
+        "pipelines.monitoring.served",
     ],
 )
 def test_pure_cores_import_no_engine_framework_or_registry(module):

@@ -82,3 +82,21 @@ def test_drift_compare_prints_each_columns_test_score_bound_and_verdict(tmp_path
     )
     assert missing.exit_code == 1 and "no Parquet files under" in missing.output
     assert "--date is required" in runner.invoke(app, ["drift"], env=_env(tmp_path / "state")).output
+
+
+def test_monitor_policy_checks_the_file_and_names_a_bad_key(tmp_path):
+    shipped = runner.invoke(app, ["monitor", "policy"], env=_env(tmp_path))
+    assert shipped.exit_code == 0 and shipped.output.startswith("OK ") and "cooldown 6 h" in shipped.output
+    bad = tmp_path / "policy.yaml"
+    bad.write_text("feature_drift: {critical_columns: [agee]}\n")
+    refused = runner.invoke(app, ["monitor", "policy", str(bad)], env=_env(tmp_path))
+    assert refused.exit_code == 1 and "'agee', which is not a feature" in refused.output
+    schema = runner.invoke(app, ["monitor", "policy", "--schema"], env=_env(tmp_path))
+    assert schema.exit_code == 0 and '"retrain_on"' in schema.output
+
+
+def test_monitor_needs_a_date_and_history_needs_figures(tmp_path):
+    no_date = runner.invoke(app, ["monitor"], env=_env(tmp_path))
+    assert no_date.exit_code != 0 and "--date is required" in no_date.output
+    empty = runner.invoke(app, ["monitor", "history"], env=_env(tmp_path))
+    assert empty.exit_code == 1 and "pipelines monitor -d <date>" in empty.output

@@ -16,7 +16,8 @@ class Sink:
     def __init__(self) -> None:
         self.batches: list[tuple[int, int]] = []
 
-    def append(self, version, cols, probability, label) -> None:
+    def append(self, version, cols, probability, label, requests) -> None:
+        assert sum(rows for _, rows, _ in requests) == len(probability)
         self.batches.append((version, len(probability)))
 
 

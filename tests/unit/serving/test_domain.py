@@ -241,7 +241,7 @@ def _post(mode: str, payload: dict) -> tuple[int, dict, ServingMetrics]:
     holder = _Holder(InputSchema(FIELDS))
     predictor = Predictor(holder, 1 << 20, 100, mode)
 
-    async def call() -> tuple[int, bytes, int | None]:
+    async def call() -> tuple[int, bytes, int | None, str]:
         batcher = MicroBatcher(256, 0.0, holder.metrics)
         batcher.start()
         predictor.batcher = batcher
@@ -255,8 +255,11 @@ def _post(mode: str, payload: dict) -> tuple[int, dict, ServingMetrics]:
         finally:
             await batcher.stop()
 
-    status, body, _ = asyncio.run(asyncio.wait_for(call(), timeout=30))
-    return status, orjson.loads(body), holder.metrics
+    status, body, _, request = asyncio.run(asyncio.wait_for(call(), timeout=30))
+    answered = orjson.loads(body)
+    if status == 200:
+        assert answered.pop("request_id") == request and len(request) == 32
+    return status, answered, holder.metrics
 
 
 def _count(metrics: ServingMetrics, field: str, action: str) -> float:

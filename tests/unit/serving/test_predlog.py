@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pyarrow.dataset as pads
 
+from pipelines.model.signature import RowKeys
 from pipelines.serving.metrics import ServingMetrics
 from pipelines.serving.predlog import PredictionLog
 
@@ -15,9 +17,10 @@ def _log(uri: str, metrics: ServingMetrics, max_buffer_rows: int = 1000) -> Pred
     )
 
 
-def _batch(n: int, start: float = 0.0):
+def _batch(n: int, start: float = 0.0, request: str = "r"):
     x = np.arange(start, start + n, dtype="float64")
-    return {"x": x, "plan": np.array(["basic"] * n, dtype=object)}, x / 100, (x > 1).astype("int64")
+    columns = {"x": x, "plan": np.array(["basic"] * n, dtype=object)}
+    return columns, x / 100, (x > 1).astype("int64"), [(request, n, None)]
 
 
 def test_served_rows_are_written_by_day_with_their_model_and_prediction(tmp_path):
@@ -34,6 +37,8 @@ def test_served_rows_are_written_by_day_with_their_model_and_prediction(tmp_path
     assert frame["x"].tolist() == [0.0, 1.0, 10.0, 11.0, 12.0] and set(frame["plan"]) == {"basic"}
     assert frame["probability"].tolist() == [0.0, 0.01, 0.1, 0.11, 0.12]
     assert set(frame["model_name"]) == {"ct-test"} and str(frame["served_at"].dtype) == "datetime64[us, UTC]"
+    assert frame["request_id"].tolist() == ["r"] * 5
+    assert frame["entity_id"].isna().all() and frame["event_time"].isna().all()  # sent none: unjoinable
     assert metrics.log_rows._value.get() == 5 and sink.files_written == 1
     assert not list((tmp_path / "predictions").rglob(".*.tmp"))  # written under a temporary name, renamed
 
@@ -82,3 +87,26 @@ def test_an_unforeseen_sink_failure_is_counted_and_the_writer_keeps_going():
     assert metrics.log_failures._value.get() >= 2 and sink._thread.is_alive()
     assert "nosuchprotocol" in sink.last_error and metrics.log_buffered._value.get() == 2
     sink.stop()
+
+
+def test_each_row_carries_its_request_id_and_the_join_keys_its_request_sent(tmp_path):
+    metrics = ServingMetrics()
+    sink = _log(str(tmp_path / "predictions"), metrics)
+    columns, probability, label, _ = _batch(3)
+    keys = RowKeys(
+        np.array(["c1", None], dtype=object),
+        np.array(["2026-11-30T10:00:00", "NaT"], dtype="datetime64[us]"),
+    )
+    sink.append(2, columns, probability, label, [("first", 1, None), ("second", 2, keys)])
+    sink.flush()
+    frame = pads.dataset(str(tmp_path / "predictions"), partitioning="hive").to_table().to_pandas()
+    frame = frame.sort_values("x")
+    assert frame["request_id"].tolist() == ["first", "second", "second"]
+    assert frame["entity_id"].tolist()[1] == "c1" and frame["entity_id"].isna().tolist() == [
+        True,
+        False,
+        True,
+    ]
+    assert str(frame["event_time"].dtype) == "datetime64[us, UTC]"
+    assert frame["event_time"].iloc[1] == pd.Timestamp("2026-11-30T10:00:00Z")
+    assert frame["event_time"].isna().tolist() == [True, False, True]

@@ -1,0 +1,316 @@
+"""Benchmark: the monitor over a day of logged predictions against plain Evidently on the same rows, side by side.
+
+    python bench/monitor.py                                   # 1M and 10M logged rows, Dask and Spark
+    python bench/monitor.py --sizes 1000000 --engines dask
+
+Data: a scikit-learn champion trained, evaluated and promoted on one demo day (its reference profile logged
+with it), then a day of served traffic written as the prediction log writes it (Parquet files of 500,000
+rows, zstd, every column the app logs): the demo's covariate-shift rows, scored by the champion.
+
+Measured, each in a fresh process with its peak resident memory (the whole process tree) sampled every 50 ms:
+
+- **the monitor** on each engine: ``pipelines.monitoring.monitor.monitor`` on the whole day, everything a run
+  does (read the log on the engine, profile, drift against the reference profile, the champion's holdout
+  predictions scored for prediction drift, live quality, volume, Evidently's report rendered, the files
+  written, MLflow logged);
+- **plain Evidently**, what a user would otherwise run: the day's features and probabilities and the
+  reference window read into pandas, the champion's holdout scored, ``Report([DataDriftPreset(...)])`` with
+  the contract's test per column and ``ValueDrift`` of the probabilities, HTML saved. Skipped above
+  ``--evidently-up-to`` rows (it grows linearly).
+
+Verdicts: every feature's drift verdict and the prediction drift verdict of each monitor run are compared with
+plain Evidently's on the same rows (scores within the profiles' stated error bounds).
+
+Goal (issue 15): the monitor at least 20x faster than plain Evidently at 1M rows, with the same verdicts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+FILE_ROWS = 500_000
+TRAIN_DAY = dt.date(2026, 11, 20)
+LOG_DAY = dt.date(2026, 11, 25)
+DAY_ROWS = 200_000  # the demo generator's most rows a day (its customer pool)
+
+
+def _settings(work: Path) -> Any:
+    from pipelines.settings import get_settings
+
+    return get_settings(state_dir=work / "state", rows_per_day=20_000, model_family="sklearn")
+
+
+def _champion(work: Path) -> int:
+    """Train, evaluate and promote the champion once (kept between runs of the bench)."""
+    from pipelines.data.generate import generate
+    from pipelines.data.prepare import prepare
+    from pipelines.data.validate import validate
+    from pipelines.evaluation.evaluate import evaluate
+    from pipelines.release import audit, tracking
+    from pipelines.release.promote import promote
+    from pipelines.release.register import register
+    from pipelines.training.train import train
+
+    settings = _settings(work)
+    client = tracking.configure(settings)
+    if (version := audit.champion(settings, client)) is not None:
+        return version
+    generate(settings, TRAIN_DAY, "none")
+    validate(settings, TRAIN_DAY)
+    prepared = prepare(settings, TRAIN_DAY, "dask")
+    trained = train(settings, TRAIN_DAY, prepared["uri"], tracking.RunContext("bench/monitor"), "sklearn")
+    version = int(register(settings, TRAIN_DAY, trained["run_id"])["version"])
+    evaluate(settings, TRAIN_DAY, prepared["uri"], version)
+    promote(settings, TRAIN_DAY, version, None)
+    return version
+
+
+def write_log(work: Path, rows: int, version: int) -> tuple[Path, int]:
+    """A day of logged predictions of ``rows`` rows; (its folder, bytes written)."""
+    import mlflow
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.data.contract import dataset_contract
+    from pipelines.data.generate import generate_day
+
+    settings = _settings(work)
+    folder = Path(settings.prediction_log_uri) / f"ds={LOG_DAY}"
+    if folder.exists() and sum(pq.ParquetFile(f).metadata.num_rows for f in folder.glob("*.parquet")) == rows:
+        return folder, sum(f.stat().st_size for f in folder.glob("*.parquet"))
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    features = dataset_contract(settings).feature_columns
+    model = mlflow.pyfunc.load_model(f"models:/{settings.model_name}/{version}")
+    start = pd.Timestamp(LOG_DAY, tz="UTC")
+    written, part = 0, 0
+    while written < rows:
+        day = LOG_DAY - dt.timedelta(days=part + 1)  # other days' customers and times: only the rows matter
+        frame = generate_day(day, settings.seed, min(DAY_ROWS, rows - written), "covariate_shift")
+        for offset in range(0, len(frame), FILE_ROWS):
+            chunk = frame.iloc[offset : offset + FILE_ROWS]
+            n = len(chunk)
+            scored = model.predict(chunk[features])["probability"].to_numpy("float64")
+            served = start + pd.to_timedelta(
+                np.linspace(0, 86_399_999_999, n).astype("int64") + written, "us"
+            )
+            table = pa.table(
+                {
+                    "served_at": pa.array(served.to_numpy(), type=pa.timestamp("us", tz="UTC")),
+                    "model_name": pa.array([settings.model_name] * n),
+                    "model_version": pa.array(np.full(n, version, dtype="int64")),
+                    **{name: pa.array(chunk[name].to_numpy(), from_pandas=True) for name in features},
+                    "request_id": pa.array([f"r{i // 50}" for i in range(written, written + n)]),
+                    "entity_id": pa.array(chunk["customer_id"].to_numpy()),
+                    "event_time": pa.array(chunk["event_ts"].to_numpy(), type=pa.timestamp("us", tz="UTC")),
+                    "probability": pa.array(scored),
+                    "label": pa.array((scored >= 0.5).astype("int64")),
+                }
+            )
+            pq.write_table(table, folder / f"part-{part:04d}-{offset:07d}.parquet", compression="zstd")
+            written += n
+        part += 1
+    return folder, sum(f.stat().st_size for f in folder.glob("*.parquet"))
+
+
+# --- children -------------------------------------------------------------------------------------------
+
+
+def child_monitor(work: str, engine: str) -> dict[str, Any]:
+    from pipelines.monitoring.monitor import Interval, monitor
+
+    settings = _settings(Path(work))
+    shutil.rmtree(settings.monitoring_uri, ignore_errors=True)  # nothing cached: the holdout is scored again
+    started = time.perf_counter()
+    result = monitor(settings, Interval.of(LOG_DAY), engine)
+    seconds = time.perf_counter() - started
+    summary = json.loads(Path(result["report"], "monitor.json").read_text())
+    drift = summary["drift"]
+    prediction = next(s for s in result["signals"] if s["signal"] == "prediction_drift")
+    return {
+        "seconds": seconds,
+        "rows": result["rows"],
+        "verdict": result["verdict"]["status"],
+        "columns": {
+            name: {"score": c["score"], "drifted": c["drifted"], "bound": c["error_bound"]}
+            for name, c in drift["columns"].items()
+        },
+        "prediction": {"score": prediction["value"], "drifted": prediction["state"] == "breach"},
+    }
+
+
+def child_evidently(work: str) -> dict[str, Any]:
+    import mlflow
+    import pandas as pd
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
+    from evidently.presets import DataDriftPreset
+
+    from pipelines.data import datasets, storage
+    from pipelines.data.contract import dataset_contract
+    from pipelines.monitoring.policy import load_monitoring_policy
+    from pipelines.release import audit, tracking
+
+    settings = _settings(Path(work))
+    contract = dataset_contract(settings)
+    policy = load_monitoring_policy(settings.resolved_monitoring_policy_path)
+    features = contract.feature_columns
+    client = tracking.configure(settings)
+    champion = client.get_model_version(settings.model_name, str(audit.champion(settings, client)))
+    started = time.perf_counter()
+    current = pd.read_parquet(
+        Path(settings.prediction_log_uri) / f"ds={LOG_DAY}", columns=[*features, "probability"]
+    )
+    reference = pd.read_parquet(storage.raw_uri(settings.resolved_data_root, settings.dataset, TRAIN_DAY))
+    holdout = datasets.read_split(champion.tags["dataset.uri"], "holdout", features)
+    model = mlflow.pyfunc.load_model(f"models:/{settings.model_name}/{champion.version}")
+    predicted = pd.DataFrame({"probability": model.predict(holdout)["probability"].to_numpy("float64")})
+    read = time.perf_counter()
+    definition = DataDefinition(
+        numerical_columns=contract.numeric_features, categorical_columns=contract.categorical_features
+    )
+    rule = policy.prediction_drift
+    features_report = Report(
+        [
+            DataDriftPreset(
+                columns=features,
+                drift_share=policy.feature_drift.max_drifted_share,
+                per_column_method={name: contract.drift_test(name)[0] for name in features},
+                per_column_threshold={name: contract.drift_test(name)[1] for name in features},
+            )
+        ]
+    ).run(
+        Dataset.from_pandas(current[features], data_definition=definition),
+        Dataset.from_pandas(reference[features], data_definition=definition),
+    )
+    probability = DataDefinition(numerical_columns=["probability"])
+    predictions_report = Report(
+        [ValueDrift(column="probability", method=rule.method, threshold=rule.threshold)]
+    ).run(
+        Dataset.from_pandas(current[["probability"]], data_definition=probability),
+        Dataset.from_pandas(predicted, data_definition=probability),
+    )
+    out = Path(work) / "evidently"
+    out.mkdir(exist_ok=True)
+    features_report.save_html(str(out / "features.html"))
+    predictions_report.save_html(str(out / "predictions.html"))
+    done = time.perf_counter()
+    scores = {}
+    for snapshot in (features_report, predictions_report):
+        for metric in snapshot.dict()["metrics"]:
+            config = metric.get("config") or {}
+            if config.get("type", "").endswith(":ValueDrift"):
+                scores[config["column"]] = {"score": float(metric["value"]), "threshold": config["threshold"]}
+    return {
+        "read_s": read - started,
+        "seconds": done - started,
+        "columns": {
+            name: {"score": s["score"], "drifted": s["score"] >= s["threshold"]}
+            for name, s in scores.items()
+            if name != "probability"
+        },
+        "prediction": {
+            "score": scores["probability"]["score"],
+            "drifted": scores["probability"]["score"] >= scores["probability"]["threshold"],
+        },
+    }
+
+
+CHILDREN = {"monitor": child_monitor, "evidently": child_evidently}
+
+
+# --- the parent -----------------------------------------------------------------------------------------
+
+
+def run(name: str, *args: Any) -> dict[str, Any]:
+    from bench.measure import run_sampled
+
+    command = [sys.executable, __file__, "--child", name, "--args", json.dumps([str(a) for a in args])]
+    stdout, peak = run_sampled(command, name)
+    return json.loads(stdout.strip().splitlines()[-1]) | {"peak_mib": peak / 2**20}
+
+
+def _disagreements(ours: dict[str, Any], plain: dict[str, Any]) -> list[str]:
+    """Columns (and the probabilities) whose verdicts differ, with both scores."""
+    found = []
+    for name, column in ours["columns"].items():
+        theirs = plain["columns"][name]
+        if column["drifted"] != theirs["drifted"]:
+            found.append(f"{name} (ours {column['score']:.4f}, Evidently {theirs['score']:.4f})")
+    if ours["prediction"]["drifted"] != plain["prediction"]["drifted"]:
+        found.append(
+            f"probability (ours {ours['prediction']['score']:.4f}, Evidently {plain['prediction']['score']:.4f})"
+        )
+    return found
+
+
+def _max_score_gap(ours: dict[str, Any], plain: dict[str, Any]) -> float:
+    gaps = [abs(c["score"] - plain["columns"][n]["score"]) for n, c in ours["columns"].items()]
+    return max([*gaps, abs(ours["prediction"]["score"] - plain["prediction"]["score"])])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--engines", nargs="+", default=["dask", "spark"], choices=["dask", "spark"])
+    parser.add_argument("--evidently-up-to", type=int, default=1_000_000)
+    parser.add_argument("--work", default=str(ROOT / ".state" / "bench-monitor"))
+    parser.add_argument("--child")
+    parser.add_argument("--args")
+    options = parser.parse_args()
+    if options.child:
+        print(json.dumps(CHILDREN[options.child](*json.loads(options.args))))
+        return
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    work = Path(options.work)
+    print(f"bench/monitor.py, {dt.date.today()}, {platform.machine()}, {os.cpu_count()} cores")
+    version = _champion(work)
+    for rows in options.sizes:
+        folder, size = write_log(work, rows, version)
+        print(f"\n{rows:,} logged rows (a day of covariate-shifted traffic); Parquet {size / 2**20:.0f} MiB")
+        plain = None
+        if rows <= options.evidently_up_to:
+            plain = run("evidently", work)
+            print(
+                f"  plain Evidently:   {plain['seconds']:7.1f} s (reading and scoring {plain['read_s']:.1f} s)   "
+                f"peak {plain['peak_mib']:7.0f} MiB"
+            )
+        else:
+            print(f"  plain Evidently: not run above {options.evidently_up_to:,} rows (linear in rows)")
+        for engine in options.engines:
+            ours = run("monitor", work, engine)
+            drifted = [n for n, c in ours["columns"].items() if c["drifted"]]
+            line = (
+                f"  monitor on {engine:5s}: {ours['seconds']:7.1f} s   peak {ours['peak_mib']:7.0f} MiB   "
+                f"peak/input {ours['peak_mib'] / (size / 2**20):.2f}x   verdict {ours['verdict']}; drifted: "
+                f"{', '.join(drifted)}; prediction drift {ours['prediction']['score']:.4f}"
+            )
+            print(line)
+            if plain is not None:
+                differ = _disagreements(ours, plain)
+                print(
+                    f"    {plain['seconds'] / ours['seconds']:.1f}x faster than plain Evidently, "
+                    f"{plain['peak_mib'] / ours['peak_mib']:.1f}x less memory; verdicts "
+                    f"{'the same' if not differ else 'differ on ' + ', '.join(differ)}; largest score gap "
+                    f"{_max_score_gap(ours, plain):.5f}"
+                )
+
+
+if __name__ == "__main__":
+    main()

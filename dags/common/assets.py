@@ -1,0 +1,31 @@
+"""The retrain requests: one Airflow Asset per dataset, which the monitor emits on evidence and the retrain
+DAG is scheduled on (beside its daily time).
+
+The monitor's task emits through the alias only (:data:`RETRAIN_REQUESTS`), so an interval that asks for
+nothing emits no event: a task's plain Asset outlets would get one on every success.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from airflow.sdk import Asset, AssetAlias, AssetAny
+
+GROUP = "ct-retrain-request"
+RETRAIN_REQUESTS = AssetAlias(name="ct-retrain-requests", group=GROUP)
+CONTRACTS = Path(__file__).resolve().parents[2] / "include" / "contracts"
+
+
+def retrain_request(dataset: str) -> Asset:
+    """The asset whose events ask for a retrain of ``dataset``."""
+    return Asset(name=f"retrain-request-{dataset}", uri=f"ct-retrain://{dataset}", group=GROUP)
+
+
+def datasets() -> list[str]:
+    """The datasets with a contract in include/contracts/: the retrain DAG listens for each one's requests."""
+    return sorted(path.stem for path in CONTRACTS.glob("*.yaml"))
+
+
+def any_retrain_request() -> AssetAny:
+    """A condition met by any one dataset's request (a plain list of assets would wait for all of them)."""
+    return AssetAny(*(retrain_request(name) for name in datasets()))

@@ -1,0 +1,100 @@
+"""
+### monitor
+
+Every hour, judges the last hour of served traffic (the prediction log) against the champion, and asks for
+a retrain when the evidence says so. Triggered by hand, it judges the hour up to the moment it was triggered.
+
+`monitor`: one task over `pipelines.monitoring.monitor.monitor`, on Dask or Spark (`engine` param), for the
+run's data interval:
+
+* **feature drift** of the served rows against the champion's reference profile (the gate's tests, each
+  feature's from the contract), and **critical columns**;
+* **prediction drift**: the served probabilities against the champion's on its own holdout;
+* **live quality**: once a day's labels are due (the contract's `label_delay_hours` after it ends), the
+  champion's primary metric on the served rows joined to their labels, against its holdout figure. Rows sent
+  without an entity id and event time are counted as unjoinable. Drift with no labels yet is reported as
+  such;
+* **data quality**: nulls against the reference, values outside the contract, volume against the same hour
+  of earlier days.
+
+The monitoring policy (`include/monitoring/<dataset>.yaml`, else `include/monitoring_policy.yaml`) turns
+breaches into a verdict. When it asks for a retrain, the task emits an event of the dataset's asset
+(`ct-retrain://<dataset>`, through the alias `ct-retrain-requests`) whose `extra` carries the reason and the
+figures; the `retrain` DAG is scheduled on its daily time *or* that asset, and records what started it.
+Cooldown and the daily budget are enforced here: a suppressed request is recorded with its reason
+(`pipelines monitor history`), and no event is emitted. A re-run of an hour judges it again, and never asks twice.
+
+The report (Evidently's HTML with every signal above it, JSON, Prometheus text) is written under
+`<data_root>/monitoring/<dataset>/` and logged to the MLflow experiment `<experiment>-monitoring`, tagged
+with the champion's version. `pipelines monitor -d <date> [--hour H]` runs the same without Airflow.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task
+from common.assets import RETRAIN_REQUESTS, retrain_request
+
+# As in retrain.py: MLflow's log lines through Airflow's task logging at their own level, not as stderr.
+os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+
+DAG_ID = Path(__file__).stem
+
+
+@task(outlets=[RETRAIN_REQUESTS])
+def monitor() -> dict[str, Any]:
+    from pipelines.monitoring.monitor import Interval
+    from pipelines.monitoring.monitor import monitor as run
+    from pipelines.settings import get_settings
+
+    context = get_current_context()
+    params = context["params"]
+    start, end = context.get("data_interval_start"), context.get("data_interval_end")
+    if start is not None and end is not None:
+        interval = Interval(start, end)
+    else:  # triggered with no logical date: the hour up to when it was asked
+        asked: dt.datetime = context["dag_run"].run_after
+        interval = Interval(asked - dt.timedelta(hours=1), asked)
+    result = run(get_settings(dataset=params["dataset"], engine=params["engine"]), interval)
+    if "event" in result:  # the policy asked for a retrain: the dataset's asset gets an event
+        context["outlet_events"][RETRAIN_REQUESTS].add(
+            retrain_request(params["dataset"]), extra=result["event"]
+        )
+    return {k: result[k] for k in ("interval", "rows", "state", "verdict") if k in result}
+
+
+@dag(
+    dag_id=DAG_ID,
+    # At every hour, the hour before it; a run triggered by hand judges the hour up to the moment it was asked.
+    schedule=CronTriggerTimetable("0 * * * *", timezone="UTC", interval=dt.timedelta(hours=1)),
+    start_date=dt.datetime(2026, 11, 1, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,
+    tags=["continuous-training", "monitor"],
+    doc_md=__doc__,
+    default_args={"owner": "ml-platform", "retries": 2, "retry_delay": dt.timedelta(minutes=1)},
+    params={
+        "dataset": Param(
+            "transactions",
+            type="string",
+            pattern=r"^[A-Za-z0-9_-]+$",
+            title="Dataset",
+            description="Whose champion's served traffic is judged (its prediction log and contract).",
+        ),
+        "engine": Param(
+            "dask",
+            enum=["dask", "spark"],
+            title="Engine",
+            description="Dask or Spark reads the prediction log and computes the figures; both give the same.",
+        ),
+    },
+)
+def monitor_dag() -> None:
+    monitor()
+
+
+monitor_dag()

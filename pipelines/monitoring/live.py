@@ -1,0 +1,193 @@
+"""Live quality: the champion's predictions of a day joined to the labels that arrived for them since.
+
+A served row can be joined when its request sent the contract's entity id and event time (the prediction
+log's ``entity_id`` and ``event_time``); the day's validated raw partition holds the source's rows with
+their labels. The join runs on the engine; what comes back to the driver is, per distinct probability and
+label, a count, from which the policy's primary metric is computed by the project's own definition
+(:mod:`pipelines.evaluation.metrics`): the same figure as on the joined rows themselves.
+
+A day is judged once its labels are due: ``label_delay_hours`` (the contract's) after the day ends.
+Before that, and while the day has no validated partition yet, the result says so (a state, not a silence).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.data import datasets, storage
+from pipelines.data.contract import Contract
+from pipelines.evaluation.metrics import metric
+from pipelines.serving.predlog import LOG_COLUMNS
+
+if TYPE_CHECKING:
+    from pipelines.engines import Engine
+    from pipelines.settings import Settings
+
+JOIN_KEYS = ["entity_id", "event_time"]
+LABEL = "actual"  # the source's label, once joined
+COUNTS = pa.schema([("probability", pa.float64()), (LABEL, pa.int64()), ("rows", pa.int64())])
+SERVED = pa.schema(
+    [
+        ("entity_id", pa.string()),
+        ("event_time", LOG_COLUMNS["event_time"]),
+        ("probability", pa.float64()),
+    ]
+)
+TOTALS = pa.schema(
+    [("key", pa.string()), ("served", pa.int64()), ("champion", pa.int64()), ("joinable", pa.int64())]
+)
+LABELS = pa.schema(
+    [("entity_id", pa.string()), ("event_time", LOG_COLUMNS["event_time"]), (LABEL, pa.int64())]
+)
+
+
+def labels_day(end: dt.datetime, delay_hours: float) -> dt.date:
+    """The latest day whose labels are all due by ``end``: it ended ``delay_hours`` before ``end`` or earlier."""
+    return (end - dt.timedelta(hours=delay_hours)).date() - dt.timedelta(days=1)
+
+
+def _utc(column: pd.Series) -> pd.Series:
+    return pd.to_datetime(column, utc=True).astype("datetime64[us, UTC]")
+
+
+def _served_keys(frame: pd.DataFrame, champion: int) -> pd.DataFrame:
+    """The champion's rows that carry both join keys."""
+    keep = (frame["model_version"] == champion) & frame["entity_id"].notna() & frame["event_time"].notna()
+    frame = frame[keep]
+    return pd.DataFrame(
+        {
+            "entity_id": frame["entity_id"].astype(str),
+            "event_time": _utc(frame["event_time"]),
+            "probability": frame["probability"].astype("float64"),
+        }
+    )
+
+
+def _served_counts(frame: pd.DataFrame, champion: int) -> pd.DataFrame:
+    """Rows of the day, those the champion answered, and those of them that carry both keys (one row)."""
+    answered = frame["model_version"] == champion
+    keyed = answered & frame["entity_id"].notna() & frame["event_time"].notna()
+    counts = {"served": len(frame), "champion": int(answered.sum()), "joinable": int(keyed.sum())}
+    return pd.DataFrame({"key": [""], **{name: [value] for name, value in counts.items()}})
+
+
+def _labels(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+    entity = frame[contract.entity_id]
+    if pd.api.types.is_integer_dtype(entity.dtype):
+        entity = entity.astype("int64")
+    return pd.DataFrame(
+        {
+            "entity_id": entity.astype(str),
+            "event_time": _utc(frame[contract.event_time]),
+            LABEL: frame[contract.label].astype("int64"),
+        }
+    )
+
+
+def _counts(frame: pd.DataFrame) -> pd.DataFrame:
+    grouped = frame.groupby(["probability", LABEL], sort=False).size()
+    return (
+        grouped.rename("rows")
+        .reset_index()
+        .astype({"probability": "float64", LABEL: "int64", "rows": "int64"})
+    )
+
+
+def metric_from_counts(name: str, counts: pd.DataFrame) -> float:
+    """A metric of the rows the counts stand for (each (probability, label) repeated ``rows`` times)."""
+    repeats = counts["rows"].to_numpy()
+    labels = np.repeat(counts[LABEL].to_numpy(dtype="float64"), repeats)
+    probability = np.repeat(counts["probability"].to_numpy(dtype="float64"), repeats)
+    return metric(name, labels, probability)
+
+
+def _log_files(log_day: str) -> tuple[list[str], int]:
+    """The day's log files that carry the join columns, and the rows of those that do not (older logs)."""
+    with_keys, without = [], 0
+    for uri in datasets.folder_files(log_day):
+        with storage.open_read(uri) as handle:
+            metadata = pq.ParquetFile(handle).metadata
+        names = set(metadata.schema.names)
+        if set(JOIN_KEYS) <= names:
+            with_keys.append(uri)
+        else:
+            without += metadata.num_rows
+    return with_keys, without
+
+
+def _joined(
+    engine: Engine,
+    contract: Contract,
+    files: list[str],
+    raw_files: list[str],
+    champion: int,
+    counted: dict[str, int],
+) -> tuple[dict[str, int], pd.DataFrame]:
+    """On the engine: the served rows' counts, and the (probability, label) counts of those joined to a label."""
+    log = engine.select(engine.read(files), ["model_version", *JOIN_KEYS, "probability"])
+    totals = engine.aggregate(
+        log, lambda f: _served_counts(f, champion), TOTALS, ["key"], dict.fromkeys(TOTALS.names[1:], "sum")
+    )
+    counted = {name: counted[name] + int(totals[name].sum()) for name in counted}
+    served = engine.map_partitions(log, lambda f: _served_keys(f, champion), SERVED)
+    raw = engine.select(engine.read(raw_files), [contract.entity_id, contract.event_time, contract.label])
+    labels = engine.map_partitions(raw, lambda f: _labels(f, contract), LABELS)
+    joined = engine.join(served, labels, JOIN_KEYS)
+    return counted, engine.aggregate(joined, _counts, COUNTS, ["probability", LABEL], {"rows": "sum"})
+
+
+def live_quality(
+    settings: Settings,
+    engine_name: str,
+    contract: Contract,
+    day: dt.date,
+    champion: int,
+    primary_metric: str,
+) -> dict[str, Any]:
+    """The champion's live metric on ``day``: served rows joined to their labels; the counts of each step."""
+    from pipelines.engines import open_engine
+
+    result: dict[str, Any] = {"day": day.isoformat(), "metric": primary_metric, "value": None}
+    files, older_rows = _log_files(storage.join(settings.prediction_log_uri, f"ds={day.isoformat()}"))
+    if not files and not older_rows:
+        return result | {"state": "no_traffic", "detail": f"nothing was served on {day}", "served_rows": 0}
+    raw_day_uri = storage.raw_uri(settings.resolved_data_root, settings.dataset, day)
+    if not storage.exists(storage.join(raw_day_uri, datasets.MANIFEST)):
+        return result | {
+            "state": "labels_not_validated",
+            "detail": f"the labels of {day} are not validated yet (no raw partition at {raw_day_uri}; the "
+            "retrain run of that day validates it)",
+        }
+    counted = {"served": older_rows, "champion": 0, "joinable": 0}
+    joined_counts = pd.DataFrame(columns=COUNTS.names)
+    if files:
+        raw_files = datasets.parquet_files(raw_day_uri)
+        with open_engine(engine_name, settings, storage.total_bytes([*files, *raw_files])) as engine:
+            counted, joined_counts = _joined(engine, contract, files, raw_files, champion, counted)
+    rows = int(joined_counts["rows"].sum()) if len(joined_counts) else 0
+    result |= {
+        "served_rows": counted["served"],
+        "champion_rows": counted["champion"],
+        "unjoinable_rows": counted["champion"] - counted["joinable"],
+        "joinable_rows": counted["joinable"],
+        "joined_rows": rows,
+        "unlabelled_rows": counted["joinable"] - rows,
+    }
+    classes = joined_counts.loc[joined_counts["rows"] > 0, LABEL].nunique() if rows else 0
+    if classes < 2:
+        return result | {
+            "state": "too_few_labels",
+            "detail": f"{rows} served rows of {day} joined to a label, of {classes} class(es): no metric",
+        }
+    value = metric_from_counts(primary_metric, joined_counts)
+    return result | {
+        "state": "measured",
+        "value": value,
+        "detail": f"{primary_metric} {value:.4f} on {rows} rows",
+    }

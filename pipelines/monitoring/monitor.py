@@ -1,0 +1,521 @@
+"""The monitor: one interval of served traffic judged against the champion, and a retrain asked for on evidence.
+
+For an interval [start, end) of the prediction log it computes on the engine (:mod:`pipelines.monitoring.served`)
+the features' profile, the champion's served probabilities and the values outside the contract, and judges
+against the champion's reference profile with the gate's own drift tests:
+
+- feature drift and critical columns (each feature's test from the contract);
+- prediction drift: the served probabilities against the champion's on its own holdout (scored once per
+  version from its verified files and kept under ``<monitoring>/reference/``);
+- live quality: the champion's primary metric (the promotion policy's) on the latest day whose labels are
+  due, joined on the engine (:mod:`pipelines.monitoring.live`), against its holdout figure;
+- data quality: nulls against the reference, values outside the contract, volume against the same hours of
+  earlier days.
+
+The monitoring policy turns breaches into a verdict (:mod:`pipelines.monitoring.verdict`): a retrain asked
+for, suppressed (cooldown, daily budget, asked for already) or not needed; a triggered or suppressed verdict
+is kept as a trigger record. Everything is written under ``<data_root>/monitoring/<dataset>/``, atomically:
+the report (Evidently's HTML with a banner of every signal, the JSON, Prometheus text), the interval's
+figures (what ``pipelines monitor history`` reads), and logged to the MLflow experiment
+``<experiment>-monitoring``, tagged with the champion's version. The same interval judged again gives the
+same verdict, and asks for nothing twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipelines.data import datasets, storage
+from pipelines.data.contract import Contract, dataset_contract
+from pipelines.data.profile import frame_profile
+from pipelines.evaluation import drift_stats
+from pipelines.evaluation.policy import load_policy
+from pipelines.monitoring import verdict
+from pipelines.monitoring.live import labels_day, live_quality
+from pipelines.monitoring.policy import (
+    MonitoringPolicy,
+    check_against_contract,
+    load_monitoring_policy,
+)
+from pipelines.monitoring.served import LOG_READ, PROBABILITY, served_figures, served_partials
+from pipelines.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT_SUFFIX = "-monitoring"
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A span of served traffic, [start, end), in UTC."""
+
+    start: dt.datetime
+    end: dt.datetime
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("an interval's start and end must be timezone-aware (UTC)")
+        if self.end <= self.start:
+            raise ValueError(f"interval ends ({self.end}) before it starts ({self.start})")
+
+    @property
+    def hours(self) -> float:
+        return (self.end - self.start).total_seconds() / 3600
+
+    @property
+    def name(self) -> str:
+        """``2026-11-30T1300-1h``: its start (UTC, to the minute) and its length: unique, safe in a path."""
+        return f"{self.start.astimezone(dt.UTC):%Y-%m-%dT%H%M}-{self.hours:g}h"
+
+    @property
+    def day(self) -> dt.date:
+        return self.start.astimezone(dt.UTC).date()
+
+    def days(self) -> list[dt.date]:
+        """The UTC days it touches (the prediction log's ``ds=`` folders)."""
+        last = (self.end - dt.timedelta(microseconds=1)).astimezone(dt.UTC).date()
+        return [self.day + dt.timedelta(days=n) for n in range((last - self.day).days + 1)]
+
+    @classmethod
+    def of(cls, day: dt.date, hour: int | None = None) -> Interval:
+        """One hour of a day, or the whole day."""
+        start = dt.datetime.combine(day, dt.time(hour or 0), tzinfo=dt.UTC)
+        if hour is not None and not 0 <= hour <= 23:
+            raise ValueError(f"hour {hour} is not 0-23")
+        return cls(start, start + dt.timedelta(hours=1 if hour is not None else 24))
+
+
+def figures_uri(settings: Settings, interval: Interval) -> str:
+    return storage.join(settings.monitoring_uri, "figures", f"ds={interval.day}", f"{interval.name}.json")
+
+
+def report_uri(settings: Settings, interval: Interval) -> str:
+    return storage.join(settings.monitoring_uri, "reports", f"ds={interval.day}", interval.name)
+
+
+def triggers_uri(settings: Settings) -> str:
+    return storage.join(settings.monitoring_uri, "triggers")
+
+
+def read_figures(settings: Settings) -> list[dict[str, Any]]:
+    """Every interval's figures, oldest first."""
+    root = storage.join(settings.monitoring_uri, "figures")
+    found = []
+    for uri in _json_files(root):
+        found.append(storage.read_json(uri))
+    return sorted(found, key=lambda f: (f["start"], f["hours"]))
+
+
+def read_triggers(settings: Settings) -> list[dict[str, Any]]:
+    """Every trigger record (asked for or suppressed), oldest first."""
+    return sorted(
+        (storage.read_json(uri) for uri in _json_files(triggers_uri(settings))), key=lambda r: r["at"]
+    )
+
+
+def _json_files(root: str) -> list[str]:
+    from fsspec.core import url_to_fs
+
+    fs, path = url_to_fs(root)
+    if not fs.exists(path):
+        return []
+    names = sorted(p for p in fs.find(path) if p.endswith(".json") and "/." not in p)
+    return [fs.unstrip_protocol(p) for p in names]
+
+
+def _baseline(earlier: list[dict[str, Any]], interval: Interval, days: int) -> list[int]:
+    """Served rows of the same hours and length on each of the ``days`` days before."""
+    wanted = {(interval.start - dt.timedelta(days=n)).isoformat(): n for n in range(1, days + 1)}
+    return [f["rows"] for f in earlier if f["start"] in wanted and f["hours"] == interval.hours]
+
+
+def _last_promotion(settings: Settings) -> dt.datetime | None:
+    from pipelines.release import history
+
+    moves = [r for r in history.read(settings, settings.model_name) if r["outcome"] in history.MOVED]
+    return dt.datetime.fromisoformat(moves[-1]["at"]) if moves else None
+
+
+def _prediction_reference(
+    settings: Settings, client: Any, version: Any, contract: Contract
+) -> dict[str, Any] | str:
+    """The profile of the champion's probabilities on its own holdout; or why there is none."""
+    from pipelines.evaluation.evaluate import EvaluationError, score_version
+
+    uri = storage.join(settings.monitoring_uri, "reference", f"v{version.version}-predictions.json")
+    if storage.exists(uri):
+        return dict(storage.read_json(uri))
+    dataset_uri = version.tags.get("dataset.uri")
+    if not dataset_uri or not storage.exists(storage.join(dataset_uri, datasets.MANIFEST)):
+        return f"the holdout of v{version.version} ({dataset_uri}) is gone: no reference for its predictions"
+    holdout = datasets.read_split(dataset_uri, "holdout", contract.feature_columns)
+    try:
+        _, probability, _ = score_version(
+            client, settings.model_name, int(version.version), holdout, contract
+        )
+    except EvaluationError as exc:
+        return f"the champion could not score its holdout: {exc}"
+    import pandas as pd
+
+    profile = frame_profile(pd.DataFrame({PROBABILITY: probability}), [PROBABILITY], [], contract.dataset)
+    reference = profile["columns"][PROBABILITY] | {"rows": len(probability), "version": int(version.version)}
+    storage.write_json_atomic(uri, reference)
+    return reference
+
+
+def _holdout_figure(client: Any, version: Any, metric_name: str) -> float | None:
+    from pipelines.release import tracking
+
+    metrics = client.get_run(tracking.run_of(version)).data.metrics
+    value = metrics.get(f"holdout_{metric_name}")
+    return None if value is None else float(value)
+
+
+def _served(
+    settings: Settings, contract: Contract, interval: Interval, champion: int, engine: str
+) -> dict[str, Any]:
+    from pipelines.engines import open_engine
+
+    files = [
+        f
+        for day in interval.days()
+        for f in datasets.folder_files(storage.join(settings.prediction_log_uri, f"ds={day}"))
+    ]
+    if not files:
+        return {
+            "rows": 0,
+            "rows_by_version": {},
+            "champion_rows": 0,
+            "profile": None,
+            "predictions": None,
+            "outside": {},
+            "outside_rows": 0,
+            "files": 0,
+        }
+    from pipelines.data.profile import HOW, KEYS, PARTIALS
+
+    with open_engine(engine, settings, storage.total_bytes(files)) as session:
+        table = session.select(session.read(files), [*contract.feature_columns, *LOG_READ])
+        found = session.aggregate(
+            table,
+            lambda f: served_partials(f, contract, champion, interval.start, interval.end),
+            PARTIALS,
+            KEYS,
+            HOW,
+        )
+    return served_figures(found, contract, champion) | {"files": len(files)}
+
+
+def monitor(settings: Settings, interval: Interval, engine: str | None = None) -> dict[str, Any]:
+    """Judge one interval of served traffic; write its report and figures; say whether a retrain is asked for.
+
+    Returns a small JSON-safe summary: the interval, rows, each signal's state, the verdict and, when a
+    retrain is asked for, the ``event`` to emit (its reason and figures).
+    """
+    from pipelines.engines import check_engine
+    from pipelines.release import audit, tracking
+
+    engine_name = check_engine(engine or settings.engine)
+    contract = dataset_contract(settings)
+    policy = load_monitoring_policy(settings.resolved_monitoring_policy_path)
+    check_against_contract(policy, contract.feature_columns, settings.resolved_monitoring_policy_path)
+    metric_name = load_policy(settings.resolved_policy_path).primary_metric
+    client = tracking.configure(settings)
+    champion_version = audit.champion(settings, client)
+    base = {
+        "dataset": settings.dataset,
+        "interval": interval.name,
+        "start": interval.start.isoformat(),
+        "end": interval.end.isoformat(),
+        "hours": interval.hours,
+        "engine": engine_name,
+    }
+    if champion_version is None:
+        result = base | {
+            "champion": None,
+            "rows": 0,
+            "signals": [],
+            "verdict": {
+                "status": verdict.NOT_NEEDED,
+                "reasons": [],
+                "detail": "no champion yet: nothing is served to judge",
+            },
+        }
+        storage.write_json_atomic(figures_uri(settings, interval), result)
+        return result
+    champion = client.get_model_version(settings.model_name, str(champion_version))
+    reference = _reference_profile(settings, contract, champion)
+    served = _served(settings, contract, interval, champion_version, engine_name)
+    signals, drift = _signals(
+        settings, policy, contract, client, champion, reference, served, interval, metric_name, engine_name
+    )
+    decision = verdict.decide(
+        policy, signals, interval.name, interval.end, read_triggers(settings), _last_promotion(settings)
+    )
+    result = base | {
+        "champion": champion_version,
+        "rows": served["rows"],
+        "rows_by_version": served["rows_by_version"],
+        "champion_rows": served["champion_rows"],
+        "signals": signals,
+        "verdict": decision,
+        "state": _state(served, signals, policy),
+    }
+    if decision["status"] == verdict.TRIGGERED:
+        result["event"] = {
+            "dataset": settings.dataset,
+            "interval": interval.name,
+            "day": interval.day.isoformat(),
+            "reasons": decision["reasons"],
+            "reason": decision["summary"],
+            "champion": champion_version,
+            "figures": {s["signal"]: s.get("value") for s in signals if s.get("value") is not None},
+        }
+    if decision["status"] in (verdict.TRIGGERED, verdict.SUPPRESSED):
+        _record_trigger(settings, interval, decision, champion_version)
+    _write_report(settings, contract, policy, interval, reference, served, drift, result)
+    _log_to_mlflow(settings, client, interval, result)
+    log.info(
+        "monitor %s: %d rows, %s (%s)", interval.name, served["rows"], decision["status"], decision["detail"]
+    )
+    return result
+
+
+def _reference_profile(settings: Settings, contract: Contract, champion: Any) -> dict[str, Any]:
+    from pipelines.evaluation.drift import usable_profile
+    from pipelines.release import tracking
+
+    profile_uri = champion.tags.get("reference_profile")
+    if not profile_uri:
+        raise ValueError(
+            f"the champion, {settings.model_name} v{champion.version}, has no reference_profile tag: it was "
+            "trained before profiles were logged; promote a newer version to monitor it"
+        )
+    return usable_profile(
+        settings,
+        contract,
+        tracking.load_json_artifact(profile_uri),
+        champion.tags.get("dataset.uri"),
+        f"the reference profile of {settings.model_name} v{champion.version}",
+    )
+
+
+def _signals(
+    settings: Settings,
+    policy: MonitoringPolicy,
+    contract: Contract,
+    client: Any,
+    champion: Any,
+    reference: dict[str, Any],
+    served: dict[str, Any],
+    interval: Interval,
+    metric_name: str,
+    engine: str,
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    drift = prediction = None
+    why_not = (
+        f"{served['rows']} rows served, fewer than the policy's min_served_rows {policy.min_served_rows}"
+    )
+    if served["rows"] >= policy.min_served_rows:
+        drift = drift_stats.compare_features(reference, served["profile"], contract)
+        if served["predictions"] is not None and served["predictions"]["count"]:
+            predicted = _prediction_reference(settings, client, champion, contract)
+            rule = policy.prediction_drift
+            prediction = (
+                {"score": None, "detail": predicted}
+                if isinstance(predicted, str)
+                else drift_stats.compare_column(predicted, served["predictions"], rule.method, rule.threshold)
+            )
+    signals = verdict.drift_signals(policy, drift, prediction, why_not)
+    day = labels_day(interval.end, contract.label_delay_hours)
+    live = live_quality(settings, engine, contract, day, int(champion.version), metric_name)
+    signals.append(verdict.live_signal(policy, live, _holdout_figure(client, champion, metric_name)))
+    baseline = _baseline(read_figures(settings), interval, policy.data_quality.volume.baseline_days)
+    signals += verdict.quality_signals(policy, served, reference, baseline)
+    return signals, drift
+
+
+def _state(served: dict[str, Any], signals: list[dict[str, Any]], policy: MonitoringPolicy) -> str:
+    """One line a person reads first: no traffic, too little, drift with or without labels, or all quiet."""
+    by_name = {s["signal"]: s for s in signals}
+    if not served["rows"]:
+        return "no traffic in this interval"
+    if served["rows"] < policy.min_served_rows:
+        return f"too little traffic to judge drift ({served['rows']} rows)"
+    drifted = any(
+        by_name[n]["state"] == verdict.BREACH
+        for n in ("feature_drift", "critical_columns", "prediction_drift")
+    )
+    live = by_name["live_quality"]
+    if drifted and live["state"] == verdict.NOT_JUDGED:
+        return f"drift, no labels yet ({live['detail']})"
+    if drifted:
+        return "drift, " + (
+            "live quality dropped" if live["state"] == verdict.BREACH else "live quality holds"
+        )
+    if live["state"] == verdict.BREACH:
+        return "no drift, but live quality dropped"
+    return "no drift"
+
+
+def _record_trigger(settings: Settings, interval: Interval, decision: dict[str, Any], champion: int) -> None:
+    """A retrain asked for or suppressed, one file per interval (an interval judged again replaces its own)."""
+    uri = storage.join(triggers_uri(settings), f"{interval.name}.json")
+    if storage.exists(uri) and storage.read_json(uri)["status"] == verdict.TRIGGERED:
+        return  # asked for once; a second judgement of the interval never turns it into "suppressed"
+    storage.write_json_atomic(
+        uri,
+        {
+            "interval": interval.name,
+            "at": interval.end.isoformat(),
+            "status": decision["status"],
+            "reasons": decision["reasons"],
+            "detail": decision["detail"],
+            "champion": champion,
+        },
+    )
+
+
+def prometheus_text(result: dict[str, Any]) -> str:
+    """The interval's figures in Prometheus' text format, for a scraper or a textfile collector."""
+    from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+    registry = CollectorRegistry()
+    labels = ["dataset", "interval"]
+    values = [result["dataset"], result["interval"]]
+    Gauge("ct_monitor_served_rows", "Rows served in the interval.", labels, registry=registry).labels(
+        *values
+    ).set(result["rows"])
+    state = Gauge(
+        "ct_monitor_signal_breach",
+        "1 when the signal breached the policy, 0 when it held, -1 not judged.",
+        [*labels, "signal"],
+        registry=registry,
+    )
+    value = Gauge(
+        "ct_monitor_signal_value",
+        "The signal's figure (drift share, score, live metric, ratio).",
+        [*labels, "signal"],
+        registry=registry,
+    )
+    for signal in result["signals"]:
+        code = {verdict.BREACH: 1, verdict.OK: 0}.get(signal["state"], -1)
+        state.labels(*values, signal["signal"]).set(code)
+        if isinstance(signal.get("value"), int | float):
+            value.labels(*values, signal["signal"]).set(signal["value"])
+    Gauge(
+        "ct_monitor_retrain_requested", "1 when the interval asked for a retrain.", labels, registry=registry
+    ).labels(*values).set(1 if result["verdict"]["status"] == verdict.TRIGGERED else 0)
+    return generate_latest(registry).decode()
+
+
+def _banner(result: dict[str, Any], policy_path: str) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(s['signal'])}</td><td>{html.escape(s['state'])}</td>"
+        f"<td>{html.escape(s['detail'])}</td></tr>"
+        for s in result["signals"]
+    )
+    decision = result["verdict"]
+    return (
+        "<div style='font-family:sans-serif;padding:12px;border-bottom:1px solid #ccc'>"
+        f"<h2>Served traffic of {html.escape(result['dataset'])}, {html.escape(result['interval'])}: "
+        f"{result['rows']:,} rows, champion v{result['champion']}</h2>"
+        f"<p><b>{html.escape(result['state'])}</b>. Verdict: <b>{html.escape(decision['status'])}</b>: "
+        f"{html.escape(decision['detail'])} (policy {html.escape(policy_path)}).</p>"
+        "<table border='1' cellpadding='3' style='border-collapse:collapse'><tr><th>signal</th><th>state</th>"
+        f"<th>detail</th></tr>{rows}</table></div>"
+    )
+
+
+def _write_report(
+    settings: Settings,
+    contract: Contract,
+    policy: MonitoringPolicy,
+    interval: Interval,
+    reference: dict[str, Any],
+    served: dict[str, Any],
+    drift: dict[str, Any] | None,
+    result: dict[str, Any],
+) -> None:
+    from pipelines.evaluation.drift import render_report
+
+    banner = _banner(result, str(settings.resolved_monitoring_policy_path))
+    if drift is not None:
+        snapshot = render_report(
+            reference,
+            served["profile"],
+            contract,
+            drift,
+            policy.feature_drift.max_drifted_share,
+            settings.seed,
+        )
+        page = snapshot.get_html_str(as_iframe=False).replace("<body>", "<body>" + banner, 1)
+        details = json.loads(snapshot.json())
+    else:
+        page = f"<html><body>{banner}<p>No drift report: {html.escape(result['state'])}.</p></body></html>"
+        details = None
+    folder = report_uri(settings, interval)
+    summary = {**result, "drift": drift, "evidently": details}
+    storage.write_text_atomic(storage.join(folder, "monitor.html"), page)
+    storage.write_text_atomic(
+        storage.join(folder, "monitor.json"), json.dumps(summary, indent=2, default=str)
+    )
+    storage.write_text_atomic(storage.join(folder, "metrics.prom"), prometheus_text(result))
+    storage.write_json_atomic(figures_uri(settings, interval), _figures(result))
+    result["report"] = folder
+
+
+def _figures(result: dict[str, Any]) -> dict[str, Any]:
+    """The interval's small figures table: what the trend over days is made of."""
+    signals = {s["signal"]: s for s in result["signals"]}
+    return {
+        **{
+            k: result[k]
+            for k in ("dataset", "interval", "start", "end", "hours", "champion", "rows", "state")
+        },
+        "status": result["verdict"]["status"],
+        "reasons": result["verdict"]["reasons"],
+        "signals": {name: {"state": s["state"], "value": s.get("value")} for name, s in signals.items()},
+    }
+
+
+def _log_to_mlflow(settings: Settings, client: Any, interval: Interval, result: dict[str, Any]) -> None:
+    from pipelines.release import tracking
+
+    experiment = tracking.ensure_experiment(client, settings, settings.experiment + EXPERIMENT_SUFFIX)
+    tags = {
+        "ct.kind": "monitor",
+        "dataset": settings.dataset,
+        "interval": interval.name,
+        "champion_version": str(result["champion"]),
+        "verdict": result["verdict"]["status"],
+        "state": result["state"],
+    }
+    found = client.search_runs(
+        [experiment], filter_string=f"tags.interval = '{interval.name}'", max_results=1
+    )
+    run_id = (
+        found[0].info.run_id
+        if found
+        else client.create_run(experiment, run_name=f"monitor {interval.name}", tags=tags).info.run_id
+    )
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+    client.log_metric(run_id, "served_rows", result["rows"])
+    for signal in result["signals"]:
+        if isinstance(signal.get("value"), int | float):
+            client.log_metric(run_id, signal["signal"], float(signal["value"]))
+    with tempfile.TemporaryDirectory(prefix="ct-monitor-") as tmp:
+        folder = result["report"]
+        for name in ("monitor.html", "monitor.json", "metrics.prom"):
+            (Path(tmp) / name).write_bytes(storage.read_bytes(storage.join(folder, name)))
+        client.log_artifacts(run_id, tmp, artifact_path="monitor")
+    client.set_terminated(run_id)
+    result["mlflow_run_id"] = run_id

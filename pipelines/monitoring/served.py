@@ -1,0 +1,105 @@
+"""What serving answered in an interval, in one pass on the engine: the statistics a monitor verdict needs.
+
+The prediction log's rows (:mod:`pipelines.serving.predlog`) are filtered to the interval and summarised
+partition by partition as rows that add up (:func:`pipelines.data.profile.column_partials`'s partials):
+
+- the features' profile, the same statistics the champion's reference profile holds, so the gate's drift
+  tests (:mod:`pipelines.evaluation.drift_stats`) apply unchanged;
+- the served probabilities' profile, of the rows the champion answered only (prediction drift);
+- the rows per model version; and per feature the rows whose value lies outside the contract (below its
+  min, above its max, not one of its allowed values), with the rows that hold any such value.
+
+Pure pandas: each engine runs :func:`served_partials` on its partitions and combines the rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipelines.data.contract import Contract
+from pipelines.data.profile import PARTIALS, column_partials, profile_of
+
+PROBABILITY = "probability"
+LOG_READ = ["served_at", "model_version", PROBABILITY]  # beside the features
+_ZEROS = (0.0, 0.0, 0.0, 0.0, 0.0)
+
+
+def _records(records: list[tuple[Any, ...]]) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(records, columns=PARTIALS.names)
+    return frame.astype({"count": "int64", **{name: "float64" for name in PARTIALS.names[4:]}})
+
+
+def outside_masks(frame: pd.DataFrame, contract: Contract) -> dict[str, np.ndarray]:
+    """Per feature with a domain, the rows whose value lies outside it (a null is not outside)."""
+    masks = {}
+    for name in contract.feature_columns:
+        spec = contract.columns[name]
+        column = frame[name]
+        if spec.allowed is not None:
+            allowed = {str(value) for value in spec.allowed}
+            present = column.notna().to_numpy()
+            masks[name] = present & ~column.astype(str).isin(allowed).to_numpy()
+        elif spec.min is not None or spec.max is not None:
+            values = pd.to_numeric(column, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+            low = -np.inf if spec.min is None else spec.min
+            high = np.inf if spec.max is None else spec.max
+            masks[name] = (values < low) | (values > high)  # NaN compares False
+    return masks
+
+
+def served_partials(
+    frame: pd.DataFrame, contract: Contract, champion: int | None, start: dt.datetime, end: dt.datetime
+) -> pd.DataFrame:
+    """One partition's partials of the rows served in [start, end)."""
+    served_at = pd.to_datetime(frame["served_at"], utc=True)
+    frame = frame[(served_at >= pd.Timestamp(start)) & (served_at < pd.Timestamp(end))]
+    parts = [column_partials(frame, contract.numeric_features, contract.categorical_features)]
+    if champion is not None:
+        answered = frame[frame["model_version"] == champion]
+        probability = column_partials(answered, [PROBABILITY], [])
+        parts.append(probability[probability["kind"] != "rows"])
+    records: list[tuple[Any, ...]] = [
+        ("model_version", "value", str(version), int(count), *_ZEROS)
+        for version, count in frame["model_version"].value_counts().items()
+    ]
+    masks = outside_masks(frame, contract)
+    for name, mask in masks.items():
+        records.append((name, "outside", "", int(mask.sum()), *_ZEROS))
+    any_outside = np.logical_or.reduce(list(masks.values())) if masks else np.zeros(len(frame), bool)
+    records.append(("", "outside_rows", "", int(np.count_nonzero(any_outside)), *_ZEROS))
+    parts.append(_records(records))
+    return pd.concat(parts, ignore_index=True)
+
+
+def served_figures(found: pd.DataFrame, contract: Contract, champion: int | None) -> dict[str, Any]:
+    """The interval's figures from the combined partials: rows, versions, the profiles, out-of-domain counts."""
+    features = profile_of(
+        found[found["column"] != PROBABILITY],
+        contract.numeric_features,
+        contract.categorical_features,
+        contract.dataset,
+        "served",
+    )
+    versions = found[(found["column"] == "model_version") & (found["kind"] == "value")]
+    by_version = {int(key): int(count) for key, count in zip(versions["key"], versions["count"], strict=True)}
+    outside = found[found["kind"] == "outside"]
+    predictions = None
+    if champion is not None:
+        predictions = profile_of(
+            found[found["column"] == PROBABILITY], [PROBABILITY], [], contract.dataset, "served"
+        )["columns"][PROBABILITY]
+    return {
+        "rows": features["rows"],
+        "rows_by_version": dict(sorted(by_version.items())),
+        "champion_rows": by_version.get(champion, 0) if champion is not None else 0,
+        "profile": features,
+        "predictions": predictions,
+        "outside": {
+            name: int(count) for name, count in zip(outside["column"], outside["count"], strict=True)
+        },
+        "outside_rows": int(found.loc[found["kind"] == "outside_rows", "count"].sum()),
+    }

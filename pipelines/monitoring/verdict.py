@@ -1,0 +1,249 @@
+"""A monitor verdict: each signal of the monitoring policy judged on an interval's figures, and whether a
+retrain is asked for, suppressed (cooldown, daily budget, already asked for) or not needed.
+
+Pure: figures and earlier trigger records in, a verdict out. Time is the interval's end, never the clock,
+so the same interval judged again gives the same verdict.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+from typing import Any
+
+from pipelines.evaluation.metrics import sign
+from pipelines.monitoring.policy import (
+    CRITICAL_COLUMNS,
+    FEATURE_DRIFT,
+    LIVE_QUALITY,
+    NULLS,
+    OUT_OF_DOMAIN,
+    PREDICTION_DRIFT,
+    VOLUME,
+    MonitoringPolicy,
+)
+
+BREACH, OK, NOT_JUDGED = "breach", "ok", "not_judged"
+TRIGGERED, SUPPRESSED, NOT_NEEDED = "triggered", "suppressed", "not_needed"
+
+
+def _signal(name: str, state: str, detail: str, **figures: Any) -> dict[str, Any]:
+    return {"signal": name, "state": state, "detail": detail, **figures}
+
+
+def drift_signals(
+    policy: MonitoringPolicy, drift: dict[str, Any] | None, prediction: dict[str, Any] | None, why_not: str
+) -> list[dict[str, Any]]:
+    """Feature drift, critical columns and prediction drift; ``why_not`` when there was nothing to judge."""
+    if drift is None:
+        return [
+            _signal(name, NOT_JUDGED, why_not) for name in (FEATURE_DRIFT, CRITICAL_COLUMNS, PREDICTION_DRIFT)
+        ]
+    share, limit = drift["drift_share"], policy.feature_drift.max_drifted_share
+    drifted = [name for name, column in drift["columns"].items() if column["drifted"]]
+    signals = [
+        _signal(
+            FEATURE_DRIFT,
+            BREACH if share >= limit else OK,
+            f"{len(drifted)} of {len(drift['columns'])} features drifted (share {share:.2f}, breach at {limit})"
+            + (f": {', '.join(drifted)}" if drifted else ""),
+            value=share,
+            threshold=limit,
+            drifted=drifted,
+        )
+    ]
+    critical = [name for name in policy.feature_drift.critical_columns if name in drifted]
+    signals.append(
+        _signal(
+            CRITICAL_COLUMNS,
+            BREACH if critical else OK,
+            f"critical columns drifted: {', '.join(critical)}"
+            if critical
+            else f"no critical column drifted ({', '.join(policy.feature_drift.critical_columns) or 'none named'})",
+            drifted=critical,
+        )
+    )
+    if prediction is None:
+        signals.append(_signal(PREDICTION_DRIFT, NOT_JUDGED, "the champion answered none of these rows"))
+    elif prediction.get("score") is None:
+        signals.append(_signal(PREDICTION_DRIFT, NOT_JUDGED, prediction.get("detail", "no score")))
+    else:
+        signals.append(
+            _signal(
+                PREDICTION_DRIFT,
+                BREACH if prediction["drifted"] else OK,
+                f"served probabilities against the champion's holdout: {prediction['method']} "
+                f"{prediction['score']:.4f} (breach at {prediction['threshold']})",
+                value=prediction["score"],
+                threshold=prediction["threshold"],
+            )
+        )
+    return signals
+
+
+def live_signal(
+    policy: MonitoringPolicy, live: dict[str, Any], holdout_value: float | None
+) -> dict[str, Any]:
+    """The champion's live metric of its labelled day against its holdout figure."""
+    rule = policy.live_quality
+    counts = {k: live[k] for k in ("day", "metric", "joined_rows", "unjoinable_rows") if k in live}
+    if live["state"] != "measured":
+        return _signal(LIVE_QUALITY, NOT_JUDGED, f"{live['state']}: {live['detail']}", **counts)
+    if live["joined_rows"] < rule.min_labelled_rows:
+        return _signal(
+            LIVE_QUALITY,
+            NOT_JUDGED,
+            f"{live['joined_rows']} labelled rows on {live['day']}, fewer than {rule.min_labelled_rows}",
+            value=live["value"],
+            **counts,
+        )
+    if holdout_value is None:
+        return _signal(
+            LIVE_QUALITY,
+            NOT_JUDGED,
+            "the champion has no holdout figure to compare with",
+            value=live["value"],
+            **counts,
+        )
+    drop = sign(live["metric"]) * (holdout_value - live["value"])
+    return _signal(
+        LIVE_QUALITY,
+        BREACH if drop > rule.max_drop else OK,
+        f"{live['metric']} {live['value']:.4f} on {live['joined_rows']} labelled rows of {live['day']} against "
+        f"{holdout_value:.4f} on the holdout: {drop:+.4f} worse (breach above {rule.max_drop})",
+        value=live["value"],
+        holdout=holdout_value,
+        drop=drop,
+        **counts,
+    )
+
+
+def quality_signals(
+    policy: MonitoringPolicy,
+    served: dict[str, Any],
+    reference: dict[str, Any],
+    baseline: list[int],
+) -> list[dict[str, Any]]:
+    """Nulls against the reference, values outside the contract, and volume against the usual."""
+    rule = policy.data_quality
+    rows = served["rows"]
+    signals = []
+    if rows:
+        worse = {}
+        for name, column in served["profile"]["columns"].items():
+            increase = column["null_share"] - reference["columns"][name]["null_share"]
+            if increase > rule.max_null_share_increase:
+                worse[name] = round(increase, 6)
+        signals.append(
+            _signal(
+                NULLS,
+                BREACH if worse else OK,
+                (
+                    "null share above the reference's by more than "
+                    f"{rule.max_null_share_increase}: " + ", ".join(f"{k} +{v:.3f}" for k, v in worse.items())
+                )
+                if worse
+                else "null shares within the reference's",
+                columns=worse,
+            )
+        )
+        share = served["outside_rows"] / rows
+        signals.append(
+            _signal(
+                OUT_OF_DOMAIN,
+                BREACH if share > rule.max_out_of_domain_share else OK,
+                f"{served['outside_rows']} of {rows} rows hold a value outside the contract (share {share:.4f}, "
+                f"breach above {rule.max_out_of_domain_share})",
+                value=share,
+                columns={k: v for k, v in served["outside"].items() if v},
+            )
+        )
+    else:
+        signals += [_signal(name, NOT_JUDGED, "nothing was served") for name in (NULLS, OUT_OF_DOMAIN)]
+    if not baseline:
+        signals.append(
+            _signal(VOLUME, NOT_JUDGED, f"{rows} rows served; no earlier interval to compare with")
+        )
+    else:
+        usual = statistics.median(baseline)
+        ratio = rows / usual if usual else float("inf") if rows else 1.0
+        low, high = rule.volume.min_ratio, rule.volume.max_ratio
+        signals.append(
+            _signal(
+                VOLUME,
+                BREACH if not low <= ratio <= high else OK,
+                f"{rows} rows served, {ratio:.2f} times the usual {usual:g} (median of {len(baseline)} "
+                f"earlier intervals; breach outside {low}-{high})",
+                value=ratio,
+                usual=usual,
+            )
+        )
+    return signals
+
+
+def _day_of(end: dt.datetime) -> dt.date:
+    """The UTC day an interval ending at ``end`` belongs to (one ending at midnight: the day before)."""
+    return (end - dt.timedelta(microseconds=1)).date()
+
+
+def decide(
+    policy: MonitoringPolicy,
+    signals: list[dict[str, Any]],
+    interval: str,
+    end: dt.datetime,
+    records: list[dict[str, Any]],
+    last_promotion: dt.datetime | None,
+) -> dict[str, Any]:
+    """Whether this interval asks for a retrain: its breaches among ``retrain_on``, then the guards.
+
+    ``records``: earlier trigger records (``interval``, ``status``, ``at``: the interval's end); one of this
+    interval itself means it was judged before, and nothing is asked for twice.
+    """
+    rule = policy.triggers
+    reasons = [s for s in signals if s["state"] == BREACH and s["signal"] in rule.retrain_on]
+    if not reasons:
+        return {"status": NOT_NEEDED, "reasons": [], "detail": "no breach the policy retrains on"}
+    named = [s["signal"] for s in reasons]
+    summary = "; ".join(s["detail"] for s in reasons)
+    for record in records:
+        if record["interval"] == interval and record["status"] == TRIGGERED:
+            return {
+                "status": SUPPRESSED,
+                "reasons": named,
+                "detail": f"already asked for by this interval at {record['at']}; not asked twice",
+                "summary": summary,
+            }
+    asked = sorted(
+        (
+            dt.datetime.fromisoformat(r["at"])
+            for r in records
+            if r["status"] == TRIGGERED and r["interval"] != interval
+        ),
+        reverse=True,
+    )
+    cooldown = dt.timedelta(hours=rule.cooldown_hours)
+    recent = [t for t in asked if end - cooldown < t <= end]
+    if recent:
+        detail = (
+            f"cooldown: a retrain was asked for at {recent[0].isoformat()}, within {rule.cooldown_hours:g} h"
+        )
+        return {"status": SUPPRESSED, "reasons": named, "detail": detail, "summary": summary}
+    settle = dt.timedelta(hours=rule.after_promotion_hours)
+    if last_promotion is not None and end - settle < last_promotion <= end:
+        detail = (
+            f"cooldown: the champion changed at {last_promotion.isoformat()}, within "
+            f"{rule.after_promotion_hours:g} h"
+        )
+        return {"status": SUPPRESSED, "reasons": named, "detail": detail, "summary": summary}
+    today = [t for t in asked if t.date() == end.date() and t <= end]
+    if len(today) >= rule.max_per_day:
+        detail = (
+            f"budget: {len(today)} retrains already asked for on {end.date()} (at most {rule.max_per_day})"
+        )
+        return {"status": SUPPRESSED, "reasons": named, "detail": detail, "summary": summary}
+    return {
+        "status": TRIGGERED,
+        "reasons": named,
+        "detail": f"retrain asked for: {summary}",
+        "summary": summary,
+    }

@@ -1,0 +1,211 @@
+"""The monitor on real served traffic: the real app logs what it answered, the engines judge it.
+
+One champion is trained and promoted for the module; each test serves its own traffic through the app into
+its own data root, and runs the monitor on it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+from sklearn.metrics import roc_auc_score
+from typer.testing import CliRunner
+
+from pipelines.cli import app
+from pipelines.data.generate import generate, generate_day
+from pipelines.data.prepare import prepare
+from pipelines.data.validate import validate
+from pipelines.evaluation.evaluate import evaluate
+from pipelines.monitoring import verdict
+from pipelines.monitoring.monitor import Interval, monitor, read_figures, read_triggers
+from pipelines.release import tracking
+from pipelines.release.promote import promote
+from pipelines.release.register import register
+from pipelines.serving.app import create_app, wait_until_ready
+from pipelines.settings import get_settings
+from pipelines.training.train import train
+from tests.conftest import DAY
+
+pytestmark = pytest.mark.slow
+FEATURES = ["amount", "age", "tenure_days", "num_txn_30d", "avg_basket", "channel", "region", "plan"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory):
+    """A scikit-learn champion (v1), evaluated on its holdout, and a contract whose labels are due at once."""
+    root = tmp_path_factory.mktemp("monitor")
+    contract = yaml.safe_load((ROOT / "include" / "contracts" / "transactions.yaml").read_text())
+    contract["label_delay_hours"] = 0
+    contract_path = root / "transactions.yaml"
+    contract_path.write_text(yaml.safe_dump(contract))
+    settings = get_settings(state_dir=root / "state", rows_per_day=3000, contract_path=contract_path)
+    generate(settings, DAY, "none")
+    validate(settings, DAY)
+    prepared = prepare(settings, DAY, "dask")
+    trained = train(settings, DAY, prepared["uri"], tracking.RunContext("test/monitor"), "sklearn")
+    version = register(settings, DAY, trained["run_id"])["version"]
+    evaluate(settings, DAY, prepared["uri"], version)
+    promote(settings, DAY, version, None)
+    return settings, version
+
+
+def _lab(champion, tmp_path: Path, policy: dict | None = None):
+    """The champion's registry, with this test's own data root (prediction log, monitor's records)."""
+    settings, version = champion
+    changes = {}
+    if policy is not None:
+        path = tmp_path / "monitoring.yaml"
+        path.write_text(yaml.safe_dump(policy))
+        changes["monitoring_policy_path"] = path
+    lab = get_settings(
+        state_dir=settings.state_dir,
+        data_root=str(tmp_path / "data"),
+        contract_path=settings.contract_path,
+        rows_per_day=settings.rows_per_day,
+        prediction_log_flush_rows=100,
+        **changes,
+    )
+    return lab, version
+
+
+def _today() -> dt.date:
+    """Today (UTC), waiting out the last two minutes of a day so that the traffic sent next falls on it."""
+    while (now := dt.datetime.now(dt.UTC)).hour == 23 and now.minute >= 58:
+        time.sleep(5)
+    return now.date()
+
+
+def _serve(settings, frame: pd.DataFrame, keyed: int) -> list[str]:
+    """Send ``frame``'s rows through the real app, 50 a request; the first ``keyed`` rows carry their entity
+    id and event time. The request ids the app answered with."""
+    rows = []
+    for index, row in enumerate(frame.to_dict(orient="records")):
+        body = {name: row[name] for name in FEATURES}
+        body["avg_basket"] = None if pd.isna(body["avg_basket"]) else body["avg_basket"]
+        if index < keyed:
+            body["customer_id"] = row["customer_id"]
+            body["event_ts"] = row["event_ts"].isoformat()
+        rows.append(body)
+    answered = []
+    with TestClient(create_app(settings)) as http:  # the lifespan's end writes the log
+        wait_until_ready(http)
+        for start in range(0, len(rows), 50):
+            response = http.post("/v1/predict", json={"rows": rows[start : start + 50]})
+            assert response.status_code == 200, response.text
+            assert response.headers["x-request-id"] == response.json()["request_id"]
+            answered.append(response.json()["request_id"])
+        asked = http.post("/v1/predict", json={"rows": rows[:1]}, headers={"X-Request-Id": "client-7"})
+        assert asked.json()["request_id"] == "client-7"
+    return answered
+
+
+def _signal(result: dict, name: str) -> dict:
+    return next(s for s in result["signals"] if s["signal"] == name)
+
+
+def test_live_quality_is_scikit_learns_metric_on_the_joined_rows_on_both_engines(champion, tmp_path):
+    settings, version = _lab(champion, tmp_path)
+    day = _today()
+    generate(settings, day, "none")
+    validate(settings, day)  # the day's labels, as the retrain run of that day validates them
+    source = generate_day(day, settings.seed, settings.rows_per_day)
+    sent = source.head(900)
+    _serve(settings, sent, keyed=700)
+    log = pd.read_parquet(settings.prediction_log_uri)
+    assert len(log) == 901 and log["entity_id"].notna().sum() == 701  # and the one sent as client-7
+    assert (log["request_id"] == "client-7").sum() == 1
+    joined = log.dropna(subset=["entity_id"]).merge(
+        source[["customer_id", "event_ts", "churned"]],
+        left_on=["entity_id", "event_time"],
+        right_on=["customer_id", "event_ts"],
+    )
+    expected = roc_auc_score(joined["churned"], joined["probability"])
+
+    results = {engine: monitor(settings, Interval.of(day), engine) for engine in ("dask", "spark")}
+    for engine, result in results.items():
+        live = _signal(result, "live_quality")
+        assert live["day"] == day.isoformat() and live["metric"] == "roc_auc", (engine, live)
+        assert live["joined_rows"] == 701 and live["unjoinable_rows"] == 200, (engine, live)
+        assert live["value"] == pytest.approx(expected, rel=1e-12), engine
+        assert live["state"] in (verdict.OK, verdict.BREACH)
+        assert result["rows"] == 901 and result["champion_rows"] == 901
+    dask, spark = (results[e]["signals"] for e in ("dask", "spark"))
+    for one, other in zip(dask, spark, strict=True):  # the same verdict on either engine
+        assert one["state"] == other["state"], (one, other)
+        if isinstance(one.get("value"), float):  # a score from buckets each engine's partitions chose: within
+            assert one["value"] == pytest.approx(other["value"], rel=1e-3), (one, other)  # its error bound
+
+
+def test_drifted_traffic_asks_for_a_retrain_once_and_a_second_ask_in_the_cooldown_is_suppressed(
+    champion, tmp_path
+):
+    policy = yaml.safe_load((ROOT / "include" / "monitoring_policy.yaml").read_text())
+    policy["triggers"]["cooldown_hours"] = 48  # whatever the hour the test runs at
+    policy["triggers"]["after_promotion_hours"] = 0  # the champion was promoted minutes ago
+    settings, version = _lab(champion, tmp_path, policy)
+    day = _today()
+    _serve(settings, generate_day(day, settings.seed, 1000, "covariate_shift"), keyed=0)
+    served_hours = pd.read_parquet(settings.prediction_log_uri)["served_at"].dt.hour
+    hour = int(served_hours.min())
+    first = monitor(settings, Interval.of(day, hour), "dask")
+    assert first["verdict"]["status"] == verdict.TRIGGERED, first["verdict"]
+    assert "feature_drift" in first["verdict"]["reasons"]
+    assert first["event"]["day"] == day.isoformat() and first["event"]["figures"]["feature_drift"] >= 0.3
+    assert first["state"].startswith("drift, no labels yet"), first["state"]
+    assert _signal(first, "live_quality")["state"] == verdict.NOT_JUDGED
+    again = monitor(settings, Interval.of(day, hour), "dask")  # the same interval judged again
+    assert (
+        again["verdict"]["status"] == verdict.SUPPRESSED and "not asked twice" in again["verdict"]["detail"]
+    )
+    assert "event" not in again
+    whole_day = monitor(settings, Interval.of(day), "dask")  # ends after the first: inside its cooldown
+    assert whole_day["verdict"]["status"] == verdict.SUPPRESSED, whole_day["verdict"]
+    assert whole_day["verdict"]["detail"].startswith("cooldown: a retrain was asked for at")
+    records = read_triggers(settings)
+    assert [r["status"] for r in records] == [verdict.TRIGGERED, verdict.SUPPRESSED]
+    assert records[1]["detail"].startswith("cooldown")
+    report = Path(whole_day["report"])
+    assert "Served traffic of transactions" in (report / "monitor.html").read_text()
+    assert 'ct_monitor_retrain_requested{dataset="transactions"' in (report / "metrics.prom").read_text()
+    run = tracking.configure(settings).get_run(whole_day["mlflow_run_id"])
+    assert (
+        run.data.tags["champion_version"] == str(version) and run.data.tags["verdict"] == verdict.SUPPRESSED
+    )
+    assert {f["interval"] for f in read_figures(settings)} == {f"{day}T{hour:02d}00-1h", f"{day}T0000-24h"}
+    env = {
+        "CT_STATE_DIR": str(settings.state_dir),
+        "CT_DATA_ROOT": settings.data_root,
+        "CT_CONTRACT_PATH": str(settings.contract_path),
+        "CT_MONITORING_POLICY_PATH": str(settings.monitoring_policy_path),
+    }
+    shown = CliRunner().invoke(app, ["monitor", "history"], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert "triggered: retrain asked for" in shown.output and "suppressed: cooldown" in shown.output
+
+
+def test_clean_traffic_asks_for_nothing(champion, tmp_path):
+    settings, _ = _lab(champion, tmp_path)
+    day = _today()
+    _serve(settings, generate_day(day, settings.seed + 1, 1000), keyed=0)
+    result = monitor(settings, Interval.of(day), "dask")
+    assert result["verdict"]["status"] == verdict.NOT_NEEDED, result["signals"]
+    assert _signal(result, "feature_drift")["state"] == verdict.OK
+    assert _signal(result, "prediction_drift")["state"] == verdict.OK
+    assert result["state"] == "no drift" and read_triggers(settings) == []
+
+
+def test_an_interval_with_no_traffic_says_so_and_does_not_fail(champion, tmp_path):
+    settings, version = _lab(champion, tmp_path)
+    result = monitor(settings, Interval.of(DAY, 3), "dask")
+    assert result["rows"] == 0 and result["state"] == "no traffic in this interval"
+    assert result["verdict"]["status"] == verdict.NOT_NEEDED
+    assert _signal(result, "feature_drift")["state"] == verdict.NOT_JUDGED
+    assert _signal(result, "live_quality")["state"] == verdict.NOT_JUDGED
+    assert Path(result["report"], "monitor.html").exists()

@@ -1,0 +1,71 @@
+"""The served statistics (one pass, added up over partitions) and the live metric from join counts."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import accuracy_score, brier_score_loss, log_loss, roc_auc_score
+
+from pipelines.data.profile import HOW, KEYS
+from pipelines.monitoring.live import LABEL, _counts, labels_day, metric_from_counts
+from pipelines.monitoring.served import served_figures, served_partials
+
+START = dt.datetime(2026, 11, 30, 13, tzinfo=dt.UTC)
+END = START + dt.timedelta(hours=1)
+
+
+def _log(contract, clean_frame) -> pd.DataFrame:
+    frame = clean_frame[contract.feature_columns].head(400).copy()
+    frame["served_at"] = pd.date_range(START - dt.timedelta(minutes=20), periods=400, freq="15s", tz="UTC")
+    frame["model_version"] = np.where(np.arange(400) % 4 == 0, 2, 3)
+    frame["probability"] = np.linspace(0, 1, 400)
+    frame.loc[frame.index[150], "age"] = 150  # above the contract's max 100
+    frame.loc[frame.index[151], "channel"] = "fax"  # not an allowed value
+    frame.loc[frame.index[152], ["age", "channel"]] = [5, "fax"]  # two in one row
+    return frame
+
+
+def test_partials_of_partitions_add_up_to_the_whole(contract, clean_frame):
+    frame = _log(contract, clean_frame)
+    whole = served_partials(frame, contract, 3, START, END).groupby(KEYS).agg(dict(HOW)).reset_index()
+    parts = pd.concat([served_partials(part, contract, 3, START, END) for part in np.array_split(frame, 3)])
+    combined = parts.groupby(KEYS).agg(dict(HOW)).reset_index()
+    one, other = served_figures(whole, contract, 3), served_figures(combined, contract, 3)
+    inside = frame[(frame["served_at"] >= START) & (frame["served_at"] < END)]
+    for figures in (one, other):
+        assert figures["rows"] == len(inside) == 240  # the 80 rows each side are other intervals'
+        assert figures["rows_by_version"] == {2: 60, 3: 180}
+        assert figures["champion_rows"] == 180 and figures["predictions"]["count"] == 180
+        assert figures["outside"]["age"] == 2 and figures["outside"]["channel"] == 2
+        assert figures["outside_rows"] == 3
+    assert one["profile"]["columns"]["age"]["mean"] == pytest.approx(
+        other["profile"]["columns"]["age"]["mean"]
+    )
+
+
+def test_labels_are_due_a_delay_after_their_day_ends():
+    assert labels_day(dt.datetime(2026, 12, 2, 0, tzinfo=dt.UTC), 24) == dt.date(2026, 11, 30)
+    assert labels_day(dt.datetime(2026, 12, 1, 23, tzinfo=dt.UTC), 24) == dt.date(2026, 11, 29)
+    assert labels_day(dt.datetime(2026, 12, 1, 0, tzinfo=dt.UTC), 0) == dt.date(2026, 11, 30)
+
+
+@pytest.mark.parametrize(
+    ("name", "reference"),
+    [
+        ("roc_auc", roc_auc_score),
+        ("log_loss", log_loss),
+        ("brier", brier_score_loss),
+        ("accuracy", lambda y, p: accuracy_score(y, p >= 0.5)),
+    ],
+)
+def test_a_metric_from_join_counts_is_scikit_learns_on_the_rows(name, reference):
+    rng = np.random.default_rng(3)
+    probability = np.round(rng.uniform(0.01, 0.99, 2000), 2)  # ties, as a tree's leaves give (clipped alike)
+    labels = (rng.random(2000) < probability).astype("int64")
+    joined = pd.DataFrame({"probability": probability, LABEL: labels})
+    counts = pd.concat([_counts(part) for part in np.array_split(joined, 4)])
+    counts = counts.groupby(["probability", LABEL]).sum().reset_index()
+    assert metric_from_counts(name, counts) == pytest.approx(reference(labels, probability), rel=1e-12)
