@@ -23,11 +23,14 @@ same verdict, and asks for nothing twice.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import html
 import json
 import logging
 import tempfile
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +93,16 @@ class Interval:
         if hour is not None and not 0 <= hour <= 23:
             raise ValueError(f"hour {hour} is not 0-23")
         return cls(start, start + dt.timedelta(hours=1 if hour is not None else 24))
+
+
+@contextlib.contextmanager
+def _timed(seconds: dict[str, float], phase: str) -> Iterator[None]:
+    """Add the wall time of the block to ``seconds[phase]`` (the report says where an interval's time went)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[phase] = seconds.get(phase, 0.0) + time.perf_counter() - started
 
 
 def figures_uri(settings: Settings, interval: Interval) -> str:
@@ -242,19 +255,33 @@ def monitor(settings: Settings, interval: Interval, engine: str | None = None) -
             "champion": None,
             "rows": 0,
             "signals": [],
+            "state": "no champion yet",
             "verdict": {
                 "status": verdict.NOT_NEEDED,
                 "reasons": [],
                 "detail": "no champion yet: nothing is served to judge",
             },
         }
-        storage.write_json_atomic(figures_uri(settings, interval), result)
+        storage.write_json_atomic(figures_uri(settings, interval), _figures(result))
         return result
     champion = client.get_model_version(settings.model_name, str(champion_version))
-    reference = _reference_profile(settings, contract, champion)
-    served = _served(settings, contract, interval, champion_version, engine_name)
+    seconds: dict[str, float] = {}
+    with _timed(seconds, "reference"):
+        reference = _reference_profile(settings, contract, champion)
+    with _timed(seconds, "served"):
+        served = _served(settings, contract, interval, champion_version, engine_name)
     signals, drift = _signals(
-        settings, policy, contract, client, champion, reference, served, interval, metric_name, engine_name
+        settings,
+        policy,
+        contract,
+        client,
+        champion,
+        reference,
+        served,
+        interval,
+        metric_name,
+        engine_name,
+        seconds,
     )
     decision = verdict.decide(
         policy, signals, interval.name, interval.end, read_triggers(settings), _last_promotion(settings)
@@ -280,8 +307,11 @@ def monitor(settings: Settings, interval: Interval, engine: str | None = None) -
         }
     if decision["status"] in (verdict.TRIGGERED, verdict.SUPPRESSED):
         _record_trigger(settings, interval, decision, champion_version)
-    _write_report(settings, contract, policy, interval, reference, served, drift, result)
-    _log_to_mlflow(settings, client, interval, result)
+    with _timed(seconds, "report"):
+        _write_report(settings, contract, policy, interval, reference, served, drift, result)
+    with _timed(seconds, "mlflow"):
+        _log_to_mlflow(settings, client, interval, result)
+    result["seconds"] = {name: round(value, 3) for name, value in seconds.items()}
     log.info(
         "monitor %s: %d rows, %s (%s)", interval.name, served["rows"], decision["status"], decision["detail"]
     )
@@ -318,15 +348,18 @@ def _signals(
     interval: Interval,
     metric_name: str,
     engine: str,
+    seconds: dict[str, float],
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     drift = prediction = None
     why_not = (
         f"{served['rows']} rows served, fewer than the policy's min_served_rows {policy.min_served_rows}"
     )
     if served["rows"] >= policy.min_served_rows:
-        drift = drift_stats.compare_features(reference, served["profile"], contract)
+        with _timed(seconds, "drift"):
+            drift = drift_stats.compare_features(reference, served["profile"], contract)
         if served["predictions"] is not None and served["predictions"]["count"]:
-            predicted = _prediction_reference(settings, client, champion, contract)
+            with _timed(seconds, "prediction_reference"):
+                predicted = _prediction_reference(settings, client, champion, contract)
             rule = policy.prediction_drift
             prediction = (
                 {"score": None, "detail": predicted}
@@ -335,7 +368,8 @@ def _signals(
             )
     signals = verdict.drift_signals(policy, drift, prediction, why_not)
     day = labels_day(interval.end, contract.label_delay_hours)
-    live = live_quality(settings, engine, contract, day, int(champion.version), metric_name)
+    with _timed(seconds, "live"):
+        live = live_quality(settings, engine, contract, day, int(champion.version), metric_name)
     signals.append(verdict.live_signal(policy, live, _holdout_figure(client, champion, metric_name)))
     baseline = _baseline(read_figures(settings), interval, policy.data_quality.volume.baseline_days)
     signals += verdict.quality_signals(policy, served, reference, baseline)
