@@ -1,8 +1,9 @@
 """
 ### monitor
 
-Every hour, judges the last hour of served traffic (the prediction log) against the champion, and asks for
-a retrain when the evidence says so. Triggered by hand, it judges the hour up to the moment it was triggered.
+Every hour (at 5 past, once serving has written the hour's last rows), judges the hour before of served
+traffic (the prediction log) against the champion, and asks for a retrain when the evidence says so.
+Triggered by hand, it judges the hour up to the moment it was triggered.
 
 `monitor`: one task over `pipelines.monitoring.monitor.monitor`, on Dask or Spark (`engine` param), for the
 run's data interval:
@@ -21,8 +22,10 @@ The monitoring policy (`include/monitoring/<dataset>.yaml`, else `include/monito
 breaches into a verdict. When it asks for a retrain, the task emits an event of the dataset's asset
 (`ct-retrain://<dataset>`, through the alias `ct-retrain-requests`) whose `extra` carries the reason and the
 figures; the `retrain` DAG is scheduled on its daily time *or* that asset, and records what started it.
-Cooldown and the daily budget are enforced here: a suppressed request is recorded with its reason
-(`pipelines monitor history`), and no event is emitted. A re-run of an hour judges it again, and never asks twice.
+Cooldown, the settling time after a promotion and the daily budget are enforced here: a suppressed request
+is recorded with its reason (`pipelines monitor history`), and no event is emitted. A re-run of an hour
+judges it again and never asks twice (`already_asked`); a run that failed asked for nothing, and its retry
+asks. A day's live metric asks once per champion, not every hour that sees it.
 
 The report (Evidently's HTML with every signal above it, JSON, Prometheus text) is written under
 `<data_root>/monitoring/<dataset>/` and logged to the MLflow experiment `<experiment>-monitoring`, tagged
@@ -55,7 +58,11 @@ def monitor() -> dict[str, Any]:
     params = context["params"]
     start, end = context.get("data_interval_start"), context.get("data_interval_end")
     if start is not None and end is not None:
-        interval = Interval(start, end)
+        # A scheduled run starts at 5 past, when serving has written the hour's last rows (its log flushes
+        # every few seconds): it judges the whole hours before it.
+        interval = Interval(
+            start.replace(minute=0, second=0, microsecond=0), end.replace(minute=0, second=0, microsecond=0)
+        )
     else:  # triggered with no logical date: the hour up to when it was asked
         asked: dt.datetime = context["dag_run"].run_after
         interval = Interval(asked - dt.timedelta(hours=1), asked)
@@ -69,8 +76,8 @@ def monitor() -> dict[str, Any]:
 
 @dag(
     dag_id=DAG_ID,
-    # At every hour, the hour before it; a run triggered by hand judges the hour up to the moment it was asked.
-    schedule=CronTriggerTimetable("0 * * * *", timezone="UTC", interval=dt.timedelta(hours=1)),
+    # At 5 past every hour, the hour before it; a run triggered by hand judges the hour up to that moment.
+    schedule=CronTriggerTimetable("5 * * * *", timezone="UTC", interval=dt.timedelta(hours=1)),
     start_date=dt.datetime(2026, 11, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,

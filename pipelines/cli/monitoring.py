@@ -22,7 +22,8 @@ def monitor(
     ),
     engine: str = typer.Option(None, help="dask or spark (default: CT_ENGINE)."),
 ) -> None:
-    """Judge an interval of the prediction log against the champion with the monitoring policy (no Airflow);
+    """Judge an interval of the prediction log against the champion with the monitoring policy (no Airflow:
+    a retrain the policy would ask for is reported as would_trigger, and neither asked for nor recorded);
     `pipelines monitor history` prints the trend, `pipelines monitor policy` checks the policy file."""
     if context.invoked_subcommand is not None:
         return
@@ -33,7 +34,7 @@ def monitor(
     from pipelines.monitoring.monitor import Interval
     from pipelines.monitoring.monitor import monitor as run
 
-    result = run(load_settings(), Interval.of(date.date(), hour), engine)
+    result = run(load_settings(), Interval.of(date.date(), hour), engine, ask=False)
     emit(result)
 
 

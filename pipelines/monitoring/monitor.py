@@ -28,6 +28,7 @@ import datetime as dt
 import html
 import json
 import logging
+import re
 import tempfile
 import time
 from collections.abc import Iterator
@@ -67,6 +68,8 @@ class Interval:
             raise ValueError("an interval's start and end must be timezone-aware (UTC)")
         if self.end <= self.start:
             raise ValueError(f"interval ends ({self.end}) before it starts ({self.start})")
+        object.__setattr__(self, "start", self.start.astimezone(dt.UTC))  # days and names are UTC's
+        object.__setattr__(self, "end", self.end.astimezone(dt.UTC))
 
     @property
     def hours(self) -> float:
@@ -75,23 +78,32 @@ class Interval:
     @property
     def name(self) -> str:
         """``2026-11-30T1300-1h``: its start (UTC, to the minute) and its length: unique, safe in a path."""
-        return f"{self.start.astimezone(dt.UTC):%Y-%m-%dT%H%M}-{self.hours:g}h"
+        return f"{self.start:%Y-%m-%dT%H%M}-{self.hours:g}h"
 
     @property
     def day(self) -> dt.date:
-        return self.start.astimezone(dt.UTC).date()
+        """The day it starts on (where its report and figures are filed)."""
+        return self.start.date()
+
+    @property
+    def last_day(self) -> dt.date:
+        """The day its last moment falls on (an interval ending at midnight: the day before)."""
+        return verdict.day_of(self.end)
 
     def days(self) -> list[dt.date]:
         """The UTC days it touches (the prediction log's ``ds=`` folders)."""
-        last = (self.end - dt.timedelta(microseconds=1)).astimezone(dt.UTC).date()
-        return [self.day + dt.timedelta(days=n) for n in range((last - self.day).days + 1)]
+        return [self.day + dt.timedelta(days=n) for n in range((self.last_day - self.day).days + 1)]
+
+    def earlier(self, days: int) -> Interval:
+        """The same hours ``days`` days before."""
+        return Interval(self.start - dt.timedelta(days=days), self.end - dt.timedelta(days=days))
 
     @classmethod
     def of(cls, day: dt.date, hour: int | None = None) -> Interval:
         """One hour of a day, or the whole day."""
-        start = dt.datetime.combine(day, dt.time(hour or 0), tzinfo=dt.UTC)
         if hour is not None and not 0 <= hour <= 23:
             raise ValueError(f"hour {hour} is not 0-23")
+        start = dt.datetime.combine(day, dt.time(hour or 0), tzinfo=dt.UTC)
         return cls(start, start + dt.timedelta(hours=1 if hour is not None else 24))
 
 
@@ -113,40 +125,44 @@ def report_uri(settings: Settings, interval: Interval) -> str:
     return storage.join(settings.monitoring_uri, "reports", f"ds={interval.day}", interval.name)
 
 
-def triggers_uri(settings: Settings) -> str:
-    return storage.join(settings.monitoring_uri, "triggers")
+def trigger_uri(settings: Settings, interval: Interval) -> str:
+    return storage.join(settings.monitoring_uri, "triggers", f"ds={interval.day}", f"{interval.name}.json")
 
 
-def read_figures(settings: Settings) -> list[dict[str, Any]]:
-    """Every interval's figures, oldest first."""
-    root = storage.join(settings.monitoring_uri, "figures")
-    found = []
-    for uri in _json_files(root):
-        found.append(storage.read_json(uri))
+def read_figures(settings: Settings, since: dt.date | None = None) -> list[dict[str, Any]]:
+    """Every interval's figures (filed on or after ``since``), oldest first."""
+    found = [storage.read_json(uri) for uri in _day_files(settings, "figures", since)]
     return sorted(found, key=lambda f: (f["start"], f["hours"]))
 
 
-def read_triggers(settings: Settings) -> list[dict[str, Any]]:
-    """Every trigger record (asked for or suppressed), oldest first."""
-    return sorted(
-        (storage.read_json(uri) for uri in _json_files(triggers_uri(settings))), key=lambda r: r["at"]
-    )
+def read_triggers(settings: Settings, since: dt.date | None = None) -> list[dict[str, Any]]:
+    """Every trigger record (asked for or suppressed; filed on or after ``since``), oldest first."""
+    found = [storage.read_json(uri) for uri in _day_files(settings, "triggers", since)]
+    return sorted(found, key=lambda r: r["at"])
 
 
-def _json_files(root: str) -> list[str]:
+def _day_files(settings: Settings, kind: str, since: dt.date | None) -> list[str]:
+    """The JSON files under ``<monitoring>/<kind>/ds=<day>/`` of the days on or after ``since``."""
     from fsspec.core import url_to_fs
 
-    fs, path = url_to_fs(root)
-    if not fs.exists(path):
+    fs, root = url_to_fs(storage.join(settings.monitoring_uri, kind))
+    if not fs.exists(root):
         return []
-    names = sorted(p for p in fs.find(path) if p.endswith(".json") and "/." not in p)
-    return [fs.unstrip_protocol(p) for p in names]
+    days = sorted(p for p in fs.ls(root, detail=False) if p.rsplit("/", 1)[-1].startswith("ds="))
+    if since is not None:
+        days = [p for p in days if p.rsplit("ds=", 1)[-1] >= since.isoformat()]
+    names = [n for day in days for n in sorted(fs.ls(day, detail=False)) if n.endswith(".json")]
+    return [fs.unstrip_protocol(n) for n in names if "/." not in n]
 
 
-def _baseline(earlier: list[dict[str, Any]], interval: Interval, days: int) -> list[int]:
-    """Served rows of the same hours and length on each of the ``days`` days before."""
-    wanted = {(interval.start - dt.timedelta(days=n)).isoformat(): n for n in range(1, days + 1)}
-    return [f["rows"] for f in earlier if f["start"] in wanted and f["hours"] == interval.hours]
+def _baseline(settings: Settings, interval: Interval, days: int) -> list[int]:
+    """Served rows of the same hours on each of the ``days`` days before that were judged."""
+    found = []
+    for n in range(1, days + 1):
+        uri = figures_uri(settings, interval.earlier(n))
+        if storage.exists(uri):
+            found.append(int(storage.read_json(uri)["rows"]))
+    return found
 
 
 def _last_promotion(settings: Settings) -> dt.datetime | None:
@@ -191,6 +207,15 @@ def _holdout_figure(client: Any, version: Any, metric_name: str) -> float | None
     return None if value is None else float(value)
 
 
+_LOG_FILE = re.compile(r"part-(\d{19})-[0-9a-f]{8}\.parquet$")
+
+
+def _written_before(uri: str, start: dt.datetime) -> bool:
+    """A log file written (its name's time) before ``start`` holds no row served at or after it."""
+    found = _LOG_FILE.search(uri)
+    return found is not None and int(found.group(1)) < start.timestamp() * 1e9
+
+
 def _served(
     settings: Settings, contract: Contract, interval: Interval, champion: int, engine: str
 ) -> dict[str, Any]:
@@ -200,6 +225,7 @@ def _served(
         f
         for day in interval.days()
         for f in datasets.folder_files(storage.join(settings.prediction_log_uri, f"ds={day}"))
+        if not _written_before(f, interval.start)
     ]
     if not files:
         return {
@@ -226,11 +252,14 @@ def _served(
     return served_figures(found, contract, champion) | {"files": len(files)}
 
 
-def monitor(settings: Settings, interval: Interval, engine: str | None = None) -> dict[str, Any]:
+def monitor(
+    settings: Settings, interval: Interval, engine: str | None = None, ask: bool = True
+) -> dict[str, Any]:
     """Judge one interval of served traffic; write its report and figures; say whether a retrain is asked for.
 
     Returns a small JSON-safe summary: the interval, rows, each signal's state, the verdict and, when a
-    retrain is asked for, the ``event`` to emit (its reason and figures).
+    retrain is asked for, the ``event`` to emit (its reason and figures). ``ask=False`` (outside Airflow,
+    where no event can be emitted) reports ``would_trigger`` instead, and records no request.
     """
     from pipelines.engines import check_engine
     from pipelines.release import audit, tracking
@@ -283,9 +312,16 @@ def monitor(settings: Settings, interval: Interval, engine: str | None = None) -
         engine_name,
         seconds,
     )
-    decision = verdict.decide(
-        policy, signals, interval.name, interval.end, read_triggers(settings), _last_promotion(settings)
+    live = next(s for s in signals if s["signal"] == "live_quality")
+    evidence = f"{live['day']} v{champion_version}" if live.get("value") is not None else None
+    earlier = read_triggers(
+        settings, interval.day - dt.timedelta(days=policy.triggers.cooldown_hours // 24 + 2)
     )
+    decision = verdict.decide(
+        policy, signals, interval.name, interval.end, earlier, _last_promotion(settings), evidence
+    )
+    if decision["status"] == verdict.TRIGGERED and not ask:
+        decision = decision | {"status": verdict.WOULD_TRIGGER, "detail": "would " + decision["detail"]}
     result = base | {
         "champion": champion_version,
         "rows": served["rows"],
@@ -299,19 +335,20 @@ def monitor(settings: Settings, interval: Interval, engine: str | None = None) -
         result["event"] = {
             "dataset": settings.dataset,
             "interval": interval.name,
-            "day": interval.day.isoformat(),
+            "day": _request_day(settings, contract, interval).isoformat(),
             "reasons": decision["reasons"],
             "reason": decision["summary"],
             "champion": champion_version,
             "figures": {s["signal"]: s.get("value") for s in signals if s.get("value") is not None},
         }
-    if decision["status"] in (verdict.TRIGGERED, verdict.SUPPRESSED):
-        _record_trigger(settings, interval, decision, champion_version)
     with _timed(seconds, "report"):
         _write_report(settings, contract, policy, interval, reference, served, drift, result)
     with _timed(seconds, "mlflow"):
         _log_to_mlflow(settings, client, interval, result)
     result["seconds"] = {name: round(value, 3) for name, value in seconds.items()}
+    if decision["status"] in (verdict.TRIGGERED, verdict.SUPPRESSED):
+        # Last: a run that fails before here asked for nothing, and its retry asks again.
+        _record_trigger(settings, interval, decision, champion_version, evidence)
     log.info(
         "monitor %s: %d rows, %s (%s)", interval.name, served["rows"], decision["status"], decision["detail"]
     )
@@ -357,7 +394,13 @@ def _signals(
     if served["rows"] >= policy.min_served_rows:
         with _timed(seconds, "drift"):
             drift = drift_stats.compare_features(reference, served["profile"], contract)
-        if served["predictions"] is not None and served["predictions"]["count"]:
+        if served["champion_rows"] < policy.min_served_rows:  # after a swap, the champion's share is small
+            prediction = {
+                "score": None,
+                "detail": f"the champion answered {served['champion_rows']} of these rows, fewer than "
+                f"min_served_rows {policy.min_served_rows}",
+            }
+        else:
             with _timed(seconds, "prediction_reference"):
                 predicted = _prediction_reference(settings, client, champion, contract)
             rule = policy.prediction_drift
@@ -371,7 +414,7 @@ def _signals(
     with _timed(seconds, "live"):
         live = live_quality(settings, engine, contract, day, int(champion.version), metric_name)
     signals.append(verdict.live_signal(policy, live, _holdout_figure(client, champion, metric_name)))
-    baseline = _baseline(read_figures(settings), interval, policy.data_quality.volume.baseline_days)
+    baseline = _baseline(settings, interval, policy.data_quality.volume.baseline_days)
     signals += verdict.quality_signals(policy, served, reference, baseline)
     return signals, drift
 
@@ -399,13 +442,13 @@ def _state(served: dict[str, Any], signals: list[dict[str, Any]], policy: Monito
     return "no drift"
 
 
-def _record_trigger(settings: Settings, interval: Interval, decision: dict[str, Any], champion: int) -> None:
-    """A retrain asked for or suppressed, one file per interval (an interval judged again replaces its own)."""
-    uri = storage.join(triggers_uri(settings), f"{interval.name}.json")
-    if storage.exists(uri) and storage.read_json(uri)["status"] == verdict.TRIGGERED:
-        return  # asked for once; a second judgement of the interval never turns it into "suppressed"
+def _record_trigger(
+    settings: Settings, interval: Interval, decision: dict[str, Any], champion: int, evidence: str | None
+) -> None:
+    """A retrain asked for or suppressed, one file per interval (an interval judged again replaces its own
+    suppression; one that asked keeps its record, and is reported ``already_asked``)."""
     storage.write_json_atomic(
-        uri,
+        trigger_uri(settings, interval),
         {
             "interval": interval.name,
             "at": interval.end.isoformat(),
@@ -413,8 +456,19 @@ def _record_trigger(settings: Settings, interval: Interval, decision: dict[str, 
             "reasons": decision["reasons"],
             "detail": decision["detail"],
             "champion": champion,
+            "live_evidence": evidence,
         },
     )
+
+
+def _request_day(settings: Settings, contract: Contract, interval: Interval) -> dt.date:
+    """The day a retrain asked for trains on: the interval's last day when its source has that day already
+    (the demo's, a source written as it happens), else the day before (a source that lands a day once it ends)."""
+    from pipelines.data import sources
+
+    if storage.exists(sources.resolve(settings, contract, interval.last_day)):
+        return interval.last_day
+    return interval.last_day - dt.timedelta(days=1)
 
 
 def prometheus_text(result: dict[str, Any]) -> str:
@@ -446,7 +500,7 @@ def prometheus_text(result: dict[str, Any]) -> str:
             value.labels(*values, signal["signal"]).set(signal["value"])
     Gauge(
         "ct_monitor_retrain_requested", "1 when the interval asked for a retrain.", labels, registry=registry
-    ).labels(*values).set(1 if result["verdict"]["status"] == verdict.TRIGGERED else 0)
+    ).labels(*values).set(1 if result["verdict"]["status"] in (verdict.TRIGGERED, verdict.ALREADY) else 0)
     return generate_latest(registry).decode()
 
 

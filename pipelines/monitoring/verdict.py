@@ -25,6 +25,10 @@ from pipelines.monitoring.policy import (
 
 BREACH, OK, NOT_JUDGED = "breach", "ok", "not_judged"
 TRIGGERED, SUPPRESSED, NOT_NEEDED = "triggered", "suppressed", "not_needed"
+ALREADY = "already_asked"  # this interval asked before (a re-run): reported, not asked again
+WOULD_TRIGGER = (
+    "would_trigger"  # judged outside Airflow (the CLI): nothing can be emitted, nothing is recorded
+)
 
 
 def _signal(name: str, state: str, detail: str, **figures: Any) -> dict[str, Any]:
@@ -165,23 +169,28 @@ def quality_signals(
             _signal(VOLUME, NOT_JUDGED, f"{rows} rows served; no earlier interval to compare with")
         )
     else:
-        usual = statistics.median(baseline)
-        ratio = rows / usual if usual else float("inf") if rows else 1.0
-        low, high = rule.volume.min_ratio, rule.volume.max_ratio
-        signals.append(
-            _signal(
-                VOLUME,
-                BREACH if not low <= ratio <= high else OK,
-                f"{rows} rows served, {ratio:.2f} times the usual {usual:g} (median of {len(baseline)} "
-                f"earlier intervals; breach outside {low}-{high})",
-                value=ratio,
-                usual=usual,
-            )
-        )
+        signals.append(_volume(rule.volume.min_ratio, rule.volume.max_ratio, rows, baseline))
     return signals
 
 
-def _day_of(end: dt.datetime) -> dt.date:
+def _volume(low: float, high: float, rows: int, baseline: list[int]) -> dict[str, Any]:
+    """Served rows against the median of the same earlier intervals."""
+    usual = statistics.median(baseline)
+    where = f"the usual {usual:g} (median of {len(baseline)} earlier intervals; breach outside {low}-{high})"
+    if not usual:  # nothing is usually served at this hour: any traffic is outside the band, no ratio
+        state = BREACH if rows else OK
+        return _signal(VOLUME, state, f"{rows} rows served against {where}", value=None if rows else 1.0)
+    ratio = rows / usual
+    return _signal(
+        VOLUME,
+        BREACH if not low <= ratio <= high else OK,
+        f"{rows} rows served, {ratio:.2f} times {where}",
+        value=ratio,
+        usual=usual,
+    )
+
+
+def day_of(end: dt.datetime) -> dt.date:
     """The UTC day an interval ending at ``end`` belongs to (one ending at midnight: the day before)."""
     return (end - dt.timedelta(microseconds=1)).date()
 
@@ -193,26 +202,37 @@ def decide(
     end: dt.datetime,
     records: list[dict[str, Any]],
     last_promotion: dt.datetime | None,
+    live_evidence: str | None = None,
 ) -> dict[str, Any]:
     """Whether this interval asks for a retrain: its breaches among ``retrain_on``, then the guards.
 
-    ``records``: earlier trigger records (``interval``, ``status``, ``at``: the interval's end); one of this
-    interval itself means it was judged before, and nothing is asked for twice.
+    ``records``: earlier trigger records (``interval``, ``status``, ``at``: the interval's end, ``reasons``,
+    ``live_evidence``). One of this interval itself means it was judged before: nothing is asked twice.
+    ``live_evidence`` names what the live metric was measured on (its labels day and the champion): every
+    hour of a day judges the same labelled day, and a retrain is asked for on one piece of evidence once.
     """
     rule = policy.triggers
     reasons = [s for s in signals if s["state"] == BREACH and s["signal"] in rule.retrain_on]
+    asked_on_live = any(
+        r["status"] == TRIGGERED and LIVE_QUALITY in r["reasons"] and r.get("live_evidence") == live_evidence
+        for r in records
+        if r["interval"] != interval
+    )
+    if asked_on_live:
+        reasons = [s for s in reasons if s["signal"] != LIVE_QUALITY]
     if not reasons:
-        return {"status": NOT_NEEDED, "reasons": [], "detail": "no breach the policy retrains on"}
+        detail = "no breach the policy retrains on"
+        if asked_on_live:
+            detail += (
+                f" (live quality: a retrain was asked for on the same evidence, {live_evidence}, already)"
+            )
+        return {"status": NOT_NEEDED, "reasons": [], "detail": detail}
     named = [s["signal"] for s in reasons]
     summary = "; ".join(s["detail"] for s in reasons)
     for record in records:
         if record["interval"] == interval and record["status"] == TRIGGERED:
-            return {
-                "status": SUPPRESSED,
-                "reasons": named,
-                "detail": f"already asked for by this interval at {record['at']}; not asked twice",
-                "summary": summary,
-            }
+            detail = f"this interval asked for a retrain at {record['at']} already; not asked twice"
+            return {"status": ALREADY, "reasons": named, "detail": detail, "summary": summary}
     asked = sorted(
         (
             dt.datetime.fromisoformat(r["at"])
@@ -235,11 +255,10 @@ def decide(
             f"{rule.after_promotion_hours:g} h"
         )
         return {"status": SUPPRESSED, "reasons": named, "detail": detail, "summary": summary}
-    today = [t for t in asked if t.date() == end.date() and t <= end]
+    day = day_of(end)
+    today = [t for t in asked if day_of(t) == day and t <= end]
     if len(today) >= rule.max_per_day:
-        detail = (
-            f"budget: {len(today)} retrains already asked for on {end.date()} (at most {rule.max_per_day})"
-        )
+        detail = f"budget: {len(today)} retrains already asked for on {day} (at most {rule.max_per_day})"
         return {"status": SUPPRESSED, "reasons": named, "detail": detail, "summary": summary}
     return {
         "status": TRIGGERED,

@@ -173,16 +173,20 @@ class PredictionLog:
             if len(values) == len(batches):
                 data[name] = _column(values)
         requests = [request for b in batches for request in b[5]]
-        ids = np.array([request[0] for request in requests], dtype=object)
-        data["request_id"] = pa.array(np.repeat(ids, [request[1] for request in requests]), type=pa.string())
-        data["entity_id"], data["event_time"] = _keys(requests)
+        per_row = np.repeat(np.arange(len(requests), dtype="int32"), [request[1] for request in requests])
+        ids = pa.array([request[0] for request in requests], type=pa.string())
+        # Each request's id once, repeated in Arrow's C++ (not a Python string per row).
+        data["request_id"] = pa.DictionaryArray.from_arrays(pa.array(per_row), ids).cast(pa.string())
+        data["entity_id"], data["event_time"] = _keys(requests, len(served_at))
         data["probability"] = np.concatenate([b[3] for b in batches])
         data["label"] = np.concatenate([b[4] for b in batches])
         return pa.table(data)
 
 
-def _keys(requests: Requests) -> tuple[pa.Array, pa.Array]:
+def _keys(requests: Requests, rows: int) -> tuple[pa.Array, pa.Array]:
     """The entity id and event time of every row (null where a request sent none)."""
+    if all(keys is None for _, _, keys in requests):  # the common case: no per-row work at all
+        return pa.nulls(rows, pa.string()), pa.nulls(rows, LOG_COLUMNS["event_time"])
     entities, times = [], []
     for _, rows, keys in requests:
         if keys is None:

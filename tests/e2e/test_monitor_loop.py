@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 
 import pytest
 import yaml
@@ -15,51 +14,23 @@ from fastapi.testclient import TestClient
 
 from pipelines.data import storage
 from pipelines.data.generate import generate, generate_day
-from pipelines.data.prepare import prepare
-from pipelines.data.validate import validate
-from pipelines.evaluation.evaluate import evaluate
 from pipelines.monitoring import verdict
 from pipelines.monitoring.monitor import read_triggers
 from pipelines.release import history, tracking
-from pipelines.release.promote import promote
-from pipelines.release.register import register
 from pipelines.serving.app import create_app, wait_until_ready
 from pipelines.settings import INCLUDE_DIR, get_settings
-from pipelines.training.train import train
 from tests.conftest import DAY
+from tests.monitoring_lab import request_rows, today, train_champion
 from tests.scheduler import Airflow
 
 pytestmark = pytest.mark.slow
-FEATURES = ["amount", "age", "tenure_days", "num_txn_30d", "avg_basket", "channel", "region", "plan"]
-
-
-def _today() -> dt.date:
-    """Today (UTC), waiting out the last minutes of a day so that the traffic and the runs fall on it."""
-    while (now := dt.datetime.now(dt.UTC)).hour == 23 and now.minute >= 50:
-        time.sleep(10)
-    return now.date()
-
-
-def _champion(settings) -> int:
-    generate(settings, DAY, "none")
-    validate(settings, DAY)
-    prepared = prepare(settings, DAY, "dask")
-    trained = train(settings, DAY, prepared["uri"], tracking.RunContext("test/loop"), "sklearn")
-    version = register(settings, DAY, trained["run_id"])["version"]
-    evaluate(settings, DAY, prepared["uri"], version)
-    promote(settings, DAY, version, None)
-    return version
 
 
 def _serve_drifted(settings, day: dt.date) -> None:
     """Today's source, shifted (the demo's covariate shift), sent through the real app with its join keys."""
     generate(settings, day, "covariate_shift")
     frame = generate_day(day, settings.seed, settings.rows_per_day, "covariate_shift")
-    rows = []
-    for row in frame.head(1000).to_dict(orient="records"):
-        body = {name: row[name] for name in FEATURES}
-        body["avg_basket"] = None if body["avg_basket"] != body["avg_basket"] else body["avg_basket"]
-        rows.append(body | {"customer_id": row["customer_id"], "event_ts": row["event_ts"].isoformat()})
+    rows = request_rows(frame.head(1000), keyed=1000)
     with TestClient(create_app(settings)) as http:
         wait_until_ready(http)
         for start in range(0, len(rows), 100):
@@ -68,7 +39,7 @@ def _serve_drifted(settings, day: dt.date) -> None:
 
 @pytest.fixture
 def loop(tmp_path, postgres):
-    day = _today()
+    day = today(margin_minutes=10)
     policy = yaml.safe_load((INCLUDE_DIR / "monitoring_policy.yaml").read_text())
     policy["triggers"]["after_promotion_hours"] = 0  # the champion is promoted minutes before the traffic
     policy_path = tmp_path / "monitoring.yaml"
@@ -89,7 +60,7 @@ def loop(tmp_path, postgres):
         model_family="sklearn",
         monitoring_policy_path=policy_path,
     )
-    champion = _champion(settings)
+    champion = train_champion(settings, DAY)
     _serve_drifted(settings, day)
     service = Airflow(tmp_path / "airflow", postgres.database("airflow_monitor"), env)
     service.start()

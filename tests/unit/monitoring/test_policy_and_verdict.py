@@ -58,11 +58,20 @@ def _breach(name: str) -> dict:
     return {"signal": name, "state": verdict.BREACH, "detail": f"{name} breached"}
 
 
-def _record(hours_before: float, status: str = verdict.TRIGGERED, interval: str = "earlier") -> dict:
+def _record(
+    hours_before: float,
+    status: str = verdict.TRIGGERED,
+    interval: str = "earlier",
+    reasons: tuple[str, ...] = ("feature_drift",),
+    evidence: str | None = None,
+) -> dict:
+    at = (END - dt.timedelta(hours=hours_before)).isoformat()
     return {
         "interval": interval,
         "status": status,
-        "at": (END - dt.timedelta(hours=hours_before)).isoformat(),
+        "at": at,
+        "reasons": list(reasons),
+        "live_evidence": evidence,
     }
 
 
@@ -83,7 +92,6 @@ def test_data_quality_alone_is_reported_not_retrained_on():
     ("records", "promoted_hours_before", "detail"),
     [
         ([_record(5)], None, "cooldown: a retrain was asked for at 2026-11-30T09:00:00+00:00, within 6 h"),
-        ([_record(1, interval="now")], None, "already asked for by this interval"),
         ([], 2, "cooldown: the champion changed at 2026-11-30T12:00:00+00:00, within 6 h"),
         ([_record(13), _record(7)], None, "budget: 2 retrains already asked for on 2026-11-30 (at most 2)"),
     ],
@@ -92,6 +100,40 @@ def test_a_second_ask_is_suppressed_with_its_reason(records, promoted_hours_befo
     promoted = None if promoted_hours_before is None else END - dt.timedelta(hours=promoted_hours_before)
     decided = verdict.decide(POLICY, [_breach("prediction_drift")], "now", END, records, promoted)
     assert decided["status"] == verdict.SUPPRESSED and decided["detail"].startswith(detail), decided
+
+
+def test_an_interval_judged_again_reports_that_it_asked_and_does_not_ask_twice():
+    decided = verdict.decide(
+        POLICY, [_breach("feature_drift")], "now", END, [_record(0, interval="now")], None
+    )
+    assert decided["status"] == verdict.ALREADY and "not asked twice" in decided["detail"]
+
+
+def test_the_budget_of_the_last_hour_of_a_day_is_that_days():
+    midnight = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)  # 23:00-24:00 on the 30th ends here
+    asked = [_record(13), _record(7)]  # at 01:00 and 07:00 on the 30th (END is 14:00 on the 30th)
+    asked = [
+        r | {"at": (dt.datetime.fromisoformat(r["at"]) - dt.timedelta(hours=0)).isoformat()} for r in asked
+    ]
+    decided = verdict.decide(POLICY, [_breach("feature_drift")], "last hour", midnight, asked, None)
+    assert decided["status"] == verdict.SUPPRESSED and "on 2026-11-30" in decided["detail"], decided
+    ended_at_midnight = [_record(-10, interval="last hour of the 30th")]  # its "at" is 2026-12-01T00:00
+    ended_at_midnight[0]["at"] = midnight.isoformat()
+    later = dt.datetime(2026, 12, 1, 16, tzinfo=dt.UTC)
+    one_more = [*ended_at_midnight, _record(-19)]  # and one at 09:00 on the 1st
+    decided = verdict.decide(POLICY, [_breach("feature_drift")], "afternoon", later, one_more, None)
+    assert decided["status"] == verdict.TRIGGERED, decided  # the midnight ask was the 30th's budget
+
+
+def test_a_days_live_metric_asks_once_per_champion_not_every_hour_that_sees_it():
+    live = [_record(8, reasons=("live_quality",), evidence="2026-11-29 v3")]
+    decided = verdict.decide(POLICY, [_breach("live_quality")], "now", END, live, None, "2026-11-29 v3")
+    assert decided["status"] == verdict.NOT_NEEDED and "same evidence" in decided["detail"]
+    decided = verdict.decide(POLICY, [_breach("live_quality")], "now", END, live, None, "2026-11-30 v3")
+    assert decided["status"] == verdict.TRIGGERED  # a new day's labels are new evidence
+    both = [_breach("live_quality"), _breach("feature_drift")]
+    decided = verdict.decide(POLICY, both, "now", END, live, None, "2026-11-29 v3")
+    assert decided["status"] == verdict.TRIGGERED and decided["reasons"] == ["feature_drift"]
 
 
 @pytest.mark.parametrize(
@@ -131,6 +173,8 @@ def test_volume_is_judged_against_the_median_of_earlier_intervals():
     assert signals["volume"]["state"] == verdict.BREACH and signals["volume"]["usual"] == 1000
     signals = {s["signal"]: s for s in verdict.quality_signals(POLICY, served, {"columns": {}}, [])}
     assert signals["volume"]["state"] == verdict.NOT_JUDGED
+    signals = {s["signal"]: s for s in verdict.quality_signals(POLICY, served, {"columns": {}}, [0, 0])}
+    assert signals["volume"]["state"] == verdict.BREACH and signals["volume"]["value"] is None  # no Infinity
 
 
 def test_intervals_are_named_by_start_and_length_and_know_their_days():
@@ -142,3 +186,11 @@ def test_intervals_are_named_by_start_and_length_and_know_their_days():
     assert late.days() == [dt.date(2026, 11, 30), dt.date(2026, 12, 1)]
     with pytest.raises(ValueError, match="timezone-aware"):
         Interval(dt.datetime(2026, 11, 30), dt.datetime(2026, 12, 1))
+    with pytest.raises(ValueError, match="hour 24 is not 0-23"):
+        Interval.of(dt.date(2026, 11, 30), 24)
+    paris = dt.timezone(dt.timedelta(hours=1))
+    local = Interval(
+        dt.datetime(2026, 12, 1, 0, 30, tzinfo=paris), dt.datetime(2026, 12, 1, 1, 30, tzinfo=paris)
+    )
+    assert local.name == "2026-11-30T2330-1h" and local.day == dt.date(2026, 11, 30)  # UTC's day
+    assert local.last_day == dt.date(2026, 12, 1) and day.last_day == dt.date(2026, 11, 30)
