@@ -56,10 +56,15 @@ def _utc(column: pd.Series) -> pd.Series:
     return pd.to_datetime(column, utc=True).astype("datetime64[us, UTC]")
 
 
+def _joinable(frame: pd.DataFrame, champion: int) -> tuple[pd.Series, pd.Series]:
+    """The rows the champion answered, and those of them that carry both join keys."""
+    answered = frame["model_version"] == champion
+    return answered, answered & frame["entity_id"].notna() & frame["event_time"].notna()
+
+
 def _served_keys(frame: pd.DataFrame, champion: int) -> pd.DataFrame:
     """The champion's rows that carry both join keys."""
-    keep = (frame["model_version"] == champion) & frame["entity_id"].notna() & frame["event_time"].notna()
-    frame = frame[keep]
+    frame = frame[_joinable(frame, champion)[1]]
     return pd.DataFrame(
         {
             "entity_id": frame["entity_id"].astype(str),
@@ -71,8 +76,7 @@ def _served_keys(frame: pd.DataFrame, champion: int) -> pd.DataFrame:
 
 def _served_counts(frame: pd.DataFrame, champion: int) -> pd.DataFrame:
     """Rows of the day, those the champion answered, and those of them that carry both keys (one row)."""
-    answered = frame["model_version"] == champion
-    keyed = answered & frame["entity_id"].notna() & frame["event_time"].notna()
+    answered, keyed = _joinable(frame, champion)
     counts = {"served": len(frame), "champion": int(answered.sum()), "joinable": int(keyed.sum())}
     return pd.DataFrame({"key": [""], **{name: [value] for name, value in counts.items()}})
 
