@@ -10,10 +10,10 @@ export CT_STATE_DIR ?= $(CURDIR)/.state
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt constraints.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -r requirements.txt -c constraints.txt
+	$(VENV)/bin/python -m pip install --quiet -r requirements-dev.txt -c constraints.txt
 	# ISLP ships the Bikeshare data set; its own requirements (lightning, pygam, ...) are not needed to read it
 	$(VENV)/bin/python -m pip install --quiet --no-deps ISLP==0.6.0
 	$(VENV)/bin/python -m pip install --quiet --no-deps -e .
@@ -56,10 +56,28 @@ mlflow: $(STAMP) ## MLflow UI on http://127.0.0.1:5000, or PORT=N, on the same s
 serve: $(STAMP) ## Serving app on http://127.0.0.1:8000, or PORT=N (POST /predict, GET /health, /docs)
 	source scripts/env.sh && pipelines serve $(if $(ASKED_PORT),--port $(ASKED_PORT))
 
-lock: ## Re-resolve requirements.txt into constraints.txt
-	$(VENV)/bin/python -m pip freeze --exclude-editable | sed 's/+cpu$$//' > constraints.txt
+lock: ## Re-resolve requirements.txt and requirements-dev.txt into constraints.txt
+	$(VENV)/bin/python -m pip freeze --exclude-editable | sed 's/+cpu$$//' | grep -v '^ISLP==' > constraints.txt
+
+WHEELHOUSE := .wheelhouse
+# the build backend of `pip install -e` inside the image (pyproject.toml asks for setuptools>=68)
+SETUPTOOLS := 80.9.0
+# what a Python 3.11 before 3.11.3 (Debian bookworm's 3.11.2) needs besides: redis asks for async-timeout there
+FOR_OLDER_PYTHON := async-timeout==5.0.1
+$(WHEELHOUSE)/.complete: requirements.txt constraints.txt pyproject.toml Makefile | $(STAMP)
+	$(VENV)/bin/python -m pip wheel --quiet --find-links $(WHEELHOUSE) -w $(WHEELHOUSE) -r requirements.txt -c constraints.txt
+	$(VENV)/bin/python -m pip wheel --quiet --find-links $(WHEELHOUSE) -w $(WHEELHOUSE) --no-deps ISLP==0.6.0 setuptools==$(SETUPTOOLS) $(FOR_OLDER_PYTHON)
+	touch $@
+
+wheelhouse: $(WHEELHOUSE)/.complete ## .wheelhouse/: every wheel the image installs, for an offline `docker build`
+
+team-env: ## Write .env for docker-compose.yaml with random secrets (never overwrites one)
+	./scripts/team-env.sh
+
+test-deploy: $(STAMP) ## The team deployment in Podman containers (tests/deploy; part of `make test`)
+	$(VENV)/bin/python -m pytest tests/deploy
 
 clean: ## Remove the embedded state (.state: data, MLflow store, Airflow home)
 	rm -rf $(CT_STATE_DIR)
 
-.PHONY: help install demo test test-busy test-fast lint hooks airflow mlflow serve lock clean
+.PHONY: help install demo test test-busy test-fast lint hooks airflow mlflow serve lock wheelhouse team-env test-deploy clean

@@ -34,8 +34,9 @@ kept by a run the monitor asked for: it is what was served.
   rejection; when the policy says `approval: required`, **approve** waits for a person to approve or reject
   in the Airflow UI (Required Actions), showing the decision record. **promote** moves `champion` by
   compare-and-set, written ahead in the promotion history; with the `dry_run` param it records "would
-  promote" and moves nothing. Serving follows the history's champion: with `CT_SERVE_URL` set, promote also calls the app's
-  `POST /admin/reload` and returns its answer (the app swaps before answering); the app polls otherwise.
+  promote" and moves nothing. Serving follows the history's champion: with `CT_SERVE_URLS` set, promote also
+  calls every replica's `POST /admin/reload` and returns their answers (a replica swaps before answering);
+  each replica also polls.
 
 **History and backfills.** The logical date is the data's day, so any day of the data can be run: the DAG
 starts at `CT_START_DATE` (default 2000-01-01; Airflow creates no task for an earlier date) and catchup is

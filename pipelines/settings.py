@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 INCLUDE_DIR = PROJECT_ROOT / "include"
@@ -112,7 +112,8 @@ class Settings(BaseSettings):
     )
     mlflow_artifact_root: str | None = Field(
         default=None,
-        description="Artifact location for new experiments. Default: <state_dir>/mlflow/artifacts.",
+        description="Artifact location for new experiments. Default: <state_dir>/mlflow/artifacts, or the "
+        "tracking server's own (mlflow-artifacts:/, its artifact proxy) when the tracking URI is http(s).",
     )
     promotion_db: str | None = Field(
         default=None,
@@ -218,10 +219,11 @@ class Settings(BaseSettings):
 
     serve_host: str = Field(default="127.0.0.1", description="Serving bind address.")
     serve_port: int = Field(default=8000, description="Serving port.")
-    serve_url: str | None = Field(
-        default=None,
-        description="Base URL of the serving app (http://host:8000). When set, promote and rollback call "
-        "its POST /admin/reload so it swaps at once; it also polls the registry on its own.",
+    serve_urls: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Base URLs of the serving replicas, comma-separated (http://serving-a:8000,"
+        "http://serving-b:8000). Promote and rollback call each one's POST /admin/reload so it swaps at once; "
+        "every replica also polls the registry on its own.",
     )
     serve_admin_token: SecretStr | None = Field(
         default=None,
@@ -282,6 +284,16 @@ class Settings(BaseSettings):
     @classmethod
     def _safe_dataset(cls, value: str) -> str:
         return check_dataset_name(value)
+
+    @field_validator("serve_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        for url in value:
+            if not re.match(r"^https?://[^/\s]+", str(url)):
+                raise ValueError(f"serving replica URL {url!r} is not http(s)://host[:port]")
+        return tuple(str(url).rstrip("/") for url in value)
 
     @field_validator("model_name")
     @classmethod
@@ -351,8 +363,13 @@ class Settings(BaseSettings):
         return self.mlflow_tracking_uri or f"sqlite:///{self.state_dir / 'mlflow' / 'mlflow.db'}"
 
     @property
-    def artifact_root(self) -> str:
-        return self.mlflow_artifact_root or str(self.state_dir / "mlflow" / "artifacts")
+    def artifact_root(self) -> str | None:
+        """Where new experiments keep their artifacts; None on a tracking server, which decides (its proxy)."""
+        if self.mlflow_artifact_root:
+            return self.mlflow_artifact_root
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return None
+        return str(self.state_dir / "mlflow" / "artifacts")
 
 
 def get_settings(**overrides: Any) -> Settings:

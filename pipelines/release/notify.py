@@ -1,8 +1,9 @@
-"""Tell a running serving app that the champion moved (``POST /admin/reload``); the app also polls."""
+"""Tell the running serving replicas that the champion moved (``POST /admin/reload``); each also polls."""
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pipelines.settings import Settings
@@ -10,20 +11,26 @@ from pipelines.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def notify_serving(settings: Settings, timeout_s: float = 120.0) -> dict[str, Any] | None:
-    """Ask the app at ``CT_SERVE_URL`` to load the champion now and say what it did.
+def notify_serving(settings: Settings, timeout_s: float = 120.0) -> list[dict[str, Any]] | None:
+    """Ask every replica at ``CT_SERVE_URLS`` to load the champion now, all at once; what each one did.
 
-    Returns None when no serving URL is configured. Never raises: the alias has moved whatever the app
-    answers, and an app that missed the call finds the new champion at its next poll.
+    Returns None when no replica is configured, else one answer per replica in the order of the setting.
+    Never raises: the alias has moved whatever a replica answers, and one that missed the call finds the new
+    champion at its next poll.
     """
-    if not settings.serve_url:
+    if not settings.serve_urls:
         return None
-    import httpx
-
-    url = f"{settings.serve_url.rstrip('/')}/admin/reload"
     headers = {}
     if settings.serve_admin_token:
         headers["Authorization"] = f"Bearer {settings.serve_admin_token.get_secret_value()}"
+    with ThreadPoolExecutor(max_workers=len(settings.serve_urls)) as pool:
+        return list(pool.map(lambda url: _reload(url, headers, timeout_s), settings.serve_urls))
+
+
+def _reload(base_url: str, headers: dict[str, str], timeout_s: float) -> dict[str, Any]:
+    import httpx
+
+    url = f"{base_url}/admin/reload"
     try:
         response = httpx.post(url, headers=headers, timeout=timeout_s)
     except httpx.HTTPError as exc:

@@ -5,7 +5,7 @@ move is written ahead (a pending row, the alias, the completion), and a champion
 gate is refused until it is set right. Before anything moves, the target version's files are checked
 against the sha256 manifest stored at registration; a version that fails is refused and the refusal is recorded. In a dry run the attempt is
 recorded as ``dry_run`` ("would promote") and the alias stays where it is. After the alias moves, the
-serving app at ``CT_SERVE_URL`` (when set) is asked to reload at once.
+serving replicas at ``CT_SERVE_URLS`` (when set) are asked to reload at once.
 """
 
 from __future__ import annotations

@@ -97,8 +97,12 @@ def git_commit() -> str:
         return "unknown"
 
 
-def configure(settings: Settings) -> MlflowClient:
-    """Point MLflow at the configured store and make sure the experiment exists."""
+def configure(settings: Settings, *, experiment: bool = True) -> MlflowClient:
+    """Point MLflow at the configured store and, unless ``experiment`` is False, make sure the experiment exists.
+
+    A reader (serving) passes False: on a server with permissions, whoever creates the experiment manages it,
+    and that must be the pipeline's account, not a read-only one.
+    """
     # MLflow draws a progress bar on stderr for every artifact download, which Airflow's task log shows as
     # an error; a user's own setting wins.
     os.environ.setdefault(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name, "false")
@@ -118,8 +122,9 @@ def configure(settings: Settings) -> MlflowClient:
             client.search_registered_models(max_results=1)  # and the registry's
     else:
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    ensure_experiment(client, settings, settings.experiment)
-    mlflow.set_experiment(settings.experiment)
+    if experiment:
+        ensure_experiment(client, settings, settings.experiment)
+        mlflow.set_experiment(settings.experiment)
     return client
 
 
@@ -129,11 +134,12 @@ def ensure_experiment(client: MlflowClient, settings: Settings, name: str) -> st
     if found is not None:
         return str(found.experiment_id)
     location = settings.artifact_root
-    if "://" not in location:
+    if location is not None and "://" not in location:
         Path(location).mkdir(parents=True, exist_ok=True)
         location = Path(location).resolve().as_uri()
     try:
-        return str(client.create_experiment(name, artifact_location=f"{location.rstrip('/')}/{name}"))
+        where = None if location is None else f"{location.rstrip('/')}/{name}"
+        return str(client.create_experiment(name, artifact_location=where))
     except MlflowException:
         found = client.get_experiment_by_name(name)
         if found is None:  # not a lost creation race
@@ -164,7 +170,21 @@ def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersio
     except MlflowException as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
+        # MLflow's basic-auth server answers a non-admin's alias read of a model that does not exist with 403
+        # (it does not say which names exist); the model itself answers 404 then. A real refusal stays one.
+        if exc.error_code == "PERMISSION_DENIED" and not _model_exists(client, name):
+            return None
         raise
+
+
+def _model_exists(client: MlflowClient, name: str) -> bool:
+    try:
+        client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise
+    return True
 
 
 @functools.cache

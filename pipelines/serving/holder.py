@@ -72,7 +72,7 @@ class RegistryChampion:
     def client(self) -> Any:
         """The MLflow client, configured on first use (a registry that is down is tried again next time)."""
         if self._client is None:
-            self._client = tracking.configure(self.settings)
+            self._client = tracking.configure(self.settings, experiment=False)  # serving only reads
         return self._client
 
     def champion(self) -> tuple[int, str | None] | None:

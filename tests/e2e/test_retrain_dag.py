@@ -370,7 +370,7 @@ def test_rollback_dag_from_the_trigger_form(airflow_env, tmp_path, monkeypatch):
     server = ServerProcess(
         settings, tmp_path / "serve.log", CT_SERVE_POLL_SECONDS="0", CT_SERVE_ADMIN_TOKEN="t0k"
     )
-    monkeypatch.setenv("CT_SERVE_URL", server.url)
+    monkeypatch.setenv("CT_SERVE_URLS", server.url)
     monkeypatch.setenv("CT_SERVE_ADMIN_TOKEN", "t0k")
     try:
         assert server.wait_ready()["model_version"] == current

@@ -274,7 +274,7 @@ def test_promotions_under_load_never_fail_a_request_nor_go_back(served, tmp_path
         CT_PREDICTION_LOG_FLUSH_SECONDS="0.5",
     )
     notify = get_settings(
-        state_dir=named.state_dir, model_name=named.model_name, serve_url=server.url, serve_admin_token=TOKEN
+        state_dir=named.state_dir, model_name=named.model_name, serve_urls=server.url, serve_admin_token=TOKEN
     )
     stop = threading.Event()
     seen: dict[int, list[int]] = {}
@@ -307,8 +307,8 @@ def test_promotions_under_load_never_fail_a_request_nor_go_back(served, tmp_path
             result = move_champion(notify if told else named, target, expected, trigger="test")
             expected = target
             if told:
-                assert result["serving"]["http_status"] == (500 if target == corrupt else 200), result
-                assert result["serving"]["serving"] == (versions[1] if target == corrupt else target)
+                assert result["serving"][0]["http_status"] == (500 if target == corrupt else 200), result
+                assert result["serving"][0]["serving"] == (versions[1] if target == corrupt else target)
             else:  # not told: the poller finds it
                 deadline = time.monotonic() + 30
                 while httpx.get(f"{server.url}/ready").json()["model_version"] != target:

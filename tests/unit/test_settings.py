@@ -65,3 +65,13 @@ def test_a_copy_refuses_an_unknown_setting_and_derives_without_reading_the_envir
     copy = settings.replace(dataset="transactions")
     assert (copy.model_name, copy.engine) == ("ct-transactions", "dask")
     assert copy.replace(dataset="breast_cancer").model_name == "ct-breast_cancer"  # still derived
+
+
+def test_serving_replicas_are_a_comma_separated_list_of_http_urls(monkeypatch):
+    monkeypatch.setenv("CT_SERVE_URLS", " http://serving-a:8000/, http://serving-b:8000 ,")
+    assert get_settings().serve_urls == ("http://serving-a:8000", "http://serving-b:8000")
+    monkeypatch.setenv("CT_SERVE_URLS", "")
+    assert get_settings().serve_urls == ()
+    monkeypatch.setenv("CT_SERVE_URLS", "serving-a:8000")
+    with pytest.raises(ValueError, match="'serving-a:8000' is not http"):
+        get_settings()

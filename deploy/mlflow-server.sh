@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The MLflow tracking server: runs and the registry in PostgreSQL, artifacts on the /mlflow volume served by
+# the server itself (clients read and write them through it, `mlflow-artifacts:/`), and MLflow's basic-auth
+# app: every request needs a login, people read by default, and the pipeline's account manages the models
+# and experiments it creates. The admin account comes from the environment (the env file): no password is
+# in the image, and the server refuses to start without one.
+set -euo pipefail
+: "${MLFLOW_AUTH_ADMIN_PASSWORD:?set MLFLOW_ADMIN_PASSWORD (the env file)}"
+: "${MLFLOW_AUTH_DATABASE_URI:?}"
+export MLFLOW_AUTH_CONFIG_PATH="${MLFLOW_AUTH_CONFIG_PATH:-/tmp/mlflow-basic-auth.ini}"
+cat >"$MLFLOW_AUTH_CONFIG_PATH" <<INI
+[mlflow]
+default_permission = ${MLFLOW_DEFAULT_PERMISSION:-READ}
+database_uri = ${MLFLOW_AUTH_DATABASE_URI}
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+INI
+chmod 600 "$MLFLOW_AUTH_CONFIG_PATH"
+exec mlflow server \
+  --app-name basic-auth \
+  --backend-store-uri "${MLFLOW_BACKEND_STORE_URI:?}" \
+  --serve-artifacts --artifacts-destination /mlflow/artifacts \
+  --host 0.0.0.0 --port 5000

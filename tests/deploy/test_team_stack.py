@@ -1,0 +1,254 @@
+"""The team deployment for real: the repo's Dockerfile and docker-compose.yaml in Podman containers.
+
+The stack is built offline and started from the same ``docker-compose.yaml`` a team runs (the env file adds
+only image names, ports and three knobs), and everything below goes through its published ports: Airflow's
+REST API, the MLflow server, the serving proxy. Runs go through the real scheduler, Redis and the Celery
+workers; data is prepared on the Dask and Spark clusters of the stack. On a machine that cannot run
+containers the module is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.deploy.stack import AirflowApi, Stack, wait_until, why_no_containers
+
+pytestmark = [pytest.mark.slow, pytest.mark.deploy, pytest.mark.timeout(5400)]
+
+FIRST_DAY, SECOND_DAY = "2026-11-20", "2026-11-21"
+MODEL = "ct-transactions"
+ROW = {
+    "amount": 120.5,
+    "age": 41,
+    "tenure_days": 900,
+    "num_txn_30d": 12,
+    "avg_basket": 35.0,
+    "channel": "app",
+    "region": "north",
+    "plan": "plus",
+}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    why = why_no_containers()
+    if why is not None:
+        print(f"tests/deploy skipped: {why}")
+        pytest.skip(why)
+    stack = Stack(tmp_path_factory.mktemp("deploy"))
+    stack.before = stack.snapshot()
+    try:
+        stack.build_images()
+        stack.write_env(
+            # Runs are the test's own: no scheduled run starts when a DAG is unpaused.
+            AIRFLOW_USE_JOB_SCHEDULE="false",
+            # A task whose worker was killed is failed (and retried) after 60 s without a heartbeat, not 300.
+            AIRFLOW_TASK_HEARTBEAT_TIMEOUT="60",
+            CT_SERVE_POLL_SECONDS="5",
+            # Two Celery workers: one is killed during a run.
+            AIRFLOW_WORKERS="2",
+        )
+        stack.up()
+        yield stack
+    finally:
+        print(f"deploy timings (s): {stack.timings}")
+        stack.down()
+    # Torn down: Podman holds what it held before, nothing more and nothing less.
+    after = stack.snapshot()
+    assert after == stack.before, {
+        k: (after[k] ^ stack.before[k]) for k in after if after[k] != stack.before[k]
+    }
+
+
+@pytest.fixture(scope="module")
+def airflow(stack: Stack) -> AirflowApi:
+    api = AirflowApi(
+        f"http://127.0.0.1:{stack.ports['AIRFLOW_PORT']}", stack.secrets["AIRFLOW_ADMIN_PASSWORD"]
+    )
+    for dag_id in ("retrain", "rollback"):
+        api.wait_for_dag(dag_id)
+        api.unpause(dag_id)
+    return api
+
+
+@pytest.fixture(scope="module")
+def mlflow_url(stack: Stack) -> str:
+    return f"http://127.0.0.1:{stack.ports['MLFLOW_PORT']}"
+
+
+@pytest.fixture(scope="module")
+def pipeline_auth(stack: Stack) -> tuple[str, str]:
+    return stack.secrets["CT_MLFLOW_USERNAME"], stack.secrets["CT_MLFLOW_PASSWORD"]
+
+
+@pytest.fixture(scope="module")
+def runs(stack: Stack, airflow: AirflowApi) -> dict[str, Any]:
+    """Two retrain runs through the REST API: a normal day on Dask, then a drifted day on Spark during whose
+    ``train`` the Celery worker running it is killed."""
+    found: dict[str, Any] = {}
+    started = time.monotonic()
+    first = airflow.trigger("retrain", {"scenario": "none", "engine": "dask"}, f"{FIRST_DAY}T01:00:00+00:00")
+    assert airflow.wait("retrain", first, timeout=1200)["state"] == "success", _failure(stack, airflow, first)
+    found["first_s"] = round(time.monotonic() - started, 1)
+    print(f"deploy: retrain {FIRST_DAY} (dask) took {found['first_s']} s")
+
+    started = time.monotonic()
+    second = airflow.trigger(
+        "retrain", {"scenario": "concept_drift", "engine": "spark"}, f"{SECOND_DAY}T01:00:00+00:00"
+    )
+    train = wait_until(
+        "train of the second run running",
+        lambda: _running(airflow.task_instances("retrain", second).get("train")),
+        timeout=900,
+        every=0.5,
+    )
+    worker = _worker_named(stack, train["hostname"])
+    stack.podman("kill", worker)
+    found["killed"] = {"container": worker, "hostname": train["hostname"], "try": train["try_number"]}
+    print(f"deploy: killed {worker} during train (try {train['try_number']})")
+    assert airflow.wait("retrain", second, timeout=1800)["state"] == "success", _failure(
+        stack, airflow, second
+    )
+    found["second_s"] = round(time.monotonic() - started, 1)
+    print(f"deploy: retrain {SECOND_DAY} (spark, a worker killed in train) took {found['second_s']} s")
+    found.update(first=first, second=second)
+    return found
+
+
+def _running(ti: dict[str, Any] | None) -> dict[str, Any] | None:
+    return ti if ti and ti["state"] == "running" and ti.get("hostname") else None
+
+
+def _worker_named(stack: Stack, hostname: str) -> str:
+    for item in stack.containers():
+        name = item["Names"][0]
+        if "_airflow-worker_" in name and stack.hostname_of(name) == hostname:
+            return str(name)
+    raise AssertionError(f"no airflow-worker container has the hostname {hostname}")
+
+
+def _failure(stack: Stack, airflow: AirflowApi, run_id: str) -> str:
+    states = {
+        t: (ti["state"], ti["try_number"]) for t, ti in airflow.task_instances("retrain", run_id).items()
+    }
+    workers = [i["Names"][0] for i in stack.containers() if "_airflow-worker_" in i["Names"][0]]
+    return f"{run_id}: {states}\n" + "\n".join(stack.logs(w, 80) for w in workers)
+
+
+def test_every_service_is_healthy_and_replicated(stack):
+    states = stack.health()
+    services = {name.split("_")[1] for name in states}
+    assert services >= {
+        "postgres",
+        "redis",
+        "mlflow",
+        "mlflow-init",
+        "airflow-init",
+        "airflow-apiserver",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+        "airflow-worker",
+        "spark-master",
+        "spark-worker",
+        "dask-scheduler",
+        "dask-worker",
+        "serving-a",
+        "serving-b",
+        "serving-proxy",
+    }, services
+    assert sum("_dask-worker_" in name for name in states) == 2
+    assert {s for n, s in states.items() if "init" not in n} == {"healthy"}, states
+    assert {stack.exit_code(n) for n in states if "-init_" in n} == {0}
+    workers = httpx.get(f"http://127.0.0.1:{stack.ports['SPARK_UI_PORT']}/json/", timeout=10).json()
+    assert [w["state"] for w in workers["workers"]] == ["ALIVE"]
+
+
+def test_an_alias_change_without_the_pipelines_account_is_refused(stack, runs, mlflow_url):
+    body = {"name": MODEL, "alias": "champion", "version": "1"}
+    url = f"{mlflow_url}/api/2.0/mlflow/registered-models/alias"
+    unauthenticated = httpx.post(url, json=body, timeout=30)
+    assert unauthenticated.status_code == 401, unauthenticated.text
+    # serving's account reads, as people do by default, and reading is all it may do
+    reader = (stack.secrets["CT_SERVING_MLFLOW_USERNAME"], stack.secrets["CT_SERVING_MLFLOW_PASSWORD"])
+    assert (
+        httpx.get(url, params={"name": MODEL, "alias": "champion"}, auth=reader, timeout=30).status_code
+        == 200
+    )
+    refused = httpx.post(url, json=body, auth=reader, timeout=30)
+    assert refused.status_code == 403, refused.text
+    answer = httpx.get(url, params={"name": MODEL, "alias": "champion"}, auth=reader, timeout=30).json()
+    assert answer["model_version"]["version"] == "2", "the refused change moved the alias"
+
+
+def test_two_retrain_runs_through_the_scheduler_and_celery_workers(
+    stack, airflow, runs, mlflow_url, pipeline_auth
+):
+    second = airflow.task_instances("retrain", runs["second"])
+    assert second["train"]["try_number"] >= 2, "the killed attempt of train was not retried"
+    assert {ti["state"] for t, ti in second.items() if t not in ("approve", "record_rejection")} == {
+        "success"
+    }
+    decision = airflow.xcom("retrain", runs["second"], "gate")
+    assert decision["decision"] == "promote", decision
+    assert decision["started_by"]["by"] == "manual", decision["started_by"]
+
+    # exactly one model version per run, though the second run's train was killed and retried
+    with httpx.Client(base_url=f"{mlflow_url}/api/2.0/mlflow", auth=pipeline_auth, timeout=30) as mlflow:
+        versions = mlflow.get("/model-versions/search", params={"filter": f"name='{MODEL}'"}).json()
+        by_version = {int(v["version"]): v for v in versions["model_versions"]}
+        assert sorted(by_version) == [1, 2], sorted(by_version)
+        champion = mlflow.get("/registered-models/alias", params={"name": MODEL, "alias": "champion"}).json()
+        assert champion["model_version"]["version"] == "2"
+        tags = {t["key"]: t["value"] for t in champion["model_version"].get("tags", [])}
+        assert tags["logical_date"].startswith(SECOND_DAY) and tags["airflow.run_id"] == runs["second"], tags
+        assert tags["dataset.engine"] == "spark" and tags["dataset.version"], tags
+        run = mlflow.get("/runs/get", params={"run_id": champion["model_version"]["run_id"]}).json()["run"]
+        assert run["info"]["artifact_uri"].startswith("mlflow-artifacts:"), run["info"]["artifact_uri"]
+        experiment = run["info"]["experiment_id"]
+    # the drift report, read back through the server's artifact proxy
+    report = httpx.get(
+        f"{mlflow_url}/api/2.0/mlflow-artifacts/artifacts/{experiment}/{run['info']['run_id']}/artifacts/drift/drift.json",
+        auth=pipeline_auth,
+        timeout=60,
+    )
+    assert report.status_code == 200, report.text[:300]
+    assert report.json()["columns"], "the drift report names no column"
+
+
+def _through_proxy(stack: Stack, n: int = 40) -> dict[str, set[int]]:
+    """Upstream replica address -> the model versions it answered with, over ``n`` requests to the proxy."""
+    seen: dict[str, set[int]] = {}
+    with httpx.Client(base_url=f"http://127.0.0.1:{stack.ports['SERVING_PORT']}", timeout=30) as http:
+        for _ in range(n):
+            answer = http.post("/v1/predict", json={"rows": [ROW]})
+            if answer.status_code == 503:  # a replica that has no model yet
+                seen.setdefault(answer.headers.get("x-upstream", "?"), set()).add(0)
+                continue
+            assert answer.status_code == 200, answer.text
+            seen.setdefault(answer.headers["x-upstream"], set()).add(int(answer.headers["x-model-version"]))
+    return seen
+
+
+def test_both_serving_replicas_answer_with_the_new_champion(stack, runs):
+    seen = wait_until(
+        "both replicas serving v2",
+        lambda: (s := _through_proxy(stack)) and len(s) == 2 and all(v == {2} for v in s.values()) and s,
+        timeout=120,
+        every=2,
+    )
+    assert len(seen) == 2
+
+
+def test_a_rollback_through_the_rest_api_swaps_both_replicas(stack, airflow, runs):
+    run = airflow.trigger("rollback", {"reason": "deploy test: back to the first model"}, None)
+    assert airflow.wait("rollback", run, timeout=600)["state"] == "success"
+    result = airflow.xcom("rollback", run, "roll_back")
+    told = result.get("serving") or []
+    assert len(told) == 2 and {r.get("serving") for r in told} == {1}, told
+    seen = _through_proxy(stack)
+    assert len(seen) == 2 and all(v == {1} for v in seen.values()), seen
