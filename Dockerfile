@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The team deployment's images (docker-compose.yaml builds both targets):
 #   ct        the pinned stack and this project: Airflow's components, the pipelines, the MLflow server,
 #             Spark and Dask workers, serving. One image; the compose file gives each service its command.
@@ -25,6 +24,9 @@ RUN apt-get update \
 COPY deploy/postgres.sh deploy/redis.sh /usr/local/bin/
 COPY deploy/nginx.conf /etc/nginx/ct.conf
 ENV PATH=/usr/lib/postgresql/15/bin:$PATH PGDATA=/var/lib/postgresql/data
+# The data folder exists, owned by postgres: Docker gives a new named volume the mount point's owner (root
+# otherwise, and initdb, run as postgres, could not use it).
+RUN mkdir -p "$PGDATA" && chown postgres:postgres "$PGDATA" && chmod 700 "$PGDATA"
 
 FROM os AS ct
 # Java for Spark (the driver runs in the Airflow worker, executors in the Spark workers); Debian's Python 3.11

@@ -9,7 +9,7 @@ set -euo pipefail
 # Spark executors connect back to their driver (a task in an Airflow worker) at this address: the container's
 # IP on the compose network, which every container reaches, not its hostname, which only it knows.
 if [ -z "${SPARK_LOCAL_IP:-}" ]; then
-  SPARK_LOCAL_IP="$(hostname -i | awk '{print $1}')"
+  SPARK_LOCAL_IP="$(hostname -i | awk '{print $1}' || true)"
   export SPARK_LOCAL_IP
 fi
 

@@ -8,15 +8,16 @@ set -euo pipefail
 : "${MLFLOW_AUTH_ADMIN_PASSWORD:?set MLFLOW_ADMIN_PASSWORD (the env file)}"
 : "${MLFLOW_AUTH_DATABASE_URI:?}"
 export MLFLOW_AUTH_CONFIG_PATH="${MLFLOW_AUTH_CONFIG_PATH:-/tmp/mlflow-basic-auth.ini}"
-cat >"$MLFLOW_AUTH_CONFIG_PATH" <<INI
+(umask 077 && cat >"$MLFLOW_AUTH_CONFIG_PATH") <<INI
 [mlflow]
 default_permission = ${MLFLOW_DEFAULT_PERMISSION:-READ}
 database_uri = ${MLFLOW_AUTH_DATABASE_URI}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
 INI
-chmod 600 "$MLFLOW_AUTH_CONFIG_PATH"
+# The store's URI (it holds the database password) reaches the server through MLFLOW_BACKEND_STORE_URI, not the
+# command line, which every user of the host can read.
+: "${MLFLOW_BACKEND_STORE_URI:?}"
 exec mlflow server \
   --app-name basic-auth \
-  --backend-store-uri "${MLFLOW_BACKEND_STORE_URI:?}" \
   --serve-artifacts --artifacts-destination /mlflow/artifacts \
   --host 0.0.0.0 --port 5000

@@ -1,8 +1,9 @@
 """The MLflow server's accounts for the stack: the pipeline's and serving's, through the basic-auth REST API.
 
 Run once per start of the stack (the ``mlflow-init`` service), as the admin from the env file; it is
-idempotent: an account that exists gets its password from the env file again, so rotating a secret is a
-change of the env file and a restart. The pipeline's account is an ordinary user: it creates the experiments
+idempotent: an account that exists gets its password from the env file again, so rotating one of these two
+secrets is a change of the env file and a restart. The admin's own password is the server's from its first
+start: change it through MLflow's update-password API, then in the env file. The pipeline's account is an ordinary user: it creates the experiments
 and registered models it writes, and so manages them (it may change their versions and aliases). Serving's
 account reads, as people do by default. Nothing here is needed by the embedded (single-machine) defaults.
 """

@@ -162,6 +162,7 @@ def test_every_service_is_healthy_and_replicated(stack):
         "serving-proxy",
     }, services
     assert sum("_dask-worker_" in name for name in states) == 2
+    assert sum("_airflow-worker_" in name for name in states) == 2
     assert {s for n, s in states.items() if "init" not in n} == {"healthy"}, states
     assert {stack.exit_code(n) for n in states if "-init_" in n} == {0}
     workers = httpx.get(f"http://127.0.0.1:{stack.ports['SPARK_UI_PORT']}/json/", timeout=10).json()
@@ -196,6 +197,22 @@ def test_two_retrain_runs_through_the_scheduler_and_celery_workers(
     decision = airflow.xcom("retrain", runs["second"], "gate")
     assert decision["decision"] == "promote", decision
     assert decision["started_by"]["by"] == "manual", decision["started_by"]
+    # promote told both replicas (CT_SERVE_URLS), and each answered serving the new version
+    told = airflow.xcom("retrain", runs["second"], "promote")["serving"]
+    assert [(t["http_status"], t["serving"]) for t in told] == [(200, 2), (200, 2)], told
+    # the registry is MLflow's PostgreSQL database, not a file in the server's container
+    stored = stack.podman(
+        "exec",
+        stack.container("postgres"),
+        "psql",
+        "-U",
+        "ct",
+        "-d",
+        "mlflow",
+        "-tAc",
+        "select name from registered_models",
+    ).stdout.split()
+    assert stored == [MODEL], stored
 
     # exactly one model version per run, though the second run's train was killed and retried
     with httpx.Client(base_url=f"{mlflow_url}/api/2.0/mlflow", auth=pipeline_auth, timeout=30) as mlflow:
