@@ -118,6 +118,8 @@ class FitReport:
     curves: dict[str, list[float]]
     metrics: dict[str, float]
     resumed_from: list[dict[str, int]] = dataclasses.field(default_factory=list)
+    # rank -> the host it ran on (a launched job's ranks report it); empty for a family that has no ranks
+    hosts: dict[int, str] = dataclasses.field(default_factory=dict)
 
 
 def resolve_device(requested: str) -> str:
@@ -357,6 +359,7 @@ def train_torch(inputs: FitInputs, plan: TrainingPlan, out_dir: Path) -> FitRepo
             "train_samples_per_second": history.samples / history.fit_seconds if history.fit_seconds else 0.0,
         },
         resumed_from=history.resumed_from,
+        hosts={rank: str(status["host"]) for rank, status in sorted(jobs.read_statuses(job.uri).items())},
     )
 
 
@@ -673,6 +676,8 @@ def _train_and_log(
                     "training.resumed_from.first": f"epoch {first['epoch']}, step {first['step']}",
                 }
             )
+        if report.hosts:  # where each rank ran: the task's host, or a cluster's executors
+            mlflow.set_tag("training.hosts", json.dumps({str(r): h for r, h in report.hosts.items()}))
         # Validation scores the model as it will be served: raw columns in, the contract's features inside.
         config = plan.model_config(len(inputs.features))
         model, artifacts = load_trained_model(spec, Path(tmp), contract, config)

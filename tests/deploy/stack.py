@@ -62,6 +62,18 @@ def why_no_containers() -> str | None:
     return None
 
 
+def compose_healthcheck_interval() -> float:
+    """The seconds between two runs of a healthcheck, as docker-compose.yaml's ``x-healthcheck`` says."""
+    import yaml
+
+    interval = str(yaml.safe_load((ROOT / "docker-compose.yaml").read_text())["x-healthcheck"]["interval"])
+    if not interval.endswith("s") or not interval[:-1].isdigit():
+        raise ValueError(
+            f"docker-compose.yaml: x-healthcheck interval {interval!r} is not a number of seconds"
+        )
+    return float(interval[:-1])
+
+
 class Stack:
     """One compose project of the repo's docker-compose.yaml, its images, env file and state under ``workdir``."""
 
@@ -69,7 +81,7 @@ class Stack:
         self.run_id = uuid.uuid4().hex[:8]
         self.project = f"ctdeploy{self.run_id}"
         self.workdir = workdir
-        self.say = log
+        self._log = log
         self.conf = workdir / "containers.conf"
         self.conf.write_text(CONTAINERS_CONF)
         self.env = {**os.environ, "CONTAINERS_CONF": str(self.conf)}
@@ -86,6 +98,8 @@ class Stack:
         self.before: dict[str, set[str]] | None = None
         self._health_stop = threading.Event()
         self._health_thread: threading.Thread | None = None
+        # every 5 s while the stack starts (Docker's start_interval), then at the compose file's interval
+        self._health_every = 5.0
 
     # --- commands -------------------------------------------------------------------------------------------
     def podman(
@@ -119,6 +133,12 @@ class Stack:
                 f"podman-compose {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
             )
         return done
+
+    def say(self, message: str) -> None:
+        """Print, and keep in ``workdir/deploy.log`` (pytest captures the print when the module passes)."""
+        self._log(message)
+        with (self.workdir / "deploy.log").open("a") as log:
+            log.write(f"{time.strftime('%H:%M:%S')} {message}\n")
 
     def _timed(self, name: str, started: float) -> None:
         self.timings[name] = round(time.monotonic() - started, 1)
@@ -198,6 +218,7 @@ class Stack:
         self._health_thread.start()
         self.wait_healthy(timeout=900)
         self._timed("stack start (up to every service healthy)", started)
+        self._health_every = compose_healthcheck_interval()
 
     def containers(self) -> list[dict[str, Any]]:
         out = self.podman(
@@ -220,7 +241,7 @@ class Stack:
                         running,
                     )
                 )
-                self._health_stop.wait(5)
+                self._health_stop.wait(self._health_every)
 
     def health(self) -> dict[str, str]:
         states = {}

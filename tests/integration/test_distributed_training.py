@@ -257,6 +257,9 @@ def test_the_spark_launcher_trains_on_the_cluster_as_the_local_one_does(prepared
     job = Path(job_uri(settings, on_spark["run_key"]))
     ranks = [json.loads((job / "status" / f"rank-{r}.json").read_text()) for r in (0, 1)]
     assert all(r["state"] == "done" and r["launched_by"] == "spark TorchDistributor" for r in ranks)
+    # the run says where its ranks ran (here both executors are on this host)
+    tags = tracking.configure(settings).get_run(on_spark["run_id"]).data.tags
+    assert json.loads(tags["training.hosts"]) == {"0": os.uname().nodename, "1": os.uname().nodename}
 
 
 def test_fsdp_shards_the_model_over_the_ranks_and_learns_what_ddp_learns(prepared):
