@@ -336,10 +336,12 @@ class AirflowApi:
         )
 
     def wait_for_dag(self, dag_id: str, timeout: float = 300) -> None:
-        deadline = time.monotonic() + timeout
-        while self.http.get(f"/dags/{dag_id}").status_code != 200:
-            assert time.monotonic() < deadline, f"the dag-processor did not parse {dag_id} in {timeout:.0f} s"
-            time.sleep(3)
+        wait_until(
+            f"the dag-processor parsed {dag_id}",
+            lambda: self.http.get(f"/dags/{dag_id}").status_code == 200,
+            timeout,
+            every=3,
+        )
 
     def unpause(self, dag_id: str) -> None:
         self.http.patch(f"/dags/{dag_id}", json={"is_paused": False}).raise_for_status()

@@ -252,14 +252,13 @@ def test_the_spark_launcher_trains_on_the_cluster_as_the_local_one_does(prepared
     on_spark = train(settings, DAY, uri, tracking.RunContext("on-spark"), "torch")
     for name, value in local["val_metrics"].items():
         assert on_spark["val_metrics"][name] == pytest.approx(value, abs=1e-6), name
-    params = tracking.configure(settings).get_run(on_spark["run_id"]).data.params
-    assert params["launcher"] == "spark" and params["world_size"] == "2"
+    run = tracking.configure(settings).get_run(on_spark["run_id"]).data
+    assert run.params["launcher"] == "spark" and run.params["world_size"] == "2"
     job = Path(job_uri(settings, on_spark["run_key"]))
     ranks = [json.loads((job / "status" / f"rank-{r}.json").read_text()) for r in (0, 1)]
     assert all(r["state"] == "done" and r["launched_by"] == "spark TorchDistributor" for r in ranks)
     # the run says where its ranks ran (here both executors are on this host)
-    tags = tracking.configure(settings).get_run(on_spark["run_id"]).data.tags
-    assert json.loads(tags["training.hosts"]) == {"0": os.uname().nodename, "1": os.uname().nodename}
+    assert json.loads(run.tags["training.hosts"]) == {"0": os.uname().nodename, "1": os.uname().nodename}
 
 
 def test_fsdp_shards_the_model_over_the_ranks_and_learns_what_ddp_learns(prepared):
