@@ -102,6 +102,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Input size from which the embedded Dask cluster uses worker processes, not threads.",
     )
+    monitor_dask_processes_from_mb: int = Field(
+        default=1024,
+        ge=0,
+        description="The same for the monitor's pass over the prediction log: its work per row is light (a "
+        "read and counts), so threads beat the seconds worker processes take to start on larger inputs too.",
+    )
     dask_scheduler: str | None = Field(
         default=None,
         description="Dask scheduler address (tcp://host:8786). Default: an in-process LocalCluster.",

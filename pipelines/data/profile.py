@@ -113,17 +113,29 @@ def bucket_edges(keys: np.ndarray, centre: float, scale: float) -> np.ndarray:
 def _bucketed(values: np.ndarray, centre: float, scale: float) -> tuple[np.ndarray, ...]:
     """Key, count, sum, and the sums of distance (and its square) from the lower edge, per bucket.
 
-    Linear time: the keys of one partition are a dense range of integers, counted with ``bincount``.
+    Linear time: the keys of one partition are a dense range of integers, counted with ``bincount``. Whole
+    numbers over a range narrower than the rows (an age, a count of days) are counted per value first, and
+    only the distinct values are bucketed: the same buckets, their counts and the sums of their values exact.
     """
+    weights = None
+    low, high = float(values.min()), float(values.max())
+    if high - low < len(values) // 4 and np.array_equal(values, np.floor(values)):
+        per_value = np.bincount((values - low).astype("int64"))
+        offsets = np.flatnonzero(per_value)
+        values, weights = offsets + low, per_value[offsets].astype("float64")
     keys = bucket_keys(values, centre, scale)
     first = keys.min()
     index = keys - first
     present = np.arange(index.max() + 1) + first
     distance = values - bucket_edges(present, centre, scale)[index]
-    counts = np.bincount(index)
+    if weights is None:
+        counts = np.bincount(index)
+        sums = [values, distance, distance * distance]
+    else:
+        counts = np.bincount(index, weights).astype("int64")
+        sums = [values * weights, distance * weights, distance * distance * weights]
     found = counts > 0
-    sums = [np.bincount(index, weights)[found] for weights in (values, distance, distance * distance)]
-    return (present[found], counts[found], *sums)
+    return (present[found], counts[found], *[np.bincount(index, s)[found] for s in sums])
 
 
 def partition_profile(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:

@@ -24,8 +24,14 @@ def check_engine(name: str) -> str:
 
 
 @contextlib.contextmanager
-def open_engine(name: str, settings: Settings, input_bytes: int | None = None) -> Iterator[Engine]:
-    """An engine session for one stage's work on about ``input_bytes`` of input (None: unknown)."""
+def open_engine(
+    name: str, settings: Settings, input_bytes: int | None = None, processes_from_mb: int | None = None
+) -> Iterator[Engine]:
+    """An engine session for one stage's work on about ``input_bytes`` of input (None: unknown).
+
+    ``processes_from_mb``: the input size from which Dask's embedded cluster starts worker processes rather
+    than threads (default ``CT_DASK_PROCESSES_FROM_MB``); Spark ignores it.
+    """
     if check_engine(name) == "spark":
         from pipelines.engines.spark_engine import SparkEngine, spark_session
 
@@ -34,5 +40,5 @@ def open_engine(name: str, settings: Settings, input_bytes: int | None = None) -
     else:
         from pipelines.engines.dask_engine import DaskEngine, dask_client
 
-        with dask_client(settings, input_bytes) as client:
+        with dask_client(settings, input_bytes, processes_from_mb) as client:
             yield DaskEngine(client)

@@ -27,13 +27,16 @@ from pipelines.settings import FileFormat, Settings
 
 
 @contextlib.contextmanager
-def dask_client(settings: Settings, input_bytes: int | None = None) -> Iterator[Any]:
+def dask_client(
+    settings: Settings, input_bytes: int | None = None, processes_from_mb: int | None = None
+) -> Iterator[Any]:
     """A client on the configured scheduler, or on an embedded LocalCluster sized for the input.
 
-    Inputs of at least ``CT_DASK_PROCESSES_FROM_MB`` (or of unknown size) get worker processes, one per
-    core: the per-partition pandas work holds the GIL, so threads would not add cores, and workers spill
-    to disk past their memory limit, so a window larger than memory still prepares. Smaller inputs run on
-    threads in this process, which starts in a fraction of a second instead of seconds.
+    Inputs of at least ``processes_from_mb`` (default ``CT_DASK_PROCESSES_FROM_MB``), or of unknown size,
+    get worker processes, one per core: the per-partition pandas work holds the GIL, so threads would not
+    add cores, and workers spill to disk past their memory limit, so a window larger than memory still
+    prepares. Smaller inputs run on threads in this process, which starts in a fraction of a second instead
+    of seconds.
     """
     import dask
     from distributed import Client, LocalCluster
@@ -44,7 +47,8 @@ def dask_client(settings: Settings, input_bytes: int | None = None) -> Iterator[
             with Client(settings.dask_scheduler) as client:
                 yield client
             return
-        processes = input_bytes is None or input_bytes >= settings.dask_processes_from_mb * 2**20
+        threshold = settings.dask_processes_from_mb if processes_from_mb is None else processes_from_mb
+        processes = input_bytes is None or input_bytes >= threshold * 2**20
         cores = settings.dask_workers or os.cpu_count() or 2
         with (
             LocalCluster(
@@ -131,9 +135,18 @@ class DaskEngine:
         keys: Sequence[str],
         how: Mapping[str, Aggregation],
     ) -> pd.DataFrame:
-        partials = table.map_partitions(fn, meta=arrow_meta(schema))
-        combined = partials.groupby(list(keys)).agg(dict(how)).compute()
-        return combined.reset_index()
+        meta = arrow_meta(schema)
+
+        def combine(frame: pd.DataFrame) -> pd.DataFrame:
+            return frame.groupby(list(keys), sort=False).agg(dict(how)).reset_index()
+
+        # A tree of pandas combines, eight partials at a time: Dask's groupby-agg on the same small frames
+        # took longer (the monitor's pass over 10M logged rows, in one process: 11.1 s against 9.5 s).
+        partials = table.map_partitions(fn, meta=meta)
+        combined = partials.reduction(
+            chunk=combine, combine=combine, aggregate=combine, meta=meta, split_every=8
+        ).compute()
+        return combined.sort_values(list(keys)).reset_index(drop=True)
 
     def join(self, left: Table, right: Table, on: Sequence[str]) -> Table:
         return left.merge(right, on=list(on), how="inner")

@@ -240,7 +240,8 @@ def _served(
         }
     from pipelines.data.profile import HOW, KEYS, PARTIALS
 
-    with open_engine(engine, settings, storage.total_bytes(files)) as session:
+    size = storage.total_bytes(files)
+    with open_engine(engine, settings, size, settings.monitor_dask_processes_from_mb) as session:
         table = session.select(session.read(files), [*contract.feature_columns, *LOG_READ])
         found = session.aggregate(
             table,

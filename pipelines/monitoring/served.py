@@ -33,14 +33,23 @@ def _records(records: list[tuple[Any, ...]]) -> pd.DataFrame:
     return frame.astype({"count": "int64", **{name: "float64" for name in PARTIALS.names[4:]}})
 
 
-def outside_masks(frame: pd.DataFrame, contract: Contract) -> dict[str, np.ndarray]:
-    """Per feature with a domain, the rows whose value lies outside it (a null is not outside)."""
+def outside_masks(
+    frame: pd.DataFrame, contract: Contract, seen: dict[str, set[str]] | None = None
+) -> dict[str, np.ndarray]:
+    """Per feature with a domain, the rows whose value lies outside it (a null is not outside).
+
+    ``seen``: the values (as text) each category holds in ``frame``, when a count of them is at hand: a
+    category none of whose values lies outside gets an empty mask without another pass over its rows.
+    """
     masks = {}
     for name in contract.feature_columns:
         spec = contract.columns[name]
         column = frame[name]
         if spec.allowed is not None:
             allowed = {str(value) for value in spec.allowed}
+            if seen is not None and name in seen and seen[name] <= allowed:
+                masks[name] = np.zeros(len(frame), dtype=bool)
+                continue
             present = column.notna().to_numpy()
             masks[name] = present & ~column.astype(str).isin(allowed).to_numpy()
         elif spec.min is not None or spec.max is not None:
@@ -51,22 +60,35 @@ def outside_masks(frame: pd.DataFrame, contract: Contract) -> dict[str, np.ndarr
     return masks
 
 
+def _in_interval(frame: pd.DataFrame, start: dt.datetime, end: dt.datetime) -> pd.DataFrame:
+    """The rows served in [start, end); the frame itself when all are (a log file inside the interval)."""
+    served_at = frame["served_at"]
+    if not isinstance(served_at.dtype, pd.DatetimeTZDtype):  # Spark hands over naive UTC times
+        served_at = pd.to_datetime(served_at, utc=True)
+    inside = ((served_at >= pd.Timestamp(start)) & (served_at < pd.Timestamp(end))).to_numpy()
+    return frame if inside.all() else frame[inside]
+
+
 def served_partials(
     frame: pd.DataFrame, contract: Contract, champion: int | None, start: dt.datetime, end: dt.datetime
 ) -> pd.DataFrame:
     """One partition's partials of the rows served in [start, end)."""
-    served_at = pd.to_datetime(frame["served_at"], utc=True)
-    frame = frame[(served_at >= pd.Timestamp(start)) & (served_at < pd.Timestamp(end))]
-    parts = [column_partials(frame, contract.numeric_features, contract.categorical_features)]
+    frame = _in_interval(frame, start, end)
+    features = column_partials(frame, contract.numeric_features, contract.categorical_features)
+    parts = [features]
     if champion is not None:
-        answered = frame[frame["model_version"] == champion]
+        answering = frame["model_version"].to_numpy() == champion
+        answered = frame[[PROBABILITY]]  # one column's copy, not the frame's
+        answered = answered if answering.all() else answered[answering]
         probability = column_partials(answered, [PROBABILITY], [])
         parts.append(probability[probability["kind"] != "rows"])
     records: list[tuple[Any, ...]] = [
         ("model_version", "value", str(version), int(count), *_ZEROS)
         for version, count in frame["model_version"].value_counts().items()
     ]
-    masks = outside_masks(frame, contract)
+    values = features[features["kind"] == "value"]
+    seen = {str(name): set(group) for name, group in values.groupby("column")["key"]}
+    masks = outside_masks(frame, contract, seen)
     for name, mask in masks.items():
         records.append((name, "outside", "", int(mask.sum()), *_ZEROS))
     any_outside = np.logical_or.reduce(list(masks.values())) if masks else np.zeros(len(frame), bool)

@@ -175,3 +175,15 @@ def test_the_newest_day_can_be_the_holdout_on_either_engine(tmp_path, engine):
         rows = datasets.read_split(result["uri"], split)
         assert (pd.to_datetime(rows["event_ts"], utc=True).dt.date == earlier).all(), split
     assert datasets.read_manifest(result["uri"]).extra["holdout"] == f"newest 1 day(s), from {DAY}"
+
+
+def test_the_embedded_dask_cluster_runs_threads_below_the_callers_threshold(settings):
+    two = settings.model_copy(update={"dask_workers": 2})
+    size = 100 * 2**20  # above CT_DASK_PROCESSES_FROM_MB (64), below the monitor's (1024)
+
+    def workers(**threshold) -> list[int]:
+        with open_engine("dask", two, size, **threshold) as engine:
+            return sorted(w["nthreads"] for w in engine.client.scheduler_info()["workers"].values())
+
+    assert workers() == [1, 1]  # two worker processes of one thread
+    assert workers(processes_from_mb=two.monitor_dask_processes_from_mb) == [2]  # one in-process, two threads

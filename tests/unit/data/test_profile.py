@@ -2,6 +2,7 @@
 
 import dask.dataframe as dd
 import numpy as np
+import pandas as pd
 import pytest
 
 from pipelines.data.profile import build_profile, reference_frame
@@ -59,3 +60,23 @@ def test_reference_frame_is_deterministic(profile, contract):
     assert not np.array_equal(
         a["amount"].to_numpy(), reference_frame(profile, contract, seed=2)["amount"].to_numpy()
     )
+
+
+@pytest.mark.parametrize("low, high", [(18, 90), (-40, 40), (0, 1)])
+def test_whole_numbers_bucketed_per_value_match_the_rows(low, high):
+    from pipelines.data.profile import _bucketed, bucket_edges, bucket_keys, scheme_of
+
+    values = np.random.default_rng(7).integers(low, high + 1, 50_000).astype("float64")
+    e, m = scheme_of(values)
+    keys, counts, totals, dev, dev2 = _bucketed(values, m * 2.0**e, 2.0**e)
+    # Row by row: each value's bucket, and its distance from the bucket's lower edge.
+    every = bucket_keys(values, m * 2.0**e, 2.0**e)
+    distance = values - bucket_edges(every, m * 2.0**e, 2.0**e)
+    rows = pd.DataFrame({"key": every, "value": values, "dev": distance, "dev2": distance**2})
+    expected = rows.groupby("key").agg(count=("value", "size"), total=("value", "sum"), dev=("dev", "sum"))
+    expected["dev2"] = rows.groupby("key")["dev2"].sum()
+    assert keys.tolist() == expected.index.tolist()
+    assert counts.dtype == np.int64 and counts.tolist() == expected["count"].tolist()
+    assert totals.tolist() == expected["total"].tolist()  # sums of whole numbers: exact
+    np.testing.assert_allclose(dev, expected["dev"], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(dev2, expected["dev2"], rtol=1e-9, atol=1e-9)

@@ -11,7 +11,7 @@ from sklearn.metrics import accuracy_score, brier_score_loss, log_loss, roc_auc_
 
 from pipelines.data.profile import HOW, KEYS
 from pipelines.monitoring.live import LABEL, _counts, labels_day, metric_from_counts
-from pipelines.monitoring.served import served_figures, served_partials
+from pipelines.monitoring.served import outside_masks, served_figures, served_partials
 
 START = dt.datetime(2026, 11, 30, 13, tzinfo=dt.UTC)
 END = START + dt.timedelta(hours=1)
@@ -44,6 +44,21 @@ def test_partials_of_partitions_add_up_to_the_whole(contract, clean_frame):
     assert one["profile"]["columns"]["age"]["mean"] == pytest.approx(
         other["profile"]["columns"]["age"]["mean"]
     )
+
+
+def test_outside_counts_and_naive_times_agree_with_a_row_by_row_pass(contract, clean_frame):
+    frame = _log(contract, clean_frame)
+    found = served_partials(frame, contract, 3, START, END)
+    figures = served_figures(found, contract, 3)
+    inside = frame[(frame["served_at"] >= START) & (frame["served_at"] < END)]
+    # Every feature with a domain, the categories none of whose values is outside included (no mask pass).
+    by_row = {name: int(mask.sum()) for name, mask in outside_masks(inside, contract).items()}
+    assert figures["outside"] == by_row
+    assert {n for n, count in by_row.items() if count} == {"age", "channel"}
+    assert set(by_row) >= set(contract.categorical_features)
+    # Spark hands over naive times (UTC): the same rows, the same partials.
+    naive = frame.assign(served_at=frame["served_at"].dt.tz_localize(None))
+    pd.testing.assert_frame_equal(served_partials(naive, contract, 3, START, END), found)
 
 
 def test_labels_are_due_a_delay_after_their_day_ends():
