@@ -4,6 +4,7 @@
     python bench/train.py --models wide --rows 1000000     # one model, one size
     python bench/train.py --ranks 2 4 --epochs 5           # more ranks (a bigger host, or a GPU one)
     python bench/train.py --skip-stage                     # the fits only, not the whole stage on the demo day
+    python bench/train.py --ceiling                        # also N independent one-thread fits at once
 
 Part 1, the fit. For each model (``demo``: the model settings' defaults; ``wide``: a 512-512-256 MLP at batch
 1024) and training size, the demo generator's features are written once as a prepared dataset (Parquet split
@@ -23,7 +24,9 @@ rendezvous, reading the parts, committing), the seconds to reach the target vali
 runs' best losses, plus 0.5%, so every run reaches it), the largest rank's peak memory (resident memory at its
 peak over resident memory before reading the parts; on a GPU also its peak allocated device memory) and its part
 of the splits, and the scaling efficiency (samples/s at N ranks over N times samples/s of one rank on one
-thread). Then which launcher ``auto`` (``CT_TRAIN_WORLD_SIZE``'s default) picks for that size, and its samples/s
+thread). With ``--ceiling``, as many independent one-thread fits as ranks are started together, nothing shared
+between them (their samples over the longest loop): the efficiency the host itself allows, which the ranks' is
+read against. Then which launcher ``auto`` (``CT_TRAIN_WORLD_SIZE``'s default) picks for that size, and its samples/s
 against plain torch.
 
 A rank's memory is a fixed part (the pages of torch's and Arrow's code that its first step and first read bring
@@ -295,12 +298,37 @@ def child_stage(state_dir: str, uri: str, world_size: int) -> dict:
 
 
 def run_child(*args: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", *args], capture_output=True, text=True, cwd=ROOT
-    )
-    if out.returncode != 0:
-        raise SystemExit(f"child {args} failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_children(1, *args)[0]
+
+
+def run_children(count: int, *args: str) -> list[dict]:
+    """``count`` copies of one child, started together; their results."""
+    command = [sys.executable, __file__, "--child", *args]
+    children = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        for _ in range(count)
+    ]
+    results = []
+    for child in children:
+        stdout, stderr = child.communicate()
+        if child.returncode != 0:
+            raise SystemExit(f"child {args} failed (exit {child.returncode}):\n{stderr[-3000:]}")
+        results.append(json.loads(stdout.strip().splitlines()[-1]))
+    return results
+
+
+def at_once(results: list[dict]) -> dict:
+    """Independent runs started together as one: every run's samples over the longest loop (no credit for a
+    run that finished early and left the cores to the others)."""
+    first = results[0]
+    return first | {
+        "samples": sum(r["samples"] for r in results),
+        "loop": max(r["loop"] for r in results),
+        "wall": max(r["wall"] for r in results),
+        "ranks": [rank for r in results for rank in r["ranks"]],
+        "world_size": len(results),
+        "at_once": True,
+    }
 
 
 def _to_target(result: dict, target: float) -> float | None:
@@ -311,10 +339,11 @@ def _to_target(result: dict, target: float) -> float | None:
 
 
 def _fits(
-    folder: str, model: str, ranks: list[int], epochs: int, device: str, workdir: Path
+    folder: str, model: str, ranks: list[int], epochs: int, device: str, workdir: Path, ceiling: bool
 ) -> dict[str, dict]:
     """Plain torch, the in-process rank (its own threads), one rank on one thread when that differs (the unit
-    of the scaling efficiency), and torchrun with each number of ranks."""
+    of the scaling efficiency), torchrun with each number of ranks and, with ``ceiling``, as many one-thread
+    in-process fits started together, with nothing between them: the efficiency the host itself allows."""
 
     def fit(world_size: int, threads: str = "auto") -> dict:
         return run_child("fit", folder, model, str(world_size), str(epochs), device, str(workdir), threads)
@@ -325,6 +354,9 @@ def _fits(
         results["one thread"] = fit(1, "1")
     for world_size in ranks:
         results[f"torchrun x{world_size}"] = fit(world_size)
+        if ceiling:
+            args = ("fit", folder, model, "1", str(epochs), device, str(workdir), "1")
+            results[f"{world_size} at once"] = at_once(run_children(world_size, *args))
     return results
 
 
@@ -361,6 +393,10 @@ def _auto_line(
     one = _rate(results.get("one thread", results["in-process"]))
     if ranks and f"torchrun x{ranks[0]}" in results:
         line += f"; efficiency at {ranks[0]} ranks {_rate(results[f'torchrun x{ranks[0]}']) / (ranks[0] * one):.2f}"
+        if (alone := results.get(f"{ranks[0]} at once")) is not None:
+            line += (
+                f" ({ranks[0]} independent one-thread fits at once: {_rate(alone) / (ranks[0] * one):.2f})"
+            )
     return line
 
 
@@ -380,7 +416,13 @@ def _memory_slopes(by_size: dict[int, dict[str, dict]]) -> dict[str, tuple[float
 
 
 def bench_fits(
-    models: list[str], rows: dict[str, list[int]], ranks: list[int], epochs: int, device: str, workdir: Path
+    models: list[str],
+    rows: dict[str, list[int]],
+    ranks: list[int],
+    epochs: int,
+    device: str,
+    workdir: Path,
+    ceiling: bool = False,
 ) -> list[str]:
     print(
         f"# the fit: {epochs} epochs, no early stopping, a fresh process per run; MB/rank: peak resident over "
@@ -397,7 +439,7 @@ def bench_fits(
         by_size = {}
         for size in rows[model]:
             folder = str(dataset(size, workdir))
-            results = by_size[size] = _fits(folder, model, ranks, epochs, device, workdir)
+            results = by_size[size] = _fits(folder, model, ranks, epochs, device, workdir, ceiling)
             target = max(min(r["val_loss"]) for r in results.values()) * TARGET_SLACK
             one = _rate(results.get("one thread", results["in-process"]))
             for name, result in results.items():
@@ -408,6 +450,7 @@ def bench_fits(
                 reached = _to_target(result, target)
                 worst = max(result["ranks"], key=lambda r: r["part_mb"])
                 label = f"{name} ({result['threads']} thr)" if name != "one thread" else "in-process (1 thr)"
+                label = f"{name}, 1 thr" if result.get("at_once") else label
                 gpu = f"{worst['device_mb'] or 0:>8.0f}" if device == "cuda" else ""
                 print(
                     f"{model:<6}{size:>11,}  {label:<20}{rate:>11,.0f}{result['loop']:>8.1f}"
@@ -421,7 +464,7 @@ def bench_fits(
                 print(f"# {line}")
         low, high = sorted(by_size)[-2:] if len(by_size) > 1 else (0, 0)
         for name, (slope, fixed) in _memory_slopes(by_size).items():
-            goal = name != "plain torch"
+            goal = name != "plain torch" and "at once" not in name
             print(
                 f"# memory: {model} {name}: {slope:.2f} MB a MB of part, {fixed:.0f} MB fixed ({low:,} to "
                 f"{high:,} rows)" + (" (goal <= 1.5)" if goal else "")
@@ -468,6 +511,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-stage", action="store_true", help="time the fits only")
     parser.add_argument("--skip-fit", action="store_true", help="time the stage on the demo day only")
+    parser.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="also run N one-thread fits at once, independent: the efficiency the host allows",
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -496,7 +544,7 @@ def main() -> None:
         summary = (
             []
             if args.skip_fit
-            else bench_fits(args.models, rows, args.ranks, args.epochs, args.device, workdir)
+            else bench_fits(args.models, rows, args.ranks, args.epochs, args.device, workdir, args.ceiling)
         )
         stage = {} if args.skip_stage else bench_stage(args.ranks, workdir)
     if stage:
