@@ -312,6 +312,8 @@ def run_children(count: int, *args: str) -> list[dict]:
     for child in children:
         stdout, stderr = child.communicate()
         if child.returncode != 0:
+            for other in children:  # none left running to skew the next measurement
+                other.kill()
             raise SystemExit(f"child {args} failed (exit {child.returncode}):\n{stderr[-3000:]}")
         results.append(json.loads(stdout.strip().splitlines()[-1]))
     return results
@@ -345,8 +347,11 @@ def _fits(
     of the scaling efficiency), torchrun with each number of ranks and, with ``ceiling``, as many one-thread
     in-process fits started together, with nothing between them: the efficiency the host itself allows."""
 
+    def fit_args(world_size: int, threads: str = "auto") -> tuple[str, ...]:
+        return ("fit", folder, model, str(world_size), str(epochs), device, str(workdir), threads)
+
     def fit(world_size: int, threads: str = "auto") -> dict:
-        return run_child("fit", folder, model, str(world_size), str(epochs), device, str(workdir), threads)
+        return run_child(*fit_args(world_size, threads))
 
     results = {"plain torch": run_child("plain", folder, model, str(epochs), device)}
     results["in-process"] = fit(1)
@@ -355,8 +360,7 @@ def _fits(
     for world_size in ranks:
         results[f"torchrun x{world_size}"] = fit(world_size)
         if ceiling:
-            args = ("fit", folder, model, "1", str(epochs), device, str(workdir), "1")
-            results[f"{world_size} at once"] = at_once(run_children(world_size, *args))
+            results[f"{world_size} at once"] = at_once(run_children(world_size, *fit_args(1, "1")))
     return results
 
 
@@ -449,8 +453,12 @@ def bench_fits(
                 )
                 reached = _to_target(result, target)
                 worst = max(result["ranks"], key=lambda r: r["part_mb"])
-                label = f"{name} ({result['threads']} thr)" if name != "one thread" else "in-process (1 thr)"
-                label = f"{name}, 1 thr" if result.get("at_once") else label
+                if result.get("at_once"):
+                    label = f"{name}, 1 thr"
+                elif name == "one thread":
+                    label = "in-process (1 thr)"
+                else:
+                    label = f"{name} ({result['threads']} thr)"
                 gpu = f"{worst['device_mb'] or 0:>8.0f}" if device == "cuda" else ""
                 print(
                     f"{model:<6}{size:>11,}  {label:<20}{rate:>11,.0f}{result['loop']:>8.1f}"
