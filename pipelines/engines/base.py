@@ -50,8 +50,19 @@ class Engine(Protocol):
     #: Errors that mean "these files cannot be read as a table", as opposed to "the cluster is down".
     unreadable_errors: tuple[type[BaseException], ...]
 
-    def read(self, files: Sequence[str], fmt: FileFormat = "parquet", csv_delimiter: str = ",") -> Table:
-        """The rows of some files. CSV columns arrive as text (nulls for empty fields); Parquet as typed."""
+    def read(
+        self,
+        files: Sequence[str],
+        fmt: FileFormat = "parquet",
+        csv_delimiter: str = ",",
+        arrow_strings: bool = False,
+    ) -> Table:
+        """The rows of some files. CSV columns arrive as text (nulls for empty fields); Parquet as typed.
+
+        ``arrow_strings``: Parquet text may arrive as pandas' Arrow-backed strings (``pd.NA`` for nulls)
+        instead of Python strings, one object per row, for partition functions that only count or compare
+        text. The engine chooses: Dask does, Spark hands over Python strings.
+        """
         ...
 
     def empty_frame(self, table: Table) -> pd.DataFrame:

@@ -85,7 +85,14 @@ class DaskEngine:
         self.client = client
         self.unreadable_errors: tuple[type[BaseException], ...] = (pa_arrow.ArrowException,)
 
-    def read(self, files: Sequence[str], fmt: FileFormat = "parquet", csv_delimiter: str = ",") -> Table:
+    def read(
+        self,
+        files: Sequence[str],
+        fmt: FileFormat = "parquet",
+        csv_delimiter: str = ",",
+        arrow_strings: bool = False,
+    ) -> Table:
+        import dask
         import dask.dataframe as dd
 
         paths = [local_path(f) for f in files]
@@ -94,7 +101,10 @@ class DaskEngine:
                 paths, dtype=str, sep=csv_delimiter, keep_default_na=False, na_values=[""], blocksize="64MB"
             )
         # No hive partitioning: a source folder named ds=2026-11-20 must not add a "ds" column.
-        return dd.read_parquet(paths, ignore_metadata_file=True, dataset={"partitioning": None})
+        # Arrow strings: the monitor's pass over 1M logged rows took 1.0-1.3 s instead of 1.5-1.7 s. (Dask's
+        # categoricals were as fast, but fail on a file whose column is all nulls, typed null.)
+        with dask.config.set({"dataframe.convert-string": arrow_strings}):
+            return dd.read_parquet(paths, ignore_metadata_file=True, dataset={"partitioning": None})
 
     def empty_frame(self, table: Table) -> pd.DataFrame:
         return table._meta.copy()

@@ -102,7 +102,13 @@ class SparkEngine:
         self.spark = spark
         self.unreadable_errors: tuple[type[BaseException], ...] = (AnalysisException,)
 
-    def read(self, files: Sequence[str], fmt: FileFormat = "parquet", csv_delimiter: str = ",") -> Table:
+    def read(
+        self,
+        files: Sequence[str],
+        fmt: FileFormat = "parquet",
+        csv_delimiter: str = ",",
+        arrow_strings: bool = False,  # mapInPandas hands Python strings over
+    ) -> Table:
         from pyspark.sql import functions as F
 
         if fmt == "csv":

@@ -242,7 +242,8 @@ def _served(
 
     size = storage.total_bytes(files)
     with open_engine(engine, settings, size, settings.monitor_dask_processes_from_mb) as session:
-        table = session.select(session.read(files), [*contract.feature_columns, *LOG_READ])
+        logged = session.read(files, arrow_strings=True)
+        table = session.select(logged, [*contract.feature_columns, *LOG_READ])
         found = session.aggregate(
             table,
             lambda f: served_partials(f, contract, champion, interval.start, interval.end),

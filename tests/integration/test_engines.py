@@ -1,17 +1,23 @@
 """Dask and Spark validate, ingest and prepare the same data into exactly the same results."""
 
 import dataclasses
+import datetime as dt
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from pipelines.data import datasets, sources, storage
 from pipelines.data.generate import generate, generate_day
 from pipelines.data.prepare import prepare
+from pipelines.data.profile import HOW, KEYS, PARTIALS
 from pipelines.data.validate import check_partition, validate
 from pipelines.engines import open_engine
 from pipelines.engines.dask_engine import DaskEngine
 from pipelines.evaluation.drift_stats import compare_column
+from pipelines.monitoring.served import LOG_READ, served_figures, served_partials
 from tests.conftest import DAY
 
 pytestmark = pytest.mark.slow
@@ -187,3 +193,41 @@ def test_the_embedded_dask_cluster_runs_threads_below_the_callers_threshold(sett
 
     assert workers() == [1, 1]  # two worker processes of one thread
     assert workers(processes_from_mb=two.monitor_dask_processes_from_mb) == [2]  # one in-process, two threads
+
+
+def test_dask_reads_the_log_as_arrow_strings_with_the_figures_of_python_strings(settings, contract, tmp_path):
+    start = dt.datetime(2026, 11, 30, tzinfo=dt.UTC)
+    frame = generate_day(DAY, seed=7, rows=1000)[contract.feature_columns]
+    frame = frame.assign(
+        served_at=pd.date_range(start, periods=1000, freq="1min", tz="UTC"),
+        model_version=3,
+        probability=np.linspace(0, 1, 1000),
+    )
+    pq.write_table(pa.Table.from_pandas(frame.iloc[:600], preserve_index=False), tmp_path / "a.parquet")
+    later = pa.Table.from_pandas(frame.iloc[600:], preserve_index=False)
+    at = later.schema.get_field_index("channel")
+    later = later.set_column(at, "channel", pa.nulls(400))  # a batch that sent no channel: typed null
+    pq.write_table(later, tmp_path / "b.parquet")
+    files = [str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")]
+    engine = DaskEngine(client=None)
+
+    def figures(arrow_strings: bool) -> dict:
+        table = engine.select(
+            engine.read(files, arrow_strings=arrow_strings), [*contract.feature_columns, *LOG_READ]
+        )
+        found = engine.aggregate(
+            table,
+            lambda f: served_partials(f, contract, 3, start, start + dt.timedelta(days=1)),
+            PARTIALS,
+            KEYS,
+            HOW,
+        )
+        return served_figures(found, contract, 3)
+
+    text = engine.read(files, arrow_strings=True).partitions[0]["region"].compute()
+    assert text.dtype == "string"  # no Python object per row
+    arrow, python = figures(True), figures(False)
+    assert arrow["profile"]["columns"]["channel"]["nulls"] == 400
+    for found in (arrow, python):
+        found["profile"].pop("created_at")
+    assert arrow == python

@@ -61,6 +61,16 @@ def test_outside_counts_and_naive_times_agree_with_a_row_by_row_pass(contract, c
     pd.testing.assert_frame_equal(served_partials(naive, contract, 3, START, END), found)
 
 
+def test_arrow_backed_text_gives_the_partials_of_python_strings(contract, clean_frame):
+    frame = _log(contract, clean_frame)
+    frame.loc[frame.index[160:170], "region"] = None  # nulls counted alike
+    arrow = frame.astype({name: "string[pyarrow]" for name in contract.categorical_features})
+    assert arrow["channel"].dtype == "string" and frame["channel"].dtype == object
+    pd.testing.assert_frame_equal(
+        served_partials(arrow, contract, 3, START, END), served_partials(frame, contract, 3, START, END)
+    )
+
+
 def test_labels_are_due_a_delay_after_their_day_ends():
     assert labels_day(dt.datetime(2026, 12, 2, 0, tzinfo=dt.UTC), 24) == dt.date(2026, 11, 30)
     assert labels_day(dt.datetime(2026, 12, 1, 23, tzinfo=dt.UTC), 24) == dt.date(2026, 11, 29)
