@@ -8,16 +8,17 @@ profile logged with it), then a day of served traffic written as the prediction 
 rows, zstd, every column the app logs): the demo's covariate-shift rows, scored by the champion.
 
 Measured, each in a fresh process with its peak resident memory (the whole process tree) sampled every 50 ms,
-after its libraries are imported and frozen (``gc.freeze``, as an Airflow worker's preload does):
+after its libraries are imported and frozen (``gc.freeze``, as in a task forked from a warm Airflow worker):
 
 - **the monitor** on each engine: ``pipelines.monitoring.monitor.monitor`` on the whole day, everything a run
   does (read the log on the engine, profile, drift against the reference profile, the champion's holdout
   predictions scored for prediction drift, live quality, volume, Evidently's report rendered, the files
   written, MLflow logged), with its time per phase. Its first interval of a champion scores the champion's
   holdout (kept, by version), every later one reads it back: both are measured. "Like for like" counts what
-  plain Evidently's run does too: reading the rows and the reference (its profile), the verdicts, the report. "To the verdicts" counts the
-  reading and judging only (the phases before the report), against plain Evidently's time until its two
-  reports have run (Evidently renders its widgets as a report runs, so its figure holds its rendering);
+  plain Evidently's run does too: reading the rows and the reference (its profile), the verdicts, the report.
+  "To the verdicts" counts the reading and judging only (the phases before the report), against plain
+  Evidently's time until its two reports have run (Evidently renders its widgets as a report runs, so its
+  figure holds its rendering);
 - **plain Evidently**, what a user would otherwise run: the day's features and probabilities and the
   reference window read into pandas, the champion's holdout scored, ``Report([DataDriftPreset(...)])`` with
   the contract's test per column and ``ValueDrift`` of the probabilities, HTML saved. Skipped above
@@ -137,14 +138,14 @@ def write_log(work: Path, rows: int, version: int) -> tuple[Path, int]:
 
 
 def child_monitor(work: str, engine: str, fresh: str) -> dict[str, Any]:
-    # The libraries loaded first and their objects frozen, as in a task forked from an Airflow worker
-    # (plugins/ct_executor.py), and as plain Evidently's child loads its own before its clock starts.
-    import distributed  # noqa: F401
-
+    # A task forked from a warm Airflow worker (plugins/ct_executor.py): the worker's libraries imported,
+    # and frozen, as Airflow's LocalExecutor freezes them before it forks its workers (a collection then
+    # walks only the task's own objects). Plain Evidently's child imports its libraries before its clock too.
     from pipelines.preload import MODULES, preload
 
     unused = ("torch",) if engine == "spark" else ("torch", "pyspark")  # they would only add to the peak
     preload(tuple(name for name in MODULES if not name.startswith(unused)))
+    gc.freeze()
     from pipelines.monitoring.monitor import Interval, monitor
 
     settings = _settings(Path(work))
@@ -193,8 +194,7 @@ def child_evidently(work: str) -> dict[str, Any]:
     from pipelines.monitoring.policy import load_monitoring_policy
     from pipelines.release import audit, tracking
 
-    gc.collect()
-    gc.freeze()  # as the monitor's child does (made no difference to Evidently's time: 17.4-18.1 s either way)
+    gc.freeze()  # as the monitor's child (no difference to Evidently's time: 17.4-18.1 s either way)
     settings = _settings(Path(work))
     contract = dataset_contract(settings)
     policy = load_monitoring_policy(settings.resolved_monitoring_policy_path)

@@ -15,10 +15,6 @@ What is imported here, and what is not:
   Arrow, OpenBLAS and jemalloc start native thread pools at import and re-create them in a forked child.
   Evidently creates one asyncio event loop at import (``evidently.legacy.utils.sync``: an epoll and its
   self-pipe), which only its UI workspace runs; no stage does.
-- What the imports made is frozen (:func:`gc.freeze`): the collector of a forked task leaves it alone. A gen-2
-  collection in a task otherwise walks every object of torch, MLflow and Evidently, and writes to the pages it
-  shares with its parent: 632-673 ms for one full collection, 208 MiB of the task's memory made private (2 MiB
-  when frozen); 0.3 s of the monitor's 1.7 s pass over 1M logged rows.
 - A fork clears the ``atexit`` handlers its parent registered (Airflow's task runner does, so that a task
   runs only its own): whatever a library would do at exit, a task must do itself. The stages close their
   MLflow runs, Dask clusters and Spark sessions explicitly. :data:`NOT_PRELOADED` says why each library the
@@ -27,7 +23,6 @@ What is imported here, and what is not:
 
 from __future__ import annotations
 
-import gc
 import importlib
 import logging
 import time
@@ -72,8 +67,7 @@ NOT_PRELOADED: dict[str, str] = {
 
 
 def preload(modules: tuple[str, ...] = MODULES, *, strict: bool = True) -> dict[str, float]:
-    """Import ``modules``, then freeze every object made so far (:func:`gc.freeze`); the seconds each took (0
-    for one already imported).
+    """Import ``modules``; the seconds each took (0 for one already imported).
 
     A module that cannot be imported raises, naming it; with ``strict=False`` it is logged as a warning and
     left to the tasks (which then fail on it themselves, in their own logs, if they need it).
@@ -89,16 +83,5 @@ def preload(modules: tuple[str, ...] = MODULES, *, strict: bool = True) -> dict[
             log.warning("not preloaded: %s (%s); the tasks that need it will import it", name, exc)
             continue
         seconds[name] = round(time.perf_counter() - started, 3)
-    # What the imports left (modules, classes, functions: hundreds of thousands of objects) is moved out of
-    # the collector's reach: a task's collections then traverse only the objects it made itself, and do not
-    # write to the pages it shares with the worker it was forked from (Python's advice for a process that
-    # forks). The garbage collected first would otherwise be kept for good.
-    gc.collect()
-    gc.freeze()
-    log.info(
-        "preloaded %d modules in %.1f s; %d objects frozen",
-        len(seconds),
-        sum(seconds.values()),
-        gc.get_freeze_count(),
-    )
+    log.info("preloaded %d modules in %.1f s", len(seconds), sum(seconds.values()))
     return seconds

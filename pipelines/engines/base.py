@@ -61,7 +61,8 @@ class Engine(Protocol):
 
         ``arrow_strings``: Parquet text may arrive as pandas' Arrow-backed strings (``pd.NA`` for nulls)
         instead of Python strings, one object per row, for partition functions that only count or compare
-        text. The engine chooses: Dask does, Spark hands over Python strings.
+        text. The engine chooses: Dask does (and hands dates and decimals over as Arrow-backed types too),
+        Spark hands over Python strings.
         """
         ...
 

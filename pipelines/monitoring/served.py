@@ -51,7 +51,8 @@ def outside_masks(
                 masks[name] = np.zeros(len(frame), dtype=bool)
                 continue
             present = column.notna().to_numpy()
-            masks[name] = present & ~column.astype(str).isin(allowed).to_numpy()
+            text = column if isinstance(column.dtype, pd.StringDtype) else column.astype(str)
+            masks[name] = present & ~text.isin(allowed).to_numpy(dtype=bool, na_value=False)
         elif spec.min is not None or spec.max is not None:
             values = pd.to_numeric(column, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
             low = -np.inf if spec.min is None else spec.min

@@ -203,18 +203,18 @@ def test_dask_reads_the_log_as_arrow_strings_with_the_figures_of_python_strings(
         model_version=3,
         probability=np.linspace(0, 1, 1000),
     )
-    pq.write_table(pa.Table.from_pandas(frame.iloc[:600], preserve_index=False), tmp_path / "a.parquet")
+    for part in range(3):
+        rows = frame.iloc[part * 200 : part * 200 + 200]
+        pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), tmp_path / f"a{part}.parquet")
     later = pa.Table.from_pandas(frame.iloc[600:], preserve_index=False)
     at = later.schema.get_field_index("channel")
     later = later.set_column(at, "channel", pa.nulls(400))  # a batch that sent no channel: typed null
     pq.write_table(later, tmp_path / "b.parquet")
-    files = [str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")]
+    files = [*(str(tmp_path / f"a{part}.parquet") for part in range(3)), str(tmp_path / "b.parquet")]
     engine = DaskEngine(client=None)
 
     def figures(arrow_strings: bool) -> dict:
-        table = engine.select(
-            engine.read(files, arrow_strings=arrow_strings), [*contract.feature_columns, *LOG_READ]
-        )
+        table = engine.select(engine.read(files, arrow_strings=arrow_strings), columns)
         found = engine.aggregate(
             table,
             lambda f: served_partials(f, contract, 3, start, start + dt.timedelta(days=1)),
@@ -224,8 +224,10 @@ def test_dask_reads_the_log_as_arrow_strings_with_the_figures_of_python_strings(
         )
         return served_figures(found, contract, 3)
 
-    text = engine.read(files, arrow_strings=True).partitions[0]["region"].compute()
-    assert text.dtype == "string"  # no Python object per row
+    columns = [*contract.feature_columns, *LOG_READ]
+    for arrow_strings, dtype in ((True, "string"), (False, object)):  # Arrow's, or one Python object per row
+        read = engine.select(engine.read(files, arrow_strings=arrow_strings), columns)
+        assert read.partitions[0]["region"].compute().dtype == dtype
     arrow, python = figures(True), figures(False)
     assert arrow["profile"]["columns"]["channel"]["nulls"] == 400
     for found in (arrow, python):

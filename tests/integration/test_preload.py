@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import gc
 import json
 import logging
 import subprocess
@@ -52,7 +51,7 @@ def preloaded() -> dict:
     """A fresh interpreter's state after :func:`preload`: what it imported and what it opened."""
     return _fresh_interpreter(
         """
-        import gc, json, os, sys, threading
+        import json, os, sys, threading
         import psutil
         fds = set(os.listdir("/proc/self/fd"))
         from pipelines.preload import preload
@@ -66,8 +65,6 @@ def preloaded() -> dict:
             "threads": [t.name for t in threading.enumerate()],
             "files": [path for path in opened if path.startswith("/")],
             "connections": [str(c) for c in psutil.Process().net_connections(kind="inet")],
-            "frozen": gc.get_freeze_count(),
-            "tracked": len(gc.get_objects()),
         }))
         """
     )
@@ -99,12 +96,6 @@ def test_nothing_a_fork_cannot_copy_is_opened(preloaded):
     assert preloaded["connections"] == []
 
 
-def test_what_the_imports_made_is_out_of_the_collector_s_reach(preloaded):
-    # A task's collections walk only what it makes itself: not the libraries' objects, nor their pages.
-    assert preloaded["frozen"] > 200_000
-    assert preloaded["tracked"] < preloaded["frozen"] / 100
-
-
 def test_preload_names_the_module_it_cannot_import():
     with pytest.raises(ModuleNotFoundError, match="pipelines.no_such_stage"):
         preload.preload(("json", "pipelines.no_such_stage"))
@@ -113,6 +104,5 @@ def test_preload_names_the_module_it_cannot_import():
 def test_a_worker_preloads_what_it_can_and_warns_of_the_rest(caplog):
     with caplog.at_level(logging.WARNING, logger="pipelines.preload"):
         seconds = preload.preload(("json", "pipelines.no_such_stage", "csv"), strict=False)
-    gc.unfreeze()  # this test process's objects back in the collector's reach
     assert list(seconds) == ["json", "csv"]
     assert "not preloaded: pipelines.no_such_stage" in caplog.text
