@@ -136,9 +136,10 @@ def read_figures(settings: Settings, since: dt.date | None = None) -> list[dict[
 
 
 def read_triggers(settings: Settings, since: dt.date | None = None) -> list[dict[str, Any]]:
-    """Every trigger record (asked for or suppressed; filed on or after ``since``), oldest first."""
+    """Every trigger record (asked for or suppressed; filed on or after ``since``), oldest first: by the end of
+    its interval, then by when it was decided (an hour and its whole day end together)."""
     found = [storage.read_json(uri) for uri in _day_files(settings, "triggers", since)]
-    return sorted(found, key=lambda r: r["at"])
+    return sorted(found, key=lambda r: (r["at"], r.get("decided_at", "")))
 
 
 def _day_files(settings: Settings, kind: str, since: dt.date | None) -> list[str]:
@@ -454,6 +455,7 @@ def _record_trigger(
         {
             "interval": interval.name,
             "at": interval.end.isoformat(),
+            "decided_at": dt.datetime.now(dt.UTC).isoformat(),
             "status": decision["status"],
             "reasons": decision["reasons"],
             "detail": decision["detail"],

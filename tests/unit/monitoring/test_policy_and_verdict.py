@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.monitoring import verdict
-from pipelines.monitoring.monitor import Interval
+from pipelines.monitoring.monitor import Interval, _record_trigger, read_triggers
 from pipelines.monitoring.policy import (
     MonitoringPolicy,
     MonitoringPolicyError,
@@ -194,3 +194,15 @@ def test_intervals_are_named_by_start_and_length_and_know_their_days():
     )
     assert local.name == "2026-11-30T2330-1h" and local.day == dt.date(2026, 11, 30)  # UTC's day
     assert local.last_day == dt.date(2026, 12, 1) and day.last_day == dt.date(2026, 11, 30)
+
+
+def test_an_hour_and_its_whole_day_end_together_and_are_listed_in_the_order_they_were_decided(settings):
+    # Found at 23:15 by the CI: the day's file name sorts before its last hour's, and both end at midnight.
+    day = dt.date(2026, 11, 30)
+    asked = {"status": verdict.TRIGGERED, "reasons": ["feature_drift"], "detail": "retrain asked for: drift"}
+    _record_trigger(settings, Interval.of(day, 23), asked, 3, None)
+    held = {"status": verdict.SUPPRESSED, "reasons": ["feature_drift"], "detail": "cooldown: asked at 00:00"}
+    _record_trigger(settings, Interval.of(day), held, 3, None)
+    records = read_triggers(settings)
+    assert [r["interval"] for r in records] == ["2026-11-30T2300-1h", "2026-11-30T0000-24h"]
+    assert records[0]["at"] == records[1]["at"] == "2026-12-01T00:00:00+00:00"
