@@ -3,7 +3,7 @@
 
 Every hour (at 5 past, once serving has written the hour's last rows), judges the hour before of served
 traffic (the prediction log) against the champion, and asks for a retrain when the evidence says so.
-Triggered by hand, it judges the hour up to the moment it was triggered.
+Triggered by hand, it judges the hour up to the moment it was triggered (to the end of that minute).
 
 `monitor`: one task over `pipelines.monitoring.monitor.monitor`, on Dask or Spark (`engine` param), for the
 run's data interval:
@@ -57,15 +57,10 @@ def monitor() -> dict[str, Any]:
     context = get_current_context()
     params = context["params"]
     start, end = context.get("data_interval_start"), context.get("data_interval_end")
-    if start is not None and end is not None:
-        # A scheduled run starts at 5 past, when serving has written the hour's last rows (its log flushes
-        # every few seconds): it judges the whole hours before it.
-        interval = Interval(
-            start.replace(minute=0, second=0, microsecond=0), end.replace(minute=0, second=0, microsecond=0)
-        )
+    if start is not None and end is not None:  # scheduled: the whole hours before 5 past
+        interval = Interval.whole_hours(start, end)
     else:  # triggered with no logical date: the hour up to when it was asked
-        asked: dt.datetime = context["dag_run"].run_after
-        interval = Interval(asked - dt.timedelta(hours=1), asked)
+        interval = Interval.hour_up_to(context["dag_run"].run_after)
     result = run(get_settings(dataset=params["dataset"], engine=params["engine"]), interval)
     if "event" in result:  # the policy asked for a retrain: the dataset's asset gets an event
         context["outlet_events"][RETRAIN_REQUESTS].add(

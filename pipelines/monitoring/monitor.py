@@ -56,6 +56,13 @@ log = logging.getLogger(__name__)
 EXPERIMENT_SUFFIX = "-monitoring"
 
 
+def _utc(moment: dt.datetime) -> dt.datetime:
+    """A plain ``datetime`` in UTC (days and names are UTC's). Airflow hands a task pendulum's ``DateTime``,
+    whose arithmetic drops a stdlib time zone: ``earlier()`` on one gave a naive time."""
+    moment = moment.astimezone(dt.UTC)
+    return dt.datetime.combine(moment.date(), moment.time(), tzinfo=dt.UTC)
+
+
 @dataclass(frozen=True)
 class Interval:
     """A span of served traffic, [start, end), in UTC."""
@@ -68,8 +75,8 @@ class Interval:
             raise ValueError("an interval's start and end must be timezone-aware (UTC)")
         if self.end <= self.start:
             raise ValueError(f"interval ends ({self.end}) before it starts ({self.start})")
-        object.__setattr__(self, "start", self.start.astimezone(dt.UTC))  # days and names are UTC's
-        object.__setattr__(self, "end", self.end.astimezone(dt.UTC))
+        object.__setattr__(self, "start", _utc(self.start))
+        object.__setattr__(self, "end", _utc(self.end))
 
     @property
     def hours(self) -> float:
@@ -97,6 +104,23 @@ class Interval:
     def earlier(self, days: int) -> Interval:
         """The same hours ``days`` days before."""
         return Interval(self.start - dt.timedelta(days=days), self.end - dt.timedelta(days=days))
+
+    @classmethod
+    def whole_hours(cls, start: dt.datetime, end: dt.datetime) -> Interval:
+        """A scheduled run's data interval (it starts at 5 past, once serving has written the hour's last rows),
+        to the whole hours."""
+        return cls(
+            start.replace(minute=0, second=0, microsecond=0), end.replace(minute=0, second=0, microsecond=0)
+        )
+
+    @classmethod
+    def hour_up_to(cls, moment: dt.datetime) -> Interval:
+        """The hour up to ``moment``, to the end of its minute: intervals are named to the minute, so two asks
+        in one minute judge the same interval (and the second asks for nothing)."""
+        end = moment.replace(second=0, microsecond=0)
+        if end < moment:
+            end += dt.timedelta(minutes=1)
+        return cls(end - dt.timedelta(hours=1), end)
 
     @classmethod
     def of(cls, day: dt.date, hour: int | None = None) -> Interval:

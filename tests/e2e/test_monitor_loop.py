@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 
 import pytest
 import yaml
@@ -76,6 +77,14 @@ def _finished(airflow: Airflow, dag_id: str, run_type: str, count: int):
     return check
 
 
+def _settled(airflow: Airflow, dag_id: str):
+    def check() -> dict[str, list[dict]] | None:
+        runs = [r for r in airflow.runs(dag_id) if r["run_type"] == "scheduled"]
+        return {"runs": runs} if all(r["state"] in ("success", "failed") for r in runs) else None
+
+    return check
+
+
 def _asset_events(airflow: Airflow, dataset: str) -> list[dict]:
     rows = airflow.query(
         "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id WHERE a.uri = :uri ORDER BY e.id",
@@ -124,12 +133,24 @@ def test_drift_in_served_traffic_starts_a_retrain_with_no_person_involved(loop):
         assert last["trigger"].startswith("gate (monitor)")
         assert json.loads(last["decision"])["started_by"]["by"] == "monitor"
 
-    # A second look inside the cooldown asks again, and is suppressed: recorded, no event, no run.
+    # A second look inside the cooldown asks again, and is suppressed: recorded, no event, no run. It is asked
+    # for after the first's interval ends (a run by hand judges to the end of its minute; in the same minute it
+    # would judge the same interval, and say so).
+    first_end = dt.datetime.fromisoformat(asked[0]["at"])
+    while dt.datetime.now(dt.UTC) <= first_end:
+        time.sleep(1)
     airflow.cli("dags", "trigger", "monitor")
     monitored = airflow.wait_for(
         "the second monitor run", _finished(airflow, "monitor", "manual", 2), timeout=900
     )
     assert all(r["state"] == "success" for r in monitored)
+    # A scheduled run (made when the DAG was unpaused, for the last 5 past gone by) judged its whole hours; its
+    # retries included, it ends, and in success (pendulum's times once failed every one of them).
+    scheduled = airflow.wait_for(
+        "the scheduled monitor runs to end", _settled(airflow, "monitor"), timeout=900
+    )
+    for run in scheduled["runs"]:
+        assert run["state"] == "success", airflow.task_states("monitor", run["run_id"])
     suppressed = [t for t in read_triggers(settings) if t["status"] == verdict.SUPPRESSED]
     assert suppressed and suppressed[-1]["detail"].startswith("cooldown"), read_triggers(settings)
     assert len(_asset_events(airflow, "transactions")) == 1

@@ -206,3 +206,27 @@ def test_an_hour_and_its_whole_day_end_together_and_are_listed_in_the_order_they
     records = read_triggers(settings)
     assert [r["interval"] for r in records] == ["2026-11-30T2300-1h", "2026-11-30T0000-24h"]
     assert records[0]["at"] == records[1]["at"] == "2026-12-01T00:00:00+00:00"
+
+
+def test_intervals_from_airflows_pendulum_times_are_plain_utc_and_go_back_in_days():
+    # A scheduled run hands pendulum's DateTime: its arithmetic dropped a stdlib zone, and every scheduled run
+    # failed in the volume baseline (earlier()) with "must be timezone-aware".
+    import pendulum  # Airflow's
+
+    start = pendulum.datetime(2026, 12, 2, 0, 5, tz="UTC")
+    scheduled = Interval.whole_hours(start, start.add(hours=1))
+    assert scheduled.name == "2026-12-02T0000-1h" and type(scheduled.start) is dt.datetime
+    assert scheduled.earlier(1) == Interval.of(dt.date(2026, 12, 1), 0)
+    paris = Interval.whole_hours(pendulum.datetime(2026, 12, 2, 2, 5, tz="Europe/Paris"), start.add(hours=2))
+    assert paris.name == "2026-12-02T0100-1h" and paris.earlier(3).day == dt.date(2026, 11, 29)
+
+
+def test_a_run_triggered_by_hand_judges_the_hour_to_the_end_of_its_minute():
+    asked = dt.datetime(2026, 12, 2, 1, 24, 34, 601145, tzinfo=dt.UTC)
+    first = Interval.hour_up_to(asked)
+    assert first.name == "2026-12-02T0025-1h" and first.end == dt.datetime(2026, 12, 2, 1, 25, tzinfo=dt.UTC)
+    assert (
+        Interval.hour_up_to(asked + dt.timedelta(seconds=24)) == first
+    )  # the same minute: the same interval
+    assert Interval.hour_up_to(asked + dt.timedelta(seconds=30)).name == "2026-12-02T0026-1h"
+    assert Interval.hour_up_to(asked.replace(second=0, microsecond=0)).name == "2026-12-02T0024-1h"
