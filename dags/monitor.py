@@ -3,7 +3,8 @@
 
 Every hour (at 5 past, once serving has written the hour's last rows), judges the hour before of served
 traffic (the prediction log) against the champion, and asks for a retrain when the evidence says so.
-Triggered by hand, it judges the hour up to the moment it was triggered (to the end of that minute).
+Triggered by hand, it judges the hour up to the moment it was triggered (to the end of that minute); given a
+logical date, the whole hours of its data interval, as a scheduled run.
 
 `monitor`: one task over `pipelines.monitoring.monitor.monitor`, on Dask or Spark (`engine` param), for the
 run's data interval:
@@ -57,7 +58,7 @@ def monitor() -> dict[str, Any]:
     context = get_current_context()
     params = context["params"]
     start, end = context.get("data_interval_start"), context.get("data_interval_end")
-    if start is not None and end is not None:  # scheduled: the whole hours before 5 past
+    if start is not None and end is not None:  # scheduled, or given a logical date: its whole hours
         interval = Interval.whole_hours(start, end)
     else:  # triggered with no logical date: the hour up to when it was asked
         interval = Interval.hour_up_to(context["dag_run"].run_after)

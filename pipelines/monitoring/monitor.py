@@ -73,10 +73,12 @@ class Interval:
     def __post_init__(self) -> None:
         if self.start.tzinfo is None or self.end.tzinfo is None:
             raise ValueError("an interval's start and end must be timezone-aware (UTC)")
-        if self.end <= self.start:
-            raise ValueError(f"interval ends ({self.end}) before it starts ({self.start})")
         object.__setattr__(self, "start", _utc(self.start))
         object.__setattr__(self, "end", _utc(self.end))
+        if (
+            self.end <= self.start
+        ):  # compared in UTC (one zone's wall clocks would compare across a DST change)
+            raise ValueError(f"interval ends ({self.end}) before it starts ({self.start})")
 
     @property
     def hours(self) -> float:
@@ -109,6 +111,7 @@ class Interval:
     def whole_hours(cls, start: dt.datetime, end: dt.datetime) -> Interval:
         """A scheduled run's data interval (it starts at 5 past, once serving has written the hour's last rows),
         to the whole hours."""
+        start, end = _utc(start), _utc(end)  # UTC's hours, whatever zone the times came in
         return cls(
             start.replace(minute=0, second=0, microsecond=0), end.replace(minute=0, second=0, microsecond=0)
         )
@@ -116,10 +119,8 @@ class Interval:
     @classmethod
     def hour_up_to(cls, moment: dt.datetime) -> Interval:
         """The hour up to ``moment``, to the end of its minute: intervals are named to the minute, so two asks
-        in one minute judge the same interval (and the second asks for nothing)."""
-        end = moment.replace(second=0, microsecond=0)
-        if end < moment:
-            end += dt.timedelta(minutes=1)
+        in one minute judge the same interval (and the second never asks twice)."""
+        end = _utc(moment).replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
         return cls(end - dt.timedelta(hours=1), end)
 
     @classmethod
@@ -345,7 +346,14 @@ def monitor(
         settings, interval.day - dt.timedelta(days=policy.triggers.cooldown_hours // 24 + 2)
     )
     decision = verdict.decide(
-        policy, signals, interval.name, interval.end, earlier, _last_promotion(settings), evidence
+        policy,
+        signals,
+        interval.name,
+        interval.end,
+        earlier,
+        _last_promotion(settings),
+        evidence,
+        start=interval.start,
     )
     if decision["status"] == verdict.TRIGGERED and not ask:
         decision = decision | {"status": verdict.WOULD_TRIGGER, "detail": "would " + decision["detail"]}
@@ -478,6 +486,7 @@ def _record_trigger(
         trigger_uri(settings, interval),
         {
             "interval": interval.name,
+            "start": interval.start.isoformat(),
             "at": interval.end.isoformat(),
             "decided_at": dt.datetime.now(dt.UTC).isoformat(),
             "status": decision["status"],

@@ -203,6 +203,7 @@ def decide(
     records: list[dict[str, Any]],
     last_promotion: dt.datetime | None,
     live_evidence: str | None = None,
+    start: dt.datetime | None = None,
 ) -> dict[str, Any]:
     """Whether this interval asks for a retrain: its breaches among ``retrain_on``, then the guards.
 
@@ -210,6 +211,9 @@ def decide(
     ``live_evidence``). One of this interval itself means it was judged before: nothing is asked twice.
     ``live_evidence`` names what the live metric was measured on (its labels day and the champion): every
     hour of a day judges the same labelled day, and a retrain is asked for on one piece of evidence once.
+    ``start``: this interval's start. A retrain asked for within the cooldown before its end holds it back, and
+    so does one asked on an interval overlapping it, whenever that ended (a run by hand at 10:01 asked on the
+    traffic the 11:05 run then judges as the hour 10:00-11:00).
     """
     rule = policy.triggers
     reasons = [s for s in signals if s["state"] == BREACH and s["signal"] in rule.retrain_on]
@@ -233,19 +237,26 @@ def decide(
         if record["interval"] == interval and record["status"] == TRIGGERED:
             detail = f"this interval asked for a retrain at {record['at']} already; not asked twice"
             return {"status": ALREADY, "reasons": named, "detail": detail, "summary": summary}
-    asked = sorted(
-        (
-            dt.datetime.fromisoformat(r["at"])
-            for r in records
-            if r["status"] == TRIGGERED and r["interval"] != interval
-        ),
-        reverse=True,
-    )
+    others = [r for r in records if r["status"] == TRIGGERED and r["interval"] != interval]
+    asked = sorted((dt.datetime.fromisoformat(r["at"]) for r in others), reverse=True)
     cooldown = dt.timedelta(hours=rule.cooldown_hours)
     recent = [t for t in asked if end - cooldown < t <= end]
     if recent:
         detail = (
             f"cooldown: a retrain was asked for at {recent[0].isoformat()}, within {rule.cooldown_hours:g} h"
+        )
+        return {"status": SUPPRESSED, "reasons": named, "detail": detail, "summary": summary}
+    overlapping = [
+        r
+        for r in others
+        if start is not None
+        and dt.datetime.fromisoformat(r.get("start", r["at"])) < end
+        and dt.datetime.fromisoformat(r["at"]) > start
+    ]
+    if overlapping:
+        detail = (
+            f"cooldown: a retrain was asked for at {overlapping[0]['at']} on traffic overlapping this interval "
+            f"({overlapping[0]['interval']})"
         )
         return {"status": SUPPRESSED, "reasons": named, "detail": detail, "summary": summary}
     settle = dt.timedelta(hours=rule.after_promotion_hours)

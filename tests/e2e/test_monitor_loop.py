@@ -80,7 +80,7 @@ def _finished(airflow: Airflow, dag_id: str, run_type: str, count: int):
 def _settled(airflow: Airflow, dag_id: str):
     def check() -> dict[str, list[dict]] | None:
         runs = [r for r in airflow.runs(dag_id) if r["run_type"] == "scheduled"]
-        return {"runs": runs} if all(r["state"] in ("success", "failed") for r in runs) else None
+        return {"runs": runs} if runs and all(r["state"] in ("success", "failed") for r in runs) else None
 
     return check
 
@@ -144,7 +144,7 @@ def test_drift_in_served_traffic_starts_a_retrain_with_no_person_involved(loop):
         "the second monitor run", _finished(airflow, "monitor", "manual", 2), timeout=900
     )
     assert all(r["state"] == "success" for r in monitored)
-    # A scheduled run (made when the DAG was unpaused, for the last 5 past gone by) judged its whole hours; its
+    # The scheduled run made when the DAG was unpaused (for the last 5 past gone by) judged its whole hours; its
     # retries included, it ends, and in success (pendulum's times once failed every one of them).
     scheduled = airflow.wait_for(
         "the scheduled monitor runs to end", _settled(airflow, "monitor"), timeout=900

@@ -152,6 +152,21 @@ def test_outside_the_guards_it_asks(records, promoted_hours_before):
     assert decided["status"] == verdict.TRIGGERED, decided
 
 
+def test_an_ask_on_overlapping_traffic_holds_back_an_interval_that_ended_before_it():
+    # Asked by hand at 14:01 on 13:01-14:01; the 14:05 run then judges 13:00-14:00, nearly the same traffic.
+    by_hand = _record(-1 / 60, interval="2026-11-30T1301-1h") | {"start": "2026-11-30T13:01:00+00:00"}
+    start = END - dt.timedelta(hours=1)
+    decided = verdict.decide(POLICY, [_breach("feature_drift")], "hour", END, [by_hand], None, start=start)
+    assert decided["status"] == verdict.SUPPRESSED, decided
+    assert decided["detail"] == (
+        "cooldown: a retrain was asked for at 2026-11-30T14:01:00+00:00 on traffic overlapping this interval "
+        "(2026-11-30T1301-1h)"
+    )
+    next_hour = _record(-1, interval="2026-11-30T1400-1h") | {"start": "2026-11-30T14:00:00+00:00"}
+    decided = verdict.decide(POLICY, [_breach("feature_drift")], "hour", END, [next_hour], None, start=start)
+    assert decided["status"] == verdict.TRIGGERED, decided  # the hour after it shares no traffic with it
+
+
 def test_live_quality_compares_the_drop_in_the_metrics_direction():
     live = {"state": "measured", "day": "2026-11-29", "metric": "roc_auc", "value": 0.70, "joined_rows": 500}
     assert verdict.live_signal(POLICY, live, 0.80)["state"] == verdict.BREACH  # 0.10 worse
@@ -225,8 +240,21 @@ def test_a_run_triggered_by_hand_judges_the_hour_to_the_end_of_its_minute():
     asked = dt.datetime(2026, 12, 2, 1, 24, 34, 601145, tzinfo=dt.UTC)
     first = Interval.hour_up_to(asked)
     assert first.name == "2026-12-02T0025-1h" and first.end == dt.datetime(2026, 12, 2, 1, 25, tzinfo=dt.UTC)
-    assert (
-        Interval.hour_up_to(asked + dt.timedelta(seconds=24)) == first
-    )  # the same minute: the same interval
+    later = Interval.hour_up_to(asked + dt.timedelta(seconds=24))
+    assert later == first  # the same minute: the same interval
+    assert Interval.hour_up_to(asked.replace(second=0, microsecond=0)) == first  # its first instant too
     assert Interval.hour_up_to(asked + dt.timedelta(seconds=30)).name == "2026-12-02T0026-1h"
-    assert Interval.hour_up_to(asked.replace(second=0, microsecond=0)).name == "2026-12-02T0024-1h"
+    kolkata = dt.timezone(dt.timedelta(hours=5, minutes=30))
+    assert Interval.hour_up_to(asked.astimezone(kolkata)) == first
+
+
+def test_intervals_in_other_zones_are_utcs_hours_and_compare_across_a_dst_change():
+    import pendulum  # Airflow's
+
+    kolkata = dt.timezone(dt.timedelta(hours=5, minutes=30))
+    start = dt.datetime(2026, 12, 2, 12, 5, tzinfo=kolkata)  # 06:35 UTC
+    assert Interval.whole_hours(start, start + dt.timedelta(hours=1)).name == "2026-12-02T0600-1h"
+    # Paris leaves summer time at 01:00 UTC on 2026-10-25: 02:20 comes twice, an hour apart.
+    before = pendulum.datetime(2026, 10, 25, 0, 20, tz="UTC").in_timezone("Europe/Paris")
+    interval = Interval(before, before.add(hours=1))
+    assert interval.hours == 1 and interval.name == "2026-10-25T0020-1h"
