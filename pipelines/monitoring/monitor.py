@@ -353,7 +353,6 @@ def monitor(
         earlier,
         _last_promotion(settings),
         evidence,
-        start=interval.start,
     )
     if decision["status"] == verdict.TRIGGERED and not ask:
         decision = decision | {"status": verdict.WOULD_TRIGGER, "detail": "would " + decision["detail"]}

@@ -195,6 +195,13 @@ def day_of(end: dt.datetime) -> dt.date:
     return (end - dt.timedelta(microseconds=1)).date()
 
 
+def _start(record: dict[str, Any]) -> dt.datetime:
+    """A trigger record's interval start (records before it was written: from the name, to the minute)."""
+    if "start" in record:
+        return dt.datetime.fromisoformat(record["start"])
+    return dt.datetime.strptime(record["interval"][:15], "%Y-%m-%dT%H%M").replace(tzinfo=dt.UTC)
+
+
 def decide(
     policy: MonitoringPolicy,
     signals: list[dict[str, Any]],
@@ -203,7 +210,6 @@ def decide(
     records: list[dict[str, Any]],
     last_promotion: dt.datetime | None,
     live_evidence: str | None = None,
-    start: dt.datetime | None = None,
 ) -> dict[str, Any]:
     """Whether this interval asks for a retrain: its breaches among ``retrain_on``, then the guards.
 
@@ -211,9 +217,9 @@ def decide(
     ``live_evidence``). One of this interval itself means it was judged before: nothing is asked twice.
     ``live_evidence`` names what the live metric was measured on (its labels day and the champion): every
     hour of a day judges the same labelled day, and a retrain is asked for on one piece of evidence once.
-    ``start``: this interval's start. A retrain asked for within the cooldown before its end holds it back, and
-    so does one asked on an interval overlapping it, whenever that ended (a run by hand at 10:01 asked on the
-    traffic the 11:05 run then judges as the hour 10:00-11:00).
+    The cooldown: a retrain asked for in the ``cooldown_hours`` before this interval's end holds it back, and
+    so does one asked, within ``cooldown_hours`` after it, on an interval across its end (a run by hand at 11:01
+    judged 10:02-11:02; the 11:05 run then judges 10:00-11:00, nearly the same traffic).
     """
     rule = policy.triggers
     reasons = [s for s in signals if s["state"] == BREACH and s["signal"] in rule.retrain_on]
@@ -246,17 +252,19 @@ def decide(
             f"cooldown: a retrain was asked for at {recent[0].isoformat()}, within {rule.cooldown_hours:g} h"
         )
         return {"status": SUPPRESSED, "reasons": named, "detail": detail, "summary": summary}
-    overlapping = [
-        r
-        for r in others
-        if start is not None
-        and dt.datetime.fromisoformat(r.get("start", r["at"])) < end
-        and dt.datetime.fromisoformat(r["at"]) > start
-    ]
-    if overlapping:
+    across = sorted(
+        (
+            (dt.datetime.fromisoformat(r["at"]), r["interval"])
+            for r in others
+            if end < dt.datetime.fromisoformat(r["at"]) <= end + cooldown and _start(r) < end
+        ),
+        reverse=True,
+    )
+    if across:
+        at, name = across[0]
         detail = (
-            f"cooldown: a retrain was asked for at {overlapping[0]['at']} on traffic overlapping this interval "
-            f"({overlapping[0]['interval']})"
+            f"cooldown: a retrain was asked for at {at.isoformat()} on an interval across this one's end "
+            f"({name}), within {rule.cooldown_hours:g} h"
         )
         return {"status": SUPPRESSED, "reasons": named, "detail": detail, "summary": summary}
     settle = dt.timedelta(hours=rule.after_promotion_hours)

@@ -65,11 +65,12 @@ def _record(
     reasons: tuple[str, ...] = ("feature_drift",),
     evidence: str | None = None,
 ) -> dict:
-    at = (END - dt.timedelta(hours=hours_before)).isoformat()
+    at = END - dt.timedelta(hours=hours_before)
     return {
         "interval": interval,
         "status": status,
-        "at": at,
+        "start": (at - dt.timedelta(hours=1)).isoformat(),
+        "at": at.isoformat(),
         "reasons": list(reasons),
         "live_evidence": evidence,
     }
@@ -152,19 +153,23 @@ def test_outside_the_guards_it_asks(records, promoted_hours_before):
     assert decided["status"] == verdict.TRIGGERED, decided
 
 
-def test_an_ask_on_overlapping_traffic_holds_back_an_interval_that_ended_before_it():
+def test_an_ask_across_an_intervals_end_holds_it_back_though_it_ended_after_it():
     # Asked by hand at 14:01 on 13:01-14:01; the 14:05 run then judges 13:00-14:00, nearly the same traffic.
-    by_hand = _record(-1 / 60, interval="2026-11-30T1301-1h") | {"start": "2026-11-30T13:01:00+00:00"}
-    start = END - dt.timedelta(hours=1)
-    decided = verdict.decide(POLICY, [_breach("feature_drift")], "hour", END, [by_hand], None, start=start)
+    by_hand = _record(-1 / 60, interval="2026-11-30T1301-1h")
+    decided = verdict.decide(POLICY, [_breach("feature_drift")], "hour", END, [by_hand], None)
     assert decided["status"] == verdict.SUPPRESSED, decided
     assert decided["detail"] == (
-        "cooldown: a retrain was asked for at 2026-11-30T14:01:00+00:00 on traffic overlapping this interval "
-        "(2026-11-30T1301-1h)"
+        "cooldown: a retrain was asked for at 2026-11-30T14:01:00+00:00 on an interval across this one's end "
+        "(2026-11-30T1301-1h), within 6 h"
     )
-    next_hour = _record(-1, interval="2026-11-30T1400-1h") | {"start": "2026-11-30T14:00:00+00:00"}
-    decided = verdict.decide(POLICY, [_breach("feature_drift")], "hour", END, [next_hour], None, start=start)
+    old = {k: v for k, v in by_hand.items() if k != "start"}  # a record from before starts were written
+    assert verdict.decide(POLICY, [_breach("feature_drift")], "hour", END, [old], None) == decided
+    next_hour = _record(-1, interval="2026-11-30T1400-1h")
+    decided = verdict.decide(POLICY, [_breach("feature_drift")], "hour", END, [next_hour], None)
     assert decided["status"] == verdict.TRIGGERED, decided  # the hour after it shares no traffic with it
+    no_cooldown = MonitoringPolicy.model_validate({"triggers": {"cooldown_hours": 0}})
+    decided = verdict.decide(no_cooldown, [_breach("feature_drift")], "hour", END, [by_hand], None)
+    assert decided["status"] == verdict.TRIGGERED, decided
 
 
 def test_live_quality_compares_the_drop_in_the_metrics_direction():
