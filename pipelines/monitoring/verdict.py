@@ -213,7 +213,8 @@ def decide(
 ) -> dict[str, Any]:
     """Whether this interval asks for a retrain: its breaches among ``retrain_on``, then the guards.
 
-    ``records``: earlier trigger records (``interval``, ``status``, ``at``: the interval's end, ``reasons``,
+    ``records``: earlier trigger records (``interval``, ``status``, ``start`` and ``at``: the interval's start
+    and end (a record without ``start``, from before it was written: from the name), ``reasons``,
     ``live_evidence``). One of this interval itself means it was judged before: nothing is asked twice.
     ``live_evidence`` names what the live metric was measured on (its labels day and the champion): every
     hour of a day judges the same labelled day, and a retrain is asked for on one piece of evidence once.
@@ -258,10 +259,9 @@ def decide(
             for r in others
             if end < dt.datetime.fromisoformat(r["at"]) <= end + cooldown and _start(r) < end
         ),
-        reverse=True,
     )
     if across:
-        at, name = across[0]
+        at, name = across[0]  # the nearest after this interval's end
         detail = (
             f"cooldown: a retrain was asked for at {at.isoformat()} on an interval across this one's end "
             f"({name}), within {rule.cooldown_hours:g} h"
