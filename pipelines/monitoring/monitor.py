@@ -75,9 +75,8 @@ class Interval:
             raise ValueError("an interval's start and end must be timezone-aware (UTC)")
         object.__setattr__(self, "start", _utc(self.start))
         object.__setattr__(self, "end", _utc(self.end))
-        if (
-            self.end <= self.start
-        ):  # compared in UTC (one zone's wall clocks would compare across a DST change)
+        # Compared in UTC: one zone's wall clocks would compare wrongly across a DST change.
+        if self.end <= self.start:
             raise ValueError(f"interval ends ({self.end}) before it starts ({self.start})")
 
     @property
@@ -346,13 +345,7 @@ def monitor(
         settings, interval.day - dt.timedelta(days=policy.triggers.cooldown_hours // 24 + 2)
     )
     decision = verdict.decide(
-        policy,
-        signals,
-        interval.name,
-        interval.end,
-        earlier,
-        _last_promotion(settings),
-        evidence,
+        policy, signals, interval.name, interval.end, earlier, _last_promotion(settings), evidence
     )
     if decision["status"] == verdict.TRIGGERED and not ask:
         decision = decision | {"status": verdict.WOULD_TRIGGER, "detail": "would " + decision["detail"]}

@@ -253,15 +253,13 @@ def decide(
             f"cooldown: a retrain was asked for at {recent[0].isoformat()}, within {rule.cooldown_hours:g} h"
         )
         return {"status": SUPPRESSED, "reasons": named, "detail": detail, "summary": summary}
-    across = sorted(
-        (
-            (dt.datetime.fromisoformat(r["at"]), r["interval"])
-            for r in others
-            if end < dt.datetime.fromisoformat(r["at"]) <= end + cooldown and _start(r) < end
-        ),
-    )
+    across = [
+        (dt.datetime.fromisoformat(r["at"]), r["interval"])
+        for r in others
+        if end < dt.datetime.fromisoformat(r["at"]) <= end + cooldown and _start(r) < end
+    ]
     if across:
-        at, name = across[0]  # the nearest after this interval's end
+        at, name = min(across)  # the nearest after this interval's end
         detail = (
             f"cooldown: a retrain was asked for at {at.isoformat()} on an interval across this one's end "
             f"({name}), within {rule.cooldown_hours:g} h"
