@@ -162,7 +162,9 @@ def column_partials(frame: pd.DataFrame, numeric: list[str], categorical: list[s
         centred = values - m * scale
         moments = (
             float(centred.sum()),
-            float(np.dot(centred, centred)),
+            # Not np.dot: BLAS's threads spin after each call, and beside an engine's other threads on
+            # 2 cores that doubled the CPU of the monitor's pass (0.84 s to 1.80 s for 2M rows).
+            float(np.einsum("i,i->", centred, centred)),
             float(values.min()),
             float(values.max()),
         )

@@ -56,6 +56,7 @@ class Engine(Protocol):
         fmt: FileFormat = "parquet",
         csv_delimiter: str = ",",
         arrow_strings: bool = False,
+        between: tuple[str, Any, Any] | None = None,
     ) -> Table:
         """The rows of some files. CSV columns arrive as text (nulls for empty fields); Parquet as typed.
 
@@ -63,6 +64,10 @@ class Engine(Protocol):
         instead of Python strings, one object per row, for partition functions that only count or compare
         text. The engine chooses: Dask does (and hands dates and decimals over as Arrow-backed types too),
         Spark hands over Python strings.
+
+        ``between``: ``(column, low, high)``, only the rows with ``low <= column < high`` (Parquet only).
+        The engine filters as it reads: Parquet row groups whose statistics lie outside are not decoded,
+        and the rest are filtered before they become pandas.
         """
         ...
 

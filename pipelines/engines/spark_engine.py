@@ -108,15 +108,21 @@ class SparkEngine:
         fmt: FileFormat = "parquet",
         csv_delimiter: str = ",",
         arrow_strings: bool = False,  # mapInPandas hands Python strings over
+        between: tuple[str, Any, Any] | None = None,
     ) -> Table:
         from pyspark.sql import functions as F
 
         if fmt == "csv":
+            if between is not None:
+                raise ValueError("between filters Parquet reads only")
             reader = self.spark.read.option("header", True).option("sep", csv_delimiter)
             return reader.option("mode", "PERMISSIVE").csv(list(files))
         table = self.spark.read.parquet(*files)
         for name in _nanosecond_columns(files):
             table = table.withColumn(name, F.expr(f"timestamp_micros(div(`{name}`, 1000))"))
+        if between is not None:  # pushed down to the Parquet reader
+            column, low, high = between
+            table = table.where((F.col(column) >= F.lit(low)) & (F.col(column) < F.lit(high)))
         return table
 
     def empty_frame(self, table: Table) -> pd.DataFrame:

@@ -2,6 +2,9 @@
 
 import dataclasses
 import datetime as dt
+import os
+import threading
+import time
 
 import numpy as np
 import pandas as pd
@@ -183,16 +186,28 @@ def test_the_newest_day_can_be_the_holdout_on_either_engine(tmp_path, engine):
     assert datasets.read_manifest(result["uri"]).extra["holdout"] == f"newest 1 day(s), from {DAY}"
 
 
-def test_the_embedded_dask_cluster_runs_threads_below_the_callers_threshold(settings):
+def test_the_embedded_dask_engine_runs_threads_below_the_callers_threshold(settings):
     two = settings.model_copy(update={"dask_workers": 2})
     size = 100 * 2**20  # above CT_DASK_PROCESSES_FROM_MB (64), below the monitor's (1024)
 
-    def workers(**threshold) -> list[int]:
+    def where(**threshold) -> tuple[list[int] | None, set[str]]:
+        """(the cluster's threads per worker, or None without a client; where two slow tasks ran)."""
         with open_engine("dask", two, size, **threshold) as engine:
-            return sorted(w["nthreads"] for w in engine.client.scheduler_info()["workers"].values())
+            workers = engine.client and engine.client.scheduler_info()["workers"].values()
+            ran = engine.map_files(_where_it_ran, [0.5, 0.5])
+            return (sorted(w["nthreads"] for w in workers) if workers else None), set(ran)
 
-    assert workers() == [1, 1]  # two worker processes of one thread
-    assert workers(processes_from_mb=two.monitor_dask_processes_from_mb) == [2]  # one in-process, two threads
+    processes, ran = where()
+    assert processes == [1, 1] and str(os.getpid()) not in {r.split()[0] for r in ran}
+    threads, ran = where(processes_from_mb=two.monitor_dask_processes_from_mb)
+    # No cluster: two threads of this process, both busy at once.
+    assert threads is None and {r.split()[0] for r in ran} == {str(os.getpid())} and len(ran) == 2
+
+
+def _where_it_ran(seconds: float) -> str:
+    """The process and thread a task ran in; it holds them long enough for a second task to start beside it."""
+    time.sleep(seconds)
+    return f"{os.getpid()} {threading.get_ident()}"
 
 
 def test_dask_reads_the_log_as_arrow_strings_with_the_figures_of_python_strings(settings, contract, tmp_path):
@@ -233,3 +248,34 @@ def test_dask_reads_the_log_as_arrow_strings_with_the_figures_of_python_strings(
     for found in (arrow, python):
         found["profile"].pop("created_at")
     assert arrow == python
+
+
+@pytest.mark.parametrize("engine_name", ["dask", "spark"])
+def test_a_read_between_two_times_keeps_exactly_the_rows_in_them(settings, tmp_path, engine_name):
+    start = dt.datetime(2026, 11, 30, tzinfo=dt.UTC)
+    times = pd.date_range(start, periods=600, freq="1min", tz="UTC")  # 10 hours, one row a minute
+    frame = pd.DataFrame({"served_at": times, "n": np.arange(600)})
+    # Microseconds, as the prediction log writes; row groups of an hour, so whole groups can be skipped.
+    table = pa.Table.from_pandas(frame, preserve_index=False).cast(
+        pa.schema([("served_at", pa.timestamp("us", tz="UTC")), ("n", pa.int64())])
+    )
+    pq.write_table(table.slice(0, 300), tmp_path / "a.parquet", row_group_size=60)
+    pq.write_table(table.slice(300), tmp_path / "b.parquet", row_group_size=60)
+    files = [str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")]
+    low, high = start + dt.timedelta(hours=4, minutes=30), start + dt.timedelta(hours=6)  # across both files
+    with open_engine(engine_name, settings, 1) as engine:
+        table = engine.read(files, between=("served_at", low, high))
+        counted = engine.aggregate(
+            table,
+            lambda f: pd.DataFrame(
+                {"key": ["n"], "count": [len(f)], "low": [f["n"].min()], "high": [f["n"].max()]}
+            ),
+            pa.schema(
+                [("key", pa.string()), ("count", pa.int64()), ("low", pa.int64()), ("high", pa.int64())]
+            ),
+            ["key"],
+            {"count": "sum", "low": "min", "high": "max"},
+        )
+        with pytest.raises(ValueError, match="Parquet reads only"):
+            engine.read(files, fmt="csv", between=("served_at", low, high))
+    assert counted.to_dict("records") == [{"key": "n", "count": 90, "low": 270, "high": 359}]
