@@ -110,7 +110,8 @@ class Settings(BaseSettings):
     )
     dask_scheduler: str | None = Field(
         default=None,
-        description="Dask scheduler address (tcp://host:8786). Default: an in-process LocalCluster.",
+        description="Dask scheduler address (tcp://host:8786). Default: embedded (threads in the process for "
+        "small inputs, a LocalCluster of worker processes from CT_DASK_PROCESSES_FROM_MB).",
     )
 
     mlflow_tracking_uri: str | None = Field(

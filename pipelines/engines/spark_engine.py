@@ -120,7 +120,7 @@ class SparkEngine:
         table = self.spark.read.parquet(*files)
         for name in _nanosecond_columns(files):
             table = table.withColumn(name, F.expr(f"timestamp_micros(div(`{name}`, 1000))"))
-        if between is not None:  # pushed down to the Parquet reader
+        if between is not None:  # pushed down to the Parquet reader (not on a converted nanosecond column)
             column, low, high = between
             table = table.where((F.col(column) >= F.lit(low)) & (F.col(column) < F.lit(high)))
         return table

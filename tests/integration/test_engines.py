@@ -279,3 +279,31 @@ def test_a_read_between_two_times_keeps_exactly_the_rows_in_them(settings, tmp_p
         with pytest.raises(ValueError, match="Parquet reads only"):
             engine.read(files, fmt="csv", between=("served_at", low, high))
     assert counted.to_dict("records") == [{"key": "n", "count": 90, "low": 270, "high": 359}]
+
+
+def test_a_dask_read_between_two_times_takes_a_first_file_with_a_null_typed_column_and_naive_times(tmp_path):
+    start = dt.datetime(2026, 11, 30, tzinfo=dt.UTC)
+    times = pd.date_range(start, periods=120, freq="1min", tz="UTC")
+    aware = pa.timestamp("us", tz="UTC")
+    # The first file's batch sent no channel (typed null); a filtered read cast the later files to its type.
+    pq.write_table(
+        pa.table({"served_at": pa.array(times[:60].to_numpy(), aware), "channel": pa.nulls(60)}),
+        tmp_path / "a.parquet",
+    )
+    pq.write_table(
+        pa.table({"served_at": pa.array(times[60:].to_numpy(), aware), "channel": pa.array(["web"] * 60)}),
+        tmp_path / "b.parquet",
+    )
+    naive = pa.table({"served_at": pa.array(times.tz_localize(None).to_numpy(), pa.timestamp("us"))})
+    pq.write_table(naive, tmp_path / "naive.parquet")  # times written without a zone: UTC by convention
+    low, high = start + dt.timedelta(minutes=30), start + dt.timedelta(minutes=90)
+    engine = DaskEngine(client=None)
+    read = engine.read(
+        [str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")], between=("served_at", low, high)
+    )
+    frame = read.compute()
+    assert len(frame) == 60 and frame["channel"].value_counts(dropna=False).to_dict() == {None: 30, "web": 30}
+    assert frame["served_at"].min() == pd.Timestamp(low) and frame["served_at"].max() < pd.Timestamp(high)
+    assert (
+        len(engine.read([str(tmp_path / "naive.parquet")], between=("served_at", low, high)).compute()) == 60
+    )
