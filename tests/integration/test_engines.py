@@ -4,7 +4,6 @@ import dataclasses
 import datetime as dt
 import os
 import threading
-import time
 
 import numpy as np
 import pandas as pd
@@ -189,25 +188,14 @@ def test_the_newest_day_can_be_the_holdout_on_either_engine(tmp_path, engine):
 def test_the_embedded_dask_engine_runs_threads_below_the_callers_threshold(settings):
     two = settings.model_copy(update={"dask_workers": 2})
     size = 100 * 2**20  # above CT_DASK_PROCESSES_FROM_MB (64), below the monitor's (1024)
-
-    def where(**threshold) -> tuple[list[int] | None, set[str]]:
-        """(the cluster's threads per worker, or None without a client; where two slow tasks ran)."""
-        with open_engine("dask", two, size, **threshold) as engine:
-            workers = engine.client and engine.client.scheduler_info()["workers"].values()
-            ran = engine.map_files(_where_it_ran, [0.5, 0.5])
-            return (sorted(w["nthreads"] for w in workers) if workers else None), set(ran)
-
-    processes, ran = where()
-    assert processes == [1, 1] and str(os.getpid()) not in {r.split()[0] for r in ran}
-    threads, ran = where(processes_from_mb=two.monitor_dask_processes_from_mb)
-    # No cluster: two threads of this process, both busy at once.
-    assert threads is None and {r.split()[0] for r in ran} == {str(os.getpid())} and len(ran) == 2
-
-
-def _where_it_ran(seconds: float) -> str:
-    """The process and thread a task ran in; it holds them long enough for a second task to start beside it."""
-    time.sleep(seconds)
-    return f"{os.getpid()} {threading.get_ident()}"
+    with open_engine("dask", two, size) as engine:  # two worker processes of one thread
+        assert sorted(w["nthreads"] for w in engine.client.scheduler_info()["workers"].values()) == [1, 1]
+        assert os.getpid() not in engine.map_files(lambda _: os.getpid(), [0, 1])
+    with open_engine("dask", two, size, processes_from_mb=two.monitor_dask_processes_from_mb) as engine:
+        assert engine.client is None  # no cluster: two threads of this process
+        both = threading.Barrier(2, timeout=120)  # each task waits for the other: they must run at once
+        ran = engine.map_files(lambda _: (both.wait(), os.getpid(), threading.get_ident())[1:], [0, 1])
+    assert {pid for pid, _ in ran} == {os.getpid()} and len({thread for _, thread in ran}) == 2
 
 
 def test_dask_reads_the_log_as_arrow_strings_with_the_figures_of_python_strings(settings, contract, tmp_path):
