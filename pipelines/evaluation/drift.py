@@ -101,11 +101,16 @@ def render_report(
     drift_share: float,
     seed: int = 0,
 ) -> Any:
-    """Evidently's DataDriftPreset over the features (the label's ValueDrift apart, when the summary has the
-    label: served traffic has none), scored as computed here."""
+    """Evidently's report of the features' drift, scored as computed here: its count of drifted columns and
+    each feature's ``ValueDrift`` (with the label's, when the summary has the label: served traffic has none).
+
+    These are the metrics Evidently's ``DataDriftPreset`` runs, so the report's JSON is the preset's. Its page
+    is not: the preset's render throws its ``ValueDrift`` widgets away and plots every column again for a
+    table of its own, so here each column's widget is shown as it was drawn (the banner above holds the
+    table). The report of 8 features over 5,000-row renderings took 0.23-0.33 s instead of 0.50-0.51 s.
+    """
     from evidently import DataDefinition, Dataset, Report
-    from evidently.metrics import ValueDrift
-    from evidently.presets import DataDriftPreset
+    from evidently.metrics import DriftedColumnsCount, ValueDrift
 
     methods = _register_scores(summary, contract)
     with_label = "label" in summary
@@ -117,20 +122,21 @@ def render_report(
     features = contract.feature_columns
     reference = reference_frame(reference_profile, contract, SAMPLE_ROWS, seed, [*features, *label])
     current = reference_frame(current_profile, contract, SAMPLE_ROWS, seed, [*features, *label])
+    columns = {name: summary["columns"][name] for name in features}
+    if with_label:
+        columns[contract.label] = summary["label"]
     metrics: list[Any] = [
-        DataDriftPreset(
+        DriftedColumnsCount(
             columns=features,
             drift_share=drift_share,
             per_column_method={name: methods[name] for name in features},
-            per_column_threshold={name: summary["columns"][name]["threshold"] for name in features},
-        )
+            per_column_threshold={name: columns[name]["threshold"] for name in features},
+        ),
+        *(
+            ValueDrift(column=name, method=methods[name], threshold=column["threshold"])
+            for name, column in columns.items()
+        ),
     ]
-    if with_label:
-        metrics.append(
-            ValueDrift(
-                column=contract.label, method=methods[contract.label], threshold=summary["label"]["threshold"]
-            )
-        )
     report = Report(metrics)
     return report.run(
         Dataset.from_pandas(current, data_definition=definition),

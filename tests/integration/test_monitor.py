@@ -7,6 +7,7 @@ its own data root, and runs the monitor on it.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -146,7 +147,19 @@ def test_drifted_traffic_asks_for_a_retrain_once_and_a_second_ask_in_the_cooldow
     assert [r["status"] for r in records] == [verdict.TRIGGERED, verdict.SUPPRESSED]
     assert records[1]["detail"].startswith("cooldown")
     report = Path(whole_day["report"])
-    assert "Served traffic of transactions" in (report / "monitor.html").read_text()
+    page = (report / "monitor.html").read_text()
+    assert "Served traffic of transactions" in page
+    # Evidently's report says what the monitor decided: its count of drifted columns and each column's score
+    summary = json.loads((report / "monitor.json").read_text())
+    metrics = {m["config"]["type"].rsplit(":", 1)[1]: m for m in summary["evidently"]["metrics"]}
+    assert metrics["DriftedColumnsCount"]["value"]["count"] == summary["drift"]["drifted_columns"] >= 1
+    scores = {
+        m["config"]["column"]: m["value"]
+        for m in summary["evidently"]["metrics"]
+        if m["config"]["type"].endswith(":ValueDrift")
+    }
+    assert scores == pytest.approx({n: c["score"] for n, c in summary["drift"]["columns"].items()})
+    assert all(f"Drift in column '{name}'" in page for name in scores)  # each column's widget
     assert 'ct_monitor_retrain_requested{dataset="transactions"' in (report / "metrics.prom").read_text()
     run = tracking.configure(settings).get_run(whole_day["mlflow_run_id"])
     assert (
