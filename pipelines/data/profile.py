@@ -77,7 +77,7 @@ def categorical_columns(contract: Contract) -> list[str]:
 def _finite(frame: pd.DataFrame, name: str) -> np.ndarray:
     values = pd.to_numeric(frame[name], errors="raise").to_numpy(dtype="float64", na_value=np.nan)
     finite = np.isfinite(values)
-    return values if finite.all() else values[finite]  # no copy of a column without nulls
+    return values if finite.all() else values[finite]  # a column without nulls: not copied a second time
 
 
 def _rows(records: list[tuple[Any, ...]]) -> pd.DataFrame:

@@ -541,7 +541,9 @@ def prometheus_text(result: dict[str, Any]) -> str:
     return generate_latest(registry).decode()
 
 
-def _banner(result: dict[str, Any], policy_path: str) -> str:
+def _banner(result: dict[str, Any], policy_path: str, drift: dict[str, Any] | None) -> str:
+    from pipelines.evaluation.drift import columns_table
+
     rows = "".join(
         f"<tr><td>{html.escape(s['signal'])}</td><td>{html.escape(s['state'])}</td>"
         f"<td>{html.escape(s['detail'])}</td></tr>"
@@ -555,7 +557,13 @@ def _banner(result: dict[str, Any], policy_path: str) -> str:
         f"<p><b>{html.escape(result['state'])}</b>. Verdict: <b>{html.escape(decision['status'])}</b>: "
         f"{html.escape(decision['detail'])} (policy {html.escape(policy_path)}).</p>"
         "<table border='1' cellpadding='3' style='border-collapse:collapse'><tr><th>signal</th><th>state</th>"
-        f"<th>detail</th></tr>{rows}</table></div>"
+        f"<th>detail</th></tr>{rows}</table>"
+        + (
+            ""
+            if drift is None
+            else f"<h3>Feature drift against the reference profile</h3>{columns_table(drift)}"
+        )
+        + "</div>"
     )
 
 
@@ -571,7 +579,7 @@ def _write_report(
 ) -> None:
     from pipelines.evaluation.drift import render_report
 
-    banner = _banner(result, str(settings.resolved_monitoring_policy_path))
+    banner = _banner(result, str(settings.resolved_monitoring_policy_path), drift)
     if drift is not None:
         snapshot = render_report(
             reference,

@@ -171,7 +171,7 @@ def test_full_cycle_bootstrap_then_challenge(lab, monkeypatch):
     page = Path(drift2["html"]).read_text()  # Evidently's report, with what it was computed from above it
     assert f"Drift of {drift2['current_rows']:,} current rows" in page and "blocks above 0.8" in page
     assert "from the profiles" in page and "(label, not counted)" in page
-    assert all(f"Drift in column '{name}'" in page for name in [*drift2["columns"], "churned"])
+    assert all(f"Drift in column '{name}'" in page for name in [*drift2["columns"], drift2["label_column"]])
     assert "churned" not in drift2["columns"] and drift2["label"]["method"] == "jensenshannon"
     assert all(c["error_bound"] < 0.005 for c in drift2["columns"].values() if c["method"] == "wasserstein")
     comparison = evaluation2["comparison"]
