@@ -113,6 +113,24 @@ class Engine(Protocol):
         """
         ...
 
+    def aggregate_parquet(
+        self,
+        files: Sequence[str],
+        columns: Sequence[str],
+        fn: PartitionFn,
+        schema: pa.Schema,
+        keys: Sequence[str],
+        how: Mapping[str, Aggregation],
+        between: tuple[str, Any, Any] | None = None,
+    ) -> pd.DataFrame:
+        """:meth:`aggregate` of ``columns`` of Parquet files, their text as Arrow-backed strings (``pd.NA`` for
+        nulls), each engine reading the files its fastest way; ``between`` as in :meth:`read`.
+
+        Dask reads them as :meth:`read` does. Spark's tasks read their own files with pyarrow, one file at a
+        time: handing the rows over from Spark's reader cost more than the statistics on them.
+        """
+        ...
+
     def join(self, left: Table, right: Table, on: Sequence[str]) -> Table:
         """The rows of ``left`` and ``right`` whose ``on`` columns are equal (an inner join), on the workers."""
         ...
@@ -134,3 +152,41 @@ def local_path(uri: str) -> str:
 def arrow_meta(schema: pa.Schema) -> pd.DataFrame:
     """An empty pandas frame with the columns and types a partition of ``schema`` has."""
     return schema.empty_table().to_pandas()
+
+
+def combine_partials(
+    frame: pd.DataFrame, keys: Sequence[str], how: Mapping[str, Aggregation]
+) -> pd.DataFrame:
+    """The rows with equal ``keys`` combined, each other column by ``how`` (partials of :meth:`Engine.aggregate`)."""
+    return frame.groupby(list(keys), sort=False).agg(dict(how)).reset_index()
+
+
+def between_filters(kind: pa.DataType, column: str, low: Any, high: Any) -> list[tuple[str, str, Any]]:
+    """pyarrow filters of ``low <= column < high`` for a column of type ``kind``: a naive time column (UTC by
+    this project's convention) is compared with naive bounds, as pyarrow will not compare naive with aware."""
+    if pa.types.is_timestamp(kind) and kind.tz is None:
+        low, high = (pd.Timestamp(bound).tz_convert("UTC").tz_localize(None) for bound in (low, high))
+    return [(column, ">=", low), (column, "<", high)]
+
+
+def arrow_strings(kind: pa.DataType) -> pd.StringDtype | None:
+    """Arrow text as pandas' Arrow-backed strings (a ``types_mapper`` for ``to_pandas``), as Dask reads it."""
+    return pd.StringDtype("pyarrow") if pa.types.is_string(kind) or pa.types.is_large_string(kind) else None
+
+
+def read_parquet_file(
+    uri: str, columns: Sequence[str], between: tuple[str, Any, Any] | None = None
+) -> pd.DataFrame:
+    """Some columns of one Parquet file (any fsspec URI) as pandas, text as Arrow-backed strings; with
+    ``between``, only its rows with ``low <= column < high`` (row groups outside are not decoded)."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    with fsspec.open(uri, "rb") as handle:
+        parquet = pq.ParquetFile(handle)
+        filters = None
+        if between is not None:
+            column, low, high = between
+            filters = between_filters(parquet.schema_arrow.field(column).type, column, low, high)
+        table = pq.read_table(handle, columns=list(columns), filters=filters)
+    return table.to_pandas(types_mapper=arrow_strings)

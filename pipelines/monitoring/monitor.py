@@ -274,15 +274,14 @@ def _served(
         pd.option_context("mode.copy_on_write", True),
         open_engine(engine, settings, size, settings.monitor_dask_processes_from_mb) as session,
     ):
-        between = ("served_at", interval.start, interval.end)
-        logged = session.read(files, arrow_strings=True, between=between)
-        table = session.select(logged, [*contract.feature_columns, *LOG_READ])
-        found = session.aggregate(
-            table,
+        found = session.aggregate_parquet(
+            files,
+            [*contract.feature_columns, *LOG_READ],
             lambda f: served_partials(f, contract, champion, interval.start, interval.end),
             PARTIALS,
             KEYS,
             HOW,
+            between=("served_at", interval.start, interval.end),
         )
     return served_figures(found, contract, champion) | {"files": len(files)}
 

@@ -269,6 +269,51 @@ def test_a_read_between_two_times_keeps_exactly_the_rows_in_them(settings, tmp_p
     assert counted.to_dict("records") == [{"key": "n", "count": 90, "low": 270, "high": 359}]
 
 
+@pytest.mark.parametrize("engine_name", ["dask", "spark"])
+def test_an_aggregate_of_parquet_files_counts_the_rows_between_two_times_with_arrow_strings(
+    settings, tmp_path, engine_name
+):
+    start = dt.datetime(2026, 11, 30, tzinfo=dt.UTC)
+    times = pd.date_range(start, periods=180, freq="1min", tz="UTC")
+    aware = pa.timestamp("us", tz="UTC")
+    # A file whose batch sent no channel (typed null), one with channels; one with naive (UTC) times apart.
+    pq.write_table(
+        pa.table({"served_at": pa.array(times[:60].to_numpy(), aware), "channel": pa.nulls(60)}),
+        tmp_path / "a.parquet",
+        row_group_size=20,
+    )
+    pq.write_table(
+        pa.table({"served_at": pa.array(times[60:120].to_numpy(), aware), "channel": ["web", "app"] * 30}),
+        tmp_path / "b.parquet",
+    )
+    naive = pa.array(times[120:].tz_localize(None).to_numpy(), pa.timestamp("us"))
+    pq.write_table(pa.table({"served_at": naive, "channel": ["web"] * 60}), tmp_path / "c.parquet")
+    files = [str(tmp_path / name) for name in ("a.parquet", "b.parquet")]
+    low, high = start + dt.timedelta(minutes=30), start + dt.timedelta(minutes=150)  # across all three
+
+    def counts(frame: pd.DataFrame) -> pd.DataFrame:
+        text = isinstance(frame["channel"].dtype, pd.StringDtype) or frame["channel"].isna().all()
+        assert text, frame["channel"].dtype  # Arrow-backed strings, or a typed-null file's nulls
+        channel = frame["channel"].astype("object").where(frame["channel"].notna(), "none")
+        found = channel.value_counts().rename_axis("key").rename("count").reset_index()
+        return found.astype({"key": "object", "count": "int64"})
+
+    schema = pa.schema([("key", pa.string()), ("count", pa.int64())])
+    with open_engine(engine_name, settings, 1) as engine:
+        found, naive_found = (
+            engine.aggregate_parquet(
+                some, ["channel"], counts, schema, ["key"], {"count": "sum"}, between=("served_at", low, high)
+            )
+            for some in (files, [str(tmp_path / "c.parquet")])
+        )
+    assert found.to_dict("records") == [
+        {"key": "app", "count": 30},
+        {"key": "none", "count": 30},
+        {"key": "web", "count": 30},
+    ]
+    assert naive_found.to_dict("records") == [{"key": "web", "count": 30}]
+
+
 def test_a_dask_read_between_two_times_takes_a_first_file_with_a_null_typed_column_and_naive_times(tmp_path):
     start = dt.datetime(2026, 11, 30, tzinfo=dt.UTC)
     times = pd.date_range(start, periods=120, freq="1min", tz="UTC")
