@@ -1,7 +1,8 @@
 """What a data engine does for the stages: the one interface both Dask and Spark implement.
 
 The stages (validate, prepare) hold the logic as plain pandas functions and hand them to an engine, which
-runs them on every partition of a table wherever its workers are. A stage never asks which engine it has.
+runs them on every partition of a table wherever its workers are (or, for :meth:`Engine.aggregate_parquet`,
+on the rows of a few files at a time). A stage never asks which engine it has.
 A table is the engine's own lazy frame (a Dask DataFrame, a Spark DataFrame); only small results (findings,
 statistics, counts) come back to the driver as pandas or plain Python.
 """
@@ -126,8 +127,12 @@ class Engine(Protocol):
         """:meth:`aggregate` of ``columns`` of Parquet files, their text as Arrow-backed strings (``pd.NA`` for
         nulls), each engine reading the files its fastest way; ``between`` as in :meth:`read`.
 
-        Dask reads them as :meth:`read` does. Spark's tasks read their own files with pyarrow, one file at a
-        time: handing the rows over from Spark's reader cost more than the statistics on them.
+        The files are read with their common schema: a file's column of nulls takes the type the other files
+        give it, and a file without one of the columns reads it as nulls. ``fn`` gets frames of any number of
+        rows, the files' rows cut into parts as the engine reads them, and must give the same totals however
+        they are cut. Dask reads the files as :meth:`read` does. Spark's tasks read their own share of the
+        files with pyarrow (the executors need the data root's fsspec filesystem), a few files' rows in the
+        interval at a time: handing the rows over from Spark's reader cost more than the statistics on them.
         """
         ...
 
@@ -174,19 +179,12 @@ def arrow_strings(kind: pa.DataType) -> pd.StringDtype | None:
     return pd.StringDtype("pyarrow") if pa.types.is_string(kind) or pa.types.is_large_string(kind) else None
 
 
-def read_parquet_file(
-    uri: str, columns: Sequence[str], between: tuple[str, Any, Any] | None = None
-) -> pd.DataFrame:
-    """Some columns of one Parquet file (any fsspec URI) as pandas, text as Arrow-backed strings; with
-    ``between``, only its rows with ``low <= column < high`` (row groups outside are not decoded)."""
+def read_parquet_table(uri: str, schema: pa.Schema, filters: list[tuple[str, str, Any]] | None) -> pa.Table:
+    """``schema``'s columns of one Parquet file (any fsspec URI), cast to it: a column the file lacks is all
+    nulls, a column of nulls takes the schema's type; with ``filters``, only the rows they keep (row groups
+    whose statistics lie outside are not decoded)."""
     import fsspec
     import pyarrow.parquet as pq
 
     with fsspec.open(uri, "rb") as handle:
-        parquet = pq.ParquetFile(handle)
-        filters = None
-        if between is not None:
-            column, low, high = between
-            filters = between_filters(parquet.schema_arrow.field(column).type, column, low, high)
-        table = pq.read_table(handle, columns=list(columns), filters=filters)
-    return table.to_pandas(types_mapper=arrow_strings)
+        return pq.read_table(handle, columns=schema.names, schema=schema, filters=filters)

@@ -64,11 +64,11 @@ def outside_masks(
 def _in_interval(frame: pd.DataFrame, start: dt.datetime, end: dt.datetime) -> pd.DataFrame:
     """The rows served in [start, end); the frame itself when all are.
 
-    The engines already filter the log as they read it (``Engine.read(between=...)``), so this only checks:
-    a partition function must not count a row outside its interval, whoever read the rows.
+    The engines already filter the log as they read it (``Engine.aggregate_parquet(between=...)``), so this
+    only checks: a partition function must not count a row outside its interval, whoever read the rows.
     """
     served_at = frame["served_at"]
-    if not isinstance(served_at.dtype, pd.DatetimeTZDtype):  # Spark hands over naive UTC times
+    if not isinstance(served_at.dtype, pd.DatetimeTZDtype):  # Spark's own reader hands over naive UTC times
         served_at = pd.to_datetime(served_at, utc=True)
     inside = ((served_at >= pd.Timestamp(start)) & (served_at < pd.Timestamp(end))).to_numpy()
     return frame if inside.all() else frame[inside]

@@ -31,7 +31,8 @@ def _log(contract, clean_frame) -> pd.DataFrame:
 def test_partials_of_partitions_add_up_to_the_whole(contract, clean_frame):
     frame = _log(contract, clean_frame)
     whole = served_partials(frame, contract, 3, START, END).groupby(KEYS).agg(dict(HOW)).reset_index()
-    parts = pd.concat([served_partials(part, contract, 3, START, END) for part in np.array_split(frame, 3)])
+    pieces = [*np.array_split(frame, 3), frame.head(0)]  # an engine may hand over a part with no rows
+    parts = pd.concat([served_partials(part, contract, 3, START, END) for part in pieces])
     combined = parts.groupby(KEYS).agg(dict(HOW)).reset_index()
     one, other = served_figures(whole, contract, 3), served_figures(combined, contract, 3)
     inside = frame[(frame["served_at"] >= START) & (frame["served_at"] < END)]
