@@ -188,3 +188,20 @@ def read_parquet_table(uri: str, schema: pa.Schema, filters: list[tuple[str, str
 
     with fsspec.open(uri, "rb") as handle:
         return pq.read_table(handle, columns=schema.names, schema=schema, filters=filters)
+
+
+def parquet_footers(uris: Sequence[str]) -> tuple[pa.Schema, list[int]]:
+    """The Parquet files' common schema, as a read of them all takes it (a file's column of nulls takes the
+    type the other files give it), and each file's bytes of data (its row groups' uncompressed size): read
+    from the footers alone, of any fsspec URI."""
+    import pyarrow.parquet as pq
+    from fsspec.core import url_to_fs
+
+    schemas, sizes = [], []
+    for uri in uris:
+        fs, path = url_to_fs(uri)
+        with fs.open(path, "rb") as handle:
+            footer = pq.read_metadata(handle)
+        schemas.append(footer.schema.to_arrow_schema())
+        sizes.append(sum(footer.row_group(i).total_byte_size for i in range(footer.num_row_groups)))
+    return pa.unify_schemas(schemas), sizes

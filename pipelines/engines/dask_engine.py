@@ -26,6 +26,7 @@ from pipelines.engines.base import (
     between_filters,
     combine_partials,
     local_path,
+    parquet_footers,
 )
 from pipelines.settings import FileFormat, Settings
 
@@ -98,11 +99,7 @@ def _filtered(paths: Sequence[str], column: str, low: Any, high: Any) -> tuple[p
     other files give it. Times compare with the column's kind: naive times (UTC by this project's
     convention) with naive bounds.
     """
-    import fsspec
-    import pyarrow.parquet as pq
-
-    fs, _ = fsspec.core.url_to_fs(paths[0])
-    schema = pa.unify_schemas([pq.read_schema(path, filesystem=fs) for path in paths])
+    schema, _ = parquet_footers(paths)
     return schema, between_filters(schema.field(column).type, column, low, high)
 
 

@@ -3,7 +3,7 @@
 Partition functions run as pandas UDFs over Arrow batches (``mapInPandas``), so the pandas code a stage
 hands over runs unchanged on the executors, and both engines compute every row with the same functions.
 :meth:`SparkEngine.aggregate_parquet`'s tasks read their Parquet files themselves, with pyarrow (any fsspec
-URI the executors can reach, as Spark's own reader needs too).
+URI: the executors need the data root's filesystem package and credentials, as the driver does).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from pipelines.engines.base import (
     arrow_strings,
     between_filters,
     combine_partials,
+    parquet_footers,
     read_parquet_table,
 )
 from pipelines.settings import INCLUDE_DIR, FileFormat, Settings
@@ -95,24 +96,16 @@ def _nanosecond_columns(files: Sequence[str]) -> list[str]:
 def _file_plan(
     files: Sequence[str], columns: Sequence[str], groups: int
 ) -> tuple[pa.Schema, list[list[str]]]:
-    """The files' common schema of ``columns`` (as Dask's filtered read takes it: a file's column of nulls
-    takes the type the other files give it, a file without the column reads nulls), and the files in at most
-    ``groups`` groups of about equal bytes (largest first, each to the lightest group)."""
-    import pyarrow.parquet as pq
-    from fsspec.core import url_to_fs
-
-    schemas, sized = [], []
-    for uri in files:
-        fs, path = url_to_fs(uri)
-        schemas.append(pq.read_schema(path, filesystem=fs))
-        sized.append((int(fs.size(path) or 0), uri))
-    common = pa.unify_schemas(schemas)
+    """The files' common schema of ``columns`` (:func:`parquet_footers`'s, as Dask's filtered read takes it; a
+    file without a column reads nulls), and the files in at most ``groups`` groups of about equal bytes of
+    data (largest first, each to the lightest group)."""
+    common, sizes = parquet_footers(files)
     missing = [name for name in columns if name not in common.names]
     if missing:
         raise ValueError(f"no file of {len(files)} has the column(s) {', '.join(missing)}")
     found: list[list[str]] = [[] for _ in range(min(groups, len(files)))]
     loads = [0] * len(found)
-    for size, uri in sorted(sized, key=lambda item: -item[0]):
+    for size, uri in sorted(zip(sizes, files, strict=True), key=lambda item: -item[0]):
         lightest = loads.index(min(loads))
         found[lightest].append(uri)
         loads[lightest] += size
@@ -248,7 +241,6 @@ class SparkEngine:
         read = selected if between is None or between[0] in selected else [*selected, between[0]]
         common, groups = _file_plan(files, read, tasks)
         filters = None if between is None else between_filters(common.field(between[0]).type, *between)
-        rows = ROWS_PER_CALL
 
         def per_group(group: list[str]) -> pd.DataFrame:
             # The files' rows in the interval, handed to fn a few files at a time (a log has a file per flush,
@@ -259,7 +251,7 @@ class SparkEngine:
                 if table.num_rows:
                     held.append(table)
                     count += table.num_rows
-                if count >= rows:
+                if count >= ROWS_PER_CALL:
                     partials.append(fn(_frame(pa.concat_tables(held), selected)))
                     held, count = [], 0
             if held or not partials:  # a group with no rows at all still gives fn's partials of none
