@@ -4,8 +4,9 @@
     python bench/monitor.py --sizes 1000000 --engines dask
 
 Data: a scikit-learn champion trained, evaluated and promoted on one demo day of 200,000 rows (its reference
-profile logged with it), then a day of served traffic written as the prediction log writes it (Parquet files of 500,000
-rows, zstd, every column the app logs): the demo's covariate-shift rows, scored by the champion.
+profile logged with it), then a day of served traffic with every column the prediction log writes, in zstd
+Parquet files of 200,000 rows (a generated day each; the app writes a file per flush, see the README): the
+demo's covariate-shift rows, scored by the champion.
 
 Measured, each in a fresh process with its peak resident memory (the whole process tree) sampled every 50 ms,
 after its libraries are imported and frozen (``gc.freeze``, as in a task forked from a warm Airflow worker):

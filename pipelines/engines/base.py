@@ -9,7 +9,7 @@ statistics, counts) come back to the driver as pandas or plain Python.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -130,9 +130,10 @@ class Engine(Protocol):
         The files are read with their common schema: a file's column of nulls takes the type the other files
         give it, and a file without one of the columns reads it as nulls. ``fn`` gets frames of any number of
         rows, the files' rows cut into parts as the engine reads them, and must give the same totals however
-        they are cut. Dask reads the files as :meth:`read` does. Spark's tasks read their own share of the
-        files with pyarrow (the executors need the data root's fsspec filesystem), a few files' rows in the
-        interval at a time: handing the rows over from Spark's reader cost more than the statistics on them.
+        they are cut. On both engines the files go in a few groups of about equal bytes, two per core, and
+        each task scans its group with pyarrow (:func:`aggregate_parquet_files`; Spark's executors need the
+        data root's fsspec filesystem): handing rows over from Spark's reader cost more than the statistics
+        on them, and Dask's reader makes a partition, and a call, of every file.
         """
         ...
 
@@ -179,17 +180,6 @@ def arrow_strings(kind: pa.DataType) -> pd.StringDtype | None:
     return pd.StringDtype("pyarrow") if pa.types.is_string(kind) or pa.types.is_large_string(kind) else None
 
 
-def read_parquet_table(uri: str, schema: pa.Schema, filters: list[tuple[str, str, Any]] | None) -> pa.Table:
-    """``schema``'s columns of one Parquet file (any fsspec URI), cast to it: a column the file lacks is all
-    nulls, a column of nulls takes the schema's type; with ``filters``, only the rows they keep (row groups
-    whose statistics lie outside are not decoded)."""
-    import fsspec
-    import pyarrow.parquet as pq
-
-    with fsspec.open(uri, "rb") as handle:
-        return pq.read_table(handle, columns=schema.names, schema=schema, filters=filters)
-
-
 def parquet_footers(uris: Sequence[str]) -> tuple[pa.Schema, list[int]]:
     """The Parquet files' common schema, as a read of them all takes it (a file's column of nulls takes the
     type the other files give it), and each file's bytes of data (its row groups' uncompressed size): read
@@ -205,3 +195,111 @@ def parquet_footers(uris: Sequence[str]) -> tuple[pa.Schema, list[int]]:
         schemas.append(footer.schema.to_arrow_schema())
         sizes.append(sum(footer.row_group(i).total_byte_size for i in range(footer.num_row_groups)))
     return pa.unify_schemas(schemas), sizes
+
+
+ROWS_PER_CALL = 500_000  # aggregate_parquet_files: rows handed to the partition function at once, at most
+
+
+def plan_files(
+    files: Sequence[str], columns: Sequence[str], groups: int
+) -> tuple[pa.Schema, list[list[str]]]:
+    """The files' common schema of ``columns`` (:func:`parquet_footers`'s; a file without a column reads
+    nulls), and the files in at most ``groups`` groups of about equal bytes of data (largest first, each to
+    the lightest group). A column that no file has is refused by name."""
+    common, sizes = parquet_footers(files)
+    missing = [name for name in columns if name not in common.names]
+    if missing:
+        raise ValueError(f"no file of {len(files)} has the column(s) {', '.join(missing)}")
+    found: list[list[str]] = [[] for _ in range(min(groups, len(files)))]
+    loads = [0] * len(found)
+    for size, uri in sorted(zip(sizes, files, strict=True), key=lambda item: -item[0]):
+        lightest = loads.index(min(loads))
+        found[lightest].append(uri)
+        loads[lightest] += size
+    return pa.schema([common.field(name) for name in columns]), found
+
+
+def file_batches(
+    uris: Sequence[str], schema: pa.Schema, filters: list[tuple[str, str, Any]] | None
+) -> Iterator[pa.RecordBatch]:
+    """``schema``'s columns of Parquet files on one filesystem (any fsspec URI), as record batches cast to it:
+    a column a file lacks is all nulls, a column of nulls takes the schema's type; with ``filters``, only the
+    rows they keep (row groups whose statistics lie outside are not decoded).
+
+    One pyarrow dataset scan of all the files: its threads open and read several files at once, so a folder
+    of small files (the prediction log's, a file per flush) costs a fraction of a read per file.
+    """
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+    from fsspec.core import url_to_fs
+
+    located = [url_to_fs(uri) for uri in uris]
+    filesystems = {fs for fs, _ in located}  # fsspec's instances compare by protocol and options
+    if len(filesystems) > 1:
+        raise ValueError(
+            f"the files lie on {len(filesystems)} filesystems; one read takes one: {uris[:3]}..."
+        )
+    dataset = ds.dataset(
+        [path for _, path in located], schema=schema, format="parquet", filesystem=located[0][0]
+    )
+    return iter(
+        dataset.to_batches(
+            columns=schema.names, filter=None if filters is None else pq.filters_to_expression(filters)
+        )
+    )
+
+
+def aggregate_file_group(
+    uris: Sequence[str],
+    schema: pa.Schema,
+    filters: list[tuple[str, str, Any]] | None,
+    columns: list[str],
+    fn: PartitionFn,
+    keys: Sequence[str],
+    how: Mapping[str, Aggregation],
+) -> pd.DataFrame:
+    """``fn``'s partials of one group of files (:func:`file_batches`), combined: ``fn`` gets ``columns`` of up
+    to :data:`ROWS_PER_CALL` rows at a time, text as Arrow-backed strings, and is never called on a file's
+    empty part; a group without any row gets ``fn``'s partials of none."""
+    partials, held, count = [], [], 0
+
+    def call(batches: list[pa.RecordBatch]) -> None:
+        table = pa.Table.from_batches(batches, schema=schema).select(columns)
+        partials.append(fn(table.to_pandas(types_mapper=arrow_strings)))
+
+    for batch in file_batches(uris, schema, filters):
+        if batch.num_rows:
+            held.append(batch)
+            count += batch.num_rows
+        if count >= ROWS_PER_CALL:
+            call(held)
+            held, count = [], 0
+    if held or not partials:
+        call(held)
+    return combine_partials(pd.concat(partials, ignore_index=True), keys, how)
+
+
+def aggregate_parquet_files(
+    map_files: Callable[[Callable[[list[str]], pd.DataFrame], list[list[str]]], list[pd.DataFrame]],
+    tasks: int,
+    files: Sequence[str],
+    columns: Sequence[str],
+    fn: PartitionFn,
+    keys: Sequence[str],
+    how: Mapping[str, Aggregation],
+    between: tuple[str, Any, Any] | None,
+) -> pd.DataFrame:
+    """:meth:`Engine.aggregate_parquet` on any engine's ``map_files``: the files in ``tasks`` groups of about
+    equal bytes (:func:`plan_files`), each group read and aggregated by one task (:func:`aggregate_file_group`),
+    the tasks' partials combined on the driver, sorted by ``keys``."""
+    if not files:
+        raise ValueError("aggregate_parquet needs at least one file")
+    selected = list(columns)
+    read = selected if between is None or between[0] in selected else [*selected, between[0]]
+    common, groups = plan_files(files, read, tasks)
+    filters = None if between is None else between_filters(common.field(between[0]).type, *between)
+    found = map_files(
+        lambda group: aggregate_file_group(group, common, filters, selected, fn, keys, how), groups
+    )
+    combined = combine_partials(pd.concat(found, ignore_index=True), keys, how)
+    return combined.sort_values(list(keys)).reset_index(drop=True)

@@ -22,6 +22,7 @@ from pipelines.engines.base import (
     Scan,
     T,
     Table,
+    aggregate_parquet_files,
     arrow_meta,
     between_filters,
     combine_partials,
@@ -207,8 +208,11 @@ class DaskEngine:
         how: Mapping[str, Aggregation],
         between: tuple[str, Any, Any] | None = None,
     ) -> pd.DataFrame:
-        table = self.select(self.read(files, arrow_strings=True, between=between), columns)
-        return self.aggregate(table, fn, schema, keys, how)
+        # Its own tasks, as on Spark, not read()'s partitions: read() makes a partition of every file, and
+        # the monitor's pass over a day of log as the app writes it (8,641 files of 116 rows, a file per
+        # 10 s flush) took 93 s so; a few groups of files, each scanned by one pyarrow dataset, took 7.4 s.
+        tasks = 2 * (sum(self.client.nthreads().values()) if self.client is not None else os.cpu_count() or 2)
+        return aggregate_parquet_files(self.map_files, tasks, files, columns, fn, keys, how, between)
 
     def join(self, left: Table, right: Table, on: Sequence[str]) -> Table:
         return left.merge(right, on=list(on), how="inner")

@@ -26,16 +26,11 @@ from pipelines.engines.base import (
     Scan,
     T,
     Table,
-    arrow_strings,
-    between_filters,
-    combine_partials,
-    parquet_footers,
-    read_parquet_table,
+    aggregate_parquet_files,
 )
 from pipelines.settings import INCLUDE_DIR, FileFormat, Settings
 
 KEY_COLUMN = "_key"
-ROWS_PER_CALL = 500_000  # aggregate_parquet: rows of a task's files handed to the partition function at once
 LOG4J_CONFIG = INCLUDE_DIR / "spark" / "log4j2.properties"
 
 
@@ -91,30 +86,6 @@ def _nanosecond_columns(files: Sequence[str]) -> list[str]:
             field.name for field in schema if pa.types.is_timestamp(field.type) and field.type.unit == "ns"
         )
     return sorted(found)
-
-
-def _file_plan(
-    files: Sequence[str], columns: Sequence[str], groups: int
-) -> tuple[pa.Schema, list[list[str]]]:
-    """The files' common schema of ``columns`` (:func:`parquet_footers`'s, as Dask's filtered read takes it; a
-    file without a column reads nulls), and the files in at most ``groups`` groups of about equal bytes of
-    data (largest first, each to the lightest group)."""
-    common, sizes = parquet_footers(files)
-    missing = [name for name in columns if name not in common.names]
-    if missing:
-        raise ValueError(f"no file of {len(files)} has the column(s) {', '.join(missing)}")
-    found: list[list[str]] = [[] for _ in range(min(groups, len(files)))]
-    loads = [0] * len(found)
-    for size, uri in sorted(zip(sizes, files, strict=True), key=lambda item: -item[0]):
-        lightest = loads.index(min(loads))
-        found[lightest].append(uri)
-        loads[lightest] += size
-    return pa.schema([common.field(name) for name in columns]), found
-
-
-def _frame(table: pa.Table, columns: list[str]) -> pd.DataFrame:
-    """Some columns of an Arrow table as pandas, text as Arrow-backed strings."""
-    return table.select(columns).to_pandas(types_mapper=arrow_strings)
 
 
 def _spark_schema(schema: pa.Schema) -> Any:
@@ -237,32 +208,7 @@ class SparkEngine:
         # 0.5-1.0 s of statistics on it: a first pass over 10M logged rows took 15.6 s in a fresh session,
         # and 4.7 s this way (both timed in a script, the session's start apart).
         tasks = 2 * self.spark.sparkContext.defaultParallelism
-        selected = list(columns)
-        read = selected if between is None or between[0] in selected else [*selected, between[0]]
-        common, groups = _file_plan(files, read, tasks)
-        filters = None if between is None else between_filters(common.field(between[0]).type, *between)
-
-        def per_group(group: list[str]) -> pd.DataFrame:
-            # The files' rows in the interval, handed to fn a few files at a time (a log has a file per flush,
-            # most of them small, and many outside an hour's interval): no call on a file without rows.
-            partials, held, count = [], [], 0
-            for uri in group:
-                table = read_parquet_table(uri, common, filters)
-                if table.num_rows:
-                    held.append(table)
-                    count += table.num_rows
-                if count >= ROWS_PER_CALL:
-                    partials.append(fn(_frame(pa.concat_tables(held), selected)))
-                    held, count = [], 0
-            if held or not partials:  # a group with no rows at all still gives fn's partials of none
-                partials.append(
-                    fn(_frame(pa.concat_tables(held) if held else common.empty_table(), selected))
-                )
-            return combine_partials(pd.concat(partials, ignore_index=True), keys, how)
-
-        found = self.map_files(per_group, groups)
-        combined = combine_partials(pd.concat(found, ignore_index=True), keys, how)
-        return combined.sort_values(list(keys)).reset_index(drop=True)
+        return aggregate_parquet_files(self.map_files, tasks, files, columns, fn, keys, how, between)
 
     def join(self, left: Table, right: Table, on: Sequence[str]) -> Table:
         return left.join(right, on=list(on), how="inner")
