@@ -38,6 +38,19 @@ def monitor(
     emit(result)
 
 
+@monitor_app.command("compact")
+def compact(
+    date: dt.datetime = typer.Option(
+        ..., "--date", "-d", help="The UTC day folder of the log (YYYY-MM-DD).", formats=["%Y-%m-%d"]
+    ),
+) -> None:
+    """Compact the prediction log's closed hours of a day: the app's file per flush into one file per hour
+    (every monitor run does this for its interval's days; this is for days it did not run on)."""
+    from pipelines.monitoring.logfiles import compact as run
+
+    emit(run(load_settings().prediction_log_uri, date.date()))
+
+
 @monitor_app.command("history")
 def history(days: int = typer.Option(14, min=1, help="The last N days with figures.")) -> None:
     """The monitor's figures over days: rows, each signal's figure and state, and the verdict per interval."""

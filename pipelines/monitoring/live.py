@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from pipelines.data import datasets, storage
 from pipelines.data.contract import Contract
 from pipelines.evaluation.metrics import metric
+from pipelines.monitoring import logfiles
 from pipelines.serving.predlog import LOG_COLUMNS
 
 if TYPE_CHECKING:
@@ -114,7 +115,7 @@ def metric_from_counts(name: str, counts: pd.DataFrame) -> float:
 def _log_files(log_day: str) -> tuple[list[str], int]:
     """The day's log files that carry the join columns, and the rows of those that do not (older logs)."""
     with_keys, without = [], 0
-    for uri in datasets.folder_files(log_day):
+    for uri in logfiles.log_files(log_day):
         with storage.open_read(uri) as handle:
             metadata = pq.ParquetFile(handle).metadata
         names = set(metadata.schema.names)

@@ -28,7 +28,6 @@ import datetime as dt
 import html
 import json
 import logging
-import re
 import tempfile
 import time
 from collections.abc import Iterator
@@ -41,7 +40,7 @@ from pipelines.data.contract import Contract, dataset_contract
 from pipelines.data.profile import frame_profile
 from pipelines.evaluation import drift_stats
 from pipelines.evaluation.policy import load_policy
-from pipelines.monitoring import verdict
+from pipelines.monitoring import logfiles, verdict
 from pipelines.monitoring.live import labels_day, live_quality
 from pipelines.monitoring.policy import (
     MonitoringPolicy,
@@ -232,13 +231,10 @@ def _holdout_figure(client: Any, version: Any, metric_name: str) -> float | None
     return None if value is None else float(value)
 
 
-_LOG_FILE = re.compile(r"part-(\d{19})-[0-9a-f]{8}\.parquet$")
-
-
 def _written_before(uri: str, start: dt.datetime) -> bool:
     """A log file written (its name's time) before ``start`` holds no row served at or after it."""
-    found = _LOG_FILE.search(uri)
-    return found is not None and int(found.group(1)) < start.timestamp() * 1e9
+    written = logfiles.written_ns(uri)
+    return written is not None and written < start.timestamp() * 1e9
 
 
 def _served(
@@ -249,7 +245,7 @@ def _served(
     files = [
         f
         for day in interval.days()
-        for f in datasets.folder_files(storage.join(settings.prediction_log_uri, f"ds={day}"))
+        for f in logfiles.log_files(storage.join(settings.prediction_log_uri, f"ds={day}"))
         if not _written_before(f, interval.start)
     ]
     if not files:
@@ -329,6 +325,9 @@ def monitor(
         return result
     champion = client.get_model_version(settings.model_name, str(champion_version))
     seconds: dict[str, float] = {}
+    with _timed(seconds, "compact"):  # the log's closed hours in one file each, before they are read
+        compacted = [logfiles.compact(settings.prediction_log_uri, day) for day in interval.days()]
+    log_compacted = {key: sum(done[key] for done in compacted) for key in compacted[0]}
     with _timed(seconds, "reference"):
         reference = _reference_profile(settings, contract, champion)
     with _timed(seconds, "served"):
@@ -364,6 +363,7 @@ def monitor(
         "signals": signals,
         "verdict": decision,
         "state": _state(served, signals, policy),
+        "log_compacted": log_compacted,
     }
     if decision["status"] == verdict.TRIGGERED:
         result["event"] = {

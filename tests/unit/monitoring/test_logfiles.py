@@ -1,0 +1,120 @@
+"""The prediction log's compaction: the app's file per flush into a file per closed hour, every row read once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.monitoring import logfiles
+from pipelines.serving.predlog import LOG_COLUMNS
+
+DAY = dt.date(2026, 11, 30)
+HOUR = dt.datetime(2026, 11, 30, 10, tzinfo=dt.UTC)
+
+
+def _part(folder: Path, written: dt.datetime, rows: int, first: int, extra: bool = False) -> Path:
+    """A file as the app writes it: named by when its flush began, rows served up to 10 s before."""
+    ns = int(written.timestamp() * 10**9)
+    served = pd.date_range(written - dt.timedelta(seconds=10), periods=rows, freq="100ms", tz="UTC")
+    columns = {
+        "served_at": pa.array(served.to_numpy(), LOG_COLUMNS["served_at"]),
+        "model_name": pa.array(["ct-transactions"] * rows),
+        "model_version": pa.array([3] * rows, pa.int64()),
+        "request_id": pa.array([f"r{first + i}" for i in range(rows)]),
+        "probability": pa.array([(first + i) / 1000 for i in range(rows)], pa.float64()),
+    }
+    if extra:  # a replica of a later app version writes a column more
+        columns["entity_id"] = pa.array([f"c{first + i}" for i in range(rows)])
+    path = folder / f"part-{ns}-{ns % 0xFFFFFFFF:08x}.parquet"
+    pq.write_table(pa.table(columns), path, compression="zstd")
+    return path
+
+
+def _rows(files: list[str]) -> pd.DataFrame:
+    frames = [pq.read_table(f.removeprefix("file://")).to_pandas() for f in files]
+    return pd.concat(frames, ignore_index=True).sort_values("request_id").reset_index(drop=True)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    found = tmp_path / "log" / f"ds={DAY}"
+    found.mkdir(parents=True)
+    first = 0
+    for minute, extra in [
+        (1, False),
+        (20, False),
+        (59, False),
+        (30, True),
+        (61, False),
+        (90, False),
+        (121, False),
+    ]:
+        _part(found, HOUR + dt.timedelta(minutes=minute, seconds=7), 5, first, extra)
+        first += 5
+    pq.write_table(pa.table({"served_at": pa.array([], LOG_COLUMNS["served_at"])}), found / "other.parquet")
+    return found
+
+
+def test_closed_hours_become_one_file_per_hour_and_schema_and_every_row_is_read_once(folder):
+    log_uri = str(folder.parent)
+    before = _rows(logfiles.log_files(str(folder)))
+    # 12:03: hours 10 and 11 are closed (ended at least SETTLE ago), hour 12 is not.
+    done = logfiles.compact(log_uri, DAY, HOUR + dt.timedelta(hours=2, minutes=3))
+    assert done == {"files": 3, "parts": 6, "rows": 30, "removed": 6}
+    names = sorted(p.name for p in folder.iterdir())
+    hour_10 = int((HOUR + dt.timedelta(hours=1)).timestamp() * 10**9) - 1
+    hour_11 = hour_10 + 3600 * 10**9
+    assert [n.split("-")[1] for n in names if n.startswith("compacted-")] == [str(hour_10)] * 2 + [
+        str(hour_11)
+    ]
+    assert len([n for n in names if n.startswith("part-")]) == 1 and "other.parquet" in names
+    files = logfiles.log_files(str(folder))
+    after = _rows(files)
+    pd.testing.assert_frame_equal(after, before)  # the same rows, values and types; the new column's nulls
+    assert logfiles.written_ns(next(f for f in files if str(hour_10) in f)) == hour_10
+    compacted = pq.read_table(next(f for f in files if str(hour_11) in f).removeprefix("file://"))
+    assert compacted["served_at"].to_pandas().is_monotonic_increasing
+
+    # Run again: nothing to do.
+    assert logfiles.compact(log_uri, DAY, HOUR + dt.timedelta(hours=2, minutes=3)) == dict.fromkeys(
+        ("files", "parts", "rows", "removed"), 0
+    )
+    assert sorted(p.name for p in folder.iterdir()) == names
+
+
+def test_a_part_named_by_a_compacted_file_is_not_read_and_a_late_part_stays_a_part(folder, tmp_path):
+    log_uri = str(folder.parent)
+    before = _rows(logfiles.log_files(str(folder)))
+    kept = tmp_path / "kept"
+    shutil.copytree(folder, kept)
+    logfiles.compact(log_uri, DAY, HOUR + dt.timedelta(hours=1, minutes=3))  # hour 10 only
+    manifests = [
+        json.loads(pq.read_metadata(p).metadata[logfiles.PARTS_KEY])
+        for p in folder.iterdir()
+        if p.name.startswith("compacted-")
+    ]
+    assert sorted(len(parts) for parts in manifests) == [1, 3]  # hour 10, in two schemas
+    listed = max(manifests, key=len)[0]
+    # A compaction that stopped between its file's rename and its parts' removal: the part is back.
+    shutil.copy(kept / listed, folder / listed)
+    assert _rows(logfiles.log_files(str(folder))).equals(before)
+    # A part of hour 10 written after it was compacted (a clock further off than SETTLE): read, kept a part.
+    late = _part(folder, HOUR + dt.timedelta(minutes=58), 3, 1000)
+    done = logfiles.compact(log_uri, DAY, HOUR + dt.timedelta(hours=1, minutes=3))
+    assert done == {"files": 0, "parts": 0, "rows": 0, "removed": 1}
+    assert not (folder / listed).exists() and late.exists()
+    assert len(_rows(logfiles.log_files(str(folder)))) == len(before) + 3
+
+
+def test_a_file_named_as_compacted_without_its_list_of_parts_is_refused(folder):
+    bad = folder / f"compacted-{int(HOUR.timestamp() * 10**9) - 1}-00000000.parquet"
+    pq.write_table(pa.table({"served_at": pa.array([], LOG_COLUMNS["served_at"])}), bad)
+    with pytest.raises(ValueError, match="lists no parts"):
+        logfiles.log_files(str(folder))
