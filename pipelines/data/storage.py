@@ -75,15 +75,27 @@ def atomic_dir(uri: str) -> Iterator[str]:
         fs.rm(old_path, recursive=True)
 
 
+@contextlib.contextmanager
+def atomic_file(uri: str) -> Iterator[Any]:
+    """A binary handle on a temporary name: on success the file is renamed to ``uri`` (a reader sees the old
+    file or the new one), on error it is removed."""
+    fs, path = url_to_fs(uri)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    tmp = f"{path}.__tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        with fs.open(tmp, "wb") as fh:
+            yield fh
+    except BaseException:
+        if fs.exists(tmp):
+            fs.rm(tmp)
+        raise
+    fs.mv(tmp, path)
+
+
 def write_bytes_atomic(uri: str, data: bytes) -> None:
     """Write a file through a temporary name and a rename: a reader sees the old file or the new one."""
-    fs, path = url_to_fs(uri)
-    parent = path.rsplit("/", 1)[0]
-    fs.makedirs(parent, exist_ok=True)
-    tmp = f"{path}.__tmp-{uuid.uuid4().hex[:8]}"
-    with fs.open(tmp, "wb") as fh:
+    with atomic_file(uri) as fh:
         fh.write(data)
-    fs.mv(tmp, path)
 
 
 def write_text_atomic(uri: str, text: str) -> None:

@@ -41,4 +41,4 @@ def open_engine(
         from pipelines.engines.dask_engine import DaskEngine, dask_client
 
         with dask_client(settings, input_bytes, processes_from_mb) as client:
-            yield DaskEngine(client)
+            yield DaskEngine(client, settings.dask_workers or None)  # the threaded scheduler's threads

@@ -233,12 +233,13 @@ def file_batches(
     import pyarrow.parquet as pq
     from fsspec.core import url_to_fs
 
+    if not uris:
+        raise ValueError("file_batches needs at least one file")
     located = [url_to_fs(uri) for uri in uris]
     filesystems = {fs for fs, _ in located}  # fsspec's instances compare by protocol and options
     if len(filesystems) > 1:
-        raise ValueError(
-            f"the files lie on {len(filesystems)} filesystems; one read takes one: {uris[:3]}..."
-        )
+        kinds = ", ".join(sorted(str(fs.protocol) for fs in filesystems))
+        raise ValueError(f"the files lie on {len(filesystems)} filesystems ({kinds}); one read takes one")
     dataset = ds.dataset(
         [path for _, path in located], schema=schema, format="parquet", filesystem=located[0][0]
     )

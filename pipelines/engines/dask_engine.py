@@ -109,11 +109,13 @@ class DaskEngine:
 
     name = "dask"
 
-    def __init__(self, client: Any | None):
-        """``client``: the distributed client computations run on; None on the threaded scheduler."""
+    def __init__(self, client: Any | None, cores: int | None = None):
+        """``client``: the distributed client computations run on; None on the threaded scheduler, whose
+        threads are ``cores`` (default: the machine's)."""
         import pyarrow as pa_arrow
 
         self.client = client
+        self.cores = cores or os.cpu_count() or 2
         self.unreadable_errors: tuple[type[BaseException], ...] = (pa_arrow.ArrowException,)
 
     def read(
@@ -211,7 +213,7 @@ class DaskEngine:
         # Its own tasks, as on Spark, not read()'s partitions: read() makes a partition of every file, and
         # the monitor's pass over a day of log as the app writes it (8,641 files of 116 rows, a file per
         # 10 s flush) took 93 s so; a few groups of files, each scanned by one pyarrow dataset, took 7.4 s.
-        tasks = 2 * (sum(self.client.nthreads().values()) if self.client is not None else os.cpu_count() or 2)
+        tasks = 2 * (sum(self.client.nthreads().values()) if self.client is not None else self.cores)
         return aggregate_parquet_files(self.map_files, tasks, files, columns, fn, keys, how, between)
 
     def join(self, left: Table, right: Table, on: Sequence[str]) -> Table:

@@ -6,41 +6,47 @@ and each costs a reader about 0.7 ms to open and scan whatever its rows (a day o
 the monitor's pass 7.4 s on Dask, in 5 files 0.4 s; measured 2026-12-02 on 2 cores).
 
 :func:`compact` rewrites the parts of each closed hour (by the time in their names) into one file per hour
-and schema, ``compacted-<the hour's last ns>-<hex of the schema>.parquet``, sorted by ``served_at``, whose
+and schema, ``compacted-<the hour's last ns>-<hex of the schema>-<hex of this compaction>.parquet``, whose
 footer lists the parts it holds; then removes those parts. Every row is kept, with its values and types.
 
 - **Readers** (:func:`log_files`) take every compacted file and every part that no compacted file lists, so a
   part is read once whether compaction ran before or after the listing, or stopped between its write and its
-  removals (the next compaction removes those). A reader that listed parts which compaction then removed
+  removals (the next compaction removes them). A reader that listed parts which compaction then removed
   fails on the missing file, loudly, and its retry reads the compacted file: it never counts a row twice.
-  Pointed at the folder directly, another reader (pandas, Spark, DuckDB) sees each row once except in the
-  moment between a compacted file's rename and its parts' removal.
+- **Two compactions at once** (a person's ``pipelines monitor compact`` beside a scheduled run) each write a
+  file of their own name. The one whose listing came later holds every part the other holds (parts are only
+  removed after a compacted file is in place, and a listing that sees one compacts nothing more of its hour
+  and schema), so a reader takes the file whose parts include the other's, and the next compaction removes
+  the other. A compaction that finds its parts removed by the other writes nothing.
 - **Closed hour**: its end at least :data:`SETTLE` ago. A part's name takes the time its flush began
   writing, and its rename follows within milliseconds (seconds on an object store); the replicas' and the
-  monitor's clocks must agree within :data:`SETTLE` (NTP keeps them within milliseconds).
-- **Idempotent**: an hour and schema that has its compacted file is not compacted again; a part of it that
-  shows up later (a clock further off than :data:`SETTLE`) stays a part and is read as one. Two compactions
-  of one hour at once read the same parts and write the same name: the last rename leaves one file.
-- Only the app's part names are touched: files of other names in the folder are read and left alone.
+  monitor's clocks must agree within :data:`SETTLE` (NTP keeps them within milliseconds). A part of an
+  hour and schema that shows up after its compaction stays a part and is read as one.
+- Pointed at the folder directly, another reader (pandas, Spark, DuckDB) sees each row once, except between
+  a compacted file's rename and its parts' removal, and after a compaction that stopped there (or ran beside
+  another) until the next one.
+- Only the app's part names are compacted: files of other names in the folder are read and left alone.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import io
 import json
+import logging
 import re
 import time
+import uuid
 from collections.abc import Sequence
-from typing import Any
 
 from pipelines.data import datasets, storage
 from pipelines.engines.base import file_batches, parquet_footers
 
+log = logging.getLogger(__name__)
+
 PART = re.compile(r"/part-(\d{19})-[0-9a-f]{8}\.parquet$")
-COMPACTED = re.compile(r"/compacted-(\d{19})-[0-9a-f]{8}\.parquet$")
-PARTS_KEY = b"ct.compacted_parts"  # the compacted file's footer: the names of the parts it holds
+COMPACTED = re.compile(r"/compacted-(\d{19})-([0-9a-f]{8})-[0-9a-f]{8}\.parquet$")
+PARTS_KEY = "ct.compacted_parts"  # the compacted file's footer: the names of the parts it holds
 SETTLE = dt.timedelta(minutes=2)
 HOUR_NS = 3600 * 10**9
 ROW_GROUP_ROWS = 100_000
@@ -61,85 +67,121 @@ def written_ns(uri: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def _compacted_parts(uri: str) -> list[str]:
+def _compacted_parts(uri: str) -> set[str]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    with storage.open_read(uri) as handle:
-        metadata = pq.read_metadata(handle).metadata or {}
-    if PARTS_KEY not in metadata:
+    try:
+        with storage.open_read(uri) as handle:
+            metadata = pq.read_metadata(handle).metadata or {}
+        names = json.loads(metadata[PARTS_KEY.encode()])
+    except KeyError:
         raise ValueError(
-            f"{uri} is named as a compacted log file but its footer lists no parts ({PARTS_KEY!r})"
+            f"{uri} is named as a compacted log file but its footer lists no parts ({PARTS_KEY})"
+        ) from None
+    except (pa.ArrowException, json.JSONDecodeError) as exc:
+        raise ValueError(f"{uri}: not a readable compacted log file ({exc})") from exc
+    return {storage.join(_folder(uri), name) for name in names}
+
+
+def _taken(files: Sequence[str]) -> tuple[dict[str, set[str]], list[str]]:
+    """The compacted files among ``files`` a reader takes, each with the URIs of the parts it holds; and those
+    it does not: every part of theirs is held by another taken file (two compactions ran at once)."""
+    held = {uri: _compacted_parts(uri) for uri in files if COMPACTED.search(uri)}
+    dropped = [
+        uri
+        for uri, parts in held.items()
+        if any(
+            other != uri and (parts < more or (parts == more and other < uri)) for other, more in held.items()
         )
-    return list(json.loads(metadata[PARTS_KEY]))
-
-
-def _listed(files: Sequence[str]) -> dict[str, list[str]]:
-    """The compacted files among ``files``, each with the URIs of the parts it holds."""
-    return {
-        uri: [storage.join(_folder(uri), name) for name in _compacted_parts(uri)]
-        for uri in files
-        if COMPACTED.search(uri)
-    }
+    ]
+    return {uri: parts for uri, parts in held.items() if uri not in dropped}, dropped
 
 
 def log_files(folder: str) -> list[str]:
     """The files of one ``ds=<day>`` folder of the log that a reader takes: every row once."""
     files = datasets.folder_files(folder)
-    held = {part for parts in _listed(files).values() for part in parts}
-    return [uri for uri in files if uri not in held]
+    taken, dropped = _taken(files)
+    held = {part for parts in taken.values() for part in parts}
+    return [uri for uri in files if uri not in held and uri not in dropped]
 
 
-def _schema_key(schema: Any) -> str:
+def _schema_key(uri: str) -> str:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        with storage.open_read(uri) as handle:
+            schema = pq.read_schema(handle)
+    except pa.ArrowException as exc:
+        raise ValueError(f"{uri}: the log file cannot be read ({exc})") from exc
     return hashlib.sha256(schema.remove_metadata().to_string().encode()).hexdigest()[:8]
 
 
 def compact(log_uri: str, day: dt.date, now: dt.datetime | None = None) -> dict[str, int]:
-    """Compact the closed hours of the log's ``ds=<day>`` folder; what it did (files written, parts and rows
-    compacted, parts removed)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+    """Compact the closed hours of the log's ``ds=<day>`` folder; what it did: compacted files written, parts
+    and rows in them, files removed (parts, and compacted files another one holds), groups skipped because a
+    compaction beside this one took their parts."""
     moment = time.time_ns() if now is None else int(now.timestamp() * 10**9)
     closed_before = (moment - int(SETTLE.total_seconds() * 10**9)) // HOUR_NS * HOUR_NS
     folder = storage.join(log_uri, f"ds={day.isoformat()}")
     files = datasets.folder_files(folder)
-    listed = _listed(files)
-    done = {"files": 0, "parts": 0, "rows": 0, "removed": 0}
     present = set(files)
-    for parts in listed.values():  # a compaction that stopped before removing its parts
-        for part in parts:
-            if part in present:
-                storage.remove(part)
-                done["removed"] += 1
-    held = {part for parts in listed.values() for part in parts}
-    groups: dict[str, list[str]] = {}
+    taken, dropped = _taken(files)
+    done = {"files": 0, "parts": 0, "rows": 0, "removed": 0, "skipped": 0}
+    leftovers = dropped + sorted(part for parts in taken.values() for part in parts if part in present)
+    for uri in leftovers:  # a compaction that stopped before its removals, or ran beside this one's last run
+        storage.remove(uri)
+        done["removed"] += 1
+    held = {part for parts in taken.values() for part in parts}
+    compacted = {found.groups() for uri in taken if (found := COMPACTED.search(uri))}
+    groups: dict[tuple[str, str], list[str]] = {}
     for uri in files:
         found = PART.search(uri)
         if found and uri not in held and int(found.group(1)) < closed_before:
-            with storage.open_read(uri) as handle:
-                schema = pq.read_schema(handle)
-            hour_end = (int(found.group(1)) // HOUR_NS + 1) * HOUR_NS
-            name = f"compacted-{hour_end - 1}-{_schema_key(schema)}.parquet"
-            groups.setdefault(storage.join(_folder(uri), name), []).append(uri)
-    for target, parts in sorted(groups.items()):
-        if target in present:  # compacted already; these parts came later and stay parts
+            hour_last = str((int(found.group(1)) // HOUR_NS + 1) * HOUR_NS - 1)
+            groups.setdefault((hour_last, _schema_key(uri)), []).append(uri)
+    for (hour_last, schema_key), parts in sorted(groups.items()):
+        if (hour_last, schema_key) in compacted:  # these parts came after their hour was compacted
             continue
-        schema, _ = parquet_footers(parts[:1])
-        table = pa.Table.from_batches(list(file_batches(parts, schema, None)), schema=schema)
-        table = table.sort_by("served_at") if "served_at" in table.column_names else table
-        footer = {PARTS_KEY: json.dumps(sorted(_name(part) for part in parts)).encode()}
-        buffer = io.BytesIO()
-        pq.write_table(
-            table.replace_schema_metadata({**(table.schema.metadata or {}), **footer}),
-            buffer,
-            compression="zstd",
-            row_group_size=ROW_GROUP_ROWS,
+        target = storage.join(
+            _folder(parts[0]), f"compacted-{hour_last}-{schema_key}-{uuid.uuid4().hex[:8]}.parquet"
         )
-        storage.write_bytes_atomic(target, buffer.getvalue())
+        rows = _write(target, parts)
+        if rows is None:
+            done["skipped"] += 1
+            continue
         for part in parts:
             storage.remove(part)
         done["files"] += 1
         done["parts"] += len(parts)
-        done["rows"] += table.num_rows
+        done["rows"] += rows
         done["removed"] += len(parts)
     return done
+
+
+def _write(target: str, parts: list[str]) -> int | None:
+    """The parts' rows in one file at ``target``, its footer listing them; their rows, or None when a part is
+    gone (a compaction beside this one took them) and nothing was written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not all(storage.exists(part) for part in parts):
+        log.info("%s: parts of this hour were compacted beside this run; left to it", _folder(target))
+        return None
+    schema, _ = parquet_footers(parts[:1])
+    rows, held, count = 0, [], 0
+    with (
+        storage.atomic_file(target) as handle,
+        pq.ParquetWriter(handle, schema, compression="zstd") as writer,
+    ):
+        for batch in [*file_batches(parts, schema, None), None]:
+            if batch is not None:
+                held.append(batch)
+                count += batch.num_rows
+            if held and (batch is None or count >= ROW_GROUP_ROWS):  # row groups of about ROW_GROUP_ROWS
+                writer.write_table(pa.Table.from_batches(held, schema=schema))
+                rows += count
+                held, count = [], 0
+        writer.add_key_value_metadata({PARTS_KEY: json.dumps(sorted(_name(part) for part in parts))})
+    return rows

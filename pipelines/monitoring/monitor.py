@@ -237,6 +237,25 @@ def _written_before(uri: str, start: dt.datetime) -> bool:
     return written is not None and written < start.timestamp() * 1e9
 
 
+def _compact_log(settings: Settings, interval: Interval) -> dict[str, Any]:
+    """The log's closed hours of the interval's days compacted before they are read (:mod:`logfiles`); and of
+    the day before, whose folder holds the flushes of the next day's first seconds. A storage failure is
+    reported and the run goes on: the log reads the same uncompacted."""
+    import pyarrow as pa
+
+    found: dict[str, Any] = {"files": 0, "parts": 0, "rows": 0, "removed": 0, "skipped": 0, "failed": []}
+    for day in [interval.days()[0] - dt.timedelta(days=1), *interval.days()]:
+        try:
+            done = logfiles.compact(settings.prediction_log_uri, day)
+        except (OSError, pa.ArrowException) as exc:  # the log not writable, a lost bucket
+            log.warning("the prediction log of %s was not compacted: %s: %s", day, type(exc).__name__, exc)
+            found["failed"].append(f"{day}: {type(exc).__name__}: {exc}")
+            continue
+        for key, value in done.items():
+            found[key] += value
+    return found
+
+
 def _served(
     settings: Settings, contract: Contract, interval: Interval, champion: int, engine: str
 ) -> dict[str, Any]:
@@ -325,9 +344,8 @@ def monitor(
         return result
     champion = client.get_model_version(settings.model_name, str(champion_version))
     seconds: dict[str, float] = {}
-    with _timed(seconds, "compact"):  # the log's closed hours in one file each, before they are read
-        compacted = [logfiles.compact(settings.prediction_log_uri, day) for day in interval.days()]
-    log_compacted = {key: sum(done[key] for done in compacted) for key in compacted[0]}
+    with _timed(seconds, "compact"):
+        log_compacted = _compact_log(settings, interval)
     with _timed(seconds, "reference"):
         reference = _reference_profile(settings, contract, champion)
     with _timed(seconds, "served"):

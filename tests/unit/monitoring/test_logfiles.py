@@ -65,9 +65,12 @@ def folder(tmp_path: Path) -> Path:
 def test_closed_hours_become_one_file_per_hour_and_schema_and_every_row_is_read_once(folder):
     log_uri = str(folder.parent)
     before = _rows(logfiles.log_files(str(folder)))
-    # 12:03: hours 10 and 11 are closed (ended at least SETTLE ago), hour 12 is not.
+    # 12:01: hour 11 ended less than SETTLE ago, its parts may not all be in place: only hour 10 is closed.
+    early = logfiles.compact(log_uri, DAY, HOUR + dt.timedelta(hours=2, minutes=1))
+    assert early == {"files": 2, "parts": 4, "rows": 20, "removed": 4, "skipped": 0}
+    # 12:03: hour 11 is closed too, hour 12 is not.
     done = logfiles.compact(log_uri, DAY, HOUR + dt.timedelta(hours=2, minutes=3))
-    assert done == {"files": 3, "parts": 6, "rows": 30, "removed": 6}
+    assert done == {"files": 1, "parts": 2, "rows": 10, "removed": 2, "skipped": 0}
     names = sorted(p.name for p in folder.iterdir())
     hour_10 = int((HOUR + dt.timedelta(hours=1)).timestamp() * 10**9) - 1
     hour_11 = hour_10 + 3600 * 10**9
@@ -79,12 +82,10 @@ def test_closed_hours_become_one_file_per_hour_and_schema_and_every_row_is_read_
     after = _rows(files)
     pd.testing.assert_frame_equal(after, before)  # the same rows, values and types; the new column's nulls
     assert logfiles.written_ns(next(f for f in files if str(hour_10) in f)) == hour_10
-    compacted = pq.read_table(next(f for f in files if str(hour_11) in f).removeprefix("file://"))
-    assert compacted["served_at"].to_pandas().is_monotonic_increasing
 
     # Run again: nothing to do.
     assert logfiles.compact(log_uri, DAY, HOUR + dt.timedelta(hours=2, minutes=3)) == dict.fromkeys(
-        ("files", "parts", "rows", "removed"), 0
+        ("files", "parts", "rows", "removed", "skipped"), 0
     )
     assert sorted(p.name for p in folder.iterdir()) == names
 
@@ -96,7 +97,7 @@ def test_a_part_named_by_a_compacted_file_is_not_read_and_a_late_part_stays_a_pa
     shutil.copytree(folder, kept)
     logfiles.compact(log_uri, DAY, HOUR + dt.timedelta(hours=1, minutes=3))  # hour 10 only
     manifests = [
-        json.loads(pq.read_metadata(p).metadata[logfiles.PARTS_KEY])
+        json.loads(pq.read_metadata(p).metadata[logfiles.PARTS_KEY.encode()])
         for p in folder.iterdir()
         if p.name.startswith("compacted-")
     ]
@@ -108,13 +109,42 @@ def test_a_part_named_by_a_compacted_file_is_not_read_and_a_late_part_stays_a_pa
     # A part of hour 10 written after it was compacted (a clock further off than SETTLE): read, kept a part.
     late = _part(folder, HOUR + dt.timedelta(minutes=58), 3, 1000)
     done = logfiles.compact(log_uri, DAY, HOUR + dt.timedelta(hours=1, minutes=3))
-    assert done == {"files": 0, "parts": 0, "rows": 0, "removed": 1}
+    assert done == {"files": 0, "parts": 0, "rows": 0, "removed": 1, "skipped": 0}
     assert not (folder / listed).exists() and late.exists()
     assert len(_rows(logfiles.log_files(str(folder)))) == len(before) + 3
 
 
 def test_a_file_named_as_compacted_without_its_list_of_parts_is_refused(folder):
-    bad = folder / f"compacted-{int(HOUR.timestamp() * 10**9) - 1}-00000000.parquet"
+    bad = folder / f"compacted-{int(HOUR.timestamp() * 10**9) - 1}-00000000-00000000.parquet"
     pq.write_table(pa.table({"served_at": pa.array([], LOG_COLUMNS["served_at"])}), bad)
     with pytest.raises(ValueError, match="lists no parts"):
         logfiles.log_files(str(folder))
+
+
+def test_two_compactions_at_once_leave_every_row_read_once(folder, tmp_path):
+    """Compaction A lists hour 10's parts; a late part arrives; compaction B lists them all, writes its file
+    and removes the parts; A's rename lands after B's."""
+    log_uri = str(folder.parent)
+    at = HOUR + dt.timedelta(hours=1, minutes=3)
+    earlier = tmp_path / "earlier" / f"ds={DAY}"
+    shutil.copytree(folder, earlier)
+    logfiles.compact(str(earlier.parent), DAY, at)  # A, on what it listed
+    _part(folder, HOUR + dt.timedelta(minutes=59, seconds=55), 4, 2000)  # the late part, before B lists
+    before = _rows(logfiles.log_files(str(folder)))
+    logfiles.compact(log_uri, DAY, at)  # B
+    for made in earlier.glob("compacted-*"):  # A's rename, after B's
+        shutil.copy(made, folder / made.name)
+    assert len(list(folder.glob("compacted-*"))) == 4  # hour 10 in two schemas, by A and by B
+    pd.testing.assert_frame_equal(_rows(logfiles.log_files(str(folder))), before)
+    done = logfiles.compact(log_uri, DAY, at)  # A's files hold nothing B's do not: removed
+    assert done == {"files": 0, "parts": 0, "rows": 0, "removed": 2, "skipped": 0}
+    pd.testing.assert_frame_equal(_rows(logfiles.log_files(str(folder))), before)
+    assert len(list(folder.glob("compacted-*"))) == 2
+
+
+def test_a_compaction_whose_parts_were_taken_beside_it_writes_nothing(folder):
+    parts = sorted(str(p) for p in folder.glob("part-*"))[:3]
+    Path(parts[1]).unlink()  # removed by a compaction beside this one, after this one listed it
+    target = str(folder / "compacted-1795000000000000000-00000000-00000000.parquet")
+    assert logfiles._write(target, parts) is None
+    assert not list(folder.glob("compacted-*")) and len(list(folder.glob("part-*"))) == 6
