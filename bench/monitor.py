@@ -2,11 +2,14 @@
 
     python bench/monitor.py                                   # 1M and 10M logged rows, Dask and Spark
     python bench/monitor.py --sizes 1000000 --engines dask
+    python bench/monitor.py --layout app --work /tmp/bench-app   # the log as the app writes it, compacted
 
 Data: a scikit-learn champion trained, evaluated and promoted on one demo day of 200,000 rows (its reference
 profile logged with it), then a day of served traffic with every column the prediction log writes, in zstd
 Parquet files of 200,000 rows (a generated day each; the app writes a file per flush, see the README): the
-demo's covariate-shift rows, scored by the champion.
+demo's covariate-shift rows, scored by the champion. With ``--layout app`` the same rows are cut into a file
+per 10 s flush, named as the app names them (8,641 files a day whatever the rows), and compacted by hour as
+a monitor run compacts them, timed apart; everything after reads the compacted files.
 
 Measured, each in a fresh process with its peak resident memory (the whole process tree) sampled every 50 ms,
 after its libraries are imported and frozen (``gc.freeze``, as in a task forked from a warm Airflow worker):
@@ -85,8 +88,10 @@ def _champion(work: Path) -> int:
     return version
 
 
-def write_log(work: Path, rows: int, version: int) -> tuple[Path, int]:
-    """A day of logged predictions of ``rows`` rows; (its folder, bytes written)."""
+def write_log(work: Path, rows: int, version: int, layout: str = "days") -> tuple[Path, int]:
+    """A day of logged predictions of ``rows`` rows; (its folder, bytes written). ``layout``: ``days``, a file
+    per generated day (200,000 rows); ``app``, a file per 10 s flush named as the app names it (rewritten by
+    every run, as the monitor compacts it)."""
     import mlflow
     import numpy as np
     import pandas as pd
@@ -98,7 +103,12 @@ def write_log(work: Path, rows: int, version: int) -> tuple[Path, int]:
 
     settings = _settings(work)
     folder = Path(settings.prediction_log_uri) / f"ds={LOG_DAY}"
-    if folder.exists() and sum(pq.ParquetFile(f).metadata.num_rows for f in folder.glob("*.parquet")) == rows:
+    if (
+        layout == "days"
+        and folder.exists()
+        and all(f.name.startswith("part-0") for f in folder.glob("*.parquet"))
+        and sum(pq.ParquetFile(f).metadata.num_rows for f in folder.glob("*.parquet")) == rows
+    ):
         return folder, sum(f.stat().st_size for f in folder.glob("*.parquet"))
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -132,7 +142,30 @@ def write_log(work: Path, rows: int, version: int) -> tuple[Path, int]:
             pq.write_table(table, folder / f"part-{part:04d}-{offset:07d}.parquet", compression="zstd")
             written += n
         part += 1
+    if layout == "app":
+        _as_the_app_writes(folder)
     return folder, sum(f.stat().st_size for f in folder.glob("*.parquet"))
+
+
+def _as_the_app_writes(folder: Path) -> None:
+    """The folder's rows rewritten as the app's prediction log writes them: a file per 10 s flush (its
+    default ``CT_PREDICTION_LOG_FLUSH_SECONDS``; 5,000 rows would flush sooner, above 43M rows a day), named
+    ``part-<ns>-<hex>.parquet`` by when the flush began, after the rows it holds were served."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = sorted(folder.glob("*.parquet"))
+    table = pa.concat_tables([pq.read_table(f) for f in files]).sort_by("served_at")
+    for f in files:
+        f.unlink()
+    served = table["served_at"].cast(pa.int64()).to_numpy()  # microseconds
+    window = served // 10_000_000
+    starts = np.r_[0, np.flatnonzero(np.diff(window)) + 1]
+    for first, end in zip(starts, [*starts[1:], len(served)], strict=True):
+        flushed = (int(window[first]) + 1) * 10_000_000_000
+        name = f"part-{flushed}-{first & 0xFFFFFFFF:08x}.parquet"
+        pq.write_table(table.slice(first, end - first), folder / name, compression="zstd")
 
 
 # --- children -------------------------------------------------------------------------------------------
@@ -263,7 +296,17 @@ def child_evidently(work: str) -> dict[str, Any]:
     }
 
 
-CHILDREN = {"monitor": child_monitor, "evidently": child_evidently}
+def child_compact(work: str) -> dict[str, Any]:
+    from pipelines.monitoring.logfiles import compact
+
+    settings = _settings(Path(work))
+    parts = len(list((Path(settings.prediction_log_uri) / f"ds={LOG_DAY}").glob("part-*.parquet")))
+    started = time.perf_counter()
+    done = compact(settings.prediction_log_uri, LOG_DAY)
+    return done | {"seconds": time.perf_counter() - started, "found": parts}
+
+
+CHILDREN = {"monitor": child_monitor, "evidently": child_evidently, "compact": child_compact}
 
 
 # --- the parent -----------------------------------------------------------------------------------------
@@ -302,6 +345,13 @@ def main() -> None:
     parser.add_argument("--engines", nargs="+", default=["dask", "spark"], choices=["dask", "spark"])
     parser.add_argument("--evidently-up-to", type=int, default=1_000_000)
     parser.add_argument("--work", default=str(ROOT / ".state" / "bench-monitor"))
+    parser.add_argument(
+        "--layout",
+        default="days",
+        choices=["days", "app"],
+        help="the log's files: a file per generated day of 200,000 rows, or a file per 10 s flush as the app "
+        "writes them, compacted by the bench's first step as each monitor run compacts them (use its own --work)",
+    )
     parser.add_argument("--child")
     parser.add_argument("--args")
     options = parser.parse_args()
@@ -312,11 +362,20 @@ def main() -> None:
 
     logging.basicConfig(level=logging.WARNING)
     work = Path(options.work)
-    print(f"bench/monitor.py, {dt.date.today()}, {platform.machine()}, {os.cpu_count()} cores")
+    now = dt.datetime.now(dt.UTC)
+    print(f"bench/monitor.py, {now:%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} cores")
     version = _champion(work)
     for rows in options.sizes:
-        folder, size = write_log(work, rows, version)
+        folder, size = write_log(work, rows, version, options.layout)
         print(f"\n{rows:,} logged rows (a day of covariate-shifted traffic); Parquet {size / 2**20:.0f} MiB")
+        if options.layout == "app":
+            done = run("compact", work)
+            print(
+                f"  the app's {done['found']:,} files (a file per 10 s flush) compacted into {done['files']} in "
+                f"{done['seconds']:.1f} s, {done['rows']:,} rows (once; an hourly run compacts its hour's "
+                f"{done['found'] / 24:,.0f} files); what follows reads the compacted files"
+            )
+            size = sum(f.stat().st_size for f in folder.glob("*.parquet"))
         plain = None
         if rows <= options.evidently_up_to:
             plain = run("evidently", work)
