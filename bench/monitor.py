@@ -8,8 +8,9 @@ Data: a scikit-learn champion trained, evaluated and promoted on one demo day of
 profile logged with it), then a day of served traffic with every column the prediction log writes, in zstd
 Parquet files of 200,000 rows (a generated day each; the app writes a file per flush, see the README): the
 demo's covariate-shift rows, scored by the champion. With ``--layout app`` the same rows are cut into a file
-per 10 s flush, named as the app names them (8,641 files a day whatever the rows), and compacted by hour as
-a monitor run compacts them, timed apart; everything after reads the compacted files.
+per 10 s flush, named as the app names them (8,640 files a day whatever the rows; 8,641 when the generated
+days spill past midnight), and compacted by hour as a monitor run compacts them, timed apart, once per size
+before anything reads them; everything after reads the compacted files.
 
 Measured, each in a fresh process with its peak resident memory (the whole process tree) sampled every 50 ms,
 after its libraries are imported and frozen (``gc.freeze``, as in a task forked from a warm Airflow worker):
@@ -29,7 +30,7 @@ after its libraries are imported and frozen (``gc.freeze``, as in a task forked 
   ``--evidently-up-to`` rows (it grows linearly).
 
 Verdicts: every feature's drift verdict and the prediction drift verdict of each monitor run are compared with
-plain Evidently's on the same rows (scores within the profiles' stated error bounds).
+plain Evidently's on the same rows, and the largest gap between the two scores is printed.
 
 Goal (issue 15): the monitor at least 20x faster than plain Evidently at 1M rows, with the same verdicts.
 """
@@ -350,7 +351,7 @@ def main() -> None:
         default="days",
         choices=["days", "app"],
         help="the log's files: a file per generated day of 200,000 rows, or a file per 10 s flush as the app "
-        "writes them, compacted by the bench's first step as each monitor run compacts them (use its own --work)",
+        "writes them, compacted once per size before anything reads them, as a monitor run compacts them",
     )
     parser.add_argument("--child")
     parser.add_argument("--args")

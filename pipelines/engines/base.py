@@ -197,7 +197,7 @@ def parquet_footers(uris: Sequence[str]) -> tuple[pa.Schema, list[int]]:
     return pa.unify_schemas(schemas), sizes
 
 
-ROWS_PER_CALL = 500_000  # aggregate_parquet_files: rows handed to the partition function at once, at most
+ROWS_PER_CALL = 500_000  # aggregate_parquet_files: rows handed to the partition function at once, about
 
 
 def plan_files(
@@ -259,8 +259,9 @@ def aggregate_file_group(
     keys: Sequence[str],
     how: Mapping[str, Aggregation],
 ) -> pd.DataFrame:
-    """``fn``'s partials of one group of files (:func:`file_batches`), combined: ``fn`` gets ``columns`` of up
-    to :data:`ROWS_PER_CALL` rows at a time, text as Arrow-backed strings, and is never called on a file's
+    """``fn``'s partials of one group of files (:func:`file_batches`), combined: ``fn`` gets ``columns`` of about
+    :data:`ROWS_PER_CALL` rows at a time (the read batch that reaches it included: at most 131,072 more), text
+    as Arrow-backed strings, and is never called on a file's
     empty part; a group without any row gets ``fn``'s partials of none."""
     partials, held, count = [], [], 0
 
