@@ -237,14 +237,15 @@ def _written_before(uri: str, start: dt.datetime) -> bool:
     return written is not None and written < start.timestamp() * 1e9
 
 
-def _compact_log(settings: Settings, interval: Interval) -> dict[str, Any]:
-    """The log's closed hours of the interval's days compacted before they are read (:mod:`logfiles`); and of
-    the day before, whose folder holds the flushes of the next day's first seconds. A storage failure is
-    reported and the run goes on: the log reads the same uncompacted."""
+def _compact_log(settings: Settings, interval: Interval, live_day: dt.date) -> dict[str, Any]:
+    """The log's closed hours of the interval's days compacted before they are read (:mod:`logfiles`); of
+    the day before, whose folder holds the flushes of the next day's first seconds; and of the day whose
+    labels are joined (a day the monitor did not run on is otherwise read a file at a time). A storage
+    failure is reported and the run goes on: the log reads the same uncompacted."""
     import pyarrow as pa
 
     found: dict[str, Any] = {"files": 0, "parts": 0, "rows": 0, "removed": 0, "skipped": 0, "failed": []}
-    for day in [interval.days()[0] - dt.timedelta(days=1), *interval.days()]:
+    for day in sorted({interval.days()[0] - dt.timedelta(days=1), *interval.days(), live_day}):
         try:
             done = logfiles.compact(settings.prediction_log_uri, day)
         except (OSError, pa.ArrowException) as exc:  # the log not writable, a lost bucket
@@ -345,7 +346,7 @@ def monitor(
     champion = client.get_model_version(settings.model_name, str(champion_version))
     seconds: dict[str, float] = {}
     with _timed(seconds, "compact"):
-        log_compacted = _compact_log(settings, interval)
+        log_compacted = _compact_log(settings, interval, labels_day(interval.end, contract.label_delay_hours))
     with _timed(seconds, "reference"):
         reference = _reference_profile(settings, contract, champion)
     with _timed(seconds, "served"):

@@ -148,3 +148,21 @@ def test_a_compaction_whose_parts_were_taken_beside_it_writes_nothing(folder):
     target = str(folder / "compacted-1795000000000000000-00000000-00000000.parquet")
     assert logfiles._write(target, parts) is None
     assert not list(folder.glob("compacted-*")) and len(list(folder.glob("part-*"))) == 6
+
+
+def test_the_monitor_compacts_its_interval_the_day_before_and_the_labels_day(settings):
+    from pipelines.monitoring.monitor import Interval, _compact_log
+
+    log = Path(settings.prediction_log_uri)
+    days = [DAY - dt.timedelta(days=offset) for offset in range(4)]  # the interval's, before, labels', other
+    for day in days:
+        folder = log / f"ds={day}"
+        folder.mkdir(parents=True)
+        _part(folder, dt.datetime.combine(day, dt.time(10, 5), dt.UTC), 5, 0)
+    interval = Interval.of(DAY, 10)
+    done = _compact_log(settings, interval, live_day=days[2])
+    assert done == {"files": 3, "parts": 3, "rows": 15, "removed": 3, "skipped": 0, "failed": []}
+    compacted = {
+        day: any(p.name.startswith("compacted-") for p in (log / f"ds={day}").iterdir()) for day in days
+    }
+    assert compacted == {days[0]: True, days[1]: True, days[2]: True, days[3]: False}
