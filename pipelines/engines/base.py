@@ -9,7 +9,7 @@ statistics, counts) come back to the driver as pandas or plain Python.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -250,6 +250,21 @@ def file_batches(
     )
 
 
+def batch_runs(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[list[pa.RecordBatch]]:
+    """The non-empty batches, in runs of at least ``rows`` rows (a run ends with the batch that reaches it),
+    the last run whatever is left; nothing for no rows at all. Streams: one run is held at a time."""
+    held, count = [], 0
+    for batch in batches:
+        if batch.num_rows:
+            held.append(batch)
+            count += batch.num_rows
+        if count >= rows:
+            yield held
+            held, count = [], 0
+    if held:
+        yield held
+
+
 def aggregate_file_group(
     uris: Sequence[str],
     schema: pa.Schema,
@@ -263,22 +278,13 @@ def aggregate_file_group(
     :data:`ROWS_PER_CALL` rows at a time (the read batch that reaches it included: at most 131,072 more), text
     as Arrow-backed strings, and is never called on a file's
     empty part; a group without any row gets ``fn``'s partials of none."""
-    partials, held, count = [], [], 0
 
-    def call(batches: list[pa.RecordBatch]) -> None:
+    def call(batches: list[pa.RecordBatch]) -> pd.DataFrame:
         table = pa.Table.from_batches(batches, schema=schema).select(columns)
-        partials.append(fn(table.to_pandas(types_mapper=arrow_strings)))
+        return fn(table.to_pandas(types_mapper=arrow_strings))
 
-    for batch in file_batches(uris, schema, filters):
-        if batch.num_rows:
-            held.append(batch)
-            count += batch.num_rows
-        if count >= ROWS_PER_CALL:
-            call(held)
-            held, count = [], 0
-    if held or not partials:
-        call(held)
-    return combine_partials(pd.concat(partials, ignore_index=True), keys, how)
+    partials = [call(run) for run in batch_runs(file_batches(uris, schema, filters), ROWS_PER_CALL)]
+    return combine_partials(pd.concat(partials or [call([])], ignore_index=True), keys, how)
 
 
 def aggregate_parquet_files(

@@ -40,7 +40,7 @@ import uuid
 from collections.abc import Sequence
 
 from pipelines.data import datasets, storage
-from pipelines.engines.base import file_batches, parquet_footers
+from pipelines.engines.base import batch_runs, file_batches, parquet_footers
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ COMPACTED = re.compile(r"/compacted-(\d{19})-([0-9a-f]{8})-[0-9a-f]{8}\.parquet$
 PARTS_KEY = "ct.compacted_parts"  # the compacted file's footer: the names of the parts it holds
 SETTLE = dt.timedelta(minutes=2)
 HOUR_NS = 3600 * 10**9
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 ROW_GROUP_ROWS = 100_000
 
 
@@ -58,6 +59,11 @@ def _folder(uri: str) -> str:
 
 def _name(uri: str) -> str:
     return uri.rsplit("/", 1)[1]
+
+
+def ns_of(moment: dt.datetime) -> int:
+    """An aware time in nanoseconds since the epoch, exactly (a float of them is off by up to 256 ns)."""
+    return (moment - EPOCH) // dt.timedelta(microseconds=1) * 1000
 
 
 def written_ns(uri: str) -> int | None:
@@ -122,18 +128,17 @@ def compact(log_uri: str, day: dt.date, now: dt.datetime | None = None) -> dict[
     """Compact the closed hours of the log's ``ds=<day>`` folder; what it did: compacted files written, parts
     and rows in them, files removed (parts, and compacted files another one holds), groups skipped because a
     compaction beside this one took their parts."""
-    moment = time.time_ns() if now is None else int(now.timestamp() * 10**9)
+    moment = time.time_ns() if now is None else ns_of(now)
     closed_before = (moment - int(SETTLE.total_seconds() * 10**9)) // HOUR_NS * HOUR_NS
     folder = storage.join(log_uri, f"ds={day.isoformat()}")
     files = datasets.folder_files(folder)
     present = set(files)
     taken, dropped = _taken(files)
-    done = {"files": 0, "parts": 0, "rows": 0, "removed": 0, "skipped": 0}
-    leftovers = dropped + sorted(part for parts in taken.values() for part in parts if part in present)
-    for uri in leftovers:  # a compaction that stopped before its removals, or ran beside this one's last run
-        storage.remove(uri)
-        done["removed"] += 1
     held = {part for parts in taken.values() for part in parts}
+    done = {"files": 0, "parts": 0, "rows": 0, "removed": 0, "skipped": 0}
+    for uri in dropped + sorted(held & present):  # a compaction that stopped before its removals, or ran
+        storage.remove(uri)  # beside another
+        done["removed"] += 1
     compacted = {found.groups() for uri in taken if (found := COMPACTED.search(uri))}
     groups: dict[tuple[str, str], list[str]] = {}
     for uri in files:
@@ -170,18 +175,14 @@ def _write(target: str, parts: list[str]) -> int | None:
         log.info("%s: parts of this hour were compacted beside this run; left to it", _folder(target))
         return None
     schema, _ = parquet_footers(parts[:1])
-    rows, held, count = 0, [], 0
+    rows = 0
     with (
         storage.atomic_file(target) as handle,
         pq.ParquetWriter(handle, schema, compression="zstd") as writer,
     ):
-        for batch in [*file_batches(parts, schema, None), None]:
-            if batch is not None:
-                held.append(batch)
-                count += batch.num_rows
-            if held and (batch is None or count >= ROW_GROUP_ROWS):  # row groups of about ROW_GROUP_ROWS
-                writer.write_table(pa.Table.from_batches(held, schema=schema))
-                rows += count
-                held, count = [], 0
+        for run in batch_runs(file_batches(parts, schema, None), ROW_GROUP_ROWS):  # a row group each
+            table = pa.Table.from_batches(run, schema=schema)
+            writer.write_table(table)
+            rows += table.num_rows
         writer.add_key_value_metadata({PARTS_KEY: json.dumps(sorted(_name(part) for part in parts))})
     return rows

@@ -234,7 +234,7 @@ def _holdout_figure(client: Any, version: Any, metric_name: str) -> float | None
 def _written_before(uri: str, start: dt.datetime) -> bool:
     """A log file written (its name's time) before ``start`` holds no row served at or after it."""
     written = logfiles.written_ns(uri)
-    return written is not None and written < start.timestamp() * 1e9
+    return written is not None and written < logfiles.ns_of(start)
 
 
 def _compact_log(settings: Settings, interval: Interval, live_day: dt.date) -> dict[str, Any]:
