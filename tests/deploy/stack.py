@@ -289,8 +289,11 @@ class Stack:
             "volumes": ["volume", "ls", "--format", "{{.Name}}"],
             "networks": ["network", "ls", "--format", "{{.Name}}"],
             "images": ["images", "-a", "--no-trunc", "--format", "{{.ID}}"],
+            "tags": ["images", "--format", "{{.Repository}}:{{.Tag}}"],
         }
-        return {kind: set(self.podman(*args).stdout.split()) for kind, args in listing.items()}
+        found = {kind: set(self.podman(*args).stdout.split()) for kind, args in listing.items()}
+        found["tags"].discard("<none>:<none>")
+        return found
 
     def down(self) -> None:
         self._health_stop.set()
@@ -308,18 +311,29 @@ class Stack:
         for network in self.podman("network", "ls", "--format", "{{.Name}}").stdout.split():
             if network.startswith(f"{self.project}_"):
                 self.podman("network", "rm", "-f", network, check=False)
-        images = [self.image, self.services_image] + ([BASE_IMAGE] if self.made_base else [])
-        self.podman("rmi", "-f", *images, check=False)
-        # the build's intermediate stages (untagged): those this run made, never one that was here before
-        if self.before is not None:
-            dangling = set(
-                self.podman("images", "-a", "--no-trunc", "-q", "-f", "dangling=true").stdout.split()
-            )
-            made = sorted(dangling - self.before["images"])
-            if made:
-                self.podman("rmi", "-f", *made, check=False)
+        self.remove_images()
         if with_errors:
             self.say(f"deploy: compose down reported: {with_errors}")
+
+    def remove_images(self) -> None:
+        """Our tags, and the images this run made (its intermediate stages included), never one that was here
+        before: a build takes images left by an earlier build as its cache, and ``podman rmi`` without
+        ``--no-prune`` removes an image's untagged parents with it, those earlier images among them. Podman
+        keeps layers apart from images, so removing an image that has children leaves the children whole."""
+        tags = [self.image, self.services_image] + ([BASE_IMAGE] if self.made_base else [])
+        if self.before is None:  # no snapshot to tell ours from others': the tags' images only
+            self.podman("rmi", "--no-prune", "-f", *tags, check=False)
+            return
+        for tag in tags:
+            if (
+                tag not in self.before["tags"]
+                and self.podman("image", "exists", tag, check=False).returncode == 0
+            ):
+                self.podman("untag", tag, tag, check=False)
+        now = set(self.podman("images", "-a", "--no-trunc", "-q").stdout.split())
+        made = sorted(now - self.before["images"])
+        if made:
+            self.podman("rmi", "--no-prune", "-f", *made, check=False)
 
 
 class AirflowApi:
