@@ -12,6 +12,8 @@ What is imported here, and what is not:
   task always runs the project's code as it is on disk, the code its lineage tags name. A library upgraded
   while the scheduler runs is seen after the scheduler restarts, as with any long-lived Python process.
 - Only imports: no Python thread, file or network connection is opened (``tests/integration/test_preload.py``).
+  Plotly imports a module per figure property when a figure first sets it, so one throwaway figure of the
+  kinds Evidently draws is built after the imports (:func:`warm_plotly`): a task's first report imports none.
   Arrow, OpenBLAS and jemalloc start native thread pools at import and re-create them in a forked child.
   Evidently creates one asyncio event loop at import (``evidently.legacy.utils.sync``: an epoll and its
   self-pipe), which only its UI workspace runs; no stage does.
@@ -43,6 +45,12 @@ MODULES: tuple[str, ...] = (
     "mlflow.models",
     "mlflow.store.tracking.sqlalchemy_store",
     "mlflow.store.model_registry.sqlalchemy_store",
+    # what MLflow imports when a task first opens its stores and starts a run (0.04 s)
+    "mlflow.store.tracking.sqlalchemy_workspace_store",
+    "mlflow.store.model_registry.sqlalchemy_workspace_store",
+    "mlflow.tracing.processor.otel",
+    "sqlalchemy.dialects.sqlite",
+    "alembic.command",
     "torch",
     "torch.distributed",
     # torch's optimisers import the compiler stack on their first step (2.3 s on its own).
@@ -84,4 +92,59 @@ def preload(modules: tuple[str, ...] = MODULES, *, strict: bool = True) -> dict[
             continue
         seconds[name] = round(time.perf_counter() - started, 3)
     log.info("preloaded %d modules in %.1f s", len(seconds), sum(seconds.values()))
+    if "evidently" in seconds:
+        log.info("warmed plotly's figures in %.2f s", warm_plotly())
     return seconds
+
+
+def warm_plotly() -> float:
+    """Build one throwaway figure of the kinds Evidently's reports draw; the seconds it took.
+
+    Plotly imports the validator of a figure property the first time any figure sets it: about 200 modules,
+    0.08 s of the monitor's 0.3 s report on 2 cores, paid by every task that renders a report. Bars and lines
+    on subplots, a menu of buttons, titles, legends and axes import most of them here. Nothing is drawn to a
+    file, and no thread or socket is opened.
+    """
+    started = time.perf_counter()
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    figure = make_subplots(rows=1, cols=2, shared_yaxes=True, subplot_titles=["current", "reference"])
+    figure.add_trace(go.Bar(x=[0.0], y=[1.0], marker_color="#000", name="current", visible=True), 1, 1)
+    figure.add_trace(
+        go.Scatter(
+            x=[0.0],
+            y=[1.0],
+            mode="lines+markers",
+            line={"dash": "dash", "color": "#000", "width": 1},
+            marker={"color": "#000", "size": 1},
+            fill="tonexty",
+            fillcolor="#000",
+            opacity=1.0,
+            hoverinfo="skip",
+            legendgroup="g",
+            showlegend=True,
+            name="mean",
+        ),
+        1,
+        2,
+    )
+    figure.update_xaxes(title_text="x", row=1, col=1)
+    figure.update_layout(
+        yaxis_title="count",
+        showlegend=True,
+        legend={"orientation": "h"},
+        title={"text": "t", "font": {"size": 12}},
+        updatemenus=[
+            {
+                "type": "buttons",
+                "direction": "right",
+                "x": 1.0,
+                "y": 1.0,
+                "yanchor": "top",
+                "buttons": [{"label": "abs", "method": "update", "args": [{"visible": [True]}]}],
+            }
+        ],
+    )
+    figure.to_plotly_json()
+    return time.perf_counter() - started
