@@ -38,7 +38,7 @@ def open_engine(
         with spark_session(settings) as spark:
             yield SparkEngine(spark)
     else:
-        from pipelines.engines.dask_engine import DaskEngine, dask_client
+        from pipelines.engines.dask_engine import DaskEngine, dask_client, dask_cores
 
         with dask_client(settings, input_bytes, processes_from_mb) as client:
-            yield DaskEngine(client, settings.dask_workers or None)  # the threaded scheduler's threads
+            yield DaskEngine(client, dask_cores(settings))  # the threaded scheduler's threads

@@ -32,6 +32,12 @@ from pipelines.engines.base import (
 from pipelines.settings import FileFormat, Settings
 
 
+def dask_cores(settings: Settings) -> int:
+    """The cores Dask works on: ``CT_DASK_WORKERS``, or the machine's (the threads of the threaded scheduler,
+    the worker processes of an embedded LocalCluster)."""
+    return settings.dask_workers or os.cpu_count() or 2
+
+
 @contextlib.contextmanager
 def dask_client(
     settings: Settings, input_bytes: int | None = None, processes_from_mb: int | None = None
@@ -51,7 +57,7 @@ def dask_client(
     # Partitions stay plain pandas (object strings), the types pandera checks and Spark hands over too.
     with dask.config.set({"dataframe.convert-string": False}):
         threshold = settings.dask_processes_from_mb if processes_from_mb is None else processes_from_mb
-        cores = settings.dask_workers or os.cpu_count() or 2
+        cores = dask_cores(settings)
         if not settings.dask_scheduler and input_bytes is not None and input_bytes < threshold * 2**20:
             # An executor, not the name "threads": naming a scheduler makes Dask import distributed to look
             # for a client. The pool is this context's own, shut down with it. Joins shuffle in memory
