@@ -93,7 +93,12 @@ def preload(modules: tuple[str, ...] = MODULES, *, strict: bool = True) -> dict[
         seconds[name] = round(time.perf_counter() - started, 3)
     log.info("preloaded %d modules in %.1f s", len(seconds), sum(seconds.values()))
     if "evidently" in seconds:
-        log.info("warmed plotly's figures in %.2f s", warm_plotly())
+        try:
+            log.info("warmed plotly's figures in %.2f s", warm_plotly())
+        except (ImportError, ValueError) as exc:  # plotly missing, or a property it no longer takes
+            if strict:
+                raise
+            log.warning("plotly's figures not warmed (%s); each task's first report imports them", exc)
     return seconds
 
 

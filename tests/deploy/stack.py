@@ -319,9 +319,10 @@ class Stack:
         """Our tags, and the images this run made (its intermediate stages included), never one that was here
         before: a build takes images left by an earlier build as its cache, and ``podman rmi`` without
         ``--no-prune`` removes an image's untagged parents with it, those earlier images among them. Podman
-        keeps layers apart from images, so removing an image that has children leaves the children whole."""
+        keeps layers apart from images, so removing an image that has children leaves the children whole.
+        An image that appeared meanwhile under someone else's tag is left alone: only untagged ones go."""
         tags = [self.image, self.services_image] + ([BASE_IMAGE] if self.made_base else [])
-        if self.before is None:  # no snapshot to tell ours from others': the tags' images only
+        if self.before is None:  # not reached from the fixture, which snapshots before it builds
             self.podman("rmi", "--no-prune", "-f", *tags, check=False)
             return
         for tag in tags:
@@ -330,8 +331,10 @@ class Stack:
                 and self.podman("image", "exists", tag, check=False).returncode == 0
             ):
                 self.podman("untag", tag, tag, check=False)
-        now = set(self.podman("images", "-a", "--no-trunc", "-q").stdout.split())
-        made = sorted(now - self.before["images"])
+        listed = self.podman("images", "-a", "--no-trunc", "--format", "{{.ID}} {{.Repository}}").stdout
+        rows = [line.split() for line in listed.splitlines() if line.strip()]
+        named = {image for image, repository in rows if repository != "<none>"}
+        made = sorted({image for image, _ in rows} - named - self.before["images"])
         if made:
             self.podman("rmi", "--no-prune", "-f", *made, check=False)
 
