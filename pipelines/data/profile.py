@@ -106,7 +106,7 @@ def bucket_keys(values: np.ndarray, centre: float, scale: float) -> np.ndarray:
     )
 
 
-def bucket_edges(keys: np.ndarray, centre: float, scale: float) -> np.ndarray:
+def bucket_edges(keys: np.ndarray, centre: float | np.ndarray, scale: float | np.ndarray) -> np.ndarray:
     """The lower edge of each bucket."""
     return centre + scale * BODY_WIDTH / TAIL_WIDTH * np.sinh(keys * TAIL_WIDTH)
 
@@ -210,18 +210,30 @@ def build_profile(engine: Engine, raw: Table, contract: Contract) -> dict[str, A
 def profile_of(
     found: pd.DataFrame, numeric: list[str], categorical: list[str], dataset: str, engine: str
 ) -> dict[str, Any]:
-    """A profile from the partials of :func:`column_partials`, combined across partitions."""
+    """A profile from the partials of :func:`column_partials`, combined across partitions.
+
+    The partials are split by column and kind once (not filtered again per column: a day of served traffic
+    has some 12,000 bucket rows, and filtering them per column took most of the 65 ms this took).
+    """
     rows = int(found.loc[found["kind"] == "rows", "count"].sum())
-    nulls = found[found["kind"] == "null"].set_index("column")["count"]
+    parts = {key: part for key, part in found.groupby(["column", "kind"], sort=False)}
+    nothing = found.iloc[:0]
+
+    def part(name: str, kind: str) -> pd.DataFrame:
+        return parts.get((name, kind), nothing)
+
+    def nulls(name: str) -> int:
+        return int(part(name, "null")["count"].sum())
+
     columns: dict[str, Any] = {}
     for name in numeric:
-        columns[name] = _numeric(found[found["column"] == name]) | {"nulls": int(nulls.get(name, 0))}
+        columns[name] = _numeric(part(name, "moments"), part(name, "bucket")) | {"nulls": nulls(name)}
     for name in categorical:
-        values = found[(found["column"] == name) & (found["kind"] == "value")]
+        values = part(name, "value")
         counts = sorted(zip(values["key"], values["count"], strict=True))
         columns[name] = {
             "kind": "categorical",
-            "nulls": int(nulls.get(name, 0)),
+            "nulls": nulls(name),
             "counts": {str(k): int(v) for k, v in counts},
         }
     for column in columns.values():
@@ -246,9 +258,22 @@ def frame_profile(
     return profile_of(found, numeric, categorical, dataset, "pandas")
 
 
-def _numeric(found: pd.DataFrame) -> dict[str, Any]:
-    """A number's statistics from its aggregated rows: exact moments combined over the schemes, buckets."""
-    schemes = found[found["kind"] == "moments"]
+def _key_numbers(keys: pd.Series, fields: int) -> np.ndarray:
+    """The numbers of keys written as ``fields`` numbers joined by colons (a scheme ``e:m``, a bucket ``e:m:k``),
+    one row per key: parsed by Arrow at once (pandas' ``str.split`` took 6 ms per 1,000 keys)."""
+    import pyarrow.compute as pc
+
+    split = pc.split_pattern(pa.array(keys.to_numpy(dtype=object), pa.string()), ":")
+    wrong = np.flatnonzero(pc.list_value_length(split).to_numpy() != fields)
+    if len(wrong):
+        raise ValueError(f"profile keys must be {fields} numbers joined by ':', got {keys.iloc[wrong[0]]!r}")
+    numbers = pc.cast(pc.list_flatten(split), pa.float64()).to_numpy(zero_copy_only=False)
+    return numbers.reshape(len(keys), fields)
+
+
+def _numeric(schemes: pd.DataFrame, buckets: pd.DataFrame) -> dict[str, Any]:
+    """A number's statistics from its aggregated rows (its schemes' moments, its buckets): exact moments
+    combined over the schemes, buckets."""
     if schemes.empty:
         empty: dict[str, list[Any]] = {"mean": [], "count": [], "exact": []}
         return {
@@ -261,15 +286,14 @@ def _numeric(found: pd.DataFrame) -> dict[str, Any]:
             "abs_error": 0.0,
             "buckets": empty,
         }
-    e_m = schemes["key"].str.split(":", expand=True).astype("float64").to_numpy()
+    e_m = _key_numbers(schemes["key"], 2)
     centres = e_m[:, 1] * 2.0 ** e_m[:, 0]
     n, s1, s2 = (schemes[c].to_numpy(dtype="float64") for c in ("count", "dev", "dev2"))
     count = int(n.sum())
     mean = float((n * centres + s1).sum() / count)
     offset = mean - centres  # the scheme centres are near the mean: nothing cancels
     m2 = float((s2 - 2 * offset * s1 + n * offset**2).sum())
-    buckets = found[found["kind"] == "bucket"]
-    parts = buckets["key"].str.split(":", expand=True).astype("float64").to_numpy()
+    parts = _key_numbers(buckets["key"], 3)
     scale = 2.0 ** parts[:, 0]
     lower = bucket_edges(parts[:, 2], parts[:, 1] * scale, scale)
     widths = bucket_edges(parts[:, 2] + 1, parts[:, 1] * scale, scale) - lower

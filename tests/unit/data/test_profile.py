@@ -80,3 +80,43 @@ def test_whole_numbers_bucketed_per_value_match_the_rows(low, high):
     assert totals.tolist() == expected["total"].tolist()  # sums of whole numbers: exact
     np.testing.assert_allclose(dev, expected["dev"], rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(dev2, expected["dev2"], rtol=1e-9, atol=1e-9)
+
+
+def test_profile_of_a_frame_in_partitions_is_the_profile_of_the_whole():
+    """Partials of parts combined (two bucket schemes for one column, nulls, a column absent from every part)
+    give the whole frame's counts, moments and buckets."""
+    from pipelines.data.profile import HOW, KEYS, column_partials, frame_profile, profile_of
+
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(
+        {
+            "x": np.r_[rng.normal(5, 2, 3_000), rng.normal(500, 300, 50), [np.nan] * 7],
+            "k": rng.choice(["a", "b", None], 3_057),
+        }
+    )
+    parts = [frame.iloc[:3_000], frame.iloc[3_000:]]  # the second part's scale differs: its own scheme
+    partials = pd.concat([column_partials(p, ["x"], ["k"]) for p in parts], ignore_index=True)
+    found = partials.groupby(KEYS, sort=False).agg(dict(HOW)).reset_index()
+    assert found[found["kind"] == "moments"]["key"].nunique() == 2
+    combined = profile_of(found, ["x", "absent"], ["k"], "d", "pandas")
+    x = combined["columns"]["x"]
+    values = frame["x"].dropna()
+    assert (x["count"], x["nulls"], sum(x["buckets"]["count"])) == (3_050, 7, 3_050)
+    assert x["min"] == values.min() and x["max"] == values.max()
+    assert x["mean"] == pytest.approx(values.mean(), rel=1e-12)
+    assert x["std"] == pytest.approx(values.std(ddof=0), rel=1e-12)
+    assert combined["columns"]["k"]["counts"] == frame["k"].value_counts().to_dict()
+    assert combined["columns"]["k"]["nulls"] == frame["k"].isna().sum()
+    assert combined["columns"]["absent"]["count"] == 0
+    whole = frame_profile(frame, ["x"], ["k"], "d")["columns"]["x"]
+    assert whole["count"] == x["count"] and whole["mean"] == pytest.approx(x["mean"], rel=1e-12)
+
+
+def test_a_malformed_bucket_key_is_refused_by_name():
+    from pipelines.data.profile import HOW, KEYS, column_partials, profile_of
+
+    partials = column_partials(pd.DataFrame({"x": [1.5, 2.5, 3.25]}), ["x"], [])
+    partials.loc[partials.index[partials["kind"] == "bucket"][0], "key"] = "0:1"
+    found = partials.groupby(KEYS, sort=False).agg(dict(HOW)).reset_index()
+    with pytest.raises(ValueError, match="3 numbers joined by ':', got '0:1'"):
+        profile_of(found, ["x"], [], "d", "pandas")
