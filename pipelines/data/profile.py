@@ -191,7 +191,7 @@ def column_partials(frame: pd.DataFrame, numeric: list[str], categorical: list[s
         for value, count in frame[name].value_counts(dropna=False).items():
             if pd.isna(value):  # one hashing pass counts the values and the nulls
                 nulls += int(count)
-            else:
+            elif count:  # a category's value no row of the partition holds is not counted
                 records.append((name, "value", str(value), int(count), 0.0, 0.0, 0.0, 0.0, 0.0))
         records.append((name, "null", "", nulls, 0.0, 0.0, 0.0, 0.0, 0.0))
     return pd.concat([_rows(records), *parts], ignore_index=True)

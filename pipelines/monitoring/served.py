@@ -33,6 +33,13 @@ def _records(records: list[tuple[Any, ...]]) -> pd.DataFrame:
     return frame.astype({"count": "int64", **{name: "float64" for name in PARTIALS.names[4:]}})
 
 
+def _is_text(column: pd.Series) -> bool:
+    """Strings, or categories that are strings (Parquet's dictionary-encoded text as the engines read it)."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return pd.api.types.infer_dtype(column.cat.categories, skipna=True) in ("string", "empty")
+    return isinstance(column.dtype, pd.StringDtype)
+
+
 def outside_masks(
     frame: pd.DataFrame, contract: Contract, seen: dict[str, set[str]] | None = None
 ) -> dict[str, np.ndarray]:
@@ -51,7 +58,7 @@ def outside_masks(
                 masks[name] = np.zeros(len(frame), dtype=bool)
                 continue
             present = column.notna().to_numpy()
-            text = column if isinstance(column.dtype, pd.StringDtype) else column.astype(str)
+            text = column if _is_text(column) else column.astype(str)
             masks[name] = present & ~text.isin(allowed).to_numpy(dtype=bool, na_value=False)
         elif spec.min is not None or spec.max is not None:
             values = pd.to_numeric(column, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)

@@ -72,6 +72,22 @@ def test_arrow_backed_text_gives_the_partials_of_python_strings(contract, clean_
     )
 
 
+def test_text_as_categories_gives_the_partials_of_python_strings(contract, clean_frame):
+    """The engines read Parquet's text as categories (its dictionaries unified across files): a category no
+    row of the frame holds is not counted, nulls are counted alike, and a value outside the domain is found."""
+    frame = _log(contract, clean_frame)
+    frame.loc[frame.index[160:170], "region"] = None
+    categories = frame.copy()
+    for name in contract.categorical_features:
+        present = sorted(frame[name].dropna().unique())
+        categories[name] = pd.Categorical(frame[name], categories=[*present, "never-served"])
+    assert {"fax", "never-served"} <= set(categories["channel"].cat.categories)
+    pd.testing.assert_frame_equal(
+        served_partials(categories, contract, 3, START, END), served_partials(frame, contract, 3, START, END)
+    )
+    assert outside_masks(categories, contract)["channel"].sum() == 2
+
+
 def test_labels_are_due_a_delay_after_their_day_ends():
     assert labels_day(dt.datetime(2026, 12, 2, 0, tzinfo=dt.UTC), 24) == dt.date(2026, 11, 30)
     assert labels_day(dt.datetime(2026, 12, 1, 23, tzinfo=dt.UTC), 24) == dt.date(2026, 11, 29)
