@@ -28,7 +28,7 @@ histograms from; the scores do not come from it.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -80,10 +80,29 @@ def _finite(frame: pd.DataFrame, name: str) -> np.ndarray:
     return values if finite.all() else values[finite]  # a column without nulls: not copied a second time
 
 
-def _rows(records: list[tuple[Any, ...]]) -> pd.DataFrame:
-    frame = pd.DataFrame.from_records(records, columns=PARTIALS.names)
-    floats = {name: "float64" for name in PARTIALS.names[4:]}
-    return frame.astype({"count": "int64", **floats})
+Buckets = tuple[str, str, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def partial_rows(records: Sequence[tuple[Any, ...]], buckets: Sequence[Buckets] = ()) -> pd.DataFrame:
+    """Rows of :data:`PARTIALS` from ``records`` (tuples in its order) and ``buckets`` (per numeric column: its
+    name, its scheme, and its buckets' keys, counts, totals and sums of distance and of its square), built
+    column by column: a frame per column and a concatenation of them took 1-2 ms more per partition."""
+    fields = list(zip(*records, strict=True)) if records else [()] * len(PARTIALS.names)
+    text: list[list[np.ndarray]] = [[np.array(values, dtype=object)] for values in fields[:3]]
+    numbers: list[list[np.ndarray]] = [
+        [np.array(values, dtype="int64" if i == 3 else "float64")] for i, values in enumerate(fields[3:], 3)
+    ]
+    for name, scheme, keys, counts, totals, dev, dev2 in buckets:
+        rows = len(keys)
+        text[0].append(np.full(rows, name, dtype=object))
+        text[1].append(np.full(rows, "bucket", dtype=object))
+        text[2].append(np.array([f"{scheme}:{key}" for key in keys.tolist()], dtype=object))
+        for found, values in zip(numbers[:4], (counts.astype("int64"), totals, dev, dev2), strict=True):
+            found.append(values)
+        for found in numbers[4:]:  # low and high: a bucket's edges are its key's
+            found.append(np.zeros(rows))
+    columns = [np.concatenate(parts) for parts in [*text, *numbers]]
+    return pd.DataFrame(dict(zip(PARTIALS.names, columns, strict=True)), copy=False)
 
 
 def scheme_of(values: np.ndarray) -> tuple[int, int]:
@@ -151,8 +170,16 @@ def column_partials(frame: pd.DataFrame, numeric: list[str], categorical: list[s
     values' distance from the scheme's centre and of its square, and its buckets; per category the count of
     each value.
     """
+    return partial_rows(*column_statistics(frame, numeric, categorical))
+
+
+def column_statistics(
+    frame: pd.DataFrame, numeric: list[str], categorical: list[str]
+) -> tuple[list[tuple[Any, ...]], list[Buckets]]:
+    """:func:`column_partials`' rows before they are made a frame (:func:`partial_rows`): the records, the
+    first of them the row count, and each number's buckets; for a caller that adds rows of its own."""
     records: list[tuple[Any, ...]] = [("", "rows", "", len(frame), 0.0, 0.0, 0.0, 0.0, 0.0)]
-    parts = []
+    buckets: list[Buckets] = []
     for name in numeric:
         values = _finite(frame, name)
         records.append((name, "null", "", len(frame) - len(values), 0.0, 0.0, 0.0, 0.0, 0.0))
@@ -171,21 +198,7 @@ def column_partials(frame: pd.DataFrame, numeric: list[str], categorical: list[s
         )
         records.append((name, "moments", scheme, len(values), 0.0, moments[0], moments[1], *moments[2:]))
         keys, counts, totals, dev, dev2 = _bucketed(values, m * scale, scale)
-        parts.append(
-            pd.DataFrame(
-                {
-                    "column": name,
-                    "kind": "bucket",
-                    "key": np.char.add(f"{scheme}:", keys.astype(str)).astype(object),
-                    "count": counts.astype("int64"),
-                    "total": totals,
-                    "dev": dev,
-                    "dev2": dev2,
-                    "low": 0.0,
-                    "high": 0.0,
-                }
-            )
-        )
+        buckets.append((name, scheme, keys, counts, totals, dev, dev2))
     for name in categorical:
         nulls = 0
         for value, count in frame[name].value_counts(dropna=False).items():
@@ -194,7 +207,7 @@ def column_partials(frame: pd.DataFrame, numeric: list[str], categorical: list[s
             elif count:  # a category's value no row of the partition holds is not counted
                 records.append((name, "value", str(value), int(count), 0.0, 0.0, 0.0, 0.0, 0.0))
         records.append((name, "null", "", nulls, 0.0, 0.0, 0.0, 0.0, 0.0))
-    return pd.concat([_rows(records), *parts], ignore_index=True)
+    return records, buckets
 
 
 def build_profile(engine: Engine, raw: Table, contract: Contract) -> dict[str, Any]:

@@ -292,7 +292,8 @@ def aggregate_file_group(
     keys: Sequence[str],
     how: Mapping[str, Aggregation],
 ) -> pd.DataFrame:
-    """``fn``'s partials of one group of files (:func:`file_batches`), combined: ``fn`` gets ``columns`` of about
+    """``fn``'s partials of one group of files (:func:`file_batches`), combined across its calls (one call's
+    as ``fn`` gave them: the driver combines every group's): ``fn`` gets ``columns`` of about
     :data:`ROWS_PER_CALL` rows at a time (the read batch that reaches it included: at most 131,072 more), text
     as pandas categories (the files' dictionaries unified), and is never called on a file's empty part; a
     group without any row gets ``fn``'s partials of none."""
@@ -303,8 +304,10 @@ def aggregate_file_group(
         return fn(pa.Table.from_batches(batches, schema=read).select(columns).to_pandas())
 
     runs = batch_runs(file_batches(uris, schema, filters, text_as_dictionary=True), ROWS_PER_CALL)
-    partials = [call(run) for run in runs]
-    return combine_partials(pd.concat(partials or [call([])], ignore_index=True), keys, how)
+    partials = [call(run) for run in runs] or [call([])]
+    if len(partials) == 1:
+        return partials[0]
+    return combine_partials(pd.concat(partials, ignore_index=True), keys, how)
 
 
 def aggregate_parquet_files(

@@ -21,16 +21,11 @@ import numpy as np
 import pandas as pd
 
 from pipelines.data.contract import Contract
-from pipelines.data.profile import PARTIALS, column_partials, profile_of
+from pipelines.data.profile import column_statistics, partial_rows, profile_of
 
 PROBABILITY = "probability"
 LOG_READ = ["served_at", "model_version", PROBABILITY]  # beside the features
 _ZEROS = (0.0, 0.0, 0.0, 0.0, 0.0)
-
-
-def _records(records: list[tuple[Any, ...]]) -> pd.DataFrame:
-    frame = pd.DataFrame.from_records(records, columns=PARTIALS.names)
-    return frame.astype({"count": "int64", **{name: "float64" for name in PARTIALS.names[4:]}})
 
 
 def _is_text(column: pd.Series) -> bool:
@@ -86,27 +81,28 @@ def served_partials(
 ) -> pd.DataFrame:
     """One partition's partials of the rows served in [start, end)."""
     frame = _in_interval(frame, start, end)
-    features = column_partials(frame, contract.numeric_features, contract.categorical_features)
-    parts = [features]
+    records, buckets = column_statistics(frame, contract.numeric_features, contract.categorical_features)
+    seen: dict[str, set[str]] = {}
+    for name, kind, key, *_ in records:
+        if kind == "value":
+            seen.setdefault(name, set()).add(key)
     if champion is not None:
         answering = frame["model_version"].to_numpy() == champion
         answered = frame[[PROBABILITY]]  # one column's copy, not the frame's
         answered = answered if answering.all() else answered[answering]
-        probability = column_partials(answered, [PROBABILITY], [])
-        parts.append(probability[probability["kind"] != "rows"])
-    records: list[tuple[Any, ...]] = [
+        found, found_buckets = column_statistics(answered, [PROBABILITY], [])
+        records += [record for record in found if record[1] != "rows"]  # the rows are the partition's
+        buckets += found_buckets
+    records += [
         ("model_version", "value", str(version), int(count), *_ZEROS)
         for version, count in frame["model_version"].value_counts().items()
     ]
-    values = features[features["kind"] == "value"]
-    seen = {str(name): set(group) for name, group in values.groupby("column")["key"]}
     masks = outside_masks(frame, contract, seen)
     for name, mask in masks.items():
         records.append((name, "outside", "", int(mask.sum()), *_ZEROS))
     any_outside = np.logical_or.reduce(list(masks.values())) if masks else np.zeros(len(frame), bool)
     records.append(("", "outside_rows", "", int(np.count_nonzero(any_outside)), *_ZEROS))
-    parts.append(_records(records))
-    return pd.concat(parts, ignore_index=True)
+    return partial_rows(records, buckets)
 
 
 def served_figures(found: pd.DataFrame, contract: Contract, champion: int | None) -> dict[str, Any]:
