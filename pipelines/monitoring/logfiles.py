@@ -31,6 +31,7 @@ footer lists the parts it holds; then removes those parts. Every row is kept, wi
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -73,7 +74,11 @@ def written_ns(uri: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def _compacted_parts(uri: str) -> set[str]:
+@functools.lru_cache(maxsize=4096)
+def _compacted_parts(uri: str) -> frozenset[str]:
+    """The URIs of the parts a compacted file holds, from its footer. Kept by URI: a compacted file is written
+    once, under a name of its own, and never rewritten, so a run that compacts a folder and then lists it to
+    read (the monitor) reads each footer once, where an object store makes it a request per file."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -87,10 +92,10 @@ def _compacted_parts(uri: str) -> set[str]:
         ) from None
     except (pa.ArrowException, json.JSONDecodeError) as exc:
         raise ValueError(f"{uri}: not a readable compacted log file ({exc})") from exc
-    return {storage.join(_folder(uri), name) for name in names}
+    return frozenset(storage.join(_folder(uri), name) for name in names)
 
 
-def _taken(files: Sequence[str]) -> tuple[dict[str, set[str]], list[str]]:
+def _taken(files: Sequence[str]) -> tuple[dict[str, frozenset[str]], list[str]]:
     """The compacted files among ``files`` a reader takes, each with the URIs of the parts it holds; and those
     it does not: every part of theirs is held by another taken file (two compactions ran at once)."""
     held = {uri: _compacted_parts(uri) for uri in files if COMPACTED.search(uri)}

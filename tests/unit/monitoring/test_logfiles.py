@@ -114,6 +114,27 @@ def test_a_part_named_by_a_compacted_file_is_not_read_and_a_late_part_stays_a_pa
     assert len(_rows(logfiles.log_files(str(folder)))) == len(before) + 3
 
 
+def test_a_compacted_files_footer_is_read_once_by_a_compaction_and_the_listings_after_it(folder, monkeypatch):
+    opened: list[str] = []
+    open_read = logfiles.storage.open_read
+
+    def counted(uri: str):
+        opened.append(uri)
+        return open_read(uri)
+
+    monkeypatch.setattr(logfiles.storage, "open_read", counted)
+    logfiles.compact(str(folder.parent), DAY, HOUR + dt.timedelta(hours=2, minutes=3))
+    compacted = sorted(str(p) for p in folder.iterdir() if p.name.startswith("compacted-"))
+    assert len(compacted) == 3
+    before = len(opened)  # the parts' schemas, read to group them
+    logfiles.compact(str(folder.parent), DAY, HOUR + dt.timedelta(hours=2, minutes=3))  # nothing left to do
+    files = logfiles.log_files(str(folder))
+    logfiles.log_files(str(folder))
+    assert len(opened) == before + 3  # the second compaction's listing read each footer; nothing after it
+    assert sorted(uri.removeprefix("file://") for uri in opened[before:]) == compacted
+    assert len(_rows(files)) == 35
+
+
 def test_a_file_named_as_compacted_without_its_list_of_parts_is_refused(folder):
     bad = folder / f"compacted-{int(HOUR.timestamp() * 10**9) - 1}-00000000-00000000.parquet"
     pq.write_table(pa.table({"served_at": pa.array([], LOG_COLUMNS["served_at"])}), bad)
