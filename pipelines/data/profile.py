@@ -201,10 +201,13 @@ def column_statistics(
         buckets.append((name, scheme, keys, counts, totals, dev, dev2))
     for name in categorical:
         nulls = 0
-        for value, count in frame[name].value_counts(dropna=False).items():
-            if pd.isna(value):  # one hashing pass counts the values and the nulls
+        counts = frame[name].value_counts(dropna=False)  # one hashing pass counts the values and the nulls
+        # A category no row of the partition holds is not counted (a dictionary read from Parquet holds every
+        # value of the row groups read, a row group the interval cuts included), nor looped over.
+        for value, count in counts[counts.to_numpy() > 0].items():
+            if pd.isna(value):
                 nulls += int(count)
-            elif count:  # a category's value no row of the partition holds is not counted
+            else:
                 records.append((name, "value", str(value), int(count), 0.0, 0.0, 0.0, 0.0, 0.0))
         records.append((name, "null", "", nulls, 0.0, 0.0, 0.0, 0.0, 0.0))
     return records, buckets
@@ -240,7 +243,7 @@ def profile_of(
 
     columns: dict[str, Any] = {}
     for name in numeric:
-        columns[name] = _numeric(part(name, "moments"), part(name, "bucket")) | {"nulls": nulls(name)}
+        columns[name] = _numeric(name, part(name, "moments"), part(name, "bucket")) | {"nulls": nulls(name)}
     for name in categorical:
         values = part(name, "value")
         counts = sorted(zip(values["key"], values["count"], strict=True))
@@ -271,20 +274,27 @@ def frame_profile(
     return profile_of(found, numeric, categorical, dataset, "pandas")
 
 
-def _key_numbers(keys: pd.Series, fields: int) -> np.ndarray:
-    """The numbers of keys written as ``fields`` numbers joined by colons (a scheme ``e:m``, a bucket ``e:m:k``),
-    one row per key: parsed by Arrow at once (pandas' ``str.split`` took 6 ms per 1,000 keys)."""
+def _key_numbers(keys: pd.Series, fields: int, column: str) -> np.ndarray:
+    """The numbers of keys written as ``fields`` whole numbers joined by colons (a scheme ``e:m``, a bucket
+    ``e:m:k``), one row per key: checked and parsed by Arrow at once (pandas' ``str.split`` took 6 ms per 1,000
+    keys). A key of another form is refused, naming it and its column."""
     import pyarrow.compute as pc
 
-    split = pc.split_pattern(pa.array(keys.to_numpy(dtype=object), pa.string()), ":")
-    wrong = np.flatnonzero(pc.list_value_length(split).to_numpy() != fields)
+    text = pa.array(keys.to_numpy(dtype=object), pa.string())
+    form = "^-?[0-9]+" + "(:-?[0-9]+)" * (fields - 1) + "$"
+    wrong = np.flatnonzero(
+        ~pc.fill_null(pc.match_substring_regex(text, form), False).to_numpy(zero_copy_only=False)
+    )
     if len(wrong):
-        raise ValueError(f"profile keys must be {fields} numbers joined by ':', got {keys.iloc[wrong[0]]!r}")
+        raise ValueError(
+            f"{column}: profile keys must be {fields} whole numbers joined by ':', got {keys.iloc[wrong[0]]!r}"
+        )
+    split = pc.split_pattern(text, ":")
     numbers = pc.cast(pc.list_flatten(split), pa.float64()).to_numpy(zero_copy_only=False)
     return numbers.reshape(len(keys), fields)
 
 
-def _numeric(schemes: pd.DataFrame, buckets: pd.DataFrame) -> dict[str, Any]:
+def _numeric(name: str, schemes: pd.DataFrame, buckets: pd.DataFrame) -> dict[str, Any]:
     """A number's statistics from its aggregated rows (its schemes' moments, its buckets): exact moments
     combined over the schemes, buckets."""
     if schemes.empty:
@@ -299,14 +309,14 @@ def _numeric(schemes: pd.DataFrame, buckets: pd.DataFrame) -> dict[str, Any]:
             "abs_error": 0.0,
             "buckets": empty,
         }
-    e_m = _key_numbers(schemes["key"], 2)
+    e_m = _key_numbers(schemes["key"], 2, name)
     centres = e_m[:, 1] * 2.0 ** e_m[:, 0]
     n, s1, s2 = (schemes[c].to_numpy(dtype="float64") for c in ("count", "dev", "dev2"))
     count = int(n.sum())
     mean = float((n * centres + s1).sum() / count)
     offset = mean - centres  # the scheme centres are near the mean: nothing cancels
     m2 = float((s2 - 2 * offset * s1 + n * offset**2).sum())
-    parts = _key_numbers(buckets["key"], 3)
+    parts = _key_numbers(buckets["key"], 3, name)
     scale = 2.0 ** parts[:, 0]
     lower = bucket_edges(parts[:, 2], parts[:, 1] * scale, scale)
     widths = bucket_edges(parts[:, 2] + 1, parts[:, 1] * scale, scale) - lower

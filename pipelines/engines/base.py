@@ -177,10 +177,24 @@ def between_filters(kind: pa.DataType, column: str, low: Any, high: Any) -> list
     return [(column, ">=", low), (column, "<", high)]
 
 
+def _values_of_dictionaries(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with a dictionary column (a file written from pandas categories) as the type of its values."""
+    return pa.schema(
+        [
+            field.with_type(field.type.value_type) if pa.types.is_dictionary(field.type) else field
+            for field in schema
+        ]
+    )
+
+
 def parquet_footers(uris: Sequence[str]) -> tuple[pa.Schema, list[int]]:
-    """The Parquet files' common schema, as a read of them all takes it (a file's column of nulls takes the
-    type the other files give it), and each file's bytes of data (its row groups' uncompressed size): read
-    from the footers alone, of any fsspec URI."""
+    """The Parquet files' common schema, as a read of them all takes it, and each file's bytes of data (its row
+    groups' uncompressed size): read from the footers alone, of any fsspec URI.
+
+    Types are widened to one that holds every file's values (Arrow's permissive promotion): a file's column of
+    nulls takes the type the other files give it, text and large text read as large text, whole numbers and
+    floats as floats; a column a file stored as a dictionary (written from pandas categories) reads as its
+    values. Types no widening joins (text and numbers) are refused by Arrow, naming the column."""
     import pyarrow.parquet as pq
     from fsspec.core import url_to_fs
 
@@ -189,9 +203,9 @@ def parquet_footers(uris: Sequence[str]) -> tuple[pa.Schema, list[int]]:
         fs, path = url_to_fs(uri)
         with fs.open(path, "rb") as handle:
             footer = pq.read_metadata(handle)
-        schemas.append(footer.schema.to_arrow_schema())
+        schemas.append(_values_of_dictionaries(footer.schema.to_arrow_schema()))
         sizes.append(sum(footer.row_group(i).total_byte_size for i in range(footer.num_row_groups)))
-    return pa.unify_schemas(schemas), sizes
+    return pa.unify_schemas(schemas, promote_options="permissive"), sizes
 
 
 ROWS_PER_CALL = 500_000  # aggregate_parquet_files: rows handed to the partition function at once, about

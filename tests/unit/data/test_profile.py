@@ -116,7 +116,11 @@ def test_a_malformed_bucket_key_is_refused_by_name():
     from pipelines.data.profile import HOW, KEYS, column_partials, profile_of
 
     partials = column_partials(pd.DataFrame({"x": [1.5, 2.5, 3.25]}), ["x"], [])
-    partials.loc[partials.index[partials["kind"] == "bucket"][0], "key"] = "0:1"
-    found = partials.groupby(KEYS, sort=False).agg(dict(HOW)).reset_index()
-    with pytest.raises(ValueError, match="3 numbers joined by ':', got '0:1'"):
-        profile_of(found, ["x"], [], "d", "pandas")
+    bucket = partials.index[partials["kind"] == "bucket"][0]
+    for key in ["0:1", "1:2:x", "1::2", "1:2:3:4", "1.5:2:3"]:
+        partials.loc[bucket, "key"] = key
+        found = partials.groupby(KEYS, sort=False).agg(dict(HOW)).reset_index()
+        with pytest.raises(
+            ValueError, match=f"x: profile keys must be 3 whole numbers joined by ':', got '{key}'"
+        ):
+            profile_of(found, ["x"], [], "d", "pandas")

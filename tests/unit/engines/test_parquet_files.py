@@ -1,0 +1,62 @@
+"""Several Parquet files read as one: their common schema, whatever type each file gave a column."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.engines.base import aggregate_parquet_files, parquet_footers
+
+
+def _serially(fn, items):
+    return [fn(item) for item in items]
+
+
+def _sums(frame: pd.DataFrame) -> pd.DataFrame:
+    counts = frame["channel"].astype(object).value_counts(dropna=False)
+    keys = ["none" if pd.isna(key) else str(key) for key in counts.index]
+    return pd.DataFrame(
+        {
+            "key": [*keys, "<amount>"],
+            "count": [*counts.to_numpy(dtype="int64"), len(frame)],
+            "total": [0.0] * len(keys) + [float(frame["amount"].sum())],
+        }
+    )
+
+
+def test_files_that_typed_a_column_differently_read_as_one_wider_type(tmp_path):
+    files = [str(tmp_path / f"{name}.parquet") for name in "abcd"]
+    pq.write_table(
+        pa.table({"channel": ["web", "app"] * 3, "amount": pa.array(range(6), pa.int64())}), files[0]
+    )
+    # Written by another tool: large text, floats.
+    pq.write_table(
+        pa.table({"channel": pa.array(["web"] * 4, pa.large_string()), "amount": [0.5, 1.5, 2.5, 3.5]}),
+        files[1],
+    )
+    # Written from pandas categories: the file stores a dictionary and says so in its schema.
+    categories = pd.DataFrame({"channel": pd.Categorical(["fax", None, "fax"]), "amount": [1, 2, 3]})
+    pq.write_table(pa.Table.from_pandas(categories, preserve_index=False), files[2])
+    pq.write_table(pa.table({"channel": pa.nulls(2), "amount": pa.array([10, 20], pa.int32())}), files[3])
+
+    common, _ = parquet_footers(files)
+    assert common.field("channel").type == pa.large_string() and common.field("amount").type == pa.float64()
+    found = aggregate_parquet_files(
+        _serially, 2, files, ["channel", "amount"], _sums, ["key"], {"count": "sum", "total": "sum"}, None
+    )
+    assert found.to_dict("records") == [
+        {"key": "<amount>", "count": 15, "total": 15.0 + 8.0 + 6.0 + 30.0},
+        {"key": "app", "count": 3, "total": 0.0},
+        {"key": "fax", "count": 2, "total": 0.0},
+        {"key": "none", "count": 3, "total": 0.0},
+        {"key": "web", "count": 7, "total": 0.0},
+    ]
+
+
+def test_files_whose_column_holds_text_in_one_and_numbers_in_another_are_refused_naming_it(tmp_path):
+    pq.write_table(pa.table({"channel": ["web"]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"channel": [1]}), tmp_path / "b.parquet")
+    with pytest.raises(pa.ArrowTypeError, match="Field channel has incompatible types"):
+        parquet_footers([str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")])
