@@ -74,11 +74,13 @@ def written_ns(uri: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=256)
 def _compacted_parts(uri: str) -> frozenset[str]:
     """The URIs of the parts a compacted file holds, from its footer. Kept by URI: a compacted file is written
     once, under a name of its own, and never rewritten, so a run that compacts a folder and then lists it to
-    read (the monitor) reads each footer once, where an object store makes it a request per file."""
+    read (the monitor) reads each footer once, where an object store makes it a request per file. A run reads
+    two or three days' folders (a file per hour and schema); 256 files keep that many runs' worth in a
+    long-lived process without holding every part name it ever saw (an hour is up to 360 parts a replica)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
