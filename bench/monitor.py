@@ -1,6 +1,6 @@
 """Benchmark: the monitor over a day of logged predictions against plain Evidently on the same rows, side by side.
 
-    python bench/monitor.py                                   # 1M and 10M logged rows, Dask and Spark
+    python bench/monitor.py                                   # 1M and 10M logged rows, Dask, Spark, Spark Connect
     python bench/monitor.py --sizes 1000000 --engines dask
     python bench/monitor.py --layout app --work /tmp/bench-app   # the log as the app writes it, compacted
 
@@ -23,7 +23,9 @@ after its libraries are imported and frozen (``gc.freeze``, as in a task forked 
   plain Evidently's run does too: reading the rows and the reference (its profile), the verdicts, the report.
   "To the verdicts" counts the reading and judging only (the phases before the report), against plain
   Evidently's time until its two reports have run (Evidently renders its widgets as a report runs, so its
-  figure holds its rendering);
+  figure holds its rendering). On ``spark`` the task starts its own Spark driver (a JVM) as a task does by
+  default; on ``spark-connect`` it is a client of a standing Spark Connect server (``CT_SPARK_REMOTE``), started
+  and given its first job before any clock, as a team's server has long been up; each run is a new session;
 - **plain Evidently**, what a user would otherwise run: the day's features and probabilities and the
   reference window read into pandas, the champion's holdout scored, ``Report([DataDriftPreset(...)])`` with
   the contract's test per column and ``ValueDrift`` of the probabilities, HTML saved. Skipped above
@@ -38,6 +40,7 @@ Goal (issue 15): the monitor at least 20x faster than plain Evidently at 1M rows
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import gc
 import json
@@ -46,6 +49,7 @@ import platform
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 FILE_ROWS = 500_000
+CONNECT_URL = "BENCH_SPARK_REMOTE"  # the Spark Connect server's URL, for the monitor's children
 TRAIN_DAY = dt.date(2026, 11, 20)
 LOG_DAY = dt.date(2026, 11, 25)
 DAY_ROWS = 200_000  # the demo generator's most rows a day (its customer pool)
@@ -178,12 +183,14 @@ def child_monitor(work: str, engine: str, fresh: str) -> dict[str, Any]:
     # walks only the task's own objects). Plain Evidently's child imports its libraries before its clock too.
     from pipelines.preload import MODULES, preload
 
-    unused = ("torch",) if engine == "spark" else ("torch", "pyspark")  # they would only add to the peak
+    unused = ("torch", "pyspark") if engine == "dask" else ("torch",)  # they would only add to the peak
     preload(tuple(name for name in MODULES if not name.startswith(unused)))
     gc.freeze()
     from pipelines.monitoring.monitor import Interval, monitor
 
     settings = _settings(Path(work))
+    if engine == "spark-connect":  # a client of the standing server the parent started
+        settings, engine = settings.model_copy(update={"spark_remote": os.environ[CONNECT_URL]}), "spark"
     root = Path(settings.monitoring_uri)
     for folder in root.glob("*") if root.exists() else []:
         if fresh == "1" or folder.name != "reference":  # kept: the champion's holdout predictions' profile
@@ -321,6 +328,43 @@ def run(name: str, *args: Any) -> dict[str, Any]:
     return json.loads(stdout.strip().splitlines()[-1]) | {"peak_mib": peak / 2**20}
 
 
+@contextlib.contextmanager
+def connect_server(work: Path) -> Iterator[None]:
+    """A standing Spark Connect server (a ``local[2]`` driver) for the ``spark-connect`` runs, started and warmed
+    before any clock: a team's server has been up for days. Each monitor run is a new session of it."""
+    import socket
+    import subprocess
+
+    from pipelines.engines.spark_engine import connect_server as server_command
+    from pipelines.engines.spark_engine import spark_session
+    from tests.net import free_port
+
+    port = free_port()
+    command, env = server_command("local[2]", port)
+    log = open(work / "spark-connect.log", "w")
+    server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the Spark Connect server did not start; see {log.name}") from None
+                time.sleep(0.5)
+        url = f"sc://127.0.0.1:{port}"
+        with spark_session(_settings(work).model_copy(update={"spark_remote": url})) as spark:
+            spark.range(4).mapInPandas(lambda batches: batches, "id long").count()  # its first job: 4-5 s
+        os.environ[CONNECT_URL] = url
+        yield
+    finally:
+        os.environ.pop(CONNECT_URL, None)
+        server.terminate()
+        server.wait(timeout=60)
+        log.close()
+
+
 def _disagreements(ours: dict[str, Any], plain: dict[str, Any]) -> list[str]:
     """Columns (and the probabilities) whose verdicts differ, with both scores."""
     found = []
@@ -343,7 +387,14 @@ def _max_score_gap(ours: dict[str, Any], plain: dict[str, Any]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
-    parser.add_argument("--engines", nargs="+", default=["dask", "spark"], choices=["dask", "spark"])
+    parser.add_argument(
+        "--engines",
+        nargs="+",
+        default=["dask", "spark", "spark-connect"],
+        choices=["dask", "spark", "spark-connect"],
+        help="spark: a Spark driver in the task (local[2]); spark-connect: a client of a standing Spark Connect "
+        "server (CT_SPARK_REMOTE), started before the clocks",
+    )
     parser.add_argument("--evidently-up-to", type=int, default=1_000_000)
     parser.add_argument("--work", default=str(ROOT / ".state" / "bench-monitor"))
     parser.add_argument(
@@ -366,6 +417,13 @@ def main() -> None:
     now = dt.datetime.now(dt.UTC)
     print(f"bench/monitor.py, {now:%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} cores")
     version = _champion(work)
+    with contextlib.ExitStack() as stack:
+        if "spark-connect" in options.engines:
+            stack.enter_context(connect_server(work))
+        _sizes(options, work, version)
+
+
+def _sizes(options: argparse.Namespace, work: Path, version: int) -> None:
     for rows in options.sizes:
         folder, size = write_log(work, rows, version, options.layout)
         print(f"\n{rows:,} logged rows (a day of covariate-shifted traffic); Parquet {size / 2**20:.0f} MiB")
@@ -400,7 +458,8 @@ def main() -> None:
             print(
                 f"  monitor on {engine}, {what}: {ours['seconds']:.1f} s in all ({phases}); reading, verdicts "
                 f"and report {ours['like_for_like']:.1f} s; peak {ours['peak_mib']:.0f} MiB "
-                f"({ours['peak_mib'] / (size / 2**20):.1f}x the input)"
+                f"({ours['peak_mib'] / (size / 2**20):.1f}x the input"
+                f"{'; the task alone: the server, whose workers read the log, apart' if engine == 'spark-connect' else ''})"
             )
             print(
                 f"    verdict {ours['verdict']}; drifted: {', '.join(drifted)}; prediction drift "

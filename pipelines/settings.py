@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     spark_master: str = Field(
         default="local[2]", description="Spark master URL (spark://host:7077 for a cluster)."
     )
+    spark_remote: str | None = Field(
+        default=None,
+        description="A Spark Connect server (sc://host:15002): the data stages' sessions connect to it as thin "
+        "clients, with no JVM in the task; CT_SPARK_MASTER then only serves the spark training launcher.",
+    )
     spark_driver_memory: str = Field(default="2g", description="Spark driver memory (spark.driver.memory).")
     spark_shuffle_partitions: int = Field(
         default=8, ge=1, description="spark.sql.shuffle.partitions; raise it for large windows."

@@ -2,7 +2,8 @@
 
 ``open_engine(name, settings)`` is the only place that knows which engines exist. One setting each moves
 an engine from embedded to a cluster: ``CT_DASK_SCHEDULER`` (``tcp://host:8786``) and ``CT_SPARK_MASTER``
-(``spark://host:7077``). A stage opens an engine for the length of its work and closes it.
+(``spark://host:7077``), or ``CT_SPARK_REMOTE`` (``sc://host:15002``) for a Spark Connect server's sessions
+with no driver in the task. A stage opens an engine for the length of its work and closes it.
 """
 
 from __future__ import annotations

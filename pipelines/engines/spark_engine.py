@@ -1,4 +1,6 @@
-"""The Spark engine: a session on ``CT_SPARK_MASTER`` (``local[2]`` embedded, ``spark://host:7077`` a cluster).
+"""The Spark engine: a session on ``CT_SPARK_MASTER`` (``local[2]`` embedded, ``spark://host:7077`` a cluster),
+its driver in this process; or, with ``CT_SPARK_REMOTE`` (``sc://host:15002``), a Spark Connect client's session
+on a standing server, with no JVM here.
 
 Partition functions run as pandas UDFs over Arrow batches (``mapInPandas``), so the pandas code a stage
 hands over runs unchanged on the executors, and both engines compute every row with the same functions.
@@ -12,6 +14,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -34,11 +37,56 @@ KEY_COLUMN = "_key"
 LOG4J_CONFIG = INCLUDE_DIR / "spark" / "log4j2.properties"
 
 
+def _sql_settings(settings: Settings) -> dict[str, str]:
+    """The session's SQL settings: UTC, Parquet micros, Arrow for pandas (a Spark Connect client sets these too)."""
+    return {
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+        # Spark has no nanosecond timestamp, which pandas writes by default: read them as longs, and
+        # SparkEngine.read turns them into microsecond timestamps.
+        "spark.sql.legacy.parquet.nanosAsLong": "true",
+        "spark.sql.shuffle.partitions": str(settings.spark_shuffle_partitions),
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # Writes partitioned by a few values (split=train/validation/holdout) keep a writer per value open
+        # instead of sorting every task's rows by the partition column first.
+        "spark.sql.maxConcurrentOutputFileWriters": "8",
+        "spark.sql.execution.arrow.maxRecordsPerBatch": "100000",
+    }
+
+
+def is_connect(spark: Any) -> bool:
+    """Whether ``spark`` is a Spark Connect client's session (no SparkContext, no JVM in this process)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
 @contextlib.contextmanager
-def spark_session(settings: Settings, app_name: str = "continuous-training") -> Iterator[Any]:
-    """A Spark session on the configured master (``local[2]`` by default), set for UTC and Parquet micros."""
+def spark_session(
+    settings: Settings, app_name: str = "continuous-training", classic: bool = False
+) -> Iterator[Any]:
+    """A session on the Spark Connect server ``CT_SPARK_REMOTE`` when one is set, else on ``CT_SPARK_MASTER``
+    (``local[2]`` by default) with a driver in this process; set for UTC and Parquet micros.
+
+    ``classic``: a driver of its own on ``CT_SPARK_MASTER`` whatever ``CT_SPARK_REMOTE`` says (the spark
+    training launcher's ``TorchDistributor`` runs its barrier stage from the driver's SparkContext).
+    """
     from pyspark.sql import SparkSession
 
+    if settings.spark_remote and not classic:
+        # A session of its own on the server (its settings are this session's alone), closed on the way out.
+        # The server's executors run its own interpreter: it needs this project's packages, as a cluster's do.
+        # pyspark marks the whole process as a Connect client (its functions build Connect columns then): the
+        # mark goes with the session, so a later session of this process can be a classic one.
+        marked = "SPARK_CONNECT_MODE_ENABLED" in os.environ
+        spark = SparkSession.builder.remote(settings.spark_remote).create()
+        try:
+            for key, value in _sql_settings(settings).items():
+                spark.conf.set(key, value)
+            yield spark
+        finally:
+            spark.stop()
+            if not marked:
+                os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
+        return
     # Executors (on a cluster too) run the same interpreter as the driver: the pandas UDFs need our packages.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
@@ -46,21 +94,11 @@ def spark_session(settings: Settings, app_name: str = "continuous-training") -> 
     # environment variable leaves an administrator's spark.driver.extraJavaOptions alone, and a
     # -Dlog4j2.configurationFile there wins over it. It applies from the process's first session.
     os.environ.setdefault("LOG4J_CONFIGURATION_FILE", LOG4J_CONFIG.as_uri())
+    builder = SparkSession.builder.master(settings.spark_master).appName(app_name)
+    for key, value in _sql_settings(settings).items():
+        builder = builder.config(key, value)
     spark = (
-        SparkSession.builder.master(settings.spark_master)
-        .appName(app_name)
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
-        # Spark has no nanosecond timestamp, which pandas writes by default: read them as longs, and
-        # SparkEngine.read turns them into microsecond timestamps.
-        .config("spark.sql.legacy.parquet.nanosAsLong", "true")
-        .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        # Writes partitioned by a few values (split=train/validation/holdout) keep a writer per value open
-        # instead of sorting every task's rows by the partition column first.
-        .config("spark.sql.maxConcurrentOutputFileWriters", "8")
-        .config("spark.sql.execution.arrow.maxRecordsPerBatch", "100000")
-        .config("spark.ui.enabled", "false")
+        builder.config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.memory", settings.spark_driver_memory)
         .getOrCreate()
@@ -70,6 +108,38 @@ def spark_session(settings: Settings, app_name: str = "continuous-training") -> 
         yield spark
     finally:
         spark.stop()
+
+
+def connect_server(master: str, port: int) -> tuple[list[str], dict[str, str]]:
+    """The command and environment that run a Spark Connect server in the foreground with pyspark's own jars:
+    a driver on ``master`` that serves sessions on ``port`` (what ``CT_SPARK_REMOTE=sc://host:port`` names).
+
+    Its executors run this interpreter, so the pandas UDFs find this project's packages. The same as
+    ``$SPARK_HOME/sbin/start-connect-server.sh --master <master>``, without the daemon script's pid files.
+    """
+    import pyspark
+
+    home = Path(pyspark.__file__).parent
+    command = [
+        str(home / "bin" / "spark-submit"),
+        "--class",
+        "org.apache.spark.sql.connect.service.SparkConnectServer",
+        "--name",
+        "Spark Connect server",
+        "--master",
+        master,
+        "--conf",
+        f"spark.connect.grpc.binding.port={port}",
+        "--conf",
+        "spark.ui.enabled=false",
+    ]
+    env = {
+        **os.environ,
+        "SPARK_HOME": str(home),
+        "PYSPARK_PYTHON": sys.executable,
+        "LOG4J_CONFIGURATION_FILE": LOG4J_CONFIG.as_uri(),
+    }
+    return command, env
 
 
 def _nanosecond_columns(files: Sequence[str]) -> list[str]:
@@ -207,7 +277,13 @@ class SparkEngine:
         # spent 3.2-4.4 s handing each 2.5M-row partition of the monitor's log over to Python, against
         # 0.5-1.0 s of statistics on it: a first pass over 10M logged rows took 15.6 s in a fresh session,
         # and 4.7 s this way (both timed in a script, the session's start apart).
-        tasks = 2 * self.spark.sparkContext.defaultParallelism
+        # A Spark Connect client cannot see the cluster's cores: there the files go in as many groups as the
+        # session's shuffle partitions (CT_SPARK_SHUFFLE_PARTITIONS).
+        tasks = (
+            int(self.spark.conf.get("spark.sql.shuffle.partitions"))
+            if is_connect(self.spark)
+            else 2 * self.spark.sparkContext.defaultParallelism
+        )
         return aggregate_parquet_files(self.map_files, tasks, files, columns, fn, keys, how, between)
 
     def join(self, left: Table, right: Table, on: Sequence[str]) -> Table:
@@ -220,4 +296,19 @@ class SparkEngine:
         writer.parquet(uri)
 
     def map_files(self, fn: Callable[[T], R], items: list[T]) -> list[R]:
-        return list(self.spark.sparkContext.parallelize(items, max(1, len(items))).map(fn).collect())
+        if not items:
+            return []
+        if not is_connect(self.spark):
+            return list(self.spark.sparkContext.parallelize(items, max(1, len(items))).map(fn).collect())
+        # Spark Connect has no RDDs: a task per item as a one-row partition, its result pickled in a row.
+        import pickle
+
+        def per_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+            for batch in batches:
+                for index in batch["id"]:
+                    yield pd.DataFrame({"index": [index], "result": [pickle.dumps(fn(items[index]))]})
+
+        indexes = self.spark.range(0, len(items), 1, len(items))  # a partition per item
+        rows = indexes.mapInPandas(per_partition, schema="index long, result binary").toPandas()
+        results = dict(zip(rows["index"], rows["result"], strict=True))
+        return [pickle.loads(results[index]) for index in range(len(items))]

@@ -244,7 +244,7 @@ def run_spark(settings: Settings, job: Job, world_size: int) -> str:
     from pipelines.training import ddp_worker
 
     jobs.report_node(job.uri, "task (spark launcher, the driver)")
-    with spark_session(settings, app_name=f"ct-train-{job.uri.rsplit('/', 1)[-1]}") as spark:
+    with spark_session(settings, app_name=f"ct-train-{job.uri.rsplit('/', 1)[-1]}", classic=True) as spark:
         timer = threading.Timer(settings.train_timeout_s, spark.sparkContext.cancelAllJobs)
         timer.start()
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -149,3 +150,32 @@ def dask_cluster(tmp_path_factory):
         yield address
     finally:
         _stop([scheduler, workers])
+
+
+@pytest.fixture(scope="session")
+def spark_connect(tmp_path_factory):
+    """A Spark Connect server on loopback (a ``local[2]`` driver), as a team runs one beside its cluster: the
+    URL ``CT_SPARK_REMOTE`` takes."""
+    from pipelines.engines.spark_engine import connect_server
+
+    logs = tmp_path_factory.mktemp("spark-connect-logs")
+    port = free_port()
+    command, env = connect_server("local[2]", port)
+    server = subprocess.Popen(
+        command,
+        env={**env, "SPARK_LOCAL_IP": "127.0.0.1"},
+        stdout=open(logs / "server.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+
+        def listening() -> bool:
+            if server.poll() is not None:
+                raise RuntimeError(f"the Spark Connect server exited with {server.returncode}; see {logs}")
+            with socket.create_connection(("127.0.0.1", port), timeout=2):
+                return True
+
+        _wait(listening, "the Spark Connect server")
+        yield f"sc://127.0.0.1:{port}"
+    finally:
+        _stop([server])

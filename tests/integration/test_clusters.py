@@ -78,3 +78,29 @@ def test_the_cluster_did_the_work(spark_cluster, dask_cluster):
         spark = engine.spark
         assert spark.sparkContext.master == spark_cluster
         assert spark.range(1000).rdd.getNumPartitions() >= 1 and spark.range(1000).count() == 1000
+
+
+def test_spark_connect_gives_exactly_the_embedded_results_with_no_jvm_in_the_task(spark_connect, tmp_path):
+    """CT_SPARK_REMOTE: the stages' sessions are Spark Connect clients of a standing server."""
+    from pyspark import SparkContext
+
+    from pipelines.engines import open_engine
+    from pipelines.engines.spark_engine import is_connect
+
+    common = {"rows_per_day": 6000, "window_days": 2}
+    remote = get_settings(state_dir=tmp_path / "connect", spark_remote=spark_connect, **common)
+    connected = _run_window(remote, "spark")
+    # pyspark marks a process that opened a Connect session as a Connect client; the mark goes with the
+    # session, so the same process can start a driver of its own afterwards.
+    _same(_run_window(get_settings(state_dir=tmp_path / "embedded", **common), "spark"), connected)
+    with open_engine("spark", remote) as engine:
+        assert is_connect(engine.spark)
+        assert SparkContext._active_spark_context is None  # no driver, no JVM, in this process
+        assert engine.spark.conf.get("spark.sql.session.timeZone") == "UTC"
+        # Tasks without RDDs: one per item, the results in the items' order, any picklable value.
+        assert engine.map_files(lambda n: {"n": n, "square": n * n}, [3, 1, 2]) == [
+            {"n": 3, "square": 9},
+            {"n": 1, "square": 1},
+            {"n": 2, "square": 4},
+        ]
+        assert engine.map_files(lambda n: n, []) == []

@@ -238,8 +238,16 @@ def test_dask_reads_the_log_as_arrow_strings_with_the_figures_of_python_strings(
     assert arrow == python
 
 
-@pytest.mark.parametrize("engine_name", ["dask", "spark"])
-def test_a_read_between_two_times_keeps_exactly_the_rows_in_them(settings, tmp_path, engine_name):
+def _engine(request, settings, engine_name: str):
+    """``spark-connect``: Spark through a Spark Connect server (``CT_SPARK_REMOTE``), not a driver of its own."""
+    if engine_name != "spark-connect":
+        return engine_name, settings
+    return "spark", settings.model_copy(update={"spark_remote": request.getfixturevalue("spark_connect")})
+
+
+@pytest.mark.parametrize("engine_name", ["dask", "spark", "spark-connect"])
+def test_a_read_between_two_times_keeps_exactly_the_rows_in_them(request, settings, tmp_path, engine_name):
+    engine_name, settings = _engine(request, settings, engine_name)
     start = dt.datetime(2026, 11, 30, tzinfo=dt.UTC)
     times = pd.date_range(start, periods=600, freq="1min", tz="UTC")  # 10 hours, one row a minute
     frame = pd.DataFrame({"served_at": times, "n": np.arange(600)})
@@ -269,10 +277,14 @@ def test_a_read_between_two_times_keeps_exactly_the_rows_in_them(settings, tmp_p
     assert counted.to_dict("records") == [{"key": "n", "count": 90, "low": 270, "high": 359}]
 
 
-@pytest.mark.parametrize("engine_name", ["dask", "spark"])
+@pytest.mark.parametrize("engine_name", ["dask", "spark", "spark-connect"])
 def test_an_aggregate_of_parquet_files_counts_the_rows_between_two_times_with_arrow_strings(
-    settings, tmp_path, engine_name
+    request, settings, tmp_path, engine_name
 ):
+    # Through Spark Connect the files go in as many groups as the shuffle partitions: four here, as on local[2].
+    engine_name, settings = _engine(
+        request, settings.model_copy(update={"spark_shuffle_partitions": 4}), engine_name
+    )
     start = dt.datetime(2026, 11, 30, tzinfo=dt.UTC)
     times = pd.date_range(start, periods=420, freq="1min", tz="UTC")  # a file an hour, seven hours
     aware = pa.timestamp("us", tz="UTC")
