@@ -361,8 +361,13 @@ def connect_server(work: Path) -> Iterator[None]:
     finally:
         os.environ.pop(CONNECT_URL, None)
         server.terminate()
-        server.wait(timeout=60)
-        log.close()
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        finally:
+            log.close()
 
 
 def _disagreements(ours: dict[str, Any], plain: dict[str, Any]) -> list[str]:
@@ -467,10 +472,14 @@ def _sizes(options: argparse.Namespace, work: Path, version: int) -> None:
             )
             if plain is not None:
                 differ = _disagreements(ours, plain)
+                memory = (
+                    "memory not compared (the server's is not sampled)"
+                    if engine == "spark-connect"
+                    else f"{plain['peak_mib'] / ours['peak_mib']:.1f}x less memory"
+                )
                 print(
                     f"    against plain Evidently: {plain['seconds'] / ours['like_for_like']:.1f}x faster like for "
-                    f"like, {plain['seconds'] / ours['seconds']:.1f}x counting the whole task; "
-                    f"{plain['peak_mib'] / ours['peak_mib']:.1f}x less memory; verdicts "
+                    f"like, {plain['seconds'] / ours['seconds']:.1f}x counting the whole task; {memory}; verdicts "
                     f"{'the same' if not differ else 'differ on ' + ', '.join(differ)}; largest score gap "
                     f"{_max_score_gap(ours, plain):.5f}"
                 )

@@ -307,6 +307,17 @@ class Settings(BaseSettings):
                 raise ValueError(f"serving replica URL {url!r} is not http(s)://host[:port]")
         return tuple(str(url).rstrip("/") for url in value)
 
+    @field_validator("spark_remote", mode="before")
+    @classmethod
+    def _connect_url(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None  # CT_SPARK_REMOTE= (empty): a driver in the task
+        if not re.match(r"^sc://[^/\s:]+(:\d+)?(/;\S*)?$", str(value).strip()):
+            raise ValueError(
+                f"Spark Connect URL {value!r} is not sc://host[:port][/;param=value...] (e.g. sc://host:15002)"
+            )
+        return str(value).strip()
+
     @field_validator("model_name")
     @classmethod
     def _default_model_name(cls, value: str, info: ValidationInfo) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,12 @@ from pipelines.settings import INCLUDE_DIR, FileFormat, Settings
 
 KEY_COLUMN = "_key"
 LOG4J_CONFIG = INCLUDE_DIR / "spark" / "log4j2.properties"
+# What pyspark sets in os.environ when a Spark Connect session starts: from then on its functions build Connect
+# columns, in every thread of the process. The mark goes when this process's last Connect session closes.
+CONNECT_MARK = "SPARK_CONNECT_MODE_ENABLED"
+_open_sessions = {"connect": 0, "classic": 0}
+_open_lock = threading.Lock()
+_marked_before = False
 
 
 def _sql_settings(settings: Settings) -> dict[str, str]:
@@ -71,22 +78,54 @@ def spark_session(
     """
     from pyspark.sql import SparkSession
 
-    if settings.spark_remote and not classic:
-        # A session of its own on the server (its settings are this session's alone), closed on the way out.
-        # The server's executors run its own interpreter: it needs this project's packages, as a cluster's do.
-        # pyspark marks the whole process as a Connect client (its functions build Connect columns then): the
-        # mark goes with the session, so a later session of this process can be a classic one.
-        marked = "SPARK_CONNECT_MODE_ENABLED" in os.environ
-        spark = SparkSession.builder.remote(settings.spark_remote).create()
-        try:
-            for key, value in _sql_settings(settings).items():
-                spark.conf.set(key, value)
-            yield spark
-        finally:
-            spark.stop()
-            if not marked:
-                os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
-        return
+    remote = None if classic else settings.spark_remote
+    with _open_kind("connect" if remote else "classic"):
+        if remote:
+            # A session of its own on the server (its settings are this session's alone), closed on the way out.
+            # The server's executors run its own interpreter: it needs this project's packages, as a cluster's do.
+            spark = SparkSession.builder.remote(remote).create()
+            try:
+                for key, value in _sql_settings(settings).items():
+                    spark.conf.set(key, value)
+                yield spark
+            finally:
+                spark.stop()
+        else:
+            with _classic_session(settings, app_name) as spark:
+                yield spark
+
+
+@contextlib.contextmanager
+def _open_kind(kind: str) -> Iterator[None]:
+    """Counts this process's open sessions of ``kind``; refuses to mix Connect and classic sessions in one process
+    (pyspark's Connect mark is process-wide: a classic session's functions would build Connect columns), and
+    removes the mark with the last Connect session unless it was there before the first."""
+    global _marked_before
+    other = "classic" if kind == "connect" else "connect"
+    with _open_lock:
+        if _open_sessions[other]:
+            raise RuntimeError(
+                f"a {kind} Spark session cannot open while a {other} one is open in this process: pyspark's "
+                f"Spark Connect mark ({CONNECT_MARK}) holds for the whole process; close the {other} session first"
+            )
+        if kind == "connect" and not _open_sessions["connect"]:
+            _marked_before = CONNECT_MARK in os.environ
+        _open_sessions[kind] += 1
+    try:
+        yield
+    finally:
+        with _open_lock:
+            _open_sessions[kind] -= 1
+            if kind == "connect" and not _open_sessions["connect"] and not _marked_before:
+                # pyspark sets the mark before it builds the client, so a failed connect leaves it too.
+                os.environ.pop(CONNECT_MARK, None)
+
+
+@contextlib.contextmanager
+def _classic_session(settings: Settings, app_name: str) -> Iterator[Any]:
+    """A session with its driver in this process, on ``CT_SPARK_MASTER``."""
+    from pyspark.sql import SparkSession
+
     # Executors (on a cluster too) run the same interpreter as the driver: the pandas UDFs need our packages.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
@@ -110,9 +149,10 @@ def spark_session(
         spark.stop()
 
 
-def connect_server(master: str, port: int) -> tuple[list[str], dict[str, str]]:
+def connect_server(master: str, port: int, host: str = "127.0.0.1") -> tuple[list[str], dict[str, str]]:
     """The command and environment that run a Spark Connect server in the foreground with pyspark's own jars:
-    a driver on ``master`` that serves sessions on ``port`` (what ``CT_SPARK_REMOTE=sc://host:port`` names).
+    a driver on ``master`` that serves sessions on ``host:port`` (what ``CT_SPARK_REMOTE=sc://host:port`` names;
+    the loopback interface by default, as the server takes any client that reaches it unless it has a token).
 
     Its executors run this interpreter, so the pandas UDFs find this project's packages. The same as
     ``$SPARK_HOME/sbin/start-connect-server.sh --master <master>``, without the daemon script's pid files.
@@ -129,12 +169,16 @@ def connect_server(master: str, port: int) -> tuple[list[str], dict[str, str]]:
         "--master",
         master,
         "--conf",
+        f"spark.connect.grpc.binding.address={host}",
+        "--conf",
         f"spark.connect.grpc.binding.port={port}",
         "--conf",
         "spark.ui.enabled=false",
     ]
+    # The server is a classic driver: a Connect client's marks in this environment would make it one.
+    client = {CONNECT_MARK, "SPARK_REMOTE", "SPARK_API_MODE", "SPARK_CONNECT_MODE"}
     env = {
-        **os.environ,
+        **{key: value for key, value in os.environ.items() if key not in client},
         "SPARK_HOME": str(home),
         "PYSPARK_PYTHON": sys.executable,
         "LOG4J_CONFIGURATION_FILE": LOG4J_CONFIG.as_uri(),

@@ -8,6 +8,10 @@ validate and prepare there must give exactly what the embedded engines give.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from pipelines.data import storage
@@ -38,6 +42,21 @@ def _same(embedded: dict, clustered: dict) -> None:
         assert column["nulls"] == other["nulls"] and column.get("counts") == other.get("counts"), name
 
 
+def _same_broken_day_report(embedded, elsewhere, engine: str) -> None:
+    """A broken day gets the same violations report elsewhere (a cluster, a Connect server) as embedded."""
+    reports = []
+    for settings in (embedded, elsewhere):
+        generate(settings, DAY, "missing_values")
+        with pytest.raises(DataContractError) as caught:
+            validate(settings, DAY, engine)
+        reports.append(caught.value.violations)
+    assert reports[0] == reports[1]
+    assert {(v.column, v.rule) for v in reports[1]} == {
+        ("amount", "not_nullable"),
+        ("avg_basket", "max_null_share(0.1)"),
+    }
+
+
 @pytest.mark.parametrize("engine", ["dask", "spark"])
 def test_the_cluster_gives_exactly_the_embedded_results(engine, spark_cluster, dask_cluster, tmp_path):
     common = {"rows_per_day": 6000, "window_days": 2}
@@ -49,21 +68,7 @@ def test_the_cluster_gives_exactly_the_embedded_results(engine, spark_cluster, d
     _same(embedded, clustered)
     assert clustered["prepared"]["rows"] == 12_000
 
-    # A broken day gets the same report on the cluster as embedded.
-    reports = {}
-    for name, settings in (
-        ("embedded", get_settings(state_dir=tmp_path / "embedded", **common)),
-        ("cluster", cluster_settings),
-    ):
-        generate(settings, DAY, "missing_values")
-        with pytest.raises(DataContractError) as caught:
-            validate(settings, DAY, engine)
-        reports[name] = caught.value.violations
-    assert reports["embedded"] == reports["cluster"]
-    assert {(v.column, v.rule) for v in reports["cluster"]} == {
-        ("amount", "not_nullable"),
-        ("avg_basket", "max_null_share(0.1)"),
-    }
+    _same_broken_day_report(get_settings(state_dir=tmp_path / "embedded", **common), cluster_settings, engine)
 
 
 def test_the_cluster_did_the_work(spark_cluster, dask_cluster):
@@ -80,23 +85,51 @@ def test_the_cluster_did_the_work(spark_cluster, dask_cluster):
         assert spark.range(1000).rdd.getNumPartitions() >= 1 and spark.range(1000).count() == 1000
 
 
-def test_spark_connect_gives_exactly_the_embedded_results_with_no_jvm_in_the_task(spark_connect, tmp_path):
+# A task's process with a Connect session: no SparkContext, no gateway, no java child (run apart from pytest,
+# whose own earlier sessions and servers are JVMs).
+_THIN_CLIENT = """
+import sys, psutil
+from pyspark import SparkContext
+from pipelines.engines import open_engine
+from pipelines.settings import get_settings
+with open_engine("spark", get_settings(state_dir=sys.argv[1], spark_remote=sys.argv[2])) as engine:
+    assert engine.spark.range(1000).mapInPandas(lambda batches: batches, "id long").count() == 1000
+    children = [child.name() for child in psutil.Process().children(recursive=True)]
+print(SparkContext._gateway is None, SparkContext._jvm is None, children)
+"""
+
+
+def test_spark_connect_gives_exactly_the_embedded_results(spark_connect, tmp_path):
     """CT_SPARK_REMOTE: the stages' sessions are Spark Connect clients of a standing server."""
-    from pyspark import SparkContext
+    from pyspark.errors import PythonException
 
     from pipelines.engines import open_engine
-    from pipelines.engines.spark_engine import is_connect
+    from pipelines.engines.spark_engine import CONNECT_MARK, is_connect, spark_session
 
     common = {"rows_per_day": 6000, "window_days": 2}
     remote = get_settings(state_dir=tmp_path / "connect", spark_remote=spark_connect, **common)
     connected = _run_window(remote, "spark")
     # pyspark marks a process that opened a Connect session as a Connect client; the mark goes with the
     # session, so the same process can start a driver of its own afterwards.
-    _same(_run_window(get_settings(state_dir=tmp_path / "embedded", **common), "spark"), connected)
+    assert CONNECT_MARK not in os.environ
+    embedded = get_settings(state_dir=tmp_path / "embedded", **common)
+    _same(_run_window(embedded, "spark"), connected)
+    _same_broken_day_report(embedded, remote, "spark")
+
+    probe = subprocess.run(
+        [sys.executable, "-c", _THIN_CLIENT, str(tmp_path / "probe"), spark_connect],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    assert probe.stdout.strip().splitlines()[-1] == "True True []", probe.stdout + probe.stderr
+
     with open_engine("spark", remote) as engine:
         assert is_connect(engine.spark)
-        assert SparkContext._active_spark_context is None  # no driver, no JVM, in this process
-        assert engine.spark.conf.get("spark.sql.session.timeZone") == "UTC"
+        # The session's own settings, not the server's defaults (200 partitions, no concurrent writers).
+        assert engine.spark.conf.get("spark.sql.shuffle.partitions") == str(remote.spark_shuffle_partitions)
+        assert engine.spark.conf.get("spark.sql.maxConcurrentOutputFileWriters") == "8"
         # Tasks without RDDs: one per item, the results in the items' order, any picklable value.
         assert engine.map_files(lambda n: {"n": n, "square": n * n}, [3, 1, 2]) == [
             {"n": 3, "square": 9},
@@ -104,3 +137,11 @@ def test_spark_connect_gives_exactly_the_embedded_results_with_no_jvm_in_the_tas
             {"n": 2, "square": 4},
         ]
         assert engine.map_files(lambda n: n, []) == []
+        # A task's failure reaches the caller, naming what failed.
+        with pytest.raises(PythonException, match="ZeroDivisionError"):
+            engine.map_files(lambda n: 1 // n, [1, 0])
+        # A driver of its own cannot open while the process is a Connect client.
+        with pytest.raises(RuntimeError, match="close the connect session first"):
+            with spark_session(remote, classic=True):
+                pass
+    assert CONNECT_MARK not in os.environ

@@ -75,3 +75,16 @@ def test_serving_replicas_are_a_comma_separated_list_of_http_urls(monkeypatch):
     monkeypatch.setenv("CT_SERVE_URLS", "serving-a:8000")
     with pytest.raises(ValueError, match="'serving-a:8000' is not http"):
         get_settings()
+
+
+def test_a_spark_connect_server_is_an_sc_url(monkeypatch):
+    monkeypatch.setenv("CT_SPARK_REMOTE", " sc://spark-connect:15002 ")
+    assert get_settings().spark_remote == "sc://spark-connect:15002"
+    monkeypatch.setenv("CT_SPARK_REMOTE", "sc://spark-connect:15002/;token=secret;use_ssl=true")
+    assert get_settings().spark_remote == "sc://spark-connect:15002/;token=secret;use_ssl=true"
+    monkeypatch.setenv("CT_SPARK_REMOTE", "")
+    assert get_settings().spark_remote is None  # a driver in the task
+    for wrong in ("spark-connect:15002", "spark://master:7077", "sc://spark-connect:15002/path"):
+        monkeypatch.setenv("CT_SPARK_REMOTE", wrong)
+        with pytest.raises(ValueError, match=f"Spark Connect URL '{wrong}' is not sc://host"):
+            get_settings()
