@@ -3,8 +3,8 @@
 The stack is built offline and started from the same ``docker-compose.yaml`` a team runs (the env file adds
 only image names, ports and three knobs), and everything below goes through its published ports: Airflow's
 REST API, the MLflow server, the serving proxy. Runs go through the real scheduler, Redis and the Celery
-workers; data is prepared on the Dask and Spark clusters of the stack, and the torch model's two DDP ranks train
-on the Spark workers (``CT_TRAIN_LAUNCHER=spark``), one per worker container. On a machine that cannot run
+workers; data is prepared on the Dask cluster and, as clients of the stack's Spark Connect server, on the Spark
+cluster (no task starts a Spark driver for it), and the torch model's two DDP ranks train on the Spark workers (``CT_TRAIN_LAUNCHER=spark``), one per worker container. On a machine that cannot run
 containers the module is skipped with the reason.
 """
 
@@ -162,6 +162,7 @@ def test_every_service_is_healthy_and_replicated(stack):
         "airflow-worker",
         "spark-master",
         "spark-worker",
+        "spark-connect",
         "dask-scheduler",
         "dask-worker",
         "serving-a",
@@ -246,6 +247,14 @@ def test_two_retrain_runs_through_the_scheduler_and_celery_workers(
             )
             hosts = json.loads({t["key"]: t["value"] for t in trained["tags"]}["training.hosts"])
             assert sorted(hosts.values()) == spark_hosts and len(set(spark_hosts)) == 2, (hosts, spark_hosts)
+    # the second run's data stages ran on Spark as clients of the spark-connect service: no application but the
+    # Connect server's and the two trainings' ever registered with the master (a driver in a task would be one
+    # named "continuous-training")
+    master = httpx.get(f"http://127.0.0.1:{stack.ports['SPARK_UI_PORT']}/json/", timeout=10).json()
+    active = [app["name"] for app in master["activeapps"]]
+    completed = [app["name"] for app in master["completedapps"]]
+    assert active == ["Spark Connect server"], (active, completed)
+    assert completed and all(name.startswith("ct-train-") for name in completed), completed
     # the drift report, read back through the server's artifact proxy
     report = httpx.get(
         f"{mlflow_url}/api/2.0/mlflow-artifacts/artifacts/{experiment}/{run['info']['run_id']}/artifacts/drift/drift.json",
