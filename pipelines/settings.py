@@ -42,7 +42,10 @@ def check_dataset_name(name: str) -> str:
 class Settings(BaseSettings):
     """Runtime configuration; see the README's configuration table for every variable."""
 
-    model_config = SettingsConfigDict(env_prefix="CT_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a refused value can hold a secret (a token in CT_SPARK_REMOTE); errors name the key.
+    model_config = SettingsConfigDict(
+        env_prefix="CT_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     state_dir: Path = Field(
         default=PROJECT_ROOT / ".state",
@@ -312,9 +315,10 @@ class Settings(BaseSettings):
     def _connect_url(cls, value: Any) -> Any:
         if value is None or (isinstance(value, str) and not value.strip()):
             return None  # CT_SPARK_REMOTE= (empty): a driver in the task
-        if not re.match(r"^sc://[^/\s:]+(:\d+)?(/;\S*)?$", str(value).strip()):
+        if not re.match(r"^sc://(\[[0-9A-Fa-f:.]+\]|[^/\s:;\[\]]+)(:\d+)?(/(;\S*)?)?$", str(value).strip()):
+            shown = re.sub(r"(token=)[^;]*", r"\1***", str(value))  # a secret is not echoed into logs
             raise ValueError(
-                f"Spark Connect URL {value!r} is not sc://host[:port][/;param=value...] (e.g. sc://host:15002)"
+                f"Spark Connect URL {shown!r} is not sc://host[:port][/;param=value...] (e.g. sc://host:15002)"
             )
         return str(value).strip()
 

@@ -253,8 +253,11 @@ def test_two_retrain_runs_through_the_scheduler_and_celery_workers(
     master = httpx.get(f"http://127.0.0.1:{stack.ports['SPARK_UI_PORT']}/json/", timeout=10).json()
     active = [app["name"] for app in master["activeapps"]]
     completed = [app["name"] for app in master["completedapps"]]
-    assert active == ["Spark Connect server"], (active, completed)
-    assert completed and all(name.startswith("ct-train-") for name in completed), completed
+    names = active + completed
+    assert active.count("Spark Connect server") == 1, (active, completed)
+    # (the killed attempt's training driver may still be listed as active: its container went down with it)
+    assert {name for name in names if not name.startswith("ct-train-")} == {"Spark Connect server"}, names
+    assert sum(name.startswith("ct-train-") for name in completed) >= 2, completed
     # the drift report, read back through the server's artifact proxy
     report = httpx.get(
         f"{mlflow_url}/api/2.0/mlflow-artifacts/artifacts/{experiment}/{run['info']['run_id']}/artifacts/drift/drift.json",

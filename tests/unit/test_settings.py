@@ -84,6 +84,12 @@ def test_a_spark_connect_server_is_an_sc_url(monkeypatch):
     assert get_settings().spark_remote == "sc://spark-connect:15002/;token=secret;use_ssl=true"
     monkeypatch.setenv("CT_SPARK_REMOTE", "")
     assert get_settings().spark_remote is None  # a driver in the task
+    monkeypatch.setenv("CT_SPARK_REMOTE", "sc://[::1]:15002/")
+    assert get_settings().spark_remote == "sc://[::1]:15002/"
+    monkeypatch.setenv("CT_SPARK_REMOTE", "sc://spark-connect;token=secret")
+    with pytest.raises(ValueError, match="token=\\*\\*\\*") as refused:
+        get_settings()
+    assert "secret" not in str(refused.value)
     for wrong in ("spark-connect:15002", "spark://master:7077", "sc://spark-connect:15002/path"):
         monkeypatch.setenv("CT_SPARK_REMOTE", wrong)
         with pytest.raises(ValueError, match=f"Spark Connect URL '{wrong}' is not sc://host"):
