@@ -313,14 +313,15 @@ class Settings(BaseSettings):
     @field_validator("spark_remote", mode="before")
     @classmethod
     def _connect_url(cls, value: Any) -> Any:
-        if value is None or (isinstance(value, str) and not value.strip()):
+        url = "" if value is None else str(value).strip()
+        if not url:
             return None  # CT_SPARK_REMOTE= (empty): a driver in the task
-        if not re.match(r"^sc://(\[[0-9A-Fa-f:.]+\]|[^/\s:;\[\]]+)(:\d+)?(/(;\S*)?)?$", str(value).strip()):
-            shown = re.sub(r"(token=)[^;]*", r"\1***", str(value))  # a secret is not echoed into logs
+        if not re.match(r"^sc://(\[[0-9A-Fa-f:.]+\]|[^/\s:;\[\]]+)(:\d+)?(/(;\S*)?)?$", url):
+            shown = re.sub(r"(token=)[^;]*", r"\1***", url)  # a secret is not echoed into logs
             raise ValueError(
                 f"Spark Connect URL {shown!r} is not sc://host[:port][/;param=value...] (e.g. sc://host:15002)"
             )
-        return str(value).strip()
+        return url
 
     @field_validator("model_name")
     @classmethod

@@ -4,8 +4,9 @@ The stack is built offline and started from the same ``docker-compose.yaml`` a t
 only image names, ports and three knobs), and everything below goes through its published ports: Airflow's
 REST API, the MLflow server, the serving proxy. Runs go through the real scheduler, Redis and the Celery
 workers; data is prepared on the Dask cluster and, as clients of the stack's Spark Connect server, on the Spark
-cluster (no task starts a Spark driver for it), and the torch model's two DDP ranks train on the Spark workers (``CT_TRAIN_LAUNCHER=spark``), one per worker container. On a machine that cannot run
-containers the module is skipped with the reason.
+cluster (no task starts a Spark driver for it), and the torch model's two DDP ranks train on the Spark workers
+(``CT_TRAIN_LAUNCHER=spark``), one per worker container. On a machine that cannot run containers the module is
+skipped with the reason.
 """
 
 from __future__ import annotations
