@@ -42,6 +42,7 @@ from typing import Any
 
 from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task
 from common.assets import RETRAIN_REQUESTS, retrain_request
+from common.params import dataset_param
 
 # As in retrain.py: MLflow's log lines through Airflow's task logging at their own level, not as stderr.
 os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
@@ -81,12 +82,8 @@ def monitor() -> dict[str, Any]:
     doc_md=__doc__,
     default_args={"owner": "ml-platform", "retries": 2, "retry_delay": dt.timedelta(minutes=1)},
     params={
-        "dataset": Param(
-            "transactions",
-            type="string",
-            pattern=r"^[A-Za-z0-9_-]+$",
-            title="Dataset",
-            description="Whose champion's served traffic is judged (its prediction log and contract).",
+        "dataset": dataset_param(
+            "Whose champion's served traffic is judged (its prediction log and contract)."
         ),
         "engine": Param(
             "dask",

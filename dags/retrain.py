@@ -67,6 +67,7 @@ from typing import Any
 from airflow.providers.standard.operators.hitl import HITLBranchOperator
 from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable, Param, dag, get_current_context, task
 from common.assets import any_retrain_request
+from common.params import dataset_param
 
 # MLflow gives its loggers a handler of their own on stderr, which Airflow records as errors: a successful
 # run showed its INFO lines in red. Left unconfigured, they go through Airflow's task logging at their own
@@ -302,13 +303,9 @@ def promote(decision: dict[str, Any]) -> dict[str, Any]:
     doc_md=__doc__,
     default_args={"owner": "ml-platform", "retries": 2, "retry_delay": dt.timedelta(minutes=1)},
     params={
-        "dataset": Param(
-            "transactions",
-            type="string",
-            pattern=r"^[A-Za-z0-9_-]+$",
-            title="Dataset",
-            description="Its contract is include/contracts/<dataset>.yaml; the source URI comes from the "
-            "contract or CT_SOURCE_URI.",
+        "dataset": dataset_param(
+            "Its contract is include/contracts/<dataset>.yaml; the source URI comes from the "
+            "contract or CT_SOURCE_URI."
         ),
         "engine": Param(
             "dask",

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
+from common.params import dataset_param
 
 # As in retrain.py: MLflow's log lines through Airflow's task logging at their own level, not as stderr.
 os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
@@ -40,13 +41,9 @@ DAG_ID = Path(__file__).stem
     doc_md=__doc__,
     default_args={"owner": "ml-platform", "retries": 2, "retry_delay": dt.timedelta(seconds=30)},
     params={
-        "dataset": Param(
-            "transactions",
-            type="string",
-            pattern=r"^[A-Za-z0-9_-]+$",
-            title="Dataset",
-            description="Whose champion to roll back; the registered model is ct-<dataset> unless "
-            "CT_MODEL_NAME says otherwise.",
+        "dataset": dataset_param(
+            "Whose champion to roll back; the registered model is ct-<dataset> unless "
+            "CT_MODEL_NAME says otherwise."
         ),
         "to_version": Param(
             None,

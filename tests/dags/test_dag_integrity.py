@@ -111,3 +111,17 @@ def test_monitor_emits_retrain_requests_that_the_retrain_dag_is_scheduled_on(dag
     listened = {asset.uri for asset in timetable.asset_condition.objects}
     assert datasets() and listened == {retrain_request(name).uri for name in datasets()}
     assert type(timetable.asset_condition).__name__ == "AssetAny"  # any one dataset's request starts a run
+
+
+def test_every_dag_takes_the_dataset_by_the_settings_own_name_rule(dagbag):
+    """The trigger form refuses a dataset name exactly when the settings would (the DAGs' pattern is a copy:
+    a DAG file imports no pipelines module while it is parsed)."""
+    import re
+
+    from pipelines.settings import DATASET_NAME
+
+    for dag_id in ("retrain", "monitor", "rollback"):
+        schema = dagbag.dags[dag_id].params.get_param("dataset").schema
+        assert schema["pattern"] == DATASET_NAME.pattern, dag_id
+        for name in ("transactions", "bike-share_2", "../etc", "a b", "", "x;y"):
+            assert bool(re.search(schema["pattern"], name)) == bool(DATASET_NAME.match(name)), name
