@@ -138,7 +138,11 @@ def event_time(value: Any, where: str) -> np.datetime64:
         raise RequestError(422, f"{where}: {_shown(value)} is not an RFC 3339 date-time") from None
     if parsed.tzinfo is None:
         raise RequestError(422, f"{where}: {_shown(value)} has no UTC offset (add Z or +HH:MM)")
-    return np.datetime64(parsed.astimezone(dt.UTC).replace(tzinfo=None), "us")
+    try:
+        utc = parsed.astimezone(dt.UTC)
+    except OverflowError:  # year 1 or 9999 moved past the calendar's edge by its offset
+        raise RequestError(422, f"{where}: {_shown(value)} is out of range in UTC") from None
+    return np.datetime64(utc.replace(tzinfo=None), "us")
 
 
 def _bound(value: float) -> str:

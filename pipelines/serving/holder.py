@@ -213,6 +213,12 @@ class ModelHolder:
             return self._refuse(version, "load", f"{type(cause).__name__}: {cause}")
         except REGISTRY_ERRORS as exc:  # the registry or the artifact store failed while fetching it
             return self._refuse(version, "load", f"{type(exc).__name__}: {exc}")
+        except Exception as exc:
+            # A bug, not a bad model: the version is not refused (the next poll tries it again), but /health
+            # and the failures metric say so before it propagates to the poller's or the reload's boundary.
+            self.last_error = f"loading {self.name} v{version} failed (bug): {type(exc).__name__}: {exc}"
+            self.metrics.load_failures.labels(reason="bug").inc()
+            raise
         finally:
             self.loading = None
         served.load_seconds = time.perf_counter() - started

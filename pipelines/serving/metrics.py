@@ -55,7 +55,8 @@ class ServingMetrics:
         self.swaps = Counter("ct_serve_model_swaps", "Model versions swapped into service.", registry=r)
         self.load_failures = Counter(
             "ct_serve_model_load_failures",
-            "Model versions refused, by reason (integrity, signature, runtime, warmup, load).",
+            "Model loads that failed, by reason (integrity, signature, runtime, warmup, load; bug: a failure of "
+            "this code, the version not refused).",
             ["reason"],
             registry=r,
         )
@@ -79,7 +80,8 @@ class ServingMetrics:
         )
         self.log_dropped = Counter(
             "ct_serve_prediction_log_dropped_rows",
-            "Served predictions dropped because the prediction log's buffer was full.",
+            "Served predictions the prediction log dropped: its buffer full, rows Arrow could not convert, "
+            "or rows its sink still refused at shutdown.",
             registry=r,
         )
         self.log_buffered = Gauge(

@@ -4,14 +4,18 @@ Each row also carries its request's id and, when the client sent them, the contr
 time (``entity_id``, ``event_time``; null otherwise): what the monitor joins the labels that arrive later on.
 
 Batches are handed over in memory (a deque append) after they are scored; a writer thread turns them
-into one Parquet file per flush under ``<uri>/ds=<UTC day>/``, written under a temporary name and
-renamed, so a reader never sees half a file. A failing sink (full disk, lost bucket) is counted and
-retried on the next flush; while it fails, rows are held up to a bound and then dropped and counted.
+into a Parquet file per flush, UTC day and model version under ``<uri>/ds=<UTC day>/``, written under a
+temporary name and renamed, so a reader never sees half a file; each file's rows leave the buffer once it is
+in place, so a retry never writes a row twice. A failing sink (full disk, lost bucket) is counted and
+retried on the next flush; while it fails, rows are held up to a bound and then dropped and counted. Rows
+are also dropped, counted and logged as errors when Arrow cannot make a table of them (they would block the
+buffer for good) and when the sink still refuses them at shutdown after three tries.
 A request never waits on, or fails because of, the log.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import threading
@@ -48,6 +52,7 @@ Requests = list[tuple[str, int, "RowKeys | None"]]  # each request of a batch: i
 # A sink that fails to take a file (a full disk, a lost bucket, a folder that is not writable): fsspec's
 # file systems raise OSError (FileNotFoundError, PermissionError ...), pyarrow its ArrowException.
 SINK_ERRORS: tuple[type[BaseException], ...] = (OSError, pa.ArrowException)
+STOP_TRIES = 3  # flushes at shutdown, 1 s and 2 s apart, before the rows still buffered are dropped
 
 
 class PredictionLog:
@@ -81,10 +86,17 @@ class PredictionLog:
         self._thread.start()
 
     def stop(self) -> None:
-        """Write what is buffered, then stop."""
+        """Write what is buffered (retried for up to :data:`STOP_TRIES` flushes), then stop. Rows the sink still
+        refuses are counted as dropped and logged as an error: the process is about to lose them."""
         self._stop.set()
         self._flush_now.set()
         self._thread.join(timeout=60)
+        if self._thread.is_alive():  # a write slower than the wait: its rows are lost with the process
+            log.error(
+                "prediction log: still writing to %s after 60 s at shutdown; %d buffered rows may be lost",
+                self.uri,
+                self._pending_rows,
+            )
 
     def append(
         self,
@@ -107,33 +119,77 @@ class PredictionLog:
             self._flush_now.set()
 
     def flush(self) -> None:
-        """Write everything buffered now (the writer thread does this on its own)."""
+        """Write everything buffered now (the writer thread does this on its own).
+
+        A file per UTC day and model version, each taken off the buffer once it is in place: a retry after a
+        failure writes only what was not written (never a row twice). A failing sink keeps the rest for the
+        next flush; a batch Arrow cannot make a table of is dropped, counted and logged, not retried forever.
+        """
         with self._lock:
             batches = list(self._pending)
         if not batches:
             return
-        try:
-            self._write(batches)
-        except SINK_ERRORS as exc:  # keep the rows; the next flush tries again
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            self.metrics.log_failures.inc()
-            log.warning("prediction log write to %s failed (%s); rows kept for the next try", self.uri, exc)
-            return
+        groups: dict[tuple[str, int], list[Any]] = {}
+        for batch in batches:
+            groups.setdefault((batch[0].date().isoformat(), batch[1]), []).append(batch)
+        for (day, version), group in groups.items():
+            try:
+                table = self._table(group)
+            except (
+                pa.ArrowException
+            ) as exc:  # Arrow cannot convert the columns (ArrowInvalid, ArrowTypeError)
+                self._take(group, written=False)
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.error(
+                    "prediction log: %d rows of model version %d could not be made a table (%s); dropped",
+                    sum(len(batch[3]) for batch in group),
+                    version,
+                    exc,
+                )
+                continue
+            try:
+                self._write(day, table)
+            except SINK_ERRORS as exc:  # keep the rows; the next flush tries again
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.metrics.log_failures.inc()
+                log.warning(
+                    "prediction log write to %s failed (%s); rows kept for the next try", self.uri, exc
+                )
+                return
+            self._take(group, written=True)
+            self.last_error = None
+
+    def _take(self, group: list[Any], written: bool) -> None:
+        """Take ``group``'s batches off the buffer (by identity: batches that came in meanwhile stay)."""
+        taken = {id(batch) for batch in group}
+        rows = sum(len(batch[3]) for batch in group)
         with self._lock:
-            for _ in batches:
-                self._pending.popleft()
-            written = sum(len(batch[3]) for batch in batches)
-            self._pending_rows -= written
+            self._pending = deque(batch for batch in self._pending if id(batch) not in taken)
+            self._pending_rows -= rows
             self.metrics.log_buffered.set(self._pending_rows)
-        self.metrics.log_rows.inc(written)
-        self.last_error = None
+        (self.metrics.log_rows if written else self.metrics.log_dropped).inc(rows)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             self._flush_now.wait(self.flush_seconds)
             self._flush_now.clear()
             self._flush_logged()
-        self._flush_logged()
+        for attempt in range(STOP_TRIES):
+            self._flush_logged()
+            if not self._pending_rows:
+                return
+            if attempt + 1 < STOP_TRIES:
+                time.sleep(2.0**attempt)
+        with self._lock:
+            lost, self._pending, self._pending_rows = self._pending_rows, deque(), 0
+            self.metrics.log_buffered.set(0)
+        self.metrics.log_dropped.inc(lost)
+        log.error(
+            "prediction log: %d rows not written to %s at shutdown (%s); dropped",
+            lost,
+            self.uri,
+            self.last_error,
+        )
 
     def _flush_logged(self) -> None:
         try:
@@ -144,20 +200,23 @@ class PredictionLog:
             self.metrics.log_failures.inc()
             log.exception("prediction log write to %s failed unexpectedly; rows kept", self.uri)
 
-    def _write(self, batches: list[Any]) -> None:
-        by_day: dict[str, list[Any]] = {}
-        for batch in batches:
-            by_day.setdefault(batch[0].date().isoformat(), []).append(batch)
-        for day, day_batches in by_day.items():
-            table = self._table(day_batches)
-            fs, root = url_to_fs(f"{self.uri}/ds={day}")
-            fs.makedirs(root, exist_ok=True)
-            name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
-            tmp = f"{root}/.{name}.tmp"
+    def _write(self, day: str, table: pa.Table) -> None:
+        """``table`` as a new file of the day's folder: written under a temporary name (removed if the write
+        fails), then renamed."""
+        fs, root = url_to_fs(f"{self.uri}/ds={day}")
+        fs.makedirs(root, exist_ok=True)
+        name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
+        tmp = f"{root}/.{name}.tmp"
+        try:
             with fs.open(tmp, "wb") as handle:
                 pq.write_table(table, handle, compression="zstd")
             fs.mv(tmp, f"{root}/{name}")
-            self.files_written += 1
+        except SINK_ERRORS:
+            with contextlib.suppress(*SINK_ERRORS):  # a full disk must not keep the half-written file
+                if fs.exists(tmp):
+                    fs.rm(tmp)
+            raise
+        self.files_written += 1
 
     def _table(self, batches: list[Any]) -> pa.Table:
         served_at = np.concatenate(

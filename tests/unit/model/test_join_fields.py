@@ -57,6 +57,14 @@ def test_the_columns_form_takes_them_too(schema):
             "rows[0].event_ts: '2026-11-30T10:00:00' has no UTC offset",
         ),
         (
+            {"rows": [{**ROW, "event_ts": "0001-01-01T00:00:00+01:00"}]},
+            "rows[0].event_ts: '0001-01-01T00:00:00+01:00' is out of range in UTC",
+        ),
+        (
+            {"rows": [{**ROW, "event_ts": "9999-12-31T23:30:00-01:00"}]},
+            "rows[0].event_ts: '9999-12-31T23:30:00-01:00' is out of range in UTC",
+        ),
+        (
             {"rows": [{**ROW, "event_ts": "yesterday"}]},
             "rows[0].event_ts: 'yesterday' is not an RFC 3339 date-time",
         ),

@@ -105,11 +105,13 @@ def test_an_unreadable_registry_keeps_the_model_serving(holder_parts):
 
 
 def test_a_bug_while_loading_is_not_taken_for_a_bad_model(holder_parts):
-    holder, registry, _, _ = holder_parts
+    holder, registry, _, metrics = holder_parts
     registry.version, registry.broken[1] = 1, TypeError("a bug in the loader")
     with pytest.raises(TypeError, match="a bug in the loader"):
         holder.refresh()
     assert holder.current is None and holder.loading is None and holder.failed == {}
+    assert "(bug): TypeError: a bug in the loader" in holder.last_error  # what /health shows
+    assert metrics.load_failures.labels(reason="bug")._value.get() == 1
 
 
 def test_a_registry_failure_while_loading_or_unloadable_files_refuse_the_version(holder_parts):

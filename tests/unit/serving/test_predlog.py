@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pandas as pd
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from pipelines.model.signature import RowKeys
 from pipelines.serving.metrics import ServingMetrics
@@ -39,7 +42,7 @@ def test_served_rows_are_written_by_day_with_their_model_and_prediction(tmp_path
     assert set(frame["model_name"]) == {"ct-test"} and str(frame["served_at"].dtype) == "datetime64[us, UTC]"
     assert frame["request_id"].tolist() == ["r"] * 5
     assert frame["entity_id"].isna().all() and frame["event_time"].isna().all()  # sent none: unjoinable
-    assert metrics.log_rows._value.get() == 5 and sink.files_written == 1
+    assert metrics.log_rows._value.get() == 5 and sink.files_written == 2  # a file per model version
     assert not list((tmp_path / "predictions").rglob(".*.tmp"))  # written under a temporary name, renamed
 
 
@@ -63,6 +66,91 @@ def test_past_the_buffer_bound_rows_are_dropped_and_counted(tmp_path):
     sink.append(1, *_batch(3))  # would make 6: dropped whole
     sink.append(1, *_batch(2))
     assert metrics.log_dropped._value.get() == 3 and metrics.log_buffered._value.get() == 5
+
+
+def _rows_on_disk(root) -> int:
+    return sum(pq.read_metadata(path).num_rows for path in root.rglob("part-*.parquet"))
+
+
+def _pending(sink: PredictionLog, when: dt.datetime, version: int, columns: dict, n: int) -> None:
+    """A scored batch buffered as if served at ``when`` (``append`` takes the time of the call)."""
+    sink._pending.append((when, version, columns, np.full(n, 0.5), np.zeros(n, "int64"), [("r", n, None)]))
+    sink._pending_rows += n
+
+
+def test_a_flush_across_midnight_whose_second_day_fails_writes_no_row_twice(tmp_path):
+    root = tmp_path / "p"
+    sink = _log(str(root), ServingMetrics())
+    before, after = (
+        dt.datetime(2026, 11, 30, 23, 59, 59, tzinfo=dt.UTC),
+        dt.datetime(2026, 12, 1, tzinfo=dt.UTC),
+    )
+    _pending(sink, before, 1, {"x": np.arange(3.0)}, 3)
+    _pending(sink, after, 1, {"x": np.arange(2.0)}, 2)
+    root.mkdir()
+    (root / "ds=2026-12-01").write_text("a file where the second day's folder should be")
+    sink.flush()
+    assert _rows_on_disk(root) == 3 and sink._pending_rows == 2 and sink.last_error
+    (root / "ds=2026-12-01").unlink()
+    sink.flush()
+    assert _rows_on_disk(root) == 5 and sink._pending_rows == 0 and sink.metrics.log_rows._value.get() == 5
+
+
+def test_versions_with_other_inputs_in_one_flush_keep_every_column(tmp_path):
+    root = tmp_path / "p"
+    sink = _log(str(root), ServingMetrics())
+    when = dt.datetime(2026, 11, 30, 12, tzinfo=dt.UTC)
+    _pending(sink, when, 1, {"x": np.ones(2), "old": np.ones(2)}, 2)
+    _pending(sink, when, 2, {"x": np.ones(3), "new": np.ones(3)}, 3)
+    sink.flush()
+    files = {}
+    for path in root.rglob("part-*.parquet"):
+        table = pq.read_table(path)
+        files[table["model_version"][0].as_py()] = (
+            table.num_rows,
+            set(table.column_names) & {"x", "old", "new"},
+        )
+    assert files == {1: (2, {"x", "old"}), 2: (3, {"x", "new"})}
+
+
+def test_a_batch_arrow_cannot_convert_is_dropped_and_counted_and_the_rest_written(tmp_path):
+    root = tmp_path / "p"
+    sink = _log(str(root), ServingMetrics())
+    when = dt.datetime(2026, 11, 30, 12, tzinfo=dt.UTC)
+    _pending(sink, when, 1, {"x": np.array(["a", 1.5], dtype=object)}, 2)  # text and a number in one column
+    _pending(sink, when, 2, {"x": np.ones(3)}, 3)
+    sink.flush()
+    assert _rows_on_disk(root) == 3 and sink._pending_rows == 0
+    assert sink.metrics.log_dropped._value.get() == 2 and sink.metrics.log_rows._value.get() == 3
+    sink.append(2, {"x": np.ones(4)}, np.full(4, 0.5), np.zeros(4, "int64"), [("r", 4, None)])
+    sink.flush()
+    assert _rows_on_disk(root) == 7  # nothing stuck in the buffer
+
+
+def test_rows_the_sink_refuses_at_shutdown_are_counted_as_dropped(tmp_path):
+    blocker = tmp_path / "blocked"
+    blocker.write_text("a file where the log's folder should be")
+    metrics = ServingMetrics()
+    sink = _log(str(blocker / "predictions"), metrics)
+    sink.start()
+    sink.append(1, *_batch(7))
+    sink.stop()
+    assert not sink._thread.is_alive() and metrics.log_failures._value.get() >= 3  # tried again
+    assert metrics.log_dropped._value.get() == 7 and metrics.log_buffered._value.get() == 0
+
+
+def test_a_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    root = tmp_path / "p"
+    sink = _log(str(root), ServingMetrics())
+    sink.append(1, *_batch(2))
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pq, "write_table", full_disk)
+    sink.flush()
+    assert sink._pending_rows == 2 and "No space left" in sink.last_error
+    assert not [path for path in root.rglob("*") if path.is_file()]
 
 
 def test_stop_writes_what_is_buffered(tmp_path):
