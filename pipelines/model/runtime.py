@@ -20,7 +20,7 @@ from mlflow.exceptions import MlflowException
 
 from pipelines.model.classifier import OnnxRuntimeError, project_model
 from pipelines.model.decision import labels
-from pipelines.model.signature import InputSchema
+from pipelines.model.signature import InputSchema, RequestError
 
 # What calling a loaded model raises when the model or its input is at fault: a pyfunc's own input checks
 # (MlflowException), input it does not take (ValueError, KeyError: a missing column, another feature count
@@ -91,13 +91,33 @@ class ServedModel:
             return probability, labels(probability)
         import pandas as pd
 
-        output = self.pyfunc.predict(pd.DataFrame(columns))
+        output = self.pyfunc.predict(pd.DataFrame(self._pyfunc_columns(columns)))
         if not isinstance(output, pd.DataFrame) or "probability" not in output:
             raise ModelLoadError("signature", "the model's output has no 'probability' column")
         probability = output["probability"].to_numpy(dtype="float64")
         if "label" in output:
             return probability, output["label"].to_numpy(dtype="int64")
         return probability, labels(probability)
+
+    def _pyfunc_columns(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The columns as MLflow's schema check takes them: it refuses a null (NaN) in an integer column,
+        optional or not, so an optional integer field null in every row is left out (as if not sent), and
+        one null in some rows is the request's 422, naming the field, not the model's 500."""
+        out = dict(columns)
+        for found in self.schema.fields:
+            values = columns.get(found.name)
+            if found.kind != "integer" or values is None or values.dtype.kind != "f":
+                continue
+            nulls = int(np.isnan(values).sum())
+            if nulls == len(values) and not found.required:
+                del out[found.name]
+            elif nulls:
+                raise RequestError(
+                    422,
+                    f"{found.name}: null in {nulls} of {len(values)} rows; this model (an MLflow model of "
+                    "its own kind) takes no null in an integer field: send a value, or leave the field out",
+                )
+        return out
 
     def warm_up(self, max_rows: int, calls: int = 20) -> None:
         """Score neutral rows until the first-call costs are paid; a bad output refuses the model."""

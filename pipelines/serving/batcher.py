@@ -124,11 +124,24 @@ class MicroBatcher:
                 batch = self._take()
                 try:
                     await self._score(loop, batch)
-                except Exception as exc:  # noqa: BLE001 - the batcher outlives a failed batch; each request
-                    # of it gets the error, and the guard logs it and answers 500
-                    for item in batch:
-                        if not item.future.done():
-                            item.future.set_exception(exc)
+                except Exception as exc:  # noqa: BLE001 - the batcher outlives a failed batch
+                    await self._one_by_one(loop, batch, exc)
+
+    async def _one_by_one(
+        self, loop: asyncio.AbstractEventLoop, batch: list[_Item], failure: Exception
+    ) -> None:
+        """A failed batch's requests scored again one by one, so that one request's failure (a 422 of its own,
+        a value the model chokes on) is that request's alone. Each failing request gets its error, which the
+        app answers (a RequestError) or the guard logs and answers with a 500."""
+        for item in batch if len(batch) > 1 else []:
+            try:
+                await self._score(loop, [item])
+            except Exception as alone:  # noqa: BLE001 - as in _run, for one request
+                if not item.future.done():
+                    item.future.set_exception(alone)
+        for item in batch:
+            if not item.future.done():
+                item.future.set_exception(failure)
 
     def _take(self) -> list[_Item]:
         """Items of one model, oldest first, up to max_rows (a single bigger request goes alone)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from pipelines.serving.batcher import MicroBatcher
@@ -72,6 +73,41 @@ def test_a_failed_batch_fails_its_requests_and_the_batcher_goes_on():
 
     probability, _ = _run(scenario())
     assert probability.tolist() == [0.5]
+
+
+class ChokesOnNegatives:
+    """A model that raises on any negative x: one request of a batch that fails it."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def predict(self, frame):
+        self.calls += 1
+        if (frame["x"] < 0).any():
+            raise ValueError("a negative x")
+        return pd.DataFrame({"probability": np.full(len(frame), 0.25)})
+
+
+def test_one_request_that_fails_its_batch_fails_alone():
+    model, sink = served(1), Sink()
+    model.pyfunc = ChokesOnNegatives()
+    requests = [(model, columns(1.0)), (model, columns(-1.0)), (model, columns(2.0, 3.0))]
+
+    async def scenario():
+        batcher = MicroBatcher(256, 0.0, ServingMetrics(), sink)
+        batcher.start()
+        try:
+            return await asyncio.gather(
+                *(batcher.predict(m, cols, len(cols["x"])) for m, cols in requests), return_exceptions=True
+            )
+        finally:
+            await batcher.stop()
+
+    first, second, third = _run(scenario())
+    assert isinstance(second, ValueError) and "a negative x" in str(second)
+    assert first[0].tolist() == [0.25] and third[0].tolist() == [0.25, 0.25]
+    assert model.pyfunc.calls == 4  # the batch, then each request alone
+    assert sorted(sink.batches) == [(1, 1), (1, 2)]  # only what was answered is logged
 
 
 def test_an_arrival_is_counted_until_it_is_queued_or_ends():
