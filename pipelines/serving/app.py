@@ -33,6 +33,7 @@ from pipelines.serving.api import (
     DOCS_ASSETS_PATH,
     DOCS_PATH,
     REDOC_PATH,
+    VERSION_HEADER,
     ErrorResponse,
     ModelDescription,
     ReloadResponse,
@@ -120,7 +121,11 @@ def _add_status_routes(
         if current is None:
             detail = f"loading v{holder.loading}" if holder.loading else holder.last_error or "not loaded yet"
             return json_response({"detail": detail}, 503)
-        return json_response({"status": "ready", "model_version": current.version})
+        # The header from the model this body names (the guard would read the holder again, after a swap).
+        return json_response(
+            {"status": "ready", "model_version": current.version},
+            headers={VERSION_HEADER: str(current.version)},
+        )
 
     @app.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
     async def prometheus() -> Response:
@@ -135,7 +140,7 @@ def _add_status_routes(
         current = holder.current
         if current is None:
             raise RequestError(503, holder.last_error or "no model loaded yet")
-        return json_response(current.describe())
+        return json_response(current.describe(), headers={VERSION_HEADER: str(current.version)})
 
 
 def _add_admin_routes(app: FastAPI, holder: ModelHolder, token: str | None) -> None:
