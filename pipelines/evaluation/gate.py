@@ -32,6 +32,14 @@ from pipelines.settings import Settings
 log = logging.getLogger(__name__)
 
 Rule = dict[str, Any]
+# A measured figure is judged as the record shows it, to 6 decimals: an AUC gain of exactly 0.005 on counted
+# rows computes as 0.004999999999999893 on one CPU and may come out a bit above on another; judged raw, it
+# failed a min_improvement of 0.005 that its record said it met. Rounded, it passes wherever it runs.
+RECORDED_DIGITS = 6
+
+
+def _recorded(value: float) -> float:
+    return round(value, RECORDED_DIGITS) + 0.0  # + 0.0: a -0.0 is recorded as 0.0
 
 
 def _rule(name: str, passed: bool, value: Any, threshold: Any, detail: str) -> Rule:
@@ -44,7 +52,7 @@ def _fmt(value: Any) -> str:
 
 def _interval_rule(policy: Policy, comparison: dict[str, Any]) -> Rule:
     low = comparison.get("ci_low")
-    floor = -policy.bootstrap.tolerance
+    floor = -policy.bootstrap.tolerance + 0.0  # a tolerance of 0: recorded as 0.0, not -0.0
     if comparison.get("error") or low is None or math.isnan(low):
         why = comparison.get("error", "not computed")
         return _rule(
@@ -53,8 +61,8 @@ def _interval_rule(policy: Policy, comparison: dict[str, Any]) -> Rule:
     high = comparison["ci_high"]
     return _rule(
         rules.CONFIDENCE_INTERVAL,
-        low > floor,
-        [round(low, 6), round(high, 6)],
+        _recorded(low) > floor,
+        [_recorded(low), _recorded(high)],
         floor,
         f"{comparison['confidence']:.0%} paired bootstrap interval of the improvement [{low:+.4f}, {high:+.4f}] "
         f"({comparison['resamples']} resamples of {comparison['rows_resampled']} rows); "
@@ -85,8 +93,8 @@ def _slice_rule(metric: str, rule: SliceRule, found: dict[str, Any] | None) -> R
     )
     if skipped:
         detail += f"; {skipped} slice(s) below {rule.min_rows} rows not judged"
-    regression = worst["regression"]
-    return _rule(name, regression <= rule.max_regression, round(regression, 6), rule.max_regression, detail)
+    regression = _recorded(worst["regression"])
+    return _rule(name, regression <= rule.max_regression, regression, rule.max_regression, detail)
 
 
 def _comparison_rules(policy: Policy, evaluation: dict[str, Any]) -> list[Rule]:
@@ -101,7 +109,7 @@ def _comparison_rules(policy: Policy, evaluation: dict[str, Any]) -> list[Rule]:
     if champ_value is None:
         detail = f"champion has no {metric}: fail closed"
         return [_rule(rules.CHAMPION_METRIC_PRESENT, False, None, metric, detail)]
-    gain = sign(metric) * (chal_value - champ_value)
+    gain = _recorded(sign(metric) * (chal_value - champ_value))
     detail = (
         f"challenger v{challenger.get('version')} {metric} {chal_value:.4f} vs champion "
         f"v{champion.get('version')} {champ_value:.4f} on the same {evaluation.get('holdout_rows')} rows"
@@ -110,7 +118,7 @@ def _comparison_rules(policy: Policy, evaluation: dict[str, Any]) -> list[Rule]:
         _rule(
             rules.MIN_IMPROVEMENT,
             gain >= policy.min_improvement,
-            round(gain, 6),
+            gain,
             policy.min_improvement,
             detail,
         ),
@@ -151,7 +159,7 @@ def _absolute_rules(policy: Policy, challenger_value: float) -> list[Rule]:
         detail = f"no champion yet: policy says {action}"
         return [_rule(rules.NO_CHAMPION_ACTION, action == "promote", action, "promote", detail)]
     floor, metric = policy.no_champion.min_primary_metric, policy.primary_metric
-    ok = sign(metric) * (challenger_value - floor) >= 0
+    ok = _recorded(sign(metric) * (challenger_value - floor)) >= 0
     detail = (
         f"no champion yet: challenger {metric} {challenger_value:.4f} vs "
         f"{'floor' if sign(metric) > 0 else 'ceiling'} {floor}"
@@ -205,7 +213,7 @@ def _onnx_rule(policy: Policy, challenger: dict[str, Any]) -> Rule:
     if native is None or value is None:
         why = scored.get("error") or f"the challenger has no {wanted} runtime"
         return _rule(rules.ONNX_RUNTIME, False, None, budget, f"{why}: fail closed")
-    loss = round(sign(metric) * (native - value), 6)
+    loss = _recorded(sign(metric) * (native - value))
     detail = (
         f"{wanted} {metric} {_fmt(value)} vs native {_fmt(native)} on the holdout "
         f"(largest probability difference {scored.get('max_abs_diff')})"

@@ -121,7 +121,9 @@ def test_api_contract_and_openapi(served):
             "/v1/predict", json={"rows": [{**rows[0], "avg_basket": None, "age": 40.0}]}
         ).is_success
 
-        model = http.get("/v1/model").json()
+        described = http.get("/v1/model")
+        assert described.headers.get_list("x-model-version") == ["1"]  # once, from the model described
+        model = described.json()
         tags = tracking.configure(settings).get_model_version(settings.model_name, "1").tags
         assert model["sha256"] == tags["ct.artifact_sha256"] and model["version"] == 1
         assert [i["name"] for i in model["inputs"]] == FIELDS

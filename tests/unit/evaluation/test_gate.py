@@ -118,6 +118,28 @@ def test_an_interval_reaching_below_the_tolerance_is_rejected():
     assert not _failed(decide(tolerant, evaluation, QUIET))
 
 
+def test_a_figure_is_judged_as_its_record_shows_it_not_on_its_last_bit():
+    """AUCs of 100 positives and 400 negatives exactly 0.005 apart: their float difference is
+    0.004999999999999893, recorded as 0.005; judged raw it failed a min_improvement of 0.005."""
+    gap = 30020 / 40000 - 29820 / 40000
+    assert gap < 0.005  # the last bit this test is about
+    at_bar = POLICY.model_copy(update={"min_improvement": 0.005})
+    record = decide(at_bar, _evaluation(challenger=30020 / 40000, champion=29820 / 40000), QUIET)
+    rule = next(r for r in record["rules"] if r["rule"] == "min_improvement")
+    assert rule["passed"] and rule["value"] == rule["threshold"] == 0.005
+    for low in (
+        1e-16,
+        -1e-16,
+        4e-7,
+    ):  # a lower bound recorded as 0.0 is not above a floor of 0.0, either side
+        evaluation = _evaluation()
+        evaluation["comparison"]["ci_low"] = low
+        interval = next(
+            r for r in decide(POLICY, evaluation, QUIET)["rules"] if r["rule"] == "confidence_interval"
+        )
+        assert not interval["passed"] and interval["value"][0] == 0.0 and str(interval["threshold"]) == "0.0"
+
+
 def test_too_few_holdout_rows_is_rejected():
     assert _failed(decide(POLICY, _evaluation(rows=50), QUIET)) == {"min_holdout_rows"}
 
