@@ -224,6 +224,14 @@ def previous_champion(settings: Settings, current: int) -> int | None:
     return int(tag) if tag and tag != "None" else None
 
 
+def _rolled_back_by(settings: Settings, dag_id: str | None, run_id: str) -> dict[str, Any] | None:
+    """The completed rollback of this DAG run, from the promotion history; None when it has none."""
+    for row in reversed(history.read(settings, settings.model_name)):
+        if row["outcome"] == history.ROLLED_BACK and row["run_id"] == run_id and row["dag_id"] == dag_id:
+            return row
+    return None
+
+
 def rollback(
     settings: Settings,
     to_version: int | None = None,
@@ -235,6 +243,23 @@ def rollback(
     """Make ``to_version`` (default: the previous champion) the champion, through the same compare-and-set."""
     if not reason.strip():
         raise ValueError("a rollback needs a reason; it is kept in the promotion history")
+    if run_id is not None and (done := _rolled_back_by(settings, dag_id, run_id)) is not None:
+        # The same run again (a cleared task, a re-run): its rollback is done. Rolling back "to the previous
+        # champion" a second time would undo it (the previous champion is then the version rolled back from).
+        log.info(
+            "rollback: run %s already rolled %s back from v%s to v%s; nothing to do",
+            run_id,
+            settings.model_name,
+            done["from_version"],
+            done["to_version"],
+        )
+        return {
+            "name": settings.model_name,
+            "champion": done["to_version"],
+            "previous": done["from_version"],
+            "changed": False,
+            "already": f"rolled back by this run at {done['at']}",
+        }
     client = tracking.configure(settings)
     current_version = audit.audit(settings, client).recorded  # the champion on the record, not the alias
     if current_version is None and to_version is None:

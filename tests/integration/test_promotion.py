@@ -111,6 +111,24 @@ def test_rollback_from_the_cli_goes_through_the_same_compare_and_set(tmp_path):
         rollback(get_settings(state_dir=tmp_path / "empty"), reason="nothing")
 
 
+def test_the_same_rollback_run_again_does_not_undo_its_rollback(tmp_path):
+    """A cleared or re-run rollback DAG run: "the previous champion" is by then the version it rolled back
+    from, so rolling back again would bring the bad model back."""
+    settings, client = _registry(tmp_path, 3)
+    for version, expected in ((1, None), (2, 1), (3, 2)):
+        move_champion(settings, version, expected, trigger="test", reason=f"v{version}")
+    first = rollback(settings, reason="v3 is bad", trigger="dag", dag_id="rollback", run_id="manual__1")
+    assert first["changed"] and _alias(client, settings) == 2
+    again = rollback(settings, reason="v3 is bad", trigger="dag", dag_id="rollback", run_id="manual__1")
+    assert not again["changed"] and again["champion"] == 2 and "rolled back by this run" in again["already"]
+    assert _alias(client, settings) == 2
+    assert [row["outcome"] for row in history.read(settings, settings.model_name)].count("rolled_back") == 1
+    other = rollback(
+        settings, reason="a second rollback", trigger="dag", dag_id="rollback", run_id="manual__2"
+    )
+    assert other["changed"] and _alias(client, settings) == 3  # a new run is a new rollback: to its previous
+
+
 def _alias(client, settings):
     return int(tracking.version_by_alias(client, settings.model_name, "champion").version)
 
