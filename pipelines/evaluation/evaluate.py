@@ -267,6 +267,8 @@ def evaluate(
     try:
         run_id = tracking.run_of(client.get_model_version(name, str(challenger_version)))
     except MlflowException as exc:  # a wrong version number is the caller's mistake: say so, do not score
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise  # the registry failed (unreachable, refused): the task fails, and its retry asks again
         raise EvaluationError(f"{name} version {challenger_version} does not exist: {exc.message}") from exc
     holdout = datasets.read_split(dataset_uri, "holdout")
     check_holdout(holdout, contract, dataset_uri)
