@@ -649,13 +649,19 @@ def _log_to_mlflow(settings: Settings, client: Any, interval: Interval, result: 
         "verdict": result["verdict"]["status"],
         "state": result["state"],
     }
+    # The interval's run of this dataset: every dataset's monitor shares the experiment (the settings'
+    # experiment is the same for all of them unless set), so the interval alone named another dataset's run.
     found = client.search_runs(
-        [experiment], filter_string=f"tags.interval = '{interval.name}'", max_results=1
+        [experiment],
+        filter_string=f"tags.interval = '{interval.name}' and tags.dataset = '{settings.dataset}'",
+        max_results=1,
     )
     run_id = (
         found[0].info.run_id
         if found
-        else client.create_run(experiment, run_name=f"monitor {interval.name}", tags=tags).info.run_id
+        else client.create_run(
+            experiment, run_name=f"monitor {settings.dataset} {interval.name}", tags=tags
+        ).info.run_id
     )
     for key, value in tags.items():
         client.set_tag(run_id, key, value)

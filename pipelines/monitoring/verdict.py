@@ -219,8 +219,10 @@ def decide(
     ``live_evidence`` names what the live metric was measured on (its labels day and the champion): every
     hour of a day judges the same labelled day, and a retrain is asked for on one piece of evidence once.
     The cooldown: a retrain asked for in the ``cooldown_hours`` before this interval's end holds it back, and
-    so does one asked, within ``cooldown_hours`` after it, on an interval across its end (a run by hand at 11:01
-    judged 10:02-11:02; the 11:05 run then judges 10:00-11:00, nearly the same traffic).
+    so does one asked within ``cooldown_hours`` after it: on an interval across its end (a run by hand at 11:01
+    judged 10:02-11:02; the 11:05 run then judges 10:00-11:00, nearly the same traffic), or on a later one (an
+    older interval judged late, or again after its run failed, asks nothing the later ask did not). The daily
+    budget counts every ask of the interval's UTC day, later intervals' included.
     """
     rule = policy.triggers
     reasons = [s for s in signals if s["state"] == BREACH and s["signal"] in rule.retrain_on]
@@ -253,16 +255,17 @@ def decide(
             f"cooldown: a retrain was asked for at {recent[0].isoformat()}, within {rule.cooldown_hours:g} h"
         )
         return {"status": SUPPRESSED, "reasons": named, "detail": detail, "summary": summary}
-    across = [
-        (dt.datetime.fromisoformat(r["at"]), r["interval"])
+    later = [
+        (dt.datetime.fromisoformat(r["at"]), r["interval"], _start(r) < end)
         for r in others
-        if end < dt.datetime.fromisoformat(r["at"]) <= end + cooldown and _start(r) < end
+        if end < dt.datetime.fromisoformat(r["at"]) <= end + cooldown
     ]
-    if across:
-        at, name = min(across)  # the nearest after this interval's end
+    if later:
+        at, name, across = min(later)  # the nearest after this interval's end
+        where = "an interval across this one's end" if across else "a later interval"
         detail = (
-            f"cooldown: a retrain was asked for at {at.isoformat()} on an interval across this one's end "
-            f"({name}), within {rule.cooldown_hours:g} h"
+            f"cooldown: a retrain was asked for at {at.isoformat()} on {where} ({name}), "
+            f"within {rule.cooldown_hours:g} h"
         )
         return {"status": SUPPRESSED, "reasons": named, "detail": detail, "summary": summary}
     settle = dt.timedelta(hours=rule.after_promotion_hours)
@@ -273,7 +276,7 @@ def decide(
         )
         return {"status": SUPPRESSED, "reasons": named, "detail": detail, "summary": summary}
     day = day_of(end)
-    today = [t for t in asked if day_of(t) == day and t <= end]
+    today = [t for t in asked if day_of(t) == day]  # a later interval's ask too: judged late, it counts
     if len(today) >= rule.max_per_day:
         detail = f"budget: {len(today)} retrains already asked for on {day} (at most {rule.max_per_day})"
         return {"status": SUPPRESSED, "reasons": named, "detail": detail, "summary": summary}

@@ -126,6 +126,15 @@ def test_the_budget_of_the_last_hour_of_a_day_is_that_days():
     assert decided["status"] == verdict.TRIGGERED, decided  # the midnight ask was the 30th's budget
 
 
+def test_an_interval_judged_late_counts_the_days_later_asks_against_the_budget():
+    # A failed 02:00-03:00 run cleared in the evening, after asks at 14:00 and 21:00 that day (more than the
+    # cooldown after its end): a third ask would pass the budget of 2 a day.
+    evening = [_record(0), _record(-7)]
+    early = END - dt.timedelta(hours=11)
+    decided = verdict.decide(POLICY, [_breach("feature_drift")], "early", early, evening, None)
+    assert decided["status"] == verdict.SUPPRESSED and decided["detail"].startswith("budget: 2 retrains"), decided
+
+
 def test_a_days_live_metric_asks_once_per_champion_not_every_hour_that_sees_it():
     live = [_record(8, reasons=("live_quality",), evidence="2026-11-29 v3")]
     decided = verdict.decide(POLICY, [_breach("live_quality")], "now", END, live, None, "2026-11-29 v3")
@@ -144,7 +153,7 @@ def test_a_days_live_metric_asks_once_per_champion_not_every_hour_that_sees_it()
         ([_record(5, verdict.SUPPRESSED)], None),  # a suppressed ask is no ask
         ([_record(15), _record(16)], None),  # yesterday's asks do not count against today's budget
         ([], 7),
-        ([_record(-2)], None),  # an ask after this interval (a re-run of an older one) is no cooldown for it
+        ([_record(-7)], None),  # an ask more than the cooldown after this interval's end
     ],
 )
 def test_outside_the_guards_it_asks(records, promoted_hours_before):
@@ -166,7 +175,8 @@ def test_an_ask_across_an_intervals_end_holds_it_back_though_it_ended_after_it()
     assert verdict.decide(POLICY, [_breach("feature_drift")], "hour", END, [old], None) == decided
     next_hour = _record(-1, interval="2026-11-30T1400-1h")
     decided = verdict.decide(POLICY, [_breach("feature_drift")], "hour", END, [next_hour], None)
-    assert decided["status"] == verdict.TRIGGERED, decided  # the hour after it shares no traffic with it
+    assert decided["status"] == verdict.SUPPRESSED, decided  # judged late: the later ask already covers it
+    assert "on a later interval (2026-11-30T1400-1h)" in decided["detail"]
     no_cooldown = MonitoringPolicy.model_validate({"triggers": {"cooldown_hours": 0}})
     decided = verdict.decide(no_cooldown, [_breach("feature_drift")], "hour", END, [by_hand], None)
     assert decided["status"] == verdict.TRIGGERED, decided

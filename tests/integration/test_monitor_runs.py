@@ -1,0 +1,44 @@
+"""The monitor's MLflow runs: one per dataset and interval, in the experiment every dataset's monitor shares."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pipelines.monitoring.monitor import Interval, _log_to_mlflow
+from pipelines.release import tracking
+from pipelines.settings import get_settings
+
+
+def _result(tmp_path, dataset: str, champion: int) -> dict:
+    folder = tmp_path / "reports" / dataset
+    folder.mkdir(parents=True)
+    for name in ("monitor.html", "monitor.json", "metrics.prom"):
+        (folder / name).write_text(f"{dataset} {name}")
+    return {
+        "champion": champion,
+        "rows": 10 * champion,
+        "signals": [{"signal": "feature_drift", "value": 0.1 * champion}],
+        "verdict": {"status": "not_needed"},
+        "state": "ok",
+        "report": str(folder),
+    }
+
+
+def test_two_datasets_judging_the_same_hour_keep_a_run_each(tmp_path):
+    interval = Interval.of(dt.date(2026, 11, 30), 14)
+    runs = {}
+    for dataset, champion in (("transactions", 3), ("bikeshare", 5)):
+        settings = get_settings(state_dir=tmp_path / "state", dataset=dataset)
+        result = _result(tmp_path, dataset, champion)
+        _log_to_mlflow(settings, tracking.configure(settings), interval, result)
+        runs[dataset] = result["mlflow_run_id"]
+    assert runs["transactions"] != runs["bikeshare"]
+    client = tracking.configure(get_settings(state_dir=tmp_path / "state"))
+    for dataset, champion in (("transactions", 3), ("bikeshare", 5)):
+        run = client.get_run(runs[dataset])
+        assert run.data.tags["dataset"] == dataset and run.data.tags["champion_version"] == str(champion)
+        assert run.data.metrics["served_rows"] == 10 * champion
+    again = _result(tmp_path / "again", "transactions", 3)  # the same interval judged again: the same run
+    settings = get_settings(state_dir=tmp_path / "state", dataset="transactions")
+    _log_to_mlflow(settings, tracking.configure(settings), interval, again)
+    assert again["mlflow_run_id"] == runs["transactions"]
