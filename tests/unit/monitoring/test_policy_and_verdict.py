@@ -132,7 +132,9 @@ def test_an_interval_judged_late_counts_the_days_later_asks_against_the_budget()
     evening = [_record(0), _record(-7)]
     early = END - dt.timedelta(hours=11)
     decided = verdict.decide(POLICY, [_breach("feature_drift")], "early", early, evening, None)
-    assert decided["status"] == verdict.SUPPRESSED and decided["detail"].startswith("budget: 2 retrains"), decided
+    assert decided["status"] == verdict.SUPPRESSED and decided["detail"].startswith("budget: 2 retrains"), (
+        decided
+    )
 
 
 def test_a_days_live_metric_asks_once_per_champion_not_every_hour_that_sees_it():
