@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pipelines.model.signature import RequestError
 from pipelines.serving.metrics import ServingMetrics
 
 if TYPE_CHECKING:
@@ -82,15 +83,22 @@ class MicroBatcher:
         self._wakeup = asyncio.Event()
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ct-model")
         self._task: asyncio.Task | None = None
+        self._scoring: list[_Item] = []  # the batch being scored
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="ct-micro-batcher")
 
     async def stop(self) -> None:
+        """Stop batching; a request still queued is answered 503 (the server is stopping), not left waiting."""
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         self._executor.shutdown(wait=True)
+        for item in [*self._scoring, *self._queue]:  # the batch the cancel cut short, and the queue
+            if not item.future.done():
+                item.future.set_exception(RequestError(503, "the server is shutting down; send it again"))
+        self._queue.clear()
+        self._queued_rows = 0
 
     def arrival(self) -> Arrival:
         """Count a request as arriving while it is read and parsed (``with batcher.arrival() as a: ...``)."""
@@ -121,7 +129,7 @@ class MicroBatcher:
                     deadline = loop.time() + self.max_wait_s
                     while self.arriving and self._queued_rows < self.max_rows and loop.time() < deadline:
                         await asyncio.sleep(0)  # let the arriving requests finish parsing and queue
-                batch = self._take()
+                batch = self._scoring = self._take()
                 try:
                     await self._score(loop, batch)
                 except Exception as exc:  # noqa: BLE001 - the batcher outlives a failed batch
@@ -133,13 +141,17 @@ class MicroBatcher:
         """A failed batch's requests scored again one by one, so that one request's failure (a 422 of its own,
         a value the model chokes on) is that request's alone. Each failing request gets its error, which the
         app answers (a RequestError) or the guard logs and answers with a 500."""
-        for item in batch if len(batch) > 1 else []:
+        unanswered = [item for item in batch if not item.future.done()]
+        if not unanswered:  # its requests had their answers: what failed came after (the log's append)
+            log.error("a batch failed after its requests were answered", exc_info=failure)
+            return
+        for item in unanswered if len(unanswered) > 1 else []:
             try:
                 await self._score(loop, [item])
             except Exception as alone:  # noqa: BLE001 - as in _run, for one request
                 if not item.future.done():
                     item.future.set_exception(alone)
-        for item in batch:
+        for item in unanswered:
             if not item.future.done():
                 item.future.set_exception(failure)
 

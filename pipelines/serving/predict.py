@@ -103,8 +103,14 @@ class Predictor:
     async def __call__(self, headers: dict[bytes, bytes], receive: Any) -> tuple[int, bytes, int | None, str]:
         """The version is None for an error before a model was read."""
         batcher = self.batcher
-        assert batcher is not None, "the app's lifespan has not started"
         rid = request_id(headers)
+        if batcher is None:  # before the app's lifespan started, or after it began to stop
+            return (
+                503,
+                orjson.dumps({"detail": "the server is not serving: starting or shutting down"}),
+                None,
+                rid,
+            )
         if (refused := content_type_error(headers)) is not None:
             return refused.status, orjson.dumps({"detail": refused.message}), None, rid
         model = None

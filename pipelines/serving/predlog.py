@@ -135,9 +135,7 @@ class PredictionLog:
         for (day, version), group in groups.items():
             try:
                 table = self._table(group)
-            except (
-                pa.ArrowException
-            ) as exc:  # Arrow cannot convert the columns (ArrowInvalid, ArrowTypeError)
+            except (pa.ArrowException, ValueError, TypeError) as exc:  # Arrow or numpy cannot convert them
                 self._take(group, written=False)
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.error(

@@ -110,6 +110,37 @@ def test_one_request_that_fails_its_batch_fails_alone():
     assert sorted(sink.batches) == [(1, 1), (1, 2)]  # only what was answered is logged
 
 
+class BrokenSink:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def append(self, *args) -> None:
+        self.calls += 1
+        raise RuntimeError("the log broke")
+
+
+def test_a_failure_after_the_answers_neither_fails_nor_scores_them_again():
+    model, sink = served(1), BrokenSink()
+    requests = [(model, columns(1.0)), (model, columns(2.0))]
+    answers = _run(_batched(MicroBatcher(256, 0.0, ServingMetrics(), sink), requests))
+    assert [len(probability) for probability, _ in answers] == [1, 1]
+    assert model.pyfunc.calls == 1 and sink.calls == 1  # not scored, nor logged, a second time
+
+
+def test_requests_still_queued_at_shutdown_are_answered_503():
+    from pipelines.model.signature import RequestError
+
+    async def scenario():
+        batcher = MicroBatcher(256, 0.0, ServingMetrics())  # never started: nothing takes the queue
+        waiting = asyncio.ensure_future(batcher.predict(served(1), columns(1.0), 1))
+        await asyncio.sleep(0)
+        await batcher.stop()
+        return await asyncio.gather(waiting, return_exceptions=True)
+
+    (refused,) = _run(scenario())
+    assert isinstance(refused, RequestError) and refused.status == 503 and "shutting down" in refused.message
+
+
 def test_an_arrival_is_counted_until_it_is_queued_or_ends():
     batcher = MicroBatcher(256, 0.001, ServingMetrics())
     with batcher.arrival() as first:
