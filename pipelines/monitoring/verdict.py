@@ -43,14 +43,19 @@ def drift_signals(
         return [
             _signal(name, NOT_JUDGED, why_not) for name in (FEATURE_DRIFT, CRITICAL_COLUMNS, PREDICTION_DRIFT)
         ]
-    share, limit = drift["drift_share"], policy.feature_drift.max_drifted_share
-    drifted = [name for name, column in drift["columns"].items() if column["drifted"]]
+    limit = policy.feature_drift.max_drifted_share
+    # A feature with no served values (null in every row) is the nulls signal's, not drift: counted as drift it
+    # would ask for a retrain, and a new model does not mend a broken upstream.
+    empty = [name for name, column in drift["columns"].items() if column["score"] is None]
+    drifted = [name for name, column in drift["columns"].items() if column["drifted"] and name not in empty]
+    share = len(drifted) / len(drift["columns"]) if drift["columns"] else 0.0
     signals = [
         _signal(
             FEATURE_DRIFT,
             BREACH if share >= limit else OK,
             f"{len(drifted)} of {len(drift['columns'])} features drifted (share {share:.2f}, breach at {limit})"
-            + (f": {', '.join(drifted)}" if drifted else ""),
+            + (f": {', '.join(drifted)}" if drifted else "")
+            + (f"; not judged, no values served: {', '.join(empty)}" if empty else ""),
             value=share,
             threshold=limit,
             drifted=drifted,

@@ -275,3 +275,20 @@ def test_intervals_in_other_zones_are_utcs_hours_and_compare_across_a_dst_change
     before = pendulum.datetime(2026, 10, 25, 0, 20, tz="UTC").in_timezone("Europe/Paris")
     interval = Interval(before, before.add(hours=1))
     assert interval.hours == 1 and interval.name == "2026-10-25T0020-1h"
+
+
+def test_a_feature_with_no_served_values_is_the_nulls_signal_not_drift():
+    policy = MonitoringPolicy.model_validate(
+        {"feature_drift": {"max_drifted_share": 0.5, "critical_columns": ["region"]}}
+    )
+    columns = {
+        "amount": {"score": 0.4, "drifted": True},
+        "region": {"score": None, "drifted": True, "detail": "no values on one side"},  # null in every row
+        "age": {"score": 0.0, "drifted": False},
+        "plan": {"score": 0.01, "drifted": False},
+    }
+    drift = {"drifted_columns": 2, "drift_share": 0.5, "columns": columns}
+    feature, critical, _ = verdict.drift_signals(policy, drift, None, "")
+    assert feature["state"] == verdict.OK and feature["value"] == 0.25 and feature["drifted"] == ["amount"]
+    assert "not judged, no values served: region" in feature["detail"]
+    assert critical["state"] == verdict.OK
