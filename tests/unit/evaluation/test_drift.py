@@ -128,3 +128,14 @@ def test_a_huge_mean_over_a_tiny_spread_keeps_its_precision():
     )
     theirs = _evidently("wasserstein", reference["t"], current["t"], ColumnType.Numerical)
     assert ours["drifted"] and abs(ours["score"] - theirs) <= ours["error_bound"] < 0.005
+
+
+def test_a_score_at_the_threshold_is_judged_to_6_decimals_not_its_last_bit(monkeypatch):
+    """The same score summed in another order (another engine, another split of the rows) differs in its last
+    bits: at the threshold, the verdict must not follow them."""
+    from pipelines.evaluation import drift_stats
+
+    column = {"kind": "numeric", "count": 10}
+    for score in (0.1 - 1e-16, 0.1, 0.1 + 1e-16):
+        monkeypatch.setitem(drift_stats.TESTS, "wasserstein", lambda reference, current, s=score: (s, 0.0))
+        assert compare_column(column, column, "wasserstein", 0.1)["drifted"], score
