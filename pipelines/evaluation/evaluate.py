@@ -331,7 +331,7 @@ def _log_figures(client: Any, run_id: str, result: dict[str, Any]) -> None:
             comparison["ci_high"],
         )
     latency = result["challenger"].get("latency_ms") or {}
-    if latency:
+    if "p99" in latency:  # not {"error": ...}: a one-row call that failed (the gate fails closed on it)
         figures |= {"latency_p50_ms": latency["p50"], "latency_p99_ms": latency["p99"]}
     if "size_bytes" in result["challenger"]:
         figures["model_size_bytes"] = result["challenger"]["size_bytes"]

@@ -221,8 +221,21 @@ def _onnx_rule(policy: Policy, challenger: dict[str, Any]) -> Rule:
     return _rule(rules.ONNX_RUNTIME, loss <= budget, loss, budget, detail)
 
 
-def _drift_rules(policy: Policy, drift: dict[str, Any]) -> list[Rule]:
+def _drift_rules(policy: Policy, drift: dict[str, Any], against: int | None) -> list[Rule]:
+    """``against``: the version the drift must have been measured against, the champion evaluate scored (the
+    challenger's own profile when there is none): the two tasks read the champion apart, and a rollback between
+    them would have judged the drift against another model's reference."""
     share = drift.get("drift_share")
+    measured = drift.get("reference_version")
+    if share is not None and against is not None and measured is not None and measured != against:
+        detail = (
+            f"the drift was measured against v{measured}'s reference profile, but evaluate compared with "
+            f"v{against} (the champion changed between them): fail closed; run the day again"
+        )
+        return [
+            _rule(rules.MAX_DRIFTED_SHARE, False, share, policy.drift.max_drifted_share, detail),
+            _rule(rules.CRITICAL_COLUMNS_STABLE, False, None, policy.drift.critical_columns, detail),
+        ]
     drifted = {name for name, col in (drift.get("columns") or {}).items() if col.get("drifted")}
     critical = sorted(drifted & set(policy.drift.critical_columns))
     limit = policy.drift.max_drifted_share
@@ -280,7 +293,7 @@ def decide(policy: Policy, evaluation: dict[str, Any], drift: dict[str, Any]) ->
         ),
         *_model_rules(policy, evaluation),
         *_budget_rules(policy, challenger),
-        *_drift_rules(policy, drift),
+        *_drift_rules(policy, drift, champion.get("version") if champion else challenger.get("version")),
     ]
     passed = all(r["passed"] for r in found)
     return {

@@ -71,7 +71,7 @@ class BootstrapRule(_Strict):
         ge=100,
         description="Larger holdouts are bootstrapped on a seeded sample of this size.",
     )
-    seed: int = Field(default=0, description="Seed of the resampling, so a decision can be reproduced.")
+    seed: int = Field(default=0, ge=0, description="Seed of the resampling, so a decision can be reproduced.")
 
 
 class SliceRule(_Strict):

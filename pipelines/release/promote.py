@@ -174,6 +174,22 @@ def promote(
     dry_run = settings.promotion_dry_run or bool((decision or {}).get("dry_run"))
     if decision is not None and decision.get("decision") != "promote":
         raise ValueError(f"the gate rejected v{version}; a rejected decision cannot be promoted")
+    if run_id is not None and (done := _completed_by(settings, history.PROMOTED, dag_id, run_id)) is not None:
+        # The same run again (a cleared task or run): its promotion is done. Moving again, after a rollback
+        # set the champion back to the version this run's gate compared with, would undo the rollback.
+        log.info(
+            "promote: run %s promoted v%s already, at %s; nothing to do",
+            run_id,
+            done["to_version"],
+            done["at"],
+        )
+        return {
+            "name": settings.model_name,
+            "champion": done["to_version"],
+            "previous": done["from_version"],
+            "changed": False,
+            "already": f"promoted by this run at {done['at']}",
+        }
     return move_champion(
         settings,
         version,
@@ -224,10 +240,10 @@ def previous_champion(settings: Settings, current: int) -> int | None:
     return int(tag) if tag and tag != "None" else None
 
 
-def _rolled_back_by(settings: Settings, dag_id: str | None, run_id: str) -> dict[str, Any] | None:
-    """The completed rollback of this DAG run, from the promotion history; None when it has none."""
+def _completed_by(settings: Settings, outcome: str, dag_id: str | None, run_id: str) -> dict[str, Any] | None:
+    """This DAG run's completed move (``outcome``: promoted, rolled_back) from the history; None if none."""
     for row in reversed(history.read(settings, settings.model_name)):
-        if row["outcome"] == history.ROLLED_BACK and row["run_id"] == run_id and row["dag_id"] == dag_id:
+        if row["outcome"] == outcome and row["run_id"] == run_id and row["dag_id"] == dag_id:
             return row
     return None
 
@@ -243,7 +259,10 @@ def rollback(
     """Make ``to_version`` (default: the previous champion) the champion, through the same compare-and-set."""
     if not reason.strip():
         raise ValueError("a rollback needs a reason; it is kept in the promotion history")
-    if run_id is not None and (done := _rolled_back_by(settings, dag_id, run_id)) is not None:
+    if (
+        run_id is not None
+        and (done := _completed_by(settings, history.ROLLED_BACK, dag_id, run_id)) is not None
+    ):
         # The same run again (a cleared task, a re-run): its rollback is done. Rolling back "to the previous
         # champion" a second time would undo it (the previous champion is then the version rolled back from).
         log.info(

@@ -129,6 +129,28 @@ def test_the_same_rollback_run_again_does_not_undo_its_rollback(tmp_path):
     assert other["changed"] and _alias(client, settings) == 3  # a new run is a new rollback: to its previous
 
 
+def test_a_days_promote_run_again_after_a_rollback_does_not_undo_it(tmp_path):
+    """v1 -> v2 by day D's run, rolled back to v1: the champion is again the one D's gate compared with, so
+    a cleared promote of D would pass the compare-and-set and bring v2 back."""
+    import datetime as dt
+
+    from pipelines.release.promote import promote
+
+    settings, client = _registry(tmp_path, 2)
+    move_champion(settings, 1, None, trigger="test", reason="bootstrap")
+    day, decision = dt.date(2026, 11, 20), {"decision": "promote"}
+    first = promote(settings, day, 2, 1, decision=decision, dag_id="retrain", run_id="scheduled__D")
+    assert first["changed"] and _alias(client, settings) == 2
+    rollback(settings, reason="v2 is bad", trigger="dag", dag_id="rollback", run_id="manual__R")
+    assert _alias(client, settings) == 1
+    again = promote(settings, day, 2, 1, decision=decision, dag_id="retrain", run_id="scheduled__D")
+    assert (
+        not again["changed"] and "promoted by this run" in again["already"] and _alias(client, settings) == 1
+    )
+    other = promote(settings, day, 2, 1, decision=decision, dag_id="retrain", run_id="manual__new")
+    assert other["changed"] and _alias(client, settings) == 2  # a new run's gate decided anew
+
+
 def _alias(client, settings):
     return int(tracking.version_by_alias(client, settings.model_name, "champion").version)
 

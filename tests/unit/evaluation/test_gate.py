@@ -140,6 +140,16 @@ def test_a_figure_is_judged_as_its_record_shows_it_not_on_its_last_bit():
         assert not interval["passed"] and interval["value"][0] == 0.0 and str(interval["threshold"]) == "0.0"
 
 
+def test_drift_measured_against_another_champion_than_evaluates_fails_closed():
+    measured = QUIET | {"reference_version": 7}  # a rollback landed between drift and evaluate
+    record = decide(POLICY, _evaluation(), measured)
+    assert _failed(record) == {"max_drifted_share", "critical_columns_stable"}
+    assert "measured against v7's reference profile, but evaluate compared with v1" in str(record["rules"])
+    assert not _failed(decide(POLICY, _evaluation(), QUIET | {"reference_version": 1}))
+    first = _evaluation(champion=False)  # no champion: drift against the challenger's own profile
+    assert "max_drifted_share" not in _failed(decide(POLICY, first, QUIET | {"reference_version": 2}))
+
+
 def test_too_few_holdout_rows_is_rejected():
     assert _failed(decide(POLICY, _evaluation(rows=50), QUIET)) == {"min_holdout_rows"}
 

@@ -29,6 +29,7 @@ def test_shipped_policies_load_and_fit_their_contracts():
         ("version: 2", "version"),
         ("bootstrap: {confidence: 1.5}", "bootstrap.confidence"),
         ("bootstrap: {resamples: 10}", "bootstrap.resamples"),
+        ("bootstrap: {seed: -1}", "bootstrap.seed"),
         ("slices: [{column: channel}]", "slices.0.max_regression"),
         ("latency: {max_p99_ms: -1}", "latency.max_p99_ms"),
         ("approval: maybe", "approval"),
