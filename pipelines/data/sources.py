@@ -95,9 +95,13 @@ def check_gaps(settings: Settings, contract: Contract, missing: list[dt.date]) -
         )
 
 
-def _is_data_file(path: str, fmt: str) -> bool:
-    name = path.rsplit("/", 1)[-1]
-    return not name.startswith(("_", ".")) and name.lower().endswith(SUFFIXES[fmt])
+def _is_data_file(path: str, fmt: str, root: str) -> bool:
+    """A data file of the day's folder ``root``: none of its names below it starts with ``_`` or ``.`` (a
+    writer's ``_temporary/`` or ``.staging/`` folder holds files not yet committed)."""
+    below = path[len(root) :].strip("/").split("/")
+    return not any(part.startswith(("_", ".")) for part in below) and below[-1].lower().endswith(
+        SUFFIXES[fmt]
+    )
 
 
 def partition(settings: Settings, contract: Contract, day: dt.date) -> SourcePartition:
@@ -108,7 +112,7 @@ def partition(settings: Settings, contract: Contract, day: dt.date) -> SourcePar
     if any(ch in path for ch in "*?["):
         paths = sorted(p for p in fs.glob(path) if fs.isfile(p))
     elif fs.isdir(path):
-        paths = sorted(p for p in fs.find(path) if _is_data_file(p, fmt))
+        paths = sorted(p for p in fs.find(path) if _is_data_file(p, fmt, path))
     elif fs.isfile(path):
         paths = [path]
     else:

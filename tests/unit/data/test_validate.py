@@ -211,6 +211,20 @@ def test_csv_value_that_does_not_parse(settings, contract, tmp_path, clean_frame
     assert found[("age", "coerce_dtype('int64')")].examples == ["forty"]
 
 
+def test_a_writers_uncommitted_folders_are_not_part_of_the_day(settings, contract, tmp_path, clean_frame):
+    day = tmp_path / "src" / DAY.isoformat()
+    for folder in ("_temporary/0/_temporary/attempt_1", ".staging", "region=north"):
+        (day / folder).mkdir(parents=True)
+        clean_frame.to_parquet(day / folder / "part-1.parquet", index=False)
+    clean_frame.to_parquet(day / "part-0.parquet", index=False)
+    settings = settings.model_copy(update={"source_uri": str(tmp_path / "src" / "{ds}")})
+    found = sources.partition(settings, contract, DAY).files
+    assert sorted(f.split(f"{DAY.isoformat()}/", 1)[1] for f in found) == [
+        "part-0.parquet",
+        "region=north/part-1.parquet",
+    ]
+
+
 def test_missing_source_day_is_a_retryable_error(settings, contract, tmp_path):
     settings = settings.model_copy(update={"source_uri": str(tmp_path / "nowhere" / "{ds}")})
     with pytest.raises(sources.SourceMissingError, match=f"no parquet data for {DAY}"):
