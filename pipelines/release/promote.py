@@ -174,22 +174,10 @@ def promote(
     dry_run = settings.promotion_dry_run or bool((decision or {}).get("dry_run"))
     if decision is not None and decision.get("decision") != "promote":
         raise ValueError(f"the gate rejected v{version}; a rejected decision cannot be promoted")
-    if run_id is not None and (done := _completed_by(settings, history.PROMOTED, dag_id, run_id)) is not None:
-        # The same run again (a cleared task or run): its promotion is done. Moving again, after a rollback
-        # set the champion back to the version this run's gate compared with, would undo the rollback.
-        log.info(
-            "promote: run %s promoted v%s already, at %s; nothing to do",
-            run_id,
-            done["to_version"],
-            done["at"],
-        )
-        return {
-            "name": settings.model_name,
-            "champion": done["to_version"],
-            "previous": done["from_version"],
-            "changed": False,
-            "already": f"promoted by this run at {done['at']}",
-        }
+    # The same run again (a cleared task or run): its promotion is done. Moving again, after a rollback set the
+    # champion back to the version this run's gate compared with, would undo the rollback.
+    if (done := _done_by_this_run(settings, history.PROMOTED, dag_id, run_id)) is not None:
+        return done
     return move_champion(
         settings,
         version,
@@ -240,11 +228,31 @@ def previous_champion(settings: Settings, current: int) -> int | None:
     return int(tag) if tag and tag != "None" else None
 
 
-def _completed_by(settings: Settings, outcome: str, dag_id: str | None, run_id: str) -> dict[str, Any] | None:
-    """This DAG run's completed move (``outcome``: promoted, rolled_back) from the history; None if none."""
+def _done_by_this_run(
+    settings: Settings, outcome: str, dag_id: str | None, run_id: str | None
+) -> dict[str, Any] | None:
+    """What this DAG run's completed move (``outcome``: promoted, rolled_back) left, as a result that changed
+    nothing now; None when the run has none in the history (or is no DAG run)."""
+    if run_id is None:
+        return None
     for row in reversed(history.read(settings, settings.model_name)):
         if row["outcome"] == outcome and row["run_id"] == run_id and row["dag_id"] == dag_id:
-            return row
+            log.info(
+                "%s: run %s moved %s from v%s to v%s already, at %s; nothing to do",
+                row["action"],
+                run_id,
+                settings.model_name,
+                row["from_version"],
+                row["to_version"],
+                row["at"],
+            )
+            return {
+                "name": settings.model_name,
+                "champion": row["to_version"],
+                "previous": row["from_version"],
+                "changed": False,
+                "already": f"{outcome.replace('_', ' ')} by this run at {row['at']}",
+            }
     return None
 
 
@@ -259,26 +267,10 @@ def rollback(
     """Make ``to_version`` (default: the previous champion) the champion, through the same compare-and-set."""
     if not reason.strip():
         raise ValueError("a rollback needs a reason; it is kept in the promotion history")
-    if (
-        run_id is not None
-        and (done := _completed_by(settings, history.ROLLED_BACK, dag_id, run_id)) is not None
-    ):
-        # The same run again (a cleared task, a re-run): its rollback is done. Rolling back "to the previous
-        # champion" a second time would undo it (the previous champion is then the version rolled back from).
-        log.info(
-            "rollback: run %s already rolled %s back from v%s to v%s; nothing to do",
-            run_id,
-            settings.model_name,
-            done["from_version"],
-            done["to_version"],
-        )
-        return {
-            "name": settings.model_name,
-            "champion": done["to_version"],
-            "previous": done["from_version"],
-            "changed": False,
-            "already": f"rolled back by this run at {done['at']}",
-        }
+    # The same run again (a cleared task, a re-run): its rollback is done. Rolling back "to the previous
+    # champion" a second time would undo it (the previous champion is then the version rolled back from).
+    if (done := _done_by_this_run(settings, history.ROLLED_BACK, dag_id, run_id)) is not None:
+        return done
     client = tracking.configure(settings)
     current_version = audit.audit(settings, client).recorded  # the champion on the record, not the alias
     if current_version is None and to_version is None:

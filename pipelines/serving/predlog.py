@@ -143,6 +143,7 @@ class PredictionLog:
                     sum(len(batch[3]) for batch in group),
                     version,
                     exc,
+                    exc_info=exc,  # its trace: a numpy error here may be this code's
                 )
                 continue
             try:
