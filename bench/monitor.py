@@ -59,7 +59,6 @@ sys.path.insert(0, str(ROOT))
 FILE_ROWS = 500_000
 CONNECT_URL = "BENCH_SPARK_REMOTE"  # the Spark Connect server's URL, for the monitor's children
 TRAIN_DAY = dt.date(2026, 11, 20)
-LOG_DAY = dt.date(2026, 11, 25)
 DAY_ROWS = 200_000  # the demo generator's most rows a day (its customer pool)
 
 
@@ -67,6 +66,15 @@ def _settings(work: Path) -> Any:
     from pipelines.settings import get_settings
 
     return get_settings(state_dir=work / "state", rows_per_day=DAY_ROWS, model_family="sklearn")
+
+
+def log_day(settings: Any) -> dt.date:
+    """The logged day: the day the champion was promoted (the monitor judges a day against the champion of
+    its end, so a day before its promotion has none)."""
+    from pipelines.release import history
+
+    moves = [r for r in history.read(settings, settings.model_name) if r["outcome"] in history.MOVED]
+    return dt.datetime.fromisoformat(moves[0]["at"]).astimezone(dt.UTC).date()
 
 
 def _champion(work: Path) -> int:
@@ -108,7 +116,8 @@ def write_log(work: Path, rows: int, version: int, layout: str = "days") -> tupl
     from pipelines.data.generate import generate_day
 
     settings = _settings(work)
-    folder = Path(settings.prediction_log_uri) / f"ds={LOG_DAY}"
+    day = log_day(settings)
+    folder = Path(settings.prediction_log_uri) / f"ds={day}"
     if (
         layout == "days"
         and folder.exists()
@@ -120,11 +129,11 @@ def write_log(work: Path, rows: int, version: int, layout: str = "days") -> tupl
     folder.mkdir(parents=True)
     features = dataset_contract(settings).feature_columns
     model = mlflow.pyfunc.load_model(f"models:/{settings.model_name}/{version}")
-    start = pd.Timestamp(LOG_DAY, tz="UTC")
+    start = pd.Timestamp(day, tz="UTC")
     written, part = 0, 0
     while written < rows:
-        day = LOG_DAY - dt.timedelta(days=part + 1)  # other days' customers and times: only the rows matter
-        frame = generate_day(day, settings.seed, min(DAY_ROWS, rows - written), "covariate_shift")
+        other = day - dt.timedelta(days=part + 1)  # other days' customers and times: only the rows matter
+        frame = generate_day(other, settings.seed, min(DAY_ROWS, rows - written), "covariate_shift")
         for offset in range(0, len(frame), FILE_ROWS):
             chunk = frame.iloc[offset : offset + FILE_ROWS]
             n = len(chunk)
@@ -196,7 +205,7 @@ def child_monitor(work: str, engine: str, fresh: str) -> dict[str, Any]:
         if fresh == "1" or folder.name != "reference":  # kept: the champion's holdout predictions' profile
             shutil.rmtree(folder)
     started = time.perf_counter()
-    result = monitor(settings, Interval.of(LOG_DAY), engine)
+    result = monitor(settings, Interval.of(log_day(settings)), engine)
     seconds = time.perf_counter() - started
     summary = json.loads(Path(result["report"], "monitor.json").read_text())
     drift = summary["drift"]
@@ -245,7 +254,7 @@ def child_evidently(work: str) -> dict[str, Any]:
     champion = client.get_model_version(settings.model_name, str(audit.champion(settings, client)))
     started = time.perf_counter()
     current = pd.read_parquet(
-        Path(settings.prediction_log_uri) / f"ds={LOG_DAY}", columns=[*features, "probability"]
+        Path(settings.prediction_log_uri) / f"ds={log_day(settings)}", columns=[*features, "probability"]
     )
     reference = pd.read_parquet(storage.raw_uri(settings.resolved_data_root, settings.dataset, TRAIN_DAY))
     holdout = datasets.read_split(champion.tags["dataset.uri"], "holdout", features)
@@ -308,9 +317,9 @@ def child_compact(work: str) -> dict[str, Any]:
     from pipelines.monitoring.logfiles import compact
 
     settings = _settings(Path(work))
-    parts = len(list((Path(settings.prediction_log_uri) / f"ds={LOG_DAY}").glob("part-*.parquet")))
+    parts = len(list((Path(settings.prediction_log_uri) / f"ds={log_day(settings)}").glob("part-*.parquet")))
     started = time.perf_counter()
-    done = compact(settings.prediction_log_uri, LOG_DAY)
+    done = compact(settings.prediction_log_uri, log_day(settings))
     return done | {"seconds": time.perf_counter() - started, "found": parts}
 
 

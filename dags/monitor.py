@@ -25,8 +25,10 @@ breaches into a verdict. When it asks for a retrain, the task emits an event of 
 figures; the `retrain` DAG is scheduled on its daily time *or* that asset, and records what started it.
 Cooldown, the settling time after a promotion and the daily budget are enforced here: a suppressed request
 is recorded with its reason (`pipelines monitor history`), and no event is emitted. A re-run of an hour
-judges it again and never asks twice (`already_asked`); a run that failed asked for nothing, and its retry
-asks. A day's live metric asks once per champion, not every hour that sees it.
+judges it again and never asks twice (`already_asked`), unless Airflow holds no event of its ask (the task
+that asked failed after recording it): then it asks again. A run that failed before deciding asked for
+nothing, and its retry asks. An hour judged late is judged against the champion of its end (the promotion
+history), not today's. A day's live metric asks once per champion, not every hour that sees it.
 
 The report (Evidently's HTML with every signal above it, JSON, Prometheus text) is written under
 `<data_root>/monitoring/<dataset>/` and logged to the MLflow experiment `<experiment>-monitoring`, tagged
@@ -50,7 +52,7 @@ os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
 DAG_ID = Path(__file__).stem
 
 
-@task(outlets=[RETRAIN_REQUESTS])
+@task(outlets=[RETRAIN_REQUESTS], inlets=[RETRAIN_REQUESTS])
 def monitor() -> dict[str, Any]:
     from pipelines.monitoring.monitor import Interval
     from pipelines.monitoring.monitor import monitor as run
@@ -63,7 +65,18 @@ def monitor() -> dict[str, Any]:
         interval = Interval.whole_hours(start, end)
     else:  # triggered with no logical date: the hour up to when it was asked
         interval = Interval.hour_up_to(context["dag_run"].run_after)
-    result = run(get_settings(dataset=params["dataset"], engine=params["engine"]), interval)
+
+    def delivered(name: str) -> bool:
+        """Whether Airflow holds this dataset's request for the interval ``name`` (the events through the
+        alias since the interval began: an event is registered only when the task that emitted it succeeds)."""
+        events = context["inlet_events"][RETRAIN_REQUESTS].after(interval.start.isoformat())
+        return any(
+            (e.extra or {}).get("dataset") == params["dataset"] and (e.extra or {}).get("interval") == name
+            for e in events
+        )
+
+    settings = get_settings(dataset=params["dataset"], engine=params["engine"])
+    result = run(settings, interval, delivered=delivered)
     if "event" in result:  # the policy asked for a retrain: the dataset's asset gets an event
         context["outlet_events"][RETRAIN_REQUESTS].add(
             retrain_request(params["dataset"]), extra=result["event"]

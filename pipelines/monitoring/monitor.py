@@ -30,7 +30,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -189,11 +189,21 @@ def _baseline(settings: Settings, interval: Interval, days: int) -> list[int]:
     return found
 
 
-def _last_promotion(settings: Settings) -> dt.datetime | None:
-    from pipelines.release import history
+def _champion_then(
+    settings: Settings, client: Any, end: dt.datetime
+) -> tuple[int | None, dt.datetime | None]:
+    """The champion when the interval ended, and when the champion last changed up to then.
 
-    moves = [r for r in history.read(settings, settings.model_name) if r["outcome"] in history.MOVED]
-    return dt.datetime.fromisoformat(moves[-1]["at"]) if moves else None
+    An interval judged late (a retry, a re-run, a catch-up) is judged as it was on time: against the model
+    that was champion while it was served, with the settling time of the promotions before its end, whatever
+    was promoted or rolled back since.
+    """
+    from pipelines.release import audit, history
+
+    audit.champion(settings, client)  # refuses a registry whose alias was moved outside the gate
+    rows = history.as_of(history.read(settings, settings.model_name), end)
+    moves = [r for r in rows if r["outcome"] in history.MOVED]
+    return history.champion(rows), dt.datetime.fromisoformat(moves[-1]["at"]) if moves else None
 
 
 def _prediction_reference(
@@ -303,16 +313,25 @@ def _served(
 
 
 def monitor(
-    settings: Settings, interval: Interval, engine: str | None = None, ask: bool = True
+    settings: Settings,
+    interval: Interval,
+    engine: str | None = None,
+    ask: bool = True,
+    delivered: Callable[[str], bool] | None = None,
 ) -> dict[str, Any]:
     """Judge one interval of served traffic; write its report and figures; say whether a retrain is asked for.
 
     Returns a small JSON-safe summary: the interval, rows, each signal's state, the verdict and, when a
     retrain is asked for, the ``event`` to emit (its reason and figures). ``ask=False`` (outside Airflow,
     where no event can be emitted) reports ``would_trigger`` instead, and records no request.
+
+    ``delivered`` answers, for an interval's name, whether the orchestrator holds the event this interval
+    asked with. The request is recorded before the event is emitted (the event is only registered once the
+    task has succeeded): an interval recorded as asking whose event never arrived (its run failed after the
+    record) asks again, where without ``delivered`` it would report ``already_asked`` and the request be lost.
     """
     from pipelines.engines import check_engine
-    from pipelines.release import audit, tracking
+    from pipelines.release import tracking
 
     engine_name = check_engine(engine or settings.engine)
     contract = dataset_contract(settings)
@@ -320,7 +339,7 @@ def monitor(
     check_against_contract(policy, contract.feature_columns, settings.resolved_monitoring_policy_path)
     metric_name = load_policy(settings.resolved_policy_path).primary_metric
     client = tracking.configure(settings)
-    champion_version = audit.champion(settings, client)
+    champion_version, last_move = _champion_then(settings, client, interval.end)
     base = {
         "dataset": settings.dataset,
         "interval": interval.name,
@@ -338,7 +357,7 @@ def monitor(
             "verdict": {
                 "status": verdict.NOT_NEEDED,
                 "reasons": [],
-                "detail": "no champion yet: nothing is served to judge",
+                "detail": "no champion when this interval ended (the promotion history): nothing served to judge",
             },
         }
         storage.write_json_atomic(figures_uri(settings, interval), _figures(result))
@@ -369,9 +388,18 @@ def monitor(
     earlier = read_triggers(
         settings, interval.day - dt.timedelta(days=policy.triggers.cooldown_hours // 24 + 2)
     )
-    decision = verdict.decide(
-        policy, signals, interval.name, interval.end, earlier, _last_promotion(settings), evidence
-    )
+    decision = verdict.decide(policy, signals, interval.name, interval.end, earlier, last_move, evidence)
+    if decision["status"] == verdict.ALREADY and delivered is not None and not delivered(interval.name):
+        asked_at = next(
+            r.get("decided_at", r["at"])
+            for r in earlier
+            if r["interval"] == interval.name and r["status"] == verdict.TRIGGERED
+        )
+        decision = decision | {
+            "status": verdict.TRIGGERED,
+            "detail": f"retrain asked for again (this interval's ask, decided at {asked_at}, never reached the "
+            f"scheduler: the run that asked failed before it ended): {decision['summary']}",
+        }
     if decision["status"] == verdict.TRIGGERED and not ask:
         decision = decision | {"status": verdict.WOULD_TRIGGER, "detail": "would " + decision["detail"]}
     result = base | {

@@ -165,6 +165,11 @@ def champion(rows: list[dict[str, Any]]) -> int | None:
     return found
 
 
+def as_of(rows: list[dict[str, Any]], moment: dt.datetime) -> list[dict[str, Any]]:
+    """The rows written up to ``moment``: the history as it stood then (its champion, its last move)."""
+    return [row for row in rows if dt.datetime.fromisoformat(row["at"]) <= moment]
+
+
 def unresolved(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Pending rows no later row completes: moves that may or may not have happened."""
     completed = {row["ref"] for row in rows if row.get("ref") is not None}

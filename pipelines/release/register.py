@@ -52,41 +52,58 @@ def register(settings: Settings, logical_date: dt.date, run_id: str) -> dict[str
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
     run_tags = client.get_run(run_id).data.tags
+    run_key = run_tags.get("ct.run_key")
+    tags = None
+    if _existing_version(client, name, run_id, run_key) is None:
+        # The model's files are read and hashed before the promotion lock is taken: a large model's download
+        # would otherwise hold back every promotion and rollback for its whole length.
+        tags = _version_tags(run_id, run_tags)
     with history.promotion_lock(settings, name):
-        version = _existing_version(client, name, run_id, run_tags.get("ct.run_key"))
+        version = _existing_version(client, name, run_id, run_key)
         if version is not None:
             log.info("run %s is already version %s of %s", run_id, version.version, name)
         else:
-            model_uri = run_tags.get("ct.model_uri")
-            if not model_uri:
-                raise ValueError(
-                    f"MLflow run {run_id} has no ct.model_uri tag: it did not finish logging a model"
-                )
-            with tempfile.TemporaryDirectory(prefix="ct-register-") as tmp:
-                manifest = integrity.build_manifest(integrity.download(model_uri, tmp))
-            tags = {key: run_tags[key] for key in LINEAGE_TAGS if key in run_tags}
-            tags |= integrity.tags_for(manifest)
+            tags = tags or _version_tags(run_id, run_tags)  # the version found before the lock is gone
             with tracking.no_mlflow_prints():  # this stage logs what it registered, below
-                version = mlflow.register_model(model_uri, name, tags=tags)
+                version = mlflow.register_model(run_tags["ct.model_uri"], name, tags=tags)
             log.info(
-                "registered run %s as version %s of %s (%d files, %d bytes, sha256 %s)",
+                "registered run %s as version %s of %s (sha256 %s)",
                 run_id,
                 version.version,
                 name,
-                len(manifest["files"]),
-                manifest["total_bytes"],
                 tags[integrity.DIGEST_TAG][:12],
             )
         # Under the lock, as promote moves the alias away from a version it makes champion. A re-run of a day
-        # whose version is champion by now leaves it champion only.
+        # whose version is champion by now leaves it champion only; a re-run of an older day leaves the alias
+        # on the newer challenger registered since.
         champion = tracking.version_by_alias(client, name, tracking.CHAMPION)
+        challenger = tracking.version_by_alias(client, name, tracking.CHALLENGER)
         if champion is not None and champion.version == version.version:
             log.info("version %s of %s is the champion: no challenger alias", version.version, name)
+        elif challenger is not None and int(challenger.version) > int(version.version):
+            log.info(
+                "version %s of %s is older than the challenger, v%s: the alias stays",
+                version.version,
+                name,
+                challenger.version,
+            )
         else:
             client.set_registered_model_alias(name, tracking.CHALLENGER, version.version)
     version = client.get_model_version(name, version.version)
     tags = {k: v for k, v in version.tags.items() if k != integrity.MANIFEST_TAG}
     return {"name": name, "version": int(version.version), "run_id": run_id, "tags": tags}
+
+
+def _version_tags(run_id: str, run_tags: dict[str, str]) -> dict[str, str]:
+    """The run's lineage tags and its model files' manifest (read and hashed here), for its new version."""
+    model_uri = run_tags.get("ct.model_uri")
+    if not model_uri:
+        raise ValueError(f"MLflow run {run_id} has no ct.model_uri tag: it did not finish logging a model")
+    with tempfile.TemporaryDirectory(prefix="ct-register-") as tmp:
+        manifest = integrity.build_manifest(integrity.download(model_uri, tmp))
+    log.info("run %s's model: %d files, %d bytes", run_id, len(manifest["files"]), manifest["total_bytes"])
+    tags = {key: run_tags[key] for key in LINEAGE_TAGS if key in run_tags}
+    return tags | integrity.tags_for(manifest)
 
 
 def _existing_version(

@@ -9,6 +9,7 @@ import datetime as dt
 import json
 import time
 
+import httpx
 import pytest
 import yaml
 from fastapi.testclient import TestClient
@@ -16,7 +17,7 @@ from fastapi.testclient import TestClient
 from pipelines.data import storage
 from pipelines.data.generate import generate, generate_day
 from pipelines.monitoring import verdict
-from pipelines.monitoring.monitor import read_triggers
+from pipelines.monitoring.monitor import read_figures, read_triggers
 from pipelines.release import history, tracking
 from pipelines.serving.app import create_app, wait_until_ready
 from pipelines.settings import INCLUDE_DIR, get_settings
@@ -25,6 +26,7 @@ from tests.monitoring_lab import request_rows, today, train_champion
 from tests.scheduler import Airflow
 
 pytestmark = pytest.mark.slow
+ADMIN = {"admin": "admin"}
 
 
 def _serve_drifted(settings, day: dt.date) -> None:
@@ -64,6 +66,8 @@ def loop(tmp_path, postgres):
     champion = train_champion(settings, DAY)
     _serve_drifted(settings, day)
     service = Airflow(tmp_path / "airflow", postgres.database("airflow_monitor"), env)
+    service.home.mkdir(parents=True, exist_ok=True)  # its REST API's admin, for a clear as a person makes it
+    (service.home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps(ADMIN))
     service.start()
     yield service, settings, champion, day
     service.stop()
@@ -83,6 +87,21 @@ def _settled(airflow: Airflow, dag_id: str):
         return {"runs": runs} if runs and all(r["state"] in ("success", "failed") for r in runs) else None
 
     return check
+
+
+def _clear(airflow: Airflow, dag_id: str, run_id: str) -> None:
+    """Clear a run's tasks through the REST API, as a person re-runs it from the UI."""
+    token = httpx.post(
+        f"{airflow.url}/auth/token", json={"username": "admin", "password": ADMIN["admin"]}, timeout=60
+    )
+    assert token.status_code == 201, token.text
+    cleared = httpx.post(
+        f"{airflow.url}/api/v2/dags/{dag_id}/clearTaskInstances",
+        json={"dag_run_id": run_id, "dry_run": False, "only_failed": False, "reset_dag_runs": True},
+        headers={"Authorization": f"Bearer {token.json()['access_token']}"},
+        timeout=120,
+    )
+    assert cleared.status_code == 200 and cleared.json()["total_entries"] == 1, cleared.text
 
 
 def _asset_events(airflow: Airflow, dataset: str) -> list[dict]:
@@ -111,6 +130,16 @@ def test_drift_in_served_traffic_starts_a_retrain_with_no_person_involved(loop):
     events = _asset_events(airflow, "transactions")
     assert len(events) == 1 and events[0]["day"] == day.isoformat() and events[0]["champion"] == champion
     assert "features drifted" in events[0]["reason"] and events[0]["figures"]["feature_drift"] >= 0.3
+    # The run cleared and run again: the monitor asks Airflow for the interval's event, finds it, and does not
+    # ask twice (it asks again only when its record says it asked and Airflow holds no event of it).
+    _clear(airflow, "monitor", monitored[0]["run_id"])
+    rerun = airflow.wait_for(
+        "the cleared monitor run", _finished(airflow, "monitor", "manual", 1), timeout=900
+    )
+    assert rerun[0]["state"] == "success", airflow.task_states("monitor", rerun[0]["run_id"])
+    judged = next(f for f in read_figures(settings) if f["interval"] == asked[0]["interval"])
+    assert judged["status"] == verdict.ALREADY, judged
+    assert len(_asset_events(airflow, "transactions")) == 1
 
     retrained = airflow.wait_for(
         "the retrain run the asset started", _finished(airflow, "retrain", "asset_triggered", 1), timeout=2400

@@ -384,6 +384,17 @@ def test_registration_is_idempotent_under_concurrent_retries(lab):
     assert register(settings, DAY, trained["run_id"])["version"] == versions.pop()
 
 
+def test_a_re_run_of_an_older_day_leaves_the_challenger_alias_on_the_newer_version(lab):
+    settings, prepared = lab
+    client = tracking.configure(settings)
+    older = train(settings, DAY, prepared[DAY]["uri"], tracking.RunContext("test/older-day"), "sklearn")
+    first = register(settings, DAY, older["run_id"])["version"]
+    newer = _register_new(settings, NEXT_DAY, prepared, "test/newer-day")
+    assert int(tracking.version_by_alias(client, settings.model_name, "challenger").version) == newer
+    assert register(settings, DAY, older["run_id"])["version"] == first  # the older day run again
+    assert int(tracking.version_by_alias(client, settings.model_name, "challenger").version) == newer
+
+
 def test_a_profile_from_before_this_version_is_computed_again_from_its_data(lab, tmp_path):
     from pipelines.data.contract import dataset_contract
     from pipelines.evaluation.drift import ProfileVersionError, usable_profile

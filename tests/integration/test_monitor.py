@@ -23,7 +23,7 @@ from pipelines.data.generate import generate, generate_day
 from pipelines.data.validate import validate
 from pipelines.monitoring import logfiles, verdict
 from pipelines.monitoring.monitor import Interval, monitor, read_figures, read_triggers
-from pipelines.release import tracking
+from pipelines.release import history, tracking
 from pipelines.serving.app import create_app, wait_until_ready
 from pipelines.settings import get_settings
 from tests.conftest import DAY
@@ -147,6 +147,14 @@ def test_drifted_traffic_asks_for_a_retrain_once_and_a_second_ask_in_the_cooldow
     again = monitor(settings, Interval.of(day, hour), "dask")  # the same interval judged again
     assert again["verdict"]["status"] == verdict.ALREADY and "not asked twice" in again["verdict"]["detail"]
     assert "event" not in again
+    # The task that asked recorded it, then failed before Airflow registered its event: its retry finds no
+    # event of the interval, and asks again; where Airflow holds one, it does not.
+    lost = monitor(settings, Interval.of(day, hour), "dask", delivered=lambda name: False)
+    assert lost["verdict"]["status"] == verdict.TRIGGERED, lost["verdict"]
+    assert "never reached the scheduler" in lost["verdict"]["detail"]
+    assert lost["event"] | {"figures": None} == first["event"] | {"figures": None}
+    held = monitor(settings, Interval.of(day, hour), "dask", delivered=lambda name: name == first["interval"])
+    assert held["verdict"]["status"] == verdict.ALREADY and "event" not in held
     whole_day = monitor(settings, Interval.of(day), "dask")  # ends with or after the first: in its cooldown
     assert whole_day["verdict"]["status"] == verdict.SUPPRESSED, whole_day["verdict"]
     assert whole_day["verdict"]["detail"].startswith("cooldown: a retrain was asked for at")
@@ -199,9 +207,23 @@ def test_clean_traffic_asks_for_nothing(champion, tmp_path):
 
 def test_an_interval_with_no_traffic_says_so_and_does_not_fail(champion, tmp_path):
     settings, version = _lab(champion, tmp_path)
-    result = monitor(settings, Interval.of(DAY, 3), "dask")
+    result = monitor(settings, Interval.of(today()), "dask")
     assert result["rows"] == 0 and result["state"] == "no traffic in this interval"
     assert result["verdict"]["status"] == verdict.NOT_NEEDED
     assert _signal(result, "feature_drift")["state"] == verdict.NOT_JUDGED
     assert _signal(result, "live_quality")["state"] == verdict.NOT_JUDGED
     assert Path(result["report"], "monitor.html").exists()
+
+
+def test_an_interval_judged_late_is_judged_against_the_champion_of_its_end(champion, tmp_path):
+    """An hour that ended before the champion was promoted had no champion: a run today (a re-run, a catch-up)
+    judges it as its run on time did, not against today's champion."""
+    settings, version = _lab(champion, tmp_path)
+    promoted = dt.datetime.fromisoformat(
+        next(r["at"] for r in history.read(settings, settings.model_name) if r["outcome"] == history.PROMOTED)
+    )
+    before = Interval.whole_hours(promoted - dt.timedelta(hours=2), promoted - dt.timedelta(hours=1))
+    result = monitor(settings, before, "dask")
+    assert result["champion"] is None and result["state"] == "no champion yet", result
+    after = monitor(settings, Interval.of(promoted.date()), "dask")
+    assert after["champion"] == version

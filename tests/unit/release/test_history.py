@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 
@@ -36,6 +37,18 @@ def test_rows_are_appended_and_read_back_oldest_first(settings):
     assert [r["to_version"] for r in history.read(settings, "m", limit=2)] == [3, 4]  # the newest two
     assert len(history.read(settings)) == 4
     assert rows[0]["at"].endswith("+00:00") and rows[0]["from_version"] == 1
+
+
+def test_the_champion_as_of_a_moment_is_the_last_move_written_up_to_it(settings):
+    history.append(settings, **_row(1, at="2026-11-30T10:00:00.000+00:00"))
+    history.append(settings, **_row(2, at="2026-11-30T12:00:00.000+00:00"))
+    history.append(settings, **_row(1, at="2026-11-30T14:00:00.000+00:00", action="rollback"))
+    rows = history.read(settings, "m")
+    at = dt.datetime.fromisoformat
+    assert history.champion(history.as_of(rows, at("2026-11-30T09:59:59+00:00"))) is None
+    assert history.champion(history.as_of(rows, at("2026-11-30T12:00:00+00:00"))) == 2
+    assert history.champion(history.as_of(rows, at("2026-11-30T13:00:00+01:00"))) == 2  # any zone
+    assert history.champion(history.as_of(rows, at("2026-11-30T15:00:00+00:00"))) == 1
 
 
 def test_a_decision_is_kept_as_json_and_unknown_fields_are_refused(settings):
