@@ -40,6 +40,12 @@ class UnloadableModelError(RuntimeError):
     """A version's verified files do not load as a model (its code no longer imports, a file is unreadable)."""
 
 
+class StoreUnavailableError(ConnectionError):
+    """The registry or the artifact store was out of reach while a version was fetched: nothing is known about
+    its files. Not a refusal: the task fails, and its retry fetches again (serving keeps its model and tries
+    again later, as for any store failure)."""
+
+
 # What loading a version's verified files raises when the files, not this project, are at fault: the
 # registry (MlflowException, OSError); the pickled class or its module gone or changed (ImportError,
 # AttributeError, TypeError); bytes that do not unpickle (pickle.UnpicklingError, EOFError, IndexError,
@@ -148,14 +154,27 @@ def fetch_verified(
     client: MlflowClient, name: str, version: int | str, dst: str | Path | None = None
 ) -> tuple[Path, dict[str, Any]]:
     """Download ``models:/name/version`` and check it against its manifest; return the checked folder."""
-    manifest = stored_manifest(client, name, version)
+    try:
+        manifest = stored_manifest(client, name, version)
+    except MlflowException as exc:
+        _raise_if_unavailable(exc, name, version)
+        raise
     try:
         local = download(f"models:/{name}/{version}", dst)
     except tracking.artifact_store_errors() as exc:
-        # A store that lost the files, or failed: the version is refused.
+        _raise_if_unavailable(exc, name, version)
+        # A store that answered without the files: the version is refused.
         raise IntegrityError(f"{name} v{version}: its files could not be downloaded: {exc}") from exc
     verify(local, manifest, f"{name} v{version}")
     return local, manifest
+
+
+def _raise_if_unavailable(exc: BaseException, name: str, version: int | str) -> None:
+    if tracking.unavailable(exc):
+        raise StoreUnavailableError(
+            f"{name} v{version}: the registry or its artifact store could not be reached "
+            f"({type(exc).__name__}: {exc}); nothing was decided about the version, try again"
+        ) from exc
 
 
 def load_verified(

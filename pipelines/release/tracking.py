@@ -206,6 +206,52 @@ def artifact_store_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def unavailable(exc: BaseException) -> bool:
+    """Whether a registry or artifact store failure means the store was out of reach for now (a connection
+    refused or reset, a timeout, a 5xx or throttling once MLflow's own retries ran out), not an answer about the
+    files (not there, refused). Walks the exception's causes: MLflow wraps what ``requests`` raised."""
+    import requests
+
+    transient: list[type[BaseException]] = [
+        ConnectionError,  # the socket's: refused, reset, aborted
+        TimeoutError,
+        requests.ConnectionError,
+        requests.Timeout,
+        requests.exceptions.RetryError,  # MLflow's retries of a 429 or 5xx ran out
+    ]
+    for module, names in (
+        ("botocore.exceptions", ("ConnectionError", "HTTPClientError")),
+        ("google.api_core.exceptions", ("ServerError", "TooManyRequests")),
+        ("azure.core.exceptions", ("ServiceRequestError", "ServiceResponseError")),
+    ):
+        try:
+            found = importlib.import_module(module)
+        except ImportError:
+            continue
+        transient += [getattr(found, name) for name in names]
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, tuple(transient)):
+            return True
+        status = _http_status(current)
+        if status is not None and (status >= 500 or status == 429):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _http_status(exc: BaseException) -> int | None:
+    """The HTTP status an HTTP error carries (requests', or a cloud SDK's client error), if any."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):  # botocore's ClientError
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return status if isinstance(status, int) else None
+    status = getattr(response, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
 def load_json_artifact(artifact_uri: str) -> Any:
     """A JSON artifact of a run (for example ``runs:/<run>/reference_profile.json``), parsed."""
     return json.loads(mlflow.artifacts.load_text(artifact_uri))
