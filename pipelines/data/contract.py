@@ -143,6 +143,15 @@ class Contract(BaseModel):
             column = getattr(self, role_name)
             if column not in self.columns:
                 raise ValueError(f"{role_name} names column '{column}', which is not under columns")
+        for split, share in self.splits.items():
+            if share <= 0:
+                # Every split is read: training and early stopping read train and validation, evaluation the
+                # holdout (a policy's holdout.latest_days holds out whole days instead, but the share stays
+                # the fallback), and an empty split stops the run far from this file.
+                raise ValueError(
+                    f"splits.{split} is {share}: each of train, validation and holdout needs a positive "
+                    "percentage of the entities"
+                )
         if sum(self.splits.values()) != 100 or set(self.splits) != {"train", "validation", "holdout"}:
             raise ValueError(
                 f"splits must give train, validation and holdout percentages summing to 100: {self.splits}"

@@ -31,6 +31,10 @@ class DatasetNotFoundError(FileNotFoundError):
     """A dataset folder has no manifest: it was never written, or its write did not finish."""
 
 
+class EmptySplitError(ValueError):
+    """A split of a prepared dataset has no rows: no entity fell into it (too few entities for its share)."""
+
+
 @dataclass(frozen=True)
 class Manifest:
     """What a dataset folder holds; ``content_hash`` is its version."""
@@ -190,6 +194,11 @@ def read_parquet(uri: str, columns: list[str] | None = None) -> pd.DataFrame:
 def read_split(features: str, split: str, columns: list[str] | None = None) -> pd.DataFrame:
     """Read one split (train, validation, holdout) of a committed prepared dataset."""
     read_manifest(features)
+    if not folder_files(split_uri(features, split)):
+        raise EmptySplitError(
+            f"the {split} split of {features} has no rows: no entity fell into it; prepare more days or more "
+            "entities, or give the split a larger share in the contract's splits"
+        )
     return _parquet_dataset(split_uri(features, split)).to_table(columns=columns).to_pandas()
 
 

@@ -49,6 +49,12 @@ def _window(settings: Settings, contract: Contract, end: dt.date) -> tuple[dict[
     return raw_uris, [day.isoformat() for day in missing]
 
 
+def _split_rows(uri: str) -> int:
+    """Rows of one written split; 0 when no row fell into it (few entities: the writer makes no folder). The
+    stage that needs the split names it as empty (training, evaluation)."""
+    return datasets.count_rows(uri) if datasets.folder_files(uri) else 0
+
+
 def dataset_version(raw_hashes: dict[str, str], contract: Contract, holdout_from: dt.date | None) -> str:
     """The prepared dataset's version: the same input rows give the same version on any engine or CPU.
 
@@ -92,7 +98,7 @@ def prepare(
         )
         session.write_parquet(prepared, tmp, partition_on=SPLIT_COLUMN)
         storage.write_json_atomic(storage.join(tmp, PROFILE_FILE), build_profile(session, raw, contract))
-        split_rows = {str(split): datasets.count_rows(storage.split_uri(tmp, split)) for split in SPLITS}
+        split_rows = {str(split): _split_rows(storage.split_uri(tmp, split)) for split in SPLITS}
         # The training split's feature moments: training scales with them, so no rank reads the whole split.
         features = feature_names(contract)
         train_files = datasets.folder_files(storage.split_uri(tmp, "train"))

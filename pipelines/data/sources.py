@@ -7,17 +7,25 @@ start with ``_`` or ``.`` are skipped, as Spark and Hive do), a file or a glob a
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import gzip
 import hashlib
+import io
 import json
 import os
-from dataclasses import dataclass
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from pipelines.data.contract import Contract
+from pipelines.data.validation import EXAMPLES
+from pipelines.engines.base import parse_csv_header
 from pipelines.settings import FileFormat, Settings
 
 SUFFIXES = {"parquet": (".parquet", ".parq", ".pq"), "csv": (".csv", ".csv.gz", ".tsv")}
@@ -25,6 +33,12 @@ SUFFIXES = {"parquet": (".parquet", ".parq", ".pq"), "csv": (".csv", ".csv.gz", 
 
 class SourceMissingError(FileNotFoundError):
     """The source has no data for a day (yet): upstream is late or the URI is wrong. A retry may succeed."""
+
+
+class SourceReadError(OSError):
+    """Reading a source file failed for a reason that is no fault of its content: a timeout, a dropped
+    connection, a permission, a file that went away while the day was read. The task fails and Airflow's retry
+    reads the day again; the day is not quarantined. Content that does not parse never raises it."""
 
 
 @dataclass(frozen=True)
@@ -135,13 +149,13 @@ def partition(settings: Settings, contract: Contract, day: dt.date) -> SourcePar
 def _column_types(schema: pa.Schema) -> dict[str, str]:
     """Each column's type as an engine reads it: a dictionary of strings is a string, any string type too."""
     types = {}
-    for field in schema:
-        data_type = field.type
+    for column in schema:
+        data_type = column.type
         if pa.types.is_dictionary(data_type):
             data_type = data_type.value_type
         if pa.types.is_large_string(data_type) or pa.types.is_string_view(data_type):
             data_type = pa.string()
-        types[field.name] = str(data_type)
+        types[column.name] = str(data_type)
     return types
 
 
@@ -156,31 +170,203 @@ def _schema_difference(types: dict[str, str], first_name: str, first: dict[str, 
     return None
 
 
-def unreadable_files(source: SourcePartition, contract: Contract) -> list[UnreadableFile]:
-    """Files that fail before any row is read: empty, a Parquet footer or CSV header that does not parse, or
-    a Parquet file whose columns have other types than the day's first file (no engine reads them alike).
+@dataclass(frozen=True)
+class SourceFiles:
+    """What the files of a day hold before any row is read: each readable file's columns, in its order (a
+    Parquet footer's, a CSV header's), and the files that cannot be read as their format at all."""
 
-    Only footers and first lines are read, so this is cheap however large the files are.
+    columns: dict[str, list[str]] = field(default_factory=dict)
+    unreadable: list[UnreadableFile] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CsvShape:
+    """The rows of a CSV file with another number of fields than its header (``malformed``, a few of them as
+    ``examples``), or why the file does not parse as CSV at all (``error``)."""
+
+    uri: str
+    malformed: int = 0
+    examples: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+def file_name(uri: str) -> str:
+    return uri.rsplit("/", 1)[-1]
+
+
+def shown_name(source: SourcePartition, uri: str) -> str:
+    """A file of the day as a report names it: its path below the day's folder (its name for a file or glob)."""
+    fs, root = url_to_fs(source.uri)
+    _, path = url_to_fs(uri)
+    below = path[len(root) :].strip("/") if path.startswith(root.rstrip("/") + "/") else ""
+    return below or file_name(uri)
+
+
+class _GuardedReader(io.RawIOBase):
+    """A source file's bytes, whose I/O failures are :class:`SourceReadError`: whatever parses the bytes (pyarrow,
+    gzip, the csv module) may raise ``OSError`` about their content too, and only this tells the two apart."""
+
+    def __init__(self, handle: IO[bytes], uri: str):
+        super().__init__()
+        self._handle, self._uri = handle, uri
+
+    def _failed(self, exc: OSError) -> SourceReadError:
+        return SourceReadError(f"reading source file {self._uri} failed: {type(exc).__name__}: {exc}")
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:  # a writable buffer (collections.abc.Buffer from Python 3.12)
+        view = memoryview(buffer).cast("B")
+        try:
+            data = self._handle.read(len(view))
+        except OSError as exc:
+            raise self._failed(exc) from exc
+        view[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        try:
+            return self._handle.seek(offset, whence)
+        except OSError as exc:
+            raise self._failed(exc) from exc
+
+    def tell(self) -> int:
+        return self._handle.tell()
+
+
+@contextlib.contextmanager
+def _source_bytes(uri: str) -> Iterator[io.BufferedIOBase]:
+    """A source file's bytes, decompressed when its name ends in ``.gz``; I/O failures raise
+    :class:`SourceReadError` (opening it too)."""
+    fs, path = url_to_fs(uri)
+    try:
+        handle = fs.open(path, "rb")
+    except OSError as exc:
+        raise SourceReadError(f"opening source file {uri} failed: {type(exc).__name__}: {exc}") from exc
+    with handle:
+        raw = io.BufferedReader(_GuardedReader(handle, uri))
+        yield gzip.GzipFile(fileobj=raw) if path.lower().endswith(".gz") else raw
+
+
+def _file_size(uri: str) -> int:
+    fs, path = url_to_fs(uri)
+    try:
+        return int(fs.info(path).get("size") or 0)
+    except OSError as exc:
+        raise SourceReadError(f"reading the size of source file {uri} failed: {exc}") from exc
+
+
+# What bad content raises while it is parsed (a SourceReadError, an OSError too, is re-raised before these):
+# pyarrow's errors (some, such as a footer's "Couldn't deserialize thrift", are OSError), gzip's, UTF-8's.
+_BAD_CONTENT = (pa.ArrowException, OSError, ValueError, EOFError, zlib.error)
+
+
+def _parquet_columns(uri: str) -> dict[str, str]:
+    with _source_bytes(uri) as fh:
+        return _column_types(pq.read_schema(fh))
+
+
+def _csv_columns(uri: str, delimiter: str) -> list[str] | None:
+    """The header's column names; None when the file has no header line."""
+    with _source_bytes(uri) as fh:
+        line = fh.readline(2**20).decode("utf-8").rstrip("\r\n")
+    return parse_csv_header(line, delimiter) if line.strip() else None
+
+
+def _duplicated(names: list[str]) -> list[str]:
+    return sorted({name for name in names if names.count(name) > 1})
+
+
+def inspect_files(source: SourcePartition, contract: Contract) -> SourceFiles:
+    """Each file's columns, and the files that fail before any row is read: empty, a Parquet footer or CSV
+    header that does not parse, a header naming a column twice, or a Parquet file whose columns have other
+    types than the day's first file (no engine reads them alike).
+
+    Only footers and first lines are read, so this is cheap however large the files are. A failure to read
+    the bytes (a timeout, a lost connection) raises :class:`SourceReadError`: it says nothing about the data.
     """
-    broken = []
+    found = SourceFiles()
     first: tuple[str, dict[str, str]] | None = None  # a Parquet file's name and column types
     for uri in source.files:
-        fs, path = url_to_fs(uri)
-        if int(fs.info(path).get("size") or 0) == 0:
-            broken.append(UnreadableFile(uri, "empty file (0 bytes)"))
+        if _file_size(uri) == 0:
+            found.unreadable.append(UnreadableFile(uri, "empty file (0 bytes)"))
             continue
         try:
             if source.format == "parquet":
-                with fs.open(path, "rb") as fh:
-                    types = _column_types(pq.read_schema(fh))
-                first = first or (uri.rsplit("/", 1)[-1], types)
+                types = _parquet_columns(uri)
+                first = first or (file_name(uri), types)
                 if reason := _schema_difference(types, *first):
-                    broken.append(UnreadableFile(uri, reason))
+                    found.unreadable.append(UnreadableFile(uri, reason))
+                    continue
+                names = list(types)
             else:
-                with fs.open(path, "rb", compression="infer") as fh:
-                    header = fh.readline().decode("utf-8").strip()
-                if not header:
-                    broken.append(UnreadableFile(uri, "no header line"))
-        except (OSError, ValueError, UnicodeDecodeError) as exc:
-            broken.append(UnreadableFile(uri, f"not a readable {source.format} file: {exc}"))
-    return broken
+                header = _csv_columns(uri, contract.source.csv_delimiter)
+                if header is None:
+                    found.unreadable.append(UnreadableFile(uri, "no header line"))
+                    continue
+                if twice := _duplicated(header):
+                    reason = f"the header names column(s) {', '.join(map(repr, twice))} more than once"
+                    found.unreadable.append(UnreadableFile(uri, reason))
+                    continue
+                names = header
+        except SourceReadError:
+            raise
+        except _BAD_CONTENT as exc:
+            found.unreadable.append(UnreadableFile(uri, f"not a readable {source.format} file: {exc}"))
+            continue
+        found.columns[uri] = names
+    return found
+
+
+def unreadable_files(source: SourcePartition, contract: Contract) -> list[UnreadableFile]:
+    """The files of :func:`inspect_files` that cannot be read at all."""
+    return inspect_files(source, contract).unreadable
+
+
+def csv_shape(uri: str, delimiter: str, width: int) -> CsvShape:
+    """The rows of a CSV file whose number of fields is not ``width``, its header's (read whole, streaming, with
+    pyarrow: a task on an engine's worker). An engine would pad such a row with nulls, drop its extra fields
+    (Spark) or fail the read (pandas), so both engines give the same verdict only if it is found first.
+
+    Fields are split as pandas splits them: ``"`` quotes (doubled inside), quoted line breaks, blank lines
+    skipped. A failure to read the bytes raises :class:`SourceReadError`.
+    """
+    import pyarrow.csv as pv
+
+    name, malformed = file_name(uri), [0]
+    examples: list[str] = []
+
+    def on_malformed(row: Any) -> str:
+        malformed[0] += 1
+        if len(examples) < EXAMPLES:
+            examples.append(
+                f"{name}: a row of {row.actual_columns} fields, the header has {row.expected_columns}: "
+                f"{row.text[:80]}"
+            )
+        return "skip"
+
+    names = [f"f{i}" for i in range(width)]
+    try:
+        with _source_bytes(uri) as fh:
+            reader = pv.open_csv(
+                fh,
+                read_options=pv.ReadOptions(column_names=names, skip_rows=1),
+                parse_options=pv.ParseOptions(
+                    delimiter=delimiter, newlines_in_values=True, invalid_row_handler=on_malformed
+                ),
+                # One column converted, as text: the rows are counted, not typed.
+                convert_options=pv.ConvertOptions(
+                    include_columns=names[:1], column_types={"f0": pa.string()}
+                ),
+            )
+            for _ in reader:
+                pass
+    except SourceReadError:
+        raise
+    except _BAD_CONTENT as exc:
+        return CsvShape(uri, malformed[0], examples, f"not a readable csv file: {str(exc).strip()[:200]}")
+    return CsvShape(uri, malformed[0], examples)

@@ -1,10 +1,11 @@
 """Validate: each day of the source against the data contract, on the run's engine, before anything trains.
 
-Row-level rules (types, nulls, ranges, non-finite values, categories, the event time's day, missing and
-unexpected columns) are a pandera schema applied to every partition by the engine; rules about the whole
-day (row count, null share, all-null columns, unique ids, duplicate rows) are aggregations on the same
-engine (:mod:`pipelines.data.validation` holds the rules). Only small findings (counts and a few example
-values) ever reach the driver, so the day can be any size.
+Each file is checked first, alone: readable, its columns (a Parquet footer's, a CSV header's) those of the
+contract, a CSV file's rows as wide as its header. Row-level rules (types, nulls, ranges, non-finite
+values, categories, the event time's day) are a pandera schema applied to every partition by the engine;
+rules about the whole day (row count, null share, all-null columns, unique ids, duplicate rows) are
+aggregations on the same engine (:mod:`pipelines.data.validation` holds the rules). Only small findings
+(counts and a few example values) ever reach the driver, so the day can be any size.
 
 A day that holds its contract is written, with the contract's types, as a committed raw partition with a
 manifest. A day that breaks it is quarantined (its files copied beside a report of every violation) and
@@ -14,6 +15,7 @@ the stage raises :class:`DataContractError`: nothing downstream runs and no mode
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import time
 from typing import Any
@@ -26,6 +28,7 @@ from pipelines.data.quarantine import quarantine, save_report
 from pipelines.data.validation import (
     EXAMPLES,
     FINDINGS_SCHEMA,
+    MALFORMED_ROWS,
     TABLE,
     UNREADABLE,
     UNREADABLE_DATA,
@@ -33,7 +36,9 @@ from pipelines.data.validation import (
     ValidationReport,
     Violation,
     coerce_partition,
+    columns_disagree,
     duplicate_keys,
+    file_schema_violations,
     merge_findings,
     partition_findings,
     shown_key,
@@ -54,27 +59,61 @@ def _read(engine: Engine, source: sources.SourcePartition, contract: Contract) -
 def _check_rows(
     engine: Engine, source: sources.SourcePartition, contract: Contract, report: ValidationReport
 ) -> None:
-    """Every partition through the pandera schema, and the duplicate rules over the whole day."""
+    """Every partition through the pandera schema, and the duplicate rules over the whole day.
+
+    Missing and unexpected columns are left to :func:`file_schema_violations`, which names the files.
+    """
     text, day = source.format == "csv", source.day
     raw = _read(engine, source, contract)
     empty = engine.empty_frame(raw)
-    schema_only = partition_findings(empty, contract, day, text)  # missing and unexpected columns, once
+    none = partition_findings(empty, contract, day, text)  # the day's counts even when it has no rows
     keys = duplicate_keys(contract, list(empty.columns))
     scan = engine.scan(
         raw, lambda frame: partition_findings(frame, contract, day, text), FINDINGS_SCHEMA, keys, EXAMPLES
     )
-    report.rows, report.null_counts, report.violations = merge_findings(
-        pd.concat([schema_only, scan.summaries], ignore_index=True)
-    )
+    findings = pd.concat([none, scan.summaries], ignore_index=True)
+    report.rows, report.null_counts, found = merge_findings(findings[findings["kind"] != "schema"])
     duplicates = {
-        rule: (found.surplus, [shown_key(rule, key) for key in found.examples])
-        for rule, found in scan.repeated.items()
+        rule: (found_keys.surplus, [shown_key(rule, key) for key in found_keys.examples])
+        for rule, found_keys in scan.repeated.items()
     }
-    report.violations += table_violations(contract, report.rows, report.null_counts, duplicates)
+    report.violations += found + table_violations(contract, report.rows, report.null_counts, duplicates)
+
+
+def _unreadable(source: sources.SourcePartition, broken: list[sources.UnreadableFile]) -> Violation:
+    names = [f"{sources.shown_name(source, b.uri)}: {b.reason}" for b in broken]
+    return Violation(TABLE, UNREADABLE, len(broken), names[:EXAMPLES])
+
+
+def _csv_shape_violations(
+    engine: Engine, source: sources.SourcePartition, columns: dict[str, list[str]], contract: Contract
+) -> list[Violation]:
+    """Rows with another number of fields than their file's header, and files that do not parse as CSV: each
+    file read whole, once, on the engine's workers, by the same function on every engine."""
+    check = functools.partial(_shape_of, contract.source.csv_delimiter)
+    shapes = engine.map_files(check, [(uri, len(names)) for uri, names in columns.items()])
+    found = []
+    if broken := [sources.UnreadableFile(shape.uri, shape.error) for shape in shapes if shape.error]:
+        found.append(_unreadable(source, broken))
+    if malformed := sum(shape.malformed for shape in shapes):
+        examples = [example for shape in shapes for example in shape.examples]
+        found.append(Violation(TABLE, MALFORMED_ROWS, malformed, examples[:EXAMPLES]))
+    return found
+
+
+def _shape_of(delimiter: str, file: tuple[str, int]) -> sources.CsvShape:
+    return sources.csv_shape(file[0], delimiter, file[1])
 
 
 def check_partition(engine: Engine, source: sources.SourcePartition, contract: Contract) -> ValidationReport:
-    """Every rule of the contract on one day of the source; the report lists what is broken."""
+    """Every rule of the contract on one day of the source; the report lists what is broken.
+
+    First each file alone: readable, its columns those of the contract, a CSV file's rows as wide as its
+    header. The rows are checked only when every file can be read, all files have the same columns (in any
+    order: the engines read by name) and no CSV row is malformed, so no engine drops, shifts or pads a value.
+    A failure to read the bytes (:class:`~pipelines.data.sources.SourceReadError`) is raised, not reported:
+    it is no fault of the data, and a retry reads the day again.
+    """
     started = time.perf_counter()
     report = ValidationReport(
         dataset=contract.dataset,
@@ -85,16 +124,22 @@ def check_partition(engine: Engine, source: sources.SourcePartition, contract: C
         rows=0,
         files=len(source.files),
     )
-    broken = sources.unreadable_files(source, contract)
-    if broken:
-        names = [f"{b.uri.rsplit('/', 1)[-1]}: {b.reason}" for b in broken]
-        report.violations = [Violation(TABLE, UNREADABLE, len(broken), names[:EXAMPLES])]
+    inspected = sources.inspect_files(source, contract)
+    if inspected.unreadable:
+        report.violations = [_unreadable(source, inspected.unreadable)]
     else:
-        try:
-            _check_rows(engine, source, contract, report)
-        except engine.unreadable_errors as exc:  # the engine cannot read the files it was given
-            message = str(exc).strip().splitlines()[0][:300]
-            report.violations = [Violation(TABLE, UNREADABLE_DATA, len(source.files), [message])]
+        shown = {sources.shown_name(source, uri): names for uri, names in inspected.columns.items()}
+        report.violations = file_schema_violations(shown, contract)
+        if source.format == "csv":
+            report.violations += _csv_shape_violations(engine, source, inspected.columns, contract)
+        if not columns_disagree(shown) and not any(
+            v.rule in (UNREADABLE, MALFORMED_ROWS) for v in report.violations
+        ):
+            try:
+                _check_rows(engine, source, contract, report)
+            except engine.unreadable_errors as exc:  # the engine cannot read the files it was given
+                message = str(exc).strip().splitlines()[0][:300]
+                report.violations += [Violation(TABLE, UNREADABLE_DATA, len(source.files), [message])]
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ warnings.filterwarnings("ignore", message="The behavior of DataFrame concatenati
 TABLE = "<table>"
 MISSING, UNEXPECTED, UNREADABLE = "missing column", "unexpected column", "unreadable file"
 UNREADABLE_DATA = "unreadable data"
+MALFORMED_ROWS = "malformed rows (another number of fields than the header)"
 EXAMPLES = 5
 UNIQUE, DUPLICATE_ROWS = "unique", "duplicate_rows"
 _PANDAS_TYPES = {"string": object, "int": "int64", "float": "float64", "bool": bool}
@@ -207,7 +209,7 @@ def parse_booleans(frame: pd.DataFrame, contract: Contract) -> tuple[pd.DataFram
 
 def render(value: Any) -> str:
     """An example value as text, the same on every engine."""
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT or value is pd.NA:
         return "null"
     if isinstance(value, np.generic):
         value = value.item()
@@ -285,6 +287,31 @@ def partition_findings(
     return pd.DataFrame(found, columns=FINDINGS_COLUMNS)
 
 
+def file_schema_violations(columns: Mapping[str, list[str]], contract: Contract) -> list[Violation]:
+    """Missing and unexpected columns, from each file's own columns (``columns``: a file's name to its Parquet
+    footer's or CSV header's names): a violation per column, naming the files that lack it or have it."""
+    missing: dict[str, list[str]] = {}
+    unexpected: dict[str, list[str]] = {}
+    for name, names in columns.items():
+        for column in contract.columns:
+            if column not in names:
+                missing.setdefault(column, []).append(name)
+        for column in names:
+            if column not in contract.columns:
+                unexpected.setdefault(column, []).append(name)
+    return [
+        Violation(column, rule, len(files), sorted(files)[:EXAMPLES])
+        for rule, found in ((MISSING, missing), (UNEXPECTED, unexpected))
+        for column, files in sorted(found.items())
+    ]
+
+
+def columns_disagree(columns: Mapping[str, list[str]]) -> bool:
+    """Whether the files have different sets of columns: no engine reads them together by name (Dask fails,
+    Spark takes one file's columns), so their rows are not checked."""
+    return len({frozenset(names) for names in columns.values()}) > 1
+
+
 def merge_findings(findings: pd.DataFrame) -> tuple[int, dict[str, int], list[Violation]]:
     """Reduce per-partition findings to the day's rows, null counts and violations (engine-neutral)."""
     rows = int(findings.loc[findings["kind"] == "rows", "failing"].sum())
@@ -354,21 +381,54 @@ def _text(column: pd.Series, integral: bool) -> pd.Series:
     return column.map(render).astype(object)
 
 
+def _is_whole_number(dtype: Any) -> bool:
+    return pd.api.types.is_integer_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+
+
 def _key_text(frame: pd.DataFrame, columns: list[str], contract: Contract) -> pd.Series:
-    frame = canonical(frame[columns])
-    text = [
-        _text(
-            frame[c],
-            c in contract.columns
-            and contract.columns[c].value_type == "int"
-            and pd.api.types.is_float_dtype(frame[c].dtype),
-        )
-        for c in columns
-    ]
+    """Each row's values of ``columns`` as text, exactly: integers as integers (never through a float, which
+    holds whole numbers exactly only up to 2**53), text as it is."""
+    normal = normalise(frame[columns])
+    floats = canonical(normal)
+    text = []
+    for c in columns:
+        if _is_whole_number(normal[c].dtype):
+            text.append(normal[c].map(render).astype(object))
+            continue
+        declared_int = c in contract.columns and contract.columns[c].value_type == "int"
+        text.append(_text(floats[c], declared_int and pd.api.types.is_float_dtype(floats[c].dtype)))
     key = text[0]
     for more in text[1:]:
         key = key + "|" + more
     return key
+
+
+_HALF = 2**32
+
+
+def _hashable(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+    """:func:`canonical`, exact for the contract's int columns: each as two float64 columns (the value's floor
+    division and remainder by 2**32), which hold any int64 exactly and are the same whether a batch hands the
+    column over as integers or, holding a null, as floats (whole floats divide and remainder exactly)."""
+    normal = normalise(frame)
+    out = canonical(normal)
+    for name in frame.columns:
+        spec = contract.columns.get(name)
+        column = normal[name]
+        if spec is None or spec.value_type != "int" or not pd.api.types.is_numeric_dtype(column.dtype):
+            continue
+        if _is_whole_number(column.dtype):
+            whole = column.astype("Int64")
+            high = (whole // _HALF).to_numpy(dtype="float64", na_value=np.nan)
+            low = (whole % _HALF).to_numpy(dtype="float64", na_value=np.nan)
+        else:
+            values = out[name].to_numpy()
+            high, low = np.floor_divide(values, _HALF), np.mod(values, _HALF)
+        at = out.columns.get_loc(name)
+        out = out.drop(columns=[name])
+        out.insert(at, name, high)
+        out.insert(at + 1, f"{name}\0low", low)
+    return out
 
 
 def duplicate_keys(contract: Contract, columns: list[str]) -> dict[str, Any]:
@@ -382,7 +442,7 @@ def duplicate_keys(contract: Contract, columns: list[str]) -> dict[str, Any]:
         entity = contract.entity_id if contract.entity_id in columns else columns[0]
 
         def row_key(frame: pd.DataFrame) -> pd.Series:
-            hashes = pd.util.hash_pandas_object(canonical(frame), index=False).astype(str)
+            hashes = pd.util.hash_pandas_object(_hashable(frame, contract), index=False).astype(str)
             return _key_text(frame, [entity], contract) + "#" + hashes.astype(object)
 
         rules[DUPLICATE_ROWS] = row_key

@@ -9,6 +9,7 @@ statistics, counts) come back to the driver as pandas or plain Python.
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
@@ -155,6 +156,34 @@ class Engine(Protocol):
 def local_path(uri: str) -> str:
     """A path Dask and Spark both accept: ``file://`` stripped, any other scheme kept."""
     return uri[len("file://") :] if uri.startswith("file://") else uri
+
+
+def parse_csv_header(line: str, delimiter: str) -> list[str]:
+    """A CSV header line's column names, as pandas and Spark read them (``"`` quotes, doubled inside)."""
+    return next(csv.reader([line], delimiter=delimiter), [])
+
+
+def csv_header(uri: str, delimiter: str) -> list[str]:
+    """The column names in a CSV file's first line (any fsspec URI; ``.gz`` decompressed)."""
+    from fsspec.core import url_to_fs
+
+    fs, path = url_to_fs(uri)
+    with fs.open(path, "rb", compression="infer") as handle:
+        line = handle.readline(2**20).decode("utf-8").rstrip("\r\n")
+    return parse_csv_header(line, delimiter)
+
+
+def csv_header_groups(files: Sequence[str], delimiter: str) -> list[tuple[list[str], list[str]]]:
+    """The CSV files grouped by their header, in order of first appearance: (columns, files) each.
+
+    Neither engine maps a file's columns by its own header when it reads several files at once: Spark takes one
+    file's header for all, Dask the first file's for every block but each file's first. An engine reads each
+    group apart, by its header, and puts the columns in the first group's order.
+    """
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for uri in files:
+        groups.setdefault(tuple(csv_header(uri, delimiter)), []).append(uri)
+    return [(list(header), members) for header, members in groups.items()]
 
 
 def arrow_meta(schema: pa.Schema) -> pd.DataFrame:

@@ -31,6 +31,7 @@ from pipelines.engines.base import (
     T,
     Table,
     aggregate_parquet_files,
+    csv_header_groups,
 )
 from pipelines.settings import INCLUDE_DIR, FileFormat, Settings
 
@@ -232,14 +233,33 @@ class SparkEngine:
         if fmt == "csv":
             if between is not None:
                 raise ValueError("between filters Parquet reads only")
-            reader = self.spark.read.option("header", True).option("sep", csv_delimiter)
-            return reader.option("mode", "PERMISSIVE").csv(list(files))
+            return self._read_csv(files, csv_delimiter)
         table = self.spark.read.parquet(*files)
         for name in _nanosecond_columns(files):
             table = table.withColumn(name, F.expr(f"timestamp_micros(div(`{name}`, 1000))"))
         if between is not None:  # pushed down to the Parquet reader (not on a converted nanosecond column)
             column, low, high = between
             table = table.where((F.col(column) >= F.lit(low)) & (F.col(column) < F.lit(high)))
+        return table
+
+    def _read_csv(self, files: Sequence[str], csv_delimiter: str) -> Table:
+        """The files by their headers: Spark reads every file by one file's header, by position, so each group
+        of files with the same header is read with that header as its schema (all text), the columns in the
+        first group's order. A row with another number of fields is padded with nulls or cut (validation
+        finds those rows first: :func:`pipelines.data.sources.csv_shape`)."""
+        from pyspark.sql import functions as F
+        from pyspark.sql.types import StringType, StructField, StructType
+
+        groups = csv_header_groups(files, csv_delimiter)
+        order = groups[0][0]
+        table = None
+        for header, members in groups:
+            schema = StructType([StructField(name, StringType()) for name in header])
+            reader = self.spark.read.option("header", True).option("sep", csv_delimiter)
+            part = reader.option("mode", "PERMISSIVE").schema(schema).csv(list(members))
+            if sorted(header) == sorted(order):
+                part = part.select(*(F.col("`" + name.replace("`", "``") + "`") for name in order))
+            table = part if table is None else table.unionByName(part, allowMissingColumns=True)
         return table
 
     def empty_frame(self, table: Table) -> pd.DataFrame:

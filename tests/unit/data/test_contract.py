@@ -134,3 +134,30 @@ def test_a_category_holds_the_type_of_its_allowed_values(tmp_path):
     schema = contract.arrow_schema()
     assert schema.field("season").type == pa.int64() and schema.field("holiday").type == pa.bool_()
     assert schema.field("id").type == pa.int64() and schema.field("code").type == pa.string()
+
+
+@pytest.mark.parametrize(
+    ("splits", "message"),
+    [
+        (
+            "{train: 85, validation: 15, holdout: 0}",
+            r"splits\.holdout is 0: each of train, validation and holdout",
+        ),
+        ("{train: 120, validation: -20, holdout: 0}", r"splits\.validation is -20: .* needs a positive"),
+        ("{train: 0, validation: 50, holdout: 50}", r"splits\.train is 0"),
+    ],
+)
+def test_every_split_needs_a_positive_share(tmp_path, splits, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        f"dataset: d\nentity_id: id\nevent_time: ts\nlabel: y\nsource: {{uri: '/data/{{ds}}'}}\nsplits: {splits}\n"
+        "columns:\n  id: {type: string}\n  ts: {type: timestamp}\n  y: {type: int, allowed: [0, 1]}\n"
+        "  x: {type: float, role: feature}\n"
+    )
+    with pytest.raises(ContractError, match=message):
+        load_contract(path)
+
+
+def test_the_shipped_contracts_hold_positive_splits():
+    for path in sorted((Path(__file__).parents[3] / "include" / "contracts").glob("*.yaml")):
+        assert min(load_contract(path).splits.values()) > 0, path

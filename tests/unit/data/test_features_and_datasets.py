@@ -88,3 +88,17 @@ def test_the_newest_days_can_be_the_holdout_and_are_never_trained_on(clean_frame
     assert abs(shares["train"] - 0.70 / 0.85) < 0.05  # the contract's proportion of train to validation
     with pytest.raises(ValueError, match="leaves nothing to train on in a 7-day window"):
         holdout_start(day.date(), 7, window_days=7)
+
+
+def test_a_split_no_row_fell_into_counts_zero_and_reads_as_a_named_error(tmp_path, clean_frame):
+    from pipelines.data.prepare import _split_rows
+
+    uri = str(tmp_path / "features")
+    (tmp_path / "features" / "split=train").mkdir(parents=True)
+    clean_frame.head(20).to_parquet(tmp_path / "features" / "split=train" / "part-0.parquet", index=False)
+    datasets.write_manifest(uri)
+    assert _split_rows(storage.split_uri(uri, "train")) == 20
+    assert _split_rows(storage.split_uri(uri, "holdout")) == 0  # no folder: the writer made none
+    assert len(datasets.read_split(uri, "train")) == 20
+    with pytest.raises(datasets.EmptySplitError, match=r"the holdout split of .*features has no rows"):
+        datasets.read_split(uri, "holdout")

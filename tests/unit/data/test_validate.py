@@ -272,3 +272,184 @@ def test_duplicate_keys_are_the_same_whatever_type_a_batch_gives_a_column(contra
     assert keys[UNIQUE](ints).tolist() == keys[UNIQUE](floats).tolist() == ["7", "8"]
     assert keys[DUPLICATE_ROWS](ints).tolist() == keys[DUPLICATE_ROWS](floats).tolist()
     assert keys[DUPLICATE_ROWS](ints).str.startswith(("7#", "8#")).all()
+
+
+def _day_of_files(settings, contract, tmp_path, files: dict[str, object], fmt: str):
+    """A source day of several files: a frame each (written as ``fmt``), or the file's bytes."""
+    contract = contract.model_copy(update={"source": contract.source.model_copy(update={"format": fmt})})
+    folder = tmp_path / "src" / DAY.isoformat()
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        if isinstance(content, bytes):
+            (folder / name).write_bytes(content)
+        elif fmt == "csv":
+            content.to_csv(folder / name, index=False)
+        else:
+            content.to_parquet(folder / name, index=False)
+    settings = settings.model_copy(update={"source_uri": str(tmp_path / "src" / "{ds}")})
+    return sources.partition(settings, contract, DAY), contract
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+@pytest.mark.parametrize("odd_first", [False, True])
+def test_a_file_with_other_columns_than_the_days_others_is_named(
+    settings, contract, tmp_path, clean_frame, fmt, odd_first
+):
+    a, b = clean_frame.iloc[:1000], clean_frame.iloc[1000:]
+    for odd, column, rule in (
+        (b.assign(plan_tier="x"), "plan_tier", "unexpected column"),
+        (b.drop(columns=["plan"]), "plan", "missing column"),
+    ):
+        files = {"part-0": odd, "part-1": a} if odd_first else {"part-0": a, "part-1": odd}
+        source, typed = _day_of_files(
+            settings, contract, tmp_path / rule, {f"{k}.{fmt}": v for k, v in files.items()}, fmt
+        )
+        odd_name = f"part-{0 if odd_first else 1}.{fmt}"
+        found, message = _broken(check_partition(DaskEngine(client=None), source, typed))
+        assert list(found) == [(column, rule)]  # no crash, no column silently dropped or filled
+        assert found[(column, rule)].examples == [odd_name] and found[(column, rule)].failing == 1
+        assert f"column '{column}' breaks rule '{rule}': 1 failing, e.g. ['{odd_name}']" in message
+
+
+def test_csv_files_whose_columns_come_in_another_order_are_read_by_name(
+    settings, contract, tmp_path, clean_frame
+):
+    columns = list(clean_frame.columns)
+    reordered = [*reversed(columns)]
+    source, csv = _day_of_files(
+        settings,
+        contract,
+        tmp_path,
+        {"part-0.csv": clean_frame.iloc[:1000], "part-1.csv": clean_frame.iloc[1000:][reordered]},
+        "csv",
+    )
+    report = check_partition(DaskEngine(client=None), source, csv)
+    assert report.ok, report.violations
+    read = DaskEngine(client=None).read(source.files, "csv").compute()
+    read = read.set_index("customer_id").loc[clean_frame["customer_id"]]
+    assert (read["amount"].astype(float).to_numpy() == clean_frame["amount"].to_numpy()).all()
+    assert (read["age"].astype(int).to_numpy() == clean_frame["age"].to_numpy()).all()
+
+
+def _csv_lines(frame: pd.DataFrame) -> list[str]:
+    return frame.to_csv(index=False).splitlines()
+
+
+@pytest.mark.parametrize(("change", "fields"), [(",EXTRA", 12), ("<cut>", 10)])
+def test_a_csv_row_with_another_number_of_fields_is_a_malformed_row(
+    settings, contract, tmp_path, clean_frame, change, fields
+):
+    lines = _csv_lines(clean_frame)
+    lines[5] = lines[5].rsplit(",", 1)[0] if change == "<cut>" else lines[5] + change
+    source, csv = _day_of_files(
+        settings,
+        contract,
+        tmp_path,
+        {"part-0.csv": clean_frame.iloc[:10], "part-1.csv": ("\n".join(lines) + "\n").encode()},
+        "csv",
+    )
+    found, message = _broken(check_partition(DaskEngine(client=None), source, csv))
+    assert list(found) == [("<table>", "malformed rows (another number of fields than the header)")]
+    violation = next(iter(found.values()))
+    assert violation.failing == 1
+    assert violation.examples[0].startswith(f"part-1.csv: a row of {fields} fields, the header has 11: ")
+    assert "malformed rows" in message
+
+
+def test_a_csv_header_naming_a_column_twice_is_unreadable(settings, contract, tmp_path, clean_frame):
+    lines = _csv_lines(clean_frame.head(3))
+    lines[0] = lines[0].replace("region", "channel")
+    found, _ = _broken(
+        _report(settings, contract, tmp_path, fmt="csv", raw=("\n".join(lines) + "\n").encode())
+    )
+    assert found[("<table>", "unreadable file")].examples == [
+        "part-0.csv: the header names column(s) 'channel' more than once"
+    ]
+
+
+def test_unique_64_bit_ids_are_compared_exactly(settings, contract, tmp_path, clean_frame):
+    """Distinct ids above 2**53 (snowflake ids) are no duplicates; a repeated one is, named exactly."""
+    from pipelines.data.contract import ColumnSpec
+
+    ids = {**contract.columns, "customer_id": ColumnSpec(type="int")}
+    typed = contract.model_copy(update={"columns": ids})
+    frame = clean_frame.assign(customer_id=np.int64(1_700_000_000_000_000_000) + np.arange(len(clean_frame)))
+    assert _report(settings, typed, tmp_path / "distinct", frame).ok
+    frame.loc[7, "customer_id"] = frame.loc[8, "customer_id"]
+    found, _ = _broken(_report(settings, typed, tmp_path / "repeated", frame))
+    assert found[("customer_id", "unique")].failing == 1
+    assert found[("customer_id", "unique")].examples == ["1700000000000000008"]
+    assert ("<table>", "duplicate_rows") not in found  # the rows differ elsewhere
+
+
+def test_duplicate_keys_of_64_bit_integers_are_exact_in_an_int_or_a_float_batch(contract):
+    from pipelines.data.validation import DUPLICATE_ROWS, UNIQUE, duplicate_keys
+
+    big = np.int64(2**53) + np.arange(4, dtype="int64")  # 2**53 + 1 is no float64
+    ints = pd.DataFrame({"customer_id": big, "age": [30, 30, 30, 30]})
+    from pipelines.data.contract import ColumnSpec
+
+    ids = {**contract.columns, "customer_id": ColumnSpec(type="int")}
+    typed = contract.model_copy(update={"unique": ["customer_id"], "columns": ids})
+    keys = duplicate_keys(typed, list(ints.columns))
+    assert keys[UNIQUE](ints).tolist() == [str(v) for v in big]
+    assert keys[DUPLICATE_ROWS](ints).nunique() == 4
+    # A batch that hands the column over as floats (a null elsewhere): whole floats keep their keys and hashes.
+    even = ints.iloc[[0, 2]]
+    assert (
+        keys[DUPLICATE_ROWS](even).tolist()
+        == keys[DUPLICATE_ROWS](even.astype({"customer_id": float})).tolist()
+    )
+
+
+def _timing_out(monkeypatch, when: str) -> None:
+    """A network filesystem's blip: opening (``open``) or reading (``read``) a Parquet source file times out."""
+    from fsspec.implementations.local import LocalFileOpener, LocalFileSystem
+
+    if when == "open":
+        opened = LocalFileSystem._open
+
+        def failing_open(self, path, mode="rb", *args, **kwargs):
+            if path.endswith(".parquet") and "/source/" in path:
+                raise TimeoutError("read timed out")
+            return opened(self, path, mode, *args, **kwargs)
+
+        monkeypatch.setattr(LocalFileSystem, "_open", failing_open)
+    else:
+
+        def failing_read(self, *args, **kwargs):
+            raise TimeoutError("read timed out")
+
+        monkeypatch.setattr(LocalFileOpener, "read", failing_read)
+
+
+@pytest.mark.parametrize("when", ["open", "read"])
+def test_a_transient_read_failure_fails_the_task_and_quarantines_nothing(
+    settings, contract, tmp_path, clean_frame, monkeypatch, when
+):
+    from pipelines.data.generate import generate
+
+    generate(settings, DAY, "none")
+    _timing_out(monkeypatch, when)
+    with pytest.raises(sources.SourceReadError, match="part-0.parquet failed: TimeoutError: read timed out"):
+        validate(settings, DAY)
+    root = settings.resolved_data_root
+    assert not storage.exists(quarantine_uri(root, settings.dataset, DAY))
+    assert not storage.exists(storage.raw_uri(root, settings.dataset, DAY))
+    monkeypatch.undo()  # the retry reads the day
+    assert validate(settings, DAY)["partitions"][0]["status"] == "validated"
+
+
+def test_a_parquet_footer_that_does_not_parse_is_bad_data_even_as_an_os_error(
+    settings, contract, tmp_path, clean_frame
+):
+    import struct
+
+    # A footer of 20 bytes of zeros: pyarrow raises OSError ("Couldn't deserialize thrift"), yet it is content.
+    raw = b"PAR1" + b"\0" * 50 + struct.pack("<I", 20) + b"PAR1"
+    found, _ = _broken(_report(settings, contract, tmp_path, raw=raw))
+    assert (
+        found[("<table>", "unreadable file")]
+        .examples[0]
+        .startswith("part-0.parquet: not a readable parquet file: Couldn't deserialize thrift")
+    )
