@@ -317,9 +317,12 @@ def child_compact(work: str) -> dict[str, Any]:
     from pipelines.monitoring.logfiles import compact
 
     settings = _settings(Path(work))
-    parts = len(list((Path(settings.prediction_log_uri) / f"ds={log_day(settings)}").glob("part-*.parquet")))
+    day = log_day(settings)
+    parts = len(list((Path(settings.prediction_log_uri) / f"ds={day}").glob("part-*.parquet")))
+    # Every hour of the day, as once it has ended (the logged day is the champion's first, often today).
+    ended = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(1), tzinfo=dt.UTC)
     started = time.perf_counter()
-    done = compact(settings.prediction_log_uri, log_day(settings))
+    done = compact(settings.prediction_log_uri, day, ended)
     return done | {"seconds": time.perf_counter() - started, "found": parts}
 
 
