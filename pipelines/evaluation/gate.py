@@ -364,6 +364,16 @@ def log_lines(record: dict[str, Any], width: int = 100) -> list[str]:
     return lines
 
 
+def _promoted_before(settings: Settings, version: int) -> bool:
+    """Whether a promotion of ``version`` completed (the promotion history's record)."""
+    from pipelines.release import history
+
+    return any(
+        row["to_version"] == version and row["outcome"] == history.PROMOTED
+        for row in history.read(settings, settings.model_name)
+    )
+
+
 @runlog.stage("gate")
 def gate(
     settings: Settings, logical_date: dt.date, evaluation: dict[str, Any], drift: dict[str, Any]
@@ -391,7 +401,16 @@ def gate(
     markdown = to_markdown(record)
     client = tracking.configure(settings)
     version = record["challenger_version"]
-    if version is not None:
+    if version is not None and _promoted_before(settings, int(version)):
+        # A re-run of its day after it was promoted (it is champion, or was): the decision that promoted it
+        # stays on the version; this one is in the task's log and goes to promote, which moves nothing.
+        log.info(
+            "%s v%s was promoted before: its gate record stays; this run's decision (%s) is not written on it",
+            settings.model_name,
+            version,
+            record["decision"],
+        )
+    elif version is not None:
         mv = client.get_model_version(settings.model_name, str(version))
         run_id = tracking.run_of(mv)
         client.log_text(run_id, json.dumps(record, indent=2), "gate/decision.json")

@@ -395,6 +395,32 @@ def test_a_re_run_of_an_older_day_leaves_the_challenger_alias_on_the_newer_versi
     assert int(tracking.version_by_alias(client, settings.model_name, "challenger").version) == newer
 
 
+def test_a_re_run_judging_a_version_promoted_since_leaves_the_decision_that_promoted_it(lab, tmp_path):
+    settings, prepared = lab
+    client = tracking.configure(settings)
+    no_drift = {"drift_share": 0.0, "drifted_columns": 0, "columns": {}}
+    version = _register_new(settings, DAY, prepared, "test/promoted-since")
+    first = gate(settings, DAY, evaluate(settings, DAY, prepared[DAY]["uri"], version), no_drift)
+    move_champion(settings, version, None, trigger="test", reason="its day's run")
+
+    def recorded() -> tuple[str, str]:
+        run_id = tracking.run_of(client.get_model_version(settings.model_name, str(version)))
+        folder = tmp_path / str(time.monotonic_ns())
+        folder.mkdir()
+        decided = json.loads(
+            Path(client.download_artifacts(run_id, "gate/decision.json", str(folder))).read_text()
+        )
+        tag = client.get_model_version(settings.model_name, str(version)).tags["gate.decision"]
+        return tag, decided["decided_at"]
+
+    before = recorded()
+    assert before[0] == first["decision"]
+    time.sleep(1)  # a new record would carry another decided_at (to the second)
+    again = gate(settings, DAY, evaluate(settings, DAY, prepared[DAY]["uri"], version), no_drift)
+    assert again["decision"] == "reject"  # it is the champion now: nothing to promote
+    assert recorded() == before
+
+
 def test_a_profile_from_before_this_version_is_computed_again_from_its_data(lab, tmp_path):
     from pipelines.data.contract import dataset_contract
     from pipelines.evaluation.drift import ProfileVersionError, usable_profile
