@@ -192,18 +192,27 @@ def artifact_store_errors() -> tuple[type[BaseException], ...]:
     """What a download from the artifact store raises when the store fails: MLflow's and the file system's
     errors, and those of the cloud SDK an artifact store runs on (boto3, google-cloud, azure), if installed.
     """
-    errors: list[type[BaseException]] = [MlflowException, OSError]
-    for module, names in (
-        ("botocore.exceptions", ("BotoCoreError", "ClientError")),
-        ("google.api_core.exceptions", ("GoogleAPIError",)),
-        ("azure.core.exceptions", ("AzureError",)),
-    ):
+    return (
+        MlflowException,
+        OSError,
+        *_sdk_errors(
+            ("botocore.exceptions", ("BotoCoreError", "ClientError")),
+            ("google.api_core.exceptions", ("GoogleAPIError",)),
+            ("azure.core.exceptions", ("AzureError",)),
+        ),
+    )
+
+
+def _sdk_errors(*where: tuple[str, tuple[str, ...]]) -> list[type[BaseException]]:
+    """The named exception classes of the cloud SDKs that are installed (module, class names)."""
+    errors: list[type[BaseException]] = []
+    for module, names in where:
         try:
             found = importlib.import_module(module)
         except ImportError:
             continue
         errors += [getattr(found, name) for name in names]
-    return tuple(errors)
+    return errors
 
 
 def unavailable(exc: BaseException) -> bool:
@@ -212,28 +221,23 @@ def unavailable(exc: BaseException) -> bool:
     files (not there, refused). Walks the exception's causes: MLflow wraps what ``requests`` raised."""
     import requests
 
-    transient: list[type[BaseException]] = [
+    transient: tuple[type[BaseException], ...] = (
         ConnectionError,  # the socket's: refused, reset, aborted
         TimeoutError,
         requests.ConnectionError,
         requests.Timeout,
         requests.exceptions.RetryError,  # MLflow's retries of a 429 or 5xx ran out
-    ]
-    for module, names in (
-        ("botocore.exceptions", ("ConnectionError", "HTTPClientError")),
-        ("google.api_core.exceptions", ("ServerError", "TooManyRequests")),
-        ("azure.core.exceptions", ("ServiceRequestError", "ServiceResponseError")),
-    ):
-        try:
-            found = importlib.import_module(module)
-        except ImportError:
-            continue
-        transient += [getattr(found, name) for name in names]
+        *_sdk_errors(
+            ("botocore.exceptions", ("ConnectionError", "HTTPClientError")),
+            ("google.api_core.exceptions", ("ServerError", "TooManyRequests")),
+            ("azure.core.exceptions", ("ServiceRequestError", "ServiceResponseError")),
+        ),
+    )
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, tuple(transient)):
+        if isinstance(current, transient):
             return True
         status = _http_status(current)
         if status is not None and (status >= 500 or status == 429):
