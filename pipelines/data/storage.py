@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import fsspec
 from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
 
 
 def join(*parts: str) -> str:
@@ -75,6 +77,15 @@ def atomic_dir(uri: str) -> Iterator[str]:
         fs.rm(old_path, recursive=True)
 
 
+def on_disk(fs: Any, handle: Any) -> None:
+    """A local file's bytes flushed to the disk before its rename publishes it: after a power loss, a renamed
+    file whose bytes were still only in the page cache reads as empty or cut short. An object store makes a
+    file whole when it is closed; nothing to do there."""
+    if isinstance(fs, LocalFileSystem):
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 @contextlib.contextmanager
 def atomic_file(uri: str) -> Iterator[Any]:
     """A binary handle on a temporary name: on success the file is renamed to ``uri`` (a reader sees the old
@@ -85,6 +96,7 @@ def atomic_file(uri: str) -> Iterator[Any]:
     try:
         with fs.open(tmp, "wb") as fh:
             yield fh
+            on_disk(fs, fh)
     except BaseException:
         if fs.exists(tmp):
             fs.rm(tmp)

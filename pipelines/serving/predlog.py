@@ -5,7 +5,7 @@ time (``entity_id``, ``event_time``; null otherwise): what the monitor joins the
 
 Batches are handed over in memory (a deque append) after they are scored; a writer thread turns them
 into a Parquet file per flush, UTC day and model version under ``<uri>/ds=<UTC day>/``, written under a
-temporary name and renamed, so a reader never sees half a file; each file's rows leave the buffer once it is
+temporary name, flushed to the disk when it is local, and renamed, so a reader never sees half a file; each file's rows leave the buffer once it is
 in place, so a retry never writes a row twice. A failing sink (full disk, lost bucket) is counted and
 retried on the next flush; while it fails, rows are held up to a bound and then dropped and counted. Rows
 are also dropped, counted and logged as errors when Arrow cannot make a table of them (they would block the
@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
+from pipelines.data import storage
 from pipelines.serving.metrics import ServingMetrics
 
 if TYPE_CHECKING:
@@ -209,6 +210,7 @@ class PredictionLog:
         try:
             with fs.open(tmp, "wb") as handle:
                 pq.write_table(table, handle, compression="zstd")
+                storage.on_disk(fs, handle)  # a part cut short by a power loss would stop the monitor's reads
             fs.mv(tmp, f"{root}/{name}")
         except SINK_ERRORS:
             with contextlib.suppress(*SINK_ERRORS):  # a full disk must not keep the half-written file
