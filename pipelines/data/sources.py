@@ -322,11 +322,6 @@ def inspect_files(source: SourcePartition, contract: Contract) -> SourceFiles:
     return found
 
 
-def unreadable_files(source: SourcePartition, contract: Contract) -> list[UnreadableFile]:
-    """The files of :func:`inspect_files` that cannot be read at all."""
-    return inspect_files(source, contract).unreadable
-
-
 def csv_shape(uri: str, delimiter: str, width: int) -> CsvShape:
     """The rows of a CSV file whose number of fields is not ``width``, its header's (read whole, streaming, with
     pyarrow: a task on an engine's worker). An engine would pad such a row with nulls, drop its extra fields

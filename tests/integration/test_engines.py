@@ -21,6 +21,7 @@ from pipelines.engines.dask_engine import DaskEngine
 from pipelines.evaluation.drift_stats import compare_column
 from pipelines.monitoring.served import LOG_READ, served_figures, served_partials
 from tests.conftest import DAY
+from tests.sources_lab import day_of_files
 
 pytestmark = pytest.mark.slow
 
@@ -437,23 +438,11 @@ def test_both_engines_check_each_files_columns_and_fields_and_read_them_by_name(
     cases = []
     for name, files in _files_of_a_day(frame).items():
         fmt = name.split("_", 1)[0]
-        case_contract = contract.model_copy(
-            update={"source": contract.source.model_copy(update={"format": fmt})}
-        )
+        case_contract = contract
         if "64_bit" in name:
             ids = {**contract.columns, "customer_id": ColumnSpec(type="int")}
-            case_contract = case_contract.model_copy(update={"columns": ids})
-        folder = tmp_path / name / DAY.isoformat()
-        folder.mkdir(parents=True)
-        for file, content in files.items():
-            if isinstance(content, bytes):
-                (folder / file).write_bytes(content)
-            elif fmt == "csv":
-                content.to_csv(folder / file, index=False)
-            else:
-                content.to_parquet(folder / file, index=False)
-        case_settings = settings.model_copy(update={"source_uri": str(tmp_path / name / "{ds}")})
-        cases.append((name, sources.partition(case_settings, case_contract, DAY), case_contract))
+            case_contract = contract.model_copy(update={"columns": ids})
+        cases.append((name, *day_of_files(settings, case_contract, tmp_path / name, files, fmt)))
 
     def by_id(table: pd.DataFrame) -> pd.DataFrame:  # the values of a few columns as text, nulls as None
         table = table[["customer_id", "amount", "avg_basket", "age"]].astype(object)

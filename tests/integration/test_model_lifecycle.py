@@ -403,7 +403,7 @@ def test_a_re_run_judging_a_version_promoted_since_leaves_the_decision_that_prom
     first = gate(settings, DAY, evaluate(settings, DAY, prepared[DAY]["uri"], version), no_drift)
     move_champion(settings, version, None, trigger="test", reason="its day's run")
 
-    def recorded() -> tuple[str, str]:
+    def recorded() -> tuple[str, int | None]:  # the version's tag, and the champion its record compared with
         run_id = tracking.run_of(client.get_model_version(settings.model_name, str(version)))
         folder = tmp_path / str(time.monotonic_ns())
         folder.mkdir()
@@ -411,13 +411,12 @@ def test_a_re_run_judging_a_version_promoted_since_leaves_the_decision_that_prom
             Path(client.download_artifacts(run_id, "gate/decision.json", str(folder))).read_text()
         )
         tag = client.get_model_version(settings.model_name, str(version)).tags["gate.decision"]
-        return tag, decided["decided_at"]
+        return tag, decided["champion_version"]
 
     before = recorded()
-    assert before[0] == first["decision"]
-    time.sleep(1)  # a new record would carry another decided_at (to the second)
+    assert before == (first["decision"], None)  # judged with no champion yet
     again = gate(settings, DAY, evaluate(settings, DAY, prepared[DAY]["uri"], version), no_drift)
-    assert again["decision"] == "reject"  # it is the champion now: nothing to promote
+    assert again["decision"] == "reject" and again["champion_version"] == version  # judged against itself
     assert recorded() == before
 
 

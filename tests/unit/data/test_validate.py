@@ -16,6 +16,7 @@ from pipelines.data.quarantine import quarantine_uri
 from pipelines.data.validate import DataContractError, check_partition, validate
 from pipelines.engines.dask_engine import DaskEngine
 from tests.conftest import DAY
+from tests.sources_lab import day_of_files
 
 
 def _source(settings, contract, tmp_path: Path, frame: pd.DataFrame | None, fmt: str = "parquet", raw=None):
@@ -274,22 +275,6 @@ def test_duplicate_keys_are_the_same_whatever_type_a_batch_gives_a_column(contra
     assert keys[DUPLICATE_ROWS](ints).str.startswith(("7#", "8#")).all()
 
 
-def _day_of_files(settings, contract, tmp_path, files: dict[str, object], fmt: str):
-    """A source day of several files: a frame each (written as ``fmt``), or the file's bytes."""
-    contract = contract.model_copy(update={"source": contract.source.model_copy(update={"format": fmt})})
-    folder = tmp_path / "src" / DAY.isoformat()
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, content in files.items():
-        if isinstance(content, bytes):
-            (folder / name).write_bytes(content)
-        elif fmt == "csv":
-            content.to_csv(folder / name, index=False)
-        else:
-            content.to_parquet(folder / name, index=False)
-    settings = settings.model_copy(update={"source_uri": str(tmp_path / "src" / "{ds}")})
-    return sources.partition(settings, contract, DAY), contract
-
-
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
 @pytest.mark.parametrize("odd_first", [False, True])
 def test_a_file_with_other_columns_than_the_days_others_is_named(
@@ -301,8 +286,8 @@ def test_a_file_with_other_columns_than_the_days_others_is_named(
         (b.drop(columns=["plan"]), "plan", "missing column"),
     ):
         files = {"part-0": odd, "part-1": a} if odd_first else {"part-0": a, "part-1": odd}
-        source, typed = _day_of_files(
-            settings, contract, tmp_path / rule, {f"{k}.{fmt}": v for k, v in files.items()}, fmt
+        source, typed = day_of_files(
+            settings, contract, tmp_path / rule / "src", {f"{k}.{fmt}": v for k, v in files.items()}, fmt
         )
         odd_name = f"part-{0 if odd_first else 1}.{fmt}"
         found, message = _broken(check_partition(DaskEngine(client=None), source, typed))
@@ -316,10 +301,10 @@ def test_csv_files_whose_columns_come_in_another_order_are_read_by_name(
 ):
     columns = list(clean_frame.columns)
     reordered = [*reversed(columns)]
-    source, csv = _day_of_files(
+    source, csv = day_of_files(
         settings,
         contract,
-        tmp_path,
+        tmp_path / "src",
         {"part-0.csv": clean_frame.iloc[:1000], "part-1.csv": clean_frame.iloc[1000:][reordered]},
         "csv",
     )
@@ -341,10 +326,10 @@ def test_a_csv_row_with_another_number_of_fields_is_a_malformed_row(
 ):
     lines = _csv_lines(clean_frame)
     lines[5] = lines[5].rsplit(",", 1)[0] if change == "<cut>" else lines[5] + change
-    source, csv = _day_of_files(
+    source, csv = day_of_files(
         settings,
         contract,
-        tmp_path,
+        tmp_path / "src",
         {"part-0.csv": clean_frame.iloc[:10], "part-1.csv": ("\n".join(lines) + "\n").encode()},
         "csv",
     )
