@@ -132,6 +132,17 @@ def remove(uri: str) -> None:
         fs.rm(path, recursive=True)
 
 
+def move(uri: str, target: str) -> None:
+    """Move a file within its filesystem (a rename; on an object store a copy, then a removal), creating the
+    target's folder."""
+    fs, path = url_to_fs(uri)
+    target_fs, target_path = url_to_fs(target)
+    if target_fs != fs:
+        raise ValueError(f"{uri} and {target} lie on different filesystems")
+    fs.makedirs(target_path.rsplit("/", 1)[0], exist_ok=True)
+    fs.mv(path, target_path)
+
+
 def open_write(uri: str) -> Any:
     """Open a file for binary writing, creating its folder (the caller makes the write atomic)."""
     fs, path = url_to_fs(uri)

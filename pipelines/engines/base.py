@@ -216,6 +216,51 @@ def _values_of_dictionaries(schema: pa.Schema) -> pa.Schema:
     )
 
 
+class UnreadableParquetError(pa.ArrowInvalid):
+    """A file whose Parquet footer cannot be parsed: cut short, overwritten, or not Parquet at all. Its bytes
+    were read, so this is the file's fault, never the storage's (a storage failure raises as itself). An
+    ``ArrowInvalid``, as pyarrow's own reader raises for most such files."""
+
+    def __init__(self, uri: str, reason: str):
+        super().__init__(f"{uri} is not a readable Parquet file: {reason}")
+        self.uri = uri
+        self.reason = reason
+
+
+FOOTER_READ = 64 * 1024  # bytes read from a file's end at once: its footer, but for a file of many columns
+
+
+def parquet_footer(uri: str) -> Any:
+    """A Parquet file's footer (``pyarrow.parquet.FileMetaData``), of any fsspec URI.
+
+    Its bytes are read first and parsed in memory after, so that a failure of the storage (a timeout, a lost
+    connection) raises as itself and a footer that does not parse raises :class:`UnreadableParquetError`:
+    pyarrow reports both as ``OSError`` when it reads the file itself.
+    """
+    import os
+
+    import pyarrow.parquet as pq
+    from fsspec.core import url_to_fs
+
+    fs, path = url_to_fs(uri)
+    with fs.open(path, "rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        handle.seek(max(size - FOOTER_READ, 0))
+        tail = handle.read()
+        length = int.from_bytes(tail[-8:-4], "little") if size >= 12 else 0
+        if size >= 12 and tail[-4:] == b"PAR1" and len(tail) < length + 8 <= size - 4:
+            handle.seek(size - length - 8)
+            tail = handle.read()
+    if size < 12 or tail[-4:] != b"PAR1":
+        raise UnreadableParquetError(uri, f"{size} bytes with no Parquet footer at their end (cut short?)")
+    if length + 8 > size - 4:
+        raise UnreadableParquetError(uri, f"its footer says {length} bytes, more than the file's {size}")
+    try:
+        return pq.read_metadata(pa.BufferReader(tail[-(length + 8) :]))
+    except (pa.ArrowException, OSError) as exc:  # parsed from memory: the bytes are wrong, not the storage
+        raise UnreadableParquetError(uri, f"its footer does not parse ({exc})") from exc
+
+
 def parquet_footers(uris: Sequence[str]) -> tuple[pa.Schema, list[int]]:
     """The Parquet files' common schema, as a read of them all takes it, and each file's bytes of data (its row
     groups' uncompressed size): read from the footers alone, of any fsspec URI.
@@ -223,15 +268,11 @@ def parquet_footers(uris: Sequence[str]) -> tuple[pa.Schema, list[int]]:
     Types are widened to one that holds every file's values (Arrow's permissive promotion): a file's column of
     nulls takes the type the other files give it, text and large text read as large text, whole numbers and
     floats as floats; a column a file stored as a dictionary (written from pandas categories) reads as its
-    values. Types no widening joins (text and numbers) are refused by Arrow, naming the column."""
-    import pyarrow.parquet as pq
-    from fsspec.core import url_to_fs
-
+    values. Types no widening joins (text and numbers) are refused by Arrow, naming the column; a file whose
+    footer does not parse, by :class:`UnreadableParquetError`, naming the file."""
     schemas, sizes = [], []
     for uri in uris:
-        fs, path = url_to_fs(uri)
-        with fs.open(path, "rb") as handle:
-            footer = pq.read_metadata(handle)
+        footer = parquet_footer(uri)
         schemas.append(_values_of_dictionaries(footer.schema.to_arrow_schema()))
         sizes.append(sum(footer.row_group(i).total_byte_size for i in range(footer.num_row_groups)))
     return pa.unify_schemas(schemas, promote_options="permissive"), sizes

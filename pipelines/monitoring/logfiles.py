@@ -26,6 +26,13 @@ footer lists the parts it holds; then removes those parts. Every row is kept, wi
   a compacted file's rename and its parts' removal, and after a compaction that stopped there (or ran beside
   another) until the next one.
 - Only the app's part names are compacted: files of other names in the folder are read and left alone.
+- **A file that is not readable Parquet** (cut short by a crash of its writer or its disk, overwritten) would
+  stop every later pass over its day. :func:`set_aside` moves it out of the day's folder to
+  ``_unreadable/ds=<day>/`` under the log (a folder that pandas, Spark and this module's readers skip), beside
+  a note of why: its bytes are kept for a person, and the monitor names it in its report. Compaction sets
+  aside the parts of the hours it compacts and any compacted file whose footer does not parse; the monitor's
+  pass, any other file it finds unreadable. Only a footer that was read and does not parse counts: a storage
+  failure fails the run, and its retry reads the file again.
 """
 
 from __future__ import annotations
@@ -39,14 +46,22 @@ import re
 import time
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from pipelines.data import datasets, storage
-from pipelines.engines.base import batch_runs, file_batches, parquet_footers
+from pipelines.engines.base import (
+    UnreadableParquetError,
+    batch_runs,
+    file_batches,
+    parquet_footer,
+    parquet_footers,
+)
 
 log = logging.getLogger(__name__)
 
 PART = re.compile(r"/part-(\d{19})-[0-9a-f]{8}\.parquet$")
 COMPACTED = re.compile(r"/compacted-(\d{19})-([0-9a-f]{8})-[0-9a-f]{8}\.parquet$")
+UNREADABLE = "_unreadable"  # under the log: the files set aside, by day
 PARTS_KEY = "ct.compacted_parts"  # the compacted file's footer: the names of the parts it holds
 SETTLE = dt.timedelta(minutes=2)
 HOUR_NS = 3600 * 10**9
@@ -81,19 +96,15 @@ def _compacted_parts(uri: str) -> frozenset[str]:
     read (the monitor) reads each footer once, where an object store makes it a request per file. A run reads
     two or three days' folders (a file per hour and schema); 256 files keep that many runs' worth in a
     long-lived process without holding every part name it ever saw (an hour is up to 360 parts a replica)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+    metadata = parquet_footer(uri).metadata or {}
     try:
-        with storage.open_read(uri) as handle:
-            metadata = pq.read_metadata(handle).metadata or {}
         names = json.loads(metadata[PARTS_KEY.encode()])
     except KeyError:
         raise ValueError(
             f"{uri} is named as a compacted log file but its footer lists no parts ({PARTS_KEY})"
         ) from None
-    except (pa.ArrowException, json.JSONDecodeError) as exc:
-        raise ValueError(f"{uri}: not a readable compacted log file ({exc})") from exc
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{uri}: its footer's list of parts ({PARTS_KEY}) is not JSON ({exc})") from exc
     return frozenset(storage.join(_folder(uri), name) for name in names)
 
 
@@ -112,7 +123,8 @@ def _taken(files: Sequence[str]) -> tuple[dict[str, frozenset[str]], list[str]]:
 
 
 def log_files(folder: str) -> list[str]:
-    """The files of one ``ds=<day>`` folder of the log that a reader takes: every row once."""
+    """The files of one ``ds=<day>`` folder of the log that a reader takes: every row once. A compacted file
+    whose footer does not parse raises :class:`UnreadableParquetError` (a reader may :func:`set_aside` it)."""
     files = datasets.folder_files(folder)
     taken, dropped = _taken(files)
     held = {part for parts in taken.values() for part in parts}
@@ -120,29 +132,52 @@ def log_files(folder: str) -> list[str]:
 
 
 def _schema_key(uri: str) -> str:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        with storage.open_read(uri) as handle:
-            schema = pq.read_schema(handle)
-    except pa.ArrowException as exc:
-        raise ValueError(f"{uri}: the log file cannot be read ({exc})") from exc
+    schema = parquet_footer(uri).schema.to_arrow_schema()
     return hashlib.sha256(schema.remove_metadata().to_string().encode()).hexdigest()[:8]
 
 
-def compact(log_uri: str, day: dt.date, now: dt.datetime | None = None) -> dict[str, int]:
+def set_aside(uri: str, reason: str) -> str:
+    """Move a log file that cannot be read from ``<log>/ds=<day>/`` to ``<log>/_unreadable/ds=<day>/``, with a
+    note of why beside it (``<name>.json``); where it went. A file another run set aside first is left there."""
+    folder = _folder(uri)
+    target = storage.join(_folder(folder), UNREADABLE, _name(folder), _name(uri))
+    storage.write_json_atomic(
+        f"{target}.json",
+        {"file": uri, "reason": reason, "set_aside_at": dt.datetime.now(dt.UTC).isoformat()},
+    )
+    try:
+        storage.move(uri, target)
+    except FileNotFoundError:
+        if not storage.exists(target):
+            raise
+    log.warning("%s set aside to %s: %s", uri, target, reason)
+    return target
+
+
+def _readable_taken(files: list[str], done: dict[str, Any]) -> tuple[dict[str, frozenset[str]], list[str]]:
+    """:func:`_taken` of ``files``, any compacted file whose footer does not parse set aside first (and taken
+    out of ``files``); ``done["set_aside"]`` lists where each went."""
+    while True:
+        try:
+            return _taken(files)
+        except UnreadableParquetError as exc:
+            done["set_aside"].append(set_aside(exc.uri, exc.reason))
+            files.remove(exc.uri)
+
+
+def compact(log_uri: str, day: dt.date, now: dt.datetime | None = None) -> dict[str, Any]:
     """Compact the closed hours of the log's ``ds=<day>`` folder; what it did: compacted files written, parts
     and rows in them, files removed (parts, and compacted files another one holds), groups skipped because a
-    compaction beside this one took their parts."""
+    compaction beside this one took their parts, and where each file it found unreadable was set aside
+    (:func:`set_aside`)."""
     moment = time.time_ns() if now is None else ns_of(now)
     closed_before = (moment - int(SETTLE.total_seconds() * 10**9)) // HOUR_NS * HOUR_NS
     folder = storage.join(log_uri, f"ds={day.isoformat()}")
     files = datasets.folder_files(folder)
+    done: dict[str, Any] = {"files": 0, "parts": 0, "rows": 0, "removed": 0, "skipped": 0, "set_aside": []}
+    taken, dropped = _readable_taken(files, done)
     present = set(files)
-    taken, dropped = _taken(files)
     held = {part for parts in taken.values() for part in parts}
-    done = {"files": 0, "parts": 0, "rows": 0, "removed": 0, "skipped": 0}
     for uri in dropped + sorted(held & present):  # a compaction that stopped before its removals, or ran
         storage.remove(uri)  # beside another
         done["removed"] += 1
@@ -152,7 +187,12 @@ def compact(log_uri: str, day: dt.date, now: dt.datetime | None = None) -> dict[
         found = PART.search(uri)
         if found and uri not in held and int(found.group(1)) < closed_before:
             hour_last = str((int(found.group(1)) // HOUR_NS + 1) * HOUR_NS - 1)
-            groups.setdefault((hour_last, _schema_key(uri)), []).append(uri)
+            try:
+                key = _schema_key(uri)
+            except UnreadableParquetError as exc:
+                done["set_aside"].append(set_aside(uri, exc.reason))
+                continue
+            groups.setdefault((hour_last, key), []).append(uri)
     for (hour_last, schema_key), parts in sorted(groups.items()):
         if (hour_last, schema_key) in compacted:  # these parts came after their hour was compacted
             continue

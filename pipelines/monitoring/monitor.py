@@ -254,7 +254,15 @@ def _compact_log(settings: Settings, interval: Interval, live_day: dt.date) -> d
     failure is reported and the run goes on: the log reads the same uncompacted."""
     import pyarrow as pa
 
-    found: dict[str, Any] = {"files": 0, "parts": 0, "rows": 0, "removed": 0, "skipped": 0, "failed": []}
+    found: dict[str, Any] = {
+        "files": 0,
+        "parts": 0,
+        "rows": 0,
+        "removed": 0,
+        "skipped": 0,
+        "set_aside": [],
+        "failed": [],
+    }
     for day in sorted({interval.days()[0] - dt.timedelta(days=1), *interval.days(), live_day}):
         try:
             done = logfiles.compact(settings.prediction_log_uri, day)
@@ -268,6 +276,25 @@ def _compact_log(settings: Settings, interval: Interval, live_day: dt.date) -> d
 
 
 def _served(
+    settings: Settings, contract: Contract, interval: Interval, champion: int, engine: str
+) -> dict[str, Any]:
+    """The interval's figures from one pass over its log files. A file whose footer does not parse is set aside
+    (:func:`logfiles.set_aside`) and the pass runs again without it: ``set_aside`` lists where each went."""
+    from pipelines.engines.base import UnreadableParquetError
+
+    set_aside: dict[str, str] = {}
+    while True:
+        try:
+            return _served_pass(settings, contract, interval, champion, engine) | {
+                "set_aside": list(set_aside.values())
+            }
+        except UnreadableParquetError as exc:
+            if exc.uri in set_aside:
+                raise  # set aside already and listed still: not looped on
+            set_aside[exc.uri] = logfiles.set_aside(exc.uri, exc.reason)
+
+
+def _served_pass(
     settings: Settings, contract: Contract, interval: Interval, champion: int, engine: str
 ) -> dict[str, Any]:
     from pipelines.engines import open_engine
@@ -411,6 +438,8 @@ def monitor(
         "verdict": decision,
         "state": _state(served, signals, policy),
         "log_compacted": log_compacted,
+        # Files of the log found unreadable (here or by the compaction) and moved aside: rows not counted.
+        "log_set_aside": [*log_compacted["set_aside"], *served["set_aside"]],
     }
     if decision["status"] == verdict.TRIGGERED:
         result["event"] = {
@@ -584,6 +613,12 @@ def prometheus_text(result: dict[str, Any]) -> str:
     Gauge(
         "ct_monitor_retrain_requested", "1 when the interval asked for a retrain.", labels, registry=registry
     ).labels(*values).set(1 if result["verdict"]["status"] in (verdict.TRIGGERED, verdict.ALREADY) else 0)
+    Gauge(
+        "ct_monitor_log_files_set_aside",
+        "Files of the prediction log this run found unreadable and moved aside (their rows are not counted).",
+        labels,
+        registry=registry,
+    ).labels(*values).set(len(result.get("log_set_aside", [])))
     return generate_latest(registry).decode()
 
 
@@ -596,12 +631,19 @@ def _banner(result: dict[str, Any], policy_path: str, drift: dict[str, Any] | No
         for s in result["signals"]
     )
     decision = result["verdict"]
+    set_aside = result.get("log_set_aside", [])
+    warning = (
+        f"<p style='color:#a00'><b>{len(set_aside)} file(s) of the prediction log could not be read</b> and were "
+        f"moved aside (their rows are not counted here): {html.escape(', '.join(set_aside))}.</p>"
+        if set_aside
+        else ""
+    )
     return (
         "<div style='font-family:sans-serif;padding:12px;border-bottom:1px solid #ccc'>"
         f"<h2>Served traffic of {html.escape(result['dataset'])}, {html.escape(result['interval'])}: "
         f"{result['rows']:,} rows, champion v{result['champion']}</h2>"
         f"<p><b>{html.escape(result['state'])}</b>. Verdict: <b>{html.escape(decision['status'])}</b>: "
-        f"{html.escape(decision['detail'])} (policy {html.escape(policy_path)}).</p>"
+        f"{html.escape(decision['detail'])} (policy {html.escape(policy_path)}).</p>{warning}"
         "<table border='1' cellpadding='3' style='border-collapse:collapse'><tr><th>signal</th><th>state</th>"
         f"<th>detail</th></tr>{rows}</table>"
         + (
@@ -662,6 +704,7 @@ def _figures(result: dict[str, Any]) -> dict[str, Any]:
         "status": result["verdict"]["status"],
         "reasons": result["verdict"]["reasons"],
         "signals": {name: {"state": s["state"], "value": s.get("value")} for name, s in signals.items()},
+        "log_files_set_aside": len(result.get("log_set_aside", [])),
     }
 
 

@@ -227,3 +227,30 @@ def test_an_interval_judged_late_is_judged_against_the_champion_of_its_end(champ
     assert result["champion"] is None and result["state"] == "no champion yet", result
     after = monitor(settings, Interval.of(promoted.date()), "dask")
     assert after["champion"] == version
+
+
+def test_a_log_file_cut_short_is_set_aside_named_in_the_report_and_the_rest_judged(champion, tmp_path):
+    """A part of the hour being judged (not yet compacted) that is not readable Parquet stopped every pass over
+    its day; it is moved aside, kept whole, named in the report, and the other rows are judged."""
+    settings, _ = _lab(champion, tmp_path)
+    day = today()
+    _serve(settings, generate_day(day, settings.seed + 1, 600), keyed=0)
+    folder = Path(settings.prediction_log_uri) / f"ds={day}"
+    parts = sorted(folder.glob("part-*"))
+    bad = parts[0]
+    rows = sum(pd.read_parquet(p).shape[0] for p in parts if p != bad)
+    cut = bad.read_bytes()[:-100]
+    bad.write_bytes(cut)
+    result = monitor(settings, Interval.of(day), "dask")
+    aside = Path(settings.prediction_log_uri) / "_unreadable" / f"ds={day}" / bad.name
+    assert result["rows"] == rows and result["log_set_aside"] == [f"file://{aside}"]
+    assert aside.read_bytes() == cut and not bad.exists()
+    assert (
+        "1 file(s) of the prediction log could not be read"
+        in Path(result["report"], "monitor.html").read_text()
+    )
+    assert 'ct_monitor_log_files_set_aside{dataset="transactions",interval="' in (
+        Path(result["report"], "metrics.prom").read_text()
+    )
+    again = monitor(settings, Interval.of(day), "dask")
+    assert again["rows"] == rows and again["log_set_aside"] == []

@@ -7,7 +7,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.engines.base import aggregate_parquet_files, parquet_footers
+from pipelines.engines.base import (
+    FOOTER_READ,
+    UnreadableParquetError,
+    aggregate_parquet_files,
+    parquet_footer,
+    parquet_footers,
+)
 
 
 def _serially(fn, items):
@@ -60,3 +66,31 @@ def test_files_whose_column_holds_text_in_one_and_numbers_in_another_are_refused
     pq.write_table(pa.table({"channel": [1]}), tmp_path / "b.parquet")
     with pytest.raises(pa.ArrowTypeError, match="Field channel has incompatible types"):
         parquet_footers([str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")])
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda whole: b"", "0 bytes with no Parquet footer"),
+        (lambda whole: whole[: len(whole) // 2], "no Parquet footer at their end"),
+        (lambda whole: whole[:-12] + bytes(8) + whole[-4:], "its footer does not parse"),
+        (
+            lambda whole: whole[:-8] + (10**9).to_bytes(4, "little") + b"PAR1",
+            "its footer says 1000000000 bytes",
+        ),
+    ],
+)
+def test_a_footer_that_does_not_parse_is_named_apart_from_a_failure_of_the_storage(tmp_path, damage, reason):
+    path = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"x": list(range(1000))}), path)
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(UnreadableParquetError, match=reason) as raised:
+        parquet_footers([str(path)])
+    assert raised.value.uri == str(path) and isinstance(raised.value, pa.ArrowInvalid)
+
+
+def test_a_footer_longer_than_the_first_read_of_the_files_end_is_read_whole(tmp_path):
+    path = tmp_path / "wide.parquet"
+    pq.write_table(pa.table({f"c{i}": [i] for i in range(2000)}), path)
+    assert int.from_bytes(path.read_bytes()[-8:-4], "little") > FOOTER_READ
+    assert parquet_footer(str(path)).num_columns == 2000

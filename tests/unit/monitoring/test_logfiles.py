@@ -67,10 +67,10 @@ def test_closed_hours_become_one_file_per_hour_and_schema_and_every_row_is_read_
     before = _rows(logfiles.log_files(str(folder)))
     # 12:01: hour 11 ended less than SETTLE ago, its parts may not all be in place: only hour 10 is closed.
     early = logfiles.compact(log_uri, DAY, HOUR + dt.timedelta(hours=2, minutes=1))
-    assert early == {"files": 2, "parts": 4, "rows": 20, "removed": 4, "skipped": 0}
+    assert early == {"files": 2, "parts": 4, "rows": 20, "removed": 4, "skipped": 0, "set_aside": []}
     # 12:03: hour 11 is closed too, hour 12 is not.
     done = logfiles.compact(log_uri, DAY, HOUR + dt.timedelta(hours=2, minutes=3))
-    assert done == {"files": 1, "parts": 2, "rows": 10, "removed": 2, "skipped": 0}
+    assert done == {"files": 1, "parts": 2, "rows": 10, "removed": 2, "skipped": 0, "set_aside": []}
     names = sorted(p.name for p in folder.iterdir())
     hour_10 = int((HOUR + dt.timedelta(hours=1)).timestamp() * 10**9) - 1
     hour_11 = hour_10 + 3600 * 10**9
@@ -86,7 +86,7 @@ def test_closed_hours_become_one_file_per_hour_and_schema_and_every_row_is_read_
     # Run again: nothing to do.
     assert logfiles.compact(log_uri, DAY, HOUR + dt.timedelta(hours=2, minutes=3)) == dict.fromkeys(
         ("files", "parts", "rows", "removed", "skipped"), 0
-    )
+    ) | {"set_aside": []}
     assert sorted(p.name for p in folder.iterdir()) == names
 
 
@@ -109,20 +109,20 @@ def test_a_part_named_by_a_compacted_file_is_not_read_and_a_late_part_stays_a_pa
     # A part of hour 10 written after it was compacted (a clock further off than SETTLE): read, kept a part.
     late = _part(folder, HOUR + dt.timedelta(minutes=58), 3, 1000)
     done = logfiles.compact(log_uri, DAY, HOUR + dt.timedelta(hours=1, minutes=3))
-    assert done == {"files": 0, "parts": 0, "rows": 0, "removed": 1, "skipped": 0}
+    assert done == {"files": 0, "parts": 0, "rows": 0, "removed": 1, "skipped": 0, "set_aside": []}
     assert not (folder / listed).exists() and late.exists()
     assert len(_rows(logfiles.log_files(str(folder)))) == len(before) + 3
 
 
 def test_a_compacted_files_footer_is_read_once_by_a_compaction_and_the_listings_after_it(folder, monkeypatch):
     opened: list[str] = []
-    open_read = logfiles.storage.open_read
+    footer = logfiles.parquet_footer
 
     def counted(uri: str):
         opened.append(uri)
-        return open_read(uri)
+        return footer(uri)
 
-    monkeypatch.setattr(logfiles.storage, "open_read", counted)
+    monkeypatch.setattr(logfiles, "parquet_footer", counted)
     logfiles.compact(str(folder.parent), DAY, HOUR + dt.timedelta(hours=2, minutes=3))
     compacted = sorted(str(p) for p in folder.iterdir() if p.name.startswith("compacted-"))
     assert len(compacted) == 3
@@ -158,7 +158,7 @@ def test_two_compactions_at_once_leave_every_row_read_once(folder, tmp_path):
     assert len(list(folder.glob("compacted-*"))) == 4  # hour 10 in two schemas, by A and by B
     pd.testing.assert_frame_equal(_rows(logfiles.log_files(str(folder))), before)
     done = logfiles.compact(log_uri, DAY, at)  # A's files hold nothing B's do not: removed
-    assert done == {"files": 0, "parts": 0, "rows": 0, "removed": 2, "skipped": 0}
+    assert done == {"files": 0, "parts": 0, "rows": 0, "removed": 2, "skipped": 0, "set_aside": []}
     pd.testing.assert_frame_equal(_rows(logfiles.log_files(str(folder))), before)
     assert len(list(folder.glob("compacted-*"))) == 2
 
@@ -182,8 +182,54 @@ def test_the_monitor_compacts_its_interval_the_day_before_and_the_labels_day(set
         _part(folder, dt.datetime.combine(day, dt.time(10, 5), dt.UTC), 5, 0)
     interval = Interval.of(DAY, 10)
     done = _compact_log(settings, interval, live_day=days[2])
-    assert done == {"files": 3, "parts": 3, "rows": 15, "removed": 3, "skipped": 0, "failed": []}
+    assert done == {
+        "files": 3,
+        "parts": 3,
+        "rows": 15,
+        "removed": 3,
+        "skipped": 0,
+        "set_aside": [],
+        "failed": [],
+    }
     compacted = {
         day: any(p.name.startswith("compacted-") for p in (log / f"ds={day}").iterdir()) for day in days
     }
     assert compacted == {days[0]: True, days[1]: True, days[2]: True, days[3]: False}
+
+
+def _cut_short(path: Path) -> bytes:
+    """Cut a file to half its bytes, as a writer's crash before its bytes reached the disk leaves it; the whole
+    bytes it had."""
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    return whole[: len(whole) // 2]
+
+
+def test_a_part_cut_short_is_set_aside_with_a_note_and_the_rest_is_compacted(folder):
+    log_uri = str(folder.parent)
+    parts = sorted(folder.glob("part-*"))
+    bad = parts[1]  # hour 10
+    kept = _cut_short(bad)
+    rows = len(_rows([str(p) for p in parts if p != bad]))
+    done = logfiles.compact(log_uri, DAY, HOUR + dt.timedelta(hours=2, minutes=3))
+    aside = folder.parent / "_unreadable" / f"ds={DAY}" / bad.name
+    assert done["set_aside"] == [f"file://{aside}"] and done["parts"] == 5
+    assert aside.read_bytes() == kept and not bad.exists()
+    note = json.loads(Path(f"{aside}.json").read_text())
+    assert note["file"] == f"file://{bad}" and "no Parquet footer" in note["reason"]
+    assert len(_rows(logfiles.log_files(str(folder)))) == rows == 30
+    again = logfiles.compact(log_uri, DAY, HOUR + dt.timedelta(hours=2, minutes=3))
+    assert again["set_aside"] == [] and aside.exists()
+
+
+def test_a_compacted_file_whose_footer_does_not_parse_is_set_aside(folder):
+    log_uri = str(folder.parent)
+    logfiles.compact(log_uri, DAY, HOUR + dt.timedelta(hours=1, minutes=3))  # hour 10, in two schemas
+    made = sorted(folder.glob("compacted-*"))
+    whole = made[0].read_bytes()
+    made[0].write_bytes(whole[:-12] + bytes(8) + whole[-4:])  # the footer's last bytes and length overwritten
+    with pytest.raises(ValueError, match="not a readable Parquet file"):
+        logfiles.log_files(str(folder))
+    done = logfiles.compact(log_uri, DAY, HOUR + dt.timedelta(hours=1, minutes=3))
+    assert done["set_aside"] == [f"file://{folder.parent / '_unreadable' / f'ds={DAY}' / made[0].name}"]
+    assert not made[0].exists() and len(_rows(logfiles.log_files(str(folder)))) > 0
