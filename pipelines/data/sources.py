@@ -182,12 +182,14 @@ class SourceFiles:
 @dataclass(frozen=True)
 class CsvShape:
     """The rows of a CSV file with another number of fields than its header (``malformed``, a few of them as
-    ``examples``), or why the file does not parse as CSV at all (``error``)."""
+    ``examples``), or why the file does not parse as CSV at all (``error``); whether it holds a quote."""
 
     uri: str
     malformed: int = 0
     examples: list[str] = field(default_factory=list)
     error: str | None = None
+    #: The file holds a ``"``: a quoted value may hold a line break, so no reader may split it at line breaks.
+    quoted: bool = False
 
 
 def file_name(uri: str) -> str:
@@ -250,6 +252,24 @@ def _source_bytes(uri: str) -> Iterator[io.BufferedIOBase]:
     with handle:
         raw = io.BufferedReader(_GuardedReader(handle, uri))
         yield gzip.GzipFile(fileobj=raw) if path.lower().endswith(".gz") else raw
+
+
+class _QuoteSeen(io.RawIOBase):
+    """A file's bytes as they are read, noting whether a ``"`` was among them."""
+
+    def __init__(self, inner: io.BufferedIOBase):
+        super().__init__()
+        self._inner, self.quoted = inner, False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self._inner.read(len(view))
+        self.quoted = self.quoted or b'"' in data
+        view[: len(data)] = data
+        return len(data)
 
 
 def _file_size(uri: str) -> int:
@@ -328,7 +348,8 @@ def csv_shape(uri: str, delimiter: str, width: int) -> CsvShape:
     (Spark) or fail the read (pandas), so both engines give the same verdict only if it is found first.
 
     Fields are split as pandas splits them: ``"`` quotes (doubled inside), quoted line breaks, blank lines
-    skipped. A failure to read the bytes raises :class:`SourceReadError`.
+    skipped. Whether the file holds a ``"`` at all is noted (``quoted``): the engines read such a file whole.
+    A failure to read the bytes raises :class:`SourceReadError`.
     """
     import pyarrow.csv as pv
 
@@ -347,8 +368,9 @@ def csv_shape(uri: str, delimiter: str, width: int) -> CsvShape:
     names = [f"f{i}" for i in range(width)]
     try:
         with _source_bytes(uri) as fh:
+            seen = _QuoteSeen(fh)
             reader = pv.open_csv(
-                fh,
+                seen,
                 read_options=pv.ReadOptions(column_names=names, skip_rows=1),
                 parse_options=pv.ParseOptions(
                     delimiter=delimiter, newlines_in_values=True, invalid_row_handler=on_malformed
@@ -364,4 +386,4 @@ def csv_shape(uri: str, delimiter: str, width: int) -> CsvShape:
         raise
     except _BAD_CONTENT as exc:
         return CsvShape(uri, malformed[0], examples, f"not a readable csv file: {str(exc).strip()[:200]}")
-    return CsvShape(uri, malformed[0], examples)
+    return CsvShape(uri, malformed[0], examples, quoted=seen.quoted)

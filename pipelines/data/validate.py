@@ -18,6 +18,7 @@ import datetime as dt
 import functools
 import logging
 import time
+from collections.abc import Collection
 from typing import Any
 
 import pandas as pd
@@ -52,19 +53,26 @@ log = logging.getLogger(__name__)
 __all__ = ["DataContractError", "check_partition", "ingest_day", "validate"]
 
 
-def _read(engine: Engine, source: sources.SourcePartition, contract: Contract) -> Any:
-    return engine.read(source.files, source.format, contract.source.csv_delimiter)
+def _read(
+    engine: Engine, source: sources.SourcePartition, contract: Contract, whole: Collection[str] = ()
+) -> Any:
+    return engine.read(source.files, source.format, contract.source.csv_delimiter, csv_whole_files=whole)
 
 
 def _check_rows(
-    engine: Engine, source: sources.SourcePartition, contract: Contract, report: ValidationReport
+    engine: Engine,
+    source: sources.SourcePartition,
+    contract: Contract,
+    report: ValidationReport,
+    whole: Collection[str] = (),
 ) -> None:
     """Every partition through the pandera schema, and the duplicate rules over the whole day.
 
     Missing and unexpected columns are left to :func:`file_schema_violations`, which names the files.
+    ``whole``: the CSV files no read may split at line breaks (:attr:`~pipelines.data.sources.CsvShape.quoted`).
     """
     text, day = source.format == "csv", source.day
-    raw = _read(engine, source, contract)
+    raw = _read(engine, source, contract, whole)
     empty = engine.empty_frame(raw)
     none = partition_findings(empty, contract, day, text)  # the day's counts even when it has no rows
     keys = duplicate_keys(contract, list(empty.columns))
@@ -85,13 +93,14 @@ def _unreadable(source: sources.SourcePartition, broken: list[sources.Unreadable
     return Violation(TABLE, UNREADABLE, len(broken), names[:EXAMPLES])
 
 
-def _csv_shape_violations(
-    engine: Engine, source: sources.SourcePartition, columns: dict[str, list[str]], contract: Contract
-) -> list[Violation]:
-    """Rows with another number of fields than their file's header, and files that do not parse as CSV: each
-    file read whole, once, on the engine's workers, by the same function on every engine."""
+def _csv_shapes(engine: Engine, columns: dict[str, list[str]], contract: Contract) -> list[sources.CsvShape]:
+    """Each CSV file read whole, once, on the engine's workers, by the same function on every engine."""
     check = functools.partial(_shape_of, contract.source.csv_delimiter)
-    shapes = engine.map_files(check, [(uri, len(names)) for uri, names in columns.items()])
+    return engine.map_files(check, [(uri, len(names)) for uri, names in columns.items()])
+
+
+def _csv_shape_violations(source: sources.SourcePartition, shapes: list[sources.CsvShape]) -> list[Violation]:
+    """Rows with another number of fields than their file's header, and files that do not parse as CSV."""
     found = []
     if broken := [sources.UnreadableFile(shape.uri, shape.error) for shape in shapes if shape.error]:
         found.append(_unreadable(source, broken))
@@ -130,13 +139,16 @@ def check_partition(engine: Engine, source: sources.SourcePartition, contract: C
     else:
         shown = {sources.shown_name(source, uri): names for uri, names in inspected.columns.items()}
         report.violations = file_schema_violations(shown, contract)
+        whole: list[str] = []
         if source.format == "csv":
-            report.violations += _csv_shape_violations(engine, source, inspected.columns, contract)
+            shapes = _csv_shapes(engine, inspected.columns, contract)
+            report.violations += _csv_shape_violations(source, shapes)
+            whole = [shape.uri for shape in shapes if shape.quoted]
         if not columns_disagree(shown) and not any(
             v.rule in (UNREADABLE, MALFORMED_ROWS) for v in report.violations
         ):
             try:
-                _check_rows(engine, source, contract, report)
+                _check_rows(engine, source, contract, report, whole)
             except engine.unreadable_errors as exc:  # the engine cannot read the files it was given
                 message = str(exc).strip().splitlines()[0][:300]
                 report.violations += [Violation(TABLE, UNREADABLE_DATA, len(source.files), [message])]

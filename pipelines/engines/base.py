@@ -10,7 +10,7 @@ statistics, counts) come back to the driver as pandas or plain Python.
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -59,8 +59,15 @@ class Engine(Protocol):
         csv_delimiter: str = ",",
         arrow_strings: bool = False,
         between: tuple[str, Any, Any] | None = None,
+        csv_whole_files: Collection[str] = (),
     ) -> Table:
         """The rows of some files. CSV columns arrive as text (nulls for empty fields); Parquet as typed.
+
+        CSV is read as pandas reads it: ``"`` quotes a field, a doubled ``""`` inside is one quote, a quoted
+        field may hold the delimiter and line breaks. ``csv_whole_files``: the CSV files whose quoted values
+        may hold line breaks (:attr:`pipelines.data.sources.CsvShape.quoted`): each is read by one task, as a
+        reader that splits a file at line breaks would cut such a value in two rows. Other CSV files may be
+        split into parts of a file each.
 
         ``arrow_strings``: Parquet text may arrive as pandas' Arrow-backed strings (``pd.NA`` for nulls)
         instead of Python strings, one object per row, for partition functions that only count or compare

@@ -14,7 +14,7 @@ import contextlib
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -227,13 +227,14 @@ class SparkEngine:
         csv_delimiter: str = ",",
         arrow_strings: bool = False,  # mapInPandas hands Python strings over
         between: tuple[str, Any, Any] | None = None,
+        csv_whole_files: Collection[str] = (),
     ) -> Table:
         from pyspark.sql import functions as F
 
         if fmt == "csv":
             if between is not None:
                 raise ValueError("between filters Parquet reads only")
-            return self._read_csv(files, csv_delimiter)
+            return self._read_csv(files, csv_delimiter, set(csv_whole_files))
         table = self.spark.read.parquet(*files)
         for name in _nanosecond_columns(files):
             table = table.withColumn(name, F.expr(f"timestamp_micros(div(`{name}`, 1000))"))
@@ -242,11 +243,15 @@ class SparkEngine:
             table = table.where((F.col(column) >= F.lit(low)) & (F.col(column) < F.lit(high)))
         return table
 
-    def _read_csv(self, files: Sequence[str], csv_delimiter: str) -> Table:
+    def _read_csv(self, files: Sequence[str], csv_delimiter: str, whole: set[str]) -> Table:
         """The files by their headers: Spark reads every file by one file's header, by position, so each group
         of files with the same header is read with that header as its schema (all text), the columns in the
         first group's order. A row with another number of fields is padded with nulls or cut (validation
-        finds those rows first: :func:`pipelines.data.sources.csv_shape`)."""
+        finds those rows first: :func:`pipelines.data.sources.csv_shape`).
+
+        Quotes as pandas reads them: Spark's default escape is a backslash, with which a quoted field holding a
+        doubled quote was read as written, its own quotes and both doubled ones kept. A file in ``whole`` is read in ``multiLine`` mode, a task per file: split at
+        line breaks, a quoted value holding one became two rows, the second's fields shifted."""
         from pyspark.sql import functions as F
         from pyspark.sql.types import StringType, StructField, StructType
 
@@ -255,11 +260,16 @@ class SparkEngine:
         table = None
         for header, members in groups:
             schema = StructType([StructField(name, StringType()) for name in header])
-            reader = self.spark.read.option("header", True).option("sep", csv_delimiter)
-            part = reader.option("mode", "PERMISSIVE").schema(schema).csv(list(members))
-            if sorted(header) == sorted(order):
-                part = part.select(*(F.col("`" + name.replace("`", "``") + "`") for name in order))
-            table = part if table is None else table.unionByName(part, allowMissingColumns=True)
+            for multi_line in (False, True):
+                chosen = [f for f in members if (f in whole) == multi_line]
+                if not chosen:
+                    continue
+                reader = self.spark.read.option("header", True).option("sep", csv_delimiter)
+                reader = reader.option("quote", '"').option("escape", '"').option("multiLine", multi_line)
+                part = reader.option("mode", "PERMISSIVE").schema(schema).csv(chosen)
+                if sorted(header) == sorted(order):
+                    part = part.select(*(F.col("`" + name.replace("`", "``") + "`") for name in order))
+                table = part if table is None else table.unionByName(part, allowMissingColumns=True)
         return table
 
     def empty_frame(self, table: Table) -> pd.DataFrame:

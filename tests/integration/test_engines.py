@@ -387,8 +387,16 @@ def _files_of_a_day(frame: pd.DataFrame) -> dict[str, dict[str, object]]:
         lines[5] = change(lines[5])
         return ("\n".join(lines) + "\n").encode()
 
+    # A text field holding the delimiter, a quote (written doubled) and a line break, quoted in every row of
+    # one file; the other file holds no quote.
+    noted = parts[0].assign(note=[f'row {i} says "hi",\nthen more' for i in range(len(parts[0]))])
     return {
         "csv_reordered": {"part-0.csv": parts[0], "part-1.csv": parts[1][swapped], "part-2.csv": parts[2]},
+        "csv_quoted_line_breaks": {
+            "part-0.csv": noted,
+            "part-1.csv": parts[1].assign(note="plain"),
+            "part-2.csv": parts[2].assign(note="plain"),
+        },
         "csv_extra_field": {
             "part-0.csv": parts[0],
             "part-1.csv": parts[1][swapped],
@@ -415,6 +423,7 @@ def _files_of_a_day(frame: pd.DataFrame) -> dict[str, dict[str, object]]:
 
 EXPECTED_ON_BOTH = {
     "csv_reordered": [],
+    "csv_quoted_line_breaks": [("note", "unexpected column", 3)],
     "csv_extra_field": [("<table>", "malformed rows (another number of fields than the header)", 1)],
     "csv_short_row": [("<table>", "malformed rows (another number of fields than the header)", 1)],
     "csv_other_columns": [("plan", "missing column", 1)],
@@ -454,10 +463,24 @@ def test_both_engines_check_each_files_columns_and_fields_and_read_them_by_name(
     on_dask = {name: check_partition(dask, source, c) for name, source, c in cases}
     reordered = next(source for name, source, _ in cases if name == "csv_reordered")
     pd.testing.assert_frame_equal(by_id(dask.read(reordered.files, "csv").compute()), expected)
+    quoted = next(source for name, source, _ in cases if name == "csv_quoted_line_breaks")
+    shapes = [sources.csv_shape(uri, ",", 12) for uri in quoted.files]
+    assert [shape.quoted for shape in shapes] == [True, False, False] and not any(s.malformed for s in shapes)
+    whole = [quoted.files[0]]
+    notes = {
+        str(customer): f'row {i} says "hi",\nthen more' if i < 400 else "plain"
+        for i, customer in enumerate(frame["customer_id"])
+    }
+
+    def notes_of(table: pd.DataFrame) -> dict[str, str]:
+        return dict(zip(table["customer_id"], table["note"], strict=True))
+
+    assert notes_of(dask.read(quoted.files, "csv", csv_whole_files=whole).compute()) == notes
     local = settings.model_copy(update={"spark_master": "local[1]", "spark_shuffle_partitions": 2})
     with open_engine("spark", local) as spark:
         on_spark = {name: check_partition(spark, source, c) for name, source, c in cases}
         read = spark.read(reordered.files, "csv").toPandas()
+        assert notes_of(spark.read(quoted.files, "csv", csv_whole_files=whole).toPandas()) == notes
     pd.testing.assert_frame_equal(by_id(read), expected)
     for name, _, _ in cases:
         found = [(v.column, v.rule, v.failing) for v in on_dask[name].violations]

@@ -4,6 +4,7 @@ The checks run on Dask (its local threaded scheduler, no cluster needed) over re
 path is covered too: Parquet and CSV, empty and corrupt files.
 """
 
+import gzip
 import json
 from pathlib import Path
 
@@ -438,3 +439,28 @@ def test_a_parquet_footer_that_does_not_parse_is_bad_data_even_as_an_os_error(
         .examples[0]
         .startswith("part-0.parquet: not a readable parquet file: Couldn't deserialize thrift")
     )
+
+
+@pytest.mark.parametrize("suffix", ["csv", "csv.gz"])
+def test_a_csv_file_whose_quoted_values_hold_line_breaks_is_read_whole(
+    settings, contract, tmp_path, clean_frame, monkeypatch, suffix
+):
+    from pipelines.engines import dask_engine
+
+    monkeypatch.setattr(dask_engine, "CSV_BLOCK_BYTES", 4096)  # many blocks: a split would land in a quote
+    noted = clean_frame.assign(note=[f'row {i}: "a",\nb' for i in range(len(clean_frame))])
+    text = noted.to_csv(index=False).encode()
+    source, csv = day_of_files(
+        settings,
+        contract,
+        tmp_path / "src",
+        {f"part-0.{suffix}": gzip.compress(text) if suffix.endswith("gz") else text},
+        "csv",
+    )
+    assert sources.csv_shape(source.files[0], ",", len(noted.columns)).quoted
+    report = check_partition(DaskEngine(client=None), source, csv)
+    assert report.rows == len(clean_frame)
+    assert [(v.column, v.rule) for v in report.violations] == [("note", "unexpected column")]
+    clean_frame.to_csv(tmp_path / "plain.csv", index=False)
+    plain = sources.csv_shape(str(tmp_path / "plain.csv"), ",", len(clean_frame.columns))
+    assert not plain.quoted and plain.malformed == 0
