@@ -290,6 +290,22 @@ def _parquet_columns(uri: str) -> dict[str, str]:
         return _column_types(pq.read_schema(fh))
 
 
+def parquet_damage(uri: str) -> str | None:
+    """Why a Parquet file's data does not decode (a damaged page, a cut column chunk), or None when every row
+    group decodes: each is read whole (a task on an engine's worker). A failure to read the bytes raises
+    :class:`SourceReadError`."""
+    try:
+        with _source_bytes(uri) as fh:
+            found = pq.ParquetFile(fh)
+            for group in range(found.num_row_groups):
+                found.read_row_group(group)
+    except SourceReadError:
+        raise
+    except _BAD_CONTENT as exc:
+        return f"its data does not decode: {str(exc).strip()[:200]}"
+    return None
+
+
 def _csv_columns(uri: str, delimiter: str) -> list[str] | None:
     """The header's column names; None when the file has no header line."""
     with _source_bytes(uri) as fh:

@@ -110,6 +110,20 @@ def _csv_shape_violations(source: sources.SourcePartition, shapes: list[sources.
     return found
 
 
+def _damaged_files(engine: Engine, source: sources.SourcePartition) -> list[sources.UnreadableFile]:
+    """The day's Parquet files whose data does not decode (their footers did), each read whole on the engine's
+    workers: after a read of the day failed, whether a file or the storage failed (nothing found: the read's
+    own error is raised)."""
+    if source.format != "parquet":
+        return []
+    reasons = engine.map_files(sources.parquet_damage, list(source.files))
+    return [
+        sources.UnreadableFile(uri, reason)
+        for uri, reason in zip(source.files, reasons, strict=True)
+        if reason is not None
+    ]
+
+
 def _shape_of(delimiter: str, file: tuple[str, int]) -> sources.CsvShape:
     return sources.csv_shape(file[0], delimiter, file[1])
 
@@ -121,7 +135,9 @@ def check_partition(engine: Engine, source: sources.SourcePartition, contract: C
     header. The rows are checked only when every file can be read, all files have the same columns (in any
     order: the engines read by name) and no CSV row is malformed, so no engine drops, shifts or pads a value.
     A failure to read the bytes (:class:`~pipelines.data.sources.SourceReadError`) is raised, not reported:
-    it is no fault of the data, and a retry reads the day again.
+    it is no fault of the data, and a retry reads the day again. A read of the rows that fails in a worker
+    has each Parquet file read whole (:func:`~pipelines.data.sources.parquet_damage`): a file whose data does
+    not decode is reported unreadable; when none is found, the read's error is raised.
     """
     started = time.perf_counter()
     report = ValidationReport(
@@ -152,6 +168,10 @@ def check_partition(engine: Engine, source: sources.SourcePartition, contract: C
             except engine.unreadable_errors as exc:  # the engine cannot read the files it was given
                 message = str(exc).strip().splitlines()[0][:300]
                 report.violations += [Violation(TABLE, UNREADABLE_DATA, len(source.files), [message])]
+            except engine.read_failed_errors:  # the files' bytes, or the storage: each file is examined
+                if not (damaged := _damaged_files(engine, source)):
+                    raise
+                report.violations += [_unreadable(source, damaged)]
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 

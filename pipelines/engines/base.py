@@ -51,6 +51,9 @@ class Engine(Protocol):
     name: str
     #: Errors that mean "these files cannot be read as a table", as opposed to "the cluster is down".
     unreadable_errors: tuple[type[BaseException], ...]
+    #: Errors a worker's read of files fails with, whether the files' bytes or the storage failed: a caller
+    #: that can examine the files one by one tells the two apart (a damaged Parquet page arrives so).
+    read_failed_errors: tuple[type[BaseException], ...]
 
     def read(
         self,

@@ -126,6 +126,7 @@ class DaskEngine:
         self.client = client
         self.cores = cores or os.cpu_count() or 2
         self.unreadable_errors: tuple[type[BaseException], ...] = (pa_arrow.ArrowException,)
+        self.read_failed_errors: tuple[type[BaseException], ...] = (OSError,)  # pyarrow's, fsspec's
 
     def read(
         self,

@@ -215,10 +215,13 @@ class SparkEngine:
     name = "spark"
 
     def __init__(self, spark: Any):
-        from pyspark.errors import AnalysisException
+        from py4j.protocol import Py4JJavaError
+        from pyspark.errors import AnalysisException, PySparkException
 
         self.spark = spark
         self.unreadable_errors: tuple[type[BaseException], ...] = (AnalysisException,)
+        # A task's failure: Py4J's error around the SparkException (classic), pyspark's own (Spark Connect).
+        self.read_failed_errors: tuple[type[BaseException], ...] = (Py4JJavaError, PySparkException)
 
     def read(
         self,

@@ -382,6 +382,15 @@ def _files_of_a_day(frame: pd.DataFrame) -> dict[str, dict[str, object]]:
     repeated = big_ids.copy()
     repeated.loc[7, "customer_id"] = repeated.loc[8, "customer_id"]
 
+    def damaged(part: pd.DataFrame) -> bytes:  # a data page of "amount" overwritten: its footer still parses
+        sink = pa.BufferOutputStream()
+        pq.write_table(pa.Table.from_pandas(part, preserve_index=False), sink, compression="snappy")
+        data = bytearray(sink.getvalue().to_pybytes())
+        footer = pq.read_metadata(pa.BufferReader(bytes(data)))
+        chunk = footer.row_group(0).column(footer.schema.names.index("amount"))
+        data[chunk.data_page_offset + 30 : chunk.data_page_offset + 330] = bytes(300)
+        return bytes(data)
+
     def with_row(part: pd.DataFrame, change) -> bytes:
         lines = part.to_csv(index=False).splitlines()
         lines[5] = change(lines[5])
@@ -415,6 +424,7 @@ def _files_of_a_day(frame: pd.DataFrame) -> dict[str, dict[str, object]]:
             "part-0.parquet": parts[0].drop(columns=["plan"]),
             "part-1.parquet": parts[1],
         },
+        "parquet_damaged_page": {"part-0.parquet": parts[0], "part-1.parquet": damaged(parts[1])},
         # Snowflake ids: distinct above 2**53, where a float64 holds only every 256th whole number.
         "parquet_64_bit_ids": {"part-0.parquet": big_ids},
         "parquet_64_bit_id_twice": {"part-0.parquet": repeated},
@@ -429,6 +439,7 @@ EXPECTED_ON_BOTH = {
     "csv_other_columns": [("plan", "missing column", 1)],
     "parquet_extra_column": [("plan_tier", "unexpected column", 1)],
     "parquet_missing_column": [("plan", "missing column", 1)],
+    "parquet_damaged_page": [("<table>", "unreadable file", 1)],
     "parquet_64_bit_ids": [],
     "parquet_64_bit_id_twice": [("customer_id", "unique", 1)],
 }
@@ -496,3 +507,9 @@ def test_both_engines_check_each_files_columns_and_fields_and_read_them_by_name(
         .startswith("part-2.csv: a row of 12 fields, the header has 11: ")
     )
     assert on_spark["parquet_64_bit_id_twice"].violations[0].examples == ["1700000000000000008"]
+    assert (
+        on_spark["parquet_damaged_page"]
+        .violations[0]
+        .examples[0]
+        .startswith("part-1.parquet: its data does not decode: ")
+    )

@@ -464,3 +464,32 @@ def test_a_csv_file_whose_quoted_values_hold_line_breaks_is_read_whole(
     clean_frame.to_csv(tmp_path / "plain.csv", index=False)
     plain = sources.csv_shape(str(tmp_path / "plain.csv"), ",", len(clean_frame.columns))
     assert not plain.quoted and plain.malformed == 0
+
+
+def test_a_parquet_file_whose_page_does_not_decode_is_an_unreadable_file_named_in_the_report(
+    settings, contract, tmp_path, clean_frame
+):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "whole.parquet"
+    pq.write_table(pa.Table.from_pandas(clean_frame, preserve_index=False), path, compression="snappy")
+    assert sources.parquet_damage(str(path)) is None
+    data = bytearray(path.read_bytes())
+    chunk = pq.read_metadata(path).row_group(0).column(list(clean_frame.columns).index("amount"))
+    data[chunk.data_page_offset + 30 : chunk.data_page_offset + 330] = bytes(300)
+    source, parquet = day_of_files(
+        settings,
+        contract,
+        tmp_path / "src",
+        {"part-0.parquet": clean_frame, "part-1.parquet": bytes(data)},
+        "parquet",
+    )
+    assert sources.parquet_damage(source.files[1]).startswith("its data does not decode: ")
+    found, _ = _broken(check_partition(DaskEngine(client=None), source, parquet))
+    assert list(found) == [("<table>", "unreadable file")]
+    assert (
+        found[("<table>", "unreadable file")]
+        .examples[0]
+        .startswith("part-1.parquet: its data does not decode")
+    )
