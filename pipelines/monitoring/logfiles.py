@@ -31,8 +31,9 @@ footer lists the parts it holds; then removes those parts. Every row is kept, wi
   ``_unreadable/ds=<day>/`` under the log (a folder that pandas, Spark and this module's readers skip), beside
   a note of why: its bytes are kept for a person, and the monitor names it in its report. Compaction sets
   aside the parts of the hours it compacts and any compacted file whose footer does not parse; the monitor's
-  pass, any other file it finds unreadable. Only a footer that was read and does not parse counts: a storage
-  failure fails the run, and its retry reads the file again.
+  pass, any other file whose footer does not parse or whose data does not decode (:func:`data_damage`).
+  Only bytes that were read and do not parse count: a storage failure fails the run, and its retry reads the
+  file again.
 """
 
 from __future__ import annotations
@@ -134,6 +135,20 @@ def log_files(folder: str) -> list[str]:
 def _schema_key(uri: str) -> str:
     schema = parquet_footer(uri).schema.to_arrow_schema()
     return hashlib.sha256(schema.remove_metadata().to_string().encode()).hexdigest()[:8]
+
+
+def data_damage(uri: str) -> str | None:
+    """Why a log file's data does not decode (a damaged page), or None when it all does: its bytes are read
+    first and decoded in memory after, so a storage failure raises as itself (a task on an engine's worker)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = storage.read_bytes(uri)
+    try:
+        pq.read_table(pa.BufferReader(data))
+    except (pa.ArrowException, OSError) as exc:  # decoded from memory: the bytes are wrong, not the storage
+        return f"its data does not decode ({str(exc).strip()[:200]})"
+    return None
 
 
 def set_aside(uri: str, reason: str) -> str:

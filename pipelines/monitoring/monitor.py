@@ -38,6 +38,7 @@ from typing import Any
 from pipelines.data import datasets, storage
 from pipelines.data.contract import Contract, dataset_contract
 from pipelines.data.profile import frame_profile
+from pipelines.engines.base import UnreadableParquetError
 from pipelines.evaluation import drift_stats
 from pipelines.evaluation.policy import load_policy
 from pipelines.monitoring import logfiles, verdict
@@ -278,10 +279,9 @@ def _compact_log(settings: Settings, interval: Interval, live_day: dt.date) -> d
 def _served(
     settings: Settings, contract: Contract, interval: Interval, champion: int, engine: str
 ) -> dict[str, Any]:
-    """The interval's figures from one pass over its log files. A file whose footer does not parse is set aside
-    (:func:`logfiles.set_aside`) and the pass runs again without it: ``set_aside`` lists where each went."""
-    from pipelines.engines.base import UnreadableParquetError
-
+    """The interval's figures from one pass over its log files. A file whose footer does not parse, or whose
+    data does not decode once the pass failed on it, is set aside (:func:`logfiles.set_aside`) and the pass
+    runs again without it: ``set_aside`` lists where each went."""
     set_aside: dict[str, str] = {}
     while True:
         try:
@@ -297,6 +297,8 @@ def _served(
 def _served_pass(
     settings: Settings, contract: Contract, interval: Interval, champion: int, engine: str
 ) -> dict[str, Any]:
+    """One pass over the interval's log files; a pass that fails in a worker has each file read whole, and
+    raises :class:`UnreadableParquetError` for a file whose data does not decode (its own error if none)."""
     from pipelines.engines import open_engine
 
     files = [
@@ -327,15 +329,22 @@ def _served_pass(
         pd.option_context("mode.copy_on_write", True),
         open_engine(engine, settings, size, settings.monitor_dask_processes_from_mb) as session,
     ):
-        found = session.aggregate_parquet(
-            files,
-            [*contract.feature_columns, *LOG_READ],
-            lambda f: served_partials(f, contract, champion, interval.start, interval.end),
-            PARTIALS,
-            KEYS,
-            HOW,
-            between=("served_at", interval.start, interval.end),
-        )
+        try:
+            found = session.aggregate_parquet(
+                files,
+                [*contract.feature_columns, *LOG_READ],
+                lambda f: served_partials(f, contract, champion, interval.start, interval.end),
+                PARTIALS,
+                KEYS,
+                HOW,
+                between=("served_at", interval.start, interval.end),
+            )
+        except session.read_failed_errors:  # a file's data, or the storage: each file is examined
+            damage = session.map_files(logfiles.data_damage, files)
+            uri, reason = next(((f, r) for f, r in zip(files, damage, strict=True) if r), (None, None))
+            if uri is None or reason is None:
+                raise
+            raise UnreadableParquetError(uri, reason) from None
     return served_figures(found, contract, champion) | {"files": len(files)}
 
 

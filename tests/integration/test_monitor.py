@@ -229,7 +229,26 @@ def test_an_interval_judged_late_is_judged_against_the_champion_of_its_end(champ
     assert after["champion"] == version
 
 
-def test_a_log_file_cut_short_is_set_aside_named_in_the_report_and_the_rest_judged(champion, tmp_path):
+def _cut_short(whole: bytes) -> bytes:
+    return whole[:-100]
+
+
+def _page_damaged(whole: bytes) -> bytes:
+    """A data page of the probabilities overwritten: the footer parses, the page does not decode."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    footer = pq.read_metadata(pa.BufferReader(whole))
+    chunk = footer.row_group(0).column(footer.schema.names.index("probability"))
+    data = bytearray(whole)
+    data[chunk.data_page_offset + 20 : chunk.data_page_offset + 200] = bytes(180)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("damage", [_cut_short, _page_damaged])
+def test_a_log_file_that_does_not_read_is_set_aside_named_in_the_report_and_the_rest_judged(
+    champion, tmp_path, damage
+):
     """A part of the hour being judged (not yet compacted) that is not readable Parquet stopped every pass over
     its day; it is moved aside, kept whole, named in the report, and the other rows are judged."""
     settings, _ = _lab(champion, tmp_path)
@@ -239,12 +258,12 @@ def test_a_log_file_cut_short_is_set_aside_named_in_the_report_and_the_rest_judg
     parts = sorted(folder.glob("part-*"))
     bad = parts[0]
     rows = sum(pd.read_parquet(p).shape[0] for p in parts if p != bad)
-    cut = bad.read_bytes()[:-100]
-    bad.write_bytes(cut)
+    broken = damage(bad.read_bytes())
+    bad.write_bytes(broken)
     result = monitor(settings, Interval.of(day), "dask")
     aside = Path(settings.prediction_log_uri) / "_unreadable" / f"ds={day}" / bad.name
     assert result["rows"] == rows and result["log_set_aside"] == [f"file://{aside}"]
-    assert aside.read_bytes() == cut and not bad.exists()
+    assert aside.read_bytes() == broken and not bad.exists()
     assert (
         "1 file(s) of the prediction log could not be read"
         in Path(result["report"], "monitor.html").read_text()
