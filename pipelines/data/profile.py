@@ -1,7 +1,8 @@
 """Reference profile: the statistics drift needs, computed on the engine that prepared the window.
 
 Drift compares a profile with a profile, so it never re-reads training data, and the profile holds what
-Evidently's own tests need, exactly or with a stated error bound, computed in one pass:
+Evidently's own tests need, exactly or with a stated error bound, computed in two passes (the second does
+the work):
 
 - per category (and the label): the exact count of every value, and the nulls;
 - per number: the exact count, nulls, min, max, mean and standard deviation (sums of distances from a
@@ -9,9 +10,11 @@ Evidently's own tests need, exactly or with a stated error bound, computed in on
   bucket, and a bucket keeps its exact count and the exact mean of its values. Buckets are ``BODY_WIDTH``
   of a scale near the standard deviation wide near a centre near the mean, and ``TAIL_WIDTH`` of the
   distance from it further out (``asinh`` spacing), so the tails, where one outlier row sits, are as exact
-  as the body. Each partition picks its scale and centre rounded to powers of two (:func:`scheme_of`), so
-  partitions agree and their buckets add up on the engine. A column with few distinct values (a flag, a
-  code, an age) keeps each value in its own bucket: exact.
+  as the body. The scale and centre are rounded to powers of two and taken from the number's mean and std
+  over the whole table, in a first pass of moments (:func:`window_schemes`): every partition buckets with
+  the same scheme, so their buckets add up on the engine and the buckets are the same however the rows were
+  partitioned (a partition given no scheme picks its own, :func:`scheme_of`). A column with few distinct
+  values (a flag, a code, an age) keeps each value in its own bucket: exact.
 
 Replacing every value by its bucket's mean moves the values of a bucket by, on average, at most the
 standard deviation of the values within it, so the Wasserstein distance to any distribution moves by at
@@ -105,17 +108,27 @@ def partial_rows(records: Sequence[tuple[Any, ...]], buckets: Sequence[Buckets] 
     return pd.DataFrame(dict(zip(PARTIALS.names, columns, strict=True)), copy=False)
 
 
-def scheme_of(values: np.ndarray) -> tuple[int, int]:
-    """A partition's bucket scheme: (e, m) for scale 2**e near its std and centre m * 2**e near its mean.
+Scheme = tuple[int, int]  # (e, m): buckets of scale 2**e around the centre m * 2**e
+
+
+def scheme_from(mean: float, std: float) -> Scheme:
+    """The bucket scheme of values of this mean and (population) std: scale 2**e near the std, centre m * 2**e
+    near the mean. Values that are all equal (std 0) take a scale of a thousandth of their size."""
+    magnitude = std if std > 0 else max(abs(mean), 1.0) * 1e-3
+    e = int(np.round(np.log2(magnitude)))
+    return e, int(np.round(mean / 2.0**e))
+
+
+def scheme_of(values: np.ndarray) -> Scheme:
+    """A partition's own bucket scheme (:func:`scheme_from` its values), for a partition given none.
 
     Rounded to powers of two, partitions of one window almost always choose the same scheme, so their
     buckets add up on the engine; where two differ, both schemes' buckets are kept (each is exact about its
-    rows), and the moments are combined exactly.
+    rows), and the moments are combined exactly. But a statistic that bins the buckets (Jensen-Shannon on a
+    many-valued number) then depends on how the rows were partitioned: a profile of a table is made with one
+    scheme per column, the window's (:func:`window_schemes`).
     """
-    std = float(values.std())
-    magnitude = std if std > 0 else max(abs(float(values[0])), 1.0) * 1e-3
-    e = int(np.round(np.log2(magnitude)))
-    return e, int(np.round(float(values.mean()) / 2.0**e))
+    return scheme_from(float(values.mean()), float(values.std()))
 
 
 def bucket_keys(values: np.ndarray, centre: float, scale: float) -> np.ndarray:
@@ -158,23 +171,53 @@ def _bucketed(values: np.ndarray, centre: float, scale: float) -> tuple[np.ndarr
     return (present[found], counts[found], *[np.bincount(index, s)[found] for s in sums])
 
 
-def partition_profile(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+def partition_profile(
+    frame: pd.DataFrame, contract: Contract, schemes: Mapping[str, Scheme] | None = None
+) -> pd.DataFrame:
     """One partition's statistics of the contract's features and label (:func:`column_partials`)."""
-    return column_partials(frame, contract.numeric_features, categorical_columns(contract))
+    return column_partials(frame, contract.numeric_features, categorical_columns(contract), schemes)
 
 
-def column_partials(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> pd.DataFrame:
+def column_partials(
+    frame: pd.DataFrame,
+    numeric: list[str],
+    categorical: list[str],
+    schemes: Mapping[str, Scheme] | None = None,
+) -> pd.DataFrame:
     """One partition's statistics, as rows that add up across partitions (:data:`HOW`).
 
     The row count; per column its nulls; per number its scheme's count, min, max and the sums of the
     values' distance from the scheme's centre and of its square, and its buckets; per category the count of
-    each value.
+    each value. A number's scheme is ``schemes``' (the same in every partition) or, when it has none, the
+    partition's own (:func:`scheme_of`).
     """
-    return partial_rows(*column_statistics(frame, numeric, categorical))
+    return partial_rows(*column_statistics(frame, numeric, categorical, schemes))
+
+
+def _moments(name: str, values: np.ndarray, e: int, m: int) -> tuple[Any, ...]:
+    """A number's record of its count, min, max and the sums of its values' distance from the scheme's centre
+    and of its square (well conditioned: the centre is near the mean)."""
+    centred = values - m * 2.0**e
+    return (
+        name,
+        "moments",
+        f"{e}:{m}",
+        len(values),
+        0.0,
+        float(centred.sum()),
+        # Not np.dot: BLAS's threads spin after each call, and beside an engine's other threads on
+        # 2 cores that doubled the CPU of the monitor's pass (1.80 s instead of 0.84 s for 2M rows).
+        float(np.einsum("i,i->", centred, centred)),
+        float(values.min()),
+        float(values.max()),
+    )
 
 
 def column_statistics(
-    frame: pd.DataFrame, numeric: list[str], categorical: list[str]
+    frame: pd.DataFrame,
+    numeric: list[str],
+    categorical: list[str],
+    schemes: Mapping[str, Scheme] | None = None,
 ) -> tuple[list[tuple[Any, ...]], list[Buckets]]:
     """:func:`column_partials`' rows before they are made a frame (:func:`partial_rows`): the records, the
     first of them the row count, and each number's buckets; for a caller that adds rows of its own."""
@@ -185,20 +228,10 @@ def column_statistics(
         records.append((name, "null", "", len(frame) - len(values), 0.0, 0.0, 0.0, 0.0, 0.0))
         if not len(values):
             continue
-        e, m = scheme_of(values)
-        scheme, scale = f"{e}:{m}", 2.0**e
-        centred = values - m * scale
-        moments = (
-            float(centred.sum()),
-            # Not np.dot: BLAS's threads spin after each call, and beside an engine's other threads on
-            # 2 cores that doubled the CPU of the monitor's pass (1.80 s instead of 0.84 s for 2M rows).
-            float(np.einsum("i,i->", centred, centred)),
-            float(values.min()),
-            float(values.max()),
-        )
-        records.append((name, "moments", scheme, len(values), 0.0, moments[0], moments[1], *moments[2:]))
-        keys, counts, totals, dev, dev2 = _bucketed(values, m * scale, scale)
-        buckets.append((name, scheme, keys, counts, totals, dev, dev2))
+        e, m = schemes[name] if schemes is not None and name in schemes else scheme_of(values)
+        records.append(_moments(name, values, e, m))
+        keys, counts, totals, dev, dev2 = _bucketed(values, m * 2.0**e, 2.0**e)
+        buckets.append((name, f"{e}:{m}", keys, counts, totals, dev, dev2))
     for name in categorical:
         nulls = 0
         counts = frame[name].value_counts(dropna=False)  # one hashing pass counts the values and the nulls
@@ -213,11 +246,38 @@ def column_statistics(
     return records, buckets
 
 
+def _moment_partials(frame: pd.DataFrame, numeric: list[str]) -> pd.DataFrame:
+    """One partition's moments of its numbers (each about its own scheme's centre), and nothing else."""
+    records: list[tuple[Any, ...]] = [("", "rows", "", len(frame), 0.0, 0.0, 0.0, 0.0, 0.0)]
+    for name in numeric:
+        values = _finite(frame, name)
+        if len(values):
+            records.append(_moments(name, values, *scheme_of(values)))
+    return partial_rows(records)
+
+
+def window_schemes(engine: Engine, table: Table, numeric: list[str]) -> dict[str, Scheme]:
+    """Each number's bucket scheme from its mean and std over the whole table (a first, cheap pass: moments
+    only): the same however the engine partitioned the rows, so a profile made with them is too."""
+    if not numeric:
+        return {}
+    found = engine.aggregate(
+        engine.select(table, numeric), lambda f: _moment_partials(f, numeric), PARTIALS, KEYS, HOW
+    )
+    schemes = {}
+    for name, part in found[found["kind"] == "moments"].groupby("column", sort=False):
+        count, mean, std = _combined_moments(str(name), part)
+        if count:
+            schemes[str(name)] = scheme_from(mean, std)
+    return schemes
+
+
 def build_profile(engine: Engine, raw: Table, contract: Contract) -> dict[str, Any]:
-    """The profile of a table of raw rows, in one pass on the engine that holds it (only the features and
-    the label are read)."""
+    """The profile of a table of raw rows on the engine that holds it (only the features and the label are
+    read): a pass for each number's scheme (:func:`window_schemes`), then one for the statistics."""
     features = engine.select(raw, [*contract.numeric_features, *categorical_columns(contract)])
-    found = engine.aggregate(features, lambda f: partition_profile(f, contract), PARTIALS, KEYS, HOW)
+    schemes = window_schemes(engine, features, contract.numeric_features)
+    found = engine.aggregate(features, lambda f: partition_profile(f, contract, schemes), PARTIALS, KEYS, HOW)
     return profile_of(
         found, contract.numeric_features, categorical_columns(contract), contract.dataset, engine.name
     )
@@ -294,6 +354,21 @@ def _key_numbers(keys: pd.Series, fields: int, column: str) -> np.ndarray:
     return numbers.reshape(len(keys), fields)
 
 
+def _combined_moments(name: str, schemes: pd.DataFrame) -> tuple[int, float, float]:
+    """A number's count, mean and population std (as Evidently's ``np.std``) from its schemes' moments rows,
+    combined exactly whichever schemes the partitions took."""
+    e_m = _key_numbers(schemes["key"], 2, name)
+    centres = e_m[:, 1] * 2.0 ** e_m[:, 0]
+    n, s1, s2 = (schemes[c].to_numpy(dtype="float64") for c in ("count", "dev", "dev2"))
+    count = int(n.sum())
+    if not count:
+        return 0, float("nan"), float("nan")
+    mean = float((n * centres + s1).sum() / count)
+    offset = mean - centres  # the scheme centres are near the mean: nothing cancels
+    m2 = float((s2 - 2 * offset * s1 + n * offset**2).sum())
+    return count, mean, float(np.sqrt(max(m2, 0.0) / count))
+
+
 def _numeric(name: str, schemes: pd.DataFrame, buckets: pd.DataFrame) -> dict[str, Any]:
     """A number's statistics from its aggregated rows (its schemes' moments, its buckets): exact moments
     combined over the schemes, buckets."""
@@ -309,13 +384,7 @@ def _numeric(name: str, schemes: pd.DataFrame, buckets: pd.DataFrame) -> dict[st
             "abs_error": 0.0,
             "buckets": empty,
         }
-    e_m = _key_numbers(schemes["key"], 2, name)
-    centres = e_m[:, 1] * 2.0 ** e_m[:, 0]
-    n, s1, s2 = (schemes[c].to_numpy(dtype="float64") for c in ("count", "dev", "dev2"))
-    count = int(n.sum())
-    mean = float((n * centres + s1).sum() / count)
-    offset = mean - centres  # the scheme centres are near the mean: nothing cancels
-    m2 = float((s2 - 2 * offset * s1 + n * offset**2).sum())
+    count, mean, std = _combined_moments(name, schemes)
     parts = _key_numbers(buckets["key"], 3, name)
     scale = 2.0 ** parts[:, 0]
     lower = bucket_edges(parts[:, 2], parts[:, 1] * scale, scale)
@@ -334,8 +403,10 @@ def _numeric(name: str, schemes: pd.DataFrame, buckets: pd.DataFrame) -> dict[st
         "min": float(schemes["low"].min()),
         "max": float(schemes["high"].max()),
         "mean": mean,
-        "std": float(np.sqrt(max(m2, 0.0) / count)),  # population std, as Evidently's np.std
+        "std": std,
         "abs_error": float((counts * spread).sum()),
+        # The scheme most of its rows were bucketed by: a later pass over other rows may take it (the monitor).
+        "scheme": [int(v) for v in _key_numbers(schemes["key"], 2, name)[int(np.argmax(schemes["count"]))]],
         "buckets": {
             "mean": [float(m) for m in means[order]],  # full precision: a large mean over a tiny spread
             "count": [int(c) for c in counts[order]],

@@ -37,7 +37,7 @@ from typing import Any
 
 from pipelines.data import datasets, storage
 from pipelines.data.contract import Contract, dataset_contract
-from pipelines.data.profile import frame_profile
+from pipelines.data.profile import Scheme, frame_profile
 from pipelines.engines.base import UnreadableParquetError
 from pipelines.evaluation import drift_stats
 from pipelines.evaluation.policy import load_policy
@@ -276,8 +276,23 @@ def _compact_log(settings: Settings, interval: Interval, live_day: dt.date) -> d
     return found
 
 
+def _schemes(reference: dict[str, Any]) -> dict[str, Scheme]:
+    """The reference profile's bucket scheme of each number (none in a profile written before they were kept:
+    each partition then picks its own)."""
+    return {
+        name: (int(column["scheme"][0]), int(column["scheme"][1]))
+        for name, column in reference["columns"].items()
+        if column.get("scheme") is not None
+    }
+
+
 def _served(
-    settings: Settings, contract: Contract, interval: Interval, champion: int, engine: str
+    settings: Settings,
+    contract: Contract,
+    interval: Interval,
+    champion: int,
+    engine: str,
+    schemes: dict[str, Scheme],
 ) -> dict[str, Any]:
     """The interval's figures from one pass over its log files. A file whose footer does not parse, or whose
     data does not decode once the pass failed on it, is set aside (:func:`logfiles.set_aside`) and the pass
@@ -285,7 +300,7 @@ def _served(
     set_aside: dict[str, str] = {}
     while True:
         try:
-            return _served_pass(settings, contract, interval, champion, engine) | {
+            return _served_pass(settings, contract, interval, champion, engine, schemes) | {
                 "set_aside": list(set_aside.values())
             }
         except UnreadableParquetError as exc:
@@ -295,7 +310,12 @@ def _served(
 
 
 def _served_pass(
-    settings: Settings, contract: Contract, interval: Interval, champion: int, engine: str
+    settings: Settings,
+    contract: Contract,
+    interval: Interval,
+    champion: int,
+    engine: str,
+    schemes: dict[str, Scheme],
 ) -> dict[str, Any]:
     """One pass over the interval's log files; a pass that fails in a worker has each file read whole, and
     raises :class:`UnreadableParquetError` for a file whose data does not decode (its own error if none)."""
@@ -333,7 +353,7 @@ def _served_pass(
             found = session.aggregate_parquet(
                 files,
                 [*contract.feature_columns, *LOG_READ],
-                lambda f: served_partials(f, contract, champion, interval.start, interval.end),
+                lambda f: served_partials(f, contract, champion, interval.start, interval.end, schemes),
                 PARTIALS,
                 KEYS,
                 HOW,
@@ -405,7 +425,7 @@ def monitor(
     with _timed(seconds, "reference"):
         reference = _reference_profile(settings, contract, champion)
     with _timed(seconds, "served"):
-        served = _served(settings, contract, interval, champion_version, engine_name)
+        served = _served(settings, contract, interval, champion_version, engine_name, _schemes(reference))
     signals, drift = _signals(
         settings,
         policy,

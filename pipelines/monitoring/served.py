@@ -15,16 +15,19 @@ Pure pandas: each engine runs :func:`served_partials` on its partitions and comb
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pipelines.data.contract import Contract
-from pipelines.data.profile import column_statistics, partial_rows, profile_of
+from pipelines.data.profile import Scheme, column_statistics, partial_rows, profile_of
 
 PROBABILITY = "probability"
 LOG_READ = ["served_at", "model_version", PROBABILITY]  # beside the features
+# Probabilities lie in [0, 1]: buckets of 1/8 x BODY_WIDTH around 0.5, whatever a partition holds.
+PROBABILITY_SCHEME: Scheme = (-3, 4)
 _ZEROS = (0.0, 0.0, 0.0, 0.0, 0.0)
 
 
@@ -77,11 +80,20 @@ def _in_interval(frame: pd.DataFrame, start: dt.datetime, end: dt.datetime) -> p
 
 
 def served_partials(
-    frame: pd.DataFrame, contract: Contract, champion: int | None, start: dt.datetime, end: dt.datetime
+    frame: pd.DataFrame,
+    contract: Contract,
+    champion: int | None,
+    start: dt.datetime,
+    end: dt.datetime,
+    schemes: Mapping[str, Scheme] | None = None,
 ) -> pd.DataFrame:
-    """One partition's partials of the rows served in [start, end)."""
+    """One partition's partials of the rows served in [start, end); the features bucketed by ``schemes`` (the
+    reference profile's, so that the profile does not depend on how the engine partitioned the log), the
+    probabilities by :data:`PROBABILITY_SCHEME`."""
     frame = _in_interval(frame, start, end)
-    records, buckets = column_statistics(frame, contract.numeric_features, contract.categorical_features)
+    records, buckets = column_statistics(
+        frame, contract.numeric_features, contract.categorical_features, schemes
+    )
     seen: dict[str, set[str]] = {}
     for name, kind, key, *_ in records:
         if kind == "value":
@@ -90,7 +102,9 @@ def served_partials(
         answering = frame["model_version"].to_numpy() == champion
         answered = frame[[PROBABILITY]]  # one column's copy, not the frame's
         answered = answered if answering.all() else answered[answering]
-        found, found_buckets = column_statistics(answered, [PROBABILITY], [])
+        found, found_buckets = column_statistics(
+            answered, [PROBABILITY], [], {PROBABILITY: PROBABILITY_SCHEME}
+        )
         records += [record for record in found if record[1] != "rows"]  # the rows are the partition's
         buckets += found_buckets
     records += [

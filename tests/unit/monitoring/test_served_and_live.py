@@ -47,6 +47,30 @@ def test_partials_of_partitions_add_up_to_the_whole(contract, clean_frame):
     )
 
 
+def test_with_the_references_schemes_the_served_profile_does_not_depend_on_the_partitions(
+    contract, clean_frame
+):
+    """Each partition bucketing by its own scheme, the served buckets (and a score binned from them) followed
+    how the engine cut the log; with the reference profile's schemes, and the probabilities' fixed one, they
+    are the same for any cut."""
+    frame = _log(contract, clean_frame)
+    frame["amount"] = frame["amount"] + np.linspace(0.0, 400.0, len(frame))  # a level that moves
+    schemes = {"amount": (5, 3), "avg_basket": (4, 2)}  # as a reference profile holds them
+
+    def profile(cuts: int) -> dict:
+        pieces = np.array_split(frame, cuts)
+        parts = pd.concat([served_partials(p, contract, 3, START, END, schemes) for p in pieces])
+        return served_figures(parts.groupby(KEYS).agg(dict(HOW)).reset_index(), contract, 3)
+
+    whole, cut = profile(1), profile(7)
+    for name in ("amount", "avg_basket"):
+        one, other = whole["profile"]["columns"][name], cut["profile"]["columns"][name]
+        assert one["buckets"]["count"] == other["buckets"]["count"] and one["scheme"] == list(schemes[name])
+        np.testing.assert_allclose(one["buckets"]["mean"], other["buckets"]["mean"], rtol=1e-12)
+    assert whole["predictions"]["buckets"]["count"] == cut["predictions"]["buckets"]["count"]
+    assert whole["predictions"]["scheme"] == [-3, 4]
+
+
 def test_outside_counts_and_naive_times_agree_with_a_row_by_row_pass(contract, clean_frame):
     frame = _log(contract, clean_frame)
     found = served_partials(frame, contract, 3, START, END)
