@@ -246,30 +246,14 @@ def column_statistics(
     return records, buckets
 
 
-def _moment_partials(frame: pd.DataFrame, numeric: list[str]) -> pd.DataFrame:
-    """One partition's moments of its numbers (each about its own scheme's centre), and nothing else."""
-    records: list[tuple[Any, ...]] = [("", "rows", "", len(frame), 0.0, 0.0, 0.0, 0.0, 0.0)]
-    for name in numeric:
-        values = _finite(frame, name)
-        if len(values):
-            records.append(_moments(name, values, *scheme_of(values)))
-    return partial_rows(records)
-
-
 def window_schemes(engine: Engine, table: Table, numeric: list[str]) -> dict[str, Scheme]:
-    """Each number's bucket scheme from its mean and std over the whole table (a first, cheap pass: moments
-    only): the same however the engine partitioned the rows, so a profile made with them is too."""
+    """Each number's bucket scheme from its mean and std over the whole table (a first, cheap pass: the
+    engine's moments): the same however the engine partitioned the rows, so a profile made with them is
+    too. (Engines agree on the moments but for their last bits: a scheme rounds them to powers of two.)"""
     if not numeric:
         return {}
-    found = engine.aggregate(
-        engine.select(table, numeric), lambda f: _moment_partials(f, numeric), PARTIALS, KEYS, HOW
-    )
-    schemes = {}
-    for name, part in found[found["kind"] == "moments"].groupby("column", sort=False):
-        count, mean, std = _combined_moments(str(name), part)
-        if count:
-            schemes[str(name)] = scheme_from(mean, std)
-    return schemes
+    found = engine.moments(engine.select(table, numeric), numeric)
+    return {name: scheme_from(mean, std) for name, (_, mean, std) in found.items()}
 
 
 def build_profile(engine: Engine, raw: Table, contract: Contract) -> dict[str, Any]:

@@ -125,6 +125,12 @@ class Engine(Protocol):
         """
         ...
 
+    def moments(self, table: Table, columns: Sequence[str]) -> dict[str, tuple[int, float, float]]:
+        """Per number column, the count, mean and population standard deviation of its finite values (nulls,
+        NaN and infinities left out), in one pass, numerically stable (a large mean over a small spread keeps
+        its std); a column without a finite value is left out. Engines may differ in the last bits."""
+        ...
+
     def aggregate_parquet(
         self,
         files: Sequence[str],
@@ -269,6 +275,38 @@ def parquet_footer(uri: str) -> Any:
         return pq.read_metadata(pa.BufferReader(tail[-(length + 8) :]))
     except (pa.ArrowException, OSError) as exc:  # parsed from memory: the bytes are wrong, not the storage
         raise UnreadableParquetError(uri, f"its footer does not parse ({exc})") from exc
+
+
+def partition_moments(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """Per column, one partition's count, mean and sum of squared deviations from that mean (M2) of its finite
+    values: rows that :func:`combined_moments` joins exactly (Chan et al.'s pairwise update)."""
+    import numpy as np
+
+    rows = []
+    for name in columns:
+        values = pd.to_numeric(frame[name], errors="raise").to_numpy(dtype="float64", na_value=np.nan)
+        values = values[np.isfinite(values)]
+        if len(values):
+            mean = float(values.mean())
+            centred = values - mean
+            rows.append((name, len(values), mean, float(np.einsum("i,i->", centred, centred))))
+    return pd.DataFrame(rows, columns=["column", "count", "mean", "m2"])
+
+
+def combined_moments(partials: pd.DataFrame) -> dict[str, tuple[int, float, float]]:
+    """:func:`partition_moments`' rows of every partition joined per column: (count, mean, population std)."""
+    import math
+
+    found: dict[str, tuple[int, float, float]] = {}
+    for name, count, mean, m2 in partials.itertuples(index=False):
+        if name in found:
+            n, m, s = found[name]
+            total = n + count
+            delta = mean - m
+            found[name] = (total, m + delta * count / total, s + m2 + delta * delta * n * count / total)
+        else:
+            found[name] = (int(count), float(mean), float(m2))
+    return {name: (n, m, math.sqrt(max(s, 0.0) / n)) for name, (n, m, s) in found.items()}
 
 
 def parquet_footers(uris: Sequence[str]) -> tuple[pa.Schema, list[int]]:

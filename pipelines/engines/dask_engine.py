@@ -26,9 +26,11 @@ from pipelines.engines.base import (
     arrow_meta,
     between_filters,
     combine_partials,
+    combined_moments,
     csv_header_groups,
     local_path,
     parquet_footers,
+    partition_moments,
 )
 from pipelines.settings import FileFormat, Settings
 
@@ -214,6 +216,16 @@ class DaskEngine:
             for rule, (surplus, smallest) in counted.items()
         }
         return Scan(computed.reset_index(drop=True), repeated)
+
+    def moments(self, table: Table, columns: Sequence[str]) -> dict[str, tuple[int, float, float]]:
+        import dask
+
+        names = list(columns)
+        meta = pd.DataFrame(
+            {"column": pd.Series(dtype=object), "count": pd.Series(dtype="int64"), "mean": [], "m2": []}
+        )
+        parts = table[names].map_partitions(partition_moments, names, meta=meta)
+        return combined_moments(dask.compute(parts)[0])
 
     def aggregate(
         self,

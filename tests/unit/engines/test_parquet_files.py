@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -94,3 +95,24 @@ def test_a_footer_longer_than_the_first_read_of_the_files_end_is_read_whole(tmp_
     pq.write_table(pa.table({f"c{i}": [i] for i in range(2000)}), path)
     assert int.from_bytes(path.read_bytes()[-8:-4], "little") > FOOTER_READ
     assert parquet_footer(str(path)).num_columns == 2000
+
+
+def test_moments_of_partitions_join_to_the_whole_columns_even_for_a_large_mean_over_a_tiny_spread():
+    from pipelines.engines.base import combined_moments, partition_moments
+
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame(
+        {
+            "kelvin": 1e6 + rng.normal(0.0, 0.01, 9_000),  # a mean 1e8 times its spread
+            "x": np.r_[rng.normal(5, 2, 8_990), [np.nan, np.inf, -np.inf] * 3, [np.nan]],
+            "none": np.nan,
+        }
+    )
+    parts = pd.concat([partition_moments(part, ["kelvin", "x", "none"]) for part in np.array_split(frame, 7)])
+    found = combined_moments(parts)
+    assert set(found) == {"kelvin", "x"}  # a column with no finite value is left out
+    for name in ("kelvin", "x"):
+        values = frame[name][np.isfinite(frame[name])]
+        count, mean, std = found[name]
+        assert count == len(values) and mean == pytest.approx(values.mean(), rel=1e-15)
+        assert std == pytest.approx(values.std(ddof=0), rel=1e-7)
