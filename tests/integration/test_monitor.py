@@ -273,3 +273,30 @@ def test_a_log_file_that_does_not_read_is_set_aside_named_in_the_report_and_the_
     )
     again = monitor(settings, Interval.of(day), "dask")
     assert again["rows"] == rows and again["log_set_aside"] == []
+
+
+def test_the_reference_profile_is_kept_by_version_and_source_and_read_from_the_artifact_store_once(
+    champion, tmp_path, monkeypatch
+):
+    from pipelines.data.contract import dataset_contract
+    from pipelines.monitoring import monitor as monitoring
+
+    settings, version = _lab(champion, tmp_path)
+    client = tracking.configure(settings)
+    champ = client.get_model_version(settings.model_name, str(version))
+    contract = dataset_contract(settings)
+    loaded: list[str] = []
+    load = tracking.load_json_artifact
+
+    def counted(uri: str):
+        loaded.append(uri)
+        return load(uri)
+
+    monkeypatch.setattr(tracking, "load_json_artifact", counted)
+    first = monitoring._reference_profile(settings, contract, champ)
+    again = monitoring._reference_profile(settings, contract, champ)
+    assert first == again and loaded == [champ.tags["reference_profile"]]
+    kept = Path(settings.monitoring_uri) / "reference" / f"v{version}-profile.json"
+    stale = json.loads(kept.read_text()) | {"source": "runs:/another/reference_profile.json"}
+    kept.write_text(json.dumps(stale))  # kept from another artifact (the tag was moved): read again
+    assert monitoring._reference_profile(settings, contract, champ) == first and len(loaded) == 2
