@@ -34,6 +34,11 @@ after its libraries are imported and frozen (``gc.freeze``, as in a task forked 
 Verdicts: every feature's drift verdict and the prediction drift verdict of each monitor run are compared with
 plain Evidently's on the same rows, and the largest gap between the two scores is printed.
 
+Repeats (``--repeats N``, default 3): plain Evidently and every "later interval" run are run N times each, in
+fresh processes, and the run of the median time is reported with the range of all N (the first interval of a
+champion changes what it leaves behind, so it runs once). On two busy cores one run of the monitor's pass
+ranged 0.26-0.39 s.
+
 Goal (issue 15): the monitor at least 20x faster than plain Evidently at 1M rows, with the same verdicts.
 """
 
@@ -413,6 +418,12 @@ def main() -> None:
         "server (CT_SPARK_REMOTE), started before the clocks",
     )
     parser.add_argument("--evidently-up-to", type=int, default=1_000_000)
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="runs of plain Evidently and of each later interval: the median",
+    )
     parser.add_argument("--work", default=str(ROOT / ".state" / "bench-monitor"))
     parser.add_argument(
         "--layout",
@@ -440,6 +451,14 @@ def main() -> None:
         _sizes(options, work, version)
 
 
+def _median(repeats: int, key: str, name: str, *args: Any) -> tuple[dict[str, Any], str]:
+    """The run of the median ``key`` among ``repeats`` runs of a child, and the range of all (empty for one)."""
+    found = sorted((run(name, *args) for _ in range(repeats)), key=lambda r: r[key])
+    if len(found) == 1:
+        return found[0], ""
+    return found[len(found) // 2], f" (median of {len(found)}: {found[0][key]:.2f}-{found[-1][key]:.2f} s)"
+
+
 def _sizes(options: argparse.Namespace, work: Path, version: int) -> None:
     for rows in options.sizes:
         folder, size = write_log(work, rows, version, options.layout)
@@ -454,17 +473,19 @@ def _sizes(options: argparse.Namespace, work: Path, version: int) -> None:
             size = sum(f.stat().st_size for f in folder.glob("*.parquet"))
         plain = None
         if rows <= options.evidently_up_to:
-            plain = run("evidently", work)
+            plain, spread = _median(options.repeats, "seconds", "evidently", work)
             print(
-                f"  plain Evidently:   {plain['seconds']:7.1f} s (reading and scoring {plain['read_s']:.1f} s, to its verdicts "
-                f"{plain['verdicts_s']:.1f} s)   "
+                f"  plain Evidently:   {plain['seconds']:7.1f} s{spread} (reading and scoring {plain['read_s']:.1f} s, "
+                f"to its verdicts {plain['verdicts_s']:.1f} s)   "
                 f"peak {plain['peak_mib']:7.0f} MiB"
             )
         else:
             print(f"  plain Evidently: not run above {options.evidently_up_to:,} rows (linear in rows)")
         runs = [("dask", "1")] if rows == options.sizes[0] and "dask" in options.engines else []
         for engine, fresh in [*runs, *((e, "0") for e in options.engines)]:
-            ours = run("monitor", work, engine, fresh)
+            ours, spread = _median(
+                1 if fresh == "1" else options.repeats, "like_for_like", "monitor", work, engine, fresh
+            )
             drifted = [n for n, c in ours["columns"].items() if c["drifted"]]
             what = (
                 "first interval of a champion (scores its holdout)"
@@ -474,7 +495,7 @@ def _sizes(options: argparse.Namespace, work: Path, version: int) -> None:
             phases = ", ".join(f"{k} {v:.1f}" for k, v in ours["phases"].items())
             print(
                 f"  monitor on {engine}, {what}: {ours['seconds']:.1f} s in all ({phases}); reading, verdicts "
-                f"and report {ours['like_for_like']:.1f} s; peak {ours['peak_mib']:.0f} MiB "
+                f"and report {ours['like_for_like']:.2f} s{spread}; peak {ours['peak_mib']:.0f} MiB "
                 f"({ours['peak_mib'] / (size / 2**20):.1f}x the input"
                 f"{'; the task alone: the server, whose workers read the log, apart' if engine == 'spark-connect' else ''})"
             )
