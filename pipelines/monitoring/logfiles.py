@@ -30,8 +30,9 @@ footer lists the parts it holds; then removes those parts. Every row is kept, wi
   stop every later pass over its day. :func:`set_aside` moves it out of the day's folder to
   ``_unreadable/ds=<day>/`` under the log (a folder that pandas, Spark and this module's readers skip), beside
   a note of why: its bytes are kept for a person, and the monitor names it in its report. Compaction sets
-  aside the parts of the hours it compacts and any compacted file whose footer does not parse; the monitor's
-  pass, any other file whose footer does not parse or whose data does not decode (:func:`data_damage`).
+  aside the parts of the hours it compacts whose footer does not parse or whose data does not decode
+  (:func:`data_damage`), and any compacted file whose footer does not parse; the monitor's pass, any other
+  file whose footer does not parse or whose data does not decode (the hour it judges is often not closed).
   Only bytes that were read and do not parse count: a storage failure fails the run, and its retry reads the
   file again.
 """
@@ -214,9 +215,11 @@ def compact(log_uri: str, day: dt.date, now: dt.datetime | None = None) -> dict[
         target = storage.join(
             _folder(parts[0]), f"compacted-{hour_last}-{schema_key}-{uuid.uuid4().hex[:8]}.parquet"
         )
-        rows = _write(target, parts)
+        rows, parts = _write_decodable(target, parts, done)
         if rows is None:
             done["skipped"] += 1
+            continue
+        if not parts:  # every part of the group set aside
             continue
         for part in parts:
             storage.remove(part)
@@ -225,6 +228,24 @@ def compact(log_uri: str, day: dt.date, now: dt.datetime | None = None) -> dict[
         done["rows"] += rows
         done["removed"] += len(parts)
     return done
+
+
+def _write_decodable(target: str, parts: list[str], done: dict[str, Any]) -> tuple[int | None, list[str]]:
+    """:func:`_write` of the parts, a part whose data does not decode set aside first (a write that fails has
+    each part read whole, :func:`data_damage`; none found, its own error is raised); the rows written and the
+    parts they came from."""
+    import pyarrow as pa
+
+    while parts:
+        try:
+            return _write(target, parts), parts
+        except (OSError, pa.ArrowException):  # a part's data, or the storage
+            damaged = {part: reason for part in parts if (reason := data_damage(part)) is not None}
+            if not damaged:
+                raise
+            done["set_aside"] += [set_aside(part, reason) for part, reason in damaged.items()]
+            parts = [part for part in parts if part not in damaged]
+    return 0, []
 
 
 def _write(target: str, parts: list[str]) -> int | None:

@@ -287,30 +287,21 @@ def _schemes(reference: dict[str, Any]) -> dict[str, Scheme]:
     }
 
 
-def _served(
-    settings: Settings,
-    contract: Contract,
-    interval: Interval,
-    champion: int,
-    engine: str,
-    schemes: dict[str, Scheme],
-) -> dict[str, Any]:
-    """The interval's figures from one pass over its log files. A file whose footer does not parse, or whose
-    data does not decode once the pass failed on it, is set aside (:func:`logfiles.set_aside`) and the pass
-    runs again without it: ``set_aside`` lists where each went."""
+def _skipping_unreadable(read: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``read()`` of the log; a file it finds unreadable (:class:`UnreadableParquetError`: a footer that does
+    not parse, or data that does not decode once a pass failed on it) is set aside (:func:`logfiles.set_aside`)
+    and it runs again without it. ``set_aside`` in the result lists where each went."""
     set_aside: dict[str, str] = {}
     while True:
         try:
-            return _served_pass(settings, contract, interval, champion, engine, schemes) | {
-                "set_aside": list(set_aside.values())
-            }
+            return read() | {"set_aside": list(set_aside.values())}
         except UnreadableParquetError as exc:
             if exc.uri in set_aside:
                 raise  # set aside already and listed still: not looped on
             set_aside[exc.uri] = logfiles.set_aside(exc.uri, exc.reason)
 
 
-def _served_pass(
+def _served(
     settings: Settings,
     contract: Contract,
     interval: Interval,
@@ -426,7 +417,10 @@ def monitor(
     with _timed(seconds, "reference"):
         reference = _reference_profile(settings, contract, champion)
     with _timed(seconds, "served"):
-        served = _served(settings, contract, interval, champion_version, engine_name, _schemes(reference))
+        schemes = _schemes(reference)
+        served = _skipping_unreadable(
+            lambda: _served(settings, contract, interval, champion_version, engine_name, schemes)
+        )
     signals, drift = _signals(
         settings,
         policy,

@@ -6,10 +6,11 @@ time (``entity_id``, ``event_time``; null otherwise): what the monitor joins the
 Batches are handed over in memory (a deque append) after they are scored; a writer thread turns them
 into a Parquet file per flush, UTC day and model version under ``<uri>/ds=<UTC day>/``, written under a
 temporary name, flushed to the disk when it is local, and renamed, so a reader never sees half a file; each
-file's rows leave the buffer once it is in place, so a retry never writes a row twice. A failing sink (full disk, lost bucket) is counted and
-retried on the next flush; while it fails, rows are held up to a bound and then dropped and counted. Rows
-are also dropped, counted and logged as errors when Arrow cannot make a table of them (they would block the
-buffer for good) and when the sink still refuses them at shutdown after three tries.
+file's rows leave the buffer once it is in place, so a retry never writes a row twice. A failing sink (full
+disk, lost bucket) is counted and retried on the next flush; while it fails, rows are held up to a bound and
+then dropped and counted. Rows are also dropped, counted and logged as errors when Arrow cannot make a table
+of them (they would block the buffer for good) and when the sink still refuses them at shutdown after three
+tries.
 A request never waits on, or fails because of, the log.
 """
 

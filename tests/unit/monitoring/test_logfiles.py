@@ -233,3 +233,22 @@ def test_a_compacted_file_whose_footer_does_not_parse_is_set_aside(folder):
     done = logfiles.compact(log_uri, DAY, HOUR + dt.timedelta(hours=1, minutes=3))
     assert done["set_aside"] == [f"file://{folder.parent / '_unreadable' / f'ds={DAY}' / made[0].name}"]
     assert not made[0].exists() and len(_rows(logfiles.log_files(str(folder)))) > 0
+
+
+def test_a_part_whose_data_does_not_decode_is_set_aside_and_the_rest_of_its_hour_compacted(folder):
+    """Its footer parses (so the hour is grouped), its page does not: before, the compaction of its hour failed
+    on every run, and a closed day read whole (the labels' day) failed the monitor too."""
+    parts = sorted(folder.glob("part-*"))
+    bad = parts[1]  # hour 10
+    whole = bad.read_bytes()
+    footer = pq.read_metadata(bad)
+    chunk = footer.row_group(0).column(footer.schema.names.index("request_id"))
+    damaged = bytearray(whole)
+    damaged[chunk.data_page_offset : chunk.data_page_offset + 40] = bytes(40)
+    bad.write_bytes(bytes(damaged))
+    done = logfiles.compact(str(folder.parent), DAY, HOUR + dt.timedelta(hours=2, minutes=3))
+    aside = folder.parent / "_unreadable" / f"ds={DAY}" / bad.name
+    assert done["set_aside"] == [f"file://{aside}"] and done["parts"] == 5 and done["rows"] == 25
+    assert aside.read_bytes() == bytes(damaged) and not bad.exists()
+    assert "does not decode" in json.loads(Path(f"{aside}.json").read_text())["reason"]
+    assert len(_rows(logfiles.log_files(str(folder)))) == 30
