@@ -3,6 +3,9 @@
     python bench/train.py                                  # demo and wide model, 1 and 2 ranks, default sizes
     python bench/train.py --models wide --rows 1000000     # one model, one size
     python bench/train.py --ranks 2 4 --epochs 5           # more ranks (a bigger host, or a GPU one)
+    python bench/train.py --ranks 2 4 8 --rank-threads 1   # ranks alone on a host of many cores
+    python bench/train.py --device cuda --ranks            # a host of one GPU: plain torch and one rank
+    python bench/train.py --skip-fit --skip-stage --crossover --device cuda   # where auto starts to pick the GPU
     python bench/train.py --skip-stage                     # the fits only, not the whole stage on the demo day
     python bench/train.py --ceiling                        # also N independent one-thread fits at once
 
@@ -40,6 +43,10 @@ and warm (a second identity in the same process), per launcher. Goal (issue 13):
 Goals (issue 18): efficiency at two ranks at least 0.8 for the wide model; on one host ``auto`` never more than
 10% slower than plain torch on the same cores; no rank's memory growing by more than 1.5 MB a MB of its part.
 
+Part 3, with ``--crossover``: plain torch's training step for MLPs of several sizes at batches 256 and 1024, data
+on the device, on one CPU thread and (``--device cuda``) on the GPU: the step's work (parameters times rows) from
+which the GPU's step is the faster, what ``CT_TRAIN_GPU_FROM_STEP_WORK`` (``CT_TRAIN_DEVICE=auto``) stands for.
+
 On a GPU host (``--device cuda``) the stage trains with nccl and, where the GPU has bfloat16, a bfloat16 forward
 (``precision: auto``); plain torch then runs under the same autocast.
 """
@@ -54,6 +61,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,14 +162,13 @@ def child_fit(
     settings = _settings(world_size, epochs, device)
     manifest = datasets.read_manifest(folder)
     contract = load_contract(ROOT / "include" / "contracts" / "transactions.yaml")
+    hyperparameters = _hyperparameters(settings, model)
     plan = TrainingPlan(
         family="torch",
         dataset_version=manifest.extra["dataset_version"],
-        hyperparameters=_hyperparameters(settings, model),
+        hyperparameters=hyperparameters,
         runtime=torch_runtime(
-            settings,
-            manifest.extra["split_rows"]["train"],
-            precision=_hyperparameters(settings, model)["precision"],
+            settings, manifest.extra["split_rows"]["train"], hyperparameters=hyperparameters
         ),
         seed=settings.seed,
         code_version=TRAINING_CODE_VERSION,
@@ -341,11 +348,23 @@ def _to_target(result: dict, target: float) -> float | None:
 
 
 def _fits(
-    folder: str, model: str, ranks: list[int], epochs: int, device: str, workdir: Path, ceiling: bool
+    folder: str,
+    model: str,
+    ranks: list[int],
+    epochs: int,
+    device: str,
+    workdir: Path,
+    ceiling: bool,
+    rank_threads: str,
+    show: Callable[[str, dict[str, dict]], None],
 ) -> dict[str, dict]:
     """Plain torch, the in-process rank (its own threads), one rank on one thread when that differs (the unit
-    of the scaling efficiency), torchrun with each number of ranks and, with ``ceiling``, as many one-thread
-    in-process fits started together, with nothing between them: the efficiency the host itself allows."""
+    of the scaling efficiency), torchrun with each number of ranks (each rank on ``rank_threads`` threads, by
+    default its node's cores over its ranks, as the stage gives them) and, with ``ceiling``, as many one-thread
+    in-process fits started together, with nothing between them: the efficiency the host itself allows.
+
+    ``show(name, results)`` is called as soon as a run's figures can be printed (the in-process rank's once its
+    efficiency's unit is known), so a bench stopped by a time limit keeps what it measured."""
 
     def fit_args(world_size: int, threads: str = "auto") -> tuple[str, ...]:
         return ("fit", folder, model, str(world_size), str(epochs), device, str(workdir), threads)
@@ -354,13 +373,19 @@ def _fits(
         return run_child(*fit_args(world_size, threads))
 
     results = {"plain torch": run_child("plain", folder, model, str(epochs), device)}
+    show("plain torch", results)
     results["in-process"] = fit(1)
     if results["in-process"]["threads"] != 1:
         results["one thread"] = fit(1, "1")
+    show("in-process", results)
+    if "one thread" in results:
+        show("one thread", results)
     for world_size in ranks:
-        results[f"torchrun x{world_size}"] = fit(world_size)
+        results[f"torchrun x{world_size}"] = fit(world_size, rank_threads)
+        show(f"torchrun x{world_size}", results)
         if ceiling:
             results[f"{world_size} at once"] = at_once(run_children(world_size, *fit_args(1, "1")))
+            show(f"{world_size} at once", results)
     return results
 
 
@@ -427,6 +452,7 @@ def bench_fits(
     device: str,
     workdir: Path,
     ceiling: bool = False,
+    rank_threads: str = "auto",
 ) -> list[str]:
     print(
         f"# the fit: {epochs} epochs, no early stopping, a fresh process per run; MB/rank: peak resident over "
@@ -434,7 +460,7 @@ def bench_fits(
     )
     header = (
         f"{'model':<6}{'train rows':>11}  {'launcher':<20}{'samples/s':>11}{'loop s':>8}{'fixed s':>8}"
-        f"{'to target':>10}{'MB/rank':>8}{'part MB':>8}{'efficiency':>11}"
+        f"{'best loss':>10}{'MB/rank':>8}{'part MB':>8}{'efficiency':>11}"
         + (f"{'GPU MB':>8}" if device == "cuda" else "")
     )
     print(header)
@@ -443,16 +469,14 @@ def bench_fits(
         by_size = {}
         for size in rows[model]:
             folder = str(dataset(size, workdir))
-            results = by_size[size] = _fits(folder, model, ranks, epochs, device, workdir, ceiling)
-            target = max(min(r["val_loss"]) for r in results.values()) * TARGET_SLACK
-            one = _rate(results.get("one thread", results["in-process"]))
-            for name, result in results.items():
-                rate = _rate(result)
-                efficiency = (
-                    f"{rate / (result['world_size'] * one):>11.2f}" if "plain" not in result else f"{'':>11}"
+
+            def show(name: str, results: dict[str, dict], model: str = model, size: int = size) -> None:
+                result, rate = results[name], _rate(results[name])
+                one = (
+                    _rate(results.get("one thread", results["in-process"])) if "in-process" in results else 0
                 )
-                reached = _to_target(result, target)
-                worst = max(result["ranks"], key=lambda r: r["part_mb"])
+                efficiency = f"{rate / (result['world_size'] * one):>11.2f}" if one else f"{'':>11}"
+                worst = max(result["ranks"], key=lambda rank: rank["part_mb"])
                 if result.get("at_once"):
                     label = f"{name}, 1 thr"
                 elif name == "one thread":
@@ -462,11 +486,21 @@ def bench_fits(
                 gpu = f"{worst['device_mb'] or 0:>8.0f}" if device == "cuda" else ""
                 print(
                     f"{model:<6}{size:>11,}  {label:<20}{rate:>11,.0f}{result['loop']:>8.1f}"
-                    f"{result['wall'] - result['loop']:>8.1f}"
-                    f"{(f'{reached:.1f}' if reached is not None else '-'):>10}"
+                    f"{result['wall'] - result['loop']:>8.1f}{min(result['val_loss']):>10.4f}"
                     f"{worst['data_mb']:>8.0f}{worst['part_mb']:>8.0f}{efficiency}{gpu}",
                     flush=True,
                 )
+
+            results = by_size[size] = _fits(
+                folder, model, ranks, epochs, device, workdir, ceiling, rank_threads, show
+            )
+            target = max(min(r["val_loss"]) for r in results.values()) * TARGET_SLACK
+            reached = {name: _to_target(result, target) for name, result in results.items()}
+            print(
+                f"# {model} {size:,} rows, seconds to a validation loss of {target:.4f} (the worst best loss + "
+                f"{(TARGET_SLACK - 1) * 100:.1f}%): "
+                + ", ".join(f"{name} {'-' if t is None else f'{t:.1f}'}" for name, t in reached.items())
+            )
             if line := _auto_line(model, size, folder, results, ranks, device):
                 summary.append(line)
                 print(f"# {line}")
@@ -484,6 +518,77 @@ def bench_fits(
             f"a rank's memory grows by at most {max(slopes):.2f} MB a MB of its part (goal <= 1.5)"
         )
     return summary
+
+
+CROSSOVER_HIDDEN = [(64, 32), (128, 64), (256, 128), (256, 256), (512, 256), (512, 512, 256)]
+
+
+def _step_rate(hidden: tuple[int, ...], batch: int, device: str, seconds: float = 2.0) -> float:
+    """Samples per second of plain torch's training step (the demo's features, AdamW, bfloat16 autocast on a GPU
+    that has it, as the stage's ``precision: auto``), data already on the device."""
+    import torch
+
+    from pipelines.model.mlp import ChurnMLP
+    from pipelines.training.train import resolve_compute_dtype
+
+    torch.manual_seed(0)
+    bf16 = resolve_compute_dtype("auto", device) == "bfloat16"
+    model = ChurnMLP(16, hidden, 0.1).to(device)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    x, y = torch.randn(batch * 64, 16, device=device), (torch.rand(batch * 64, device=device) > 0.5).float()
+
+    def step(i: int) -> None:
+        rows = slice((i % 64) * batch, (i % 64 + 1) * batch)
+        optimiser.zero_grad(set_to_none=True)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x[rows])
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y[rows])
+        loss.backward()
+        optimiser.step()
+        loss.item()  # the stage reads its loss once a step
+
+    for i in range(10):
+        step(i)
+    steps, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        step(steps)
+        steps += 1
+    return steps * batch / (time.perf_counter() - started)
+
+
+def bench_crossover(device: str) -> list[str]:
+    """Plain torch's step on one CPU thread against the GPU's, per MLP and batch: where ``CT_TRAIN_DEVICE=auto``
+    should start to pick the GPU (``CT_TRAIN_GPU_FROM_STEP_WORK``, in parameters times rows a step)."""
+    import torch
+
+    from pipelines.training.train import mlp_parameters
+
+    torch.set_num_threads(1)
+    devices = ["cpu", "cuda"] if device == "cuda" else ["cpu"]
+    print("# a training step's samples/s, plain torch, data on the device; the CPU on one thread")
+    print(
+        f"{'hidden':<16}{'parameters':>11}{'batch':>7}{'param-rows':>13}"
+        + "".join(f"{d:>12}" for d in devices)
+    )
+    gpu_wins = []
+    for hidden in CROSSOVER_HIDDEN:
+        for batch in (256, 1024):
+            rates = [_step_rate(hidden, batch, d) for d in devices]
+            work = mlp_parameters(16, hidden) * batch
+            print(
+                f"{str(hidden):<16}{mlp_parameters(16, hidden):>11,}{batch:>7}{work:>13,}"
+                + "".join(f"{r:>12,.0f}" for r in rates),
+                flush=True,
+            )
+            if len(rates) == 2 and rates[1] > rates[0]:
+                gpu_wins.append(work)
+    if device != "cuda":
+        return []
+    return [
+        f"the GPU's step is faster than one CPU thread's from {min(gpu_wins):,} parameter-rows"
+        if gpu_wins
+        else "one CPU thread's step was faster than the GPU's for every MLP here"
+    ]
 
 
 def bench_stage(ranks: list[int], workdir: Path) -> dict[int, dict]:
@@ -514,11 +619,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS))
     parser.add_argument("--rows", type=int, nargs="+", help="training rows (default: per model)")
-    parser.add_argument("--ranks", type=int, nargs="+", default=[2], help="world sizes besides 1")
+    parser.add_argument(
+        "--ranks",
+        type=int,
+        nargs="*",
+        default=[2],
+        help="world sizes besides 1 (none: plain torch and one rank)",
+    )
+    parser.add_argument(
+        "--rank-threads",
+        default="auto",
+        help="threads of each launched rank (default: its node's cores over its ranks, as the stage gives them); "
+        "with 1 on a host of many cores, the efficiency is that of ranks alone",
+    )
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-stage", action="store_true", help="time the fits only")
     parser.add_argument("--skip-fit", action="store_true", help="time the stage on the demo day only")
+    parser.add_argument(
+        "--crossover",
+        action="store_true",
+        help="also time a step of MLPs of several sizes on one CPU thread and on the GPU (CT_TRAIN_GPU_FROM_STEP_WORK)",
+    )
     parser.add_argument(
         "--ceiling",
         action="store_true",
@@ -544,7 +666,9 @@ def main() -> None:
     memory = psutil.virtual_memory().total / 2**30
     print(
         f"# train benchmark, {dt.date.today()}, {os.cpu_count()} cores, {memory:.0f} GiB, torch "
-        f"{torch.__version__}, {args.device}; load average {os.getloadavg()[0]:.1f} at the start"
+        f"{torch.__version__}, {args.device}"
+        + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else "")
+        + f"; load average {os.getloadavg()[0]:.1f} at the start"
     )
     rows = {model: args.rows or DEFAULT_ROWS[model] for model in args.models}
     with tempfile.TemporaryDirectory(prefix="ct-bench-train-") as tmp:
@@ -552,9 +676,20 @@ def main() -> None:
         summary = (
             []
             if args.skip_fit
-            else bench_fits(args.models, rows, args.ranks, args.epochs, args.device, workdir, args.ceiling)
+            else bench_fits(
+                args.models,
+                rows,
+                args.ranks,
+                args.epochs,
+                args.device,
+                workdir,
+                args.ceiling,
+                args.rank_threads,
+            )
         )
         stage = {} if args.skip_stage else bench_stage(args.ranks, workdir)
+        if args.crossover:
+            summary += bench_crossover(args.device)
     if stage:
         summary.append(
             "demo-day stage "
