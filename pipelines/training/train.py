@@ -122,11 +122,20 @@ class FitReport:
     hosts: dict[int, str] = dataclasses.field(default_factory=dict)
 
 
-def resolve_device(requested: str) -> str:
+def resolve_device(requested: str, step_work: int | None = None, gpu_from_step_work: int = 0) -> str:
+    """The torch device to train on. ``auto``: a CUDA device when torch sees one and a step's work (``step_work``,
+    the MLP's parameters times the rows of one step; None when unknown) is at least ``gpu_from_step_work``; the
+    CPU otherwise. A GPU step has a fixed cost (kernel launches) that a small model's step on one CPU thread
+    undercuts: measured with ``bench/train.py`` on 2026-12-04, the demo MLP (3,201 parameters, batch 256) trained
+    at 113,800 samples/s on an NVIDIA H200 (2.2 ms a step) against 327,000 on one CPU thread of this project's
+    2-core machine; one CPU thread matches that GPU step at about 70,000 parameters at batch 256 and 10,500 at
+    batch 1024, 11-18 million parameter-rows a step."""
     import torch
 
     if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        if not torch.cuda.is_available():
+            return "cpu"
+        return "cuda" if step_work is None or step_work >= gpu_from_step_work else "cpu"
     if requested == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("CT_TRAIN_DEVICE=cuda but torch sees no CUDA device")
     return requested
@@ -219,17 +228,25 @@ def _cores() -> int:
 
 
 def torch_runtime(
-    settings: Settings, train_rows: int, parameters: int = 0, precision: str = "auto"
+    settings: Settings, train_rows: int, parameters: int = 0, hyperparameters: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """The torch family's device, world size, DDP backend and compute dtype for a training split of
-    ``train_rows`` rows, a model of ``parameters`` and the model settings' ``precision``.
+    ``train_rows`` rows, a model of ``parameters`` and the model settings' ``hyperparameters`` (its ``precision``
+    and ``batch_size``).
 
     The world size is part of the identity (a rank's part and the global batch follow from it); the launcher
     is not recorded apart from it: the same ranks learn the same model whatever started them.
     """
     import torch
 
-    device = resolve_device(settings.train_device)
+    hyperparameters = hyperparameters or {}
+    precision = hyperparameters.get("precision", "auto")
+    batch = hyperparameters.get("batch_size")
+    device = resolve_device(
+        settings.train_device,
+        parameters * batch if parameters and batch else None,
+        settings.train_gpu_from_step_work,
+    )
     local = resolve_world_size(
         settings.train_world_size,
         settings.train_processes_from_rows,
@@ -388,7 +405,9 @@ def train_sklearn(inputs: FitInputs, plan: TrainingPlan, out_dir: Path) -> FitRe
     return FitReport(curves=curves, metrics=metrics)
 
 
-def _no_runtime(settings: Settings, train_rows: int, parameters: int, precision: str) -> dict[str, Any]:
+def _no_runtime(
+    settings: Settings, train_rows: int, parameters: int, hyperparameters: dict[str, Any]
+) -> dict[str, Any]:
     return {}
 
 
@@ -411,8 +430,8 @@ class Family:
 
     name: str
     fit: Callable[[FitInputs, TrainingPlan, Path], FitReport]
-    # launch choices that change the result, from the training rows, the parameters and the precision asked for
-    runtime: Callable[[Settings, int, int, str], dict[str, Any]]
+    # launch choices that change the result, from the training rows, the parameters and the hyperparameters
+    runtime: Callable[[Settings, int, int, dict[str, Any]], dict[str, Any]]
     libraries: tuple[str, ...]  # distributions whose version is part of the training's identity
     weights: str  # the file ``fit`` writes into the output folder
     requirements: Callable[[], list[str]]  # pip pins of what loading it needs, besides MLflow, pandas, numpy
@@ -461,7 +480,7 @@ def plan_training(
             settings,
             _split_rows(dataset_uri, manifest)["train"],
             _parameters(hyperparameters, manifest),
-            hyperparameters.get("precision", "auto"),
+            hyperparameters,
         ),
         seed=settings.seed,
         code_version=TRAINING_CODE_VERSION,
