@@ -7,6 +7,7 @@ start with ``_`` or ``.`` are skipped, as Spark and Hive do), a file or a glob a
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import datetime as dt
 import gzip
@@ -254,12 +255,20 @@ def _source_bytes(uri: str) -> Iterator[io.BufferedIOBase]:
         yield gzip.GzipFile(fileobj=raw) if path.lower().endswith(".gz") else raw
 
 
-class _QuoteSeen(io.RawIOBase):
-    """A file's bytes as they are read, noting whether a ``"`` was among them."""
+class NotUtf8Error(ValueError):
+    """A CSV file's bytes are not UTF-8 (the contract's encoding); names the line and the byte."""
+
+
+class _Scanned(io.RawIOBase):
+    """A CSV file's bytes as they are read: whether a ``"`` was among them, and that they are UTF-8 (else
+    :class:`NotUtf8Error`). Spark reads bytes that are not UTF-8 as U+FFFD and passes the file, pandas fails
+    the read: both engines judge such a file alike only if it is found first."""
 
     def __init__(self, inner: io.BufferedIOBase):
         super().__init__()
         self._inner, self.quoted = inner, False
+        self._utf8 = codecs.getincrementaldecoder("utf-8")()
+        self._lines = 0  # line breaks before this chunk
 
     def readable(self) -> bool:
         return True
@@ -268,6 +277,14 @@ class _QuoteSeen(io.RawIOBase):
         view = memoryview(buffer).cast("B")
         data = self._inner.read(len(view))
         self.quoted = self.quoted or b'"' in data
+        pending = len(self._utf8.getstate()[0])  # a character's first bytes, from the chunk before
+        try:
+            self._utf8.decode(data, final=not data)
+        except UnicodeDecodeError as exc:
+            at = max(0, exc.start - pending)
+            line = self._lines + data.count(b"\n", 0, at) + 1
+            raise NotUtf8Error(f"not UTF-8 at line {line}, byte 0x{exc.object[exc.start]:02x}") from exc
+        self._lines += data.count(b"\n")
         view[: len(data)] = data
         return len(data)
 
@@ -365,7 +382,8 @@ def csv_shape(uri: str, delimiter: str, width: int) -> CsvShape:
 
     Fields are split as pandas splits them: ``"`` quotes (doubled inside), quoted line breaks, blank lines
     skipped. Whether the file holds a ``"`` at all is noted (``quoted``): the engines read such a file whole.
-    A failure to read the bytes raises :class:`SourceReadError`.
+    Bytes that are not UTF-8 make the file unreadable, naming the line. A failure to read the bytes raises
+    :class:`SourceReadError`.
     """
     import pyarrow.csv as pv
 
@@ -384,7 +402,7 @@ def csv_shape(uri: str, delimiter: str, width: int) -> CsvShape:
     names = [f"f{i}" for i in range(width)]
     try:
         with _source_bytes(uri) as fh:
-            seen = _QuoteSeen(fh)
+            seen = _Scanned(fh)
             reader = pv.open_csv(
                 seen,
                 read_options=pv.ReadOptions(column_names=names, skip_rows=1),

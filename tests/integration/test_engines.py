@@ -402,6 +402,11 @@ def _files_of_a_day(frame: pd.DataFrame) -> dict[str, dict[str, object]]:
         lines[5] = change(lines[5])
         return ("\n".join(lines) + "\n").encode()
 
+    def with_bytes(part: pd.DataFrame, value: str, written: bytes) -> bytes:  # one row's value as other bytes
+        lines = part.to_csv(index=False).encode().split(b"\n")
+        lines[5] = lines[5].replace(value.encode(), written, 1)
+        return b"\n".join(lines)
+
     # A text field holding the delimiter, a quote (written doubled) and a line break, quoted in every row of
     # one file; the other file holds no quote.
     noted = parts[0].assign(note=[f'row {i} says "hi",\nthen more' for i in range(len(parts[0]))])
@@ -422,6 +427,13 @@ def _files_of_a_day(frame: pd.DataFrame) -> dict[str, dict[str, object]]:
             "part-1.csv": with_row(parts[1], lambda line: line.rsplit(",", 1)[0]),
         },
         "csv_other_columns": {"part-0.csv": parts[0], "part-1.csv": parts[1].drop(columns=["plan"])},
+        # A region written in Latin-1 in a UTF-8 file: Spark read it as U+FFFD and passed the day, Dask failed.
+        "csv_invalid_utf8": {
+            "part-0.csv": parts[0],
+            "part-1.csv": with_bytes(
+                parts[1], f",{parts[1].iloc[4]['region']},", ",m\xe9lange,".encode("latin-1")
+            ),
+        },
         "parquet_extra_column": {
             "part-0.parquet": parts[0],
             "part-1.parquet": parts[1].assign(plan_tier="x"),
@@ -443,6 +455,7 @@ EXPECTED_ON_BOTH = {
     "csv_extra_field": [("<table>", "malformed rows (another number of fields than the header)", 1)],
     "csv_short_row": [("<table>", "malformed rows (another number of fields than the header)", 1)],
     "csv_other_columns": [("plan", "missing column", 1)],
+    "csv_invalid_utf8": [("<table>", "unreadable file", 1)],
     "parquet_extra_column": [("plan_tier", "unexpected column", 1)],
     "parquet_missing_column": [("plan", "missing column", 1)],
     "parquet_damaged_page": [("<table>", "unreadable file", 1)],
@@ -512,6 +525,9 @@ def test_both_engines_check_each_files_columns_and_fields_and_read_them_by_name(
         .examples[0]
         .startswith("part-2.csv: a row of 12 fields, the header has 11: ")
     )
+    assert on_spark["csv_invalid_utf8"].violations[0].examples == [
+        "part-1.csv: not a readable csv file: not UTF-8 at line 6, byte 0xe9"
+    ]
     assert on_spark["parquet_64_bit_id_twice"].violations[0].examples == ["1700000000000000008"]
     assert (
         on_spark["parquet_damaged_page"]

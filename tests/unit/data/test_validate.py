@@ -466,6 +466,52 @@ def test_a_csv_file_whose_quoted_values_hold_line_breaks_is_read_whole(
     assert not plain.quoted and plain.malformed == 0
 
 
+@pytest.mark.parametrize("suffix", ["csv", "csv.gz"])
+def test_a_csv_file_that_is_not_utf8_is_unreadable_naming_the_line_wherever_its_reads_end(
+    settings, contract, tmp_path, clean_frame, suffix
+):
+    """Spark reads bytes that are not UTF-8 as U+FFFD and passes the day; pandas fails the read. A character cut
+    between two reads of the file is UTF-8 all the same; a file cut inside a character is not."""
+    import io
+
+    text = clean_frame.to_csv(index=False).encode()
+    lines = text.split(b"\n")
+    accented, bad = lines[:], lines[:]
+    accented[3] = lines[3].replace(b",", "é,".encode(), 1)  # two bytes: some read cuts it in two
+    bad[8] = lines[8].replace(b",", b"\xe9,", 1)  # Latin-1
+    files = {"accented": b"\n".join(accented), "bad": b"\n".join(bad), "cut": text + "é".encode()[:1]}
+    expected = {
+        "accented": None,
+        "bad": "not UTF-8 at line 9, byte 0xe9",
+        "cut": f"not UTF-8 at line {len(lines)}, byte 0xc3",
+    }
+    for name, data in files.items():
+        for size in (1, 2, 7, 4096):  # every boundary between two reads is crossed somewhere
+            scanned = sources._Scanned(io.BufferedReader(io.BytesIO(data)))
+            try:
+                while scanned.read(size):
+                    pass
+                error = None
+            except sources.NotUtf8Error as exc:
+                error = str(exc)
+            assert error == expected[name], (name, size)
+        path = tmp_path / f"{name}.{suffix}"
+        path.write_bytes(gzip.compress(data) if suffix.endswith("gz") else data)
+        found = sources.csv_shape(str(path), ",", len(clean_frame.columns)).error
+        assert found == (expected[name] and f"not a readable csv file: {expected[name]}"), name
+    source, csv = day_of_files(
+        settings,
+        contract,
+        tmp_path / "src",
+        {f"part-0.{suffix}": (tmp_path / f"bad.{suffix}").read_bytes()},
+        "csv",
+    )
+    report = check_partition(DaskEngine(client=None), source, csv)
+    assert [(v.column, v.rule, v.examples) for v in report.violations] == [
+        ("<table>", "unreadable file", [f"part-0.{suffix}: not a readable csv file: {expected['bad']}"])
+    ]
+
+
 def test_a_parquet_file_whose_page_does_not_decode_is_an_unreadable_file_named_in_the_report(
     settings, contract, tmp_path, clean_frame
 ):
