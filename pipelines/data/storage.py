@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +20,8 @@ from typing import Any
 import fsspec
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
+
+log = logging.getLogger(__name__)
 
 
 def join(*parts: str) -> str:
@@ -55,11 +59,65 @@ def window_days(end: dt.date, days: int) -> list[dt.date]:
     return [end - dt.timedelta(days=offset) for offset in range(days - 1, -1, -1)]
 
 
+#: A folder or file that a write left under its temporary name (its process was killed, by the kernel's
+#: out-of-memory killer or a lost node, before it renamed or removed it) is removed by a later folder write beside
+#: it once nothing in it has changed for this long; a write still under way touches its files far more often.
+STALE_WRITE = dt.timedelta(hours=24)
+_TMP, _OLD = ".__tmp-", ".__old-"
+_WRITE_MARKS = (_TMP, _OLD)
+
+
+def _modified(fs: Any, path: str) -> dt.datetime:
+    when = fs.modified(path)
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+
+
+def _changed_since(fs: Any, path: str, since: dt.datetime) -> bool:
+    """Whether anything under ``path`` (a file or a folder) changed after ``since``; stops at the first."""
+    files = fs.find(path)
+    if not files:  # an empty folder (on an object store, no folder at all)
+        try:
+            return _modified(fs, path) > since
+        except (FileNotFoundError, NotImplementedError):
+            return False
+    return any(_modified(fs, file) > since for file in files)
+
+
+def _sweep_stale_writes(fs: Any, folder: str) -> list[str]:
+    """Remove what writes in ``folder`` left under their temporary names (``<name>.__tmp-*``, and the
+    ``<name>.__old-*`` of a swap cut between its two renames) when nothing in it changed for
+    :data:`STALE_WRITE`; the paths removed. Each is logged: an ``.__old-*`` beside no ``<name>`` held the last
+    version a crash took from readers, which its task's next run writes again."""
+    since = dt.datetime.now(dt.UTC) - STALE_WRITE
+    removed = []
+    for entry in fs.ls(folder, detail=False):
+        name = entry.rstrip("/").rsplit("/", 1)[-1]
+        if not any(mark in name for mark in _WRITE_MARKS):
+            continue
+        # An old version moved aside keeps its files' times: the swap's start is in its name, so one that a
+        # write beside this one is swapping now (its next step removes it) is not taken for a leftover.
+        started = name.rsplit(_OLD, 1)[-1].split("-")[0] if _OLD in name else ""
+        if started.isdigit():
+            if dt.datetime.fromtimestamp(int(started), dt.UTC) > since:
+                continue
+        elif _changed_since(fs, entry, since):
+            continue
+        log.warning(
+            "removing %s: a write's temporary copy, unchanged for over %s (its writer died)",
+            entry,
+            STALE_WRITE,
+        )
+        fs.rm(entry, recursive=True)
+        removed.append(entry)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_dir(uri: str) -> Iterator[str]:
-    """Yield a temporary folder URI; on success it replaces ``uri`` whole, on error it is removed."""
+    """Yield a temporary folder URI; on success it replaces ``uri`` whole, on error it is removed. Then what
+    killed writes left beside it is swept (:data:`STALE_WRITE`)."""
     fs, path = url_to_fs(uri)
-    tmp_path = f"{path.rstrip('/')}.__tmp-{uuid.uuid4().hex[:8]}"
+    tmp_path = f"{path.rstrip('/')}{_TMP}{uuid.uuid4().hex[:8]}"
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     tmp_uri = tmp_path if protocol in ("file", "local") else f"{protocol}://{tmp_path}"
     fs.makedirs(tmp_path, exist_ok=True)
@@ -70,11 +128,12 @@ def atomic_dir(uri: str) -> Iterator[str]:
         raise
     old_path = None
     if fs.exists(path):
-        old_path = f"{path.rstrip('/')}.__old-{uuid.uuid4().hex[:8]}"
+        old_path = f"{path.rstrip('/')}{_OLD}{int(time.time())}-{uuid.uuid4().hex[:8]}"
         fs.mv(path, old_path, recursive=True)
     fs.mv(tmp_path, path, recursive=True)
     if old_path:
         fs.rm(old_path, recursive=True)
+    _sweep_stale_writes(fs, path.rstrip("/").rsplit("/", 1)[0])
 
 
 def on_disk(fs: Any, handle: Any) -> None:

@@ -63,6 +63,44 @@ def test_atomic_dir_keeps_the_old_version_when_a_write_fails(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
 
 
+def test_a_folder_write_removes_what_killed_writes_left_beside_it_once_it_is_a_day_old(tmp_path, caplog):
+    """A prepare killed by the out-of-memory killer left its features, gigabytes, under a temporary name for
+    good: nothing ever removed it. A write still under way (a file changed within the day) is left alone."""
+    import os
+    import time
+
+    day_ago = time.time() - storage.STALE_WRITE.total_seconds() - 60
+
+    def left(name: str, old: bool, files: tuple[str, ...] = ("split=train/part-0.parquet", "_manifest.json")):
+        for file in files:
+            path = tmp_path / name / file
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"x")
+            if old:
+                os.utime(path, (day_ago, day_ago))
+        return tmp_path / name
+
+    killed = left("ds=2026-11-18.__tmp-0a1b2c3d", old=True)
+    swapped = left(f"ds=2026-11-17.__old-{int(day_ago)}-1a2b3c4d", old=True)  # cut between a swap's renames
+    unnamed = left("ds=2026-11-15.__old-4a5b6c7d", old=True)  # no time in its name: its files' times
+    # Moved aside a moment ago by a write beside this one, whose next step removes it: its files are old.
+    swapping = left(f"ds=2026-11-14.__old-{int(time.time())}-5a6b7c8d", old=True)
+    running = left("ds=2026-11-19.__tmp-2a3b4c5d", old=True, files=("a.parquet", "b.parquet"))
+    os.utime(running / "b.parquet")  # written a moment ago: its writer is at work
+    committed = left("ds=2026-11-16", old=True)
+    file_left = tmp_path / "notes.json.__tmp-3a4b5c6d"
+    file_left.write_text("{}")
+    os.utime(file_left, (day_ago, day_ago))
+    with caplog.at_level("WARNING", logger="pipelines.data.storage"):
+        datasets.write_parquet_frame(pd.DataFrame({"a": [1, 2]}), str(tmp_path / "ds=2026-11-20"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [swapping.name, "ds=2026-11-16", running.name, "ds=2026-11-20"]
+    )
+    assert committed.exists() and not killed.exists() and not swapped.exists() and not unnamed.exists()
+    warned = " ".join(record.getMessage() for record in caplog.records)
+    assert all(path.name in warned for path in (killed, swapped, unnamed, file_left))
+
+
 def test_uncommitted_folder_is_not_read(tmp_path):
     (tmp_path / "half").mkdir()
     pd.DataFrame({"a": [1]}).to_parquet(tmp_path / "half" / "part.parquet")
