@@ -165,7 +165,8 @@ class Engine(Protocol):
         ...
 
     def map_files(self, fn: Callable[[T], R], items: list[T]) -> list[R]:
-        """``fn`` on each item on the engine's workers (one task each); the results in order."""
+        """``fn`` on each item on the engine's workers (Dask: a task each; Spark: in slices of items); the
+        results in order."""
         ...
 
 

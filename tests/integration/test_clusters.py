@@ -101,6 +101,7 @@ print(SparkContext._gateway is None, SparkContext._jvm is None, children)
 
 def test_spark_connect_gives_exactly_the_embedded_results(spark_connect, tmp_path):
     """CT_SPARK_REMOTE: the stages' sessions are Spark Connect clients of a standing server."""
+    from pyspark import TaskContext
     from pyspark.errors import PythonException
 
     from pipelines.engines import open_engine
@@ -130,13 +131,16 @@ def test_spark_connect_gives_exactly_the_embedded_results(spark_connect, tmp_pat
         # The session's own settings, not the server's defaults (200 partitions, no concurrent writers).
         assert engine.spark.conf.get("spark.sql.shuffle.partitions") == str(remote.spark_shuffle_partitions)
         assert engine.spark.conf.get("spark.sql.maxConcurrentOutputFileWriters") == "8"
-        # Tasks without RDDs: one per item, the results in the items' order, any picklable value.
+        # Tasks without RDDs: the results in the items' order, any picklable value.
         assert engine.map_files(lambda n: {"n": n, "square": n * n}, [3, 1, 2]) == [
             {"n": 3, "square": 9},
             {"n": 1, "square": 1},
             {"n": 2, "square": 4},
         ]
         assert engine.map_files(lambda n: n, []) == []
+        many = engine.map_files(lambda n: (n, TaskContext.get().partitionId()), list(range(300)))
+        assert [n for n, _ in many] == list(range(300))  # more items than tasks: slices, still in order
+        assert len({task for _, task in many}) <= 2 * remote.spark_shuffle_partitions
         # A task's failure reaches the caller, naming what failed.
         with pytest.raises(PythonException, match="ZeroDivisionError"):
             engine.map_files(lambda n: 1 // n, [1, 0])
