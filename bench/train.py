@@ -375,7 +375,9 @@ def _fits(
     results = {"plain torch": run_child("plain", folder, model, str(epochs), device)}
     show("plain torch", results)
     results["in-process"] = fit(1)
-    if results["in-process"]["threads"] != 1:
+    if (
+        results["in-process"]["threads"] != 1 and device != "cuda"
+    ):  # a GPU rank's unit is the GPU, not a thread
         results["one thread"] = fit(1, "1")
     show("in-process", results)
     if "one thread" in results:
