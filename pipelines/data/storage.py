@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -67,49 +68,67 @@ _TMP, _OLD = ".__tmp-", ".__old-"
 _WRITE_MARKS = (_TMP, _OLD)
 
 
+_SWAP_STARTED = re.compile(r"\.__old-(\d{10,})-[0-9a-f]{8}$")
+
+
 def _modified(fs: Any, path: str) -> dt.datetime:
     when = fs.modified(path)
     return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
 
 
 def _changed_since(fs: Any, path: str, since: dt.datetime) -> bool:
-    """Whether anything under ``path`` (a file or a folder) changed after ``since``; stops at the first."""
+    """Whether anything under ``path`` (a file or a folder) changed after ``since``; stops at the first. What
+    cannot be told (a folder without a time of its own, as on an object store) counts as changed: kept."""
     files = fs.find(path)
-    if not files:  # an empty folder (on an object store, no folder at all)
+    if not files:
         try:
             return _modified(fs, path) > since
-        except (FileNotFoundError, NotImplementedError):
-            return False
+        except NotImplementedError:
+            return True
     return any(_modified(fs, file) > since for file in files)
 
 
-def _sweep_stale_writes(fs: Any, folder: str) -> list[str]:
-    """Remove what writes in ``folder`` left under their temporary names (``<name>.__tmp-*``, and the
-    ``<name>.__old-*`` of a swap cut between its two renames) when nothing in it changed for
-    :data:`STALE_WRITE`; the paths removed. Each is logged: an ``.__old-*`` beside no ``<name>`` held the last
-    version a crash took from readers, which its task's next run writes again."""
+def _stale(fs: Any, entry: str, since: dt.datetime) -> bool:
+    name = entry.rstrip("/").rsplit("/", 1)[-1]
+    if not any(mark in name for mark in _WRITE_MARKS):
+        return False
+    # An old version moved aside keeps its files' times: the swap's start is in its name, so one that a write
+    # beside this one is swapping now (its next step removes it) is not taken for a leftover.
+    if started := _SWAP_STARTED.search(name):
+        return dt.datetime.fromtimestamp(int(started.group(1)), dt.UTC) <= since
+    return not _changed_since(fs, entry, since)
+
+
+def _sweep_stale_writes(fs: Any, folder: str) -> None:
+    """Tidy what writes in ``folder`` left under their temporary names when their process was killed, once
+    nothing in it changed for :data:`STALE_WRITE` (a write still under way is left alone):
+
+    * an old version moved aside (``<name>.__old-<time>-<token>``) beside no ``<name>``: the swap was cut
+      between its two renames and readers lost the last committed version; it is renamed back;
+    * any other ``<name>.__tmp-*`` or ``<name>.__old-*``: removed.
+
+    Each is logged. Another sweep or write beside this one may take an entry first: housekeeping never fails
+    the write that committed before it, so a storage error on an entry is logged and the entry left."""
     since = dt.datetime.now(dt.UTC) - STALE_WRITE
-    removed = []
-    for entry in fs.ls(folder, detail=False):
-        name = entry.rstrip("/").rsplit("/", 1)[-1]
-        if not any(mark in name for mark in _WRITE_MARKS):
-            continue
-        # An old version moved aside keeps its files' times: the swap's start is in its name, so one that a
-        # write beside this one is swapping now (its next step removes it) is not taken for a leftover.
-        started = name.rsplit(_OLD, 1)[-1].split("-")[0] if _OLD in name else ""
-        if started.isdigit():
-            if dt.datetime.fromtimestamp(int(started), dt.UTC) > since:
+    for entry in sorted(fs.ls(folder, detail=False), reverse=True):  # a name's newest old version first
+        try:
+            if not _stale(fs, entry, since):
                 continue
-        elif _changed_since(fs, entry, since):
-            continue
-        log.warning(
-            "removing %s: a write's temporary copy, unchanged for over %s (its writer died)",
-            entry,
-            STALE_WRITE,
-        )
-        fs.rm(entry, recursive=True)
-        removed.append(entry)
-    return removed
+            target = entry.rstrip("/").rsplit(_OLD, 1)[0] if _OLD in entry else None
+            if target is not None and not fs.exists(target):
+                log.warning(
+                    "restoring %s from %s: a swap killed between its two renames left it", target, entry
+                )
+                fs.mv(entry, target, recursive=True)
+                continue
+            log.warning(
+                "removing %s: a write's temporary copy, unchanged for over %s (its writer died)",
+                entry,
+                STALE_WRITE,
+            )
+            fs.rm(entry, recursive=True)
+        except OSError as exc:  # taken by a sweep or a write beside this one, or the storage failed
+            log.warning("left %s: %s: %s", entry, type(exc).__name__, exc)
 
 
 @contextlib.contextmanager

@@ -63,9 +63,10 @@ def test_atomic_dir_keeps_the_old_version_when_a_write_fails(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
 
 
-def test_a_folder_write_removes_what_killed_writes_left_beside_it_once_it_is_a_day_old(tmp_path, caplog):
+def test_a_folder_write_tidies_what_killed_writes_left_beside_it_once_it_is_a_day_old(tmp_path, caplog):
     """A prepare killed by the out-of-memory killer left its features, gigabytes, under a temporary name for
-    good: nothing ever removed it. A write still under way (a file changed within the day) is left alone."""
+    good, and a swap killed between its two renames left readers without the day. A write still under way (a
+    file changed within the day, or a swap that started within it) is left alone."""
     import os
     import time
 
@@ -75,16 +76,22 @@ def test_a_folder_write_removes_what_killed_writes_left_beside_it_once_it_is_a_d
         for file in files:
             path = tmp_path / name / file
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(b"x")
+            path.write_bytes(name.encode())
             if old:
                 os.utime(path, (day_ago, day_ago))
         return tmp_path / name
 
     killed = left("ds=2026-11-18.__tmp-0a1b2c3d", old=True)
-    swapped = left(f"ds=2026-11-17.__old-{int(day_ago)}-1a2b3c4d", old=True)  # cut between a swap's renames
-    unnamed = left("ds=2026-11-15.__old-4a5b6c7d", old=True)  # no time in its name: its files' times
+    # Cut between a swap's two renames, twice: the newer old version is put back, the older removed.
+    cut = left(f"ds=2026-11-17.__old-{int(day_ago)}-1a2b3c4d", old=True)
+    cut_before = left(f"ds=2026-11-17.__old-{int(day_ago) - 86_400}-0a2b3c4d", old=True)
+    replaced = left(f"ds=2026-11-16.__old-{int(day_ago)}-2a2b3c4d", old=True)  # beside its name: removed
+    unnamed = left("ds=2026-11-15.__old-4a5b6c7d", old=True)  # no time in its name (older code): its files
     # Moved aside a moment ago by a write beside this one, whose next step removes it: its files are old.
     swapping = left(f"ds=2026-11-14.__old-{int(time.time())}-5a6b7c8d", old=True)
+    digits = left(
+        "ds=2026-11-13.__old-12345678", old=False
+    )  # an older writer's token, all digits: not a time
     running = left("ds=2026-11-19.__tmp-2a3b4c5d", old=True, files=("a.parquet", "b.parquet"))
     os.utime(running / "b.parquet")  # written a moment ago: its writer is at work
     committed = left("ds=2026-11-16", old=True)
@@ -94,11 +101,43 @@ def test_a_folder_write_removes_what_killed_writes_left_beside_it_once_it_is_a_d
     with caplog.at_level("WARNING", logger="pipelines.data.storage"):
         datasets.write_parquet_frame(pd.DataFrame({"a": [1, 2]}), str(tmp_path / "ds=2026-11-20"))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [swapping.name, "ds=2026-11-16", running.name, "ds=2026-11-20"]
+        [
+            digits.name,
+            swapping.name,
+            *(f"ds=2026-11-{day}" for day in (15, 16, 17)),
+            running.name,
+            "ds=2026-11-20",
+        ]
     )
-    assert committed.exists() and not killed.exists() and not swapped.exists() and not unnamed.exists()
+    assert (tmp_path / "ds=2026-11-17" / "_manifest.json").read_bytes() == cut.name.encode()
+    assert (tmp_path / "ds=2026-11-15" / "_manifest.json").read_bytes() == unnamed.name.encode()
+    assert (committed / "_manifest.json").read_bytes() == committed.name.encode()
     warned = " ".join(record.getMessage() for record in caplog.records)
-    assert all(path.name in warned for path in (killed, swapped, unnamed, file_left))
+    assert all(path.name in warned for path in (killed, cut, cut_before, replaced, unnamed, file_left))
+
+
+def test_tidying_beside_a_write_never_fails_the_write(tmp_path, caplog, monkeypatch):
+    """A leftover another sweep (a backfill's other days) took first, or a storage error: logged, the write
+    that committed before it stands."""
+    import os
+    import time
+
+    from fsspec.implementations.local import LocalFileSystem
+
+    leftover = tmp_path / "ds=2026-11-18.__tmp-0a1b2c3d"
+    leftover.mkdir()
+    (leftover / "part-0.parquet").write_bytes(b"x")
+    day_ago = time.time() - storage.STALE_WRITE.total_seconds() - 60
+    os.utime(leftover / "part-0.parquet", (day_ago, day_ago))
+
+    def taken(self, path, recursive=False, maxdepth=None):
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(LocalFileSystem, "rm", taken)
+    with caplog.at_level("WARNING", logger="pipelines.data.storage"):
+        datasets.write_parquet_frame(pd.DataFrame({"a": [1, 2]}), str(tmp_path / "ds=2026-11-20"))
+    assert datasets.read_parquet(str(tmp_path / "ds=2026-11-20"))["a"].tolist() == [1, 2]
+    assert f"left {leftover}: FileNotFoundError" in caplog.text
 
 
 def test_uncommitted_folder_is_not_read(tmp_path):
