@@ -63,6 +63,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -204,6 +205,19 @@ def child_fit(
     }
 
 
+def plain_step(model: Any, optimiser: Any, x: Any, y: Any, device: str, bf16: bool) -> Any:
+    """One training step as a user would write it (bfloat16 autocast where the stage would use it); the loss."""
+    import torch
+
+    optimiser.zero_grad(set_to_none=True)
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+        logits = model(x)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y)
+    loss.backward()
+    optimiser.step()
+    return loss
+
+
 def child_plain(folder: str, model: str, epochs: int, device: str) -> dict:
     """Inside a fresh process: plain single-process torch, torch's threads on every core, the whole split."""
     import numpy as np
@@ -252,12 +266,7 @@ def child_plain(folder: str, model: str, epochs: int, device: str) -> dict:
         order = torch.randperm(len(x), device=device)
         for start in range(0, len(order), batch):
             rows = order[start : start + batch]
-            optimiser.zero_grad(set_to_none=True)
-            with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-                logits = model_(x[rows])
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y[rows])
-            loss.backward()
-            optimiser.step()
+            plain_step(model_, optimiser, x[rows], y[rows], device, bf16)
             samples += len(rows)
         model_.eval()
         with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
@@ -541,13 +550,7 @@ def _step_rate(hidden: tuple[int, ...], batch: int, device: str, seconds: float 
 
     def step(i: int) -> None:
         rows = slice((i % 64) * batch, (i % 64 + 1) * batch)
-        optimiser.zero_grad(set_to_none=True)
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(x[rows])
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y[rows])
-        loss.backward()
-        optimiser.step()
-        loss.item()  # the stage reads its loss once a step
+        plain_step(model, optimiser, x[rows], y[rows], device, bf16).item()  # the stage reads it once a step
 
     for i in range(10):
         step(i)
