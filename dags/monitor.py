@@ -33,6 +33,11 @@ history), not today's. A day's live metric asks once per champion, not every hou
 The report (Evidently's HTML with every signal above it, JSON, Prometheus text) is written under
 `<data_root>/monitoring/<dataset>/` and logged to the MLflow experiment `<experiment>-monitoring`, tagged
 with the champion's version. `pipelines monitor -d <date> [--hour H]` runs the same without Airflow.
+
+`prune`, once the interval is judged: the policy's `retention` (`pipelines.monitoring.retention`) removes
+the reports (and the monitoring runs) and the prediction log's days that are that many days before the
+interval's day. Figures and trigger records are kept. An interval whose log was removed is refused, not
+judged again on no rows. `pipelines monitor prune -d <date> [--dry-run]` runs the same without Airflow.
 """
 
 from __future__ import annotations
@@ -52,19 +57,25 @@ os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
 DAG_ID = Path(__file__).stem
 
 
+def _interval(context: Any) -> Any:
+    """The run's interval: a scheduled run's (or one given a logical date) whole hours of its data interval;
+    triggered with no logical date, the hour up to when it was asked."""
+    from pipelines.monitoring.monitor import Interval
+
+    start, end = context.get("data_interval_start"), context.get("data_interval_end")
+    if start is not None and end is not None:
+        return Interval.whole_hours(start, end)
+    return Interval.hour_up_to(context["dag_run"].run_after)
+
+
 @task(outlets=[RETRAIN_REQUESTS], inlets=[RETRAIN_REQUESTS])
 def monitor() -> dict[str, Any]:
-    from pipelines.monitoring.monitor import Interval
     from pipelines.monitoring.monitor import monitor as run
     from pipelines.settings import get_settings
 
     context = get_current_context()
     params = context["params"]
-    start, end = context.get("data_interval_start"), context.get("data_interval_end")
-    if start is not None and end is not None:  # scheduled, or given a logical date: its whole hours
-        interval = Interval.whole_hours(start, end)
-    else:  # triggered with no logical date: the hour up to when it was asked
-        interval = Interval.hour_up_to(context["dag_run"].run_after)
+    interval = _interval(context)
 
     def delivered(name: str) -> bool:
         """Whether Airflow holds this dataset's request for the interval ``name`` (the events through the
@@ -82,6 +93,22 @@ def monitor() -> dict[str, Any]:
             retrain_request(params["dataset"]), extra=result["event"]
         )
     return {k: result[k] for k in ("interval", "rows", "state", "verdict") if k in result}
+
+
+@task
+def prune() -> dict[str, Any]:
+    """Once the interval is judged, what the policy's retention says is old on its day is removed."""
+    from pipelines.monitoring.policy import load_monitoring_policy
+    from pipelines.monitoring.retention import prune as run
+    from pipelines.release import tracking
+    from pipelines.settings import get_settings
+
+    context = get_current_context()
+    settings = get_settings(dataset=context["params"]["dataset"])
+    policy = load_monitoring_policy(settings.resolved_monitoring_policy_path)
+    result = run(settings, policy, _interval(context).day, tracking.configure(settings))
+    removed = ("reports_removed", "prediction_log_removed", "runs_deleted")
+    return {k: len(v) if k in removed else v for k, v in result.items()}
 
 
 @dag(
@@ -107,7 +134,7 @@ def monitor() -> dict[str, Any]:
     },
 )
 def monitor_dag() -> None:
-    monitor()
+    monitor() >> prune()
 
 
 monitor_dag()

@@ -387,6 +387,11 @@ class Settings(BaseSettings):
         return f"{self.resolved_data_root.rstrip('/')}/monitoring/{self.dataset}"
 
     @property
+    def monitoring_experiment(self) -> str:
+        """The MLflow experiment of the monitor's runs, one per interval and dataset (every dataset's in one)."""
+        return f"{self.experiment}-monitoring"
+
+    @property
     def resolved_model_settings_path(self) -> Path:
         if self.model_settings_path:
             return self.model_settings_path

@@ -33,9 +33,37 @@ def monitor(
         )
     from pipelines.monitoring.monitor import Interval
     from pipelines.monitoring.monitor import monitor as run
+    from pipelines.monitoring.retention import PrunedIntervalError
 
-    result = run(load_settings(), Interval.of(date.date(), hour), engine, ask=False)
+    try:
+        result = run(load_settings(), Interval.of(date.date(), hour), engine, ask=False)
+    except PrunedIntervalError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
     emit(result)
+
+
+@monitor_app.command("prune")
+def prune(
+    date: dt.datetime = typer.Option(
+        None,
+        "--date",
+        "-d",
+        help="The day retention counts back from (YYYY-MM-DD; default: today, UTC).",
+        formats=["%Y-%m-%d"],
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed; remove nothing."),
+) -> None:
+    """Remove the reports, monitoring runs and prediction log days that the policy's retention says are old
+    (the monitor DAG does this after every interval)."""
+    from pipelines.monitoring.policy import load_monitoring_policy
+    from pipelines.monitoring.retention import prune as run
+    from pipelines.release import tracking
+
+    settings = load_settings()
+    policy = load_monitoring_policy(settings.resolved_monitoring_policy_path)
+    day = date.date() if date else dt.datetime.now(dt.UTC).date()
+    emit(run(settings, policy, day, tracking.configure(settings), dry_run=dry_run))
 
 
 @monitor_app.command("compact")
@@ -115,7 +143,8 @@ def policy(
     target = Path(path) if path else settings.resolved_monitoring_policy_path
     try:
         loaded = load_monitoring_policy(target)
-        check_against_contract(loaded, dataset_contract(settings).feature_columns, target)
+        contract = dataset_contract(settings)
+        check_against_contract(loaded, contract.feature_columns, contract.label_delay_hours, target)
     except MonitoringPolicyError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None

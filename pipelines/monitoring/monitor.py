@@ -41,7 +41,7 @@ from pipelines.data.profile import Scheme, frame_profile
 from pipelines.engines.base import UnreadableParquetError
 from pipelines.evaluation import drift_stats
 from pipelines.evaluation.policy import load_policy
-from pipelines.monitoring import logfiles, verdict
+from pipelines.monitoring import logfiles, retention, verdict
 from pipelines.monitoring.live import labels_day, live_quality
 from pipelines.monitoring.policy import (
     MonitoringPolicy,
@@ -52,8 +52,6 @@ from pipelines.monitoring.served import LOG_READ, PROBABILITY, served_figures, s
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
-
-EXPERIMENT_SUFFIX = "-monitoring"
 
 
 def _utc(moment: dt.datetime) -> dt.datetime:
@@ -384,7 +382,10 @@ def monitor(
     engine_name = check_engine(engine or settings.engine)
     contract = dataset_contract(settings)
     policy = load_monitoring_policy(settings.resolved_monitoring_policy_path)
-    check_against_contract(policy, contract.feature_columns, settings.resolved_monitoring_policy_path)
+    check_against_contract(
+        policy, contract.feature_columns, contract.label_delay_hours, settings.resolved_monitoring_policy_path
+    )
+    retention.check_judgeable(settings, interval.day)
     metric_name = load_policy(settings.resolved_policy_path).primary_metric
     client = tracking.configure(settings)
     champion_version, last_move = _champion_then(settings, client, interval.end)
@@ -746,7 +747,7 @@ def _figures(result: dict[str, Any]) -> dict[str, Any]:
 def _log_to_mlflow(settings: Settings, client: Any, interval: Interval, result: dict[str, Any]) -> None:
     from pipelines.release import tracking
 
-    experiment = tracking.ensure_experiment(client, settings, settings.experiment + EXPERIMENT_SUFFIX)
+    experiment = tracking.ensure_experiment(client, settings, settings.monitoring_experiment)
     tags = {
         "ct.kind": "monitor",
         "dataset": settings.dataset,

@@ -7,6 +7,7 @@ signals the policy's ``retrain_on`` names.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Final, Literal
 
@@ -132,6 +133,23 @@ class TriggerRule(_Strict):
     max_per_day: int = Field(default=2, ge=0, description="At most this many retrains asked for per UTC day.")
 
 
+class RetentionRule(_Strict):
+    reports_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="Each interval's report (HTML, JSON, Prometheus text) on the data root, and its run in the "
+        "monitoring experiment, are removed once their day is this many days before the judged interval's; "
+        "null keeps them. The figures and trigger records are always kept.",
+    )
+    prediction_log_days: int | None = Field(
+        default=None,
+        ge=2,
+        description="The prediction log's days this many days before the judged interval's are removed (the "
+        "served rows themselves); null keeps them. At least the contract's label delay in days plus 2: the "
+        "monitor joins a day's rows to its labels once they are due.",
+    )
+
+
 class MonitoringPolicy(_Strict):
     version: Literal[1] = Field(default=1, description="Schema version of the file.")
     min_served_rows: int = Field(
@@ -144,6 +162,7 @@ class MonitoringPolicy(_Strict):
     live_quality: LiveQualityRule = Field(default_factory=LiveQualityRule)
     data_quality: DataQualityRule = Field(default_factory=DataQualityRule)
     triggers: TriggerRule = Field(default_factory=TriggerRule)
+    retention: RetentionRule = Field(default_factory=RetentionRule)
 
     @model_validator(mode="after")
     def _check(self) -> MonitoringPolicy:
@@ -160,8 +179,25 @@ def load_monitoring_policy(path: Path) -> MonitoringPolicy:
     return load_yaml_model(path, MonitoringPolicy, "monitoring policy", MonitoringPolicyError)
 
 
-def check_against_contract(policy: MonitoringPolicy, features: list[str], path: Path) -> None:
-    """Every critical column must be a feature of the dataset's contract."""
+def minimum_log_days(label_delay_hours: float) -> int:
+    """The fewest days of prediction log a monitor needs: an interval of day D joins the labels of a day up to
+    ``ceil(delay / 24) + 1`` days before D (:func:`live.labels_day`), and also reads the folder of the day
+    before that, which holds the flushes of the day's first seconds."""
+    return math.ceil(label_delay_hours / 24) + 2
+
+
+def check_against_contract(
+    policy: MonitoringPolicy, features: list[str], label_delay_hours: float, path: Path
+) -> None:
+    """Every critical column must be a feature of the dataset's contract, and the log must be kept for as long
+    as its labels take to arrive."""
+    days, needed = policy.retention.prediction_log_days, minimum_log_days(label_delay_hours)
+    if days is not None and days < needed:
+        raise MonitoringPolicyError(
+            f"monitoring policy {path}: retention.prediction_log_days {days} would remove a day's served rows "
+            f"before the monitor joins them to their labels: the contract's label_delay_hours "
+            f"{label_delay_hours:g} needs at least {needed} days"
+        )
     for name in policy.feature_drift.critical_columns:
         if name not in features:
             raise MonitoringPolicyError(

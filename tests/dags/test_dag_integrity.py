@@ -102,7 +102,8 @@ def test_monitor_emits_retrain_requests_that_the_retrain_dag_is_scheduled_on(dag
     from common.assets import RETRAIN_REQUESTS, datasets, retrain_request
 
     monitor = dagbag.dags["monitor"]
-    assert [t.task_id for t in monitor.tasks] == ["monitor"]
+    assert [t.task_id for t in monitor.tasks] == ["monitor", "prune"]
+    assert monitor.get_task("prune").upstream_task_ids == {"monitor"}
     # Only through the alias: a plain Asset outlet would get an event on every successful hour.
     assert monitor.get_task("monitor").outlets == [RETRAIN_REQUESTS]
     timetable = dagbag.dags["retrain"].timetable

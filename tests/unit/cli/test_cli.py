@@ -100,3 +100,23 @@ def test_monitor_needs_a_date_and_history_needs_figures(tmp_path):
     assert no_date.exit_code != 0 and "--date is required" in no_date.output
     empty = runner.invoke(app, ["monitor", "history"], env=_env(tmp_path))
     assert empty.exit_code == 1 and "pipelines monitor -d <date>" in empty.output
+
+
+def test_monitor_prune_lists_then_removes_and_a_pruned_day_is_refused_by_name(tmp_path):
+    import json
+    from pathlib import Path
+
+    log = Path(tmp_path) / "data" / "predictions" / "ct-transactions"
+    for day in ("2026-07-01", "2026-11-29"):
+        (log / f"ds={day}").mkdir(parents=True)
+        (log / f"ds={day}" / "part-1-ab.parquet").write_bytes(b"rows")
+    listed = runner.invoke(app, ["monitor", "prune", "--dry-run", "-d", "2026-11-30"], env=_env(tmp_path))
+    assert listed.exit_code == 0, listed.output
+    found = json.loads(listed.output[listed.output.index("{\n") :])  # after MLflow's log lines
+    assert found["prediction_log_before"] == "2026-09-01"  # the shipped policy keeps 90 days of log
+    assert [uri.rsplit("/", 1)[-1] for uri in found["prediction_log_removed"]] == ["ds=2026-07-01"]
+    assert (log / "ds=2026-07-01").exists()
+    assert runner.invoke(app, ["monitor", "prune", "-d", "2026-11-30"], env=_env(tmp_path)).exit_code == 0
+    assert sorted(p.name for p in log.iterdir()) == ["ds=2026-11-29"]
+    refused = runner.invoke(app, ["monitor", "-d", "2026-07-01"], env=_env(tmp_path))
+    assert refused.exit_code == 2 and "before 2026-09-01 was removed by retention" in refused.output

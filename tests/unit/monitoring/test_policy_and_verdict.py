@@ -28,6 +28,7 @@ def test_the_shipped_policy_loads():
         "prediction_drift",
         "live_quality",
     ]
+    assert (policy.retention.reports_days, policy.retention.prediction_log_days) == (30, 90)
 
 
 @pytest.mark.parametrize(
@@ -38,6 +39,8 @@ def test_the_shipped_policy_loads():
         ("triggers: {cooldown: 6}", "triggers.cooldown"),
         ("data_quality: {volume: {min_ratio: 3, max_ratio: 2}}", "min_ratio 3.0 must be below max_ratio 2.0"),
         ("version: 2", "version"),
+        ("retention: {prediction_log_days: 1}", "retention.prediction_log_days"),
+        ("retention: {reports_days: 0}", "retention.reports_days"),
     ],
 )
 def test_a_bad_key_is_named(tmp_path, text, named):
@@ -51,7 +54,19 @@ def test_a_bad_key_is_named(tmp_path, text, named):
 def test_a_critical_column_must_be_a_feature():
     policy = MonitoringPolicy.model_validate({"feature_drift": {"critical_columns": ["agee"]}})
     with pytest.raises(MonitoringPolicyError, match="'agee', which is not a feature"):
-        check_against_contract(policy, ["age", "plan"], Path("p.yaml"))
+        check_against_contract(policy, ["age", "plan"], 24, Path("p.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("delay_hours", "days", "refused"), [(24, 2, True), (24, 3, False), (25, 3, True), (0, 2, False)]
+)
+def test_the_log_is_kept_until_its_labels_are_joined(delay_hours, days, refused):
+    policy = MonitoringPolicy.model_validate({"retention": {"prediction_log_days": days}})
+    if not refused:
+        check_against_contract(policy, ["age"], delay_hours, Path("p.yaml"))
+        return
+    with pytest.raises(MonitoringPolicyError, match=r"retention.prediction_log_days .* label_delay_hours"):
+        check_against_contract(policy, ["age"], delay_hours, Path("p.yaml"))
 
 
 def _breach(name: str) -> dict:

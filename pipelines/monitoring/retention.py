@@ -1,0 +1,175 @@
+"""Retention: the monitor's reports and the prediction log removed once they are old (the policy's ``retention``).
+
+An hourly monitor writes a self-contained HTML report of about 4 MB twice an interval (the data root and its
+MLflow run), and serving writes every row it answers: both grow without end unless something removes them.
+:func:`prune` removes, relative to the day of the interval a monitor run judged (so a re-run of a date removes
+what its first run removed, and a late run of an old date removes less, never more):
+
+- ``reports/ds=<day>/`` of the days more than ``retention.reports_days`` before, and the monitoring
+  experiment's runs of those days (deleted as MLflow deletes a run: ``mlflow gc`` frees their artifacts);
+- the prediction log's ``ds=<day>/`` (and ``_unreadable/ds=<day>/``) of the days more than
+  ``retention.prediction_log_days`` before.
+
+The figures and the trigger records (a few kB an interval: the trend and the cooldown are made of them) are
+kept. Before it removes anything, :func:`prune` records how far it goes (``retention.json`` beside the
+figures, only ever moved later), and the monitor refuses an interval whose log was removed
+(:class:`PrunedIntervalError`) rather than judge it again on no rows: its figures, written when it was judged,
+stand.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import TYPE_CHECKING, Any
+
+from pipelines.data import storage
+from pipelines.monitoring.logfiles import UNREADABLE
+from pipelines.monitoring.policy import MonitoringPolicy
+
+if TYPE_CHECKING:
+    from pipelines.settings import Settings
+
+log = logging.getLogger(__name__)
+
+HORIZON = "retention.json"
+REPORTS = "reports_before"  # the horizon's keys: the first day still kept
+PREDICTION_LOG = "prediction_log_before"
+
+
+class PrunedIntervalError(ValueError):
+    """An interval whose prediction log retention has removed: it cannot be judged again."""
+
+
+def horizon_uri(settings: Settings) -> str:
+    return storage.join(settings.monitoring_uri, HORIZON)
+
+
+def read_horizon(settings: Settings) -> dict[str, dt.date]:
+    """The first day of reports and of log still kept, of those retention has removed anything before."""
+    uri = horizon_uri(settings)
+    if not storage.exists(uri):
+        return {}
+    found = storage.read_json(uri)
+    return {key: dt.date.fromisoformat(found[key]) for key in (REPORTS, PREDICTION_LOG) if found.get(key)}
+
+
+def check_judgeable(settings: Settings, day: dt.date) -> None:
+    """Refuse an interval of ``day`` when the log of that day was removed."""
+    kept_from = read_horizon(settings).get(PREDICTION_LOG)
+    if kept_from is not None and day < kept_from:
+        raise PrunedIntervalError(
+            f"the prediction log of {settings.dataset} before {kept_from} was removed by retention "
+            f"(retention.prediction_log_days of the monitoring policy): {day} can no longer be judged; the "
+            "figures written when it was judged stand (`pipelines monitor history`)"
+        )
+
+
+def log_removed(settings: Settings, day: dt.date) -> bool:
+    """Whether retention removed the prediction log of ``day``."""
+    kept_from = read_horizon(settings).get(PREDICTION_LOG)
+    return kept_from is not None and day < kept_from
+
+
+def _old_days(root: str, before: dt.date) -> list[str]:
+    """The ``ds=<day>`` folders under ``root`` of the days before ``before``, as URIs."""
+    from fsspec.core import url_to_fs
+
+    fs, path = url_to_fs(root)
+    if not fs.exists(path):
+        return []
+    found = []
+    for entry in fs.ls(path, detail=False):
+        name = entry.rstrip("/").rsplit("/", 1)[-1]
+        if not name.startswith("ds="):
+            continue
+        try:
+            day = dt.date.fromisoformat(name[3:])
+        except ValueError:  # a folder of another name: not this module's to remove
+            continue
+        if day < before:
+            found.append(fs.unstrip_protocol(entry))
+    return sorted(found)
+
+
+def _old_runs(client: Any, experiment: str, dataset: str, before: dt.date) -> list[str]:
+    """The monitoring runs of ``dataset`` that judged intervals of days before ``before`` (runs started before
+    that day: an interval is judged after it starts)."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    since_epoch = dt.datetime.combine(before, dt.time(), tzinfo=dt.UTC).timestamp()
+    query = f"tags.dataset = '{dataset}' and attributes.start_time < {int(since_epoch * 1000)}"
+    runs: list[str] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            [found.experiment_id], filter_string=query, max_results=1000, page_token=token
+        )
+        runs += [
+            run.info.run_id for run in page if run.data.tags.get("interval", "9999")[:10] < before.isoformat()
+        ]
+        token = page.token
+        if not token:
+            return runs
+
+
+def prune(
+    settings: Settings, policy: MonitoringPolicy, day: dt.date, client: Any = None, dry_run: bool = False
+) -> dict[str, Any]:
+    """Remove what the policy's retention says is old on ``day`` (the judged interval's day); what it removed
+    (with ``dry_run``, what it would). ``client``: MLflow's, for the monitoring runs (none: left)."""
+    rule = policy.retention
+    reports_before = None if rule.reports_days is None else day - dt.timedelta(days=rule.reports_days)
+    log_before = (
+        None if rule.prediction_log_days is None else day - dt.timedelta(days=rule.prediction_log_days)
+    )
+    before = {REPORTS: reports_before, PREDICTION_LOG: log_before}
+    reports: list[str] = []
+    runs: list[str] = []
+    if reports_before is not None:
+        reports = _old_days(storage.join(settings.monitoring_uri, "reports"), reports_before)
+        if client is not None:
+            runs = _old_runs(client, settings.monitoring_experiment, settings.dataset, reports_before)
+    log_days: list[str] = []
+    if log_before is not None:
+        log_days = [
+            *_old_days(settings.prediction_log_uri, log_before),
+            *_old_days(storage.join(settings.prediction_log_uri, UNREADABLE), log_before),
+        ]
+    result: dict[str, Any] = {
+        "day": day.isoformat(),
+        **{key: None if value is None else value.isoformat() for key, value in before.items()},
+        "reports_removed": reports,
+        "prediction_log_removed": log_days,
+        "runs_deleted": runs,
+        "dry_run": dry_run,
+    }
+    if dry_run:
+        return result
+    _advance_horizon(settings, before)
+    for uri in [*reports, *log_days]:
+        storage.remove(uri)
+        log.info("retention: removed %s", uri)
+    for run_id in runs:
+        client.delete_run(run_id)
+    if runs:
+        log.info("retention: deleted %d monitoring runs of days before %s", len(runs), reports_before)
+    return result
+
+
+def _advance_horizon(settings: Settings, before: dict[str, dt.date | None]) -> None:
+    """Record the first day kept of each, before anything is removed: only ever later (a late run of an older
+    date removes less, and must not bring back a day that is gone)."""
+    kept = read_horizon(settings)
+    merged = {
+        key: max(d for d in (kept.get(key), before[key]) if d is not None)
+        for key in (REPORTS, PREDICTION_LOG)
+        if kept.get(key) is not None or before[key] is not None
+    }
+    if merged != kept:
+        storage.write_json_atomic(
+            horizon_uri(settings),
+            {key: value.isoformat() for key, value in merged.items()}
+            | {"updated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")},
+        )
