@@ -22,9 +22,17 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
-from pipelines.data.storage import atomic_dir, exists, join, read_json, split_uri, write_text_atomic
+from pipelines.data.storage import (
+    COMMIT_FILE,
+    atomic_dir,
+    exists,
+    join,
+    read_json,
+    split_uri,
+    write_text_atomic,
+)
 
-MANIFEST = "_manifest.json"
+MANIFEST = COMMIT_FILE  # written last: a folder without one is never read
 
 
 class DatasetNotFoundError(FileNotFoundError):

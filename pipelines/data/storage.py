@@ -65,6 +65,9 @@ def window_days(end: dt.date, days: int) -> list[dt.date]:
 #: it once nothing in it has changed for this long; a write still under way touches its files far more often.
 STALE_WRITE = dt.timedelta(hours=24)
 _TMP, _OLD = ".__tmp-", ".__old-"
+#: A committed folder's last file (the datasets' manifest, :mod:`pipelines.data.datasets`): readers take a folder
+#: without one for no folder at all.
+COMMIT_FILE = "_manifest.json"
 _WRITE_MARKS = (_TMP, _OLD)
 
 
@@ -115,11 +118,18 @@ def _sweep_stale_writes(fs: Any, folder: str) -> None:
             if not _stale(fs, entry, since):
                 continue
             target = entry.rstrip("/").rsplit(_OLD, 1)[0] if _OLD in entry else None
+            if target is not None and _cut_short(fs, target, entry, since):
+                log.warning(
+                    "removing %s: the publishing of its new version was cut short (no %s)",
+                    target,
+                    COMMIT_FILE,
+                )
+                fs.rm(target, recursive=True)
             if target is not None and not fs.exists(target):
                 log.warning(
                     "restoring %s from %s: a swap killed between its two renames left it", target, entry
                 )
-                fs.mv(entry, target, recursive=True)
+                _move_folder(fs, entry, target)
                 continue
             log.warning(
                 "removing %s: a write's temporary copy, unchanged for over %s (its writer died)",
@@ -129,6 +139,41 @@ def _sweep_stale_writes(fs: Any, folder: str) -> None:
             fs.rm(entry, recursive=True)
         except OSError as exc:  # taken by a sweep or a write beside this one, or the storage failed
             log.warning("left %s: %s: %s", entry, type(exc).__name__, exc)
+
+
+def _cut_short(fs: Any, target: str, old: str, since: dt.datetime) -> bool:
+    """Whether ``target`` is a version whose publishing by copies (:func:`_move_folder`) was killed part way,
+    beside the committed old version ``old``: it has no commit file, and nothing in it changed since ``since``
+    (a publishing under way writes to it)."""
+    return (
+        fs.exists(target)
+        and not fs.exists(f"{target}/{COMMIT_FILE}")
+        and fs.exists(f"{old.rstrip('/')}/{COMMIT_FILE}")
+        and not _changed_since(fs, target, since)
+    )
+
+
+def _move_folder(fs: Any, source: str, target: str) -> None:
+    """Move the folder ``source`` to ``target`` (which does not exist).
+
+    On a local disk, one rename: a reader sees the folder whole or not at all. An object store has no rename
+    (fsspec copies each object, in name order, then removes them): the commit file, ``_manifest.json``, would
+    be the first copied, and a reader (or a move killed half way) would take a folder of some of its files for
+    a committed one. So there the commit file is copied last and removed first: ``target`` reads as committed
+    only once every file is in, and ``source`` stops reading as committed before any of its files goes."""
+    if isinstance(fs, LocalFileSystem):
+        fs.mv(source, target, recursive=True)
+        return
+    source = source.rstrip("/")
+    files = sorted(fs.find(source))
+    commit = [f for f in files if f == f"{source}/{COMMIT_FILE}"]
+    rest = [f for f in files if f not in commit]
+    for file in [*rest, *commit]:
+        fs.copy(file, f"{target.rstrip('/')}{file[len(source) :]}")
+    for file in [*commit, *rest]:
+        fs.rm_file(file)
+    if fs.exists(source):  # what remains is a folder marker, where the store keeps them
+        fs.rm(source, recursive=True)
 
 
 @contextlib.contextmanager
@@ -148,8 +193,8 @@ def atomic_dir(uri: str) -> Iterator[str]:
     old_path = None
     if fs.exists(path):
         old_path = f"{path.rstrip('/')}{_OLD}{int(time.time())}-{uuid.uuid4().hex[:8]}"
-        fs.mv(path, old_path, recursive=True)
-    fs.mv(tmp_path, path, recursive=True)
+        _move_folder(fs, path, old_path)
+    _move_folder(fs, tmp_path, path)
     if old_path:
         fs.rm(old_path, recursive=True)
     _sweep_stale_writes(fs, path.rstrip("/").rsplit("/", 1)[0])

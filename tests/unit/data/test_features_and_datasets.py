@@ -1,3 +1,4 @@
+import datetime as dt
 import zlib
 
 import numpy as np
@@ -138,6 +139,89 @@ def test_tidying_beside_a_write_never_fails_the_write(tmp_path, caplog, monkeypa
         datasets.write_parquet_frame(pd.DataFrame({"a": [1, 2]}), str(tmp_path / "ds=2026-11-20"))
     assert datasets.read_parquet(str(tmp_path / "ds=2026-11-20"))["a"].tolist() == [1, 2]
     assert f"left {leftover}: FileNotFoundError" in caplog.text
+
+
+@pytest.fixture
+def object_store(monkeypatch):
+    """fsspec's memory filesystem: as an object store, it has no rename and moves a folder object by object.
+    ``copies`` lists each object a folder move copied; ``fail_at(n)`` kills the n-th (a writer killed
+    mid-move)."""
+    import uuid
+
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    copies: list[str] = []
+    kill = {"at": None}
+    real = MemoryFileSystem.cp_file
+
+    def cp_file(self, path1, path2, **kwargs):
+        name = path1.rsplit("/", 1)[1]
+        moved = ".__" in path1.rsplit("/", 1)[0] or ".__" in path2.rsplit("/", 1)[0]
+        if moved and ".__" not in name:  # a folder moved into place or aside, not a file's own rename
+            copies.append(name)
+            if kill["at"] is not None and len(copies) == kill["at"]:
+                raise ConnectionError("the writer died mid-move")
+        return real(self, path1, path2, **kwargs)
+
+    monkeypatch.setattr(MemoryFileSystem, "cp_file", cp_file)
+    root = f"memory://ct-{uuid.uuid4().hex[:8]}"
+    yield root, copies, lambda n: kill.update(at=n)
+    MemoryFileSystem.store.clear()
+    MemoryFileSystem.pseudo_dirs[:] = [""]
+
+
+def _three_files(uri: str, value: int) -> None:
+    """A committed folder of three data files, two of them in a split's folder, and its manifest."""
+    with storage.atomic_dir(uri) as tmp:
+        for name in (
+            "split=holdout/part-0.parquet",
+            "split=train/part-0.parquet",
+            "split=train/part-1.parquet",
+        ):
+            with storage.open_write(storage.join(tmp, name)) as fh:
+                pd.DataFrame({"a": [value]}).to_parquet(fh)
+        datasets.write_manifest(tmp, final_uri=uri)
+
+
+def test_on_an_object_store_a_folder_reads_as_committed_only_once_every_file_is_in(object_store):
+    """fsspec moves a folder on an object store by copying its objects in name order, and ``_manifest.json``
+    sorts first: a reader (or a write killed half way) saw a committed folder with files missing."""
+    root, copies, fail_at = object_store
+    uri = f"{root}/features/ds=2026-11-20"
+    _three_files(uri, 1)
+    assert copies[-1] == "_manifest.json" and len(copies) == 4
+    assert len(datasets.parquet_files(uri)) == 3
+    fail_at(len(copies) + 3)  # the next write dies on its third copy into place
+    with pytest.raises(ConnectionError):
+        _three_files(f"{root}/features/ds=2026-11-21", 2)
+    with pytest.raises(datasets.DatasetNotFoundError):
+        datasets.parquet_files(f"{root}/features/ds=2026-11-21")
+
+
+def test_on_an_object_store_a_replaced_version_is_never_read_half_gone(object_store):
+    """The version being replaced stops reading as committed before any of its files is removed; a swap killed
+    while the new version was copied in is undone by the next write beside it, a day later."""
+    root, copies, fail_at = object_store
+    uri = f"{root}/features/ds=2026-11-20"
+    _three_files(uri, 1)
+    fail_at(len(copies) + 4 + 3)  # moving the old version aside takes 4 copies; die on the new one's third
+    with pytest.raises(ConnectionError):
+        _three_files(uri, 2)
+    with pytest.raises(datasets.DatasetNotFoundError):  # what was copied in is not a committed folder
+        datasets.parquet_files(uri)
+    fail_at(None)
+    with pytest.MonkeyPatch.context() as later:
+        later.setattr(storage, "STALE_WRITE", dt.timedelta(seconds=-3600))  # as if a day had passed
+        _three_files(f"{root}/features/ds=2026-11-21", 3)
+    assert len(datasets.parquet_files(uri)) == 3
+    assert datasets.read_parquet(uri)["a"].tolist() == [1, 1, 1]  # the old version, whole
+    from fsspec.core import url_to_fs
+
+    fs, path = url_to_fs(f"{root}/features")
+    assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)) == [
+        "ds=2026-11-20",
+        "ds=2026-11-21",
+    ]
 
 
 def test_uncommitted_folder_is_not_read(tmp_path):
