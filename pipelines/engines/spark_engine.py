@@ -203,6 +203,13 @@ def _nanosecond_columns(files: Sequence[str]) -> list[str]:
     return sorted(found)
 
 
+def _column(name: str) -> Any:
+    """A column by its name, whatever characters it holds (a dot, a backtick)."""
+    from pyspark.sql import functions as F
+
+    return F.col("`" + name.replace("`", "``") + "`")
+
+
 def _spark_schema(schema: pa.Schema) -> Any:
     from pyspark.sql.pandas.types import from_arrow_schema
 
@@ -254,7 +261,9 @@ class SparkEngine:
 
         Quotes as pandas reads them: Spark's default escape is a backslash, with which a quoted field holding a
         doubled quote was read as written, its own quotes and both doubled ones kept. A file in ``whole`` is read in ``multiLine`` mode, a task per file: split at
-        line breaks, a quoted value holding one became two rows, the second's fields shifted."""
+        line breaks, a quoted value holding one became two rows, the second's fields shifted. In that mode
+        Spark reads a quoted line break that is the file's own (its first line's) as LF: a quoted CRLF was LF
+        in a file of CRLF lines and CRLF in one of LF lines. Every quoted CRLF is read as LF here, as on Dask."""
         from pyspark.sql import functions as F
         from pyspark.sql.types import StringType, StructField, StructType
 
@@ -270,8 +279,12 @@ class SparkEngine:
                 reader = self.spark.read.option("header", True).option("sep", csv_delimiter)
                 reader = reader.option("quote", '"').option("escape", '"').option("multiLine", multi_line)
                 part = reader.option("mode", "PERMISSIVE").schema(schema).csv(chosen)
+                if multi_line:  # a quoted CRLF as LF, whatever the file's own line breaks (see the docstring)
+                    part = part.select(
+                        *(F.regexp_replace(_column(name), "\r\n", "\n").alias(name) for name in header)
+                    )
                 if sorted(header) == sorted(order):
-                    part = part.select(*(F.col("`" + name.replace("`", "``") + "`") for name in order))
+                    part = part.select(*(_column(name) for name in order))
                 table = part if table is None else table.unionByName(part, allowMissingColumns=True)
         return table
 
@@ -325,7 +338,7 @@ class SparkEngine:
 
         aggregates = []
         for i, name in enumerate(columns):
-            value = F.col("`" + name.replace("`", "``") + "`").cast("double")
+            value = _column(name).cast("double")
             finite = F.when(~F.isnan(value) & (F.abs(value) != F.lit(float("inf"))), value)
             aggregates += [
                 F.count(finite).alias(f"n{i}"),
