@@ -26,7 +26,7 @@ from fsspec.core import url_to_fs
 
 from pipelines.data.contract import Contract
 from pipelines.data.validation import EXAMPLES
-from pipelines.engines.base import parse_csv_header
+from pipelines.engines.base import first_csv_line, parse_csv_header
 from pipelines.settings import FileFormat, Settings
 
 SUFFIXES = {"parquet": (".parquet", ".parq", ".pq"), "csv": (".csv", ".csv.gz", ".tsv")}
@@ -191,6 +191,14 @@ class CsvShape:
     error: str | None = None
     #: The file holds a ``"``: a quoted value may hold a line break, so no reader may split it at line breaks.
     quoted: bool = False
+    #: Some line ends in a lone CR (an old Mac export): Dask finds a block's lines by LF, and read every block
+    #: of such a file to its end, each row as many times as the file had blocks.
+    lone_cr: bool = False
+
+    @property
+    def whole(self) -> bool:
+        """No reader may split the file at line breaks: each is read by one task."""
+        return self.quoted or self.lone_cr
 
 
 def file_name(uri: str) -> str:
@@ -268,7 +276,9 @@ class _Scanned(io.RawIOBase):
         super().__init__()
         self._inner, self.quoted = inner, False
         self._utf8 = codecs.getincrementaldecoder("utf-8")()
-        self._lines = 0  # line breaks before this chunk
+        self._lines = 0  # line breaks before this chunk: LF, CRLF or a lone CR (engines.base.CSV_LINE_BREAK)
+        self._cr_last = False  # the chunk before ended with a CR: an LF starting this one is its CRLF
+        self.lone_cr = False  # a line ended by a CR alone
 
     def readable(self) -> bool:
         return True
@@ -282,11 +292,19 @@ class _Scanned(io.RawIOBase):
             self._utf8.decode(data, final=not data)
         except UnicodeDecodeError as exc:
             at = max(0, exc.start - pending)
-            line = self._lines + data.count(b"\n", 0, at) + 1
+            line = self._lines + self._breaks(data[:at]) + 1
             raise NotUtf8Error(f"not UTF-8 at line {line}, byte 0x{exc.object[exc.start]:02x}") from exc
-        self._lines += data.count(b"\n")
+        self._lines += self._breaks(data)
+        lone = data.count(b"\r") - data.count(b"\r\n") - data.endswith(b"\r")  # the last: by the next chunk
+        self.lone_cr = self.lone_cr or lone > 0 or (self._cr_last and not data.startswith(b"\n"))
+        self._cr_last = data.endswith(b"\r")
         view[: len(data)] = data
         return len(data)
+
+    def _breaks(self, data: bytes) -> int:
+        """The line breaks in ``data``, read after the chunk before."""
+        crlf = data.count(b"\r\n") + (self._cr_last and data.startswith(b"\n"))  # each counted once
+        return data.count(b"\n") + data.count(b"\r") - crlf
 
 
 def _file_size(uri: str) -> int:
@@ -326,7 +344,7 @@ def parquet_damage(uri: str) -> str | None:
 def _csv_columns(uri: str, delimiter: str) -> list[str] | None:
     """The header's column names; None when the file has no header line."""
     with _source_bytes(uri) as fh:
-        line = fh.readline(2**20).decode("utf-8").rstrip("\r\n")
+        line = first_csv_line(fh)
     return parse_csv_header(line, delimiter) if line.strip() else None
 
 
@@ -420,4 +438,4 @@ def csv_shape(uri: str, delimiter: str, width: int) -> CsvShape:
         raise
     except _BAD_CONTENT as exc:
         return CsvShape(uri, malformed[0], examples, f"not a readable csv file: {str(exc).strip()[:200]}")
-    return CsvShape(uri, malformed[0], examples, quoted=seen.quoted)
+    return CsvShape(uri, malformed[0], examples, quoted=seen.quoted, lone_cr=seen.lone_cr)

@@ -69,7 +69,7 @@ def _check_rows(
     """Every partition through the pandera schema, and the duplicate rules over the whole day.
 
     Missing and unexpected columns are left to :func:`file_schema_violations`, which names the files.
-    ``whole``: the CSV files no read may split at line breaks (:attr:`~pipelines.data.sources.CsvShape.quoted`).
+    ``whole``: the CSV files no read may split at line breaks (:attr:`~pipelines.data.sources.CsvShape.whole`).
     """
     text, day = source.format == "csv", source.day
     raw = _read(engine, source, contract, whole)
@@ -159,7 +159,7 @@ def check_partition(engine: Engine, source: sources.SourcePartition, contract: C
         if source.format == "csv":
             shapes = _csv_shapes(engine, inspected.columns, contract)
             report.violations += _csv_shape_violations(source, shapes)
-            whole = [shape.uri for shape in shapes if shape.quoted]
+            whole = [shape.uri for shape in shapes if shape.whole]
         if not columns_disagree(shown) and not any(
             v.rule in (UNREADABLE, MALFORMED_ROWS) for v in report.violations
         ):

@@ -10,6 +10,7 @@ statistics, counts) come back to the driver as pandas or plain Python.
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
@@ -68,7 +69,7 @@ class Engine(Protocol):
 
         CSV is read as pandas reads it: ``"`` quotes a field, a doubled ``""`` inside is one quote, a quoted
         field may hold the delimiter and line breaks. ``csv_whole_files``: the CSV files whose quoted values
-        may hold line breaks (:attr:`pipelines.data.sources.CsvShape.quoted`): each is read by one task, as a
+        may hold line breaks (:attr:`pipelines.data.sources.CsvShape.whole`): each is read by one task, as a
         reader that splits a file at line breaks would cut such a value in two rows. Other CSV files may be
         split into parts of a file each.
 
@@ -180,14 +181,23 @@ def parse_csv_header(line: str, delimiter: str) -> list[str]:
     return next(csv.reader([line], delimiter=delimiter), [])
 
 
+#: What ends a line of a CSV file, as both engines and pyarrow read one: LF, CRLF or a lone CR.
+CSV_LINE_BREAK = re.compile(rb"\r\n?|\n")
+
+
+def first_csv_line(handle: Any) -> str:
+    """The first line of a CSV file open for binary reading (its first MiB at most), whichever break ends it:
+    a file of lone-CR lines is read as lines by pandas, pyarrow and Spark, and was one line of it all here."""
+    return CSV_LINE_BREAK.split(handle.readline(2**20), maxsplit=1)[0].decode("utf-8")
+
+
 def csv_header(uri: str, delimiter: str) -> list[str]:
     """The column names in a CSV file's first line (any fsspec URI; ``.gz`` decompressed)."""
     from fsspec.core import url_to_fs
 
     fs, path = url_to_fs(uri)
     with fs.open(path, "rb", compression="infer") as handle:
-        line = handle.readline(2**20).decode("utf-8").rstrip("\r\n")
-    return parse_csv_header(line, delimiter)
+        return parse_csv_header(first_csv_line(handle), delimiter)
 
 
 def csv_header_groups(files: Sequence[str], delimiter: str) -> list[tuple[list[str], list[str]]]:

@@ -115,13 +115,13 @@ def _filtered(paths: Sequence[str], column: str, low: Any, high: Any) -> tuple[p
     return schema, between_filters(schema.field(column).type, column, low, high)
 
 
-def _quoted_line_breaks_as_spark_reads_them(frame: pd.DataFrame) -> pd.DataFrame:
-    """A quoted value's CRLF line break read as LF, as Spark's CSV reader reads it (a lone CR or LF as
-    written, on both): otherwise the same day held other text on each engine, and another content hash."""
+def _quoted_line_breaks_as_lf(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every line break inside a value (CRLF, or a lone CR) read as LF, as on Spark
+    (:meth:`SparkEngine._read_csv`): pandas keeps the bytes as written."""
     changed = {
-        name: frame[name].str.replace("\r\n", "\n", regex=False)
+        name: frame[name].str.replace("\r\n?", "\n", regex=True)
         for name in frame.columns
-        if frame[name].str.contains("\r\n", regex=False, na=False).any()
+        if frame[name].str.contains("\r", regex=False, na=False).any()
     }
     return frame.assign(**changed) if changed else frame
 
@@ -195,7 +195,7 @@ class DaskEngine:
                     blocksize=blocksize,
                 )
                 if blocksize is None:  # files with quotes: a value may hold a line break
-                    table = table.map_partitions(_quoted_line_breaks_as_spark_reads_them, meta=table._meta)
+                    table = table.map_partitions(_quoted_line_breaks_as_lf, meta=table._meta)
                 tables.append(table[order] if sorted(header) == sorted(order) else table)
         return tables[0] if len(tables) == 1 else dd.concat(tables)
 

@@ -262,8 +262,9 @@ class SparkEngine:
         Quotes as pandas reads them: Spark's default escape is a backslash, with which a quoted field holding a
         doubled quote was read as written, its own quotes and both doubled ones kept. A file in ``whole`` is read in ``multiLine`` mode, a task per file: split at
         line breaks, a quoted value holding one became two rows, the second's fields shifted. In that mode
-        Spark reads a quoted line break that is the file's own (its first line's) as LF: a quoted CRLF was LF
-        in a file of CRLF lines and CRLF in one of LF lines. Every quoted CRLF is read as LF here, as on Dask."""
+        Spark reads a quoted line break that is the file's own (its first line's) as LF, and others as written:
+        a quoted CRLF was LF in a file of CRLF lines and CRLF in one of LF lines. So every line break in a value
+        (CRLF, or a lone CR) is read as LF here, as on Dask, whatever the file's own."""
         from pyspark.sql import functions as F
         from pyspark.sql.types import StringType, StructField, StructType
 
@@ -279,9 +280,9 @@ class SparkEngine:
                 reader = self.spark.read.option("header", True).option("sep", csv_delimiter)
                 reader = reader.option("quote", '"').option("escape", '"').option("multiLine", multi_line)
                 part = reader.option("mode", "PERMISSIVE").schema(schema).csv(chosen)
-                if multi_line:  # a quoted CRLF as LF, whatever the file's own line breaks (see the docstring)
+                if multi_line:  # a line break in a value as LF, whatever the file's own (see the docstring)
                     part = part.select(
-                        *(F.regexp_replace(_column(name), "\r\n", "\n").alias(name) for name in header)
+                        *(F.regexp_replace(_column(name), "\r\n?", "\n").alias(name) for name in header)
                     )
                 if sorted(header) == sorted(order):
                     part = part.select(*(_column(name) for name in order))

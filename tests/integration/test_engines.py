@@ -418,10 +418,11 @@ def _files_of_a_day(frame: pd.DataFrame) -> dict[str, dict[str, object]]:
         lines[5] = lines[5].replace(value.encode(), written, 1)
         return b"\n".join(lines)
 
-    # A text field holding the delimiter, a quote (written doubled) and a line break (LF, or CRLF in odd rows),
+    # A text field holding the delimiter, a quote (written doubled) and a line break (LF, CRLF or a lone CR),
     # quoted in every row of one file; the other file holds no quote.
+    breaks = ["\n", "\r\n", "\r"]
     noted = parts[0].assign(
-        note=[f'row {i} says "hi",' + "\r" * (i % 2) + "\nthen more" for i in range(len(parts[0]))]
+        note=[f'row {i} says "hi",{breaks[i % 3]}then more' for i in range(len(parts[0]))]
     )
     return {
         "csv_reordered": {"part-0.csv": parts[0], "part-1.csv": parts[1][swapped], "part-2.csv": parts[2]},
@@ -429,6 +430,13 @@ def _files_of_a_day(frame: pd.DataFrame) -> dict[str, dict[str, object]]:
             "part-0.csv": noted,
             "part-1.csv": parts[1].assign(note="plain"),
             "part-2.csv": parts[2].assign(note="plain"),
+        },
+        # Lines ended by a lone CR (an old Mac export): every reader takes them as lines; the header was read
+        # as the whole file.
+        "csv_cr_lines": {
+            "part-0.csv": parts[0],
+            "part-1.csv": parts[1].to_csv(index=False, lineterminator="\r").encode(),
+            "part-2.csv": parts[2],
         },
         "csv_extra_field": {
             "part-0.csv": parts[0],
@@ -465,6 +473,7 @@ def _files_of_a_day(frame: pd.DataFrame) -> dict[str, dict[str, object]]:
 EXPECTED_ON_BOTH = {
     "csv_reordered": [],
     "csv_quoted_line_breaks": [("note", "unexpected column", 3)],
+    "csv_cr_lines": [],
     "csv_extra_field": [("<table>", "malformed rows (another number of fields than the header)", 1)],
     "csv_short_row": [("<table>", "malformed rows (another number of fields than the header)", 1)],
     "csv_other_columns": [("plan", "missing column", 1)],
@@ -510,7 +519,8 @@ def test_both_engines_check_each_files_columns_and_fields_and_read_them_by_name(
     shapes = [sources.csv_shape(uri, ",", 12) for uri in quoted.files]
     assert [shape.quoted for shape in shapes] == [True, False, False] and not any(s.malformed for s in shapes)
     whole = [quoted.files[0]]
-    # A quoted CRLF is read as LF on both engines (Spark's reader turns it into one; Dask kept it as written).
+    # A line break in a value is read as LF on both engines (Spark turned only the file's own kind into LF;
+    # pandas kept each as written).
     notes = {
         str(customer): f'row {i} says "hi",\nthen more' if i < 400 else "plain"
         for i, customer in enumerate(frame["customer_id"])

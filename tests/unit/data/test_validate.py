@@ -479,11 +479,25 @@ def test_a_csv_file_that_is_not_utf8_is_unreadable_naming_the_line_wherever_its_
     accented, bad = lines[:], lines[:]
     accented[3] = lines[3].replace(b",", "é,".encode(), 1)  # two bytes: some read cuts it in two
     bad[8] = lines[8].replace(b",", b"\xe9,", 1)  # Latin-1
-    files = {"accented": b"\n".join(accented), "bad": b"\n".join(bad), "cut": text + "é".encode()[:1]}
+    files = {
+        "accented": b"\n".join(accented),
+        "bad": b"\n".join(bad),
+        "cut": text + "é".encode()[:1],
+        # Lines ended by CRLF or by a lone CR are lines to every reader: counted as such (a CRLF cut between
+        # two reads is one line break, not two).
+        "bad_crlf": b"\r\n".join(bad),
+        "bad_cr": b"\r".join(bad),
+        "accented_cr": b"\r".join(accented),
+        "accented_crlf": b"\r\n".join(accented),
+    }
     expected = {
         "accented": None,
         "bad": "not UTF-8 at line 9, byte 0xe9",
         "cut": f"not UTF-8 at line {len(lines)}, byte 0xc3",
+        "bad_crlf": "not UTF-8 at line 9, byte 0xe9",
+        "bad_cr": "not UTF-8 at line 9, byte 0xe9",
+        "accented_cr": None,
+        "accented_crlf": None,
     }
     for name, data in files.items():
         for size in (1, 2, 7, 4096):  # every boundary between two reads is crossed somewhere
@@ -495,6 +509,8 @@ def test_a_csv_file_that_is_not_utf8_is_unreadable_naming_the_line_wherever_its_
             except sources.NotUtf8Error as exc:
                 error = str(exc)
             assert error == expected[name], (name, size)
+            if error is None:  # read to its end: whether a line ends in a lone CR (such a file is read whole)
+                assert scanned.lone_cr == name.endswith("_cr"), (name, size)
         path = tmp_path / f"{name}.{suffix}"
         path.write_bytes(gzip.compress(data) if suffix.endswith("gz") else data)
         found = sources.csv_shape(str(path), ",", len(clean_frame.columns)).error
