@@ -35,9 +35,9 @@ The report (Evidently's HTML with every signal above it, JSON, Prometheus text) 
 with the champion's version. `pipelines monitor -d <date> [--hour H]` runs the same without Airflow.
 
 `prune`, once the interval is judged: the policy's `retention` (`pipelines.monitoring.retention`) removes
-the reports (and the monitoring runs) and the prediction log's days that are that many days before the
-interval's day. Figures and trigger records are kept. An interval whose log was removed is refused, not
-judged again on no rows. `pipelines monitor prune -d <date> [--dry-run]` runs the same without Airflow.
+the reports (and the monitoring runs) and the prediction log's days more than that many days before the
+interval's day. Figures and trigger records are kept. An interval whose log (or whose labelled day's log) was
+removed is refused, not judged again on fewer rows. `pipelines monitor prune -d <date> [--dry-run]` runs the same without Airflow.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from pipelines.data import datasets, storage
 from pipelines.data.contract import Contract
 from pipelines.evaluation.metrics import metric
-from pipelines.monitoring import logfiles, retention
+from pipelines.monitoring import logfiles
 from pipelines.serving.predlog import LOG_COLUMNS
 
 if TYPE_CHECKING:
@@ -159,12 +159,6 @@ def live_quality(
     from pipelines.engines import open_engine
 
     result: dict[str, Any] = {"day": day.isoformat(), "metric": primary_metric, "value": None}
-    if retention.log_removed(settings, day):
-        return result | {
-            "state": "log_removed",
-            "detail": f"the prediction log of {day} was removed by retention (retention.prediction_log_days)",
-            "served_rows": 0,
-        }
     files, older_rows = _log_files(storage.join(settings.prediction_log_uri, f"ds={day.isoformat()}"))
     if not files and not older_rows:
         return result | {"state": "no_traffic", "detail": f"nothing was served on {day}", "served_rows": 0}

@@ -7,7 +7,6 @@ signals the policy's ``retrain_on`` names.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Final, Literal
 
@@ -138,15 +137,15 @@ class RetentionRule(_Strict):
         default=None,
         ge=1,
         description="Each interval's report (HTML, JSON, Prometheus text) on the data root, and its run in the "
-        "monitoring experiment, are removed once their day is this many days before the judged interval's; "
-        "null keeps them. The figures and trigger records are always kept.",
+        "monitoring experiment, are removed once their day is more than this many days before the judged "
+        "interval's; null keeps them. The figures and trigger records are always kept.",
     )
     prediction_log_days: int | None = Field(
         default=None,
-        ge=2,
-        description="The prediction log's days this many days before the judged interval's are removed (the "
-        "served rows themselves); null keeps them. At least the contract's label delay in days plus 2: the "
-        "monitor joins a day's rows to its labels once they are due.",
+        ge=1,
+        description="The prediction log's days more than this many days before the judged interval's are "
+        "removed (the served rows themselves); null keeps them. At least the days back to the day whose labels "
+        "the monitor joins (2 for a label delay of 24 hours): pipelines monitor policy says how many.",
     )
 
 
@@ -180,10 +179,16 @@ def load_monitoring_policy(path: Path) -> MonitoringPolicy:
 
 
 def minimum_log_days(label_delay_hours: float) -> int:
-    """The fewest days of prediction log a monitor needs: an interval of day D joins the labels of a day up to
-    ``ceil(delay / 24) + 1`` days before D (:func:`live.labels_day`), and also reads the folder of the day
-    before that, which holds the flushes of the day's first seconds."""
-    return math.ceil(label_delay_hours / 24) + 2
+    """The fewest days of prediction log a monitor needs: the interval's own days, and the day whose labels it
+    joins (:func:`pipelines.monitoring.live.labels_day`), furthest back for an interval ending a minute into
+    its day (intervals end on a whole minute)."""
+    import datetime as dt
+
+    from pipelines.monitoring.live import labels_day
+
+    midnight = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    joined = labels_day(midnight + dt.timedelta(minutes=1), label_delay_hours)
+    return max(1, (midnight.date() - joined).days)
 
 
 def check_against_contract(

@@ -28,6 +28,7 @@ from pipelines.monitoring.logfiles import UNREADABLE
 from pipelines.monitoring.policy import MonitoringPolicy
 
 if TYPE_CHECKING:
+    from pipelines.monitoring.monitor import Interval
     from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,21 +55,21 @@ def read_horizon(settings: Settings) -> dict[str, dt.date]:
     return {key: dt.date.fromisoformat(found[key]) for key in (REPORTS, PREDICTION_LOG) if found.get(key)}
 
 
-def check_judgeable(settings: Settings, day: dt.date) -> None:
-    """Refuse an interval of ``day`` when the log of that day was removed."""
+def check_judgeable(settings: Settings, interval: Interval, labels_day: dt.date) -> None:
+    """Refuse ``interval`` when the log of its first day, or of ``labels_day`` (the day whose served rows it
+    joins to their labels), was removed: judged again without them, its verdict would not be the one it had."""
     kept_from = read_horizon(settings).get(PREDICTION_LOG)
-    if kept_from is not None and day < kept_from:
-        raise PrunedIntervalError(
-            f"the prediction log of {settings.dataset} before {kept_from} was removed by retention "
-            f"(retention.prediction_log_days of the monitoring policy): {day} can no longer be judged; the "
-            "figures written when it was judged stand (`pipelines monitor history`)"
-        )
-
-
-def log_removed(settings: Settings, day: dt.date) -> bool:
-    """Whether retention removed the prediction log of ``day``."""
-    kept_from = read_horizon(settings).get(PREDICTION_LOG)
-    return kept_from is not None and day < kept_from
+    if kept_from is None or min(interval.day, labels_day) >= kept_from:
+        return
+    which = (
+        "its traffic" if interval.day < kept_from else f"the traffic of {labels_day}, whose labels it joins"
+    )
+    raise PrunedIntervalError(
+        f"the prediction log of {settings.dataset} before {kept_from} was removed by retention "
+        f"(retention.prediction_log_days of the monitoring policy): the interval {interval.name} cannot be "
+        f"judged again without {which}; what it was judged when its log was there stands "
+        "(`pipelines monitor history`)"
+    )
 
 
 def _old_days(root: str, before: dt.date) -> list[str]:
@@ -93,18 +94,19 @@ def _old_days(root: str, before: dt.date) -> list[str]:
 
 
 def _old_runs(client: Any, experiment: str, dataset: str, before: dt.date) -> list[str]:
-    """The monitoring runs of ``dataset`` that judged intervals of days before ``before`` (runs started before
-    that day: an interval is judged after it starts)."""
+    """The monitoring runs of ``dataset`` that judged intervals of days before ``before`` (by their ``interval``
+    tag: an interval judged late, or again, is a run started long after its day)."""
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return []
-    since_epoch = dt.datetime.combine(before, dt.time(), tzinfo=dt.UTC).timestamp()
-    query = f"tags.dataset = '{dataset}' and attributes.start_time < {int(since_epoch * 1000)}"
     runs: list[str] = []
     token = None
     while True:
         page = client.search_runs(
-            [found.experiment_id], filter_string=query, max_results=1000, page_token=token
+            [found.experiment_id],
+            filter_string=f"tags.dataset = '{dataset}'",
+            max_results=1000,
+            page_token=token,
         )
         runs += [
             run.info.run_id for run in page if run.data.tags.get("interval", "9999")[:10] < before.isoformat()
@@ -118,7 +120,21 @@ def prune(
     settings: Settings, policy: MonitoringPolicy, day: dt.date, client: Any = None, dry_run: bool = False
 ) -> dict[str, Any]:
     """Remove what the policy's retention says is old on ``day`` (the judged interval's day); what it removed
-    (with ``dry_run``, what it would). ``client``: MLflow's, for the monitoring runs (none: left)."""
+    (with ``dry_run``, what it would). ``client``: MLflow's, for the monitoring runs (none: left).
+
+    The policy is checked against the contract first (a log kept for fewer days than its labels take is
+    refused, as the monitor refuses it), and a day after today is refused: a typo of a year would remove the
+    whole log, and the monitor would refuse every interval after it."""
+    from pipelines.data.contract import dataset_contract
+    from pipelines.monitoring.policy import check_against_contract
+
+    contract = dataset_contract(settings)
+    check_against_contract(
+        policy, contract.feature_columns, contract.label_delay_hours, settings.resolved_monitoring_policy_path
+    )
+    today = dt.datetime.now(dt.UTC).date()
+    if day > today:
+        raise ValueError(f"retention counts back from a judged day: {day} is after today ({today}, UTC)")
     rule = policy.retention
     reports_before = None if rule.reports_days is None else day - dt.timedelta(days=rule.reports_days)
     log_before = (
@@ -151,6 +167,9 @@ def prune(
     for uri in [*reports, *log_days]:
         storage.remove(uri)
         log.info("retention: removed %s", uri)
+    # Again: a prune of an earlier day beside this one (a person's, beside the DAG's) may have read the record
+    # before this one wrote it, and written its earlier days over it since.
+    _advance_horizon(settings, before)
     for run_id in runs:
         client.delete_run(run_id)
     if runs:

@@ -49,26 +49,25 @@ def test_retention_deletes_the_old_intervals_runs_of_its_dataset_only(tmp_path):
     from pipelines.monitoring.retention import prune
 
     today = dt.datetime.now(dt.UTC).date()
-    old, recent = today - dt.timedelta(days=10), today + dt.timedelta(days=40)
+    old, recent = today - dt.timedelta(days=40), today - dt.timedelta(days=5)
     runs = {}
+    # Every run started now: an old interval's run is one judged late, or again.
     for dataset, day in (("transactions", old), ("transactions", recent), ("bikeshare", old)):
         settings = get_settings(state_dir=tmp_path / "state", dataset=dataset)
         result = _result(tmp_path / str(day), dataset, 3)
         _log_to_mlflow(settings, tracking.configure(settings), Interval.of(day, 14), result)
         runs[dataset, day] = result["mlflow_run_id"]
-    # Counted back from a day whose cutoff (today + 30) is after every run started: the runs of intervals
-    # before the cutoff go, of this dataset only.
+    # The runs of intervals more than 30 days before today go, of this dataset only.
     settings = get_settings(state_dir=tmp_path / "state", dataset="transactions")
     policy = MonitoringPolicy.model_validate({"retention": {"reports_days": 30}})
     client = tracking.configure(settings)
-    day = today + dt.timedelta(days=60)
-    assert prune(settings, policy, day, client, dry_run=True)["runs_deleted"] == [runs["transactions", old]]
+    assert prune(settings, policy, today, client, dry_run=True)["runs_deleted"] == [runs["transactions", old]]
     assert client.get_run(runs["transactions", old]).info.lifecycle_stage == "active"
-    assert prune(settings, policy, day, client)["runs_deleted"] == [runs["transactions", old]]
+    assert prune(settings, policy, today, client)["runs_deleted"] == [runs["transactions", old]]
     stages = {key: client.get_run(run).info.lifecycle_stage for key, run in runs.items()}
     assert stages == {
         ("transactions", old): "deleted",
         ("transactions", recent): "active",
         ("bikeshare", old): "active",
     }
-    assert prune(settings, policy, day, client)["runs_deleted"] == []  # a re-run: nothing more
+    assert prune(settings, policy, today, client)["runs_deleted"] == []  # a re-run: nothing more

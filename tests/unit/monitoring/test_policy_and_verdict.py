@@ -39,7 +39,7 @@ def test_the_shipped_policy_loads():
         ("triggers: {cooldown: 6}", "triggers.cooldown"),
         ("data_quality: {volume: {min_ratio: 3, max_ratio: 2}}", "min_ratio 3.0 must be below max_ratio 2.0"),
         ("version: 2", "version"),
-        ("retention: {prediction_log_days: 1}", "retention.prediction_log_days"),
+        ("retention: {prediction_log_days: 0}", "retention.prediction_log_days"),
         ("retention: {reports_days: 0}", "retention.reports_days"),
     ],
 )
@@ -57,8 +57,19 @@ def test_a_critical_column_must_be_a_feature():
         check_against_contract(policy, ["age", "plan"], 24, Path("p.yaml"))
 
 
+# The day whose labels an interval joins lies 1 day back for no delay, 2 for 24 hours, 3 for 25 or 48: an
+# interval ending a minute after midnight joins the labels of the day before the one the delay reaches into.
 @pytest.mark.parametrize(
-    ("delay_hours", "days", "refused"), [(24, 2, True), (24, 3, False), (25, 3, True), (0, 2, False)]
+    ("delay_hours", "days", "refused"),
+    [
+        (0, 1, False),
+        (24, 1, True),
+        (24, 2, False),
+        (25, 2, True),
+        (25, 3, False),
+        (48, 2, True),
+        (48, 3, False),
+    ],
 )
 def test_the_log_is_kept_until_its_labels_are_joined(delay_hours, days, refused):
     policy = MonitoringPolicy.model_validate({"retention": {"prediction_log_days": days}})

@@ -87,18 +87,32 @@ def test_an_interval_whose_log_is_gone_is_refused_and_a_late_run_does_not_bring_
     retention.prune(settings, _policy(None, 5), DAY)
     with pytest.raises(retention.PrunedIntervalError, match="before 2026-11-25 was removed by retention"):
         monitor(settings, Interval.of(DAY - dt.timedelta(days=6), 13))  # refused before anything is read
-    retention.check_judgeable(settings, DAY - dt.timedelta(days=5))  # its log is there
     retention.prune(settings, _policy(None, 5), DAY - dt.timedelta(days=3))  # a late run of an older date
     horizon = json.loads(Path(retention.horizon_uri(settings)).read_text())
     assert horizon["prediction_log_before"] == "2026-11-25"  # not moved back to 11-22
-    assert retention.log_removed(settings, dt.date(2026, 11, 24))
-    assert not retention.log_removed(settings, dt.date(2026, 11, 25))
 
 
-def test_a_labelled_day_whose_log_is_gone_is_not_judged_and_says_why(settings, contract):
-    from pipelines.monitoring.live import live_quality
+def test_an_interval_whose_labelled_day_is_gone_is_refused_too(settings):
+    """Its own traffic is there, but the day whose rows it joins to their labels (24 hours' delay: two days
+    back, for its first hour) is not: judged again, its live quality would go unjudged and its verdict change."""
+    _fill(settings, [DAY - dt.timedelta(days=n) for n in range(6)])
+    retention.prune(settings, _policy(None, 2), DAY)  # keeps 11-28 on
+    first_hour, last_hour = Interval.of(dt.date(2026, 11, 29), 0), Interval.of(dt.date(2026, 11, 29), 23)
+    with pytest.raises(
+        retention.PrunedIntervalError, match="the traffic of 2026-11-27, whose labels it joins"
+    ):
+        monitor(settings, first_hour)
+    retention.check_judgeable(settings, last_hour, dt.date(2026, 11, 28))  # its labelled day is there
 
-    _fill(settings, [DAY - dt.timedelta(days=n) for n in range(4)])
-    retention.prune(settings, _policy(None, 2), DAY)
-    live = live_quality(settings, "dask", contract, DAY - dt.timedelta(days=3), 1, "roc_auc")
-    assert live["state"] == "log_removed" and "removed by retention" in live["detail"]
+
+def test_a_day_after_today_or_a_log_kept_shorter_than_its_labels_take_is_refused(settings):
+    from pipelines.monitoring.policy import MonitoringPolicyError
+
+    _fill(settings, [DAY])
+    tomorrow = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
+    with pytest.raises(ValueError, match=f"{tomorrow} is after today"):
+        retention.prune(settings, _policy(None, 90), tomorrow)
+    with pytest.raises(MonitoringPolicyError, match="label_delay_hours 24 needs at least 2 days"):
+        retention.prune(settings, _policy(None, 1), DAY)
+    assert not Path(retention.horizon_uri(settings)).exists()
+    assert _days(settings.prediction_log_uri) == [f"ds={DAY}"]
