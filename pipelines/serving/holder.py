@@ -133,7 +133,7 @@ def input_example(model: Any, folder: Path) -> list[dict[str, Any]] | None:
 
 @dataclass(frozen=True)
 class ReloadResult:
-    status: str  # swapped | unchanged | failed | no_champion
+    status: str  # swapped | unchanged | superseded | failed | no_champion
     version: int | None
     serving: int | None
     error: str | None = None
@@ -180,6 +180,7 @@ class ModelHolder:
                 return ReloadResult("no_champion", None, serving, self.last_error)
             version, run_id = champion
             if self.current and self.current.version == version:
+                self.last_error = None  # a registry that failed before answers again
                 return ReloadResult("unchanged", version, version)
             refused = self.failed.get(version)
             if refused and not force and self.clock() - refused[1] < RETRY_FAILED_SECONDS:
@@ -222,6 +223,16 @@ class ModelHolder:
         finally:
             self.loading = None
         served.load_seconds = time.perf_counter() - started
+        if (moved := self._champion_moved(version)) is not None:
+            # A rollback (or a newer promotion) while it loaded: swapping it in now would serve the version the
+            # rollback took away until the next load ended. The caller's next refresh follows the champion.
+            log.warning(
+                "not serving %s v%s: the champion moved to v%s while it loaded", self.name, version, moved
+            )
+            serving = self.current.version if self.current else None
+            return ReloadResult(
+                "superseded", version, serving, f"the champion moved to v{moved} while it loaded"
+            )
         previous = self.current
         self.current = served  # the swap: requests that already read `previous` finish on it
         self.failed.pop(version, None)
@@ -236,6 +247,16 @@ class ModelHolder:
             previous.version if previous else None,
         )
         return ReloadResult("swapped", version, version)
+
+    def _champion_moved(self, version: int) -> int | None:
+        """The champion now, when it is no longer ``version``. A registry that cannot be read now is not taken
+        for a move: the version loaded was the champion a moment ago."""
+        try:
+            now = self.source.champion()
+        except REGISTRY_ERRORS as exc:
+            log.warning("reading the champion of %s again after a load failed: %s", self.name, exc)
+            return None
+        return None if now is not None and now[0] == version else (now[0] if now else None)
 
     def _refuse(self, version: int, reason: str, message: str) -> ReloadResult:
         self.failed[version] = (message, self.clock())

@@ -156,3 +156,34 @@ def test_serving_without_a_promotion_history_to_read_fails_at_start_naming_the_s
     RegistryChampion(
         get_settings(mlflow_tracking_uri="http://mlflow:5000", promotion_db="sqlite:////tmp/x.db")
     )
+
+
+def test_a_rollback_while_a_version_loads_keeps_the_rolled_back_to_version_serving(holder_parts):
+    """v3 was loading when a rollback moved the champion back to v2: swapping v3 in once loaded served the
+    version the rollback took away, until the rollback's own reload had downloaded and warmed v2 again."""
+    holder, registry, _, metrics = holder_parts
+    registry.version = 2
+    holder.refresh()
+    loading = registry.load
+
+    def rolled_back_meanwhile(version, run_id):
+        found = loading(version, run_id)
+        registry.version = 2  # the rollback, while v3 loaded
+        return found
+
+    registry.load, registry.version = rolled_back_meanwhile, 3
+    result = holder.refresh()
+    assert (result.status, result.version, result.serving) == ("superseded", 3, 2)
+    assert holder.current.version == 2 and "moved to v2 while it loaded" in result.error
+    assert holder.refresh().status == "unchanged" and registry.loads == [2, 3]  # nothing loaded again
+    assert metrics.swaps._value.get() == 1
+
+
+def test_a_registry_that_answers_again_clears_its_error(holder_parts):
+    holder, registry, _, _ = holder_parts
+    registry.version = 1
+    holder.refresh()
+    registry.down = MlflowException("tracking server unreachable")
+    assert holder.refresh().status == "failed" and "unreachable" in holder.last_error
+    registry.down = None
+    assert holder.refresh().status == "unchanged" and holder.last_error is None
