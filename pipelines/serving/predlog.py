@@ -120,8 +120,8 @@ class PredictionLog:
         if self._pending_rows >= self.flush_rows:
             self._flush_now.set()
 
-    def flush(self) -> None:
-        """Write everything buffered now (the writer thread does this on its own).
+    def flush(self) -> bool:
+        """Write everything buffered now (the writer thread does this on its own); False when the sink failed.
 
         A file per UTC day and model version, each taken off the buffer once it is in place: a retry after a
         failure writes only what was not written (never a row twice). A failing sink keeps the rest for the
@@ -130,7 +130,7 @@ class PredictionLog:
         with self._lock:
             batches = list(self._pending)
         if not batches:
-            return
+            return True
         groups: dict[tuple[str, int], list[Any]] = {}
         for batch in batches:
             groups.setdefault((batch[0].date().isoformat(), batch[1]), []).append(batch)
@@ -156,9 +156,10 @@ class PredictionLog:
                 log.warning(
                     "prediction log write to %s failed (%s); rows kept for the next try", self.uri, exc
                 )
-                return
+                return False
             self._take(group, written=True)
             self.last_error = None
+        return True
 
     def _take(self, group: list[Any], written: bool) -> None:
         """Take ``group``'s batches off the buffer (by identity: batches that came in meanwhile stay)."""
@@ -174,7 +175,11 @@ class PredictionLog:
         while not self._stop.is_set():
             self._flush_now.wait(self.flush_seconds)
             self._flush_now.clear()
-            self._flush_logged()
+            if not self._flush_logged():
+                # A failing sink is tried again after flush_seconds, however full the buffer: the rows that
+                # keep it full asked for a flush with every request, and a full disk or a throttling store was
+                # written to (a partial file each time, a warning each time) hundreds of times a second.
+                self._stop.wait(self.flush_seconds)
         for attempt in range(STOP_TRIES):
             self._flush_logged()
             if not self._pending_rows:
@@ -192,14 +197,15 @@ class PredictionLog:
             self.last_error,
         )
 
-    def _flush_logged(self) -> None:
+    def _flush_logged(self) -> bool:
         try:
-            self.flush()
+            return self.flush()
         except Exception as exc:  # noqa: BLE001 - the writer thread's boundary: an unforeseen failure is
             # logged with its trace and counted, the rows stay buffered, and the thread keeps writing
             self.last_error = f"{type(exc).__name__}: {exc}"
             self.metrics.log_failures.inc()
             log.exception("prediction log write to %s failed unexpectedly; rows kept", self.uri)
+            return False
 
     def _write(self, day: str, table: pa.Table) -> None:
         """``table`` as a new file of the day's folder: written under a temporary name (removed if the write
@@ -207,17 +213,26 @@ class PredictionLog:
         fs, root = url_to_fs(f"{self.uri}/ds={day}")
         fs.makedirs(root, exist_ok=True)
         name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
-        tmp = f"{root}/.{name}.tmp"
+        tmp, final = f"{root}/.{name}.tmp", f"{root}/{name}"
         try:
             with fs.open(tmp, "wb") as handle:
                 pq.write_table(table, handle, compression="zstd")
                 storage.on_disk(fs, handle)  # a part cut short by a power loss would stop the monitor's reads
-            fs.mv(tmp, f"{root}/{name}")
-        except SINK_ERRORS:
+            fs.mv(tmp, final)
+        except SINK_ERRORS as exc:
+            placed = False
+            with contextlib.suppress(*SINK_ERRORS):
+                # An object store moves by a copy, then a removal: a removal that failed after the copy left
+                # the part in place, whole, and its rows written again by the next flush were in the log twice.
+                placed = fs.exists(final)
             with contextlib.suppress(*SINK_ERRORS):  # a full disk must not keep the half-written file
                 if fs.exists(tmp):
                     fs.rm(tmp)
-            raise
+            if not placed:
+                raise
+            log.warning(
+                "prediction log: %s is in place, but its temporary copy was not removed: %s", final, exc
+            )
         self.files_written += 1
 
     def _table(self, batches: list[Any]) -> pa.Table:

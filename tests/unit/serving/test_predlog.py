@@ -198,3 +198,58 @@ def test_each_row_carries_its_request_id_and_the_join_keys_its_request_sent(tmp_
     assert str(frame["event_time"].dtype) == "datetime64[us, UTC]"
     assert frame["event_time"].iloc[1] == pd.Timestamp("2026-11-30T10:00:00Z")
     assert frame["event_time"].isna().tolist() == [True, False, True]
+
+
+def test_a_failing_sink_is_tried_again_after_the_flush_interval_not_at_every_request(tmp_path):
+    """While the sink failed, the buffer stayed past flush_rows, every request asked for a flush, and the
+    writer tried at once: hundreds of writes a second to a full disk or a throttling store."""
+    import time
+
+    blocker = tmp_path / "blocked"
+    blocker.write_text("a file where the log's folder should be")
+    metrics = ServingMetrics()
+    sink = PredictionLog(
+        str(blocker / "p"), "ct-test", metrics, flush_rows=1, flush_seconds=3600, max_buffer_rows=10**6
+    )
+    sink.start()
+    sink.append(1, *_batch(2))
+    deadline = time.monotonic() + 30
+    while metrics.log_failures._value.get() < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for n in range(50):  # each asks for a flush, as a request does
+        sink.append(1, *_batch(2, start=10 * n))
+        time.sleep(0.02)
+    assert metrics.log_failures._value.get() == 1  # the next try waits for flush_seconds
+    blocker.unlink()
+    sink.stop()  # wakes the writer: the sink works again, and every row is written once
+    assert metrics.log_rows._value.get() == 102 and metrics.log_dropped._value.get() == 0
+
+
+def test_a_part_copied_into_place_whose_temporary_copy_was_not_removed_is_not_written_again(monkeypatch):
+    """An object store moves a file by a copy, then a removal: when the removal failed, the part was in place,
+    and the rows it holds, kept for the next flush, were in the log twice."""
+    import uuid
+
+    import fsspec
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    fails = {"left": 1}
+    remove = MemoryFileSystem.rm
+
+    def throttled(self, path, *args, **kwargs):
+        if str(path).endswith(".tmp") and fails["left"]:
+            fails["left"] -= 1
+            raise OSError("503 SlowDown on DELETE")
+        return remove(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(MemoryFileSystem, "rm", throttled)
+    root = f"memory://predlog-{uuid.uuid4().hex[:8]}"
+    metrics = ServingMetrics()
+    sink = _log(root, metrics)
+    sink.append(1, *_batch(5))
+    sink.flush()
+    sink.flush()
+    fs = fsspec.filesystem("memory")
+    parts = [p for p in fs.find(root.removeprefix("memory:/")) if p.endswith(".parquet")]
+    assert len(parts) == 1 and metrics.log_rows._value.get() == 5 and sink._pending_rows == 0
+    assert sum(pq.read_table(fs.open(p, "rb")).num_rows for p in parts) == 5
