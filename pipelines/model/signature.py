@@ -103,9 +103,14 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+#: The largest magnitude a number may have: models compute in float32 (the project's encoders and the torch
+#: MLP), where a larger one is infinite, and flag mode answered 200 with a null probability for it.
+NUMBER_MAX = float(np.finfo(np.float32).max)
+
+
 def _check(kind: str, value: Any) -> bool:
-    if kind == "number":
-        return type(value) in (float, int)  # bool is not a number here
+    if kind == "number":  # bool is not a number here
+        return type(value) in (float, int) and abs(value) <= NUMBER_MAX
     if kind == "integer":  # 40.0 is 40; 40.5 is not an integer
         if type(value) is float:
             return value.is_integer() and abs(value) <= 2**53
@@ -320,6 +325,8 @@ class InputSchema:
         )
         if field.kind == "integer" and type(value) is int:
             got = "an integer outside int64"
+        if field.kind == "number" and type(value) in (float, int):
+            got = f"{value:.4g}, beyond the largest a model computes with (float32: {NUMBER_MAX:.4g})"
         return RequestError(422, f"{where}: expected {field.kind}, got {got}")
 
     def parse(self, payload: Any, max_rows: int) -> tuple[dict[str, np.ndarray], int]:

@@ -60,6 +60,19 @@ def test_rows_and_columns_give_the_same_arrays(schema):
         ({"rows": [ROW, 5]}, 422, "rows[1]: expected an object"),
         ({"rows": [{**ROW, "amount": "1"}]}, 422, "rows[0].amount: expected number, got string"),
         ({"rows": [{**ROW, "amount": True}]}, 422, "rows[0].amount: expected number, got bool"),
+        # Infinite in float32, where models compute: flag mode answered 200 with a null probability.
+        (
+            {"rows": [{**ROW, "amount": 1e39}]},
+            422,
+            "rows[0].amount: expected number, got 1e+39, beyond the largest a model computes with "
+            "(float32: 3.403e+38)",
+        ),
+        (
+            {"columns": {"amount": [-(10**40)], "age": [1], "plan": ["a"]}},
+            422,
+            "columns.amount[0]: expected number, got -1e+40, beyond the largest a model computes with "
+            "(float32: 3.403e+38)",
+        ),
         (
             {"rows": [{**ROW, "age": 2**64}]},
             422,
