@@ -17,7 +17,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -63,6 +63,17 @@ class _Item:
     future: asyncio.Future
     request_id: str
     keys: RowKeys | None
+
+
+def _predict(model: Any, columns: dict[str, np.ndarray]) -> Any:
+    """``model.predict`` on the model thread. A ``StopIteration`` it raises (a ``next()`` on an exhausted
+    iterator in a model's code) cannot be set on the future that awaits it: asyncio raised a TypeError in its
+    loop instead, the future never resolved, and the batcher waited on it for good, every later request with
+    it. It is raised as a RuntimeError, as a coroutine raises it."""
+    try:
+        return model.predict(columns)
+    except StopIteration as exc:
+        raise RuntimeError(f"the model raised StopIteration: {exc!r}") from exc
 
 
 class MicroBatcher:
@@ -184,7 +195,7 @@ class MicroBatcher:
         if total <= INLINE_ROWS:
             probability, label = model.predict(columns)
         else:
-            probability, label = await loop.run_in_executor(self._executor, model.predict, columns)
+            probability, label = await loop.run_in_executor(self._executor, _predict, model, columns)
         self.metrics.model_seconds.observe(time.perf_counter() - started)
         self.metrics.batch_rows.observe(total)
         self.metrics.batch_requests.observe(len(batch))

@@ -121,9 +121,6 @@ class Predictor:
                 if model is None:
                     raise RequestError(503, self.holder.last_error or "no model loaded yet")
                 parsed = model.schema.parse_request(payload, self.max_rows, self.out_of_domain)
-                if parsed.out_of_domain:
-                    flagged = Counter(field for fields in parsed.out_of_domain.values() for field in fields)
-                    self._count_out_of_domain(flagged, "flagged")
                 arrival.queued()
                 probability, label = await batcher.predict(
                     model, parsed.columns, parsed.rows, rid, parsed.keys
@@ -133,6 +130,9 @@ class Predictor:
                     self._count_out_of_domain(exc.rows_by_field, "refused")
                 version = model.version if model else None
                 return exc.status, orjson.dumps({"detail": exc.message}), version, rid
+        if parsed.out_of_domain:  # counted once scored: a request that failed after parsing served nothing
+            flagged = Counter(field for fields in parsed.out_of_domain.values() for field in fields)
+            self._count_out_of_domain(flagged, "flagged")
         body = answer(model, probability, label, parsed.out_of_domain, rid)
         return 200, orjson.dumps(body), model.version, rid
 

@@ -151,3 +151,30 @@ def test_an_arrival_is_counted_until_it_is_queued_or_ends():
         assert batcher.arriving == 0
         first.queued()  # counted once, however often it is said
     assert batcher.arriving == 0
+
+
+def test_a_model_that_raises_stop_iteration_on_the_model_thread_fails_its_request_only():
+    """Asyncio cannot set a StopIteration on a future: the batch scored on the model thread never got its
+    answer, and every later request waited behind it (while /ready said 200)."""
+    from pipelines.serving.batcher import INLINE_ROWS
+
+    class Exhausted:
+        def predict(self, frame):
+            return pd.DataFrame({"probability": [next(iter(()))] * len(frame)})
+
+    stuck, good = served(1), served(2)
+    stuck.pyfunc = Exhausted()
+    big = {"x": np.zeros(INLINE_ROWS + 1)}
+
+    async def scenario():
+        batcher = MicroBatcher(10_000, 0.0, ServingMetrics())
+        batcher.start()
+        try:
+            with pytest.raises(RuntimeError, match="the model raised StopIteration"):
+                await batcher.predict(stuck, big, INLINE_ROWS + 1)
+            return await batcher.predict(good, columns(0.0), 1)
+        finally:
+            await batcher.stop()
+
+    probability, _ = _run(scenario())
+    assert probability.tolist() == [0.5]

@@ -237,8 +237,8 @@ class _Holder:
         )
 
 
-def _post(mode: str, payload: dict) -> tuple[int, dict, ServingMetrics]:
-    holder = _Holder(InputSchema(FIELDS))
+def _post(mode: str, payload: dict, holder: _Holder | None = None) -> tuple[int, dict, ServingMetrics]:
+    holder = holder or _Holder(InputSchema(FIELDS))
     predictor = Predictor(holder, 1 << 20, 100, mode)
 
     async def call() -> tuple[int, bytes, int | None, str]:
@@ -286,3 +286,18 @@ def test_flag_mode_scores_every_row_and_marks_only_those_outside():
     assert _count(metrics, "age", "refused") == 0
     status, body, _ = _post("flag", {"rows": [{**ROW, "code": "1"}]})  # a wrong type is never flagged
     assert (status, body["detail"]) == (422, "rows[0].code: expected integer, got string")
+
+
+def test_a_flagged_row_whose_request_fails_is_not_counted_as_flagged():
+    """Counted before scoring, a request that then failed (a model error, a shutdown) counted rows that were
+    never served."""
+
+    class Broken:
+        def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+            raise ValueError("the model broke")
+
+    holder = _Holder(InputSchema(FIELDS))
+    holder.current.pyfunc = Broken()
+    with pytest.raises(ValueError, match="the model broke"):
+        _post("flag", {"rows": [{**ROW, "channel": "abc"}]}, holder)
+    assert _count(holder.metrics, "channel", "flagged") == 0
