@@ -102,21 +102,28 @@ class ServedModel:
     def _pyfunc_columns(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The columns as MLflow's schema check takes them: it refuses a null (NaN) in an integer column,
         optional or not, so an optional integer field null in every row is left out (as if not sent), and
-        one null in some rows is the request's 422, naming the field, not the model's 500."""
+        one null in some rows is the request's 422, naming the field, not the model's 500. A field its
+        signature gives 32 bits (``integer``, ``float``) is narrowed to them: MLflow refuses 64 bits there,
+        and every such model was refused at its warm-up; an integer beyond int32 is the request's 422."""
         out = dict(columns)
         for found in self.schema.fields:
             values = columns.get(found.name)
-            if found.kind != "integer" or values is None or values.dtype.kind != "f":
+            if values is None or found.kind not in ("integer", "number"):
                 continue
-            nulls = int(np.isnan(values).sum())
-            if nulls == len(values) and not found.required:
-                del out[found.name]
-            elif nulls:
-                raise RequestError(
-                    422,
-                    f"{found.name}: null in {nulls} of {len(values)} rows; this model (an MLflow model of "
-                    "its own kind) takes no null in an integer field: send a value, or leave the field out",
-                )
+            if found.kind == "integer" and values.dtype.kind == "f":
+                nulls = int(np.isnan(values).sum())
+                if nulls == len(values) and not found.required:
+                    del out[found.name]
+                    continue
+                if nulls:
+                    raise RequestError(
+                        422,
+                        f"{found.name}: null in {nulls} of {len(values)} rows; this model (an MLflow model "
+                        "of its own kind) takes no null in an integer field: send a value, or leave the field "
+                        "out",
+                    )
+            if found.narrow:
+                out[found.name] = _narrowed(found.name, found.kind, values)
         return out
 
     def warm_up(self, max_rows: int, calls: int = 20) -> None:
@@ -150,3 +157,17 @@ class ServedModel:
             "runtime": self.runtime,
             "inputs": [{"name": f.name, "type": f.kind, "required": f.required} for f in self.schema.fields],
         }
+
+
+def _narrowed(name: str, kind: str, values: np.ndarray) -> np.ndarray:
+    """A column in the 32 bits its signature gives it: float32, or int32 (a value beyond it: a 422)."""
+    if kind == "number":
+        return values.astype("float32")
+    info = np.iinfo(np.int32)
+    outside = values[(values < info.min) | (values > info.max)]
+    if len(outside):
+        raise RequestError(
+            422,
+            f"{name}: {int(outside[0])} is outside int32, the type this model's signature gives the field",
+        )
+    return values.astype("int32")

@@ -58,6 +58,9 @@ class Field:
     allowed: tuple[Any, ...] | None = None  # the contract's allowed values, in its order
     minimum: float | None = None
     maximum: float | None = None
+    #: The signature's type is 32 bits wide (MLflow's ``integer`` or ``float``): a model of MLflow's own kind
+    #: refuses the 64-bit column a request is parsed into ("Can not safely convert").
+    narrow: bool = False
 
 
 @dataclass(frozen=True)
@@ -296,9 +299,10 @@ class InputSchema:
                     f"input column {spec.name!r} has type {type_name}, which serving does not take"
                 )
             kind, required = _KINDS[type_name], bool(getattr(spec, "required", True))
+            narrow = type_name in ("integer", "float")
             rule = columns.get(spec.name)
             if rule is None:
-                fields.append(Field(spec.name, kind, required))
+                fields.append(Field(spec.name, kind, required, narrow=narrow))
                 continue
             fields.append(
                 Field(
@@ -308,6 +312,7 @@ class InputSchema:
                     tuple(rule.allowed) if rule.allowed else None,
                     rule.min,
                     rule.max,
+                    narrow=narrow,
                 )
             )
         join = None

@@ -46,3 +46,32 @@ def test_integers_sent_whole_reach_the_model_as_integers(model):
     parsed = model.schema.parse_request({"rows": [{"x": 1.0, "n": 3}]}, 10)
     model.predict(parsed.columns)
     assert model.pyfunc.frames[-1]["n"].dtype == np.int64
+
+
+def test_a_model_whose_signature_takes_32_bit_columns_is_served(tmp_path):
+    """MLflow's schema check refuses a 64-bit column for an ``integer`` (int32) or ``float`` (float32) input:
+    such a model failed its warm-up and was refused, every version of it."""
+    import mlflow
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    class Constant(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            assert model_input["n"].dtype == np.int32 and model_input["v"].dtype == np.float32
+            return pd.DataFrame({"probability": np.full(len(model_input), 0.3)})
+
+    signature = ModelSignature(inputs=Schema([ColSpec("integer", "n"), ColSpec("float", "v")]))
+    mlflow.pyfunc.save_model(str(tmp_path / "m"), python_model=Constant(), signature=signature)
+    pyfunc = mlflow.pyfunc.load_model(str(tmp_path / "m"))
+    schema = InputSchema.from_signature(pyfunc.metadata.signature)
+    served = ServedModel(name="m", version=1, sha256="0" * 64, run_id=None, schema=schema, pyfunc=pyfunc)
+    served.warm_up(8)
+    parsed = schema.parse_request({"rows": [{"n": 3, "v": 1.5}, {"n": -4, "v": 2}]}, 10)
+    assert served.predict(parsed.columns)[0].tolist() == pytest.approx([0.3, 0.3])
+    too_big = schema.parse_request({"columns": {"n": [1, 2**31], "v": [0.0, 0.0]}}, 10)
+    with pytest.raises(RequestError) as refused:
+        served.predict(too_big.columns)
+    assert (refused.value.status, str(refused.value)) == (
+        422,
+        "n: 2147483648 is outside int32, the type this model's signature gives the field",
+    )
