@@ -9,7 +9,7 @@ import orjson
 from fastapi.encoders import jsonable_encoder
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 VERSION_HEADER = "x-model-version"
@@ -42,8 +42,15 @@ class Prediction(BaseModel):
 
 
 class PredictResponse(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     model_name: str
     model_version: int
+    request_id: str = Field(
+        description="The X-Request-Id header's value when the request sent one, else a new one (32 hex "
+        "digits); also in the response's X-Request-Id header and in each of the request's rows of the "
+        "prediction log."
+    )
     predictions: list[Prediction] = Field(description="One per input row, in input order.")
 
 

@@ -26,6 +26,7 @@ from pipelines.data.validate import validate
 from pipelines.release import tracking
 from pipelines.release.promote import move_champion
 from pipelines.release.register import register
+from pipelines.serving.api import PredictResponse
 from pipelines.serving.app import create_app, wait_until_ready
 from pipelines.settings import get_settings
 from pipelines.training.train import train
@@ -79,6 +80,7 @@ def test_api_contract_and_openapi(served):
         by_columns = http.post("/v1/predict", json={"columns": columns}, headers={"X-Request-Id": "cols-1"})
         assert by_columns.json()["request_id"] == by_columns.headers["x-request-id"] == "cols-1"
         assert len(by_rows.json()["request_id"]) == 32  # none sent: a random one
+        PredictResponse.model_validate(by_rows.json())  # the answer is what the OpenAPI document says
         assert by_columns.json()["predictions"] == by_rows.json()["predictions"]
         assert [p["label"] for p in by_rows.json()["predictions"]] == [
             int(p["probability"] >= 0.5) for p in by_rows.json()["predictions"]
