@@ -20,6 +20,19 @@ DriftMethod = Literal["wasserstein", "jensenshannon"]
 DRIFT_THRESHOLD = 0.1  # Evidently's default for both methods
 
 
+#: The columns the prediction log (:mod:`pipelines.serving.predlog`) writes beside a model's inputs.
+LOG_OWN_COLUMNS = (
+    "served_at",
+    "model_name",
+    "model_version",
+    "request_id",
+    "entity_id",
+    "event_time",
+    "probability",
+    "label",
+)
+
+
 class ContractError(ValueError):
     """The contract file itself is unreadable or inconsistent."""
 
@@ -136,6 +149,12 @@ class Contract(BaseModel):
             )
         if not self.feature_columns:
             raise ValueError("no column has role: feature")
+        if taken := [name for name in self.feature_columns if name in LOG_OWN_COLUMNS]:
+            raise ValueError(
+                f"feature(s) {', '.join(map(repr, taken))} have the name of a column the prediction log writes "
+                f"beside a model's inputs ({', '.join(LOG_OWN_COLUMNS)}): the log would hold one of the two, and "
+                "the monitor would judge the wrong one; rename the feature"
+            )
         return self
 
     def _check_roles(self) -> None:

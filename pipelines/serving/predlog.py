@@ -247,7 +247,9 @@ class PredictionLog:
         for name in batches[0][2]:
             values = [b[2][name] for b in batches if name in b[2]]
             if len(values) == len(batches):
-                data[name] = _column(values)
+                # An input named as one of the log's own columns (a model of MLflow's own kind: a contract
+                # refuses such a feature) kept apart: one of the two was lost, whichever was written last.
+                data[f"input_{name}" if name in LOG_COLUMNS else name] = _column(values)
         requests = [request for b in batches for request in b[5]]
         per_row = np.repeat(np.arange(len(requests), dtype="int32"), [request[1] for request in requests])
         ids = pa.array([request[0] for request in requests], type=pa.string())

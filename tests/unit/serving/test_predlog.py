@@ -253,3 +253,33 @@ def test_a_part_copied_into_place_whose_temporary_copy_was_not_removed_is_not_wr
     parts = [p for p in fs.find(root.removeprefix("memory:/")) if p.endswith(".parquet")]
     assert len(parts) == 1 and metrics.log_rows._value.get() == 5 and sink._pending_rows == 0
     assert sum(pq.read_table(fs.open(p, "rb")).num_rows for p in parts) == 5
+
+
+def test_an_input_named_as_a_log_column_is_kept_apart_and_a_contract_refuses_such_a_feature(
+    tmp_path, contract
+):
+    import pytest
+
+    from pipelines.data.contract import LOG_OWN_COLUMNS, Contract
+    from pipelines.serving.predlog import LOG_COLUMNS
+
+    assert set(LOG_COLUMNS) == set(LOG_OWN_COLUMNS)
+    sink = _log(str(tmp_path / "p"), ServingMetrics())
+    x = np.array([3.5, 4.5])
+    sink.append(
+        1, {"served_at": x, "probability": x + 1}, np.array([0.2, 0.9]), np.array([0, 1]), [("r", 2, None)]
+    )
+    sink.flush()
+    frame = pads.dataset(str(tmp_path / "p"), format="parquet", partitioning="hive").to_table().to_pandas()
+    assert frame["input_served_at"].tolist() == [3.5, 4.5] and frame["input_probability"].tolist() == [
+        4.5,
+        5.5,
+    ]
+    assert (
+        frame["probability"].tolist() == [0.2, 0.9] and str(frame["served_at"].dtype) == "datetime64[us, UTC]"
+    )
+    columns = {**contract.model_dump()["columns"], "probability": {"type": "float", "role": "feature"}}
+    with pytest.raises(
+        ValueError, match="feature\\(s\\) 'probability' have the name of a column the prediction log"
+    ):
+        Contract.model_validate({**contract.model_dump(), "columns": columns})
