@@ -159,7 +159,7 @@ def check_partition(engine: Engine, source: sources.SourcePartition, contract: C
         if source.format == "csv":
             shapes = _csv_shapes(engine, inspected.columns, contract)
             report.violations += _csv_shape_violations(source, shapes)
-            whole = [shape.uri for shape in shapes if shape.whole]
+            whole = report.read_whole = [shape.uri for shape in shapes if shape.whole]
         if not columns_disagree(shown) and not any(
             v.rule in (UNREADABLE, MALFORMED_ROWS) for v in report.violations
         ):
@@ -219,7 +219,9 @@ def ingest_day(
     raw = storage.raw_uri(settings.resolved_data_root, settings.dataset, day)
     with storage.atomic_dir(raw) as tmp:
         typed = engine.map_partitions(
-            _read(engine, source, contract),
+            # As validation read them: a file with quoted line breaks or lone-CR lines split in blocks was
+            # cut inside a value, or read once per block.
+            _read(engine, source, contract, report.read_whole),
             lambda frame: coerce_partition(frame, contract),
             contract.arrow_schema(),
         )

@@ -78,6 +78,9 @@ class ValidationReport:
     violations: list[Violation] = field(default_factory=list)
     null_counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    #: The CSV files no reader may split at line breaks (:attr:`pipelines.data.sources.CsvShape.whole`): the
+    #: ingest reads them as validation read them.
+    read_whole: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

@@ -555,3 +555,36 @@ def test_a_parquet_file_whose_page_does_not_decode_is_an_unreadable_file_named_i
         .examples[0]
         .startswith("part-1.parquet: its data does not decode")
     )
+
+
+def test_the_ingest_reads_a_csv_file_as_its_validation_read_it(settings, contract, tmp_path, monkeypatch):
+    """Validation read files with quoted line breaks or lone-CR lines whole, and the ingest that commits the
+    day read them again in blocks (a file over 64 MiB): a lone-CR file was committed once per block, a quoted
+    line break cut its row in two, and a quoted CRLF kept its CR on one engine."""
+    from pipelines.data.generate import generate_day
+    from pipelines.data.validate import ingest_day
+    from pipelines.engines import dask_engine
+
+    monkeypatch.setattr(dask_engine, "CSV_BLOCK_BYTES", 4096)  # many blocks, as in a file of 64 MiB and more
+    frame = generate_day(DAY, seed=7, rows=2000)
+    ids = [f'{c}\r\n"x", y' if i % 7 == 0 else c for i, c in enumerate(frame["customer_id"])]
+    files = {
+        "lone_cr": (frame.to_csv(index=False, lineterminator="\r").encode(), list(frame["customer_id"])),
+        "quoted_crlf": (
+            frame.assign(customer_id=ids).to_csv(index=False).encode(),
+            [c.replace("\r\n", "\n") for c in ids],
+        ),
+    }
+    for name, (data, expected) in files.items():
+        day_settings = settings.model_copy(update={"state_dir": tmp_path / name / "state"})
+        source, csv = day_of_files(
+            day_settings, contract, tmp_path / name / "src", {"part-0.csv": data}, "csv"
+        )
+        report, summary = ingest_day(DaskEngine(client=None), day_settings, csv, source)
+        assert report is not None and report.ok and report.read_whole == source.files, (
+            name,
+            report.violations,
+        )
+        raw = datasets.read_parquet(summary["uri"])
+        assert len(raw) == summary["rows"] == len(frame), name
+        assert sorted(raw["customer_id"]) == sorted(expected), name
