@@ -142,6 +142,10 @@ class ReloadResult:
         return {"status": self.status, "version": self.version, "serving": self.serving, "error": self.error}
 
 
+#: Loads in one refresh while the champion keeps moving under them (promotions back to back).
+SUPERSEDED_LOADS = 3
+
+
 class ModelHolder:
     def __init__(
         self,
@@ -164,8 +168,19 @@ class ModelHolder:
     def refresh(self, force: bool = False) -> ReloadResult:
         """Serve the version the champion points at, if it is not already served.
 
-        ``force``: retry a version refused less than ``RETRY_FAILED_SECONDS`` ago (an admin reload).
+        ``force``: retry a version refused less than ``RETRY_FAILED_SECONDS`` ago (an admin reload). A load
+        the champion moved away from meanwhile is followed by a load of the new champion (a few at most): a
+        replica that does not poll (``CT_SERVE_POLL_SECONDS=0``) would otherwise wait for the next reload,
+        with no model at all when it was its first.
         """
+        result = self._refresh(force)
+        for _ in range(SUPERSEDED_LOADS - 1):
+            if result.status != "superseded":
+                break
+            result = self._refresh(force)
+        return result
+
+    def _refresh(self, force: bool) -> ReloadResult:
         serving = self.current.version if self.current else None
         with self._lock:
             try:

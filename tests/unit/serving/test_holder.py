@@ -172,11 +172,28 @@ def test_a_rollback_while_a_version_loads_keeps_the_rolled_back_to_version_servi
         return found
 
     registry.load, registry.version = rolled_back_meanwhile, 3
-    result = holder.refresh()
-    assert (result.status, result.version, result.serving) == ("superseded", 3, 2)
-    assert holder.current.version == 2 and "moved to v2 while it loaded" in result.error
-    assert holder.refresh().status == "unchanged" and registry.loads == [2, 3]  # nothing loaded again
+    result = holder.refresh()  # v3 is not swapped in; the champion, v2, is served already
+    assert (result.status, result.version, result.serving) == ("unchanged", 2, 2)
+    assert holder.current.version == 2 and registry.loads == [2, 3]  # v2 not loaded again
     assert metrics.swaps._value.get() == 1
+
+
+def test_a_first_load_the_champion_moved_away_from_is_followed_by_the_new_champions(holder_parts):
+    """A replica that does not poll, starting while v3 was promoted then v4: it loaded v3, refused to swap it
+    in, and served nothing until the next reload."""
+    holder, registry, _, _ = holder_parts
+    loading = registry.load
+
+    def promoted_meanwhile(version, run_id):
+        found = loading(version, run_id)
+        if version == 3:
+            registry.version = 4
+        return found
+
+    registry.load, registry.version = promoted_meanwhile, 3
+    result = holder.refresh()
+    assert (result.status, result.serving, holder.current.version) == ("swapped", 4, 4)
+    assert registry.loads == [3, 4]
 
 
 def test_a_registry_that_answers_again_clears_its_error(holder_parts):
