@@ -85,7 +85,21 @@ class ServedModel:
         )
 
     def predict(self, columns: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities and labels for a batch of rows."""
+        """Probabilities and labels for a batch of rows. A row the model gives no probability (NaN) is the
+        request's 422: a value within float32 but far outside the training data (1e38 where features are
+        scaled by their spread) overflowed in the model, and flag mode answered 200 with a null."""
+        probability, label = self._scores(columns)
+        if not np.isfinite(probability).all():
+            rows = np.flatnonzero(~np.isfinite(probability))
+            shown = ", ".join(str(row) for row in rows[:5]) + (", ..." if len(rows) > 5 else "")
+            raise RequestError(
+                422,
+                f"row(s) {shown}: the model gave no probability for their values (not a number): they lie far "
+                "outside what it was trained on",
+            )
+        return probability, label
+
+    def _scores(self, columns: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         if self._fast is not None:
             probability = self._fast.predict_proba_columns(columns)
             return probability, labels(probability)

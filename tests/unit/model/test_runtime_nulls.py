@@ -75,3 +75,22 @@ def test_a_model_whose_signature_takes_32_bit_columns_is_served(tmp_path):
         422,
         "n: 2147483648 is outside int32, the type this model's signature gives the field",
     )
+
+
+def test_a_row_the_model_gives_no_probability_is_the_requests_422():
+    """A value within float32 but far outside the training data overflowed in the model (1e38 scaled by a
+    spread of 0.2): flag mode answered 200 with a null probability."""
+
+    class Overflows:
+        def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+            return pd.DataFrame({"probability": np.where(frame["x"] > 1e30, np.nan, 0.5)})
+
+    schema = InputSchema([Field("x", "number", True)])
+    model = ServedModel(name="m", version=1, sha256="0" * 64, run_id=None, schema=schema, pyfunc=Overflows())
+    parsed = schema.parse_request({"columns": {"x": [1.0, 1e38, 2.0, 3e38]}}, 10)
+    with pytest.raises(RequestError) as refused:
+        model.predict(parsed.columns)
+    assert refused.value.status == 422 and str(refused.value).startswith(
+        "row(s) 1, 3: the model gave no probability"
+    )
+    assert model.predict(schema.parse_request({"columns": {"x": [1.0]}}, 10).columns)[0].tolist() == [0.5]
