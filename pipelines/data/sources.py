@@ -278,7 +278,17 @@ class _Scanned(io.RawIOBase):
         self._utf8 = codecs.getincrementaldecoder("utf-8")()
         self._lines = 0  # line breaks before this chunk: LF, CRLF or a lone CR (engines.base.CSV_LINE_BREAK)
         self._cr_last = False  # the chunk before ended with a CR: an LF starting this one is its CRLF
-        self.lone_cr = False  # a line ended by a CR alone
+        #: The line breaks outside quoted values by kind: the lines' own ends.
+        self.ends = {"LF": 0, "CRLF": 0, "CR": 0}
+        self._inside = False  # this chunk starts inside a quoted value
+        self._end_cr = (
+            False  # the chunk before ended with a CR outside quotes: its kind is this chunk's to tell
+        )
+
+    @property
+    def lone_cr(self) -> bool:
+        """Some line ends in a CR alone."""
+        return self.ends["CR"] > 0
 
     def readable(self) -> bool:
         return True
@@ -295,11 +305,31 @@ class _Scanned(io.RawIOBase):
             line = self._lines + self._breaks(data[:at]) + 1
             raise NotUtf8Error(f"not UTF-8 at line {line}, byte 0x{exc.object[exc.start]:02x}") from exc
         self._lines += self._breaks(data)
-        lone = data.count(b"\r") - data.count(b"\r\n") - data.endswith(b"\r")  # the last: by the next chunk
-        self.lone_cr = self.lone_cr or lone > 0 or (self._cr_last and not data.startswith(b"\n"))
+        self._count_ends(data)
         self._cr_last = data.endswith(b"\r")
         view[: len(data)] = data
         return len(data)
+
+    def _count_ends(self, data: bytes) -> None:
+        """Count the line breaks of ``data`` outside quoted values (a ``"`` opens or closes one; a doubled one
+        inside closes and opens it again), by kind."""
+        parts = data.split(b'"')
+        starts_outside = not self._inside
+        self._inside ^= (len(parts) - 1) % 2 == 1
+        text = b"\x00".join(parts[0 if starts_outside else 1 :: 2])  # NUL: no break spans two of them
+        if self._end_cr:
+            self._end_cr = False
+            if starts_outside and data.startswith(b"\n"):
+                self.ends["CRLF"] += 1
+                text = text[1:]
+            else:
+                self.ends["CR"] += 1
+        if not self._inside and text.endswith(b"\r"):
+            self._end_cr, text = True, text[:-1]
+        crlf = text.count(b"\r\n")
+        self.ends["CRLF"] += crlf
+        self.ends["LF"] += text.count(b"\n") - crlf
+        self.ends["CR"] += text.count(b"\r") - crlf
 
     def _breaks(self, data: bytes) -> int:
         """The line breaks in ``data``, read after the chunk before."""
@@ -438,4 +468,17 @@ def csv_shape(uri: str, delimiter: str, width: int) -> CsvShape:
         raise
     except _BAD_CONTENT as exc:
         return CsvShape(uri, malformed[0], examples, f"not a readable csv file: {str(exc).strip()[:200]}")
+    kinds = {kind: count for kind, count in seen.ends.items() if count}
+    if (seen.quoted or seen.lone_cr) and len(kinds) > 1:
+        # Read whole (Spark's multiLine), such a file is split at its first line's kind of break only: a later
+        # lone CR was read into a value, merging two rows, and a CRLF after LF lines left its CR in the last one.
+        ends = " and ".join(f"{count:,} {kind}" for kind, count in kinds.items())
+        return CsvShape(
+            uri,
+            malformed[0],
+            examples,
+            f"not a readable csv file: its lines end in {ends} (outside quoted values); a file with quotes or "
+            "lone-CR lines must end every line alike (Spark splits it at its first line's kind of line break "
+            "only, pandas at every kind): write one kind of line break",
+        )
     return CsvShape(uri, malformed[0], examples, quoted=seen.quoted, lone_cr=seen.lone_cr)

@@ -438,6 +438,13 @@ def _files_of_a_day(frame: pd.DataFrame) -> dict[str, dict[str, object]]:
             "part-1.csv": parts[1].to_csv(index=False, lineterminator="\r").encode(),
             "part-2.csv": parts[2],
         },
+        # One line of an LF file ended by a lone CR: read whole (it has lone-CR lines), Spark split it at LF only
+        # and read that CR into a value, merging two rows; pandas split it there.
+        "csv_mixed_line_ends": {
+            "part-0.csv": parts[0],
+            "part-1.csv": with_row(parts[1], lambda line: line + "\r" + line.replace("C0", "D0", 1)),
+            "part-2.csv": parts[2],
+        },
         "csv_extra_field": {
             "part-0.csv": parts[0],
             "part-1.csv": parts[1][swapped],
@@ -474,6 +481,7 @@ EXPECTED_ON_BOTH = {
     "csv_reordered": [],
     "csv_quoted_line_breaks": [("note", "unexpected column", 3)],
     "csv_cr_lines": [],
+    "csv_mixed_line_ends": [("<table>", "unreadable file", 1)],
     "csv_extra_field": [("<table>", "malformed rows (another number of fields than the header)", 1)],
     "csv_short_row": [("<table>", "malformed rows (another number of fields than the header)", 1)],
     "csv_other_columns": [("plan", "missing column", 1)],
@@ -549,6 +557,11 @@ def test_both_engines_check_each_files_columns_and_fields_and_read_them_by_name(
         .examples[0]
         .startswith("part-2.csv: a row of 12 fields, the header has 11: ")
     )
+    assert on_spark["csv_mixed_line_ends"].violations[0].examples == [
+        "part-1.csv: not a readable csv file: its lines end in 401 LF and 1 CR (outside quoted values); a file "
+        "with quotes or lone-CR lines must end every line alike (Spark splits it at its first line's kind of "
+        "line break only, pandas at every kind): write one kind of line break"
+    ]
     assert on_spark["csv_invalid_utf8"].violations[0].examples == [
         "part-1.csv: not a readable csv file: not UTF-8 at line 6, byte 0xe9"
     ]
