@@ -110,35 +110,59 @@ def _sweep_stale_writes(fs: Any, folder: str) -> None:
       between its two renames and readers lost the last committed version; it is renamed back;
     * any other ``<name>.__tmp-*`` or ``<name>.__old-*``: removed.
 
+    A name with a write under way beside it (a fresh temporary folder or moved-aside version of it) is left
+    alone: on an object store a move copies file by file, and a restore or a removal then would mix two
+    versions in one folder, or remove the one being copied.
+
     Each is logged. Another sweep or write beside this one may take an entry first: housekeeping never fails
     the write that committed before it, so a storage error on an entry is logged and the entry left."""
     since = dt.datetime.now(dt.UTC) - STALE_WRITE
+    stale, busy = [], set()
     for entry in sorted(fs.ls(folder, detail=False), reverse=True):  # a name's newest old version first
         try:
-            if not _stale(fs, entry, since):
-                continue
-            target = entry.rstrip("/").rsplit(_OLD, 1)[0] if _OLD in entry else None
-            if target is not None and _cut_short(fs, target, entry, since):
-                log.warning(
-                    "removing %s: the publishing of its new version was cut short (no %s)",
-                    target,
-                    COMMIT_FILE,
-                )
-                fs.rm(target, recursive=True)
-            if target is not None and not fs.exists(target):
-                log.warning(
-                    "restoring %s from %s: a swap killed between its two renames left it", target, entry
-                )
-                _move_folder(fs, entry, target)
-                continue
-            log.warning(
-                "removing %s: a write's temporary copy, unchanged for over %s (its writer died)",
-                entry,
-                STALE_WRITE,
-            )
-            fs.rm(entry, recursive=True)
+            if _stale(fs, entry, since):
+                stale.append(entry)
+            elif any(mark in entry.rstrip("/").rsplit("/", 1)[-1] for mark in _WRITE_MARKS):
+                busy.add(_written_name(entry))
+        except OSError as exc:
+            log.warning("left %s: %s: %s", entry, type(exc).__name__, exc)
+    for entry in stale:
+        if _written_name(entry) in busy:
+            continue
+        try:
+            _tidy(fs, entry, since)
         except OSError as exc:  # taken by a sweep or a write beside this one, or the storage failed
             log.warning("left %s: %s: %s", entry, type(exc).__name__, exc)
+
+
+def _tidy(fs: Any, entry: str, since: dt.datetime) -> None:
+    """One stale entry of :func:`_sweep_stale_writes`: restored, removed, or (a committed old version beside a
+    name not committed yet: a restore under way) left."""
+    target = entry.rstrip("/").rsplit(_OLD, 1)[0] if _OLD in entry else None
+    if target is not None:
+        if _cut_short(fs, target, entry, since):
+            log.warning(
+                "removing %s: the publishing of its new version was cut short (no %s)", target, COMMIT_FILE
+            )
+            fs.rm(target, recursive=True)
+        if not fs.exists(target):
+            log.warning("restoring %s from %s: a swap killed between its two renames left it", target, entry)
+            _move_folder(fs, entry, target)
+            return
+        if fs.exists(f"{entry.rstrip('/')}/{COMMIT_FILE}") and not fs.exists(f"{target}/{COMMIT_FILE}"):
+            return
+    log.warning(
+        "removing %s: a write's temporary copy, unchanged for over %s (its writer died)", entry, STALE_WRITE
+    )
+    fs.rm(entry, recursive=True)
+
+
+def _written_name(entry: str) -> str:
+    """The name a write's temporary folder or moved-aside version is of (``<name>.__tmp-*``: ``<name>``)."""
+    name = entry.rstrip("/")
+    for mark in _WRITE_MARKS:
+        name = name.split(mark, 1)[0]
+    return name
 
 
 def _cut_short(fs: Any, target: str, old: str, since: dt.datetime) -> bool:
@@ -172,7 +196,7 @@ def _move_folder(fs: Any, source: str, target: str) -> None:
         fs.copy(file, f"{target.rstrip('/')}{file[len(source) :]}")
     for file in [*commit, *rest]:
         fs.rm_file(file)
-    if fs.exists(source):  # what remains is a folder marker, where the store keeps them
+    if fs.exists(source) and not fs.find(source):  # a folder marker, where the store keeps them
         fs.rm(source, recursive=True)
 
 

@@ -263,3 +263,30 @@ def test_a_split_no_row_fell_into_counts_zero_and_reads_as_a_named_error(tmp_pat
     assert len(datasets.read_split(uri, "train")) == 20
     with pytest.raises(datasets.EmptySplitError, match=r"the holdout split of .*features has no rows"):
         datasets.read_split(uri, "holdout")
+
+
+def test_the_tidying_leaves_a_name_alone_while_a_write_of_it_is_under_way(tmp_path):
+    """A stale old version beside no name, while another write of that name had moved its own version aside
+    and was copying the new one in (an object store copies file by file): restoring it mixed two versions in
+    one folder. A committed old version beside a name not committed yet (a restore under way) is kept."""
+    import os
+    import time
+
+    day_ago = time.time() - storage.STALE_WRITE.total_seconds() - 60
+
+    def left(name: str, old: bool, files=("part-0.parquet", "_manifest.json")):
+        for file in files:
+            path = tmp_path / name / file
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(name.encode())
+            if old:
+                os.utime(path, (day_ago, day_ago))
+        return tmp_path / name
+
+    stale = left(f"ds=2026-11-17.__old-{int(day_ago)}-1a2b3c4d", old=True)
+    left("ds=2026-11-17.__tmp-0a0b0c0d", old=False)  # the write under way: its new version, being written
+    restoring = left(f"ds=2026-11-16.__old-{int(day_ago)}-2a2b3c4d", old=True)
+    left("ds=2026-11-16", old=False, files=("part-0.parquet",))  # a restore of it under way: no manifest yet
+    datasets.write_parquet_frame(pd.DataFrame({"a": [1]}), str(tmp_path / "ds=2026-11-20"))
+    assert stale.exists() and not (tmp_path / "ds=2026-11-17").exists()
+    assert restoring.exists() and (restoring / "_manifest.json").exists()
