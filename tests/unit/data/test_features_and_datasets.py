@@ -64,6 +64,19 @@ def test_atomic_dir_keeps_the_old_version_when_a_write_fails(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
 
 
+def _left_by_a_write(folder, modified: float | None, files: tuple[str, ...]):
+    """A folder a write left: ``files`` (each holding the folder's name), last changed at ``modified``."""
+    import os
+
+    for file in files:
+        path = folder / file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(folder.name.encode())
+        if modified is not None:
+            os.utime(path, (modified, modified))
+    return folder
+
+
 def test_a_folder_write_tidies_what_killed_writes_left_beside_it_once_it_is_a_day_old(tmp_path, caplog):
     """A prepare killed by the out-of-memory killer left its features, gigabytes, under a temporary name for
     good, and a swap killed between its two renames left readers without the day. A write still under way (a
@@ -74,13 +87,7 @@ def test_a_folder_write_tidies_what_killed_writes_left_beside_it_once_it_is_a_da
     day_ago = time.time() - storage.STALE_WRITE.total_seconds() - 60
 
     def left(name: str, old: bool, files: tuple[str, ...] = ("split=train/part-0.parquet", "_manifest.json")):
-        for file in files:
-            path = tmp_path / name / file
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(name.encode())
-            if old:
-                os.utime(path, (day_ago, day_ago))
-        return tmp_path / name
+        return _left_by_a_write(tmp_path / name, day_ago if old else None, files)
 
     killed = left("ds=2026-11-18.__tmp-0a1b2c3d", old=True)
     # Cut between a swap's two renames, twice: the newer old version is put back, the older removed.
@@ -269,19 +276,12 @@ def test_the_tidying_leaves_a_name_alone_while_a_write_of_it_is_under_way(tmp_pa
     """A stale old version beside no name, while another write of that name had moved its own version aside
     and was copying the new one in (an object store copies file by file): restoring it mixed two versions in
     one folder. A committed old version beside a name not committed yet (a restore under way) is kept."""
-    import os
     import time
 
     day_ago = time.time() - storage.STALE_WRITE.total_seconds() - 60
 
     def left(name: str, old: bool, files=("part-0.parquet", "_manifest.json")):
-        for file in files:
-            path = tmp_path / name / file
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(name.encode())
-            if old:
-                os.utime(path, (day_ago, day_ago))
-        return tmp_path / name
+        return _left_by_a_write(tmp_path / name, day_ago if old else None, files)
 
     stale = left(f"ds=2026-11-17.__old-{int(day_ago)}-1a2b3c4d", old=True)
     left("ds=2026-11-17.__tmp-0a0b0c0d", old=False)  # the write under way: its new version, being written
