@@ -302,39 +302,58 @@ class _Scanned(io.RawIOBase):
             self._utf8.decode(data, final=not data)
         except UnicodeDecodeError as exc:
             at = max(0, exc.start - pending)
-            line = self._lines + self._breaks(data[:at]) + 1
+            line = self._lines + self._breaks(data[:at], _kinds(data[:at])) + 1
             raise NotUtf8Error(f"not UTF-8 at line {line}, byte 0x{exc.object[exc.start]:02x}") from exc
-        self._lines += self._breaks(data)
-        self._count_ends(data)
+        kinds = _kinds(data)  # counted once: for the lines, and for the line ends of a chunk with no quote
+        self._lines += self._breaks(data, kinds)
+        self._count_ends(data, kinds)
         self._cr_last = data.endswith(b"\r")
         view[: len(data)] = data
         return len(data)
 
-    def _count_ends(self, data: bytes) -> None:
-        """Count the line breaks of ``data`` outside quoted values (a ``"`` opens or closes one; a doubled one
-        inside closes and opens it again), by kind."""
-        parts = data.split(b'"')
+    def _count_ends(self, data: bytes, kinds: tuple[int, int, int]) -> None:
+        """Note the kinds of line break in ``data`` outside quoted values (a ``"`` opens or closes one; a
+        doubled one inside closes and opens it again). A chunk with no quote, outside one, is counted as it is;
+        a chunk whose kinds of break (inside quotes or not) were all seen outside already is not looked into:
+        it adds no kind (the counts are then the least there are). So a file of one kind of line break pays for
+        its first chunk only."""
         starts_outside = not self._inside
-        self._inside ^= (len(parts) - 1) % 2 == 1
-        text = b"\x00".join(parts[0 if starts_outside else 1 :: 2])  # NUL: no break spans two of them
-        if self._end_cr:
+        if self._end_cr:  # the CR that ended the chunk before: an LF starting this one makes it a CRLF
             self._end_cr = False
             if starts_outside and data.startswith(b"\n"):
                 self.ends["CRLF"] += 1
-                text = text[1:]
+                data, kinds = data[1:], (kinds[0], kinds[1] - 1, kinds[2])
             else:
                 self.ends["CR"] += 1
-        if not self._inside and text.endswith(b"\r"):
-            self._end_cr, text = True, text[:-1]
-        crlf = text.count(b"\r\n")
+        seen = {kind for kind, count in self.ends.items() if count}
+        if not self._inside and b'"' not in data:
+            text, (crlf, lf, cr) = data, kinds
+        elif {kind for kind, count in zip(("CRLF", "LF", "CR"), kinds, strict=True) if count} <= seen:
+            self._inside ^= data.count(b'"') % 2 == 1
+            self._end_cr = not self._inside and data.endswith(b"\r")
+            return
+        else:
+            parts = data.split(b'"')
+            self._inside ^= (len(parts) - 1) % 2 == 1
+            text = b"\x00".join(parts[0 if starts_outside else 1 :: 2])  # NUL: no break spans two of them
+            crlf, lf, cr = _kinds(text)
+        if not self._inside and text.endswith(b"\r"):  # its kind is the next chunk's to tell
+            self._end_cr, cr = True, cr - 1
         self.ends["CRLF"] += crlf
-        self.ends["LF"] += text.count(b"\n") - crlf
-        self.ends["CR"] += text.count(b"\r") - crlf
+        self.ends["LF"] += lf
+        self.ends["CR"] += cr
 
-    def _breaks(self, data: bytes) -> int:
-        """The line breaks in ``data``, read after the chunk before."""
-        crlf = data.count(b"\r\n") + (self._cr_last and data.startswith(b"\n"))  # each counted once
-        return data.count(b"\n") + data.count(b"\r") - crlf
+    def _breaks(self, data: bytes, kinds: tuple[int, int, int]) -> int:
+        """The line breaks in ``data`` (its :func:`_kinds`), read after the chunk before: a CRLF cut between
+        the two is one."""
+        return sum(kinds) - (self._cr_last and data.startswith(b"\n"))
+
+
+def _kinds(text: bytes) -> tuple[int, int, int]:
+    """The CRLFs, lone LFs and lone CRs in ``text`` (a CR at its end counted lone)."""
+    lf, cr = text.count(b"\n"), text.count(b"\r")
+    crlf = text.count(b"\r\n") if lf and cr else 0
+    return crlf, lf - crlf, cr - crlf
 
 
 def _file_size(uri: str) -> int:
@@ -472,7 +491,7 @@ def csv_shape(uri: str, delimiter: str, width: int) -> CsvShape:
     if (seen.quoted or seen.lone_cr) and len(kinds) > 1:
         # Read whole (Spark's multiLine), such a file is split at its first line's kind of break only: a later
         # lone CR was read into a value, merging two rows, and a CRLF after LF lines left its CR in the last one.
-        ends = " and ".join(f"{count:,} {kind}" for kind, count in kinds.items())
+        ends = " and ".join(kinds)
         return CsvShape(
             uri,
             malformed[0],

@@ -558,7 +558,7 @@ def test_both_engines_check_each_files_columns_and_fields_and_read_them_by_name(
         .startswith("part-2.csv: a row of 12 fields, the header has 11: ")
     )
     assert on_spark["csv_mixed_line_ends"].violations[0].examples == [
-        "part-1.csv: not a readable csv file: its lines end in 401 LF and 1 CR (outside quoted values); a file "
+        "part-1.csv: not a readable csv file: its lines end in LF and CR (outside quoted values); a file "
         "with quotes or lone-CR lines must end every line alike (Spark splits it at its first line's kind of "
         "line break only, pandas at every kind): write one kind of line break"
     ]
