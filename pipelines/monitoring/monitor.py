@@ -386,7 +386,9 @@ def monitor(
         policy, contract.feature_columns, contract.label_delay_hours, settings.resolved_monitoring_policy_path
     )
     # Its own days and the day whose labels it joins: judged again without either, its verdict would change.
-    retention.check_judgeable(settings, interval, labels_day(interval.end, contract.label_delay_hours))
+    retention.check_judgeable(
+        settings, interval.name, interval.day, labels_day(interval.end, contract.label_delay_hours)
+    )
     metric_name = load_policy(settings.resolved_policy_path).primary_metric
     client = tracking.configure(settings)
     champion_version, last_move = _champion_then(settings, client, interval.end)

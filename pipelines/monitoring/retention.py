@@ -12,9 +12,9 @@ what its first run removed, and a late run of an old date removes less, never mo
 
 The figures and the trigger records (a few kB an interval: the trend and the cooldown are made of them) are
 kept. Before it removes anything, :func:`prune` records how far it goes (``retention.json`` beside the
-figures, only ever moved later), and the monitor refuses an interval whose log was removed
-(:class:`PrunedIntervalError`) rather than judge it again on no rows: its figures, written when it was judged,
-stand.
+figures, only ever moved later; written again after the removals, for a prune beside it), and the monitor
+refuses an interval whose log, or whose labelled day's log, was removed (:class:`PrunedIntervalError`) rather
+than judge it again on fewer rows and give another verdict: its figures, written when it was judged, stand.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from pipelines.monitoring.logfiles import UNREADABLE
 from pipelines.monitoring.policy import MonitoringPolicy
 
 if TYPE_CHECKING:
-    from pipelines.monitoring.monitor import Interval
     from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,18 +54,17 @@ def read_horizon(settings: Settings) -> dict[str, dt.date]:
     return {key: dt.date.fromisoformat(found[key]) for key in (REPORTS, PREDICTION_LOG) if found.get(key)}
 
 
-def check_judgeable(settings: Settings, interval: Interval, labels_day: dt.date) -> None:
-    """Refuse ``interval`` when the log of its first day, or of ``labels_day`` (the day whose served rows it
-    joins to their labels), was removed: judged again without them, its verdict would not be the one it had."""
+def check_judgeable(settings: Settings, interval: str, first_day: dt.date, labels_day: dt.date) -> None:
+    """Refuse the interval named ``interval`` when the log of its first day, or of ``labels_day`` (the day whose
+    served rows it joins to their labels), was removed: judged again without them, its verdict would not be the
+    one it had."""
     kept_from = read_horizon(settings).get(PREDICTION_LOG)
-    if kept_from is None or min(interval.day, labels_day) >= kept_from:
+    if kept_from is None or min(first_day, labels_day) >= kept_from:
         return
-    which = (
-        "its traffic" if interval.day < kept_from else f"the traffic of {labels_day}, whose labels it joins"
-    )
+    which = "its traffic" if first_day < kept_from else f"the traffic of {labels_day}, whose labels it joins"
     raise PrunedIntervalError(
         f"the prediction log of {settings.dataset} before {kept_from} was removed by retention "
-        f"(retention.prediction_log_days of the monitoring policy): the interval {interval.name} cannot be "
+        f"(retention.prediction_log_days of the monitoring policy): the interval {interval} cannot be "
         f"judged again without {which}; what it was judged when its log was there stands "
         "(`pipelines monitor history`)"
     )

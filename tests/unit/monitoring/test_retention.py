@@ -102,7 +102,7 @@ def test_an_interval_whose_labelled_day_is_gone_is_refused_too(settings):
         retention.PrunedIntervalError, match="the traffic of 2026-11-27, whose labels it joins"
     ):
         monitor(settings, first_hour)
-    retention.check_judgeable(settings, last_hour, dt.date(2026, 11, 28))  # its labelled day is there
+    retention.check_judgeable(settings, last_hour.name, last_hour.day, dt.date(2026, 11, 28))  # both there
 
 
 def test_a_day_after_today_or_a_log_kept_shorter_than_its_labels_take_is_refused(settings):
