@@ -569,7 +569,10 @@ class InputSchema:
         row = {"type": "object", "properties": kinds, "required": required, "additionalProperties": False}
         columns = {
             "type": "object",
-            "properties": {n: {"type": "array", "items": k, "minItems": 1} for n, k in kinds.items()},
+            "properties": {
+                n: {"type": "array", "items": k, "minItems": 1, "maxItems": max_rows}
+                for n, k in kinds.items()
+            },
             "required": required,
             "additionalProperties": False,
         }

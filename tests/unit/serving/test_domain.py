@@ -203,6 +203,8 @@ def test_the_json_schema_carries_enums_bounds_nullability_and_a_valid_example(sc
     assert properties["score"] == {"type": ["number", "null"], "minimum": 0.0, "maximum": 1.5}
     assert properties["note"] == {"type": ["string", "null"]}
     assert columns_form["properties"]["columns"]["properties"]["age"]["items"]["minimum"] == 18
+    assert rows_form["properties"]["rows"]["maxItems"] == 50  # as the request's limit refuses more
+    assert columns_form["properties"]["columns"]["properties"]["age"]["maxItems"] == 50
     for form in (rows_form, columns_form):
         (example,) = form["examples"]
         assert schema.parse_request(example, 50).out_of_domain == {}  # "Try it out" sends a valid body
