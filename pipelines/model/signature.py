@@ -459,9 +459,9 @@ class InputSchema:
         """Row index -> the join fields it sent, from the columns form."""
         keys: dict[int, dict[str, Any]] = {}
         for name in join_names:
-            if name not in columns:
+            sent = columns.get(name)
+            if sent is None:  # left out, or sent as null: as an optional feature column, none sent
                 continue
-            sent = columns[name]
             if not isinstance(sent, list) or len(sent) != length:
                 given = f"{len(sent)} values" if isinstance(sent, list) else "not an array"
                 raise RequestError(422, f"columns.{name}: {given}, the other columns have {length}")

@@ -47,6 +47,9 @@ def test_the_columns_form_takes_them_too(schema):
     columns = {"age": [40, 41], "plan": ["basic", "pro"], "customer_id": ["a", None]}
     parsed = schema.parse_request({"columns": columns}, 100)
     assert parsed.keys.entity_id.tolist() == ["a", None] and np.isnat(parsed.keys.event_time).all()
+    # A join column sent as null is none sent, as an optional feature column sent as null is (it was a 422).
+    parsed = schema.parse_request({"columns": {"age": [40], "plan": ["basic"], "customer_id": None}}, 100)
+    assert parsed.keys is None and parsed.rows == 1
 
 
 @pytest.mark.parametrize(
