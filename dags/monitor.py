@@ -98,15 +98,12 @@ def monitor() -> dict[str, Any]:
 @task
 def prune() -> dict[str, Any]:
     """Once the interval is judged, what the policy's retention says is old on its day is removed."""
-    from pipelines.monitoring.policy import load_monitoring_policy
-    from pipelines.monitoring.retention import prune as run
-    from pipelines.release import tracking
+    from pipelines.monitoring.retention import prune_now
     from pipelines.settings import get_settings
 
     context = get_current_context()
     settings = get_settings(dataset=context["params"]["dataset"])
-    policy = load_monitoring_policy(settings.resolved_monitoring_policy_path)
-    result = run(settings, policy, _interval(context).day, tracking.configure(settings))
+    result = prune_now(settings, _interval(context).day)
     removed = ("reports_removed", "prediction_log_removed", "runs_deleted")
     return {k: len(v) if k in removed else v for k, v in result.items()}
 

@@ -56,14 +56,10 @@ def prune(
 ) -> None:
     """Remove the reports, monitoring runs and prediction log days that the policy's retention says are old
     (the monitor DAG does this after every interval)."""
-    from pipelines.monitoring.policy import load_monitoring_policy
-    from pipelines.monitoring.retention import prune as run
-    from pipelines.release import tracking
+    from pipelines.monitoring.retention import prune_now
 
-    settings = load_settings()
-    policy = load_monitoring_policy(settings.resolved_monitoring_policy_path)
     day = date.date() if date else dt.datetime.now(dt.UTC).date()
-    emit(run(settings, policy, day, tracking.configure(settings), dry_run=dry_run))
+    emit(prune_now(load_settings(), day, dry_run=dry_run))
 
 
 @monitor_app.command("compact")

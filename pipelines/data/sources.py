@@ -281,9 +281,8 @@ class _Scanned(io.RawIOBase):
         #: The line breaks outside quoted values by kind: the lines' own ends.
         self.ends = {"LF": 0, "CRLF": 0, "CR": 0}
         self._inside = False  # this chunk starts inside a quoted value
-        self._end_cr = (
-            False  # the chunk before ended with a CR outside quotes: its kind is this chunk's to tell
-        )
+        # The chunk before ended with a CR outside quotes: whether it is a CRLF is this chunk's to tell.
+        self._end_cr = False
 
     @property
     def lone_cr(self) -> bool:

@@ -33,8 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HORIZON = "retention.json"
-REPORTS = "reports_before"  # the horizon's keys: the first day still kept
-PREDICTION_LOG = "prediction_log_before"
+PREDICTION_LOG = "prediction_log_before"  # the horizon's key: the first day of log still kept
 
 
 class PrunedIntervalError(ValueError):
@@ -45,25 +44,22 @@ def horizon_uri(settings: Settings) -> str:
     return storage.join(settings.monitoring_uri, HORIZON)
 
 
-def read_horizon(settings: Settings) -> dict[str, dt.date]:
-    """The first day of reports and of log still kept, of those retention has removed anything before."""
+def kept_from(settings: Settings) -> dt.date | None:
+    """The first day of the prediction log still kept, once retention has removed any day before it."""
     uri = horizon_uri(settings)
-    if not storage.exists(uri):
-        return {}
-    found = storage.read_json(uri)
-    return {key: dt.date.fromisoformat(found[key]) for key in (REPORTS, PREDICTION_LOG) if found.get(key)}
+    return dt.date.fromisoformat(storage.read_json(uri)[PREDICTION_LOG]) if storage.exists(uri) else None
 
 
 def check_judgeable(settings: Settings, interval: str, first_day: dt.date, labels_day: dt.date) -> None:
     """Refuse the interval named ``interval`` when the log of its first day, or of ``labels_day`` (the day whose
     served rows it joins to their labels), was removed: judged again without them, its verdict would not be the
     one it had."""
-    kept_from = read_horizon(settings).get(PREDICTION_LOG)
-    if kept_from is None or min(first_day, labels_day) >= kept_from:
+    first_kept = kept_from(settings)
+    if first_kept is None or min(first_day, labels_day) >= first_kept:
         return
-    which = "its traffic" if first_day < kept_from else f"the traffic of {labels_day}, whose labels it joins"
+    which = "its traffic" if first_day < first_kept else f"the traffic of {labels_day}, whose labels it joins"
     raise PrunedIntervalError(
-        f"the prediction log of {settings.dataset} before {kept_from} was removed by retention "
+        f"the prediction log of {settings.dataset} before {first_kept} was removed by retention "
         f"(retention.prediction_log_days of the monitoring policy): the interval {interval} cannot be "
         f"judged again without {which}; what it was judged when its log was there stands "
         "(`pipelines monitor history`)"
@@ -138,7 +134,6 @@ def prune(
     log_before = (
         None if rule.prediction_log_days is None else day - dt.timedelta(days=rule.prediction_log_days)
     )
-    before = {REPORTS: reports_before, PREDICTION_LOG: log_before}
     reports: list[str] = []
     runs: list[str] = []
     if reports_before is not None:
@@ -153,7 +148,8 @@ def prune(
         ]
     result: dict[str, Any] = {
         "day": day.isoformat(),
-        **{key: None if value is None else value.isoformat() for key, value in before.items()},
+        "reports_before": None if reports_before is None else reports_before.isoformat(),
+        PREDICTION_LOG: None if log_before is None else log_before.isoformat(),
         "reports_removed": reports,
         "prediction_log_removed": log_days,
         "runs_deleted": runs,
@@ -161,13 +157,13 @@ def prune(
     }
     if dry_run:
         return result
-    _advance_horizon(settings, before)
+    _advance_horizon(settings, log_before)
     for uri in [*reports, *log_days]:
         storage.remove(uri)
         log.info("retention: removed %s", uri)
     # Again: a prune of an earlier day beside this one (a person's, beside the DAG's) may have read the record
-    # before this one wrote it, and written its earlier days over it since.
-    _advance_horizon(settings, before)
+    # before this one wrote it, and written its earlier day over it since.
+    _advance_horizon(settings, log_before)
     for run_id in runs:
         client.delete_run(run_id)
     if runs:
@@ -175,18 +171,27 @@ def prune(
     return result
 
 
-def _advance_horizon(settings: Settings, before: dict[str, dt.date | None]) -> None:
-    """Record the first day kept of each, before anything is removed: only ever later (a late run of an older
-    date removes less, and must not bring back a day that is gone)."""
-    kept = read_horizon(settings)
-    merged = {
-        key: max(d for d in (kept.get(key), before[key]) if d is not None)
-        for key in (REPORTS, PREDICTION_LOG)
-        if kept.get(key) is not None or before[key] is not None
-    }
-    if merged != kept:
+def _advance_horizon(settings: Settings, log_before: dt.date | None) -> None:
+    """Record the first day of log kept (none: no log retention), before anything is removed: only ever later
+    (a late run of an older date removes less, and must not bring back a day that is gone)."""
+    if log_before is None:
+        return
+    first_kept = kept_from(settings)
+    if first_kept is None or log_before > first_kept:
         storage.write_json_atomic(
             horizon_uri(settings),
-            {key: value.isoformat() for key, value in merged.items()}
-            | {"updated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")},
+            {
+                PREDICTION_LOG: log_before.isoformat(),
+                "updated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            },
         )
+
+
+def prune_now(settings: Settings, day: dt.date, dry_run: bool = False) -> dict[str, Any]:
+    """:func:`prune` with the dataset's monitoring policy and MLflow's client: the monitor DAG's task, and
+    ``pipelines monitor prune``."""
+    from pipelines.monitoring.policy import load_monitoring_policy
+    from pipelines.release import tracking
+
+    policy = load_monitoring_policy(settings.resolved_monitoring_policy_path)
+    return prune(settings, policy, day, tracking.configure(settings), dry_run=dry_run)

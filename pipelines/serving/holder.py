@@ -271,7 +271,7 @@ class ModelHolder:
         except REGISTRY_ERRORS as exc:
             log.warning("reading the champion of %s again after a load failed: %s", self.name, exc)
             return None
-        return None if now is not None and now[0] == version else (now[0] if now else None)
+        return None if now is None or now[0] == version else now[0]
 
     def _refuse(self, version: int, reason: str, message: str) -> ReloadResult:
         self.failed[version] = (message, self.clock())
