@@ -283,3 +283,50 @@ def test_fsdp_shards_the_model_over_the_ranks_and_learns_what_ddp_learns(prepare
     assert all(r["local_parameters"] <= whole / 2 + 64 for r in held["fsdp"])  # about half each (padding)
     for name, value in results["ddp"]["val_metrics"].items():
         assert results["fsdp"]["val_metrics"][name] == pytest.approx(value, abs=1e-3), name
+
+
+def _all_reduces_a_step(rank: int, port: int, steps: int) -> int:
+    """In a spawned rank: the gradient all-reduces of the last of ``steps`` steps of the DDP holder on the CPU,
+    counted by a comm hook (DDP calls it once a bucket)."""
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+    from pipelines.training.strategies import holder
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        torch.manual_seed(0)
+        # 1.6 MB of gradients, the 512 x 512 weight alone 1 MiB: DDP's default splits them into two buckets
+        model = torch.nn.Sequential(
+            torch.nn.Linear(16, 512), torch.nn.ReLU(), torch.nn.Linear(512, 512), torch.nn.ReLU(),
+            torch.nn.Linear(512, 256), torch.nn.ReLU(), torch.nn.Linear(256, 1),
+        )  # fmt: skip
+        trained = holder("ddp", model, 2, "cpu").trained
+        calls = [0]
+
+        def counted(state, bucket):
+            calls[0] += 1
+            return default_hooks.allreduce_hook(state, bucket)
+
+        trained.register_comm_hook(dist.group.WORLD, counted)
+        for _ in range(steps):  # DDP rebuilds its buckets after the first step, in the order grads arrived
+            calls[0] = 0
+            trained(torch.randn(32, 16)).sum().backward()
+        return calls[0]
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_on_the_cpu_reduces_a_step_s_gradients_in_one_all_reduce():
+    """On the CPU a step's gradients travel in one all-reduce: DDP's default 1 MiB first bucket, whose
+    all-reduce overlaps the rest of the backward pass, took a core from that backward on a host whose cores
+    all compute, and made a step pay two all-reduces (the README's figures)."""
+    import concurrent.futures
+    import multiprocessing
+
+    port = free_port()
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=context) as pool:
+        futures = [pool.submit(_all_reduces_a_step, rank, port, 4) for rank in (0, 1)]
+        assert [f.result(timeout=300) for f in futures] == [1, 1]
