@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipelines.data import datasets, storage
 from pipelines.data.contract import Contract
+from pipelines.engines.base import parquet_footer
 from pipelines.evaluation.metrics import metric
 from pipelines.monitoring import logfiles
 from pipelines.serving.predlog import LOG_COLUMNS
@@ -116,8 +116,7 @@ def _log_files(log_day: str) -> tuple[list[str], int]:
     """The day's log files that carry the join columns, and the rows of those that do not (older logs)."""
     with_keys, without = [], 0
     for uri in logfiles.log_files(log_day):
-        with storage.open_read(uri) as handle:
-            metadata = pq.ParquetFile(handle).metadata
+        metadata = parquet_footer(uri)  # one that does not parse: UnreadableParquetError, set aside
         names = set(metadata.schema.names)
         if set(JOIN_KEYS) <= names:
             with_keys.append(uri)
@@ -174,7 +173,13 @@ def live_quality(
     if files:
         raw_files = datasets.parquet_files(raw_day_uri)
         with open_engine(engine_name, settings, storage.total_bytes([*files, *raw_files])) as engine:
-            counted, joined_counts = _joined(engine, contract, files, raw_files, champion, counted)
+            try:
+                counted, joined_counts = _joined(engine, contract, files, raw_files, champion, counted)
+            except engine.read_failed_errors:  # a log file's data, or else: each log file is examined
+                damaged = logfiles.undecodable(engine, files)
+                if damaged is None:
+                    raise
+                raise damaged from None
     rows = int(joined_counts["rows"].sum()) if len(joined_counts) else 0
     result |= {
         "served_rows": counted["served"],

@@ -152,6 +152,14 @@ def data_damage(uri: str) -> str | None:
     return None
 
 
+def undecodable(engine: Any, files: list[str]) -> UnreadableParquetError | None:
+    """After a pass over ``files`` failed on ``engine``: the first file whose data does not decode (each read
+    whole on the engine's workers, :func:`data_damage`), or None when they all do (the failure is another's)."""
+    damage = engine.map_files(data_damage, files)
+    found = next(((uri, reason) for uri, reason in zip(files, damage, strict=True) if reason), None)
+    return None if found is None else UnreadableParquetError(*found)
+
+
 def set_aside(uri: str, reason: str) -> str:
     """Move a log file that cannot be read from ``<log>/ds=<day>/`` to ``<log>/_unreadable/ds=<day>/``, with a
     note of why beside it (``<name>.json``); where it went. A file another run set aside first is left there."""

@@ -350,11 +350,10 @@ def _served(
                 between=("served_at", interval.start, interval.end),
             )
         except session.read_failed_errors:  # a file's data, or the storage: each file is examined
-            damage = session.map_files(logfiles.data_damage, files)
-            uri, reason = next(((f, r) for f, r in zip(files, damage, strict=True) if r), (None, None))
-            if uri is None or reason is None:
+            damaged = logfiles.undecodable(session, files)
+            if damaged is None:
                 raise
-            raise UnreadableParquetError(uri, reason) from None
+            raise damaged from None
     return served_figures(found, contract, champion) | {"files": len(files)}
 
 
@@ -425,7 +424,7 @@ def monitor(
         served = _skipping_unreadable(
             lambda: _served(settings, contract, interval, champion_version, engine_name, schemes)
         )
-    signals, drift = _signals(
+    signals, drift, live_set_aside = _signals(
         settings,
         policy,
         contract,
@@ -467,7 +466,7 @@ def monitor(
         "state": _state(served, signals, policy),
         "log_compacted": log_compacted,
         # Files of the log found unreadable (here or by the compaction) and moved aside: rows not counted.
-        "log_set_aside": [*log_compacted["set_aside"], *served["set_aside"]],
+        "log_set_aside": [*log_compacted["set_aside"], *served["set_aside"], *live_set_aside],
     }
     if decision["status"] == verdict.TRIGGERED:
         result["event"] = {
@@ -535,7 +534,8 @@ def _signals(
     metric_name: str,
     engine: str,
     seconds: dict[str, float],
-) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None, list[str]]:
+    """The interval's signals, the feature drift, and the log files of the labels' day set aside."""
     drift = prediction = None
     why_not = (
         f"{served['rows']} rows served, fewer than the policy's min_served_rows {policy.min_served_rows}"
@@ -561,11 +561,15 @@ def _signals(
     signals = verdict.drift_signals(policy, drift, prediction, why_not)
     day = labels_day(interval.end, contract.label_delay_hours)
     with _timed(seconds, "live"):
-        live = live_quality(settings, engine, contract, day, int(champion.version), metric_name)
+        # The labels' day is read whole: a file of it that does not decode is set aside as the pass's are.
+        live = _skipping_unreadable(
+            lambda: live_quality(settings, engine, contract, day, int(champion.version), metric_name)
+        )
+    set_aside = live.pop("set_aside")
     signals.append(verdict.live_signal(policy, live, _holdout_figure(client, champion, metric_name)))
     baseline = _baseline(settings, interval, policy.data_quality.volume.baseline_days)
     signals += verdict.quality_signals(policy, served, reference, baseline)
-    return signals, drift
+    return signals, drift, set_aside
 
 
 def _state(served: dict[str, Any], signals: list[dict[str, Any]], policy: MonitoringPolicy) -> str:

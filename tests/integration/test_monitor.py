@@ -275,6 +275,41 @@ def test_a_log_file_that_does_not_read_is_set_aside_named_in_the_report_and_the_
     assert again["rows"] == rows and again["log_set_aside"] == []
 
 
+@pytest.mark.parametrize("engine", ["dask", "spark"])
+def test_a_labels_day_file_that_does_not_decode_is_set_aside_and_the_rest_joined(champion, tmp_path, engine):
+    """The live join reads the labels' day whole. A compacted file of that day whose data does not decode (its
+    footer parses, so compactions, which read compacted files' footers only, keep it) failed every interval
+    joining that day, retries included; it is set aside as the pass's files are, and the rest is joined."""
+    import pyarrow.parquet as pq
+
+    settings, _ = _lab(champion, tmp_path)
+    day = today()
+    generate(settings, day, "none")
+    validate(settings, day)
+    source = generate_day(day, settings.seed, settings.rows_per_day)
+    _serve(settings, source.head(300), keyed=300)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)
+    assert logfiles.compact(settings.prediction_log_uri, day, later)["files"] >= 1
+    folder = Path(settings.prediction_log_uri) / f"ds={day}"
+    bad = sorted(folder.glob("compacted-*"))[0]
+    broken = _page_damaged(bad.read_bytes())
+    bad.write_bytes(broken)
+    lost = pq.read_metadata(bad).num_rows  # its footer parses
+    _serve(settings, source.iloc[300:600], keyed=300)  # parts of the hour still open
+    # The first hour of tomorrow joins today's labels (the contract's delay is 0): no traffic of its own.
+    result = monitor(settings, Interval.of(day + dt.timedelta(days=1), 0), engine)
+    aside = Path(settings.prediction_log_uri) / "_unreadable" / f"ds={day}" / bad.name
+    assert result["log_set_aside"] == [f"file://{aside}"] and aside.read_bytes() == broken
+    live = _signal(result, "live_quality")
+    # Every row sent carried its keys (client-7's too, twice 301), but for those of the file set aside.
+    assert live["day"] == day.isoformat() and live["joined_rows"] == 602 - lost, live
+    assert live["state"] in (verdict.OK, verdict.BREACH) and result["rows"] == 0
+    again = monitor(settings, Interval.of(day + dt.timedelta(days=1), 0), engine)
+    assert (
+        again["log_set_aside"] == [] and _signal(again, "live_quality")["joined_rows"] == live["joined_rows"]
+    )
+
+
 def test_the_reference_profile_is_kept_by_version_and_source_and_read_from_the_artifact_store_once(
     champion, tmp_path, monkeypatch
 ):
