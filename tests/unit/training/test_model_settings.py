@@ -89,3 +89,20 @@ def test_ct_train_epochs_overrides_the_files_max_epochs(monkeypatch):
     assert sklearn == model_settings.sklearn.model_dump()
     with pytest.raises(ValueError, match="unknown model family 'xgboost'"):
         resolved_hyperparameters(get_settings(), model_settings, "xgboost")
+
+
+def test_a_key_written_twice_is_refused_naming_it_and_both_lines(tmp_path: Path):
+    """YAML keeps the last of two equal keys and drops the first silently: a section written twice lost its
+    first half to the defaults. Every file read into a model (contracts, policies, model settings) refuses it."""
+    path = tmp_path / "model.yaml"
+    path.write_text("torch:\n  dropout: 0.3\n  batch_size: 64\nsklearn: {}\ntorch:\n  dropout: 0.1\n")
+    with pytest.raises(ModelSettingsError, match=r"found the key 'torch' a second time \(first on line 1\)"):
+        load_model_settings(path)
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("torch: {dropout: 0.3, dropout: 0.1}\n")
+    with pytest.raises(ModelSettingsError, match=rf"(?s){nested} is not valid YAML.*'dropout' a second time"):
+        load_model_settings(nested)
+    merged = tmp_path / "merged.yaml"  # a merge gives way to the keys beside it: not a key written twice
+    merged.write_text("base: &base {dropout: 0.3, batch_size: 64}\ntorch:\n  <<: *base\n  dropout: 0.1\n")
+    with pytest.raises(ModelSettingsError, match="base"):  # the file's own extra key, not a duplicate
+        load_model_settings(merged)
