@@ -9,7 +9,7 @@ This module is the one home of those keys; it imports no torch or scikit-learn.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,7 +22,8 @@ class ModelSettingsError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No infinite or NaN number: a learning rate of .inf was accepted and trained a model of NaN weights.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class EarlyStopping(_Strict):
@@ -38,7 +39,7 @@ class EarlyStopping(_Strict):
 
 
 class TorchHyperparameters(_Strict):
-    hidden_sizes: tuple[int, ...] = Field(
+    hidden_sizes: tuple[Annotated[int, Field(ge=1)], ...] = Field(
         default=(64, 32), min_length=1, description="Width of each hidden layer of the MLP."
     )
     dropout: float = Field(default=0.1, ge=0, lt=1, description="Dropout after each hidden layer.")

@@ -35,6 +35,11 @@ def test_defaults_stop_early_so_epochs_are_a_ceiling():
         ("torch: {dropout: 1.5}", "torch.dropout"),
         ("torch: {early_stopping: {patience: 0}}", "torch.early_stopping.patience"),
         ("torch: {hidden_sizes: []}", "torch.hidden_sizes"),
+        ("torch: {hidden_sizes: [0]}", "torch.hidden_sizes.0"),  # trained a constant model, no error
+        ("torch: {hidden_sizes: [8, -4]}", "torch.hidden_sizes.1"),  # failed deep in torch, unnamed
+        ("torch: {learning_rate: .inf}", "torch.learning_rate"),  # NaN weights
+        ("torch: {weight_decay: .nan}", "torch.weight_decay"),
+        ("sklearn: {learning_rate: .inf}", "sklearn.learning_rate"),
         ("sklearn: {max_leaf_nodes: 1}", "sklearn.max_leaf_nodes"),
         ("family: xgboost", "family"),
         ("version: 2", "version"),
