@@ -568,6 +568,8 @@ def train(
         log.info(
             "run key %s already trained as MLflow run %s; reusing it", context.run_key, existing.info.run_id
         )
+        if not settings.train_keep_checkpoints:  # a task killed after its run ended, before it removed them
+            storage.remove(job_uri(settings, context.run_key))
         return _result(existing.info.run_id, existing.data.metrics, existing.data.tags)
     run_id = _train_and_log(settings, logical_date, dataset_uri, manifest, context, spec, plan)
     finished = client.get_run(run_id)

@@ -330,3 +330,24 @@ def test_ddp_on_the_cpu_reduces_a_step_s_gradients_in_one_all_reduce():
     with concurrent.futures.ProcessPoolExecutor(2, mp_context=context) as pool:
         futures = [pool.submit(_all_reduces_a_step, rank, port, 4) for rank in (0, 1)]
         assert [f.result(timeout=300) for f in futures] == [1, 1]
+
+
+def test_a_retry_that_reuses_the_finished_run_removes_the_job_folder_left_behind(prepared):
+    """A task killed after its MLflow run ended but before it removed the job folder (checkpoints, result)
+    left it for good: the retry found the run finished and returned it. Kept here by the first run's setting
+    (the same identity), the folder is removed by the reuse, unless the setting keeps it."""
+    state_dir, uri = prepared
+    kept = _settings(state_dir, train_world_size=1, train_keep_checkpoints=True, seed=11)
+    first = train(kept, DAY, uri, tracking.RunContext("reuse-removes"), "torch")
+    folder = Path(job_uri(kept, first["run_key"]))
+    assert (folder / "checkpoints").is_dir()
+    again = train(kept, DAY, uri, tracking.RunContext("reuse-removes"), "torch")  # keeping: kept
+    assert again["run_id"] == first["run_id"] and folder.is_dir()
+    retry = train(
+        _settings(state_dir, train_world_size=1, seed=11),
+        DAY,
+        uri,
+        tracking.RunContext("reuse-removes"),
+        "torch",
+    )
+    assert retry["run_id"] == first["run_id"] and not folder.exists()
