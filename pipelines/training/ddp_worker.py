@@ -270,6 +270,12 @@ class _Loop:
             dist.all_reduce(totals)  # every rank gets the same sums, so every rank stops at the same epoch
         self.train_curve.append(float(totals[0] / totals[1]))
         self.val_curve.append(float(totals[2] / totals[3]))
+        if not math.isfinite(self.val_curve[-1]):  # the same sums on every rank: every rank stops here
+            raise NonFiniteLossError(
+                f"the validation loss is {self.val_curve[-1]} at the end of epoch {epoch}: an update of that "
+                "epoch made the weights non-finite; training stopped and no model is logged; lower the learning "
+                "rate or look for extreme feature values"
+            )
         self.samples += int(totals[1])
         self.epoch_seconds.append(self.fit_seconds)
         self.loss_sum, self.rows_seen = 0.0, 0

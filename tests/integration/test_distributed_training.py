@@ -21,6 +21,7 @@ from pipelines.data.validate import validate
 from pipelines.release import tracking
 from pipelines.release.register import register
 from pipelines.settings import get_settings
+from pipelines.training.ddp_worker import NonFiniteLossError
 from pipelines.training.launchers import TrainingLaunchError
 from pipelines.training.train import job_uri, train
 from tests.conftest import DAY
@@ -351,3 +352,20 @@ def test_a_retry_that_reuses_the_finished_run_removes_the_job_folder_left_behind
         "torch",
     )
     assert retry["run_id"] == first["run_id"] and not folder.exists()
+
+
+def test_weights_made_non_finite_by_an_epoch_s_last_update_fail_naming_the_epoch(prepared, tmp_path):
+    """The loss is checked before each update: an update that made the weights non-finite on an epoch's last
+    step reached the validation metrics, which failed on NaN probabilities, naming neither the epoch nor
+    the cause. One step an epoch at a learning rate of 1e30, in-process."""
+    state_dir, uri = prepared
+    model_file = tmp_path / "model.yaml"
+    model_file.write_text(
+        "torch: {hidden_sizes: [16], learning_rate: 1.0e+30, batch_size: 1024, max_epochs: 1, "
+        "early_stopping: null}\n"
+    )
+    settings = _settings(state_dir, model_settings_path=model_file, train_world_size=1)
+    with pytest.raises(
+        NonFiniteLossError, match=r"validation loss is (nan|inf) at the end of epoch 1: an update"
+    ):
+        train(settings, DAY, uri, tracking.RunContext("non-finite-weights"), "torch")
