@@ -8,7 +8,8 @@ dict, so registration, evaluation, ONNX export and serving do not change.
 
 Checkpoints: a replicated model's weights and optimiser state travel in rank 0's ``state.pt``; a sharded one is
 saved and loaded with torch's distributed checkpoint (``torch.distributed.checkpoint``), every rank writing its
-own shards into the checkpoint's ``dcp/`` folder, and reloads onto any number of ranks.
+own shards into the checkpoint's ``dcp/`` folder, and reloads onto any number of ranks. Each holder also reads
+the other's: an fsdp job whose world changes across one rank (one rank holds the model whole) resumes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.nn.parallel import DistributedDataParallel
 
 from pipelines.data import storage
@@ -55,14 +57,27 @@ class Replicated:
         self.model.load_state_dict(state)
 
     def shared_state(self, optimiser: torch.optim.Optimizer) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimiser": optimiser.state_dict()}
+        """The whole model and optimiser state, keyed by parameter name (not by the optimiser's numbering), so
+        that a sharded holder can load it too (:meth:`Sharded.restore`)."""
+        model, optimised = get_state_dict(self.model, optimiser)
+        return {"model": model, "optimiser": optimised}
 
     def save_shards(self, folder: str, optimiser: torch.optim.Optimizer) -> None:
         """Nothing: the replicated state travels in rank 0's ``state.pt``."""
 
     def restore(self, folder: str, shared: dict[str, Any], optimiser: torch.optim.Optimizer) -> None:
-        self.model.load_state_dict(shared["model"])
-        optimiser.load_state_dict(shared["optimiser"])
+        """From ``state.pt``; or, saved sharded (an fsdp job that lost ranks down to one), from its ``dcp/``
+        shards, read whole by this process."""
+        if "model" in shared:
+            model, optimised = shared["model"], shared["optimiser"]
+        else:
+            import torch.distributed.checkpoint as dcp
+
+            model, optimised = get_state_dict(self.model, optimiser)
+            state: dict[str, Any] = {"model": model, "optimiser": optimised}
+            dcp.load(state, checkpoint_id=_local_path(storage.join(folder, "dcp")), no_dist=True)
+            model, optimised = state["model"], state["optimiser"]
+        set_state_dict(self.model, optimiser, model_state_dict=model, optim_state_dict=optimised)
 
     def local_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
@@ -108,7 +123,6 @@ class Sharded:
 
     def save_shards(self, folder: str, optimiser: torch.optim.Optimizer) -> None:
         import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import get_state_dict
 
         model_state, optimiser_state = get_state_dict(self.model, optimiser)
         dcp.save(
@@ -117,9 +131,19 @@ class Sharded:
         )
 
     def restore(self, folder: str, shared: dict[str, Any], optimiser: torch.optim.Optimizer) -> None:
+        """From the ``dcp/`` shards, onto any number of ranks; or, saved whole (a ddp checkpoint, or one rank's:
+        an fsdp job that grew from one rank), from ``state.pt``, which every rank has read."""
         import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
+        if "model" in shared:
+            set_state_dict(
+                self.model,
+                optimiser,
+                model_state_dict=shared["model"],
+                optim_state_dict=shared["optimiser"],
+                options=self._options(),
+            )
+            return
         model_state, optimiser_state = get_state_dict(self.model, optimiser)
         state: dict[str, Any] = {"model": model_state, "optimiser": optimiser_state}
         dcp.load(state, checkpoint_id=_local_path(storage.join(folder, "dcp")))

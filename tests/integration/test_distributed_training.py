@@ -369,3 +369,38 @@ def test_weights_made_non_finite_by_an_epoch_s_last_update_fail_naming_the_epoch
         NonFiniteLossError, match=r"validation loss is (nan|inf) at the end of epoch 1: an update"
     ):
         train(settings, DAY, uri, tracking.RunContext("non-finite-weights"), "torch")
+
+
+@pytest.mark.parametrize(("first", "then"), [(2, 1), (1, 2)])
+def test_an_fsdp_job_whose_world_changes_across_one_rank_resumes_from_its_checkpoint(
+    prepared, tmp_path, first, then
+):
+    """An elastic fsdp launch that loses ranks down to one (or grows from one): one rank holds the model
+    whole and checkpoints it in state.pt, more shard it into dcp/. Each holder read only its own format, so
+    every restart failed (KeyError 'model', or a dcp load of a folder that is not there). Here the result of
+    a finished run is removed, as if the node died before its commit, and the other world size resumes."""
+    import shutil
+
+    from pipelines.data import datasets
+    from pipelines.data.contract import dataset_contract
+    from pipelines.training import job as jobs
+    from pipelines.training import launchers
+    from pipelines.training.model_settings import load_model_settings
+    from pipelines.training.train import FAMILIES, FitInputs, make_job, plan_training
+
+    state_dir, uri = prepared
+    model_file = tmp_path / "model.yaml"
+    model_file.write_text(MODEL.replace("max_epochs: 10", "max_epochs: 3").replace("}", ", strategy: fsdp}"))
+    settings = _settings(state_dir, model_settings_path=model_file, train_max_restarts=0)
+    manifest = datasets.read_manifest(uri)
+    plan = plan_training(settings, load_model_settings(model_file), FAMILIES["torch"], uri, manifest)
+    inputs = FitInputs(settings, uri, manifest, dataset_contract(settings), f"file://{tmp_path / 'job'}")
+    job = make_job(inputs, plan)
+    job.write()
+    launchers.run_local(settings, job, first)
+    before = jobs.read_history(job.uri)
+    shutil.rmtree(tmp_path / "job" / "result")
+    launchers.run_local(settings, job, then)
+    after = jobs.read_history(job.uri)
+    assert after.resumed_from == [{"epoch": 3, "step": 0, "restart": 0, "from_world_size": first}]
+    assert after.val_loss[:2] == before.val_loss[:2] and len(after.val_loss) == 3
