@@ -122,21 +122,24 @@ class FitReport:
     hosts: dict[int, str] = dataclasses.field(default_factory=dict)
 
 
-def resolve_device(requested: str, step_work: int | None = None, gpu_from_step_work: int = 0) -> str:
+def resolve_device(
+    requested: str, step_work: int | None = None, gpu_from_step_work: int = 0, on_this_host: bool = True
+) -> str:
     """The torch device to train on. ``auto``: a CUDA device when torch sees one and a step's work (``step_work``,
     the MLP's parameters times the rows of one step; None when unknown) is at least ``gpu_from_step_work``; the
     CPU otherwise. A GPU step has a fixed cost (kernel launches) that a small model's step on one CPU thread
     undercuts: measured with ``bench/train.py`` on 2026-12-04, the demo MLP (3,201 parameters, batch 256) trained
     at 113,800 samples/s on an NVIDIA H200 (2.2 ms a step) against 327,000 on one CPU thread of this project's
     2-core machine; one CPU thread matches that GPU step at about 70,000 parameters at batch 256 and 10,500 at
-    batch 1024, 11-18 million parameter-rows a step."""
+    batch 1024, 11-18 million parameter-rows a step. ``on_this_host``: whether the ranks train on this host's
+    devices (else ``cuda`` is taken as asked: Spark's executors have their own)."""
     import torch
 
     if requested == "auto":
         if not torch.cuda.is_available():
             return "cpu"
         return "cuda" if step_work is None or step_work >= gpu_from_step_work else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
+    if requested == "cuda" and on_this_host and not torch.cuda.is_available():
         raise RuntimeError("CT_TRAIN_DEVICE=cuda but torch sees no CUDA device")
     return requested
 
@@ -242,10 +245,15 @@ def torch_runtime(
     hyperparameters = hyperparameters or {}
     precision = hyperparameters.get("precision", "auto")
     batch = hyperparameters.get("batch_size")
+    # Spark's ranks run on its executors, whose GPUs are theirs: a driver without one (an Airflow worker) does
+    # not refuse cuda, and `auto` precision there is float32 (whether an executor's GPU has bfloat16 is not
+    # known here; `precision: bf16` asks for it).
+    executors_gpus = settings.train_launcher == "spark" and settings.train_device == "cuda"
     device = resolve_device(
         settings.train_device,
         parameters * batch if parameters and batch else None,
         settings.train_gpu_from_step_work,
+        on_this_host=not executors_gpus,
     )
     local = resolve_world_size(
         settings.train_world_size,
@@ -257,7 +265,10 @@ def torch_runtime(
     )
     world_size = launchers.world_size_of(settings, local)
     in_process = world_size == 1 and settings.train_launcher == "local"
-    dtype = resolve_compute_dtype(precision, device, in_process)
+    if executors_gpus:
+        dtype = "bfloat16" if precision == "bf16" else "float32"
+    else:
+        dtype = resolve_compute_dtype(precision, device, in_process)
     if in_process:  # no launcher, no process group
         return {"device": device, "world_size": 1, "backend": "none", "compute_dtype": dtype}
     remote = settings.train_launcher != "local" or not isinstance(world_size, int)

@@ -196,3 +196,29 @@ def test_device_auto_trains_a_small_step_on_the_cpu_even_on_a_gpu_host(monkeypat
     assert runtime(big)["device"] == "cpu"
     with pytest.raises(RuntimeError, match="CT_TRAIN_DEVICE=cuda but torch sees no CUDA device"):
         runtime(train_device="cuda")
+
+
+def test_spark_s_ranks_train_on_the_executors_gpus_whatever_the_driver_has(monkeypatch):
+    """CT_TRAIN_LAUNCHER=spark with CT_TRAIN_DEVICE=cuda: the ranks run on the executors, with their own GPUs;
+    a driver without one (an Airflow worker) refused it. `auto` precision is float32 there (the executors'
+    GPUs are not seen from the driver); `precision: bf16` asks for bfloat16."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    features = {"features": [f"f{i}" for i in range(16)]}
+    spark = {"train_launcher": "spark", "train_device": "cuda", "train_world_size": 2}
+
+    def runtime(model_settings=None, **settings):
+        return _plan(settings=settings, model_settings=model_settings, manifest=_manifest(**features)).runtime
+
+    assert runtime(**spark) == {
+        "device": "cuda",
+        "world_size": 2,
+        "backend": "nccl",
+        "compute_dtype": "float32",
+    }
+    bf16 = ModelSettings.model_validate({"torch": {"precision": "bf16"}})
+    assert runtime(bf16, **spark)["compute_dtype"] == "bfloat16"
+    with pytest.raises(RuntimeError, match="CT_TRAIN_DEVICE=cuda but torch sees no CUDA device"):
+        runtime(train_device="cuda", train_world_size=2)  # the local launcher's ranks are this host's
