@@ -575,15 +575,17 @@ def _signals(
 def _state(served: dict[str, Any], signals: list[dict[str, Any]], policy: MonitoringPolicy) -> str:
     """One line a person reads first: no traffic, too little, drift with or without labels, or all quiet."""
     by_name = {s["signal"]: s for s in signals}
+    live = by_name["live_quality"]
+    # The live metric is of an earlier, labelled day: it can drop in an interval with no traffic of its own.
+    dropped = f", but live quality dropped ({live['detail']})" if live["state"] == verdict.BREACH else ""
     if not served["rows"]:
-        return "no traffic in this interval"
+        return "no traffic in this interval" + dropped
     if served["rows"] < policy.min_served_rows:
-        return f"too little traffic to judge drift ({served['rows']} rows)"
+        return f"too little traffic to judge drift ({served['rows']} rows)" + dropped
     drifted = any(
         by_name[n]["state"] == verdict.BREACH
         for n in ("feature_drift", "critical_columns", "prediction_drift")
     )
-    live = by_name["live_quality"]
     if drifted and live["state"] == verdict.NOT_JUDGED:
         return f"drift, no labels yet ({live['detail']})"
     if drifted:

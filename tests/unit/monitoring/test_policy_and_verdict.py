@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.monitoring import verdict
-from pipelines.monitoring.monitor import Interval, _record_trigger, read_triggers
+from pipelines.monitoring.monitor import Interval, _record_trigger, _state, read_triggers
 from pipelines.monitoring.policy import (
     MonitoringPolicy,
     MonitoringPolicyError,
@@ -318,3 +318,21 @@ def test_a_feature_with_no_served_values_is_the_nulls_signal_not_drift():
     assert feature["state"] == verdict.OK and feature["value"] == 0.25 and feature["drifted"] == ["amount"]
     assert "not judged, no values served: region" in feature["detail"]
     assert critical["state"] == verdict.OK
+
+
+def test_the_headline_of_an_interval_without_traffic_says_when_live_quality_dropped():
+    """The live metric is of an earlier, labelled day: an hour with no traffic of its own can breach it and
+    ask for a retrain, and its headline said only "no traffic in this interval"."""
+    detail = "roc_auc 0.6100 on 700 labelled rows of 2026-12-03 against 0.8000 on the holdout"
+    drifts = [{"signal": n, "state": verdict.NOT_JUDGED} for n in ("feature_drift", "critical_columns")]
+    breach = [*drifts, {"signal": "live_quality", "state": verdict.BREACH, "detail": detail}]
+    quiet = [*drifts, {"signal": "live_quality", "state": verdict.OK, "detail": "fine"}]
+    assert _state({"rows": 0}, quiet, POLICY) == "no traffic in this interval"
+    assert (
+        _state({"rows": 0}, breach, POLICY)
+        == f"no traffic in this interval, but live quality dropped ({detail})"
+    )
+    few = POLICY.min_served_rows - 1
+    assert _state({"rows": few}, breach, POLICY).endswith(
+        f"({few} rows), but live quality dropped ({detail})"
+    )
