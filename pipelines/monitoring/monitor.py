@@ -179,12 +179,14 @@ def _day_files(settings: Settings, kind: str, since: dt.date | None) -> list[str
 
 
 def _baseline(settings: Settings, interval: Interval, days: int) -> list[int]:
-    """Served rows of the same hours on each of the ``days`` days before that were judged."""
+    """Served rows of the same hours on each of the ``days`` days before that were judged against a champion
+    (an interval with none read no log: its 0 rows were not counted, and made the first days' traffic after
+    the first promotion a volume breach against a usual of 0)."""
     found = []
     for n in range(1, days + 1):
         uri = figures_uri(settings, interval.earlier(n))
-        if storage.exists(uri):
-            found.append(int(storage.read_json(uri)["rows"]))
+        if storage.exists(uri) and (figures := storage.read_json(uri))["champion"] is not None:
+            found.append(int(figures["rows"]))
     return found
 
 

@@ -336,3 +336,19 @@ def test_the_headline_of_an_interval_without_traffic_says_when_live_quality_drop
     assert _state({"rows": few}, breach, POLICY).endswith(
         f"({few} rows), but live quality dropped ({detail})"
     )
+
+
+def test_the_volume_baseline_counts_only_intervals_judged_against_a_champion(tmp_path):
+    """An interval with no champion reads no log and records 0 rows: counted, it made the first days' traffic
+    after the first promotion a volume breach against a usual of 0."""
+    from pipelines.data import storage
+    from pipelines.monitoring.monitor import _baseline, figures_uri
+    from pipelines.settings import get_settings
+
+    settings = get_settings(state_dir=tmp_path)
+    interval = Interval.of(dt.date(2026, 12, 4), 10)
+    for days, champion, rows in [(1, 3, 1200), (2, None, 0), (3, 3, 1000)]:
+        storage.write_json_atomic(
+            figures_uri(settings, interval.earlier(days)), {"champion": champion, "rows": rows}
+        )
+    assert _baseline(settings, interval, 7) == [1200, 1000]
