@@ -15,25 +15,35 @@ M = TypeVar("M", bound=BaseModel)
 class _UniqueKeys(yaml.SafeLoader):
     """YAML's safe loader, refusing a key written twice in one mapping: PyYAML keeps the last and drops the
     first silently, so a section written twice (two ``triggers:``) lost its first half's settings to the
-    defaults. A merge (``<<: *base``) still gives way to the keys written beside it, as YAML says."""
+    defaults. A merge (``<<: *base``) still gives way to the keys written beside it, as YAML says.
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        lines: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, Hashable) and key in lines:
-                raise yaml.constructor.ConstructorError(
-                    "while reading a mapping",
-                    node.start_mark,
-                    f"found the key {key!r} a second time (first on line {lines[key] + 1}); "
-                    "YAML would keep only the last",
-                    key_node.start_mark,
-                )
-            if isinstance(key, Hashable):
+    Checked where PyYAML flattens a mapping's merges, once per mapping and before that rewrites its keys (a
+    mapping merged into another is flattened when that one is, before it is constructed itself)."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._checked: set[int] = set()
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        if id(node) not in self._checked:
+            self._checked.add(id(node))
+            lines: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node)
+                if not isinstance(key, Hashable):
+                    continue  # PyYAML's own error names it
+                if key in lines:
+                    raise yaml.constructor.ConstructorError(
+                        "while reading a mapping",
+                        node.start_mark,
+                        f"found the key {key!r} a second time (first on line {lines[key] + 1}); "
+                        "YAML would keep only the last",
+                        key_node.start_mark,
+                    )
                 lines[key] = key_node.start_mark.line
-        return super().construct_mapping(node, deep)
+        super().flatten_mapping(node)
 
 
 def load_yaml_model(path: Path, model: type[M], kind: str, error: type[Exception]) -> M:

@@ -107,6 +107,10 @@ def test_a_key_written_twice_is_refused_naming_it_and_both_lines(tmp_path: Path)
     nested.write_text("torch: {dropout: 0.3, dropout: 0.1}\n")
     with pytest.raises(ModelSettingsError, match=rf"(?s){nested} is not valid YAML.*'dropout' a second time"):
         load_model_settings(nested)
+    nested = tmp_path / "nested-merge.yaml"  # a merged mapping that overrides its own merge, merged first
+    nested.write_text("b: &b {dropout: 1}\nx:\n  y: &s\n    <<: *b\n    dropout: 2\nz:\n  <<: *s\n")
+    with pytest.raises(ModelSettingsError, match="is invalid: b: Extra inputs"):  # no key written twice
+        load_model_settings(nested)
     merged = tmp_path / "merged.yaml"  # a merge gives way to the keys beside it: not a key written twice
     merged.write_text("base: &base {dropout: 0.3, batch_size: 64}\ntorch:\n  <<: *base\n  dropout: 0.1\n")
     with pytest.raises(ModelSettingsError, match="base"):  # the file's own extra key, not a duplicate
