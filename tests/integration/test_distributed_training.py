@@ -404,3 +404,71 @@ def test_an_fsdp_job_whose_world_changes_across_one_rank_resumes_from_its_checkp
     after = jobs.read_history(job.uri)
     assert after.resumed_from == [{"epoch": 3, "step": 0, "restart": 0, "from_world_size": first}]
     assert after.val_loss[:2] == before.val_loss[:2] and len(after.val_loss) == 3
+
+
+def _holder_round(rank: int, port: int, world: int, folder: str, phase: str) -> None:
+    """In a spawned rank (``world`` of them): ``save`` trains the fsdp holder of this world three steps and
+    checkpoints it as a job does (``state.pt`` from rank 0, ``dcp/`` shards from every rank), with the whole
+    model and optimiser state beside it (``whole.pt``); ``load`` restores that checkpoint into a fresh holder of
+    this world and checks it holds exactly the saved model and optimiser state."""
+    from pathlib import Path
+
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    from pipelines.training.strategies import holder
+
+    if world > 1:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0 if phase == "save" else 1)  # the fresh holder starts from other weights
+        model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+        held = holder("fsdp", model, world, "cpu")
+        optimiser = torch.optim.AdamW(held.trained.parameters(), 1e-2)
+        whole = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        if phase == "save":
+            for step in range(3):
+                torch.manual_seed(100 + step)
+                optimiser.zero_grad()
+                held.trained(torch.randn(16, 4)).sum().backward()
+                optimiser.step()
+            shared = held.shared_state(optimiser)
+            held.save_shards(folder, optimiser)
+            state = get_state_dict(held.model, optimiser, options=whole)
+            if rank == 0:
+                torch.save(shared, Path(folder) / "state.pt")
+                torch.save({"model": state[0], "optimiser": state[1]}, Path(folder) / "whole.pt")
+            return
+        shared = torch.load(Path(folder) / "state.pt", weights_only=False)
+        held.restore(folder, shared, optimiser)
+        model_state, optimiser_state = get_state_dict(held.model, optimiser, options=whole)
+        if rank == 0:
+            saved = torch.load(Path(folder) / "whole.pt", weights_only=False)
+            assert model_state.keys() == saved["model"].keys()
+            for name, value in model_state.items():
+                assert torch.equal(value, saved["model"][name]), name
+            for name, moments in saved["optimiser"]["state"].items():
+                for key, value in moments.items():
+                    assert torch.equal(optimiser_state["state"][name][key], value), (name, key)
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
+@pytest.mark.parametrize(("first", "then"), [(2, 1), (1, 2)])
+def test_an_fsdp_checkpoint_restores_the_exact_model_and_optimiser_state_across_one_rank(
+    tmp_path, first, then
+):
+    """What the job-level test above cannot see: the restored holder holds exactly the saved weights and AdamW
+    moments, whichever form (whole in state.pt, or dcp/ shards) the other world size wrote."""
+    import concurrent.futures
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    for world, phase in ((first, "save"), (then, "load")):
+        port = free_port()
+        with concurrent.futures.ProcessPoolExecutor(world, mp_context=context) as pool:
+            futures = [pool.submit(_holder_round, r, port, world, str(tmp_path), phase) for r in range(world)]
+            for future in futures:
+                future.result(timeout=300)
