@@ -274,7 +274,14 @@ def world_size_of(settings: Settings, resolved_local: int) -> int | str:
     if settings.train_launcher == "torchrun":
         low, high = parse_nnodes(settings.train_nnodes)
         per_node = settings.train_procs_per_node
-        return low * per_node if low == high else f"{low}:{high}x{per_node}"
+        ranks = low * per_node if low == high else f"{low}:{high}x{per_node}"
+        if settings.train_world_size != "auto" and settings.train_world_size != ranks:
+            raise ValueError(  # it was ignored: the nodes' ranks are what torchrun starts
+                f"CT_TRAIN_WORLD_SIZE={settings.train_world_size} with CT_TRAIN_LAUNCHER=torchrun, whose ranks are "
+                f"CT_TRAIN_NNODES x CT_TRAIN_PROCS_PER_NODE ({settings.train_nnodes} x {per_node} = {ranks}): "
+                "leave it auto, or set the nodes and ranks a node"
+            )
+        return ranks
     if settings.train_launcher == "spark":
         if settings.train_world_size == "auto":
             raise ValueError(

@@ -35,6 +35,20 @@ def test_the_world_size_follows_the_launcher():
         world_size_of(get_settings(train_launcher="spark"), resolved_local=1)
 
 
+def test_a_world_size_that_contradicts_the_torchrun_nodes_is_refused_naming_both():
+    """torchrun starts CT_TRAIN_NNODES x CT_TRAIN_PROCS_PER_NODE ranks: a CT_TRAIN_WORLD_SIZE of another number
+    was ignored without a word (a team that set 4 trained on 2)."""
+    two = {"train_launcher": "torchrun", "train_nnodes": "2", "train_procs_per_node": 1}
+    assert world_size_of(get_settings(**two, train_world_size=2), resolved_local=1) == 2  # the same: fine
+    with pytest.raises(
+        ValueError, match=r"CT_TRAIN_WORLD_SIZE=4 with CT_TRAIN_LAUNCHER=torchrun.*\(2 x 1 = 2\)"
+    ):
+        world_size_of(get_settings(**two, train_world_size=4), resolved_local=1)
+    elastic = {"train_launcher": "torchrun", "train_nnodes": "1:2", "train_procs_per_node": 1}
+    with pytest.raises(ValueError, match=r"\(1:2 x 1 = 1:2x1\)"):
+        world_size_of(get_settings(**elastic, train_world_size=2), resolved_local=1)
+
+
 def test_the_torchrun_launcher_needs_an_endpoint(tmp_path):
     job = jobs.Job(str(tmp_path), "t", "v", 10, ["a"], "y", [0.0], [1.0], {}, None, 30)
     with pytest.raises(ValueError, match="CT_TRAIN_RDZV_ENDPOINT"):
