@@ -10,7 +10,8 @@ one's ``latest.json`` may still point to):
 Every file is written under a temporary name and renamed; once every rank has written its file (a barrier),
 rank 0 points ``checkpoints/latest.json`` at the folder and removes the older ones. A rank that dies half-way
 through a checkpoint leaves ``latest.json`` on the previous complete one. The data position needs nothing
-more than epoch and step: each epoch's order of a rank's rows is a function of the seed, the epoch and the rank.
+more than epoch and step: each epoch's order of a rank's rows is a function of the seed, the epoch and the rank,
+within the rank's part of the split as ``latest.json``'s ``layout`` says it was cut.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class Restored:
     own: dict[str, Any] | None  # this rank's rank-<r>.pt; None when the world size changed
     folder: str  # the checkpoint's folder (a sharded model's dcp/ is in it)
     from_world_size: int | None = None  # set when the world size changed
+    layout_changed: bool = False  # the split was written again since, cut otherwise
 
 
 def save_torch(obj: Any, uri: str) -> None:
@@ -86,12 +88,14 @@ class Checkpoints:
         world_size: int,
         barrier: Callable[[], None] | None = None,
         from_rank0: Callable[[Any], Any] | None = None,
+        layout: str = "",
     ):
         """``from_rank0(value)`` returns rank 0's ``value`` on every rank (a broadcast; identity for one rank):
         rank 0 alone reads the pointer and draws the launch's token, so every rank agrees on both even when
-        the data root shows one host an older listing than another."""
+        the data root shows one host an older listing than another. ``layout``: the training split's
+        (:func:`pipelines.training.shards.layout`), which a data position is a position in."""
         self.root = storage.join(job_uri, "checkpoints")
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.layout = rank, world_size, layout
         self.barrier = barrier or (lambda: None)
         share = from_rank0 or (lambda value: value)
         self.token = share(uuid.uuid4().hex[:8] if rank == 0 else None)
@@ -99,9 +103,9 @@ class Checkpoints:
 
     def restore(self) -> Restored | None:
         """The last checkpoint, if any. One written by another number of ranks (an elastic launch that lost or
-        gained a node) gives its weights, optimiser and curves, and the epoch's rows start over (a rank's part
-        and its place in it follow from the world size): the rows the epoch had reached are seen twice in it;
-        ``own`` is then None."""
+        gained a node), or from a training split cut otherwise (written again since), gives its weights,
+        optimiser and curves, and the epoch's rows start over (a rank's part and its place in it follow from
+        the world size and the cut): the rows the epoch had reached are seen twice in it; ``own`` is then None."""
         uri = storage.join(self.root, LATEST)
         pointer = self._share(storage.read_json(uri) if self.rank == 0 and storage.exists(uri) else None)
         if pointer is None:
@@ -109,9 +113,16 @@ class Checkpoints:
         position = Position(pointer["epoch"], pointer["step"])
         folder = storage.join(self.root, pointer["folder"])
         shared = _load(storage.join(folder, "state.pt"))
-        if pointer["world_size"] != self.world_size:
+        other_world = pointer["world_size"] != self.world_size
+        other_cut = pointer.get("layout") != self.layout  # a checkpoint from before layouts were kept, too
+        if other_world or other_cut:
             return Restored(
-                Position(position.epoch, 0), shared, None, folder, from_world_size=pointer["world_size"]
+                Position(position.epoch, 0),
+                shared,
+                None,
+                folder,
+                from_world_size=pointer["world_size"] if other_world else None,
+                layout_changed=other_cut,
             )
         return Restored(position, shared, _load(storage.join(folder, f"rank-{self.rank}.pt")), folder)
 
@@ -138,6 +149,7 @@ class Checkpoints:
                     "epoch": position.epoch,
                     "step": position.step,
                     "world_size": self.world_size,
+                    "layout": self.layout,
                     "folder": name,
                 },
             )

@@ -174,6 +174,7 @@ class _Loop:
             world_size,
             dist.barrier if world_size > 1 else None,
             _from_rank0 if world_size > 1 else None,
+            train.layout,
         )
 
     def autocast(self) -> Any:
@@ -197,11 +198,14 @@ class _Loop:
         self.epoch_seconds = shared["epoch_seconds"]
         position = restored.position
         resume = {"epoch": position.epoch, "step": position.step, "restart": restart}
-        if restored.own is None:  # another world size: this epoch starts over, with a seed of its own
+        if restored.own is None:  # another world size or cut: this epoch starts over, with a seed of its own
             torch.manual_seed(
                 int(np.random.SeedSequence([self.job.config["seed"], position.epoch]).generate_state(1)[0])
             )
-            resume["from_world_size"] = int(restored.from_world_size or 0)
+            if restored.from_world_size is not None:
+                resume["from_world_size"] = int(restored.from_world_size)
+            if restored.layout_changed:
+                resume["split_cut_again"] = True
         else:
             set_rng_state(restored.own["rng"])
             self.loss_sum, self.rows_seen = float(restored.own["sums"][0]), int(restored.own["sums"][1])

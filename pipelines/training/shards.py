@@ -9,6 +9,8 @@ process holds the whole split, and a rank's data costs its part plus one batch.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,10 +41,11 @@ class Piece:
 
 @dataclass(frozen=True)
 class Shard:
-    """One rank's features (float32) and labels (float32) of one split."""
+    """One rank's features (float32) and labels (float32) of one split, and how the split was cut (:func:`layout`)."""
 
     x: np.ndarray
     y: np.ndarray
+    layout: str = ""
 
     def __len__(self) -> int:
         return len(self.y)
@@ -57,6 +60,14 @@ def row_groups(file_uris: list[str]) -> list[RowGroup]:
             metadata = pq.ParquetFile(fh).metadata
         groups += [RowGroup(uri, i, metadata.row_group(i).num_rows) for i in range(metadata.num_row_groups)]
     return groups
+
+
+def layout(groups: list[RowGroup]) -> str:
+    """A fingerprint of the sequence of rows the ranks' parts are cut from: the files' names and their row groups'
+    row counts, in order. The same rows written again (prepare run again on another engine, or on a cluster of
+    another size) may come in another order, so that a rank's part and its place in it mean other rows."""
+    cut = [[g.uri.rsplit("/", 1)[-1], g.index, g.rows] for g in groups]
+    return hashlib.sha256(json.dumps(cut).encode()).hexdigest()[:16]
 
 
 def bounds(rows: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -82,7 +93,8 @@ def read(
     split_uri: str, features: list[str], label: str, rank: int, world_size: int, batch_rows: int = BATCH_ROWS
 ) -> Shard:
     """Read rank ``rank``'s part of a split into float32 arrays, one batch at a time."""
-    pieces = plan(row_groups(datasets.folder_files(split_uri)), rank, world_size)
+    groups = row_groups(datasets.folder_files(split_uri))
+    pieces = plan(groups, rank, world_size)
     rows = sum(p.stop - p.start for p in pieces)
     x = np.empty((rows, len(features)), dtype=np.float32)
     y = np.empty(rows, dtype=np.float32)
@@ -94,7 +106,7 @@ def read(
         pa.default_memory_pool().release_unused()
     if filled != rows:  # the footers promised other row counts than the data holds
         raise RuntimeError(f"read {filled} rows of {split_uri} where its Parquet footers promised {rows}")
-    return Shard(x, y)
+    return Shard(x, y, layout(groups))
 
 
 def _fill(

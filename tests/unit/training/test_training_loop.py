@@ -325,3 +325,25 @@ def test_a_checkpoint_of_another_world_size_resumes_at_the_start_of_its_epoch(tm
         {"epoch": written["epoch"], "step": 0, "restart": 0, "from_world_size": 2}
     ]
     assert history.epochs_run == 4
+
+
+def test_a_mid_epoch_checkpoint_of_a_split_written_again_since_starts_its_epoch_over(tmp_path):
+    """Prepare run again (another engine, a cluster of another size) writes the same rows cut otherwise: a rank's
+    part and its place in it then mean other rows, so the epoch in progress starts over instead of resuming at a
+    step that would skip some rows and repeat others."""
+    job = _job(tmp_path, max_epochs=3, early_stopping=None, checkpoint_every_steps=4)
+    _fit(job)
+    written = json.loads((Path(job.uri) / "checkpoints" / LATEST).read_text())
+    assert written["step"] > 0  # in the middle of an epoch
+    train_folder = Path(job.train_uri)
+    train = pd.concat([pd.read_parquet(f) for f in sorted(train_folder.iterdir())], ignore_index=True)
+    for old in train_folder.iterdir():
+        old.unlink()
+    _write_split(train.iloc[::-1], train_folder, files=2, row_group=25)  # the same rows, in another order
+
+    resumed = Job(**{**job.__dict__, "config": job.config | {"max_epochs": 4}})
+    _, history = _fit(resumed)
+    assert history.resumed_from == [
+        {"epoch": written["epoch"], "step": 0, "restart": 0, "split_cut_again": True}
+    ]
+    assert history.epochs_run == 4
