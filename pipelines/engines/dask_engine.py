@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -32,6 +31,7 @@ from pipelines.engines.base import (
     parquet_footers,
     partition_moments,
 )
+from pipelines.host import usable_cores
 from pipelines.settings import FileFormat, Settings
 
 CSV_BLOCK_BYTES = 64 * 2**20  # a CSV file is read in partitions of about this many bytes
@@ -40,7 +40,7 @@ CSV_BLOCK_BYTES = 64 * 2**20  # a CSV file is read in partitions of about this m
 def dask_cores(settings: Settings) -> int:
     """The cores Dask works on: ``CT_DASK_WORKERS``, or the machine's (the threads of the threaded scheduler,
     the worker processes of an embedded LocalCluster)."""
-    return settings.dask_workers or os.cpu_count() or 2
+    return settings.dask_workers or usable_cores()
 
 
 @contextlib.contextmanager
@@ -137,7 +137,7 @@ class DaskEngine:
         import pyarrow as pa_arrow
 
         self.client = client
-        self.cores = cores or os.cpu_count() or 2
+        self.cores = cores or usable_cores()
         self.unreadable_errors: tuple[type[BaseException], ...] = (pa_arrow.ArrowException,)
         self.read_failed_errors: tuple[type[BaseException], ...] = (OSError,)  # pyarrow's, fsspec's
 

@@ -18,6 +18,7 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 
 from pipelines.data.contract import Contract
 from pipelines.data.features import FeatureEncoder
+from pipelines.host import usable_cores
 from pipelines.model.decision import labels
 
 ONNX_RUNTIMES = {"onnx": "onnx", "onnx-int8": "onnx_int8"}  # serving runtime -> artifact key
@@ -49,11 +50,12 @@ def _onnx_errors() -> tuple[type[BaseException], ...]:
 
 
 def onnx_session(model: bytes, threads: int) -> Any:
-    """An ONNX Runtime session on one graph; :class:`OnnxRuntimeError` when the graph does not load."""
+    """An ONNX Runtime session on one graph, on ``threads`` threads (0: one per usable core);
+    :class:`OnnxRuntimeError` when the graph does not load."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = max(1, threads)
+    options.intra_op_num_threads = threads or usable_cores()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     try:

@@ -9,7 +9,6 @@ a DataFrame and must return ``probability`` (and optionally ``label``) columns.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 from mlflow.exceptions import MlflowException
 
+from pipelines.host import usable_cores
 from pipelines.model.classifier import OnnxRuntimeError, project_model
 from pipelines.model.decision import labels
 from pipelines.model.signature import InputSchema, RequestError
@@ -42,7 +42,7 @@ def set_threads(threads: int) -> int:
     """Threads for one model call (torch intra-op, OpenMP/BLAS); 0 means one per core."""
     from threadpoolctl import threadpool_limits
 
-    count = threads or os.cpu_count() or 1
+    count = threads or usable_cores()
     if (torch := sys.modules.get("torch")) is not None:  # loaded by a torch model; never imported for others
         torch.set_num_threads(count)
     threadpool_limits(limits=count)

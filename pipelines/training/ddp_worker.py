@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from pipelines.host import usable_cores
 from pipelines.model.mlp import ChurnMLP
 from pipelines.training import job as jobs
 from pipelines.training import shards, strategies
@@ -471,7 +472,7 @@ def run(job_uri: str) -> None:
         dist.init_process_group(job.config["backend"], timeout=dt.timedelta(seconds=job.collective_timeout_s))
         try:
             local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
-            torch.set_num_threads(job.threads_per_rank or max(1, len(os.sched_getaffinity(0)) // local_world))
+            torch.set_num_threads(job.threads_per_rank or max(1, usable_cores() // local_world))
             train, validation = _read_reported(job, reporter, rank, world_size)
             weights, history = fit(train, validation, job, rank, world_size, device, reporter, restart)
             if rank == 0:

@@ -24,7 +24,6 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-import os
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,7 @@ from pipelines.data.features import feature_names
 from pipelines.data.moments import split_moments
 from pipelines.data.profile import PROFILE_FILE, REFERENCE_PROFILE_ARTIFACT
 from pipelines.evaluation.metrics import classification_metrics
+from pipelines.host import usable_cores
 from pipelines.release import tracking
 from pipelines.settings import MODEL_FAMILIES, Settings
 from pipelines.training import job as jobs
@@ -227,7 +227,7 @@ def resolve_world_size(
 
 
 def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return usable_cores()
 
 
 def torch_runtime(

@@ -6,7 +6,8 @@ import pickle
 
 import pytest
 
-from pipelines.model.classifier import ChurnClassifier, OnnxRuntimeError
+from pipelines.host import usable_cores
+from pipelines.model.classifier import ChurnClassifier, OnnxRuntimeError, onnx_session
 from pipelines.model.runtime import ModelLoadError, ServedModel
 from tests.unit.serving.scoring import SCHEMA
 
@@ -36,3 +37,17 @@ def test_a_graph_onnx_runtime_cannot_load_is_a_named_error_and_a_refused_runtime
     assert refused.value.reason == "runtime"
     with pytest.raises(ModelLoadError, match="no onnx-int8 runtime"):
         served.use_runtime("onnx-int8", 1)
+
+
+@pytest.mark.skipif(usable_cores() < 2, reason="on one core, 0 and 1 thread are one thread")
+def test_serve_threads_0_gives_onnx_runtime_a_thread_per_usable_core():
+    from onnx import TensorProto, helper
+
+    value = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1]) for name in ("x", "y")]
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "identity", value[:1], value[1:])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    assert (
+        onnx_session(model.SerializeToString(), 0).get_session_options().intra_op_num_threads
+        == usable_cores()
+    )
+    assert onnx_session(model.SerializeToString(), 1).get_session_options().intra_op_num_threads == 1
