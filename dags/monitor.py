@@ -77,10 +77,11 @@ def monitor() -> dict[str, Any]:
     params = context["params"]
     interval = _interval(context)
 
-    def delivered(name: str) -> bool:
+    def delivered(name: str, start: dt.datetime) -> bool:
         """Whether Airflow holds this dataset's request for the interval ``name`` (the events through the
-        alias since the interval began: an event is registered only when the task that emitted it succeeds)."""
-        events = context["inlet_events"][RETRAIN_REQUESTS].after(interval.start.isoformat())
+        alias since the interval began at ``start``: an event is registered only when the task that emitted it
+        succeeds)."""
+        events = context["inlet_events"][RETRAIN_REQUESTS].after(start.isoformat())
         return any(
             (e.extra or {}).get("dataset") == params["dataset"] and (e.extra or {}).get("interval") == name
             for e in events

@@ -364,7 +364,7 @@ def monitor(
     interval: Interval,
     engine: str | None = None,
     ask: bool = True,
-    delivered: Callable[[str], bool] | None = None,
+    delivered: Callable[[str, dt.datetime], bool] | None = None,
 ) -> dict[str, Any]:
     """Judge one interval of served traffic; write its report and figures; say whether a retrain is asked for.
 
@@ -372,10 +372,12 @@ def monitor(
     retrain is asked for, the ``event`` to emit (its reason and figures). ``ask=False`` (outside Airflow,
     where no event can be emitted) reports ``would_trigger`` instead, and records no request.
 
-    ``delivered`` answers, for an interval's name, whether the orchestrator holds the event this interval
-    asked with. The request is recorded before the event is emitted (the event is only registered once the
-    task has succeeded): an interval recorded as asking whose event never arrived (its run failed after the
-    record) asks again, where without ``delivered`` it would report ``already_asked`` and the request be lost.
+    ``delivered(name, start)`` answers whether the orchestrator holds the event the interval ``name`` (which
+    began at ``start``) asked with. The request is recorded before the event is emitted (the event is only
+    registered once the task has succeeded), so a run that failed after its record asked for nothing: such an
+    ask is not counted, neither by its own interval, which asks again where without ``delivered`` it would
+    report ``already_asked`` and the request be lost, nor by the cooldown and daily budget of the others,
+    which it would otherwise hold back for hours while no retrain runs.
     """
     from pipelines.engines import check_engine
     from pipelines.release import tracking
@@ -444,18 +446,11 @@ def monitor(
     earlier = read_triggers(
         settings, interval.day - dt.timedelta(days=policy.triggers.cooldown_hours // 24 + 2)
     )
-    decision = verdict.decide(policy, signals, interval.name, interval.end, earlier, last_move, evidence)
-    if decision["status"] == verdict.ALREADY and delivered is not None and not delivered(interval.name):
-        asked_at = next(
-            r.get("decided_at", r["at"])
-            for r in earlier
-            if r["interval"] == interval.name and r["status"] == verdict.TRIGGERED
-        )
-        decision = decision | {
-            "status": verdict.TRIGGERED,
-            "detail": f"retrain asked for again (this interval's ask, decided at {asked_at}, never reached the "
-            f"scheduler: the run that asked failed before it ended): {decision['summary']}",
-        }
+    lost = _lost_asks(earlier, delivered)
+    counted = [r for r in earlier if r not in lost]
+    decision = verdict.decide(policy, signals, interval.name, interval.end, counted, last_move, evidence)
+    if lost and decision["status"] in (verdict.TRIGGERED, verdict.SUPPRESSED):
+        decision = decision | {"detail": f"{decision['detail']}; {_lost_note(lost, interval)}"}
     if decision["status"] == verdict.TRIGGERED and not ask:
         decision = decision | {"status": verdict.WOULD_TRIGGER, "detail": "would " + decision["detail"]}
     result = base | {
@@ -597,6 +592,32 @@ def _state(served: dict[str, Any], signals: list[dict[str, Any]], policy: Monito
     if live["state"] == verdict.BREACH:
         return "no drift, but live quality dropped"
     return "no drift"
+
+
+def _lost_asks(
+    earlier: list[dict[str, Any]], delivered: Callable[[str, dt.datetime], bool] | None
+) -> list[dict[str, Any]]:
+    """The recorded asks whose event the orchestrator does not hold (none known without ``delivered``)."""
+    if delivered is None:
+        return []
+    return [
+        r
+        for r in earlier
+        if r["status"] == verdict.TRIGGERED
+        and not delivered(r["interval"], dt.datetime.fromisoformat(r["start"]))
+    ]
+
+
+def _lost_note(lost: list[dict[str, Any]], interval: Interval) -> str:
+    asks = ", ".join(
+        ("this interval's" if r["interval"] == interval.name else f"{r['interval']}'s")
+        + f" (decided at {r.get('decided_at', r['at'])})"
+        for r in lost
+    )
+    return (
+        f"not counted: the ask of {asks} never reached the scheduler (the run that asked failed before it "
+        "ended)"
+    )
 
 
 def _record_trigger(

@@ -149,11 +149,13 @@ def test_drifted_traffic_asks_for_a_retrain_once_and_a_second_ask_in_the_cooldow
     assert "event" not in again
     # The task that asked recorded it, then failed before Airflow registered its event: its retry finds no
     # event of the interval, and asks again; where Airflow holds one, it does not.
-    lost = monitor(settings, Interval.of(day, hour), "dask", delivered=lambda name: False)
+    lost = monitor(settings, Interval.of(day, hour), "dask", delivered=lambda name, start: False)
     assert lost["verdict"]["status"] == verdict.TRIGGERED, lost["verdict"]
     assert "never reached the scheduler" in lost["verdict"]["detail"]
     assert lost["event"] | {"figures": None} == first["event"] | {"figures": None}
-    held = monitor(settings, Interval.of(day, hour), "dask", delivered=lambda name: name == first["interval"])
+    held = monitor(
+        settings, Interval.of(day, hour), "dask", delivered=lambda name, start: name == first["interval"]
+    )
     assert held["verdict"]["status"] == verdict.ALREADY and "event" not in held
     whole_day = monitor(settings, Interval.of(day), "dask")  # ends with or after the first: in its cooldown
     assert whole_day["verdict"]["status"] == verdict.SUPPRESSED, whole_day["verdict"]
@@ -192,6 +194,16 @@ def test_drifted_traffic_asks_for_a_retrain_once_and_a_second_ask_in_the_cooldow
     shown = CliRunner().invoke(app, ["monitor", "history"], env=env)
     assert shown.exit_code == 0, shown.output
     assert "triggered: retrain asked for" in shown.output and "suppressed: cooldown" in shown.output
+
+    # Had every attempt of the hour's run failed after its record, no retrain would run: its ask does not hold
+    # the others back (cooldown, budget), and the day asks.
+    asked = []
+    unheld = monitor(
+        settings, Interval.of(day), "dask", delivered=lambda name, start: asked.append((name, start)) or False
+    )
+    assert unheld["verdict"]["status"] == verdict.TRIGGERED, unheld["verdict"]
+    assert f"not counted: the ask of {first['interval']}'s (decided at" in unheld["verdict"]["detail"]
+    assert asked == [(first["interval"], dt.datetime.fromisoformat(first["start"]))]
 
 
 def test_clean_traffic_asks_for_nothing(champion, tmp_path):
