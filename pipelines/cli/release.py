@@ -23,11 +23,18 @@ def register(
 def promote(
     date: dt.datetime = DateOption,
     dry_run: bool = typer.Option(False, "--dry-run", help="Record 'would promote' and move nothing."),
+    approved_by: str = typer.Option(
+        None,
+        "--approved-by",
+        help="Who approved the promotion, when the policy asks a person to (approval: required); kept in the "
+        "promotion history.",
+    ),
 ) -> None:
-    """Move the champion alias to the date's challenger, if its gate said promote."""
+    """Move the champion alias to the date's challenger, if its gate said promote (and a person approved it,
+    when the policy asks for that); never back to a version a person rolled back from."""
     from pipelines.release.audit import AliasMovedError
     from pipelines.release.integrity import IntegrityError
-    from pipelines.release.promote import ChampionChangedError
+    from pipelines.release.promote import ChampionChangedError, PromotionRefusedError
     from pipelines.release.promote import promote as run
 
     settings, day = load_settings(**({"promotion_dry_run": True} if dry_run else {})), date.date()
@@ -37,8 +44,17 @@ def promote(
         raise typer.Exit(3)
     record.pop("markdown", None)
     try:
-        emit(run(settings, day, record["challenger_version"], record["champion_version"], decision=record))
-    except (IntegrityError, ChampionChangedError, AliasMovedError) as exc:
+        emit(
+            run(
+                settings,
+                day,
+                record["challenger_version"],
+                record["champion_version"],
+                decision=record,
+                approved_by=approved_by,
+            )
+        )
+    except (IntegrityError, ChampionChangedError, AliasMovedError, PromotionRefusedError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 from pipelines.data import runlog
@@ -25,6 +26,11 @@ log = logging.getLogger(__name__)
 
 class ChampionChangedError(RuntimeError):
     """The champion moved since the gate compared against it; the decision no longer holds."""
+
+
+class PromotionRefusedError(ValueError):
+    """A gate's promotion that a person's word stands against: a rollback from the version, a rejection, or an
+    approval the policy asks for and nobody gave. Recorded in the history as ``refused``."""
 
 
 def compare_and_set(current: int | None, target: int, expected: int | None, dry_run: bool = False) -> str:
@@ -41,12 +47,64 @@ def compare_and_set(current: int | None, target: int, expected: int | None, dry_
 
 
 def previous_in_history(rows: list[dict[str, Any]], current: int) -> tuple[bool, int | None]:
-    """(found, version): the champion that ``current`` replaced, from the newest history row that moved to it."""
-    for row in reversed(rows):
+    """(found, version): the champion before ``current``, versions rolled back from skipped.
+
+    The history's moves replayed as a stack of champions: a promotion pushes its version, a rollback pops the
+    version it left (down to its target when that was champion before, else it pushes the target). After
+    v1, v2, v3 and a rollback to v2, the champion before v2 is v1, not v3, the version just rolled back from.
+    """
+    stack: list[int] = []
+    for row in rows:
         moved = row["outcome"] in history.MOVED and row["from_version"] != row["to_version"]
-        if moved and row["to_version"] == current and row.get("action") != "repair":
-            return True, row["from_version"]
+        if not moved or row.get("action") == "repair":
+            continue
+        left, target = row["from_version"], row["to_version"]
+        if row["action"] == "rollback":
+            if stack and stack[-1] == left:
+                stack.pop()
+            if target in stack:
+                del stack[stack.index(target) + 1 :]
+                continue
+        elif left is not None and (not stack or stack[-1] != left):
+            stack.append(left)
+        stack.append(target)
+    if stack and stack[-1] == current:
+        return True, stack[-2] if len(stack) >= 2 else None
     return False, None
+
+
+def promotion_refusal(
+    rows: list[dict[str, Any]],
+    version: int,
+    expected: int | None,
+    approval_required: bool,
+    approved_by: str | None,
+) -> str | None:
+    """Why a gate's promotion of ``version`` (judged against ``expected``) must not happen, or None.
+
+    A version a person rolled back from comes back only by a person's ``rollback --to`` (a re-run of its day, or
+    a replay of its decision, passes the gate on the same figures and would undo the rollback); a promotion a
+    person rejected, or one the policy asks a person to approve and nobody did, does not happen either.
+    """
+    for row in reversed(rows):
+        if row["outcome"] == history.ROLLED_BACK and row["from_version"] == version:
+            return (
+                f"v{version} was rolled back from at {row['at']} ({row['reason']}): the gate does not bring "
+                f"back a version a person rolled back; `pipelines rollback --to {version} --reason ...` does"
+            )
+    for row in reversed(rows):
+        if (
+            row["outcome"] == "rejected"
+            and row["to_version"] == version
+            and row["expected_version"] == expected
+        ):
+            return f"the promotion of v{version} over v{expected} was {row['reason']} at {row['at']}"
+    if approval_required and not approved_by:
+        return (
+            "the policy asks a person to approve this promotion (approval: required) and nobody did: approve "
+            "it in the Airflow UI, or name the approver (pipelines promote --approved-by NAME)"
+        )
+    return None
 
 
 def approval_trigger(reason: str, approved_by: str | None) -> str:
@@ -66,16 +124,17 @@ def move_champion(
     dag_id: str | None = None,
     run_id: str | None = None,
     dry_run: bool = False,
+    refusal: Callable[[list[dict[str, Any]]], str | None] | None = None,
 ) -> dict[str, Any]:
     """Compare-and-set the champion alias under the promotion lock, and record the attempt.
 
     The target's files are verified first; then the champion is read again under the lock, and the alias
-    moves only if it still points at ``expected_champion``. Every attempt, including a refused one, is
-    appended to the history.
+    moves only if it still points at ``expected_champion`` and ``refusal`` (given the history, under the lock)
+    finds no reason against it. Every attempt, including a refused one, is appended to the history.
     """
     client = tracking.configure(settings)
     name = settings.model_name
-    client.get_model_version(name, str(version))  # an unknown version fails here, before anything moves
+    _check_known(client, name, version)  # an unknown version fails here, before anything moves
     attempt = {
         "model": name,
         "action": action,
@@ -103,6 +162,13 @@ def move_champion(
             raise audit.AliasMovedError(found.problem())
         current_version = found.recorded
         attempt["from_version"] = current_version
+        if refusal is not None and (why := refusal(history.read(settings, name))) is not None:
+            history.append(
+                settings,
+                **attempt | {"reason": f"{reason or ''} [refused: {why}]".strip()},
+                outcome="refused",
+            )
+            raise PromotionRefusedError(f"{action} of {name} v{version} refused: {why}")
         outcome = compare_and_set(current_version, version, expected_champion, dry_run)
         if outcome == "unchanged" and found.alias != version:
             outcome = "promoted"  # the record is right, the alias is not: move it back on the record
@@ -136,6 +202,18 @@ def move_champion(
     result = {"name": name, "champion": version, "previous": current_version, "changed": True}
     serving = notify_serving(settings)
     return result if serving is None else result | {"serving": serving}
+
+
+def _check_known(client: Any, name: str, version: int) -> None:
+    """A ValueError naming the version when the registry has no such version of the model."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_model_version(name, str(version))
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        raise ValueError(f"{name} has no version {version}") from None
 
 
 def _move_alias(client: Any, name: str, version: int, previous: int | None, promoted_by: str) -> None:
@@ -178,6 +256,7 @@ def promote(
     # champion back to the version this run's gate compared with, would undo the rollback.
     if (done := _done_by_this_run(settings, history.PROMOTED, dag_id, run_id)) is not None:
         return done
+    approval_required = (decision or {}).get("approval") == "required" and not dry_run
     return move_champion(
         settings,
         version,
@@ -189,6 +268,9 @@ def promote(
         dag_id=dag_id,
         run_id=run_id,
         dry_run=dry_run,
+        refusal=lambda rows: promotion_refusal(
+            rows, version, expected_champion, approval_required, approved_by
+        ),
     )
 
 

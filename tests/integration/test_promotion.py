@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipelines.release import audit, history, integrity, tracking
-from pipelines.release.promote import ChampionChangedError, move_champion, rollback
+from pipelines.release.promote import ChampionChangedError, PromotionRefusedError, move_champion, rollback
 from pipelines.settings import get_settings
 
 pytestmark = pytest.mark.slow
@@ -107,6 +107,10 @@ def test_rollback_from_the_cli_goes_through_the_same_compare_and_set(tmp_path):
     table = runner.invoke(app, ["history"], env=env)
     assert table.exit_code == 0 and "v3 doubles false alarms" in table.output and "rollback" in table.output
 
+    unknown = runner.invoke(app, ["rollback", "--to", "7", "--reason", "a typo"], env=env)
+    assert unknown.exit_code == 1 and "ct-transactions has no version 7" in unknown.output
+    assert unknown.exception is None or isinstance(unknown.exception, SystemExit)
+
     with pytest.raises(ValueError, match="no champion"):
         rollback(get_settings(state_dir=tmp_path / "empty"), reason="nothing")
 
@@ -123,10 +127,34 @@ def test_the_same_rollback_run_again_does_not_undo_its_rollback(tmp_path):
     assert not again["changed"] and again["champion"] == 2 and "rolled back by this run" in again["already"]
     assert _alias(client, settings) == 2
     assert [row["outcome"] for row in history.read(settings, settings.model_name)].count("rolled_back") == 1
-    other = rollback(
-        settings, reason="a second rollback", trigger="dag", dag_id="rollback", run_id="manual__2"
-    )
-    assert other["changed"] and _alias(client, settings) == 3  # a new run is a new rollback: to its previous
+    other = rollback(settings, reason="v2 is bad too", trigger="dag", dag_id="rollback", run_id="manual__2")
+    # A new run is a new rollback: to the champion before v2, never forward to v3, just rolled back from.
+    assert other["changed"] and other["previous"] == 2 and _alias(client, settings) == 1
+    with pytest.raises(ValueError, match="v1 of ct-transactions has no previous champion"):
+        rollback(settings, reason="and v1?", trigger="dag", dag_id="rollback", run_id="manual__3")
+
+
+def test_the_previous_champion_skips_versions_rolled_back_from():
+    from pipelines.release.promote import previous_in_history
+
+    def move(action, left, target):
+        return {
+            "action": action,
+            "from_version": left,
+            "to_version": target,
+            "outcome": history.completion(action),
+        }
+
+    promotions = [move("promote", None, 1), move("promote", 1, 2), move("promote", 2, 3)]
+    assert previous_in_history(promotions, 3) == (True, 2)
+    back = [*promotions, move("rollback", 3, 2)]
+    assert previous_in_history(back, 2) == (True, 1)
+    assert previous_in_history([*back, move("rollback", 2, 1)], 1) == (True, None)  # none: not v2, not v3
+    assert previous_in_history(back, 7) == (False, None)  # never champion on the record: the tag will say
+    # rollback --to a version never champion: the one before it is the one before the version left
+    assert previous_in_history([*promotions, move("rollback", 3, 5)], 5) == (True, 2)
+    # a promotion after a rollback stacks on the version rolled back to
+    assert previous_in_history([*back, move("promote", 2, 4)], 4) == (True, 2)
 
 
 def test_a_days_promote_run_again_after_a_rollback_does_not_undo_it(tmp_path):
@@ -147,8 +175,42 @@ def test_a_days_promote_run_again_after_a_rollback_does_not_undo_it(tmp_path):
     assert (
         not again["changed"] and "promoted by this run" in again["already"] and _alias(client, settings) == 1
     )
-    other = promote(settings, day, 2, 1, decision=decision, dag_id="retrain", run_id="manual__new")
-    assert other["changed"] and _alias(client, settings) == 2  # a new run's gate decided anew
+    # A new run of the day (or `pipelines promote -d D`, which has no run id) passes the gate on the same
+    # figures: it must not undo a person's rollback either. Only a person's rollback --to brings v2 back.
+    for run_id in ("manual__new", None):
+        with pytest.raises(PromotionRefusedError, match="v2 was rolled back from at .* \\(v2 is bad\\)"):
+            promote(settings, day, 2, 1, decision=decision, dag_id="retrain", run_id=run_id)
+        assert _alias(client, settings) == 1
+    refused = history.read(settings, settings.model_name)[-1]
+    assert refused["outcome"] == "refused" and "rolled back from" in refused["reason"]
+    assert (refused["from_version"], refused["to_version"]) == (1, 2)
+    rollback(settings, to_version=2, reason="v2 was fine after all")
+    assert _alias(client, settings) == 2
+
+
+def test_a_promotion_a_person_must_approve_or_rejected_is_refused(tmp_path):
+    import datetime as dt
+
+    from pipelines.release.promote import promote, record_rejection
+
+    settings, client = _registry(tmp_path, 3)
+    move_champion(settings, 1, None, trigger="test", reason="bootstrap")
+    day, decision = dt.date(2026, 11, 20), {"decision": "promote", "approval": "required"}
+    with pytest.raises(PromotionRefusedError, match="asks a person to approve .* nobody did"):
+        promote(settings, day, 2, 1, decision=decision)
+    assert _alias(client, settings) == 1
+    record_rejection(settings, 2, 1, "ana", decision=decision, dag_id="retrain", run_id="scheduled__D")
+    with pytest.raises(PromotionRefusedError, match="was rejected by ana in the Airflow UI at"):
+        promote(settings, day, 2, 1, decision=decision, approved_by="bob")
+    assert _alias(client, settings) == 1
+    assert [r["outcome"] for r in history.read(settings, settings.model_name)][-3:] == [
+        "refused",
+        "rejected",
+        "refused",
+    ]
+    approved = promote(settings, day, 3, 1, decision=decision, approved_by="bob")  # another version, approved
+    assert approved["changed"] and _alias(client, settings) == 3
+    assert history.read(settings, settings.model_name)[-1]["trigger"] == "gate, approved by bob"
 
 
 def _alias(client, settings):
