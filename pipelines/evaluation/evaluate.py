@@ -244,6 +244,17 @@ def _latency(
                 inner.use_runtime("native")
 
 
+def canonical_order(holdout: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+    """The holdout's rows sorted by their raw values (entity id, event time, then the features and label).
+
+    The bootstrap resamples and subsamples rows by position, and a sum's last bits follow its order: on rows in
+    the order their files happen to hold them (another engine, or cluster, cuts them otherwise), the same rows
+    and seed gave another interval, and the decision moved with it.
+    """
+    keys = [contract.entity_id, contract.event_time, *contract.feature_columns, contract.label]
+    return holdout.sort_values(keys, kind="stable", na_position="last", ignore_index=True)
+
+
 def check_holdout(holdout: pd.DataFrame, contract: Contract, dataset_uri: str) -> None:
     """A holdout no metric can be computed on is the data's fault: say so before any model is blamed."""
     classes = holdout[contract.label].nunique()
@@ -270,7 +281,7 @@ def evaluate(
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise  # the registry failed (unreachable, refused): the task fails, and its retry asks again
         raise EvaluationError(f"{name} version {challenger_version} does not exist: {exc.message}") from exc
-    holdout = datasets.read_split(dataset_uri, "holdout")
+    holdout = canonical_order(datasets.read_split(dataset_uri, "holdout"), contract)
     check_holdout(holdout, contract, dataset_uri)
     result: dict[str, Any] = {
         "holdout_uri": storage.split_uri(dataset_uri, "holdout"),

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
@@ -114,7 +116,7 @@ def _failed_rules(decision: dict) -> list[str]:
     return [reason for reason in decision["reasons"] if not reason.startswith("PASS")]
 
 
-def test_full_cycle_bootstrap_then_challenge(lab, monkeypatch):
+def test_full_cycle_bootstrap_then_challenge(lab, monkeypatch, tmp_path):
     settings, prepared = lab
     client = tracking.configure(settings)
     # Day 1: no champion yet; the policy's floor decides.
@@ -206,6 +208,20 @@ def test_full_cycle_bootstrap_then_challenge(lab, monkeypatch):
             storage.reports_uri(settings.resolved_data_root, settings.dataset, NEXT_DAY), "drift.json"
         ).read_text()
     )
+
+    # The same holdout rows in another order, cut into other files (as another engine or cluster writes them):
+    # the same figures to the last bit (the bootstrap resamples by position), so the same decision.
+    reordered = tmp_path / "reordered"
+    shutil.copytree(storage.url_to_fs(prepared[NEXT_DAY]["uri"])[1], reordered)
+    holdout_files = sorted((reordered / "split=holdout").glob("*.parquet"))
+    rows = pd.concat([pd.read_parquet(f) for f in holdout_files], ignore_index=True)
+    for old in holdout_files:
+        old.unlink()
+    for index, part in enumerate(np.array_split(rows.sample(frac=1.0, random_state=1), 3)):
+        part.to_parquet(reordered / "split=holdout" / f"part.{index}.parquet", index=False)
+    again = evaluate(settings, NEXT_DAY, str(reordered), challenger["version"])
+    assert again["comparison"] == comparison and again["slices"] == evaluation2["slices"]
+    assert again["challenger"]["metrics"] == evaluation2["challenger"]["metrics"]
 
     # The champion moved under our feet: the compare-and-set refuses.
     with pytest.raises(ChampionChangedError, match="re-run evaluate and gate"):
