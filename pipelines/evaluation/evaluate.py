@@ -28,7 +28,13 @@ from pipelines.data import datasets, runlog, storage
 from pipelines.data.contract import Contract, dataset_contract
 from pipelines.evaluation import latency, stats
 from pipelines.evaluation.metrics import classification_metrics
-from pipelines.evaluation.policy import LatencyRule, Policy, check_against_contract, load_policy
+from pipelines.evaluation.policy import (
+    LatencyRule,
+    Policy,
+    check_against_contract,
+    load_policy,
+    policy_sha256,
+)
 from pipelines.model.classifier import project_model
 from pipelines.model.runtime import SCORING_ERRORS
 from pipelines.release import audit, integrity, tracking
@@ -272,6 +278,9 @@ def evaluate(
     """Score challenger and champion on the run's holdout; log the figures to the challenger's MLflow run."""
     client = tracking.configure(settings)
     contract = dataset_contract(settings)
+    policy_sha = policy_sha256(
+        settings.resolved_policy_path
+    )  # read first: a file changed since fails the gate
     policy = load_policy(settings.resolved_policy_path)
     check_against_contract(policy, contract, settings.resolved_policy_path)
     name = settings.model_name
@@ -284,6 +293,7 @@ def evaluate(
     holdout = canonical_order(datasets.read_split(dataset_uri, "holdout"), contract)
     check_holdout(holdout, contract, dataset_uri)
     result: dict[str, Any] = {
+        "policy_sha256": policy_sha,  # the gate checks that it judges with the same policy
         "holdout_uri": storage.split_uri(dataset_uri, "holdout"),
         "holdout_rows": len(holdout),
         "champion": None,

@@ -273,11 +273,28 @@ def _model_rules(policy: Policy, evaluation: dict[str, Any]) -> list[Rule]:
     return _comparison_rules(policy, evaluation)
 
 
-def decide(policy: Policy, evaluation: dict[str, Any], drift: dict[str, Any]) -> dict[str, Any]:
+def _same_policy_rule(evaluated_under: str | None, policy_sha: str) -> Rule:
+    """The figures were computed under the policy that judges them (its bootstrap, slices and latency settings)."""
+    if evaluated_under is None:
+        detail = "the evaluation does not say which policy it ran under: run evaluate again; fail closed"
+    elif evaluated_under != policy_sha:
+        detail = (
+            f"evaluate ran under policy sha256 {evaluated_under[:12]}, the gate's is {policy_sha[:12]}: the "
+            "figures (interval, slices, latency) follow the policy, so run evaluate again; fail closed"
+        )
+    else:
+        detail = f"evaluate and the gate read the same policy (sha256 {policy_sha[:12]})"
+    return _rule(rules.SAME_POLICY, evaluated_under == policy_sha, evaluated_under, policy_sha, detail)
+
+
+def decide(
+    policy: Policy, evaluation: dict[str, Any], drift: dict[str, Any], policy_sha: str | None = None
+) -> dict[str, Any]:
     """Apply every rule; promote only when all pass. Returns the decision record. Pure: numbers in, record out.
 
     It fails closed: a missing metric, interval, slice, latency or drift figure, or an evaluation error,
-    is a failed rule, never a pass.
+    is a failed rule, never a pass. ``policy_sha``: the sha256 of the policy file judging, which must be the
+    one evaluate computed the figures under (the gate's run passes it).
     """
     challenger = evaluation.get("challenger") or {}
     champion = evaluation.get("champion")
@@ -295,6 +312,8 @@ def decide(policy: Policy, evaluation: dict[str, Any], drift: dict[str, Any]) ->
         *_budget_rules(policy, challenger),
         *_drift_rules(policy, drift, champion.get("version") if champion else challenger.get("version")),
     ]
+    if policy_sha is not None:
+        found.append(_same_policy_rule(evaluation.get("policy_sha256"), policy_sha))
     passed = all(r["passed"] for r in found)
     return {
         "decision": "promote" if passed else "reject",
@@ -386,15 +405,18 @@ def gate(
     from pipelines.release import tracking
 
     path = settings.resolved_policy_path
+    sha = policy_sha256(
+        path
+    )  # read first, as evaluate does: a file changed after it fails the same_policy rule
     policy = load_policy(path)
     check_against_contract(policy, dataset_contract(settings), path)
     if settings.promotion_dry_run and not policy.dry_run:
         policy = policy.model_copy(update={"dry_run": True})
-    record = decide(policy, evaluation, drift)
+    record = decide(policy, evaluation, drift, sha)
     record |= {
         "outcome": outcome(record),
         "policy_path": str(path),
-        "policy_sha256": policy_sha256(path),
+        "policy_sha256": sha,
         "decided_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "logical_date": logical_date.isoformat(),
     }

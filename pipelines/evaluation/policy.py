@@ -17,6 +17,7 @@ from pipelines.data.contract import Contract
 from pipelines.evaluation.metrics import HIGHER_IS_BETTER, MetricName
 
 # The rules of a decision, in the order the decision record lists them.
+SAME_POLICY = "same_policy"  # evaluate computed the figures under the policy file the gate judges with
 MIN_HOLDOUT_ROWS = "min_holdout_rows"
 CHALLENGER_EVALUATED = "challenger_evaluated"  # fails when the challenger could not be scored
 CHALLENGER_METRIC_PRESENT = "challenger_metric_present"
@@ -226,4 +227,4 @@ def rules_checked(policy: Policy, champion: bool = True) -> list[str]:
     rules += [LATENCY_P99] if policy.latency is not None else []
     rules += [ONNX_RUNTIME] if policy.onnx is not None else []
     rules += [MODEL_SIZE] if policy.max_model_size_mb is not None else []
-    return [*rules, MAX_DRIFTED_SHARE, CRITICAL_COLUMNS_STABLE]
+    return [*rules, MAX_DRIFTED_SHARE, CRITICAL_COLUMNS_STABLE, SAME_POLICY]

@@ -197,6 +197,9 @@ def test_full_cycle_bootstrap_then_challenge(lab, monkeypatch, tmp_path):
         "data_not_older",
     } <= {r["rule"] for r in decision2["rules"]}
     assert "| confidence_interval | pass |" in decision2["markdown"]
+    assert {r["rule"]: r["passed"] for r in decision2["rules"]}[
+        "same_policy"
+    ]  # evaluate's policy is the gate's
     artifacts = {a.path for a in client.list_artifacts(trained2["run_id"], "gate")}
     assert artifacts == {"gate/decision.json", "gate/decision.md"}
     assert {a.path for a in client.list_artifacts(trained2["run_id"], "drift")} == {

@@ -293,16 +293,30 @@ def test_markdown_lists_every_rule():
 @pytest.mark.parametrize("onnx", [None, {"runtime": "onnx", "max_metric_loss": 0.01}])
 def test_the_record_names_exactly_the_rules_the_policy_module_lists(onnx):
     policy = Policy.model_validate(POLICY.model_dump() | {"onnx": onnx})
-    with_champion = decide(policy, _evaluation(), QUIET)
+    with_champion = decide(policy, _evaluation() | {"policy_sha256": "a"}, QUIET, "a")
     assert [r["rule"] for r in with_champion["rules"]] == rules_checked(policy, champion=True)
-    first = decide(policy, _evaluation(champion=False), QUIET)
+    first = decide(policy, _evaluation(champion=False), QUIET, "a")
     assert [r["rule"] for r in first["rules"]] == rules_checked(policy, champion=False)
     never = POLICY.model_copy(
         update={"no_champion": POLICY.no_champion.model_copy(update={"action": "reject"})}
     )
-    assert [r["rule"] for r in decide(never, _evaluation(champion=False), QUIET)["rules"]] == rules_checked(
-        never, champion=False
+    assert [
+        r["rule"] for r in decide(never, _evaluation(champion=False), QUIET, "a")["rules"]
+    ] == rules_checked(never, champion=False)
+
+
+def test_figures_evaluated_under_another_policy_file_are_not_judged():
+    """evaluate and the gate each read the policy file: one edited between them gave figures (the interval's
+    confidence, resamples, slices) computed under one policy and a record carrying the other's hash."""
+    evaluation = _evaluation() | {"policy_sha256": "1" * 64}
+    assert not _failed(decide(POLICY, evaluation, QUIET, "1" * 64))
+    changed = decide(POLICY, evaluation, QUIET, "2" * 64)
+    assert changed["decision"] == "reject" and _failed(changed) == {"same_policy"}
+    assert (
+        "evaluate ran under policy sha256 111111111111, the gate's is 222222222222" in changed["reasons"][-1]
     )
+    unknown = decide(POLICY, _evaluation(), QUIET, "2" * 64)  # an evaluation that does not say
+    assert _failed(unknown) == {"same_policy"} and "run evaluate again" in unknown["reasons"][-1]
 
 
 def test_latency_is_judged_on_rounds_so_one_stall_or_a_busy_machine_does_not_decide():
