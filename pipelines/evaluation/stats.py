@@ -22,6 +22,9 @@ def improvement(name: str, labels: np.ndarray, challenger: np.ndarray, champion:
     return sign(name) * (metric(name, labels, challenger) - metric(name, labels, champion))
 
 
+MAX_UNDEFINED_SHARE = 0.05  # resamples whose metric is undefined (one class) an interval may leave out
+
+
 def paired_bootstrap(
     name: str,
     labels: np.ndarray,
@@ -38,6 +41,8 @@ def paired_bootstrap(
     Pairing is what makes the interval tight: both models are scored on every resample, so the noise
     of which rows happen to be in the holdout cancels out of the difference. A holdout above ``max_rows``
     is bootstrapped on a seeded random sample of ``max_rows`` rows (the point estimate uses every row).
+    Resamples whose metric is undefined (one class, for ``roc_auc``) are left out of the interval, up to
+    :data:`MAX_UNDEFINED_SHARE` of them; more is a ValueError that says how many.
     """
     labels = np.asarray(labels, dtype="float64")
     challenger = np.asarray(challenger, dtype="float64")
@@ -70,6 +75,18 @@ def paired_bootstrap(
     distribution = result.bootstrap_distribution
     undefined = int(np.isnan(distribution).sum())
     low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+    if undefined:
+        # A resample of one class has no AUC: the interval is over the resamples that have both, when they
+        # are nearly all; else the holdout holds too few of a class for an interval, and says so.
+        if undefined > MAX_UNDEFINED_SHARE * resamples:
+            raise ValueError(
+                f"{undefined} of {resamples} bootstrap resamples of {len(labels)} rows hold one class only "
+                f"({int(labels.sum())} positive rows): too few of a class for a {name} interval; widen the "
+                "window or the holdout"
+            )
+        alpha = (1 - confidence) / 2
+        defined = distribution[~np.isnan(distribution)]
+        low, high = (float(v) for v in np.percentile(defined, [100 * alpha, 100 * (1 - alpha)]))
     return {
         "metric": name,
         "improvement": float(statistic(*full)),

@@ -104,3 +104,26 @@ def test_metrics_refuse_probabilities_that_are_not_finite():
 
     with pytest.raises(ValueError, match="1 predicted probabilities are not finite"):
         classification_metrics(np.array([0, 1, 0]), np.array([0.1, np.nan, 0.2]))
+
+
+def _rare_positives(rows, positives, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(rows)
+    labels[rng.choice(rows, positives, replace=False)] = 1
+    good = np.clip(labels * 0.5 + rng.random(rows) * 0.5, 0, 1)
+    return labels, good, rng.random(rows)
+
+
+def test_a_few_resamples_of_one_class_are_left_out_of_the_interval():
+    """A resample with no positive row has no AUC; scipy's interval over such a distribution is NaN, and the
+    gate rejected with "not computed" although the other resamples gave an interval."""
+    labels, good, noise = _rare_positives(100, 4)
+    result = stats.paired_bootstrap("roc_auc", labels, good, noise, resamples=1000, confidence=0.95, seed=1)
+    assert 0 < result["undefined_resamples"] <= stats.MAX_UNDEFINED_SHARE * 1000
+    assert np.isfinite(result["ci_low"]) and result["ci_low"] <= result["improvement"] <= result["ci_high"]
+
+
+def test_too_many_resamples_of_one_class_say_so():
+    labels, good, noise = _rare_positives(60, 2)
+    with pytest.raises(ValueError, match=r"\d+ of 1000 bootstrap resamples of 60 rows hold one class only"):
+        stats.paired_bootstrap("roc_auc", labels, good, noise, resamples=1000, confidence=0.95, seed=1)
