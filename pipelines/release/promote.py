@@ -59,7 +59,7 @@ def previous_in_history(rows: list[dict[str, Any]], current: int) -> tuple[bool,
         if not moved or row.get("action") == "repair":
             continue
         left, target = row["from_version"], row["to_version"]
-        if row["action"] == "rollback":
+        if row["outcome"] == history.ROLLED_BACK:
             if stack and stack[-1] == left:
                 stack.pop()
             if target in stack:

@@ -134,29 +134,6 @@ def test_the_same_rollback_run_again_does_not_undo_its_rollback(tmp_path):
         rollback(settings, reason="and v1?", trigger="dag", dag_id="rollback", run_id="manual__3")
 
 
-def test_the_previous_champion_skips_versions_rolled_back_from():
-    from pipelines.release.promote import previous_in_history
-
-    def move(action, left, target):
-        return {
-            "action": action,
-            "from_version": left,
-            "to_version": target,
-            "outcome": history.completion(action),
-        }
-
-    promotions = [move("promote", None, 1), move("promote", 1, 2), move("promote", 2, 3)]
-    assert previous_in_history(promotions, 3) == (True, 2)
-    back = [*promotions, move("rollback", 3, 2)]
-    assert previous_in_history(back, 2) == (True, 1)
-    assert previous_in_history([*back, move("rollback", 2, 1)], 1) == (True, None)  # none: not v2, not v3
-    assert previous_in_history(back, 7) == (False, None)  # never champion on the record: the tag will say
-    # rollback --to a version never champion: the one before it is the one before the version left
-    assert previous_in_history([*promotions, move("rollback", 3, 5)], 5) == (True, 2)
-    # a promotion after a rollback stacks on the version rolled back to
-    assert previous_in_history([*back, move("promote", 2, 4)], 4) == (True, 2)
-
-
 def test_a_days_promote_run_again_after_a_rollback_does_not_undo_it(tmp_path):
     """v1 -> v2 by day D's run, rolled back to v1: the champion is again the one D's gate compared with, so
     a cleared promote of D would pass the compare-and-set and bring v2 back."""

@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 
+from pipelines.release.history import completion
 from pipelines.release.promote import approval_trigger, compare_and_set, previous_in_history, promote
 
 
@@ -36,10 +37,31 @@ def test_the_previous_champion_is_the_one_the_newest_promotion_replaced():
         {"outcome": "promoted", "from_version": 1, "to_version": 3},
     ]
     assert previous_in_history(rows, 3) == (True, 1)
-    assert previous_in_history(rows, 2) == (True, 1)
-    assert previous_in_history(rows, 1) == (True, 3)
+    assert previous_in_history(rows[:2], 2) == (True, 1)
+    assert previous_in_history(rows[:5], 1) == (True, None)  # not v3, rolled back from, nor v2, below it
     assert previous_in_history(rows[:1], 1) == (True, None)  # the first champion replaced nobody
-    assert previous_in_history(rows, 7) == (False, None)
+    assert previous_in_history(rows, 7) == (False, None)  # not champion on the record: its tag will say
+
+
+def test_the_previous_champion_skips_versions_rolled_back_from():
+    def move(action, left, target):
+        return {
+            "action": action,
+            "from_version": left,
+            "to_version": target,
+            "outcome": completion(action),
+        }
+
+    promotions = [move("promote", None, 1), move("promote", 1, 2), move("promote", 2, 3)]
+    assert previous_in_history(promotions, 3) == (True, 2)
+    back = [*promotions, move("rollback", 3, 2)]
+    assert previous_in_history(back, 2) == (True, 1)
+    assert previous_in_history([*back, move("rollback", 2, 1)], 1) == (True, None)  # none: not v2, not v3
+    assert previous_in_history(back, 7) == (False, None)  # never champion on the record: the tag will say
+    # rollback --to a version never champion: the one before it is the one before the version left
+    assert previous_in_history([*promotions, move("rollback", 3, 5)], 5) == (True, 2)
+    # a promotion after a rollback stacks on the version rolled back to
+    assert previous_in_history([*back, move("promote", 2, 4)], 4) == (True, 2)
 
 
 def test_the_trigger_names_the_approver_and_fits_the_history():
