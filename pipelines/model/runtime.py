@@ -30,6 +30,11 @@ from pipelines.model.signature import InputSchema, RequestError
 SCORING_ERRORS: tuple[type[BaseException], ...] = (MlflowException, ValueError, KeyError, RuntimeError)
 
 
+class ModelOutputError(RuntimeError):
+    """A served model answered outside its contract (a probability outside [0, 1]): the server's 500, not the
+    client's fault."""
+
+
 class ModelLoadError(RuntimeError):
     """A version that cannot be put in service; ``reason`` is the metrics label."""
 
@@ -97,6 +102,11 @@ class ServedModel:
                 f"row(s) {shown}: the model gave no probability for their values (not a number): they lie far "
                 "outside what it was trained on",
             )
+        if probability.min(initial=0.0) < 0 or probability.max(initial=1.0) > 1:
+            raise ModelOutputError(
+                f"{self.name} v{self.version} gave probabilities outside [0, 1] "
+                f"({probability.min():g} to {probability.max():g})"
+            )
         return probability, label
 
     def _scores(self, columns: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -151,7 +161,7 @@ class ServedModel:
                     probability, label = self.predict(columns)
                 except ModelLoadError:
                     raise
-                except SCORING_ERRORS as exc:
+                except Exception as exc:  # noqa: BLE001 - whatever the model's own code raises refuses the model
                     raise ModelLoadError("warmup", f"scoring a warm-up batch failed: {exc!r}") from exc
             timings[f"rows_{rows}"] = round((time.perf_counter() - started) * 1000, 3)
             if probability.shape != (rows,) or label.shape != (rows,):

@@ -8,6 +8,7 @@ the rows are then scored on the model in service at the moment the request arriv
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from collections import Counter
@@ -21,6 +22,8 @@ from pipelines.model.runtime import ServedModel
 from pipelines.model.signature import OutOfDomain, OutOfDomainError, RequestError
 from pipelines.serving.batcher import MicroBatcher
 from pipelines.serving.holder import ModelHolder
+
+log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = b"x-request-id"
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
@@ -130,6 +133,11 @@ class Predictor:
                     self._count_out_of_domain(exc.rows_by_field, "refused")
                 version = model.version if model else None
                 return exc.status, orjson.dumps({"detail": exc.message}), version, rid
+            except Exception:  # noqa: BLE001 - the request's boundary: logged with its id and trace, a 500
+                version = model.version if model else None
+                log.exception("request %s failed on model version %s", rid, version)
+                detail = f"internal error (request {rid}); the server log has the details"
+                return 500, orjson.dumps({"detail": detail}), version, rid
         if parsed.out_of_domain:  # counted once scored: a request that failed after parsing served nothing
             flagged = Counter(field for fields in parsed.out_of_domain.values() for field in fields)
             self._count_out_of_domain(flagged, "flagged")

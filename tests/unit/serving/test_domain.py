@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import numpy as np
 import orjson
 import pandas as pd
 import pytest
 
-from pipelines.model.runtime import ServedModel
+from pipelines.model.runtime import ModelLoadError, ModelOutputError, ServedModel
 from pipelines.model.signature import Field, InputSchema, OutOfDomainError, RequestError
 from pipelines.serving.batcher import MicroBatcher
 from pipelines.serving.metrics import ServingMetrics
@@ -300,6 +301,54 @@ def test_a_flagged_row_whose_request_fails_is_not_counted_as_flagged():
 
     holder = _Holder(InputSchema(FIELDS))
     holder.current.pyfunc = Broken()
-    with pytest.raises(ValueError, match="the model broke"):
-        _post("flag", {"rows": [{**ROW, "channel": "abc"}]}, holder)
+    status, body, _ = _post("flag", {"rows": [{**ROW, "channel": "abc"}]}, holder)
+    assert status == 500
     assert _count(holder.metrics, "channel", "flagged") == 0
+
+
+def test_a_model_failing_on_a_request_answers_500_naming_the_request_in_the_body_and_the_log(caplog):
+    """The 500 said "the server log has the details", and neither it nor the log line named the request."""
+
+    class Picky:
+        def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+            raise TypeError("unsupported operand type(s) for +: 'float' and 'NoneType'")
+
+    holder = _Holder(InputSchema(FIELDS))
+    holder.current.pyfunc = Picky()
+    status, body, _ = _post("flag", {"rows": [ROW]}, holder)
+    found = re.fullmatch(
+        r"internal error \(request ([0-9a-f]{32})\); the server log has the details", body["detail"]
+    )
+    assert status == 500 and found, body
+    failed = [r for r in caplog.records if r.levelname == "ERROR" and found.group(1) in r.getMessage()]
+    assert failed and "model version 7" in failed[0].getMessage() and failed[0].exc_info
+
+
+def test_probabilities_outside_0_and_1_are_the_models_fault_not_an_answer():
+    class Overconfident:
+        def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+            return pd.DataFrame({"probability": np.full(len(frame), 2.5)})
+
+    holder = _Holder(InputSchema(FIELDS))
+    holder.current.pyfunc = Overconfident()
+    status, body, _ = _post("flag", {"rows": [ROW]}, holder)
+    assert status == 500 and "internal error (request" in body["detail"]  # never a 200 with 2.5
+    with pytest.raises(ModelOutputError, match=r"m v7 gave probabilities outside \[0, 1\] \(2.5 to 2.5\)"):
+        holder.current.predict(InputSchema(FIELDS).example_columns(1))
+
+
+def test_a_model_whose_own_code_fails_at_warm_up_is_refused_as_a_load_failure():
+    """Any exception of the model's code (a TypeError, not only the listed scoring errors) refuses the version
+    with reason warmup: else the holder took it for its own bug, loaded it again every poll, and answered an
+    admin reload with a bare 500."""
+
+    class Broken:
+        def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+            raise TypeError("unsupported operand type(s) for +: 'float' and 'NoneType'")
+
+    model = ServedModel(
+        name="m", version=2, sha256="0" * 64, run_id=None, schema=InputSchema(FIELDS), pyfunc=Broken()
+    )
+    with pytest.raises(ModelLoadError, match="scoring a warm-up batch failed: TypeError") as refused:
+        model.warm_up(8)
+    assert refused.value.reason == "warmup"
