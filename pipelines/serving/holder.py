@@ -6,7 +6,8 @@ must be usable (and agree with the data contract a project model carries: reques
 that contract's domains), and it must score warm-up batches; only then does ``current`` point at it, in one
 reference assignment. A request reads ``current`` once, at its start, and is scored on that model to the
 end. A version that fails is counted, logged with the reason, and left alone by the poller for
-``RETRY_FAILED_SECONDS`` (an admin reload retries it at once); the previous model keeps serving.
+``RETRY_FAILED_SECONDS`` (a failed fetch for 10 s, then twice as long each time; an admin reload retries it
+at once); the previous model keeps serving.
 
 Where the champion comes from is a :class:`ChampionSource`: in service (:class:`RegistryChampion`) the
 promotion history names it and the MLflow registry holds its files. The champion alias only mirrors the
@@ -39,6 +40,10 @@ from pipelines.settings import Settings
 log = logging.getLogger(__name__)
 
 RETRY_FAILED_SECONDS = 300.0
+# A fetch that failed (the registry or artifact store unreachable, a connection reset) may succeed a moment
+# later: retried after 10 s, then twice as long each time, up to RETRY_FAILED_SECONDS. A rollback whose one
+# reload met a glitch was otherwise not served for 5 minutes.
+RETRY_FETCH_SECONDS = 10.0
 # A registry or history that cannot be read (a tracking server down, a database locked): keep serving, say so.
 REGISTRY_ERRORS: tuple[type[BaseException], ...] = (MlflowException, OSError, SQLAlchemyError)
 
@@ -161,7 +166,8 @@ class ModelHolder:
         self.current: ServedModel | None = None
         self.loading: int | None = None
         self.last_error: str | None = None
-        self.failed: dict[int, tuple[str, float]] = {}  # version -> (why it was refused, when)
+        # version -> (why it was refused, when, how long the poller leaves it alone)
+        self.failed: dict[int, tuple[str, float, float]] = {}
         self.alias_refused: str | None = None  # the champion alias, moved outside the gate: why it is ignored
         self._lock = threading.Lock()  # one load at a time (poller and admin reload)
 
@@ -198,7 +204,7 @@ class ModelHolder:
                 self.last_error = None  # a registry that failed before answers again
                 return ReloadResult("unchanged", version, version)
             refused = self.failed.get(version)
-            if refused and not force and self.clock() - refused[1] < RETRY_FAILED_SECONDS:
+            if refused and not force and self.clock() - refused[1] < refused[2]:
                 return ReloadResult("failed", version, serving, refused[0])
             return self._load(version, run_id)
 
@@ -228,7 +234,7 @@ class ModelHolder:
             cause = exc.__cause__ or exc
             return self._refuse(version, "load", f"{type(cause).__name__}: {cause}")
         except REGISTRY_ERRORS as exc:  # the registry or the artifact store failed while fetching it
-            return self._refuse(version, "load", f"{type(exc).__name__}: {exc}")
+            return self._refuse(version, "load", f"{type(exc).__name__}: {exc}", fetch=True)
         except Exception as exc:
             # A bug, not a bad model: the version is not refused (the next poll tries it again), but /health
             # and the failures metric say so before it propagates to the poller's or the reload's boundary.
@@ -273,8 +279,13 @@ class ModelHolder:
             return None
         return None if now is None or now[0] == version else now[0]
 
-    def _refuse(self, version: int, reason: str, message: str) -> ReloadResult:
-        self.failed[version] = (message, self.clock())
+    def _refuse(self, version: int, reason: str, message: str, fetch: bool = False) -> ReloadResult:
+        """``fetch``: fetching the version failed, which a moment may mend: retried sooner, backing off."""
+        wait = RETRY_FAILED_SECONDS
+        if fetch:
+            earlier = self.failed.get(version)
+            wait = min(RETRY_FAILED_SECONDS, 2 * earlier[2] if earlier else RETRY_FETCH_SECONDS)
+        self.failed[version] = (message, self.clock(), wait)
         self.last_error = f"loading {self.name} v{version} failed ({reason}): {message}"
         self.metrics.load_failures.labels(reason=reason).inc()
         serving = self.current.version if self.current else None

@@ -204,3 +204,33 @@ def test_a_registry_that_answers_again_clears_its_error(holder_parts):
     assert holder.refresh().status == "failed" and "unreachable" in holder.last_error
     registry.down = None
     assert holder.refresh().status == "unchanged" and holder.last_error is None
+
+
+def test_a_failed_fetch_is_retried_soon_backing_off_and_a_bad_model_waits_five_minutes(holder_parts):
+    """A connection reset while fetching a version (a rollback's one reload, a promotion) left the version
+    unserved for 5 minutes; a glitch deserves a retry at the next polls."""
+    holder, registry, clock, _ = holder_parts
+    registry.version = 1
+    holder.refresh()
+    registry.version, registry.broken[2] = 2, ConnectionResetError("connection reset by peer")
+    assert holder.refresh().status == "failed" and registry.loads == [1, 2]
+    clock.now += 9
+    assert holder.refresh().status == "failed" and registry.loads == [1, 2]  # left alone for 10 s
+    clock.now += 1
+    holder.refresh()
+    assert registry.loads == [1, 2, 2]  # retried; failed again: left alone for 20 s
+    clock.now += 19
+    holder.refresh()
+    assert registry.loads == [1, 2, 2]
+    del registry.broken[2]  # the store answers again
+    clock.now += 1
+    assert holder.refresh().status == "swapped" and holder.current.version == 2
+
+    registry.version, registry.broken[3] = 3, ModelLoadError("warmup", "probabilities are not within [0, 1]")
+    holder.refresh()
+    clock.now += 299
+    holder.refresh()
+    assert registry.loads.count(3) == 1  # a bad model is not fetched again for 5 minutes
+    clock.now += 1
+    holder.refresh()
+    assert registry.loads.count(3) == 2
