@@ -190,8 +190,12 @@ class ModelHolder:
         serving = self.current.version if self.current else None
         with self._lock:
             try:
-                champion = self.source.champion()
-                self._check_alias(self.source.alias(), champion[0] if champion else None)
+                champion, alias = self.source.champion(), self.source.alias()
+                if alias != (champion[0] if champion else None):
+                    # A promotion that completed between the two reads moved both: read them again before
+                    # calling the alias moved outside the gate (a false alarm on every such promotion).
+                    champion, alias = self.source.champion(), self.source.alias()
+                self._check_alias(alias, champion[0] if champion else None)
             except REGISTRY_ERRORS as exc:
                 self.last_error = f"reading the champion alias of {self.name} failed: {exc}"
                 log.warning(self.last_error)

@@ -234,3 +234,20 @@ def test_a_failed_fetch_is_retried_soon_backing_off_and_a_bad_model_waits_five_m
     clock.now += 1
     holder.refresh()
     assert registry.loads.count(3) == 2
+
+
+def test_a_promotion_completing_between_the_two_reads_is_not_taken_for_a_moved_alias(holder_parts):
+    holder, registry, _, metrics = holder_parts
+    registry.version = 1
+    holder.refresh()
+
+    class PromotedMeanwhile(Registry):
+        def alias(self):
+            self.version = 2  # the gate's promotion completes after the history was read
+            return 2
+
+    racing = PromotedMeanwhile()
+    racing.version, holder.source = 1, racing
+    result = holder.refresh()
+    assert holder.alias_refused is None and metrics.alias_refused._value.get() == 0
+    assert result.status == "swapped" and holder.current.version == 2
