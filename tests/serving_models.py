@@ -37,6 +37,20 @@ class SlowChurnClassifier(ChurnClassifier):
 '''
 
 
+class LazyWeight(mlflow.pyfunc.PythonModel):
+    """A pyfunc of the common kind that reads its artifact when it first predicts, not when it loads."""
+
+    def load_context(self, context):
+        self.path, self.weight = context.artifacts["weight"], None
+
+    def predict(self, context, model_input, params=None):
+        import pandas as pd  # noqa: PLC0415
+
+        if self.weight is None:
+            self.weight = float(Path(self.path).read_text())
+        return pd.DataFrame({"probability": [self.weight] * len(model_input)})
+
+
 def model_artifacts(client, name: str, version: int, dst: Path) -> dict[str, str]:
     """The artifact files (contract, config, weights) of a registered version, downloaded and verified."""
     root, _ = integrity.fetch_verified(client, name, version, dst)

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,28 +95,36 @@ class RegistryChampion:
     def load(self, version: int, run_id: str | None) -> ServedModel:
         settings, name = self.settings, self.settings.model_name
         client = self.client()
-        with tempfile.TemporaryDirectory(prefix="ct-serve-") as tmp:
+        # The verified copy lives as long as the model does: a pyfunc may read its artifacts when it predicts
+        # (MLflow's own serving keeps them too). It goes when the served model is dropped, after a swap once
+        # the requests scored on it have ended, or at once when the load fails.
+        tmp = tempfile.mkdtemp(prefix=f"ct-serve-v{version}-")
+        try:
             # Only files that match the manifest stored at registration are loaded.
             model, manifest = integrity.load_verified(client, name, version, tmp)
             example = input_example(model, Path(tmp))
-        project = project_model(model)
-        try:
-            schema = InputSchema.from_signature(
-                model.metadata.signature, project.contract if project else None, example
+            project = project_model(model)
+            try:
+                schema = InputSchema.from_signature(
+                    model.metadata.signature, project.contract if project else None, example
+                )
+            except ValueError as exc:
+                raise ModelLoadError("signature", str(exc)) from exc
+            set_threads(settings.serve_threads)  # the model's own loader may have changed them
+            served = ServedModel(
+                name=name,
+                version=version,
+                sha256=integrity.digest(manifest),
+                run_id=run_id,
+                schema=schema,
+                pyfunc=model,
             )
-        except ValueError as exc:
-            raise ModelLoadError("signature", str(exc)) from exc
-        set_threads(settings.serve_threads)  # the model's own loader may have changed them
-        served = ServedModel(
-            name=name,
-            version=version,
-            sha256=integrity.digest(manifest),
-            run_id=run_id,
-            schema=schema,
-            pyfunc=model,
-        )
-        served.use_runtime(settings.serve_runtime, settings.serve_threads)
-        served.warm_up(settings.serve_max_batch_rows)
+            weakref.finalize(served, shutil.rmtree, tmp, ignore_errors=True)
+            served.use_runtime(settings.serve_runtime, settings.serve_threads)
+            served.warm_up(settings.serve_max_batch_rows)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         return served
 
 

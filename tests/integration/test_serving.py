@@ -6,6 +6,7 @@ import json
 import os
 import re
 import string
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -523,3 +524,39 @@ def test_a_scikit_learn_champion_is_served_without_importing_torch(served):
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert found["ready"]["model_version"] == 1 and found["status"] == 200
     assert found["torch"] is False
+
+
+def test_a_pyfunc_that_reads_its_artifacts_when_it_predicts_is_served_and_its_files_go_with_it(tmp_path):
+    """The verified copy was removed before the warm-up: such a model (it works under mlflow models serve)
+    failed its warm-up with FileNotFoundError on every try, and could never be served."""
+    import gc
+    from pathlib import Path
+
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    from pipelines.serving.holder import ModelHolder
+    from pipelines.serving.metrics import ServingMetrics
+    from tests.serving_models import LazyWeight
+
+    settings = get_settings(state_dir=tmp_path / "state", model_name="lazy")
+    weight = tmp_path / "weight.txt"
+    weight.write_text("0.25")
+    signature = ModelSignature(inputs=Schema([ColSpec("double", "x")]))
+    first = register_model(settings, "lazy", {"weight": str(weight)}, signature, python_model=LazyWeight())
+    move_champion(settings, first, None, trigger="test", reason="a lazy model")
+    copies = lambda: set(Path(tempfile.gettempdir()).glob(f"ct-serve-v{first}-*"))  # noqa: E731
+    before = copies()  # other tests' servers' copies of their own version 1
+    holder = ModelHolder(settings, ServingMetrics())
+    assert holder.refresh().status == "swapped", holder.last_error
+    probability, _ = holder.current.predict({"x": np.array([1.0, 2.0])})
+    assert probability.tolist() == [0.25, 0.25]
+
+    kept = copies() - before
+    assert len(kept) == 1  # this version's verified copy, while it serves
+    second = register_model(settings, "lazy", {"weight": str(weight)}, signature, python_model=LazyWeight())
+    move_champion(settings, second, first, trigger="test", reason="the next one")
+    assert holder.refresh().status == "swapped" and holder.current.version == second
+    gc.collect()
+    assert not any(path.exists() for path in kept)  # swapped out and unreferenced: its files are gone
