@@ -162,14 +162,9 @@ def move_champion(
             raise audit.AliasMovedError(found.problem())
         current_version = found.recorded
         attempt["from_version"] = current_version
-        if refusal is not None and (why := refusal(history.read(settings, name))) is not None:
-            history.append(
-                settings,
-                **attempt | {"reason": f"{reason or ''} [refused: {why}]".strip()},
-                outcome="refused",
-            )
-            raise PromotionRefusedError(f"{action} of {name} v{version} refused: {why}")
         outcome = compare_and_set(current_version, version, expected_champion, dry_run)
+        if outcome in ("promoted", "dry_run"):  # only a move: a version already champion stays "unchanged"
+            _check_refusal(settings, attempt, refusal)
         if outcome == "unchanged" and found.alias != version:
             outcome = "promoted"  # the record is right, the alias is not: move it back on the record
         if outcome == "promoted":  # written ahead: pending, then the alias moves, then the completion
@@ -202,6 +197,21 @@ def move_champion(
     result = {"name": name, "champion": version, "previous": current_version, "changed": True}
     serving = notify_serving(settings)
     return result if serving is None else result | {"serving": serving}
+
+
+def _check_refusal(
+    settings: Settings,
+    attempt: dict[str, Any],
+    refusal: Callable[[list[dict[str, Any]]], str | None] | None,
+) -> None:
+    """Under the promotion lock: a move ``refusal`` finds a reason against is recorded as refused, and raised."""
+    if refusal is None or (why := refusal(history.read(settings, attempt["model"]))) is None:
+        return
+    reason = f"{attempt['reason'] or ''} [refused: {why}]".strip()
+    history.append(settings, **attempt | {"reason": reason}, outcome="refused")
+    raise PromotionRefusedError(
+        f"{attempt['action']} of {attempt['model']} v{attempt['to_version']} refused: {why}"
+    )
 
 
 def _check_known(client: Any, name: str, version: int) -> None:

@@ -163,6 +163,9 @@ def test_a_days_promote_run_again_after_a_rollback_does_not_undo_it(tmp_path):
     assert (refused["from_version"], refused["to_version"]) == (1, 2)
     rollback(settings, to_version=2, reason="v2 was fine after all")
     assert _alias(client, settings) == 2
+    # Set back by a person, v2 is champion: its day run again moves nothing, and is not refused either.
+    later = promote(settings, day, 2, 1, decision=decision, dag_id="retrain", run_id="manual__later")
+    assert not later["changed"] and later["champion"] == 2 and _alias(client, settings) == 2
 
 
 def test_a_promotion_a_person_must_approve_or_rejected_is_refused(tmp_path):
