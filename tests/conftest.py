@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import atexit
-import datetime as dt
 import logging
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
 
 import pytest
 
+from tests.days import DAY
+
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="ct-airflow-test-"))
+_SESSION_PID = os.getpid()
+
+
+@atexit.register
+def _remove_airflow_home() -> None:
+    if os.getpid() == _SESSION_PID:  # not from a forked child that exits through atexit
+        shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)  # a scratch folder: what is left is /tmp's
+
+
 _ROOT = Path(__file__).resolve().parent.parent
 os.environ.update(
     {
@@ -26,9 +37,6 @@ os.environ.update(
 )
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 logging.getLogger("py4j").setLevel(logging.WARNING)  # its atexit message goes to a closed stream
-
-DAY = dt.date(2026, 11, 20)
-NEXT_DAY = dt.date(2026, 11, 21)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipelines.data import sources
-from tests.conftest import DAY
+from tests.days import DAY
 
 
 def day_of_files(settings, contract, root: Path, files: dict[str, object], fmt: str):

@@ -21,7 +21,7 @@ from pipelines.monitoring.monitor import read_figures, read_triggers
 from pipelines.release import history, tracking
 from pipelines.serving.app import create_app, wait_until_ready
 from pipelines.settings import INCLUDE_DIR, get_settings
-from tests.conftest import DAY
+from tests.days import DAY
 from tests.monitoring_lab import request_rows, today, train_champion
 from tests.scheduler import Airflow
 

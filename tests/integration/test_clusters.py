@@ -19,7 +19,7 @@ from pipelines.data.generate import generate
 from pipelines.data.prepare import prepare
 from pipelines.data.validate import DataContractError, validate
 from pipelines.settings import get_settings
-from tests.conftest import DAY
+from tests.days import DAY
 
 pytestmark = pytest.mark.slow
 

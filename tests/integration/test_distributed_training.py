@@ -24,7 +24,7 @@ from pipelines.settings import get_settings
 from pipelines.training.ddp_worker import NonFiniteLossError
 from pipelines.training.launchers import TrainingLaunchError
 from pipelines.training.train import job_uri, train
-from tests.conftest import DAY
+from tests.days import DAY
 from tests.net import free_port
 
 pytestmark = pytest.mark.slow

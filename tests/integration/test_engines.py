@@ -20,7 +20,7 @@ from pipelines.engines import open_engine
 from pipelines.engines.dask_engine import DaskEngine
 from pipelines.evaluation.drift_stats import compare_column
 from pipelines.monitoring.served import LOG_READ, served_figures, served_partials
-from tests.conftest import DAY
+from tests.days import DAY
 from tests.sources_lab import day_of_files
 
 pytestmark = pytest.mark.slow

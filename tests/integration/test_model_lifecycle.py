@@ -25,7 +25,7 @@ from pipelines.release.register import register
 from pipelines.serving.app import create_app, wait_until_ready
 from pipelines.settings import get_settings
 from pipelines.training.train import train
-from tests.conftest import DAY, NEXT_DAY
+from tests.days import DAY, NEXT_DAY
 
 pytestmark = pytest.mark.slow
 FIELDS = ["amount", "age", "tenure_days", "num_txn_30d", "avg_basket", "channel", "region", "plan"]

@@ -31,7 +31,7 @@ from pipelines.serving.api import PredictResponse
 from pipelines.serving.app import create_app, wait_until_ready
 from pipelines.settings import get_settings
 from pipelines.training.train import train
-from tests.conftest import DAY
+from tests.days import DAY
 from tests.serving_models import ServerProcess, model_artifacts, register_model, signature_of, slow_model
 
 pytestmark = pytest.mark.slow

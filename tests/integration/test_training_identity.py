@@ -10,7 +10,7 @@ from pipelines.data.validate import validate
 from pipelines.release import tracking
 from pipelines.settings import get_settings
 from pipelines.training.train import train
-from tests.conftest import DAY
+from tests.days import DAY
 
 pytestmark = pytest.mark.slow
 

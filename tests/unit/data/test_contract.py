@@ -76,7 +76,7 @@ def test_contract_rules_that_would_break_later_stages(tmp_path, change, message)
 
 def test_source_uri_template(settings, contract):
     from pipelines.data import sources
-    from tests.conftest import DAY
+    from tests.days import DAY
 
     uri = sources.resolve(settings, contract, DAY)
     assert uri == f"{settings.resolved_data_root}/source/transactions/ds=2026-11-20"

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from pipelines.data.generate import SCENARIOS, generate, generate_day
-from tests.conftest import DAY
+from tests.days import DAY
 
 
 def test_same_seed_and_date_give_the_same_rows():

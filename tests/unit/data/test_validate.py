@@ -16,7 +16,7 @@ from pipelines.data import datasets, sources, storage
 from pipelines.data.quarantine import quarantine_uri
 from pipelines.data.validate import DataContractError, check_partition, validate
 from pipelines.engines.dask_engine import DaskEngine
-from tests.conftest import DAY
+from tests.days import DAY
 from tests.sources_lab import day_of_files
 
 
