@@ -26,7 +26,7 @@ from pipelines.monitoring.monitor import Interval, monitor, read_figures, read_t
 from pipelines.release import history, tracking
 from pipelines.serving.app import create_app, wait_until_ready
 from pipelines.settings import get_settings
-from tests.conftest import DAY
+from tests.days import DAY
 from tests.monitoring_lab import request_rows, today, train_champion
 
 pytestmark = pytest.mark.slow
@@ -173,7 +173,7 @@ def test_drifted_traffic_asks_for_a_retrain_once_and_a_second_ask_in_the_cooldow
     scores = {
         m["config"]["column"]: m["value"]
         for m in summary["evidently"]["metrics"]
-        if m["config"]["type"].endswith(":ValueDrift")
+        if m["config"]["type"] == "ct:metric:ProfileValueDrift"
     }
     ours = {n: math.nan if c["score"] is None else c["score"] for n, c in summary["drift"]["columns"].items()}
     assert scores == pytest.approx(ours, nan_ok=True)

@@ -95,6 +95,32 @@ def test_the_label_is_reported_apart_and_the_share_counts_features_only(windows)
     assert {c["method"] for c in summary["columns"].values()} == {"wasserstein", "jensenshannon"}
 
 
+def test_the_report_draws_each_columns_distributions_and_not_its_renderings_row_order(windows):
+    import json
+
+    from evidently.metrics.column_statistics import ValueDrift, ValueDriftCalculation
+
+    from pipelines.evaluation.drift import render_report
+
+    _, _, contract, ref_profile, cur_profile = windows
+    summary = compare(ref_profile, cur_profile, contract)
+    snapshot = render_report(ref_profile, cur_profile, contract, summary, 0.3)
+    page = snapshot.get_html_str(as_iframe=False)
+    columns = [*summary["columns"], "y"]
+    assert all(f"Drift in column '{name}'" in page for name in columns)
+    assert page.count("DATA DISTRIBUTION") == len(columns)
+    # the tab of the current rows' mean over their index: on a rendering, its random order
+    assert "DATA DRIFT" not in page and "Index binned" not in page
+    scores = {
+        m["config"]["column"]: m["value"]
+        for m in json.loads(snapshot.json())["metrics"]
+        if m["config"]["type"] == "ct:metric:ProfileValueDrift"
+    }
+    ours = {name: c["score"] for name, c in summary["columns"].items()} | {"y": summary["label"]["score"]}
+    assert scores == pytest.approx(ours)
+    assert ValueDrift.__calculation_type__ is ValueDriftCalculation  # Evidently's own left as it was
+
+
 def test_one_outlier_row_changes_no_verdict(windows):
     reference, current, contract, ref_profile, cur_profile = windows
     for side in ("reference", "current"):
