@@ -31,4 +31,4 @@ class ProfileValueDriftCalculation(SingleValueCalculation[ProfileValueDrift]):
 
     def _render(self, result: Any, options: Any, color_options: Any) -> Any:
         result.scatter = None  # the rendering's row order: no course over time to draw
-        return ValueDriftCalculation._render(self, result, options, color_options)  # type: ignore[arg-type]
+        return ValueDriftCalculation._render(self, result, options, color_options)
