@@ -278,9 +278,8 @@ def evaluate(
     """Score challenger and champion on the run's holdout; log the figures to the challenger's MLflow run."""
     client = tracking.configure(settings)
     contract = dataset_contract(settings)
-    policy_sha = policy_sha256(
-        settings.resolved_policy_path
-    )  # read first: a file changed since fails the gate
+    # Hashed before it is read: a file changed in between is judged by the gate under another hash, and fails.
+    policy_sha = policy_sha256(settings.resolved_policy_path)
     policy = load_policy(settings.resolved_policy_path)
     check_against_contract(policy, contract, settings.resolved_policy_path)
     name = settings.model_name

@@ -405,9 +405,8 @@ def gate(
     from pipelines.release import tracking
 
     path = settings.resolved_policy_path
-    sha = policy_sha256(
-        path
-    )  # read first, as evaluate does: a file changed after it fails the same_policy rule
+    # Hashed before it is read, as evaluate does: a file changed in between fails the same_policy rule.
+    sha = policy_sha256(path)
     policy = load_policy(path)
     check_against_contract(policy, dataset_contract(settings), path)
     if settings.promotion_dry_run and not policy.dry_run:
