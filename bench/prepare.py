@@ -43,13 +43,16 @@ def raw_window(data_root: Path, rows: int) -> list[str]:
 
     contract = load_contract(ROOT / "include" / "contracts" / "transactions.yaml")
     days = max(1, rows // ROWS_PER_DAY)
+    fingerprint = contract.fingerprint()
     uris = []
     for offset in range(days):
         day = END - dt.timedelta(days=offset)
         uri = storage.raw_uri(str(data_root), "transactions", day)
-        if not storage.exists(storage.join(uri, datasets.MANIFEST)):
+        committed = storage.exists(storage.join(uri, datasets.MANIFEST))
+        if not committed or datasets.read_manifest(uri).extra.get("contract_fingerprint") != fingerprint:
             frame = coerce_partition(generate_day(day, 7, min(rows, ROWS_PER_DAY)), contract)
-            datasets.write_parquet_frame(frame, uri)
+            # As validate commits it: prepare uses a day validated under the contract it reads.
+            datasets.write_parquet_frame(frame, uri, {"contract_fingerprint": fingerprint})
         uris.append(uri)
     return uris
 

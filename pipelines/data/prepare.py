@@ -33,19 +33,46 @@ from pipelines.settings import Settings
 log = logging.getLogger(__name__)
 
 
+class UnvalidatedDayError(ValueError):
+    """A raw partition of the window was validated under another contract than the dataset's current one."""
+
+
+def _has_source(settings: Settings, contract: Contract, day: dt.date) -> bool:
+    try:
+        sources.partition(settings, contract, day)
+    except sources.SourceMissingError:
+        return False
+    return True
+
+
 def _window(settings: Settings, contract: Contract, end: dt.date) -> tuple[dict[str, str], list[str]]:
-    """The committed raw partitions of the window by day, and the days missing (a gap the contract allows;
-    otherwise a missing day fails when its partition is read)."""
-    raw_uris, missing = {}, []
+    """The committed raw partitions of the window by day, and the days missing: what validate checked.
+
+    A day is missing when the contract allows gaps and it has no raw partition, or its source has no data any
+    more (withdrawn upstream; validate reports it missing, so an earlier run's partition of it is not used).
+    Otherwise a missing day fails when its partition is read. A partition validated under another contract
+    than today's is refused, naming the days: validate the window again first.
+    """
+    raw_uris, missing, stale = {}, [], []
+    fingerprint = contract.fingerprint()
     for day in storage.window_days(end, settings.window_days):
         uri = storage.raw_uri(settings.resolved_data_root, settings.dataset, day)
-        if contract.source.missing_days == "skip" and not storage.exists(
-            storage.join(uri, datasets.MANIFEST)
+        committed = storage.exists(storage.join(uri, datasets.MANIFEST))
+        if contract.source.missing_days == "skip" and not (
+            committed and _has_source(settings, contract, day)
         ):
             missing.append(day)
-        else:
-            raw_uris[day.isoformat()] = uri
+            continue
+        raw_uris[day.isoformat()] = uri
+        if committed and datasets.read_manifest(uri).extra.get("contract_fingerprint") != fingerprint:
+            stale.append(day.isoformat())
     sources.check_gaps(settings, contract, missing)
+    if stale:
+        raise UnvalidatedDayError(
+            f"the raw data of {', '.join(stale)} ({settings.dataset}) was validated under another version of "
+            f"its contract ({settings.resolved_contract_path}): run `pipelines validate -d {end}` (the "
+            "retrain DAG's validate task) before prepare"
+        )
     return raw_uris, [day.isoformat() for day in missing]
 
 

@@ -75,7 +75,7 @@ def _check_rows(
     raw = _read(engine, source, contract, whole)
     empty = engine.empty_frame(raw)
     none = partition_findings(empty, contract, day, text)  # the day's counts even when it has no rows
-    keys = duplicate_keys(contract, list(empty.columns))
+    keys = duplicate_keys(contract, list(empty.columns), text)
     scan = engine.scan(
         raw, lambda frame: partition_findings(frame, contract, day, text), FINDINGS_SCHEMA, keys, EXAMPLES
     )

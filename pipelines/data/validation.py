@@ -9,6 +9,7 @@ whole day to the merged counts. The engines (:mod:`pipelines.engines`) run these
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import warnings
 from collections.abc import Mapping
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow
 
-from pipelines.data.contract import Contract
+from pipelines.data.contract import ColumnSpec, Contract
 
 # pandera is imported where a schema is built: importing it imports pyspark.pandas when that is installed.
 if TYPE_CHECKING:
@@ -266,6 +267,24 @@ def _schema_findings(frame: pd.DataFrame, contract: Contract, errors: SchemaErro
     return found
 
 
+def _reads_as_nan(value: Any) -> bool:
+    """Text a number column's coercion reads as NaN (Python's ``float``: ``NaN``, ``nan``, `` -NaN ``)."""
+    try:
+        return math.isnan(float(value))
+    except ValueError:
+        return False
+
+
+def _nulls(column: pd.Series, spec: ColumnSpec, text: bool) -> int:
+    """The column's nulls as its type holds them: in a text partition (CSV), a number written ``NaN`` is one."""
+    nulls = int(column.isna().sum())
+    if text and spec.value_type in ("int", "float"):
+        # The values that do not read as numbers: text for NaN, or text the schema reports as not parsing.
+        unread = column[column.notna() & pd.to_numeric(column, errors="coerce").isna()]
+        nulls += int(unread.map(_reads_as_nan).sum())
+    return nulls
+
+
 def partition_findings(
     frame: pd.DataFrame, contract: Contract, day: dt.date | None, text: bool
 ) -> pd.DataFrame:
@@ -280,9 +299,9 @@ def partition_findings(
             found.append(
                 _finding("rows_failing", name, "boolean (true or false)", len(values), _smallest(values))
             )
-    for name in contract.columns:
+    for name, spec in contract.columns.items():
         if name in frame.columns:
-            found.append(_finding("nulls", name, "nulls", int(frame[name].isna().sum()), []))
+            found.append(_finding("nulls", name, "nulls", _nulls(frame[name], spec, text), []))
     try:
         build_schema(contract, day, text).validate(frame, lazy=True)
     except SchemaErrors as errors:
@@ -434,17 +453,53 @@ def _hashable(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
     return out
 
 
-def duplicate_keys(contract: Contract, columns: list[str]) -> dict[str, Any]:
+def _parsed(column: pd.Series, spec: ColumnSpec) -> pd.Series:
+    """A text column (CSV) in its contract type, as the raw partition will hold it (:func:`coerce_partition`);
+    as written when a value does not parse (the schema reports it)."""
+    if spec.value_type in ("string", "bool"):  # booleans: parse_booleans
+        return column
+    present = column.notna()
+    try:
+        if spec.type == "timestamp":
+            return pd.to_datetime(column, utc=True, format="ISO8601")
+        values = column[present].astype(_PANDAS_TYPES[spec.value_type])
+    except (ValueError, TypeError, OverflowError):  # text that is no number or time of the type
+        return column
+    if spec.value_type == "int":  # nullable, every id exact (a float holds whole numbers up to 2**53)
+        typed = pd.Series(pd.NA, index=column.index, dtype="Int64")
+    else:
+        typed = pd.Series(np.nan, index=column.index, dtype="float64")
+    typed[present] = values
+    return typed
+
+
+def _typed(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+    """A text partition's values in the contract's types, so that keys compare values and not how they were
+    written: ``7`` and ``07``, ``1.5`` and ``1.50``, or one instant in two time zones are the same."""
+    frame = parse_booleans(normalise(frame), contract)[0]
+    return pd.DataFrame(
+        {
+            name: _parsed(frame[name], contract.columns[name]) if name in contract.columns else frame[name]
+            for name in frame.columns
+        },
+        index=frame.index,
+    )
+
+
+def duplicate_keys(contract: Contract, columns: list[str], text: bool = False) -> dict[str, Any]:
     """Per duplicate rule of the contract that applies to a table of ``columns``, the function giving each
     row's key as text: the ``unique`` columns joined, or the entity id and a hash of the whole (canonical)
-    row. Keys are the same on every engine and batch, so both engines count the same duplicates."""
+    row. Keys are the same on every engine and batch, so both engines count the same duplicates. ``text``:
+    the table's columns arrive as text (CSV), and are read in their types first."""
+    typed = functools.partial(_typed, contract=contract) if text else (lambda frame: frame)
     rules: dict[str, Any] = {}
     if contract.unique and set(contract.unique) <= set(columns):
-        rules[UNIQUE] = lambda frame: _key_text(frame, contract.unique, contract)
+        rules[UNIQUE] = lambda frame: _key_text(typed(frame), contract.unique, contract)
     if not contract.allow_duplicate_rows:
         entity = contract.entity_id if contract.entity_id in columns else columns[0]
 
         def row_key(frame: pd.DataFrame) -> pd.Series:
+            frame = typed(frame)
             hashes = pd.util.hash_pandas_object(_hashable(frame, contract), index=False).astype(str)
             return _key_text(frame, [entity], contract) + "#" + hashes.astype(object)
 

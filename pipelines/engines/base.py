@@ -187,8 +187,9 @@ CSV_LINE_BREAK = re.compile(rb"\r\n?|\n")
 
 def first_csv_line(handle: Any) -> str:
     """The first line of a CSV file open for binary reading (its first MiB at most), whichever break ends it:
-    a file of lone-CR lines is read as lines by pandas, pyarrow and Spark, and was one line of it all here."""
-    return CSV_LINE_BREAK.split(handle.readline(2**20), maxsplit=1)[0].decode("utf-8")
+    a file of lone-CR lines is read as lines by pandas, pyarrow and Spark, and was one line of it all here.
+    A byte order mark before it (Excel's "CSV UTF-8") is not part of the first name: pandas and Spark skip it."""
+    return CSV_LINE_BREAK.split(handle.readline(2**20), maxsplit=1)[0].decode("utf-8-sig")
 
 
 def csv_header(uri: str, delimiter: str) -> list[str]:

@@ -190,6 +190,10 @@ class DaskEngine:
                     chosen,
                     dtype=str,
                     sep=csv_delimiter,
+                    # The header's names as they are: pandas would rename an empty one ("Unnamed: 5", the
+                    # name a trailing delimiter gives), and the contract's check names the column it found.
+                    header=0,
+                    names=header,
                     keep_default_na=False,
                     na_values=[""],
                     blocksize=blocksize,

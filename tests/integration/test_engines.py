@@ -462,6 +462,27 @@ def _files_of_a_day(frame: pd.DataFrame) -> dict[str, dict[str, object]]:
                 parts[1], f",{parts[1].iloc[4]['region']},", ",m\xe9lange,".encode("latin-1")
             ),
         },
+        # Excel's "CSV UTF-8" (a byte order mark first); every line ended by the delimiter (an empty last name).
+        "csv_byte_order_mark": {
+            "part-0.csv": parts[0],
+            "part-1.csv": parts[1].to_csv(index=False).encode("utf-8-sig"),
+            "part-2.csv": parts[2],
+        },
+        "csv_trailing_delimiter": {
+            f"part-{n}.csv": "".join(f"{line},\n" for line in part.to_csv(index=False).splitlines()).encode()
+            for n, part in enumerate(parts)
+        },
+        # Nulls written as NaN text; an id written a second time with a leading zero.
+        "csv_nan_text": {
+            "part-0.csv": parts[0].assign(avg_basket=1.5),
+            "part-1.csv": parts[1].assign(avg_basket="NaN"),
+            "part-2.csv": parts[2].assign(avg_basket=2.5),
+        },
+        "csv_64_bit_id_written_twice": {
+            "part-0.csv": big_ids.astype({"customer_id": object}).assign(
+                customer_id=lambda f: f["customer_id"].where(f.index != 8, f"0{f.loc[7, 'customer_id']}")
+            )
+        },
         "parquet_extra_column": {
             "part-0.parquet": parts[0],
             "part-1.parquet": parts[1].assign(plan_tier="x"),
@@ -486,6 +507,10 @@ EXPECTED_ON_BOTH = {
     "csv_short_row": [("<table>", "malformed rows (another number of fields than the header)", 1)],
     "csv_other_columns": [("plan", "missing column", 1)],
     "csv_invalid_utf8": [("<table>", "unreadable file", 1)],
+    "csv_byte_order_mark": [],
+    "csv_trailing_delimiter": [("", "unexpected column", 3)],
+    "csv_nan_text": [("avg_basket", "max_null_share(0.1)", 400)],
+    "csv_64_bit_id_written_twice": [("customer_id", "unique", 1)],
     "parquet_extra_column": [("plan_tier", "unexpected column", 1)],
     "parquet_missing_column": [("plan", "missing column", 1)],
     "parquet_damaged_page": [("<table>", "unreadable file", 1)],

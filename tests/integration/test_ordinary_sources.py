@@ -188,6 +188,7 @@ def test_the_dataset_version_of_fixed_rows_is_pinned(tmp_path):
 
 
 def test_a_known_gap_trains_on_the_days_that_exist_and_is_recorded(tmp_path):
+    from pipelines.data.prepare import UnvalidatedDayError
     from pipelines.data.sources import SourceMissingError
 
     strict = _settings(tmp_path, "rides_strict", "parquet")
@@ -202,13 +203,26 @@ def test_a_known_gap_trains_on_the_days_that_exist_and_is_recorded(tmp_path):
     gaps = ", missing_days: skip, max_missing_days: 1"
     lenient = _settings(tmp_path, "rides_gaps", "parquet", gaps).replace(state_dir=strict.state_dir)
     _write_sources(lenient, "parquet")
+    validate(lenient, DAYS[-1], "dask")
+    assert prepare(lenient, DAYS[-1], "dask")["rows"] == 3 * ROWS
+    # Upstream withdraws a day already ingested: the next run leaves it out, its old raw partition too.
     (Path(lenient.resolved_data_root) / "source" / "rides_gaps" / f"{DAYS[1]}.parquet").unlink()
     validated = validate(lenient, DAYS[-1], "dask")
     assert validated["missing_days"] == ["2011-02-14"] and validated["rows"] == 2 * ROWS
-    assert [p["status"] for p in validated["partitions"]] == ["validated", "missing", "validated"]
+    assert [p["status"] for p in validated["partitions"]] == ["unchanged", "missing", "unchanged"]
     prepared = prepare(lenient, DAYS[-1], "dask")
     assert prepared["missing_days"] == ["2011-02-14"] and prepared["rows"] == 2 * ROWS
     assert datasets.read_manifest(prepared["uri"]).extra["missing_days"] == ["2011-02-14"]
+
+    # A contract changed since the days were validated: prepare names them, and trains on nothing unchecked.
+    tightened = lenient.resolved_contract_path.read_text().replace("max: 50,", "max: 40,")
+    lenient.resolved_contract_path.write_text(tightened)
+    with pytest.raises(
+        UnvalidatedDayError, match=r"2011-02-13, 2011-02-15 \(rides_gaps\) was validated under"
+    ):
+        prepare(lenient, DAYS[-1], "dask")
+    assert validate(lenient, DAYS[-1], "dask")["rows"] == 2 * ROWS
+    assert prepare(lenient, DAYS[-1], "dask")["rows"] == 2 * ROWS
 
     (Path(lenient.resolved_data_root) / "source" / "rides_gaps" / f"{DAYS[0]}.parquet").unlink()
     with pytest.raises(SourceMissingError, match="2 days of the window have no data .*max_missing_days 1"):

@@ -118,6 +118,22 @@ def test_null_share_over_the_contract_limit(settings, contract, tmp_path, clean_
     assert "max_null_share(0.1)" in message
 
 
+def test_a_csv_number_written_nan_is_a_null(settings, contract, tmp_path, clean_frame):
+    """'NaN' in a CSV number column is read as a null once typed: the null rules count it."""
+    half = clean_frame.astype({"avg_basket": object})
+    half.loc[: len(half) // 2, "avg_basket"] = "NaN"
+    report = _report(settings, contract, tmp_path / "half", half, fmt="csv")
+    found, _ = _broken(report)
+    assert ("avg_basket", "max_null_share(0.1)") in found
+    assert report.null_counts["avg_basket"] == int(
+        (half["avg_basket"].isna() | (half["avg_basket"] == "NaN")).sum()
+    )
+    every = clean_frame.assign(avg_basket=" -nan")
+    report = _report(settings, contract, tmp_path / "all", every, fmt="csv")
+    found, _ = _broken(report)
+    assert ("avg_basket", "all_null") in found and report.null_counts["avg_basket"] == len(every)
+
+
 @pytest.mark.parametrize("value", [np.inf, -np.inf])
 def test_infinite_values(settings, contract, tmp_path, clean_frame, value):
     frame = clean_frame.copy()
@@ -258,6 +274,32 @@ def test_stage_quarantines_a_bad_day_and_ingests_a_good_one(settings):
     assert validate(settings, DAY)["partitions"][0]["status"] == "unchanged"
 
 
+@pytest.mark.parametrize("glob", [False, True])
+def test_quarantine_keeps_every_file_of_the_day_when_two_share_a_name(
+    settings, contract, tmp_path, clean_frame, glob
+):
+    """A day's files in two folders, each named part-0.csv: both are kept, at their paths below the day."""
+    from pipelines.data.quarantine import quarantine
+
+    for region, rows in (("north", clean_frame.iloc[:1000]), ("south", clean_frame.iloc[1000:])):
+        (tmp_path / "src" / DAY.isoformat() / f"region={region}").mkdir(parents=True)
+        written = tmp_path / "src" / DAY.isoformat() / f"region={region}" / "part-0.csv"
+        rows.assign(amount=-1.0).to_csv(written, index=False)
+    csv = contract.model_copy(update={"source": contract.source.model_copy(update={"format": "csv"})})
+    pattern = "{ds}/*/part-0.csv" if glob else "{ds}"
+    source = sources.partition(
+        settings.model_copy(update={"source_uri": str(tmp_path / "src" / pattern)}), csv, DAY
+    )
+    report = check_partition(DaskEngine(client=None), source, csv)
+    assert not report.ok
+    folder = Path(quarantine(settings, source, report)) / "files"
+    kept = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*.csv")}
+    written = tmp_path / "src" / DAY.isoformat()
+    assert kept == {
+        name: (written / name).read_bytes() for name in ("region=north/part-0.csv", "region=south/part-0.csv")
+    }
+
+
 def test_duplicate_keys_are_the_same_whatever_type_a_batch_gives_a_column(contract):
     from pipelines.data.validation import DUPLICATE_ROWS, UNIQUE, duplicate_keys
 
@@ -342,6 +384,24 @@ def test_a_csv_row_with_another_number_of_fields_is_a_malformed_row(
     assert "malformed rows" in message
 
 
+def test_a_csv_file_with_a_byte_order_mark_holds_its_contract(settings, contract, tmp_path, clean_frame):
+    """Excel's "CSV UTF-8" starts with a byte order mark; it is not part of the first column's name."""
+    raw = clean_frame.to_csv(index=False, encoding="utf-8-sig").encode("utf-8-sig")
+    assert raw.startswith(b"\xef\xbb\xbf")
+    report = _report(settings, contract, tmp_path, fmt="csv", raw=raw)
+    assert report.ok, report.violations
+
+
+def test_a_csv_header_with_a_trailing_delimiter_names_an_empty_column(
+    settings, contract, tmp_path, clean_frame
+):
+    lines = clean_frame.to_csv(index=False).splitlines()
+    raw = "".join(f"{line},\n" for line in lines).encode()
+    found, message = _broken(_report(settings, contract, tmp_path, fmt="csv", raw=raw))
+    assert sorted(found) == [("", "unexpected column")]
+    assert "column '' breaks rule 'unexpected column'" in message
+
+
 def test_a_csv_header_naming_a_column_twice_is_unreadable(settings, contract, tmp_path, clean_frame):
     lines = _csv_lines(clean_frame.head(3))
     lines[0] = lines[0].replace("region", "channel")
@@ -366,6 +426,25 @@ def test_unique_64_bit_ids_are_compared_exactly(settings, contract, tmp_path, cl
     assert found[("customer_id", "unique")].failing == 1
     assert found[("customer_id", "unique")].examples == ["1700000000000000008"]
     assert ("<table>", "duplicate_rows") not in found  # the rows differ elsewhere
+
+
+def test_csv_keys_compare_values_not_how_they_are_written(settings, contract, tmp_path, clean_frame):
+    """In a CSV, 7 written as '07' is the same id, and a row written again with '07' and '12.50' for '12.5'
+    is the same row: the raw partition would hold both with one value."""
+    from pipelines.data.contract import ColumnSpec
+
+    ids = {**contract.columns, "customer_id": ColumnSpec(type="int")}
+    typed = contract.model_copy(update={"columns": ids})
+    frame = clean_frame.assign(customer_id=np.arange(len(clean_frame)) + 1)
+    again = frame.iloc[[4]].astype({"customer_id": object, "amount": object})
+    again.loc[:, "customer_id"] = "05"
+    again.loc[:, "amount"] = f"{frame['amount'].iloc[4]:.2f}0"
+    assert float(again["amount"].iloc[0]) == frame["amount"].iloc[4]
+    found, _ = _broken(_report(settings, typed, tmp_path, pd.concat([frame, again]), fmt="csv"))
+    assert found[("customer_id", "unique")].failing == 1 and found[("customer_id", "unique")].examples == [
+        "5"
+    ]
+    assert found[("<table>", "duplicate_rows")].failing == 1
 
 
 def test_duplicate_keys_of_64_bit_integers_are_exact_in_an_int_or_a_float_batch(contract):

@@ -8,8 +8,14 @@ from pipelines.engines.spark_engine import CONNECT_MARK, _open_kind
 
 
 @pytest.fixture(autouse=True)
-def _no_mark(monkeypatch):
-    monkeypatch.delenv(CONNECT_MARK, raising=False)
+def _no_mark():
+    """No mark before each test, and none left after it: monkeypatch restores only a variable it saw set, and
+    a mark a test leaves made every later classic session in the process try to connect."""
+    before = os.environ.pop(CONNECT_MARK, None)
+    yield
+    os.environ.pop(CONNECT_MARK, None)
+    if before is not None:
+        os.environ[CONNECT_MARK] = before
 
 
 def _connect() -> None:
