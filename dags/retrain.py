@@ -196,13 +196,13 @@ def prepare() -> dict[str, Any]:
 def train(prepared: dict[str, Any]) -> dict[str, Any]:
     from airflow.sdk.configuration import conf
 
-    from pipelines.release.tracking import RunContext, airflow_run_url
+    from pipelines.release.tracking import RunContext, airflow_run_url, daily_run_key
     from pipelines.training.train import train as run
 
     settings, context = _settings(), get_current_context()
     # train() adds the training's identity (dataset version, family, hyperparameters, code), so a retry
-    # reuses the run only when nothing that decides the model has changed.
-    key = f"{DAG_ID}/{_day()}"
+    # reuses the run only when nothing that decides the model has changed; `pipelines train` uses the same key.
+    key = daily_run_key(_day())
     # The MLflow run and its model version link back to this run's page (Airflow's own base URL setting).
     url = airflow_run_url(
         conf.get("api", "base_url", fallback="http://localhost:8080"), DAG_ID, context["run_id"]
@@ -273,21 +273,32 @@ def record_rejection(decision: dict[str, Any]) -> dict[str, Any]:
 
 @task(trigger_rule="none_failed_min_one_success")
 def promote(decision: dict[str, Any]) -> dict[str, Any]:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipelines.release.audit import AliasMovedError
+    from pipelines.release.integrity import IntegrityError
+    from pipelines.release.promote import ChampionChangedError, PromotionRefusedError
     from pipelines.release.promote import promote as run
 
     context = get_current_context()
     approved_by = context["ti"].xcom_pull(task_ids="approve", key="responded_by")
-    return run(
-        _settings(),
-        _day(),
-        decision["challenger_version"],
-        decision["champion_version"],
-        reason=f"gate ({decision['started_by']['by']})",  # the history's trigger: what started the run
-        decision=decision,
-        dag_id=DAG_ID,
-        run_id=context["run_id"],
-        approved_by=approved_by,
-    )
+    try:
+        return run(
+            _settings(),
+            _day(),
+            decision["challenger_version"],
+            decision["champion_version"],
+            reason=f"gate ({decision['started_by']['by']})",  # the history's trigger: what started the run
+            decision=decision,
+            dag_id=DAG_ID,
+            run_id=context["run_id"],
+            approved_by=approved_by,
+        )
+    except (PromotionRefusedError, ChampionChangedError, AliasMovedError, IntegrityError) as exc:
+        # Each is recorded in the promotion history, and a retry would meet the same answer and record it
+        # again: a person's word, a champion that moved since the gate, an alias moved outside it, or files
+        # that fail their manifest. The task fails once, naming it.
+        raise AirflowFailException(str(exc)) from exc
 
 
 @dag(

@@ -53,6 +53,10 @@ def load_yaml_model(path: Path, model: type[M], kind: str, error: type[Exception
             raw = yaml.load(handle, Loader=_UniqueKeys)  # noqa: S506 (a safe loader)
     except FileNotFoundError as exc:
         raise error(f"{kind} not found: {path}") from exc
+    except IsADirectoryError as exc:
+        raise error(f"{kind} {path} is a folder, not a file") from exc
+    except UnicodeDecodeError as exc:
+        raise error(f"{kind} {path} is not UTF-8 text: {exc}") from exc
     except yaml.YAMLError as exc:
         raise error(f"{kind} {path} is not valid YAML: {exc}") from exc
     try:

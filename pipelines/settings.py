@@ -22,6 +22,9 @@ INCLUDE_DIR = PROJECT_ROOT / "include"
 EngineName = Literal["dask", "spark"]
 ENGINE_NAMES: tuple[str, ...] = get_args(EngineName)
 ModelFamily = Literal["torch", "sklearn"]
+FAMILY_NAMES: tuple[str, ...] = get_args(ModelFamily)
+#: Customers of the demo dataset; its generator writes at most one row per customer a day.
+DEMO_CUSTOMERS = 200_000
 MODEL_FAMILIES: tuple[str, ...] = get_args(ModelFamily)
 Device = Literal["auto", "cpu", "cuda"]
 FileFormat = Literal["parquet", "csv"]  # what a source (and an engine) reads
@@ -81,10 +84,13 @@ class Settings(BaseSettings):
         default=1, ge=1, description="Days of data, ending on the logical date, that one run trains on."
     )
     rows_per_day: int = Field(
-        default=20_000, ge=100, description="Rows per day written by the demo generator."
+        default=20_000,
+        ge=100,
+        le=DEMO_CUSTOMERS,
+        description="Rows per day written by the demo generator (one per customer a day, of 200,000).",
     )
     seed: int = Field(
-        default=7, description="Seed of the demo generator; data is deterministic for (seed, date)."
+        default=7, ge=0, description="Seed of the demo generator; data is deterministic for (seed, date)."
     )
 
     engine: EngineName = Field(default="dask", description="Data preparation engine.")

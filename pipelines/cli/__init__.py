@@ -6,12 +6,30 @@ for the same date, so ``pipelines prepare -d 2026-11-20`` then ``pipelines train
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
+from typer.core import TyperGroup
 
 from pipelines.cli import data, evaluation, monitoring, release, serving, summary, training
-from pipelines.cli.common import setup_logging
+from pipelines.cli.common import request_errors, setup_logging
 
-app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
+
+class _Commands(TyperGroup):
+    """Every command: a named error about the request exits 2 with its message (see :func:`request_errors`);
+    anything else, a bug, exits 1 with its traceback."""
+
+    def invoke(self, ctx: Any) -> Any:  # a click.Context of Typer's own copy of click
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            if not isinstance(exc, request_errors()):
+                raise
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+
+app = typer.Typer(cls=_Commands, help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 app.callback()(setup_logging)
 for name, command in (
     ("generate", data.generate),

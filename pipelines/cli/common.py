@@ -5,17 +5,59 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import typer
 from pydantic import ValidationError
 
 from pipelines.data import runlog
-from pipelines.settings import Settings, get_settings
+from pipelines.settings import ENGINE_NAMES, Settings, get_settings
 
 DateOption = typer.Option(
     ..., "--date", "-d", help="Logical date (YYYY-MM-DD) of the run.", formats=["%Y-%m-%d"]
 )
+
+
+def one_of(choices: Sequence[str]) -> Callable[[str | None], str | None]:
+    """An option's check: a value outside ``choices`` is a usage error naming them (exit 2)."""
+
+    def check(value: str | None) -> str | None:
+        if value is not None and value not in choices:
+            raise typer.BadParameter(f"'{value}' is not one of {', '.join(choices)}")
+        return value
+
+    return check
+
+
+#: The --engine option of the data commands.
+EngineOption = typer.Option(None, help="dask or spark (default: CT_ENGINE).", callback=one_of(ENGINE_NAMES))
+
+
+def request_errors() -> tuple[type[Exception], ...]:
+    """The project's named errors that say what to change in the request: a file of settings that is missing or
+    wrong (contract, policies, model settings), a day's data or an earlier stage's output not there, a day
+    validated under another contract. A command that raises one exits 2 with its message, no traceback."""
+    from pipelines.data.contract import ContractError
+    from pipelines.data.datasets import DatasetNotFoundError, EmptySplitError
+    from pipelines.data.generate import NoGeneratorError
+    from pipelines.data.prepare import UnvalidatedDayError
+    from pipelines.data.sources import SourceMissingError
+    from pipelines.evaluation.policy import PolicyError
+    from pipelines.monitoring.policy import MonitoringPolicyError
+    from pipelines.training.model_settings import ModelSettingsError
+
+    return (
+        ContractError,
+        DatasetNotFoundError,
+        EmptySplitError,
+        NoGeneratorError,
+        UnvalidatedDayError,
+        SourceMissingError,
+        PolicyError,
+        MonitoringPolicyError,
+        ModelSettingsError,
+    )
 
 
 def setup_logging() -> None:

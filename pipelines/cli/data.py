@@ -6,14 +6,13 @@ import datetime as dt
 
 import typer
 
-from pipelines.cli.common import DateOption, emit, load_settings
+from pipelines.cli.common import DateOption, EngineOption, emit, load_settings, one_of
+from pipelines.data.generate import SCENARIOS
 
 
 def generate(
     date: dt.datetime = DateOption,
-    scenario: str = typer.Option(
-        "none", help="none, covariate_shift, concept_drift, missing_values, schema_break."
-    ),
+    scenario: str = typer.Option("none", help=", ".join(SCENARIOS) + ".", callback=one_of(SCENARIOS)),
 ) -> None:
     """Write the demo source's raw partitions for the window ending on DATE."""
     from pipelines.data.generate import generate as run
@@ -23,7 +22,7 @@ def generate(
 
 def validate(
     date: dt.datetime = DateOption,
-    engine: str = typer.Option(None, help="dask or spark (default: CT_ENGINE)."),
+    engine: str = EngineOption,
     as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
 ) -> None:
     """Check each day of the window's source against the data contract and ingest it.
@@ -85,7 +84,7 @@ def sample_data(
 
 def prepare(
     date: dt.datetime = DateOption,
-    engine: str = typer.Option(None, help="dask or spark (default: CT_ENGINE)."),
+    engine: str = EngineOption,
 ) -> None:
     """Build features and the train/validation/holdout split (the promotion policy chooses the holdout)."""
     from pipelines.data.prepare import prepare as run

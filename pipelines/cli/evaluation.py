@@ -6,7 +6,7 @@ import datetime as dt
 
 import typer
 
-from pipelines.cli.common import DateOption, emit, load_settings, previous
+from pipelines.cli.common import DateOption, EngineOption, emit, load_settings, previous
 
 
 def evaluate(
@@ -104,7 +104,7 @@ def drift_compare(
     reference: str = typer.Option(..., help="Parquet file or folder (any fsspec URI): the reference window."),
     current: str = typer.Option(..., help="Parquet file or folder: the window compared with it."),
     contract: str = typer.Option(None, help="Contract file (default: the dataset's contract)."),
-    engine: str = typer.Option(None, help="dask or spark (default: CT_ENGINE)."),
+    engine: str = EngineOption,
 ) -> None:
     """Compare any two Parquet datasets of a contract: per column the method, score, error bound and verdict."""
     from pathlib import Path

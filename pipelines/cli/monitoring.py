@@ -6,7 +6,7 @@ import datetime as dt
 
 import typer
 
-from pipelines.cli.common import emit, load_settings
+from pipelines.cli.common import EngineOption, emit, load_settings
 
 monitor_app = typer.Typer(invoke_without_command=True, no_args_is_help=False)
 
@@ -20,7 +20,7 @@ def monitor(
     hour: int = typer.Option(
         None, "--hour", min=0, max=23, help="One hour of the day (default: the whole day)."
     ),
-    engine: str = typer.Option(None, help="dask or spark (default: CT_ENGINE)."),
+    engine: str = EngineOption,
 ) -> None:
     """Judge an interval of the prediction log against the champion with the monitoring policy (no Airflow:
     a retrain the policy would ask for is reported as would_trigger, and neither asked for nor recorded);

@@ -14,10 +14,18 @@ def register(
     run_id: str = typer.Option(None, help="MLflow run (default: the date's train)."),
 ) -> None:
     """Register the trained model as a new version with alias challenger (idempotent)."""
+    from mlflow.exceptions import MlflowException
+
     from pipelines.release.register import register as run
 
     settings = load_settings()
-    emit(run(settings, date.date(), run_id or previous(settings, date.date(), "train")["run_id"]))
+    try:
+        emit(run(settings, date.date(), run_id or previous(settings, date.date(), "train")["run_id"]))
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        typer.echo(f"error: {exc.message}", err=True)  # "Run with id=... not found"
+        raise typer.Exit(2) from None
 
 
 def promote(

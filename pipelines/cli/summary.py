@@ -20,7 +20,10 @@ def _fmt(value: float | None) -> str:
 
 
 def sample_prediction(settings: Settings, dataset_uri: str) -> dict[str, Any]:
-    """Ask the real serving app (in process) for one prediction of a holdout row."""
+    """Ask the real serving app (in process) for one prediction of a holdout row.
+
+    Its prediction log is off: this row is not served traffic, and the monitor counts what the log holds.
+    """
     from fastapi.testclient import TestClient
 
     from pipelines.serving.app import create_app, wait_until_ready
@@ -28,7 +31,7 @@ def sample_prediction(settings: Settings, dataset_uri: str) -> dict[str, Any]:
     contract = dataset_contract(settings)
     row = datasets.read_split(dataset_uri, "holdout", contract.feature_columns).head(1)
     payload = {"rows": row.astype(object).where(row.notna(), None).to_dict(orient="records")}
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings.replace(prediction_log=False))) as client:
         wait_until_ready(client)
         response = client.post("/v1/predict", json=payload)
         return {"status": response.status_code, "request": payload, "response": response.json()}

@@ -21,14 +21,20 @@ import pyarrow.parquet as pq
 
 from pipelines.data import runlog, sources, storage
 from pipelines.data.contract import dataset_contract
-from pipelines.settings import Settings
+from pipelines.settings import DEMO_CUSTOMERS, Settings
 
 log = logging.getLogger(__name__)
 
 Scenario = Literal["none", "covariate_shift", "concept_drift", "missing_values", "schema_break"]
+
+
+class NoGeneratorError(ValueError):
+    """The dataset's data comes from its own source, not from the demo generator."""
+
+
 SCENARIOS: tuple[str, ...] = ("none", "covariate_shift", "concept_drift", "missing_values", "schema_break")
 
-CUSTOMER_POOL = 200_000
+CUSTOMER_POOL = DEMO_CUSTOMERS  # one row per customer a day: the most rows a day can have
 EPOCH = dt.date(2020, 1, 1)
 CHANNELS = np.array(["web", "app", "store"])
 REGIONS = np.array(["north", "south", "east", "west"])
@@ -153,7 +159,7 @@ def generate(
     """
     contract = dataset_contract(settings)
     if contract.source.generator != "transactions":
-        raise ValueError(
+        raise NoGeneratorError(
             f"dataset '{contract.dataset}' has no demo generator: its data comes from {contract.source.uri}"
         )
     if settings.source_uri:

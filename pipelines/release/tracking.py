@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 import importlib
 import json
@@ -59,6 +60,15 @@ class RunContext:
             | ({"airflow.run_url": self.url} if self.url else {})
             | ({"ct.start_reason": self.start_reason[:5000]} if self.start_reason else {})
         )
+
+
+def daily_run_key(day: dt.date) -> str:
+    """The run key prefix of a day's training, whoever runs it (the retrain DAG, ``pipelines train``).
+
+    The training's identity is appended to it, so the same day and configuration trained from the command line
+    after the DAG (or before it) reuses that model rather than registering a copy of it.
+    """
+    return f"retrain/{day}"
 
 
 @contextlib.contextmanager

@@ -316,6 +316,7 @@ def _run_and_answer(dag, day: dt.date, conf: dict, option: str, who: str = "revi
 def test_approval_granted_then_rejected(airflow_env, tmp_path, monkeypatch):
     """approval: required makes the run wait for a person; Approve promotes, Reject records who said no."""
     from pipelines.release import history, tracking
+    from pipelines.release.promote import rollback
     from pipelines.settings import get_settings
 
     dag, _ = airflow_env
@@ -350,6 +351,18 @@ def test_approval_granted_then_rejected(airflow_env, tmp_path, monkeypatch):
     last = history.read(settings, settings.model_name)[-1]
     assert (last["action"], last["outcome"], last["from_version"]) == ("approval", "rejected", approved)
     assert last["reason"].startswith("rejected by ")
+
+    # A person rolls the approved version back; the first day's run again brings the same version to the
+    # gate, and a second approval cannot undo the rollback. The refusal is final: recorded once, not retried.
+    rollback(settings, before, "approved model misbehaves", trigger="test")
+    rows = len(history.read(settings, settings.model_name))
+    run, asked = _run_and_answer(dag, dt.date(2026, 11, 23), {"model_family": "sklearn"}, "Approve")
+    assert asked is not None and run.state == "failed"
+    tries = {ti.task_id: (ti.state, ti.try_number) for ti in run.get_task_instances()}
+    assert tries["promote"] == ("failed", 1)
+    added = history.read(settings, settings.model_name)[rows:]
+    assert [(row["outcome"], row["to_version"]) for row in added] == [("refused", approved)]
+    assert int(tracking.version_by_alias(client, settings.model_name, "champion").version) == before
 
 
 def test_rollback_dag_from_the_trigger_form(airflow_env, tmp_path, monkeypatch):

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
+from pipelines.cli.summary import sample_prediction
 from pipelines.data import datasets, storage
 from pipelines.data.generate import generate
 from pipelines.data.prepare import prepare
@@ -262,6 +263,42 @@ def test_full_cycle_bootstrap_then_challenge(lab, monkeypatch, tmp_path):
             and missing.json()["detail"] == "rows[0].plan: required field is missing"
         )
         assert http.get("/v1/model").json()["sha256"] == evaluation2["challenger"]["sha256"]
+
+    # `pipelines summary` asks the same app for one prediction of a holdout row. It is not served traffic:
+    # the prediction log, which the monitor reads as the champion's traffic, gets nothing from it.
+    logged = sorted(Path(settings.prediction_log_uri).rglob("*.parquet"))
+    assert logged, "the app's answers above were logged"
+    sample = sample_prediction(settings, prepared[NEXT_DAY]["uri"])
+    assert sample["status"] == 200 and len(sample["response"]["predictions"]) == 1
+    assert sorted(Path(settings.prediction_log_uri).rglob("*.parquet")) == logged
+
+
+def test_a_day_the_dag_trained_is_not_trained_again_from_the_command_line(lab):
+    """`pipelines train` for a day and configuration the retrain DAG trained reuses its run: one model."""
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    settings, prepared = lab
+    context = tracking.RunContext(
+        tracking.daily_run_key(DAY), "retrain", "scheduled__2026-11-20T01:00:00+00:00"
+    )
+    by_dag = train(settings, DAY, prepared[DAY]["uri"], context, "sklearn")
+    env = {
+        "CT_STATE_DIR": str(settings.state_dir),
+        "CT_DATA_ROOT": settings.resolved_data_root,
+        "CT_ROWS_PER_DAY": "4000",
+        "CT_TRAIN_EPOCHS": "3",
+    }
+    by_hand = CliRunner().invoke(app, ["train", "-d", str(DAY), "--family", "sklearn"], env=env)
+    assert by_hand.exit_code == 0, by_hand.output
+    assert json.loads(by_hand.stdout)["run_id"] == by_dag["run_id"]
+    # Another prefix is a person asking for the same configuration to be trained again.
+    again = CliRunner().invoke(
+        app, ["train", "-d", str(DAY), "--family", "sklearn", "--run-key", "again"], env=env
+    )
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["run_id"] != by_dag["run_id"]
 
 
 def test_serving_without_a_champion_says_so(tmp_path):

@@ -42,6 +42,30 @@ def test_a_bad_date_is_refused(tmp_path):
     assert result.exit_code == 2
 
 
+def test_a_request_it_cannot_run_exits_2_naming_what_to_change_without_a_traceback(tmp_path):
+    """A choice outside its list, a setting out of range, a file or a day's data not there: exit 2 with a
+    line that names it, where a bug exits 1 with its traceback."""
+    cases = [
+        (["generate", "-d", "2026-11-20", "--scenario", "bogus"], {}, "'bogus' is not one of"),
+        (["validate", "-d", "2026-11-20", "--engine", "foo"], {}, "'foo' is not one of"),
+        (["monitor", "-d", "2026-11-20", "--engine", "foo"], {}, "'foo' is not one of"),
+        (["train", "-d", "2026-11-20", "--family", "foo"], {}, "'foo' is not one of"),
+        (["train", "-d", "2026-11-20", "--run-key", "a b"], {}, "may hold only"),
+        (["generate", "-d", "2026-11-20"], {"CT_ROWS_PER_DAY": "250000"}, "CT_ROWS_PER_DAY"),
+        (["generate", "-d", "2026-11-20"], {"CT_SEED": "-1"}, "CT_SEED"),
+        (["generate", "-d", "2026-11-20"], {"CT_DATASET": "bikeshare"}, "has no demo generator"),
+        (["validate", "-d", "2026-11-20"], {"CT_DATASET": "nosuch"}, "contract file not found"),
+        (["validate", "-d", "2026-11-25"], {}, "error: no data for 2026-11-25"),
+        (["prepare", "-d", "2026-11-20"], {}, "error: No committed dataset"),
+        (["prepare", "-d", "2026-11-20"], {"CT_POLICY_PATH": str(tmp_path)}, "is a folder, not a file"),
+        (["register", "-d", "2026-11-20", "--run-id", "deadbeef"], {}, "Run with id=deadbeef not found"),
+    ]
+    for args, env, expected in cases:
+        result = runner.invoke(app, args, env=_env(tmp_path / "state") | env)
+        assert result.exit_code == 2, (args, env, result.output, result.exception)
+        assert expected in result.output and "Traceback" not in result.output, (args, env, result.output)
+
+
 def test_policy_command_checks_the_file_and_prints_the_schema(tmp_path):
     import json
 
