@@ -126,3 +126,19 @@ def test_every_dag_takes_the_dataset_by_the_settings_own_name_rule(dagbag):
         assert schema["pattern"] == DATASET_NAME.pattern, dag_id
         for name in ("transactions", "bike-share_2", "../etc", "a b", "", "x;y"):
             assert bool(re.search(schema["pattern"], name)) == bool(DATASET_NAME.match(name)), name
+
+
+def test_every_dags_dataset_is_the_deployments_by_default(monkeypatch):
+    """CT_DATASET, which the CLI and serving read, is also what a scheduled run of each DAG acts on; a name the
+    rule refuses fails the import, naming the variable."""
+    from airflow.dag_processing.dagbag import BundleDagBag
+
+    monkeypatch.setenv("CT_DATASET", "bikeshare")
+    bag = BundleDagBag(dag_folder=str(DAGS_DIR), bundle_path=DAGS_DIR)
+    assert {dag_id: dag.params["dataset"] for dag_id, dag in bag.dags.items()} == {
+        p.stem: "bikeshare" for p in DAG_FILES
+    }
+    monkeypatch.setenv("CT_DATASET", "../x")
+    broken = BundleDagBag(dag_folder=str(DAGS_DIR), bundle_path=DAGS_DIR)
+    assert len(broken.import_errors) == len(DAG_FILES)
+    assert all("CT_DATASET='../x'" in error for error in broken.import_errors.values())
