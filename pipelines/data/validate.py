@@ -200,6 +200,23 @@ def _unchanged(
     }
 
 
+def _check_unchanged(settings: Settings, contract: Contract, source: sources.SourcePartition) -> None:
+    """Raise :class:`~pipelines.data.sources.SourceReadError` when the day's files are no longer the ones
+    validated (upstream rewrote or removed them since the check): what was read for the commit may not be
+    what was checked. A retry validates the day as it is then."""
+    try:
+        now = sources.partition(settings, contract, source.day)
+    except sources.SourceMissingError as exc:
+        raise sources.SourceReadError(
+            f"the source of {source.day} ({source.uri}) went away while it was validated; nothing was committed"
+        ) from exc
+    if now.fingerprint != source.fingerprint:
+        raise sources.SourceReadError(
+            f"the source of {source.day} ({source.uri}) changed while it was validated (files rewritten, added "
+            "or removed); nothing was committed, and a retry validates it as it is now"
+        )
+
+
 def ingest_day(
     engine: Engine, settings: Settings, contract: Contract, source: sources.SourcePartition
 ) -> tuple[ValidationReport | None, dict[str, Any]]:
@@ -241,6 +258,7 @@ def ingest_day(
             final_uri=raw,
             map_files=engine.map_files,
         )
+        _check_unchanged(settings, contract, source)  # still in the temporary folder: a raise commits nothing
     log.info(
         "%s: %d rows hold contract %s v%d; committed %s",
         day,

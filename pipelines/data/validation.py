@@ -180,8 +180,19 @@ def build_schema(contract: Contract, day: dt.date | None = None, text: bool = Fa
     return pa.DataFrameSchema(columns, strict=True, name=contract.dataset)
 
 
+def _widens_to_int64(dtype: Any) -> bool:
+    """A narrower integer type, whose every value an int64 holds (uint64's do not)."""
+    return (
+        isinstance(dtype, np.dtype)
+        and dtype.kind in "iu"
+        and dtype != np.dtype("int64")
+        and np.can_cast(dtype, np.int64)
+    )
+
+
 def normalise(frame: pd.DataFrame) -> pd.DataFrame:
-    """One pandas representation whatever engine produced the batch: object strings, UTC timestamps."""
+    """One pandas representation whatever engine produced the batch: object strings, UTC timestamps, integers
+    as int64."""
     out = {}
     for name in frame.columns:
         column = frame[name]
@@ -189,6 +200,8 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
             column = column.astype(object).where(column.notna(), None)
         elif pd.api.types.is_datetime64_dtype(column.dtype):  # Spark hands over naive UTC
             column = column.dt.tz_localize("UTC")
+        elif _widens_to_int64(column.dtype):  # int32 (DuckDB's INTEGER, Spark's IntegerType), int8, uint16...
+            column = column.astype("int64")
         out[name] = column
     return pd.DataFrame(out, index=frame.index)
 

@@ -492,6 +492,10 @@ def _files_of_a_day(frame: pd.DataFrame) -> dict[str, dict[str, object]]:
             "part-1.parquet": parts[1],
         },
         "parquet_damaged_page": {"part-0.parquet": parts[0], "part-1.parquet": damaged(parts[1])},
+        # Integers narrower than the contract's int64 (DuckDB's INTEGER, Spark's IntegerType): every value holds.
+        "parquet_narrow_ints": {
+            "part-0.parquet": frame.astype({"age": "int32", "num_txn_30d": "uint16", "churned": "int8"})
+        },
         # Snowflake ids: distinct above 2**53, where a float64 holds only every 256th whole number.
         "parquet_64_bit_ids": {"part-0.parquet": big_ids},
         "parquet_64_bit_id_twice": {"part-0.parquet": repeated},
@@ -514,6 +518,7 @@ EXPECTED_ON_BOTH = {
     "parquet_extra_column": [("plan_tier", "unexpected column", 1)],
     "parquet_missing_column": [("plan", "missing column", 1)],
     "parquet_damaged_page": [("<table>", "unreadable file", 1)],
+    "parquet_narrow_ints": [],
     "parquet_64_bit_ids": [],
     "parquet_64_bit_id_twice": [("customer_id", "unique", 1)],
 }

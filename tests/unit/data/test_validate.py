@@ -74,6 +74,19 @@ def test_wrong_type_names_column_rule_and_values(settings, contract, tmp_path, c
     assert [rule for column, rule in found if column == "amount"] == ["coerce_dtype('float64')"]
 
 
+def test_narrower_integers_hold_an_int_column_and_are_committed_as_int64(
+    settings, contract, tmp_path, clean_frame
+):
+    narrow = clean_frame.astype({"age": "int32", "tenure_days": "uint32", "churned": "int8"})
+    assert _report(settings, contract, tmp_path, narrow).ok
+    from pipelines.data.validation import coerce_partition
+
+    assert (coerce_partition(narrow, contract).dtypes[["age", "tenure_days", "churned"]] == "int64").all()
+    unsigned = clean_frame.astype({"age": "uint64"})  # an int64 cannot hold every uint64
+    found, _ = _broken(_report(settings, contract, tmp_path / "uint64", unsigned))
+    assert _rule(found, "age", "dtype('int64')")
+
+
 def test_int_column_holding_floats_is_a_type_error_not_a_truncation(
     settings, contract, tmp_path, clean_frame
 ):
@@ -655,7 +668,12 @@ def test_the_ingest_reads_a_csv_file_as_its_validation_read_it(settings, contrac
         ),
     }
     for name, (data, expected) in files.items():
-        day_settings = settings.model_copy(update={"state_dir": tmp_path / name / "state"})
+        day_settings = settings.model_copy(
+            update={
+                "state_dir": tmp_path / name / "state",
+                "source_uri": str(tmp_path / name / "src" / "{ds}"),
+            }
+        )
         source, csv = day_of_files(
             day_settings, contract, tmp_path / name / "src", {"part-0.csv": data}, "csv"
         )
@@ -667,3 +685,27 @@ def test_the_ingest_reads_a_csv_file_as_its_validation_read_it(settings, contrac
         raw = datasets.read_parquet(summary["uri"])
         assert len(raw) == summary["rows"] == len(frame), name
         assert sorted(raw["customer_id"]) == sorted(expected), name
+
+
+def test_a_source_rewritten_while_its_day_is_validated_commits_nothing(
+    settings, contract, tmp_path, clean_frame, monkeypatch
+):
+    """Upstream rewrites the day between the check and the commit (a late correction): the commit reads the new
+    rows, which nobody checked. The day fails as a read failure (retried, not quarantined), and no raw
+    partition is committed."""
+    from pipelines.data import validate as validate_module
+    from pipelines.data.validate import ingest_day
+
+    source, csv = day_of_files(settings, contract, tmp_path / "src", {"part-0.csv": clean_frame}, "csv")
+    settings = settings.model_copy(update={"source_uri": str(tmp_path / "src" / "{ds}")})
+    checked = validate_module.check_partition
+
+    def check_then_upstream_rewrites(engine, day, rules):
+        report = checked(engine, day, rules)
+        clean_frame.assign(amount=-1.0).to_csv(source.files[0].removeprefix("file://"), index=False)
+        return report
+
+    monkeypatch.setattr(validate_module, "check_partition", check_then_upstream_rewrites)
+    with pytest.raises(sources.SourceReadError, match="changed while it was validated"):
+        ingest_day(DaskEngine(client=None), settings, csv, source)
+    assert not storage.exists(storage.raw_uri(settings.resolved_data_root, settings.dataset, DAY))
