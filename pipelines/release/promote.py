@@ -150,7 +150,11 @@ def move_champion(
         try:
             integrity.fetch_verified(client, name, version, tmp)
         except integrity.IntegrityError as exc:
-            refused = attempt | {"reason": f"{reason or ''} [refused: {exc}]".strip(), "outcome": "refused"}
+            refused = attempt | {
+                "from_version": history.champion(history.read(settings, name)),  # the champion it stays
+                "reason": f"{reason or ''} [refused: {exc}]".strip(),
+                "outcome": "refused",
+            }
             history.append(settings, **refused)
             raise
     with history.promotion_lock(settings, name):

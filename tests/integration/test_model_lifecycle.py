@@ -386,7 +386,7 @@ def test_tampered_or_missing_model_files_are_refused_everywhere(lab):
     with pytest.raises(integrity.IntegrityError, match="altered"):
         rollback(settings, tampered, reason="test")
     refused = [r for r in history.read(settings, name) if r["outcome"] == "refused"]
-    assert [r["to_version"] for r in refused] == [tampered, tampered]
+    assert [(r["from_version"], r["to_version"]) for r in refused] == [(champion, tampered)] * 2
     assert int(tracking.version_by_alias(client, name, "champion").version) == champion
 
     # a missing file on the champion: serving refuses to load it and says why (503 with nothing loaded)
