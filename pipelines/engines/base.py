@@ -44,6 +44,7 @@ class Scan:
 
 
 Aggregation = Literal["sum", "min", "max"]
+Reduction = Literal["sum", "min", "max", "count"]
 
 
 class Engine(Protocol):
@@ -159,6 +160,12 @@ class Engine(Protocol):
 
     def join(self, left: Table, right: Table, on: Sequence[str]) -> Table:
         """The rows of ``left`` and ``right`` whose ``on`` columns are equal (an inner join), on the workers."""
+        ...
+
+    def reduce(self, table: Table, keys: Sequence[str], how: Mapping[str, tuple[str, Reduction]]) -> Table:
+        """One row per distinct value of ``keys`` (none null): the keys, and each column of ``how`` (its name to
+        an input column and the sum, min, max or count of that column's non-null values over the key's rows).
+        On the workers, a table: the keys need not fit in the driver."""
         ...
 
     def write_parquet(self, table: Table, uri: str, partition_on: str | None = None) -> None:

@@ -17,6 +17,7 @@ from pipelines.engines.base import (
     KeyFn,
     PartitionFn,
     R,
+    Reduction,
     Repeated,
     Scan,
     T,
@@ -283,6 +284,16 @@ class DaskEngine:
 
     def join(self, left: Table, right: Table, on: Sequence[str]) -> Table:
         return left.merge(right, on=list(on), how="inner")
+
+    def reduce(self, table: Table, keys: Sequence[str], how: Mapping[str, tuple[str, Reduction]]) -> Table:
+        def part(frame: pd.DataFrame) -> pd.DataFrame:
+            return frame.groupby(list(keys), as_index=False, sort=False).agg(**dict(how))
+
+        # Each key's rows in one partition, then pandas groups them there. Dask's own groupby-agg with
+        # split_out gave a table that a later merge on the keys failed to plan (dask-expr took the groupby's
+        # index for the keys' columns: "['entity_id' 'event_time'] not in index").
+        shuffled = table.shuffle(list(keys), npartitions=table.npartitions)
+        return shuffled.map_partitions(part, meta=part(table._meta))
 
     def write_parquet(self, table: Table, uri: str, partition_on: str | None = None) -> None:
         table.to_parquet(

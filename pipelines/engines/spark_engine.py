@@ -26,6 +26,7 @@ from pipelines.engines.base import (
     KeyFn,
     PartitionFn,
     R,
+    Reduction,
     Repeated,
     Scan,
     T,
@@ -400,6 +401,13 @@ class SparkEngine:
 
     def join(self, left: Table, right: Table, on: Sequence[str]) -> Table:
         return left.join(right, on=list(on), how="inner")
+
+    def reduce(self, table: Table, keys: Sequence[str], how: Mapping[str, tuple[str, Reduction]]) -> Table:
+        from pyspark.sql import functions as F
+
+        return table.groupBy(*keys).agg(
+            *(getattr(F, fn)(column).alias(name) for name, (column, fn) in how.items())
+        )
 
     def write_parquet(self, table: Table, uri: str, partition_on: str | None = None) -> None:
         writer = table.write.mode("overwrite")

@@ -28,11 +28,16 @@ from pipelines.serving.predlog import LOG_COLUMNS
 
 if TYPE_CHECKING:
     from pipelines.engines import Engine
+    from pipelines.engines.base import Aggregation
     from pipelines.settings import Settings
 
 JOIN_KEYS = ["entity_id", "event_time"]
 LABEL = "actual"  # the source's label, once joined
-COUNTS = pa.schema([("probability", pa.float64()), (LABEL, pa.int64()), ("rows", pa.int64())])
+# Per (probability, label, whether the key's labels agree): the served keys joined to labels.
+COUNTS = pa.schema(
+    [("probability", pa.float64()), (LABEL, pa.int64()), ("agreed", pa.bool_()), ("rows", pa.int64())]
+)
+KEYS = pa.schema([("key", pa.string()), ("keys", pa.int64())])
 SERVED = pa.schema(
     [
         ("entity_id", pa.string()),
@@ -96,12 +101,24 @@ def _labels(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
 
 
 def _counts(frame: pd.DataFrame) -> pd.DataFrame:
-    grouped = frame.groupby(["probability", LABEL], sort=False).size()
+    """Joined keys by (probability, label, agreed): a key whose label rows disagree is ``agreed`` False."""
+    keyed = pd.DataFrame(
+        {
+            "probability": frame["probability"].astype("float64"),
+            LABEL: frame["low"].astype("int64"),
+            "agreed": (frame["low"] == frame["high"]).astype(bool),
+        }
+    )
+    grouped = keyed.groupby(["probability", LABEL, "agreed"], sort=False).size()
     return (
         grouped.rename("rows")
         .reset_index()
-        .astype({"probability": "float64", LABEL: "int64", "rows": "int64"})
+        .astype({"probability": "float64", LABEL: "int64", "agreed": bool, "rows": "int64"})
     )
+
+
+def _key_count(frame: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({"key": [""], "keys": [len(frame)]})
 
 
 def metric_from_counts(name: str, counts: pd.DataFrame) -> float:
@@ -138,12 +155,19 @@ def _joined(
     totals = engine.aggregate(
         log, lambda f: _served_counts(f, champion), TOTALS, ["key"], dict.fromkeys(TOTALS.names[1:], "sum")
     )
-    counted = {name: counted[name] + int(totals[name].sum()) for name in counted}
+    counted = counted | {name: counted[name] + int(totals[name].sum()) for name in TOTALS.names[1:]}
     served = engine.map_partitions(log, lambda f: _served_keys(f, champion), SERVED)
+    # An entity's event is one row however often it was served (a client's retry): its lowest probability,
+    # which is exact on every engine. Its label rows are one label when they agree, and none when they do not.
+    served = engine.reduce(served, JOIN_KEYS, {"probability": ("probability", "min")})
     raw = engine.select(engine.read(raw_files), [contract.entity_id, contract.event_time, contract.label])
     labels = engine.map_partitions(raw, lambda f: _labels(f, contract), LABELS)
+    labels = engine.reduce(labels, JOIN_KEYS, {"low": (LABEL, "min"), "high": (LABEL, "max")})
+    keys = engine.aggregate(served, _key_count, KEYS, ["key"], {"keys": "sum"})
+    counted = counted | {"keys": counted["keys"] + int(keys["keys"].sum())}
     joined = engine.join(served, labels, JOIN_KEYS)
-    return counted, engine.aggregate(joined, _counts, COUNTS, ["probability", LABEL], {"rows": "sum"})
+    how: dict[str, Aggregation] = {"rows": "sum"}
+    return counted, engine.aggregate(joined, _counts, COUNTS, ["probability", LABEL, "agreed"], how)
 
 
 def live_quality(
@@ -168,7 +192,7 @@ def live_quality(
             "detail": f"the labels of {day} are not validated yet (no raw partition at {raw_day_uri}; the "
             "retrain run of that day validates it)",
         }
-    counted = {"served": older_rows, "champion": 0, "joinable": 0}
+    counted = {"served": older_rows, "champion": 0, "joinable": 0, "keys": 0}
     joined_counts = pd.DataFrame(columns=COUNTS.names)
     if files:
         raw_files = datasets.parquet_files(raw_day_uri)
@@ -180,15 +204,20 @@ def live_quality(
                 if damaged is None:
                     raise
                 raise damaged from None
-    rows = int(joined_counts["rows"].sum()) if len(joined_counts) else 0
+    agreed = joined_counts[joined_counts["agreed"].astype(bool)] if len(joined_counts) else joined_counts
+    rows = int(agreed["rows"].sum()) if len(agreed) else 0
+    conflicting = int(joined_counts["rows"].sum()) - rows if len(joined_counts) else 0
     result |= {
         "served_rows": counted["served"],
         "champion_rows": counted["champion"],
         "unjoinable_rows": counted["champion"] - counted["joinable"],
         "joinable_rows": counted["joinable"],
-        "joined_rows": rows,
-        "unlabelled_rows": counted["joinable"] - rows,
+        "repeated_rows": counted["joinable"] - counted["keys"],  # an entity's event served again (a retry)
+        "joined_rows": rows,  # distinct events joined to one label
+        "conflicting_label_rows": conflicting,  # events whose label rows disagree: not counted
+        "unlabelled_rows": counted["keys"] - rows - conflicting,
     }
+    joined_counts = agreed
     classes = joined_counts.loc[joined_counts["rows"] > 0, LABEL].nunique() if rows else 0
     if classes < 2:
         return result | {

@@ -90,12 +90,26 @@ def drift_signals(
     return signals
 
 
+# What the live signal reports of the join: the rows the champion served without keys, with them, served
+# again (one event), joined to one label, whose labels disagree, and with no label yet.
+LIVE_COUNTS = (
+    "day",
+    "metric",
+    "unjoinable_rows",
+    "joinable_rows",
+    "repeated_rows",
+    "joined_rows",
+    "conflicting_label_rows",
+    "unlabelled_rows",
+)
+
+
 def live_signal(
     policy: MonitoringPolicy, live: dict[str, Any], holdout_value: float | None
 ) -> dict[str, Any]:
     """The champion's live metric of its labelled day against its holdout figure."""
     rule = policy.live_quality
-    counts = {k: live[k] for k in ("day", "metric", "joined_rows", "unjoinable_rows") if k in live}
+    counts = {k: live[k] for k in LIVE_COUNTS if k in live}
     if live["state"] != "measured":
         return _signal(LIVE_QUALITY, NOT_JUDGED, f"{live['state']}: {live['detail']}", **counts)
     if live["joined_rows"] < rule.min_labelled_rows:

@@ -296,6 +296,62 @@ def test_a_read_between_two_times_keeps_exactly_the_rows_in_them(request, settin
 
 
 @pytest.mark.parametrize("engine_name", ["dask", "spark", "spark-connect"])
+def test_a_reduce_gives_each_key_once_with_its_figures_and_joins_on_the_keys(
+    request, settings, tmp_path, engine_name
+):
+    engine_name, settings = _engine(request, settings, engine_name)
+    at = pd.Timestamp("2026-11-30 10:00", tz="UTC")
+    rows = pd.DataFrame(
+        {
+            "entity_id": ["a", "a", "b", "c", "c", "c"],
+            "event_time": [at, at, at, at, at, at + pd.Timedelta(minutes=1)],
+            "value": [0.5, 0.25, 0.75, 1.0, None, 2.0],
+        }
+    )
+    other = pd.DataFrame({"entity_id": ["a", "b", "d"], "event_time": [at] * 3, "tag": [1, 2, 3]})
+    for name, frame in (("rows", rows), ("other", other)):
+        half = len(frame) // 2  # two files: a key's rows in both
+        frame.iloc[:half].to_parquet(tmp_path / f"{name}-0.parquet", index=False)
+        frame.iloc[half:].to_parquet(tmp_path / f"{name}-1.parquet", index=False)
+    keys = ["entity_id", "event_time"]
+    with open_engine(engine_name, settings, 1) as engine:
+        table = engine.read([str(tmp_path / f"rows-{n}.parquet") for n in (0, 1)])
+        reduced = engine.reduce(
+            table, keys, {"low": ("value", "min"), "high": ("value", "max"), "n": ("value", "count")}
+        )
+        joined = engine.join(
+            reduced, engine.read([str(tmp_path / f"other-{n}.parquet") for n in (0, 1)]), keys
+        )
+        found = engine.aggregate(
+            joined,
+            lambda f: pd.DataFrame(
+                {
+                    "key": f["entity_id"].astype(str) + "@" + f["event_time"].astype(str),
+                    "low": f["low"].astype("float64"),
+                    "high": f["high"].astype("float64"),
+                    "n": f["n"].astype("int64"),
+                    "tag": f["tag"].astype("int64"),
+                }
+            ),
+            pa.schema(
+                [
+                    ("key", pa.string()),
+                    ("low", pa.float64()),
+                    ("high", pa.float64()),
+                    ("n", pa.int64()),
+                    ("tag", pa.int64()),
+                ]
+            ),
+            ["key"],
+            {"low": "min", "high": "max", "n": "sum", "tag": "sum"},
+        )
+    assert sorted((r["key"][0], r["low"], r["high"], r["n"], r["tag"]) for r in found.to_dict("records")) == [
+        ("a", 0.25, 0.5, 2, 1),
+        ("b", 0.75, 0.75, 1, 2),
+    ]
+
+
+@pytest.mark.parametrize("engine_name", ["dask", "spark", "spark-connect"])
 def test_an_aggregate_of_parquet_files_counts_the_rows_between_two_times_with_arrow_strings(
     request, settings, tmp_path, engine_name
 ):

@@ -97,10 +97,15 @@ def test_live_quality_is_scikit_learns_metric_on_the_joined_rows_on_both_engines
     log = pd.read_parquet(settings.prediction_log_uri)
     assert len(log) == 901 and log["entity_id"].notna().sum() == 701  # and the one sent as client-7
     assert (log["request_id"] == "client-7").sum() == 1
-    joined = log.dropna(subset=["entity_id"]).merge(
-        source[["customer_id", "event_ts", "churned"]],
-        left_on=["entity_id", "event_time"],
-        right_on=["customer_id", "event_ts"],
+    # client-7 sent the first keyed row again (a client's retry): one event, counted once.
+    joined = (
+        log.dropna(subset=["entity_id"])
+        .drop_duplicates(["entity_id", "event_time"])
+        .merge(
+            source[["customer_id", "event_ts", "churned"]],
+            left_on=["entity_id", "event_time"],
+            right_on=["customer_id", "event_ts"],
+        )
     )
     expected = roc_auc_score(joined["churned"], joined["probability"])
 
@@ -114,7 +119,8 @@ def test_live_quality_is_scikit_learns_metric_on_the_joined_rows_on_both_engines
     for engine, result in results.items():
         live = _signal(result, "live_quality")
         assert live["day"] == day.isoformat() and live["metric"] == "roc_auc", (engine, live)
-        assert live["joined_rows"] == 701 and live["unjoinable_rows"] == 200, (engine, live)
+        assert live["joined_rows"] == 700 and live["unjoinable_rows"] == 200, (engine, live)
+        assert live["repeated_rows"] == 1 and live["unlabelled_rows"] == live["conflicting_label_rows"] == 0
         assert live["value"] == pytest.approx(expected, rel=1e-12), engine
         assert live["state"] in (verdict.OK, verdict.BREACH)
         assert result["rows"] == 901 and result["champion_rows"] == 901
@@ -313,8 +319,11 @@ def test_a_labels_day_file_that_does_not_decode_is_set_aside_and_the_rest_joined
     aside = Path(settings.prediction_log_uri) / "_unreadable" / f"ds={day}" / bad.name
     assert result["log_set_aside"] == [f"file://{aside}"] and aside.read_bytes() == broken
     live = _signal(result, "live_quality")
-    # Every row sent carried its keys (client-7's too, twice 301), but for those of the file set aside.
-    assert live["day"] == day.isoformat() and live["joined_rows"] == 602 - lost, live
+    # Every row sent carried its keys (client-7's too, twice 301), but for those of the file set aside; a row
+    # client-7 sent again is one event.
+    assert live["day"] == day.isoformat() and live["joinable_rows"] == 602 - lost, live
+    events = pd.read_parquet(folder).drop_duplicates(["entity_id", "event_time"])
+    assert live["joined_rows"] == len(events) == 602 - lost - live["repeated_rows"], live
     assert live["state"] in (verdict.OK, verdict.BREACH) and result["rows"] == 0
     again = monitor(settings, Interval.of(day + dt.timedelta(days=1), 0), engine)
     assert (

@@ -131,7 +131,44 @@ def test_a_metric_from_join_counts_is_scikit_learns_on_the_rows(name, reference)
     rng = np.random.default_rng(3)
     probability = np.round(rng.uniform(0.01, 0.99, 2000), 2)  # ties, as a tree's leaves give (clipped alike)
     labels = (rng.random(2000) < probability).astype("int64")
-    joined = pd.DataFrame({"probability": probability, LABEL: labels})
+    joined = pd.DataFrame({"probability": probability, "low": labels, "high": labels})
     counts = pd.concat([_counts(part) for part in np.array_split(joined, 4)])
-    counts = counts.groupby(["probability", LABEL]).sum().reset_index()
+    assert counts["agreed"].all()
+    counts = counts.groupby(["probability", LABEL])["rows"].sum().reset_index()
     assert metric_from_counts(name, counts) == pytest.approx(reference(labels, probability), rel=1e-12)
+
+
+def test_a_retried_event_counts_once_and_an_event_whose_labels_disagree_not_at_all(contract, tmp_path):
+    """The join on the engine: an entity's event served twice (a client's retry) is one row; an event whose
+    label rows disagree is counted apart, not as either label; an event with no label row is unlabelled."""
+    from pipelines.engines.dask_engine import DaskEngine
+    from pipelines.monitoring.live import _joined
+
+    at = pd.Timestamp("2026-11-20 10:00", tz="UTC")
+    log = pd.DataFrame(
+        {
+            "model_version": [3, 3, 3, 3, 3, 2],
+            "entity_id": ["a", "a", "b", "c", "d", "e"],
+            "event_time": [at, at, at, at, at, at],
+            "probability": [0.9, 0.9, 0.2, 0.6, 0.4, 0.5],
+        }
+    )
+    raw = pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "c", "c", "e"],
+            "event_ts": [at] * 5,
+            "churned": [1, 0, 1, 0, 1],
+        }
+    )
+    for number, part in enumerate((log.iloc[:3], log.iloc[3:])):  # the retry's two rows in one file
+        part.to_parquet(tmp_path / f"log-{number}.parquet", index=False)
+    raw.to_parquet(tmp_path / "raw.parquet", index=False)
+    files = [str(tmp_path / "log-0.parquet"), str(tmp_path / "log-1.parquet")]
+    start = {"served": 0, "champion": 0, "joinable": 0, "keys": 0}
+    counted, counts = _joined(
+        DaskEngine(client=None), contract, files, [str(tmp_path / "raw.parquet")], 3, start
+    )
+    assert counted == {"served": 6, "champion": 5, "joinable": 5, "keys": 4}
+    rows = counts.set_index(["probability", LABEL, "agreed"])["rows"].to_dict()
+    # a (retried) and b joined to their labels; c's labels disagree; d has none; e was another version's
+    assert rows == {(0.9, 1, True): 1, (0.2, 0, True): 1, (0.6, 0, False): 1}
