@@ -25,7 +25,10 @@ after its libraries are imported and frozen (``gc.freeze``, as in a task forked 
   Evidently's time until its two reports have run (Evidently renders its widgets as a report runs, so its
   figure holds its rendering). On ``spark`` the task starts its own Spark driver (a JVM) as a task does by
   default; on ``spark-connect`` it is a client of a standing Spark Connect server (``CT_SPARK_REMOTE``), started
-  and given its first job before any clock, as a team's server has long been up; each run is a new session;
+  and given its first job before any clock, as a team's server has long been up; each run is a new session.
+  Both read the log on Spark (``CT_MONITOR_IN_TASK_BELOW_MB=0``); ``spark-default`` and
+  ``spark-connect-default`` keep the default (64 MiB), under which the pass runs in the task's threads and
+  only the live join (when the interval has labels to join) uses Spark;
 - **plain Evidently**, what a user would otherwise run: the day's features and probabilities and the
   reference window read into pandas, the champion's holdout scored, ``Report([DataDriftPreset(...)])`` with
   the contract's test per column and ``ValueDrift`` of the probabilities, HTML saved. Skipped above
@@ -203,6 +206,10 @@ def child_monitor(work: str, engine: str, fresh: str) -> dict[str, Any]:
     from pipelines.monitoring.monitor import Interval, monitor
 
     settings = _settings(Path(work))
+    if engine.endswith("-default"):
+        engine = engine.removesuffix("-default")
+    elif engine != "dask":  # the pass on Spark, whatever the interval's size
+        settings = settings.model_copy(update={"monitor_in_task_below_mb": 0})
     if engine == "spark-connect":  # a client of the standing server the parent started
         settings, engine = settings.model_copy(update={"spark_remote": os.environ[CONNECT_URL]}), "spark"
     root = Path(settings.monitoring_uri)
@@ -230,6 +237,7 @@ def child_monitor(work: str, engine: str, fresh: str) -> dict[str, Any]:
         ),
         "rows": result["rows"],
         "verdict": result["verdict"]["status"],
+        "pass_on": result["pass_on"],
         "columns": {
             name: {"score": c["score"], "drifted": c["drifted"], "bound": c["error_bound"]}
             for name, c in drift["columns"].items()
@@ -413,9 +421,10 @@ def main() -> None:
         "--engines",
         nargs="+",
         default=["dask", "spark", "spark-connect"],
-        choices=["dask", "spark", "spark-connect"],
+        choices=["dask", "spark", "spark-connect", "spark-default", "spark-connect-default"],
         help="spark: a Spark driver in the task (local[2]); spark-connect: a client of a standing Spark Connect "
-        "server (CT_SPARK_REMOTE), started before the clocks",
+        "server (CT_SPARK_REMOTE), started before the clocks; both with the pass on Spark whatever the size; "
+        "-default: with the default CT_MONITOR_IN_TASK_BELOW_MB (the pass of a small interval in the task)",
     )
     parser.add_argument("--evidently-up-to", type=int, default=1_000_000)
     parser.add_argument(
@@ -446,7 +455,7 @@ def main() -> None:
     print(f"bench/monitor.py, {now:%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} cores")
     version = _champion(work)
     with contextlib.ExitStack() as stack:
-        if "spark-connect" in options.engines:
+        if any(e.startswith("spark-connect") for e in options.engines):
             stack.enter_context(connect_server(work))
         _sizes(options, work, version)
 
@@ -494,10 +503,11 @@ def _sizes(options: argparse.Namespace, work: Path, version: int) -> None:
             )
             phases = ", ".join(f"{k} {v:.1f}" for k, v in ours["phases"].items())
             print(
-                f"  monitor on {engine}, {what}: {ours['seconds']:.1f} s in all ({phases}); reading, verdicts "
+                f"  monitor on {engine}, {what}: {ours['seconds']:.1f} s in all, the pass on {ours['pass_on']} "
+                f"({phases}); reading, verdicts "
                 f"and report {ours['like_for_like']:.2f} s{spread}; peak {ours['peak_mib']:.0f} MiB "
                 f"({ours['peak_mib'] / (size / 2**20):.1f}x the input"
-                f"{'; the task alone: the server, whose workers read the log, apart' if engine == 'spark-connect' else ''})"
+                f"{'; the task alone: the server, whose workers read the log, apart' if engine.startswith('spark-connect') else ''})"
             )
             print(
                 f"    verdict {ours['verdict']}; drifted: {', '.join(drifted)}; prediction drift "
@@ -507,7 +517,7 @@ def _sizes(options: argparse.Namespace, work: Path, version: int) -> None:
                 differ = _disagreements(ours, plain)
                 memory = (
                     "memory not compared (the server's is not sampled)"
-                    if engine == "spark-connect"
+                    if engine.startswith("spark-connect")
                     else f"{plain['peak_mib'] / ours['peak_mib']:.1f}x less memory"
                 )
                 print(

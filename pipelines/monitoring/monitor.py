@@ -329,17 +329,23 @@ def _served(
             "outside": {},
             "outside_rows": 0,
             "files": 0,
+            "pass_on": None,
         }
     import pandas as pd
 
     from pipelines.data.profile import HOW, KEYS, PARTIALS
 
     size = storage.total_bytes(files)
+    pass_on = pass_engine(settings, engine, size)
+    name, run_settings, processes_from_mb = engine, settings, settings.monitor_dask_processes_from_mb
+    if pass_on == IN_TASK:  # Dask's threaded scheduler in this process (the size is below the threshold)
+        name, processes_from_mb = "dask", settings.monitor_in_task_below_mb
+        run_settings = settings.model_copy(update={"dask_scheduler": None})
     # Copy-on-write (pandas 3's default; the pass only reads its frames): Dask's Parquet reader selects a
     # file's columns twice, and each selection copied them, 15% of the pass over 1M rows.
     with (
         pd.option_context("mode.copy_on_write", True),
-        open_engine(engine, settings, size, settings.monitor_dask_processes_from_mb) as session,
+        open_engine(name, run_settings, size, processes_from_mb) as session,
     ):
         try:
             found = session.aggregate_parquet(
@@ -356,7 +362,21 @@ def _served(
             if damaged is None:
                 raise
             raise damaged from None
-    return served_figures(found, contract, champion) | {"files": len(files)}
+    return served_figures(found, contract, champion) | {"files": len(files), "pass_on": pass_on}
+
+
+IN_TASK = "task"
+
+
+def pass_engine(settings: Settings, engine: str, size: int) -> str:
+    """Where the pass over ``size`` bytes of the interval's log runs: :data:`IN_TASK` (Dask's threaded scheduler
+    in this process) below ``CT_MONITOR_IN_TASK_BELOW_MB`` when the engine would otherwise start a job
+    elsewhere (Spark, or a Dask scheduler), else the engine. The statistics are the same functions either
+    way (:func:`served_partials`), so the verdict does not depend on it."""
+    remote = engine == "spark" or bool(settings.dask_scheduler)
+    if remote and size < settings.monitor_in_task_below_mb * 2**20:
+        return IN_TASK
+    return engine
 
 
 def monitor(
@@ -456,6 +476,7 @@ def monitor(
     result = base | {
         "champion": champion_version,
         "rows": served["rows"],
+        "pass_on": served["pass_on"],  # where the pass over the log ran: the engine, or "task" (pass_engine)
         "rows_by_version": served["rows_by_version"],
         "champion_rows": served["champion_rows"],
         "signals": signals,
@@ -787,6 +808,8 @@ def _log_to_mlflow(settings: Settings, client: Any, interval: Interval, result: 
         "champion_version": str(result["champion"]),
         "verdict": result["verdict"]["status"],
         "state": result["state"],
+        "engine": result["engine"],
+        "pass_on": str(result["pass_on"]),  # "task": the pass ran in the task's threads (pass_engine)
     }
     # The interval's run of this dataset: every dataset's monitor shares the experiment (the settings'
     # experiment is the same for all of them unless set), so the interval alone named another dataset's run.

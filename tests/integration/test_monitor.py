@@ -60,6 +60,7 @@ def _lab(champion, tmp_path: Path, policy: dict | None = None):
         contract_path=settings.contract_path,
         rows_per_day=settings.rows_per_day,
         prediction_log_flush_rows=100,
+        monitor_in_task_below_mb=0,  # Spark's runs read the log on Spark, not in the task
         **changes,
     )
     return lab, version
@@ -116,6 +117,11 @@ def test_live_quality_is_scikit_learns_metric_on_the_joined_rows_on_both_engines
     done = logfiles.compact(settings.prediction_log_uri, day, later)
     assert done["rows"] == 901 and done["parts"] > done["files"] >= 1, done
     results["spark"] = monitor(settings, Interval.of(day), "spark")
+    # By default an interval this small (kilobytes) is read in the task's threads, on Spark too; the live join
+    # still runs on Spark.
+    default = settings.model_copy(update={"monitor_in_task_below_mb": 64})
+    results["spark, the pass in the task"] = monitor(default, Interval.of(day), "spark")
+    assert [results[e]["pass_on"] for e in results] == ["dask", "spark", "task"]
     for engine, result in results.items():
         live = _signal(result, "live_quality")
         assert live["day"] == day.isoformat() and live["metric"] == "roc_auc", (engine, live)
@@ -124,8 +130,8 @@ def test_live_quality_is_scikit_learns_metric_on_the_joined_rows_on_both_engines
         assert live["value"] == pytest.approx(expected, rel=1e-12), engine
         assert live["state"] in (verdict.OK, verdict.BREACH)
         assert result["rows"] == 901 and result["champion_rows"] == 901
-    dask, spark = (results[e]["signals"] for e in ("dask", "spark"))
-    for one, other in zip(dask, spark, strict=True):  # the same verdict on either engine
+    dask, spark, task = (r["signals"] for r in results.values())
+    for one, other in [*zip(dask, spark, strict=True), *zip(dask, task, strict=True)]:  # the same verdicts
         assert one["state"] == other["state"], (one, other)
         if isinstance(one.get("value"), float):  # a score from buckets each engine's partitions chose: within
             assert one["value"] == pytest.approx(other["value"], rel=1e-3), (one, other)  # its error bound

@@ -172,3 +172,21 @@ def test_a_retried_event_counts_once_and_an_event_whose_labels_disagree_not_at_a
     rows = counts.set_index(["probability", LABEL, "agreed"])["rows"].to_dict()
     # a (retried) and b joined to their labels; c's labels disagree; d has none; e was another version's
     assert rows == {(0.9, 1, True): 1, (0.2, 0, True): 1, (0.6, 0, False): 1}
+
+
+def test_a_small_intervals_pass_runs_in_the_task_and_a_large_one_on_the_engine(tmp_path):
+    """Below CT_MONITOR_IN_TASK_BELOW_MB a Spark job (or a Dask scheduler's) costs more than the pass itself: the
+    pass runs in the task's threads. The embedded Dask engine is the task's threads already."""
+    from pipelines.monitoring.monitor import IN_TASK, pass_engine
+    from pipelines.settings import get_settings
+
+    settings = get_settings(state_dir=tmp_path, monitor_in_task_below_mb=64)
+    mib = 2**20
+    assert pass_engine(settings, "spark", 64 * mib - 1) == IN_TASK
+    assert pass_engine(settings, "spark", 64 * mib) == "spark"
+    assert pass_engine(settings, "dask", 1) == "dask"
+    cluster = settings.model_copy(update={"dask_scheduler": "tcp://127.0.0.1:8786"})
+    assert pass_engine(cluster, "dask", 64 * mib - 1) == IN_TASK
+    assert pass_engine(cluster, "dask", 64 * mib) == "dask"
+    always = settings.model_copy(update={"monitor_in_task_below_mb": 0})
+    assert pass_engine(always, "spark", 0) == "spark"
