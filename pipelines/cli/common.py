@@ -37,7 +37,8 @@ EngineOption = typer.Option(None, help="dask or spark (default: CT_ENGINE).", ca
 def request_errors() -> tuple[type[Exception], ...]:
     """The project's named errors that say what to change in the request: a file of settings that is missing or
     wrong (contract, policies, model settings), a day's data or an earlier stage's output not there, a day
-    validated under another contract. A command that raises one exits 2 with its message, no traceback."""
+    validated under another contract; or work another process is doing (a training of the same run key: run
+    it again once that ends). A command that raises one exits 2 with its message, no traceback."""
     from pipelines.data.contract import ContractError
     from pipelines.data.datasets import DatasetNotFoundError, EmptySplitError
     from pipelines.data.generate import NoGeneratorError
@@ -45,6 +46,7 @@ def request_errors() -> tuple[type[Exception], ...]:
     from pipelines.data.sources import SourceMissingError
     from pipelines.evaluation.policy import PolicyError
     from pipelines.monitoring.policy import MonitoringPolicyError
+    from pipelines.release.history import LockHeldError
     from pipelines.training.model_settings import ModelSettingsError
 
     return (
@@ -57,6 +59,7 @@ def request_errors() -> tuple[type[Exception], ...]:
         PolicyError,
         MonitoringPolicyError,
         ModelSettingsError,
+        LockHeldError,
     )
 
 

@@ -14,7 +14,8 @@ pending row with no completion, which the next move or ``pipelines history --che
 ``rejected``) are one row each.
 
 The lock makes compare-and-set safe across processes and hosts: a file lock beside the embedded store,
-a transaction-scoped advisory lock on PostgreSQL.
+a transaction-scoped advisory lock on PostgreSQL. :func:`exclusive` keeps one holder of a longer piece of work
+(a training of one run key) the same way, failing the second at once.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from pipelines.settings import Settings
 
@@ -112,19 +113,66 @@ def _engine_for(url: str) -> sa.Engine:
     return engine
 
 
+def _advisory_key(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
 @contextlib.contextmanager
 def promotion_lock(settings: Settings, model: str) -> Iterator[None]:
     """Held while the champion is read, compared and moved; one holder per model across processes."""
     url = database_url(settings)
     if url.startswith("postgresql"):
-        key = int.from_bytes(hashlib.sha256(f"ct-promote:{model}".encode()).digest()[:8], "big", signed=True)
         with _engine(settings).begin() as connection:
+            key = _advisory_key(f"ct-promote:{model}")
             connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
             yield
         return
     path = Path(url[len("sqlite:///") :]).parent / f"{model}.promote.lock"
     with FileLock(str(path), timeout=LOCK_TIMEOUT_S):
         yield
+
+
+class LockHeldError(RuntimeError):
+    """Another process holds the lock of this work (:func:`exclusive`)."""
+
+
+@contextlib.contextmanager
+def exclusive(settings: Settings, name: str, what: str) -> Iterator[None]:
+    """Held for the length of one piece of work (a training of one run key), in the database beside the
+    registry, so across hosts on PostgreSQL: a second holder fails at once with :class:`LockHeldError`, naming
+    ``what``. It does not wait: the work can take hours, and its retry finds what the first holder left.
+
+    PostgreSQL: a session advisory lock on a connection of its own, released at the end (and by the server if
+    the process dies and its connection drops). SQLite: a file lock beside the database (released by the
+    operating system if the process dies)."""
+    url = database_url(settings)
+    if url.startswith("postgresql"):
+        key = _advisory_key(name)
+        with _engine(settings).connect() as connection:
+            held = connection.execute(sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar()
+            connection.commit()
+            if not held:
+                raise LockHeldError(
+                    f"{what} is held by another process (a PostgreSQL advisory lock on {name})"
+                )
+            try:
+                yield
+            finally:
+                connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                connection.commit()
+        return
+    folder = Path(url[len("sqlite:///") :]).parent / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{hashlib.sha256(name.encode()).hexdigest()[:32]}.lock"
+    lock = FileLock(str(path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise LockHeldError(f"{what} is held by another process (the file lock {path}, for {name})") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def append(settings: Settings, **row: Any) -> dict[str, Any]:

@@ -46,6 +46,7 @@ from pipelines.data.profile import PROFILE_FILE, REFERENCE_PROFILE_ARTIFACT
 from pipelines.evaluation.metrics import classification_metrics
 from pipelines.host import usable_cores
 from pipelines.release import tracking
+from pipelines.release.history import exclusive
 from pipelines.settings import MODEL_FAMILIES, Settings
 from pipelines.training import job as jobs
 from pipelines.training import launchers
@@ -575,14 +576,21 @@ def train(
     plan = plan_training(settings, model_settings, spec, dataset_uri, manifest)
     context = dataclasses.replace(context, run_key=f"{context.run_key}/{plan.identity}")
     client = tracking.configure(settings)
-    if existing := _find_finished_run(client, settings, context.run_key):
-        log.info(
-            "run key %s already trained as MLflow run %s; reusing it", context.run_key, existing.info.run_id
-        )
-        if not settings.train_keep_checkpoints:  # a task killed after its run ended, before it removed them
-            storage.remove(job_uri(settings, context.run_key))
-        return _result(existing.info.run_id, existing.data.metrics, existing.data.tags)
-    run_id = _train_and_log(settings, logical_date, dataset_uri, manifest, context, spec, plan)
+    # One process trains a run key at a time: two (the CLI and the DAG on one day, a task Airflow took for dead
+    # and its retry) would share the job folder's checkpoints and each log and register a model.
+    with exclusive(settings, *training_lock(settings, context.run_key)):
+        if existing := _find_finished_run(client, settings, context.run_key):
+            log.info(
+                "run key %s already trained as MLflow run %s; reusing it",
+                context.run_key,
+                existing.info.run_id,
+            )
+            if (
+                not settings.train_keep_checkpoints
+            ):  # a task killed after its run ended, before it removed them
+                storage.remove(job_uri(settings, context.run_key))
+            return _result(existing.info.run_id, existing.data.metrics, existing.data.tags)
+        run_id = _train_and_log(settings, logical_date, dataset_uri, manifest, context, spec, plan)
     finished = client.get_run(run_id)
     return _result(run_id, finished.data.metrics, finished.data.tags)
 
@@ -750,6 +758,11 @@ def _train_and_log(
         validation_metrics,
     )
     return str(run.info.run_id)
+
+
+def training_lock(settings: Settings, run_key: str) -> tuple[str, str]:
+    """The name of the lock one training of ``run_key`` holds (:func:`exclusive`), and what it says it guards."""
+    return f"ct-train:{settings.dataset}:{run_key}", f"the training of run key {run_key} ({settings.dataset})"
 
 
 def job_uri(settings: Settings, run_key: str) -> str:

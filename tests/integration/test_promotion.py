@@ -285,3 +285,50 @@ def test_a_move_interrupted_either_side_of_the_alias_is_resolved(tmp_path, monke
     last = history.read(settings, settings.model_name)[-1]
     assert (last["action"], last["outcome"], last["trigger"]) == ("rollback", "rolled_back", "recovery")
     assert history.champion(history.read(settings, settings.model_name)) == 1
+
+
+def _hold(state: str, tracking_uri: str | None, held) -> None:
+    import time
+
+    from pipelines.release.history import exclusive
+
+    settings = get_settings(state_dir=Path(state), mlflow_tracking_uri=tracking_uri)
+    with exclusive(settings, "ct-train:transactions:retrain/2026-11-20/abc", "the training"):
+        held.set()
+        time.sleep(300)  # until killed
+
+
+def test_exclusive_work_fails_a_second_holder_at_once_and_a_killed_holder_lets_go(tmp_path, registry_uri):
+    """One training of a run key at a time, across processes (and hosts, on PostgreSQL); a holder killed with
+    SIGKILL (an OOM, a lost worker) holds nothing: the database or the kernel releases it."""
+    import signal
+    import time
+
+    from pipelines.release.history import LockHeldError, exclusive
+
+    settings, _ = _registry(tmp_path, 0, registry_uri)
+    name = "ct-train:transactions:retrain/2026-11-20/abc"
+    context = multiprocessing.get_context("spawn")
+    held = context.Event()
+    holder = context.Process(target=_hold, args=(str(tmp_path), registry_uri, held))
+    holder.start()
+    try:
+        assert held.wait(60)
+        with pytest.raises(LockHeldError, match="the training is held by another process"):
+            with exclusive(settings, name, "the training"):
+                pass
+        with exclusive(settings, name.replace("abc", "other"), "another run key"):  # per name
+            pass
+    finally:
+        holder.kill()  # SIGKILL: no finally runs
+        holder.join(30)
+    assert holder.exitcode == -signal.SIGKILL
+    deadline = time.monotonic() + 30
+    while True:  # PostgreSQL ends the killed client's backend once it sees the connection closed
+        try:
+            with exclusive(settings, name, "the training"):
+                break
+        except LockHeldError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

@@ -97,3 +97,34 @@ def test_sklearn_stops_early_on_the_validation_split_and_logs_its_parameters(pre
     assert run.data.params["max_iter"] == "300" and run.data.params["early_stopping"] == "True"
     assert run.data.metrics["stopped_iteration"] <= 300 and run.data.metrics["best_val_loss"] > 0
     assert trained["val_metrics"]["roc_auc"] > 0.6
+
+
+def test_a_run_key_another_process_is_training_fails_at_once_and_trains_nothing(prepared):
+    """The CLI and the DAG train a day under one run key, and Airflow may start a retry beside a task it took for
+    dead: the second would share the first's job folder and register a second model."""
+    from pipelines.release.history import LockHeldError, exclusive
+    from pipelines.training.train import training_lock
+
+    state_dir, uri = prepared
+    settings = _settings(state_dir)
+    first = train(settings, DAY, uri, tracking.RunContext("cli/2026-11-20", "cli", "run-a"), "sklearn")
+    key = f"busy/2026-11-20/{first['training_identity']}"
+    busy = tracking.RunContext("busy/2026-11-20", "retrain", "run-b")
+    client = tracking.configure(settings)
+
+    def runs_of(run_key: str) -> list:
+        return client.search_runs(
+            [r.experiment_id for r in [client.get_run(first["run_id"]).info]],
+            f"tags.`ct.run_key` = '{run_key}'",
+        )
+
+    with exclusive(
+        settings, *training_lock(settings, key)
+    ):  # another process's training, as the lock sees it
+        with pytest.raises(LockHeldError, match=f"the training of run key {key} \\(transactions\\) is held"):
+            train(settings, DAY, uri, busy, "sklearn")
+        assert runs_of(key) == []
+    # Once it lets go, the key trains (and a retry then reuses the run).
+    done = train(settings, DAY, uri, busy, "sklearn")
+    assert done["run_key"] == key and len(runs_of(key)) == 1
+    assert train(settings, DAY, uri, busy, "sklearn")["run_id"] == done["run_id"]

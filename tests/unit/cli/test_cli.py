@@ -144,3 +144,28 @@ def test_monitor_prune_lists_then_removes_and_a_pruned_day_is_refused_by_name(tm
     assert sorted(p.name for p in log.iterdir()) == ["ds=2026-11-29"]
     refused = runner.invoke(app, ["monitor", "-d", "2026-07-01"], env=_env(tmp_path))
     assert refused.exit_code == 2 and "before 2026-09-01 was removed by retention" in refused.output
+
+
+def test_train_exits_2_while_another_process_trains_its_run_key(tmp_path):
+    import json
+
+    from pipelines.release.history import exclusive
+    from pipelines.settings import get_settings
+    from pipelines.training.train import training_lock
+
+    env = _env(tmp_path)
+    for args in (
+        ["generate", "-d", "2026-11-20"],
+        ["validate", "-d", "2026-11-20"],
+        ["prepare", "-d", "2026-11-20"],
+    ):
+        assert runner.invoke(app, args, env=env).exit_code == 0, args
+    train = ["train", "-d", "2026-11-20", "--family", "sklearn"]
+    first = runner.invoke(app, train, env=env)
+    assert first.exit_code == 0, first.output
+    key = json.loads(first.stdout)["run_key"]
+    settings = get_settings(state_dir=tmp_path, rows_per_day=1500)
+    with exclusive(settings, *training_lock(settings, key)):
+        busy = runner.invoke(app, train, env=env)
+    assert busy.exit_code == 2 and f"the training of run key {key}" in busy.output, busy.output
+    assert "Traceback" not in busy.output
