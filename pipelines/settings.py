@@ -130,6 +130,13 @@ class Settings(BaseSettings):
         "(2.3-2.9 s through a Spark Connect server for 1M logged rows, 29 MiB, against 0.3 s in the task). "
         "0 = always on the engine.",
     )
+    monitor_label_lookback_days: int = Field(
+        default=7,
+        ge=0,
+        description="Live quality joins a served event to the labels of its event day's validated partition, back "
+        "to this many days before the day it was served (a client scoring an older event); older events count "
+        "as unlabelled.",
+    )
     dask_scheduler: str | None = Field(
         default=None,
         description="Dask scheduler address (tcp://host:8786). Default: embedded (threads in the process for "

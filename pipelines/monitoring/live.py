@@ -13,6 +13,7 @@ Before that, and while the day has no validated partition yet, the result says s
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,14 +22,13 @@ import pyarrow as pa
 
 from pipelines.data import datasets, storage
 from pipelines.data.contract import Contract
-from pipelines.engines.base import parquet_footer
+from pipelines.engines.base import Aggregation, parquet_footer
 from pipelines.evaluation.metrics import metric
 from pipelines.monitoring import logfiles
 from pipelines.serving.predlog import LOG_COLUMNS
 
 if TYPE_CHECKING:
     from pipelines.engines import Engine
-    from pipelines.engines.base import Aggregation
     from pipelines.settings import Settings
 
 JOIN_KEYS = ["entity_id", "event_time"]
@@ -46,8 +46,23 @@ SERVED = pa.schema(
     ]
 )
 TOTALS = pa.schema(
-    [("key", pa.string()), ("served", pa.int64()), ("champion", pa.int64()), ("joinable", pa.int64())]
+    [
+        ("key", pa.string()),
+        ("served", pa.int64()),
+        ("champion", pa.int64()),
+        ("joinable", pa.int64()),
+        ("first_event", pa.int64()),  # the joinable rows' earliest and latest event times, microseconds
+        ("last_event", pa.int64()),
+    ]
 )
+TOTALS_HOW: dict[str, Aggregation] = {
+    "served": "sum",
+    "champion": "sum",
+    "joinable": "sum",
+    "first_event": "min",
+    "last_event": "max",
+}
+_NO_EVENT = (np.iinfo("int64").max, np.iinfo("int64").min)
 LABELS = pa.schema(
     [("entity_id", pa.string()), ("event_time", LOG_COLUMNS["event_time"]), (LABEL, pa.int64())]
 )
@@ -81,10 +96,32 @@ def _served_keys(frame: pd.DataFrame, champion: int) -> pd.DataFrame:
 
 
 def _served_counts(frame: pd.DataFrame, champion: int) -> pd.DataFrame:
-    """Rows of the day, those the champion answered, and those of them that carry both keys (one row)."""
+    """Rows of the day, those the champion answered, those of them that carry both keys, and the span of
+    those rows' event times (one row)."""
     answered, keyed = _joinable(frame, champion)
     counts = {"served": len(frame), "champion": int(answered.sum()), "joinable": int(keyed.sum())}
+    first, last = _NO_EVENT
+    if counts["joinable"]:
+        times = _utc(frame.loc[keyed, "event_time"]).dt.tz_localize(None)
+        micros = times.to_numpy("datetime64[us]").astype("int64")
+        first, last = int(micros.min()), int(micros.max())
+    counts |= {"first_event": first, "last_event": last}
     return pd.DataFrame({"key": [""], **{name: [value] for name, value in counts.items()}})
+
+
+def label_days(day: dt.date, first_event: int, last_event: int, lookback_days: int) -> list[dt.date]:
+    """The days whose labels the events served on ``day`` can have: those their event times (microseconds, the
+    joinable rows' span) fall in, back to ``lookback_days`` before ``day`` and not after it (a source keeps
+    an event's label in its event day's partition; a client scoring an event of days ago sends its time),
+    and the served day itself."""
+    if first_event > last_event:  # no joinable rows
+        return [day]
+    epoch = dt.date(1970, 1, 1)
+    first = epoch + dt.timedelta(days=first_event // 86_400_000_000)
+    last = epoch + dt.timedelta(days=last_event // 86_400_000_000)
+    first, last = max(first, day - dt.timedelta(days=lookback_days)), min(last, day)
+    days = [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+    return days if day in days else [*days, day]  # the served day's own (validated, so never nothing to read)
 
 
 def _labels(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
@@ -142,20 +179,29 @@ def _log_files(log_day: str) -> tuple[list[str], int]:
     return with_keys, without
 
 
+LabelFiles = tuple[list[str], list[dt.date], list[dt.date]]
+
+
 def _joined(
     engine: Engine,
     contract: Contract,
     files: list[str],
-    raw_files: list[str],
     champion: int,
     counted: dict[str, int],
-) -> tuple[dict[str, int], pd.DataFrame]:
-    """On the engine: the served rows' counts, and the (probability, label) counts of those joined to a label."""
+    label_files: Callable[[int, int], LabelFiles],
+) -> tuple[dict[str, int], pd.DataFrame, LabelFiles]:
+    """On the engine: the served rows' counts, and the (probability, label) counts of those joined to a label.
+
+    ``label_files(first, last)``: for the joinable rows' span of event times (microseconds), the raw files that
+    hold their labels, the days read and the days not validated (:func:`_label_files`); returned as the third.
+    """
     log = engine.select(engine.read(files), ["model_version", *JOIN_KEYS, "probability"])
-    totals = engine.aggregate(
-        log, lambda f: _served_counts(f, champion), TOTALS, ["key"], dict.fromkeys(TOTALS.names[1:], "sum")
-    )
-    counted = counted | {name: counted[name] + int(totals[name].sum()) for name in TOTALS.names[1:]}
+    totals = engine.aggregate(log, lambda f: _served_counts(f, champion), TOTALS, ["key"], TOTALS_HOW)
+    counted = counted | {
+        name: counted[name] + int(totals[name].sum()) for name in ("served", "champion", "joinable")
+    }
+    labelled = label_files(int(totals["first_event"].min()), int(totals["last_event"].max()))
+    raw_files = labelled[0]
     served = engine.map_partitions(log, lambda f: _served_keys(f, champion), SERVED)
     # An entity's event is one row however often it was served (a client's retry): its lowest probability,
     # which is exact on every engine. Its label rows are one label when they agree, and none when they do not.
@@ -167,7 +213,22 @@ def _joined(
     counted = counted | {"keys": counted["keys"] + int(keys["keys"].sum())}
     joined = engine.join(served, labels, JOIN_KEYS)
     how: dict[str, Aggregation] = {"rows": "sum"}
-    return counted, engine.aggregate(joined, _counts, COUNTS, ["probability", LABEL, "agreed"], how)
+    found = engine.aggregate(joined, _counts, COUNTS, ["probability", LABEL, "agreed"], how)
+    return counted, found, labelled
+
+
+def _label_files(settings: Settings, day: dt.date, first: int, last: int) -> LabelFiles:
+    """The validated raw files of the days the events served on ``day`` fall in (:func:`label_days`), the days
+    read, and the days with no validated partition (their events count as unlabelled)."""
+    read, missing, found = [], [], []
+    for labelled in label_days(day, first, last, settings.monitor_label_lookback_days):
+        uri = storage.raw_uri(settings.resolved_data_root, settings.dataset, labelled)
+        if storage.exists(storage.join(uri, datasets.MANIFEST)):
+            read.append(labelled)
+            found += datasets.parquet_files(uri)
+        else:
+            missing.append(labelled)
+    return found, read, missing
 
 
 def live_quality(
@@ -194,11 +255,21 @@ def live_quality(
         }
     counted = {"served": older_rows, "champion": 0, "joinable": 0, "keys": 0}
     joined_counts = pd.DataFrame(columns=COUNTS.names)
+    read: list[dt.date] = [day]
+    missing: list[dt.date] = []
     if files:
-        raw_files = datasets.parquet_files(raw_day_uri)
-        with open_engine(engine_name, settings, storage.total_bytes([*files, *raw_files])) as engine:
+        # The labels' size is unknown until the event days are: the served day's stands for them.
+        size = storage.total_bytes([*files, *datasets.parquet_files(raw_day_uri)])
+        with open_engine(engine_name, settings, size) as engine:
             try:
-                counted, joined_counts = _joined(engine, contract, files, raw_files, champion, counted)
+                counted, joined_counts, (_, read, missing) = _joined(
+                    engine,
+                    contract,
+                    files,
+                    champion,
+                    counted,
+                    lambda first, last: _label_files(settings, day, first, last),
+                )
             except engine.read_failed_errors:  # a log file's data, or else: each log file is examined
                 damaged = logfiles.undecodable(engine, files)
                 if damaged is None:
@@ -216,6 +287,9 @@ def live_quality(
         "joined_rows": rows,  # distinct events joined to one label
         "conflicting_label_rows": conflicting,  # events whose label rows disagree: not counted
         "unlabelled_rows": counted["keys"] - rows - conflicting,
+        # The days whose labels were joined (the served events' days), and those not validated (not joined).
+        "label_days": [d.isoformat() for d in read],
+        "label_days_not_validated": [d.isoformat() for d in missing],
     }
     joined_counts = agreed
     classes = joined_counts.loc[joined_counts["rows"] > 0, LABEL].nunique() if rows else 0

@@ -137,6 +137,34 @@ def test_live_quality_is_scikit_learns_metric_on_the_joined_rows_on_both_engines
             assert one["value"] == pytest.approx(other["value"], rel=1e-3), (one, other)  # its error bound
 
 
+@pytest.mark.parametrize("engine", ["dask", "spark"])
+def test_events_of_earlier_days_join_their_own_days_labels_back_to_the_lookback(champion, tmp_path, engine):
+    """A client scoring yesterday's event today sends its event time: its label is in yesterday's partition,
+    which the live join read no more than the served day's (the rows counted as unlabelled)."""
+    settings, _ = _lab(champion, tmp_path)
+    day = today()
+    yesterday, old = day - dt.timedelta(days=1), day - dt.timedelta(days=10)
+    sources = {}
+    for d in (day, yesterday, old):
+        generate(settings, d, "none")
+        validate(settings, d)
+        sources[d] = generate_day(d, settings.seed, settings.rows_per_day)
+    sent = pd.concat([sources[day].head(200), sources[yesterday].head(200), sources[old].head(100)])
+    _serve(settings, sent, keyed=500)
+    log = pd.read_parquet(settings.prediction_log_uri).drop_duplicates(["entity_id", "event_time"])
+    labels = pd.concat([sources[day], sources[yesterday]])[["customer_id", "event_ts", "churned"]]
+    joined = log.merge(labels, left_on=["entity_id", "event_time"], right_on=["customer_id", "event_ts"])
+    assert len(joined) == 400
+
+    live = _signal(monitor(settings, Interval.of(day), engine), "live_quality")
+    assert live["joined_rows"] == 400 and live["unlabelled_rows"] == 100, live  # day - 10: past the lookback
+    assert live["value"] == pytest.approx(roc_auc_score(joined["churned"], joined["probability"]), rel=1e-12)
+    assert live["label_days"] == [yesterday.isoformat(), day.isoformat()]
+    assert live["label_days_not_validated"] == [
+        (day - dt.timedelta(days=n)).isoformat() for n in range(7, 1, -1)
+    ]
+
+
 def test_drifted_traffic_asks_for_a_retrain_once_and_a_second_ask_in_the_cooldown_is_suppressed(
     champion, tmp_path
 ):

@@ -165,10 +165,15 @@ def test_a_retried_event_counts_once_and_an_event_whose_labels_disagree_not_at_a
     raw.to_parquet(tmp_path / "raw.parquet", index=False)
     files = [str(tmp_path / "log-0.parquet"), str(tmp_path / "log-1.parquet")]
     start = {"served": 0, "champion": 0, "joinable": 0, "keys": 0}
-    counted, counts = _joined(
-        DaskEngine(client=None), contract, files, [str(tmp_path / "raw.parquet")], 3, start
-    )
+    spans = []
+
+    def label_files(first: int, last: int):
+        spans.append((first, last))
+        return [str(tmp_path / "raw.parquet")], [at.date()], []
+
+    counted, counts, _ = _joined(DaskEngine(client=None), contract, files, 3, start, label_files)
     assert counted == {"served": 6, "champion": 5, "joinable": 5, "keys": 4}
+    assert spans == [(at.value // 1000, at.value // 1000)]  # the joinable rows' event times, microseconds
     rows = counts.set_index(["probability", LABEL, "agreed"])["rows"].to_dict()
     # a (retried) and b joined to their labels; c's labels disagree; d has none; e was another version's
     assert rows == {(0.9, 1, True): 1, (0.2, 0, True): 1, (0.6, 0, False): 1}
@@ -190,3 +195,39 @@ def test_a_small_intervals_pass_runs_in_the_task_and_a_large_one_on_the_engine(t
     assert pass_engine(cluster, "dask", 64 * mib) == "dask"
     always = settings.model_copy(update={"monitor_in_task_below_mb": 0})
     assert pass_engine(always, "spark", 0) == "spark"
+
+
+def test_the_label_days_are_the_served_events_days_back_to_the_lookback():
+    from pipelines.monitoring.live import _served_counts, label_days
+
+    day = dt.date(2026, 11, 30)
+    frame = pd.DataFrame(
+        {
+            "model_version": [3, 3, 3, 2],
+            "entity_id": ["a", "b", None, "c"],
+            "event_time": pd.to_datetime(
+                [
+                    "2026-11-28T23:59:59.999999",
+                    "2026-11-30T08:00:00.000000",
+                    "2026-11-01T00:00:00.000000",
+                    "2026-11-02T00:00:00.000000",
+                ],
+                utc=True,
+            ),
+            "probability": [0.1, 0.2, 0.3, 0.4],
+        }
+    )
+    counts = _served_counts(frame, 3)  # the joinable rows are the champion's with both keys: a and b
+    span = int(counts["first_event"].iloc[0]), int(counts["last_event"].iloc[0])
+    assert counts[["served", "champion", "joinable"]].iloc[0].tolist() == [4, 3, 2]
+    assert label_days(day, *span, 7) == [dt.date(2026, 11, 28), dt.date(2026, 11, 29), day]
+    assert label_days(day, *span, 1) == [dt.date(2026, 11, 29), day]
+    assert label_days(day, *span, 0) == [day]
+    nothing = _served_counts(frame.head(0), 3)
+    assert label_days(day, int(nothing["first_event"].iloc[0]), int(nothing["last_event"].iloc[0]), 7) == [
+        day
+    ]
+    later = pd.Timestamp("2026-12-03", tz="UTC").value // 1000  # an event time after the day: not read
+    assert label_days(day, later, later, 7) == [day]
+    only_old = pd.Timestamp("2026-11-27T12:00", tz="UTC").value // 1000
+    assert label_days(day, only_old, only_old, 7) == [dt.date(2026, 11, 27), day]
