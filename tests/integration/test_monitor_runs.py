@@ -20,6 +20,8 @@ def _result(tmp_path, dataset: str, champion: int) -> dict:
         "signals": [{"signal": "feature_drift", "value": 0.1 * champion}],
         "verdict": {"status": "not_needed"},
         "state": "ok",
+        "engine": "spark",
+        "pass_on": "task",
         "report": str(folder),
     }
 
@@ -38,6 +40,7 @@ def test_two_datasets_judging_the_same_hour_keep_a_run_each(tmp_path):
         run = client.get_run(runs[dataset])
         assert run.data.tags["dataset"] == dataset and run.data.tags["champion_version"] == str(champion)
         assert run.data.metrics["served_rows"] == 10 * champion
+        assert run.data.tags["engine"] == "spark" and run.data.tags["pass_on"] == "task"
     again = _result(tmp_path / "again", "transactions", 3)  # the same interval judged again: the same run
     settings = get_settings(state_dir=tmp_path / "state", dataset="transactions")
     _log_to_mlflow(settings, tracking.configure(settings), interval, again)
