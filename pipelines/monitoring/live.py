@@ -201,7 +201,7 @@ def _joined(
         name: counted[name] + int(totals[name].sum()) for name in ("served", "champion", "joinable")
     }
     labelled = label_files(int(totals["first_event"].min()), int(totals["last_event"].max()))
-    raw_files = labelled[0]
+    raw_files, _, _ = labelled
     served = engine.map_partitions(log, lambda f: _served_keys(f, champion), SERVED)
     # An entity's event is one row however often it was served (a client's retry): its lowest probability,
     # which is exact on every engine. Its label rows are one label when they agree, and none when they do not.
@@ -255,7 +255,7 @@ def live_quality(
         }
     counted = {"served": older_rows, "champion": 0, "joinable": 0, "keys": 0}
     joined_counts = pd.DataFrame(columns=COUNTS.names)
-    read: list[dt.date] = [day]
+    read: list[dt.date] = []  # no join without log files that carry the keys
     missing: list[dt.date] = []
     if files:
         # The labels' size is unknown until the event days are: the served day's stands for them.

@@ -219,8 +219,9 @@ class PredictionLog:
                 pq.write_table(table, handle, compression="zstd")
                 storage.on_disk(fs, handle)  # a part cut short by a power loss would stop the monitor's reads
             fs.mv(tmp, final)
-        except BaseException as exc:  # any failure, a client library's own error type too: re-raised unless
-            placed = False  # the part is in place (cleaned up either way)
+        # Any failure, a client library's own error type too: re-raised unless the part is in place.
+        except Exception as exc:
+            placed = False
             with contextlib.suppress(*SINK_ERRORS):
                 # An object store moves by a copy, then a removal: a removal that failed after the copy left
                 # the part in place, whole, and its rows written again by the next flush were in the log twice.

@@ -585,9 +585,8 @@ def train(
                 context.run_key,
                 existing.info.run_id,
             )
-            if (
-                not settings.train_keep_checkpoints
-            ):  # a task killed after its run ended, before it removed them
+            # A task killed after its run ended, before it removed them.
+            if not settings.train_keep_checkpoints:
                 storage.remove(job_uri(settings, context.run_key))
             return _result(existing.info.run_id, existing.data.metrics, existing.data.tags)
         run_id = _train_and_log(settings, logical_date, dataset_uri, manifest, context, spec, plan)

@@ -112,15 +112,13 @@ def test_a_run_key_another_process_is_training_fails_at_once_and_trains_nothing(
     busy = tracking.RunContext("busy/2026-11-20", "retrain", "run-b")
     client = tracking.configure(settings)
 
-    def runs_of(run_key: str) -> list:
-        return client.search_runs(
-            [r.experiment_id for r in [client.get_run(first["run_id"]).info]],
-            f"tags.`ct.run_key` = '{run_key}'",
-        )
+    experiment = client.get_run(first["run_id"]).info.experiment_id
 
-    with exclusive(
-        settings, *training_lock(settings, key)
-    ):  # another process's training, as the lock sees it
+    def runs_of(run_key: str) -> list:
+        return client.search_runs([experiment], f"tags.`ct.run_key` = '{run_key}'")
+
+    # Another process's training, as the lock sees it.
+    with exclusive(settings, *training_lock(settings, key)):
         with pytest.raises(LockHeldError, match=f"the training of run key {key} \\(transactions\\) is held"):
             train(settings, DAY, uri, busy, "sklearn")
         assert runs_of(key) == []
