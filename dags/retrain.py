@@ -3,7 +3,8 @@
 
 Retrains the model on the logical date's data and promotes it only when the promotion gate says so.
 
-`validate → prepare → train → register → evaluate ∥ drift → gate → route → [approve →] promote`
+`validate → prepare → train → register → evaluate ∥ drift → gate → route → [approve →] promote`, and
+`gate → prune`
 
 **What starts it.** The daily schedule (01:00 UTC, the previous day's data), a person (Trigger), a
 backfill, or the `monitor` DAG: when served traffic breaches the monitoring policy, the monitor emits an
@@ -37,6 +38,10 @@ kept by a run the monitor asked for: it is what was served.
   promote" and moves nothing. Serving follows the history's champion: with `CT_SERVE_URLS` set, promote also
   calls every replica's `POST /admin/reload` and returns their answers (a replica swaps before answering);
   each replica also polls.
+* **prune**, once the gate has decided: prepared windows of days more than `CT_PREPARED_KEEP_DAYS` (30) before
+  the run's day are removed, except the window a version holding an alias was trained on, and so are training
+  job folders no run will resume (`CT_TRAINING_JOBS_KEEP_DAYS`, 7, after their last write; at once when their
+  model is logged). With the `dry_run` param it lists them and removes nothing.
 
 **History and backfills.** The logical date is the data's day, so any day of the data can be run: the DAG
 starts at `CT_START_DATE` (default 2000-01-01; Airflow creates no task for an earlier date) and catchup is
@@ -301,6 +306,15 @@ def promote(decision: dict[str, Any]) -> dict[str, Any]:
         raise AirflowFailException(str(exc)) from exc
 
 
+@task
+def prune(decision: dict[str, Any]) -> dict[str, Any]:
+    """Once the day is decided: its retention (prepared windows, training jobs no run will resume)."""
+    from pipelines.training.retention import prune as run
+
+    settings = _settings()
+    return run(settings, _day(), dry_run=settings.promotion_dry_run)
+
+
 @dag(
     dag_id=DAG_ID,
     # Daily, or sooner when the monitor asks for a retrain of a dataset (see the monitor DAG).
@@ -363,6 +377,7 @@ def retrain() -> None:
     registered = register(train(prepared))
     decision = gate(evaluate(prepared, registered), drift(prepared, registered))
     routed = route(decision)
+    prune(decision)
     promoted = promote(decision)
     routed >> [approve, promoted]
     approve >> [promoted, record_rejection(decision)]

@@ -258,6 +258,20 @@ class Settings(BaseSettings):
         description="Keep a training's checkpoints and job folder (<data_root>/training/...) after its model is "
         "logged; by default they are removed then.",
     )
+    prepared_keep_days: int = Field(
+        default=30,
+        ge=0,
+        description="Days a prepared window (<data_root>/features/<dataset>/ds=<day>) is kept: the retrain's prune "
+        "task removes those of days more than this before its logical date, except the window a model version "
+        "holding an alias was trained on (a re-run of an old date prepares its window again); 0 = kept.",
+    )
+    training_jobs_keep_days: float = Field(
+        default=7,
+        ge=0,
+        description="Days a training job folder (<data_root>/training/...) that no run finished is kept after its "
+        "last write, for a retry to resume from; the retrain's prune task removes it then (and at once one whose "
+        "model is logged, unless CT_TRAIN_KEEP_CHECKPOINTS); 0 = kept.",
+    )
     model_settings_path: Path | None = Field(
         default=None,
         description="Model settings file (family, hyperparameters). Default: include/models/<dataset>.yaml "

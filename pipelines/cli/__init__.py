@@ -44,6 +44,7 @@ for name, command in (
     ("policy", evaluation.policy),
     ("rollback", release.rollback),
     ("history", release.history),
+    ("prune", training.prune),
     ("summary", summary.summary),
     ("serve", serving.serve),
 ):

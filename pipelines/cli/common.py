@@ -44,6 +44,7 @@ def request_errors() -> tuple[type[Exception], ...]:
     from pipelines.data.generate import NoGeneratorError
     from pipelines.data.prepare import UnvalidatedDayError
     from pipelines.data.sources import SourceMissingError
+    from pipelines.data.storage import FutureDayError
     from pipelines.evaluation.policy import PolicyError
     from pipelines.monitoring.policy import MonitoringPolicyError
     from pipelines.release.history import LockHeldError
@@ -56,6 +57,7 @@ def request_errors() -> tuple[type[Exception], ...]:
         NoGeneratorError,
         UnvalidatedDayError,
         SourceMissingError,
+        FutureDayError,
         PolicyError,
         MonitoringPolicyError,
         ModelSettingsError,

@@ -1,4 +1,4 @@
-"""The train command."""
+"""The train command, and retention of what training leaves (prune)."""
 
 from __future__ import annotations
 
@@ -45,3 +45,21 @@ def train(
     day = date.date()
     dataset_uri = previous(settings, day, "prepare")["uri"]
     emit(run(settings, day, dataset_uri, RunContext(run_key or daily_run_key(day)), family))
+
+
+def prune(
+    date: dt.datetime = typer.Option(
+        None,
+        "--date",
+        "-d",
+        help="The retrain day retention counts back from (YYYY-MM-DD; default: today, UTC).",
+        formats=["%Y-%m-%d"],
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed; remove nothing."),
+) -> None:
+    """Remove the prepared windows older than CT_PREPARED_KEEP_DAYS (but those of versions holding an alias) and
+    the training job folders no run will resume (the retrain DAG does this after its gate)."""
+    from pipelines.training.retention import prune as run
+
+    day = date.date() if date else dt.datetime.now(dt.UTC).date()
+    emit(run(load_settings(), day, dry_run=dry_run))

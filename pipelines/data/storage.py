@@ -60,6 +60,37 @@ def window_days(end: dt.date, days: int) -> list[dt.date]:
     return [end - dt.timedelta(days=offset) for offset in range(days - 1, -1, -1)]
 
 
+class FutureDayError(ValueError):
+    """Retention asked to count back from a day after today: a typo of a year would remove everything."""
+
+
+def check_not_future(day: dt.date, what: str) -> None:
+    """Refuse ``day`` when it is after today (UTC), naming ``what`` counts back from it."""
+    today = dt.datetime.now(dt.UTC).date()
+    if day > today:
+        raise FutureDayError(f"{what} counts back from {day}, which is after today ({today}, UTC)")
+
+
+def day_folders_before(root: str, before: dt.date) -> list[str]:
+    """The ``ds=<day>`` folders right under ``root`` of the days before ``before``, as URIs, oldest first (a
+    folder of another name is not a day's: left out)."""
+    fs, path = url_to_fs(root)
+    if not fs.exists(path):
+        return []
+    found = []
+    for entry in fs.ls(path, detail=False):
+        name = entry.rstrip("/").rsplit("/", 1)[-1]
+        if not name.startswith("ds="):
+            continue
+        try:
+            day = dt.date.fromisoformat(name[3:])
+        except ValueError:
+            continue
+        if day < before:
+            found.append(fs.unstrip_protocol(entry))
+    return sorted(found)
+
+
 #: A folder or file that a write left under its temporary name (its process was killed, by the kernel's
 #: out-of-memory killer or a lost node, before it renamed or removed it) is removed by a later folder write beside
 #: it once nothing in it has changed for this long; a write still under way touches its files far more often.
@@ -74,7 +105,7 @@ _WRITE_MARKS = (_TMP, _OLD)
 _SWAP_STARTED = re.compile(r"\.__old-(\d{10,})-[0-9a-f]{8}$")
 
 
-def _modified(fs: Any, path: str) -> dt.datetime:
+def modified(fs: Any, path: str) -> dt.datetime:
     when = fs.modified(path)
     return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
 
@@ -85,10 +116,10 @@ def _changed_since(fs: Any, path: str, since: dt.datetime) -> bool:
     files = fs.find(path)
     if not files:
         try:
-            return _modified(fs, path) > since
+            return modified(fs, path) > since
         except NotImplementedError:
             return True
-    return any(_modified(fs, file) > since for file in files)
+    return any(modified(fs, file) > since for file in files)
 
 
 def _stale(fs: Any, entry: str, since: dt.datetime) -> bool:

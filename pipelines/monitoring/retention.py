@@ -66,27 +66,6 @@ def check_judgeable(settings: Settings, interval: str, first_day: dt.date, label
     )
 
 
-def _old_days(root: str, before: dt.date) -> list[str]:
-    """The ``ds=<day>`` folders under ``root`` of the days before ``before``, as URIs."""
-    from fsspec.core import url_to_fs
-
-    fs, path = url_to_fs(root)
-    if not fs.exists(path):
-        return []
-    found = []
-    for entry in fs.ls(path, detail=False):
-        name = entry.rstrip("/").rsplit("/", 1)[-1]
-        if not name.startswith("ds="):
-            continue
-        try:
-            day = dt.date.fromisoformat(name[3:])
-        except ValueError:  # a folder of another name: not this module's to remove
-            continue
-        if day < before:
-            found.append(fs.unstrip_protocol(entry))
-    return sorted(found)
-
-
 def _old_runs(client: Any, experiment: str, dataset: str, before: dt.date) -> list[str]:
     """The monitoring runs of ``dataset`` that judged intervals of days before ``before`` (by their ``interval``
     tag: an interval judged late, or again, is a run started long after its day)."""
@@ -126,9 +105,7 @@ def prune(
     check_against_contract(
         policy, contract.feature_columns, contract.label_delay_hours, settings.resolved_monitoring_policy_path
     )
-    today = dt.datetime.now(dt.UTC).date()
-    if day > today:
-        raise ValueError(f"retention counts back from a judged day: {day} is after today ({today}, UTC)")
+    storage.check_not_future(day, "retention of the monitor's reports and prediction log")
     rule = policy.retention
     reports_before = None if rule.reports_days is None else day - dt.timedelta(days=rule.reports_days)
     log_before = (
@@ -137,14 +114,14 @@ def prune(
     reports: list[str] = []
     runs: list[str] = []
     if reports_before is not None:
-        reports = _old_days(storage.join(settings.monitoring_uri, "reports"), reports_before)
+        reports = storage.day_folders_before(storage.join(settings.monitoring_uri, "reports"), reports_before)
         if client is not None:
             runs = _old_runs(client, settings.monitoring_experiment, settings.dataset, reports_before)
     log_days: list[str] = []
     if log_before is not None:
         log_days = [
-            *_old_days(settings.prediction_log_uri, log_before),
-            *_old_days(storage.join(settings.prediction_log_uri, UNREADABLE), log_before),
+            *storage.day_folders_before(settings.prediction_log_uri, log_before),
+            *storage.day_folders_before(storage.join(settings.prediction_log_uri, UNREADABLE), log_before),
         ]
     result: dict[str, Any] = {
         "day": day.isoformat(),

@@ -182,12 +182,12 @@ def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersio
             return None
         # MLflow's basic-auth server answers a non-admin's alias read of a model that does not exist with 403
         # (it does not say which names exist); the model itself answers 404 then. A real refusal stays one.
-        if exc.error_code == "PERMISSION_DENIED" and not _model_exists(client, name):
+        if exc.error_code == "PERMISSION_DENIED" and not model_exists(client, name):
             return None
         raise
 
 
-def _model_exists(client: MlflowClient, name: str) -> bool:
+def model_exists(client: MlflowClient, name: str) -> bool:
     try:
         client.get_registered_model(name)
     except MlflowException as exc:

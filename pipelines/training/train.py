@@ -500,7 +500,7 @@ def plan_training(
     )
 
 
-def _find_finished_run(client: mlflow.MlflowClient, settings: Settings, run_key: str) -> Any | None:
+def find_finished_run(client: mlflow.MlflowClient, settings: Settings, run_key: str) -> Any | None:
     runs = client.search_runs(
         [tracking.experiment_id(client, settings)],
         filter_string=f"tags.`ct.run_key` = '{run_key}' and attributes.status = 'FINISHED'",
@@ -579,7 +579,7 @@ def train(
     # One process trains a run key at a time: two (the CLI and the DAG on one day, a task Airflow took for dead
     # and its retry) would share the job folder's checkpoints and each log and register a model.
     with exclusive(settings, *training_lock(settings, context.run_key)):
-        if existing := _find_finished_run(client, settings, context.run_key):
+        if existing := find_finished_run(client, settings, context.run_key):
             log.info(
                 "run key %s already trained as MLflow run %s; reusing it",
                 context.run_key,
@@ -764,9 +764,14 @@ def training_lock(settings: Settings, run_key: str) -> tuple[str, str]:
     return f"ct-train:{settings.dataset}:{run_key}", f"the training of run key {run_key} ({settings.dataset})"
 
 
+def jobs_root(settings: Settings) -> str:
+    """The folder of the dataset's training jobs on the data root."""
+    return storage.join(settings.resolved_data_root, "training", settings.dataset)
+
+
 def job_uri(settings: Settings, run_key: str) -> str:
     """The training job's folder on the data root: one per run key (the identity is its last part)."""
-    return storage.join(settings.resolved_data_root, "training", settings.dataset, run_key)
+    return storage.join(jobs_root(settings), run_key)
 
 
 def _result(run_id: str, metrics: dict[str, float], tags: dict[str, str]) -> dict[str, Any]:

@@ -70,6 +70,7 @@ def test_retrain_graph(dagbag):
         ("gate", "route"),
         ("gate", "promote"),
         ("gate", "record_rejection"),
+        ("gate", "prune"),
         ("route", "approve"),
         ("route", "promote"),
         ("approve", "promote"),

@@ -100,6 +100,7 @@ def test_retrain_dag_bootstraps_then_judges_a_challenger(airflow_env):
     assert first.state == "success"
     second = _run(dag, dt.date(2026, 11, 21), {"scenario": "concept_drift", "model_family": "sklearn"})
     assert second.state == "success"
+    assert second.get_task_instance("prune").state == "success"  # retention ran once the day was decided
 
     settings = get_settings()
     client = tracking.configure(settings)

@@ -59,6 +59,8 @@ def test_a_request_it_cannot_run_exits_2_naming_what_to_change_without_a_traceba
         (["prepare", "-d", "2026-11-20"], {}, "error: No committed dataset"),
         (["prepare", "-d", "2026-11-20"], {"CT_POLICY_PATH": str(tmp_path)}, "is a folder, not a file"),
         (["register", "-d", "2026-11-20", "--run-id", "deadbeef"], {}, "Run with id=deadbeef not found"),
+        (["prune", "-d", "2999-01-01"], {}, "counts back from 2999-01-01, which is after today"),
+        (["monitor", "prune", "-d", "2999-01-01"], {}, "counts back from 2999-01-01, which is after today"),
     ]
     for args, env, expected in cases:
         result = runner.invoke(app, args, env=_env(tmp_path / "state") | env)
@@ -169,3 +171,21 @@ def test_train_exits_2_while_another_process_trains_its_run_key(tmp_path):
         busy = runner.invoke(app, train, env=env)
     assert busy.exit_code == 2 and f"the training of run key {key}" in busy.output, busy.output
     assert "Traceback" not in busy.output
+
+
+def test_prune_lists_old_prepared_windows_then_removes_them(tmp_path):
+    import json
+    from pathlib import Path
+
+    features = Path(tmp_path) / "data" / "features" / "transactions"
+    for day in ("2026-10-01", "2026-11-29"):
+        (features / f"ds={day}").mkdir(parents=True)
+        (features / f"ds={day}" / "_manifest.json").write_text("{}")
+    listed = runner.invoke(app, ["prune", "--dry-run", "-d", "2026-11-30"], env=_env(tmp_path))
+    assert listed.exit_code == 0, listed.output
+    found = json.loads(listed.output[listed.output.index("{\n") :])  # after MLflow's log lines
+    assert found["prepared_before"] == "2026-10-31"  # CT_PREPARED_KEEP_DAYS: 30
+    assert [uri.rsplit("/", 1)[-1] for uri in found["prepared_removed"]] == ["ds=2026-10-01"]
+    assert (features / "ds=2026-10-01").exists()
+    assert runner.invoke(app, ["prune", "-d", "2026-11-30"], env=_env(tmp_path)).exit_code == 0
+    assert sorted(p.name for p in features.iterdir()) == ["ds=2026-11-29"]

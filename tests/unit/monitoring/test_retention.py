@@ -110,7 +110,7 @@ def test_a_day_after_today_or_a_log_kept_shorter_than_its_labels_take_is_refused
 
     _fill(settings, [DAY])
     tomorrow = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
-    with pytest.raises(ValueError, match=f"{tomorrow} is after today"):
+    with pytest.raises(ValueError, match=f"{tomorrow}, which is after today"):
         retention.prune(settings, _policy(None, 90), tomorrow)
     with pytest.raises(MonitoringPolicyError, match="label_delay_hours 24 needs at least 2 days"):
         retention.prune(settings, _policy(None, 1), DAY)
