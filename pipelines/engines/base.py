@@ -121,7 +121,8 @@ class Engine(Protocol):
         how: Mapping[str, Aggregation],
     ) -> pd.DataFrame:
         """``fn`` on every partition (partial aggregates of ``schema``'s columns), then the rows with equal
-        ``keys`` combined across the table, each other column by ``how`` (sum, min or max); on the driver.
+        ``keys`` combined across the table, each other column by ``how`` (sum, min or max); on the driver,
+        sorted by ``keys``.
 
         The pandas function holds the statistics, so every engine computes the same ones, exactly.
         """

@@ -374,7 +374,8 @@ class SparkEngine:
 
         partials = table.mapInPandas(per_partition, schema=_spark_schema(schema))
         combined = partials.groupBy(*keys).agg(*(functions[op](c).alias(c) for c, op in how.items()))
-        return combined.toPandas()
+        # In the keys' order, as on Dask: a group-by hands its groups back in whatever order its tasks ended.
+        return combined.toPandas().sort_values(list(keys)).reset_index(drop=True)
 
     def aggregate_parquet(
         self,
