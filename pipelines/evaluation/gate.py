@@ -159,12 +159,13 @@ def _absolute_rules(policy: Policy, challenger_value: float) -> list[Rule]:
         detail = f"no champion yet: policy says {action}"
         return [_rule(rules.NO_CHAMPION_ACTION, action == "promote", action, "promote", detail)]
     floor, metric = policy.no_champion.min_primary_metric, policy.primary_metric
-    ok = _recorded(sign(metric) * (challenger_value - floor)) >= 0
+    value = _recorded(challenger_value)  # judged as recorded: 0.6499996 is recorded, and judged, as 0.65
+    ok = sign(metric) * (value - floor) >= 0
     detail = (
         f"no champion yet: challenger {metric} {challenger_value:.4f} vs "
         f"{'floor' if sign(metric) > 0 else 'ceiling'} {floor}"
     )
-    return [_rule(rules.NO_CHAMPION_THRESHOLD, ok, challenger_value, floor, detail)]
+    return [_rule(rules.NO_CHAMPION_THRESHOLD, ok, value, floor, detail)]
 
 
 def _latency_rule(rule: LatencyRule, measured: dict[str, Any]) -> Rule:
@@ -384,11 +385,12 @@ def log_lines(record: dict[str, Any], width: int = 100) -> list[str]:
 
 
 def _promoted_before(settings: Settings, version: int) -> bool:
-    """Whether a promotion of ``version`` completed (the promotion history's record)."""
+    """Whether a move of the champion to ``version`` completed (the promotion history's record): by the gate, by
+    a person's ``rollback --to``, or by a repair."""
     from pipelines.release import history
 
     return any(
-        row["to_version"] == version and row["outcome"] == history.PROMOTED
+        row["to_version"] == version and row["outcome"] in history.MOVED
         for row in history.read(settings, settings.model_name)
     )
 

@@ -148,6 +148,12 @@ def check(settings: Settings, repair: bool = False) -> dict[str, Any]:
                 f"the promotion history of {name} has no champion, so there is nothing to move the alias back "
                 "to; make a version champion on the record with `pipelines rollback --to N --reason ...`"
             )
+        if not tracking.version_exists(client, name, found.recorded):
+            raise AliasMovedError(
+                f"v{found.recorded}, the champion on the promotion history of {name}, is no longer in the "
+                "registry (deleted), so the alias cannot be moved back to it; make a version champion on the "
+                "record with `pipelines rollback --to N --reason ...`"
+            )
         row = {
             "model": name,
             "action": "repair",

@@ -37,6 +37,7 @@ from pipelines.settings import Settings
 LOCK_TIMEOUT_S = 120
 
 _metadata = sa.MetaData()
+TRIGGER_CHARS = 64  # the trigger column's width: a longer trigger is cut, and kept whole in the reason
 promotions = sa.Table(
     "ct_promotion_history",
     _metadata,
@@ -48,7 +49,7 @@ promotions = sa.Table(
     sa.Column("to_version", sa.Integer, nullable=False),
     sa.Column("expected_version", sa.Integer),
     sa.Column("outcome", sa.String(16), nullable=False),
-    sa.Column("trigger", sa.String(64), nullable=False),
+    sa.Column("trigger", sa.String(TRIGGER_CHARS), nullable=False),
     sa.Column("reason", sa.Text),
     sa.Column("dag_id", sa.String(256)),
     sa.Column("run_id", sa.String(256)),
@@ -182,6 +183,10 @@ def append(settings: Settings, **row: Any) -> dict[str, Any]:
         raise ValueError(f"unknown history fields: {sorted(unknown)}")
     record = {name: row.get(name) for name in COLUMNS if name != "id"}
     record["at"] = record["at"] or dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+    trigger = str(record["trigger"])
+    if len(trigger) > TRIGGER_CHARS:  # a long user or approver name: PostgreSQL refuses it whole, so cut
+        record["trigger"] = trigger[: TRIGGER_CHARS - 1] + "…"  # it here, and keep it whole in the reason
+        record["reason"] = f"{record['reason'] or ''} [trigger: {trigger}]".lstrip()
     if isinstance(record["decision"], dict):
         record["decision"] = json.dumps(record["decision"], sort_keys=True, default=str)
     with _engine(settings).begin() as connection:

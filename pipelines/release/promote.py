@@ -46,6 +46,14 @@ def compare_and_set(current: int | None, target: int, expected: int | None, dry_
     return "dry_run" if dry_run else "promoted"
 
 
+def is_rollback(row: dict[str, Any]) -> bool:
+    """Whether a history row is a completed rollback: ``rolled_back``, or ``promoted`` with the action
+    ``rollback`` as histories written before 2026-11-30 recorded one."""
+    return row["outcome"] == history.ROLLED_BACK or (
+        row.get("action") == "rollback" and row["outcome"] in history.MOVED
+    )
+
+
 def previous_in_history(rows: list[dict[str, Any]], current: int) -> tuple[bool, int | None]:
     """(found, version): the champion before ``current``, versions rolled back from skipped.
 
@@ -59,7 +67,7 @@ def previous_in_history(rows: list[dict[str, Any]], current: int) -> tuple[bool,
         if not moved or row.get("action") == "repair":
             continue
         left, target = row["from_version"], row["to_version"]
-        if row["outcome"] == history.ROLLED_BACK:
+        if is_rollback(row):
             if stack and stack[-1] == left:
                 stack.pop()
             if target in stack:
@@ -87,7 +95,7 @@ def promotion_refusal(
     person rejected, or one the policy asks a person to approve and nobody did, does not happen either.
     """
     for row in reversed(rows):
-        if row["outcome"] == history.ROLLED_BACK and row["from_version"] == version:
+        if is_rollback(row) and row["from_version"] == version:
             return (
                 f"v{version} was rolled back from at {row['at']} ({row['reason']}): the gate does not bring "
                 f"back a version a person rolled back; `pipelines rollback --to {version} --reason ...` does"
@@ -108,8 +116,9 @@ def promotion_refusal(
 
 
 def approval_trigger(reason: str, approved_by: str | None) -> str:
-    """The history's trigger of a promotion: what asked for it, and who approved it (64 characters at most)."""
-    return (f"{reason}, approved by {approved_by}" if approved_by else reason)[:64]
+    """The history's trigger of a promotion: what asked for it, and who approved it (a long one is cut in the
+    trigger column and kept whole in the reason, :func:`history.append`)."""
+    return f"{reason}, approved by {approved_by}" if approved_by else reason
 
 
 def move_champion(
@@ -183,9 +192,10 @@ def move_champion(
             log.info("version %s is already champion of %s", version, name)
             return {"name": name, "champion": version, "previous": current_version, "changed": False}
         if outcome == "conflict":
+            again = "run the rollback again" if action == "rollback" else "re-run evaluate and gate"
             raise ChampionChangedError(
                 f"champion of {name} is v{current_version}, but v{expected_champion} was expected "
-                f"({action} to v{version} refused); re-run evaluate and gate"
+                f"({action} to v{version} refused); {again}"
             )
         if outcome == "dry_run":
             log.info("dry run: would %s %s v%s (champion stays v%s)", action, name, version, current_version)
@@ -368,6 +378,10 @@ def rollback(
     if (done := _done_by_this_run(settings, history.ROLLED_BACK, dag_id, run_id)) is not None:
         return done
     client = tracking.configure(settings)
+    # A move interrupted after its alias moved is completed on the record first: the version to roll back from is
+    # the one it made champion (read before it, the rollback aimed from the one before and always conflicted).
+    with history.promotion_lock(settings, settings.model_name):
+        audit.resolve(settings, client)
     current_version = audit.audit(settings, client).recorded  # the champion on the record, not the alias
     if current_version is None and to_version is None:
         raise ValueError(

@@ -187,6 +187,17 @@ def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersio
         raise
 
 
+def version_exists(client: MlflowClient, name: str, version: int) -> bool:
+    """Whether ``version`` of the registered model ``name`` is in the registry (not deleted)."""
+    try:
+        client.get_model_version(name, str(version))
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise
+    return True
+
+
 def model_exists(client: MlflowClient, name: str) -> bool:
     try:
         client.get_registered_model(name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import multiprocessing
 from pathlib import Path
 
@@ -15,9 +16,9 @@ from pipelines.settings import get_settings
 pytestmark = pytest.mark.slow
 
 
-def _registry(state: Path, versions: int, tracking_uri: str | None = None):
+def _registry(state: Path, versions: int, tracking_uri: str | None = None, **changes):
     """A registry with ``versions`` versions: one small file each, with its manifest (promotion never loads them)."""
-    settings = get_settings(state_dir=state, mlflow_tracking_uri=tracking_uri)
+    settings = get_settings(state_dir=state, mlflow_tracking_uri=tracking_uri, **changes)
     client = tracking.configure(settings)
     client.create_registered_model(settings.model_name)
     for number in range(1, versions + 1):
@@ -25,7 +26,11 @@ def _registry(state: Path, versions: int, tracking_uri: str | None = None):
         source.mkdir(parents=True)
         (source / "MLmodel").write_text(f"version: {number}\n")
         tags = integrity.tags_for(integrity.build_manifest(source))
-        client.create_model_version(settings.model_name, source.resolve().as_uri(), tags=tags)
+        run = client.create_run(tracking.experiment_id(client, settings))  # the gate logs to a version's run
+        client.set_terminated(run.info.run_id)
+        client.create_model_version(
+            settings.model_name, source.resolve().as_uri(), run_id=run.info.run_id, tags=tags
+        )
     return settings, client
 
 
@@ -332,3 +337,143 @@ def test_exclusive_work_fails_a_second_holder_at_once_and_a_killed_holder_lets_g
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+def _crash_after_the_alias(settings, monkeypatch, version: int, expected: int | None) -> None:
+    """A promotion killed after its alias moved, before its completion was written."""
+    real = history.append
+
+    def append(settings, **row):
+        if row.get("outcome") == history.PROMOTED:
+            raise KeyboardInterrupt("the worker was killed")
+        return real(settings, **row)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(history, "append", append)
+        with pytest.raises(KeyboardInterrupt):
+            move_champion(settings, version, expected, trigger="test", reason="killed after the alias")
+
+
+def test_a_rollback_after_a_promotion_killed_after_its_alias_moved_rolls_back_from_it(tmp_path, monkeypatch):
+    """The rollback read the champion before the interrupted move was resolved: it aimed from the champion
+    before it and always conflicted, telling a person to re-run the gate."""
+    from pipelines.cli import app
+
+    settings, client = _registry(tmp_path, 3)
+    move_champion(settings, 1, None, trigger="test", reason="v1")
+    move_champion(settings, 2, 1, trigger="test", reason="v2")
+    _crash_after_the_alias(settings, monkeypatch, 3, 2)
+    assert _alias(client, settings) == 3
+    result = CliRunner().invoke(
+        app, ["rollback", "--reason", "v3 is bad"], env={"CT_STATE_DIR": str(tmp_path)}
+    )
+    assert result.exit_code == 0, result.output
+    assert _alias(client, settings) == 2
+    rows = history.read(settings, settings.model_name)
+    assert (rows[-1]["from_version"], rows[-1]["to_version"], rows[-1]["outcome"]) == (3, 2, "rolled_back")
+    assert not history.unresolved(rows)
+
+
+def test_histories_written_before_rollbacks_had_their_own_outcome_still_guard_them(tmp_path):
+    """Before 2026-11-30 a rollback was recorded as action rollback, outcome promoted: a re-run of the day of the
+    version rolled back from brought it back, and a plain rollback went forward to it."""
+    from pipelines.release.promote import promote
+
+    settings, client = _registry(tmp_path, 3)
+    for version, expected in ((1, None), (2, 1), (3, 2)):
+        move_champion(settings, version, expected, trigger="test", reason=f"v{version}")
+    row = {
+        "model": settings.model_name,
+        "action": "rollback",
+        "from_version": 3,
+        "to_version": 2,
+        "expected_version": 3,
+        "trigger": "cli",
+        "reason": "v3 doubles false alarms",
+    }
+    pending = history.append(settings, **row, outcome="pending")
+    client.set_registered_model_alias(settings.model_name, "champion", "2")
+    history.append(settings, **row, outcome="promoted", ref=pending["id"])  # as the old writer did
+    with pytest.raises(PromotionRefusedError, match="v3 was rolled back from"):
+        promote(settings, dt.date(2026, 11, 20), 3, 2, decision={"decision": "promote"}, run_id="again")
+    assert _alias(client, settings) == 2
+    assert rollback(settings, reason="v2 is bad too")["champion"] == 1  # back, not forward to v3
+
+
+def test_a_days_gate_run_again_keeps_the_record_of_a_version_a_rollback_made_champion(tmp_path):
+    """Judged against itself on a re-run of its day, a champion made by ``rollback --to`` had its gate record
+    overwritten with that reject."""
+    from pipelines.evaluation.gate import gate
+    from pipelines.evaluation.policy import policy_sha256
+    from pipelines.release.promote import record_rejection
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "version: 1\nprimary_metric: roc_auc\nhigher_is_better: true\nmin_improvement: 0.005\n"
+        "min_holdout_rows: 10\ntime_order: false\nno_champion: {action: promote}\napproval: required\n"
+    )
+    settings, client = _registry(tmp_path, 2, policy_path=policy)
+    move_champion(settings, 1, None, trigger="test", reason="bootstrap")
+
+    def judged(champion: int, chal_auc: float, champ_auc: float) -> tuple[dict, dict]:
+        evaluation = {
+            "challenger": {"version": 2, "metrics": {"roc_auc": chal_auc}},
+            "champion": {"version": champion, "metrics": {"roc_auc": champ_auc}},
+            "holdout_rows": 1000,
+            "comparison": {
+                "ci_low": 0.001,
+                "ci_high": 0.03,
+                "confidence": 0.95,
+                "resamples": 1000,
+                "rows_resampled": 1000,
+            },
+            "policy_sha256": policy_sha256(policy),
+        }
+        return evaluation, {"drift_share": 0.0, "columns": {}, "reference_version": champion}
+
+    def tag() -> str | None:
+        return client.get_model_version(settings.model_name, "2").tags.get("gate.decision")
+
+    day = dt.date(2026, 11, 20)
+    first = gate(settings, day, *judged(1, 0.80, 0.75))
+    assert first["decision"] == "promote" and tag() == "promote"
+    record_rejection(settings, 2, 1, "ana", decision=first, dag_id="retrain", run_id="scheduled")
+    rollback(settings, to_version=2, reason="v2 is known good after all")
+    again = gate(settings, day, *judged(2, 0.80, 0.80))  # the day again: v2 is challenger and champion
+    assert again["decision"] == "reject"
+    assert tag() == "promote"  # the record of its own day stays on the champion
+
+
+def test_a_long_trigger_is_cut_in_its_column_and_kept_whole_in_the_reason(tmp_path, registry_uri):
+    """The rollback DAG's trigger names the user: an e-mail or an OIDC subject ran past the column's 64
+    characters, and PostgreSQL refused the whole rollback."""
+    settings, client = _registry(tmp_path, 2, registry_uri)
+    move_champion(settings, 1, None, trigger="test", reason="v1")
+    move_champion(settings, 2, 1, trigger="test", reason="v2")
+    trigger = "rollback DAG (firstname.lastname@platform-team.example.com-oidc-subject)"
+    rollback(settings, reason="v2 is bad", trigger=trigger, dag_id="rollback", run_id="manual__1")
+    assert _alias(client, settings) == 1
+    last = history.read(settings, settings.model_name)[-1]
+    assert len(last["trigger"]) == 64 and last["trigger"].endswith("…")
+    assert last["reason"] == f"v2 is bad [trigger: {trigger}]"
+
+
+def test_a_repair_to_a_champion_deleted_from_the_registry_is_refused_by_name(tmp_path):
+    """--check advised --repair, which wrote its pending row and failed on the missing version: a traceback, and
+    a pending row left behind."""
+    from pipelines.cli import app
+
+    settings, client = _registry(tmp_path, 2)
+    move_champion(settings, 1, None, trigger="test", reason="v1")
+    move_champion(settings, 2, 1, trigger="test", reason="v2")
+    client.delete_model_version(settings.model_name, "2")  # its alias goes with it
+    env = {"CT_STATE_DIR": str(tmp_path)}
+    repaired = CliRunner().invoke(app, ["history", "--check", "--repair"], env=env)
+    assert repaired.exit_code == 1, repaired.output
+    assert (
+        "v2, the champion on the promotion history" in repaired.output
+        and "rollback --to N" in repaired.output
+    )
+    assert not history.unresolved(history.read(settings, settings.model_name))
+    rollback(settings, to_version=1, reason="v2 was deleted")
+    assert audit.check(settings)["consistent"] and _alias(client, settings) == 1

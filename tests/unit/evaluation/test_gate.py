@@ -140,6 +140,19 @@ def test_a_figure_is_judged_as_its_record_shows_it_not_on_its_last_bit():
         assert not interval["passed"] and interval["value"][0] == 0.0 and str(interval["threshold"]) == "0.0"
 
 
+def test_with_no_champion_the_floor_is_judged_on_the_figure_the_record_shows():
+    """The record showed 0.6499996 against a floor of 0.65 and said passed: judged on a rounded difference."""
+    policy = POLICY.model_copy(
+        update={"no_champion": POLICY.no_champion.model_copy(update={"min_primary_metric": 0.65})}
+    )
+    for value, passed in ((0.6499996, True), (0.6499994, False)):
+        evaluation = {"challenger": {"version": 1, "metrics": {"roc_auc": value}}, "champion": None}
+        record = decide(policy, evaluation, QUIET)
+        rule = next(r for r in record["rules"] if r["rule"] == "no_champion_threshold")
+        assert rule["passed"] is passed and rule["passed"] == (rule["value"] >= rule["threshold"])
+        assert rule["value"] == round(value, 6)
+
+
 def test_drift_measured_against_another_champion_than_evaluates_fails_closed():
     measured = QUIET | {"reference_version": 7}  # a rollback landed between drift and evaluate
     record = decide(POLICY, _evaluation(), measured)
