@@ -625,7 +625,7 @@ def _lost_asks(
         r
         for r in earlier
         if r["status"] == verdict.TRIGGERED
-        and not delivered(r["interval"], dt.datetime.fromisoformat(r["start"]))
+        and not delivered(r["interval"], verdict.record_start(r))  # a record from before "start" was kept too
     ]
 
 

@@ -23,6 +23,10 @@ from pipelines.monitoring.policy import (
     MonitoringPolicy,
 )
 
+# A figure is judged as its message shows it, to 6 decimals, as the gate and the drift tests judge theirs: a
+# difference that lands on a threshold must not pass or breach on its last bit.
+RECORDED_DIGITS = 6
+
 BREACH, OK, NOT_JUDGED = "breach", "ok", "not_judged"
 TRIGGERED, SUPPRESSED, NOT_NEEDED = "triggered", "suppressed", "not_needed"
 ALREADY = "already_asked"  # this interval asked before (a re-run): reported, not asked again
@@ -134,7 +138,8 @@ def live_signal(
     drop = sign(live["metric"]) * (holdout_value - live["value"])
     return _signal(
         LIVE_QUALITY,
-        BREACH if drop > rule.max_drop else OK,
+        # Judged as its message shows it: 0.8 - 0.75 computes as 0.050000000000000044, not above 0.05.
+        BREACH if round(drop, RECORDED_DIGITS) > rule.max_drop else OK,
         f"{live['metric']} {live['value']:.4f} on {live['joined_rows']} labelled rows of {live['day']} against "
         f"{holdout_value:.4f} on the holdout: {drop:+.4f} worse (breach above {rule.max_drop})",
         value=live["value"],
@@ -158,7 +163,9 @@ def quality_signals(
         worse = {}
         for name, column in served["profile"]["columns"].items():
             increase = column["null_share"] - reference["columns"][name]["null_share"]
-            if increase > rule.max_null_share_increase:
+            if (
+                round(increase, RECORDED_DIGITS) > rule.max_null_share_increase
+            ):  # 0.07 - 0.02 is not above 0.05
                 worse[name] = round(increase, 6)
         signals.append(
             _signal(
@@ -217,7 +224,7 @@ def day_of(end: dt.datetime) -> dt.date:
     return (end - dt.timedelta(microseconds=1)).date()
 
 
-def _start(record: dict[str, Any]) -> dt.datetime:
+def record_start(record: dict[str, Any]) -> dt.datetime:
     """A trigger record's interval start (records before it was written: from the name, to the minute)."""
     if "start" in record:
         return dt.datetime.fromisoformat(record["start"])
@@ -278,9 +285,11 @@ def decide(
         )
         return {"status": SUPPRESSED, "reasons": named, "detail": detail, "summary": summary}
     later = [
-        (dt.datetime.fromisoformat(r["at"]), r["interval"], _start(r) < end)
+        (dt.datetime.fromisoformat(r["at"]), r["interval"], record_start(r) < end)
         for r in others
-        if end < dt.datetime.fromisoformat(r["at"]) <= end + cooldown
+        # Open at both ends, as the look back is: an ask exactly one cooldown away holds back neither interval,
+        # whichever is judged first (hourly intervals and a whole-hour cooldown meet this edge every day).
+        if end < dt.datetime.fromisoformat(r["at"]) < end + cooldown
     ]
     if later:
         at, name, across = min(later)  # the nearest after this interval's end

@@ -352,3 +352,49 @@ def test_the_volume_baseline_counts_only_intervals_judged_against_a_champion(tmp
             figures_uri(settings, interval.earlier(days)), {"champion": champion, "rows": rows}
         )
     assert _baseline(settings, interval, 7) == [1200, 1000]
+
+
+def test_two_asks_exactly_one_cooldown_apart_both_stand_in_either_order():
+    """Hourly intervals and a whole-hour cooldown meet this edge every day: judged in order both asked, the
+    earlier judged after the later (a retry, a catch-up) was suppressed."""
+    later = ("2026-11-30T1300-1h", END)
+    earlier = ("2026-11-30T0700-1h", END - dt.timedelta(hours=6))
+
+    def judged(order):
+        records, found = [], {}
+        for name, end in order:
+            decided = verdict.decide(POLICY, [_breach("feature_drift")], name, end, [*records], None)
+            found[name] = decided["status"]
+            if decided["status"] == verdict.TRIGGERED:
+                at = end.isoformat()
+                start = (end - dt.timedelta(hours=1)).isoformat()
+                records.append(
+                    {"interval": name, "status": verdict.TRIGGERED, "start": start, "at": at, "reasons": []}
+                )
+        return found
+
+    assert (
+        judged([earlier, later])
+        == judged([later, earlier])
+        == {
+            earlier[0]: verdict.TRIGGERED,
+            later[0]: verdict.TRIGGERED,
+        }
+    )
+
+
+def test_a_figure_on_its_threshold_is_judged_as_its_message_shows_it():
+    """0.8 - 0.75 is 0.050000000000000044: its message says +0.0500, not above 0.05; it breached."""
+    policy = MonitoringPolicy.model_validate({"live_quality": {"max_drop": 0.05}})
+    live = {"state": "measured", "day": "2026-11-29", "metric": "accuracy", "value": 0.75, "joined_rows": 400}
+    assert verdict.live_signal(policy, live, 0.80)["state"] == verdict.OK
+    assert verdict.live_signal(policy, live, 0.8000011)["state"] == verdict.BREACH
+
+
+def test_a_trigger_record_from_before_start_was_written_is_checked_for_delivery():
+    from pipelines.monitoring.monitor import _lost_asks
+
+    old = {"interval": "2026-11-30T1300-1h", "status": verdict.TRIGGERED, "at": "2026-11-30T14:00:00+00:00"}
+    seen = []
+    assert _lost_asks([old], lambda name, start: seen.append((name, start)) or True) == []
+    assert seen == [("2026-11-30T1300-1h", dt.datetime(2026, 11, 30, 13, tzinfo=dt.UTC))]
