@@ -18,7 +18,9 @@ def serve(
     from pipelines.serving.app import create_app
 
     settings = load_settings()
-    host, port = host or settings.serve_host, port or settings.serve_port
+    # --port 0: any free port (uvicorn's), not the setting's
+    host = settings.serve_host if host is None else host
+    port = settings.serve_port if port is None else port
     typer.echo(f"Serving the champion of {settings.model_name} on http://{host}:{port} (API: /docs)")
     uvicorn.run(
         create_app(settings),

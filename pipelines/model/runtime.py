@@ -94,6 +94,14 @@ class ServedModel:
         request's 422: a value within float32 but far outside the training data (1e38 where features are
         scaled by their spread) overflowed in the model, and flag mode answered 200 with a null."""
         probability, label = self._scores(columns)
+        # A pyfunc that drops a row (a dropna) or adds one: in a micro-batch, another client's answers would
+        # shift onto this one's.
+        sent = len(next(iter(columns.values()))) if columns else 0
+        if len(probability) != sent or len(label) != sent:
+            raise ModelOutputError(
+                f"{self.name} v{self.version} gave {len(probability)} probabilities and {len(label)} labels for "
+                f"{sent} rows"
+            )
         if not np.isfinite(probability).all():
             rows = np.flatnonzero(~np.isfinite(probability))
             shown = ", ".join(str(row) for row in rows[:5]) + (", ..." if len(rows) > 5 else "")

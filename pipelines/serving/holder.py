@@ -219,6 +219,8 @@ class ModelHolder:
                 return ReloadResult("unchanged", version, version)
             refused = self.failed.get(version)
             if refused and not force and self.clock() - refused[1] < refused[2]:
+                # The registry answers again: the error to show is the refusal's, not the outage's.
+                self.last_error = f"loading {self.name} v{version} failed: {refused[0]}"
                 return ReloadResult("failed", version, serving, refused[0])
             return self._load(version, run_id)
 

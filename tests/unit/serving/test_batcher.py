@@ -178,3 +178,36 @@ def test_a_model_that_raises_stop_iteration_on_the_model_thread_fails_its_reques
 
     probability, _ = _run(scenario())
     assert probability.tolist() == [0.5]
+
+
+def test_a_model_that_answers_another_number_of_rows_fails_its_request_not_its_neighbours():
+    """A user's pyfunc that scores only complete rows (``dropna``) passed its warm-up on neutral rows; in a
+    micro-batch, its short answer shifted one client's predictions onto another's request."""
+    from pipelines.model.runtime import ModelOutputError, ServedModel
+    from pipelines.model.signature import Field, InputSchema
+
+    class DropsNulls:
+        def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+            kept = frame.dropna()
+            return pd.DataFrame({"probability": 1 / (1 + np.exp(-kept["x"].to_numpy()))})
+
+    schema = InputSchema([Field("x", "number", True), Field("y", "number", False)])
+    model = ServedModel(name="m", version=1, sha256="0" * 64, run_id=None, schema=schema, pyfunc=DropsNulls())
+    model.warm_up(8)
+
+    async def scenario():
+        batcher = MicroBatcher(256, 0.001, ServingMetrics())
+        batcher.start()
+        a = schema.parse_request({"rows": [{"x": 5.0, "y": None}, {"x": 5.0, "y": 1.0}]}, 100)
+        b = schema.parse_request({"rows": [{"x": -5.0, "y": 1.0}]}, 100)
+        answers = await asyncio.gather(
+            batcher.predict(model, a.columns, a.rows),
+            batcher.predict(model, b.columns, b.rows),
+            return_exceptions=True,
+        )
+        await batcher.stop()
+        return answers
+
+    a, b = asyncio.run(scenario())
+    assert isinstance(a, ModelOutputError) and "gave 1 probabilities and 1 labels for 2 rows" in str(a)
+    assert not isinstance(b, BaseException) and len(b[0]) == 1 and b[0][0] < 0.5  # its own answer
