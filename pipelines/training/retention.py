@@ -6,14 +6,17 @@ training that failed for good leaves its job folder (checkpoints, reports, ``tra
 a retry that never comes. :func:`prune`, the retrain DAG's last task, removes:
 
 - the prepared windows of days more than ``CT_PREPARED_KEEP_DAYS`` before the run's logical date (so a re-run of
-  a date removes what its first run removed, and a late run of an old date removes less, never more), except the
-  window a model version holding an alias (the champion, the challenger) was trained on. Nothing reads an old
-  window: a version's reference profile and files live in MLflow, and a re-run of an old date prepares its window
-  again from the raw partitions, as the same dataset version;
+  a date removes what its first run removed, and a late run of an old date removes less), except the window a
+  model version holding an alias, or once champion on the promotion history, was trained on (the monitor scores
+  a new champion's holdout from it, and a rollback can make any of them champion again), and a window written in
+  the last :data:`IN_USE` (a backfill of an old day may be training on it, or its version awaiting approval). A
+  version's files and reference profile live in MLflow, and a re-run of an old date prepares its window again
+  from the raw partitions, as the same dataset version;
 - a training job folder whose run key has a finished MLflow run (its model is logged: a task killed before it
   removed the folder) unless ``CT_TRAIN_KEEP_CHECKPOINTS`` keeps them, and one that no run finished and nothing has
   written to for ``CT_TRAINING_JOBS_KEEP_DAYS`` days (its retry would have resumed from it by then). Each is removed
-  under the run key's training lock: a training under way is never touched, and listed as in use.
+  under the run key's training lock: a training under way is never touched, and listed as in use. A folder
+  holding another run key's folder (run keys ``K`` and ``K/...``) is kept.
 
 ``0`` for either setting keeps everything of its kind.
 """
@@ -37,17 +40,33 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: A window written this recently is kept whatever its day (a backfill under way, an approval pending: 3 days).
+IN_USE = dt.timedelta(days=4)
+
 
 def _protected_windows(client: MlflowClient, settings: Settings) -> dict[str, list[str]]:
-    """The prepared windows (by URI) that a version holding an alias was trained on: ``v<n> (<alias>)`` each."""
+    """The prepared windows (by folder name, ``ds=<day>``: a root written another way still matches, so a
+    mismatch keeps a window rather than removes it) that a version holding an alias, or a version once champion
+    on the promotion history (a rollback's target), was trained on: ``v<n> (<why>)`` each. The monitor scores
+    a new champion's holdout from its window (its prediction reference)."""
+    from pipelines.release import history
+
     name = settings.model_name
     if not tracking.model_exists(client, name):
         return {}
-    found: dict[str, list[str]] = {}
+    why: dict[int, list[str]] = {}
     for alias, number in sorted(client.get_registered_model(name).aliases.items()):
-        uri = client.get_model_version(name, number).tags.get("dataset.uri")
+        why.setdefault(int(number), []).append(alias)
+    for row in history.read(settings, name):
+        if row["outcome"] in history.MOVED and "champion before" not in why.get(row["to_version"], []):
+            why.setdefault(int(row["to_version"]), []).append("champion before")
+    found: dict[str, list[str]] = {}
+    for number, reasons in sorted(why.items()):
+        if not tracking.version_exists(client, name, number):
+            continue
+        uri = client.get_model_version(name, str(number)).tags.get("dataset.uri")
         if uri:
-            found.setdefault(_same_place(uri), []).append(f"v{number} ({alias})")
+            found.setdefault(_folder_name(uri), []).append(f"v{number} ({', '.join(reasons)})")
     return found
 
 
@@ -105,27 +124,37 @@ def _remove_job(client: MlflowClient, settings: Settings, run_key: str) -> str:
         return "in use"
 
 
-def _same_place(uri: str) -> str:
-    """``uri`` as its file system names it, so that a path and its ``file://`` URI compare equal."""
+def _folder_name(uri: str) -> str:
+    return uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _written_since(uri: str, since: dt.datetime) -> bool:
+    """Whether any file of the folder ``uri`` was written after ``since``."""
     from fsspec.core import url_to_fs
 
     fs, path = url_to_fs(uri)
-    return str(fs.unstrip_protocol(path.rstrip("/")))
+    return any(storage.modified(fs, name) > since for name in fs.find(path))
 
 
 def _old_windows(
     client: MlflowClient, settings: Settings, before: dt.date
 ) -> tuple[list[str], dict[str, list[str]]]:
-    """The prepared windows of days before ``before``: those to remove, and those kept for the versions named."""
-    aliased = _protected_windows(client, settings)
-    windows, protected = [], {}
+    """The prepared windows of days before ``before``: those to remove, and those kept, with why.
+
+    A window written in the last ``IN_USE`` is kept whatever its day: a backfill of an old day (Airflow runs
+    backfills beside the schedule) may be training on it, or its version waiting for a person's approval."""
+    versions = _protected_windows(client, settings)
+    recent = dt.datetime.now(dt.UTC) - IN_USE
+    windows, kept = [], {}
     root = storage.join(settings.resolved_data_root, "features", settings.dataset)
     for uri in storage.day_folders_before(root, before):
-        if versions := aliased.get(_same_place(uri)):
-            protected[uri] = versions
+        if found := versions.get(_folder_name(uri)):
+            kept[uri] = found
+        elif _written_since(uri, recent):
+            kept[uri] = [f"written in the last {IN_USE.days} days: a run of its day may still read it"]
         else:
             windows.append(uri)
-    return windows, protected
+    return windows, kept
 
 
 def prune(settings: Settings, day: dt.date, client: Any = None, dry_run: bool = False) -> dict[str, Any]:
@@ -139,8 +168,11 @@ def prune(settings: Settings, day: dt.date, client: Any = None, dry_run: bool = 
     windows, protected = _old_windows(client, settings, before) if before else ([], {})
     now = dt.datetime.now(dt.UTC)
     jobs, kept = [], []
-    for key, newest in sorted(_job_folders(settings).items()):
-        if why := _why_stale(client, settings, key, newest, now):
+    folders = _job_folders(settings)
+    for key, newest in sorted(folders.items()):
+        if any(other.startswith(key + "/") for other in folders):
+            kept.append(key)  # it holds another run key's job folder: removing it would remove that one too
+        elif why := _why_stale(client, settings, key, newest, now):
             jobs.append({"run_key": key, "why": why})
         else:
             kept.append(key)
@@ -148,7 +180,7 @@ def prune(settings: Settings, day: dt.date, client: Any = None, dry_run: bool = 
         "day": day.isoformat(),
         "prepared_before": None if before is None else before.isoformat(),
         "prepared_removed": windows,
-        "prepared_kept_for_versions": protected,
+        "prepared_kept": protected,
         "training_jobs_removed": jobs,
         "training_jobs_kept": kept,
         "training_jobs_in_use": [],

@@ -54,19 +54,29 @@ def _window(settings, day: dt.date) -> Path:
 
 def test_old_windows_go_but_the_champions_and_a_rerun_prepares_the_same_version(days):
     settings, prepared, champion = days
+    # Just written (a backfill of an old day may be training on it): kept whatever its day.
+    fresh = prune(settings, DAY, dry_run=True)
+    assert fresh["prepared_removed"] == []
+    assert [why[0] for why in fresh["prepared_kept"].values()] == [
+        f"v{champion} (champion, champion before)",
+        "written in the last 4 days: a run of its day may still read it",
+    ]
+    for day in (OLDER, OLD, DAY):
+        _age(_window(settings, day), 10)
     listed = prune(settings, DAY, dry_run=True)
     assert listed["prepared_before"] == (DAY - dt.timedelta(days=30)).isoformat()
     assert [Path(u.removeprefix("file://")) for u in listed["prepared_removed"]] == [_window(settings, OLD)]
-    assert [v for v in listed["prepared_kept_for_versions"].values()] == [[f"v{champion} (champion)"]]
+    assert list(listed["prepared_kept"].values()) == [[f"v{champion} (champion, champion before)"]]
     assert _window(settings, OLD).exists()  # a dry run removes nothing
+    # Counted back from the run's day: a late run of an old date removes less, and keep 0 keeps everything.
+    assert prune(settings, OLD)["prepared_removed"] == []
+    assert prune(settings.replace(prepared_keep_days=0), DAY)["prepared_removed"] == []
+    assert _window(settings, OLD).exists()
 
     assert prune(settings, DAY)["prepared_removed"] == listed["prepared_removed"]
     assert not _window(settings, OLD).exists()
     assert _window(settings, OLDER).exists() and _window(settings, DAY).exists()
     assert prune(settings, DAY)["prepared_removed"] == []  # the same day again: nothing more
-    # Counted back from the run's day: a late run of an old date removes less, and keep 0 keeps everything.
-    assert prune(settings, OLD)["prepared_removed"] == []
-    assert prune(settings.replace(prepared_keep_days=0), DAY + dt.timedelta(days=5))["prepared_removed"] == []
     with pytest.raises(ValueError, match="which is after today"):
         prune(settings, dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1))
 

@@ -175,12 +175,14 @@ def test_train_exits_2_while_another_process_trains_its_run_key(tmp_path):
 
 def test_prune_lists_old_prepared_windows_then_removes_them(tmp_path):
     import json
+    import os
     from pathlib import Path
 
     features = Path(tmp_path) / "data" / "features" / "transactions"
     for day in ("2026-10-01", "2026-11-29"):
         (features / f"ds={day}").mkdir(parents=True)
         (features / f"ds={day}" / "_manifest.json").write_text("{}")
+        os.utime(features / f"ds={day}" / "_manifest.json", (0, 0))  # written long ago: no run reads it now
     listed = runner.invoke(app, ["prune", "--dry-run", "-d", "2026-11-30"], env=_env(tmp_path))
     assert listed.exit_code == 0, listed.output
     found = json.loads(listed.output[listed.output.index("{\n") :])  # after MLflow's log lines
