@@ -39,7 +39,8 @@ kept by a run the monitor asked for: it is what was served.
   calls every replica's `POST /admin/reload` and returns their answers (a replica swaps before answering);
   each replica also polls.
 * **prune**, once the gate has decided: prepared windows of days more than `CT_PREPARED_KEEP_DAYS` (30) before
-  the run's day are removed, except the window a version holding an alias was trained on, and so are training
+  the run's day are removed, except the windows of versions holding an alias or once champion and any written
+  in the last 4 days, and so are training
   job folders no run will resume (`CT_TRAINING_JOBS_KEEP_DAYS`, 7, after their last write; at once when their
   model is logged). With the `dry_run` param it lists them and removes nothing.
 

@@ -262,8 +262,9 @@ class Settings(BaseSettings):
         default=30,
         ge=0,
         description="Days a prepared window (<data_root>/features/<dataset>/ds=<day>) is kept: the retrain's prune "
-        "task removes those of days more than this before its logical date, except the window a model version "
-        "holding an alias was trained on (a re-run of an old date prepares its window again); 0 = kept.",
+        "task removes those of days more than this before its logical date, except the windows of model versions "
+        "holding an alias or once champion, and any written in the last 4 days (a re-run of an old date prepares "
+        "its window again); 0 = kept.",
     )
     training_jobs_keep_days: float = Field(
         default=7,

@@ -57,8 +57,9 @@ def prune(
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed; remove nothing."),
 ) -> None:
-    """Remove the prepared windows older than CT_PREPARED_KEEP_DAYS (but those of versions holding an alias) and
-    the training job folders no run will resume (the retrain DAG does this after its gate)."""
+    """Remove the prepared windows older than CT_PREPARED_KEEP_DAYS (but those of versions holding an alias or
+    once champion, and any written in the last 4 days) and the training job folders no run will resume (the
+    retrain DAG does this after its gate)."""
     from pipelines.training.retention import prune as run
 
     day = date.date() if date else dt.datetime.now(dt.UTC).date()

@@ -110,7 +110,7 @@ def modified(fs: Any, path: str) -> dt.datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
 
 
-def _changed_since(fs: Any, path: str, since: dt.datetime) -> bool:
+def changed_since(fs: Any, path: str, since: dt.datetime) -> bool:
     """Whether anything under ``path`` (a file or a folder) changed after ``since``; stops at the first. What
     cannot be told (a folder without a time of its own, as on an object store) counts as changed: kept."""
     files = fs.find(path)
@@ -130,7 +130,7 @@ def _stale(fs: Any, entry: str, since: dt.datetime) -> bool:
     # beside this one is swapping now (its next step removes it) is not taken for a leftover.
     if started := _SWAP_STARTED.search(name):
         return dt.datetime.fromtimestamp(int(started.group(1)), dt.UTC) <= since
-    return not _changed_since(fs, entry, since)
+    return not changed_since(fs, entry, since)
 
 
 def _sweep_stale_writes(fs: Any, folder: str) -> None:
@@ -204,7 +204,7 @@ def _cut_short(fs: Any, target: str, old: str, since: dt.datetime) -> bool:
         fs.exists(target)
         and not fs.exists(f"{target}/{COMMIT_FILE}")
         and fs.exists(f"{old.rstrip('/')}/{COMMIT_FILE}")
-        and not _changed_since(fs, target, since)
+        and not changed_since(fs, target, since)
     )
 
 

@@ -128,12 +128,11 @@ def _folder_name(uri: str) -> str:
     return uri.rstrip("/").rsplit("/", 1)[-1]
 
 
-def _written_since(uri: str, since: dt.datetime) -> bool:
-    """Whether any file of the folder ``uri`` was written after ``since``."""
+def _fs_path(uri: str) -> tuple[Any, str]:
     from fsspec.core import url_to_fs
 
     fs, path = url_to_fs(uri)
-    return any(storage.modified(fs, name) > since for name in fs.find(path))
+    return fs, path
 
 
 def _old_windows(
@@ -150,7 +149,7 @@ def _old_windows(
     for uri in storage.day_folders_before(root, before):
         if found := versions.get(_folder_name(uri)):
             kept[uri] = found
-        elif _written_since(uri, recent):
+        elif storage.changed_since(*_fs_path(uri), recent):
             kept[uri] = [f"written in the last {IN_USE.days} days: a run of its day may still read it"]
         else:
             windows.append(uri)
