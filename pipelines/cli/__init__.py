@@ -16,17 +16,30 @@ from pipelines.cli.common import request_errors, setup_logging
 
 
 class _Commands(TyperGroup):
-    """Every command: a named error about the request exits 2 with its message (see :func:`request_errors`);
-    anything else, a bug, exits 1 with its traceback."""
+    """Every command: a named error about the request exits 2 with its message (see :func:`request_errors`); a
+    service out of reach (the registry, its artifact store, a lock another process holds past its wait) exits 4
+    with one line naming it, for a retry; anything else, a bug, exits 1 with its traceback."""
 
     def invoke(self, ctx: Any) -> Any:  # a click.Context of Typer's own copy of click
         try:
             return super().invoke(ctx)
         except Exception as exc:
-            if not isinstance(exc, request_errors()):
+            if isinstance(exc, request_errors()):
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(2) from None
+            from pipelines.release.tracking import unavailable
+
+            if not unavailable(exc):
                 raise
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
+            typer.echo(
+                f"error: out of reach, run the command again once it answers: {_first_line(exc)}", err=True
+            )
+            raise typer.Exit(4) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 app = typer.Typer(cls=_Commands, help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)

@@ -162,7 +162,7 @@ def _absolute_rules(policy: Policy, challenger_value: float) -> list[Rule]:
     value = _recorded(challenger_value)  # judged as recorded: 0.6499996 is recorded, and judged, as 0.65
     ok = sign(metric) * (value - floor) >= 0
     detail = (
-        f"no champion yet: challenger {metric} {challenger_value:.4f} vs "
+        f"no champion yet: challenger {metric} {value} vs "  # as judged: 0.649999 is not shown as 0.6500
         f"{'floor' if sign(metric) > 0 else 'ceiling'} {floor}"
     )
     return [_rule(rules.NO_CHAMPION_THRESHOLD, ok, value, floor, detail)]

@@ -129,8 +129,22 @@ def promotion_lock(settings: Settings, model: str) -> Iterator[None]:
             yield
         return
     path = Path(url[len("sqlite:///") :]).parent / f"{model}.promote.lock"
-    with FileLock(str(path), timeout=LOCK_TIMEOUT_S):
+    lock = FileLock(str(path), timeout=LOCK_TIMEOUT_S)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise PromotionLockTimeoutError(
+            f"another promotion, rollback or check of {model} held its lock ({path}) for more than "
+            f"{LOCK_TIMEOUT_S} s: nothing was read or moved"
+        ) from None
+    try:
         yield
+    finally:
+        lock.release()
+
+
+class PromotionLockTimeoutError(TimeoutError):
+    """The promotion lock was held by another process past :data:`LOCK_TIMEOUT_S` (the CLI exits 4)."""
 
 
 class LockHeldError(RuntimeError):

@@ -159,12 +159,13 @@ def move_champion(
         try:
             integrity.fetch_verified(client, name, version, tmp)
         except integrity.IntegrityError as exc:
-            refused = attempt | {
-                "from_version": history.champion(history.read(settings, name)),  # the champion it stays
-                "reason": f"{reason or ''} [refused: {exc}]".strip(),
-                "outcome": "refused",
-            }
-            history.append(settings, **refused)
+            with history.promotion_lock(settings, name):  # the champion it stays, read as no move is half done
+                refused = attempt | {
+                    "from_version": history.champion(history.read(settings, name)),
+                    "reason": f"{reason or ''} [refused: {exc}]".strip(),
+                    "outcome": "refused",
+                }
+                history.append(settings, **refused)
             raise
     with history.promotion_lock(settings, name):
         audit.resolve(settings, client)  # a move interrupted before its completion was written

@@ -191,3 +191,25 @@ def test_prune_lists_old_prepared_windows_then_removes_them(tmp_path):
     assert (features / "ds=2026-10-01").exists()
     assert runner.invoke(app, ["prune", "-d", "2026-11-30"], env=_env(tmp_path)).exit_code == 0
     assert sorted(p.name for p in features.iterdir()) == ["ds=2026-11-29"]
+
+
+def test_a_registry_out_of_reach_or_a_held_promotion_lock_exits_4_for_a_retry(tmp_path, monkeypatch):
+    """Not the request's fault and not a bug: one line naming what did not answer, exit 4, no traceback."""
+    from pipelines.release import history
+    from pipelines.settings import get_settings
+
+    away = {
+        **_env(tmp_path),
+        "CT_MLFLOW_TRACKING_URI": "http://127.0.0.1:9",  # the discard port: refused at once
+        "CT_PROMOTION_DB": f"sqlite:///{tmp_path}/promotions.db",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+    }
+    for args in (["rollback", "--reason", "bad model"], ["history", "--check"]):
+        result = runner.invoke(app, args, env=away)
+        assert result.exit_code == 4, (args, result.output)
+        assert "out of reach" in result.output and "127.0.0.1" in result.output
+        assert "Traceback" not in result.output
+    monkeypatch.setattr(history, "LOCK_TIMEOUT_S", 0)
+    with history.promotion_lock(get_settings(state_dir=tmp_path), "ct-transactions"):
+        held = runner.invoke(app, ["rollback", "--to", "1", "--reason", "bad model"], env=_env(tmp_path))
+    assert held.exit_code == 4 and "held its lock" in held.output, held.output

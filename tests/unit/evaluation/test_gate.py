@@ -151,6 +151,7 @@ def test_with_no_champion_the_floor_is_judged_on_the_figure_the_record_shows():
         rule = next(r for r in record["rules"] if r["rule"] == "no_champion_threshold")
         assert rule["passed"] is passed and rule["passed"] == (rule["value"] >= rule["threshold"])
         assert rule["value"] == round(value, 6)
+        assert f"roc_auc {round(value, 6)} vs floor 0.65" in rule["detail"]  # not 0.6500 vs 0.65, refused
 
 
 def test_drift_measured_against_another_champion_than_evaluates_fails_closed():

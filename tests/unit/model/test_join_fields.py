@@ -34,13 +34,15 @@ def test_rows_carry_entity_and_event_time_as_utc_apart_from_the_model_inputs(sch
         {**ROW, "customer_id": "c1", "event_ts": "2026-11-30T10:00:00Z"},
         ROW,  # this one is unjoinable
         {**ROW, "customer_id": "c3", "event_ts": "2026-11-30T12:30:00+02:00"},
+        {**ROW, "customer_id": "c4", "event_ts": "2026-11-30t10:00:00.5z"},  # RFC 3339 allows lower case
     ]
     parsed = schema.parse_request({"rows": rows}, 100)
     assert set(parsed.columns) == {"age", "plan"}  # never given to the model
-    assert parsed.keys.entity_id.tolist() == ["c1", None, "c3"]
+    assert parsed.keys.entity_id.tolist() == ["c1", None, "c3", "c4"]
     assert parsed.keys.event_time.tolist()[0] == np.datetime64("2026-11-30T10:00:00", "us").item()
     assert np.isnat(parsed.keys.event_time[1])
     assert parsed.keys.event_time[2] == np.datetime64("2026-11-30T10:30:00", "us")  # +02:00 read as UTC
+    assert parsed.keys.event_time[3] == np.datetime64("2026-11-30T10:00:00.5", "us")
 
 
 def test_the_columns_form_takes_them_too(schema):
@@ -70,6 +72,17 @@ def test_the_columns_form_takes_them_too(schema):
         (
             {"rows": [{**ROW, "event_ts": "yesterday"}]},
             "rows[0].event_ts: 'yesterday' is not an RFC 3339 date-time",
+        ),
+        *(  # ISO 8601 forms that are not RFC 3339 (Python's fromisoformat reads them all)
+            (
+                {"rows": [{**ROW, "event_ts": text}]},
+                f"rows[0].event_ts: '{text}' is not an RFC 3339 date-time",
+            )
+            for text in ("2026-W48-1T00:00:00Z", "20261130T100000Z", "2026-11-30T10Z", "2026-11-30T10:00Z")
+        ),
+        (
+            {"rows": [{**ROW, "event_ts": "2026-13-30T10:00:00Z"}]},
+            "rows[0].event_ts: '2026-13-30T10:00:00Z' is not an RFC 3339 date-time",
         ),
         (
             {"rows": [{**ROW, "event_ts": 1764496800}]},

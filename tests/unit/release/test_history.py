@@ -73,8 +73,6 @@ def test_the_history_lives_beside_the_registry_or_where_it_is_told(tmp_path):
 
 
 def test_the_promotion_lock_admits_one_holder_at_a_time(settings, monkeypatch):
-    from filelock import Timeout
-
     entered, release, second_in = threading.Event(), threading.Event(), threading.Event()
 
     def first() -> None:
@@ -91,7 +89,12 @@ def test_the_promotion_lock_admits_one_holder_at_a_time(settings, monkeypatch):
     assert entered.wait(timeout=30)
     with monkeypatch.context() as patched:  # one try, no waiting: refused while the first holds the lock
         patched.setattr(history, "LOCK_TIMEOUT_S", 0)
-        with pytest.raises(Timeout), history.promotion_lock(settings, "m"):
+        with (
+            pytest.raises(
+                history.PromotionLockTimeoutError, match="held its lock .* nothing was read or moved"
+            ),
+            history.promotion_lock(settings, "m"),
+        ):
             pass
     waiter = threading.Thread(target=second)
     waiter.start()
