@@ -124,6 +124,15 @@ def _remove_job(client: MlflowClient, settings: Settings, run_key: str) -> str:
         return "in use"
 
 
+def _held(settings: Settings, run_key: str) -> bool:
+    """Whether a training of ``run_key`` holds its lock now (taken and let go at once when it does not)."""
+    try:
+        with exclusive(settings, *training_lock(settings, run_key)):
+            return False
+    except LockHeldError:
+        return True
+
+
 def _folder_name(uri: str) -> str:
     return uri.rstrip("/").rsplit("/", 1)[-1]
 
@@ -185,7 +194,11 @@ def prune(settings: Settings, day: dt.date, client: Any = None, dry_run: bool = 
         "training_jobs_in_use": [],
         "dry_run": dry_run,
     }
-    if dry_run:
+    if dry_run:  # what the run would say: a folder a training holds is in use, not removed
+        for job in list(jobs):
+            if _held(settings, job["run_key"]):
+                jobs.remove(job)
+                result["training_jobs_in_use"].append(job["run_key"])
         return result
     for uri in windows:
         storage.remove(uri)
