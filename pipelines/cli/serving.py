@@ -21,7 +21,9 @@ def serve(
     # --port 0: any free port (uvicorn's), not the setting's
     host = settings.serve_host if host is None else host
     port = settings.serve_port if port is None else port
-    where = f"http://{host}:{port}" if port else f"a free port of {host} (uvicorn's 'running on' line names it)"
+    where = (
+        f"http://{host}:{port}" if port else f"a free port of {host} (uvicorn's 'running on' line names it)"
+    )
     typer.echo(f"Serving the champion of {settings.model_name} on {where} (API: /docs)")
     uvicorn.run(
         create_app(settings),
