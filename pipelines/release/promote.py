@@ -159,9 +159,8 @@ def move_champion(
         try:
             integrity.fetch_verified(client, name, version, tmp)
         except integrity.IntegrityError as exc:
-            with history.promotion_lock(
-                settings, name
-            ):  # the champion it stays, read as no move is half done
+            # The champion it stays, read under the lock: not while another move is half done.
+            with history.promotion_lock(settings, name):
                 refused = attempt | {
                     "from_version": history.champion(history.read(settings, name)),
                     "reason": f"{reason or ''} [refused: {exc}]".strip(),
