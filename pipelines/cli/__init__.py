@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from pipelines.cli import data, evaluation, monitoring, release, serving, summary, training
 from pipelines.cli.common import request_errors, setup_logging
@@ -17,18 +18,27 @@ from pipelines.cli.common import request_errors, setup_logging
 
 class _Commands(TyperGroup):
     """Every command: a named error about the request exits 2 with its message (see :func:`request_errors`); a
-    service out of reach (the registry, its artifact store, a lock another process holds past its wait) exits 4
-    with one line naming it, for a retry; anything else, a bug, exits 1 with its traceback."""
+    champion alias moved outside the gate exits 1 with its message; a service out of reach (the registry, its
+    artifact store, a lock another process holds past its wait) exits 4 with one line naming it, for a retry;
+    anything else, a bug, exits 1 with its traceback."""
 
     def invoke(self, ctx: Any) -> Any:  # a click.Context of Typer's own copy of click
         try:
             return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, TyperException):  # its own exit code, or a usage error
+            raise
         except Exception as exc:
             if isinstance(exc, request_errors()):
                 typer.echo(f"error: {exc}", err=True)
                 raise typer.Exit(2) from None
+            from pipelines.release.audit import AliasMovedError
             from pipelines.release.tracking import unavailable
 
+            if isinstance(
+                exc, AliasMovedError
+            ):  # refused to act on a moved champion alias: it says what to do
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(1) from None
             if not unavailable(exc):
                 raise
             typer.echo(

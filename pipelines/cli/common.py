@@ -45,6 +45,8 @@ def request_errors() -> tuple[type[Exception], ...]:
     from pipelines.data.prepare import UnvalidatedDayError
     from pipelines.data.sources import SourceMissingError
     from pipelines.data.storage import FutureDayError
+    from pipelines.evaluation.drift import ProfileVersionError
+    from pipelines.evaluation.evaluate import HoldoutError, UnknownVersionError
     from pipelines.evaluation.policy import PolicyError
     from pipelines.monitoring.policy import MonitoringPolicyError
     from pipelines.release.history import LockHeldError
@@ -59,6 +61,9 @@ def request_errors() -> tuple[type[Exception], ...]:
         SourceMissingError,
         FutureDayError,
         PolicyError,
+        ProfileVersionError,
+        HoldoutError,
+        UnknownVersionError,
         MonitoringPolicyError,
         ModelSettingsError,
         LockHeldError,

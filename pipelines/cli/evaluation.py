@@ -10,13 +10,13 @@ from pipelines.cli.common import DateOption, EngineOption, emit, load_settings, 
 
 
 def evaluate(
-    date: dt.datetime = DateOption, version: int = typer.Option(None, help="Challenger version.")
+    date: dt.datetime = DateOption, version: int = typer.Option(None, min=1, help="Challenger version.")
 ) -> None:
     """Score challenger and champion on the same holdout."""
     from pipelines.evaluation.evaluate import evaluate as run
 
     settings, day = load_settings(), date.date()
-    version = version or previous(settings, day, "register")["version"]
+    version = previous(settings, day, "register")["version"] if version is None else version
     emit(run(settings, day, previous(settings, day, "prepare")["uri"], version))
 
 
@@ -29,7 +29,7 @@ def drift(
     date: dt.datetime = typer.Option(
         None, "--date", "-d", help="Logical date (YYYY-MM-DD) of the run.", formats=["%Y-%m-%d"]
     ),
-    version: int = typer.Option(None, help="Challenger version."),
+    version: int = typer.Option(None, min=1, help="Challenger version."),
 ) -> None:
     """Drift of the date's window against the champion's reference profile, with Evidently's report;
     `pipelines drift compare` compares any two datasets."""
@@ -40,7 +40,7 @@ def drift(
     from pipelines.evaluation.drift import drift as run
 
     settings, day = load_settings(), date.date()
-    version = version or previous(settings, day, "register")["version"]
+    version = previous(settings, day, "register")["version"] if version is None else version
     result = run(settings, day, previous(settings, day, "prepare")["uri"], version)
     emit({k: v for k, v in result.items() if k != "columns"})
 
@@ -110,12 +110,12 @@ def drift_compare(
     from pathlib import Path
 
     from pipelines.data.contract import dataset_contract, load_contract
-    from pipelines.evaluation.drift import compare_datasets
+    from pipelines.evaluation.drift import UnknownColumnsError, compare_datasets
 
     settings = load_settings()
     chosen = load_contract(Path(contract)) if contract else dataset_contract(settings)
     try:
         emit(compare_datasets(settings, reference, current, chosen, engine))
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, UnknownColumnsError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None

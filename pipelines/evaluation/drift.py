@@ -35,7 +35,12 @@ SAMPLE_ROWS = 5_000  # rows of each profile's rendering, for Evidently's histogr
 
 
 class ProfileVersionError(ValueError):
-    """A profile written by an older version of this project, without the statistics drift needs."""
+    """A profile written by an older version of this project, without the statistics drift needs (or a version
+    with no profile at all)."""
+
+
+class UnknownColumnsError(ValueError):
+    """A dataset given to ``pipelines drift compare`` lacks columns of the contract."""
 
 
 def usable_profile(
@@ -205,12 +210,16 @@ def drift(
         if champion_version is None
         else client.get_model_version(settings.model_name, str(champion_version))
     )
+    if not tracking.version_exists(client, settings.model_name, challenger_version):
+        from pipelines.evaluation.evaluate import UnknownVersionError
+
+        raise UnknownVersionError(f"{settings.model_name} version {challenger_version} does not exist")
     challenger = client.get_model_version(settings.model_name, str(challenger_version))
     run_id = tracking.run_of(challenger)
     reference_version = champion or challenger
     profile_uri = reference_version.tags.get("reference_profile")
     if not profile_uri:
-        raise ValueError(
+        raise ProfileVersionError(
             f"model version {reference_version.version} of {settings.model_name} has no reference_profile tag: "
             "it was trained before profiles were logged; retrain it or promote a newer version"
         )
@@ -274,8 +283,13 @@ def compare_datasets(
     with open_engine(
         name, settings, storage.total_bytes([f for side in files.values() for f in side])
     ) as session:
-        profiles = {
-            side: build_profile(session, session.read(found), contract) for side, found in files.items()
-        }
+        frames = {side: session.read(found) for side, found in files.items()}
+        for side, frame in frames.items():
+            if missing := [c for c in [*contract.feature_columns, contract.label] if c not in frame.columns]:
+                raise UnknownColumnsError(
+                    f"the {side} dataset {reference_uri if side == 'reference' else current_uri} has no column "
+                    f"{', '.join(repr(c) for c in missing)} of the {contract.dataset} contract"
+                )
+        profiles = {side: build_profile(session, frame, contract) for side, frame in frames.items()}
     summary = drift_stats.compare(profiles["reference"], profiles["current"], contract)
     return {"reference": reference_uri, "current": current_uri, "engine": name, **summary}

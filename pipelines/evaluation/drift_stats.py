@@ -107,6 +107,13 @@ def compare_column(
         "reference_rows": _present(reference),
         "current_rows": _present(current),
     }
+    if not result["reference_rows"] and not result["current_rows"]:  # null on both sides: nothing moved
+        return result | {
+            "score": None,
+            "drifted": False,
+            "error_bound": None,
+            "detail": "no values on either side (every row null): nothing to compare",
+        }
     if not result["reference_rows"] or not result["current_rows"]:
         return result | {
             "score": None,

@@ -49,6 +49,14 @@ class EvaluationError(RuntimeError):
     """A model could not be scored; the gate treats this as 'do not promote'."""
 
 
+class UnknownVersionError(EvaluationError):
+    """The challenger version asked for is not in the registry: the caller's mistake (the CLI exits 2)."""
+
+
+class HoldoutError(ValueError):
+    """The holdout is empty or holds one class: no metric can compare models on it (the CLI exits 2)."""
+
+
 class ChampionCallError(EvaluationError):
     """The champion's one-row call failed while it was timed beside the challenger."""
 
@@ -70,6 +78,14 @@ def score_version(
         raise EvaluationError(f"could not score {name} v{version}: {type(exc).__name__}: {exc}") from exc
     if len(probability) != len(holdout) or not np.isfinite(probability).all():
         raise EvaluationError(f"{name} v{version} returned {len(probability)} probabilities, not all finite")
+    outside = int(np.count_nonzero((probability < 0) | (probability > 1)))
+    if (
+        outside
+    ):  # serving answers these with a 500 (ModelOutputError): a model it cannot serve is not promoted
+        raise EvaluationError(
+            f"{name} v{version} gave probabilities outside [0, 1] on {outside} of {len(probability)} holdout "
+            f"rows ({probability.min():g} to {probability.max():g})"
+        )
     return model, probability, manifest
 
 
@@ -263,9 +279,14 @@ def canonical_order(holdout: pd.DataFrame, contract: Contract) -> pd.DataFrame:
 
 def check_holdout(holdout: pd.DataFrame, contract: Contract, dataset_uri: str) -> None:
     """A holdout no metric can be computed on is the data's fault: say so before any model is blamed."""
+    if not len(holdout):
+        raise HoldoutError(
+            f"the holdout of {dataset_uri} has no rows: no metric can compare models on it; widen the window or "
+            "change the policy's holdout"
+        )
     classes = holdout[contract.label].nunique()
-    if len(holdout) and classes < 2:
-        raise ValueError(
+    if classes < 2:
+        raise HoldoutError(
             f"the holdout of {dataset_uri} has {len(holdout)} rows of one class only: no metric can compare "
             "models on it; widen the window or change the policy's holdout"
         )
@@ -288,7 +309,9 @@ def evaluate(
     except MlflowException as exc:  # a wrong version number is the caller's mistake: say so, do not score
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise  # the registry failed (unreachable, refused): the task fails, and its retry asks again
-        raise EvaluationError(f"{name} version {challenger_version} does not exist: {exc.message}") from exc
+        raise UnknownVersionError(
+            f"{name} version {challenger_version} does not exist: {exc.message}"
+        ) from exc
     holdout = canonical_order(datasets.read_split(dataset_uri, "holdout"), contract)
     check_holdout(holdout, contract, dataset_uri)
     result: dict[str, Any] = {

@@ -238,6 +238,8 @@ def _drift_rules(policy: Policy, drift: dict[str, Any], against: int | None) -> 
             _rule(rules.CRITICAL_COLUMNS_STABLE, False, None, policy.drift.critical_columns, detail),
         ]
     drifted = {name for name, col in (drift.get("columns") or {}).items() if col.get("drifted")}
+    if (drift.get("label") or {}).get("drifted") and drift.get("label_column"):
+        drifted.add(drift["label_column"])  # reported apart from the features, but the policy may name it
     critical = sorted(drifted & set(policy.drift.critical_columns))
     limit = policy.drift.max_drifted_share
     share_detail = (

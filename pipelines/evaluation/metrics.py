@@ -8,6 +8,7 @@ Pure numpy; scipy is imported only when a ROC AUC is computed.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Literal, get_args
 
@@ -18,6 +19,13 @@ from pipelines.model.decision import DECISION_THRESHOLD
 MetricName = Literal["roc_auc", "accuracy", "log_loss", "brier"]
 METRIC_NAMES: tuple[str, ...] = get_args(MetricName)
 HIGHER_IS_BETTER: dict[str, bool] = {"roc_auc": True, "accuracy": True, "log_loss": False, "brier": False}
+#: The values each metric can take: a threshold outside them could never be met (or always is).
+RANGE: dict[str, tuple[float, float]] = {
+    "roc_auc": (0.0, 1.0),
+    "accuracy": (0.0, 1.0),
+    "log_loss": (0.0, math.inf),
+    "brier": (0.0, 1.0),
+}
 EPS = 1e-7  # probabilities are clipped to [EPS, 1 - EPS] before log loss and Brier
 
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.config_files import load_yaml_model
 from pipelines.data.contract import Contract
-from pipelines.evaluation.metrics import HIGHER_IS_BETTER, MetricName
+from pipelines.evaluation.metrics import HIGHER_IS_BETTER, RANGE, MetricName
 
 # The rules of a decision, in the order the decision record lists them.
 SAME_POLICY = "same_policy"  # evaluate computed the figures under the policy file the gate judges with
@@ -42,7 +42,7 @@ class PolicyError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # .nan and .inf: no threshold compares
 
 
 class NoChampionRule(_Strict):
@@ -179,10 +179,30 @@ def load_policy(path: Path) -> Policy:
         raise PolicyError(
             f"promotion policy {path}: higher_is_better contradicts primary_metric {policy.primary_metric}"
         )
+    _check_metric_range(policy, path)
     columns = [s.column for s in policy.slices]
     if len(set(columns)) != len(columns):
         raise PolicyError(f"promotion policy {path}: slices: a column is listed twice ({columns})")
     return policy
+
+
+def _check_metric_range(policy: Policy, path: Path) -> None:
+    """Thresholds on the primary metric within the values it can take: 65 for a ROC AUC floor (a percentage)
+    would reject every first model, and a min_improvement of 1.5 every challenger, without saying why."""
+    metric = policy.primary_metric
+    low, high = RANGE[metric]
+    floor = policy.no_champion.min_primary_metric
+    if not low <= floor <= high:
+        raise PolicyError(
+            f"promotion policy {path}: no_champion.min_primary_metric: {floor} is outside the values {metric} "
+            f"takes ([{low}, {high}])"
+        )
+    gain = policy.min_improvement
+    if abs(gain) >= high - low:
+        never = "can never be met" if gain > 0 else "is met by any challenger, however much worse"
+        raise PolicyError(
+            f"promotion policy {path}: min_improvement: {gain} {never}: {metric} takes values in [{low}, {high}]"
+        )
 
 
 def check_against_contract(policy: Policy, contract: Contract, path: Path) -> None:
@@ -203,7 +223,15 @@ def check_against_contract(policy: Policy, contract: Contract, path: Path) -> No
 
 
 def policy_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """The file's SHA-256; a file that is not there or not readable is a :class:`PolicyError` naming it."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except FileNotFoundError:
+        raise PolicyError(f"promotion policy not found: {path}") from None
+    except IsADirectoryError:
+        raise PolicyError(f"promotion policy {path} is a folder, not a file") from None
+    except PermissionError as exc:
+        raise PolicyError(f"promotion policy {path} is not readable: {exc.strerror}") from None
 
 
 def slice_rule(column: str) -> str:

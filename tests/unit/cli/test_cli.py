@@ -60,6 +60,11 @@ def test_a_request_it_cannot_run_exits_2_naming_what_to_change_without_a_traceba
         (["prepare", "-d", "2026-11-20"], {"CT_POLICY_PATH": str(tmp_path)}, "is a folder, not a file"),
         (["register", "-d", "2026-11-20", "--run-id", "deadbeef"], {}, "Run with id=deadbeef not found"),
         (["prune", "-d", "2999-01-01"], {}, "counts back from 2999-01-01, which is after today"),
+        (
+            ["evaluate", "-d", "2026-11-20", "--version", "0"],
+            {},
+            "greater than or equal to 1",
+        ),  # was the latest
         (["monitor", "prune", "-d", "2999-01-01"], {}, "counts back from 2999-01-01, which is after today"),
     ]
     for args, env, expected in cases:
@@ -107,6 +112,12 @@ def test_drift_compare_prints_each_columns_test_score_bound_and_verdict(tmp_path
         app, ["drift", "compare", "--reference", str(tmp_path / "nowhere"), "--current", "x"]
     )
     assert missing.exit_code == 1 and "no Parquet files under" in missing.output
+    (tmp_path / "short").mkdir()
+    frame.drop(columns=["age"]).to_parquet(tmp_path / "short" / "part-0.parquet", index=False)
+    args = ["drift", "compare", "--reference", str(tmp_path / "june"), "--current", str(tmp_path / "short")]
+    short = runner.invoke(app, args, env=_env(tmp_path / "state"))  # was a raw KeyError
+    assert short.exit_code == 1 and "has no column 'age' of the transactions contract" in short.output
+    assert "Traceback" not in short.output
     assert "--date is required" in runner.invoke(app, ["drift"], env=_env(tmp_path / "state")).output
 
 

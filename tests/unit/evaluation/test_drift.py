@@ -189,3 +189,13 @@ def test_a_binned_score_does_not_depend_on_how_the_engine_partitioned_the_rows()
         bucketed.append((x["reference"]["buckets"]["count"], x["reference"]["scheme"]))
     assert all(found == bucketed[0] for found in bucketed[1:])
     assert max(scores) - min(scores) < 1e-12, scores
+
+
+def test_a_column_null_on_both_sides_has_not_drifted_but_null_on_one_side_has():
+    """A nullable feature with no values in either window counted as drifted on every run (and, named
+    critical, blocked every promotion)."""
+    empty, some = {"kind": "numeric", "count": 0}, {"kind": "numeric", "count": 10}
+    both = compare_column(empty, empty, "wasserstein", 0.1)
+    assert both["drifted"] is False and both["score"] is None and "either side" in both["detail"]
+    assert compare_column(empty, some, "wasserstein", 0.1)["drifted"] is True
+    assert compare_column(some, empty, "wasserstein", 0.1)["drifted"] is True

@@ -28,3 +28,46 @@ def test_a_failed_latency_measurement_logs_the_other_figures():
     measured = result | {"challenger": result["challenger"] | {"latency_ms": {"p50": 1.0, "p99": 2.0}}}
     _log_figures(client, "run", measured)
     assert client.logged["latency_p99_ms"] == 2.0
+
+
+def test_a_holdout_with_no_rows_or_one_class_is_the_datas_fault_named_before_any_model_is_scored():
+    """An empty holdout went on to blame both models ("could not score ... 0 sample(s)")."""
+    import pandas as pd
+    import pytest
+
+    from pipelines.data.contract import dataset_contract
+    from pipelines.evaluation.evaluate import HoldoutError, check_holdout
+    from pipelines.settings import get_settings
+
+    contract = dataset_contract(get_settings())
+    empty = pd.DataFrame({contract.label: pd.Series([], dtype="int64")})
+    with pytest.raises(HoldoutError, match="the holdout of d has no rows"):
+        check_holdout(empty, contract, "d")
+    with pytest.raises(HoldoutError, match="has 3 rows of one class only"):
+        check_holdout(pd.DataFrame({contract.label: [1, 1, 1]}), contract, "d")
+    check_holdout(pd.DataFrame({contract.label: [0, 1]}), contract, "d")
+
+
+def test_probabilities_outside_0_1_are_the_models_error_as_serving_refuses_them(monkeypatch, tmp_path):
+    """A pyfunc answering 2p - 0.5 kept its ranking (AUC unchanged) and passed evaluate; serving answers every
+    such row with a 500."""
+    import numpy as np
+    import pandas as pd
+    import pytest
+
+    from pipelines.data.contract import dataset_contract
+    from pipelines.evaluation import evaluate
+    from pipelines.settings import get_settings
+
+    contract = dataset_contract(get_settings(state_dir=tmp_path))
+    holdout = pd.DataFrame({name: [0, 0, 0] for name in contract.feature_columns})
+
+    class Stretched:
+        def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+            return pd.DataFrame({"probability": np.array([-0.2, 0.5, 1.3])[: len(frame)]})
+
+    monkeypatch.setattr(evaluate.integrity, "load_verified", lambda *args: (Stretched(), {}))
+    with pytest.raises(
+        evaluate.EvaluationError, match=r"outside \[0, 1\] on 2 of 3 holdout rows \(-0.2 to 1.3\)"
+    ):
+        evaluate.score_version(None, "m", 2, holdout, contract)

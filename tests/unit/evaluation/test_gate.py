@@ -273,6 +273,15 @@ def test_drift_rules_block():
     assert _failed(decide(POLICY, _evaluation(), broad)) == {"max_drifted_share"}
     critical = {**QUIET, "columns": {"age": {"drifted": True}}}
     assert _failed(decide(POLICY, _evaluation(), critical)) == {"critical_columns_stable"}
+    # The label's drift is reported apart from the features', but a policy may name the label as critical:
+    # it was accepted, and then never judged.
+    on_label = POLICY.model_copy(
+        update={"drift": POLICY.drift.model_copy(update={"critical_columns": ["churned"]})}
+    )
+    label = {**QUIET, "label_column": "churned", "label": {"drifted": True}}
+    assert _failed(decide(on_label, _evaluation(), label)) == {"critical_columns_stable"}
+    assert _failed(decide(POLICY, _evaluation(), label)) == set()  # not critical: reported, not judged
+    assert _failed(decide(on_label, _evaluation(), {**label, "label": {"drifted": False}})) == set()
 
 
 def test_same_version_is_not_promoted_again():

@@ -34,6 +34,13 @@ def test_shipped_policies_load_and_fit_their_contracts():
         ("latency: {max_p99_ms: -1}", "latency.max_p99_ms"),
         ("approval: maybe", "approval"),
         ("max_model_size_mb: big", "max_model_size_mb"),
+        # NaN and infinity compare false with everything: a NaN min_improvement rejected every challenger.
+        ("min_improvement: .nan", "min_improvement"),
+        ("no_champion: {min_primary_metric: .inf}", "no_champion.min_primary_metric"),
+        # Outside the values a ROC AUC takes: never met, or met by anything.
+        ("min_improvement: 1.5", "min_improvement: 1.5 can never be met"),
+        ("min_improvement: -1", "min_improvement: -1.0 is met by any challenger"),
+        ("no_champion: {min_primary_metric: 65}", "no_champion.min_primary_metric: 65.0 is outside"),
     ],
 )
 def test_bad_policy_names_the_key(tmp_path, text, key):
@@ -63,3 +70,13 @@ def test_policy_contradictions_and_unknown_columns_are_named(tmp_path, contract)
     )
     with pytest.raises(PolicyError, match=r"drift\.critical_columns\.0: 'agee'"):
         check_against_contract(policy, contract, path)
+
+
+def test_policy_file_missing_or_a_folder_is_named_when_hashed(tmp_path):
+    """evaluate and gate hash the file before they read it: that read failed with a raw FileNotFoundError."""
+    from pipelines.evaluation.policy import policy_sha256
+
+    with pytest.raises(PolicyError, match="promotion policy not found: .*nope.yaml"):
+        policy_sha256(tmp_path / "nope.yaml")
+    with pytest.raises(PolicyError, match="is a folder, not a file"):
+        policy_sha256(tmp_path)
