@@ -162,6 +162,13 @@ class Contract(BaseModel):
             column = getattr(self, role_name)
             if column not in self.columns:
                 raise ValueError(f"{role_name} names column '{column}', which is not under columns")
+            if self.columns[column].nullable:
+                # A row with no event time passed the within-day check and went to train past a holdout of
+                # the latest days; one with no entity id is split, joined and made unique by nothing.
+                raise ValueError(
+                    f"column '{column}' is the {role_name} and cannot be nullable: every row needs one "
+                    "(declare it nullable: false)"
+                )
         for split, share in self.splits.items():
             if share <= 0:
                 # Every split is read: training and early stopping read train and validation, evaluation the

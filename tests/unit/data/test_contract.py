@@ -48,6 +48,9 @@ def test_contract_needs_its_roles_and_splits(tmp_path):
             "of bool values cannot be nullable",
         ),
         ("  c: {type: category, allowed: [a, b, a]}", "column 'c': allowed lists a value twice"),
+        # A row with no event time passed validation and trained past a holdout of the latest days.
+        ("  ts: {type: timestamp, nullable: true}", "column 'ts' is the event_time and cannot be nullable"),
+        ("  id: {type: string, nullable: true}", "column 'id' is the entity_id and cannot be nullable"),
     ],
 )
 def test_contract_rules_that_would_break_later_stages(tmp_path, change, message):
@@ -63,6 +66,9 @@ def test_contract_rules_that_would_break_later_stages(tmp_path, change, message)
         "  ts: {type: timestamp}",
         "  x: {type: float, role: feature}",
     ]
+    if change.startswith(("  id:", "  ts:")):  # in place of the column's own line
+        lines = [change if line.startswith(change[:5]) else line for line in lines]
+        change = "  y: {type: int, allowed: [0, 1]}"
     if change.startswith("  y:"):
         lines.append(change)
     else:
