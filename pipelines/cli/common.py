@@ -41,9 +41,10 @@ def request_errors() -> tuple[type[Exception], ...]:
     it again once that ends). A command that raises one exits 2 with its message, no traceback."""
     from pipelines.data.contract import ContractError
     from pipelines.data.datasets import DatasetNotFoundError, EmptySplitError
+    from pipelines.data.features import HoldoutWindowError
     from pipelines.data.generate import NoGeneratorError
     from pipelines.data.prepare import UnvalidatedDayError
-    from pipelines.data.sources import SourceMissingError
+    from pipelines.data.sources import SourceMissingError, SourceUriError
     from pipelines.data.storage import FutureDayError
     from pipelines.evaluation.drift import ProfileVersionError
     from pipelines.evaluation.evaluate import HoldoutError, UnknownVersionError
@@ -59,6 +60,8 @@ def request_errors() -> tuple[type[Exception], ...]:
         NoGeneratorError,
         UnvalidatedDayError,
         SourceMissingError,
+        SourceUriError,
+        HoldoutWindowError,
         FutureDayError,
         PolicyError,
         ProfileVersionError,

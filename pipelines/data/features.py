@@ -149,12 +149,16 @@ def assign_split(buckets: pd.Series, contract: Contract, latest: np.ndarray | No
     return pd.Series(SPLITS[index], index=buckets.index)
 
 
+class HoldoutWindowError(ValueError):
+    """The policy's holdout.latest_days leaves no day of the window to train on (the CLI exits 2)."""
+
+
 def holdout_start(end: dt.date, latest_days: int | None, window_days: int) -> dt.date | None:
     """The first held-out day when the newest ``latest_days`` days of the window are the holdout."""
     if latest_days is None:
         return None
     if latest_days >= window_days:
-        raise ValueError(
+        raise HoldoutWindowError(
             f"holdout latest_days {latest_days} leaves nothing to train on in a {window_days}-day window: "
             "hold out fewer days or widen the window (CT_WINDOW_DAYS)"
         )

@@ -163,7 +163,7 @@ def generate(
             f"dataset '{contract.dataset}' has no demo generator: its data comes from {contract.source.uri}"
         )
     if settings.source_uri:
-        raise ValueError(
+        raise NoGeneratorError(
             f"CT_SOURCE_URI is set ({settings.source_uri}): the source is your own data, which the demo "
             "generator never overwrites; unset it to generate demo data"
         )

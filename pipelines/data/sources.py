@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -76,12 +77,19 @@ def pattern(settings: Settings, contract: Contract) -> str:
     return _fill(settings, contract, "{ds}")
 
 
+class SourceUriError(ValueError):
+    """The source URI template names a placeholder or an environment variable that is not there."""
+
+
 def _fill(settings: Settings, contract: Contract, ds: str) -> str:
     uri = os.path.expandvars(template(settings, contract))
+    if unset := re.findall(r"\$\{(\w+)\}|\$(\w+)", uri):  # expandvars leaves an unset variable as it is
+        names = ", ".join(sorted({braced or bare for braced, bare in unset}))
+        raise SourceUriError(f"source URI {uri!r} names the environment variable(s) {names}, which are not set")
     try:
         return uri.format(ds=ds, data_root=settings.resolved_data_root, dataset=contract.dataset)
     except (KeyError, IndexError) as exc:
-        raise ValueError(
+        raise SourceUriError(
             f"source URI {uri!r} has an unknown placeholder {exc}; use {{ds}}, {{data_root}} or {{dataset}}"
         ) from None
 

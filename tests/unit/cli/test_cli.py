@@ -60,11 +60,20 @@ def test_a_request_it_cannot_run_exits_2_naming_what_to_change_without_a_traceba
         (["prepare", "-d", "2026-11-20"], {"CT_POLICY_PATH": str(tmp_path)}, "is a folder, not a file"),
         (["register", "-d", "2026-11-20", "--run-id", "deadbeef"], {}, "Run with id=deadbeef not found"),
         (["prune", "-d", "2999-01-01"], {}, "counts back from 2999-01-01, which is after today"),
+        # --version 0 counted as none given, and scored the date's registered version.
+        (["evaluate", "-d", "2026-11-20", "--version", "0"], {}, "greater than or equal to 1"),
+        # These three were a ValueError's traceback (exit 1), and burned the DAG task's retries.
         (
-            ["evaluate", "-d", "2026-11-20", "--version", "0"],
-            {},
-            "greater than or equal to 1",
-        ),  # was the latest
+            ["validate", "-d", "2026-11-20"],
+            {"CT_SOURCE_URI": "${CT_TEST_UNSET_LAKE}/tx/ds={ds}"},
+            "names the environment variable(s) CT_TEST_UNSET_LAKE, which are not set",
+        ),
+        (["validate", "-d", "2026-11-20"], {"CT_SOURCE_URI": "/lake/{day}/tx"}, "unknown placeholder 'day'"),
+        (
+            ["generate", "-d", "2026-11-20"],
+            {"CT_SOURCE_URI": "/lake/{ds}"},
+            "CT_SOURCE_URI is set (/lake/{ds})",
+        ),
         (["monitor", "prune", "-d", "2999-01-01"], {}, "counts back from 2999-01-01, which is after today"),
     ]
     for args, env, expected in cases:

@@ -254,8 +254,12 @@ def test_the_newest_days_can_be_the_holdout_and_are_never_trained_on(clean_frame
     assert set(prepared.loc[~newest, "split"]) == {"train", "validation"}
     shares = prepared.loc[~newest, "split"].value_counts(normalize=True)
     assert abs(shares["train"] - 0.70 / 0.85) < 0.05  # the contract's proportion of train to validation
-    with pytest.raises(ValueError, match="leaves nothing to train on in a 7-day window"):
+    from pipelines.cli.common import request_errors
+    from pipelines.data.features import HoldoutWindowError
+
+    with pytest.raises(HoldoutWindowError, match="leaves nothing to train on in a 7-day window") as caught:
         holdout_start(day.date(), 7, window_days=7)
+    assert isinstance(caught.value, request_errors())  # the CLI's exit 2 with the message, not a traceback
 
 
 def test_a_split_no_row_fell_into_counts_zero_and_reads_as_a_named_error(tmp_path, clean_frame):
