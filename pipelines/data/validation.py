@@ -388,11 +388,17 @@ def table_violations(
     return found
 
 
+#: The precision a committed partition holds its times in (coerce_partition's cast).
+COMMITTED_TIME = "datetime64[us, UTC]"
+
+
 def canonical(frame: pd.DataFrame) -> pd.DataFrame:
     """The same values in the same types whatever engine or batch produced them.
 
     An engine hands a column over in the type its batch happens to need (an int column with a null in one
-    Spark batch arrives as floats there): numbers become float64, times UTC nanoseconds, text stays text.
+    Spark batch arrives as floats there): numbers become float64, times UTC at the microseconds they are
+    committed with (:func:`coerce_partition`), text stays text: two rows a nanosecond apart are one row once
+    committed, so the duplicate and unique rules see them as one.
     """
     frame = normalise(frame)
     out = {}
@@ -401,7 +407,7 @@ def canonical(frame: pd.DataFrame) -> pd.DataFrame:
         if pd.api.types.is_numeric_dtype(column.dtype):
             out[name] = pd.Series(column.to_numpy(dtype="float64", na_value=np.nan), index=frame.index)
         elif isinstance(column.dtype, pd.DatetimeTZDtype):
-            out[name] = column.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+            out[name] = column.dt.tz_convert("UTC").astype(COMMITTED_TIME).astype("datetime64[ns, UTC]")
         else:
             out[name] = column
     return pd.DataFrame(out, index=frame.index)
@@ -531,7 +537,7 @@ def coerce_partition(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
     out = {}
     for name, spec in contract.columns.items():
         if spec.type == "timestamp":
-            out[name] = pd.to_datetime(frame[name], utc=True, format="ISO8601").astype("datetime64[us, UTC]")
+            out[name] = pd.to_datetime(frame[name], utc=True, format="ISO8601").astype(COMMITTED_TIME)
         else:
             out[name] = frame[name].astype(_PANDAS_TYPES[spec.value_type])
     return pd.DataFrame(out, index=frame.index)

@@ -198,6 +198,17 @@ def test_duplicate_rows(settings, contract, tmp_path, clean_frame):
     assert found[("customer_id", "unique")].failing == 3
 
 
+def test_rows_a_nanosecond_apart_are_duplicates_as_the_microseconds_they_are_committed_with(
+    settings, contract, tmp_path, clean_frame
+):
+    """The raw partition holds microseconds: rows that differed only in nanoseconds passed the duplicate rule
+    and were committed as two identical rows."""
+    frame = clean_frame.astype({"event_ts": "datetime64[ns, UTC]"})
+    again = frame.iloc[[10]].assign(event_ts=frame["event_ts"].iloc[10] + pd.Timedelta(1, "ns"))
+    found, _ = _broken(_report(settings, contract, tmp_path, pd.concat([frame, again], ignore_index=True)))
+    assert found[("<table>", "duplicate_rows")].failing == 1
+
+
 def test_event_time_outside_the_partition_day(settings, contract, tmp_path, clean_frame):
     frame = clean_frame.copy()
     frame.loc[0, "event_ts"] = frame.loc[0, "event_ts"] - pd.Timedelta(days=2)
