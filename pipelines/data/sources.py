@@ -85,7 +85,9 @@ def _fill(settings: Settings, contract: Contract, ds: str) -> str:
     uri = os.path.expandvars(template(settings, contract))
     if unset := re.findall(r"\$\{(\w+)\}|\$(\w+)", uri):  # expandvars leaves an unset variable as it is
         names = ", ".join(sorted({braced or bare for braced, bare in unset}))
-        raise SourceUriError(f"source URI {uri!r} names the environment variable(s) {names}, which are not set")
+        raise SourceUriError(
+            f"source URI {uri!r} names the environment variable(s) {names}, which are not set"
+        )
     try:
         return uri.format(ds=ds, data_root=settings.resolved_data_root, dataset=contract.dataset)
     except (KeyError, IndexError) as exc:
@@ -275,6 +277,11 @@ class NotUtf8Error(ValueError):
     """A CSV file's bytes are not UTF-8 (the contract's encoding); names the line and the byte."""
 
 
+class NulByteError(ValueError):
+    """A CSV file holds a NUL byte: UTF-8, but pandas ends the value there and Spark keeps it whole, so the
+    engines would commit different rows (and content hashes) from one file; names the line."""
+
+
 class _Scanned(io.RawIOBase):
     """A CSV file's bytes as they are read: whether a ``"`` was among them, and that they are UTF-8 (else
     :class:`NotUtf8Error`). Spark reads bytes that are not UTF-8 as U+FFFD and passes the file, pandas fails
@@ -311,6 +318,12 @@ class _Scanned(io.RawIOBase):
             at = max(0, exc.start - pending)
             line = self._lines + self._breaks(data[:at], _kinds(data[:at])) + 1
             raise NotUtf8Error(f"not UTF-8 at line {line}, byte 0x{exc.object[exc.start]:02x}") from exc
+        if (nul := data.find(b"\x00")) >= 0:
+            line = self._lines + self._breaks(data[:nul], _kinds(data[:nul])) + 1
+            raise NulByteError(
+                f"a NUL byte at line {line} (pandas ends the value there, Spark keeps it: the engines would "
+                "commit different rows)"
+            )
         kinds = _kinds(data)  # counted once: for the lines, and for the line ends of a chunk with no quote
         self._lines += self._breaks(data, kinds)
         self._count_ends(data, kinds)

@@ -574,7 +574,8 @@ def test_a_csv_file_that_is_not_utf8_is_unreadable_naming_the_line_wherever_its_
     settings, contract, tmp_path, clean_frame, suffix
 ):
     """Spark reads bytes that are not UTF-8 as U+FFFD and passes the day; pandas fails the read. A character cut
-    between two reads of the file is UTF-8 all the same; a file cut inside a character is not."""
+    between two reads of the file is UTF-8 all the same; a file cut inside a character is not. A NUL byte is
+    UTF-8, but pandas ended the value at it and Spark kept it: refused alike."""
     import io
 
     text = clean_frame.to_csv(index=False).encode()
@@ -582,6 +583,8 @@ def test_a_csv_file_that_is_not_utf8_is_unreadable_naming_the_line_wherever_its_
     accented, bad = lines[:], lines[:]
     accented[3] = lines[3].replace(b",", "é,".encode(), 1)  # two bytes: some read cuts it in two
     bad[8] = lines[8].replace(b",", b"\xe9,", 1)  # Latin-1
+    nul = lines[:]
+    nul[4] = lines[4].replace(b",", b"\x00x,", 1)  # pandas cut the value at the NUL, Spark kept it
     files = {
         "accented": b"\n".join(accented),
         "bad": b"\n".join(bad),
@@ -592,6 +595,8 @@ def test_a_csv_file_that_is_not_utf8_is_unreadable_naming_the_line_wherever_its_
         "bad_cr": b"\r".join(bad),
         "accented_cr": b"\r".join(accented),
         "accented_crlf": b"\r\n".join(accented),
+        "nul": b"\n".join(nul),
+        "nul_crlf": b"\r\n".join(nul),
     }
     expected = {
         "accented": None,
@@ -601,7 +606,10 @@ def test_a_csv_file_that_is_not_utf8_is_unreadable_naming_the_line_wherever_its_
         "bad_cr": "not UTF-8 at line 9, byte 0xe9",
         "accented_cr": None,
         "accented_crlf": None,
+        "nul": "a NUL byte at line 5 (pandas ends the value there, Spark keeps it: the engines would commit "
+        "different rows)",
     }
+    expected["nul_crlf"] = expected["nul"]
     for name, data in files.items():
         for size in (1, 2, 7, 4096):  # every boundary between two reads is crossed somewhere
             scanned = sources._Scanned(io.BufferedReader(io.BytesIO(data)))
@@ -609,7 +617,7 @@ def test_a_csv_file_that_is_not_utf8_is_unreadable_naming_the_line_wherever_its_
                 while scanned.read(size):
                     pass
                 error = None
-            except sources.NotUtf8Error as exc:
+            except (sources.NotUtf8Error, sources.NulByteError) as exc:
                 error = str(exc)
             assert error == expected[name], (name, size)
             if error is None:  # read to its end: whether a line ends in a lone CR (such a file is read whole)
