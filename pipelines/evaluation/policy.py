@@ -101,8 +101,9 @@ class LatencyRule(_Strict):
     max_ratio_to_champion: float = Field(
         default=1.5,
         ge=1,
-        description="After the last attempt, an inconclusive budget passes when the challenger's p99 is at "
-        "most this many times the champion's, timed in the same rounds.",
+        description="Where the kernel does not count a call's waits for the CPU (not Linux): after the last "
+        "attempt, an inconclusive budget passes when the challenger's p99 is at most this many times the "
+        "champion's, timed in the same rounds.",
     )
 
 
