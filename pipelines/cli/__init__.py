@@ -18,9 +18,9 @@ from pipelines.cli.common import request_errors, setup_logging
 
 class _Commands(TyperGroup):
     """Every command: a named error about the request exits 2 with its message (see :func:`request_errors`); a
-    champion alias moved outside the gate exits 1 with its message; a service out of reach (the registry, its
-    artifact store, a lock another process holds past its wait) exits 4 with one line naming it, for a retry;
-    anything else, a bug, exits 1 with its traceback."""
+    champion alias moved outside the gate, or a training loss gone NaN or infinite, exits 1 with its message; a
+    service out of reach (the registry, its artifact store, a lock another process holds past its wait) exits 4
+    with one line naming it, for a retry; anything else, a bug, exits 1 with its traceback."""
 
     def invoke(self, ctx: Any) -> Any:  # a click.Context of Typer's own copy of click
         try:
@@ -33,10 +33,10 @@ class _Commands(TyperGroup):
                 raise typer.Exit(2) from None
             from pipelines.release.audit import AliasMovedError
             from pipelines.release.tracking import unavailable
+            from pipelines.training.job import NonFiniteLossError
 
-            if isinstance(
-                exc, AliasMovedError
-            ):  # refused to act on a moved champion alias: it says what to do
+            # The operation failed, and says why: a champion alias moved outside the gate, a loss gone NaN.
+            if isinstance(exc, (AliasMovedError, NonFiniteLossError)):
                 typer.echo(f"error: {exc}", err=True)
                 raise typer.Exit(1) from None
             if not unavailable(exc):

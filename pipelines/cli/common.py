@@ -51,7 +51,7 @@ def request_errors() -> tuple[type[Exception], ...]:
     from pipelines.evaluation.policy import PolicyError
     from pipelines.monitoring.policy import MonitoringPolicyError
     from pipelines.release.history import LockHeldError
-    from pipelines.training.model_settings import ModelSettingsError
+    from pipelines.training.model_settings import ModelSettingsError, TrainingConfigError
 
     return (
         ContractError,
@@ -69,6 +69,7 @@ def request_errors() -> tuple[type[Exception], ...]:
         UnknownVersionError,
         MonitoringPolicyError,
         ModelSettingsError,
+        TrainingConfigError,
         LockHeldError,
     )
 

@@ -35,16 +35,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from pipelines.host import usable_cores
+from pipelines.host import die_with_parent, usable_cores
 from pipelines.model.mlp import ChurnMLP
 from pipelines.training import job as jobs
 from pipelines.training import shards, strategies
 from pipelines.training.checkpoints import Checkpoints, Position, rng_state, save_torch, set_rng_state
-from pipelines.training.job import Job, Reporter, TrainingHistory
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite: no restart cures it, and no model may be logged."""
+from pipelines.training.job import Job, NonFiniteLossError, Reporter, TrainingHistory
 
 
 def epoch_order(rows: int, per_rank: int, epoch: int, seed: int, rank: int) -> torch.Tensor:
@@ -455,6 +451,7 @@ def run_in_process(job: Job) -> TrainingHistory:
 
 def run(job_uri: str) -> None:
     """One launched rank: join the group, train on this rank's part, and on rank 0 commit the result."""
+    die_with_parent()  # torchrun's agent killed outright: this rank goes too, not on training beside a retry
     job = Job.read(job_uri)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     world_size = int(os.environ["WORLD_SIZE"])

@@ -74,6 +74,10 @@ class TrainingHistory:
     epoch_seconds: list[float] = field(default_factory=list)  # fit_seconds at the end of each epoch
 
 
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite: no restart cures it, and no model may be logged."""
+
+
 def read_history(job_uri: str) -> TrainingHistory | None:
     """The finished training's history, or None while no rank 0 has committed a result."""
     uri = storage.join(job_uri, RESULT_HISTORY)

@@ -26,9 +26,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from pipelines.data import storage
+from pipelines.host import die_with_parent
 from pipelines.settings import Settings
 from pipelines.training import job as jobs
 from pipelines.training.job import Job
+from pipelines.training.model_settings import TrainingConfigError
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +99,13 @@ def parse_nnodes(nnodes: str) -> tuple[int, int]:
     try:
         bounds = int(low), int(high or low)
     except ValueError:
-        raise ValueError(f"CT_TRAIN_NNODES must be N or MIN:MAX (whole numbers), not {nnodes!r}") from None
+        raise TrainingConfigError(
+            f"CT_TRAIN_NNODES must be N or MIN:MAX (whole numbers), not {nnodes!r}"
+        ) from None
     if not 1 <= bounds[0] <= bounds[1]:
-        raise ValueError(f"CT_TRAIN_NNODES must be N or MIN:MAX with 1 <= MIN <= MAX, not {nnodes!r}")
+        raise TrainingConfigError(
+            f"CT_TRAIN_NNODES must be N or MIN:MAX with 1 <= MIN <= MAX, not {nnodes!r}"
+        )
     return bounds
 
 
@@ -142,6 +148,7 @@ def launch(command: list[str], timeout_s: float, describe: Callable[[], str] = l
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, **LAUNCH_ENVIRONMENT},
+        preexec_fn=die_with_parent,  # a task killed outright (SIGKILL, SIGTERM) takes torchrun with it
     ) as process:
         try:
             output, _ = process.communicate(timeout=timeout_s)
@@ -152,9 +159,7 @@ def launch(command: list[str], timeout_s: float, describe: Callable[[], str] = l
                 f"DDP training did not finish within {timeout_s:.0f}s (CT_TRAIN_TIMEOUT_S); its ranks were "
                 f"stopped.{_ranks(describe)}\nLast output:\n{(output or '')[-4000:]}"
             ) from None
-        except (
-            BaseException
-        ):  # the task itself is stopped (SIGTERM, a KeyboardInterrupt): no rank outlives it
+        except BaseException:  # the task is stopped by an exception (Airflow's SIGTERM, a KeyboardInterrupt)
             _stop_tree(process)
             raise
     if process.returncode != 0:
@@ -194,7 +199,7 @@ def run_local(settings: Settings, job: Job, world_size: int) -> str:
 
 def torchrun_launch(settings: Settings, job: Job) -> Launch:
     if not settings.train_rdzv_endpoint:
-        raise ValueError(
+        raise TrainingConfigError(
             "CT_TRAIN_LAUNCHER=torchrun needs CT_TRAIN_RDZV_ENDPOINT (host:port of the c10d rendezvous every "
             "node reaches)"
         )
@@ -276,7 +281,7 @@ def world_size_of(settings: Settings, resolved_local: int) -> int | str:
         per_node = settings.train_procs_per_node
         ranks = low * per_node if low == high else f"{low}:{high}x{per_node}"
         if settings.train_world_size != "auto" and settings.train_world_size != ranks:
-            raise ValueError(  # it was ignored: the nodes' ranks are what torchrun starts
+            raise TrainingConfigError(  # it was ignored: the nodes' ranks are what torchrun starts
                 f"CT_TRAIN_WORLD_SIZE={settings.train_world_size} with CT_TRAIN_LAUNCHER=torchrun, whose ranks are "
                 f"CT_TRAIN_NNODES x CT_TRAIN_PROCS_PER_NODE ({settings.train_nnodes} x {per_node} = {ranks}): "
                 "leave it auto, or set the nodes and ranks a node"
@@ -284,7 +289,7 @@ def world_size_of(settings: Settings, resolved_local: int) -> int | str:
         return ranks
     if settings.train_launcher == "spark":
         if settings.train_world_size == "auto":
-            raise ValueError(
+            raise TrainingConfigError(
                 "CT_TRAIN_LAUNCHER=spark needs CT_TRAIN_WORLD_SIZE as a number: one rank per executor task, "
                 "and the barrier stage needs that many task slots free at once"
             )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from pipelines.config_files import load_yaml_model
 from pipelines.settings import ModelFamily, Settings
@@ -21,9 +21,26 @@ class ModelSettingsError(ValueError):
     """The model settings file is missing, unreadable or has a bad key."""
 
 
+class TrainingConfigError(ValueError):
+    """The training settings ask for what this host or the data cannot give (a device, a precision, ranks,
+    nodes, a rendezvous endpoint): the message names the setting to change (the CLI exits 2)."""
+
+
 class _Strict(BaseModel):
     # No infinite or NaN number: a learning rate of .inf was accepted and trained a model of NaN weights.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_yes_or_no_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """YAML reads yes, no, on, off, true and false as booleans, and pydantic took one as 1 or 0:
+        ``batch_size: yes`` trained with batches of one row."""
+        if info.field_name is None or cls.model_fields[info.field_name].annotation is bool:
+            return value
+        items = value if isinstance(value, list | tuple) else [value]
+        if any(isinstance(item, bool) for item in items):
+            raise ValueError(f"{value!r} is a yes or no (YAML's true, false, yes, no, on, off), not a number")
+        return value
 
 
 class EarlyStopping(_Strict):
@@ -69,7 +86,9 @@ class TorchHyperparameters(_Strict):
 
 class SklearnHyperparameters(_Strict):
     max_iter: int = Field(default=300, ge=1, description="Most boosting iterations.")
-    learning_rate: float = Field(default=0.08, gt=0, description="Shrinkage of each tree.")
+    learning_rate: float = Field(
+        default=0.08, gt=0, le=1, description="Shrinkage of each tree (1: none; more overshoots)."
+    )
     max_leaf_nodes: int = Field(default=31, ge=2, description="Leaves of each tree.")
     max_depth: int | None = Field(default=None, ge=1, description="Depth limit of each tree; null = none.")
     min_samples_leaf: int = Field(default=20, ge=1, description="Fewest training rows in a leaf.")

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 
+from pipelines.host import die_with_parent
 from pipelines.settings import Settings, get_settings
 from pipelines.training import job as jobs
 from pipelines.training.launchers import LAUNCH_ENVIRONMENT, Launch, read_launch
@@ -44,7 +45,9 @@ def join(launch: Launch) -> int:
 
     jobs.report_node(launch.job_uri, "node agent")
     log.info("joining launch %s of %s at %s", launch.launch_id, launch.job_uri, launch.rdzv_endpoint)
-    completed = subprocess.run(launch.command(), env={**os.environ, **LAUNCH_ENVIRONMENT}, check=False)
+    completed = subprocess.run(
+        launch.command(), env={**os.environ, **LAUNCH_ENVIRONMENT}, check=False, preexec_fn=die_with_parent
+    )
     log.info("launch %s ended with exit status %d", launch.launch_id, completed.returncode)
     return completed.returncode
 

@@ -51,9 +51,10 @@ from pipelines.settings import MODEL_FAMILIES, Settings
 from pipelines.training import job as jobs
 from pipelines.training import launchers
 from pipelines.training.arrays import TrainingData
-from pipelines.training.job import Job
+from pipelines.training.job import Job, NonFiniteLossError
 from pipelines.training.model_settings import (
     ModelSettings,
+    TrainingConfigError,
     choose_family,
     load_model_settings,
     resolved_hyperparameters,
@@ -141,7 +142,7 @@ def resolve_device(
             return "cpu"
         return "cuda" if step_work is None or step_work >= gpu_from_step_work else "cpu"
     if requested == "cuda" and on_this_host and not torch.cuda.is_available():
-        raise RuntimeError("CT_TRAIN_DEVICE=cuda but torch sees no CUDA device")
+        raise TrainingConfigError("CT_TRAIN_DEVICE=cuda but torch sees no CUDA device")
     return requested
 
 
@@ -179,13 +180,13 @@ def resolve_compute_dtype(precision: str, device: str, in_this_process: bool = T
     bf16_gpu = device == "cuda" and _gpu_has_bf16(in_this_process)
     if precision == "bf16":
         if device == "cuda" and not bf16_gpu:
-            raise RuntimeError(
+            raise TrainingConfigError(
                 f"precision: bf16 in the model settings, but the GPU ({torch.cuda.get_device_name()}) does not "
                 "support bfloat16; use precision: fp32 or auto"
             )
         return "bfloat16"
     if precision != "auto":
-        raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
+        raise TrainingConfigError(f"precision must be auto, fp32 or bf16, not {precision!r}")
     return "bfloat16" if bf16_gpu else "float32"
 
 
@@ -214,7 +215,7 @@ def resolve_world_size(
     """
     if requested != "auto":
         if int(requested) < 1:
-            raise ValueError(f"CT_TRAIN_WORLD_SIZE must be auto or at least 1, not {requested}")
+            raise TrainingConfigError(f"CT_TRAIN_WORLD_SIZE must be auto or at least 1, not {requested}")
         return int(requested)
     if train_rows < processes_from_rows:
         return 1
@@ -404,6 +405,7 @@ def train_sklearn(inputs: FitInputs, plan: TrainingPlan, out_dir: Path) -> FitRe
         estimator.fit(data.x_train, data.y_train, X_val=data.x_validation, y_val=data.y_validation)
     else:
         estimator.fit(data.x_train, data.y_train)
+    _check_finite_boosting(estimator, data.x_validation)
     joblib.dump(estimator, out_dir / "weights.joblib")
     metrics: dict[str, float] = {"stopped_iteration": int(estimator.n_iter_)}
     curves: dict[str, list[float]] = {}
@@ -415,6 +417,22 @@ def train_sklearn(inputs: FitInputs, plan: TrainingPlan, out_dir: Path) -> FitRe
         best = int(np.argmin(curves["val_loss"]))
         metrics |= {"best_iteration": best + 1, "best_val_loss": curves["val_loss"][best]}
     return FitReport(curves=curves, metrics=metrics)
+
+
+def _check_finite_boosting(estimator: Any, x_validation: np.ndarray) -> None:
+    """A boosting whose loss or predictions went NaN or infinite logs no model, as a torch training does not: it
+    answered 0.0 for every row with a NaN validation loss."""
+    for name, scores in (("training", estimator.train_score_), ("validation", estimator.validation_score_)):
+        if len(scores) and not np.isfinite(scores).all():
+            at = int(np.flatnonzero(~np.isfinite(scores))[0])
+            raise NonFiniteLossError(
+                f"the {name} loss of the boosting is {-scores[at]} at iteration {at} of {len(scores) - 1}: "
+                "lower the model settings' sklearn learning_rate"
+            )
+    if not np.isfinite(estimator.predict_proba(x_validation)).all():
+        raise NonFiniteLossError(
+            "the boosting's validation probabilities are not all finite: no model is logged"
+        )
 
 
 def _no_runtime(
@@ -605,7 +623,7 @@ def _split_rows(dataset_uri: str, manifest: datasets.Manifest) -> dict[str, int]
     }
     for split, count in rows.items():
         if not count:
-            raise ValueError(
+            raise datasets.EmptySplitError(
                 f"the {split} split of {dataset_uri} is empty: training needs both a training and a "
                 "validation split (early stopping and the validation metrics read it)"
             )
@@ -621,7 +639,7 @@ def check_world_size(split_rows: dict[str, int], world_size: int | str) -> None:
         ranks = int(nodes.split(":")[1]) * int(per_node)
     for split, count in split_rows.items():
         if count < ranks:
-            raise ValueError(
+            raise TrainingConfigError(
                 f"the {split} split has {count} rows, fewer than the {ranks} ranks of this training: lower "
                 "CT_TRAIN_WORLD_SIZE (or the nodes), or train on more data"
             )

@@ -472,3 +472,41 @@ def test_an_fsdp_checkpoint_restores_the_exact_model_and_optimiser_state_across_
             futures = [pool.submit(_holder_round, r, port, world, str(tmp_path), phase) for r in range(world)]
             for future in futures:
                 future.result(timeout=300)
+
+
+def test_a_training_task_killed_outright_takes_its_launcher_and_ranks_with_it(prepared):
+    """SIGKILL (or SIGTERM with Python's default handler) runs no cleanup: torchrun and its ranks trained on,
+    writing into the job folder, while the run key's lock was free for a retry, whose checkpoints they then
+    removed. The kernel now kills the launcher when the task dies, and each rank when the launcher does."""
+    import psutil
+
+    state_dir, uri = prepared
+    model_file = state_dir / "model-long.yaml"
+    model_file.write_text(MODEL.replace("max_epochs: 10", "max_epochs: 400"))
+    code = (
+        "import sys; from pathlib import Path; from pipelines.release import tracking; "
+        "from pipelines.settings import get_settings; from pipelines.training.train import train; "
+        "from tests.days import DAY; "
+        f"s = get_settings(state_dir=Path({str(state_dir)!r}), train_world_size=2, train_device='cpu', seed=7, "
+        f"rows_per_day=1200, train_checkpoint_every_steps=10, model_settings_path=Path({str(model_file)!r})); "
+        f"train(s, DAY, {uri!r}, tracking.RunContext('orphans'), 'torch')"
+    )
+    task = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    ranks: list[int] = []
+    try:
+        watcher = _when_rank_reports(state_dir, "orphans", 1, 1, lambda pid, position: ranks.append(pid))
+        watcher.join()
+        assert ranks, "rank 1 never reported a step"
+        started = psutil.Process(task.pid).children(recursive=True)  # torchrun and both ranks
+        assert len(started) >= 3, started
+        task.kill()
+        task.wait()
+        gone, alive = psutil.wait_procs(started, timeout=60)
+        assert not alive, [(p.pid, p.cmdline()[-2:]) for p in alive]
+    finally:
+        for proc in psutil.Process().children(recursive=True):
+            proc.kill()  # what this test started, should a check above have failed
+        if task.poll() is None:
+            task.kill()

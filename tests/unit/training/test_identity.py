@@ -7,7 +7,7 @@ import pytest
 from pipelines.data.datasets import Manifest
 from pipelines.settings import get_settings
 from pipelines.training import train as training
-from pipelines.training.model_settings import ModelSettings
+from pipelines.training.model_settings import ModelSettings, TrainingConfigError
 from pipelines.training.train import FAMILIES, plan_training, resolve_world_size
 
 
@@ -143,7 +143,9 @@ def test_the_forward_runs_in_bfloat16_on_a_gpu_that_has_it_and_in_float32_elsewh
     monkeypatch.setattr(training, "_gpu_has_bf16", lambda in_this_process: False)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda: "Tesla V100")
     assert resolve_compute_dtype("auto", "cuda") == "float32"
-    with pytest.raises(RuntimeError, match=r"precision: bf16 .* \(Tesla V100\) does not support bfloat16"):
+    with pytest.raises(
+        TrainingConfigError, match=r"precision: bf16 .* \(Tesla V100\) does not support bfloat16"
+    ):
         resolve_compute_dtype("bf16", "cuda")
 
 
@@ -194,7 +196,7 @@ def test_device_auto_trains_a_small_step_on_the_cpu_even_on_a_gpu_host(monkeypat
     assert training.resolve_device("auto", None, 16_000_000) == "cuda"  # a family without a step's size
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert runtime(big)["device"] == "cpu"
-    with pytest.raises(RuntimeError, match="CT_TRAIN_DEVICE=cuda but torch sees no CUDA device"):
+    with pytest.raises(TrainingConfigError, match="CT_TRAIN_DEVICE=cuda but torch sees no CUDA device"):
         runtime(train_device="cuda")
 
 
@@ -220,5 +222,5 @@ def test_spark_s_ranks_train_on_the_executors_gpus_whatever_the_driver_has(monke
     }
     bf16 = ModelSettings.model_validate({"torch": {"precision": "bf16"}})
     assert runtime(bf16, **spark)["compute_dtype"] == "bfloat16"
-    with pytest.raises(RuntimeError, match="CT_TRAIN_DEVICE=cuda but torch sees no CUDA device"):
+    with pytest.raises(TrainingConfigError, match="CT_TRAIN_DEVICE=cuda but torch sees no CUDA device"):
         runtime(train_device="cuda", train_world_size=2)  # the local launcher's ranks are this host's

@@ -11,6 +11,7 @@ from pipelines.settings import get_settings
 from pipelines.training import job as jobs
 from pipelines.training import launchers, node
 from pipelines.training.launchers import Launch, parse_nnodes, world_size_of
+from pipelines.training.model_settings import TrainingConfigError
 
 
 @pytest.mark.parametrize(("text", "bounds"), [("1", (1, 1)), ("2", (2, 2)), ("2:4", (2, 4))])
@@ -20,7 +21,7 @@ def test_nodes_are_a_number_or_a_range(text, bounds):
 
 @pytest.mark.parametrize("text", ["", "two", "3:2", "0", "1:x"])
 def test_a_bad_node_count_names_the_setting(text):
-    with pytest.raises(ValueError, match="CT_TRAIN_NNODES"):
+    with pytest.raises(TrainingConfigError, match="CT_TRAIN_NNODES"):
         parse_nnodes(text)
 
 
@@ -31,7 +32,9 @@ def test_the_world_size_follows_the_launcher():
     elastic = get_settings(train_launcher="torchrun", train_nnodes="2:4", train_procs_per_node=1)
     assert world_size_of(elastic, resolved_local=1) == "2:4x1"  # known when the nodes have met
     assert world_size_of(get_settings(train_launcher="spark", train_world_size=3), resolved_local=1) == 3
-    with pytest.raises(ValueError, match="CT_TRAIN_LAUNCHER=spark needs CT_TRAIN_WORLD_SIZE as a number"):
+    with pytest.raises(
+        TrainingConfigError, match="CT_TRAIN_LAUNCHER=spark needs CT_TRAIN_WORLD_SIZE as a number"
+    ):
         world_size_of(get_settings(train_launcher="spark"), resolved_local=1)
 
 
@@ -45,13 +48,13 @@ def test_a_world_size_that_contradicts_the_torchrun_nodes_is_refused_naming_both
     ):
         world_size_of(get_settings(**two, train_world_size=4), resolved_local=1)
     elastic = {"train_launcher": "torchrun", "train_nnodes": "1:2", "train_procs_per_node": 1}
-    with pytest.raises(ValueError, match=r"\(1:2 x 1 = 1:2x1\)"):
+    with pytest.raises(TrainingConfigError, match=r"\(1:2 x 1 = 1:2x1\)"):
         world_size_of(get_settings(**elastic, train_world_size=2), resolved_local=1)
 
 
 def test_the_torchrun_launcher_needs_an_endpoint(tmp_path):
     job = jobs.Job(str(tmp_path), "t", "v", 10, ["a"], "y", [0.0], [1.0], {}, None, 30)
-    with pytest.raises(ValueError, match="CT_TRAIN_RDZV_ENDPOINT"):
+    with pytest.raises(TrainingConfigError, match="CT_TRAIN_RDZV_ENDPOINT"):
         launchers.torchrun_launch(get_settings(train_launcher="torchrun", train_nnodes="2"), job)
 
 
@@ -97,7 +100,7 @@ def test_a_training_with_more_ranks_than_rows_is_refused_before_it_starts():
     from pipelines.training.train import check_world_size
 
     check_world_size({"train": 4, "validation": 2}, 2)
-    with pytest.raises(ValueError, match="validation split has 2 rows, fewer than the 3 ranks"):
+    with pytest.raises(TrainingConfigError, match="validation split has 2 rows, fewer than the 3 ranks"):
         check_world_size({"train": 4, "validation": 2}, 3)
-    with pytest.raises(ValueError, match="train split has 4 rows, fewer than the 6 ranks"):
+    with pytest.raises(TrainingConfigError, match="train split has 4 rows, fewer than the 6 ranks"):
         check_world_size({"train": 4, "validation": 9}, "1:3x2")  # an elastic launch: its largest world

@@ -41,6 +41,14 @@ def test_defaults_stop_early_so_epochs_are_a_ceiling():
         ("torch: {weight_decay: .nan}", "torch.weight_decay"),
         ("sklearn: {learning_rate: .inf}", "sklearn.learning_rate"),
         ("sklearn: {max_leaf_nodes: 1}", "sklearn.max_leaf_nodes"),
+        ("sklearn: {learning_rate: 1.7e+308}", "sklearn.learning_rate"),  # logged a model of NaN losses
+        # YAML's yes/no/on/off/true/false are booleans, which were taken as 1: batches of one row.
+        ("torch: {batch_size: yes}", "torch.batch_size"),
+        ("torch: {max_epochs: on}", "torch.max_epochs"),
+        ("torch: {learning_rate: true}", "torch.learning_rate"),
+        ("torch: {hidden_sizes: [true, 8]}", "torch.hidden_sizes"),
+        ("torch: {early_stopping: {patience: true}}", "torch.early_stopping.patience"),
+        ("sklearn: {min_samples_leaf: yes}", "sklearn.min_samples_leaf"),
         ("family: xgboost", "family"),
         ("version: 2", "version"),
         ("epochs: 3", "epochs"),

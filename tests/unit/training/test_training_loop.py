@@ -347,3 +347,24 @@ def test_a_mid_epoch_checkpoint_of_a_split_written_again_since_starts_its_epoch_
         {"epoch": written["epoch"], "step": 0, "restart": 0, "split_cut_again": True}
     ]
     assert history.epochs_run == 4
+
+
+def test_a_boosting_whose_loss_went_nan_logs_no_model():
+    """scikit-learn fitted a learning rate of 1.7e308 to NaN losses and answered 0.0 for every row; the
+    training ended FINISHED with the model logged. (The model settings now refuse such a rate as well.)"""
+    import numpy as np
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from pipelines.training.job import NonFiniteLossError
+    from pipelines.training.train import _check_finite_boosting
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 3))
+    y = (x[:, 0] > 0).astype(int)
+    sane = HistGradientBoostingClassifier(max_iter=5, early_stopping=True, validation_fraction=None)
+    _check_finite_boosting(sane.fit(x, y, X_val=x, y_val=y), x)
+    wild = HistGradientBoostingClassifier(
+        max_iter=5, learning_rate=1.7e308, early_stopping=True, validation_fraction=None
+    )
+    with pytest.raises(NonFiniteLossError, match=r"loss of the boosting is nan at iteration \d+ of 5"):
+        _check_finite_boosting(wild.fit(x, y, X_val=x, y_val=y), x)
