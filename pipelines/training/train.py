@@ -518,10 +518,40 @@ def plan_training(
     )
 
 
-def find_finished_run(client: mlflow.MlflowClient, settings: Settings, run_key: str) -> Any | None:
+#: The run's key as asked for: the run key's prefix and :func:`request_identity`.
+REQUEST_KEY_TAG = "ct.request_key"
+
+
+def request_identity(plan: TrainingPlan, settings: Settings) -> str:
+    """The training's identity with what the host chose (the world size ``auto`` made of its cores, the device
+    ``auto`` made of its GPUs, the dtype made of that device) left as the settings ask for it. Two hosts given
+    the same request train different models when they choose differently, but a re-run of a date that one of
+    them trained reuses that run: it is the same request."""
+    asked = {
+        name: getattr(settings, name)
+        for name in (
+            "train_device",
+            "train_world_size",
+            "train_processes_from_rows",
+            "train_processes_from_parameters",
+            "train_gpu_from_step_work",
+            "train_launcher",
+            "train_nnodes",
+            "train_procs_per_node",
+        )
+    }
+    parts = dataclasses.asdict(plan) | {"runtime": asked if plan.runtime else {}}
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def find_finished_run(
+    client: mlflow.MlflowClient, settings: Settings, run_key: str, tag: str = "ct.run_key"
+) -> Any | None:
+    """The finished MLflow run whose ``tag`` (the run key, or :data:`REQUEST_KEY_TAG`) is ``run_key``."""
     runs = client.search_runs(
         [tracking.experiment_id(client, settings)],
-        filter_string=f"tags.`ct.run_key` = '{run_key}' and attributes.status = 'FINISHED'",
+        filter_string=f"tags.`{tag}` = '{run_key}' and attributes.status = 'FINISHED'",
         max_results=1,
     )
     return runs[0] if runs else None
@@ -592,6 +622,7 @@ def train(
     spec = FAMILIES[family]
     manifest = datasets.read_manifest(dataset_uri)
     plan = plan_training(settings, model_settings, spec, dataset_uri, manifest)
+    request_key = f"{context.run_key}/{request_identity(plan, settings)}"
     context = dataclasses.replace(context, run_key=f"{context.run_key}/{plan.identity}")
     client = tracking.configure(settings)
     # One process trains a run key at a time: two (the CLI and the DAG on one day, a task Airflow took for dead
@@ -607,7 +638,19 @@ def train(
             if not settings.train_keep_checkpoints:
                 storage.remove(job_uri(settings, context.run_key))
             return _result(existing.info.run_id, existing.data.metrics, existing.data.tags)
-        run_id = _train_and_log(settings, logical_date, dataset_uri, manifest, context, spec, plan)
+        if existing := find_finished_run(client, settings, request_key, REQUEST_KEY_TAG):
+            # A host that chose another runtime (its cores, its GPUs) trained this request: the date's model is
+            # that one, not a second one that a re-run here would register beside it.
+            log.info(
+                "the same request (%s) was trained as MLflow run %s with another runtime (%s); reusing it",
+                request_key,
+                existing.info.run_id,
+                existing.data.tags.get("ct.run_key"),
+            )
+            return _result(existing.info.run_id, existing.data.metrics, existing.data.tags)
+        run_id = _train_and_log(
+            settings, logical_date, dataset_uri, manifest, context, spec, plan, request_key
+        )
     finished = client.get_run(run_id)
     return _result(run_id, finished.data.metrics, finished.data.tags)
 
@@ -700,6 +743,7 @@ def _train_and_log(
     context: tracking.RunContext,
     spec: Family,
     plan: TrainingPlan,
+    request_key: str,
 ) -> str:
     """Fit, validate and log one model under a new MLflow run; return its id."""
     contract = dataset_contract(settings)
@@ -711,6 +755,7 @@ def _train_and_log(
     tags = {
         **context.tags(),
         **_identity_tags(plan),
+        REQUEST_KEY_TAG: request_key,
         "model.family": spec.name,
         "dataset.uri": dataset_uri,
         "dataset.hash": manifest.content_hash,

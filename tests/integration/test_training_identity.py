@@ -126,3 +126,22 @@ def test_a_run_key_another_process_is_training_fails_at_once_and_trains_nothing(
     done = train(settings, DAY, uri, busy, "sklearn")
     assert done["run_key"] == key and len(runs_of(key)) == 1
     assert train(settings, DAY, uri, busy, "sklearn")["run_id"] == done["run_id"]
+
+
+def test_a_date_trained_on_a_host_with_other_cores_is_reused_not_trained_again(prepared, monkeypatch):
+    """World size auto is one rank per core for a big model: a re-run of the date on a worker with another
+    number of cores had another identity, trained again and registered a second model for the date."""
+    from pipelines.training import train as training
+
+    state_dir, uri = prepared
+    big = {"train_processes_from_parameters": 1, "train_processes_from_rows": 1}  # auto: one rank per core
+    context = tracking.RunContext("hosts/2026-11-20")
+    monkeypatch.setattr(training, "_cores", lambda: 1)
+    one_core = train(_settings(state_dir, **big), DAY, uri, context, "torch")
+    monkeypatch.setattr(training, "_cores", lambda: 2)
+    assert training.torch_runtime(_settings(state_dir, **big), 800, 5000)["world_size"] == 2
+    again = train(_settings(state_dir, **big), DAY, uri, context, "torch")
+    assert again["run_id"] == one_core["run_id"]  # the same request: its run, not a 2-rank one
+    # Asked for otherwise (two ranks named), it is another request, and trains.
+    named = train(_settings(state_dir, **big, train_world_size=2), DAY, uri, context, "torch")
+    assert named["run_id"] != one_core["run_id"]
