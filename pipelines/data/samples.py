@@ -77,7 +77,10 @@ def bikeshare() -> pd.DataFrame:
 def write_sample(settings: Settings, name: str, end: dt.date, days: int, seed: int = 0) -> list[str]:
     """Write the sample's daily partitions for the ``days`` days ending on ``end`` at the source URI; return them.
 
-    ``breast_cancer`` is dealt over those days, whatever they are; ``bikeshare`` writes the days of the range
+    ``breast_cancer`` is dealt over those days: sample ``i`` of a seeded order falls on the days whose ordinal is
+    ``i`` modulo ``days``, so any ``days`` days in a row hold each sample once, and a day holds the same rows
+    whichever window wrote it (its rows were dealt by their place in the window: a window one day later rewrote
+    every day); ``bikeshare`` writes the days of the range
     that fall in 2011, each with its own hours, and refuses a range with none.
     """
     if name not in SAMPLES:
@@ -98,16 +101,20 @@ def _write_breast_cancer(
     settings: Settings, contract: Contract, end: dt.date, days: int, seed: int
 ) -> list[str]:
     frame = breast_cancer()
-    order = np.random.default_rng(seed).permutation(len(frame))
+    slot = np.empty(len(frame), dtype="int64")
+    slot[np.random.default_rng(seed).permutation(len(frame))] = np.arange(len(frame)) % days
     written = []
-    for offset, rows in enumerate(np.array_split(order, days)):
+    for offset in range(days):
         day = end - dt.timedelta(days=days - 1 - offset)
-        part = frame.iloc[np.sort(rows)].copy()
+        part = frame.iloc[np.flatnonzero(slot == day.toordinal() % days)].copy()
         seconds = np.linspace(0, 86_399, num=len(part)).astype("int64")
         part.insert(1, contract.event_time, pd.Timestamp(day, tz="UTC") + pd.to_timedelta(seconds, unit="s"))
         uri = sources.resolve(settings, contract, day)
-        storage.write_text_atomic(uri, part.to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%SZ"))
-        log.info("wrote %d rows of breast_cancer to %s", len(part), uri)
+        data = part.to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%SZ").encode()
+        if _write_bytes_if_changed(uri, data):
+            log.info("wrote %d rows of breast_cancer to %s", len(part), uri)
+        else:
+            log.info("%s already holds these %d rows of breast_cancer; left as it is", uri, len(part))
         written.append(uri)
     return written
 
