@@ -191,7 +191,11 @@ def _latency_rule(rule: LatencyRule, measured: dict[str, Any]) -> Rule:
 def _size_rule(budget_mib: float, size_bytes: int | None) -> Rule:
     mib = None if size_bytes is None else round(size_bytes / 2**20, 3)
     detail = f"model files {mib} MiB" if mib is not None else "model size unknown: fail closed"
-    return _rule(rules.MODEL_SIZE, mib is not None and mib <= budget_mib, mib, budget_mib, detail)
+    # Judged on the bytes: the MiB to 3 decimals shown would pass up to 0.0005 MiB over the budget.
+    passed = size_bytes is not None and size_bytes <= budget_mib * 2**20
+    if passed is False and mib is not None and mib <= budget_mib:
+        detail += f" ({size_bytes} bytes, over {budget_mib * 2**20:.0f})"
+    return _rule(rules.MODEL_SIZE, passed, mib, budget_mib, detail)
 
 
 def _budget_rules(policy: Policy, challenger: dict[str, Any]) -> list[Rule]:

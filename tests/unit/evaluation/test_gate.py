@@ -183,6 +183,10 @@ def test_latency_and_size_budgets():
     big = _evaluation()
     big["challenger"]["size_bytes"] = 11 * 2**20
     assert _failed(decide(POLICY, big, QUIET)) == {"model_size"}
+    big["challenger"]["size_bytes"] = 10 * 2**20 + 400  # 10.000 MiB to 3 decimals: passed
+    assert _failed(decide(POLICY, big, QUIET)) == {"model_size"}
+    big["challenger"]["size_bytes"] = 10 * 2**20
+    assert _failed(decide(POLICY, big, QUIET)) == set()
     unbudgeted = POLICY.model_copy(update={"latency": None, "max_model_size_mb": None})
     rules = {r["rule"] for r in decide(unbudgeted, slow, QUIET)["rules"]}
     assert "latency_p99" not in rules and "model_size" not in rules
