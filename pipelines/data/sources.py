@@ -300,6 +300,11 @@ class _Scanned(io.RawIOBase):
         self._end_cr = False
 
     @property
+    def lines(self) -> int:
+        """The line breaks read so far."""
+        return self._lines
+
+    @property
     def lone_cr(self) -> bool:
         """Some line ends in a CR alone."""
         return self.ends["CR"] > 0
@@ -506,6 +511,8 @@ def csv_shape(uri: str, delimiter: str, width: int) -> CsvShape:
     except SourceReadError:
         raise
     except _BAD_CONTENT as exc:
+        if isinstance(exc, pa.ArrowInvalid) and "skip initial" in str(exc) and not seen.lines:
+            return CsvShape(uri)  # its header alone, with no line break after it: no rows, as with one
         return CsvShape(uri, malformed[0], examples, f"not a readable csv file: {str(exc).strip()[:200]}")
     kinds = {kind: count for kind, count in seen.ends.items() if count}
     if (seen.quoted or seen.lone_cr) and len(kinds) > 1:

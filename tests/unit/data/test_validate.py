@@ -239,9 +239,12 @@ def test_corrupt_parquet_file(settings, contract, tmp_path, clean_frame):
     assert "unreadable file" in message
 
 
-def test_header_only_csv(settings, contract, tmp_path, clean_frame):
-    header = ",".join(clean_frame.columns) + "\n"
+@pytest.mark.parametrize("end", ["\n", ""])
+def test_header_only_csv(settings, contract, tmp_path, clean_frame, end):
+    """Without a line break after the header it was 'unreadable' (pyarrow: could not skip initial 1 rows)."""
+    header = ",".join(clean_frame.columns) + end
     found, message = _broken(_report(settings, contract, tmp_path, fmt="csv", raw=header.encode()))
+    assert set(found) == {("<table>", "min_rows(1000)")}
     assert found[("<table>", "min_rows(1000)")].failing == 0
     assert "min_rows(1000)" in message
 
