@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from fsspec.core import url_to_fs
 
-from pipelines.data import sources, storage
+from pipelines.data import sources
 from pipelines.data.contract import Contract, dataset_contract
 from pipelines.settings import Settings
 
