@@ -42,7 +42,8 @@ class _Commands(TyperGroup):
             if not unavailable(exc):
                 raise
             typer.echo(
-                f"error: out of reach, run the command again once it answers: {_first_line(exc)}", err=True
+                f"error: a service was out of reach, run the command again once it answers: {_first_line(exc)}",
+                err=True,
             )
             raise typer.Exit(4) from None
 

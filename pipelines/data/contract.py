@@ -162,13 +162,6 @@ class Contract(BaseModel):
             column = getattr(self, role_name)
             if column not in self.columns:
                 raise ValueError(f"{role_name} names column '{column}', which is not under columns")
-            if self.columns[column].nullable:
-                # A row with no event time passed the within-day check and went to train past a holdout of
-                # the latest days; one with no entity id is split, joined and made unique by nothing.
-                raise ValueError(
-                    f"column '{column}' is the {role_name} and cannot be nullable: every row needs one "
-                    "(declare it nullable: false)"
-                )
         for split, share in self.splits.items():
             if share <= 0:
                 # Every split is read: training and early stopping read train and validation, evaluation the
@@ -255,7 +248,18 @@ class Contract(BaseModel):
 
 def load_contract(path: Path) -> Contract:
     """Read and check a contract file; errors name the file and the key."""
-    return load_yaml_model(path, Contract, "contract file", ContractError)
+    contract = load_yaml_model(path, Contract, "contract file", ContractError)
+    # Checked on the file, not in the model: a model logged under a contract that allowed it still loads.
+    for role in ("entity_id", "event_time"):
+        column = getattr(contract, role)
+        if contract.columns[column].nullable:
+            # A row with no event time passed the within-day check and went to train past a holdout of the
+            # latest days; one with no entity id is split, joined and made unique by nothing.
+            raise ContractError(
+                f"contract file {path}: column '{column}' is the {role} and cannot be nullable: every row needs "
+                "one (declare it nullable: false)"
+            )
+    return contract
 
 
 def dataset_contract(settings: Settings) -> Contract:

@@ -79,7 +79,7 @@ def write_sample(settings: Settings, name: str, end: dt.date, days: int, seed: i
 
     ``breast_cancer`` is dealt over those days: sample ``i`` of a seeded order falls on the days whose ordinal is
     ``i`` modulo ``days``, so any ``days`` days in a row hold each sample once, and a day holds the same rows
-    whichever window wrote it (its rows were dealt by their place in the window: a window one day later rewrote
+    whichever window of as many days wrote it (its rows were dealt by their place in the window: a window one day later rewrote
     every day); ``bikeshare`` writes the days of the range
     that fall in 2011, each with its own hours, and refuses a range with none.
     """

@@ -83,8 +83,10 @@ class SourceUriError(ValueError):
 
 def _fill(settings: Settings, contract: Contract, ds: str) -> str:
     uri = os.path.expandvars(template(settings, contract))
-    if unset := re.findall(r"\$\{(\w+)\}|\$(\w+)", uri):  # expandvars leaves an unset variable as it is
-        names = ", ".join(sorted({braced or bare for braced, bare in unset}))
+    # expandvars leaves an unset variable as it is. Only ${NAME} is taken for one: a bare $ is a path's own
+    # (Azure's $web container).
+    if unset := re.findall(r"\$\{(\w+)\}", uri):
+        names = ", ".join(sorted(set(unset)))
         raise SourceUriError(
             f"source URI {uri!r} names the environment variable(s) {names}, which are not set"
         )

@@ -56,20 +56,27 @@ def runqueue_clock() -> Iterator[Clock | None]:
         yield None
         return
     try:
-        yield lambda: int(os.pread(fd, 128, 0).split()[1]) / 1e9
+        # A kernel that keeps no statistics (schedstats off) reads 0 for this thread's time on a CPU too, which
+        # has run all along: the waits it would read as none are then unknown.
+        yield (
+            None
+            if int(os.pread(fd, 128, 0).split()[0]) == 0
+            else lambda: int(os.pread(fd, 128, 0).split()[1]) / 1e9
+        )
     finally:
         os.close(fd)
 
 
 def _timed(call: Call, clock: Clock, waited: Clock | None) -> tuple[float, float | None]:
     """One call's wall time, and that time less what the thread spent waiting for a busy CPU, in ms."""
-    wait_started = waited() if waited else 0.0
     started = clock()
+    wait_started = waited() if waited else 0.0  # read inside the wall time: no wait outside it is taken off
     call()
+    wait = waited() - wait_started if waited else 0.0
     wall = clock() - started
     if waited is None:
         return wall * 1000, None
-    return wall * 1000, max(wall - (waited() - wait_started), 0.0) * 1000
+    return wall * 1000, max(wall - wait, 0.0) * 1000
 
 
 def measure(
@@ -158,11 +165,20 @@ def verdict(figures: dict[str, Any], budget_ms: float, max_ratio: float) -> tupl
         return "pass", f"median of {rounds} rounds' p99 {p99:.3f} ms is within {budget_ms} ms"
     if figures.get("own_round_p99s"):  # less the waits for a busy CPU: the model's time, not the machine's
         own_best = min(figures["own_round_p99s"])
-        if own_best > budget_ms:
+        # Slower than the reference too: some of a busy machine's cost is not a wait (a neighbour on the same
+        # core's other hyperthread, a VM's stolen time, a throttled clock), and slows the reference alike; a
+        # challenger as slow as the champion is measured again, and judged on every round without the waits.
+        if own_best > budget_ms and (ratio is None or ratio > max_ratio):
             return "fail", (
                 f"p99 {p99:.3f} ms over {budget_ms} ms, and over it in every one of {rounds} rounds less the time "
                 f"the calls waited for a busy CPU (best round's p99 {own_best:.3f} ms): the model, not the "
                 "machine, is slow"
+            )
+        if own_best > budget_ms:
+            return "inconclusive", (
+                f"median p99 {p99:.3f} ms over {budget_ms} ms, in every round even less the time the calls waited "
+                f"for a busy CPU (best round's p99 {own_best:.3f} ms), but no slower than the reference "
+                f"({ratio:.2f}x): the machine may be slow in a way that is not a wait"
             )
         return "inconclusive", (
             f"median p99 {p99:.3f} ms over {budget_ms} ms, but within it in some round less the time the calls "
@@ -185,8 +201,10 @@ def verdict(figures: dict[str, Any], budget_ms: float, max_ratio: float) -> tupl
 def final_verdict(attempts: list[dict[str, Any]], budget_ms: float, max_ratio: float) -> tuple[str, str]:
     """The verdict after the last attempt; an inconclusive one is judged on every round of every attempt.
 
-    The median over all rounds (up to ``rounds x attempts``) is within the budget: pass. Otherwise it passes
-    only when the champion, timed in the same rounds, was as slow; with no champion it fails closed.
+    The median over all rounds (up to ``rounds x attempts``) is within the budget: pass. Otherwise, where the
+    calls' waits for a busy CPU were counted, it passes when that median without them is within the budget, and
+    fails closed when not; where they were not, it passes only when the champion, timed in the same rounds, was
+    as slow, and with no champion fails closed.
     """
     figures = attempts[-1]
     found, why = verdict(figures, budget_ms, max_ratio)

@@ -125,7 +125,18 @@ def promotion_lock(settings: Settings, model: str) -> Iterator[None]:
     if url.startswith("postgresql"):
         with _engine(settings).begin() as connection:
             key = _advisory_key(f"ct-promote:{model}")
-            connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+            # Wait as on SQLite, not for ever: PostgreSQL's lock_timeout bounds an advisory lock's wait too.
+            connection.execute(sa.text(f"SET LOCAL lock_timeout = '{int(LOCK_TIMEOUT_S * 1000)}ms'"))
+            try:
+                connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+            except sa.exc.OperationalError as exc:
+                if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
+                    raise
+                raise PromotionLockTimeoutError(
+                    f"another promotion, rollback or check of {model} held its lock (a PostgreSQL advisory "
+                    f"lock) for more than {LOCK_TIMEOUT_S} s: nothing was read or moved"
+                ) from None
+            connection.execute(sa.text("SET LOCAL lock_timeout = 0"))  # the work under it waits as it did
             yield
         return
     path = Path(url[len("sqlite:///") :]).parent / f"{model}.promote.lock"

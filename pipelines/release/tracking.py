@@ -263,7 +263,8 @@ def unavailable(exc: BaseException) -> bool:
         status = _http_status(current)
         if status is not None and (status >= 500 or status == 429):
             return True
-        current = current.__cause__ or current.__context__
+        # An error raised "from None" hid what it was raised from: that is not why it was raised.
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
     return False
 
 

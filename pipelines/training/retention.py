@@ -124,15 +124,6 @@ def _remove_job(client: MlflowClient, settings: Settings, run_key: str) -> str:
         return "in use"
 
 
-def _held(settings: Settings, run_key: str) -> bool:
-    """Whether a training of ``run_key`` holds its lock now (taken and let go at once when it does not)."""
-    try:
-        with exclusive(settings, *training_lock(settings, run_key)):
-            return False
-    except LockHeldError:
-        return True
-
-
 def _folder_name(uri: str) -> str:
     return uri.rstrip("/").rsplit("/", 1)[-1]
 
@@ -167,7 +158,9 @@ def _old_windows(
 
 def prune(settings: Settings, day: dt.date, client: Any = None, dry_run: bool = False) -> dict[str, Any]:
     """Remove the prepared windows and training job folders that retention says are done with on ``day`` (a
-    retrain's logical date); what it removed (with ``dry_run``, what it would). A day after today (UTC) is
+    retrain's logical date); what it removed (with ``dry_run``, what it would: a dry run takes no training's
+    lock, which a training starting at that moment would find held, so a job folder a training holds is
+    listed with the others; the run keeps it, as in use). A day after today (UTC) is
     refused: a typo of a year would remove every window."""
     storage.check_not_future(day, "retention of prepared windows and training jobs")
     client = client or tracking.configure(settings)
@@ -194,11 +187,7 @@ def prune(settings: Settings, day: dt.date, client: Any = None, dry_run: bool = 
         "training_jobs_in_use": [],
         "dry_run": dry_run,
     }
-    if dry_run:  # what the run would say: a folder a training holds is in use, not removed
-        for job in list(jobs):
-            if _held(settings, job["run_key"]):
-                jobs.remove(job)
-                result["training_jobs_in_use"].append(job["run_key"])
+    if dry_run:
         return result
     for uri in windows:
         storage.remove(uri)

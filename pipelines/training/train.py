@@ -18,6 +18,7 @@ change trains a new model.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -324,6 +325,20 @@ def _threads_per_rank(settings: Settings, plan: TrainingPlan, n_features: int) -
     return None
 
 
+def _launch(settings: Settings, job: Job, world_size: Any) -> str:
+    """The launcher's output; a rank's non-finite loss (it marked the job) is raised as that, not the launch."""
+    try:
+        if settings.train_launcher == "spark":
+            return launchers.run_spark(settings, job, world_size)
+        if settings.train_launcher == "torchrun":
+            return launchers.run_torchrun(settings, job, world_size)
+        return launchers.run_local(settings, job, world_size)
+    except launchers.TrainingLaunchError as exc:
+        if (fatal := jobs.read_fatal(job.uri)) is not None:
+            raise NonFiniteLossError(f"rank {fatal['rank']}: {fatal['error']}\n{exc}") from exc
+        raise
+
+
 def train_torch(inputs: FitInputs, plan: TrainingPlan, out_dir: Path) -> FitReport:
     """Train the MLP into ``out_dir/weights.pt``: in this process for one rank, else under torchrun; resume from
     the job's last checkpoint, or take its committed result, when an earlier attempt left one."""
@@ -360,12 +375,7 @@ def train_torch(inputs: FitInputs, plan: TrainingPlan, out_dir: Path) -> FitRepo
             plan.runtime["device"],
             plan.runtime["compute_dtype"],
         )
-        if settings.train_launcher == "spark":
-            output = launchers.run_spark(settings, job, world_size)
-        elif settings.train_launcher == "torchrun":
-            output = launchers.run_torchrun(settings, job, world_size)
-        else:
-            output = launchers.run_local(settings, job, world_size)
+        output = _launch(settings, job, world_size)
         history = jobs.read_history(job.uri)
         if history is not None and history.resumed_from:  # it recovered: say from what
             log.warning(
@@ -553,6 +563,7 @@ def find_finished_run(
         [tracking.experiment_id(client, settings)],
         filter_string=f"tags.`{tag}` = '{run_key}' and attributes.status = 'FINISHED'",
         max_results=1,
+        order_by=["attributes.start_time ASC"],  # the first, should two hosts each have trained one
     )
     return runs[0] if runs else None
 
@@ -613,7 +624,8 @@ def train(
     """Train one model family on the prepared dataset; return the MLflow run id and validation metrics.
 
     The run key is ``context.run_key`` plus the training's identity: a retry of the same training reuses its
-    finished run; a changed dataset, family, hyperparameter, world size, device, seed or code trains anew.
+    finished run; a changed dataset, family, hyperparameter, world size, device, seed or code trains anew,
+    unless only what the host chose for ``auto`` changed (:func:`request_identity`): that run is reused.
     """
     model_settings = load_model_settings(settings.resolved_model_settings_path)
     family = choose_family(settings, model_settings, family)
@@ -638,19 +650,22 @@ def train(
             if not settings.train_keep_checkpoints:
                 storage.remove(job_uri(settings, context.run_key))
             return _result(existing.info.run_id, existing.data.metrics, existing.data.tags)
-        if existing := find_finished_run(client, settings, request_key, REQUEST_KEY_TAG):
-            # A host that chose another runtime (its cores, its GPUs) trained this request: the date's model is
-            # that one, not a second one that a re-run here would register beside it.
-            log.info(
-                "the same request (%s) was trained as MLflow run %s with another runtime (%s); reusing it",
-                request_key,
-                existing.info.run_id,
-                existing.data.tags.get("ct.run_key"),
+        with contextlib.ExitStack() as request:
+            if request_key != context.run_key:  # one host at a time trains a request, whatever it chooses
+                request.enter_context(exclusive(settings, *training_lock(settings, request_key)))
+            if existing := find_finished_run(client, settings, request_key, REQUEST_KEY_TAG):
+                # A host that chose another runtime (its cores, its GPUs) trained this request: the date's model
+                # is that one, not a second one that a re-run here would register beside it.
+                log.info(
+                    "the same request (%s) was trained as MLflow run %s with another runtime (%s); reusing it",
+                    request_key,
+                    existing.info.run_id,
+                    existing.data.tags.get("ct.run_key"),
+                )
+                return _result(existing.info.run_id, existing.data.metrics, existing.data.tags)
+            run_id = _train_and_log(
+                settings, logical_date, dataset_uri, manifest, context, spec, plan, request_key
             )
-            return _result(existing.info.run_id, existing.data.metrics, existing.data.tags)
-        run_id = _train_and_log(
-            settings, logical_date, dataset_uri, manifest, context, spec, plan, request_key
-        )
     finished = client.get_run(run_id)
     return _result(run_id, finished.data.metrics, finished.data.tags)
 

@@ -477,3 +477,35 @@ def test_a_repair_to_a_champion_deleted_from_the_registry_is_refused_by_name(tmp
     assert not history.unresolved(history.read(settings, settings.model_name))
     rollback(settings, to_version=1, reason="v2 was deleted")
     assert audit.check(settings)["consistent"] and _alias(client, settings) == 1
+
+
+def test_a_promotion_lock_held_past_the_wait_is_a_named_timeout_on_both_databases(
+    tmp_path, registry_uri, monkeypatch
+):
+    """PostgreSQL's advisory lock waited for ever (the README said 120 s, which only SQLite's file lock kept):
+    a promotion stuck behind a hung holder hung its task with it."""
+    import threading
+
+    settings, _ = _registry(tmp_path, 1, registry_uri)
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with history.promotion_lock(settings, settings.model_name):
+            held.set()
+            release.wait(timeout=60)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        assert held.wait(timeout=30)
+        monkeypatch.setattr(history, "LOCK_TIMEOUT_S", 1)
+        with (
+            pytest.raises(history.PromotionLockTimeoutError, match="held its lock .* for more than 1 s"),
+            history.promotion_lock(settings, settings.model_name),
+        ):
+            pass
+    finally:
+        release.set()
+        thread.join(timeout=30)
+    with history.promotion_lock(settings, settings.model_name):  # free again once the holder lets go
+        pass

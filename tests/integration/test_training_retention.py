@@ -113,9 +113,6 @@ def test_job_folders_no_run_will_resume_go_and_a_held_one_stays(days):
 
     # CT_TRAIN_KEEP_CHECKPOINTS keeps the logged run's folder; the abandoned one goes, a held one is in use.
     with exclusive(settings, *training_lock(settings, key(held))):
-        listed = prune(kept, DAY, dry_run=True)  # a dry run says what the run would say: held is in use
-        assert [job["run_key"] for job in listed["training_jobs_removed"]] == [key(abandoned)]
-        assert listed["training_jobs_in_use"] == [key(held)] and abandoned.exists()
         found = prune(kept, DAY)
     assert [job["run_key"] for job in found["training_jobs_removed"]] == [key(abandoned)]
     assert "nothing was written to it after" in found["training_jobs_removed"][0]["why"]

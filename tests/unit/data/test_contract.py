@@ -1,10 +1,12 @@
 """The data contract: errors that name the key, the rules later stages rely on, the dataset name."""
 
+import json
 from pathlib import Path
 
 import pytest
+import yaml
 
-from pipelines.data.contract import ContractError, dataset_contract, load_contract
+from pipelines.data.contract import Contract, ContractError, dataset_contract, load_contract
 
 
 def test_contract_roles(contract):
@@ -96,6 +98,10 @@ def test_source_uri_template(settings, contract):
         del os.environ["CT_TEST_BUCKET"]
     with pytest.raises(ValueError, match="unknown placeholder"):
         sources.resolve(settings.model_copy(update={"source_uri": "/x/{day}"}), contract, DAY)
+    with pytest.raises(sources.SourceUriError, match=r"variable\(s\) CT_TEST_BUCKET, which are not set"):
+        sources.resolve(custom, contract, DAY)
+    web = settings.model_copy(update={"source_uri": "abfs://$web@acct/tx/{ds}"})  # a bare $ is the path's own
+    assert sources.resolve(web, contract, DAY) == "abfs://$web@acct/tx/2026-11-20"
 
 
 def test_a_contract_for_another_dataset_is_refused_naming_both(tmp_path, settings):
@@ -167,3 +173,16 @@ def test_every_split_needs_a_positive_share(tmp_path, splits, message):
 def test_the_shipped_contracts_hold_positive_splits():
     for path in sorted((Path(__file__).parents[3] / "include" / "contracts").glob("*.yaml")):
         assert min(load_contract(path).splits.values()) > 0, path
+
+
+def test_a_logged_contract_with_a_nullable_event_time_still_loads_where_a_file_is_refused(tmp_path, contract):
+    """A model logged under a contract that allowed it (before 2026-12-05) reads its contract back with the
+    model: refusing it there would leave serving, evaluate and rollback unable to load the model."""
+    columns = {**contract.columns}
+    columns[contract.event_time] = columns[contract.event_time].model_copy(update={"nullable": True})
+    logged = contract.model_copy(update={"columns": columns}).model_dump_json()
+    assert Contract.model_validate_json(logged).columns[contract.event_time].nullable
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(json.loads(logged)))
+    with pytest.raises(ContractError, match="is the event_time and cannot be nullable"):
+        load_contract(path)

@@ -71,3 +71,31 @@ def test_probabilities_outside_0_1_are_the_models_error_as_serving_refuses_them(
         evaluate.EvaluationError, match=r"outside \[0, 1\] on 2 of 3 holdout rows \(-0.2 to 1.3\)"
     ):
         evaluate.score_version(None, "m", 2, holdout, contract)
+
+
+def test_a_policy_without_a_latency_budget_times_the_call_and_judges_nothing(tmp_path):
+    """With finite policy numbers required, the stand-in rule of no budget (infinity) failed to validate, and
+    evaluate failed on every policy without a latency section."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    from pipelines.evaluation import evaluate
+    from pipelines.settings import get_settings
+    from tests.unit.evaluation.sample_policy import POLICY
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3))
+    fitted = LogisticRegression().fit(x, (x[:, 0] > 0).astype(int))
+
+    class Pyfunc:  # a model without a signature: timed through its pyfunc predict
+        metadata = type("Metadata", (), {"signature": None})()
+
+        def predict(self, frame: pd.DataFrame) -> np.ndarray:
+            return fitted.predict_proba(frame.to_numpy())
+
+    unbudgeted = POLICY.model_copy(update={"latency": None})
+    found = evaluate._latency(
+        get_settings(state_dir=tmp_path), unbudgeted, Pyfunc(), None, pd.DataFrame(x[:1])
+    )
+    assert "error" not in found and found["verdict"] == "pass" and found["p99"] > 0

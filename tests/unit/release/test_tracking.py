@@ -39,3 +39,26 @@ def test_artifact_downloads_draw_no_progress_bar_on_stderr_unless_the_user_asks(
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "true")
     configure(get_settings(state_dir=tmp_path))
     assert mlflow.environment_variables.MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.get() is True
+
+
+def test_an_error_is_unavailable_through_its_causes_but_not_through_a_context_it_hid():
+    """A bug raised "from None" while handling a timeout is a bug (exit 1 with its traceback), not a service
+    out of reach (exit 4)."""
+    import requests
+
+    from pipelines.release.tracking import unavailable
+
+    def wrapped(suppress: bool) -> BaseException:
+        try:
+            try:
+                raise requests.ConnectionError("refused")
+            except requests.ConnectionError as exc:
+                if suppress:
+                    raise KeyError("a bug") from None
+                raise RuntimeError("the registry call failed") from exc
+        except (KeyError, RuntimeError) as outer:
+            return outer
+        raise AssertionError
+
+    assert unavailable(wrapped(suppress=False))
+    assert not unavailable(wrapped(suppress=True))
