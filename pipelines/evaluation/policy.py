@@ -189,7 +189,8 @@ def load_policy(path: Path) -> Policy:
 
 def _check_metric_range(policy: Policy, path: Path) -> None:
     """Thresholds on the primary metric within the values it can take: 65 for a ROC AUC floor (a percentage)
-    would reject every first model, and a min_improvement of 1.5 every challenger, without saying why."""
+    would reject every first model, and a min_improvement of 1.5 every challenger, without saying why. A
+    min_improvement of -1 (or less) lets any challenger through, as a policy that leaves it to a person may."""
     metric = policy.primary_metric
     low, high = RANGE[metric]
     floor = policy.no_champion.min_primary_metric
@@ -199,10 +200,10 @@ def _check_metric_range(policy: Policy, path: Path) -> None:
             f"takes ([{low}, {high}])"
         )
     gain = policy.min_improvement
-    if abs(gain) >= high - low:
-        never = "can never be met" if gain > 0 else "is met by any challenger, however much worse"
+    if gain >= high - low:  # a negative one as large lets any challenger through: a person's approval decides
         raise PolicyError(
-            f"promotion policy {path}: min_improvement: {gain} {never}: {metric} takes values in [{low}, {high}]"
+            f"promotion policy {path}: min_improvement: {gain} can never be met: {metric} takes values in "
+            f"[{low}, {high}]"
         )
 
 
