@@ -496,6 +496,7 @@ def test_a_training_task_killed_outright_takes_its_launcher_and_ranks_with_it(pr
         [sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     ranks: list[int] = []
+    started: list[psutil.Process] = []
     try:
         watcher = _when_rank_reports(state_dir, "orphans", 1, 1, lambda pid, position: ranks.append(pid))
         watcher.join()
@@ -507,7 +508,14 @@ def test_a_training_task_killed_outright_takes_its_launcher_and_ranks_with_it(pr
         gone, alive = psutil.wait_procs(started, timeout=60)
         assert not alive, [(p.pid, p.cmdline()[-2:]) for p in alive]
     finally:
-        for proc in psutil.Process().children(recursive=True):
-            proc.kill()  # what this test started, should a check above have failed
+        # What this test started, should a check above have failed: the task's own processes only (the
+        # session's Spark and Dask clusters are this process's children too, and later tests use them).
         if task.poll() is None:
+            started = started or psutil.Process(task.pid).children(recursive=True)
             task.kill()
+            task.wait()
+        for proc in started:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
