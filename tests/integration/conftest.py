@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -53,6 +54,7 @@ def spark_cluster(tmp_path_factory):
         "PYSPARK_PYTHON": sys.executable,
     }
     port, ui = free_port(), free_port()
+    master_log = logs / "master.log"
     launch = [str(home / "bin" / "spark-class")]
     master = subprocess.Popen(
         [
@@ -66,7 +68,7 @@ def spark_cluster(tmp_path_factory):
             str(ui),
         ],
         env=env,
-        stdout=open(logs / "master.log", "w"),
+        stdout=open(master_log, "w"),
         stderr=subprocess.STDOUT,
     )
     url = f"spark://127.0.0.1:{port}"
@@ -96,10 +98,24 @@ def spark_cluster(tmp_path_factory):
     try:
 
         def alive_workers() -> bool:
-            with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=2) as response:
+            # The UI's address is read from the master's own log ("Bound MasterWebUI to ..., and started at
+            # http://...:PORT"), not assumed: a port taken between free_port() and the JVM binding it (a worker's UI,
+            # started at the same moment) moves the master's UI to the next port, and the page at the one we chose
+            # was then another UI's HTML (a fresh-clone CI run failed on that).
+            bound = re.search(
+                r"Bound MasterWebUI to \S+ and started at http://[^:\s]+:(\d+)", master_log.read_text()
+            )
+            if bound is None:
+                return False
+            with urllib.request.urlopen(f"http://127.0.0.1:{bound.group(1)}/json/", timeout=2) as response:
                 body = response.read()
-            # A master still starting (slowly, on busy cores) can answer with an empty page: not up yet.
-            return bool(body.strip()) and json.loads(body).get("aliveworkers", 0) >= 2
+            try:
+                status = json.loads(body)
+            except (
+                ValueError
+            ):  # a master still starting (slowly, on busy cores) can answer with a partial page
+                return False
+            return isinstance(status, dict) and status.get("aliveworkers", 0) >= 2
 
         _wait(alive_workers, "the Spark standalone master with two workers")
         os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"  # the driver (this process) binds to loopback too
