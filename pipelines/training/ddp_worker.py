@@ -24,7 +24,6 @@ import datetime as dt
 import math
 import os
 import resource
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -451,7 +450,9 @@ def run_in_process(job: Job) -> TrainingHistory:
 
 def run(job_uri: str) -> None:
     """One launched rank: join the group, train on this rank's part, and on rank 0 commit the result."""
-    die_with_parent()  # torchrun's agent killed outright: this rank goes too, not on training beside a retry
+    # torchrun's agent killed outright: this rank goes too, not on training beside a retry. Under torchrun,
+    # pipelines.training.rank asked for it already, before torch was imported; TorchDistributor calls this directly.
+    die_with_parent()
     job = Job.read(job_uri)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     world_size = int(os.environ["WORLD_SIZE"])
@@ -476,7 +477,3 @@ def run(job_uri: str) -> None:
                 commit(job, weights, history)
         finally:
             dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    run(sys.argv[1])

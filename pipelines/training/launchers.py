@@ -79,7 +79,7 @@ class Launch:
             "--max-restarts",
             str(self.max_restarts),
             "-m",
-            "pipelines.training.ddp_worker",
+            "pipelines.training.rank",
             self.job_uri,
         ]
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import subprocess
+import sys
 
 import pytest
 
@@ -71,7 +73,7 @@ def test_every_node_runs_the_same_command_with_the_launchs_rendezvous(tmp_path):
     command = launchers.torchrun_launch(settings, job).command()
     text = " ".join(command)
     assert "--nnodes 2:3 --nproc-per-node 1 --rdzv-backend c10d --rdzv-endpoint trainer-0:29400" in text
-    assert "--rdzv-conf join_timeout=45 --max-restarts 1 -m pipelines.training.ddp_worker" in text
+    assert "--rdzv-conf join_timeout=45 --max-restarts 1 -m pipelines.training.rank" in text
     assert command[-1] == job.uri
 
 
@@ -104,3 +106,25 @@ def test_a_training_with_more_ranks_than_rows_is_refused_before_it_starts():
         check_world_size({"train": 4, "validation": 2}, 3)
     with pytest.raises(TrainingConfigError, match="train split has 4 rows, fewer than the 6 ranks"):
         check_world_size({"train": 4, "validation": 9}, "1:3x2")  # an elastic launch: its largest world
+
+
+def test_a_launched_rank_is_bound_to_its_launcher_before_it_imports_torch(tmp_path):
+    """torch takes seconds to import: a launcher killed in them would leave a rank that asked for the parent-death
+    signal only afterwards training on. The entry point torchrun starts asks first (checked in a fresh
+    interpreter: what had been imported when the rank asked)."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import sys\n"
+        "import pipelines.host as host\n"
+        "def record():\n"
+        "    print('torch imported when bound:', 'torch' in sys.modules, flush=True)\n"
+        "    raise SystemExit(0)\n"
+        "host.die_with_parent = record\n"
+        "import runpy\n"
+        "sys.argv = ['rank', 'file:///nowhere']\n"
+        "runpy.run_module('pipelines.training.rank', run_name='__main__')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(probe)], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "torch imported when bound: False"
