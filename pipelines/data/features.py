@@ -165,6 +165,13 @@ def holdout_start(end: dt.date, latest_days: int | None, window_days: int) -> dt
     return end - dt.timedelta(days=latest_days - 1)
 
 
+def holdout_label(end: dt.date, latest_days: int | None, window_days: int) -> str:
+    """How a prepared dataset's manifest names its holdout (``holdout``): what evaluate checks against the
+    policy it judges with."""
+    start = holdout_start(end, latest_days, window_days)
+    return f"newest {latest_days} day(s), from {start}" if start else "hash split"
+
+
 def build_features(
     frame: pd.DataFrame, contract: Contract, holdout_from: dt.date | None = None
 ) -> pd.DataFrame:

@@ -22,6 +22,7 @@ from pipelines.data.features import (
     SPLITS,
     build_features,
     feature_names,
+    holdout_label,
     holdout_start,
     prepared_schema,
 )
@@ -138,9 +139,7 @@ def prepare(
                 "raw": list(raw_uris.values()),
                 "missing_days": missing,
                 "split_rows": split_rows,
-                "holdout": f"newest {holdout_days} day(s), from {holdout_from}"
-                if holdout_from
-                else "hash split",
+                "holdout": holdout_label(logical_date, holdout_days, settings.window_days),
                 "features": features,
                 "train_moments": {"features": features, **moments.to_json()},
                 "contract": contract.dataset,

@@ -26,6 +26,7 @@ from mlflow.exceptions import MlflowException
 
 from pipelines.data import datasets, runlog, storage
 from pipelines.data.contract import Contract, dataset_contract
+from pipelines.data.features import holdout_label
 from pipelines.evaluation import latency, stats
 from pipelines.evaluation.metrics import classification_metrics
 from pipelines.evaluation.policy import (
@@ -294,6 +295,22 @@ def check_holdout(holdout: pd.DataFrame, contract: Contract, dataset_uri: str) -
         )
 
 
+def check_prepared_holdout(
+    settings: Settings, policy: Policy, logical_date: dt.date, dataset_uri: str
+) -> None:
+    """The dataset's holdout is the one the policy asks for: a policy whose ``holdout`` changed after prepare ran
+    would otherwise be recorded as judging on its newest days while the figures came from a hash share of the
+    entities (or the other way round)."""
+    asked = holdout_label(logical_date, policy.holdout.latest_days, settings.window_days)
+    prepared = datasets.read_manifest(dataset_uri).extra.get("holdout")
+    if prepared != asked:
+        raise HoldoutError(
+            f"the holdout of {dataset_uri} was prepared as {prepared or 'unrecorded'}, but the policy "
+            f"({settings.resolved_policy_path}) asks for {asked} on {logical_date}: re-run prepare for that date "
+            "with this policy, then evaluate"
+        )
+
+
 @runlog.stage("evaluate")
 def evaluate(
     settings: Settings, logical_date: dt.date, dataset_uri: str, challenger_version: int
@@ -314,6 +331,7 @@ def evaluate(
         raise UnknownVersionError(
             f"{name} version {challenger_version} does not exist: {exc.message}"
         ) from exc
+    check_prepared_holdout(settings, policy, logical_date, dataset_uri)
     holdout = canonical_order(datasets.read_split(dataset_uri, "holdout"), contract)
     check_holdout(holdout, contract, dataset_uri)
     result: dict[str, Any] = {

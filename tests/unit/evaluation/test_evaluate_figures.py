@@ -99,3 +99,38 @@ def test_a_policy_without_a_latency_budget_times_the_call_and_judges_nothing(tmp
         get_settings(state_dir=tmp_path), unbudgeted, Pyfunc(), None, pd.DataFrame(x[:1])
     )
     assert "error" not in found and found["verdict"] == "pass" and found["p99"] > 0
+
+
+def test_a_holdout_prepared_otherwise_than_the_policy_now_asks_is_refused_naming_both(tmp_path):
+    """A policy's holdout changed between prepare and evaluate: the decision was recorded under a policy of the
+    newest days with figures from a hash share of the entities."""
+    import datetime as dt
+
+    import pytest
+
+    from pipelines.data.datasets import MANIFEST, Manifest
+    from pipelines.evaluation.evaluate import HoldoutError, check_prepared_holdout
+    from pipelines.evaluation.policy import HoldoutRule, load_policy
+    from pipelines.settings import get_settings
+
+    settings = get_settings(state_dir=tmp_path, window_days=7)
+    day = dt.date(2026, 3, 10)
+    policy = load_policy(settings.resolved_policy_path)
+    newest = policy.model_copy(update={"holdout": HoldoutRule(latest_days=2)})
+    dataset = tmp_path / "features"
+    dataset.mkdir()
+
+    def prepared_as(holdout: str) -> None:
+        manifest = Manifest(str(dataset), 1, {}, "hash", "2026-03-10T00:00:00Z", {"holdout": holdout})
+        (dataset / MANIFEST).write_text(manifest.to_json())
+
+    prepared_as("hash split")
+    check_prepared_holdout(settings, policy.model_copy(update={"holdout": HoldoutRule()}), day, str(dataset))
+    with pytest.raises(
+        HoldoutError, match=r"prepared as hash split, but the policy .* asks for newest 2 day"
+    ):
+        check_prepared_holdout(settings, newest, day, str(dataset))
+    prepared_as("newest 2 day(s), from 2026-03-09")
+    check_prepared_holdout(settings, newest, day, str(dataset))
+    with pytest.raises(HoldoutError, match="from 2026-03-10"):  # the same days counted from another date
+        check_prepared_holdout(settings, newest, day + dt.timedelta(days=1), str(dataset))
