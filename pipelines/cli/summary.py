@@ -113,6 +113,24 @@ def _print_decision(console: Console, day: dt.date, last: dict[str, Any]) -> dic
     return printed
 
 
+def print_champion(console: Console, settings: Settings, client: Any) -> dict[str, Any]:
+    """The champion on the promotion history (the one serving serves, evaluate compares against and a rollback
+    starts from), and what is wrong when the MLflow alias says otherwise: an alias moved in MLflow's UI made
+    this line name a version nothing else treats as champion."""
+    from pipelines.release import audit
+
+    found = audit.audit(settings, client)
+    console.print(
+        f"[bold]Champion:[/bold] {found.model} v{found.recorded}"
+        if found.recorded is not None
+        else "[bold]Champion:[/bold] none"
+    )
+    problem = found.problem()
+    if problem:
+        console.print(f"[bold red]Champion alias:[/bold red] {problem}")
+    return {"champion": found.recorded, "alias_problem": problem}
+
+
 def print_summary(settings: Settings, dates: list[dt.date], console: Console | None = None) -> dict[str, Any]:
     """Print the summary of the given logical dates (the last one in detail); return what was printed."""
     from pipelines.release import tracking
@@ -122,16 +140,12 @@ def print_summary(settings: Settings, dates: list[dt.date], console: Console | N
     name = settings.model_name
     versions, count = _versions_table(client, name)
     console.print(versions)
-    champion = tracking.version_by_alias(client, name, tracking.CHAMPION)
-    console.print(
-        f"[bold]Champion:[/bold] {name} v{champion.version}" if champion else "[bold]Champion:[/bold] none"
-    )
+    result: dict[str, Any] = print_champion(console, settings, client) | {"versions": count}
     records = {day: runlog.read_records(settings, day) for day in dates}
     console.print(_stages_table(records))
     last = records[dates[-1]]
-    result: dict[str, Any] = {"champion": int(champion.version) if champion else None, "versions": count}
     result |= _print_decision(console, dates[-1], last)
-    if champion and "prepare" in last:
+    if result["champion"] is not None and "prepare" in last:
         prediction = sample_prediction(settings, last["prepare"]["result"]["uri"])
         console.print(
             f"[bold]Serving app, POST /v1/predict[/bold] -> {prediction['status']}: {prediction['response']}"

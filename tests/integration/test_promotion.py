@@ -203,7 +203,10 @@ def _alias(client, settings):
 
 
 def test_an_alias_moved_outside_the_gate_is_found_refused_and_repaired(tmp_path):
+    from rich.console import Console
+
     from pipelines.cli import app
+    from pipelines.cli.summary import print_champion
     from pipelines.serving.holder import RegistryChampion
 
     settings, client = _registry(tmp_path, 3)
@@ -221,6 +224,10 @@ def test_an_alias_moved_outside_the_gate_is_found_refused_and_repaired(tmp_path)
         audit.champion(settings, client)  # what evaluate and drift compare against
     source = RegistryChampion(settings)  # serving: the history's champion, and the alias it refuses
     assert source.champion()[0] == 1 and source.alias() == 3
+    console = Console(record=True, width=400)  # `pipelines summary`: the history's champion, and the problem
+    shown = print_champion(console, settings, client)
+    assert shown["champion"] == 1 and "points at v3" in shown["alias_problem"]
+    assert f"Champion: {settings.model_name} v1" in console.export_text()
 
     repaired = runner.invoke(app, ["history", "--check", "--repair"], env=env)
     assert repaired.exit_code == 0, repaired.output
