@@ -529,4 +529,29 @@ def csv_shape(uri: str, delimiter: str, width: int) -> CsvShape:
             "lone-CR lines must end every line alike (Spark splits it at its first line's kind of line break "
             "only, pandas at every kind): write one kind of line break",
         )
+    if seen.quoted and (stray := _stray_quote(uri, delimiter)):
+        return CsvShape(uri, malformed[0], examples, f"not a readable csv file: {stray}")
     return CsvShape(uri, malformed[0], examples, quoted=seen.quoted, lone_cr=seen.lone_cr)
+
+
+def _stray_quote(uri: str, delimiter: str) -> str | None:
+    """Where a quoted value's closing ``"`` is followed by anything but the delimiter, a line break or the
+    quote that doubles it, as in a backslash-escaped quote (``"C000\\"5133"``, MySQL's export): pandas goes on
+    reading the value after the quote, Spark reads it otherwise, so the engines would commit different rows.
+    Python's csv module in strict mode splits fields as pandas does and stops there; a second pass, made only
+    over files that hold a quote."""
+    import csv
+
+    csv.field_size_limit(2**31 - 1)  # pandas has no limit on a value's size; the module's default is 128 KiB
+    with _source_bytes(uri) as fh, io.TextIOWrapper(fh, encoding="utf-8", newline="") as text:
+        reader = csv.reader(text, delimiter=delimiter, quotechar='"', doublequote=True, strict=True)
+        try:
+            for _ in reader:
+                pass
+        except csv.Error as exc:
+            return (
+                f"a quoted value ends at line {reader.line_num} with a quote followed by more of the value "
+                f"({exc}); inside quotes write a quote doubled (\"\"), not escaped with a backslash: "
+                "pandas and Spark read it otherwise, and the engines would commit different rows"
+            )
+    return None

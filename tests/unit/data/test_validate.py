@@ -573,6 +573,26 @@ def test_a_csv_file_whose_quoted_values_hold_line_breaks_is_read_whole(
 
 
 @pytest.mark.parametrize("suffix", ["csv", "csv.gz"])
+def test_a_quote_escaped_with_a_backslash_makes_the_file_unreadable_naming_the_line(tmp_path, suffix):
+    """pandas read ``"C000\\"5133"`` as ``C000\\5133"`` and Spark as ``"C000\\"5133"`` (and ``"abc" ,`` as
+    ``abc `` and ``abc``): the engines committed different rows from one file. Quotes inside an unquoted value,
+    doubled ones and quoted line breaks are read alike by both, and stay readable."""
+    files = {
+        "backslash": b'id,name\n1,"C000\\"5133"\n2,x\n',
+        "space_after": b'id,name\n1,ok\n2,"abc" \n',
+        "alike": b'id,name\n1,5 "inch" screen\n2,"a ""b"" c"\n3,"multi\nline"\n',
+    }
+    found = {}
+    for name, data in files.items():
+        path = tmp_path / f"{name}.{suffix}"
+        path.write_bytes(gzip.compress(data) if suffix.endswith("gz") else data)
+        found[name] = sources.csv_shape(str(path), ",", 2).error
+    assert found["alike"] is None
+    assert found["backslash"].startswith("not a readable csv file: a quoted value ends at line 2 with a quote ")
+    assert "line 3" in found["space_after"] and 'write a quote doubled ("")' in found["space_after"]
+
+
+@pytest.mark.parametrize("suffix", ["csv", "csv.gz"])
 def test_a_csv_file_that_is_not_utf8_is_unreadable_naming_the_line_wherever_its_reads_end(
     settings, contract, tmp_path, clean_frame, suffix
 ):
