@@ -551,7 +551,7 @@ def _stray_quote(uri: str, delimiter: str) -> str | None:
         except csv.Error as exc:
             return (
                 f"a quoted value ends at line {reader.line_num} with a quote followed by more of the value "
-                f"({exc}); inside quotes write a quote doubled (\"\"), not escaped with a backslash: "
+                f'({exc}); inside quotes write a quote doubled (""), not escaped with a backslash: '
                 "pandas and Spark read it otherwise, and the engines would commit different rows"
             )
     return None

@@ -588,7 +588,9 @@ def test_a_quote_escaped_with_a_backslash_makes_the_file_unreadable_naming_the_l
         path.write_bytes(gzip.compress(data) if suffix.endswith("gz") else data)
         found[name] = sources.csv_shape(str(path), ",", 2).error
     assert found["alike"] is None
-    assert found["backslash"].startswith("not a readable csv file: a quoted value ends at line 2 with a quote ")
+    assert found["backslash"].startswith(
+        "not a readable csv file: a quoted value ends at line 2 with a quote "
+    )
     assert "line 3" in found["space_after"] and 'write a quote doubled ("")' in found["space_after"]
 
 
