@@ -19,7 +19,7 @@ import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -543,7 +543,7 @@ def _stray_quote(uri: str, delimiter: str) -> str | None:
     import csv
 
     csv.field_size_limit(2**31 - 1)  # pandas has no limit on a value's size; the module's default is 128 KiB
-    with _source_bytes(uri) as fh, io.TextIOWrapper(fh, encoding="utf-8", newline="") as text:
+    with _source_bytes(uri) as fh, io.TextIOWrapper(cast(Any, fh), encoding="utf-8", newline="") as text:
         reader = csv.reader(text, delimiter=delimiter, quotechar='"', doublequote=True, strict=True)
         try:
             for _ in reader:
