@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 
 from pipelines.data import storage
 from pipelines.host import die_with_parent
+from pipelines.release.history import exclusive
 from pipelines.settings import Settings
 from pipelines.training import job as jobs
 from pipelines.training.job import Job
@@ -221,6 +222,23 @@ def run_torchrun(settings: Settings, job: Job, world_size: int | str) -> str:
     """This host as one node of several: publish the launch for the other hosts' node agents, then join it."""
     plan = torchrun_launch(settings, job)
     pointer = launch_pointer_uri(settings)
+    # One launch of a dataset at a time: the other hosts' node agents join the launch the pointer names, at the
+    # one rendezvous endpoint; a second training (another date's, a backfill beside it) would overwrite the
+    # pointer, and the first would wait for nodes that had gone to the second.
+    with exclusive(*launch_lock(settings, pointer)):
+        return _run_published(settings, plan, pointer, job, world_size)
+
+
+def launch_lock(settings: Settings, pointer: str) -> tuple[Settings, str, str]:
+    return (
+        settings,
+        f"ct-train-launch:{settings.dataset}",
+        f"the torchrun launch of dataset {settings.dataset} (one at a time: the other hosts join the launch "
+        f"published at {pointer}); retry when it is over",
+    )
+
+
+def _run_published(settings: Settings, plan: Launch, pointer: str, job: Job, world_size: int | str) -> str:
     storage.write_json_atomic(pointer, asdict(plan))
     jobs.report_node(job.uri, "task (torchrun launcher)")
     log.info(

@@ -77,6 +77,22 @@ def test_every_node_runs_the_same_command_with_the_launchs_rendezvous(tmp_path):
     assert command[-1] == job.uri
 
 
+def test_a_second_torchrun_launch_of_the_dataset_is_refused_while_one_runs_leaving_its_pointer(tmp_path):
+    """The other hosts join the launch the pointer names: a second training of the dataset (a backfill beside
+    the day's) overwrote it, and the first waited for nodes that had joined the second."""
+    from pipelines.release.history import LockHeldError, exclusive
+
+    job = jobs.Job(str(tmp_path / "job"), "t", "v", 10, ["a"], "y", [0.0], [1.0], {}, None, 30)
+    settings = get_settings(
+        state_dir=tmp_path, train_launcher="torchrun", train_nnodes="2", train_rdzv_endpoint="trainer-0:29400"
+    )
+    pointer = launchers.launch_pointer_uri(settings)
+    with exclusive(*launchers.launch_lock(settings, pointer)):  # the first launch, running
+        with pytest.raises(LockHeldError, match=r"the torchrun launch of dataset \w+ \(one at a time"):
+            launchers.run_torchrun(settings, job, 2)
+    assert launchers.read_launch(settings) is None
+
+
 def test_a_node_agent_joins_a_fresh_launch_once_and_never_a_finished_or_stale_one(tmp_path):
     settings = get_settings(state_dir=tmp_path)
     job_uri = str(tmp_path / "job")
