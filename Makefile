@@ -53,7 +53,7 @@ mlflow: $(STAMP) ## MLflow UI on http://127.0.0.1:5000, or PORT=N, on the same s
 	  echo "MLflow UI: http://127.0.0.1:$(or $(ASKED_PORT),5000)" && \
 	  mlflow ui --backend-store-uri "$${CT_MLFLOW_TRACKING_URI:-sqlite:///$$CT_STATE_DIR/mlflow/mlflow.db}" --host 127.0.0.1 --port $(or $(ASKED_PORT),5000)
 
-serve: $(STAMP) ## Serving app on http://127.0.0.1:8000, or PORT=N (POST /predict, GET /health, /docs)
+serve: $(STAMP) ## Serving app on http://127.0.0.1:8000, or PORT=N (POST /v1/predict, GET /health, /ready, /docs)
 	source scripts/env.sh && pipelines serve $(if $(ASKED_PORT),--port $(ASKED_PORT))
 
 lock: ## Re-resolve requirements.txt and requirements-dev.txt into constraints.txt

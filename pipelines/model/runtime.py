@@ -161,6 +161,13 @@ class ServedModel:
     def warm_up(self, max_rows: int, calls: int = 20) -> None:
         """Score neutral rows until the first-call costs are paid; a bad output refuses the model."""
         timings = {}
+        # A model of its own kind (an MLflow pyfunc) runs its own code: whatever it raises (a TypeError in it
+        # too) refuses the version. The project's own models run this project's code, where only the scoring
+        # errors are the model's (its input, its weights); a TypeError there is a bug, which the holder counts as
+        # one, logs with its trace and tries again at the next poll rather than refusing the version.
+        refused: tuple[type[BaseException], ...] = (
+            (*SCORING_ERRORS, ModelOutputError) if self._fast is not None else (Exception,)
+        )
         for rows in (1, max_rows):
             columns = self.schema.example_columns(rows)
             started = time.perf_counter()
@@ -169,7 +176,7 @@ class ServedModel:
                     probability, label = self.predict(columns)
                 except ModelLoadError:
                     raise
-                except Exception as exc:  # noqa: BLE001 - whatever the model's own code raises refuses the model
+                except refused as exc:
                     raise ModelLoadError("warmup", f"scoring a warm-up batch failed: {exc!r}") from exc
             timings[f"rows_{rows}"] = round((time.perf_counter() - started) * 1000, 3)
             if probability.shape != (rows,) or label.shape != (rows,):

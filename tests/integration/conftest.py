@@ -53,6 +53,9 @@ def spark_cluster(tmp_path_factory):
         "SPARK_LOCAL_IP": "127.0.0.1",
         "PYSPARK_PYTHON": sys.executable,
     }
+    # The daemons log at Spark's own INFO level, whatever a Spark session of this process set before (the
+    # pipelines' log4j file logs warnings only, and the master's "Bound MasterWebUI" line was then never written).
+    env.pop("LOG4J_CONFIGURATION_FILE", None)
     port, ui = free_port(), free_port()
     master_log = logs / "master.log"
     launch = [str(home / "bin" / "spark-class")]
@@ -105,10 +108,10 @@ def spark_cluster(tmp_path_factory):
             bound = re.search(
                 r"Bound MasterWebUI to \S+ and started at http://[^:\s]+:(\d+)", master_log.read_text()
             )
-            if bound is None:
-                return False
-            with urllib.request.urlopen(f"http://127.0.0.1:{bound.group(1)}/json/", timeout=2) as response:
+            at = bound.group(1) if bound else ui  # the line not written (yet): the port chosen
+            with urllib.request.urlopen(f"http://127.0.0.1:{at}/json/", timeout=2) as response:
                 body = response.read()
+            seen["answer"] = f"port {at}: {body[:300]!r}"
             try:
                 status = json.loads(body)
             except (
@@ -117,7 +120,12 @@ def spark_cluster(tmp_path_factory):
                 return False
             return isinstance(status, dict) and status.get("aliveworkers", 0) >= 2
 
-        _wait(alive_workers, "the Spark standalone master with two workers")
+        seen = {"answer": "no answer"}
+        try:
+            _wait(alive_workers, "the Spark standalone master with two workers")
+        except TimeoutError as exc:  # what it answered last, and its log's last lines, to tell why
+            tail = master_log.read_text()[-2000:]
+            raise TimeoutError(f"{exc}; its UI answered {seen['answer']}; its log ends:\n{tail}") from None
         os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"  # the driver (this process) binds to loopback too
         yield url
     finally:

@@ -51,3 +51,30 @@ def test_serve_threads_0_gives_onnx_runtime_a_thread_per_usable_core():
         == usable_cores()
     )
     assert onnx_session(model.SerializeToString(), 1).get_session_options().intra_op_num_threads == 1
+
+
+def test_a_bug_in_this_projects_scoring_code_at_warm_up_is_not_taken_for_a_bad_model():
+    """The project's own model runs this project's code: a TypeError there refused the version for 5 minutes
+    as a bad model (reason warmup, no trace); it is a bug, for the holder to count, log and try again. What the
+    model's input or weights cause (a ValueError) still refuses it."""
+    model = ChurnClassifier()
+    model.config = {"family": "sklearn"}
+
+    class Wrapped:
+        def unwrap_python_model(self):
+            return model
+
+    def failing(error):
+        def predict_proba_columns(columns):
+            raise error
+
+        return predict_proba_columns
+
+    served = ServedModel(name="m", version=1, sha256="0" * 64, run_id=None, schema=SCHEMA, pyfunc=Wrapped())
+    model.predict_proba_columns = failing(TypeError("a bug in the project's own code"))
+    with pytest.raises(TypeError, match="a bug in the project's own code"):
+        served.warm_up(8)
+    model.predict_proba_columns = failing(ValueError("X has 3 features, but the model expects 4"))
+    with pytest.raises(ModelLoadError, match="warm-up batch failed: ValueError") as refused:
+        served.warm_up(8)
+    assert refused.value.reason == "warmup"
