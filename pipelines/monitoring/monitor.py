@@ -323,6 +323,7 @@ def _served(
         return {
             "rows": 0,
             "rows_by_version": {},
+            "rows_without_version": 0,
             "champion_rows": 0,
             "profile": None,
             "predictions": None,
@@ -478,6 +479,7 @@ def monitor(
         "rows": served["rows"],
         "pass_on": served["pass_on"],  # where the pass over the log ran: the engine, or "task" (pass_engine)
         "rows_by_version": served["rows_by_version"],
+        "rows_without_version": served["rows_without_version"],
         "champion_rows": served["champion_rows"],
         "signals": signals,
         "verdict": decision,
@@ -782,6 +784,14 @@ def _write_report(
     result["report"] = folder
 
 
+def recorded_status(result: dict[str, Any]) -> str:
+    """The interval's decision as its figures and MLflow run keep it: an interval judged again after it asked
+    reports ``already_asked`` to its task, and its figures still say it asked (``triggered``); a retry or a cleared
+    task would otherwise rewrite the trend's record of it."""
+    status = str(result["verdict"]["status"])
+    return verdict.TRIGGERED if status == verdict.ALREADY else status
+
+
 def _figures(result: dict[str, Any]) -> dict[str, Any]:
     """The interval's small figures table: what the trend over days is made of."""
     signals = {s["signal"]: s for s in result["signals"]}
@@ -790,7 +800,7 @@ def _figures(result: dict[str, Any]) -> dict[str, Any]:
             k: result[k]
             for k in ("dataset", "interval", "start", "end", "hours", "champion", "rows", "state")
         },
-        "status": result["verdict"]["status"],
+        "status": recorded_status(result),
         "reasons": result["verdict"]["reasons"],
         "signals": {name: {"state": s["state"], "value": s.get("value")} for name, s in signals.items()},
         "log_files_set_aside": len(result.get("log_set_aside", [])),
@@ -798,6 +808,8 @@ def _figures(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def _log_to_mlflow(settings: Settings, client: Any, interval: Interval, result: dict[str, Any]) -> None:
+    from mlflow.entities import Metric
+
     from pipelines.release import tracking
 
     experiment = tracking.ensure_experiment(client, settings, settings.monitoring_experiment)
@@ -806,7 +818,7 @@ def _log_to_mlflow(settings: Settings, client: Any, interval: Interval, result: 
         "dataset": settings.dataset,
         "interval": interval.name,
         "champion_version": str(result["champion"]),
-        "verdict": result["verdict"]["status"],
+        "verdict": recorded_status(result),
         "state": result["state"],
         "engine": result["engine"],
         "pass_on": str(result["pass_on"]),  # "task": the pass ran in the task's threads (pass_engine)
@@ -827,10 +839,15 @@ def _log_to_mlflow(settings: Settings, client: Any, interval: Interval, result: 
     )
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
-    client.log_metric(run_id, "served_rows", result["rows"])
-    for signal in result["signals"]:
-        if isinstance(signal.get("value"), int | float):
-            client.log_metric(run_id, signal["signal"], float(signal["value"]))
+    # At the interval's end, step 0: the interval judged again logs the same figures at the same point, which
+    # MLflow keeps once (a figure that changed, late rows in the log, is a second point there).
+    at = int(interval.end.timestamp() * 1000)
+    figures = [("served_rows", float(result["rows"]))] + [
+        (signal["signal"], float(signal["value"]))
+        for signal in result["signals"]
+        if isinstance(signal.get("value"), int | float)
+    ]
+    client.log_batch(run_id, metrics=[Metric(key, value, at, 0) for key, value in figures])
     with tempfile.TemporaryDirectory(prefix="ct-monitor-") as tmp:
         folder = result["report"]
         for name in ("monitor.html", "monitor.json", "metrics.prom"):

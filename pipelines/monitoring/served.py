@@ -107,10 +107,15 @@ def served_partials(
         )
         records += [record for record in found if record[1] != "rows"]  # the rows are the partition's
         buckets += found_buckets
+    # Read as floats where a row has no version (a log from another writer: serving always writes one): each
+    # version counted by its number, and the rows with none apart, never taken for a version "1.0".
+    versions = frame["model_version"]
     records += [
-        ("model_version", "value", str(version), int(count), *_ZEROS)
-        for version, count in frame["model_version"].value_counts().items()
+        ("model_version", "value", str(int(version)), int(count), *_ZEROS)
+        for version, count in versions.value_counts().items()
     ]
+    if unversioned := int(versions.isna().sum()):
+        records.append(("model_version", "missing", "", unversioned, *_ZEROS))
     masks = outside_masks(frame, contract, seen)
     for name, mask in masks.items():
         records.append((name, "outside", "", int(mask.sum()), *_ZEROS))
@@ -139,6 +144,9 @@ def served_figures(found: pd.DataFrame, contract: Contract, champion: int | None
     return {
         "rows": features["rows"],
         "rows_by_version": dict(sorted(by_version.items())),
+        "rows_without_version": int(
+            found.loc[(found["column"] == "model_version") & (found["kind"] == "missing"), "count"].sum()
+        ),
         "champion_rows": by_version.get(champion, 0) if champion is not None else 0,
         "profile": features,
         "predictions": predictions,

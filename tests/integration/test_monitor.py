@@ -187,6 +187,11 @@ def test_drifted_traffic_asks_for_a_retrain_once_and_a_second_ask_in_the_cooldow
     again = monitor(settings, Interval.of(day, hour), "dask")  # the same interval judged again
     assert again["verdict"]["status"] == verdict.ALREADY and "not asked twice" in again["verdict"]["detail"]
     assert "event" not in again
+    # Judged again, it writes nothing twice: its figures and run still say it asked, each figure logged once.
+    assert [f["status"] for f in read_figures(settings)] == [verdict.TRIGGERED]
+    mlflow = tracking.configure(settings)
+    assert mlflow.get_run(again["mlflow_run_id"]).data.tags["verdict"] == verdict.TRIGGERED
+    assert len(mlflow.get_metric_history(again["mlflow_run_id"], "served_rows")) == 1
     # The task that asked recorded it, then failed before Airflow registered its event: its retry finds no
     # event of the interval, and asks again; where Airflow holds one, it does not.
     lost = monitor(settings, Interval.of(day, hour), "dask", delivered=lambda name, start: False)

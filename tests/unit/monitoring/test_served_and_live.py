@@ -47,6 +47,17 @@ def test_partials_of_partitions_add_up_to_the_whole(contract, clean_frame):
     )
 
 
+def test_rows_with_no_model_version_are_counted_apart_not_taken_for_a_version(contract, clean_frame):
+    """A log from another writer with a row of no version: the versions were read as floats, keyed "3.0", and
+    the interval's pass failed on int("3.0"), naming nothing, on every retry."""
+    frame = _log(contract, clean_frame)
+    frame["model_version"] = frame["model_version"].astype("float64")
+    frame.loc[frame.index[200], "model_version"] = np.nan  # a version-2 row within the interval
+    figures = served_figures(served_partials(frame, contract, 3, START, END), contract, 3)
+    assert figures["rows"] == 240 and figures["rows_without_version"] == 1
+    assert figures["rows_by_version"] == {2: 59, 3: 180} and figures["champion_rows"] == 180
+
+
 def test_with_the_references_schemes_the_served_profile_does_not_depend_on_the_partitions(
     contract, clean_frame
 ):
