@@ -243,11 +243,15 @@ def drift(prepared: dict[str, Any], registered: dict[str, Any]) -> dict[str, Any
 def gate(evaluation: dict[str, Any], drift_summary: dict[str, Any]) -> dict[str, Any]:
     from pipelines.evaluation.gate import gate as run
 
-    record = run(_settings(), _day(), evaluation, drift_summary)
+    settings = _settings()
+    record = run(settings, _day(), evaluation, drift_summary)
     record["started_by"] = _started_by()  # kept with the decision in the promotion history
     # The approval page renders the Markdown; the return value, which the UI's XCom view shows, stays the
-    # structured record.
-    get_current_context()["ti"].xcom_push(key="markdown", value=record.pop("markdown"))
+    # structured record. The dataset is the one this run trains: a run the monitor asked for trains the
+    # dataset it watched, whatever the params say.
+    ti = get_current_context()["ti"]
+    ti.xcom_push(key="markdown", value=record.pop("markdown"))
+    ti.xcom_push(key="dataset", value=settings.dataset)
     return record
 
 
@@ -366,7 +370,8 @@ def prune(decision: dict[str, Any]) -> dict[str, Any]:
 def retrain() -> None:
     approve = ApprovalBranch(
         task_id="approve",
-        subject="Promote {{ params.dataset }} model v{{ ti.xcom_pull(task_ids='gate')['challenger_version'] }}?",
+        subject="Promote {{ ti.xcom_pull(task_ids='gate', key='dataset') }} model "
+        "v{{ ti.xcom_pull(task_ids='gate')['challenger_version'] }}?",
         body="{{ ti.xcom_pull(task_ids='gate', key='markdown') }}",
         options=["Approve", "Reject"],
         options_mapping={"Approve": "promote", "Reject": "record_rejection"},
