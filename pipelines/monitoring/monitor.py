@@ -563,11 +563,17 @@ def _signals(
     if served["rows"] >= policy.min_served_rows:
         with _timed(seconds, "drift"):
             drift = drift_stats.compare_features(reference, served["profile"], contract)
-        if served["champion_rows"] < policy.min_served_rows:  # after a swap, the champion's share is small
+        # The champion's rows with a probability: after a swap its share is small, and a log from another writer
+        # may hold rows it gave none (serving never logs them): judged on fewer values than the policy asks,
+        # the figure moved with a handful of rows.
+        scored = int(served["predictions"]["count"]) if served["predictions"] else 0
+        if scored < policy.min_served_rows:
+            unscored = served["champion_rows"] - scored
             prediction = {
                 "score": None,
-                "detail": f"the champion answered {served['champion_rows']} of these rows, fewer than "
-                f"min_served_rows {policy.min_served_rows}",
+                "detail": f"the champion answered {served['champion_rows']} of these rows"
+                + (f", {unscored} of them with no probability" if unscored else "")
+                + f": fewer than min_served_rows {policy.min_served_rows} to judge",
             }
         else:
             with _timed(seconds, "prediction_reference"):

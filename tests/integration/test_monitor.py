@@ -262,6 +262,32 @@ def test_clean_traffic_asks_for_nothing(champion, tmp_path):
     assert result["state"] == "no drift" and read_triggers(settings) == []
 
 
+def test_a_log_from_another_writer_is_judged_on_the_rows_that_hold_a_version_and_a_probability(
+    champion, tmp_path
+):
+    """Serving never logs a row without them; another writer's log may. A row with no version failed the
+    pass (int("1.0")) on every retry; rows with no probability were dropped without a word, and prediction drift
+    was judged on a handful of values (8 of 800)."""
+    settings, _ = _lab(champion, tmp_path)
+    day = today()
+    _serve(settings, generate_day(day, settings.seed + 1, 1000), keyed=0)
+    folder = Path(settings.prediction_log_uri) / f"ds={day}"
+    parts = sorted(folder.glob("*.parquet"))
+    rows = pd.concat([pd.read_parquet(part) for part in parts], ignore_index=True)
+    for part in parts:
+        part.unlink()
+    rows["model_version"] = rows["model_version"].astype("Int64")
+    rows.loc[0, "model_version"] = None
+    rows.loc[10:, "probability"] = float("nan")
+    rows.to_parquet(folder / "other-writer.parquet", index=False)
+    result = monitor(settings, Interval.of(day), "dask")
+    assert result["rows"] == len(rows) and result["rows_without_version"] == 1
+    prediction = _signal(result, "prediction_drift")
+    assert prediction["state"] == verdict.NOT_JUDGED, prediction
+    assert f"{len(rows) - 10} of them with no probability" in prediction["detail"], prediction
+    assert _signal(result, "feature_drift")["state"] == verdict.OK
+
+
 def test_an_interval_with_no_traffic_says_so_and_does_not_fail(champion, tmp_path):
     settings, version = _lab(champion, tmp_path)
     result = monitor(settings, Interval.of(today()), "dask")
