@@ -549,6 +549,11 @@ def _stray_quote(uri: str, delimiter: str) -> str | None:
             for _ in reader:
                 pass
         except csv.Error as exc:
+            if "unexpected end of data" in str(exc):
+                return (
+                    f"a quoted value is never closed: its quote opens on a line before {reader.line_num}, the "
+                    'last, and the file ends inside it (a quote inside quotes is written doubled, "")'
+                )
             return (
                 f"a quoted value ends at line {reader.line_num} with a quote followed by more of the value "
                 f'({exc}); inside quotes write a quote doubled (""), not escaped with a backslash: '

@@ -28,6 +28,7 @@ import datetime as dt
 import html
 import json
 import logging
+import math
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -813,6 +814,10 @@ def _figures(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _same(logged: float | None, value: float) -> bool:
+    return logged is not None and (logged == value or (math.isnan(logged) and math.isnan(value)))
+
+
 def _log_to_mlflow(settings: Settings, client: Any, interval: Interval, result: dict[str, Any]) -> None:
     from mlflow.entities import Metric
 
@@ -845,15 +850,19 @@ def _log_to_mlflow(settings: Settings, client: Any, interval: Interval, result: 
     )
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
-    # At the interval's end, step 0: the interval judged again logs the same figures at the same point, which
-    # MLflow keeps once (a figure that changed, late rows in the log, is a second point there).
-    at = int(interval.end.timestamp() * 1000)
     figures = [("served_rows", float(result["rows"]))] + [
         (signal["signal"], float(signal["value"]))
         for signal in result["signals"]
         if isinstance(signal.get("value"), int | float)
     ]
-    client.log_batch(run_id, metrics=[Metric(key, value, at, 0) for key, value in figures])
+    # The interval judged again logs nothing when its figures are the run's already; figures that changed (late
+    # rows in the log) are the next step, so the run's latest figures are the newest judgement's.
+    latest = found[0].data.metrics if found else {}
+    if not (found and all(_same(latest.get(key), value) for key, value in figures)):
+        history = client.get_metric_history(run_id, "served_rows") if found else []
+        step = 1 + max(m.step for m in history) if history else 0
+        at = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(key, value, at, step) for key, value in figures])
     with tempfile.TemporaryDirectory(prefix="ct-monitor-") as tmp:
         folder = result["report"]
         for name in ("monitor.html", "monitor.json", "metrics.prom"):

@@ -254,6 +254,16 @@ def decide(
     """
     rule = policy.triggers
     reasons = [s for s in signals if s["state"] == BREACH and s["signal"] in rule.retrain_on]
+    for record in records:  # judged again after it asked: it asked, whatever its figures say now (late rows)
+        if record["interval"] == interval and record["status"] == TRIGGERED:
+            detail = f"this interval asked for a retrain at {record['at']} already; not asked twice"
+            summary = "; ".join(s["detail"] for s in reasons)
+            return {
+                "status": ALREADY,
+                "reasons": [s["signal"] for s in reasons],
+                "detail": detail,
+                "summary": summary,
+            }
     asked_on_live = any(
         r["status"] == TRIGGERED and LIVE_QUALITY in r["reasons"] and r.get("live_evidence") == live_evidence
         for r in records
@@ -270,10 +280,6 @@ def decide(
         return {"status": NOT_NEEDED, "reasons": [], "detail": detail}
     named = [s["signal"] for s in reasons]
     summary = "; ".join(s["detail"] for s in reasons)
-    for record in records:
-        if record["interval"] == interval and record["status"] == TRIGGERED:
-            detail = f"this interval asked for a retrain at {record['at']} already; not asked twice"
-            return {"status": ALREADY, "reasons": named, "detail": detail, "summary": summary}
     others = [r for r in records if r["status"] == TRIGGERED and r["interval"] != interval]
     asked = sorted((dt.datetime.fromisoformat(r["at"]) for r in others), reverse=True)
     cooldown = dt.timedelta(hours=rule.cooldown_hours)

@@ -252,10 +252,15 @@ class ModelHolder:
         except REGISTRY_ERRORS as exc:  # the registry or the artifact store failed while fetching it
             return self._refuse(version, "load", f"{type(exc).__name__}: {exc}", fetch=True)
         except Exception as exc:
-            # A bug, not a bad model: the version is not refused (the next poll tries it again), but /health
-            # and the failures metric say so before it propagates to the poller's or the reload's boundary.
+            # A bug, not a bad model: the version is not refused for good, but /health and the failures metric
+            # say so before it propagates to the poller's or the reload's boundary (which logs its trace). The
+            # poller tries it again as it does a failed fetch: after 10 s, then twice as long each time, up to
+            # RETRY_FAILED_SECONDS; not every poll (a download, a check and a warm-up each), not for good.
             self.last_error = f"loading {self.name} v{version} failed (bug): {type(exc).__name__}: {exc}"
             self.metrics.load_failures.labels(reason="bug").inc()
+            earlier = self.failed.get(version)
+            wait = min(RETRY_FAILED_SECONDS, 2 * earlier[2] if earlier else RETRY_FETCH_SECONDS)
+            self.failed[version] = (f"(bug) {type(exc).__name__}: {exc}", self.clock(), wait)
             raise
         finally:
             self.loading = None

@@ -14,6 +14,7 @@ reads its part, reports, checkpoints and commits there whatever started it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -27,7 +28,7 @@ from dataclasses import asdict, dataclass
 
 from pipelines.data import storage
 from pipelines.host import die_with_parent
-from pipelines.release.history import exclusive
+from pipelines.release.history import LockHeldError, exclusive
 from pipelines.settings import Settings
 from pipelines.training import job as jobs
 from pipelines.training.job import Job
@@ -225,7 +226,16 @@ def run_torchrun(settings: Settings, job: Job, world_size: int | str) -> str:
     # One launch of a dataset at a time: the other hosts' node agents join the launch the pointer names, at the
     # one rendezvous endpoint; a second training (another date's, a backfill beside it) would overwrite the
     # pointer, and the first would wait for nodes that had gone to the second.
-    with exclusive(*launch_lock(settings, pointer)):
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(exclusive(*launch_lock(settings, pointer)))
+        except LockHeldError as exc:
+            running = read_launch(settings)
+            if running is None:
+                raise
+            raise LockHeldError(
+                f"{exc}: launch {running.launch_id} of {running.job_uri}, started {running.started}"
+            ) from None
         return _run_published(settings, plan, pointer, job, world_size)
 
 

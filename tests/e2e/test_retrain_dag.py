@@ -332,7 +332,8 @@ def test_approval_granted_then_rejected(airflow_env, tmp_path, monkeypatch):
     assert asked is not None, "the run never asked for approval"
     assert "Promotion decision" in asked["body"] and "confidence_interval" in asked["body"]
     assert asked["options"] == ["Approve", "Reject"]
-    # The dataset the run trains (a run the monitor asked for trains the dataset it watched, not the params')
+    # The subject renders the dataset the gate pushed (the one this run trains). A run the monitor asked for
+    # another dataset, where the params' default differs, is not run here: this checks the template renders.
     assert re.fullmatch(r"Promote transactions model v\d+\?", asked["subject"]), asked["subject"]
     assert run.state == "success"
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}

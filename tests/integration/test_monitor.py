@@ -251,6 +251,47 @@ def test_drifted_traffic_asks_for_a_retrain_once_and_a_second_ask_in_the_cooldow
     assert asked == [(first["interval"], dt.datetime.fromisoformat(first["start"]))]
 
 
+def test_an_interval_judged_again_logs_its_figures_once_and_changed_figures_as_the_newest(tmp_path):
+    """Logged at one point, a changed figure (late rows) became a second value there, and the run's latest was
+    the larger one, not the newer; logged at each judgement's time, the same figures were a new point each time."""
+    from pipelines.monitoring.monitor import _log_to_mlflow
+
+    settings = get_settings(state_dir=tmp_path / "state", data_root=str(tmp_path / "data"))
+    client = tracking.configure(settings)
+    interval = Interval.of(DAY, 10)
+    report = tmp_path / "report"
+    report.mkdir()
+    for name in ("monitor.html", "monitor.json", "metrics.prom"):
+        (report / name).write_text("{}")
+
+    def judged(drift: float, rows: int) -> dict:
+        result = {
+            "champion": 1,
+            "verdict": {"status": verdict.NOT_NEEDED},
+            "state": "no drift",
+            "engine": "dask",
+            "pass_on": "task",
+            "rows": rows,
+            "signals": [
+                {"signal": "feature_drift", "value": drift},
+                {"signal": "live_quality", "value": None},
+            ],
+            "report": str(report),
+        }
+        _log_to_mlflow(settings, client, interval, result)
+        return result
+
+    run_id = judged(0.3, 800)["mlflow_run_id"]
+    assert judged(0.3, 800)["mlflow_run_id"] == run_id
+    assert [m.value for m in client.get_metric_history(run_id, "feature_drift")] == [0.3]
+    judged(0.1, 900)  # late rows diluted the drift
+    assert client.get_run(run_id).data.metrics == {"served_rows": 900.0, "feature_drift": 0.1}
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "feature_drift")] == [
+        (0, 0.3),
+        (1, 0.1),
+    ]
+
+
 def test_clean_traffic_asks_for_nothing(champion, tmp_path):
     settings, _ = _lab(champion, tmp_path)
     day = today()

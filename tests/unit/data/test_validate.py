@@ -581,6 +581,7 @@ def test_a_quote_escaped_with_a_backslash_makes_the_file_unreadable_naming_the_l
         "backslash": b'id,name\n1,"C000\\"5133"\n2,x\n',
         "space_after": b'id,name\n1,ok\n2,"abc" \n',
         "alike": b'id,name\n1,5 "inch" screen\n2,"a ""b"" c"\n3,"multi\nline"\n',
+        "unclosed": b'id,name\n1,"abc\n2,x\n',
     }
     found = {}
     for name, data in files.items():
@@ -592,6 +593,7 @@ def test_a_quote_escaped_with_a_backslash_makes_the_file_unreadable_naming_the_l
         "not a readable csv file: a quoted value ends at line 2 with a quote "
     )
     assert "line 3" in found["space_after"] and 'write a quote doubled ("")' in found["space_after"]
+    assert "a quoted value is never closed" in found["unclosed"], found["unclosed"]
 
 
 @pytest.mark.parametrize("suffix", ["csv", "csv.gz"])

@@ -134,6 +134,9 @@ def test_an_interval_judged_again_reports_that_it_asked_and_does_not_ask_twice()
         POLICY, [_breach("feature_drift")], "now", END, [_record(0, interval="now")], None
     )
     assert decided["status"] == verdict.ALREADY and "not asked twice" in decided["detail"]
+    # Late rows diluted its drift: it asked all the same, and its figures and run must keep saying so.
+    calm = verdict.decide(POLICY, [], "now", END, [_record(0, interval="now")], None)
+    assert calm["status"] == verdict.ALREADY and calm["reasons"] == []
 
 
 def test_the_budget_of_the_last_hour_of_a_day_is_that_days():

@@ -105,13 +105,23 @@ def test_an_unreadable_registry_keeps_the_model_serving(holder_parts):
 
 
 def test_a_bug_while_loading_is_not_taken_for_a_bad_model(holder_parts):
-    holder, registry, _, metrics = holder_parts
+    """Not refused for 5 minutes as a bad model, nor loaded again at every poll (a download, a check and a
+    warm-up each 10 s, with its trace): tried again after 10 s, then twice as long each time."""
+    holder, registry, clock, metrics = holder_parts
     registry.version, registry.broken[1] = 1, TypeError("a bug in the loader")
     with pytest.raises(TypeError, match="a bug in the loader"):
         holder.refresh()
-    assert holder.current is None and holder.loading is None and holder.failed == {}
+    assert holder.current is None and holder.loading is None
     assert "(bug): TypeError: a bug in the loader" in holder.last_error  # what /health shows
     assert metrics.load_failures.labels(reason="bug")._value.get() == 1
+    assert holder.refresh().status == "failed"  # the next poll, within 10 s: not loaded again
+    assert metrics.load_failures.labels(reason="bug")._value.get() == 1
+    clock.now += 10
+    with pytest.raises(TypeError):
+        holder.refresh()
+    assert holder.failed[1][2] == 20 and metrics.load_failures.labels(reason="bug")._value.get() == 2
+    del registry.broken[1]  # the bug mended: an admin reload loads it at once
+    assert holder.refresh(force=True).status == "swapped" and holder.failed == {}
 
 
 def test_a_registry_failure_while_loading_or_unloadable_files_refuse_the_version(holder_parts):

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from pipelines.data import storage
 from pipelines.settings import get_settings
 from pipelines.training import job as jobs
 from pipelines.training import launchers, node
@@ -87,10 +88,15 @@ def test_a_second_torchrun_launch_of_the_dataset_is_refused_while_one_runs_leavi
         state_dir=tmp_path, train_launcher="torchrun", train_nnodes="2", train_rdzv_endpoint="trainer-0:29400"
     )
     pointer = launchers.launch_pointer_uri(settings)
+    first = launchers.torchrun_launch(settings, dataclasses.replace(job, uri=str(tmp_path / "first")))
     with exclusive(*launchers.launch_lock(settings, pointer)):  # the first launch, running
-        with pytest.raises(LockHeldError, match=r"the torchrun launch of dataset \w+ \(one at a time"):
+        storage.write_json_atomic(pointer, dataclasses.asdict(first))
+        with pytest.raises(
+            LockHeldError, match=r"the torchrun launch of dataset \w+ \(one at a time"
+        ) as held:
             launchers.run_torchrun(settings, job, 2)
-    assert launchers.read_launch(settings) is None
+    assert f"launch {first.launch_id} of {tmp_path / 'first'}" in str(held.value)
+    assert launchers.read_launch(settings) == first  # the other hosts still join the first
 
 
 def test_a_node_agent_joins_a_fresh_launch_once_and_never_a_finished_or_stale_one(tmp_path):
