@@ -164,7 +164,7 @@ class ServedModel:
         # A model of its own kind (an MLflow pyfunc) runs its own code: whatever it raises (a TypeError in it
         # too) refuses the version. The project's own models run this project's code, where only the scoring
         # errors are the model's (its input, its weights); a TypeError there is a bug, which the holder counts as
-        # one, logs with its trace and tries again at the next poll rather than refusing the version.
+        # one, logs with its trace and tries again with a backoff rather than refusing the version.
         refused: tuple[type[BaseException], ...] = (
             (*SCORING_ERRORS, ModelOutputError) if self._fast is not None else (Exception,)
         )

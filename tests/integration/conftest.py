@@ -102,9 +102,8 @@ def spark_cluster(tmp_path_factory):
 
         def alive_workers() -> bool:
             # The UI's address is read from the master's own log ("Bound MasterWebUI to ..., and started at
-            # http://...:PORT"), not assumed: a port taken between free_port() and the JVM binding it (a worker's UI,
-            # started at the same moment) moves the master's UI to the next port, and the page at the one we chose
-            # was then another UI's HTML (a fresh-clone CI run failed on that).
+            # http://...:PORT"), not assumed: a port taken between free_port() and the JVM binding it moves the
+            # master's UI to the next one. (A fresh-clone CI run once got an HTML page at the chosen port.)
             bound = re.search(
                 r"Bound MasterWebUI to \S+ and started at http://[^:\s]+:(\d+)", master_log.read_text()
             )
@@ -112,11 +111,10 @@ def spark_cluster(tmp_path_factory):
             with urllib.request.urlopen(f"http://127.0.0.1:{at}/json/", timeout=2) as response:
                 body = response.read()
             seen["answer"] = f"port {at}: {body[:300]!r}"
+            # A master still starting (slowly, on busy cores) can answer with a page that is not its JSON yet.
             try:
                 status = json.loads(body)
-            except (
-                ValueError
-            ):  # a master still starting (slowly, on busy cores) can answer with a partial page
+            except ValueError:
                 return False
             return isinstance(status, dict) and status.get("aliveworkers", 0) >= 2
 
