@@ -4,13 +4,15 @@
 Retrains the model on the logical date's data and promotes it only when the promotion gate says so.
 
 `validate → prepare → train → register → evaluate ∥ drift → gate → route → [approve →] promote`, and
-`gate → prune`
+`gate → prune`, and `requeue` beside them
 
 **What starts it.** The daily schedule (01:00 UTC, the previous day's data), a person (Trigger), a
 backfill, or the `monitor` DAG: when served traffic breaches the monitoring policy, the monitor emits an
 event of the dataset's asset (`ct-retrain://<dataset>`), and a run starts at once for that dataset and the
-day of the traffic it judged (the event's `extra`; params keep their defaults). The train run's MLflow tags
-(`ct.started_by`, `ct.start_reason`), the decision record (`started_by`) and the promotion history's
+day of the traffic it judged (the event's `extra`; params keep their defaults). Requests that queue while a
+retrain runs are consumed by the one run that follows: it retrains the newest, and its **requeue** task asks
+again for each other dataset's newest request, which starts a run of its own after it. The train run's
+MLflow tags (`ct.started_by`, `ct.start_reason`), the decision record (`started_by`) and the promotion history's
 trigger (`gate (monitor)`, `gate (schedule)`, ...) record what started it. A demo source day that exists is
 kept by a run the monitor asked for: it is what was served.
 
@@ -72,7 +74,7 @@ from typing import Any
 
 from airflow.providers.standard.operators.hitl import HITLBranchOperator
 from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable, Param, dag, get_current_context, task
-from common.assets import any_retrain_request
+from common.assets import RETRAIN_REQUESTS, any_retrain_request, datasets, retrain_request, split_requests
 from common.params import dataset_param
 
 # MLflow gives its loggers a handler of their own on stderr, which Airflow records as errors: a successful
@@ -99,25 +101,52 @@ def _start_date() -> dt.datetime:
 APPROVAL_TIMEOUT = dt.timedelta(days=3)  # unanswered: the default, Reject, is taken
 
 
-def _request() -> dict[str, Any] | None:
-    """The monitor's retrain request that started this run (the newest, when several queued), else None."""
+def _events() -> list[Any]:
+    """The asset events (the monitor's retrain requests) that started this run; none for any other run."""
     context = get_current_context()
     if context["dag_run"].run_type != "asset_triggered":
+        return []
+    return [event for found in context["triggering_asset_events"].values() for event in found]
+
+
+def _request() -> dict[str, Any] | None:
+    """The monitor's retrain request that started this run (the newest, when several queued), else None.
+
+    The other datasets' requests that came with it are asked for again by the ``requeue`` task."""
+    chosen, _ = split_requests(_events())
+    if chosen is None:
         return None
-    events = [event for found in context["triggering_asset_events"].values() for event in found]
-    if not events:
-        return None
-    newest = max(events, key=lambda event: event.timestamp)
-    request = dict(newest.extra or {}) | {"requested_at": newest.timestamp.isoformat()}
-    others = sorted({str((e.extra or {}).get("dataset")) for e in events} - {str(request.get("dataset"))})
-    if others:  # requests queued behind a running retrain are consumed by one run: said, not lost silently
+    return dict(chosen.extra or {}) | {"requested_at": chosen.timestamp.isoformat()}
+
+
+@task(outlets=[RETRAIN_REQUESTS], inlets=[retrain_request(name) for name in datasets()])
+def requeue() -> dict[str, Any]:
+    """Requests of other datasets, queued behind a running retrain and consumed by this run, are asked for
+    again (each one's event once more, through the alias), so that each starts a run of its own; without this
+    their retrain was lost, and their monitors, which count the ask as delivered, held the next one back for
+    the cooldown. A request asked for since (by this task run before, or by a new breach) is not asked twice.
+    """
+    context = get_current_context()
+    chosen, others = split_requests(_events())
+    asked, already = [], []
+    for event in others:
+        dataset = str(event.extra["dataset"])
+        since = context["inlet_events"][retrain_request(dataset)].after(event.timestamp.isoformat())
+        if any(later.timestamp > event.timestamp for later in since):
+            already.append(dataset)
+            continue
+        extra = dict(event.extra) | {"requeued_by": context["run_id"]}
+        context["outlet_events"][RETRAIN_REQUESTS].add(retrain_request(dataset), extra=extra)
+        asked.append(dataset)
+    if asked:
         log.warning(
-            "this run retrains %s (the newest request); the requests for %s came with it and are not "
-            "retrained by it: trigger retrain for them, or let the next breach ask again",
-            request.get("dataset"),
-            ", ".join(others),
+            "this run retrains %s (the newest request); the requests for %s came with it and are asked for "
+            "again: each starts a retrain run of its own after this one",
+            chosen.extra.get("dataset") if chosen is not None else None,
+            ", ".join(asked),
         )
-    return request
+    retrains = (chosen.extra or {}).get("dataset") if chosen is not None else None
+    return {"retrains": retrains, "asked_again": asked, "already_asked": already}
 
 
 def _started_by() -> dict[str, Any]:
@@ -378,6 +407,7 @@ def retrain() -> None:
         defaults=["Reject"],
         response_timeout=APPROVAL_TIMEOUT,
     )
+    requeue()  # beside validate: a run whose own dataset fails still passes the others' requests on
     prepared = prepare()
     validate() >> prepared
     registered = register(train(prepared))

@@ -85,8 +85,10 @@ def test_retrain_graph(dagbag):
     params = dag.params
     assert params["engine"] == "dask" and params["model_family"] == "default" and params["scenario"] == "none"
     assert params["dataset"] == "transactions"
-    # The run starts at validate (which writes the demo's day itself): no task only a demo would run.
-    assert [t.task_id for t in dag.roots] == ["validate"]
+    # The run starts at validate (which writes the demo's day itself): no task only a demo would run. Beside it,
+    # requeue passes on the requests of other datasets that came with the run's, whatever validate says.
+    assert sorted(t.task_id for t in dag.roots) == ["requeue", "validate"]
+    assert dag.get_task("requeue").downstream_task_ids == set()
 
 
 def test_rollback_dag_form(dagbag):
@@ -113,6 +115,35 @@ def test_monitor_emits_retrain_requests_that_the_retrain_dag_is_scheduled_on(dag
     listened = {asset.uri for asset in timetable.asset_condition.objects}
     assert datasets() and listened == {retrain_request(name).uri for name in datasets()}
     assert type(timetable.asset_condition).__name__ == "AssetAny"  # any one dataset's request starts a run
+    # The retrain run asks again, through the same alias, for the other datasets' requests it consumed; it reads
+    # each dataset's events to ask for none twice.
+    requeue = dagbag.dags["retrain"].get_task("requeue")
+    assert requeue.outlets == [RETRAIN_REQUESTS]
+    assert {asset.uri for asset in requeue.inlets} == listened
+
+
+def _event(dataset: str, minute: int, interval: str = "i"):
+    from types import SimpleNamespace
+
+    at = dt.datetime(2026, 12, 6, 10, minute, tzinfo=dt.UTC)
+    return SimpleNamespace(extra={"dataset": dataset, "interval": interval}, timestamp=at)
+
+
+def test_a_run_retrains_the_newest_request_and_passes_on_each_other_datasets_newest():
+    from common.assets import split_requests
+
+    assert split_requests([]) == (None, [])
+    one = _event("transactions", 1)
+    assert split_requests([one]) == (one, [])
+    # The same dataset asked twice: its newest is retrained, the older one is covered by it.
+    older, newer = _event("transactions", 1, "a"), _event("transactions", 5, "b")
+    assert split_requests([newer, older]) == (newer, [])
+    # Three datasets, one of them twice: the newest is retrained; each other dataset's newest, oldest first.
+    bike_old, bike_new = _event("bikeshare", 2, "a"), _event("bikeshare", 4, "b")
+    cancer, newest = _event("breast_cancer", 3), _event("transactions", 9)
+    chosen, others = split_requests([bike_new, newest, cancer, bike_old, older])
+    assert chosen is newest
+    assert others == [cancer, bike_new]
 
 
 def test_every_dag_takes_the_dataset_by_the_settings_own_name_rule(dagbag):
