@@ -50,6 +50,7 @@ TOTALS = pa.schema(
         ("key", pa.string()),
         ("served", pa.int64()),
         ("champion", pa.int64()),
+        ("scored", pa.int64()),
         ("joinable", pa.int64()),
         ("first_event", pa.int64()),  # the joinable rows' earliest and latest event times, microseconds
         ("last_event", pa.int64()),
@@ -58,6 +59,7 @@ TOTALS = pa.schema(
 TOTALS_HOW: dict[str, Aggregation] = {
     "served": "sum",
     "champion": "sum",
+    "scored": "sum",
     "joinable": "sum",
     "first_event": "min",
     "last_event": "max",
@@ -77,15 +79,17 @@ def _utc(column: pd.Series) -> pd.Series:
     return pd.to_datetime(column, utc=True).astype("datetime64[us, UTC]")
 
 
-def _joinable(frame: pd.DataFrame, champion: int) -> tuple[pd.Series, pd.Series]:
-    """The rows the champion answered, and those of them that carry both join keys."""
+def _joinable(frame: pd.DataFrame, champion: int) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """The rows the champion answered, those of them that hold a probability (serving logs none without one;
+    another writer's log may), and those of these that carry both join keys."""
     answered = frame["model_version"] == champion
-    return answered, answered & frame["entity_id"].notna() & frame["event_time"].notna()
+    scored = answered & frame["probability"].notna()
+    return answered, scored, scored & frame["entity_id"].notna() & frame["event_time"].notna()
 
 
 def _served_keys(frame: pd.DataFrame, champion: int) -> pd.DataFrame:
     """The champion's rows that carry both join keys."""
-    frame = frame[_joinable(frame, champion)[1]]
+    frame = frame[_joinable(frame, champion)[2]]
     return pd.DataFrame(
         {
             "entity_id": frame["entity_id"].astype(str),
@@ -96,10 +100,15 @@ def _served_keys(frame: pd.DataFrame, champion: int) -> pd.DataFrame:
 
 
 def _served_counts(frame: pd.DataFrame, champion: int) -> pd.DataFrame:
-    """Rows of the day, those the champion answered, those of them that carry both keys, and the span of
-    those rows' event times (one row)."""
-    answered, keyed = _joinable(frame, champion)
-    counts = {"served": len(frame), "champion": int(answered.sum()), "joinable": int(keyed.sum())}
+    """Rows of the day, those the champion answered, those of them with a probability, those of these that
+    carry both keys, and the span of those rows' event times (one row)."""
+    answered, scored, keyed = _joinable(frame, champion)
+    counts = {
+        "served": len(frame),
+        "champion": int(answered.sum()),
+        "scored": int(scored.sum()),
+        "joinable": int(keyed.sum()),
+    }
     first, last = _NO_EVENT
     if counts["joinable"]:
         times = _utc(frame.loc[keyed, "event_time"]).dt.tz_localize(None)
@@ -198,7 +207,7 @@ def _joined(
     log = engine.select(engine.read(files), ["model_version", *JOIN_KEYS, "probability"])
     totals = engine.aggregate(log, lambda f: _served_counts(f, champion), TOTALS, ["key"], TOTALS_HOW)
     counted = counted | {
-        name: counted[name] + int(totals[name].sum()) for name in ("served", "champion", "joinable")
+        name: counted[name] + int(totals[name].sum()) for name in ("served", "champion", "scored", "joinable")
     }
     labelled = label_files(int(totals["first_event"].min()), int(totals["last_event"].max()))
     raw_files, _, _ = labelled
@@ -253,7 +262,7 @@ def live_quality(
             "detail": f"the labels of {day} are not validated yet (no raw partition at {raw_day_uri}; the "
             "retrain run of that day validates it)",
         }
-    counted = {"served": older_rows, "champion": 0, "joinable": 0, "keys": 0}
+    counted = {"served": older_rows, "champion": 0, "scored": 0, "joinable": 0, "keys": 0}
     joined_counts = pd.DataFrame(columns=COUNTS.names)
     read: list[dt.date] = []  # no join without log files that carry the keys
     missing: list[dt.date] = []
@@ -281,7 +290,9 @@ def live_quality(
     result |= {
         "served_rows": counted["served"],
         "champion_rows": counted["champion"],
-        "unjoinable_rows": counted["champion"] - counted["joinable"],
+        # Rows with no probability (another writer's) are counted apart: joined, they would pass for unlabelled.
+        "unscored_rows": counted["champion"] - counted["scored"],
+        "unjoinable_rows": counted["scored"] - counted["joinable"],
         "joinable_rows": counted["joinable"],
         "repeated_rows": counted["joinable"] - counted["keys"],  # an entity's event served again (a retry)
         "joined_rows": rows,  # distinct events joined to one label

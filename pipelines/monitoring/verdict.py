@@ -94,14 +94,15 @@ def drift_signals(
     return signals
 
 
-# What the live signal reports of the join: the rows the champion served without keys, with them, served
-# again (one event), joined to one label, whose labels disagree, and with no label yet; the days whose labels
-# were read (the events' own days) and those not validated.
+# What the live signal reports of the join: the rows the champion served with no probability (another writer's),
+# without keys, with them, served again (one event), joined to one label, whose labels disagree, and with no
+# label yet; the days whose labels were read (the events' own days) and those not validated.
 LIVE_COUNTS = (
     "day",
     "metric",
     "label_days",
     "label_days_not_validated",
+    "unscored_rows",
     "unjoinable_rows",
     "joinable_rows",
     "repeated_rows",

@@ -400,6 +400,42 @@ def test_a_log_file_that_does_not_read_is_set_aside_named_in_the_report_and_the_
 
 
 @pytest.mark.parametrize("engine", ["dask", "spark"])
+def test_rows_with_no_probability_are_counted_apart_not_as_unlabelled(champion, tmp_path, engine):
+    """Serving never logs a row without a probability; another writer's log may. Such rows that carried their
+    keys were joined, and their label counted as none (`unlabelled_rows`): on a day where labels had all
+    arrived, the report said a sixth of them had not."""
+    settings, _ = _lab(champion, tmp_path)
+    day = today()
+    generate(settings, day, "none")
+    validate(settings, day)
+    source = generate_day(day, settings.seed, settings.rows_per_day)
+    _serve(settings, source.head(600), keyed=600)
+    folder = Path(settings.prediction_log_uri) / f"ds={day}"
+    parts = sorted(folder.glob("*.parquet"))
+    log = pd.concat([pd.read_parquet(part) for part in parts], ignore_index=True)
+    for part in parts:
+        part.unlink()
+    unscored = log["entity_id"].isin(source["customer_id"].iloc[100:200].astype(str))
+    assert unscored.sum() == 100
+    log.loc[unscored, "probability"] = float("nan")
+    log.to_parquet(folder / "other-writer.parquet", index=False)
+    scored = log[log["probability"].notna()].drop_duplicates(["entity_id", "event_time"])
+    joined = scored.merge(
+        source[["customer_id", "event_ts", "churned"]].astype({"customer_id": str}),
+        left_on=["entity_id", "event_time"],
+        right_on=["customer_id", "event_ts"],
+    )
+    # The first hour of tomorrow joins today's labels (the contract's delay is 0).
+    result = monitor(settings, Interval.of(day + dt.timedelta(days=1), 0), engine)
+    live = _signal(result, "live_quality")
+    assert live["unscored_rows"] == 100 and live["unlabelled_rows"] == 0, live
+    # 601 rows (client-7 sent the first one again), 100 of them with no probability; the retry is one event.
+    assert live["joinable_rows"] == 501 and live["repeated_rows"] == 1 and live["unjoinable_rows"] == 0, live
+    assert live["joined_rows"] == len(joined) == 500, live
+    assert live["value"] == pytest.approx(roc_auc_score(joined["churned"], joined["probability"]), rel=1e-12)
+
+
+@pytest.mark.parametrize("engine", ["dask", "spark"])
 def test_a_labels_day_file_that_does_not_decode_is_set_aside_and_the_rest_joined(champion, tmp_path, engine):
     """The live join reads the labels' day whole. A compacted file of that day whose data does not decode (its
     footer parses, so compactions, which read compacted files' footers only, keep it) failed every interval

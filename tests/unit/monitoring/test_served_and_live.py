@@ -151,31 +151,32 @@ def test_a_metric_from_join_counts_is_scikit_learns_on_the_rows(name, reference)
 
 def test_a_retried_event_counts_once_and_an_event_whose_labels_disagree_not_at_all(contract, tmp_path):
     """The join on the engine: an entity's event served twice (a client's retry) is one row; an event whose
-    label rows disagree is counted apart, not as either label; an event with no label row is unlabelled."""
+    label rows disagree is counted apart, not as either label; an event with no label row is unlabelled; a row
+    with no probability (another writer's) is not joined, though its label is there."""
     from pipelines.engines.dask_engine import DaskEngine
     from pipelines.monitoring.live import _joined
 
     at = pd.Timestamp("2026-11-20 10:00", tz="UTC")
     log = pd.DataFrame(
         {
-            "model_version": [3, 3, 3, 3, 3, 2],
-            "entity_id": ["a", "a", "b", "c", "d", "e"],
-            "event_time": [at, at, at, at, at, at],
-            "probability": [0.9, 0.9, 0.2, 0.6, 0.4, 0.5],
+            "model_version": [3, 3, 3, 3, 3, 2, 3],
+            "entity_id": ["a", "a", "b", "c", "d", "e", "f"],
+            "event_time": [at] * 7,
+            "probability": [0.9, 0.9, 0.2, 0.6, 0.4, 0.5, float("nan")],
         }
     )
     raw = pd.DataFrame(
         {
-            "customer_id": ["a", "b", "c", "c", "e"],
-            "event_ts": [at] * 5,
-            "churned": [1, 0, 1, 0, 1],
+            "customer_id": ["a", "b", "c", "c", "e", "f"],
+            "event_ts": [at] * 6,
+            "churned": [1, 0, 1, 0, 1, 1],
         }
     )
     for number, part in enumerate((log.iloc[:3], log.iloc[3:])):  # the retry's two rows in one file
         part.to_parquet(tmp_path / f"log-{number}.parquet", index=False)
     raw.to_parquet(tmp_path / "raw.parquet", index=False)
     files = [str(tmp_path / "log-0.parquet"), str(tmp_path / "log-1.parquet")]
-    start = {"served": 0, "champion": 0, "joinable": 0, "keys": 0}
+    start = {"served": 0, "champion": 0, "scored": 0, "joinable": 0, "keys": 0}
     spans = []
 
     def label_files(first: int, last: int):
@@ -183,10 +184,11 @@ def test_a_retried_event_counts_once_and_an_event_whose_labels_disagree_not_at_a
         return [str(tmp_path / "raw.parquet")], [at.date()], []
 
     counted, counts, _ = _joined(DaskEngine(client=None), contract, files, 3, start, label_files)
-    assert counted == {"served": 6, "champion": 5, "joinable": 5, "keys": 4}
+    assert counted == {"served": 7, "champion": 6, "scored": 5, "joinable": 5, "keys": 4}
     assert spans == [(at.value // 1000, at.value // 1000)]  # the joinable rows' event times, microseconds
     rows = counts.set_index(["probability", LABEL, "agreed"])["rows"].to_dict()
-    # a (retried) and b joined to their labels; c's labels disagree; d has none; e was another version's
+    # a (retried) and b joined to their labels; c's labels disagree; d has none; e was another version's; f
+    # has no probability
     assert rows == {(0.9, 1, True): 1, (0.2, 0, True): 1, (0.6, 0, False): 1}
 
 
