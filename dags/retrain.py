@@ -10,8 +10,9 @@ Retrains the model on the logical date's data and promotes it only when the prom
 backfill, or the `monitor` DAG: when served traffic breaches the monitoring policy, the monitor emits an
 event of the dataset's asset (`ct-retrain://<dataset>`), and a run starts at once for that dataset and the
 day of the traffic it judged (the event's `extra`; params keep their defaults). Requests that queue while a
-retrain runs are consumed by the one run that follows: it retrains the newest, and its **requeue** task asks
-again for each other dataset's newest request, which starts a run of its own after it. The train run's
+retrain runs are consumed by the one run that follows: it retrains the dataset that waited longest, on its
+newest request, and its **requeue** task asks again for each other dataset's newest request (and for one
+Airflow's queue left behind), which starts a run of its own after it. The train run's
 MLflow tags (`ct.started_by`, `ct.start_reason`), the decision record (`started_by`) and the promotion history's
 trigger (`gate (monitor)`, `gate (schedule)`, ...) record what started it. A demo source day that exists is
 kept by a run the monitor asked for: it is what was served.
@@ -74,7 +75,15 @@ from typing import Any
 
 from airflow.providers.standard.operators.hitl import HITLBranchOperator
 from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable, Param, dag, get_current_context, task
-from common.assets import RETRAIN_REQUESTS, any_retrain_request, datasets, retrain_request, split_requests
+from common.assets import (
+    RETRAIN_REQUESTS,
+    any_retrain_request,
+    ask_again,
+    datasets,
+    plan,
+    request_of,
+    retrain_request,
+)
 from common.params import dataset_param
 
 # MLflow gives its loggers a handler of their own on stderr, which Airflow records as errors: a successful
@@ -102,7 +111,7 @@ APPROVAL_TIMEOUT = dt.timedelta(days=3)  # unanswered: the default, Reject, is t
 
 
 def _events() -> list[Any]:
-    """The asset events (the monitor's retrain requests) that started this run; none for any other run."""
+    """The asset events (retrain requests) that started this run; none for any other run."""
     context = get_current_context()
     if context["dag_run"].run_type != "asset_triggered":
         return []
@@ -110,50 +119,64 @@ def _events() -> list[Any]:
 
 
 def _request() -> dict[str, Any] | None:
-    """The monitor's retrain request that started this run (the newest, when several queued), else None.
+    """The retrain request this run serves (see ``common.assets.plan``), else None.
 
-    The other datasets' requests that came with it are asked for again by the ``requeue`` task."""
-    chosen, _ = split_requests(_events())
+    Its ``dataset`` is the asset's; a request with no ``day`` (an event posted by hand, from the UI's asset
+    page) retrains the day before it was asked for, the latest whole day, as the daily schedule does. The other
+    datasets' requests that came with it are asked for again by the ``requeue`` task."""
+    chosen, _ = plan([request_of(event) for event in _events()])
     if chosen is None:
         return None
-    return dict(chosen.extra or {}) | {"requested_at": chosen.timestamp.isoformat()}
+    day = chosen.extra.get("day") or (chosen.asked_at.date() - dt.timedelta(days=1)).isoformat()
+    return chosen.extra | {"day": day, "requested_at": chosen.asked_at.isoformat()}
 
 
 @task(outlets=[RETRAIN_REQUESTS], inlets=[retrain_request(name) for name in datasets()])
 def requeue() -> dict[str, Any]:
-    """Requests of other datasets, queued behind a running retrain and consumed by this run, are asked for
-    again (each one's event once more, through the alias), so that each starts a run of its own; without this
-    their retrain was lost, and their monitors, which count the ask as delivered, held the next one back for
-    the cooldown. A request asked for since (by this task run before, or by a new breach) is not asked twice.
+    """Requests this run consumed and does not retrain, and requests Airflow left behind while a retrain ran,
+    are asked for again (an event of the dataset's asset, through the alias), so that each dataset gets a run
+    of its own. Without this such a request was lost, and its monitor, which counts its ask as delivered, held
+    the next one back for the cooldown. See ``common.assets.ask_again``.
     """
     context = get_current_context()
-    chosen, others = split_requests(_events())
+    run = context["dag_run"]
+    consumed = [request_of(event) for event in _events()]
+    chosen, others = plan(consumed)
+    started = run.start_date or run.run_after
     asked, already = [], []
-    for event in others:
-        dataset = str(event.extra["dataset"])
-        since = context["inlet_events"][retrain_request(dataset)].after(event.timestamp.isoformat())
-        if any(later.timestamp > event.timestamp for later in since):
-            already.append(dataset)
+    # Longest waiting first: the events are registered in this order, once the task succeeds.
+    for dataset in [r.dataset for r in others] + ([chosen.dataset] if chosen is not None else []):
+        last = max(r.timestamp for r in consumed if r.dataset == dataset)
+        since = context["inlet_events"][retrain_request(dataset)].after(last.isoformat())
+        known = [request_of(event) for event in since if event.timestamp > last]
+        pending = next((r for r in others if r.dataset == dataset), None)
+        retrained = chosen if chosen is not None and chosen.dataset == dataset else None
+        extra = ask_again(known, pending, retrained, context["run_id"], started)
+        if extra is None:
+            if pending is not None:
+                already.append(dataset)
             continue
-        extra = dict(event.extra) | {"requeued_by": context["run_id"]}
         context["outlet_events"][RETRAIN_REQUESTS].add(retrain_request(dataset), extra=extra)
         asked.append(dataset)
     if asked:
         log.warning(
-            "this run retrains %s (the newest request); the requests for %s came with it and are asked for "
-            "again: each starts a retrain run of its own after this one",
-            chosen.extra.get("dataset") if chosen is not None else None,
+            "this run retrains %s; the requests for %s are asked for again: each starts a retrain run of "
+            "its own after this one",
+            chosen.dataset if chosen is not None else None,
             ", ".join(asked),
         )
-    retrains = (chosen.extra or {}).get("dataset") if chosen is not None else None
+    retrains = chosen.dataset if chosen is not None else None
     return {"retrains": retrains, "asked_again": asked, "already_asked": already}
 
 
 def _started_by() -> dict[str, Any]:
-    """What started this run: the schedule, a person (manual), a backfill, or the monitor with its reason."""
+    """What started this run: the schedule, a person (manual), a backfill, the monitor with its reason (and
+    the run that asked for it again, if one did), or an event posted by hand on a request asset."""
     request = _request()
     if request is not None:
-        return {"by": "monitor", "reason": request.get("reason"), "interval": request.get("interval")}
+        by = "monitor" if request.get("interval") else "asset_event"  # the monitor names its interval
+        started = {"by": by, "reason": request.get("reason"), "interval": request.get("interval")}
+        return started | ({"requeued_by": request["requeued_by"]} if request.get("requeued_by") else {})
     run_type = get_current_context()["dag_run"].run_type
     kind = str(getattr(run_type, "value", run_type))  # an enum of str: its value, not "DagRunType.SCHEDULED"
     return {"by": {"scheduled": "schedule"}.get(kind, kind), "reason": None}

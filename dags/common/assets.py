@@ -7,7 +7,9 @@ nothing emits no event: a task's plain Asset outlets would get one on every succ
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,20 +35,92 @@ def any_retrain_request() -> AssetAny:
     return AssetAny(*(retrain_request(name) for name in datasets()))
 
 
-def split_requests(events: Sequence[Any]) -> tuple[Any | None, list[Any]]:
-    """The request a run retrains, and the other datasets' requests that came with it.
+# Keys an event's extra gets that are not the request's: Airflow marks an event posted through its REST API.
+_NOT_THE_REQUEST = ("from_rest_api",)
 
-    ``events`` are the asset events that started the run (each with ``extra`` and ``timestamp``): requests
-    queued while a retrain ran are consumed by the one run that follows. It retrains the newest; each other
-    dataset's newest request is returned, oldest first, for the run to ask again, so that it starts a run of
-    its own. A dataset's older requests are covered by its newest (a retrain trains on the latest window).
+
+@dataclass(frozen=True)
+class Request:
+    """A retrain request, read from an event of a dataset's asset.
+
+    ``asked_at``: when it was asked for (the event's time; an ask again keeps the first one's, in its extra).
+    ``waiting_since``: since when its dataset has waited for a retrain (its oldest request not yet retrained).
+    ``timestamp``: the event's own time, which orders the events Airflow holds.
     """
-    if not events:
-        return None, []
-    newest: dict[str, Any] = {}
-    for event in sorted(events, key=lambda event: event.timestamp):
-        newest[str((event.extra or {}).get("dataset"))] = event
-    chosen = max(events, key=lambda event: event.timestamp)
-    chosen_dataset = str((chosen.extra or {}).get("dataset"))
-    others = sorted((e for d, e in newest.items() if d != chosen_dataset), key=lambda event: event.timestamp)
-    return chosen, others
+
+    dataset: str
+    extra: dict[str, Any]
+    asked_at: dt.datetime
+    waiting_since: dt.datetime
+    timestamp: dt.datetime
+
+
+def request_of(event: Any) -> Request:
+    """The request an asset event (with ``asset.uri``, ``extra`` and ``timestamp``) carries. Its dataset is the
+    asset's (``ct-retrain://<dataset>``), whatever its extra says: an event posted by hand may say nothing."""
+    dataset = str(event.asset.uri).removeprefix("ct-retrain://").strip("/")
+    extra = {k: v for k, v in (event.extra or {}).items() if k not in _NOT_THE_REQUEST}
+    asked = dt.datetime.fromisoformat(extra["requested_at"]) if extra.get("requested_at") else event.timestamp
+    since = dt.datetime.fromisoformat(extra["waiting_since"]) if extra.get("waiting_since") else asked
+    return Request(dataset, extra | {"dataset": dataset}, asked, since, event.timestamp)
+
+
+def plan(consumed: Sequence[Request]) -> tuple[Request | None, list[Request]]:
+    """The request a run retrains, and each other dataset's request for the run to ask again.
+
+    Requests queued while a retrain ran are consumed by the one run that follows. It retrains the dataset that
+    has waited longest (its oldest request: first asked, first served, so no dataset waits behind others that
+    keep asking), on that dataset's newest request (a retrain trains on the latest window, which covers the
+    older ones). Each other dataset's newest request is returned, longest waiting first, with the time its
+    dataset has waited since.
+    """
+    by_dataset: dict[str, list[Request]] = {}
+    for request in consumed:
+        by_dataset.setdefault(request.dataset, []).append(request)
+    pending = [_newest(requests) for requests in by_dataset.values()]
+    pending.sort(key=lambda request: (request.waiting_since, request.dataset))
+    return (pending[0], pending[1:]) if pending else (None, [])
+
+
+def _newest(requests: Iterable[Request]) -> Request:
+    """A dataset's newest request, waiting since the oldest of them."""
+    requests = list(requests)
+    newest = max(requests, key=lambda request: (request.asked_at, request.timestamp))
+    since = min(request.waiting_since for request in requests)
+    return Request(newest.dataset, newest.extra, newest.asked_at, since, newest.timestamp)
+
+
+def ask_again(
+    known: Sequence[Request],
+    pending: Request | None,
+    retrained: Request | None,
+    run_id: str,
+    started: dt.datetime,
+) -> dict[str, Any] | None:
+    """The extra of the event that asks again for a retrain of a dataset, or None when none is needed.
+
+    ``known``: the dataset's events Airflow holds that are newer than those the run ``run_id`` (started at
+    ``started``) consumed; ``pending``: the dataset's request the run consumed and does not retrain (from
+    :func:`plan`), else None; ``retrained``: the request the run retrains when it is the dataset's, else None.
+
+    A newer event that came after the run started starts a run of its own. One that came before it and was not
+    consumed was left behind: Airflow's queue keeps a dataset's first waiting event, and a run consumes the
+    events up to the newest queued one, so a dataset's second ask while a retrain runs starts no run (the next
+    run's window takes it, whenever another request starts one). It is asked for again here, as is a request the run consumed and does not retrain. An ask this run made before
+    (the task cleared and run again) is not made twice.
+    """
+    if any(request.extra.get("requeued_by") == run_id for request in known):
+        return None  # asked for again already, by this run
+    if any(request.timestamp > started for request in known):
+        return None  # a run of its own will consume it
+    waiting = [*known, *([pending] if pending is not None else [])]
+    if retrained is not None:
+        waiting = [request for request in waiting if request.asked_at > retrained.asked_at]
+    if not waiting:
+        return None
+    newest = _newest(waiting)
+    return newest.extra | {
+        "requested_at": newest.asked_at.isoformat(),
+        "waiting_since": newest.waiting_since.isoformat(),
+        "requeued_by": run_id,
+    }

@@ -122,30 +122,6 @@ def test_monitor_emits_retrain_requests_that_the_retrain_dag_is_scheduled_on(dag
     assert {asset.uri for asset in requeue.inlets} == listened
 
 
-def _event(dataset: str, minute: int, interval: str = "i"):
-    from types import SimpleNamespace
-
-    at = dt.datetime(2026, 12, 6, 10, minute, tzinfo=dt.UTC)
-    return SimpleNamespace(extra={"dataset": dataset, "interval": interval}, timestamp=at)
-
-
-def test_a_run_retrains_the_newest_request_and_passes_on_each_other_datasets_newest():
-    from common.assets import split_requests
-
-    assert split_requests([]) == (None, [])
-    one = _event("transactions", 1)
-    assert split_requests([one]) == (one, [])
-    # The same dataset asked twice: its newest is retrained, the older one is covered by it.
-    older, newer = _event("transactions", 1, "a"), _event("transactions", 5, "b")
-    assert split_requests([newer, older]) == (newer, [])
-    # Three datasets, one of them twice: the newest is retrained; each other dataset's newest, oldest first.
-    bike_old, bike_new = _event("bikeshare", 2, "a"), _event("bikeshare", 4, "b")
-    cancer, newest = _event("breast_cancer", 3), _event("transactions", 9)
-    chosen, others = split_requests([bike_new, newest, cancer, bike_old, older])
-    assert chosen is newest
-    assert others == [cancer, bike_new]
-
-
 def test_every_dag_takes_the_dataset_by_the_settings_own_name_rule(dagbag):
     """The trigger form refuses a dataset name exactly when the settings would (the DAGs' pattern is a copy:
     a DAG file imports no pipelines module while it is parsed)."""

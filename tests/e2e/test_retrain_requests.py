@@ -1,6 +1,7 @@
 """Retrain requests of two datasets that queue behind a running retrain, through a real scheduler: the one run
-that consumes both retrains the newer and asks again for the other, which starts a run of its own; the ask
-cleared and re-run asks for nothing twice.
+that consumes them retrains the dataset that waited longest and asks again for the other, and for the
+request Airflow's queue left behind; each starts a run of its own, in the order they waited; the ask cleared
+and re-run asks for nothing twice.
 
 The requests are posted as a person (or another system) posts asset events, through the REST API, so the test
 needs no monitor run; the running retrain they queue behind is a manual run whose tasks cannot start (the
@@ -87,9 +88,13 @@ def _requeued(airflow: Airflow, run_id: str, tries: int = 1) -> dict[str, Any] |
 
 
 def _asset_runs(airflow: Airflow, count: int):
+    """The asset-triggered runs in the order they were made (they have no logical date), once ``count`` are."""
+
     def check() -> list[dict[str, Any]] | None:
-        runs = [r for r in airflow.runs("retrain") if r["run_type"] == "asset_triggered"]
-        return runs if len(runs) >= count else None
+        rows = airflow.query(
+            "SELECT run_id FROM dag_run WHERE dag_id = 'retrain' AND run_type = 'asset_triggered' ORDER BY id"
+        )
+        return [{"run_id": row[0]} for row in rows] if len(rows) >= count else None
 
     return check
 
@@ -105,8 +110,19 @@ def _request(dataset: str, interval: str) -> dict[str, Any]:
     return {"dataset": dataset, "day": "2011-01-05", "interval": interval, "reason": "test: features drifted"}
 
 
+def _served(airflow: Airflow, api: httpx.Client, runs: int, answer: dict[str, Any]) -> dict[str, Any]:
+    """The ``runs``-th asset-triggered run, once its requeue has answered ``answer``; then failed, as its own
+    training would fail at validate (no source holds the day). What it consumed is returned with it."""
+    found = airflow.wait_for(f"asset-triggered run {runs}", _asset_runs(airflow, runs), timeout=600)
+    run = found[runs - 1]
+    said = airflow.wait_for(f"run {runs}'s requeue", lambda: _requeued(airflow, run["run_id"]), timeout=600)
+    assert said == answer, (runs, said)
+    _fail(api, run["run_id"])
+    return run | {"consumed": [(e["dataset"], e["interval"]) for e in _consumed(airflow, run["run_id"])]}
+
+
 @pytest.mark.timeout(1800)
-def test_requests_of_two_datasets_queued_behind_a_retrain_each_start_a_run(airflow):
+def test_requests_queued_behind_a_retrain_each_get_a_run_in_the_order_they_waited(airflow):
     airflow.wait_for("the retrain DAG to be parsed", lambda: airflow.dag_parsed("retrain"), timeout=600)
     airflow.wait_for("the API server", airflow.api_server_ready, timeout=600)
     api = _api(airflow)
@@ -116,49 +132,54 @@ def test_requests_of_two_datasets_queued_behind_a_retrain_each_start_a_run(airfl
     manual = [r for r in airflow.runs("retrain") if r["run_type"] == "manual"]
     assert len(manual) == 1
     assets = {uri: asset_id for asset_id, uri in airflow.query("SELECT id, uri FROM asset")}
-    for dataset, interval in (("breast_cancer", "2026-12-06T0900-1h"), ("bikeshare", "2026-12-06T1000-1h")):
+    # breast_cancer asks, then bikeshare, then breast_cancer again (its next breach, after the cooldown).
+    for dataset, interval in (("breast_cancer", "c1"), ("bikeshare", "b1"), ("breast_cancer", "c2")):
         answer = api.post(
             "/assets/events",
             json={"asset_id": assets[f"ct-retrain://{dataset}/"], "extra": _request(dataset, interval)},
         )
         assert answer.status_code == 200, answer.text
 
-    def queued() -> bool:
+    def queued() -> bool:  # Airflow queues a dataset's first waiting event only
         rows = airflow.query("SELECT count(*) FROM asset_dag_run_queue WHERE target_dag_id = 'retrain'")
         return rows[0][0] == 2
 
-    airflow.wait_for("both requests to queue behind the running retrain", queued, timeout=120)
+    airflow.wait_for("the requests to queue behind the running retrain", queued, timeout=120)
     _fail(api, manual[0]["run_id"])
     airflow.cli("pools", "set", "default_pool", "128", "the default pool")
 
-    # One run consumes both requests: it retrains the newer (bikeshare) and asks again for breast_cancer.
-    first = airflow.wait_for("the run the requests started", _asset_runs(airflow, 1), timeout=600)[0]
-    assert {e["dataset"] for e in _consumed(airflow, first["run_id"])} == {"breast_cancer", "bikeshare"}
-    answer = airflow.wait_for(
-        "the first run's requeue", lambda: _requeued(airflow, first["run_id"]), timeout=600
+    # The run that follows consumes the events up to the newest queued one: c1 and b1, not c2. It retrains
+    # breast_cancer, which waited longest, and asks again for bikeshare and for c2, which Airflow left behind.
+    first = _served(
+        airflow,
+        api,
+        1,
+        {"retrains": "breast_cancer", "asked_again": ["bikeshare", "breast_cancer"], "already_asked": []},
     )
-    assert answer == {"retrains": "bikeshare", "asked_again": ["breast_cancer"], "already_asked": []}
+    assert first["consumed"] == [("breast_cancer", "c1"), ("bikeshare", "b1")]
     asked = _asked(airflow, "breast_cancer")
-    assert len(asked) == 2 and asked[1]["requeued_by"] == first["run_id"]
-    assert {k: asked[1][k] for k in ("dataset", "day", "interval")} == {
-        "dataset": "breast_cancer",
-        "day": "2011-01-05",
-        "interval": "2026-12-06T0900-1h",
-    }
-    _fail(api, first["run_id"])  # its own training would fail at validate: no source holds the day
+    assert [e["interval"] for e in asked] == ["c1", "c2", "c2"] and asked[2]["requeued_by"] == first["run_id"]
+    assert {k: asked[2][k] for k in ("dataset", "day")} == {"dataset": "breast_cancer", "day": "2011-01-05"}
+    assert "from_rest_api" not in asked[2]  # the request's own keys only
+    bike = _asked(airflow, "bikeshare")
+    assert [e["interval"] for e in bike] == ["b1", "b1"] and bike[1]["requeued_by"] == first["run_id"]
 
-    # The ask again starts a run of its own, after the first: it retrains breast_cancer, and passes nothing on.
-    runs = airflow.wait_for("the run the ask again started", _asset_runs(airflow, 2), timeout=600)
-    second = next(r for r in runs if r["run_id"] != first["run_id"])
-    assert [e["dataset"] for e in _consumed(airflow, second["run_id"])] == ["breast_cancer"]
-    answer = airflow.wait_for(
-        "the second run's requeue", lambda: _requeued(airflow, second["run_id"]), timeout=600
+    # The asks again start the next run, which serves bikeshare (waiting since before c2) and passes c2 on; c2's
+    # run then serves it, and passes nothing on.
+    second = _served(
+        airflow, api, 2, {"retrains": "bikeshare", "asked_again": ["breast_cancer"], "already_asked": []}
     )
-    assert answer == {"retrains": "breast_cancer", "asked_again": [], "already_asked": []}
-    _fail(api, second["run_id"])
+    # Its window of events starts where the first run's ended: c2 itself is in it, beside its ask again.
+    assert sorted(second["consumed"]) == [
+        ("bikeshare", "b1"),
+        ("breast_cancer", "c2"),
+        ("breast_cancer", "c2"),
+    ]
+    third = _served(airflow, api, 3, {"retrains": "breast_cancer", "asked_again": [], "already_asked": []})
+    assert third["consumed"] == [("breast_cancer", "c2")]
 
-    # The first run's requeue cleared and run again, as a person re-runs a task: it finds its ask, and does not
-    # ask twice (a second event would start a second retrain of breast_cancer).
+    # The first run's requeue cleared and run again, as a person re-runs a task: it finds its asks, and does not
+    # ask twice (a second event would start a second retrain).
     cleared = api.post(
         "/dags/retrain/clearTaskInstances",
         json={
@@ -173,6 +194,6 @@ def test_requests_of_two_datasets_queued_behind_a_retrain_each_start_a_run(airfl
     answer = airflow.wait_for(
         "the cleared requeue", lambda: _requeued(airflow, first["run_id"], tries=2), timeout=600
     )
-    assert answer == {"retrains": "bikeshare", "asked_again": [], "already_asked": ["breast_cancer"]}
-    assert len(_asked(airflow, "breast_cancer")) == 2
-    assert len(airflow.runs("retrain")) == 3  # the manual run, and one run per dataset
+    assert answer == {"retrains": "breast_cancer", "asked_again": [], "already_asked": ["bikeshare"]}
+    assert len(_asked(airflow, "breast_cancer")) == 4 and len(_asked(airflow, "bikeshare")) == 2
+    assert len(airflow.runs("retrain")) == 4  # the manual run, and the three the requests started

@@ -1,0 +1,119 @@
+"""Which request a retrain run serves, and which it asks for again (dags/common/assets.py): pure logic, on
+events shaped as Airflow hands them to a task (``asset.uri``, ``extra``, ``timestamp``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
+RUN = "asset_triggered__2026-12-06T10:30:00+00:00"
+STARTED = dt.datetime(2026, 12, 6, 10, 30, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def assets(monkeypatch):
+    monkeypatch.syspath_prepend(str(DAGS_DIR))  # as the DAG processor puts the DAG folder on the path
+    import common.assets
+
+    return common.assets
+
+
+def _at(minute: int) -> dt.datetime:
+    return dt.datetime(2026, 12, 6, 10, minute, tzinfo=dt.UTC)
+
+
+def _event(dataset: str, minute: int, interval: str = "i", **extra):
+    return SimpleNamespace(
+        asset=SimpleNamespace(uri=f"ct-retrain://{dataset}/"),
+        extra={"dataset": dataset, "interval": interval, **extra},
+        timestamp=_at(minute),
+    )
+
+
+def test_a_request_is_read_from_its_asset_and_keeps_the_time_it_was_first_asked(assets):
+    # Posted by hand from the UI: no dataset in its extra, and Airflow's REST mark, which is not the request's.
+    by_hand = SimpleNamespace(
+        asset=SimpleNamespace(uri="ct-retrain://bikeshare/"), extra={"from_rest_api": True}, timestamp=_at(5)
+    )
+    request = assets.request_of(by_hand)
+    assert request.dataset == "bikeshare" and request.extra == {"dataset": "bikeshare"}
+    assert request.asked_at == request.waiting_since == request.timestamp == _at(5)
+    # Asked for again: the event is new, the ask and the wait are the first one's.
+    again = _event("bikeshare", 20, requested_at=_at(3).isoformat(), waiting_since=_at(1).isoformat())
+    request = assets.request_of(again)
+    assert (request.asked_at, request.waiting_since, request.timestamp) == (_at(3), _at(1), _at(20))
+
+
+def test_the_dataset_that_waited_longest_is_retrained_on_its_newest_request(assets):
+    plan, request_of = assets.plan, assets.request_of
+    assert plan([]) == (None, [])
+    one = request_of(_event("transactions", 1))
+    assert plan([one]) == (one, [])
+    # The same dataset twice: its newest request is served, waiting since its first.
+    chosen, others = plan([request_of(_event("transactions", 5, "b")), request_of(_event("transactions", 1))])
+    assert (chosen.extra["interval"], chosen.waiting_since, others) == ("b", _at(1), [])
+    # Three datasets: the one waiting longest goes first, though another asked since; the others' newest, longest
+    # waiting first.
+    events = [
+        _event("bikeshare", 4, "b2"),
+        _event("transactions", 9),
+        _event("breast_cancer", 3),
+        _event("bikeshare", 2, "b1"),
+        _event("transactions", 1, "t0"),
+    ]
+    chosen, others = plan([request_of(e) for e in events])
+    assert (chosen.dataset, chosen.timestamp, chosen.waiting_since) == ("transactions", _at(9), _at(1))
+    assert [(r.dataset, r.extra["interval"], r.waiting_since) for r in others] == [
+        ("bikeshare", "b2", _at(2)),
+        ("breast_cancer", "i", _at(3)),
+    ]
+    # A request asked for again keeps its place: its event is the newest, its wait the oldest.
+    again = _event("bikeshare", 30, requested_at=_at(2).isoformat(), waiting_since=_at(0).isoformat())
+    chosen, others = plan([request_of(again), request_of(_event("transactions", 29))])
+    assert chosen.dataset == "bikeshare" and [r.dataset for r in others] == ["transactions"]
+
+
+def test_a_consumed_request_the_run_does_not_retrain_is_asked_for_again_once(assets):
+    request_of, ask_again = assets.request_of, assets.ask_again
+    pending = assets.plan([request_of(_event("bikeshare", 2)), request_of(_event("transactions", 1))])[1][0]
+    extra = ask_again([], pending, None, RUN, STARTED)
+    assert extra == {
+        "dataset": "bikeshare",
+        "interval": "i",
+        "requested_at": _at(2).isoformat(),
+        "waiting_since": _at(2).isoformat(),
+        "requeued_by": RUN,
+    }
+    # The task run again (cleared): its own ask is there, and it does not ask twice.
+    mine = request_of(
+        SimpleNamespace(asset=SimpleNamespace(uri="ct-retrain://bikeshare/"), extra=extra, timestamp=_at(31))
+    )
+    assert ask_again([mine], pending, None, RUN, STARTED) is None
+    # The dataset asked again after the run started: that ask starts a run of its own.
+    assert ask_again([request_of(_event("bikeshare", 40))], pending, None, RUN, STARTED) is None
+
+
+def test_a_request_left_behind_by_airflows_queue_is_asked_for_again(assets):
+    """Airflow queues a dataset's first waiting event only, and a run consumes the events up to the newest
+    queued one: transactions at :01, bikeshare at :02, transactions again at :03 give a run that consumes the
+    first two, and the third starts nothing."""
+    request_of, ask_again = assets.request_of, assets.ask_again
+    chosen, others = assets.plan([request_of(_event("transactions", 1)), request_of(_event("bikeshare", 2))])
+    assert chosen.dataset == "transactions"
+    left = request_of(_event("transactions", 3, "t3"))
+    extra = ask_again([left], None, chosen, RUN, STARTED)
+    assert extra is not None and extra["interval"] == "t3" and extra["waiting_since"] == _at(3).isoformat()
+    # Nothing newer than what the run retrains: nothing to ask.
+    assert ask_again([], None, chosen, RUN, STARTED) is None
+    # An ask again of an older request of its (a run before asked for it again) is covered by this retrain.
+    older = _event("transactions", 20, requested_at=_at(0).isoformat())
+    assert ask_again([request_of(older)], None, chosen, RUN, STARTED) is None
+    # For a dataset the run does not retrain, its newest: the one left behind, waiting since the consumed one.
+    pending = others[0]
+    bike = request_of(_event("bikeshare", 4, "b4"))
+    extra = ask_again([bike], pending, None, RUN, STARTED)
+    assert extra["interval"] == "b4" and extra["waiting_since"] == _at(2).isoformat()
