@@ -83,6 +83,26 @@ def _serve(settings, frame: pd.DataFrame, keyed: int) -> list[str]:
     return answered
 
 
+def _labelled_today(champion, tmp_path: Path):
+    """The lab, with today's source written and validated (its labels, as the retrain run of the day validates
+    them); the settings, the day and its source rows."""
+    settings, _ = _lab(champion, tmp_path)
+    day = today()
+    generate(settings, day, "none")
+    validate(settings, day)
+    return settings, day, generate_day(day, settings.seed, settings.rows_per_day)
+
+
+def _take_log(settings, day: dt.date) -> tuple[Path, pd.DataFrame]:
+    """The day's prediction log, read whole and removed (for a test to write it back as another writer would)."""
+    folder = Path(settings.prediction_log_uri) / f"ds={day}"
+    parts = sorted(folder.glob("*.parquet"))
+    frame = pd.concat([pd.read_parquet(part) for part in parts], ignore_index=True)
+    for part in parts:
+        part.unlink()
+    return folder, frame
+
+
 def _signal(result: dict, name: str) -> dict:
     return next(s for s in result["signals"] if s["signal"] == name)
 
@@ -312,11 +332,7 @@ def test_a_log_from_another_writer_is_judged_on_the_rows_that_hold_a_version_and
     settings, _ = _lab(champion, tmp_path)
     day = today()
     _serve(settings, generate_day(day, settings.seed + 1, 1000), keyed=0)
-    folder = Path(settings.prediction_log_uri) / f"ds={day}"
-    parts = sorted(folder.glob("*.parquet"))
-    rows = pd.concat([pd.read_parquet(part) for part in parts], ignore_index=True)
-    for part in parts:
-        part.unlink()
+    folder, rows = _take_log(settings, day)
     rows["model_version"] = rows["model_version"].astype("Int64")
     rows.loc[0, "model_version"] = None
     rows.loc[10:, "probability"] = float("nan")
@@ -404,17 +420,9 @@ def test_rows_with_no_probability_are_counted_apart_not_as_unlabelled(champion, 
     """Serving never logs a row without a probability; another writer's log may. Such rows that carried their
     keys were joined, and their label counted as none (`unlabelled_rows`): on a day where labels had all
     arrived, the report said a sixth of them had not."""
-    settings, _ = _lab(champion, tmp_path)
-    day = today()
-    generate(settings, day, "none")
-    validate(settings, day)
-    source = generate_day(day, settings.seed, settings.rows_per_day)
+    settings, day, source = _labelled_today(champion, tmp_path)
     _serve(settings, source.head(600), keyed=600)
-    folder = Path(settings.prediction_log_uri) / f"ds={day}"
-    parts = sorted(folder.glob("*.parquet"))
-    log = pd.concat([pd.read_parquet(part) for part in parts], ignore_index=True)
-    for part in parts:
-        part.unlink()
+    folder, log = _take_log(settings, day)
     unscored = log["entity_id"].isin(source["customer_id"].iloc[100:200].astype(str))
     assert unscored.sum() == 100
     log.loc[unscored, "probability"] = float("nan")
@@ -442,11 +450,7 @@ def test_a_labels_day_file_that_does_not_decode_is_set_aside_and_the_rest_joined
     joining that day, retries included; it is set aside as the pass's files are, and the rest is joined."""
     import pyarrow.parquet as pq
 
-    settings, _ = _lab(champion, tmp_path)
-    day = today()
-    generate(settings, day, "none")
-    validate(settings, day)
-    source = generate_day(day, settings.seed, settings.rows_per_day)
+    settings, day, source = _labelled_today(champion, tmp_path)
     _serve(settings, source.head(300), keyed=300)
     later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)
     assert logfiles.compact(settings.prediction_log_uri, day, later)["files"] >= 1
