@@ -17,7 +17,12 @@ INI
 # The store's URI (it holds the database password) reaches the server through MLFLOW_BACKEND_STORE_URI, not the
 # command line, which every user of the host can read.
 : "${MLFLOW_BACKEND_STORE_URI:?}"
+# Uvicorn's supervisor pings each worker and replaces one that has not answered within
+# --timeout-worker-healthcheck (5 s by default). A worker that starts on busy cores (the whole stack starting on two
+# of them: load 24) answered later than that, every time: each was killed and replaced, the port never served,
+# and mlflow-init gave up. MLFLOW_WORKER_HEALTHCHECK_S (60) bounds it instead. MLFLOW_WORKERS sets the workers.
 exec mlflow server \
+  --uvicorn-opts "--timeout-worker-healthcheck ${MLFLOW_WORKER_HEALTHCHECK_S:-60}" \
   --app-name basic-auth \
   --serve-artifacts --artifacts-destination /mlflow/artifacts \
   --host 0.0.0.0 --port 5000
