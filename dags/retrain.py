@@ -78,10 +78,10 @@ from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable, Param, d
 from common.assets import (
     RETRAIN_REQUESTS,
     any_retrain_request,
-    ask_again,
     datasets,
     plan,
     request_of,
+    requeue_plan,
     retrain_request,
 )
 from common.params import dataset_param
@@ -140,32 +140,23 @@ def requeue() -> dict[str, Any]:
     """
     context = get_current_context()
     run = context["dag_run"]
+
+    def newer(dataset: str, after: dt.datetime) -> Any:
+        return context["inlet_events"][retrain_request(dataset)].after(after.isoformat())
+
     consumed = [request_of(event) for event in _events()]
-    chosen, others = plan(consumed)
-    started = run.start_date or run.run_after
-    asked, already = [], []
-    # Longest waiting first: the events are registered in this order, once the task succeeds.
-    for dataset in [r.dataset for r in others] + ([chosen.dataset] if chosen is not None else []):
-        last = max(r.timestamp for r in consumed if r.dataset == dataset)
-        since = context["inlet_events"][retrain_request(dataset)].after(last.isoformat())
-        known = [request_of(event) for event in since if event.timestamp > last]
-        pending = next((r for r in others if r.dataset == dataset), None)
-        retrained = chosen if chosen is not None and chosen.dataset == dataset else None
-        extra = ask_again(known, pending, retrained, context["run_id"], started)
-        if extra is None:
-            if pending is not None:
-                already.append(dataset)
-            continue
+    chosen, asks, already = requeue_plan(consumed, newer, context["run_id"], run.start_date or run.run_after)
+    for dataset, extra in asks:  # registered in this order once the task succeeds: longest waiting first
         context["outlet_events"][RETRAIN_REQUESTS].add(retrain_request(dataset), extra=extra)
-        asked.append(dataset)
+    retrains = chosen.dataset if chosen is not None else None
+    asked = [dataset for dataset, _ in asks]
     if asked:
         log.warning(
             "this run retrains %s; the requests for %s are asked for again: each starts a retrain run of "
             "its own after this one",
-            chosen.dataset if chosen is not None else None,
+            retrains,
             ", ".join(asked),
         )
-    retrains = chosen.dataset if chosen is not None else None
     return {"retrains": retrains, "asked_again": asked, "already_asked": already}
 
 

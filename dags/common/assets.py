@@ -8,7 +8,7 @@ nothing emits no event: a task's plain Asset outlets would get one on every succ
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,8 +106,9 @@ def ask_again(
     A newer event that came after the run started starts a run of its own. One that came before it and was not
     consumed was left behind: Airflow's queue keeps a dataset's first waiting event, and a run consumes the
     events up to the newest queued one, so a dataset's second ask while a retrain runs starts no run (the next
-    run's window takes it, whenever another request starts one). It is asked for again here, as is a request the run consumed and does not retrain. An ask this run made before
-    (the task cleared and run again) is not made twice.
+    run's window takes it, whenever another request starts one). It is asked for again here, as is a request
+    the run consumed and does not retrain. An ask this run made before (the task cleared and run again) is not
+    made twice.
     """
     if any(request.extra.get("requeued_by") == run_id for request in known):
         return None  # asked for again already, by this run
@@ -124,3 +125,33 @@ def ask_again(
         "waiting_since": newest.waiting_since.isoformat(),
         "requeued_by": run_id,
     }
+
+
+def requeue_plan(
+    consumed: Sequence[Request],
+    newer: Callable[[str, dt.datetime], Iterable[Any]],
+    run_id: str,
+    started: dt.datetime,
+) -> tuple[Request | None, list[tuple[str, dict[str, Any]]], list[str]]:
+    """What a run's requeue task does with the requests it consumed: the request it retrains, the events to
+    emit (dataset, extra), longest waiting first, and the datasets it consumed a request of that need none.
+
+    ``newer(dataset, after)``: the dataset's events Airflow holds from ``after`` on (the task's inlet events).
+    """
+    chosen, others = plan(consumed)
+    asks: list[tuple[str, dict[str, Any]]] = []
+    already: list[str] = []
+    # Each other dataset's pending request, then the retrained dataset (for a request left behind).
+    turns: list[tuple[str, Request | None]] = [(request.dataset, request) for request in others]
+    if chosen is not None:
+        turns.append((chosen.dataset, None))
+    for dataset, pending in turns:
+        last = max(request.timestamp for request in consumed if request.dataset == dataset)
+        known = [request_of(event) for event in newer(dataset, last) if event.timestamp > last]
+        retrained = chosen if pending is None else None
+        extra = ask_again(known, pending, retrained, run_id, started)
+        if extra is not None:
+            asks.append((dataset, extra))
+        elif pending is not None:
+            already.append(dataset)
+    return chosen, asks, already

@@ -117,3 +117,31 @@ def test_a_request_left_behind_by_airflows_queue_is_asked_for_again(assets):
     bike = request_of(_event("bikeshare", 4, "b4"))
     extra = ask_again([bike], pending, None, RUN, STARTED)
     assert extra["interval"] == "b4" and extra["waiting_since"] == _at(2).isoformat()
+
+
+def test_the_requeue_plan_asks_again_for_the_others_and_for_what_was_left_behind(assets):
+    """The requeue task's loop, over the events Airflow would hand it: the run retrains transactions (waiting
+    longest), asks again for bikeshare, and for transactions' second ask, which Airflow's queue left behind."""
+    consumed = [assets.request_of(_event("transactions", 1, "t1")), assets.request_of(_event("bikeshare", 2))]
+    held = {"transactions": [_event("transactions", 3, "t3")], "bikeshare": []}
+    asked_for = []
+
+    def newer(dataset, after):
+        asked_for.append((dataset, after))
+        return [event for event in held[dataset] if event.timestamp >= after]
+
+    chosen, asks, already = assets.requeue_plan(consumed, newer, RUN, STARTED)
+    assert chosen.dataset == "transactions" and chosen.extra["interval"] == "t1"
+    assert [(dataset, extra["interval"]) for dataset, extra in asks] == [
+        ("bikeshare", "i"),
+        ("transactions", "t3"),
+    ]
+    assert already == [] and asked_for == [("bikeshare", _at(2)), ("transactions", _at(1))]
+    # Run again once its asks are held: nothing twice; bikeshare's request already asked for.
+    for dataset, extra in asks:
+        held[dataset].append(
+            SimpleNamespace(
+                asset=SimpleNamespace(uri=f"ct-retrain://{dataset}/"), extra=extra, timestamp=_at(31)
+            )
+        )
+    assert assets.requeue_plan(consumed, newer, RUN, STARTED)[1:] == ([], ["bikeshare"])

@@ -260,9 +260,8 @@ class Stack:
             # one-shot services (airflow-init, mlflow-init) end with 0; every other one is healthy
             waiting = {n: s for n, s in states.items() if s != ("exited" if "-init_" in n else "healthy")}
             failed = [n for n, s in states.items() if s == "exited" and self.exit_code(n) != 0]
-            if (
-                failed
-            ):  # with the logs of those not healthy yet: a one-shot waits on them (mlflow-init on mlflow)
+            # A one-shot that failed, with the logs of those not healthy yet: it waits on them (mlflow-init on mlflow).
+            if failed:
                 others = [n for n in waiting if n not in failed]
                 raise RuntimeError(
                     f"{failed} exited; not healthy yet: {others}\n"
