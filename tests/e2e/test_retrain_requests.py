@@ -99,6 +99,40 @@ def _asset_runs(airflow: Airflow, count: int):
     return check
 
 
+def _beats(airflow: Airflow) -> Any:
+    """The scheduler's last heartbeat (written once a loop pass, every few seconds, while it runs)."""
+    rows = airflow.query(
+        "SELECT max(latest_heartbeat) FROM job WHERE job_type = 'SchedulerJob' AND state = 'running'"
+    )
+    return rows[0][0]
+
+
+def _next_beat(airflow: Airflow, after: Any) -> Any:
+    """The scheduler's first heartbeat after ``after`` (None: its first one)."""
+
+    def newer() -> Any:
+        beat = _beats(airflow)
+        return beat if beat is not None and (after is None or beat > after) else None
+
+    return airflow.wait_for("the scheduler's next heartbeat (has it exited? see its log)", newer, timeout=300)
+
+
+def _pools_held_while_the_scheduler_passes(airflow: Airflow) -> None:
+    """Hold a row lock on every pool, as a pool being edited does (the UI, the REST API, ``airflow pools set``),
+    for two heartbeats of the scheduler: its passes in between meet the lock where they pick tasks (``FOR NO KEY
+    UPDATE NOWAIT``). It skips them and goes on (plugins/airflow_local_settings.py); it exited before."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(airflow.database_url)
+    try:
+        with engine.begin() as editor:
+            editor.execute(sqlalchemy.text("SELECT pool FROM slot_pool FOR UPDATE"))
+            _next_beat(airflow, _next_beat(airflow, _beats(airflow)))
+    finally:
+        engine.dispose()
+    _next_beat(airflow, _beats(airflow))  # released: it still runs
+
+
 def _fail(api: httpx.Client, run_id: str) -> None:
     """Mark a run failed, as a person does from the UI: its tasks that have not ended stop."""
     answer = api.patch(f"/dags/retrain/dagRuns/{run_id}", json={"state": "failed"})
@@ -126,6 +160,7 @@ def test_requests_queued_behind_a_retrain_each_get_a_run_in_the_order_they_waite
     airflow.wait_for("the retrain DAG to be parsed", lambda: airflow.dag_parsed("retrain"), timeout=600)
     airflow.wait_for("the API server", airflow.api_server_ready, timeout=600)
     api = _api(airflow)
+    _pools_held_while_the_scheduler_passes(airflow)  # the pool edits below race the scheduler the same way
     airflow.cli("pools", "set", "default_pool", "0", "emptied by the test: no task starts")
     airflow.unpause("retrain")  # an asset's consumer must be unpaused when the event comes
     airflow.cli("dags", "trigger", "retrain")  # the retrain the requests queue behind
