@@ -3,8 +3,10 @@
 
 Every hour (at 5 past, once serving has written the hour's last rows), judges the hour before of served
 traffic (the prediction log) against the champion, and asks for a retrain when the evidence says so.
-Triggered by hand, it judges the hour up to the moment it was triggered (to the end of that minute); given a
-logical date, the whole hours of its data interval, as a scheduled run.
+Triggered by hand, it judges the hour up to the moment it was triggered (to the end of that minute, which
+it waits out, with serving's last flush: about a minute at most); given a logical date, the whole hours of its
+data interval, as a scheduled run. An interval is never judged before it is over and its rows are written
+(a logical date in the future fails, named, rather than judging the part served so far).
 
 `monitor`: one task over `pipelines.monitoring.monitor.monitor`, on Dask or Spark (`engine` param), for the
 run's data interval:
@@ -71,6 +73,7 @@ def _interval(context: Any) -> Any:
 @task(outlets=[RETRAIN_REQUESTS], inlets=[RETRAIN_REQUESTS])
 def monitor() -> dict[str, Any]:
     from pipelines.monitoring.monitor import monitor as run
+    from pipelines.monitoring.monitor import wait_until_judgeable
     from pipelines.settings import get_settings
 
     context = get_current_context()
@@ -88,6 +91,7 @@ def monitor() -> dict[str, Any]:
         )
 
     settings = get_settings(dataset=params["dataset"], engine=params["engine"])
+    wait_until_judgeable(settings, interval)  # a run by hand: its minute's end and serving's last flush
     result = run(settings, interval, delivered=delivered)
     if "event" in result:  # the policy asked for a retrain: the dataset's asset gets an event
         context["outlet_events"][RETRAIN_REQUESTS].add(

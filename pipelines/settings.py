@@ -334,7 +334,10 @@ class Settings(BaseSettings):
         default=5_000, ge=1, description="Rows buffered before the prediction log writes a Parquet file."
     )
     prediction_log_flush_seconds: float = Field(
-        default=10.0, gt=0, description="Longest a served prediction waits in memory before it is written."
+        default=10.0,
+        gt=0,
+        description="Longest a served prediction waits in memory before it is written (the monitor judges an "
+        "interval this long, and 5 s, after its end).",
     )
     prediction_log_max_buffer_rows: int = Field(
         default=200_000,

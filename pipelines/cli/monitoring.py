@@ -15,10 +15,14 @@ monitor_app = typer.Typer(invoke_without_command=True, no_args_is_help=False)
 def monitor(
     context: typer.Context,
     date: dt.datetime = typer.Option(
-        None, "--date", "-d", help="The UTC day of served traffic (YYYY-MM-DD).", formats=["%Y-%m-%d"]
+        None,
+        "--date",
+        "-d",
+        help="The UTC day of served traffic (YYYY-MM-DD), judged once it is over.",
+        formats=["%Y-%m-%d"],
     ),
     hour: int = typer.Option(
-        None, "--hour", min=0, max=23, help="One hour of the day (default: the whole day)."
+        None, "--hour", min=0, max=23, help="One hour of the day, once it is over (default: the whole day)."
     ),
     engine: str = EngineOption,
 ) -> None:
@@ -31,13 +35,13 @@ def monitor(
         raise typer.BadParameter(
             "--date is required (or use `pipelines monitor history`)", param_hint="--date"
         )
-    from pipelines.monitoring.monitor import Interval
+    from pipelines.monitoring.monitor import Interval, IntervalNotOverError
     from pipelines.monitoring.monitor import monitor as run
     from pipelines.monitoring.retention import PrunedIntervalError
 
     try:
         result = run(load_settings(), Interval.of(date.date(), hour), engine, ask=False)
-    except PrunedIntervalError as exc:
+    except (PrunedIntervalError, IntervalNotOverError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
     emit(result)

@@ -130,6 +130,56 @@ class Interval:
         return cls(start, start + dt.timedelta(hours=1 if hour is not None else 24))
 
 
+# A flush's own write (an object store's upload), and the clocks of serving's hosts and the monitor's a little
+# apart: rows served before an interval's end are in the log this long after serving's longest buffering.
+LOG_WRITE_MARGIN = dt.timedelta(seconds=5)
+
+
+class IntervalNotOverError(ValueError):
+    """An interval judged before every row served in it can be in the prediction log: its volume, drift and
+    verdict would be those of the part served so far, and would change when it is judged again."""
+
+
+def judgeable_from(settings: Settings, interval: Interval) -> dt.datetime:
+    """When every row served in ``interval`` is in the prediction log: its end, plus the longest a served row
+    waits in serving's buffer (``prediction_log_flush_seconds``) and :data:`LOG_WRITE_MARGIN`."""
+    return interval.end + dt.timedelta(seconds=settings.prediction_log_flush_seconds) + LOG_WRITE_MARGIN
+
+
+def check_over(settings: Settings, interval: Interval, now: dt.datetime) -> None:
+    """Refuse an interval that is not over (or whose last rows may not be written yet) at ``now``."""
+    ready = judgeable_from(settings, interval)
+    if _utc(now) < ready:
+        raise IntervalNotOverError(
+            f"interval {interval.name} ends at {interval.end:%Y-%m-%d %H:%M} UTC and can be judged from "
+            f"{ready:%Y-%m-%d %H:%M:%S} UTC (its end, plus prediction_log_flush_seconds="
+            f"{settings.prediction_log_flush_seconds:g} and {LOG_WRITE_MARGIN.total_seconds():g} s for the "
+            f"write), not at {_utc(now):%Y-%m-%d %H:%M:%S} UTC: judged now, its volume, drift and verdict would "
+            "be those of the part served so far. Judge an hour that has ended (--hour), or wait"
+        )
+
+
+def wait_until_judgeable(
+    settings: Settings,
+    interval: Interval,
+    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    sleep: Callable[[float], object] = time.sleep,
+) -> float:
+    """Wait until ``interval`` can be judged, and return the seconds waited. A run triggered by hand judges the
+    hour up to the end of its minute, so it waits out that minute and serving's last flush (about a minute at
+    most). An interval further off (a logical date in the future) is refused, not waited for for hours."""
+    longest = dt.timedelta(minutes=1, seconds=settings.prediction_log_flush_seconds) + LOG_WRITE_MARGIN
+    now = _utc(clock())
+    wait = judgeable_from(settings, interval) - now
+    if wait > longest:
+        check_over(settings, interval, now)  # raises: not over for a while yet
+    if wait <= dt.timedelta(0):
+        return 0.0
+    log.info("interval %s can be judged in %.0f s: waiting", interval.name, wait.total_seconds())
+    sleep(wait.total_seconds())
+    return wait.total_seconds()
+
+
 @contextlib.contextmanager
 def _timed(seconds: dict[str, float], phase: str) -> Iterator[None]:
     """Add the wall time of the block to ``seconds[phase]`` (the report says where an interval's time went)."""
@@ -387,8 +437,12 @@ def monitor(
     engine: str | None = None,
     ask: bool = True,
     delivered: Callable[[str, dt.datetime], bool] | None = None,
+    now: dt.datetime | None = None,
 ) -> dict[str, Any]:
     """Judge one interval of served traffic; write its report and figures; say whether a retrain is asked for.
+
+    An interval is judged once it is over and its last rows are written (:func:`judgeable_from`, against
+    ``now``, the clock's by default): one judged earlier is refused (:class:`IntervalNotOverError`).
 
     Returns a small JSON-safe summary: the interval, rows, each signal's state, the verdict and, when a
     retrain is asked for, the ``event`` to emit (its reason and figures). ``ask=False`` (outside Airflow,
@@ -404,6 +458,7 @@ def monitor(
     from pipelines.engines import check_engine
     from pipelines.release import tracking
 
+    check_over(settings, interval, now or dt.datetime.now(dt.UTC))
     engine_name = check_engine(engine or settings.engine)
     contract = dataset_contract(settings)
     policy = load_monitoring_policy(settings.resolved_monitoring_policy_path)

@@ -22,7 +22,13 @@ from pipelines.cli import app
 from pipelines.data.generate import generate, generate_day
 from pipelines.data.validate import validate
 from pipelines.monitoring import logfiles, verdict
-from pipelines.monitoring.monitor import Interval, monitor, read_figures, read_triggers
+from pipelines.monitoring.monitor import (
+    Interval,
+    judgeable_from,
+    monitor,
+    read_figures,
+    read_triggers,
+)
 from pipelines.release import history, tracking
 from pipelines.serving.app import create_app, wait_until_ready
 from pipelines.settings import get_settings
@@ -83,6 +89,13 @@ def _serve(settings, frame: pd.DataFrame, keyed: int) -> list[str]:
     return answered
 
 
+def _judge(settings, interval: Interval, engine: str = "dask", **kwargs) -> dict:
+    """The monitor on traffic served just now, run as at the moment the interval can be judged (over, its rows
+    written), or now if that is later: the tests serve today's traffic and judge today's hours at once."""
+    now = max(judgeable_from(settings, interval), dt.datetime.now(dt.UTC))
+    return monitor(settings, interval, engine, now=now, **kwargs)
+
+
 def _labelled_today(champion, tmp_path: Path):
     """The lab, with today's source written and validated (its labels, as the retrain run of the day validates
     them); the settings, the day and its source rows."""
@@ -130,17 +143,17 @@ def test_live_quality_is_scikit_learns_metric_on_the_joined_rows_on_both_engines
     )
     expected = roc_auc_score(joined["churned"], joined["probability"])
 
-    results = {"dask": monitor(settings, Interval.of(day), "dask")}
+    results = {"dask": _judge(settings, Interval.of(day), "dask")}
     # The app's files compacted into a file per hour, as once these hours have closed: Spark's run reads the
     # compacted files, both for the pass and for the join, and must count every row once.
     later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)
     done = logfiles.compact(settings.prediction_log_uri, day, later)
     assert done["rows"] == 901 and done["parts"] > done["files"] >= 1, done
-    results["spark"] = monitor(settings, Interval.of(day), "spark")
+    results["spark"] = _judge(settings, Interval.of(day), "spark")
     # By default an interval this small (kilobytes) is read in the task's threads, on Spark too; the live join
     # still runs on Spark.
     default = settings.model_copy(update={"monitor_in_task_below_mb": 64})
-    results["spark, the pass in the task"] = monitor(default, Interval.of(day), "spark")
+    results["spark, the pass in the task"] = _judge(default, Interval.of(day), "spark")
     assert [results[e]["pass_on"] for e in results] == ["dask", "spark", "task"]
     for engine, result in results.items():
         live = _signal(result, "live_quality")
@@ -176,7 +189,7 @@ def test_events_of_earlier_days_join_their_own_days_labels_back_to_the_lookback(
     joined = log.merge(labels, left_on=["entity_id", "event_time"], right_on=["customer_id", "event_ts"])
     assert len(joined) == 400
 
-    live = _signal(monitor(settings, Interval.of(day), engine), "live_quality")
+    live = _signal(_judge(settings, Interval.of(day), engine), "live_quality")
     assert live["joined_rows"] == 400 and live["unlabelled_rows"] == 100, live  # day - 10: past the lookback
     assert live["value"] == pytest.approx(roc_auc_score(joined["churned"], joined["probability"]), rel=1e-12)
     assert live["label_days"] == [yesterday.isoformat(), day.isoformat()]
@@ -196,7 +209,7 @@ def test_drifted_traffic_asks_for_a_retrain_once_and_a_second_ask_in_the_cooldow
     # Sent across an hour's end, the hour with most of the 1,000 rows (and that hour's own day).
     busiest = pd.read_parquet(settings.prediction_log_uri)["served_at"].dt.floor("h").mode()[0]
     day, hour = busiest.date(), busiest.hour
-    first = monitor(settings, Interval.of(day, hour), "dask")
+    first = _judge(settings, Interval.of(day, hour), "dask")
     assert first["verdict"]["status"] == verdict.TRIGGERED, first["verdict"]
     assert "feature_drift" in first["verdict"]["reasons"]
     # This lab has no source for today: the retrain is asked for on the day before, the last whole day.
@@ -204,7 +217,7 @@ def test_drifted_traffic_asks_for_a_retrain_once_and_a_second_ask_in_the_cooldow
     assert first["event"]["figures"]["feature_drift"] >= 0.3
     assert first["state"].startswith("drift, no labels yet"), first["state"]
     assert _signal(first, "live_quality")["state"] == verdict.NOT_JUDGED
-    again = monitor(settings, Interval.of(day, hour), "dask")  # the same interval judged again
+    again = _judge(settings, Interval.of(day, hour), "dask")  # the same interval judged again
     assert again["verdict"]["status"] == verdict.ALREADY and "not asked twice" in again["verdict"]["detail"]
     assert "event" not in again
     # Judged again, it writes nothing twice: its figures and run still say it asked, each figure logged once.
@@ -214,15 +227,15 @@ def test_drifted_traffic_asks_for_a_retrain_once_and_a_second_ask_in_the_cooldow
     assert len(mlflow.get_metric_history(again["mlflow_run_id"], "served_rows")) == 1
     # The task that asked recorded it, then failed before Airflow registered its event: its retry finds no
     # event of the interval, and asks again; where Airflow holds one, it does not.
-    lost = monitor(settings, Interval.of(day, hour), "dask", delivered=lambda name, start: False)
+    lost = _judge(settings, Interval.of(day, hour), "dask", delivered=lambda name, start: False)
     assert lost["verdict"]["status"] == verdict.TRIGGERED, lost["verdict"]
     assert "never reached the scheduler" in lost["verdict"]["detail"]
     assert lost["event"] | {"figures": None} == first["event"] | {"figures": None}
-    held = monitor(
+    held = _judge(
         settings, Interval.of(day, hour), "dask", delivered=lambda name, start: name == first["interval"]
     )
     assert held["verdict"]["status"] == verdict.ALREADY and "event" not in held
-    whole_day = monitor(settings, Interval.of(day), "dask")  # ends with or after the first: in its cooldown
+    whole_day = _judge(settings, Interval.of(day), "dask")  # ends with or after the first: in its cooldown
     assert whole_day["verdict"]["status"] == verdict.SUPPRESSED, whole_day["verdict"]
     assert whole_day["verdict"]["detail"].startswith("cooldown: a retrain was asked for at")
     records = read_triggers(settings)
@@ -263,7 +276,7 @@ def test_drifted_traffic_asks_for_a_retrain_once_and_a_second_ask_in_the_cooldow
     # Had every attempt of the hour's run failed after its record, no retrain would run: its ask does not hold
     # the others back (cooldown, budget), and the day asks.
     asked = []
-    unheld = monitor(
+    unheld = _judge(
         settings, Interval.of(day), "dask", delivered=lambda name, start: asked.append((name, start)) or False
     )
     assert unheld["verdict"]["status"] == verdict.TRIGGERED, unheld["verdict"]
@@ -316,7 +329,7 @@ def test_clean_traffic_asks_for_nothing(champion, tmp_path):
     settings, _ = _lab(champion, tmp_path)
     day = today()
     _serve(settings, generate_day(day, settings.seed + 1, 1000), keyed=0)
-    result = monitor(settings, Interval.of(day), "dask")
+    result = _judge(settings, Interval.of(day), "dask")
     assert result["verdict"]["status"] == verdict.NOT_NEEDED, result["signals"]
     assert _signal(result, "feature_drift")["state"] == verdict.OK
     assert _signal(result, "prediction_drift")["state"] == verdict.OK
@@ -337,7 +350,7 @@ def test_a_log_from_another_writer_is_judged_on_the_rows_that_hold_a_version_and
     rows.loc[0, "model_version"] = None
     rows.loc[10:, "probability"] = float("nan")
     rows.to_parquet(folder / "other-writer.parquet", index=False)
-    result = monitor(settings, Interval.of(day), "dask")
+    result = _judge(settings, Interval.of(day), "dask")
     assert result["rows"] == len(rows) and result["rows_without_version"] == 1
     prediction = _signal(result, "prediction_drift")
     assert prediction["state"] == verdict.NOT_JUDGED, prediction
@@ -347,7 +360,7 @@ def test_a_log_from_another_writer_is_judged_on_the_rows_that_hold_a_version_and
 
 def test_an_interval_with_no_traffic_says_so_and_does_not_fail(champion, tmp_path):
     settings, version = _lab(champion, tmp_path)
-    result = monitor(settings, Interval.of(today()), "dask")
+    result = _judge(settings, Interval.of(today()), "dask")
     assert result["rows"] == 0 and result["state"] == "no traffic in this interval"
     assert result["verdict"]["status"] == verdict.NOT_NEEDED
     assert _signal(result, "feature_drift")["state"] == verdict.NOT_JUDGED
@@ -363,9 +376,9 @@ def test_an_interval_judged_late_is_judged_against_the_champion_of_its_end(champ
         next(r["at"] for r in history.read(settings, settings.model_name) if r["outcome"] == history.PROMOTED)
     )
     before = Interval.whole_hours(promoted - dt.timedelta(hours=2), promoted - dt.timedelta(hours=1))
-    result = monitor(settings, before, "dask")
+    result = _judge(settings, before, "dask")
     assert result["champion"] is None and result["state"] == "no champion yet", result
-    after = monitor(settings, Interval.of(promoted.date()), "dask")
+    after = _judge(settings, Interval.of(promoted.date()), "dask")
     assert after["champion"] == version
 
 
@@ -400,7 +413,7 @@ def test_a_log_file_that_does_not_read_is_set_aside_named_in_the_report_and_the_
     rows = sum(pd.read_parquet(p).shape[0] for p in parts if p != bad)
     broken = damage(bad.read_bytes())
     bad.write_bytes(broken)
-    result = monitor(settings, Interval.of(day), "dask")
+    result = _judge(settings, Interval.of(day), "dask")
     aside = Path(settings.prediction_log_uri) / "_unreadable" / f"ds={day}" / bad.name
     assert result["rows"] == rows and result["log_set_aside"] == [f"file://{aside}"]
     assert aside.read_bytes() == broken and not bad.exists()
@@ -411,7 +424,7 @@ def test_a_log_file_that_does_not_read_is_set_aside_named_in_the_report_and_the_
     assert 'ct_monitor_log_files_set_aside{dataset="transactions",interval="' in (
         Path(result["report"], "metrics.prom").read_text()
     )
-    again = monitor(settings, Interval.of(day), "dask")
+    again = _judge(settings, Interval.of(day), "dask")
     assert again["rows"] == rows and again["log_set_aside"] == []
 
 
@@ -434,7 +447,7 @@ def test_rows_with_no_probability_are_counted_apart_not_as_unlabelled(champion, 
         right_on=["customer_id", "event_ts"],
     )
     # The first hour of tomorrow joins today's labels (the contract's delay is 0).
-    result = monitor(settings, Interval.of(day + dt.timedelta(days=1), 0), engine)
+    result = _judge(settings, Interval.of(day + dt.timedelta(days=1), 0), engine)
     live = _signal(result, "live_quality")
     assert live["unscored_rows"] == 100 and live["unlabelled_rows"] == 0, live
     # 601 rows (client-7 sent the first one again), 100 of them with no probability; the retry is one event.
@@ -461,7 +474,7 @@ def test_a_labels_day_file_that_does_not_decode_is_set_aside_and_the_rest_joined
     lost = pq.read_metadata(bad).num_rows  # its footer parses
     _serve(settings, source.iloc[300:600], keyed=300)  # parts of the hour still open
     # The first hour of tomorrow joins today's labels (the contract's delay is 0): no traffic of its own.
-    result = monitor(settings, Interval.of(day + dt.timedelta(days=1), 0), engine)
+    result = _judge(settings, Interval.of(day + dt.timedelta(days=1), 0), engine)
     aside = Path(settings.prediction_log_uri) / "_unreadable" / f"ds={day}" / bad.name
     assert result["log_set_aside"] == [f"file://{aside}"] and aside.read_bytes() == broken
     live = _signal(result, "live_quality")
@@ -471,7 +484,7 @@ def test_a_labels_day_file_that_does_not_decode_is_set_aside_and_the_rest_joined
     events = pd.read_parquet(folder).drop_duplicates(["entity_id", "event_time"])
     assert live["joined_rows"] == len(events) == 602 - lost - live["repeated_rows"], live
     assert live["state"] in (verdict.OK, verdict.BREACH) and result["rows"] == 0
-    again = monitor(settings, Interval.of(day + dt.timedelta(days=1), 0), engine)
+    again = _judge(settings, Interval.of(day + dt.timedelta(days=1), 0), engine)
     assert (
         again["log_set_aside"] == [] and _signal(again, "live_quality")["joined_rows"] == live["joined_rows"]
     )

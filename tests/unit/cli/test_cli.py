@@ -146,6 +146,11 @@ def test_monitor_needs_a_date_and_history_needs_figures(tmp_path):
     assert no_date.exit_code != 0 and "--date is required" in no_date.output
     empty = runner.invoke(app, ["monitor", "history"], env=_env(tmp_path))
     assert empty.exit_code == 1 and "pipelines monitor -d <date>" in empty.output
+    import datetime as dt
+
+    tomorrow = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)  # not over whenever this runs
+    early = runner.invoke(app, ["monitor", "-d", tomorrow.isoformat()], env=_env(tmp_path))
+    assert early.exit_code == 2 and f"{tomorrow}T0000-24h ends at" in early.output, early.output
 
 
 def test_monitor_prune_lists_then_removes_and_a_pruned_day_is_refused_by_name(tmp_path):

@@ -401,3 +401,41 @@ def test_a_trigger_record_from_before_start_was_written_is_checked_for_delivery(
     seen = []
     assert _lost_asks([old], lambda name, start: seen.append((name, start)) or True) == []
     assert seen == [("2026-11-30T1300-1h", dt.datetime(2026, 11, 30, 13, tzinfo=dt.UTC))]
+
+
+def test_an_interval_is_judged_only_once_it_is_over_and_its_rows_are_written(settings):
+    """The CLI judged today's whole day at 10:00 and filed its figures: a volume of ten hours against whole
+    days, a verdict that changed when the day was judged again. Serving writes a row up to its flush period
+    after it is served, so an interval is judged once that has passed too."""
+    from pipelines.monitoring.monitor import IntervalNotOverError, check_over, judgeable_from
+    from pipelines.monitoring.monitor import monitor as run
+
+    hour = Interval.of(dt.date(2026, 11, 30), 13)
+    assert settings.prediction_log_flush_seconds == 10.0
+    ready = judgeable_from(settings, hour)
+    assert ready == hour.end + dt.timedelta(seconds=15)  # the flush period and 5 s for the write
+    check_over(settings, hour, ready)
+    with pytest.raises(
+        IntervalNotOverError, match="2026-11-30T1300-1h ends at 2026-11-30 14:00 UTC and can be"
+    ):
+        check_over(settings, hour, ready - dt.timedelta(seconds=1))
+    today = Interval.of(dt.datetime.now(dt.UTC).date())
+    with pytest.raises(IntervalNotOverError, match="judged now, its volume, drift and verdict would be"):
+        run(settings, today)  # the clock's now: refused before anything is read or written
+    assert not Path(settings.monitoring_uri).exists()
+
+
+def test_a_run_by_hand_waits_out_its_minute_and_the_last_flush_and_a_future_interval_is_refused(settings):
+    from pipelines.monitoring.monitor import IntervalNotOverError, wait_until_judgeable
+
+    asked = dt.datetime(2026, 12, 2, 1, 24, 34, tzinfo=dt.UTC)
+    by_hand = Interval.hour_up_to(asked)  # ends at 01:25
+    slept: list[float] = []
+    assert wait_until_judgeable(settings, by_hand, lambda: asked, slept.append) == 26 + 15
+    assert slept == [41.0]
+    scheduled = Interval.of(dt.date(2026, 12, 2), 0)  # its run starts at 01:05: over long ago
+    assert wait_until_judgeable(settings, scheduled, lambda: asked, slept.append) == 0.0
+    future = Interval.of(dt.date(2026, 12, 2), 3)  # a logical date hours ahead: not waited for
+    with pytest.raises(IntervalNotOverError, match="2026-12-02T0300-1h ends at 2026-12-02 04:00 UTC"):
+        wait_until_judgeable(settings, future, lambda: asked, slept.append)
+    assert slept == [41.0]
