@@ -29,6 +29,10 @@ MODEL_FAMILIES: tuple[str, ...] = get_args(ModelFamily)
 Device = Literal["auto", "cpu", "cuda"]
 FileFormat = Literal["parquet", "csv"]  # what a source (and an engine) reads
 ServeRuntime = Literal["auto", "native", "onnx", "onnx-int8"]
+# Bounds of the settings that become a timedelta or a timer: far beyond any real use, well inside what
+# datetime and threading take (a timedelta of 10**10 days, or a timer of 10**12 s, overflows).
+MAX_DAYS = 36_500  # a century; the keep-days settings take 0 for "kept"
+MAX_TIMEOUT_S = 30 * 86_400  # thirty days
 DATASET_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -46,8 +50,10 @@ class Settings(BaseSettings):
     """Runtime configuration; see the README's configuration table for every variable."""
 
     # hide_input_in_errors: a refused value can hold a secret (a token in CT_SPARK_REMOTE); errors name the key.
+    # allow_inf_nan=False: "inf" is no "no limit" (a timer or a timedelta of it overflows far from the setting)
+    # and NaN passes every bound; both are refused here, naming the setting.
     model_config = SettingsConfigDict(
-        env_prefix="CT_", extra="ignore", frozen=True, hide_input_in_errors=True
+        env_prefix="CT_", extra="ignore", frozen=True, hide_input_in_errors=True, allow_inf_nan=False
     )
 
     state_dir: Path = Field(
@@ -81,7 +87,10 @@ class Settings(BaseSettings):
         "else include/monitoring_policy.yaml.",
     )
     window_days: int = Field(
-        default=1, ge=1, description="Days of data, ending on the logical date, that one run trains on."
+        default=1,
+        ge=1,
+        le=MAX_DAYS,
+        description="Days of data, ending on the logical date, that one run trains on.",
     )
     rows_per_day: int = Field(
         default=20_000,
@@ -133,6 +142,7 @@ class Settings(BaseSettings):
     monitor_label_lookback_days: int = Field(
         default=7,
         ge=0,
+        le=MAX_DAYS,
         description="Live quality joins a served event to the labels of its event day's validated partition, back "
         "to this many days before the day it was served (a client scoring an older event); older events count "
         "as unlabelled.",
@@ -233,12 +243,14 @@ class Settings(BaseSettings):
     train_timeout_s: float = Field(
         default=3 * 3600,
         gt=0,
+        le=MAX_TIMEOUT_S,
         description="Seconds a launched (multi-rank) training may take in all; past it the ranks are stopped and "
         "the task fails, naming each rank's host and last position.",
     )
     train_rendezvous_timeout_s: float = Field(
         default=120,
         gt=0,
+        le=MAX_TIMEOUT_S,
         description="Seconds ranks wait to join the group, and for any one collective: a missing or hung rank "
         "fails the launch within it.",
     )
@@ -261,6 +273,7 @@ class Settings(BaseSettings):
     prepared_keep_days: int = Field(
         default=30,
         ge=0,
+        le=MAX_DAYS,
         description="Days a prepared window (<data_root>/features/<dataset>/ds=<day>) is kept: the retrain's prune "
         "task removes those of days more than this before its logical date, except the windows of model versions "
         "holding an alias or once champion, and any written in the last 4 days (a re-run of an old date prepares "
@@ -269,6 +282,7 @@ class Settings(BaseSettings):
     training_jobs_keep_days: float = Field(
         default=7,
         ge=0,
+        le=MAX_DAYS,
         description="Days a training job folder (<data_root>/training/...) that no run finished is kept after its "
         "last write, for a retry to resume from; the retrain's prune task removes it then (and at once one whose "
         "model is logged, unless CT_TRAIN_KEEP_CHECKPOINTS); 0 = kept.",
@@ -293,7 +307,10 @@ class Settings(BaseSettings):
         "they are refused. Promote and rollback send it.",
     )
     serve_poll_seconds: float = Field(
-        default=10.0, ge=0, description="How often serving checks the champion alias; 0 turns polling off."
+        default=10.0,
+        ge=0,
+        le=MAX_TIMEOUT_S,
+        description="How often serving checks the champion alias; 0 turns polling off.",
     )
     serve_max_batch_rows: int = Field(
         default=256, ge=1, description="Most rows scored in one model call when requests are micro-batched."
@@ -336,6 +353,7 @@ class Settings(BaseSettings):
     prediction_log_flush_seconds: float = Field(
         default=10.0,
         gt=0,
+        le=3600,
         description="Longest a served prediction waits in memory before it is written (the monitor judges an "
         "interval this long, and 5 s, after its end).",
     )

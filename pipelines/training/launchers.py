@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 # Connection refused", then a 10-minute hang; pytorch/pytorch#135712). One store per rendezvous round instead.
 LAUNCH_ENVIRONMENT = {"PYTHONUNBUFFERED": "1", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
 LAUNCH_FILE = "_launch.json"
+#: How long a stopped launch's output is read for before the error is raised without the rest of it.
+PIPE_DRAIN_S = 10.0
 
 
 class TrainingLaunchError(RuntimeError):
@@ -117,8 +119,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _stop_tree(process: subprocess.Popen[str]) -> None:
-    """Kill the launcher and every rank it started (torchrun does not outlive a SIGKILL gracefully)."""
+def _stop_tree(process: subprocess.Popen[str]) -> list[int]:
+    """Kill the launcher and every rank it started (torchrun does not outlive a SIGKILL gracefully); the pids
+    still alive 30 s after the SIGKILL (none, unless one is stuck in the kernel)."""
     import psutil
 
     try:
@@ -139,6 +142,20 @@ def _stop_tree(process: subprocess.Popen[str]) -> None:
             "ranks still alive 30 s after SIGKILL (stuck in the kernel?): %s",
             ", ".join(f"pid {proc.pid}" for proc in alive),
         )
+    return [proc.pid for proc in alive]
+
+
+def _drain(process: subprocess.Popen[str]) -> tuple[str, bool]:
+    """The rest of a stopped launch's output, and whether its pipe closed within :data:`PIPE_DRAIN_S`. A process
+    that survived the SIGKILL (stuck in the kernel) or left the tree holds the pipe open: reading to its end
+    would wait as long as that process lives, so the output is what came in that time."""
+    try:
+        output, _ = process.communicate(timeout=PIPE_DRAIN_S)
+    except subprocess.TimeoutExpired as still_open:
+        partial = still_open.output
+        text = partial.decode(errors="replace") if isinstance(partial, bytes) else partial or ""
+        return text, False
+    return output or "", True
 
 
 def launch(command: list[str], timeout_s: float, describe: Callable[[], str] = lambda: "") -> str:
@@ -155,11 +172,22 @@ def launch(command: list[str], timeout_s: float, describe: Callable[[], str] = l
         try:
             output, _ = process.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            _stop_tree(process)
-            output, _ = process.communicate()
+            alive = _stop_tree(process)
+            output, closed = _drain(process)
+            stopped = "its ranks were stopped"
+            if alive:
+                stopped = (
+                    f"its ranks were killed, but pid(s) {', '.join(map(str, alive))} outlived the SIGKILL by 30 s "
+                    "(stuck in the kernel: a hung mount or device?)"
+                )
+            elif not closed:
+                stopped += (
+                    f", but a process outside its tree (a detached child) still held its output {PIPE_DRAIN_S:.0f}s "
+                    "later: the output below may end early"
+                )
             raise TrainingLaunchError(
-                f"DDP training did not finish within {timeout_s:.0f}s (CT_TRAIN_TIMEOUT_S); its ranks were "
-                f"stopped.{_ranks(describe)}\nLast output:\n{(output or '')[-4000:]}"
+                f"DDP training did not finish within {timeout_s:.0f}s (CT_TRAIN_TIMEOUT_S); {stopped}."
+                f"{_ranks(describe)}\nLast output:\n{output[-4000:]}"
             ) from None
         except BaseException:  # the task is stopped by an exception (Airflow's SIGTERM, a KeyboardInterrupt)
             _stop_tree(process)
@@ -267,6 +295,26 @@ def _run_published(settings: Settings, plan: Launch, pointer: str, job: Job, wor
             storage.remove(pointer)
 
 
+class Deadline:
+    """Call ``stop`` once ``seconds`` have passed, unless cancelled first. ``passed`` is set before ``stop`` is
+    called: what ``stop`` stops can fail while the call is still returning (a Spark job cancelled by a py4j call
+    that a busy driver answers late), and that failure is then told as the timeout it is."""
+
+    def __init__(self, seconds: float, stop: Callable[[], object]) -> None:
+        self.passed = threading.Event()
+        self._stop = stop
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _expire(self) -> None:
+        self.passed.set()
+        self._stop()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
 def run_spark(settings: Settings, job: Job, world_size: int) -> str:
     """``world_size`` ranks as the tasks of one barrier stage on the Spark cluster (``TorchDistributor``)."""
     from py4j.protocol import Py4JError
@@ -278,19 +326,17 @@ def run_spark(settings: Settings, job: Job, world_size: int) -> str:
 
     jobs.report_node(job.uri, "task (spark launcher, the driver)")
     with spark_session(settings, app_name=f"ct-train-{job.uri.rsplit('/', 1)[-1]}", classic=True) as spark:
-        timer = threading.Timer(settings.train_timeout_s, spark.sparkContext.cancelAllJobs)
-        timer.start()
+        deadline = Deadline(settings.train_timeout_s, spark.sparkContext.cancelAllJobs)
         try:
             distributor = TorchDistributor(
                 num_processes=world_size, local_mode=False, use_gpu=job.config["device"] == "cuda"
             )
             distributor.run(ddp_worker.run, job.uri)
         except (Py4JError, PySparkException, RuntimeError) as error:
-            timed_out = not timer.is_alive()
             cause = (
                 f"did not finish within {settings.train_timeout_s:.0f}s (CT_TRAIN_TIMEOUT_S); its Spark job was "
                 "cancelled"
-                if timed_out
+                if deadline.passed.is_set()
                 else f"failed on the Spark cluster ({type(error).__name__})"
             )
             raise TrainingLaunchError(
@@ -298,7 +344,7 @@ def run_spark(settings: Settings, job: Job, world_size: int) -> str:
                 f"Spark said:\n{str(error)[-4000:]}"
             ) from error
         finally:
-            timer.cancel()
+            deadline.cancel()
     return ""
 
 

@@ -94,3 +94,39 @@ def test_a_spark_connect_server_is_an_sc_url(monkeypatch):
         monkeypatch.setenv("CT_SPARK_REMOTE", wrong)
         with pytest.raises(ValueError, match=f"Spark Connect URL '{wrong}' is not sc://host"):
             get_settings()
+
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("CT_TRAIN_TIMEOUT_S", "inf"),
+        ("CT_TRAIN_RENDEZVOUS_TIMEOUT_S", "inf"),
+        ("CT_TRAINING_JOBS_KEEP_DAYS", "inf"),
+        ("CT_PREDICTION_LOG_FLUSH_SECONDS", "inf"),
+        ("CT_SERVE_POLL_SECONDS", "nan"),
+        ("CT_TRAIN_TIMEOUT_S", "1e12"),
+        ("CT_PREPARED_KEEP_DAYS", "10000000000"),
+        ("CT_MONITOR_LABEL_LOOKBACK_DAYS", "10000000000"),
+        ("CT_WINDOW_DAYS", "10000000000"),
+    ],
+)
+def test_a_time_setting_that_no_timer_or_date_can_hold_is_refused_naming_it(monkeypatch, variable, value):
+    """'inf' read as "no limit" passed the settings and failed far from them (a timer's or a timedelta's
+    OverflowError in the task, naming nothing); NaN passes every bound. Both, and sizes past a century of days
+    or thirty days of seconds, are refused where the setting is read, naming it."""
+    import datetime as dt
+    import threading
+
+    from pydantic import ValidationError
+
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValidationError, match=variable.removeprefix("CT_").lower()):
+        get_settings()
+    # the largest values taken still make a date, a deadline and a timer
+    from pipelines.settings import MAX_DAYS, MAX_TIMEOUT_S
+
+    assert dt.date(2026, 12, 6) - dt.timedelta(days=MAX_DAYS) > dt.date.min
+    assert dt.datetime.now(dt.UTC) + dt.timedelta(seconds=MAX_TIMEOUT_S) < dt.datetime.max.replace(
+        tzinfo=dt.UTC
+    )
+    assert MAX_TIMEOUT_S < threading.TIMEOUT_MAX

@@ -297,6 +297,65 @@ def test_a_launch_that_hangs_is_stopped_with_its_children(tmp_path):
     assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
 
 
+@pytest.mark.timeout(120)  # without the bounded read, the launch waits as long as the detached child lives
+def test_a_stopped_launch_whose_output_a_process_outside_its_tree_holds_fails_without_waiting_for_it(
+    tmp_path,
+):
+    """A process the kill cannot end (a rank stuck in the kernel on a hung mount; here a child that left the
+    launcher's tree) keeps the launch's output pipe open. The launch read to the pipe's end, so a training past
+    its timeout hung for as long as that process lived, holding its run's lock, and said its ranks were stopped."""
+    pid_file = tmp_path / "detached.pid"
+    # The launcher starts a child that starts a grandchild and exits: the grandchild, holding the launcher's
+    # stdout, is no longer in the launcher's tree.
+    grandchild = (
+        "import subprocess, sys, pathlib; "
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(1000)']); "
+        f"pathlib.Path({str(pid_file)!r}).write_text(str(p.pid))"
+    )
+    script = (
+        "import subprocess, sys, time; "
+        f"subprocess.run([sys.executable, '-c', {grandchild!r}], check=True); "
+        "print('rank 0 started', flush=True); time.sleep(1000)"
+    )
+    import psutil
+
+    try:
+        with pytest.raises(TrainingLaunchError) as failure:
+            launch([sys.executable, "-c", script], 2)
+        message = str(failure.value)
+        assert "did not finish within 2s (CT_TRAIN_TIMEOUT_S)" in message
+        assert "a process outside its tree (a detached child) still held its output 10s later" in message
+        assert message.endswith("rank 0 started\n")  # the output read before it gave up on the rest
+    finally:
+        if pid_file.exists():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(int(pid_file.read_text())).kill()
+
+
+def test_a_deadline_is_marked_passed_before_what_it_stops_has_returned():
+    """The spark launcher tells a timeout from a cluster failure by its deadline: the job it cancels can fail
+    while the cancel is still returning, and was then reported as an ordinary failure of the cluster."""
+    import threading
+
+    from pipelines.training.launchers import Deadline
+
+    stopping, release = threading.Event(), threading.Event()
+
+    def slow_stop() -> None:
+        stopping.set()
+        release.wait(30)
+
+    deadline = Deadline(0.01, slow_stop)
+    try:
+        assert stopping.wait(30)
+        assert deadline.passed.is_set()  # while the stop has not returned
+    finally:
+        release.set()
+    cancelled = Deadline(30, slow_stop)
+    cancelled.cancel()
+    assert not cancelled.passed.is_set()
+
+
 def test_a_failing_launch_reports_its_exit_and_output():
     with pytest.raises(TrainingLaunchError, match=r"(?s)failed \(exit 3\).*rank 0 broke"):
         launch([sys.executable, "-c", "import sys; print('rank 0 broke'); sys.exit(3)"], 30)
