@@ -39,10 +39,11 @@ def promote(
     ),
 ) -> None:
     """Move the champion alias to the date's challenger, if its gate said promote (and a person approved it,
-    when the policy asks for that); never back to a version a person rolled back from."""
+    when the policy asks for that); never back to a version a person rolled back from, or a champion replaced
+    since (`rollback --to N` does that)."""
     from pipelines.release.audit import AliasMovedError
     from pipelines.release.integrity import IntegrityError
-    from pipelines.release.promote import ChampionChangedError, PromotionRefusedError
+    from pipelines.release.promote import ChampionChangedError, NoSuchVersionError, PromotionRefusedError
     from pipelines.release.promote import promote as run
 
     settings, day = load_settings(**({"promotion_dry_run": True} if dry_run else {})), date.date()
@@ -62,7 +63,13 @@ def promote(
                 approved_by=approved_by,
             )
         )
-    except (IntegrityError, ChampionChangedError, AliasMovedError, PromotionRefusedError) as exc:
+    except (
+        IntegrityError,
+        ChampionChangedError,
+        AliasMovedError,
+        PromotionRefusedError,
+        NoSuchVersionError,  # the day's challenger deleted from the registry since its gate
+    ) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
 
@@ -73,12 +80,12 @@ def rollback(
 ) -> None:
     """Move the champion back (compare-and-set, under the promotion lock, recorded in the history)."""
     from pipelines.release.integrity import IntegrityError
-    from pipelines.release.promote import ChampionChangedError
+    from pipelines.release.promote import ChampionChangedError, NoSuchVersionError, RollbackRequestError
     from pipelines.release.promote import rollback as run
 
     try:
         emit(run(load_settings(), to, reason))
-    except (ValueError, ChampionChangedError, IntegrityError) as exc:
+    except (RollbackRequestError, NoSuchVersionError, ChampionChangedError, IntegrityError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
 

@@ -433,7 +433,7 @@ def gate(
     if version is not None and _promoted_before(settings, int(version)):
         # A re-run of its day after it was promoted (it is champion, or was): the decision that promoted it
         # stays on the version; this one is in the task's log and goes to promote, which moves nothing (it is
-        # champion already) or refuses (a person rolled back from it since).
+        # champion already) or refuses (a person rolled back from it since, or a later promotion replaced it).
         log.info(
             "%s v%s was promoted before: its gate record stays; this run's decision (%s) is not written on it",
             settings.model_name,

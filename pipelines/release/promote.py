@@ -28,6 +28,14 @@ class ChampionChangedError(RuntimeError):
     """The champion moved since the gate compared against it; the decision no longer holds."""
 
 
+class NoSuchVersionError(ValueError):
+    """The registry has no such version of the model (never registered, or deleted since)."""
+
+
+class RollbackRequestError(ValueError):
+    """A rollback that cannot be done as asked: no reason given, no champion, or no previous champion."""
+
+
 class PromotionRefusedError(ValueError):
     """A gate's promotion that a person's word stands against: a rollback from the version, a rejection, or an
     approval the policy asks for and nobody gave. Recorded in the history as ``refused``."""
@@ -90,15 +98,26 @@ def promotion_refusal(
 ) -> str | None:
     """Why a gate's promotion of ``version`` (judged against ``expected``) must not happen, or None.
 
-    A version a person rolled back from comes back only by a person's ``rollback --to`` (a re-run of its day, or
-    a replay of its decision, passes the gate on the same figures and would undo the rollback); a promotion a
+    A version that was champion and was moved away from (rolled back from, or replaced by a later promotion)
+    comes back only by a person's ``rollback --to``: a re-run of its day, or a replay of its decision, passes
+    the gate on the same figures, and would undo the rollback, or bring back a version a person's rollback
+    skipped (v1..v4, ``rollback --to 2``: a re-run of v3's day judges v3 against v2 again). A promotion a
     person rejected, or one the policy asks a person to approve and nobody did, does not happen either.
     """
     for row in reversed(rows):
-        if is_rollback(row) and row["from_version"] == version:
+        if row["from_version"] != version or row["outcome"] not in history.MOVED:
+            continue
+        if is_rollback(row):
             return (
                 f"v{version} was rolled back from at {row['at']} ({row['reason']}): the gate does not bring "
                 f"back a version a person rolled back; `pipelines rollback --to {version} --reason ...` does"
+            )
+        if row["action"] == "promote":
+            return (
+                f"v{version} was champion until {row['at']}, when v{row['to_version']} was promoted over it "
+                f"({row['reason']}): the gate does not bring back a champion it replaced (a re-run of its day "
+                f"would undo a later rollback that skipped it); `pipelines rollback --to {version} --reason ...` "
+                "does"
             )
     for row in reversed(rows):
         if (
@@ -231,7 +250,7 @@ def _check_refusal(
 
 
 def _check_known(client: Any, name: str, version: int) -> None:
-    """A ValueError naming the version when the registry has no such version of the model."""
+    """:class:`NoSuchVersionError` naming the version when the registry has no such version of the model."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -239,7 +258,7 @@ def _check_known(client: Any, name: str, version: int) -> None:
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
-        raise ValueError(f"{name} has no version {version}") from None
+        raise NoSuchVersionError(f"{name} has no version {version}") from None
 
 
 def _move_alias(client: Any, name: str, version: int, previous: int | None, promoted_by: str) -> None:
@@ -280,7 +299,9 @@ def promote(
         raise ValueError(f"the gate rejected v{version}; a rejected decision cannot be promoted")
     # The same run again (a cleared task or run): its promotion is done. Moving again, after a rollback set the
     # champion back to the version this run's gate compared with, would undo the rollback.
-    if (done := _done_by_this_run(settings, history.PROMOTED, dag_id, run_id)) is not None:
+    # Only its promotion of this version: a run cleared whole retrains, and its gate may pick another version
+    # (a corrected day, other settings), which is a decision of its own.
+    if (done := _done_by_this_run(settings, history.PROMOTED, dag_id, run_id, version)) is not None:
         return done
     approval_required = (decision or {}).get("approval") == "required" and not dry_run
     return move_champion(
@@ -337,14 +358,19 @@ def previous_champion(settings: Settings, current: int) -> int | None:
 
 
 def _done_by_this_run(
-    settings: Settings, outcome: str, dag_id: str | None, run_id: str | None
+    settings: Settings, outcome: str, dag_id: str | None, run_id: str | None, to_version: int | None = None
 ) -> dict[str, Any] | None:
-    """What this DAG run's completed move (``outcome``: promoted, rolled_back) left, as a result that changed
-    nothing now; None when the run has none in the history (or is no DAG run)."""
+    """What this DAG run's completed move (``outcome``: promoted, rolled_back; to ``to_version`` when given) left,
+    as a result that changed nothing now; None when the run has none in the history (or is no DAG run)."""
     if run_id is None:
         return None
     for row in reversed(history.read(settings, settings.model_name)):
-        if row["outcome"] == outcome and row["run_id"] == run_id and row["dag_id"] == dag_id:
+        if (
+            row["outcome"] == outcome
+            and row["run_id"] == run_id
+            and row["dag_id"] == dag_id
+            and to_version in (None, row["to_version"])
+        ):
             log.info(
                 "%s: run %s moved %s from v%s to v%s already, at %s; nothing to do",
                 row["action"],
@@ -374,7 +400,7 @@ def rollback(
 ) -> dict[str, Any]:
     """Make ``to_version`` (default: the previous champion) the champion, through the same compare-and-set."""
     if not reason.strip():
-        raise ValueError("a rollback needs a reason; it is kept in the promotion history")
+        raise RollbackRequestError("a rollback needs a reason; it is kept in the promotion history")
     # The same run again (a cleared task, a re-run): its rollback is done. Rolling back "to the previous
     # champion" a second time would undo it (the previous champion is then the version rolled back from).
     if (done := _done_by_this_run(settings, history.ROLLED_BACK, dag_id, run_id)) is not None:
@@ -386,7 +412,7 @@ def rollback(
         audit.resolve(settings, client)
     current_version = audit.audit(settings, client).recorded  # the champion on the record, not the alias
     if current_version is None and to_version is None:
-        raise ValueError(
+        raise RollbackRequestError(
             f"{settings.model_name} has no champion on the record: there is nothing to roll back; name a "
             "version with --to"
         )
@@ -395,7 +421,7 @@ def rollback(
         assert current_version is not None
         target = previous_champion(settings, current_version)
     if target is None:
-        raise ValueError(
+        raise RollbackRequestError(
             f"v{current_version} of {settings.model_name} has no previous champion; name one with --to"
         )
     return move_champion(

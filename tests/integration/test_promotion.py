@@ -120,6 +120,29 @@ def test_rollback_from_the_cli_goes_through_the_same_compare_and_set(tmp_path):
         rollback(get_settings(state_dir=tmp_path / "empty"), reason="nothing")
 
 
+def test_promoting_a_day_whose_challenger_was_deleted_since_its_gate_fails_by_name(tmp_path):
+    """`pipelines promote -d D` replays D's gate record; with its challenger deleted from the registry since (a
+    person tidying it), the version check's bare ValueError ended the command as a bug: exit 1, a traceback."""
+    from pipelines.cli import app
+    from pipelines.data import storage
+
+    settings, client = _registry(tmp_path, 2)
+    move_champion(settings, 1, None, trigger="test", reason="bootstrap")
+    day = dt.date(2026, 11, 21)
+    gate = {
+        "stage": "gate",
+        "result": {"decision": "promote", "challenger_version": 2, "champion_version": 1},
+    }
+    storage.write_json_atomic(
+        storage.run_record_uri(settings.resolved_data_root, settings.dataset, day, "gate"), gate
+    )
+    client.delete_model_version(settings.model_name, "2")
+    result = CliRunner().invoke(app, ["promote", "-d", str(day)], env={"CT_STATE_DIR": str(tmp_path)})
+    assert result.exit_code == 1 and "ct-transactions has no version 2" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)  # no traceback
+    assert _alias(client, settings) == 1
+
+
 def test_the_same_rollback_run_again_does_not_undo_its_rollback(tmp_path):
     """A cleared or re-run rollback DAG run: "the previous champion" is by then the version it rolled back
     from, so rolling back again would bring the bad model back."""
@@ -171,6 +194,53 @@ def test_a_days_promote_run_again_after_a_rollback_does_not_undo_it(tmp_path):
     # Set back by a person, v2 is champion: its day run again moves nothing, and is not refused either.
     later = promote(settings, day, 2, 1, decision=decision, dag_id="retrain", run_id="manual__later")
     assert not later["changed"] and later["champion"] == 2 and _alias(client, settings) == 2
+
+
+def test_a_days_gate_run_again_does_not_bring_back_a_champion_that_a_rollback_skipped(tmp_path):
+    """v1..v4 promoted by the gate, then a person's rollback --to 2 skips v3. v3's day run again (or `pipelines
+    promote -d D3`) judges v3 against v2, as its gate once did, and passes: it brought v3 back without anyone
+    asking. A champion the gate replaced comes back only by a person's rollback --to."""
+    from pipelines.release.promote import promote
+
+    settings, client = _registry(tmp_path, 4)
+    decision = {"decision": "promote"}
+    days = {version: dt.date(2026, 11, 20 + version) for version in range(1, 5)}
+    for version in range(1, 5):
+        promote(
+            settings, days[version], version, version - 1 or None, decision=decision, run_id=f"s__{version}"
+        )
+    rollback(settings, to_version=2, reason="v3 and v4 mis-score the new region")
+    assert _alias(client, settings) == 2
+    for run_id in ("manual__again", None):
+        with pytest.raises(
+            PromotionRefusedError, match=r"v3 was champion until .*, when v4 was promoted over it"
+        ):
+            promote(settings, days[3], 3, 2, decision=decision, dag_id="retrain", run_id=run_id)
+        assert _alias(client, settings) == 2
+    refused = history.read(settings, settings.model_name)[-1]
+    assert refused["outcome"] == "refused" and (refused["from_version"], refused["to_version"]) == (2, 3)
+    rollback(settings, to_version=3, reason="v3 was fine for the new region after all")  # a person's choice
+    assert _alias(client, settings) == 3
+
+
+def test_a_cleared_run_whose_gate_picks_another_version_promotes_it(tmp_path):
+    """A retrain run cleared whole keeps its run id; trained again on a corrected day (or other settings), its gate
+    judges a new version. Its promote task found the run's earlier promotion and said "already": the gate's
+    decision was dropped, with no row in the history. Only the same version's promotion is the run's own again."""
+    from pipelines.release.promote import promote
+
+    settings, client = _registry(tmp_path, 3)
+    move_champion(settings, 1, None, trigger="test", reason="bootstrap")
+    day, decision = dt.date(2026, 11, 21), {"decision": "promote"}
+    first = promote(settings, day, 2, 1, decision=decision, dag_id="retrain", run_id="scheduled__D")
+    assert first["changed"] and _alias(client, settings) == 2
+    cleared = promote(settings, day, 3, 2, decision=decision, dag_id="retrain", run_id="scheduled__D")
+    assert cleared["changed"] and (cleared["champion"], cleared["previous"]) == (3, 2)
+    assert _alias(client, settings) == 3
+    again = promote(settings, day, 3, 2, decision=decision, dag_id="retrain", run_id="scheduled__D")
+    assert not again["changed"] and "promoted by this run" in again["already"]
+    moves = [(r["to_version"], r["outcome"]) for r in history.read(settings, settings.model_name)]
+    assert moves.count((3, "promoted")) == 1
 
 
 def test_a_promotion_a_person_must_approve_or_rejected_is_refused(tmp_path):
