@@ -95,12 +95,15 @@ class MicroBatcher:
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ct-model")
         self._task: asyncio.Task | None = None
         self._scoring: list[_Item] = []  # the batch being scored
+        self._stopped = False
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="ct-micro-batcher")
 
     async def stop(self) -> None:
-        """Stop batching; a request still queued is answered 503 (the server is stopping), not left waiting."""
+        """Stop batching; a request still queued is answered 503 (the server is stopping), not left waiting, and
+        so is one queued after (its body was still arriving): nothing would ever score it."""
+        self._stopped = True
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -124,6 +127,8 @@ class MicroBatcher:
         keys: RowKeys | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities and labels of ``rows`` rows; ``request_id`` and ``keys`` are logged with them."""
+        if self._stopped:
+            raise RequestError(503, "the server is shutting down; send it again")
         future = asyncio.get_running_loop().create_future()
         self._queue.append(_Item(model, columns, rows, future, request_id, keys))
         self._queued_rows += rows

@@ -141,6 +141,23 @@ def test_requests_still_queued_at_shutdown_are_answered_503():
     assert isinstance(refused, RequestError) and refused.status == 503 and "shutting down" in refused.message
 
 
+def test_a_request_whose_body_was_still_arriving_at_shutdown_is_answered_503():
+    """A request took its batcher before reading its body; the batcher stopped while the body came (the server
+    shutting down), then the request queued on it and waited for good: nothing scores a stopped batcher's queue."""
+    from pipelines.model.signature import RequestError
+
+    async def scenario():
+        batcher = MicroBatcher(256, 0.0, ServingMetrics())
+        batcher.start()
+        await batcher.stop()
+        return await asyncio.gather(
+            asyncio.wait_for(batcher.predict(served(1), columns(1.0), 1), 5), return_exceptions=True
+        )
+
+    (refused,) = _run(scenario())
+    assert isinstance(refused, RequestError) and refused.status == 503 and "shutting down" in refused.message
+
+
 def test_an_arrival_is_counted_until_it_is_queued_or_ends():
     batcher = MicroBatcher(256, 0.001, ServingMetrics())
     with batcher.arrival() as first:
