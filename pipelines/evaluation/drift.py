@@ -26,7 +26,7 @@ from pipelines.data.contract import Contract, dataset_contract
 from pipelines.data.profile import PROFILE_FILE, VERSION, reference_frame
 from pipelines.evaluation import drift_stats
 from pipelines.evaluation.policy import load_policy
-from pipelines.release import audit, tracking
+from pipelines.release import audit, history, tracking
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -247,14 +247,22 @@ def drift(
     )
 
     report_dir = storage.reports_uri(settings.resolved_data_root, settings.dataset, logical_date)
-    with tempfile.TemporaryDirectory(prefix="ct-drift-") as tmp:
-        (Path(tmp) / "drift.html").write_text(page)
-        (Path(tmp) / "drift.json").write_text(json.dumps(summary, indent=2))
-        storage.write_text_atomic(storage.join(report_dir, "drift.html"), page)
-        storage.write_text_atomic(storage.join(report_dir, "drift.json"), json.dumps(summary, indent=2))
-        client.log_artifacts(run_id, tmp, artifact_path="drift")
-    client.log_metric(run_id, "drift_share", summary["drift_share"])
-    client.log_metric(run_id, "drifted_columns", summary["drifted_columns"])
+    if history.was_champion(settings, settings.model_name, challenger_version):
+        # As evaluate: the report that made it champion stays, on its run and in its day's reports.
+        log.info(
+            "%s v%s was champion: the drift report that made it champion stays; this one is not written",
+            settings.model_name,
+            challenger_version,
+        )
+    else:
+        with tempfile.TemporaryDirectory(prefix="ct-drift-") as tmp:
+            (Path(tmp) / "drift.html").write_text(page)
+            (Path(tmp) / "drift.json").write_text(json.dumps(summary, indent=2))
+            storage.write_text_atomic(storage.join(report_dir, "drift.html"), page)
+            storage.write_text_atomic(storage.join(report_dir, "drift.json"), json.dumps(summary, indent=2))
+            client.log_artifacts(run_id, tmp, artifact_path="drift")
+        client.log_metric(run_id, "drift_share", summary["drift_share"])
+        client.log_metric(run_id, "drifted_columns", summary["drifted_columns"])
     log.info("drift: %d of %d features drifted", summary["drifted_columns"], len(summary["columns"]))
     return {
         **summary,

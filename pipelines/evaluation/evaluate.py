@@ -38,7 +38,7 @@ from pipelines.evaluation.policy import (
 )
 from pipelines.model.classifier import project_model
 from pipelines.model.runtime import SCORING_ERRORS
-from pipelines.release import audit, integrity, tracking
+from pipelines.release import audit, history, integrity, tracking
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -370,8 +370,19 @@ def evaluate(
         predictions[column] = holdout[column].astype(str).to_numpy()
     report_dir = storage.reports_uri(settings.resolved_data_root, settings.dataset, logical_date)
     result["predictions_uri"] = storage.join(report_dir, f"evaluation-v{challenger_version}")
-    datasets.write_parquet_frame(pd.DataFrame(predictions), result["predictions_uri"])
-    _log_figures(client, run_id, result)
+    if history.was_champion(settings, name, challenger_version):
+        # A re-run of its day after it was made champion: judged against another champion (or itself), these
+        # figures are not the ones that made it champion, which stay on its run and in its predictions file
+        # (as its gate record does); this run's are in the task's log and go to its gate.
+        log.info(
+            "%s v%s was champion: the evaluation that made it champion stays on its run; this one is not "
+            "written on it",
+            name,
+            challenger_version,
+        )
+    else:
+        datasets.write_parquet_frame(pd.DataFrame(predictions), result["predictions_uri"])
+        _log_figures(client, run_id, result)
     log.info(
         "holdout (%d rows): challenger %s; champion %s; comparison %s",
         len(holdout),

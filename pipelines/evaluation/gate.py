@@ -390,17 +390,6 @@ def log_lines(record: dict[str, Any], width: int = 100) -> list[str]:
     return lines
 
 
-def _promoted_before(settings: Settings, version: int) -> bool:
-    """Whether a move of the champion to ``version`` completed (the promotion history's record): by the gate, by
-    a person's ``rollback --to``, or by a repair."""
-    from pipelines.release import history
-
-    return any(
-        row["to_version"] == version and row["outcome"] in history.MOVED
-        for row in history.read(settings, settings.model_name)
-    )
-
-
 @runlog.stage("gate")
 def gate(
     settings: Settings, logical_date: dt.date, evaluation: dict[str, Any], drift: dict[str, Any]
@@ -410,7 +399,7 @@ def gate(
     The record also goes to the task log (one line per rule) and back through XCom, with its Markdown,
     which the approval step shows to the person deciding.
     """
-    from pipelines.release import tracking
+    from pipelines.release import history, tracking
 
     path = settings.resolved_policy_path
     # Hashed before it is read, as evaluate does: a file changed in between fails the same_policy rule.
@@ -430,7 +419,7 @@ def gate(
     markdown = to_markdown(record)
     client = tracking.configure(settings)
     version = record["challenger_version"]
-    if version is not None and _promoted_before(settings, int(version)):
+    if version is not None and history.was_champion(settings, settings.model_name, int(version)):
         # A re-run of its day after it was promoted (it is champion, or was): the decision that promoted it
         # stays on the version; this one is in the task's log and goes to promote, which moves nothing (it is
         # champion already) or refuses (a person rolled back from it since, or a later promotion replaced it).

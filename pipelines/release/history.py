@@ -248,6 +248,13 @@ def as_of(rows: list[dict[str, Any]], moment: dt.datetime) -> list[dict[str, Any
     return [row for row in rows if dt.datetime.fromisoformat(row["at"]) <= moment]
 
 
+def was_champion(settings: Settings, name: str, version: int) -> bool:
+    """Whether a move of the champion to ``version`` completed: by the gate, a person's ``rollback --to``, or a
+    repair. The evidence that made it champion (its day's gate record, evaluation and drift report) then stays
+    on it: a re-run of its day judges it against another champion, or itself."""
+    return any(row["to_version"] == version and row["outcome"] in MOVED for row in read(settings, name))
+
+
 def unresolved(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Pending rows no later row completes: moves that may or may not have happened."""
     completed = {row["ref"] for row in rows if row.get("ref") is not None}

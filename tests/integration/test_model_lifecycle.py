@@ -456,8 +456,20 @@ def test_a_re_run_judging_a_version_promoted_since_leaves_the_decision_that_prom
     client = tracking.configure(settings)
     no_drift = {"drift_share": 0.0, "drifted_columns": 0, "columns": {}}
     version = _register_new(settings, DAY, prepared, "test/promoted-since")
-    first = gate(settings, DAY, evaluate(settings, DAY, prepared[DAY]["uri"], version), no_drift)
+    evaluated = evaluate(settings, DAY, prepared[DAY]["uri"], version)
+    drift(settings, DAY, prepared[DAY]["uri"], version)
+    first = gate(settings, DAY, evaluated, no_drift)
     move_champion(settings, version, None, trigger="test", reason="its day's run")
+    run_id = tracking.run_of(client.get_model_version(settings.model_name, str(version)))
+
+    def evidence() -> tuple[dict[str, float], list[str], int]:
+        """The figures on its run, its predictions file's columns, and how often drift was logged on it."""
+        columns = pd.read_parquet(evaluated["predictions_uri"]).columns.tolist()
+        drifts = len(client.get_metric_history(run_id, "drift_share"))
+        return client.get_run(run_id).data.metrics, columns, drifts
+
+    shown = evidence()
+    assert "improvement" not in shown[0] and "champion" not in shown[1] and shown[2] == 1  # no champion then
 
     def recorded() -> tuple[str, int | None]:  # the version's tag, and the champion its record compared with
         run_id = tracking.run_of(client.get_model_version(settings.model_name, str(version)))
@@ -471,9 +483,13 @@ def test_a_re_run_judging_a_version_promoted_since_leaves_the_decision_that_prom
 
     before = recorded()
     assert before == (first["decision"], None)  # judged with no champion yet
+    drift(settings, DAY, prepared[DAY]["uri"], version)
     again = gate(settings, DAY, evaluate(settings, DAY, prepared[DAY]["uri"], version), no_drift)
     assert again["decision"] == "reject" and again["champion_version"] == version  # judged against itself
     assert recorded() == before
+    # Its evaluation and drift report stay too: the re-run's comparison with itself (an improvement of 0, a
+    # champion column) was written over the figures and the predictions that made it champion.
+    assert evidence() == shown
 
 
 def test_a_profile_from_before_this_version_is_computed_again_from_its_data(lab, tmp_path):
