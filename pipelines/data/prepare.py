@@ -77,6 +77,24 @@ def _window(settings: Settings, contract: Contract, end: dt.date) -> tuple[dict[
     return raw_uris, [day.isoformat() for day in missing]
 
 
+class RawChangedError(RuntimeError):
+    """A raw day of the window was committed again while prepare read it (a validate of that day beside it)."""
+
+
+def _check_raw_unchanged(raw_uris: dict[str, str], raw_hashes: dict[str, str]) -> None:
+    """Refuse a prepared window whose raw days were replaced while it was read: its rows may be the new
+    version's (the files keep their names) under the old version's hash, the dataset version of other rows.
+    The task fails and its retry prepares the window again, from the days as they are then."""
+    changed = [
+        day for day, uri in raw_uris.items() if datasets.read_manifest(uri).content_hash != raw_hashes[day]
+    ]
+    if changed:
+        raise RawChangedError(
+            f"the raw data of {', '.join(changed)} was committed again while prepare read it (a validate of "
+            "that day ran beside it): nothing was written; run prepare again"
+        )
+
+
 def _split_rows(uri: str) -> int:
     """Rows of one written split; 0 when no row fell into it (few entities: the writer makes no folder). The
     stage that needs the split names it as empty (training, evaluation)."""
@@ -148,6 +166,7 @@ def prepare(
             final_uri=out_uri,
             map_files=session.map_files,
         )
+        _check_raw_unchanged(raw_uris, raw_hashes)  # before the commit: the rows read are the version named
     log.info(
         "prepared %d rows with %s into %s (dataset version %s)",
         manifest.rows,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import json
 import logging
 import os
@@ -217,7 +218,9 @@ def _move_folder(fs: Any, source: str, target: str) -> None:
     a committed one. So there the commit file is copied last and removed first: ``target`` reads as committed
     only once every file is in, and ``source`` stops reading as committed before any of its files goes."""
     if isinstance(fs, LocalFileSystem):
-        fs.mv(source, target, recursive=True)
+        # os.rename, not fs.mv (shutil.move): onto a folder that exists it fails (ENOTEMPTY), where shutil.move
+        # put ``source`` inside it, nesting one version in another (two writers of one folder; atomic_dir).
+        os.rename(fs._strip_protocol(source), fs._strip_protocol(target))
         return
     source = source.rstrip("/")
     files = sorted(fs.find(source))
@@ -245,14 +248,51 @@ def atomic_dir(uri: str) -> Iterator[str]:
     except BaseException:
         fs.rm(tmp_path, recursive=True)
         raise
-    old_path = None
-    if fs.exists(path):
-        old_path = f"{path.rstrip('/')}{_OLD}{int(time.time())}-{uuid.uuid4().hex[:8]}"
-        _move_folder(fs, path, old_path)
-    _move_folder(fs, tmp_path, path)
-    if old_path:
-        fs.rm(old_path, recursive=True)
+    _publish(fs, tmp_path, path)
     _sweep_stale_writes(fs, path.rstrip("/").rsplit("/", 1)[0])
+
+
+#: How often a write swaps its folder in when another writer of the same folder keeps committing in between.
+PUBLISH_TRIES = 20
+
+
+def _taken(exc: OSError) -> bool:
+    """Whether a rename failed because its target folder exists (another writer committed it)."""
+    return exc.errno in (errno.ENOTEMPTY, errno.EEXIST)
+
+
+def _publish(fs: Any, tmp_path: str, path: str) -> None:
+    """Swap the written folder ``tmp_path`` in at ``path``: the committed version moved aside, then the rename.
+
+    Two writers of one folder at once (two runs of one day: a backfill beside the schedule) can interleave: the
+    other commits between this one's two renames, or moves the committed version aside first. On a local disk
+    the rename then fails rather than nesting one version inside the other (readers took both versions' files,
+    the rows twice, under one manifest), and the swap goes again: the last writer's version is the one left,
+    whole. An object store has no rename (:func:`_move_folder` copies file by file, onto whatever is there): two
+    writers of one folder at once can still mix their files there."""
+    for _ in range(PUBLISH_TRIES):
+        old_path = None
+        if fs.exists(path):
+            old_path = f"{path.rstrip('/')}{_OLD}{int(time.time())}-{uuid.uuid4().hex[:8]}"
+            try:
+                _move_folder(fs, path, old_path)
+            except FileNotFoundError:  # the other writer moved it aside first: look again
+                continue
+        try:
+            _move_folder(fs, tmp_path, path)
+        except OSError as exc:
+            if not _taken(exc):
+                raise
+            log.warning("%s was committed by another writer during this one's swap: swapping again", path)
+            if old_path:  # a version older than the one just committed
+                fs.rm(old_path, recursive=True)
+            continue
+        if old_path:
+            fs.rm(old_path, recursive=True)
+        return
+    raise RuntimeError(
+        f"{path} was committed by other writers {PUBLISH_TRIES} times during this write's swap"
+    )
 
 
 def on_disk(fs: Any, handle: Any) -> None:

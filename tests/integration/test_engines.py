@@ -659,3 +659,38 @@ def test_both_engines_check_each_files_columns_and_fields_and_read_them_by_name(
         .examples[0]
         .startswith("part-1.parquet: its data does not decode: ")
     )
+
+
+def test_a_raw_day_committed_again_while_prepare_reads_it_fails_prepare_and_writes_nothing(
+    settings, monkeypatch
+):
+    """A validate of a day beside a prepare of a window holding it (a backfill beside the schedule) commits the day
+    again between prepare's reading of its hash and of its rows: the window was prepared from one version's rows
+    under the other's hash, so the dataset version named rows it did not hold."""
+    from pipelines.data import prepare as stage
+    from pipelines.data.prepare import RawChangedError
+
+    generate(settings, DAY, "none")
+    validate(settings, DAY, "dask")
+    raw = storage.raw_uri(settings.resolved_data_root, settings.dataset, DAY)
+    committed = datasets.read_manifest(raw)
+    real = stage.build_profile
+
+    def profile_then_commit_the_day_again(session, frame, contract):
+        # another version of the day, committed whole, its files under the same names
+        with storage.atomic_dir(raw) as tmp:
+            for file in datasets.parquet_files(raw):
+                table = pq.read_table(file)
+                amount = table.column("amount").to_numpy() + 1.0
+                table = table.set_column(table.column_names.index("amount"), "amount", pa.array(amount))
+                pq.write_table(table, storage.join(tmp, file.rsplit("/", 1)[-1]))
+            datasets.write_manifest(tmp, committed.extra, final_uri=raw)
+        return real(session, frame, contract)
+
+    monkeypatch.setattr(stage, "build_profile", profile_then_commit_the_day_again)
+    with pytest.raises(RawChangedError, match=f"raw data of {DAY} was committed again while prepare read it"):
+        prepare(settings, DAY, "dask")
+    features = storage.features_uri(settings.resolved_data_root, settings.dataset, DAY)
+    assert not storage.exists(features)  # nothing committed, nothing left half written
+    monkeypatch.setattr(stage, "build_profile", real)
+    assert prepare(settings, DAY, "dask")["rows"] == settings.rows_per_day  # its retry, from the day as it is

@@ -64,6 +64,40 @@ def test_atomic_dir_keeps_the_old_version_when_a_write_fails(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
 
 
+def test_two_writers_of_one_folder_at_once_leave_one_whole_version(tmp_path, monkeypatch):
+    """Two runs of one day at once (a backfill beside the schedule): B committed between A's two renames, and A's
+    rename (shutil.move) put A's folder inside B's. Readers took both versions' files, the day's rows twice,
+    under one manifest, and nothing tidied the nested copy. Now A's rename fails and A swaps again, whole."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    uri = str(tmp_path / "ds=2026-11-20")
+    datasets.write_parquet_frame(pd.DataFrame({"id": [0]}), uri)  # the committed version both replace
+
+    def write(tmp: str, first: int) -> None:
+        pq.write_table(pa.table({"id": list(range(first, first + 10))}), storage.join(tmp, "part-0.parquet"))
+        datasets.write_manifest(tmp, final_uri=uri)
+
+    a, b = storage.atomic_dir(uri), storage.atomic_dir(uri)
+    write(a.__enter__(), 0)
+    write(b.__enter__(), 100)
+    real, interleaved = storage._move_folder, []
+
+    def move(fs, source: str, target: str) -> None:
+        real(fs, source, target)
+        if not interleaved and source.rstrip("/") == uri:  # A moved the committed version aside: B commits
+            interleaved.append(target)
+            b.__exit__(None, None, None)
+
+    monkeypatch.setattr(storage, "_move_folder", move)
+    a.__exit__(None, None, None)
+    assert interleaved
+    assert sorted(datasets.read_parquet(uri)["id"]) == list(range(10))  # A's, the last writer's, alone
+    assert datasets.read_manifest(uri).rows == 10
+    assert not [p for p in (tmp_path / "ds=2026-11-20").iterdir() if p.is_dir()]  # nothing nested
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds=2026-11-20"]  # nothing left beside it
+
+
 def _left_by_a_write(folder, modified: float | None, files: tuple[str, ...]):
     """A folder a write left: ``files`` (each holding the folder's name), last changed at ``modified``."""
     import os
