@@ -37,13 +37,14 @@ EngineOption = typer.Option(None, help="dask or spark (default: CT_ENGINE).", ca
 def request_errors() -> tuple[type[Exception], ...]:
     """The project's named errors that say what to change in the request: a file of settings that is missing or
     wrong (contract, policies, model settings), a day's data or an earlier stage's output not there, a day
-    validated under another contract; or work another process is doing (a training of the same run key: run
-    it again once that ends). A command that raises one exits 2 with its message, no traceback."""
+    validated under another contract; or work another process is doing or did meanwhile (a training of the same
+    run key, a raw day committed again while prepare read it: run it again). A command that raises one exits 2
+    with its message, no traceback."""
     from pipelines.data.contract import ContractError
     from pipelines.data.datasets import DatasetNotFoundError, EmptySplitError
     from pipelines.data.features import HoldoutWindowError
     from pipelines.data.generate import NoGeneratorError
-    from pipelines.data.prepare import UnvalidatedDayError
+    from pipelines.data.prepare import RawChangedError, UnvalidatedDayError
     from pipelines.data.sources import SourceMissingError, SourceUriError
     from pipelines.data.storage import FutureDayError
     from pipelines.evaluation.drift import ProfileVersionError
@@ -59,6 +60,7 @@ def request_errors() -> tuple[type[Exception], ...]:
         EmptySplitError,
         NoGeneratorError,
         UnvalidatedDayError,
+        RawChangedError,
         SourceMissingError,
         SourceUriError,
         HoldoutWindowError,
