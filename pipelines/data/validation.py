@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 import math
 import warnings
 from collections.abc import Mapping
@@ -428,7 +429,9 @@ def _is_whole_number(dtype: Any) -> bool:
 
 def _key_text(frame: pd.DataFrame, columns: list[str], contract: Contract) -> pd.Series:
     """Each row's values of ``columns`` as text, exactly: integers as integers (never through a float, which
-    holds whole numbers exactly only up to 2**53), text as it is."""
+    holds whole numbers exactly only up to 2**53), text as it is. Several columns' values make a JSON array,
+    a null as JSON's null: joined with a separator, ``("a|b", "c")`` and ``("a", "b|c")`` made one key, as did
+    a null and the text ``"null"``, and two distinct rows failed the day as duplicates."""
     normal = normalise(frame[columns])
     floats = canonical(normal)
     text = []
@@ -438,10 +441,17 @@ def _key_text(frame: pd.DataFrame, columns: list[str], contract: Contract) -> pd
             continue
         declared_int = c in contract.columns and contract.columns[c].value_type == "int"
         text.append(_text(floats[c], declared_int and pd.api.types.is_float_dtype(floats[c].dtype)))
-    key = text[0]
-    for more in text[1:]:
-        key = key + "|" + more
-    return key
+    if len(columns) == 1:
+        return text[0]
+    values = [part.to_numpy(dtype=object) for part in text]
+    nulls = [normal[c].isna().to_numpy() for c in columns]
+    keys = [
+        json.dumps(
+            [None if null else value for value, null in zip(row, absent, strict=True)], ensure_ascii=False
+        )
+        for row, absent in zip(zip(*values, strict=True), zip(*nulls, strict=True), strict=True)
+    ]
+    return pd.Series(keys, index=frame.index, dtype=object)
 
 
 _HALF = 2**32

@@ -755,3 +755,19 @@ def test_a_source_rewritten_while_its_day_is_validated_commits_nothing(
     with pytest.raises(sources.SourceReadError, match="changed while it was validated"):
         ingest_day(DaskEngine(client=None), settings, csv, source)
     assert not storage.exists(storage.raw_uri(settings.resolved_data_root, settings.dataset, DAY))
+
+
+def test_keys_of_several_columns_never_make_two_distinct_rows_one(contract):
+    """The columns' values were joined with "|": ("a|b", "c") and ("a", "b|c") made one key, and so did a null
+    and the text "null"; two distinct rows failed the day as duplicates, and it was quarantined."""
+    from pipelines.data.validation import UNIQUE, duplicate_keys
+
+    typed = contract.model_copy(update={"unique": ["customer_id", "plan"]})
+    frame = pd.DataFrame(
+        {"customer_id": ["a|b", "a", "zz1", "zz1", "a|b"], "plan": ["c", "b|c", None, "null", "c"]}
+    )
+    keys = duplicate_keys(typed, list(frame.columns))[UNIQUE](frame)
+    assert keys.nunique() == 4  # the last row repeats the first: the one duplicate
+    assert keys.iloc[0] == keys.iloc[4] == '["a|b", "c"]' and keys.iloc[2] == '["zz1", null]'
+    one = contract.model_copy(update={"unique": ["customer_id"]})  # one column's key is its value, as before
+    assert duplicate_keys(one, ["customer_id"])[UNIQUE](frame).tolist() == ["a|b", "a", "zz1", "zz1", "a|b"]
