@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -239,11 +239,35 @@ class Contract(BaseModel):
         return pa.schema([(name, types[self.columns[name].value_type]) for name in names])
 
     def fingerprint(self) -> str:
-        """A hash of every rule: raw data validated under one contract is re-validated under another.
+        """A hash of every rule about the data: raw data validated under one contract is re-validated under
+        another, and the prepared window's version (the training's identity) follows it.
 
-        The label delay is no rule about the data (only when the monitor reads it), so it is left out.
+        What no rule about the rows is stays out (:data:`NOT_DATA_RULES`): the label delay (when the monitor reads
+        labels), each column's drift test and threshold (how the gate and the monitor judge drift), and where the
+        source is and what generates it (its files' own fingerprint notices other data). Tuning a drift threshold
+        re-validated every raw day, re-reading a source whose old days upstream had dropped, and retrained on the
+        same rows under a new dataset version.
         """
-        return hashlib.sha256(self.model_dump_json(exclude={"label_delay_hours"}).encode()).hexdigest()[:16]
+        return _short_hash(self.model_dump_json(exclude=NOT_DATA_RULES))
+
+    def validated_under(self, fingerprint: object) -> bool:
+        """Whether raw data validated under a contract of ``fingerprint`` was validated under these rules: this
+        contract's fingerprint, or the same rules' as fingerprinted before 2026-12-06 (drift tests and the
+        source's place in it), so that raw days validated then are not validated again for it."""
+        legacy = _short_hash(self.model_dump_json(exclude={"label_delay_hours"}))
+        return fingerprint in (self.fingerprint(), legacy)
+
+
+#: The contract's keys that are no rule about the rows (:meth:`Contract.fingerprint` leaves them out).
+NOT_DATA_RULES: dict[str, Any] = {
+    "label_delay_hours": True,
+    "source": {"uri", "generator"},
+    "columns": {"__all__": {"drift", "drift_threshold"}},
+}
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def load_contract(path: Path) -> Contract:

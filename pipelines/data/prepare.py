@@ -55,7 +55,6 @@ def _window(settings: Settings, contract: Contract, end: dt.date) -> tuple[dict[
     than today's is refused, naming the days: validate the window again first.
     """
     raw_uris, missing, stale = {}, [], []
-    fingerprint = contract.fingerprint()
     for day in storage.window_days(end, settings.window_days):
         uri = storage.raw_uri(settings.resolved_data_root, settings.dataset, day)
         committed = storage.exists(storage.join(uri, datasets.MANIFEST))
@@ -65,7 +64,9 @@ def _window(settings: Settings, contract: Contract, end: dt.date) -> tuple[dict[
             missing.append(day)
             continue
         raw_uris[day.isoformat()] = uri
-        if committed and datasets.read_manifest(uri).extra.get("contract_fingerprint") != fingerprint:
+        if committed and not contract.validated_under(
+            datasets.read_manifest(uri).extra.get("contract_fingerprint")
+        ):
             stale.append(day.isoformat())
     sources.check_gaps(settings, contract, missing)
     if stale:

@@ -184,9 +184,8 @@ def _unchanged(
     if not storage.exists(storage.join(raw, datasets.MANIFEST)):
         return None
     manifest = datasets.read_manifest(raw)
-    if (
-        manifest.extra.get("source_fingerprint") != source.fingerprint
-        or manifest.extra.get("contract_fingerprint") != contract.fingerprint()
+    if manifest.extra.get("source_fingerprint") != source.fingerprint or not contract.validated_under(
+        manifest.extra.get("contract_fingerprint")
     ):
         return None
     log.info("%s: source unchanged since it was validated; keeping %s", source.day, raw)

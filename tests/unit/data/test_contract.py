@@ -186,3 +186,46 @@ def test_a_logged_contract_with_a_nullable_event_time_still_loads_where_a_file_i
     path.write_text(yaml.safe_dump(json.loads(logged)))
     with pytest.raises(ContractError, match="is the event_time and cannot be nullable"):
         load_contract(path)
+
+
+def test_what_is_no_rule_about_the_rows_leaves_the_fingerprint_and_the_dataset_version_alone(contract):
+    """A drift threshold tuned, or the source moved through the contract, made every raw day 'validated under
+    another contract' (prepare refused; validate re-read the whole window's source, whose old days upstream had
+    dropped) and gave the same rows a new dataset version, so a new model was trained and registered."""
+    import hashlib
+
+    from pipelines.data.prepare import dataset_version
+
+    def column(name, **change):
+        return contract.model_copy(
+            update={"columns": {**contract.columns, name: contract.columns[name].model_copy(update=change)}}
+        )
+
+    def source(**change):
+        return contract.model_copy(update={"source": contract.source.model_copy(update=change)})
+
+    same = [
+        column("amount", drift_threshold=0.3),
+        column("amount", drift="jensenshannon"),
+        source(uri="s3://elsewhere/transactions"),
+        source(generator=None),
+        contract.model_copy(update={"label_delay_hours": 1.0}),
+    ]
+    raw = {"2026-11-20": "abc"}
+    for other in same:
+        assert other.fingerprint() == contract.fingerprint()
+        assert dataset_version(raw, other, None) == dataset_version(raw, contract, None)
+    for other in (
+        column("amount", min=-5.0),
+        source(format="csv"),
+        contract.model_copy(update={"min_rows": 7}),
+    ):
+        assert other.fingerprint() != contract.fingerprint()  # a rule about the rows: validated again
+        assert dataset_version(raw, other, None) != dataset_version(raw, contract, None)
+    # Raw days validated before, under the same rules fingerprinted with their drift tests, are not validated again.
+    legacy = hashlib.sha256(contract.model_dump_json(exclude={"label_delay_hours"}).encode()).hexdigest()[:16]
+    assert contract.validated_under(legacy) and contract.validated_under(contract.fingerprint())
+    assert not column("amount", drift_threshold=0.3).validated_under(
+        legacy
+    )  # other rules then: validated again
+    assert not contract.validated_under(None) and not column("amount", min=-5.0).validated_under(legacy)
