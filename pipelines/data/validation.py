@@ -12,6 +12,7 @@ import datetime as dt
 import functools
 import json
 import math
+import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -225,6 +226,49 @@ def parse_booleans(frame: pd.DataFrame, contract: Contract) -> tuple[pd.DataFram
     return frame, broken
 
 
+# A number as a CSV writes it: ASCII digits, a sign, a point, an exponent, spaces around; NaN and infinity in any
+# case (a NaN is the null it becomes; an infinity fails the finite check). Python's int and float, which the
+# coercion uses, also read "1_9" (19: a digit-group underscore), "٢٠" (20: digits of another script) and other
+# Unicode spaces: a mangled field committed as another number, with no error.
+_PLAIN_NUMBER = {
+    "int": re.compile(r"[ \t]*[+-]?[0-9]+[ \t]*"),
+    "float": re.compile(
+        r"[ \t]*[+-]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|nan|inf|infinity)[ \t]*",
+        re.IGNORECASE,
+    ),
+}
+PLAIN_NUMBER_RULE = "number (ASCII digits, no '_')"
+
+
+def _read_loosely(value: Any, kind: str) -> bool:
+    """Whether text that is no plain number is read as one by the coercion (Python's ``int`` or ``float``)."""
+    if not isinstance(value, str) or _PLAIN_NUMBER[kind].fullmatch(value):
+        return False
+    try:
+        (int if kind == "int" else float)(value)
+    except ValueError:
+        return False  # no number at all: the schema's coercion reports it
+    return True
+
+
+def loose_numbers(frame: pd.DataFrame, contract: Contract) -> tuple[pd.DataFrame, dict[str, list[Any]]]:
+    """A text partition's (CSV's) number columns: the values the coercion would read as numbers though they are
+    no plain number, by column; and the partition without their rows, which the other checks then leave out
+    (a value made another number, or a null, would be reported again under another rule)."""
+    broken, loose_rows = {}, np.zeros(len(frame), dtype=bool)
+    for name, spec in contract.columns.items():
+        if spec.value_type not in ("int", "float") or name not in frame.columns:
+            continue
+        column = frame[name]
+        if column.dtype != object:
+            continue
+        loose = column.map(lambda v, kind=spec.value_type: _read_loosely(v, kind)).to_numpy(dtype=bool)
+        if loose.any():
+            broken[name] = list(column[loose])
+            loose_rows |= loose
+    return (frame[~loose_rows] if loose_rows.any() else frame), broken
+
+
 def render(value: Any) -> str:
     """An example value as text, the same on every engine."""
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT or value is pd.NA:
@@ -313,6 +357,9 @@ def partition_findings(
             found.append(
                 _finding("rows_failing", name, "boolean (true or false)", len(values), _smallest(values))
             )
+        frame, loose = loose_numbers(frame, contract)
+        for name, values in loose.items():
+            found.append(_finding("rows_failing", name, PLAIN_NUMBER_RULE, len(values), _smallest(values)))
     for name, spec in contract.columns.items():
         if name in frame.columns:
             found.append(_finding("nulls", name, "nulls", _nulls(frame[name], spec, text), []))

@@ -771,3 +771,23 @@ def test_keys_of_several_columns_never_make_two_distinct_rows_one(contract):
     assert keys.iloc[0] == keys.iloc[4] == '["a|b", "c"]' and keys.iloc[2] == '["zz1", null]'
     one = contract.model_copy(update={"unique": ["customer_id"]})  # one column's key is its value, as before
     assert duplicate_keys(one, ["customer_id"])[UNIQUE](frame).tolist() == ["a|b", "a", "zz1", "zz1", "a|b"]
+
+
+def test_csv_numbers_that_python_reads_but_no_one_writes_fail_by_name(
+    settings, contract, tmp_path, clean_frame
+):
+    """Python's int and float read "1_9" as 19 and "٢٠" (Arabic-Indic digits) as 20: a mangled CSV field passed
+    validation and was committed as another number."""
+    from pipelines.data.validation import PLAIN_NUMBER_RULE
+
+    frame = clean_frame.astype({"age": object, "amount": object})
+    frame.loc[3, "age"] = "1_9"
+    frame.loc[4, "age"] = "٢٠"
+    frame.loc[5, "amount"] = "1_000.5"
+    frame.loc[6, "amount"] = " 12.50 "  # a plain number, spaces around: read as written
+    found, message = _broken(_report(settings, contract, tmp_path, frame, fmt="csv"))
+    assert (found[("age", PLAIN_NUMBER_RULE)].failing, found[("amount", PLAIN_NUMBER_RULE)].failing) == (2, 1)
+    assert sorted(found[("age", PLAIN_NUMBER_RULE)].examples) == sorted(["1_9", "٢٠"])
+    assert found[("amount", PLAIN_NUMBER_RULE)].examples == ["1_000.5"]
+    assert {rule for column, rule in found if column in ("age", "amount")} == {PLAIN_NUMBER_RULE}
+    assert "column 'age' breaks rule" in message
