@@ -28,7 +28,9 @@ kept by a run the monitor asked for: it is what was served.
   or Spark (`engine` param).
 * **train** fits the model the dataset's model settings describe (`include/models/`; the `model_family` param
   can pick torch or scikit-learn), stopping early on the validation loss, logged to MLflow; a retry reuses
-  the run only when its training identity (data version, family, hyperparameters, code) is unchanged.
+  the run only when its training identity (data version, family, hyperparameters, code) is unchanged. The
+  task stops past `CT_TRAIN_TIMEOUT_S` (3 h) and an hour (a training in the task's own process has no launcher
+  to stop it); its retry resumes from the last checkpoint.
 * **register** makes it a new model version, alias `challenger`, with lineage tags.
 * **evaluate** scores challenger and champion (each verified against its sha256 manifest) on the same holdout:
   the primary metric, a paired bootstrap interval of the difference, slices, one-row latency and model size.
@@ -105,6 +107,28 @@ def _start_date() -> dt.datetime:
         return dt.datetime.combine(dt.date.fromisoformat(value), dt.time(), tzinfo=dt.UTC)
     except ValueError:
         raise ValueError(f"CT_START_DATE={value!r} is not a date (YYYY-MM-DD)") from None
+
+
+#: The settings' default of CT_TRAIN_TIMEOUT_S (a DAG file imports no ``pipelines`` module while it is parsed;
+#: tests/dags/test_dag_integrity.py holds the two equal).
+TRAIN_TIMEOUT_S = 3 * 3600
+#: What the train task does besides training: reading the moments and splits, logging and exporting the model.
+TRAIN_TASK_MARGIN = dt.timedelta(hours=1)
+
+
+def _train_task_timeout() -> dt.timedelta:
+    """The train task's limit: ``CT_TRAIN_TIMEOUT_S`` and :data:`TRAIN_TASK_MARGIN`. A launched training stops
+    itself at CT_TRAIN_TIMEOUT_S, naming its ranks; one rank in the task's own process (the default below a
+    million rows) has no launcher to stop it, and a training that hung there held the run's lock, and the DAG's
+    one active run, for good. Airflow fails the task past this, and its retry resumes from the last checkpoint."""
+    value = os.environ.get("CT_TRAIN_TIMEOUT_S", str(TRAIN_TIMEOUT_S))
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds <= 30 * 86_400:  # the settings' bounds (NaN fails them too)
+        raise ValueError(f"CT_TRAIN_TIMEOUT_S={value!r} is not a number of seconds above 0, at most 30 days")
+    return dt.timedelta(seconds=seconds) + TRAIN_TASK_MARGIN
 
 
 APPROVAL_TIMEOUT = dt.timedelta(days=3)  # unanswered: the default, Reject, is taken
@@ -241,7 +265,7 @@ def prepare() -> dict[str, Any]:
     return run(settings, _day(), holdout_days=holdout.latest_days)
 
 
-@task
+@task(execution_timeout=_train_task_timeout())
 def train(prepared: dict[str, Any]) -> dict[str, Any]:
     from airflow.sdk.configuration import conf
 

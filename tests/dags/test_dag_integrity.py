@@ -150,3 +150,24 @@ def test_every_dags_dataset_is_the_deployments_by_default(monkeypatch):
     broken = BundleDagBag(dag_folder=str(DAGS_DIR), bundle_path=DAGS_DIR)
     assert len(broken.import_errors) == len(DAG_FILES)
     assert all("CT_DATASET='../x'" in error for error in broken.import_errors.values())
+
+
+def test_the_train_task_is_stopped_past_the_training_timeout_and_its_margin(dagbag, monkeypatch):
+    """A training in the task's own process (one rank) has no launcher to stop it at CT_TRAIN_TIMEOUT_S: hung, it
+    held the run's lock and the DAG's one active run for good. The task's limit is that timeout and an hour for
+    the rest of the task, read as the settings read it; a value they refuse fails the import, naming it."""
+    from airflow.dag_processing.dagbag import BundleDagBag
+
+    from pipelines.settings import MAX_TIMEOUT_S, Settings
+
+    default = Settings.model_fields["train_timeout_s"].default
+    assert dagbag.dags["retrain"].get_task("train").execution_timeout == dt.timedelta(
+        seconds=default, hours=1
+    )
+    monkeypatch.setenv("CT_TRAIN_TIMEOUT_S", "600")
+    bag = BundleDagBag(dag_folder=str(DAGS_DIR), bundle_path=DAGS_DIR)
+    assert bag.dags["retrain"].get_task("train").execution_timeout == dt.timedelta(minutes=70)
+    for refused in ("inf", "nan", "0", "ten", str(MAX_TIMEOUT_S + 1)):
+        monkeypatch.setenv("CT_TRAIN_TIMEOUT_S", refused)
+        broken = BundleDagBag(dag_folder=str(DAGS_DIR), bundle_path=DAGS_DIR)
+        assert any("CT_TRAIN_TIMEOUT_S" in error for error in broken.import_errors.values()), refused
