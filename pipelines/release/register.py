@@ -80,9 +80,9 @@ def register(settings: Settings, logical_date: dt.date, run_id: str) -> dict[str
         challenger = tracking.version_by_alias(client, name, tracking.CHALLENGER)
         if champion is not None and champion.version == version.version:
             log.info("version %s of %s is the champion: no challenger alias", version.version, name)
-        elif challenger is not None and int(challenger.version) > int(version.version):
+        elif challenger is not None and _newer(challenger) > _newer(version):
             log.info(
-                "version %s of %s is older than the challenger, v%s: the alias stays",
+                "version %s of %s is of older data than the challenger, v%s: the alias stays",
                 version.version,
                 name,
                 challenger.version,
@@ -92,6 +92,13 @@ def register(settings: Settings, logical_date: dt.date, run_id: str) -> dict[str
     version = client.get_model_version(name, version.version)
     tags = {k: v for k, v in version.tags.items() if k != integrity.MANIFEST_TAG}
     return {"name": name, "version": int(version.version), "run_id": run_id, "tags": tags}
+
+
+def _newer(version: ModelVersion) -> tuple[str, int]:
+    """How new a version is: the last day of its data (its ``logical_date``), then its number. A re-run of an
+    older day with new code or settings registers a version of a higher number, of older data: by number it
+    took the alias from the newer day's challenger."""
+    return (version.tags.get("logical_date") or "", int(version.version))
 
 
 def _version_tags(run_id: str, run_tags: dict[str, str]) -> dict[str, str]:

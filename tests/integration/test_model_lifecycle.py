@@ -449,6 +449,11 @@ def test_a_re_run_of_an_older_day_leaves_the_challenger_alias_on_the_newer_versi
     assert int(tracking.version_by_alias(client, settings.model_name, "challenger").version) == newer
     assert register(settings, DAY, older["run_id"])["version"] == first  # the older day run again
     assert int(tracking.version_by_alias(client, settings.model_name, "challenger").version) == newer
+    # The older day trained again (new code or settings: another run key): a version of a higher number, of
+    # older data. By number it took the alias from the newer day's version.
+    again = _register_new(settings, DAY, prepared, "test/older-day-retrained")
+    assert again > newer
+    assert int(tracking.version_by_alias(client, settings.model_name, "challenger").version) == newer
 
 
 def test_a_re_run_judging_a_version_promoted_since_leaves_the_decision_that_promoted_it(lab, tmp_path):
