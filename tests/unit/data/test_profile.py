@@ -124,3 +124,27 @@ def test_a_malformed_bucket_key_is_refused_by_name():
             ValueError, match=f"x: profile keys must be 3 whole numbers joined by ':', got '{key}'"
         ):
             profile_of(found, ["x"], [], "d", "pandas")
+
+
+def test_a_window_s_bucket_scheme_does_not_turn_on_the_last_bit_of_its_mean():
+    """1,000 whole numbers with a mean of 40 exactly, as one partition and as three: the moments combined in
+    another order gave 40.00000000000001, and 40 / 2**4 = 2.5 rounded to 2 where 2.5000000000000004 rounded
+    to 3: the window's buckets, and a Jensen-Shannon score binned on them, depended on the partitioning."""
+    from pipelines.data.profile import scheme_from
+    from pipelines.engines.base import combined_moments, partition_moments
+
+    rng = np.random.default_rng(0)
+    differed = 0
+    for _ in range(3000):
+        values = rng.integers(12, 69, 999).astype(float)
+        values = np.append(values, 40 * 1000 - values.sum())  # the mean is exactly 40
+        whole = combined_moments(partition_moments(pd.DataFrame({"x": values}), ["x"]))["x"]
+        parts = pd.concat(
+            [partition_moments(pd.DataFrame({"x": part}), ["x"]) for part in np.array_split(values, 3)]
+        )
+        split = combined_moments(parts)["x"]
+        differed += whole[1] != split[1]
+        assert scheme_from(whole[1], whole[2]) == scheme_from(split[1], split[2])
+    assert differed  # the means did differ in their last bits, on some draws
+    assert scheme_from(40.0, 16.0) == scheme_from(40.00000000000001, 16.0) == (4, 2)
+    assert scheme_from(41.0, 16.0) == (4, 3)  # a mean clear of a half rounds as before
