@@ -25,6 +25,7 @@ import datetime as dt
 import functools
 import hashlib
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ import sqlalchemy as sa
 from filelock import FileLock, Timeout
 
 from pipelines.settings import Settings
+
+log = logging.getLogger(__name__)
 
 LOCK_TIMEOUT_S = 120
 
@@ -184,8 +187,7 @@ def exclusive(settings: Settings, name: str, what: str) -> Iterator[None]:
             try:
                 yield
             finally:
-                connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-                connection.commit()
+                _unlock(connection, key, name, what)
         return
     folder = Path(url[len("sqlite:///") :]).parent / "locks"
     folder.mkdir(parents=True, exist_ok=True)
@@ -199,6 +201,25 @@ def exclusive(settings: Settings, name: str, what: str) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+def _unlock(connection: sa.Connection, key: int, name: str, what: str) -> None:
+    """Release :func:`exclusive`'s advisory lock. Its connection can drop while the work runs (hours: a server
+    restart, a proxy's idle timeout): the server released the lock then, and the unlock's error failed the work
+    that had finished. That is logged, naming it, and the work's own outcome stands."""
+    try:
+        connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+        connection.commit()
+    except sa.exc.DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        log.error(
+            "%s: the connection holding its PostgreSQL advisory lock on %s dropped while it ran, and the server "
+            "released the lock then: another process could have started the same work meanwhile (%s)",
+            what,
+            name,
+            str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__,
+        )
 
 
 def append(settings: Settings, **row: Any) -> dict[str, Any]:

@@ -416,6 +416,49 @@ def test_exclusive_work_fails_a_second_holder_at_once_and_a_killed_holder_lets_g
             time.sleep(0.2)
 
 
+def test_work_whose_lock_connection_dropped_while_it_ran_ends_as_it_ended_and_says_so(
+    tmp_path, postgres, caplog
+):
+    """The training lock's connection is held for hours: a server restart or a proxy's idle timeout drops it,
+    and the server releases the lock. The unlock's error then failed the training that had finished."""
+    import logging
+
+    import sqlalchemy as sa
+
+    from pipelines.release.history import LockHeldError, database_url, exclusive
+
+    settings, _ = _registry(tmp_path, 0, postgres.database(f"ct_{tmp_path.name[-20:].lower()}"))
+    name = "ct-train:transactions:retrain/2026-11-20/abc"
+    other = sa.create_engine(database_url(settings))
+    with caplog.at_level(logging.ERROR, logger="pipelines.release.history"):
+        with exclusive(settings, name, "the training"):
+            with other.connect() as connection:  # the server ends the holder's session
+                ended = connection.execute(
+                    sa.text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_locks "
+                        "WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
+                    )
+                ).scalar()
+            assert ended == 1
+    assert "the training: the connection holding its PostgreSQL advisory lock on" in caplog.text
+    assert "dropped while it ran" in caplog.text
+    with exclusive(settings, name, "the training"):  # released by the server: free again
+        with pytest.raises(LockHeldError):
+            with exclusive(settings, name, "the training"):
+                pass
+    with pytest.raises(RuntimeError, match="the work failed"):  # the work's own error is the one raised
+        with exclusive(settings, name, "the training"):
+            with other.connect() as connection:
+                connection.execute(
+                    sa.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_locks "
+                        "WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
+                    )
+                )
+            raise RuntimeError("the work failed")
+    other.dispose()
+
+
 def _crash_after_the_alias(settings, monkeypatch, version: int, expected: int | None) -> None:
     """A promotion killed after its alias moved, before its completion was written."""
     real = history.append
