@@ -47,6 +47,12 @@ class RunContext:
             raise ValueError(
                 f"run key {self.run_key!r} may hold only letters, digits and . _ / : + - (no quotes or spaces)"
             )
+        # It names the training's job folder below <data_root>/training/<dataset>/: "../x" put it elsewhere.
+        if any(part in ("", ".", "..") for part in self.run_key.split("/")):
+            raise ValueError(
+                f"run key {self.run_key!r} names a folder of training jobs: its parts between '/' may not be "
+                "empty, '.' or '..'"
+            )
 
     def tags(self) -> dict[str, str]:
         return (

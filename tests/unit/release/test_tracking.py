@@ -11,6 +11,17 @@ def test_run_keys_cannot_break_a_registry_filter():
         RunContext("x' or '1'='1")
 
 
+@pytest.mark.parametrize("key", ["../../elsewhere", "retrain/../../x", "/retrain", "retrain//x", "retrain/."])
+def test_a_run_key_stays_below_the_training_jobs_folder(key):
+    """A run key names the training's job folder below <data_root>/training/<dataset>/: `pipelines train
+    --run-key ../../x` wrote its job (checkpoints, weights) outside it, where no retention looks."""
+    from pipelines.release.tracking import RunContext
+
+    with pytest.raises(ValueError, match="parts between '/' may not be empty, '.' or '..'"):
+        RunContext(key)
+    assert RunContext("manual__2026-12-06T13:49:00.123+00:00/a.b").run_key  # dots inside a part are fine
+
+
 def test_a_run_links_back_to_its_airflow_run_page_when_it_has_one():
     from pipelines.release.tracking import RunContext, airflow_run_url
 
