@@ -416,6 +416,14 @@ def test_exclusive_work_fails_a_second_holder_at_once_and_a_killed_holder_lets_g
             time.sleep(0.2)
 
 
+# The holder's session ended by the server, waited for (up to 30 s) so that the unlock meets a closed connection
+# however busy the cores: without the wait, the unlock could reach the session before it had ended.
+_END_THE_HOLDERS_SESSION = (
+    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 30000)) FROM pg_locks "
+    "WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
+)
+
+
 def test_work_whose_lock_connection_dropped_while_it_ran_ends_as_it_ended_and_says_so(
     tmp_path, postgres, caplog
 ):
@@ -433,12 +441,7 @@ def test_work_whose_lock_connection_dropped_while_it_ran_ends_as_it_ended_and_sa
     with caplog.at_level(logging.ERROR, logger="pipelines.release.history"):
         with exclusive(settings, name, "the training"):
             with other.connect() as connection:  # the server ends the holder's session
-                ended = connection.execute(
-                    sa.text(
-                        "SELECT count(pg_terminate_backend(pid)) FROM pg_locks "
-                        "WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
-                    )
-                ).scalar()
+                ended = connection.execute(sa.text(_END_THE_HOLDERS_SESSION)).scalar()
             assert ended == 1
     assert "the training: the connection holding its PostgreSQL advisory lock on" in caplog.text
     assert "dropped while it ran" in caplog.text
@@ -449,12 +452,7 @@ def test_work_whose_lock_connection_dropped_while_it_ran_ends_as_it_ended_and_sa
     with pytest.raises(RuntimeError, match="the work failed"):  # the work's own error is the one raised
         with exclusive(settings, name, "the training"):
             with other.connect() as connection:
-                connection.execute(
-                    sa.text(
-                        "SELECT pg_terminate_backend(pid) FROM pg_locks "
-                        "WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
-                    )
-                )
+                assert connection.execute(sa.text(_END_THE_HOLDERS_SESSION)).scalar() == 1
             raise RuntimeError("the work failed")
     other.dispose()
 

@@ -305,25 +305,17 @@ def test_a_stopped_launch_whose_output_a_process_outside_its_tree_holds_fails_wi
     launcher's tree) keeps the launch's output pipe open. The launch read to the pipe's end, so a training past
     its timeout hung for as long as that process lived, holding its run's lock, and said its ranks were stopped."""
     pid_file = tmp_path / "detached.pid"
-    # The launcher starts a child that starts a grandchild and exits: the grandchild, holding the launcher's
-    # stdout, is no longer in the launcher's tree.
-    grandchild = (
-        "import subprocess, sys, pathlib; "
-        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(1000)']); "
-        f"pathlib.Path({str(pid_file)!r}).write_text(str(p.pid))"
-    )
-    script = (
-        "import subprocess, sys, time; "
-        f"subprocess.run([sys.executable, '-c', {grandchild!r}], check=True); "
-        "print('rank 0 started', flush=True); time.sleep(1000)"
-    )
+    # A shell (no interpreter to start, so it is ready long before the timeout however busy the cores) starts
+    # a subshell that backgrounds a sleep and exits: the sleep, holding the launcher's stdout, is no longer in the
+    # launcher's tree.
+    script = f"(sleep 1000 & echo $! > '{pid_file}'); echo 'rank 0 started'; exec sleep 1000"
     import psutil
 
     try:
         with pytest.raises(TrainingLaunchError) as failure:
-            launch([sys.executable, "-c", script], 2)
+            launch(["sh", "-c", script], 5)
         message = str(failure.value)
-        assert "did not finish within 2s (CT_TRAIN_TIMEOUT_S)" in message
+        assert "did not finish within 5s (CT_TRAIN_TIMEOUT_S)" in message
         assert "a process outside its tree (a detached child) still held its output 10s later" in message
         assert message.endswith("rank 0 started\n")  # the output read before it gave up on the rest
     finally:
