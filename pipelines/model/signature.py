@@ -277,6 +277,7 @@ class InputSchema:
         self.names = [f.name for f in fields]
         self.by_name = {f.name: f for f in fields}
         self.required = frozenset(f.name for f in fields if f.required)
+        self.kinds = {f.name: f.kind for f in fields}  # the JSON kind of each: what the prediction log writes
         self.domains: dict[str, _Domain] = {}
         for f in fields:
             if f.allowed is not None or f.minimum is not None or f.maximum is not None:

@@ -213,4 +213,7 @@ class MicroBatcher:
             offset = end
         if self.sink is not None:
             requests = [(item.request_id, item.rows, item.keys) for item in batch]
-            self.sink.append(model.version, columns, probability, label, requests)
+            # Each request's own columns: the batch's concatenation made an integer column a double where
+            # one request had a null in it, and the log writes the signature's types.
+            parts = [item.columns for item in batch]
+            self.sink.append(model.version, parts, probability, label, requests, model.schema.kinds)

@@ -3,6 +3,13 @@
 Each row also carries its request's id and, when the client sent them, the contract's entity id and event
 time (``entity_id``, ``event_time``; null otherwise): what the monitor joins the labels that arrive later on.
 
+Each input column is written with its model signature's type, whatever the traffic of a flush held: an
+``integer`` as int64 (a null as null, not the whole column as a double), a ``number`` as double, a ``string``
+as string (null when no request of the flush sent it), a ``boolean`` as bool; so every part of one model
+version has one schema. The values are the ones the model was given: an integer request column holding a
+null is given to the model as doubles, so its values beyond 2^53 in magnitude are logged as the nearest
+double's int64.
+
 Batches are handed over in memory (a deque append) after they are scored; a writer thread turns them
 into a Parquet file per flush, UTC day and model version under ``<uri>/ds=<UTC day>/``, written under a
 temporary name, flushed to the disk when it is local, and renamed, so a reader never sees half a file; each
@@ -23,6 +30,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -50,6 +58,14 @@ LOG_COLUMNS: dict[str, pa.DataType] = {
     "label": pa.int64(),
 }
 Requests = list[tuple[str, int, "RowKeys | None"]]  # each request of a batch: its id, rows and join keys
+# The signature's JSON kinds (``InputSchema.kinds``) to the Arrow type an input column is written as.
+KIND_TYPES: dict[str, pa.DataType] = {
+    "number": pa.float64(),
+    "integer": pa.int64(),
+    "string": pa.string(),
+    "boolean": pa.bool_(),
+}
+_INT64_END = 2.0**63  # the first double above int64's largest value (2^63 - 1 is not a double)
 
 # A sink that fails to take a file (a full disk, a lost bucket, a folder that is not writable): fsspec's
 # file systems raise OSError (FileNotFoundError, PermissionError ...), pyarrow its ArrowException.
@@ -76,7 +92,15 @@ class PredictionLog:
         self.files_written = 0
         self.last_error: str | None = None
         self._pending: deque[
-            tuple[dt.datetime, int, dict[str, np.ndarray], np.ndarray, np.ndarray, Requests]
+            tuple[
+                dt.datetime,
+                int,
+                list[dict[str, np.ndarray]],
+                np.ndarray,
+                np.ndarray,
+                Requests,
+                Mapping[str, str],
+            ]
         ] = deque()
         self._pending_rows = 0
         self._lock = threading.Lock()
@@ -103,18 +127,29 @@ class PredictionLog:
     def append(
         self,
         version: int,
-        columns: dict[str, np.ndarray],
+        parts: list[dict[str, np.ndarray]],
         probability: np.ndarray,
         label: np.ndarray,
         requests: Requests,
+        kinds: Mapping[str, str],
     ) -> None:
-        """Buffer a scored batch; ``requests`` are its requests in row order (id, rows, join keys)."""
+        """Buffer a scored batch: ``parts`` are its requests' input columns and ``requests`` its requests
+        (id, rows, join keys), both in row order; ``kinds`` is the model version's signature (each input's JSON
+        kind, as :attr:`InputSchema.kinds`), which sets the type each input column is written with."""
         rows = len(probability)
+        for part in parts:  # a caller's bug (a request parsed with another signature): the batcher logs it
+            if part.keys() != kinds.keys():
+                raise ValueError(
+                    f"prediction log: a request's input columns {sorted(part)} are not its model version's "
+                    f"signature's {sorted(kinds)}"
+                )
         with self._lock:
             if self._pending_rows + rows > self.max_buffer_rows:
                 self.metrics.log_dropped.inc(rows)
                 return
-            self._pending.append((dt.datetime.now(dt.UTC), version, columns, probability, label, requests))
+            self._pending.append(
+                (dt.datetime.now(dt.UTC), version, parts, probability, label, requests, kinds)
+            )
             self._pending_rows += rows
             self.metrics.log_buffered.set(self._pending_rows)
         if self._pending_rows >= self.flush_rows:
@@ -245,12 +280,14 @@ class PredictionLog:
             "model_name": pa.array([self.model_name] * len(served_at), type=pa.string()),
             "model_version": np.concatenate([np.full(len(b[3]), b[1], dtype="int64") for b in batches]),
         }
-        for name in batches[0][2]:
-            values = [b[2][name] for b in batches if name in b[2]]
-            if len(values) == len(batches):
-                # An input named as one of the log's own columns (a model of MLflow's own kind: a contract
-                # refuses such a feature) kept apart: one of the two was lost, whichever was written last.
-                data[f"input_{name}" if name in LOG_COLUMNS else name] = _column(values)
+        kinds = batches[0][6]  # one model version per table: one signature
+        parts = [part for b in batches for part in b[2]]
+        for name, kind in kinds.items():
+            # An input named as one of the log's own columns (a model of MLflow's own kind: a contract
+            # refuses such a feature) kept apart: one of the two was lost, whichever was written last.
+            data[f"input_{name}" if name in LOG_COLUMNS else name] = _column(
+                [part[name] for part in parts], kind
+            )
         requests = [request for b in batches for request in b[5]]
         per_row = np.repeat(np.arange(len(requests), dtype="int32"), [request[1] for request in requests])
         ids = pa.array([request[0] for request in requests], type=pa.string())
@@ -281,7 +318,24 @@ def _keys(requests: Requests, rows: int) -> tuple[pa.Array, pa.Array]:
     return entity, when
 
 
-def _column(parts: list[np.ndarray]) -> pa.Array:
-    if any(part.dtype == object for part in parts):
-        return pa.array(np.concatenate([part.astype(object) for part in parts]), from_pandas=True)
-    return pa.array(np.concatenate(parts), from_pandas=True)
+def _column(parts: list[np.ndarray], kind: str) -> pa.Array:
+    """The requests' values of one input as the Arrow type of its signature's ``kind``."""
+    if kind == "integer":  # each request's array apart: one holding a null is doubles, the others exact int64
+        arrays = [_integers(part) for part in parts]
+        return arrays[0] if len(arrays) == 1 else pa.concat_arrays(arrays)
+    if any(part.dtype == object for part in parts):  # strings; booleans with a null
+        values = np.concatenate([part.astype(object) for part in parts])
+    else:
+        values = np.concatenate(parts)
+    return pa.array(values, type=KIND_TYPES[kind], from_pandas=True)
+
+
+def _integers(values: np.ndarray) -> pa.Array:
+    """An integer input as int64: a request's doubles (it held a null) with NaN as null."""
+    if values.dtype.kind != "f":
+        return pa.array(values, type=pa.int64(), from_pandas=True)
+    null = np.isnan(values)
+    beyond = values >= _INT64_END  # the double nearest to int64's largest value: written as that value
+    ints = np.where(null | beyond, 0.0, values).astype("int64")
+    ints[beyond] = np.iinfo("int64").max
+    return pa.array(ints, mask=null, type=pa.int64())

@@ -17,8 +17,11 @@ class Sink:
     def __init__(self) -> None:
         self.batches: list[tuple[int, int]] = []
 
-    def append(self, version, cols, probability, label, requests) -> None:
+    def append(self, version, parts, probability, label, requests, kinds) -> None:
         assert sum(rows for _, rows, _ in requests) == len(probability)
+        # each request's own columns, in the batch's order, and the signature the log types them by
+        assert [len(next(iter(part.values()))) for part in parts] == [rows for _, rows, _ in requests]
+        assert all(part.keys() == kinds.keys() for part in parts)
         self.batches.append((version, len(probability)))
 
 

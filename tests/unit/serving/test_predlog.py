@@ -21,10 +21,14 @@ def _log(uri: str, metrics: ServingMetrics, max_buffer_rows: int = 1000) -> Pred
     )
 
 
+KINDS = {"x": "number", "plan": "string"}
+
+
 def _batch(n: int, start: float = 0.0, request: str = "r"):
+    """``append``'s arguments after the version: one request of ``n`` rows."""
     x = np.arange(start, start + n, dtype="float64")
     columns = {"x": x, "plan": np.array(["basic"] * n, dtype=object)}
-    return columns, x / 100, (x > 1).astype("int64"), [(request, n, None)]
+    return [columns], x / 100, (x > 1).astype("int64"), [(request, n, None)], KINDS
 
 
 def test_served_rows_are_written_by_day_with_their_model_and_prediction(tmp_path):
@@ -74,8 +78,11 @@ def _rows_on_disk(root) -> int:
 
 
 def _pending(sink: PredictionLog, when: dt.datetime, version: int, columns: dict, n: int) -> None:
-    """A scored batch buffered as if served at ``when`` (``append`` takes the time of the call)."""
-    sink._pending.append((when, version, columns, np.full(n, 0.5), np.zeros(n, "int64"), [("r", n, None)]))
+    """A scored batch of numbers buffered as if served at ``when`` (``append`` takes the time of the call)."""
+    kinds = dict.fromkeys(columns, "number")
+    sink._pending.append(
+        (when, version, [columns], np.full(n, 0.5), np.zeros(n, "int64"), [("r", n, None)], kinds)
+    )
     sink._pending_rows += n
 
 
@@ -123,7 +130,9 @@ def test_a_batch_arrow_cannot_convert_is_dropped_and_counted_and_the_rest_writte
     sink.flush()
     assert _rows_on_disk(root) == 3 and sink._pending_rows == 0
     assert sink.metrics.log_dropped._value.get() == 2 and sink.metrics.log_rows._value.get() == 3
-    sink.append(2, {"x": np.ones(4)}, np.full(4, 0.5), np.zeros(4, "int64"), [("r", 4, None)])
+    sink.append(
+        2, [{"x": np.ones(4)}], np.full(4, 0.5), np.zeros(4, "int64"), [("r", 4, None)], {"x": "number"}
+    )
     sink.flush()
     assert _rows_on_disk(root) == 7  # nothing stuck in the buffer
 
@@ -181,12 +190,12 @@ def test_an_unforeseen_sink_failure_is_counted_and_the_writer_keeps_going():
 def test_each_row_carries_its_request_id_and_the_join_keys_its_request_sent(tmp_path):
     metrics = ServingMetrics()
     sink = _log(str(tmp_path / "predictions"), metrics)
-    columns, probability, label, _ = _batch(3)
+    parts, probability, label, _, kinds = _batch(3)
     keys = RowKeys(
         np.array(["c1", None], dtype=object),
         np.array(["2026-11-30T10:00:00", "NaT"], dtype="datetime64[us]"),
     )
-    sink.append(2, columns, probability, label, [("first", 1, None), ("second", 2, keys)])
+    sink.append(2, parts, probability, label, [("first", 1, None), ("second", 2, keys)], kinds)
     sink.flush()
     frame = pads.dataset(str(tmp_path / "predictions"), partitioning="hive").to_table().to_pandas()
     frame = frame.sort_values("x")
@@ -277,7 +286,12 @@ def test_an_input_named_as_a_log_column_is_kept_apart_and_a_contract_refuses_suc
     sink = _log(str(tmp_path / "p"), ServingMetrics())
     x = np.array([3.5, 4.5])
     sink.append(
-        1, {"served_at": x, "probability": x + 1}, np.array([0.2, 0.9]), np.array([0, 1]), [("r", 2, None)]
+        1,
+        [{"served_at": x, "probability": x + 1}],
+        np.array([0.2, 0.9]),
+        np.array([0, 1]),
+        [("r", 2, None)],
+        {"served_at": "number", "probability": "number"},
     )
     sink.flush()
     frame = pads.dataset(str(tmp_path / "p"), format="parquet", partitioning="hive").to_table().to_pandas()
@@ -293,3 +307,60 @@ def test_an_input_named_as_a_log_column_is_kept_apart_and_a_contract_refuses_suc
         ValueError, match="feature\\(s\\) 'probability' have the name of a column the prediction log"
     ):
         Contract.model_validate({**contract.model_dump(), "columns": columns})
+
+
+def test_each_input_is_written_with_its_signatures_type_whatever_a_flushs_traffic_held(tmp_path):
+    """An integer input with a null in one request was written as double (its values beyond 2^53 rounded,
+    those of the other requests of its batch too), an optional string no request sent as Arrow's null type:
+    the parts of one model version had as many schemas as the traffic had shapes."""
+    from pipelines.model.signature import Field, InputSchema
+
+    schema = InputSchema(
+        [
+            Field("n", "integer", False),
+            Field("x", "number", True),
+            Field("s", "string", False),
+            Field("b", "boolean", False),
+        ]
+    )
+    big = 2**60 + 1  # no double holds it
+    exact = schema.parse_request({"rows": [{"n": big, "x": 1.0}]}, 10)
+    with_null = schema.parse_request({"rows": [{"n": None, "x": 2.0}, {"n": 3, "x": 0.5, "b": True}]}, 10)
+    assert with_null.columns["n"].dtype == "float64"  # what the model is given: a null as NaN
+    root = tmp_path / "p"
+    sink = _log(str(root), ServingMetrics())
+    requests = [("a", 1, None), ("b", 2, None)]
+    sink.append(
+        1, [exact.columns, with_null.columns], np.full(3, 0.5), np.zeros(3, "int64"), requests, schema.kinds
+    )
+    sink.flush()
+    plain = schema.parse_request({"rows": [{"n": 7, "x": 1.0, "s": "web", "b": False}]}, 10)
+    sink.append(1, [plain.columns], np.full(1, 0.5), np.zeros(1, "int64"), [("c", 1, None)], schema.kinds)
+    sink.flush()
+    tables = [pq.read_table(path) for path in sorted(root.rglob("part-*.parquet"))]
+    assert len(tables) == 2 and tables[0].schema == tables[1].schema
+    types = {name: str(tables[0].schema.field(name).type) for name in ("n", "x", "s", "b")}
+    assert types == {"n": "int64", "x": "double", "s": "string", "b": "bool"}
+    assert tables[0]["n"].to_pylist() == [big, None, 3] and tables[1]["n"].to_pylist() == [7]
+    assert tables[0]["s"].to_pylist() == [None] * 3 and tables[0]["b"].to_pylist() == [None, None, True]
+
+
+def test_an_integer_the_model_was_given_as_a_double_beyond_int64_is_logged_as_int64s_largest(tmp_path):
+    from pipelines.model.signature import INT64_MAX, Field, InputSchema
+
+    schema = InputSchema([Field("n", "integer", False)])
+    parsed = schema.parse_request({"rows": [{"n": INT64_MAX}, {"n": None}, {"n": -(2**63)}]}, 10)
+    sink = _log(str(tmp_path / "p"), ServingMetrics())
+    sink.append(1, [parsed.columns], np.full(3, 0.5), np.zeros(3, "int64"), [("r", 3, None)], schema.kinds)
+    sink.flush()
+    (path,) = (tmp_path / "p").rglob("part-*.parquet")
+    assert pq.read_table(path)["n"].to_pylist() == [INT64_MAX, None, -(2**63)]
+
+
+def test_a_request_whose_columns_are_not_its_versions_signature_is_refused_by_name(tmp_path):
+    sink = _log(str(tmp_path / "p"), ServingMetrics())
+    with pytest.raises(
+        ValueError, match=r"columns \['x'\] are not its model version's signature's \['plan', 'x'\]"
+    ):
+        sink.append(1, [{"x": np.ones(2)}], np.full(2, 0.5), np.zeros(2, "int64"), [("r", 2, None)], KINDS)
+    assert sink._pending_rows == 0
