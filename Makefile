@@ -26,6 +26,7 @@ demo: $(STAMP) ## Two real runs of the retrain DAG (bootstrap, then drift), then
 
 test: $(STAMP) ## The whole test suite (unit, DAG, integration on real engines, end to end)
 	./scripts/install-chromium.sh
+	./scripts/install-nginx.sh
 	$(VENV)/bin/python -m pytest tests
 
 test-busy: $(STAMP) ## The whole suite beside one busy loop per core (scripts/test-under-load.sh)

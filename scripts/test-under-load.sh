@@ -32,6 +32,7 @@ started=$SECONDS
 status=0
 if (($#)); then
   ./scripts/install-chromium.sh  # as make test does, for tests/ui
+  ./scripts/install-nginx.sh  # and for the serving proxy's test
   .venv/bin/python -m pytest "$@" || status=$?
 else
   make test || status=$?

@@ -146,3 +146,68 @@ class ServerProcess:
             self.process.wait(30)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+NGINX = [ROOT / ".venv" / "debian" / "nginx" / "usr" / "sbin" / "nginx", Path("/usr/sbin/nginx")]
+
+
+class ProxyProcess:
+    """The team stack's serving proxy: nginx with ``deploy/nginx.conf``, its two replicas' addresses, port and
+    paths replaced, in front of two local replicas (nginx from Debian, unpacked by scripts/install-nginx.sh)."""
+
+    def __init__(self, replica_a: str, replica_b: str, workdir: Path):
+        binary = next((path for path in NGINX if path.exists()), None)
+        if binary is None:
+            raise RuntimeError(f"no nginx at {' or '.join(map(str, NGINX))}: run scripts/install-nginx.sh")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        conf = (ROOT / "deploy" / "nginx.conf").read_text()
+        temp = f"{workdir}/nginx-"
+        for old, new in [
+            ("serving-a:8000", replica_a),
+            ("serving-b:8000", replica_b),
+            ("listen 8000;", f"listen 127.0.0.1:{self.port};"),
+            ("/tmp/nginx.pid", f"{temp}pid"),
+            ("/tmp/nginx-body;", f"{temp}body; fastcgi_temp_path {temp}fcgi; uwsgi_temp_path {temp}uwsgi;"),
+            ("/tmp/nginx-proxy;", f"{temp}proxy; scgi_temp_path {temp}scgi;"),
+        ]:
+            assert conf.count(old) == 1, f"deploy/nginx.conf no longer has {old!r} once: mend this test"
+            conf = conf.replace(old, new)
+        (workdir / "nginx.conf").write_text(conf)
+        self.log_path = workdir / "nginx.log"
+        self.process = subprocess.Popen(
+            [
+                str(binary),
+                "-p",
+                str(workdir),
+                "-e",
+                "stderr",
+                "-c",
+                str(workdir / "nginx.conf"),
+                "-g",
+                "daemon off;",
+            ],
+            stdout=self.log_path.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout_s: float = 30) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"nginx exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/proxy-health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"nginx not answering: {self.log_path.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()

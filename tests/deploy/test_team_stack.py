@@ -275,7 +275,7 @@ def _through_proxy(stack: Stack, n: int = 40) -> dict[str, set[int]]:
     with httpx.Client(base_url=f"http://127.0.0.1:{stack.ports['SERVING_PORT']}", timeout=30) as http:
         for _ in range(n):
             answer = http.post("/v1/predict", json={"rows": [ROW]})
-            if answer.status_code == 503:  # a replica that has no model yet
+            if answer.status_code == 503:  # no replica has a model yet (the proxy sends a 503 to the next)
                 seen.setdefault(answer.headers.get("x-upstream", "?"), set()).add(0)
                 continue
             assert answer.status_code == 200, answer.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -32,7 +33,14 @@ from pipelines.serving.app import create_app, wait_until_ready
 from pipelines.settings import get_settings
 from pipelines.training.train import train
 from tests.days import DAY
-from tests.serving_models import ServerProcess, model_artifacts, register_model, signature_of, slow_model
+from tests.serving_models import (
+    ProxyProcess,
+    ServerProcess,
+    model_artifacts,
+    register_model,
+    signature_of,
+    slow_model,
+)
 
 pytestmark = pytest.mark.slow
 TOKEN = "test-admin-token"
@@ -560,3 +568,44 @@ def test_a_pyfunc_that_reads_its_artifacts_when_it_predicts_is_served_and_its_fi
     assert holder.refresh().status == "swapped" and holder.current.version == second
     gc.collect()
     assert not any(path.exists() for path in kept)  # swapped out and unreferenced: its files are gone
+
+
+def test_behind_the_stacks_proxy_a_replica_with_no_model_leaves_its_predictions_to_the_other(
+    served, tmp_path
+):
+    """deploy/nginx.conf passed a replica's 503 on to the client: a replica starting, or whose first champion
+    was refused, answered its share of the predictions 503 while the other served (nginx sends a POST to the
+    next replica only when told to)."""
+    settings, _, rows, _ = served
+    named, (version,) = _family(served, "ct-serving-proxy", 1)
+    serving = ServerProcess(named, tmp_path / "serving.log", CT_PREDICTION_LOG="false")
+    empty = ServerProcess(
+        get_settings(state_dir=settings.state_dir, model_name="ct-serving-proxy-no-champion"),
+        tmp_path / "empty.log",
+        CT_PREDICTION_LOG="false",
+    )
+    proxy = None
+    try:
+        serving.wait_ready()
+        deadline = time.monotonic() + 120
+        while True:  # up, with no model to serve
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{empty.url}/health", timeout=2).status_code == 200:
+                    break
+            assert time.monotonic() < deadline and empty.process.poll() is None, empty.log_path.read_text()
+            time.sleep(0.1)
+        assert httpx.post(f"{empty.url}/v1/predict", json={"rows": rows[:1]}).status_code == 503
+        proxy = ProxyProcess(f"127.0.0.1:{serving.port}", f"127.0.0.1:{empty.port}", tmp_path)
+        proxy.wait_ready()
+        answers = [
+            httpx.post(f"{proxy.url}/v1/predict", json={"rows": rows[:1]}, timeout=30) for _ in range(20)
+        ]
+    finally:
+        for process in (proxy, empty, serving):
+            if process is not None:
+                process.stop()
+    assert [answer.status_code for answer in answers] == [200] * 20, [a.text for a in answers]
+    assert {answer.json()["model_version"] for answer in answers} == {version}
+    upstreams = [answer.headers["x-upstream"] for answer in answers]
+    # the replica with no model was asked, and its 503 sent on: "<empty>, <serving>"
+    assert f"127.0.0.1:{empty.port}, 127.0.0.1:{serving.port}" in upstreams, upstreams
