@@ -55,9 +55,16 @@ from pipelines.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def _utc(moment: dt.datetime) -> dt.datetime:
+def _utc(moment: dt.datetime, what: str) -> dt.datetime:
     """A plain ``datetime`` in UTC (days and names are UTC's). Airflow hands a task pendulum's ``DateTime``,
-    whose arithmetic drops a stdlib time zone: ``earlier()`` on one gave a naive time."""
+    whose arithmetic drops a stdlib time zone: ``earlier()`` on one gave a naive time. A naive ``moment`` is
+    refused, naming ``what`` it is: ``astimezone`` read it as this host's local time, so one call judged
+    another hour on each host, and west of UTC an hour not yet over."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(
+            f"{what} must be timezone-aware (UTC); got {moment.isoformat()} with no time zone, which would be "
+            "read as this host's local time"
+        )
     moment = moment.astimezone(dt.UTC)
     return dt.datetime.combine(moment.date(), moment.time(), tzinfo=dt.UTC)
 
@@ -70,10 +77,8 @@ class Interval:
     end: dt.datetime
 
     def __post_init__(self) -> None:
-        if self.start.tzinfo is None or self.end.tzinfo is None:
-            raise ValueError("an interval's start and end must be timezone-aware (UTC)")
-        object.__setattr__(self, "start", _utc(self.start))
-        object.__setattr__(self, "end", _utc(self.end))
+        object.__setattr__(self, "start", _utc(self.start, "an interval's start"))
+        object.__setattr__(self, "end", _utc(self.end, "an interval's end"))
         # Compared in UTC: one zone's wall clocks would compare wrongly across a DST change.
         if self.end <= self.start:
             raise ValueError(f"interval ends ({self.end}) before it starts ({self.start})")
@@ -109,7 +114,8 @@ class Interval:
     def whole_hours(cls, start: dt.datetime, end: dt.datetime) -> Interval:
         """A scheduled run's data interval (it starts at 5 past, once serving has written the hour's last rows),
         to the whole hours."""
-        start, end = _utc(start), _utc(end)  # UTC's hours, whatever zone the times came in
+        # UTC's hours, whatever zone the times came in
+        start, end = _utc(start, "a data interval's start"), _utc(end, "a data interval's end")
         return cls(
             start.replace(minute=0, second=0, microsecond=0), end.replace(minute=0, second=0, microsecond=0)
         )
@@ -118,7 +124,8 @@ class Interval:
     def hour_up_to(cls, moment: dt.datetime) -> Interval:
         """The hour up to ``moment``, to the end of its minute: intervals are named to the minute, so two asks
         in one minute judge the same interval (and the second never asks twice)."""
-        end = _utc(moment).replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+        end = _utc(moment, "the moment an hour is judged up to").replace(second=0, microsecond=0)
+        end += dt.timedelta(minutes=1)
         return cls(end - dt.timedelta(hours=1), end)
 
     @classmethod
@@ -149,12 +156,13 @@ def judgeable_from(settings: Settings, interval: Interval) -> dt.datetime:
 def check_over(settings: Settings, interval: Interval, now: dt.datetime) -> None:
     """Refuse an interval that is not over (or whose last rows may not be written yet) at ``now``."""
     ready = judgeable_from(settings, interval)
-    if _utc(now) < ready:
+    now = _utc(now, "the time an interval is judged at (now)")
+    if now < ready:
         raise IntervalNotOverError(
             f"interval {interval.name} ends at {interval.end:%Y-%m-%d %H:%M} UTC and can be judged from "
             f"{ready:%Y-%m-%d %H:%M:%S} UTC (its end, plus prediction_log_flush_seconds="
             f"{settings.prediction_log_flush_seconds:g} and {LOG_WRITE_MARGIN.total_seconds():g} s for the "
-            f"write), not at {_utc(now):%Y-%m-%d %H:%M:%S} UTC: judged now, its volume, drift and verdict would "
+            f"write), not at {now:%Y-%m-%d %H:%M:%S} UTC: judged now, its volume, drift and verdict would "
             "be those of the part served so far. Judge an hour that has ended (--hour), or wait"
         )
 
@@ -169,7 +177,7 @@ def wait_until_judgeable(
     hour up to the end of its minute, so it waits out that minute and serving's last flush (about a minute at
     most). An interval further off (a logical date in the future) is refused, not waited for for hours."""
     longest = dt.timedelta(minutes=1, seconds=settings.prediction_log_flush_seconds) + LOG_WRITE_MARGIN
-    now = _utc(clock())
+    now = _utc(clock(), "the clock's time")
     wait = judgeable_from(settings, interval) - now
     if wait > longest:
         check_over(settings, interval, now)  # raises: not over for a while yet

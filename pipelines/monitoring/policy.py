@@ -14,6 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipelines.config_files import load_yaml_model
 from pipelines.data.contract import DriftMethod
+from pipelines.settings import MAX_DAYS
+
+# Hours and days a rule waits or keeps: at most a century, and never infinite or NaN. ``.inf`` ("never ask
+# twice") loaded, then failed every monitor run at its verdict with a bare OverflowError naming no key.
+MAX_HOURS: Final = MAX_DAYS * 24
 
 # The signals of a verdict, in the order the report lists them.
 FEATURE_DRIFT: Final = "feature_drift"
@@ -121,11 +126,15 @@ class TriggerRule(_Strict):
     cooldown_hours: float = Field(
         default=6,
         ge=0,
+        le=MAX_HOURS,
+        allow_inf_nan=False,
         description="No retrain is asked for within this many hours of the last one asked for.",
     )
     after_promotion_hours: float = Field(
         default=6,
         ge=0,
+        le=MAX_HOURS,
+        allow_inf_nan=False,
         description="Nor within this many hours of the last promotion or rollback: a new champion gets time "
         "to be judged on its own traffic.",
     )
@@ -136,6 +145,7 @@ class RetentionRule(_Strict):
     reports_days: int | None = Field(
         default=None,
         ge=1,
+        le=MAX_DAYS,
         description="Each interval's report (HTML, JSON, Prometheus text) on the data root, and its run in the "
         "monitoring experiment, are removed once their day is more than this many days before the judged "
         "interval's; null keeps them. The figures and trigger records are always kept.",
@@ -143,6 +153,7 @@ class RetentionRule(_Strict):
     prediction_log_days: int | None = Field(
         default=None,
         ge=1,
+        le=MAX_DAYS,
         description="The prediction log's days more than this many days before the judged interval's are "
         "removed (the served rows themselves); null keeps them. At least the days back to the day whose labels "
         "the monitor joins (2 for a label delay of 24 hours): pipelines monitor policy says how many.",

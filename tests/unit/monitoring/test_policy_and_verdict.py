@@ -41,6 +41,13 @@ def test_the_shipped_policy_loads():
         ("version: 2", "version"),
         ("retention: {prediction_log_days: 0}", "retention.prediction_log_days"),
         ("retention: {reports_days: 0}", "retention.reports_days"),
+        # loaded, then every run failed at its verdict with an OverflowError (or a NaN's ValueError) naming no key
+        ("triggers: {cooldown_hours: .inf}", "triggers.cooldown_hours"),
+        ("triggers: {cooldown_hours: .nan}", "triggers.cooldown_hours"),
+        ("triggers: {cooldown_hours: 1.0e+12}", "triggers.cooldown_hours"),
+        ("triggers: {after_promotion_hours: .inf}", "triggers.after_promotion_hours"),
+        ("retention: {reports_days: 1000000000000}", "retention.reports_days"),
+        ("retention: {prediction_log_days: 1000000000000}", "retention.prediction_log_days"),
     ],
 )
 def test_a_bad_key_is_named(tmp_path, text, named):
@@ -439,3 +446,23 @@ def test_a_run_by_hand_waits_out_its_minute_and_the_last_flush_and_a_future_inte
     with pytest.raises(IntervalNotOverError, match="2026-12-02T0300-1h ends at 2026-12-02 04:00 UTC"):
         wait_until_judgeable(settings, future, lambda: asked, slept.append)
     assert slept == [41.0]
+
+
+def test_a_time_without_a_zone_is_refused_wherever_an_interval_is_made_or_judged(settings):
+    """Interval() refused a naive time, but whole_hours, hour_up_to, check_over and the wait read one as the
+    host's local time: one call judged 13:00, 18:00 or 07:00 UTC by the host's TZ, and west of UTC check_over
+    let an hour be judged half-way through."""
+    from pipelines.monitoring.monitor import check_over, wait_until_judgeable
+
+    naive = dt.datetime(2026, 12, 1, 13, 30)
+    with pytest.raises(ValueError, match="a data interval's start must be timezone-aware"):
+        Interval.whole_hours(naive, naive + dt.timedelta(hours=1))
+    with pytest.raises(ValueError, match="the moment an hour is judged up to must be timezone-aware"):
+        Interval.hour_up_to(naive)
+    hour = Interval.of(dt.date(2026, 12, 1), 13)
+    with pytest.raises(ValueError, match=r"judged at \(now\) must be timezone-aware .* 2026-12-01T13:30:00"):
+        check_over(settings, hour, naive)
+    with pytest.raises(ValueError, match="the clock's time must be timezone-aware"):
+        wait_until_judgeable(settings, hour, lambda: naive, lambda seconds: None)
+    with pytest.raises(ValueError, match="an interval's start must be timezone-aware"):
+        Interval(naive, dt.datetime(2026, 12, 1, 15, tzinfo=dt.UTC))
