@@ -164,7 +164,7 @@ def _banner_row(name: str, column: dict[str, Any]) -> str:
         f"{column['current_rows']:,}",
         "none" if score is None else f"{score:.4f}",
         "n/a" if bound is None else f"{bound:.4f}",
-        "DRIFT" if column["drifted"] else "ok",
+        "not judged" if column.get("not_judged") else "DRIFT" if column["drifted"] else "ok",
     ]
     return "<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>"
 

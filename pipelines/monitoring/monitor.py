@@ -626,7 +626,7 @@ def _signals(
     )
     if served["rows"] >= policy.min_served_rows:
         with _timed(seconds, "drift"):
-            drift = drift_stats.compare_features(reference, served["profile"], contract)
+            drift = verdict.served_drift(drift_stats.compare_features(reference, served["profile"], contract))
         # The champion's rows with a probability: after a swap its share is small, and a log from another writer
         # may hold rows it gave none (serving never logs them): judged on fewer values than the policy asks,
         # the figure moved with a handful of rows.

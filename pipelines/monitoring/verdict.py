@@ -39,6 +39,26 @@ def _signal(name: str, state: str, detail: str, **figures: Any) -> dict[str, Any
     return {"signal": name, "state": state, "detail": detail, **figures}
 
 
+NO_VALUES_SERVED = "no values served (null in every served row): not judged for drift, the nulls signal's"
+
+
+def served_drift(features: dict[str, Any]) -> dict[str, Any]:
+    """The features' drift (:func:`~pipelines.evaluation.drift_stats.compare_features`) as the monitor judges
+    it: a feature with no served values (null in every served row) is the nulls signal's, not drift (counted
+    as drift it would ask for a retrain, and a new model does not mend a broken upstream), so it is marked
+    ``not_judged`` and left out of the drifted count; the share stays one of all the features. The report's
+    figures, table and Evidently's count are made from this, so they agree with the verdict."""
+    columns = {
+        name: column | {"drifted": False, "not_judged": True, "detail": NO_VALUES_SERVED}
+        if column["current_rows"] == 0
+        else column
+        for name, column in features["columns"].items()
+    }
+    drifted = sum(1 for column in columns.values() if column["drifted"])
+    share = drifted / len(columns) if columns else 0.0
+    return {**features, "drifted_columns": drifted, "drift_share": share, "columns": columns}
+
+
 def drift_signals(
     policy: MonitoringPolicy, drift: dict[str, Any] | None, prediction: dict[str, Any] | None, why_not: str
 ) -> list[dict[str, Any]]:
@@ -48,10 +68,9 @@ def drift_signals(
             _signal(name, NOT_JUDGED, why_not) for name in (FEATURE_DRIFT, CRITICAL_COLUMNS, PREDICTION_DRIFT)
         ]
     limit = policy.feature_drift.max_drifted_share
-    # A feature with no served values (null in every row) is the nulls signal's, not drift: counted as drift it
-    # would ask for a retrain, and a new model does not mend a broken upstream.
-    empty = [name for name, column in drift["columns"].items() if column["score"] is None]
-    drifted = [name for name, column in drift["columns"].items() if column["drifted"] and name not in empty]
+    drift = served_drift(drift)  # as the report shows it (marking again changes nothing)
+    empty = [name for name, column in drift["columns"].items() if column.get("not_judged")]
+    drifted = [name for name, column in drift["columns"].items() if column["drifted"]]
     share = len(drifted) / len(drift["columns"]) if drift["columns"] else 0.0
     signals = [
         _signal(

@@ -317,11 +317,18 @@ def test_a_feature_with_no_served_values_is_the_nulls_signal_not_drift():
     policy = MonitoringPolicy.model_validate(
         {"feature_drift": {"max_drifted_share": 0.5, "critical_columns": ["region"]}}
     )
+    counts = {"reference_rows": 100, "current_rows": 100}
     columns = {
-        "amount": {"score": 0.4, "drifted": True},
-        "region": {"score": None, "drifted": True, "detail": "no values on one side"},  # null in every row
-        "age": {"score": 0.0, "drifted": False},
-        "plan": {"score": 0.01, "drifted": False},
+        "amount": {"score": 0.4, "drifted": True, **counts},
+        "region": {  # null in every served row
+            "score": None,
+            "drifted": True,
+            "detail": "no values on one side",
+            **counts,
+            "current_rows": 0,
+        },
+        "age": {"score": 0.0, "drifted": False, **counts},
+        "plan": {"score": 0.01, "drifted": False, **counts},
     }
     drift = {"drifted_columns": 2, "drift_share": 0.5, "columns": columns}
     feature, critical, _ = verdict.drift_signals(policy, drift, None, "")
@@ -466,3 +473,31 @@ def test_a_time_without_a_zone_is_refused_wherever_an_interval_is_made_or_judged
         wait_until_judgeable(settings, hour, lambda: naive, lambda seconds: None)
     with pytest.raises(ValueError, match="an interval's start must be timezone-aware"):
         Interval(naive, dt.datetime(2026, 12, 1, 15, tzinfo=dt.UTC))
+
+
+def test_the_report_counts_the_drift_the_verdict_judged_when_a_feature_has_no_served_values(contract):
+    """The feature_drift signal left a feature with no served values out (0 of 8 drifted), while the same run's
+    monitor.json, report table and Evidently count had it drifted (1 of 8, share 0.125: a breach at 0.125)."""
+    from pipelines.data.generate import generate_day
+    from pipelines.data.profile import frame_profile
+    from pipelines.evaluation import drift_stats
+    from pipelines.evaluation.drift import columns_table
+
+    def profile(frame):
+        return frame_profile(
+            frame, contract.numeric_features, contract.categorical_features, contract.dataset
+        )
+
+    reference = generate_day(dt.date(2026, 11, 20), seed=7, rows=3000)
+    served = generate_day(dt.date(2026, 11, 21), seed=8, rows=3000)
+    served["avg_basket"] = float("nan")  # an upstream stopped sending it
+    compared = drift_stats.compare_features(profile(reference), profile(served), contract)
+    assert compared["columns"]["avg_basket"]["drifted"]  # the gate's reading: values on one side only
+    drift = verdict.served_drift(compared)
+    policy = MonitoringPolicy.model_validate({"feature_drift": {"max_drifted_share": 0.125}})
+    feature = verdict.drift_signals(policy, drift, None, "")[0]
+    assert drift["drift_share"] == feature["value"] == 0.0 and drift["drifted_columns"] == 0
+    assert feature["state"] == verdict.OK and "no values served: avg_basket" in feature["detail"]
+    assert drift["columns"]["avg_basket"]["not_judged"] and verdict.served_drift(drift) == drift
+    assert "<td>avg_basket</td>" in (table := columns_table(drift)) and "DRIFT" not in table
+    assert "not judged" in table
