@@ -49,9 +49,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task
+from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task
 from common.assets import RETRAIN_REQUESTS, retrain_request
-from common.params import dataset_param
+from common.params import dataset_param, engine_param
 
 # As in retrain.py: MLflow's log lines through Airflow's task logging at their own level, not as stderr.
 os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
@@ -127,11 +127,10 @@ def prune() -> dict[str, Any]:
         "dataset": dataset_param(
             "Whose champion's served traffic is judged (its prediction log and contract)."
         ),
-        "engine": Param(
-            "dask",
-            enum=["dask", "spark"],
-            title="Engine",
-            description="Dask or Spark reads the prediction log and computes the figures; both give the same.",
+        "engine": engine_param(
+            "Engine",
+            "Dask or Spark reads the prediction log and computes the figures; both give the same. CT_ENGINE by "
+            "default.",
         ),
     },
 )

@@ -86,7 +86,7 @@ from common.assets import (
     requeue_plan,
     retrain_request,
 )
-from common.params import dataset_param
+from common.params import dataset_param, engine_param
 
 # MLflow gives its loggers a handler of their own on stderr, which Airflow records as errors: a successful
 # run showed its INFO lines in red. Left unconfigured, they go through Airflow's task logging at their own
@@ -404,11 +404,9 @@ def prune(decision: dict[str, Any]) -> dict[str, Any]:
             "Its contract is include/contracts/<dataset>.yaml; the source URI comes from the "
             "contract or CT_SOURCE_URI."
         ),
-        "engine": Param(
-            "dask",
-            enum=["dask", "spark"],
-            title="Data preparation engine",
-            description="Dask or Spark runs the prepare stage; both give the same features.",
+        "engine": engine_param(
+            "Data preparation engine",
+            "Dask or Spark runs the prepare stage; both give the same features. CT_ENGINE by default.",
         ),
         "model_family": Param(
             "default",

@@ -171,3 +171,23 @@ def test_the_train_task_is_stopped_past_the_training_timeout_and_its_margin(dagb
         monkeypatch.setenv("CT_TRAIN_TIMEOUT_S", refused)
         broken = BundleDagBag(dag_folder=str(DAGS_DIR), bundle_path=DAGS_DIR)
         assert any("CT_TRAIN_TIMEOUT_S" in error for error in broken.import_errors.values()), refused
+
+
+def test_every_dags_engine_is_the_deployments_by_default(monkeypatch):
+    """CT_ENGINE, which the CLI reads, is also what a scheduled run (and one the monitor asks for) runs on: the
+    engine param's fixed default, dask, overrode it in every run nobody triggered by hand. A value the settings
+    refuse fails the import, naming the variable."""
+    from airflow.dag_processing.dagbag import BundleDagBag
+
+    from pipelines.settings import ENGINE_NAMES
+
+    monkeypatch.setenv("CT_ENGINE", "spark")
+    bag = BundleDagBag(dag_folder=str(DAGS_DIR), bundle_path=DAGS_DIR)
+    engines = {dag_id: dag.params["engine"] for dag_id, dag in bag.dags.items() if "engine" in dag.params}
+    assert engines == {"retrain": "spark", "monitor": "spark"}
+    for dag_id in engines:  # the form offers what the settings take
+        assert tuple(bag.dags[dag_id].params.get_param("engine").schema["enum"]) == ENGINE_NAMES
+    monkeypatch.setenv("CT_ENGINE", "flink")
+    broken = BundleDagBag(dag_folder=str(DAGS_DIR), bundle_path=DAGS_DIR)
+    assert sorted(broken.import_errors) == sorted(f"{name}.py" for name in engines)
+    assert all("CT_ENGINE='flink'" in error for error in broken.import_errors.values())
