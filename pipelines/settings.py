@@ -99,7 +99,12 @@ class Settings(BaseSettings):
         description="Rows per day written by the demo generator (one per customer a day, of 200,000).",
     )
     seed: int = Field(
-        default=7, ge=0, description="Seed of the demo generator; data is deterministic for (seed, date)."
+        default=7,
+        ge=0,
+        # scikit-learn's random_state and numpy's RandomState take at most 2^32 - 1: a larger seed passed
+        # generate, validate and prepare, then failed training with scikit-learn's error, naming no setting
+        le=2**32 - 1,
+        description="Seed of the demo generator and of training; data is deterministic for (seed, date).",
     )
 
     engine: EngineName = Field(default="dask", description="Data preparation engine.")
@@ -294,7 +299,8 @@ class Settings(BaseSettings):
     )
 
     serve_host: str = Field(default="127.0.0.1", description="Serving bind address.")
-    serve_port: int = Field(default=8000, description="Serving port.")
+    # 0: any free port. Above 65535 the socket layer took it modulo 2^16: 99999 served on 34463.
+    serve_port: int = Field(default=8000, ge=0, le=65535, description="Serving port.")
     serve_urls: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
         description="Base URLs of the serving replicas, comma-separated (http://serving-a:8000,"

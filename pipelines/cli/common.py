@@ -52,6 +52,7 @@ def request_errors() -> tuple[type[Exception], ...]:
     from pipelines.evaluation.policy import PolicyError
     from pipelines.monitoring.policy import MonitoringPolicyError
     from pipelines.release.history import LockHeldError
+    from pipelines.release.register import NoModelLoggedError
     from pipelines.training.model_settings import ModelSettingsError, TrainingConfigError
 
     return (
@@ -73,6 +74,7 @@ def request_errors() -> tuple[type[Exception], ...]:
         ModelSettingsError,
         TrainingConfigError,
         LockHeldError,
+        NoModelLoggedError,
     )
 
 

@@ -94,6 +94,10 @@ def register(settings: Settings, logical_date: dt.date, run_id: str) -> dict[str
     return {"name": name, "version": int(version.version), "run_id": run_id, "tags": tags}
 
 
+class NoModelLoggedError(ValueError):
+    """The training run to register logged no model: it failed, was killed, or is still running."""
+
+
 def _newer(version: ModelVersion) -> tuple[str, int]:
     """How new a version is: the last day of its data (its ``logical_date``), then its number. A re-run of an
     older day with new code or settings registers a version of a higher number, of older data: by number it
@@ -105,7 +109,10 @@ def _version_tags(run_id: str, run_tags: dict[str, str]) -> dict[str, str]:
     """The run's lineage tags and its model files' manifest (read and hashed here), for its new version."""
     model_uri = run_tags.get("ct.model_uri")
     if not model_uri:
-        raise ValueError(f"MLflow run {run_id} has no ct.model_uri tag: it did not finish logging a model")
+        raise NoModelLoggedError(
+            f"MLflow run {run_id} has no ct.model_uri tag: it did not finish logging a model (a training that "
+            "failed, was stopped or still runs); register the run of a training that finished"
+        )
     with tempfile.TemporaryDirectory(prefix="ct-register-") as tmp:
         manifest = integrity.build_manifest(integrity.download(model_uri, tmp))
     log.info("run %s's model: %d files, %d bytes", run_id, len(manifest["files"]), manifest["total_bytes"])

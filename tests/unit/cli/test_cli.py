@@ -75,6 +75,13 @@ def test_a_request_it_cannot_run_exits_2_naming_what_to_change_without_a_traceba
             "CT_SOURCE_URI is set (/lake/{ds})",
         ),
         (["monitor", "prune", "-d", "2999-01-01"], {}, "counts back from 2999-01-01, which is after today"),
+        # 99999 served on 34463 (the socket layer takes a port modulo 2^16)
+        (["serve"], {"CT_SERVE_PORT": "99999"}, "CT_SERVE_PORT"),
+        (["serve", "--port", "99999"], {}, "less than or equal to 65535"),
+        # passed the data stages, then failed training with scikit-learn's error, naming no setting
+        (["generate", "-d", "2026-11-20"], {"CT_SEED": str(2**32)}, "CT_SEED"),
+        # an address this host does not have: uvicorn logged it and exited 3, "the gate rejects"
+        (["serve", "--host", "203.0.113.7", "--port", "8000"], {}, "cannot serve on 203.0.113.7:8000"),
     ]
     for args, env, expected in cases:
         result = runner.invoke(app, args, env=_env(tmp_path / "state") | env)
@@ -238,3 +245,34 @@ def test_a_registry_out_of_reach_or_a_held_promotion_lock_exits_4_for_a_retry(tm
     with history.promotion_lock(get_settings(state_dir=tmp_path), "ct-transactions"):
         held = runner.invoke(app, ["rollback", "--to", "1", "--reason", "bad model"], env=_env(tmp_path))
     assert held.exit_code == 4 and "held its lock" in held.output, held.output
+
+
+def test_serve_on_a_port_in_use_exits_4_naming_it_not_3_the_gates_rejection(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = runner.invoke(app, ["serve", "--port", str(port)], env=_env(tmp_path))
+    assert result.exit_code == 4, (result.output, result.exception)
+    assert f"cannot serve on 127.0.0.1:{port}: the port is in use" in result.output
+
+
+def test_register_of_a_run_that_logged_no_model_exits_2_naming_the_run(tmp_path):
+    """A failed or killed training's run, the one a person passes by hand: a ValueError's traceback, exit 1."""
+    from mlflow import MlflowClient
+
+    from pipelines.release import tracking
+    from pipelines.settings import get_settings
+
+    env = _env(tmp_path)
+    settings = get_settings(state_dir=tmp_path)
+    tracking.configure(settings)
+    client = MlflowClient()
+    experiment = client.create_experiment("a-failed-training")
+    run = client.create_run(experiment).info.run_id
+    client.set_terminated(run, "FAILED")
+    result = runner.invoke(app, ["register", "-d", "2026-11-20", "--run-id", run], env=env)
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert f"MLflow run {run} has no ct.model_uri tag" in result.output and "Traceback" not in result.output
