@@ -397,6 +397,25 @@ class Settings(BaseSettings):
             )
         return url
 
+    @field_validator("promotion_db")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        """A SQLAlchemy URL, refused here (naming CT_PROMOTION_DB) rather than by the first command that opens the
+        history, with SQLAlchemy's traceback naming no setting."""
+        if not value:
+            return None
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(value)
+        except ArgumentError:
+            raise ValueError(
+                "not a database URL (SQLAlchemy's form: postgresql+psycopg://user:password@host:5432/db, "
+                "sqlite:////path/promotions.db)"
+            ) from None
+        return value
+
     @field_validator("model_name")
     @classmethod
     def _default_model_name(cls, value: str, info: ValidationInfo) -> str:

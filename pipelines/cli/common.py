@@ -51,7 +51,7 @@ def request_errors() -> tuple[type[Exception], ...]:
     from pipelines.evaluation.evaluate import HoldoutError, UnknownVersionError
     from pipelines.evaluation.policy import PolicyError
     from pipelines.monitoring.policy import MonitoringPolicyError
-    from pipelines.release.history import LockHeldError
+    from pipelines.release.history import LockHeldError, NoHistoryDatabaseError
     from pipelines.release.register import NoModelLoggedError
     from pipelines.training.model_settings import ModelSettingsError, TrainingConfigError
 
@@ -74,6 +74,7 @@ def request_errors() -> tuple[type[Exception], ...]:
         ModelSettingsError,
         TrainingConfigError,
         LockHeldError,
+        NoHistoryDatabaseError,
         NoModelLoggedError,
     )
 

@@ -80,6 +80,10 @@ def completion(action: str) -> str:
         raise ValueError(f"{action!r} does not move the champion; moves are {sorted(_COMPLETIONS)}") from None
 
 
+class NoHistoryDatabaseError(ValueError):
+    """The registry is an MLflow server and no ``CT_PROMOTION_DB`` names the promotion history's database."""
+
+
 def database_url(settings: Settings) -> str:
     """Where the history lives: CT_PROMOTION_DB, the registry's PostgreSQL, or a file beside SQLite."""
     if settings.promotion_db:
@@ -89,7 +93,7 @@ def database_url(settings: Settings) -> str:
         return tracking
     if tracking.startswith("sqlite:///"):
         return f"sqlite:///{Path(tracking[len('sqlite:///') :]).parent / 'promotions.db'}"
-    raise ValueError(
+    raise NoHistoryDatabaseError(
         f"the tracking URI {tracking} is not a database: set CT_PROMOTION_DB to the database that keeps "
         "the promotion history (PostgreSQL for a team)"
     )

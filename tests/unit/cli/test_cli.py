@@ -80,6 +80,17 @@ def test_a_request_it_cannot_run_exits_2_naming_what_to_change_without_a_traceba
         (["serve", "--port", "99999"], {}, "less than or equal to 65535"),
         # passed the data stages, then failed training with scikit-learn's error, naming no setting
         (["generate", "-d", "2026-11-20"], {"CT_SEED": str(2**32)}, "CT_SEED"),
+        # SQLAlchemy's ArgumentError, or a ValueError, with their tracebacks (exit 1)
+        (
+            ["history"],
+            {"CT_PROMOTION_DB": "notaurl"},
+            "(CT_PROMOTION_DB): Value error, not a database URL",
+        ),
+        (
+            ["history"],
+            {"CT_MLFLOW_TRACKING_URI": "http://127.0.0.1:1"},
+            "is not a database: set CT_PROMOTION_DB",
+        ),
         # an address this host does not have: uvicorn logged it and exited 3, "the gate rejects"
         (["serve", "--host", "203.0.113.7", "--port", "8000"], {}, "cannot serve on 203.0.113.7:8000"),
     ]
