@@ -242,11 +242,33 @@ def _sdk_errors(*where: tuple[str, tuple[str, ...]]) -> list[type[BaseException]
     return errors
 
 
+# PostgreSQL's SQLSTATEs of a server out of reach for now: class 08 (connection exception), and a server
+# shutting down, crashed or starting up (57P01-57P03).
+_PG_TRANSIENT_STATES = ("08", "57P01", "57P02", "57P03")
+
+
+def _database_unreachable(exc: BaseException | None) -> bool:
+    """A PostgreSQL connection that failed or was cut (psycopg's ``OperationalError`` with no SQLSTATE, as a
+    refused or timed-out connection has, or a transient one); not an answer of the server (a missing table, a
+    syntax error, a serialization failure, which carry their own)."""
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = exc.sqlstate
+    return state is None or state.startswith(_PG_TRANSIENT_STATES)
+
+
 def unavailable(exc: BaseException) -> bool:
-    """Whether a registry or artifact store failure means the store was out of reach for now (a connection
-    refused or reset, a timeout, a 5xx or throttling once MLflow's own retries ran out), not an answer about the
-    files (not there, refused). Walks the exception's causes: MLflow wraps what ``requests`` raised."""
+    """Whether a registry, artifact store or database failure means it was out of reach for now (a connection
+    refused or reset, a timeout, a 5xx or throttling once MLflow's own retries ran out, a PostgreSQL server
+    that refused or dropped the connection or is restarting), not an answer about the files or the rows (not
+    there, refused). Walks the exception's causes: MLflow wraps what ``requests`` raised, SQLAlchemy what
+    psycopg raised."""
     import requests
+    import sqlalchemy.exc
 
     transient: tuple[type[BaseException], ...] = (
         ConnectionError,  # the socket's: refused, reset, aborted
@@ -254,6 +276,7 @@ def unavailable(exc: BaseException) -> bool:
         requests.ConnectionError,
         requests.Timeout,
         requests.exceptions.RetryError,  # MLflow's retries of a 429 or 5xx ran out
+        sqlalchemy.exc.TimeoutError,  # no connection of the pool came free in time
         *_sdk_errors(
             ("botocore.exceptions", ("ConnectionError", "HTTPClientError")),
             ("google.api_core.exceptions", ("ServerError", "TooManyRequests")),
@@ -264,8 +287,10 @@ def unavailable(exc: BaseException) -> bool:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, transient):
+        if isinstance(current, transient) or _database_unreachable(current):
             return True
+        if isinstance(current, sqlalchemy.exc.DBAPIError) and _database_unreachable(current.orig):
+            return True  # SQLAlchemy's wrapper names the driver's error as ``orig`` (its cause, when raised)
         status = _http_status(current)
         if status is not None and (status >= 500 or status == 429):
             return True

@@ -287,3 +287,15 @@ def test_register_of_a_run_that_logged_no_model_exits_2_naming_the_run(tmp_path)
     result = runner.invoke(app, ["register", "-d", "2026-11-20", "--run-id", run], env=env)
     assert result.exit_code == 2, (result.output, result.exception)
     assert f"MLflow run {run} has no ct.model_uri tag" in result.output and "Traceback" not in result.output
+
+
+def test_a_promotion_history_on_a_postgresql_out_of_reach_exits_4_with_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    env = _env(tmp_path) | {"CT_PROMOTION_DB": f"postgresql+psycopg://ct:x@127.0.0.1:{port}/ct"}
+    result = runner.invoke(app, ["history"], env=env)
+    assert result.exit_code == 4, (result.output, result.exception)
+    assert "Connection refused" in result.output and "Traceback" not in result.output

@@ -73,3 +73,32 @@ def test_an_error_is_unavailable_through_its_causes_but_not_through_a_context_it
 
     assert unavailable(wrapped(suppress=False))
     assert not unavailable(wrapped(suppress=True))
+
+
+def test_a_postgresql_out_of_reach_is_unavailable_and_its_answers_are_not(tmp_path):
+    """A promotion history (or registry) on a PostgreSQL that refused the connection exited 1 with a traceback
+    of 54 frames, where a service out of reach exits 4 and is run again."""
+    import socket
+
+    import psycopg
+    import sqlalchemy as sa
+
+    from pipelines.release.tracking import unavailable
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    engine = sa.create_engine(
+        f"postgresql+psycopg://ct:x@127.0.0.1:{port}/ct", connect_args={"connect_timeout": 5}
+    )
+    with pytest.raises(sa.exc.OperationalError) as refused:
+        engine.connect()
+    assert unavailable(refused.value)
+    restarting = psycopg.errors.CannotConnectNow("the database system is starting up")
+    assert unavailable(sa.exc.OperationalError("SELECT 1", {}, restarting))
+    # answers of a server that is there: a bug or a request to fix, never "run it again"
+    assert not unavailable(sa.exc.ProgrammingError("SELECT", {}, psycopg.errors.UndefinedTable("no table")))
+    assert not unavailable(sa.exc.OperationalError("SELECT", {}, psycopg.errors.QueryCanceled("cancelled")))
+    with pytest.raises(sa.exc.OperationalError) as missing:  # SQLite's OperationalError: not a connection
+        sa.create_engine(f"sqlite:///{tmp_path}/x.db").connect().execute(sa.text("SELECT * FROM nope"))
+    assert not unavailable(missing.value)
