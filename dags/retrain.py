@@ -82,7 +82,7 @@ from common.assets import (
     any_retrain_request,
     datasets,
     plan,
-    request_of,
+    requests_of,
     requeue_plan,
     retrain_request,
 )
@@ -148,8 +148,13 @@ def _request() -> dict[str, Any] | None:
     Its ``dataset`` is the asset's; a request with no ``day`` (an event posted by hand, from the UI's asset
     page) retrains the day before it was asked for, the latest whole day, as the daily schedule does. The other
     datasets' requests that came with it are asked for again by the ``requeue`` task."""
-    chosen, _ = plan([request_of(event) for event in _events()])
+    requests, refused = requests_of(_events())
+    chosen, _ = plan(requests)
     if chosen is None:
+        if refused:  # every request that started the run is malformed: no retry mends its extra
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException("; ".join(refused))
         return None
     day = chosen.extra.get("day") or (chosen.asked_at.date() - dt.timedelta(days=1)).isoformat()
     return chosen.extra | {"day": day, "requested_at": chosen.asked_at.isoformat()}
@@ -168,7 +173,7 @@ def requeue() -> dict[str, Any]:
     def newer(dataset: str, after: dt.datetime) -> Any:
         return context["inlet_events"][retrain_request(dataset)].after(after.isoformat())
 
-    consumed = [request_of(event) for event in _events()]
+    consumed, _ = requests_of(_events())
     chosen, asks, already = requeue_plan(consumed, newer, context["run_id"], run.start_date or run.run_after)
     for dataset, extra in asks:  # registered in this order once the task succeeds: longest waiting first
         context["outlet_events"][RETRAIN_REQUESTS].add(retrain_request(dataset), extra=extra)

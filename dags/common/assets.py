@@ -8,12 +8,16 @@ nothing emits no event: a task's plain Asset outlets would get one on every succ
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from airflow.sdk import Asset, AssetAlias, AssetAny
+
+log = logging.getLogger(__name__)
 
 GROUP = "ct-retrain-request"
 RETRAIN_REQUESTS = AssetAlias(name="ct-retrain-requests", group=GROUP)
@@ -55,14 +59,66 @@ class Request:
     timestamp: dt.datetime
 
 
+class RetrainRequestError(ValueError):
+    """An event of a retrain request's asset whose extra is not a request (posted by hand with a typo)."""
+
+
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _moment(uri: str, extra: dict[str, Any], key: str) -> dt.datetime | None:
+    """``extra[key]``, an ISO 8601 time with its zone, or None when the extra has none."""
+    value = extra.get(key)
+    if value is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        moment = None
+    if moment is None or moment.utcoffset() is None:
+        raise RetrainRequestError(
+            f"retrain request on {uri}: extra {key!r} is {value!r}, not an ISO 8601 time with its zone "
+            "(2026-12-06T10:30:00+00:00)"
+        )
+    return moment
+
+
 def request_of(event: Any) -> Request:
     """The request an asset event (with ``asset.uri``, ``extra`` and ``timestamp``) carries. Its dataset is the
-    asset's (``ct-retrain://<dataset>``), whatever its extra says: an event posted by hand may say nothing."""
-    dataset = str(event.asset.uri).removeprefix("ct-retrain://").strip("/")
+    asset's (``ct-retrain://<dataset>``), whatever its extra says: an event posted by hand may say nothing.
+
+    An extra whose ``day`` is not YYYY-MM-DD, or whose ``requested_at`` or ``waiting_since`` is not a time with
+    its zone, is a :class:`RetrainRequestError` naming the asset, the key and the value: it failed each retried
+    task with a bare ValueError or TypeError, after the champion's audit had run."""
+    uri = str(event.asset.uri)
+    dataset = uri.removeprefix("ct-retrain://").strip("/")
     extra = {k: v for k, v in (event.extra or {}).items() if k not in _NOT_THE_REQUEST}
-    asked = dt.datetime.fromisoformat(extra["requested_at"]) if extra.get("requested_at") else event.timestamp
-    since = dt.datetime.fromisoformat(extra["waiting_since"]) if extra.get("waiting_since") else asked
+    day = extra.get("day")
+    if day is not None:
+        try:
+            valid = isinstance(day, str) and bool(_DAY.fullmatch(day)) and bool(dt.date.fromisoformat(day))
+        except ValueError:  # 2026-02-30
+            valid = False
+        if not valid:
+            raise RetrainRequestError(
+                f"retrain request on {uri}: extra 'day' is {day!r}, not a date YYYY-MM-DD"
+            )
+    asked = _moment(uri, extra, "requested_at") or event.timestamp
+    since = _moment(uri, extra, "waiting_since") or asked
     return Request(dataset, extra | {"dataset": dataset}, asked, since, event.timestamp)
+
+
+def requests_of(events: Iterable[Any]) -> tuple[list[Request], list[str]]:
+    """The requests of ``events``, and why each event that is not one was left out (logged as an error: it
+    asks for nothing a run can do, and must not keep the others' requests from being served)."""
+    requests, refused = [], []
+    for event in events:
+        try:
+            requests.append(request_of(event))
+        except RetrainRequestError as exc:
+            log.error("%s; the event is left out", exc)
+            refused.append(str(exc))
+    return requests, refused
 
 
 def plan(consumed: Sequence[Request]) -> tuple[Request | None, list[Request]]:
@@ -147,7 +203,7 @@ def requeue_plan(
         turns.append((chosen.dataset, None))
     for dataset, pending in turns:
         last = max(request.timestamp for request in consumed if request.dataset == dataset)
-        known = [request_of(event) for event in newer(dataset, last) if event.timestamp > last]
+        known, _ = requests_of(event for event in newer(dataset, last) if event.timestamp > last)
         retrained = chosen if pending is None else None
         extra = ask_again(known, pending, retrained, run_id, started)
         if extra is not None:

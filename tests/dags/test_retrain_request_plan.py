@@ -145,3 +145,36 @@ def test_the_requeue_plan_asks_again_for_the_others_and_for_what_was_left_behind
             )
         )
     assert assets.requeue_plan(consumed, newer, RUN, STARTED)[1:] == ([], ["bikeshare"])
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ({"day": "20/11/2026"}, "extra 'day' is '20/11/2026', not a date YYYY-MM-DD"),
+        ({"day": "2026-11-20T00:00:00"}, "extra 'day' is '2026-11-20T00:00:00'"),
+        ({"day": "20261120"}, "extra 'day' is '20261120'"),  # Python 3.11's fromisoformat reads it
+        ({"day": 20261120}, "extra 'day' is 20261120"),
+        ({"day": "2026-02-30"}, "extra 'day' is '2026-02-30'"),
+        (
+            {"requested_at": "yesterday"},
+            "extra 'requested_at' is 'yesterday', not an ISO 8601 time with its zone",
+        ),
+        # no zone: compared with the events' aware times, plan() raised a TypeError
+        ({"waiting_since": "2026-12-06T10:00:00"}, "extra 'waiting_since' is '2026-12-06T10:00:00'"),
+    ],
+)
+def test_an_event_posted_by_hand_whose_extra_is_no_request_is_named_and_left_out(assets, extra, named):
+    """Each failed every retried task with a bare ValueError or TypeError naming neither the event nor the key,
+    and a bad requested_at failed requeue too, losing the other datasets' requests of the run."""
+    typo = SimpleNamespace(
+        asset=SimpleNamespace(uri="ct-retrain://bikeshare/"), extra=extra, timestamp=_at(5)
+    )
+    with pytest.raises(
+        assets.RetrainRequestError, match=f"retrain request on ct-retrain://bikeshare/: {named}"
+    ):
+        assets.request_of(typo)
+    good = _event("transactions", 3)
+    requests, refused = assets.requests_of([typo, good])
+    assert [request.dataset for request in requests] == ["transactions"] and len(refused) == 1
+    assert assets.plan(requests)[0].dataset == "transactions"
+    assert assets.request_of(_event("bikeshare", 1, day="2026-11-20")).extra["day"] == "2026-11-20"
