@@ -70,8 +70,11 @@ def sample_data(
     Each day's file is written through a temporary name and a rename; writing a day again gives the same
     rows (bikeshare leaves an identical file untouched).
     """
-    from pipelines.data.samples import write_sample
+    from pipelines.data.samples import SAMPLES, write_sample
 
+    if name not in SAMPLES:  # before the settings, which blamed CT_DATASET for this argument
+        typer.echo(f"error: unknown sample data set {name!r}; choose one of {', '.join(SAMPLES)}", err=True)
+        raise typer.Exit(2)
     settings = load_settings(dataset=name)
     try:
         written = write_sample(settings, name, end.date(), days)

@@ -110,12 +110,13 @@ def drift_compare(
     from pathlib import Path
 
     from pipelines.data.contract import dataset_contract, load_contract
+    from pipelines.data.datasets import NotParquetError
     from pipelines.evaluation.drift import UnknownColumnsError, compare_datasets
 
     settings = load_settings()
     chosen = load_contract(Path(contract)) if contract else dataset_contract(settings)
     try:
         emit(compare_datasets(settings, reference, current, chosen, engine))
-    except (FileNotFoundError, UnknownColumnsError) as exc:
+    except (FileNotFoundError, NotParquetError, UnknownColumnsError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None

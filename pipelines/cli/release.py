@@ -91,7 +91,7 @@ def rollback(
 
 
 def history(
-    limit: int = typer.Option(50, help="The newest N attempts."),
+    limit: int = typer.Option(50, min=1, help="The newest N attempts."),
     check: bool = typer.Option(
         False,
         "--check",

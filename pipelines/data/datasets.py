@@ -182,10 +182,18 @@ def folder_files(uri: str) -> list[str]:
     return [fs.unstrip_protocol(p) for p in names]
 
 
+class NotParquetError(ValueError):
+    """A file given as Parquet data that is not Parquet (a CSV export, say)."""
+
+
 def any_parquet_files(uri: str) -> list[str]:
-    """The Parquet files of any folder (recursively), or the file itself: a user's data, no manifest needed."""
+    """The Parquet files of any folder (recursively), or the file itself: a user's data, no manifest needed. A
+    file that does not start as Parquet does (``PAR1``) is a :class:`NotParquetError` naming it."""
     fs, path = url_to_fs(uri)
     if fs.isfile(path):
+        with fs.open(path, "rb") as handle:
+            if handle.read(4) != b"PAR1":  # a CSV gave pyarrow's ArrowInvalid with its traceback
+                raise NotParquetError(f"{uri} is not a Parquet file (it does not start with Parquet's PAR1)")
         return [fs.unstrip_protocol(path)]
     names = sorted(p for p in fs.find(path) if p.endswith(".parquet"))
     if not names:

@@ -87,6 +87,8 @@ def write_sample(settings: Settings, name: str, end: dt.date, days: int, seed: i
         raise ValueError(f"unknown sample data set '{name}'; choose one of {', '.join(SAMPLES)}")
     if days < 1:
         raise ValueError(f"days must be at least 1, not {days}")
+    if days > end.toordinal():  # the range would start before 0001-01-01 (an OverflowError's traceback)
+        raise ValueError(f"{days} days ending on {end} start before the year 1: at most {end.toordinal()}")
     contract = dataset_contract(settings)
     if contract.dataset != name:
         raise ValueError(

@@ -80,6 +80,14 @@ def test_a_request_it_cannot_run_exits_2_naming_what_to_change_without_a_traceba
         (["serve", "--port", "99999"], {}, "less than or equal to 65535"),
         # passed the data stages, then failed training with scikit-learn's error, naming no setting
         (["generate", "-d", "2026-11-20"], {"CT_SEED": str(2**32)}, "CT_SEED"),
+        (["history", "--limit", "0"], {}, "greater than or equal to 1"),  # 0 printed every row
+        # an OverflowError's traceback; a name that is no sample blamed CT_DATASET for the argument
+        (
+            ["sample-data", "breast_cancer", "--end", "0001-01-03", "--days", "5"],
+            {},
+            "5 days ending on 0001-01-03 start before the year 1",
+        ),
+        (["sample-data", "../x", "--end", "2026-11-20"], {}, "unknown sample data set '../x'; choose one of"),
         # SQLAlchemy's ArgumentError, or a ValueError, with their tracebacks (exit 1)
         (
             ["history"],
@@ -145,6 +153,19 @@ def test_drift_compare_prints_each_columns_test_score_bound_and_verdict(tmp_path
     short = runner.invoke(app, args, env=_env(tmp_path / "state"))  # was a raw KeyError
     assert short.exit_code == 1 and "has no column 'age' of the transactions contract" in short.output
     assert "Traceback" not in short.output
+    frame.to_csv(
+        tmp_path / "july.csv", index=False
+    )  # a CSV export: pyarrow's ArrowInvalid, with its traceback
+    args = [
+        "drift",
+        "compare",
+        "--reference",
+        str(tmp_path / "june"),
+        "--current",
+        str(tmp_path / "july.csv"),
+    ]
+    csv = runner.invoke(app, args, env=_env(tmp_path / "state"))
+    assert csv.exit_code == 1 and f"{tmp_path / 'july.csv'} is not a Parquet file" in csv.output
     assert "--date is required" in runner.invoke(app, ["drift"], env=_env(tmp_path / "state")).output
 
 
