@@ -53,6 +53,15 @@ DAG_ID = Path(__file__).stem
             description="The model version to make champion. Empty: the previous champion. The Models view "
             "(Airflow's navigation) lists the versions whose files check out, and rolls back from there.",
         ),
+        "from_version": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            title="Champion it rolls back from",
+            description="Roll back only while this version is champion (the Models view sends the one it "
+            "showed); another champion by then is recorded as a conflict and nothing moves. Empty: whichever "
+            "version is champion.",
+        ),
         "reason": Param(
             "",
             type="string",
@@ -79,6 +88,7 @@ def rollback() -> None:
             trigger=f"rollback DAG ({user})" if user else "rollback DAG",
             dag_id=DAG_ID,
             run_id=context["run_id"],
+            from_version=params.get("from_version"),
         )
 
     roll_back()

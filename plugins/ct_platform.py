@@ -292,6 +292,7 @@ def build_app() -> Any:  # noqa: C901  (its routes are closures, counted here; e
         to_version: Annotated[int, Form()],
         reason: Annotated[str, Form()],
         unpause: Annotated[bool, Form()] = False,
+        from_version: Annotated[int | None, Form(ge=1)] = None,
     ) -> Response:
         origin = request.headers.get("origin")
         if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
@@ -303,24 +304,49 @@ def build_app() -> Any:  # noqa: C901  (its routes are closures, counted here; e
                 400, "a rollback needs a reason (3 characters or more); it is kept in the history"
             )
         found = overview.read(settings, airflow_url)
+        # The champion the form was made under: a form posted again (a refreshed 201 page, a double click) or
+        # one left open while a promotion ran rolled back the newer champion, under the old reason.
+        if from_version is not None and from_version != found.recorded_champion:
+            now = f"v{found.recorded_champion}" if found.recorded_champion is not None else "no version"
+            raise HTTPException(
+                409,
+                f"{now} is champion now; the form was made when v{from_version} was: nothing was triggered, "
+                "reload the page",
+            )
         if to_version not in {candidate.version for candidate in found.candidates}:
             offered = ", ".join(f"v{c.version}" for c in found.candidates) or "none"
             raise HTTPException(400, f"v{to_version} is not a version to roll back to (offered: {offered})")
-        paused = _is_paused(session, ROLLBACK)
+        paused = was_paused = _is_paused(session, ROLLBACK)
         if unpause and paused:
             if not _may(user, "PUT", ROLLBACK, None):
                 raise HTTPException(403, "you may trigger the rollback DAG but not unpause it")
             dag = session.get(DagModel, ROLLBACK)
             dag.is_paused = paused = False
-        body = TriggerDAGRunPostBody(
-            logical_date=None, conf={"dataset": settings.dataset, "to_version": to_version, "reason": reason}
-        )
+            # recorded as Airflow records its own unpause (PATCH /api/v2/dags/rollback, the UI's toggle)
+            session.add(
+                Log(
+                    event="patch_dag",
+                    owner=user.get_name(),
+                    owner_display_name=user.get_name(),
+                    dag_id=ROLLBACK,
+                    extra=json.dumps({"is_paused": False, "via": "Models view"}),
+                )
+            )
+        conf = {"dataset": settings.dataset, "to_version": to_version, "reason": reason}
+        if from_version is not None:
+            conf["from_version"] = from_version
+        body = TriggerDAGRunPostBody(logical_date=None, conf=conf)
         # Airflow's own trigger endpoint, in-process: its checks (stale DAG, import errors, the params'
         # schema) and the run recorded as triggered by this user.
         run = trigger_dag_run(
             dag_id=ROLLBACK, body=body, dag_bag=dag_bag, user=user, session=session, request=request
         )
-        extra = {"via": "Models view", "conf": run.conf, "method": request.method}
+        extra = {
+            "via": "Models view",
+            "conf": run.conf,
+            "method": request.method,
+            "unpaused": was_paused and not paused,
+        }
         session.add(
             Log(
                 event="trigger_dag_run",

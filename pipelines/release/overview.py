@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from pipelines.release.history import MOVED
 from pipelines.settings import INCLUDE_DIR, Settings
@@ -252,10 +252,23 @@ def version_row(
         metrics=version_metrics(metrics),
         dataset_version=tags.get("dataset.version"),
         gate_decision=tags.get("gate.decision"),
-        airflow_run_url=tags.get("airflow.run_url"),
+        airflow_run_url=web_url(tags.get("airflow.run_url")),
         mlflow_url=mlflow_model_version_url(ui_url, model, version),
         run_url=mlflow_run_url(ui_url, experiment_id, run_id) if run_id and experiment_id else None,
     )
+
+
+def web_url(value: str | None) -> str | None:
+    """``value`` when it is an http(s) address with a host, else None. A link the view renders from an MLflow tag
+    (which anyone who may edit the version can write): a ``javascript:`` one ran in Airflow's origin when
+    clicked, with the session of whoever clicked it (a rollback triggered and its DAG unpaused as them)."""
+    if not value:
+        return None
+    try:
+        parts = urlsplit(value.strip())
+    except ValueError:  # an unbalanced [ in the host
+        return None
+    return value if parts.scheme.lower() in ("http", "https") and parts.netloc else None
 
 
 def earlier_champions(rows: Iterable[Mapping[str, Any]]) -> list[int]:

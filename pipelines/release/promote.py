@@ -397,8 +397,14 @@ def rollback(
     trigger: str = "cli",
     dag_id: str | None = None,
     run_id: str | None = None,
+    from_version: int | None = None,
 ) -> dict[str, Any]:
-    """Make ``to_version`` (default: the previous champion) the champion, through the same compare-and-set."""
+    """Make ``to_version`` (default: the previous champion) the champion, through the same compare-and-set.
+
+    ``from_version``: the champion the person asking saw (the Models view sends it). The move then happens only
+    while that version is champion; another one is a recorded ``conflict`` and nothing moves. Without it, a form
+    posted again (a refreshed page, a double click, a run queued behind another) rolled back whichever version
+    had become champion since, under the first request's reason."""
     if not reason.strip():
         raise RollbackRequestError("a rollback needs a reason; it is kept in the promotion history")
     # The same run again (a cleared task, a re-run): its rollback is done. Rolling back "to the previous
@@ -427,7 +433,7 @@ def rollback(
     return move_champion(
         settings,
         target,
-        current_version,
+        current_version if from_version is None else from_version,
         action="rollback",
         trigger=trigger,
         reason=reason,

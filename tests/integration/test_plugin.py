@@ -174,18 +174,62 @@ def test_a_rollback_triggers_the_rollback_dag_as_the_signed_in_user(airflow):
             headers={"Origin": "http://elsewhere.example"},
         )
         assert foreign.status_code == 403
+        # A form made under another champion (posted again after its rollback ran, or left open while a
+        # promotion ran): it rolled back the newer champion under the old reason.
+        stale = admin.post(
+            "/ct/models/rollback",
+            data={
+                "dataset": "transactions",
+                "to_version": "1",
+                "reason": "v2 misbehaves",
+                "from_version": "2",
+            },
+        )
+        assert stale.status_code == 409 and "v3 is champion now; the form was made when v2 was" in stale.text
         assert airflow.runs("rollback") == []
+        page = admin.get("/ct/models?dataset=transactions")
+        assert '<input type="hidden" name="from_version" value="3">' in page.text
         done = admin.post(
             "/ct/models/rollback",
-            data={"dataset": "transactions", "to_version": "1", "reason": "v3 misbehaves"},
+            data={
+                "dataset": "transactions",
+                "to_version": "1",
+                "reason": "v3 misbehaves",
+                "from_version": "3",
+            },
             headers={"Accept": "text/html"},
         )
-    assert done.status_code == 201, done.text
-    (run,) = airflow.runs("rollback")
-    assert run["conf"] == {"dataset": "transactions", "to_version": 1, "reason": "v3 misbehaves"}
-    assert run["run_id"] in done.text and "is paused" in done.text  # nobody asked to unpause it
+        assert done.status_code == 201, done.text
+        (run,) = airflow.runs("rollback")
+        assert run["run_id"] in done.text and "is paused" in done.text  # nobody asked to unpause it
+        unpaused = admin.post(
+            "/ct/models/rollback",
+            data={"dataset": "transactions", "to_version": "1", "reason": "v3 misbehaves", "unpause": "true"},
+        )
+        assert unpaused.status_code == 201, unpaused.text
+    assert run["conf"] == {
+        "dataset": "transactions",
+        "to_version": 1,
+        "reason": "v3 misbehaves",
+        "from_version": 3,
+    }
     (who,) = airflow.query("SELECT triggering_user_name FROM dag_run WHERE run_id = :r", r=run["run_id"])
     assert who == ("admin",)
+    # The unpause is in Airflow's audit log as its own toggle records it, and on the trigger's row.
+    assert airflow.query("SELECT is_paused FROM dag WHERE dag_id = 'rollback'") == [(False,)]
+    logged = airflow.query("SELECT event, owner, extra FROM log WHERE dag_id = 'rollback' ORDER BY id")
+    assert [(event, owner) for event, owner, _ in logged] == [
+        ("trigger_dag_run", "admin"),
+        ("patch_dag", "admin"),
+        ("trigger_dag_run", "admin"),
+    ], logged
+    assert [
+        json.loads(extra).get("unpaused", json.loads(extra).get("is_paused")) for *_, extra in logged
+    ] == [
+        False,
+        False,
+        True,
+    ]
 
 
 def test_the_retrain_tasks_link_to_their_mlflow_pages(airflow):

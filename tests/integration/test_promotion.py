@@ -627,3 +627,22 @@ def test_a_promotion_lock_held_past_the_wait_is_a_named_timeout_on_both_database
         thread.join(timeout=30)
     with history.promotion_lock(settings, settings.model_name):  # free again once the holder lets go
         pass
+
+
+def test_a_rollback_asked_from_a_champion_replaced_since_moves_nothing_and_is_a_conflict(tmp_path):
+    """The Models view's form posted again (a refreshed page, a double click) after its rollback ran and a
+    promotion followed: it rolled the newer champion back, under the first request's reason."""
+    from pipelines.release.promote import ChampionChangedError
+
+    settings, client = _registry(tmp_path, 3)
+    for version, expected in ((1, None), (3, 1)):
+        move_champion(settings, version, expected, trigger="test", reason=f"v{version}")
+    asked = {"reason": "v3 doubles false alarms", "trigger": "dag", "dag_id": "rollback", "from_version": 3}
+    first = rollback(settings, 1, run_id="manual__1", **asked)
+    assert first["changed"] and _alias(client, settings) == 1
+    move_champion(settings, 2, 1, trigger="gate", reason="v2 beats v1")
+    with pytest.raises(ChampionChangedError):
+        rollback(settings, 1, run_id="manual__2", **asked)
+    assert _alias(client, settings) == 2
+    last = history.read(settings, settings.model_name)[-1]
+    assert (last["action"], last["outcome"], last["expected_version"]) == ("rollback", "conflict", 3)

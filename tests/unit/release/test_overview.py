@@ -107,6 +107,42 @@ def test_a_version_row_keeps_validation_and_holdout_metrics_and_its_lineage():
     assert (bare.created, bare.run_url, bare.gate_decision) == ("", None, None)
 
 
+def test_a_link_from_an_mlflow_tag_is_shown_only_when_it_is_a_web_address():
+    """A javascript: URL in the version's airflow.run_url tag was rendered as the link's href: one click ran it
+    in Airflow's origin as the signed-in user (it triggered a rollback and unpaused its DAG)."""
+
+    def shown(url):
+        tags = {"airflow.run_url": url}
+        return overview.version_row(
+            version=3,
+            created_ms=None,
+            aliases=(),
+            tags=tags,
+            run_id=None,
+            metrics={},
+            experiment_id=None,
+            ui_url=UI,
+            model="m",
+        ).airflow_run_url
+
+    assert (
+        shown("https://airflow.example/dags/retrain/runs/r1")
+        == "https://airflow.example/dags/retrain/runs/r1"
+    )
+    assert shown("HTTP://af:8080/run") == "HTTP://af:8080/run"
+    for refused in (
+        "javascript:fetch('/ct/models/rollback',{method:'POST'})",
+        " JavaScript:alert(1)",
+        "data:text/html,<script>alert(1)</script>",
+        "vbscript:msgbox",
+        "//evil.example/x",
+        "http:///no-host",
+        "http://[::1",
+        "",
+    ):
+        assert shown(refused) is None, refused
+
+
 def test_formatting():
     assert overview.format_metric(0.912345) == "0.9123"
     assert overview.format_metric(123456.0) == "123,456"
