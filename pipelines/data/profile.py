@@ -115,12 +115,13 @@ def scheme_from(mean: float, std: float) -> Scheme:
     """The bucket scheme of values of this mean and (population) std: scale 2**e near the std, centre m * 2**e
     near the mean. Values that are all equal (std 0) take a scale of a thousandth of their size."""
     magnitude = std if std > 0 else max(abs(mean), 1.0) * 1e-3
-    e = int(np.round(_snapped(np.log2(magnitude))))
-    return e, int(np.round(_snapped(mean / 2.0**e)))
+    e = int(np.round(snapped(np.log2(magnitude))))
+    return e, int(np.round(snapped(mean / 2.0**e)))
 
 
-def _snapped(value: float) -> float:
-    """``value`` to 12 significant digits before it is rounded to a whole number: engines combine a window's
+def snapped(value: float) -> float:
+    """``value`` to 12 significant digits, where its last bits must not decide anything: before it is rounded to
+    a whole number here, and as the value of a one-value bucket in a Jensen-Shannon test. Engines combine a window's
     moments in other orders and differ in the last bits, and a mean of whole numbers often falls on a half
     exactly (40 / 2**4 = 2.5), where 2.5 and 2.5000000000000004 round apart, so the window's buckets (and a
     Jensen-Shannon score binned on them) depended on how its rows were partitioned."""

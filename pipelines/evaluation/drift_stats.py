@@ -27,6 +27,7 @@ from scipy import stats
 from scipy.spatial import distance
 
 from pipelines.data.contract import Contract
+from pipelines.data.profile import snapped
 
 NORM_FLOOR = 0.001  # Evidently's floor of the reference's std
 HISTOGRAM_FROM = 20  # Evidently bins a number with more distinct reference values than this
@@ -59,7 +60,11 @@ def _value_counts(column: dict[str, Any]) -> tuple[dict[Any, float], bool]:
     values, counts = _buckets(column)
     found: dict[Any, float] = {}
     for value, count in zip(values.tolist(), counts.tolist(), strict=True):
-        found[value] = found.get(value, 0.0) + count
+        # A one-value bucket's value is its mean, a float sum over count: 0.1 summed in another order (another
+        # day, engine or partitioning) is 0.09999999999999871 or 0.10000000000000059, and as exact keys the
+        # same values were two, and the score the largest there is (0.83) for the same rows.
+        key = snapped(value)
+        found[key] = found.get(key, 0.0) + count
     return found, all(column["buckets"]["exact"])
 
 
