@@ -39,6 +39,7 @@ import pandas as pd
 import pyarrow as pa
 
 from pipelines.data.contract import Contract
+from pipelines.data.moments import spread
 
 if TYPE_CHECKING:
     from pipelines.engines import Engine, Table
@@ -113,8 +114,9 @@ Scheme = tuple[int, int]  # (e, m): buckets of scale 2**e around the centre m * 
 
 def scheme_from(mean: float, std: float) -> Scheme:
     """The bucket scheme of values of this mean and (population) std: scale 2**e near the std, centre m * 2**e
-    near the mean. Values that are all equal (std 0) take a scale of a thousandth of their size."""
-    magnitude = std if std > 0 else max(abs(mean), 1.0) * 1e-3
+    near the mean. Values that are all equal (std 0, or rounding noise: :func:`~pipelines.data.moments.spread`)
+    take a scale of a thousandth of their size."""
+    magnitude = std if spread(std, mean) > 0 else max(abs(mean), 1.0) * 1e-3
     e = int(np.round(snapped(np.log2(magnitude))))
     return e, int(np.round(snapped(mean / 2.0**e)))
 

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipelines.data.moments import spread
+
 
 class ChurnMLP(nn.Module):
     """A small MLP on standardised features; mean and std are buffers, so they travel with the weights."""
@@ -35,7 +37,10 @@ class ChurnMLP(nn.Module):
 
     def set_scaling(self, mean: np.ndarray, std: np.ndarray) -> None:
         self.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
-        self.std.copy_(torch.as_tensor(np.where(std > 1e-12, std, 1.0), dtype=torch.float32))
+        # A constant feature (its std 0, or rounding noise) is not scaled: divided by a noise std of 6.5e-11
+        # (another file layout gave 2e-11), a served value a cent away reached the first layer as 1.5e8.
+        kept = spread(std, mean)
+        self.std.copy_(torch.as_tensor(np.where(kept > 1e-12, kept, 1.0), dtype=torch.float32))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.net((features - self.mean) / self.std).squeeze(-1)

@@ -173,3 +173,27 @@ def test_a_few_valued_number_s_jensenshannon_drift_does_not_turn_on_how_its_sums
         whole, frame_profile(day(2), ["rate"], [], "d")["columns"]["rate"], "jensenshannon", 0.1
     )
     assert other["score"] < 0.05 and not other["drifted"]  # another day of the same distribution
+
+
+def test_a_constant_column_s_scheme_and_scaling_are_not_taken_from_its_rounding_noise():
+    """The mean of equal values that are not dyadic is not exactly that value: a constant column's std came out
+    1e-17 to 1e-10 by how its rows were split, and the bucket scheme (2^-55 or 2^-32 for "all equal") and the
+    MLP's scaling (a served value a cent away reached its first layer as 1.5e8) were taken from that noise."""
+    import torch
+
+    from pipelines.data.moments import Moments
+    from pipelines.data.profile import scheme_from
+    from pipelines.model.mlp import ChurnMLP
+
+    values = np.full((30, 1), 1_000_000.3)
+    whole = Moments.of(values)
+    split = Moments.of(values[:7]).merge(Moments.of(values[7:19])).merge(Moments.of(values[19:]))
+    assert whole.std[0] > 0 or split.std[0] > 0  # the noise this is about (on this CPU)
+    schemes = {scheme_from(float(m.mean[0]), float(m.std[0])) for m in (whole, split)}
+    assert schemes == {scheme_from(1_000_000.3, 0.0)}
+    fee = np.full(7, 12345.67)
+    noisy = float(np.sqrt(np.mean((fee - fee.mean()) ** 2)))  # its population std, as training computes it
+    model = ChurnMLP(2, (4,), 0.0)
+    model.set_scaling(np.array([12345.67, 0.0]), np.array([max(noisy, 6.5e-11), 2.0]))
+    assert model.std.tolist() == [1.0, 2.0]
+    assert abs(float(((torch.tensor([12345.68, 0.0]) - model.mean) / model.std)[0])) < 0.1
