@@ -230,8 +230,9 @@ def arrow_meta(schema: pa.Schema) -> pd.DataFrame:
 def combine_partials(
     frame: pd.DataFrame, keys: Sequence[str], how: Mapping[str, Aggregation]
 ) -> pd.DataFrame:
-    """The rows with equal ``keys`` combined, each other column by ``how`` (partials of :meth:`Engine.aggregate`)."""
-    return frame.groupby(list(keys), sort=False).agg(dict(how)).reset_index()
+    """The rows with equal ``keys`` combined, each other column by ``how`` (partials of :meth:`Engine.aggregate`).
+    A null key is a group of its own, as Spark's ``groupBy`` keeps it: pandas' default dropped its rows."""
+    return frame.groupby(list(keys), sort=False, dropna=False).agg(dict(how)).reset_index()
 
 
 def between_filters(kind: pa.DataType, column: str, low: Any, high: Any) -> list[tuple[str, str, Any]]:

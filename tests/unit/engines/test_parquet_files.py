@@ -116,3 +116,16 @@ def test_moments_of_partitions_join_to_the_whole_columns_even_for_a_large_mean_o
         count, mean, std = found[name]
         assert count == len(values) and mean == pytest.approx(values.mean(), rel=1e-15)
         assert std == pytest.approx(values.std(ddof=0), rel=1e-7)
+
+
+def test_partials_with_a_null_key_are_combined_not_dropped():
+    """Dask's combine (and aggregate_parquet's, on both engines) dropped the rows of a null key, which Spark's
+    groupBy keeps: a partition function's count of 3 rows came back as 2."""
+    import pandas as pd
+
+    from pipelines.engines.base import combine_partials
+
+    partials = pd.DataFrame({"p": [0.5, None, 0.5, None], "rows": [1, 1, 2, 3]})
+    combined = combine_partials(partials, ["p"], {"rows": "sum"})
+    assert combined["rows"].sum() == 7 and len(combined) == 2
+    assert combined[combined["p"].isna()]["rows"].tolist() == [4]
