@@ -38,6 +38,9 @@ UNREADABLE_DATA = "unreadable data"
 MALFORMED_ROWS = "malformed rows (another number of fields than the header)"
 EXAMPLES = 5
 UNIQUE, DUPLICATE_ROWS = "unique", "duplicate_rows"
+#: The largest magnitude a float column may hold: float32's (the models' precision, and what serving takes).
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 _PANDAS_TYPES = {"string": object, "int": "int64", "float": "float64", "bool": bool}
 _BOOLEAN_TEXT = {"true": True, "false": False}
 FINDINGS_SCHEMA = pyarrow.schema(
@@ -171,6 +174,12 @@ def build_schema(contract: Contract, day: dt.date | None = None, text: bool = Fa
             checks.append(pa.Check.isin(spec.allowed))
         if spec.type in ("int", "float"):
             checks.append(pa.Check(lambda s: np.isfinite(s.astype("float64")), name="finite"))
+        if spec.type == "float":
+            # Models compute in float32, where a larger value is infinite (serving refuses it too); the profile's
+            # variance of values past 1.3e154 overflowed, and prepare failed with a bare OverflowError.
+            checks.append(
+                pa.Check(lambda s: ~(np.abs(s.astype("float64")) > FLOAT32_MAX), name="float32_range")
+            )
         value_type = spec.value_type
         columns[name] = pa.Column(
             _PANDAS_TYPES[value_type],

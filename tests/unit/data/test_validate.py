@@ -791,3 +791,19 @@ def test_csv_numbers_that_python_reads_but_no_one_writes_fail_by_name(
     assert found[("amount", PLAIN_NUMBER_RULE)].examples == ["1_000.5"]
     assert {rule for column, rule in found if column in ("age", "amount")} == {PLAIN_NUMBER_RULE}
     assert "column 'age' breaks rule" in message
+
+
+def test_a_float_beyond_float32_s_range_breaks_its_rule(settings, contract, tmp_path, clean_frame):
+    """A float column with no max passed 1e200 (finite), and prepare then failed with a bare OverflowError (the
+    profile's variance); models compute in float32, where it is infinite, and serving refuses it."""
+    from pipelines.data.contract import Contract
+
+    columns = contract.model_dump()["columns"]
+    columns["avg_basket"] = {**columns["avg_basket"], "max": None}
+    unbounded = Contract.model_validate({**contract.model_dump(), "columns": columns})
+    frame = clean_frame.copy()
+    frame.loc[3, "avg_basket"] = 1e200
+    frame.loc[4, "avg_basket"] = 3e38  # within float32's range: kept
+    found, message = _broken(_report(settings, unbounded, tmp_path, frame))
+    assert found[("avg_basket", "float32_range")].examples == [repr(1e200)]
+    assert "column 'avg_basket' breaks rule 'float32_range'" in message
