@@ -126,6 +126,11 @@ def content_hash(
     return digest.hexdigest(), rows, schema
 
 
+def column_names(uri: str) -> list[str]:
+    """The columns of a Parquet folder (a hive partition's key included), sorted."""
+    return sorted(_parquet_dataset(uri).schema.names)
+
+
 def count_rows(uri: str) -> int:
     """Rows of a Parquet folder, from the files' footers alone."""
     return _parquet_dataset(uri).count_rows()

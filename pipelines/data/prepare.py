@@ -150,8 +150,13 @@ def prepare(
         features = feature_names(contract)
         train_files = datasets.folder_files(storage.split_uri(tmp, "train"))
         moments = split_moments(train_files, features, session.map_files)
+        # The hash (the prepared dataset's identity) covers the rows as read and split, not the features computed
+        # from them: a float feature's last bits follow the CPU (numpy's log1p differs between its AVX-512 and
+        # baseline kernels), and the same rows hashed apart on two workers.
+        computed = set(features)
         manifest = datasets.write_manifest(
             tmp,
+            columns=[name for name in datasets.column_names(tmp) if name not in computed],
             extra={
                 "dataset_version": version,
                 "engine": engine_name,

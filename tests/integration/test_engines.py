@@ -59,7 +59,14 @@ def test_dask_and_spark_ingest_and_prepare_the_same_data(settings, contract):
     pd.testing.assert_frame_equal(dask_frame, spark_frame, check_exact=False, rtol=1e-12)
     # The version comes from the typed raw rows, never from features that may differ in the last bit.
     assert dask_result["dataset_version"] == spark_result["dataset_version"]
-    assert datasets.read_manifest(spark_result["uri"]).extra["engine"] == "spark"
+    manifest = datasets.read_manifest(spark_result["uri"])
+    assert manifest.extra["engine"] == "spark"
+    # So does the prepared hash: the rows as read and split, not the features computed from them.
+    assert (
+        set(manifest.schema) == set(dask_frame.columns) - set(manifest.extra["features"])
+        and "split" in manifest.schema
+    )
+    assert dask_result["content_hash"] == spark_result["content_hash"]
 
     # Profiles: the same statistics on both engines; a drift test of one against the other finds nothing.
     assert dask_profile["rows"] == spark_profile["rows"] == settings.rows_per_day

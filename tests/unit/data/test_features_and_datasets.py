@@ -328,3 +328,26 @@ def test_the_tidying_leaves_a_name_alone_while_a_write_of_it_is_under_way(tmp_pa
     datasets.write_parquet_frame(pd.DataFrame({"a": [1]}), str(tmp_path / "ds=2026-11-20"))
     assert stale.exists() and not (tmp_path / "ds=2026-11-17").exists()
     assert restoring.exists() and (restoring / "_manifest.json").exists()
+
+
+def test_a_prepared_hash_covers_the_rows_not_the_features_computed_from_them(tmp_path, clean_frame, contract):
+    """The prepared manifest hashed its float features, whose last bits follow the CPU (numpy's log1p under its
+    AVX-512 and baseline kernels): the same rows prepared on two workers had two hashes."""
+    import numpy as np
+
+    from pipelines.data import datasets
+    from pipelines.data.features import build_features, feature_names
+
+    prepared = build_features(clean_frame, contract)
+    features = feature_names(contract)
+    kept = [name for name in sorted(prepared.columns) if name not in set(features)]
+    assert kept and "f_amount" in features and "amount" in kept and "split" in kept
+
+    def hashed(frame, name):
+        datasets.write_parquet_frame(frame, str(tmp_path / name))
+        return datasets.content_hash(str(tmp_path / name), kept)[0]
+
+    other_cpu = prepared.assign(f_amount=np.nextafter(prepared["f_amount"], np.inf))  # a last bit apart
+    assert hashed(prepared, "a") == hashed(other_cpu, "b")
+    other_rows = prepared.assign(amount=prepared["amount"] + 1.0)
+    assert hashed(other_rows, "c") != hashed(prepared, "d")
