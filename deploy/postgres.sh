@@ -1,22 +1,41 @@
 #!/usr/bin/env bash
 # PostgreSQL for the stack. On the first start (an empty $PGDATA) it creates the cluster, whose superuser is
-# $POSTGRES_USER with $POSTGRES_PASSWORD, and the databases in $POSTGRES_DATABASES (space-separated). Clients
-# log in with a password (scram-sha-256) from anywhere on the network; production uses a managed PostgreSQL.
+# $POSTGRES_USER with $POSTGRES_PASSWORD. On any start until they all exist (a first start killed part way, a
+# name added to the list since), it creates the databases in $POSTGRES_DATABASES (space-separated) that are
+# missing: a first start killed between two of them left a cluster that passed its health check without the
+# others, for good. Clients log in with a password (scram-sha-256) from anywhere on the network; production
+# uses a managed PostgreSQL.
 set -euo pipefail
 : "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD (the env file)}"
 user="${POSTGRES_USER:-ct}"
+done_file="$PGDATA/ct-databases"  # the databases made so far; written once all of them exist
+wanted="${POSTGRES_DATABASES:-}"
+for database in $wanted; do
+  [[ $database =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || {
+    echo "postgres: POSTGRES_DATABASES holds '$database', not a plain database name" >&2
+    exit 2
+  }
+done
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   secret="$(mktemp)"
   printf '%s\n' "$POSTGRES_PASSWORD" >"$secret"
   initdb -D "$PGDATA" -U "$user" --pwfile="$secret" --encoding=UTF8 --locale=C.UTF-8 \
     --auth-local=trust --auth-host=scram-sha-256 >/dev/null
   rm -f "$secret"
-  echo "host all all all scram-sha-256" >>"$PGDATA/pg_hba.conf"
+fi
+if [ ! -f "$done_file" ] || [ "$(cat "$done_file")" != "$wanted" ]; then
+  grep -qxF "host all all all scram-sha-256" "$PGDATA/pg_hba.conf" ||
+    echo "host all all all scram-sha-256" >>"$PGDATA/pg_hba.conf"
   pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
-  for database in ${POSTGRES_DATABASES:-}; do
-    createdb -U "$user" "$database"
-    echo "postgres: created database $database"
+  trap 'pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null' EXIT  # a failed creation stops the server too
+  for database in $wanted; do
+    if [ -z "$(psql -U "$user" -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$database'")" ]; then
+      createdb -U "$user" "$database"
+      echo "postgres: created database $database"
+    fi
   done
   pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
+  trap - EXIT
+  printf '%s' "$wanted" >"$done_file.tmp" && mv "$done_file.tmp" "$done_file"
 fi
 exec postgres -D "$PGDATA" -c listen_addresses='*' -c max_connections="${POSTGRES_MAX_CONNECTIONS:-300}"
