@@ -204,7 +204,6 @@ def build_app() -> Any:  # noqa: C901  (its routes are closures, counted here; e
     from airflow.api_fastapi.core_api.routes.public.dag_run import trigger_dag_run
     from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
     from airflow.models.dag import DagModel
-    from airflow.models.log import Log
     from fastapi import Depends, FastAPI, Form, HTTPException, Request
     from fastapi.exception_handlers import http_exception_handler
     from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -323,15 +322,7 @@ def build_app() -> Any:  # noqa: C901  (its routes are closures, counted here; e
             dag = session.get(DagModel, ROLLBACK)
             dag.is_paused = paused = False
             # recorded as Airflow records its own unpause (PATCH /api/v2/dags/rollback, the UI's toggle)
-            session.add(
-                Log(
-                    event="patch_dag",
-                    owner=user.get_name(),
-                    owner_display_name=user.get_name(),
-                    dag_id=ROLLBACK,
-                    extra=json.dumps({"is_paused": False, "via": "Models view"}),
-                )
-            )
+            _audit(session, user.get_name(), "patch_dag", {"is_paused": False, "via": "Models view"})
         conf = {"dataset": settings.dataset, "to_version": to_version, "reason": reason}
         if from_version is not None:
             conf["from_version"] = from_version
@@ -347,16 +338,7 @@ def build_app() -> Any:  # noqa: C901  (its routes are closures, counted here; e
             "method": request.method,
             "unpaused": was_paused and not paused,
         }
-        session.add(
-            Log(
-                event="trigger_dag_run",
-                owner=user.get_name(),
-                owner_display_name=user.get_name(),
-                dag_id=ROLLBACK,
-                run_id=run.run_id,
-                extra=json.dumps(extra),
-            )
-        )
+        _audit(session, user.get_name(), "trigger_dag_run", extra, run.run_id)
         shown = {
             "run_id": run.run_id,
             "state": str(run.state),
@@ -375,6 +357,22 @@ def build_app() -> Any:  # noqa: C901  (its routes are closures, counted here; e
         )
 
     return app
+
+
+def _audit(session: Any, who: str, event: str, extra: dict[str, Any], run_id: str | None = None) -> None:
+    """A row of Airflow's audit log about the rollback DAG, as Airflow's own endpoints write theirs."""
+    from airflow.models.log import Log
+
+    session.add(
+        Log(
+            event=event,
+            owner=who,
+            owner_display_name=who,
+            dag_id=ROLLBACK,
+            run_id=run_id,
+            extra=json.dumps(extra),
+        )
+    )
 
 
 class ModelsApp:

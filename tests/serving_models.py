@@ -127,25 +127,34 @@ class ServerProcess:
         )
 
     def wait_ready(self, timeout_s: float = 120) -> dict:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                response = httpx.get(f"{self.url}/ready", timeout=2)
-                if response.status_code == 200:
-                    return response.json()
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"server not ready: {self.log_path.read_text()[-3000:]}")
+        return _answered(self.process, self.log_path, f"{self.url}/ready", timeout_s).json()
 
     def stop(self) -> None:
-        self.process.terminate()
+        _stop(self.process)
+
+
+def _answered(process: subprocess.Popen, log_path: Path, url: str, timeout_s: float) -> httpx.Response:
+    """The first 200 of GET ``url`` from ``process`` (its log shown when it exits or never answers)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: the process exited: {log_path.read_text()[-3000:]}")
         try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+            response = httpx.get(url, timeout=2)
+            if response.status_code == 200:
+                return response
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url}: no 200 in {timeout_s} s: {log_path.read_text()[-3000:]}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -193,21 +202,7 @@ class ProxyProcess:
         )
 
     def wait_ready(self, timeout_s: float = 30) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"nginx exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/proxy-health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"nginx not answering: {self.log_path.read_text()[-3000:]}")
+        _answered(self.process, self.log_path, f"{self.url}/proxy-health", timeout_s)
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        _stop(self.process)
