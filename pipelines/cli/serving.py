@@ -15,26 +15,38 @@ UVICORN_STARTUP_FAILURE = 3
 
 
 def _check_bindable(host: str, port: int) -> None:
-    """Bind ``host:port`` as uvicorn will (and let it go), so that an address this host cannot serve on is one
-    line naming it: exit 2 for an address it does not have or cannot resolve, 4 for a port in use (run it
-    again once it is free)."""
+    """Bind ``host:port`` as uvicorn will (every address the host resolves to, as asyncio's ``create_server``
+    does, skipping one of a family this machine has not enabled), and let it go: an address it cannot serve on
+    is one line naming it, exit 2 (an address it does not have, a host that does not resolve) or 4 (a port in
+    use: run it again once it is free)."""
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         typer.echo(
             f"error: cannot serve on {host}:{port}: the host does not resolve ({exc.strerror})", err=True
         )
         raise typer.Exit(2) from None
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                typer.echo(f"error: cannot serve on {host}:{port}: the port is in use", err=True)
-                raise typer.Exit(4) from None
-            typer.echo(f"error: cannot serve on {host}:{port}: {exc.strerror}", err=True)
-            raise typer.Exit(2) from None
+    bound, problem = 0, "no address to bind"
+    for family, kind, proto, _, address in found:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio binds
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    typer.echo(f"error: cannot serve on {host}:{port}: the port is in use", err=True)
+                    raise typer.Exit(4) from None
+                problem = exc.strerror or str(exc)
+                if exc.errno == errno.EADDRNOTAVAIL:  # asyncio skips such an address too
+                    continue
+                typer.echo(f"error: cannot serve on {host}:{port}: {problem}", err=True)
+                raise typer.Exit(2) from None
+            bound += 1
+    if not bound:
+        typer.echo(f"error: cannot serve on {host}:{port}: {problem}", err=True)
+        raise typer.Exit(2)
 
 
 def serve(
