@@ -291,6 +291,10 @@ def _run_and_answer(dag, day: dt.date, conf: dict, option: str, who: str = "revi
     done = threading.Event()
 
     def person() -> None:
+        # Until the run ends: an answer given in the instant the task parks itself (80 ms after it started, on a
+        # fast run) was overwritten by the parking's own write, the task waited for input again with the
+        # response recorded, and the run hung (CI, 2026-12-06). Such a task is answered again, as a person
+        # would click again; a task that resumed is no longer awaiting input, so it is never answered twice.
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
             try:
@@ -301,7 +305,6 @@ def _run_and_answer(dag, day: dt.date, conf: dict, option: str, who: str = "revi
             if answered:
                 asked.clear()
                 asked.update(answered)
-                return
             if done.wait(0.5):  # no event tells us the request is open: look again, until the run ends
                 return
 
