@@ -10,6 +10,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,11 +252,10 @@ def _database_unreachable(exc: BaseException | None) -> bool:
     """A PostgreSQL connection that failed or was cut (psycopg's ``OperationalError`` with no SQLSTATE, as a
     refused or timed-out connection has, or a transient one); not an answer of the server (a missing table, a
     syntax error, a serialization failure, which carry their own)."""
-    try:
-        import psycopg
-    except ImportError:
-        return False
-    if not isinstance(exc, psycopg.OperationalError):
+    psycopg = sys.modules.get(
+        "psycopg"
+    )  # not imported: no error of it to tell apart (a task never preloads it)
+    if psycopg is None or not isinstance(exc, psycopg.OperationalError):
         return False
     state = exc.sqlstate
     return state is None or state.startswith(_PG_TRANSIENT_STATES)
