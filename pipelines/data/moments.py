@@ -18,16 +18,19 @@ import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 #: A spread this small against its column's mean is rounding, not data: the mean of equal values that are not
-#: dyadic (0.1, 12345.67) is not exactly that value, so their std came out 1e-17 to 1e-10 (by how the rows were
-#: split into partitions or files), and the bucket scheme and the model's scaling were taken from that noise.
-#: Models compute in float32, which cannot tell values this close apart (its epsilon is 1.19e-7).
-RELATIVE_NOISE = float(np.finfo(np.float32).eps)
+#: dyadic (0.1, 12345.67) is not exactly that value, so their std came out 1e-17 to 1e-10 (2e-16 to 5e-15 of
+#: the mean, by how the rows were split into partitions or files), and the bucket scheme was taken from that
+#: noise. Epoch milliseconds (1.7e12) spread by 1 are 6e-13 of their mean: data, kept.
+RELATIVE_NOISE = 1e-13
+#: The same for the model's scaling: models compute in float32, which cannot tell values closer than its
+#: epsilon (1.19e-7) of their size apart, so such a feature is constant to them.
+FLOAT32_NOISE = float(np.finfo(np.float32).eps)
 
 
-def spread(std: np.ndarray | float, mean: np.ndarray | float) -> np.ndarray:
-    """``std``, with 0 where it is rounding noise (at most :data:`RELATIVE_NOISE` of ``|mean|``)."""
+def spread(std: np.ndarray | float, mean: np.ndarray | float, relative: float = RELATIVE_NOISE) -> np.ndarray:
+    """``std``, with 0 where it is rounding noise (at most ``relative`` of ``|mean|``)."""
     std, mean = np.asarray(std, dtype="float64"), np.asarray(mean, dtype="float64")
-    return np.where(std > RELATIVE_NOISE * np.abs(mean), std, 0.0)
+    return np.where(std > relative * np.abs(mean), std, 0.0)
 
 
 BATCH_ROWS = 65_536

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipelines.data.moments import spread
+from pipelines.data.moments import FLOAT32_NOISE, spread
 
 
 class ChurnMLP(nn.Module):
@@ -39,7 +39,7 @@ class ChurnMLP(nn.Module):
         self.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
         # A constant feature (its std 0, or rounding noise) is not scaled: divided by a noise std of 6.5e-11
         # (another file layout gave 2e-11), a served value a cent away reached the first layer as 1.5e8.
-        kept = spread(std, mean)
+        kept = spread(std, mean, FLOAT32_NOISE)
         self.std.copy_(torch.as_tensor(np.where(kept > 1e-12, kept, 1.0), dtype=torch.float32))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
