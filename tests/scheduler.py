@@ -61,6 +61,9 @@ class Airflow:
             "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{self.port}",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            # A database error's answer (a 500) carries PostgreSQL's own message, not only an id for the log
+            # (whose entry names the statement, not the error): a failed test says what the database said.
+            "AIRFLOW__API__EXPOSE_STACKTRACE": "True",
             # This interpreter's airflow (env.sh puts the checkout's .venv first; the suite may run from another).
             "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
             **extra_env,
