@@ -165,7 +165,8 @@ class Engine(Protocol):
 
     def reduce(self, table: Table, keys: Sequence[str], how: Mapping[str, tuple[str, Reduction]]) -> Table:
         """One row per distinct value of ``keys`` (none null): the keys, and each column of ``how`` (its name to
-        an input column and the sum, min, max or count of that column's non-null values over the key's rows).
+        an input column and the sum, min, max or count of that column's non-null values over the key's rows; a
+        key with none has a null sum, min and max, and a count of 0, on every engine).
         On the workers, a table: the keys need not fit in the driver."""
         ...
 

@@ -286,8 +286,16 @@ class DaskEngine:
         return left.merge(right, on=list(on), how="inner")
 
     def reduce(self, table: Table, keys: Sequence[str], how: Mapping[str, tuple[str, Reduction]]) -> Table:
+        sums = {name: column for name, (column, fn) in how.items() if fn == "sum"}
+
         def part(frame: pd.DataFrame) -> pd.DataFrame:
-            return frame.groupby(list(keys), as_index=False, sort=False).agg(**dict(how))
+            grouped = frame.groupby(list(keys), as_index=False, sort=False)
+            reduced = grouped.agg(**dict(how))
+            if sums:  # a key with no value has no sum (pandas says 0), as on Spark and in SQL
+                counted = grouped.agg(**{name: (column, "count") for name, column in sums.items()})
+                for name in sums:
+                    reduced[name] = reduced[name].where(counted[name] > 0)
+            return reduced
 
         # Each key's rows in one partition, then pandas groups them there. Dask's own groupby-agg with
         # split_out gave a table that a later merge on the keys failed to plan (dask-expr took the groupby's

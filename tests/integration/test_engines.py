@@ -310,9 +310,9 @@ def test_a_reduce_gives_each_key_once_with_its_figures_and_joins_on_the_keys(
     at = pd.Timestamp("2026-11-30 10:00", tz="UTC")
     rows = pd.DataFrame(
         {
-            "entity_id": ["a", "a", "b", "c", "c", "c"],
-            "event_time": [at, at, at, at, at, at + pd.Timedelta(minutes=1)],
-            "value": [0.5, 0.25, 0.75, 1.0, None, 2.0],
+            "entity_id": ["a", "a", "b", "c", "c", "c", "d", "d"],
+            "event_time": [at, at, at, at, at, at + pd.Timedelta(minutes=1), at, at],
+            "value": [0.5, 0.25, 0.75, 1.0, None, 2.0, None, None],
         }
     )
     other = pd.DataFrame({"entity_id": ["a", "b", "d"], "event_time": [at] * 3, "tag": [1, 2, 3]})
@@ -324,7 +324,14 @@ def test_a_reduce_gives_each_key_once_with_its_figures_and_joins_on_the_keys(
     with open_engine(engine_name, settings, 1) as engine:
         table = engine.read([str(tmp_path / f"rows-{n}.parquet") for n in (0, 1)])
         reduced = engine.reduce(
-            table, keys, {"low": ("value", "min"), "high": ("value", "max"), "n": ("value", "count")}
+            table,
+            keys,
+            {
+                "low": ("value", "min"),
+                "high": ("value", "max"),
+                "n": ("value", "count"),
+                "total": ("value", "sum"),
+            },
         )
         joined = engine.join(
             reduced, engine.read([str(tmp_path / f"other-{n}.parquet") for n in (0, 1)]), keys
@@ -337,6 +344,7 @@ def test_a_reduce_gives_each_key_once_with_its_figures_and_joins_on_the_keys(
                     "low": f["low"].astype("float64"),
                     "high": f["high"].astype("float64"),
                     "n": f["n"].astype("int64"),
+                    "total": f["total"].astype("float64"),
                     "tag": f["tag"].astype("int64"),
                 }
             ),
@@ -346,16 +354,21 @@ def test_a_reduce_gives_each_key_once_with_its_figures_and_joins_on_the_keys(
                     ("low", pa.float64()),
                     ("high", pa.float64()),
                     ("n", pa.int64()),
+                    ("total", pa.float64()),
                     ("tag", pa.int64()),
                 ]
             ),
             ["key"],
-            {"low": "min", "high": "max", "n": "sum", "tag": "sum"},
+            {"low": "min", "high": "max", "n": "sum", "total": "max", "tag": "sum"},
         )
-    # In the keys' order on every engine.
-    assert [(r["key"][0], r["low"], r["high"], r["n"], r["tag"]) for r in found.to_dict("records")] == [
-        ("a", 0.25, 0.5, 2, 1),
-        ("b", 0.75, 0.75, 1, 2),
+    # In the keys' order on every engine; a key with no value has no sum (pandas' own groupby says 0).
+    assert [
+        (r["key"][0], *(None if pd.isna(r[c]) else r[c] for c in ("low", "high", "n", "total", "tag")))
+        for r in found.to_dict("records")
+    ] == [
+        ("a", 0.25, 0.5, 2, 0.75, 1),
+        ("b", 0.75, 0.75, 1, 0.75, 2),
+        ("d", None, None, 0, None, 3),
     ]
 
 
