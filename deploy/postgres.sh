@@ -16,12 +16,36 @@ for database in $wanted; do
     exit 2
   }
 done
+# The cluster is made in $staged, then moved into $PGDATA with its PG_VERSION last: PG_VERSION in $PGDATA means
+# a whole cluster. initdb writes PG_VERSION first, so one killed part way in $PGDATA itself (a compose down,
+# the OOM killer) left a cluster that every later start took for made and that PostgreSQL could not run.
+staged="$PGDATA/.initdb"
+staged_whole="$PGDATA/.initdb-whole"  # initdb finished in $staged: what is left is a move, resumed at a start
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
-  secret="$(mktemp)"
-  printf '%s\n' "$POSTGRES_PASSWORD" >"$secret"
-  initdb -D "$PGDATA" -U "$user" --pwfile="$secret" --encoding=UTF8 --locale=C.UTF-8 \
-    --auth-local=trust --auth-host=scram-sha-256 >/dev/null
-  rm -f "$secret"
+  mkdir -p "$PGDATA"
+  chmod 700 "$PGDATA"
+  if [ ! -e "$staged_whole" ]; then
+    stray="$(find "$PGDATA" -mindepth 1 -maxdepth 1 ! -name .initdb ! -name lost+found -print -quit)"
+    if [ -n "$stray" ]; then
+      echo "postgres: $PGDATA holds $stray but no cluster (no PG_VERSION); empty it or set PGDATA to an empty folder" >&2
+      exit 2
+    fi
+    rm -rf "$staged"  # an initdb killed part way
+    secret="$(mktemp)"
+    trap 'rm -f "$secret"' EXIT
+    printf '%s\n' "$POSTGRES_PASSWORD" >"$secret"
+    initdb -D "$staged" -U "$user" --pwfile="$secret" --encoding=UTF8 --locale=C.UTF-8 \
+      --auth-local=trust --auth-host=scram-sha-256 >/dev/null
+    rm -f "$secret"
+    trap - EXIT
+    touch "$staged_whole"
+  fi
+  find "$staged" -mindepth 1 -maxdepth 1 ! -name PG_VERSION -exec mv -t "$PGDATA" {} +
+  mv "$staged/PG_VERSION" "$PGDATA/PG_VERSION"
+fi
+if [ -e "$staged_whole" ]; then  # moved: the staging is empty (a start killed here removed it, or not)
+  [ ! -d "$staged" ] || rmdir "$staged"
+  rm "$staged_whole"
 fi
 if [ ! -f "$done_file" ] || [ "$(cat "$done_file")" != "$wanted" ]; then
   grep -qxF "host all all all scram-sha-256" "$PGDATA/pg_hba.conf" ||
