@@ -12,6 +12,7 @@ skipped with the reason.
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from typing import Any
 
@@ -23,6 +24,7 @@ from tests.deploy.stack import AirflowApi, Stack, wait_until, why_no_containers
 pytestmark = [pytest.mark.slow, pytest.mark.deploy, pytest.mark.timeout(5400)]
 
 FIRST_DAY, SECOND_DAY = "2026-11-20", "2026-11-21"
+READER_PASSWORD = secrets.token_urlsafe(18)
 MODEL = "ct-transactions"
 ROW = {
     "amount": 120.5,
@@ -59,6 +61,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
             SPARK_WORKER_CORES="1",
             CT_TRAIN_LAUNCHER="spark",
             CT_TRAIN_WORLD_SIZE="2",
+            # A second person, who reads; a password of the env file's own, as the admin's.
+            AIRFLOW_USERS="admin:admin,reader:viewer",
+            AIRFLOW_USER_PASSWORDS=f"reader:{READER_PASSWORD}",
         )
         stack.up()
         yield stack
@@ -177,6 +182,24 @@ def test_every_service_is_healthy_and_replicated(stack):
     assert {stack.exit_code(n) for n in states if "-init_" in n} == {0}
     workers = httpx.get(f"http://127.0.0.1:{stack.ports['SPARK_UI_PORT']}/json/", timeout=10).json()
     assert [w["state"] for w in workers["workers"]] == ["ALIVE", "ALIVE"], workers["workers"]
+
+
+def test_a_second_airflow_user_signs_in_with_the_env_files_password_that_no_log_shows(stack, airflow):
+    """Airflow's simple auth manager made up a password for every user but admin and printed it in the API
+    server's log, for whoever reads the logs, and made up another when the container was recreated."""
+    url = f"http://127.0.0.1:{stack.ports['AIRFLOW_PORT']}"
+    token = httpx.post(
+        f"{url}/auth/token", json={"username": "reader", "password": READER_PASSWORD}, timeout=30
+    )
+    assert token.status_code == 201, token.text
+    reader = {"Authorization": f"Bearer {token.json()['access_token']}"}
+    assert httpx.get(f"{url}/api/v2/dags/retrain", headers=reader, timeout=30).status_code == 200
+    paused = httpx.patch(f"{url}/api/v2/dags/retrain", json={"is_paused": True}, headers=reader, timeout=30)
+    assert paused.status_code == 403, paused.text  # a viewer
+    logged = stack.podman("logs", stack.container("airflow-apiserver"))
+    log = logged.stdout + logged.stderr
+    assert "Uvicorn running" in log or "Application startup complete" in log, log[-3000:]  # the log it is
+    assert READER_PASSWORD not in log and "Password for user" not in log
 
 
 def test_an_alias_change_without_the_pipelines_account_is_refused(stack, runs, mlflow_url):
