@@ -2,7 +2,9 @@
 
 The manifest is written last and is the commit marker: a folder without one is incomplete and never read.
 The content hash is the dataset's version; it does not depend on row order or on how the rows are split
-into files, so two engines that write the same rows give the same hash.
+into files, so two engines that write the same rows give the same hash. A folder's row order, which a model
+trained on its rows in that order depends on, has a digest of its own (:func:`row_order`): it does not depend
+on how the rows are cut into files either, only on their sequence.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ import datetime as dt
 import functools
 import hashlib
 import json
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -53,6 +55,8 @@ class Manifest:
     content_hash: str
     created_at: str
     extra: dict[str, Any]
+    # a folder of it (``split=train``) -> the digest of its rows' sequence (:func:`row_order`); older: none
+    row_order: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -74,35 +78,78 @@ def _type_name(data_type: pa.DataType) -> str:
     return str(data_type)
 
 
-FileMapper = Callable[[Callable[[list[str]], tuple[int, int]], list[list[str]]], list[tuple[int, int]]]
+# The row-order digest's base: odd, so that its powers mod 2**64 never reach 0 (the golden ratio's 64 bits).
+ORDER_BASE = 0x9E3779B97F4A7C15
+MOD = 2**64
 
 
-def _hash_files(root_uri: str, names: list[str], file_uris: list[str]) -> tuple[int, int]:
-    """Sum of the row hashes (mod 2**64) and the row count of some files of a dataset folder."""
+@dataclass(frozen=True)
+class FileHash:
+    """One file's rows: the sum of their hashes (mod 2**64), how many, and their sequence's polynomial hash
+    ``sum(h_i * ORDER_BASE**(rows-1-i))`` mod 2**64, which a file's successor extends (:func:`chain`)."""
+
+    uri: str
+    total: int
+    rows: int
+    order: int
+
+
+FileMapper = Callable[[Callable[[list[str]], list[FileHash]], list[list[str]]], list[list[FileHash]]]
+
+
+def chain(order: int, rows: int, following: int) -> int:
+    """The sequence hash of a sequence (``order``) followed by ``rows`` rows whose sequence hash is ``following``:
+    the same whether the rows came in one file or in many."""
+    return (order * pow(ORDER_BASE, rows, MOD) + following) % MOD
+
+
+def _sequence_hash(row_hashes: np.ndarray) -> int:
+    """The polynomial hash of one batch of row hashes, in numpy's wrapping uint64 arithmetic."""
+    powers = np.ones(len(row_hashes), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        if len(row_hashes) > 1:  # ORDER_BASE**(n-1-i): the last row's power is 1
+            steps = np.full(len(row_hashes) - 1, ORDER_BASE, dtype=np.uint64)
+            powers[:-1] = np.multiply.accumulate(steps)[::-1]
+        return int((row_hashes * powers).sum(dtype=np.uint64))
+
+
+def _hash_files(root_uri: str, names: list[str], file_uris: list[str]) -> list[FileHash]:
+    """Each file's :class:`FileHash`, one batch in memory at a time."""
     fs, root = url_to_fs(root_uri)
-    paths = [url_to_fs(f)[1] for f in file_uris]
-    dataset = pads.dataset(
-        paths, filesystem=fs, format="parquet", partitioning="hive", partition_base_dir=root
-    )
-    total, rows = np.uint64(0), 0
-    for batch in dataset.to_batches(columns=names, batch_size=65_536):
-        frame = batch.to_pandas()
-        for name in frame.columns:
-            if isinstance(frame[name].dtype, pd.CategoricalDtype):
-                frame[name] = frame[name].astype(object)
-        if frame.empty:
-            continue
-        row_hashes = pd.util.hash_pandas_object(frame[names], index=False).to_numpy(dtype=np.uint64)
-        with np.errstate(over="ignore"):
-            total = np.uint64(total + row_hashes.sum(dtype=np.uint64))
-        rows += len(frame)
-    return int(total), rows
+    found = []
+    for uri in file_uris:
+        dataset = pads.dataset(
+            [url_to_fs(uri)[1]], filesystem=fs, format="parquet", partitioning="hive", partition_base_dir=root
+        )
+        total, rows, order = np.uint64(0), 0, 0
+        for batch in dataset.to_batches(columns=names, batch_size=65_536):  # in the file's order
+            frame = batch.to_pandas()
+            for name in frame.columns:
+                if isinstance(frame[name].dtype, pd.CategoricalDtype):
+                    frame[name] = frame[name].astype(object)
+            if frame.empty:
+                continue
+            row_hashes = pd.util.hash_pandas_object(frame[names], index=False).to_numpy(dtype=np.uint64)
+            with np.errstate(over="ignore"):
+                total = np.uint64(total + row_hashes.sum(dtype=np.uint64))
+            order = chain(order, len(frame), _sequence_hash(row_hashes))
+            rows += len(frame)
+        found.append(FileHash(uri, int(total), rows, order))
+    return found
+
+
+@dataclass(frozen=True)
+class ContentHash:
+    digest: str
+    rows: int
+    schema: dict[str, str]
+    files: list[FileHash]  # in the folder's order (:func:`folder_files`)
 
 
 def content_hash(
     uri: str, columns: list[str] | None = None, map_files: FileMapper | None = None
-) -> tuple[str, int, dict[str, str]]:
-    """Order-independent hash of a Parquet folder's rows, its row count and schema.
+) -> ContentHash:
+    """Order-independent hash of a Parquet folder's rows, its row count and schema; and each file's hashes.
 
     Rows are hashed one by one and the hashes summed, so two engines that write the same rows into
     different files, in a different order, give the same hash. Files are hashed independently, batch by
@@ -113,17 +160,29 @@ def content_hash(
     names = columns or sorted(dataset.schema.names)
     schema = {name: _type_name(dataset.schema.field(name).type) for name in names}
     fs, _ = url_to_fs(uri)
-    files = [fs.unstrip_protocol(f) for f in dataset.files]
+    files = [fs.unstrip_protocol(f) for f in sorted(dataset.files)]
     groups = [files[i : i + 4] for i in range(0, len(files), 4)]
     task = functools.partial(_hash_files, uri, names)
-    parts = (map_files or (lambda fn, items: [fn(i) for i in items]))(task, groups)
-    total = sum(part[0] for part in parts) % 2**64
-    rows = sum(part[1] for part in parts)
+    parts = [
+        f for part in (map_files or (lambda fn, items: [fn(i) for i in items]))(task, groups) for f in part
+    ]
+    total = sum(part.total for part in parts) % MOD
+    rows = sum(part.rows for part in parts)
     digest = hashlib.sha256()
     digest.update(json.dumps(schema, sort_keys=True).encode())
     digest.update(str(rows).encode())
     digest.update(int(total).to_bytes(8, "little"))
-    return digest.hexdigest(), rows, schema
+    return ContentHash(digest.hexdigest(), rows, schema, parts)
+
+
+def row_order(files: list[FileHash]) -> str:
+    """The digest of the rows' sequence through ``files`` in the order given: equal for the same rows in the same
+    order however they are cut into files, and other for another order (the hashes cover the columns hashed)."""
+    order, rows = 0, 0
+    for file in files:
+        order = chain(order, file.rows, file.order)
+        rows += file.rows
+    return hashlib.sha256(f"{rows}:{order:016x}".encode()).hexdigest()[:16]
 
 
 def column_names(uri: str) -> list[str]:
@@ -142,16 +201,22 @@ def write_manifest(
     columns: list[str] | None = None,
     final_uri: str | None = None,
     map_files: FileMapper | None = None,
+    ordered: Sequence[str] = (),
 ) -> Manifest:
-    """Hash a written Parquet folder and commit it with its manifest (``final_uri``: where it will live)."""
-    digest, rows, schema = content_hash(uri, columns, map_files)
+    """Hash a written Parquet folder and commit it with its manifest (``final_uri``: where it will live), with the
+    row order of each of its folders ``ordered`` (``split=train``: the files a reader takes in :func:`folder_files`'
+    order)."""
+    hashed = content_hash(uri, columns, map_files)
+    by_uri = {file.uri: file for file in hashed.files}
+    orders = {folder: row_order([by_uri[f] for f in folder_files(join(uri, folder))]) for folder in ordered}
     manifest = Manifest(
         uri=final_uri or uri,
-        rows=rows,
-        schema=schema,
-        content_hash=digest,
+        rows=hashed.rows,
+        schema=hashed.schema,
+        content_hash=hashed.digest,
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         extra=extra or {},
+        row_order=orders,
     )
     write_text_atomic(join(uri, MANIFEST), manifest.to_json())
     return manifest

@@ -171,6 +171,8 @@ def prepare(
             },
             final_uri=out_uri,
             map_files=session.map_files,
+            # The rows' order in each split, which training takes them in: engines cut and order them apart.
+            ordered=[f"{SPLIT_COLUMN}={split}" for split in SPLITS],
         )
         _check_raw_unchanged(raw_uris, raw_hashes)  # before the commit: the rows read are the version named
     log.info(

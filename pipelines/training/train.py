@@ -41,7 +41,7 @@ from mlflow.entities import Metric
 
 from pipelines.data import datasets, runlog, storage
 from pipelines.data.contract import Contract, dataset_contract
-from pipelines.data.features import feature_names
+from pipelines.data.features import SPLIT_COLUMN, feature_names
 from pipelines.data.moments import split_moments
 from pipelines.data.profile import PROFILE_FILE, REFERENCE_PROFILE_ARTIFACT
 from pipelines.evaluation.metrics import classification_metrics
@@ -97,10 +97,16 @@ class TrainingPlan:
     seed: int
     code_version: str
     libraries: dict[str, str]
+    # split -> the digest of its rows' order (the manifest's row_order), which the ranks' parts and the batches
+    # are cut from: the same rows prepared by another engine come in another order and train another model.
+    row_order: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def identity(self) -> str:
-        canonical = json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+        parts = dataclasses.asdict(self)
+        if not parts["row_order"]:  # a dataset prepared before 2026-12-06: its runs keep their identities
+            del parts["row_order"]
+        canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def model_config(self, n_features: int) -> dict[str, Any]:
@@ -525,6 +531,11 @@ def plan_training(
         seed=settings.seed,
         code_version=TRAINING_CODE_VERSION,
         libraries={name: importlib.metadata.version(name) for name in spec.libraries},
+        row_order={
+            split: manifest.row_order[folder]
+            for split in ("train", "validation")
+            if (folder := f"{SPLIT_COLUMN}={split}") in manifest.row_order
+        },
     )
 
 
@@ -536,7 +547,8 @@ def request_identity(plan: TrainingPlan, settings: Settings) -> str:
     """The training's identity with what the host chose (the world size ``auto`` made of its cores, the device
     ``auto`` made of its GPUs, the dtype made of that device) left as the settings ask for it. Two hosts given
     the same request train different models when they choose differently, but a re-run of a date that one of
-    them trained reuses that run: it is the same request."""
+    them trained reuses that run: it is the same request. So does a re-run whose rows the prepare stage, run
+    again on another engine, wrote in another order (the same dataset version)."""
     asked = {
         name: getattr(settings, name)
         for name in (
@@ -551,6 +563,7 @@ def request_identity(plan: TrainingPlan, settings: Settings) -> str:
         )
     }
     parts = dataclasses.asdict(plan) | {"runtime": asked if plan.runtime else {}}
+    del parts["row_order"]
     canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

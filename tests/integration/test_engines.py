@@ -20,6 +20,8 @@ from pipelines.engines import open_engine
 from pipelines.engines.dask_engine import DaskEngine
 from pipelines.evaluation.drift_stats import compare_column
 from pipelines.monitoring.served import LOG_READ, served_figures, served_partials
+from pipelines.training.model_settings import ModelSettings
+from pipelines.training.train import FAMILIES, plan_training, request_identity
 from tests.days import DAY
 from tests.sources_lab import day_of_files
 
@@ -51,6 +53,7 @@ def test_dask_and_spark_ingest_and_prepare_the_same_data(settings, contract):
 
     dask_result = prepare(settings, DAY, "dask")
     dask_frame, dask_profile = _read_all(dask_result["uri"]), storage.read_json(dask_result["profile"])
+    dask_manifest = datasets.read_manifest(dask_result["uri"])
     spark_result = prepare(settings, DAY, "spark")  # overwrites the same dataset folder atomically
     spark_frame, spark_profile = _read_all(spark_result["uri"]), storage.read_json(spark_result["profile"])
 
@@ -67,6 +70,11 @@ def test_dask_and_spark_ingest_and_prepare_the_same_data(settings, contract):
         and "split" in manifest.schema
     )
     assert dask_result["content_hash"] == spark_result["content_hash"]
+    # The splits' rows in the files' order, which training takes them in: one raw file, read in one order.
+    splits = {f"split={s}" for s in ("train", "validation", "holdout")}
+    assert set(dask_manifest.row_order) == set(manifest.row_order) == splits
+    assert dask_manifest.row_order == manifest.row_order
+    assert _plan(settings, dask_manifest).identity == _plan(settings, manifest).identity
 
     # Profiles: the same statistics on both engines; a drift test of one against the other finds nothing.
     assert dask_profile["rows"] == spark_profile["rows"] == settings.rows_per_day
@@ -88,6 +96,37 @@ def test_dask_and_spark_ingest_and_prepare_the_same_data(settings, contract):
             np.testing.assert_allclose(column["buckets"]["mean"], other["buckets"]["mean"], rtol=1e-12)
             against = compare_column(column, other, "jensenshannon", 0.1)
             assert against["score"] < 1e-6 and not against["drifted"], name
+
+
+def _plan(settings, manifest: datasets.Manifest):
+    return plan_training(settings, ModelSettings(), FAMILIES["torch"], manifest.uri, manifest)
+
+
+def test_the_engines_order_a_window_s_rows_apart_and_each_trains_under_an_identity_of_its_own(settings):
+    """A window of three raw days: Spark packs the files into tasks by size, Dask takes them in order, so the
+    splits hold the same rows (one dataset version) in other orders, which train other models. The training's
+    identity tells them apart (they shared one, and a retry reused the other engine's model); a re-run of the
+    date is still the same request, and the same engine writes the same order again."""
+    settings = settings.model_copy(update={"window_days": 3})
+    days = [DAY - dt.timedelta(days=n) for n in (2, 1, 0)]
+    for day in days:
+        generate(settings, day, "none")
+        validate(settings, day, "dask")
+    manifests = {}
+    for engine in ("dask", "spark", "spark again"):
+        result = prepare(settings, DAY, engine.split()[0])
+        manifests[engine] = datasets.read_manifest(result["uri"])
+        assert result["rows"] == 3 * settings.rows_per_day
+    dask, spark = manifests["dask"], manifests["spark"]
+    assert (
+        dask.extra["dataset_version"] == spark.extra["dataset_version"]
+        and dask.content_hash == spark.content_hash
+    )
+    assert dask.row_order["split=train"] != spark.row_order["split=train"]
+    assert spark.row_order == manifests["spark again"].row_order
+    plans = [_plan(settings, m) for m in (dask, spark, manifests["spark again"])]
+    assert plans[0].identity != plans[1].identity == plans[2].identity
+    assert request_identity(plans[0], settings) == request_identity(plans[1], settings)
 
 
 def _broken_days():

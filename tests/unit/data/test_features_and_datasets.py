@@ -49,9 +49,36 @@ def test_content_hash_ignores_row_order_and_files(tmp_path):
     two_dir.mkdir()
     frame.iloc[::-1].iloc[:50].to_parquet(two_dir / "p1.parquet", index=False)
     frame.iloc[::-1].iloc[50:].to_parquet(two_dir / "p2.parquet", index=False)
-    assert datasets.content_hash(str(two_dir))[0] == one.content_hash
+    assert datasets.content_hash(str(two_dir)).digest == one.content_hash
     changed = frame.assign(a=frame["a"].where(frame["a"] != 5, 6))
     assert datasets.write_parquet_frame(changed, str(tmp_path / "three")).content_hash != one.content_hash
+
+
+def _split_folder(root, cuts: list[pd.DataFrame]) -> datasets.Manifest:
+    """A dataset of one split, ``split=train``, written as one file per cut, and its manifest."""
+    folder = root / "split=train"
+    folder.mkdir(parents=True)
+    for number, cut in enumerate(cuts):
+        cut.to_parquet(folder / f"part-{number:05d}.parquet", index=False)
+    return datasets.write_manifest(str(root), ordered=["split=train", "split=validation"])
+
+
+def test_a_split_s_row_order_is_its_rows_sequence_however_the_files_cut_it(tmp_path):
+    """Training takes a split's rows in its files' order; engines write the same rows in other orders, which
+    train other models. The order's digest follows the sequence alone, not the file cut, nor the content hash."""
+    frame = pd.DataFrame({"a": range(200_000), "b": [f"x{i % 97}" for i in range(200_000)]})
+    one = _split_folder(tmp_path / "one", [frame])
+    # three files, one of them cut across the reader's 65,536-row batches
+    cut = _split_folder(tmp_path / "cut", [frame.iloc[:7], frame.iloc[7:150_001], frame.iloc[150_001:]])
+    swapped = frame.copy()
+    swapped.iloc[[10, 11]] = swapped.iloc[[11, 10]].to_numpy()  # two neighbours change places
+    other = _split_folder(tmp_path / "other", [swapped])
+    tail_first = _split_folder(tmp_path / "tail_first", [frame.iloc[150_001:], frame.iloc[:150_001]])
+    assert one.content_hash == cut.content_hash == other.content_hash == tail_first.content_hash
+    assert one.row_order["split=train"] == cut.row_order["split=train"]
+    assert len({m.row_order["split=train"] for m in (one, other, tail_first)}) == 3
+    assert one.row_order["split=validation"] == datasets.row_order([])  # no such folder: no rows
+    assert datasets.read_manifest(str(tmp_path / "cut")).row_order == cut.row_order
 
 
 def test_atomic_dir_keeps_the_old_version_when_a_write_fails(tmp_path):
@@ -345,7 +372,7 @@ def test_a_prepared_hash_covers_the_rows_not_the_features_computed_from_them(tmp
 
     def hashed(frame, name):
         datasets.write_parquet_frame(frame, str(tmp_path / name))
-        return datasets.content_hash(str(tmp_path / name), kept)[0]
+        return datasets.content_hash(str(tmp_path / name), kept).digest
 
     other_cpu = prepared.assign(f_amount=np.nextafter(prepared["f_amount"], np.inf))  # a last bit apart
     assert hashed(prepared, "a") == hashed(other_cpu, "b")

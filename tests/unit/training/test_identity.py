@@ -1,6 +1,8 @@
 """The training's identity: what goes into the run key, and what changes it."""
 
 import dataclasses
+import hashlib
+import json
 
 import pytest
 
@@ -80,6 +82,24 @@ def test_the_code_and_library_versions_are_part_of_the_identity(monkeypatch):
 def test_another_family_s_settings_and_the_file_s_family_do_not_change_the_identity():
     other = ModelSettings.model_validate({"family": "sklearn", "sklearn": {"max_iter": 5}})
     assert _plan(model_settings=other).identity == _plan().identity
+
+
+def test_the_splits_row_order_is_part_of_the_identity_and_not_of_the_request():
+    """The same rows prepared by another engine come in another order: another model, under another identity;
+    a re-run of the date asks for the same training, and reuses the date's run."""
+    manifest = _manifest(dataset_version="v" * 64)
+    ordered = dataclasses.replace(manifest, row_order={"split=train": "1" * 16, "split=validation": "2" * 16})
+    other = dataclasses.replace(ordered, row_order={"split=train": "3" * 16, "split=validation": "2" * 16})
+    plans = [_plan(manifest=m) for m in (manifest, ordered, other)]
+    assert plans[0].row_order == {} and plans[1].row_order == {"train": "1" * 16, "validation": "2" * 16}
+    assert len({plan.identity for plan in plans}) == 3
+    before = {k: v for k, v in dataclasses.asdict(plans[0]).items() if k != "row_order"}  # as identities were
+    assert (
+        plans[0].identity
+        == hashlib.sha256(json.dumps(before, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+    )
+    settings = get_settings(train_device="cpu", train_world_size="auto", seed=7)
+    assert len({training.request_identity(plan, settings) for plan in plans}) == 1
 
 
 def test_the_dataset_version_falls_back_to_the_content_hash():
