@@ -3,11 +3,12 @@
     python bench/prepare.py                 # 1M and 10M rows
     python bench/prepare.py --sizes 1000000 # one size
 
-Each engine runs the same transform (raw Parquet window -> features + split, written as Parquet partitioned
-by split) on the same committed raw data, in a fresh process, one engine at a time. Timed: the transform
-only, after the engine has started (session start-up is printed apart). Peak memory: the resident set of
-the engine's whole process tree (the JVM and its Python workers for Spark), sampled every 50 ms. The three
-outputs are checked to hold the same split counts, so the engines did the same work.
+Each engine runs the same transform (raw Parquet window -> features + split, each split sorted by its raw
+values, written as Parquet partitioned by split) on the same committed raw data, in a fresh process, one
+engine at a time. Timed: the transform only, after the engine has started (session start-up is printed
+apart). Peak memory: the resident set of the engine's whole process tree (the JVM and its Python workers for
+Spark), sampled every 50 ms. The three outputs are checked to hold the same split counts, so the engines did
+the same work.
 
 Prints rows/s, seconds and peak memory per engine and size, each engine's time over DuckDB's, and each
 engine's per-row cost at the largest size over that at the smallest. Goals (issue 3): each engine within 3x
@@ -71,7 +72,9 @@ def _crc32_bucket(ids):  # DuckDB calls this with Arrow arrays: the split functi
 
 def duckdb_sql(contract, files: list[str], out: str) -> str:
     """The transform as the SQL a DuckDB user would write."""
-    selects = [contract.entity_id, contract.event_time, *contract.feature_columns, contract.label]
+    from pipelines.data.features import raw_columns
+
+    selects = raw_columns(contract)
     for column in contract.numeric_features:
         spec = contract.columns[column]
         value = f"CAST({column} AS DOUBLE)"
@@ -92,8 +95,10 @@ def duckdb_sql(contract, files: list[str], out: str) -> str:
         f"WHEN crc32_bucket({contract.entity_id}) < {validation} THEN 'validation' ELSE 'holdout' END AS split"
     )
     file_list = ", ".join(f"'{f}'" for f in files)
+    # Each split's rows in the raw values' order, as prepare writes them on Dask and Spark.
+    order = ", ".join(f"{column} NULLS LAST" for column in ["split", *raw_columns(contract)])
     return (
-        f"COPY (SELECT {', '.join(selects)} FROM read_parquet([{file_list}])) "
+        f"COPY (SELECT {', '.join(selects)} FROM read_parquet([{file_list}]) ORDER BY {order}) "
         f"TO '{out}' (FORMAT parquet, PARTITION_BY (split))"
     )
 
@@ -121,7 +126,7 @@ def _warm_worker(_: int) -> None:
 def child(engine: str, raw_uris: list[str], out: str) -> dict:
     from pipelines.data import datasets
     from pipelines.data.contract import load_contract
-    from pipelines.data.features import SPLIT_COLUMN, build_features, prepared_schema
+    from pipelines.data.features import SPLIT_COLUMN, build_features, prepared_schema, raw_columns
     from pipelines.engines import local_path, open_engine
     from pipelines.settings import get_settings
 
@@ -142,10 +147,13 @@ def child(engine: str, raw_uris: list[str], out: str) -> dict:
             # The engine is up before timing: the JVM and a first executor task, or Dask workers, with our code.
             session.map_files(_warm_worker, [0, 1])
             ready = time.perf_counter()
+            keys = raw_columns(contract)
             prepared = session.map_partitions(
-                session.read(files), lambda frame: build_features(frame, contract), prepared_schema(contract)
+                session.sort(session.read(files), keys),
+                lambda frame: build_features(frame, contract),
+                prepared_schema(contract),
             )
-            session.write_parquet(prepared, out, partition_on=SPLIT_COLUMN)
+            session.write_parquet(prepared, out, partition_on=SPLIT_COLUMN, sorted_by=keys)
             done = time.perf_counter()
     return {"startup_s": ready - started, "seconds": done - ready}
 

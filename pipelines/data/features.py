@@ -38,19 +38,21 @@ def feature_names(contract: Contract) -> list[str]:
     return names
 
 
+def raw_columns(contract: Contract) -> list[str]:
+    """The prepared dataset's columns taken as read from the raw rows: keys, raw features, label."""
+    return [contract.entity_id, contract.event_time, *contract.feature_columns, contract.label]
+
+
 def output_columns(contract: Contract) -> list[str]:
     """Columns of a prepared dataset: keys, raw features, label, engineered features."""
-    keys = [contract.entity_id, contract.event_time]
-    return [*keys, *contract.feature_columns, contract.label, *feature_names(contract)]
+    return [*raw_columns(contract), *feature_names(contract)]
 
 
 def prepared_schema(contract: Contract) -> pa.Schema:
     """The Arrow schema of :func:`build_features`' output: typed keys and raw features, floats, the split."""
     import pyarrow as pa
 
-    raw = contract.arrow_schema(
-        [contract.entity_id, contract.event_time, *contract.feature_columns, contract.label]
-    )
+    raw = contract.arrow_schema(raw_columns(contract))
     engineered = [pa.field(name, pa.float64()) for name in feature_names(contract)]
     return pa.schema([*raw, *engineered, pa.field(SPLIT_COLUMN, pa.string())])
 
@@ -176,8 +178,7 @@ def build_features(
     frame: pd.DataFrame, contract: Contract, holdout_from: dt.date | None = None
 ) -> pd.DataFrame:
     """One partition of raw rows to prepared rows (keys, raw features, label, features, split)."""
-    keys = (contract.entity_id, contract.event_time, *contract.feature_columns, contract.label)
-    columns = {name: frame[name] for name in keys}
+    columns = {name: frame[name] for name in raw_columns(contract)}
     columns.update(_engineered(frame, contract))
     latest = None
     if holdout_from is not None:

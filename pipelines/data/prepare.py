@@ -25,6 +25,7 @@ from pipelines.data.features import (
     holdout_label,
     holdout_start,
     prepared_schema,
+    raw_columns,
 )
 from pipelines.data.moments import split_moments
 from pipelines.data.profile import PROFILE_FILE, build_profile
@@ -140,10 +141,16 @@ def prepare(
         open_engine(engine_name, settings, storage.total_bytes(raw_files)) as session,
     ):
         raw = session.read(raw_files)
+        # Sorted by the raw values (which the row hashes cover, the same on every engine and CPU), before the
+        # features are computed (sorting the prepared rows computed them twice, for the sort's sample and for
+        # the write): each split's rows then come in one order from Dask and Spark alike, so the ranks' parts
+        # and batches, and the model trained on them, do not depend on the engine or on how its tasks cut the
+        # input.
+        ordered = session.sort(raw, raw_columns(contract))
         prepared = session.map_partitions(
-            raw, lambda frame: build_features(frame, contract, holdout_from), prepared_schema(contract)
+            ordered, lambda frame: build_features(frame, contract, holdout_from), prepared_schema(contract)
         )
-        session.write_parquet(prepared, tmp, partition_on=SPLIT_COLUMN)
+        session.write_parquet(prepared, tmp, partition_on=SPLIT_COLUMN, sorted_by=raw_columns(contract))
         storage.write_json_atomic(storage.join(tmp, PROFILE_FILE), build_profile(session, raw, contract))
         split_rows = {str(split): _split_rows(storage.split_uri(tmp, split)) for split in SPLITS}
         # The training split's feature moments: training scales with them, so no rank reads the whole split.
@@ -172,7 +179,7 @@ def prepare(
             final_uri=out_uri,
             map_files=session.map_files,
             # The rows' order in each split, which training takes them in: engines cut and order them apart.
-            ordered=[f"{SPLIT_COLUMN}={split}" for split in SPLITS],
+            ordered=[storage.split_folder(split) for split in SPLITS],
         )
         _check_raw_unchanged(raw_uris, raw_hashes)  # before the commit: the rows read are the version named
     log.info(

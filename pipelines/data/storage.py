@@ -44,8 +44,13 @@ def features_uri(data_root: str, dataset: str, day: dt.date) -> str:
     return join(data_root, "features", dataset, f"ds={ds_str(day)}")
 
 
+def split_folder(split: str) -> str:
+    """The folder of one split in a prepared dataset, as the engines name a partition (``column=value``)."""
+    return f"split={split}"
+
+
 def split_uri(features: str, split: str) -> str:
-    return join(features, f"split={split}")
+    return join(features, split_folder(split))
 
 
 def reports_uri(data_root: str, dataset: str, day: dt.date) -> str:

@@ -94,7 +94,14 @@ class Engine(Protocol):
         ...
 
     def map_partitions(self, table: Table, fn: PartitionFn, schema: pa.Schema) -> Table:
-        """``fn`` on every partition (a pandas frame in, a pandas frame of ``schema``'s columns out)."""
+        """``fn`` on every partition (a pandas frame in, a pandas frame of ``schema``'s columns out). The partitions
+        keep their order, and a partition's rows the order ``fn`` gives them."""
+        ...
+
+    def sort(self, table: Table, keys: Sequence[str]) -> Table:
+        """The rows sorted by ``keys`` (ascending, NaN taken for null, nulls last) across the partitions, which come
+        in order: the same rows come in the same order from every engine, however the input cut them. The first
+        key must hold no null (Dask cuts the rows into partitions by its values and cannot place a null string)."""
         ...
 
     def scan(
@@ -170,8 +177,14 @@ class Engine(Protocol):
         On the workers, a table: the keys need not fit in the driver."""
         ...
 
-    def write_parquet(self, table: Table, uri: str, partition_on: str | None = None) -> None:
-        """Write the table as Parquet files under the folder ``uri`` (hive-partitioned on one column if given)."""
+    def write_parquet(
+        self, table: Table, uri: str, partition_on: str | None = None, sorted_by: Sequence[str] = ()
+    ) -> None:
+        """Write the table as Parquet files under the folder ``uri`` (hive-partitioned on one column if given).
+
+        The files are named in the order of the table's partitions, so reading a folder's files in name order
+        reads its rows in the table's order. ``sorted_by``: the keys the table was sorted by (:meth:`sort`), for a
+        writer that must sort each task's rows by the partition column (Spark's) to keep that order within it."""
         ...
 
     def map_files(self, fn: Callable[[T], R], items: list[T]) -> list[R]:

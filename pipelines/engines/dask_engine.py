@@ -288,14 +288,20 @@ class DaskEngine:
     def reduce(self, table: Table, keys: Sequence[str], how: Mapping[str, tuple[str, Reduction]]) -> Table:
         sums = {name: column for name, (column, fn) in how.items() if fn == "sum"}
 
+        # A key with no value has no sum (pandas says 0), as on Spark and in SQL: the sums' counts are taken in
+        # the same pass, under names no output column has, and dropped once they have masked the sums.
+        counts = {name: f"__count_{index}" for index, name in enumerate(sums)}
+        while set(counts.values()) & {*how, *keys}:
+            counts = {name: f"_{count}" for name, count in counts.items()}
+
         def part(frame: pd.DataFrame) -> pd.DataFrame:
             grouped = frame.groupby(list(keys), as_index=False, sort=False)
-            reduced = grouped.agg(**dict(how))
-            if sums:  # a key with no value has no sum (pandas says 0), as on Spark and in SQL
-                counted = grouped.agg(**{name: (column, "count") for name, column in sums.items()})
-                for name in sums:
-                    reduced[name] = reduced[name].where(counted[name] > 0)
-            return reduced
+            reduced = grouped.agg(
+                **dict(how), **{counts[name]: (column, "count") for name, column in sums.items()}
+            )
+            for name, count in counts.items():
+                reduced[name] = reduced[name].where(reduced[count] > 0)
+            return reduced.drop(columns=list(counts.values()))
 
         # Each key's rows in one partition, then pandas groups them there. Dask's own groupby-agg with
         # split_out gave a table that a later merge on the keys failed to plan (dask-expr took the groupby's
@@ -303,12 +309,21 @@ class DaskEngine:
         shuffled = table.shuffle(list(keys), npartitions=table.npartitions)
         return shuffled.map_partitions(part, meta=part(table._meta))
 
-    def write_parquet(self, table: Table, uri: str, partition_on: str | None = None) -> None:
+    def sort(self, table: Table, keys: Sequence[str]) -> Table:
+        # Ranges of the first key's values to partitions, each sorted by all keys (pandas takes NaN for null).
+        return table.sort_values(list(keys), na_position="last")
+
+    def write_parquet(
+        self, table: Table, uri: str, partition_on: str | None = None, sorted_by: Sequence[str] = ()
+    ) -> None:
+        # A partition's rows go to its files in order (the partitioned writer groups them keeping their order).
         table.to_parquet(
             local_path(uri),
             partition_on=[partition_on] if partition_on else None,
             write_index=False,
             write_metadata_file=False,
+            # Names that sort as the partitions do: Dask's own part.10 sorts before part.2.
+            name_function=lambda i: f"part.{i:06d}.parquet",
         )
 
     def map_files(self, fn: Callable[[T], R], items: list[T]) -> list[R]:

@@ -410,7 +410,30 @@ class SparkEngine:
             *(getattr(F, fn)(column).alias(name) for name, (column, fn) in how.items())
         )
 
-    def write_parquet(self, table: Table, uri: str, partition_on: str | None = None) -> None:
+    @staticmethod
+    def _ascending(table: Table, keys: Sequence[str]) -> list[Any]:
+        """Sort orders of ``keys``: ascending, nulls last, NaN taken for null (pandas sorts both as missing; Spark
+        puts NaN above every number and below null)."""
+        from pyspark.sql import functions as F
+        from pyspark.sql.types import DoubleType, FloatType
+
+        floats = {f.name for f in table.schema.fields if isinstance(f.dataType, (DoubleType, FloatType))}
+        columns = [F.nanvl(F.col(c), F.lit(None)) if c in floats else F.col(c) for c in keys]
+        return [column.asc_nulls_last() for column in columns]
+
+    def sort(self, table: Table, keys: Sequence[str]) -> Table:
+        return table.orderBy(*self._ascending(table, keys))  # ranges of the keys to partitions, in order
+
+    def write_parquet(
+        self, table: Table, uri: str, partition_on: str | None = None, sorted_by: Sequence[str] = ()
+    ) -> None:
+        # Each task writes its partition's rows, its files named by its number (part-00000-...). With a partition
+        # column the writer sorts each task's rows by it first, which keeps their order only as far as its sort
+        # is stable (not once it spills): sorted here by the column and then the keys, it has nothing to sort.
+        if partition_on and sorted_by:
+            from pyspark.sql import functions as F
+
+            table = table.sortWithinPartitions(F.col(partition_on).asc(), *self._ascending(table, sorted_by))
         writer = table.write.mode("overwrite")
         if partition_on:
             writer = writer.partitionBy(partition_on)

@@ -252,9 +252,8 @@ def _database_unreachable(exc: BaseException | None) -> bool:
     """A PostgreSQL connection that failed or was cut (psycopg's ``OperationalError`` with no SQLSTATE, as a
     refused or timed-out connection has, or a transient one); not an answer of the server (a missing table, a
     syntax error, a serialization failure, which carry their own)."""
-    psycopg = sys.modules.get(
-        "psycopg"
-    )  # not imported: no error of it to tell apart (a task never preloads it)
+    # Not imported: no error of it to tell apart (a task never preloads it).
+    psycopg = sys.modules.get("psycopg")
     if psycopg is None or not isinstance(exc, psycopg.OperationalError):
         return False
     state = exc.sqlstate

@@ -65,7 +65,8 @@ def row_groups(file_uris: list[str]) -> list[RowGroup]:
 def layout(groups: list[RowGroup]) -> str:
     """A fingerprint of the sequence of rows the ranks' parts are cut from: the files' names and their row groups'
     row counts, in order. The same rows written again (prepare run again on another engine, or on a cluster of
-    another size) may come in another order, so that a rank's part and its place in it mean other rows."""
+    another size) are cut into other files, and one prepared before prepare sorted its splits came in another
+    order too, so that a rank's part and its place in it may mean other rows."""
     cut = [[g.uri.rsplit("/", 1)[-1], g.index, g.rows] for g in groups]
     return hashlib.sha256(json.dumps(cut).encode()).hexdigest()[:16]
 

@@ -41,7 +41,7 @@ from mlflow.entities import Metric
 
 from pipelines.data import datasets, runlog, storage
 from pipelines.data.contract import Contract, dataset_contract
-from pipelines.data.features import SPLIT_COLUMN, feature_names
+from pipelines.data.features import feature_names
 from pipelines.data.moments import split_moments
 from pipelines.data.profile import PROFILE_FILE, REFERENCE_PROFILE_ARTIFACT
 from pipelines.evaluation.metrics import classification_metrics
@@ -98,7 +98,8 @@ class TrainingPlan:
     code_version: str
     libraries: dict[str, str]
     # split -> the digest of its rows' order (the manifest's row_order), which the ranks' parts and the batches
-    # are cut from: the same rows prepared by another engine come in another order and train another model.
+    # are cut from: the same rows in another order (a dataset prepared before prepare sorted its splits, in its
+    # engine's order) train another model.
     row_order: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
@@ -534,7 +535,7 @@ def plan_training(
         row_order={
             split: manifest.row_order[folder]
             for split in ("train", "validation")
-            if (folder := f"{SPLIT_COLUMN}={split}") in manifest.row_order
+            if (folder := storage.split_folder(split)) in manifest.row_order
         },
     )
 

@@ -12,6 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.data import datasets, sources, storage
+from pipelines.data.contract import dataset_contract
+from pipelines.data.features import feature_names, raw_columns
 from pipelines.data.generate import generate, generate_day
 from pipelines.data.prepare import prepare
 from pipelines.data.profile import HOW, KEYS, PARTIALS
@@ -20,8 +22,9 @@ from pipelines.engines import open_engine
 from pipelines.engines.dask_engine import DaskEngine
 from pipelines.evaluation.drift_stats import compare_column
 from pipelines.monitoring.served import LOG_READ, served_figures, served_partials
+from pipelines.training import shards
 from pipelines.training.model_settings import ModelSettings
-from pipelines.training.train import FAMILIES, plan_training, request_identity
+from pipelines.training.train import FAMILIES, plan_training
 from tests.days import DAY
 from tests.sources_lab import day_of_files
 
@@ -102,31 +105,41 @@ def _plan(settings, manifest: datasets.Manifest):
     return plan_training(settings, ModelSettings(), FAMILIES["torch"], manifest.uri, manifest)
 
 
-def test_the_engines_order_a_window_s_rows_apart_and_each_trains_under_an_identity_of_its_own(settings):
-    """A window of three raw days: Spark packs the files into tasks by size, Dask takes them in order, so the
-    splits hold the same rows (one dataset version) in other orders, which train other models. The training's
-    identity tells them apart (they shared one, and a retry reused the other engine's model); a re-run of the
-    date is still the same request, and the same engine writes the same order again."""
+def test_the_engines_write_a_window_s_splits_in_one_order_so_the_ranks_read_the_same_rows(settings):
+    """A window of three raw days: Spark packs the files into tasks by size, Dask takes them in order, and they
+    cut the rows into other files. Both write each split sorted by its raw values, so the ranks' parts hold the
+    same rows in the same order and the training has one identity (the orders differed, and trained other
+    models)."""
     settings = settings.model_copy(update={"window_days": 3})
     days = [DAY - dt.timedelta(days=n) for n in (2, 1, 0)]
     for day in days:
         generate(settings, day, "none")
         validate(settings, day, "dask")
-    manifests = {}
-    for engine in ("dask", "spark", "spark again"):
-        result = prepare(settings, DAY, engine.split()[0])
+    contract = dataset_contract(settings)
+    features, label = feature_names(contract), contract.label
+    manifests, parts, files = {}, {}, {}
+    for engine in ("dask", "spark"):
+        result = prepare(settings, DAY, engine)
         manifests[engine] = datasets.read_manifest(result["uri"])
         assert result["rows"] == 3 * settings.rows_per_day
+        train = storage.split_uri(result["uri"], "train")
+        files[engine] = [f.rsplit("/", 1)[-1] for f in datasets.folder_files(train)]
+        parts[engine] = [shards.read(train, features, label, rank, 2) for rank in (0, 1)]
+        rows = pd.concat([pd.read_parquet(f) for f in datasets.folder_files(train)], ignore_index=True)
+        keys = raw_columns(contract)
+        sorted_rows = rows.sort_values(keys, na_position="last", kind="stable").reset_index(drop=True)
+        pd.testing.assert_frame_equal(rows, sorted_rows)
+    assert len(files["dask"]) == 3 and files["dask"] != files["spark"]  # cut into files apart
     dask, spark = manifests["dask"], manifests["spark"]
     assert (
         dask.extra["dataset_version"] == spark.extra["dataset_version"]
         and dask.content_hash == spark.content_hash
     )
-    assert dask.row_order["split=train"] != spark.row_order["split=train"]
-    assert spark.row_order == manifests["spark again"].row_order
-    plans = [_plan(settings, m) for m in (dask, spark, manifests["spark again"])]
-    assert plans[0].identity != plans[1].identity == plans[2].identity
-    assert request_identity(plans[0], settings) == request_identity(plans[1], settings)
+    assert dask.row_order == spark.row_order
+    for on_dask, on_spark in zip(parts["dask"], parts["spark"], strict=True):
+        np.testing.assert_array_equal(on_dask.y, on_spark.y)
+        np.testing.assert_allclose(on_dask.x, on_spark.x, rtol=1e-6)  # float32 features, computed apart
+    assert _plan(settings, dask).identity == _plan(settings, spark).identity
 
 
 def _broken_days():
@@ -409,6 +422,46 @@ def test_a_reduce_gives_each_key_once_with_its_figures_and_joins_on_the_keys(
         ("b", 0.75, 0.75, 1, 0.75, 2),
         ("d", None, None, 0, None, 3),
     ]
+
+
+@pytest.mark.parametrize("engine_name", ["dask", "spark", "spark-connect"])
+def test_a_sorted_table_is_written_with_each_partitions_rows_in_the_keys_order_in_its_files_name_order(
+    request, settings, tmp_path, engine_name
+):
+    engine_name, settings = _engine(request, settings, engine_name)
+    rng = np.random.default_rng(3)
+    rows = 600
+    tag = rng.choice(["b", "a", "ä", "B", "c"], rows).astype(object)
+    tag[rng.choice(rows, 60, replace=False)] = None
+    x = rng.choice([0.5, 1.5, -2.0, np.nan], rows)  # ties, and NaN among the values
+    nulls = np.arange(rows) % 7 == 0  # nulls beside the NaN: Spark tells them apart, pandas does not
+    table = pa.table(
+        {
+            "key": pa.array(
+                rng.choice(["b", "a", "ä", "B"], rows).tolist()
+            ),  # no null: Dask's sort needs that
+            "x": pa.array(x, mask=nulls),  # from numpy: NaN stays NaN
+            "tag": pa.array(list(tag), pa.string()),
+            "n": pa.array(rng.permutation(rows)),
+            "part": pa.array(rng.choice(["train", "validation"], rows).tolist()),
+        }
+    )
+    assert table["x"].null_count and pa.compute.sum(pa.compute.is_nan(table["x"])).as_py()
+    for number, start in enumerate(range(0, rows, 200)):  # three input files: the engines cut them apart
+        pq.write_table(table.slice(start, 200), tmp_path / f"in-{number}.parquet")
+    out = tmp_path / "out"
+    with open_engine(engine_name, settings, 1) as engine:
+        keys = ["key", "x", "tag", "n"]
+        ordered = engine.sort(engine.read([str(tmp_path / f"in-{n}.parquet") for n in range(3)]), keys)
+        # A step between, as prepare computes its features after the sort: partitions and rows keep their order.
+        doubled = engine.map_partitions(ordered, lambda f: f.assign(n=f["n"] * 2), table.schema)
+        engine.write_parquet(doubled, str(out), partition_on="part", sorted_by=keys)
+    expected = table.to_pandas().sort_values(keys, na_position="last").assign(n=lambda f: f["n"] * 2)
+    for part in ("train", "validation"):
+        files = datasets.folder_files(str(out / f"part={part}"))
+        found = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        want = expected[expected["part"] == part].drop(columns="part").reset_index(drop=True)
+        pd.testing.assert_frame_equal(found[["key", "x", "tag", "n"]], want, check_dtype=False)
 
 
 @pytest.mark.parametrize("engine_name", ["dask", "spark", "spark-connect"])
