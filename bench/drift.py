@@ -15,7 +15,7 @@ Measured, each in a fresh process with its peak resident memory (the whole proce
 - **the profiles** of both windows on Dask (what prepare adds to a run: the reference profile is computed
   once per training window and logged with the model, the current one by the run's prepare);
 - **the drift stage**: the two profiles compared with Evidently's tests and the report rendered;
-- **the profile inside prepare**: the real prepare transform (features and split, written as Parquet) on
+- **the profile inside prepare**: the real prepare transform (sorted, features and split, written as Parquet) on
   a demo window, and the profile on the same session, on Dask and Spark; the profile's share of it;
 - **verdict agreement**: the 200-change sweep (bench/drift_sweep.py) against plain Evidently's stat tests on
   the raw rows, on Dask and Spark.
@@ -157,7 +157,7 @@ def child_prepare(engine: str, rows: int, out: str) -> dict[str, Any]:
     from bench.prepare import raw_window
     from pipelines.data import datasets
     from pipelines.data.contract import load_contract
-    from pipelines.data.features import SPLIT_COLUMN, build_features, prepared_schema
+    from pipelines.data.features import SPLIT_COLUMN, build_features, prepared_schema, raw_columns
     from pipelines.data.profile import build_profile
     from pipelines.engines import open_engine
     from pipelines.settings import get_settings
@@ -170,10 +170,11 @@ def child_prepare(engine: str, rows: int, out: str) -> dict[str, Any]:
         session.map_files(len, [[0], [1]])
         started = time.perf_counter()
         raw = session.read(files)
+        keys = raw_columns(contract)  # sorted as prepare sorts each split (since 2026-12-07)
         prepared = session.map_partitions(
-            raw, lambda f: build_features(f, contract), prepared_schema(contract)
+            session.sort(raw, keys), lambda f: build_features(f, contract), prepared_schema(contract)
         )
-        session.write_parquet(prepared, out, partition_on=SPLIT_COLUMN)
+        session.write_parquet(prepared, out, partition_on=SPLIT_COLUMN, sorted_by=keys)
         transformed = time.perf_counter()
         build_profile(session, raw, contract)
         profiled = time.perf_counter()

@@ -178,7 +178,7 @@ def prepare(
             },
             final_uri=out_uri,
             map_files=session.map_files,
-            # The rows' order in each split, which training takes them in: engines cut and order them apart.
+            # The rows' order in each split, which training takes them in (the sort's; each engine cuts it apart).
             ordered=[storage.split_folder(split) for split in SPLITS],
         )
         _check_raw_unchanged(raw_uris, raw_hashes)  # before the commit: the rows read are the version named

@@ -9,6 +9,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -125,6 +126,20 @@ def _quoted_line_breaks_as_lf(frame: pd.DataFrame) -> pd.DataFrame:
         if frame[name].str.contains("\r", regex=False, na=False).any()
     }
     return frame.assign(**changed) if changed else frame
+
+
+#: A sort's last key, a column of its own while Dask sorts: bit ``i`` set where the ``i``-th float key holds -0.0.
+NEGATIVE_ZEROS = "__ct_negative_zeros"
+
+
+def negative_zeros(frame: pd.DataFrame) -> pd.Series:
+    """Per row, bit ``i`` set where the frame's ``i``-th column holds -0.0: pandas and Spark both sort it as 0.0,
+    and rows equal but for it differ once written (their hashes too), so a sort breaks the tie on it."""
+    bits = np.zeros(len(frame), dtype=np.int64)
+    for bit, column in enumerate(frame.columns):
+        values = frame[column].to_numpy(dtype="float64", na_value=np.nan)
+        bits |= ((values == 0) & np.signbit(values)).astype(np.int64) << bit
+    return pd.Series(bits, index=frame.index)
 
 
 class DaskEngine:
@@ -310,8 +325,16 @@ class DaskEngine:
         return shuffled.map_partitions(part, meta=part(table._meta))
 
     def sort(self, table: Table, keys: Sequence[str]) -> Table:
-        # Ranges of the first key's values to partitions, each sorted by all keys (pandas takes NaN for null).
-        return table.sort_values(list(keys), na_position="last")
+        # Ranges of the first key's values to partitions, each sorted by all keys (pandas takes NaN for null),
+        # then by which float keys hold -0.0 (pandas takes it for 0.0), as on Spark.
+        floats = [c for c in keys if table[c].dtype.kind == "f"]
+        if not floats:
+            return table.sort_values(list(keys), na_position="last")
+        signed = table.assign(
+            **{NEGATIVE_ZEROS: table[floats].map_partitions(negative_zeros, meta=(None, "int64"))}
+        )
+        ordered = signed.sort_values([*keys, NEGATIVE_ZEROS], na_position="last")
+        return ordered.drop(columns=NEGATIVE_ZEROS)
 
     def write_parquet(
         self, table: Table, uri: str, partition_on: str | None = None, sorted_by: Sequence[str] = ()

@@ -11,6 +11,8 @@ URI: the executors need the data root's filesystem package and credentials, as t
 from __future__ import annotations
 
 import contextlib
+import functools
+import operator
 import os
 import sys
 import threading
@@ -413,12 +415,22 @@ class SparkEngine:
     @staticmethod
     def _ascending(table: Table, keys: Sequence[str]) -> list[Any]:
         """Sort orders of ``keys``: ascending, nulls last, NaN taken for null (pandas sorts both as missing; Spark
-        puts NaN above every number and below null)."""
+        puts NaN above every number and below null); then, among rows equal in every key, 0.0 before -0.0 (both
+        engines take them for equal, and the written rows, and their hashes, differ)."""
         from pyspark.sql import functions as F
         from pyspark.sql.types import DoubleType, FloatType
 
-        floats = {f.name for f in table.schema.fields if isinstance(f.dataType, (DoubleType, FloatType))}
+        floats = [f.name for f in table.schema.fields if isinstance(f.dataType, (DoubleType, FloatType))]
+        floats = [c for c in keys if c in floats]
         columns = [F.nanvl(F.col(c), F.lit(None)) if c in floats else F.col(c) for c in keys]
+        if (
+            floats
+        ):  # the bits of NEGATIVE_ZEROS; Spark's arithmetic makes -0.0 into 0.0, its text keeps the sign
+            signs = [
+                F.when((F.col(c) == 0) & (F.col(c).cast("string") == "-0.0"), F.lit(1 << bit)).otherwise(0)
+                for bit, c in enumerate(floats)
+            ]
+            columns.append(functools.reduce(operator.add, signs))
         return [column.asc_nulls_last() for column in columns]
 
     def sort(self, table: Table, keys: Sequence[str]) -> Table:
@@ -428,8 +440,9 @@ class SparkEngine:
         self, table: Table, uri: str, partition_on: str | None = None, sorted_by: Sequence[str] = ()
     ) -> None:
         # Each task writes its partition's rows, its files named by its number (part-00000-...). With a partition
-        # column the writer sorts each task's rows by it first, which keeps their order only as far as its sort
-        # is stable (not once it spills): sorted here by the column and then the keys, it has nothing to sort.
+        # column and more of its values than spark.sql.maxConcurrentOutputFileWriters (8 here), the writer sorts
+        # each task's rows by it first, which keeps their order only as far as its sort is stable (not once it
+        # spills): sorted here by the column and then the keys, the order holds whichever way it writes.
         if partition_on and sorted_by:
             from pyspark.sql import functions as F
 

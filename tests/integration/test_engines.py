@@ -73,7 +73,7 @@ def test_dask_and_spark_ingest_and_prepare_the_same_data(settings, contract):
         and "split" in manifest.schema
     )
     assert dask_result["content_hash"] == spark_result["content_hash"]
-    # The splits' rows in the files' order, which training takes them in: one raw file, read in one order.
+    # The splits' rows in the files' order, which training takes them in: sorted, one order on both engines.
     splits = {f"split={s}" for s in ("train", "validation", "holdout")}
     assert set(dask_manifest.row_order) == set(manifest.row_order) == splits
     assert dask_manifest.row_order == manifest.row_order
@@ -447,8 +447,13 @@ def test_a_sorted_table_is_written_with_each_partitions_rows_in_the_keys_order_i
         }
     )
     assert table["x"].null_count and pa.compute.sum(pa.compute.is_nan(table["x"])).as_py()
-    for number, start in enumerate(range(0, rows, 200)):  # three input files: the engines cut them apart
-        pq.write_table(table.slice(start, 200), tmp_path / f"in-{number}.parquet")
+    # Rows equal but for a zero's sign, which both engines sort as equal: -0.0 in the first file, 0.0 in the last.
+    zero = {"key": ["a"], "tag": ["z"], "n": [rows], "part": ["train"]}
+    first, last = (pa.table({**zero, "x": [z]}).select(table.column_names) for z in (-0.0, 0.0))
+    table = pa.concat_tables([first, table, last])
+    # Three input files: the engines cut them apart.
+    for number, start in enumerate(range(0, len(table), 201)):
+        pq.write_table(table.slice(start, 201), tmp_path / f"in-{number}.parquet")
     out = tmp_path / "out"
     with open_engine(engine_name, settings, 1) as engine:
         keys = ["key", "x", "tag", "n"]
@@ -456,12 +461,19 @@ def test_a_sorted_table_is_written_with_each_partitions_rows_in_the_keys_order_i
         # A step between, as prepare computes its features after the sort: partitions and rows keep their order.
         doubled = engine.map_partitions(ordered, lambda f: f.assign(n=f["n"] * 2), table.schema)
         engine.write_parquet(doubled, str(out), partition_on="part", sorted_by=keys)
-    expected = table.to_pandas().sort_values(keys, na_position="last").assign(n=lambda f: f["n"] * 2)
+    expected = (
+        table.to_pandas()
+        .assign(negative_zero=lambda f: (f["x"] == 0) & np.signbit(f["x"]))
+        .sort_values([*keys, "negative_zero"], na_position="last")
+        .drop(columns="negative_zero")
+        .assign(n=lambda f: f["n"] * 2)
+    )
     for part in ("train", "validation"):
         files = datasets.folder_files(str(out / f"part={part}"))
         found = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
         want = expected[expected["part"] == part].drop(columns="part").reset_index(drop=True)
         pd.testing.assert_frame_equal(found[["key", "x", "tag", "n"]], want, check_dtype=False)
+        np.testing.assert_array_equal(np.signbit(found["x"]), np.signbit(want["x"]))  # 0.0 first, on both
 
 
 @pytest.mark.parametrize("engine_name", ["dask", "spark", "spark-connect"])
