@@ -128,18 +128,11 @@ def _quoted_line_breaks_as_lf(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(**changed) if changed else frame
 
 
-#: A sort's last key, a column of its own while Dask sorts: bit ``i`` set where the ``i``-th float key holds -0.0.
-NEGATIVE_ZEROS = "__ct_negative_zeros"
-
-
-def negative_zeros(frame: pd.DataFrame) -> pd.Series:
-    """Per row, bit ``i`` set where the frame's ``i``-th column holds -0.0: pandas and Spark both sort it as 0.0,
-    and rows equal but for it differ once written (their hashes too), so a sort breaks the tie on it."""
-    bits = np.zeros(len(frame), dtype=np.int64)
-    for bit, column in enumerate(frame.columns):
-        values = frame[column].to_numpy(dtype="float64", na_value=np.nan)
-        bits |= ((values == 0) & np.signbit(values)).astype(np.int64) << bit
-    return pd.Series(bits, index=frame.index)
+def negative_zero(values: pd.Series) -> pd.Series:
+    """Whether each value is -0.0 (1) or not (0): pandas and Spark both sort it as 0.0, and rows equal but for it
+    differ once written (their hashes too), so a sort breaks the tie on it."""
+    floats = values.to_numpy(dtype="float64", na_value=np.nan)
+    return pd.Series(((floats == 0) & np.signbit(floats)).astype("int8"), index=values.index)
 
 
 class DaskEngine:
@@ -326,15 +319,19 @@ class DaskEngine:
 
     def sort(self, table: Table, keys: Sequence[str]) -> Table:
         # Ranges of the first key's values to partitions, each sorted by all keys (pandas takes NaN for null),
-        # then by which float keys hold -0.0 (pandas takes it for 0.0), as on Spark.
+        # then key by key by whether a float key holds -0.0 (pandas takes it for 0.0), as on Spark.
         floats = [c for c in keys if table[c].dtype.kind == "f"]
         if not floats:
             return table.sort_values(list(keys), na_position="last")
-        signed = table.assign(
-            **{NEGATIVE_ZEROS: table[floats].map_partitions(negative_zeros, meta=(None, "int64"))}
-        )
-        ordered = signed.sort_values([*keys, NEGATIVE_ZEROS], na_position="last")
-        return ordered.drop(columns=NEGATIVE_ZEROS)
+        prefix = "__negative_zero_"
+        while any(str(c).startswith(prefix) for c in table.columns):  # names of its own
+            prefix = f"_{prefix}"
+        signs = {
+            f"{prefix}{i}": table[c].map_partitions(negative_zero, meta=(None, "int8"))
+            for i, c in enumerate(floats)
+        }
+        ordered = table.assign(**signs).sort_values([*keys, *signs], na_position="last")
+        return ordered.drop(columns=list(signs))
 
     def write_parquet(
         self, table: Table, uri: str, partition_on: str | None = None, sorted_by: Sequence[str] = ()

@@ -11,8 +11,6 @@ URI: the executors need the data root's filesystem package and credentials, as t
 from __future__ import annotations
 
 import contextlib
-import functools
-import operator
 import os
 import sys
 import threading
@@ -415,22 +413,19 @@ class SparkEngine:
     @staticmethod
     def _ascending(table: Table, keys: Sequence[str]) -> list[Any]:
         """Sort orders of ``keys``: ascending, nulls last, NaN taken for null (pandas sorts both as missing; Spark
-        puts NaN above every number and below null); then, among rows equal in every key, 0.0 before -0.0 (both
-        engines take them for equal, and the written rows, and their hashes, differ)."""
+        puts NaN above every number and below null); then, key by key among rows equal in every key, 0.0 before -0.0
+        (both engines take them for equal, and the written rows, and their hashes, differ)."""
         from pyspark.sql import functions as F
         from pyspark.sql.types import DoubleType, FloatType
 
         floats = [f.name for f in table.schema.fields if isinstance(f.dataType, (DoubleType, FloatType))]
         floats = [c for c in keys if c in floats]
         columns = [F.nanvl(F.col(c), F.lit(None)) if c in floats else F.col(c) for c in keys]
-        if (
-            floats
-        ):  # the bits of NEGATIVE_ZEROS; Spark's arithmetic makes -0.0 into 0.0, its text keeps the sign
-            signs = [
-                F.when((F.col(c) == 0) & (F.col(c).cast("string") == "-0.0"), F.lit(1 << bit)).otherwise(0)
-                for bit, c in enumerate(floats)
-            ]
-            columns.append(functools.reduce(operator.add, signs))
+        # Then a 0/1 key per float key, in key order: whether it holds -0.0. Spark's arithmetic makes -0.0 into 0.0
+        # (atan2 adds 0.0 to its arguments); its text keeps the sign.
+        columns += [
+            F.when((F.col(c) == 0) & (F.col(c).cast("string") == "-0.0"), 1).otherwise(0) for c in floats
+        ]
         return [column.asc_nulls_last() for column in columns]
 
     def sort(self, table: Table, keys: Sequence[str]) -> Table:

@@ -437,43 +437,45 @@ def test_a_sorted_table_is_written_with_each_partitions_rows_in_the_keys_order_i
     nulls = np.arange(rows) % 7 == 0  # nulls beside the NaN: Spark tells them apart, pandas does not
     table = pa.table(
         {
-            "key": pa.array(
-                rng.choice(["b", "a", "ä", "B"], rows).tolist()
-            ),  # no null: Dask's sort needs that
+            "key": pa.array(rng.choice(["b", "a", "ä", "B"], rows).tolist()),  # no null: Dask's sort needs it
             "x": pa.array(x, mask=nulls),  # from numpy: NaN stays NaN
             "tag": pa.array(list(tag), pa.string()),
+            "w": pa.array(rng.choice([1.0, 2.0], rows)),
             "n": pa.array(rng.permutation(rows)),
             "part": pa.array(rng.choice(["train", "validation"], rows).tolist()),
         }
     )
     assert table["x"].null_count and pa.compute.sum(pa.compute.is_nan(table["x"])).as_py()
-    # Rows equal but for a zero's sign, which both engines sort as equal: -0.0 in the first file, 0.0 in the last.
+    # Rows equal but for two zeros' signs, which both engines sort as equal, arriving in the order the sort must
+    # undo: x's sign decides first, then w's.
+    signs = [(-0.0, -0.0), (-0.0, 0.0), (0.0, -0.0), (0.0, 0.0)]
     zero = {"key": ["a"], "tag": ["z"], "n": [rows], "part": ["train"]}
-    first, last = (pa.table({**zero, "x": [z]}).select(table.column_names) for z in (-0.0, 0.0))
-    table = pa.concat_tables([first, table, last])
+    zeros = [pa.table({**zero, "x": [x0], "w": [w0]}).select(table.column_names) for x0, w0 in signs]
+    table = pa.concat_tables([*zeros[:2], table, *zeros[2:]])
     # Three input files: the engines cut them apart.
-    for number, start in enumerate(range(0, len(table), 201)):
-        pq.write_table(table.slice(start, 201), tmp_path / f"in-{number}.parquet")
+    for number, start in enumerate(range(0, len(table), 202)):
+        pq.write_table(table.slice(start, 202), tmp_path / f"in-{number}.parquet")
     out = tmp_path / "out"
     with open_engine(engine_name, settings, 1) as engine:
-        keys = ["key", "x", "tag", "n"]
+        keys = ["key", "x", "tag", "w", "n"]
         ordered = engine.sort(engine.read([str(tmp_path / f"in-{n}.parquet") for n in range(3)]), keys)
         # A step between, as prepare computes its features after the sort: partitions and rows keep their order.
         doubled = engine.map_partitions(ordered, lambda f: f.assign(n=f["n"] * 2), table.schema)
         engine.write_parquet(doubled, str(out), partition_on="part", sorted_by=keys)
     expected = (
         table.to_pandas()
-        .assign(negative_zero=lambda f: (f["x"] == 0) & np.signbit(f["x"]))
-        .sort_values([*keys, "negative_zero"], na_position="last")
-        .drop(columns="negative_zero")
+        .assign(**{f"{c}_signed": (lambda f, c=c: (f[c] == 0) & np.signbit(f[c])) for c in ("x", "w")})
+        .sort_values([*keys, "x_signed", "w_signed"], na_position="last")
+        .drop(columns=["x_signed", "w_signed"])
         .assign(n=lambda f: f["n"] * 2)
     )
     for part in ("train", "validation"):
         files = datasets.folder_files(str(out / f"part={part}"))
         found = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
         want = expected[expected["part"] == part].drop(columns="part").reset_index(drop=True)
-        pd.testing.assert_frame_equal(found[["key", "x", "tag", "n"]], want, check_dtype=False)
-        np.testing.assert_array_equal(np.signbit(found["x"]), np.signbit(want["x"]))  # 0.0 first, on both
+        pd.testing.assert_frame_equal(found[keys], want[keys], check_dtype=False)
+        for column in ("x", "w"):  # 0.0 before -0.0, x first, on both
+            np.testing.assert_array_equal(np.signbit(found[column]), np.signbit(want[column]))
 
 
 @pytest.mark.parametrize("engine_name", ["dask", "spark", "spark-connect"])
