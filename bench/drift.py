@@ -157,7 +157,7 @@ def child_prepare(engine: str, rows: int, out: str) -> dict[str, Any]:
     from bench.prepare import raw_window
     from pipelines.data import datasets
     from pipelines.data.contract import load_contract
-    from pipelines.data.features import SPLIT_COLUMN, build_features, prepared_schema, raw_columns
+    from pipelines.data.prepare import write_prepared
     from pipelines.data.profile import build_profile
     from pipelines.engines import open_engine
     from pipelines.settings import get_settings
@@ -170,11 +170,7 @@ def child_prepare(engine: str, rows: int, out: str) -> dict[str, Any]:
         session.map_files(len, [[0], [1]])
         started = time.perf_counter()
         raw = session.read(files)
-        keys = raw_columns(contract)  # sorted as prepare sorts each split (since 2026-12-07)
-        prepared = session.map_partitions(
-            session.sort(raw, keys), lambda f: build_features(f, contract), prepared_schema(contract)
-        )
-        session.write_parquet(prepared, out, partition_on=SPLIT_COLUMN, sorted_by=keys)
+        write_prepared(session, raw, contract, None, out)  # prepare's own transform
         transformed = time.perf_counter()
         build_profile(session, raw, contract)
         profiled = time.perf_counter()

@@ -126,7 +126,7 @@ def _warm_worker(_: int) -> None:
 def child(engine: str, raw_uris: list[str], out: str) -> dict:
     from pipelines.data import datasets
     from pipelines.data.contract import load_contract
-    from pipelines.data.features import SPLIT_COLUMN, build_features, prepared_schema, raw_columns
+    from pipelines.data.prepare import write_prepared
     from pipelines.engines import local_path, open_engine
     from pipelines.settings import get_settings
 
@@ -147,13 +147,7 @@ def child(engine: str, raw_uris: list[str], out: str) -> dict:
             # The engine is up before timing: the JVM and a first executor task, or Dask workers, with our code.
             session.map_files(_warm_worker, [0, 1])
             ready = time.perf_counter()
-            keys = raw_columns(contract)
-            prepared = session.map_partitions(
-                session.sort(session.read(files), keys),
-                lambda frame: build_features(frame, contract),
-                prepared_schema(contract),
-            )
-            session.write_parquet(prepared, out, partition_on=SPLIT_COLUMN, sorted_by=keys)
+            write_prepared(session, session.read(files), contract, None, out)
             done = time.perf_counter()
     return {"startup_s": ready - started, "seconds": done - ready}
 

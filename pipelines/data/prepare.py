@@ -29,7 +29,7 @@ from pipelines.data.features import (
 )
 from pipelines.data.moments import split_moments
 from pipelines.data.profile import PROFILE_FILE, build_profile
-from pipelines.engines import check_engine, open_engine
+from pipelines.engines import Engine, Table, check_engine, open_engine
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -119,6 +119,25 @@ def dataset_version(raw_hashes: dict[str, str], contract: Contract, holdout_from
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
+def write_prepared(
+    session: Engine, raw: Table, contract: Contract, holdout_from: dt.date | None, uri: str
+) -> None:
+    """The transform: the raw rows to features and split, written under ``uri`` partitioned by split.
+
+    Sorted by the raw values (which the row hashes cover, the same on every engine and CPU), before the features
+    are computed (sorting the prepared rows computed them twice, for the sort's sample and for the write): each
+    split's rows then come in one order from Dask and Spark alike, so the ranks' parts and batches, and the model
+    trained on them, do not depend on the engine or on how its tasks cut the input.
+    """
+    keys = raw_columns(contract)
+    prepared = session.map_partitions(
+        session.sort(raw, keys),
+        lambda frame: build_features(frame, contract, holdout_from),
+        prepared_schema(contract),
+    )
+    session.write_parquet(prepared, uri, partition_on=SPLIT_COLUMN, sorted_by=keys)
+
+
 @runlog.stage("prepare")
 def prepare(
     settings: Settings, logical_date: dt.date, engine: str | None = None, holdout_days: int | None = None
@@ -141,16 +160,7 @@ def prepare(
         open_engine(engine_name, settings, storage.total_bytes(raw_files)) as session,
     ):
         raw = session.read(raw_files)
-        # Sorted by the raw values (which the row hashes cover, the same on every engine and CPU), before the
-        # features are computed (sorting the prepared rows computed them twice, for the sort's sample and for
-        # the write): each split's rows then come in one order from Dask and Spark alike, so the ranks' parts
-        # and batches, and the model trained on them, do not depend on the engine or on how its tasks cut the
-        # input.
-        ordered = session.sort(raw, raw_columns(contract))
-        prepared = session.map_partitions(
-            ordered, lambda frame: build_features(frame, contract, holdout_from), prepared_schema(contract)
-        )
-        session.write_parquet(prepared, tmp, partition_on=SPLIT_COLUMN, sorted_by=raw_columns(contract))
+        write_prepared(session, raw, contract, holdout_from, tmp)
         storage.write_json_atomic(storage.join(tmp, PROFILE_FILE), build_profile(session, raw, contract))
         split_rows = {str(split): _split_rows(storage.split_uri(tmp, split)) for split in SPLITS}
         # The training split's feature moments: training scales with them, so no rank reads the whole split.

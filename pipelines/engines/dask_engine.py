@@ -128,6 +128,13 @@ def _quoted_line_breaks_as_lf(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(**changed) if changed else frame
 
 
+def _own_names(stem: str, count: int, taken: Collection[str]) -> list[str]:
+    """``count`` names for temporary columns, none of them in ``taken`` (a ``_`` put before the stem till so)."""
+    while any(str(name).startswith(stem) for name in taken):
+        stem = f"_{stem}"
+    return [f"{stem}{index}" for index in range(count)]
+
+
 def negative_zero(values: pd.Series) -> pd.Series:
     """Whether each value is -0.0 (1) or not (0): pandas and Spark both sort it as 0.0, and rows equal but for it
     differ once written (their hashes too), so a sort breaks the tie on it."""
@@ -298,9 +305,7 @@ class DaskEngine:
 
         # A key with no value has no sum (pandas says 0), as on Spark and in SQL: the sums' counts are taken in
         # the same pass, under names no output column has, and dropped once they have masked the sums.
-        counts = {name: f"__count_{index}" for index, name in enumerate(sums)}
-        while set(counts.values()) & {*how, *keys}:
-            counts = {name: f"_{count}" for name, count in counts.items()}
+        counts = dict(zip(sums, _own_names("__count_", len(sums), {*how, *keys}), strict=True))
 
         def part(frame: pd.DataFrame) -> pd.DataFrame:
             grouped = frame.groupby(list(keys), as_index=False, sort=False)
@@ -323,12 +328,10 @@ class DaskEngine:
         floats = [c for c in keys if table[c].dtype.kind == "f"]
         if not floats:
             return table.sort_values(list(keys), na_position="last")
-        prefix = "__negative_zero_"
-        while any(str(c).startswith(prefix) for c in table.columns):  # names of its own
-            prefix = f"_{prefix}"
+        names = _own_names("__negative_zero_", len(floats), table.columns)
         signs = {
-            f"{prefix}{i}": table[c].map_partitions(negative_zero, meta=(None, "int8"))
-            for i, c in enumerate(floats)
+            name: table[c].map_partitions(negative_zero, meta=(None, "int8"))
+            for name, c in zip(names, floats, strict=True)
         }
         ordered = table.assign(**signs).sort_values([*keys, *signs], na_position="last")
         return ordered.drop(columns=list(signs))
