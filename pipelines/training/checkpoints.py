@@ -11,7 +11,8 @@ Every file is written under a temporary name and renamed; once every rank has wr
 rank 0 points ``checkpoints/latest.json`` at the folder and removes the older ones. A rank that dies half-way
 through a checkpoint leaves ``latest.json`` on the previous complete one. The data position needs nothing
 more than epoch and step: each epoch's order of a rank's rows is a function of the seed, the epoch and the rank,
-within the rank's part of the split as ``latest.json``'s ``layout`` says it was cut.
+within the rank's part of the split, cut from the sequence of rows ``latest.json``'s ``layout`` names
+(:func:`pipelines.training.shards.layout`).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class Restored:
     own: dict[str, Any] | None  # this rank's rank-<r>.pt; None when the world size changed
     folder: str  # the checkpoint's folder (a sharded model's dcp/ is in it)
     from_world_size: int | None = None  # set when the world size changed
-    layout_changed: bool = False  # the split was written again since, cut otherwise
+    layout_changed: bool = False  # the split was written again since, as another sequence of rows
 
 
 def save_torch(obj: Any, uri: str) -> None:
@@ -92,8 +93,8 @@ class Checkpoints:
     ):
         """``from_rank0(value)`` returns rank 0's ``value`` on every rank (a broadcast; identity for one rank):
         rank 0 alone reads the pointer and draws the launch's token, so every rank agrees on both even when
-        the data root shows one host an older listing than another. ``layout``: the training split's
-        (:func:`pipelines.training.shards.layout`), which a data position is a position in."""
+        the data root shows one host an older listing than another. ``layout``: the training split's sequence
+        of rows (:func:`pipelines.training.shards.layout`), which a data position is a position in."""
         self.root = storage.join(job_uri, "checkpoints")
         self.rank, self.world_size, self.layout = rank, world_size, layout
         self.barrier = barrier or (lambda: None)
@@ -103,9 +104,9 @@ class Checkpoints:
 
     def restore(self) -> Restored | None:
         """The last checkpoint, if any. One written by another number of ranks (an elastic launch that lost or
-        gained a node), or from a training split cut otherwise (written again since), gives its weights,
+        gained a node), or from a training split written again since as another sequence of rows, gives its weights,
         optimiser and curves, and the epoch's rows start over (a rank's part and its place in it follow from
-        the world size and the cut): the rows the epoch had reached are seen twice in it; ``own`` is then None."""
+        the world size and the sequence): the rows the epoch had reached are seen twice in it; ``own`` is then None."""
         uri = storage.join(self.root, LATEST)
         pointer = self._share(storage.read_json(uri) if self.rank == 0 and storage.exists(uri) else None)
         if pointer is None:

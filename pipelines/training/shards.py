@@ -41,7 +41,8 @@ class Piece:
 
 @dataclass(frozen=True)
 class Shard:
-    """One rank's features (float32) and labels (float32) of one split, and how the split was cut (:func:`layout`)."""
+    """One rank's features (float32) and labels (float32) of one split, and the sequence of rows the ranks' parts
+    were cut from (:func:`layout`)."""
 
     x: np.ndarray
     y: np.ndarray
@@ -62,11 +63,22 @@ def row_groups(file_uris: list[str]) -> list[RowGroup]:
     return groups
 
 
-def layout(groups: list[RowGroup]) -> str:
-    """A fingerprint of the sequence of rows the ranks' parts are cut from: the files' names and their row groups'
-    row counts, in order. The same rows written again (prepare run again on another engine, or on a cluster of
-    another size) are cut into other files, and one prepared before prepare sorted its splits came in another
-    order too, so that a rank's part and its place in it may mean other rows."""
+def layout(split_uri: str, groups: list[RowGroup]) -> str:
+    """What a rank's data position is a position in: the sequence of rows the ranks' parts are cut from.
+
+    A split that prepare wrote in its sorted order (a manifest with the folder's :func:`~pipelines.data.datasets.row_order`)
+    is known by that digest: prepare run again on the other engine, or on a cluster of another size, writes the same
+    rows in the same order but cut into other files and row groups, and every rank's part and its place in it still
+    mean the same rows. Otherwise (a dataset prepared before its manifests kept row orders, or a folder with no
+    manifest) by its cut, the files' names and their row groups' row counts in order, which tells nothing of the
+    rows' order: the same rows cut otherwise count as another sequence."""
+    parent, _, folder = split_uri.rstrip("/").rpartition("/")
+    try:
+        digest = datasets.read_manifest(parent).row_order.get(folder)
+    except datasets.DatasetNotFoundError:
+        digest = None
+    if digest is not None:
+        return f"rows:{digest}"
     cut = [[g.uri.rsplit("/", 1)[-1], g.index, g.rows] for g in groups]
     return hashlib.sha256(json.dumps(cut).encode()).hexdigest()[:16]
 
@@ -107,7 +119,7 @@ def read(
         pa.default_memory_pool().release_unused()
     if filled != rows:  # the footers promised other row counts than the data holds
         raise RuntimeError(f"read {filled} rows of {split_uri} where its Parquet footers promised {rows}")
-    return Shard(x, y, layout(groups))
+    return Shard(x, y, layout(split_uri, groups))
 
 
 def _fill(

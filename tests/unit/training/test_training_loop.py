@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pandas as pd
 import pytest
 import torch
 
+from pipelines.data import datasets
 from pipelines.data.moments import Moments
 from pipelines.model.mlp import ChurnMLP
 from pipelines.training import ddp_worker, shards
@@ -378,19 +380,33 @@ def test_a_checkpoint_of_another_world_size_resumes_at_the_start_of_its_epoch(tm
     assert history.epochs_run == 4
 
 
-def test_a_mid_epoch_checkpoint_of_a_split_written_again_since_starts_its_epoch_over(tmp_path):
-    """Prepare run again (another engine, a cluster of another size) writes the same rows cut otherwise: a rank's
-    part and its place in it then mean other rows, so the epoch in progress starts over instead of resuming at a
-    step that would skip some rows and repeat others."""
-    job = _job(tmp_path, max_epochs=3, early_stopping=None, checkpoint_every_steps=4)
-    _fit(job)
-    written = json.loads((Path(job.uri) / "checkpoints" / LATEST).read_text())
-    assert written["step"] > 0  # in the middle of an epoch
+def _write_again(job: Job, order: slice, manifest: bool) -> None:
+    """Prepare run again: the training split's rows (in ``order``) cut into other files and row groups; with the
+    dataset's manifest written again too when ``manifest`` (it knows each split's row order)."""
     train_folder = Path(job.train_uri)
     train = pd.concat([pd.read_parquet(f) for f in sorted(train_folder.iterdir())], ignore_index=True)
     for old in train_folder.iterdir():
         old.unlink()
-    _write_split(train.iloc[::-1], train_folder, files=2, row_group=25)  # the same rows, in another order
+    _write_split(train.iloc[order], train_folder, files=2, row_group=25)
+    if manifest:
+        datasets.write_manifest(str(train_folder.parent), ordered=["split=train", "split=validation"])
+
+
+@pytest.mark.parametrize("manifest", [True, False], ids=["manifest", "no-manifest"])
+def test_a_mid_epoch_checkpoint_of_a_split_written_again_in_another_order_starts_its_epoch_over(
+    tmp_path, manifest
+):
+    """The same rows in another order (a dataset prepared before prepare sorted its splits, on the other engine): a
+    rank's part and its place in it then mean other rows, so the epoch in progress starts over instead of resuming
+    at a step that would skip some rows and repeat others. Without a manifest that knows the rows' order (a
+    dataset prepared before manifests kept it), any other cut counts as another order."""
+    job = _job(tmp_path, max_epochs=3, early_stopping=None, checkpoint_every_steps=4)
+    if manifest:
+        datasets.write_manifest(str(Path(job.train_uri).parent), ordered=["split=train", "split=validation"])
+    _fit(job)
+    written = json.loads((Path(job.uri) / "checkpoints" / LATEST).read_text())
+    assert written["step"] > 0  # in the middle of an epoch
+    _write_again(job, slice(None, None, -1), manifest)
 
     resumed = Job(**{**job.__dict__, "config": job.config | {"max_epochs": 4}})
     _, history = _fit(resumed)
@@ -398,6 +414,30 @@ def test_a_mid_epoch_checkpoint_of_a_split_written_again_since_starts_its_epoch_
         {"epoch": written["epoch"], "step": 0, "restart": 0, "split_cut_again": True}
     ]
     assert history.epochs_run == 4
+
+
+def test_a_mid_epoch_checkpoint_of_a_split_written_again_in_its_order_resumes_at_its_step(tmp_path):
+    """Prepare run again on the other engine, or on a cluster of another size, writes the same rows in the same
+    (sorted) order cut into other files and row groups: the manifest's row order is the same, every rank's part
+    and its place in it mean the same rows, and the run resumes where it stopped, as if nothing had been written."""
+    job = _job(tmp_path, max_epochs=3, early_stopping=None, checkpoint_every_steps=4)
+    datasets.write_manifest(str(Path(job.train_uri).parent), ordered=["split=train", "split=validation"])
+    _fit(job)
+    written = json.loads((Path(job.uri) / "checkpoints" / LATEST).read_text())
+    assert written["step"] > 0
+    twin_uri = tmp_path / "twin"
+    shutil.copytree(job.uri, twin_uri)
+    more = {"max_epochs": 4}
+    undisturbed, undisturbed_history = _fit(
+        Job(**{**job.__dict__, "uri": str(twin_uri), "config": job.config | more})
+    )
+
+    _write_again(job, slice(None), manifest=True)
+    weights, history = _fit(Job(**{**job.__dict__, "config": job.config | more}))
+    assert history.resumed_from == [{"epoch": written["epoch"], "step": written["step"], "restart": 0}]
+    assert history.resumed_from == undisturbed_history.resumed_from
+    assert history.train_loss == undisturbed_history.train_loss
+    assert all(torch.equal(weights[name], undisturbed[name]) for name in undisturbed)
 
 
 def test_a_boosting_whose_loss_went_nan_logs_no_model():
