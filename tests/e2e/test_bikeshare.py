@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+# Airflow's task runner cancels a SIGALRM timer when a task ends, pytest-timeout's among them: the thread method
+# is the one that still ends a test hung in a DAG run (tests/unit/test_suite_timeouts.py)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800, method="thread")]
 
 DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
 WINDOW_DAYS = 28
