@@ -108,14 +108,18 @@ class Checkpoints:
         optimiser and curves, and the epoch's rows start over (a rank's part and its place in it follow from
         the world size and the sequence): the rows the epoch had reached are seen twice in it; ``own`` is then None."""
         uri = storage.join(self.root, LATEST)
-        pointer = self._share(storage.read_json(uri) if self.rank == 0 and storage.exists(uri) else None)
+        # Rank 0's pointer and sequence decide for every rank (one that read the manifest while the split was
+        # written again names it by its cut): ranks resumed at other steps would fall out of step in their collectives.
+        pointer, layout = self._share(
+            (storage.read_json(uri) if storage.exists(uri) else None, self.layout) if self.rank == 0 else None
+        )
         if pointer is None:
             return None
         position = Position(pointer["epoch"], pointer["step"])
         folder = storage.join(self.root, pointer["folder"])
         shared = _load(storage.join(folder, "state.pt"))
         other_world = pointer["world_size"] != self.world_size
-        other_cut = pointer.get("layout") != self.layout  # a checkpoint from before layouts were kept, too
+        other_cut = pointer.get("layout") != layout  # a checkpoint from before layouts were kept, too
         if other_world or other_cut:
             return Restored(
                 Position(position.epoch, 0),

@@ -63,24 +63,29 @@ def row_groups(file_uris: list[str]) -> list[RowGroup]:
     return groups
 
 
-def layout(split_uri: str, groups: list[RowGroup]) -> str:
+def layout(groups: list[RowGroup], row_order: str | None = None) -> str:
     """What a rank's data position is a position in: the sequence of rows the ranks' parts are cut from.
 
-    A split that prepare wrote in its sorted order (a manifest with the folder's :func:`~pipelines.data.datasets.row_order`)
-    is known by that digest: prepare run again on the other engine, or on a cluster of another size, writes the same
-    rows in the same order but cut into other files and row groups, and every rank's part and its place in it still
-    mean the same rows. Otherwise (a dataset prepared before its manifests kept row orders, or a folder with no
-    manifest) by its cut, the files' names and their row groups' row counts in order, which tells nothing of the
-    rows' order: the same rows cut otherwise count as another sequence."""
-    parent, _, folder = split_uri.rstrip("/").rpartition("/")
-    try:
-        digest = datasets.read_manifest(parent).row_order.get(folder)
-    except datasets.DatasetNotFoundError:
-        digest = None
-    if digest is not None:
-        return f"rows:{digest}"
+    A split whose dataset's manifest holds its :func:`~pipelines.data.datasets.row_order` (``row_order``) is known
+    by that digest: prepare run again on the other engine, or on a cluster of another size, writes the same rows in
+    the same order cut into other files and row groups, and every rank's part and its place in it still mean the
+    same rows. Otherwise (a dataset prepared before its manifests kept row orders, a folder with no manifest, or
+    one written again while it was read) by its cut, the files' names and their row groups' row counts in order,
+    which tells nothing of the rows' order: the same rows cut otherwise count as another sequence."""
+    if row_order is not None:
+        return f"rows:{row_order}"
     cut = [[g.uri.rsplit("/", 1)[-1], g.index, g.rows] for g in groups]
     return hashlib.sha256(json.dumps(cut).encode()).hexdigest()[:16]
+
+
+def _manifest(split_uri: str) -> datasets.Manifest | None:
+    """The manifest of the dataset a split folder is of; None where it has none (or it is being written again)."""
+    try:
+        return datasets.read_manifest(split_uri.rstrip("/").rpartition("/")[0])
+    except (
+        FileNotFoundError
+    ):  # none (DatasetNotFoundError), or an object store's publish removed it meanwhile
+        return None
 
 
 def bounds(rows: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -106,6 +111,8 @@ def read(
     split_uri: str, features: list[str], label: str, rank: int, world_size: int, batch_rows: int = BATCH_ROWS
 ) -> Shard:
     """Read rank ``rank``'s part of a split into float32 arrays, one batch at a time."""
+    # The manifest before and after: its row order is the files' only if the dataset was not written again meanwhile
+    before = _manifest(split_uri)
     groups = row_groups(datasets.folder_files(split_uri))
     pieces = plan(groups, rank, world_size)
     rows = sum(p.stop - p.start for p in pieces)
@@ -119,7 +126,9 @@ def read(
         pa.default_memory_pool().release_unused()
     if filled != rows:  # the footers promised other row counts than the data holds
         raise RuntimeError(f"read {filled} rows of {split_uri} where its Parquet footers promised {rows}")
-    return Shard(x, y, layout(split_uri, groups))
+    after = _manifest(split_uri)
+    folder = split_uri.rstrip("/").rpartition("/")[2]
+    return Shard(x, y, layout(groups, after.row_order.get(folder) if after and after == before else None))
 
 
 def _fill(

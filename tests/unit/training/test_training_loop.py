@@ -23,7 +23,7 @@ from pipelines.data.moments import Moments
 from pipelines.model.mlp import ChurnMLP
 from pipelines.training import ddp_worker, shards
 from pipelines.training import job as jobs
-from pipelines.training.checkpoints import LATEST
+from pipelines.training.checkpoints import LATEST, Checkpoints, Position
 from pipelines.training.job import Job
 from pipelines.training.launchers import TrainingLaunchError, launch
 
@@ -396,10 +396,11 @@ def _write_again(job: Job, order: slice, manifest: bool) -> None:
 def test_a_mid_epoch_checkpoint_of_a_split_written_again_in_another_order_starts_its_epoch_over(
     tmp_path, manifest
 ):
-    """The same rows in another order (a dataset prepared before prepare sorted its splits, on the other engine): a
-    rank's part and its place in it then mean other rows, so the epoch in progress starts over instead of resuming
-    at a step that would skip some rows and repeat others. Without a manifest that knows the rows' order (a
-    dataset prepared before manifests kept it), any other cut counts as another order."""
+    """The same rows in another order: a rank's part and its place in it then mean other rows, so the epoch in
+    progress starts over instead of resuming at a step that would skip some rows and repeat others. (Through
+    ``train`` another order is another training identity, so another job; this guards the sequence's name.)
+    Without a manifest that knows the rows' order (a dataset prepared before manifests kept it), any other cut
+    counts as another order."""
     job = _job(tmp_path, max_epochs=3, early_stopping=None, checkpoint_every_steps=4)
     if manifest:
         datasets.write_manifest(str(Path(job.train_uri).parent), ordered=["split=train", "split=validation"])
@@ -438,6 +439,58 @@ def test_a_mid_epoch_checkpoint_of_a_split_written_again_in_its_order_resumes_at
     assert history.resumed_from == undisturbed_history.resumed_from
     assert history.train_loss == undisturbed_history.train_loss
     assert all(torch.equal(weights[name], undisturbed[name]) for name in undisturbed)
+
+
+def test_a_split_written_again_while_a_rank_read_it_is_named_by_its_cut(tmp_path, monkeypatch):
+    """The manifest is read before and after the part: prepare publishing the day again in between (its files and
+    its manifest) leaves a rank that cannot tell which version's order its rows are in; it names them by the cut
+    it read, and resumes no mid-epoch checkpoint of the manifest's order."""
+    job = _job(tmp_path)
+    data = str(Path(job.train_uri).parent)
+    written = datasets.write_manifest(data, ordered=["split=train", "split=validation"])
+    quiet = shards.read(job.train_uri, FEATURES, "label", 0, 1)
+    assert quiet.layout == f"rows:{written.row_order['split=train']}"
+
+    fill = shards._fill
+
+    def publish_while_reading(*args, **kwargs):
+        datasets.write_manifest(data, ordered=["split=train", "split=validation"])  # a later created_at
+        return fill(*args, **kwargs)
+
+    monkeypatch.setattr(shards, "_fill", publish_while_reading)
+    time.sleep(1.1)  # manifests are stamped to the second
+    raced = shards.read(job.train_uri, FEATURES, "label", 0, 1)
+    groups = shards.row_groups(datasets.folder_files(job.train_uri))
+    assert raced.layout == shards.layout(groups) != quiet.layout
+    assert np.array_equal(raced.x, quiet.x)
+
+
+def test_rank_0_s_sequence_of_rows_decides_for_every_rank_whether_to_resume_mid_epoch(tmp_path):
+    """A rank that named the split otherwise than rank 0 (it read the manifest while the split was published again)
+    resumes where rank 0 does: ranks resumed at other steps would wait on each other's collectives."""
+    sent: list = []
+
+    def from_rank0_on_rank0(value):
+        sent.append(value)
+        return value
+
+    def from_rank0_elsewhere(start: int):
+        replies = iter(sent[start:])
+        return lambda value: next(replies)
+
+    uri = str(tmp_path / "job")
+    zero = Checkpoints(uri, 0, 2, None, from_rank0_on_rank0, layout="rows:abc")
+    one = Checkpoints(uri, 1, 2, None, from_rank0_elsewhere(0), layout="rows:abc")
+    one.save(Position(2, 5), shared=dict, own={"sums": torch.zeros(2)})
+    zero.save(Position(2, 5), shared=lambda: {"global_step": 9}, own={"sums": torch.zeros(2)})
+
+    start = len(sent)
+    zero = Checkpoints(uri, 0, 2, None, from_rank0_on_rank0, layout="rows:abc")
+    zero_restored = zero.restore()
+    one = Checkpoints(uri, 1, 2, None, from_rank0_elsewhere(start), layout="0123456789abcdef")
+    one_restored = one.restore()
+    assert zero_restored.position == one_restored.position == Position(2, 5)
+    assert one_restored.own is not None and not one_restored.layout_changed
 
 
 def test_a_boosting_whose_loss_went_nan_logs_no_model():
