@@ -101,8 +101,7 @@ class Engine(Protocol):
     def sort(self, table: Table, keys: Sequence[str]) -> Table:
         """The rows sorted by ``keys`` (ascending, NaN taken for null, nulls last; then, among rows equal in every
         key, by each float key in turn, 0.0 before -0.0) across the partitions, which come in order: the same rows
-        come in the same order from every engine, however the input cut them. The first key must hold no null
-        (Dask cuts the rows into partitions by its values and cannot place a null string)."""
+        come in the same order from every engine, however the input cut them."""
         ...
 
     def scan(

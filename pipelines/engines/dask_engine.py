@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.engines.base import (
     Aggregation,
@@ -140,6 +141,50 @@ def negative_zero(values: pd.Series) -> pd.Series:
     differ once written (their hashes too), so a sort breaks the tie on it."""
     floats = values.to_numpy(dtype="float64", na_value=np.nan)
     return pd.Series(((floats == 0) & np.signbit(floats)).astype("int8"), index=values.index)
+
+
+#: Values of the first sort key taken from each partition to cut the rows into ranges (fewer where many partitions).
+RANGE_SAMPLE = 1000
+
+
+def _range_cuts(column: Any, partitions: int) -> np.ndarray:
+    """The values that cut ``column`` (a Dask series) into about ``partitions`` ranges of as many rows: quantiles of
+    evenly spaced values of each partition (one pass over the column alone), distinct, ascending."""
+    per = max(16, min(RANGE_SAMPLE, 200_000 // max(partitions, 1)))
+
+    def spaced(values: pd.Series) -> pd.Series:
+        return values if len(values) <= per else values.iloc[np.linspace(0, len(values) - 1, per).astype(int)]
+
+    # In Python's order, which _range_of's search and the partitions' sort (Arrow's) keep: a categorical's by value
+    values = sorted(
+        column.map_partitions(spaced, meta=column._meta).compute().dropna().to_numpy(dtype=object)
+    )
+    if not values:
+        return np.array([], dtype=object)
+    picked = [values[len(values) * i // partitions] for i in range(1, partitions)]
+    return np.array(sorted(set(picked)), dtype=object)
+
+
+def _range_of(values: pd.Series, cuts: np.ndarray) -> pd.Series:
+    """Each value's range: how many cuts are at or below it; a null's is the last (nulls sort last)."""
+    missing = values.isna().to_numpy()
+    ranges = np.full(len(values), len(cuts), dtype="int64")
+    ranges[~missing] = np.searchsorted(cuts, values[~missing].to_numpy(dtype=object), side="right")
+    return pd.Series(ranges, index=values.index)
+
+
+def sorted_frame(frame: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """``frame``'s rows by ``keys``, each ascending, nulls (and NaN, which pandas takes for null) last, rows equal
+    in every key in their order; a categorical key by its values, as Spark sorts them. Arrow's sort reads a later
+    key only where the earlier ones tie; pandas' factorises every key of every row (measured on a 200,000-row
+    partition of prepare's 11 raw columns and 2 sign keys: 0.74 s, Arrow's 0.32 s)."""
+    table = pa.Table.from_pandas(frame[list(keys)], preserve_index=False)  # NaN in a float column: null
+    columns = [pc.cast(c, c.type.value_type) if pa.types.is_dictionary(c.type) else c for c in table.columns]
+    order = pc.sort_indices(
+        pa.Table.from_arrays(columns, names=table.column_names),
+        sort_keys=[(name, "ascending", "at_end") for name in table.column_names],
+    )
+    return frame.take(order.to_numpy()).reset_index(drop=True)
 
 
 class DaskEngine:
@@ -323,18 +368,26 @@ class DaskEngine:
         return shuffled.map_partitions(part, meta=part(table._meta))
 
     def sort(self, table: Table, keys: Sequence[str]) -> Table:
-        # Ranges of the first key's values to partitions, each sorted by all keys (pandas takes NaN for null),
-        # then key by key by whether a float key holds -0.0 (pandas takes it for 0.0), as on Spark.
+        # Ranges of the first key's values to partitions (nulls in the last), cut at quantiles of a sample of them
+        # (Dask's own sort_values takes quantiles of every value, which on a string key cost more than its shuffle,
+        # and cannot place a null), then each partition sorted by every key (:func:`sorted_frame`) and, key by key,
+        # by whether a float key holds -0.0 (pandas and Arrow take it for 0.0), as on Spark.
+        first = keys[0]
+        cuts = _range_cuts(table[first], table.npartitions)
         floats = [c for c in keys if table[c].dtype.kind == "f"]
-        if not floats:
-            return table.sort_values(list(keys), na_position="last")
-        names = _own_names("__negative_zero_", len(floats), table.columns)
-        signs = {
-            name: table[c].map_partitions(negative_zero, meta=(None, "int8"))
-            for name, c in zip(names, floats, strict=True)
-        }
-        ordered = table.assign(**signs).sort_values([*keys, *signs], na_position="last")
-        return ordered.drop(columns=list(signs))
+        part, *signs = _own_names("__sort_", len(floats) + 1, table.columns)
+        ranged = table.assign(
+            **{part: table[first].map_partitions(_range_of, cuts, meta=(None, "int64"))},
+            **{
+                name: table[c].map_partitions(negative_zero, meta=(None, "int8"))
+                for name, c in zip(signs, floats, strict=True)
+            },
+        )
+        by = [*keys, *signs]
+        shuffled = ranged.set_index(part, divisions=list(range(len(cuts) + 2)))
+        return shuffled.map_partitions(
+            lambda frame: sorted_frame(frame.reset_index(drop=True), by).drop(columns=signs), meta=table._meta
+        )
 
     def write_parquet(
         self, table: Table, uri: str, partition_on: str | None = None, sorted_by: Sequence[str] = ()

@@ -1,0 +1,61 @@
+"""The pieces of Dask's sort: each partition's sort (Arrow's), and the ranges of the first key's values that cut the
+rows into partitions. The whole sort, on Dask and Spark alike, is in tests/integration/test_engines.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.pandas import column, data_frames
+
+from pipelines.engines.dask_engine import _range_of, sorted_frame
+
+TEXT = st.one_of(st.none(), st.text(alphabet="aAbBäz\x00 ", max_size=3))
+FLOAT = st.one_of(st.none(), st.sampled_from([np.nan, -0.0, 0.0, 1.5, -2.0, np.inf, -np.inf]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data_frames(
+        [
+            column("s", elements=TEXT, dtype=object),
+            column("x", elements=FLOAT, dtype=float),
+            column("n", elements=st.integers(-3, 3), dtype="int64"),
+        ]
+    ),
+    st.permutations(["s", "x", "n"]),
+)
+def test_a_partition_is_sorted_as_pandas_sorts_it_nan_and_null_last_ties_in_their_order(frame, keys):
+    found = sorted_frame(frame, keys)
+    want = frame.sort_values(keys, na_position="last", kind="stable").reset_index(drop=True)
+    pd.testing.assert_frame_equal(found, want)
+    # rows equal in every key stay in their order: -0.0 beside 0.0 as they came
+    np.testing.assert_array_equal(np.signbit(found["x"]), np.signbit(want["x"]))
+
+
+def test_a_categorical_key_is_sorted_by_its_values_as_spark_sorts_them():
+    frame = pd.DataFrame(
+        {"c": pd.Categorical(["z", "y", "x", "z"], categories=["z", "y", "x"]), "n": range(4)}
+    )
+    assert sorted_frame(frame, ["c", "n"])["c"].tolist() == ["x", "y", "z", "z"]
+    assert frame.sort_values(["c", "n"])["c"].tolist() == [
+        "z",
+        "z",
+        "y",
+        "x",
+    ]  # pandas: the categories' order
+
+
+@pytest.mark.parametrize(
+    ("values", "cuts", "ranges"),
+    [
+        (["b", None, "a", "c", "bb", "a\x00"], ["a\x00", "b"], [2, 2, 0, 2, 2, 1]),
+        ([0.5, np.nan, -0.0, 2.0, 1.0], [0.0, 1.0], [1, 2, 1, 2, 2]),
+        (["x", None], [], [0, 0]),
+    ],
+)
+def test_a_value_s_range_is_the_count_of_cuts_at_or_below_it_and_a_null_s_the_last(values, cuts, ranges):
+    series = pd.Series(values, dtype=object if isinstance(values[0], str) else float)
+    assert _range_of(series, np.array(cuts, dtype=object)).tolist() == ranges
