@@ -59,3 +59,39 @@ def test_a_categorical_key_is_sorted_by_its_values_as_spark_sorts_them():
 def test_a_value_s_range_is_the_count_of_cuts_at_or_below_it_and_a_null_s_the_last(values, cuts, ranges):
     series = pd.Series(values, dtype=object if isinstance(values[0], str) else float)
     assert _range_of(series, np.array(cuts, dtype=object)).tolist() == ranges
+
+
+def test_a_nullable_float_s_nan_sorts_with_the_nulls_as_spark_sorts_it():
+    """pandas keeps a Float64's NaN (0/0) apart from its null; the contract, and Spark, take one for the other."""
+    x = pd.array([2.0, None, 0.0, 1.0, None], dtype="Float64") / pd.array(
+        [1.0, 1.0, 0.0, 1.0, 1.0], dtype="Float64"
+    )
+    frame = pd.DataFrame({"x": x, "n": [4, 3, 2, 1, 0]})
+    assert frame["x"].isna().sum() == 2  # the NaN is not one of them
+    assert sorted_frame(frame, ["x", "n"])["n"].tolist() == [1, 4, 0, 2, 3]
+    assert _range_of(frame["x"], np.array([1.5], dtype=object)).tolist() == [1, 1, 1, 0, 1]
+
+
+def test_the_sorted_table_comes_in_order_with_each_partition_indexed_from_0_and_no_divisions_claimed():
+    import dask
+    import dask.dataframe as dd
+
+    from pipelines.engines.dask_engine import DaskEngine
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "k": rng.choice(["b", "a", "c", None], 2000),
+            "x": rng.choice([0.5, np.nan, 1.5], 2000),
+            "n": range(2000),
+        }
+    )
+    with dask.config.set(scheduler="threads"):
+        table = dd.from_pandas(frame.set_index(frame["n"].astype(str).rename("id")), npartitions=6)
+        ordered = DaskEngine(None, 2).sort(table, ["k", "x", "n"])
+        parts = [p.compute() for p in ordered.to_delayed()]
+    assert not ordered.known_divisions
+    assert all(p.index.equals(pd.RangeIndex(len(p))) for p in parts) and ordered._meta.index.name is None
+    found = pd.concat(parts, ignore_index=True)
+    want = frame.sort_values(["k", "x", "n"], na_position="last").reset_index(drop=True)
+    assert found["n"].tolist() == want["n"].tolist() and len(parts) > 1
