@@ -19,7 +19,7 @@ import pytest
 
 # Airflow's task runner cancels a SIGALRM timer when a task ends, pytest-timeout's among them: the thread method
 # is the one that still ends a test hung in a DAG run (tests/unit/test_suite_timeouts.py)
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800, method="thread")]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900, method="thread")]
 
 DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
 WINDOW_DAYS = 28
