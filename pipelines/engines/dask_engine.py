@@ -143,14 +143,16 @@ def negative_zero(values: pd.Series) -> pd.Series:
     return pd.Series(((floats == 0) & np.signbit(floats)).astype("int8"), index=values.index)
 
 
-#: Values of the first sort key taken from each partition to cut the rows into ranges (fewer where many partitions).
+#: Values of the first sort key taken from each partition to cut the rows into ranges, and in all (fewer from each
+#: partition where many partitions), so that the driver sorts a bounded sample.
 RANGE_SAMPLE = 1000
+RANGE_SAMPLE_TOTAL = 200_000
 
 
 def _range_cuts(column: Any, partitions: int) -> np.ndarray:
     """The values that cut ``column`` (a Dask series) into about ``partitions`` ranges of as many rows: quantiles of
     evenly spaced values of each partition (one pass over the column alone), distinct, ascending."""
-    per = max(16, min(RANGE_SAMPLE, 200_000 // max(partitions, 1)))
+    per = max(16, min(RANGE_SAMPLE, RANGE_SAMPLE_TOTAL // max(partitions, 1)))
 
     def spaced(values: pd.Series) -> pd.Series:
         return values if len(values) <= per else values.iloc[np.linspace(0, len(values) - 1, per).astype(int)]

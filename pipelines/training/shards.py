@@ -78,13 +78,12 @@ def layout(groups: list[RowGroup], row_order: str | None = None) -> str:
     return hashlib.sha256(json.dumps(cut).encode()).hexdigest()[:16]
 
 
-def _manifest(split_uri: str) -> datasets.Manifest | None:
-    """The manifest of the dataset a split folder is of; None where it has none (or it is being written again)."""
+def _manifest(dataset_uri: str) -> datasets.Manifest | None:
+    """The dataset's manifest; None where it has none (or it is being written again)."""
     try:
-        return datasets.read_manifest(split_uri.rstrip("/").rpartition("/")[0])
-    except (
-        FileNotFoundError
-    ):  # none (DatasetNotFoundError), or an object store's publish removed it meanwhile
+        return datasets.read_manifest(dataset_uri)
+    # none (DatasetNotFoundError), or an object store's publish removed it meanwhile
+    except FileNotFoundError:
         return None
 
 
@@ -112,7 +111,8 @@ def read(
 ) -> Shard:
     """Read rank ``rank``'s part of a split into float32 arrays, one batch at a time."""
     # The manifest before and after: its row order is the files' only if the dataset was not written again meanwhile
-    before = _manifest(split_uri)
+    dataset_uri, _, folder = split_uri.rstrip("/").rpartition("/")
+    before = _manifest(dataset_uri)
     groups = row_groups(datasets.folder_files(split_uri))
     pieces = plan(groups, rank, world_size)
     rows = sum(p.stop - p.start for p in pieces)
@@ -126,8 +126,7 @@ def read(
         pa.default_memory_pool().release_unused()
     if filled != rows:  # the footers promised other row counts than the data holds
         raise RuntimeError(f"read {filled} rows of {split_uri} where its Parquet footers promised {rows}")
-    after = _manifest(split_uri)
-    folder = split_uri.rstrip("/").rpartition("/")[2]
+    after = _manifest(dataset_uri)
     return Shard(x, y, layout(groups, after.row_order.get(folder) if after and after == before else None))
 
 

@@ -40,12 +40,8 @@ def test_a_categorical_key_is_sorted_by_its_values_as_spark_sorts_them():
         {"c": pd.Categorical(["z", "y", "x", "z"], categories=["z", "y", "x"]), "n": range(4)}
     )
     assert sorted_frame(frame, ["c", "n"])["c"].tolist() == ["x", "y", "z", "z"]
-    assert frame.sort_values(["c", "n"])["c"].tolist() == [
-        "z",
-        "z",
-        "y",
-        "x",
-    ]  # pandas: the categories' order
+    # pandas: the categories' order
+    assert frame.sort_values(["c", "n"])["c"].tolist() == ["z", "z", "y", "x"]
 
 
 @pytest.mark.parametrize(
