@@ -33,10 +33,11 @@ class _Commands(TyperGroup):
                 raise typer.Exit(2) from None
             from pipelines.release.audit import AliasMovedError
             from pipelines.release.tracking import unavailable
-            from pipelines.training.job import NonFiniteLossError
+            from pipelines.training.job import FatalTrainingError
 
-            # The operation failed, and says why: a champion alias moved outside the gate, a loss gone NaN.
-            if isinstance(exc, (AliasMovedError, NonFiniteLossError)):
+            # The operation failed, and says why: a champion alias moved outside the gate, a loss gone NaN, a
+            # dataset prepared again under a running training.
+            if isinstance(exc, (AliasMovedError, FatalTrainingError)):
                 typer.echo(f"error: {exc}", err=True)
                 raise typer.Exit(1) from None
             if not unavailable(exc):

@@ -39,7 +39,7 @@ from pipelines.model.mlp import ChurnMLP
 from pipelines.training import job as jobs
 from pipelines.training import shards, strategies
 from pipelines.training.checkpoints import Checkpoints, Position, rng_state, save_torch, set_rng_state
-from pipelines.training.job import Job, NonFiniteLossError, Reporter, TrainingHistory
+from pipelines.training.job import FatalTrainingError, Job, NonFiniteLossError, Reporter, TrainingHistory
 
 
 def epoch_order(rows: int, per_rank: int, epoch: int, seed: int, rank: int) -> torch.Tensor:
@@ -344,9 +344,11 @@ def commit(job: Job, weights: dict[str, torch.Tensor], history: TrainingHistory)
 
 
 def read_parts(job: Job, rank: int, world_size: int) -> tuple[shards.Shard, shards.Shard]:
-    """This rank's parts of the training and validation splits."""
+    """This rank's parts of the training and validation splits, each held to the version its job was made from."""
     train = shards.read(job.train_uri, job.features, job.label, rank, world_size)
+    shards.check(train, job.train_uri, job.train_rows, job.layouts, rank)
     validation = shards.read(job.validation_uri, job.features, job.label, rank, world_size)
+    shards.check(validation, job.validation_uri, job.validation_rows, job.layouts, rank)
     return train, validation
 
 
@@ -400,12 +402,13 @@ def _peaks(reporter: Reporter) -> dict[str, float]:
 
 @contextmanager
 def _reported(job: Job, reporter: Reporter, rank: int) -> Iterator[None]:
-    """Report how the rank ends; a non-finite loss also marks the job so that restarted ranks stop at once."""
+    """Report how the rank ends; a failure no restart cures (a non-finite loss, a split changed since the job was
+    made) also marks the job so that restarted ranks stop at once."""
     try:
         yield
-    except NonFiniteLossError as error:
+    except FatalTrainingError as error:
         if jobs.read_fatal(job.uri) is None:  # the first rank to see it; restarted ranks repeat it
-            jobs.write_fatal(job.uri, rank, str(error))
+            jobs.write_fatal(job.uri, rank, error)
         reporter("failed", error=str(error), **_peaks(reporter))
         raise
     except BaseException as error:
@@ -460,7 +463,7 @@ def run(job_uri: str) -> None:
     reporter = Reporter(job.uri, rank, restart)
     with _reported(job, reporter, rank):
         if fatal := jobs.read_fatal(job.uri):
-            raise NonFiniteLossError(f"rank {fatal['rank']} failed for good earlier: {fatal['error']}")
+            raise jobs.fatal_error(fatal, f"(it failed for good earlier; rank {rank} stops too)")
         device = "cpu"
         if job.config["device"] == "cuda":
             gpu = local_rank % torch.cuda.device_count()

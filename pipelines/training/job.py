@@ -6,7 +6,8 @@ task or a rank on another host finds the same job:
     job.json                    the job: splits, features, scaling, the model's config, checkpoint settings
     nodes/<host>-<pid>.json     each host that started ranks for it (the task, a node agent, the Spark driver)
     status/rank-<r>.json        each rank's last report: host, pid, restart, state, epoch, step, memory, error
-    fatal.json                  a failure no restart can cure (a non-finite loss): restarted ranks stop at once
+    fatal.json                  a failure no restart can cure (a non-finite loss, a split changed since the job was
+                                made): restarted ranks stop at once
     checkpoints/latest.json     the newest complete checkpoint (see :mod:`pipelines.training.checkpoints`)
     result/weights.pt           rank 0's trained weights, then result/training.json (written last: the commit)
 
@@ -46,6 +47,10 @@ class Job:
     checkpoint_every_steps: int | None  # None: a checkpoint at the end of every epoch only
     collective_timeout_s: float  # joining the group, and any one collective
     threads_per_rank: int | None = None  # None: the node's cores over its ranks
+    validation_rows: int | None = None  # None: a job written before jobs kept it
+    # Each split's sequence of rows (:func:`pipelines.training.shards.layout`) by folder (split=train), as the job
+    # was made: what every rank's read is held to (:func:`pipelines.training.shards.check`)
+    layouts: dict[str, str] = field(default_factory=dict)
 
     def write(self) -> None:
         storage.write_json_atomic(storage.join(self.uri, JOB_FILE), asdict(self))
@@ -74,8 +79,23 @@ class TrainingHistory:
     epoch_seconds: list[float] = field(default_factory=list)  # fit_seconds at the end of each epoch
 
 
-class NonFiniteLossError(RuntimeError):
+class FatalTrainingError(RuntimeError):
+    """A rank's failure that no restart of the ranks cures: the first rank to meet it marks the job
+    (:data:`FATAL_FILE`), restarted ranks stop at once, and the launch fails as it (:func:`fatal_error`)."""
+
+
+class NonFiniteLossError(FatalTrainingError):
     """The training loss became NaN or infinite: no restart cures it, and no model may be logged."""
+
+
+class SplitChangedError(FatalTrainingError):
+    """A rank read a split other than the one its job was made from: the dataset was prepared again since. The
+    job is the attempt's, so no restart of its ranks cures it; the task's retry makes the job afresh."""
+
+
+FATAL_KINDS: dict[str, type[FatalTrainingError]] = {
+    kind.__name__: kind for kind in (NonFiniteLossError, SplitChangedError)
+}
 
 
 def read_history(job_uri: str) -> TrainingHistory | None:
@@ -176,10 +196,20 @@ def describe_ranks(
     return "\n".join(lines)
 
 
-def write_fatal(job_uri: str, rank: int, error: str) -> None:
-    storage.write_json_atomic(storage.join(job_uri, FATAL_FILE), {"rank": rank, "error": error})
+def write_fatal(job_uri: str, rank: int, error: FatalTrainingError) -> None:
+    storage.write_json_atomic(
+        storage.join(job_uri, FATAL_FILE), {"rank": rank, "error": str(error), "kind": type(error).__name__}
+    )
 
 
 def read_fatal(job_uri: str) -> dict[str, Any] | None:
     uri = storage.join(job_uri, FATAL_FILE)
     return storage.read_json(uri) if storage.exists(uri) else None
+
+
+def fatal_error(fatal: dict[str, Any], context: str = "") -> FatalTrainingError:
+    """The failure a job was marked with (:func:`read_fatal`), as its own kind, naming the rank; ``context`` after."""
+    kind = FATAL_KINDS[
+        fatal.get("kind", NonFiniteLossError.__name__)
+    ]  # marked before kinds were kept: a loss
+    return kind(f"rank {fatal['rank']}: {fatal['error']}" + (f"\n{context}" if context else ""))

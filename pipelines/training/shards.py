@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from pipelines.data import datasets
+from pipelines.training.job import SplitChangedError
 
 BATCH_ROWS = 65_536
 
@@ -41,12 +42,13 @@ class Piece:
 
 @dataclass(frozen=True)
 class Shard:
-    """One rank's features (float32) and labels (float32) of one split, and the sequence of rows the ranks' parts
-    were cut from (:func:`layout`)."""
+    """One rank's features (float32) and labels (float32) of one split, the sequence of rows the ranks' parts
+    were cut from (:func:`layout`) and the whole split's rows (its footers' count)."""
 
     x: np.ndarray
     y: np.ndarray
     layout: str = ""
+    split_rows: int = 0
 
     def __len__(self) -> int:
         return len(self.y)
@@ -127,7 +129,50 @@ def read(
     if filled != rows:  # the footers promised other row counts than the data holds
         raise RuntimeError(f"read {filled} rows of {split_uri} where its Parquet footers promised {rows}")
     after = _manifest(dataset_uri)
-    return Shard(x, y, layout(groups, after.row_order.get(folder) if after and after == before else None))
+    order = after.row_order.get(folder) if after and after == before else None
+    return Shard(x, y, layout(groups, order), sum(g.rows for g in groups))
+
+
+class SplitPublishedWhileReadError(RuntimeError):
+    """A rank read a split while the dataset's manifest was written again (or removed): it cannot tell which
+    version its rows are. A restart reads the split again."""
+
+
+def _described(layout_name: str) -> str:
+    if layout_name.startswith("rows:"):
+        return f"in the sequence {layout_name.removeprefix('rows:')}"
+    return f"in files and row groups {layout_name} (no row order in the manifest)"
+
+
+def check(shard: Shard, split_uri: str, rows: int | None, layouts: dict[str, str], rank: int) -> None:
+    """Fail where rank ``rank``'s read of a split is not the split its job was made from: other rows than the job
+    counted, or another sequence of rows than the job's (``layouts``, by folder), both :class:`SplitChangedError`;
+    or a read the rank could not name while the job names the split by its manifest's row order (the manifest was
+    written again while it read), :class:`SplitPublishedWhileReadError`. Every rank holds its read to the job's,
+    so no two ranks train on different versions, and none on a split the job's scaling was not computed from."""
+    changes = []
+    if rows is not None and shard.split_rows != rows:
+        changes.append(f"it holds {shard.split_rows} rows where the job counted {rows}")
+    expected = layouts.get(split_uri.rstrip("/").rpartition("/")[2])
+    raced = False
+    if expected is not None and shard.layout != expected:
+        if expected.startswith("rows:") and not shard.layout.startswith("rows:"):
+            raced = True
+        else:
+            changes.append(
+                f"its rows are {_described(shard.layout)} where the job's were {_described(expected)}"
+            )
+    if changes:
+        raise SplitChangedError(
+            f"rank {rank} read {split_uri} as another version than its training job was made from: "
+            + "; ".join(changes)
+            + ". The dataset was prepared again since the job was made; the task's retry makes it afresh"
+        )
+    if raced:
+        raise SplitPublishedWhileReadError(
+            f"rank {rank} read {split_uri} while the dataset's manifest was written again (or removed), so it cannot "
+            "tell which version its rows are: a restart of the ranks reads the split again"
+        )
 
 
 def _fill(

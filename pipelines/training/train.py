@@ -50,9 +50,9 @@ from pipelines.release import tracking
 from pipelines.release.history import exclusive
 from pipelines.settings import MODEL_FAMILIES, Settings
 from pipelines.training import job as jobs
-from pipelines.training import launchers
+from pipelines.training import launchers, shards
 from pipelines.training.arrays import TrainingData
-from pipelines.training.job import Job, NonFiniteLossError
+from pipelines.training.job import Job, NonFiniteLossError, SplitChangedError
 from pipelines.training.model_settings import (
     ModelSettings,
     TrainingConfigError,
@@ -305,6 +305,8 @@ def make_job(inputs: FitInputs, plan: TrainingPlan) -> Job:
         train_uri=storage.split_uri(inputs.dataset_uri, "train"),
         validation_uri=storage.split_uri(inputs.dataset_uri, "validation"),
         train_rows=int(moments["rows"]),
+        validation_rows=_split_rows(inputs.dataset_uri, inputs.manifest)["validation"],
+        layouts=_layouts(inputs.dataset_uri, inputs.manifest),
         features=features,
         label=inputs.contract.label,
         mean=list(moments["mean"]),
@@ -314,6 +316,27 @@ def make_job(inputs: FitInputs, plan: TrainingPlan) -> Job:
         collective_timeout_s=settings.train_rendezvous_timeout_s,
         threads_per_rank=_threads_per_rank(settings, plan, len(features)),
     )
+
+
+def _layouts(dataset_uri: str, manifest: datasets.Manifest) -> dict[str, str]:
+    """Each split's sequence of rows, which every rank's read is held to: the manifest's row order, or for a
+    dataset whose manifest has none, its files' cut. The dataset must still hold the rows, in the order, that this
+    task planned from (its run key and the job's scaling are theirs); prepared again with the same rows in the same
+    order (on the other engine, say), it does."""
+    then, now = manifest, datasets.read_manifest(dataset_uri)
+    if (now.content_hash, now.row_order) != (then.content_hash, then.row_order):
+        raise SplitChangedError(
+            f"{dataset_uri} was prepared again with other rows or in another order (its manifest of "
+            f"{now.created_at}, content hash {now.content_hash[:12]}) since this task planned from it (manifest of "
+            f"{then.created_at}, content hash {then.content_hash[:12]}): the run key and scaling are the old "
+            "version's; the task's retry plans from the dataset as it is now"
+        )
+    layouts = {}
+    for split in ("train", "validation"):
+        folder, uri = storage.split_folder(split), storage.split_uri(dataset_uri, split)
+        order = manifest.row_order.get(folder)
+        layouts[folder] = shards.layout([] if order else shards.row_groups(datasets.folder_files(uri)), order)
+    return layouts
 
 
 def _threads_per_rank(settings: Settings, plan: TrainingPlan, n_features: int) -> int | None:
@@ -342,7 +365,7 @@ def _launch(settings: Settings, job: Job, world_size: Any) -> str:
         return launchers.run_local(settings, job, world_size)
     except launchers.TrainingLaunchError as exc:
         if (fatal := jobs.read_fatal(job.uri)) is not None:
-            raise NonFiniteLossError(f"rank {fatal['rank']}: {fatal['error']}\n{exc}") from exc
+            raise jobs.fatal_error(fatal, str(exc)) from exc
         raise
 
 

@@ -397,6 +397,11 @@ def test_an_fsdp_job_whose_world_changes_across_one_rank_resumes_from_its_checkp
     plan = plan_training(settings, load_model_settings(model_file), FAMILIES["torch"], uri, manifest)
     inputs = FitInputs(settings, uri, manifest, dataset_contract(settings), f"file://{tmp_path / 'job'}")
     job = make_job(inputs, plan)
+    # what every rank's read is held to: the manifest's row orders and counts of both splits
+    assert job.layouts == {f: f"rows:{manifest.row_order[f]}" for f in ("split=train", "split=validation")}
+    assert [job.train_rows, job.validation_rows] == [
+        manifest.extra["split_rows"][split] for split in ("train", "validation")
+    ]
     job.write()
     launchers.run_local(settings, job, first)
     before = jobs.read_history(job.uri)

@@ -26,6 +26,7 @@ from pipelines.training import job as jobs
 from pipelines.training.checkpoints import LATEST, Checkpoints, Position
 from pipelines.training.job import Job
 from pipelines.training.launchers import TrainingLaunchError, launch
+from pipelines.training.train import _layouts
 
 CONFIG = {
     "hidden_sizes": [8],
@@ -463,6 +464,118 @@ def test_a_split_written_again_while_a_rank_read_it_is_named_by_its_cut(tmp_path
     groups = shards.row_groups(datasets.folder_files(job.train_uri))
     assert raced.layout == shards.layout(groups) != quiet.layout
     assert np.array_equal(raced.x, quiet.x)
+
+
+def _job_of_manifest(job: Job, manifest: bool = True) -> Job:
+    """The job as ``make_job`` writes it from the dataset's manifest, which knows each split's row order when
+    ``manifest`` (else: a dataset prepared before manifests kept it)."""
+    data = str(Path(job.train_uri).parent)
+    datasets.write_manifest(data, ordered=["split=train", "split=validation"] if manifest else ())
+    return dataclasses.replace(job, validation_rows=100, layouts=_layouts(data, datasets.read_manifest(data)))
+
+
+@pytest.mark.parametrize("manifest", [True, False], ids=["manifest", "no-manifest"])
+def test_a_job_names_each_split_by_its_manifests_row_order_or_else_by_its_cut(tmp_path, manifest):
+    job = _job_of_manifest(_job(tmp_path), manifest)
+    written = datasets.read_manifest(str(Path(job.train_uri).parent))
+    for split_uri in (job.train_uri, job.validation_uri):
+        folder = Path(split_uri).name
+        cut = shards.layout(shards.row_groups(datasets.folder_files(split_uri)))
+        assert job.layouts[folder] == (f"rows:{written.row_order[folder]}" if manifest else cut)
+
+
+def test_a_rank_reads_the_split_its_job_was_made_from_cut_into_other_files_as_that_split(tmp_path):
+    job = _job_of_manifest(_job(tmp_path))
+    _write_again(job, slice(None), manifest=True)
+    for rank in range(2):
+        train, validation = ddp_worker.read_parts(job, rank, 2)
+        assert train.split_rows == job.train_rows and validation.split_rows == job.validation_rows
+
+
+SEQUENCE = r"in the sequence \w+"
+CUT = r"in files and row groups \w+ \(no row order in the manifest\)"
+
+
+@pytest.mark.parametrize(
+    ("again", "manifest", "named"),
+    [
+        ((slice(None, None, -1), True), True, f"its rows are {SEQUENCE} where the job's were {SEQUENCE}"),
+        (
+            (slice(0, 250), True),
+            True,
+            f"it holds 250 rows where the job counted 300; its rows are {SEQUENCE}",
+        ),
+        (
+            (slice(0, 250), False),
+            True,
+            "it holds 250 rows where the job counted 300. The dataset was prepared again",
+        ),
+        ((slice(None), False), False, f"its rows are {CUT} where the job's were {CUT}"),
+    ],
+    ids=["other-order", "fewer-rows", "fewer-rows-manifest-kept", "no-row-order-cut-again"],
+)
+def test_a_rank_that_reads_another_version_of_the_split_than_its_job_fails_naming_what_differs(
+    tmp_path, again, manifest, named
+):
+    """The dataset prepared again after the job was made (a cleared prepare task beside a running training): the
+    job's scaling and row counts are the old version's, and ranks that read before and after the publish would
+    train on different versions. Each rank holds its read to the job's; a retry makes the job afresh."""
+    job = _job_of_manifest(_job(tmp_path), manifest)
+    _write_again(job, *again)
+    for rank in range(2):
+        with pytest.raises(jobs.SplitChangedError, match=rf"rank {rank} read .*split=train.*: {named}"):
+            ddp_worker.read_parts(job, rank, 2)
+
+
+def test_a_split_changed_under_its_job_marks_the_job_so_that_restarted_ranks_stop_at_once(tmp_path):
+    """No restart of the ranks cures it (the job is the attempt's): the first rank marks the job, as for a
+    non-finite loss, and the launch fails as a SplitChangedError that the CLI reports as such."""
+    job = _job_of_manifest(_job(tmp_path))
+    _write_again(job, slice(None, None, -1), manifest=True)
+    with pytest.raises(jobs.SplitChangedError):
+        ddp_worker.run_in_process(job)
+    fatal = jobs.read_fatal(job.uri)
+    assert fatal["kind"] == "SplitChangedError" and fatal["rank"] == 0
+    raised = jobs.fatal_error(fatal, "the launch's output")
+    assert type(raised) is jobs.SplitChangedError
+    assert str(raised).startswith("rank 0: rank 0 read ") and str(raised).endswith("\nthe launch's output")
+    # a job marked before kinds were kept: a non-finite loss, the only kind there was
+    assert type(jobs.fatal_error({"rank": 1, "error": "loss nan"})) is jobs.NonFiniteLossError
+
+
+def test_a_rank_that_could_not_name_its_rows_sequence_fails_for_a_restart_to_read_again(
+    tmp_path, monkeypatch
+):
+    job = _job_of_manifest(_job(tmp_path))
+    data, fill = str(Path(job.train_uri).parent), shards._fill
+
+    def publish_while_reading(*args, **kwargs):
+        datasets.write_manifest(data, {"published": "again"}, ordered=["split=train", "split=validation"])
+        return fill(*args, **kwargs)
+
+    monkeypatch.setattr(shards, "_fill", publish_while_reading)
+    with pytest.raises(shards.SplitPublishedWhileReadError, match="manifest was written again .* a restart"):
+        ddp_worker.run_in_process(job)
+    assert jobs.read_fatal(job.uri) is None  # a restart may cure it
+
+
+@pytest.mark.parametrize(
+    ("again", "fails"), [(slice(None), False), (slice(None, None, -1), True), (slice(0, 250), True)]
+)
+def test_a_job_is_made_only_from_the_dataset_its_task_planned_from(tmp_path, again, fails):
+    """The run key and the scaling come from the manifest the task read before its training lock; prepared again
+    meanwhile with other rows or in another order, the job would describe another version than its run key."""
+    job = _job(tmp_path)
+    data = str(Path(job.train_uri).parent)
+    planned = datasets.write_manifest(data, ordered=["split=train", "split=validation"])
+    _write_again(job, again, manifest=True)
+    if fails:
+        with pytest.raises(
+            jobs.SplitChangedError, match="prepared again with other rows or in another order"
+        ):
+            _layouts(data, planned)
+    else:
+        assert _layouts(data, planned) == _layouts(data, datasets.read_manifest(data))
 
 
 def test_rank_0_s_sequence_of_rows_decides_for_every_rank_whether_to_resume_mid_epoch(tmp_path):
