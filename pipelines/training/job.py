@@ -209,7 +209,6 @@ def read_fatal(job_uri: str) -> dict[str, Any] | None:
 
 def fatal_error(fatal: dict[str, Any], context: str = "") -> FatalTrainingError:
     """The failure a job was marked with (:func:`read_fatal`), as its own kind, naming the rank; ``context`` after."""
-    kind = FATAL_KINDS[
-        fatal.get("kind", NonFiniteLossError.__name__)
-    ]  # marked before kinds were kept: a loss
+    # marked before kinds were kept: a non-finite loss; a kind this code does not know: still fatal
+    kind = FATAL_KINDS.get(fatal.get("kind", NonFiniteLossError.__name__), FatalTrainingError)
     return kind(f"rank {fatal['rank']}: {fatal['error']}" + (f"\n{context}" if context else ""))

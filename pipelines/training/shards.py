@@ -150,28 +150,24 @@ def check(shard: Shard, split_uri: str, rows: int | None, layouts: dict[str, str
     or a read the rank could not name while the job names the split by its manifest's row order (the manifest was
     written again while it read), :class:`SplitPublishedWhileReadError`. Every rank holds its read to the job's,
     so no two ranks train on different versions, and none on a split the job's scaling was not computed from."""
+    expected = layouts.get(split_uri.rstrip("/").rpartition("/")[2])
+    # First: a read that overlapped a publish tells nothing of the version, its row count included (it may have
+    # listed the folder while it was moved aside, or an object store's copy half made)
+    if expected is not None and expected.startswith("rows:") and not shard.layout.startswith("rows:"):
+        raise SplitPublishedWhileReadError(
+            f"rank {rank} read {split_uri} while the dataset's manifest was written again (or removed), so it cannot "
+            "tell which version its rows are: a restart of the ranks reads the split again"
+        )
     changes = []
     if rows is not None and shard.split_rows != rows:
         changes.append(f"it holds {shard.split_rows} rows where the job counted {rows}")
-    expected = layouts.get(split_uri.rstrip("/").rpartition("/")[2])
-    raced = False
     if expected is not None and shard.layout != expected:
-        if expected.startswith("rows:") and not shard.layout.startswith("rows:"):
-            raced = True
-        else:
-            changes.append(
-                f"its rows are {_described(shard.layout)} where the job's were {_described(expected)}"
-            )
+        changes.append(f"its rows are {_described(shard.layout)} where the job's were {_described(expected)}")
     if changes:
         raise SplitChangedError(
             f"rank {rank} read {split_uri} as another version than its training job was made from: "
             + "; ".join(changes)
             + ". The dataset was prepared again since the job was made; the task's retry makes it afresh"
-        )
-    if raced:
-        raise SplitPublishedWhileReadError(
-            f"rank {rank} read {split_uri} while the dataset's manifest was written again (or removed), so it cannot "
-            "tell which version its rows are: a restart of the ranks reads the split again"
         )
 
 

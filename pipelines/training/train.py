@@ -291,6 +291,8 @@ def torch_runtime(
 
 def make_job(inputs: FitInputs, plan: TrainingPlan) -> Job:
     """The job the ranks read: the splits' folders, the features, the prepare stage's scaling, the config."""
+    # First: the dataset must still be the version planned from, before anything is read of it
+    layouts = _layouts(inputs.dataset_uri, inputs.manifest)
     features = inputs.features
     moments = inputs.manifest.extra.get("train_moments")
     if moments is None or moments.get("features") != features:  # prepared before the moments were written
@@ -306,7 +308,7 @@ def make_job(inputs: FitInputs, plan: TrainingPlan) -> Job:
         validation_uri=storage.split_uri(inputs.dataset_uri, "validation"),
         train_rows=int(moments["rows"]),
         validation_rows=_split_rows(inputs.dataset_uri, inputs.manifest)["validation"],
-        layouts=_layouts(inputs.dataset_uri, inputs.manifest),
+        layouts=layouts,
         features=features,
         label=inputs.contract.label,
         mean=list(moments["mean"]),

@@ -527,9 +527,11 @@ def test_a_rank_that_reads_another_version_of_the_split_than_its_job_fails_namin
             ddp_worker.read_parts(job, rank, 2)
 
 
-def test_a_split_changed_under_its_job_marks_the_job_so_that_restarted_ranks_stop_at_once(tmp_path):
+def test_a_split_changed_under_its_job_marks_the_job_so_that_restarted_ranks_stop_at_once(
+    tmp_path, monkeypatch
+):
     """No restart of the ranks cures it (the job is the attempt's): the first rank marks the job, as for a
-    non-finite loss, and the launch fails as a SplitChangedError that the CLI reports as such."""
+    non-finite loss, a restarted rank stops before it joins the group, and the launch fails as a SplitChangedError."""
     job = _job_of_manifest(_job(tmp_path))
     _write_again(job, slice(None, None, -1), manifest=True)
     with pytest.raises(jobs.SplitChangedError):
@@ -539,8 +541,35 @@ def test_a_split_changed_under_its_job_marks_the_job_so_that_restarted_ranks_sto
     raised = jobs.fatal_error(fatal, "the launch's output")
     assert type(raised) is jobs.SplitChangedError
     assert str(raised).startswith("rank 0: rank 0 read ") and str(raised).endswith("\nthe launch's output")
-    # a job marked before kinds were kept: a non-finite loss, the only kind there was
+    # a job marked before kinds were kept: a non-finite loss, the only kind there was; a kind unknown here: fatal
     assert type(jobs.fatal_error({"rank": 1, "error": "loss nan"})) is jobs.NonFiniteLossError
+    assert type(jobs.fatal_error({"rank": 1, "error": "?", "kind": "Newer"})) is jobs.FatalTrainingError
+
+    # rank 1 restarted by torchrun: it stops at the mark, before joining a group or reading anything
+    monkeypatch.setattr(ddp_worker, "die_with_parent", lambda: None)
+    for name, value in {
+        "RANK": "1",
+        "LOCAL_RANK": "1",
+        "WORLD_SIZE": "2",
+        "TORCHELASTIC_RESTART_COUNT": "1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(
+        ddp_worker, "read_parts", lambda *args: pytest.fail("a marked job's rank read its part")
+    )
+    with pytest.raises(jobs.SplitChangedError, match=r"rank 0: rank 0 read .*\n\(it failed for good earlier"):
+        ddp_worker.run(job.uri)
+    assert jobs.read_fatal(job.uri) == fatal
+
+
+def test_a_read_that_overlapped_a_publish_fails_for_a_restart_even_with_another_row_count():
+    """Listed while the folder was moved aside (no files), or an object store's copy half made: its count tells
+    nothing of the version, and a restart may read the same rows again."""
+    raced = shards.Shard(np.empty((0, 4)), np.empty(0), layout="0123456789abcdef", split_rows=0)
+    with pytest.raises(
+        shards.SplitPublishedWhileReadError, match="rank 1 read .* while the dataset's manifest"
+    ):
+        shards.check(raced, "/data/split=train", 300, {"split=train": "rows:abc"}, 1)
 
 
 def test_a_rank_that_could_not_name_its_rows_sequence_fails_for_a_restart_to_read_again(
