@@ -18,10 +18,10 @@ from pipelines.cli.common import request_errors, setup_logging
 
 class _Commands(TyperGroup):
     """Every command: a named error about the request exits 2 with its message (see :func:`request_errors`); a
-    champion alias moved outside the gate, a training loss gone NaN or infinite, or a dataset prepared again under
-    a running training, exits 1 with its message; a service out of reach (the registry, its artifact store, a lock
-    another process holds past its wait) exits 4 with one line naming it, for a retry; anything else, a bug, exits 1
-    with its traceback."""
+    champion alias moved outside the gate, a training loss gone NaN or infinite, a dataset prepared again under
+    a running training, or a rank running other code than its driver, exits 1 with its message; a service out of
+    reach (the registry, its artifact store, a lock another process holds past its wait) exits 4 with one line
+    naming it, for a retry; anything else, a bug, exits 1 with its traceback."""
 
     def invoke(self, ctx: Any) -> Any:  # a click.Context of Typer's own copy of click
         try:
@@ -37,7 +37,7 @@ class _Commands(TyperGroup):
             from pipelines.training.job import FatalTrainingError
 
             # The operation failed, and says why: a champion alias moved outside the gate, a loss gone NaN, a
-            # dataset prepared again under a running training.
+            # dataset prepared again under a running training, a rank of other code than its driver.
             if isinstance(exc, (AliasMovedError, FatalTrainingError)):
                 typer.echo(f"error: {exc}", err=True)
                 raise typer.Exit(1) from None

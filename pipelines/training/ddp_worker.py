@@ -401,14 +401,14 @@ def _peaks(reporter: Reporter) -> dict[str, float]:
 
 
 @contextmanager
-def _reported(job: Job, reporter: Reporter, rank: int) -> Iterator[None]:
+def _reported(job_uri: str, reporter: Reporter, rank: int) -> Iterator[None]:
     """Report how the rank ends; a failure no restart cures (a non-finite loss, a split changed since the job was
-    made) also marks the job so that restarted ranks stop at once."""
+    made, other code than the driver's) also marks the job so that restarted ranks stop at once."""
     try:
         yield
     except FatalTrainingError as error:
-        if jobs.read_fatal(job.uri) is None:  # the first rank to see it; restarted ranks repeat it
-            jobs.write_fatal(job.uri, rank, error)
+        if jobs.read_fatal(job_uri) is None:  # the first rank to see it; restarted ranks repeat it
+            jobs.write_fatal(job_uri, rank, error)
         reporter("failed", error=str(error), **_peaks(reporter))
         raise
     except BaseException as error:
@@ -440,7 +440,7 @@ def run_in_process(job: Job) -> TrainingHistory:
         gpus = [torch.cuda.current_device()]
         device = f"cuda:{gpus[0]}"
     reporter = Reporter(job.uri, 0)
-    with _reported(job, reporter, 0):
+    with _reported(job.uri, reporter, 0):
         train, validation = _read_reported(job, reporter, 0, 1)
         # The job's threads: one for a small MLP, whose matrices are too small for intra-op threads to pay and
         # whose steps their spin-waits make 10-40x slower on a busy machine (measured: 1 ms a step on one
@@ -456,14 +456,15 @@ def run(job_uri: str) -> None:
     # torchrun's agent killed outright: this rank goes too, not on training beside a retry. Under torchrun,
     # pipelines.training.rank asked for it already, before torch was imported; TorchDistributor calls this directly.
     die_with_parent()
-    job = Job.read(job_uri)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     world_size = int(os.environ["WORLD_SIZE"])
     restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
-    reporter = Reporter(job.uri, rank, restart)
-    with _reported(job, reporter, rank):
-        if fatal := jobs.read_fatal(job.uri):
+    reporter = Reporter(job_uri, rank, restart)
+    with _reported(job_uri, reporter, rank):
+        if fatal := jobs.read_fatal(job_uri):
             raise jobs.fatal_error(fatal, f"(it failed for good earlier; rank {rank} stops too)")
+        # Other code than the driver's (CodeVersionError) is fatal: a restart runs the same code, so it marks the job
+        job = Job.read(job_uri)
         device = "cpu"
         if job.config["device"] == "cuda":
             gpu = local_rank % torch.cuda.device_count()

@@ -7,7 +7,7 @@ task or a rank on another host finds the same job:
     nodes/<host>-<pid>.json     each host that started ranks for it (the task, a node agent, the Spark driver)
     status/rank-<r>.json        each rank's last report: host, pid, restart, state, epoch, step, memory, error
     fatal.json                  a failure no restart can cure (a non-finite loss, a split changed since the job was
-                                made): restarted ranks stop at once
+                                made, a rank running other code than the driver): restarted ranks stop at once
     checkpoints/latest.json     the newest complete checkpoint (see :mod:`pipelines.training.checkpoints`)
     result/weights.pt           rank 0's trained weights, then result/training.json (written last: the commit)
 
@@ -17,12 +17,16 @@ No torch here: the driver reads reports and results without importing it.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import hashlib
 import json
 import os
 import socket
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
+import pipelines
 from pipelines.data import storage
 
 JOB_FILE = "job.json"
@@ -51,16 +55,93 @@ class Job:
     # Each split's sequence of rows (:func:`pipelines.training.shards.layout`) by folder (split=train), as the job
     # was made: what every rank's read is held to (:func:`pipelines.training.shards.check`)
     layouts: dict[str, str] = field(default_factory=dict)
+    # The code that made the job (:func:`code_identity`): every rank must run the same (:meth:`read`)
+    code: dict[str, Any] = field(default_factory=lambda: code_identity())
 
     def write(self) -> None:
         storage.write_json_atomic(storage.join(self.uri, JOB_FILE), asdict(self))
 
     @classmethod
     def read(cls, uri: str) -> Job:
-        return cls(**storage.read_json(storage.join(uri, JOB_FILE)))
+        """The job, read by a launched rank: :class:`CodeVersionError` where the driver that made it ran other code
+        (so, as it should, for any job made by another version of the project)."""
+        found = storage.read_json(storage.join(uri, JOB_FILE))
+        written, here = found.get("code") or {}, code_identity()
+        if not here["fingerprint"] or written.get("fingerprint") != here["fingerprint"]:
+            raise CodeVersionError(_code_mismatch(uri, found, written, here))
+        return cls(**found)
 
     def path(self, *parts: str) -> str:
         return storage.join(self.uri, *parts)
+
+
+def _is_module(path: Path, root: Path) -> bool:
+    """A module of the package: a regular ``.py`` file whose every part is an identifier (not an editor's lock
+    or backup, a notebook's checkpoint, a hidden folder's file)."""
+    parts = path.relative_to(root).with_suffix("").parts
+    return path.is_file() and not path.is_symlink() and all(part.isidentifier() for part in parts)
+
+
+@functools.cache
+def code_modules() -> dict[str, str]:
+    """Each module of this host's ``pipelines`` package by its path in the package: a SHA-256 of its bytes."""
+    root = Path(pipelines.__file__).parent
+    found = (path for path in root.rglob("*.py") if _is_module(path, root))
+    return {
+        path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(found, key=lambda p: p.relative_to(root).as_posix())
+    }
+
+
+def code_identity() -> dict[str, Any]:
+    """Which code this is, and where it runs: what a job records of its driver, and a rank compares. The
+    fingerprint is None where the package's modules cannot be read (imported from a zip, installed as .pyc)."""
+    modules = code_modules()
+    digest = hashlib.sha256("".join(f"{path}\0{sha}\n" for path, sha in modules.items()).encode())
+    return {
+        "fingerprint": digest.hexdigest() if modules else None,
+        "host": socket.gethostname(),
+        "package": str(Path(pipelines.__file__).parent),
+        "modules": {path: sha[:16] for path, sha in modules.items()},
+    }
+
+
+def _code_mismatch(uri: str, found: dict[str, Any], written: dict[str, Any], here: dict[str, Any]) -> str:
+    """What differs between the job's code and this host's: both, the modules that differ, and the job's fields
+    unknown or missing here."""
+    if not here["fingerprint"]:
+        return (
+            f"this rank cannot tell which code it runs: no modules to read in its pipelines package at "
+            f"{here['package']} (host {here['host']}; a zip or compiled-only install?): a rank of a launched "
+            "training must run from an installed source tree, so that its code can be held to the driver's"
+        )
+    driver = (
+        f"code {written['fingerprint'][:12]} (host {written.get('host')}, {written.get('package')})"
+        if written.get("fingerprint")
+        else "a version of the project older than code fingerprints, or whose modules could not be read"
+    )
+    message = (
+        f"{storage.join(uri, JOB_FILE)} was made by {driver}; this rank runs code {here['fingerprint'][:12]} "
+        f"(host {here['host']}, {here['package']}): every host that trains must run the same version of the "
+        "project (install the driver's version here, then run the task again)"
+    )
+    theirs, ours = written.get("modules") or {}, here["modules"]
+    if theirs:
+        differ = [
+            path
+            + (" (only the driver's)" if path not in ours else " (only here)" if path not in theirs else "")
+            for path in sorted(set(theirs) | set(ours))
+            if theirs.get(path) != ours.get(path)
+        ]
+        more = ", ..." if len(differ) > 5 else ""
+        message += f"; modules that differ ({len(differ)}): {', '.join(differ[:5])}{more}"
+    names = {f.name for f in fields(Job)}
+    needed = {f.name for f in fields(Job) if f.default is MISSING and f.default_factory is MISSING}
+    if unknown := sorted(set(found) - names):
+        message += f"; the job's fields unknown here: {unknown}"
+    if missing := sorted(needed - set(found)):
+        message += f"; fields this code needs that the job lacks: {missing}"
+    return message
 
 
 @dataclass(frozen=True)
@@ -93,8 +174,13 @@ class SplitChangedError(FatalTrainingError):
     job is the attempt's, so no restart of its ranks cures it; the task's retry makes the job afresh."""
 
 
+class CodeVersionError(FatalTrainingError):
+    """A rank runs other code than the driver that made its job: another host, or an install changed since. A
+    restart of the rank runs the same code, so it is fatal; every host needs the driver's version."""
+
+
 FATAL_KINDS: dict[str, type[FatalTrainingError]] = {
-    kind.__name__: kind for kind in (NonFiniteLossError, SplitChangedError)
+    kind.__name__: kind for kind in (NonFiniteLossError, SplitChangedError, CodeVersionError)
 }
 
 

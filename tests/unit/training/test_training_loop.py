@@ -546,20 +546,121 @@ def test_a_split_changed_under_its_job_marks_the_job_so_that_restarted_ranks_sto
     assert type(jobs.fatal_error({"rank": 1, "error": "?", "kind": "Newer"})) is jobs.FatalTrainingError
 
     # rank 1 restarted by torchrun: it stops at the mark, before joining a group or reading anything
-    monkeypatch.setattr(ddp_worker, "die_with_parent", lambda: None)
-    for name, value in {
-        "RANK": "1",
-        "LOCAL_RANK": "1",
-        "WORLD_SIZE": "2",
-        "TORCHELASTIC_RESTART_COUNT": "1",
-    }.items():
-        monkeypatch.setenv(name, value)
+    _rank_env(monkeypatch, rank=1, world_size=2, restart=1)
     monkeypatch.setattr(
         ddp_worker, "read_parts", lambda *args: pytest.fail("a marked job's rank read its part")
     )
     with pytest.raises(jobs.SplitChangedError, match=r"rank 0: rank 0 read .*\n\(it failed for good earlier"):
         ddp_worker.run(job.uri)
     assert jobs.read_fatal(job.uri) == fatal
+
+
+def _rank_env(monkeypatch, rank: int, world_size: int, restart: int = 0) -> None:
+    monkeypatch.setattr(ddp_worker, "die_with_parent", lambda: None)
+    for name, value in {
+        "RANK": rank,
+        "LOCAL_RANK": rank,
+        "WORLD_SIZE": world_size,
+        "TORCHELASTIC_RESTART_COUNT": restart,
+    }.items():
+        monkeypatch.setenv(name, str(value))
+
+
+def test_a_job_records_the_code_that_made_it_and_a_rank_of_the_same_code_reads_it(tmp_path):
+    job = _job(tmp_path)
+    assert job.code == jobs.code_identity() and len(job.code["fingerprint"]) == 64
+    assert Job.read(job.uri) == job
+
+
+def test_a_rank_running_other_code_than_its_driver_fails_naming_both_and_marks_the_job(tmp_path, monkeypatch):
+    """A host left on an older (or newer) version: a restart runs the same code, so the first rank marks the job and
+    the launch fails as a CodeVersionError naming both versions, and the job's fields this code does not know."""
+    job = _job(tmp_path)
+    written = json.loads(Path(job.uri, jobs.JOB_FILE).read_text())
+    # made by a newer driver: a field this code lacks, one it needs gone, another fingerprint and host
+    written |= {"code": {"fingerprint": "f" * 64, "host": "driver-7", "package": "/opt/ct"}, "shards_v2": {}}
+    del written["validation_uri"]
+    Path(job.uri, jobs.JOB_FILE).write_text(json.dumps(written))
+    _rank_env(monkeypatch, rank=1, world_size=2)
+    monkeypatch.setattr(ddp_worker, "read_parts", lambda *args: pytest.fail("a rank of other code read"))
+    here = jobs.code_identity()["fingerprint"][:12]
+    with pytest.raises(jobs.CodeVersionError) as raised:
+        ddp_worker.run(job.uri)
+    message = str(raised.value)
+    assert "made by code ffffffffffff (host driver-7, /opt/ct)" in message
+    assert f"this rank runs code {here}" in message and "must run the same version" in message
+    assert "unknown here: ['shards_v2']" in message and "the job lacks: ['validation_uri']" in message
+    fatal = jobs.read_fatal(job.uri)
+    assert fatal["kind"] == "CodeVersionError" and fatal["rank"] == 1
+    assert type(jobs.fatal_error(fatal)) is jobs.CodeVersionError
+    status = jobs.read_statuses(job.uri)[1]
+    assert status["state"] == "failed" and "ffffffffffff" in status["error"]
+
+    # the modules that differ are named: the driver's edited one, and one it has that this host lacks
+    modules = jobs.code_identity()["modules"] | {"training/shards.py": "0" * 16, "training/gpus.py": "1" * 16}
+    written["code"]["modules"] = modules
+    Path(job.uri, jobs.JOB_FILE).write_text(json.dumps(written))
+    with pytest.raises(
+        jobs.CodeVersionError,
+        match=r"modules that differ \(2\): training/gpus.py \(only the driver's\), training/shards.py;",
+    ):
+        Job.read(job.uri)
+
+    # a job made before jobs recorded their code is another version too
+    del written["code"]
+    Path(job.uri, jobs.JOB_FILE).write_text(json.dumps(written))
+    with pytest.raises(jobs.CodeVersionError, match="older than code fingerprints"):
+        Job.read(job.uri)
+
+
+def test_a_rank_started_from_another_copy_of_the_project_stops_before_training(tmp_path):
+    """The real case: a rank process importing another install of ``pipelines`` (one module differs by a line)."""
+    job = _job(tmp_path)
+    copy = tmp_path / "other-install"
+    shutil.copytree(
+        Path(jobs.__file__).parents[1], copy / "pipelines", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    # what is not a module does not count: an editor's lock (a link to nowhere), a notebook's checkpoint
+    (copy / "pipelines" / "training" / ".#shards.py").symlink_to("/nowhere/12345")
+    (copy / "pipelines" / ".ipynb_checkpoints").mkdir()
+    (copy / "pipelines" / ".ipynb_checkpoints" / "job-checkpoint.py").write_text("x = 1\n")
+    env = os.environ | {"PYTHONPATH": str(copy)}
+    # the same code at another path, under another name: the same version
+    read = f"import pipelines; from pipelines.training.job import Job; Job.read({job.uri!r}); print(pipelines.__file__)"
+    same = subprocess.run(
+        [sys.executable, "-c", read],
+        env=env,
+        cwd=tmp_path,  # not this checkout, whose pipelines/ python -c would import first
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert same.returncode == 0, same.stderr[-2000:]
+    assert same.stdout.strip() == str(copy / "pipelines" / "__init__.py")
+
+    with (copy / "pipelines" / "training" / "shards.py").open("a") as module:
+        module.write("\n# a line this host's install has and the driver's lacks\n")
+    env = os.environ | {
+        "PYTHONPATH": str(copy),
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "1",
+    }
+    ran = subprocess.run(
+        [sys.executable, "-c", f"from pipelines.training import ddp_worker; ddp_worker.run({job.uri!r})"],
+        env=env,
+        cwd=tmp_path,  # not this checkout, whose pipelines/ python -c would import first
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ran.returncode != 0
+    assert "CodeVersionError" in ran.stderr and str(copy / "pipelines") in ran.stderr, ran.stderr[-2000:]
+    assert "modules that differ (1): training/shards.py\n" in ran.stderr
+    assert jobs.read_fatal(job.uri)["kind"] == "CodeVersionError"
+    assert "epoch" not in jobs.read_statuses(job.uri)[0]
 
 
 def test_a_read_that_overlapped_a_publish_fails_for_a_restart_even_with_another_row_count():
