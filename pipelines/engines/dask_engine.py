@@ -143,37 +143,87 @@ def negative_zero(values: pd.Series) -> pd.Series:
     return pd.Series(((floats == 0) & np.signbit(floats)).astype("int8"), index=values.index)
 
 
-#: Values of the first sort key taken from each partition to cut the rows into ranges, and in all (fewer from each
-#: partition where many partitions), so that the driver sorts a bounded sample.
+#: Rows (of the first two sort keys) taken from each partition to cut the rows into ranges, and in all (fewer from
+#: each partition where many partitions), so that the driver sorts a bounded sample.
 RANGE_SAMPLE = 1000
 RANGE_SAMPLE_TOTAL = 200_000
 
 
-def _range_cuts(column: Any, partitions: int) -> np.ndarray:
-    """The values that cut ``column`` (a Dask series) into about ``partitions`` ranges of as many rows: quantiles of
-    evenly spaced values of each partition (one pass over the column alone), distinct, ascending."""
+def _missing(values: pd.Series) -> np.ndarray:
+    """Which values sort as null: pandas' nulls and a nullable Float64's NaN, which pandas keeps apart."""
+    missing = values.isna().to_numpy()
+    if values.dtype.kind == "f":
+        missing |= np.isnan(values.to_numpy(dtype="float64", na_value=np.nan))
+    return missing
+
+
+def _pair_order(pair: tuple[Any, Any]) -> tuple[Any, tuple[Any, ...]]:
+    """A (first, second) key pair's place in the sort: by the first, then the second, a null second (None) last."""
+    return pair[0], (1,) if pair[1] is None else (0, pair[1])
+
+
+def _range_cuts(keys: Any, partitions: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (first key, second key) pairs that cut ``keys`` (a Dask frame of the sort's first one or two keys) into
+    about ``partitions`` ranges of as many rows: quantiles of evenly spaced rows of each partition (one pass over
+    the two columns), distinct, ascending. Cut on the pair, not the first key alone, a first value that many rows
+    share (an entity with most of the events) is spread over several ranges by its second key (their times).
+
+    Returns the pairs' first values (ascending; a value repeats where its rows span several ranges) and their
+    second values (None for a null, which sorts last; None throughout for one key)."""
     per = max(16, min(RANGE_SAMPLE, RANGE_SAMPLE_TOTAL // max(partitions, 1)))
 
-    def spaced(values: pd.Series) -> pd.Series:
-        return values if len(values) <= per else values.iloc[np.linspace(0, len(values) - 1, per).astype(int)]
+    def spaced(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame if len(frame) <= per else frame.iloc[np.linspace(0, len(frame) - 1, per).astype(int)]
 
+    sample = keys.map_partitions(spaced, meta=keys._meta).compute()
     # In Python's order, which _range_of's search and the partitions' sort (Arrow's) keep: a categorical's by value
-    sample = column.map_partitions(spaced, meta=column._meta).compute().dropna().to_numpy(dtype=object)
-    values = sorted(value for value in sample if value == value)  # a NaN pandas does not take for null, too
-    if not values:
-        return np.array([], dtype=object)
-    picked = [values[len(values) * i // partitions] for i in range(1, partitions)]
-    return np.array(sorted(set(picked)), dtype=object)
+    present = ~_missing(sample.iloc[:, 0])
+    firsts = sample.iloc[:, 0][present].to_numpy(dtype=object)
+    seconds = np.full(len(firsts), None, dtype=object)
+    if sample.shape[1] > 1:
+        second = sample.iloc[:, 1][present]
+        seconds[~_missing(second)] = second[~_missing(second)].to_numpy(dtype=object)
+    pairs = sorted(zip(firsts, seconds, strict=True), key=_pair_order)
+    picked = sorted(
+        {pairs[len(pairs) * i // partitions] for i in range(1, partitions)} if pairs else set(),
+        key=_pair_order,
+    )
+    return np.array([a for a, _ in picked], dtype=object), np.array([b for _, b in picked], dtype=object)
 
 
-def _range_of(values: pd.Series, cuts: np.ndarray) -> pd.Series:
-    """Each value's range: how many cuts are at or below it; a null's is the last (nulls sort last)."""
-    missing = values.isna().to_numpy()
-    if values.dtype.kind == "f":  # a nullable Float64's NaN, which pandas does not take for null
-        missing |= np.isnan(values.to_numpy(dtype="float64", na_value=np.nan))
-    ranges = np.full(len(values), len(cuts), dtype="int64")
-    ranges[~missing] = np.searchsorted(cuts, values[~missing].to_numpy(dtype=object), side="right")
-    return pd.Series(ranges, index=values.index)
+def _range_of(
+    first: pd.Series, firsts: np.ndarray, second: pd.Series | None = None, seconds: np.ndarray | None = None
+) -> pd.Series:
+    """Each row's range: how many cut pairs (``firsts``, ``seconds``: :func:`_range_cuts`) are at or below its
+    (first, second) keys; a null first key's is the last (nulls sort last), a null second sorts after every value.
+    Without ``second``, the cuts' first values alone: a row is at or past every cut of its first value."""
+    ranges = np.full(len(first), len(firsts), dtype="int64")
+    present = np.flatnonzero(~_missing(first))
+    values = first.iloc[present].to_numpy(dtype=object)
+    low = np.searchsorted(firsts, values, side="left")
+    high = np.searchsorted(firsts, values, side="right")
+    found = high.copy()
+    if second is not None and seconds is not None:
+        # A first value some cuts hold: the cuts of that value at or below the row's second key
+        spans = np.flatnonzero(high > low)
+        beyond = _missing(second)[present[spans]]
+        theirs = second.iloc[present[spans]].to_numpy(dtype=object)
+        for at in np.unique(low[spans]):
+            rows = np.flatnonzero(low[spans] == at)
+            cut = seconds[at : high[spans[rows[0]]]]
+            known = np.array([b for b in cut if b is not None], dtype=object)
+            counts = np.full(len(rows), len(cut), dtype="int64")  # a null second: past every cut of its value
+            valued = ~beyond[rows]
+            counts[valued] = np.searchsorted(known, theirs[rows[valued]], side="right")
+            found[spans[rows]] = at + counts
+    ranges[present] = found
+    return pd.Series(ranges, index=first.index)
+
+
+def _ranges_of(frame: pd.DataFrame, firsts: np.ndarray, seconds: np.ndarray) -> pd.Series:
+    """:func:`_range_of` of a partition's first one or two sort keys."""
+    second = frame.iloc[:, 1] if frame.shape[1] > 1 else None
+    return _range_of(frame.iloc[:, 0], firsts, second, seconds)
 
 
 def _sortable(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -380,23 +430,23 @@ class DaskEngine:
         return shuffled.map_partitions(part, meta=part(table._meta))
 
     def sort(self, table: Table, keys: Sequence[str]) -> Table:
-        # Ranges of the first key's values to partitions (nulls in the last), cut at quantiles of a sample of them
-        # (Dask's own sort_values takes quantiles of every value, which on a string key cost more than its shuffle,
-        # and cannot place a null), then each partition sorted by every key (:func:`sorted_frame`) and, key by key,
+        # Ranges of the first two keys' values to partitions (a null first key in the last), cut at quantiles of a
+        # sample of them (Dask's own sort_values takes quantiles of every value of one key, which on a string key
+        # cost more than its shuffle, cannot place a null, and puts a value most rows share in one partition), then each partition sorted by every key (:func:`sorted_frame`) and, key by key,
         # by whether a float key holds -0.0 (pandas and Arrow take it for 0.0), as on Spark.
-        first = keys[0]
-        cuts = _range_cuts(table[first], table.npartitions)
+        cutting = list(keys[:2])
+        firsts, seconds = _range_cuts(table[cutting], table.npartitions)
         floats = [c for c in keys if table[c].dtype.kind == "f"]
         part, *signs = _own_names("__sort_", len(floats) + 1, table.columns)
         ranged = table.assign(
-            **{part: table[first].map_partitions(_range_of, cuts, meta=(None, "int64"))},
+            **{part: table[cutting].map_partitions(_ranges_of, firsts, seconds, meta=(None, "int64"))},
             **{
                 name: table[c].map_partitions(negative_zero, meta=(None, "int8"))
                 for name, c in zip(signs, floats, strict=True)
             },
         )
         by = [*keys, *signs]
-        shuffled = ranged.set_index(part, divisions=list(range(len(cuts) + 2)))
+        shuffled = ranged.set_index(part, divisions=list(range(len(firsts) + 2)))
         # Each partition's index from 0, so the set_index's divisions are not the result's
         return shuffled.map_partitions(
             lambda frame: sorted_frame(frame.reset_index(drop=True), by).drop(columns=signs),

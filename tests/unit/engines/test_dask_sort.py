@@ -1,5 +1,5 @@
-"""The pieces of Dask's sort: each partition's sort (Arrow's), and the ranges of the first key's values that cut the
-rows into partitions. The whole sort, on Dask and Spark alike, is in tests/integration/test_engines.py."""
+"""The pieces of Dask's sort: each partition's sort (Arrow's), and the ranges of the first two keys' values that cut
+the rows into partitions. The whole sort, on Dask and Spark alike, is in tests/integration/test_engines.py."""
 
 from __future__ import annotations
 
@@ -10,10 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.pandas import column, data_frames
 
-from pipelines.engines.dask_engine import _range_of, sorted_frame
+from pipelines.engines.dask_engine import _pair_order, _range_of, sorted_frame
 
 TEXT = st.one_of(st.none(), st.text(alphabet="aAbBäz\x00 ", max_size=3))
 FLOAT = st.one_of(st.none(), st.sampled_from([np.nan, -0.0, 0.0, 1.5, -2.0, np.inf, -np.inf]))
+
+
+def _null(value):
+    return value is None or value != value
 
 
 @settings(max_examples=200, deadline=None)
@@ -27,9 +31,15 @@ FLOAT = st.one_of(st.none(), st.sampled_from([np.nan, -0.0, 0.0, 1.5, -2.0, np.i
     ),
     st.permutations(["s", "x", "n"]),
 )
-def test_a_partition_is_sorted_as_pandas_sorts_it_nan_and_null_last_ties_in_their_order(frame, keys):
+def test_a_partition_is_sorted_in_python_s_order_nan_and_null_last_ties_in_their_order(frame, keys):
+    """Against Python's own sort, as Spark sorts (strings by code point, so by UTF-8 bytes): pandas' sort by several
+    keys factorises them, and takes "\\x00" for "" (so keeps them as they came)."""
     found = sorted_frame(frame, keys)
-    want = frame.sort_values(keys, na_position="last", kind="stable").reset_index(drop=True)
+    order = sorted(
+        range(len(frame)),
+        key=lambda i: tuple((1,) if _null(frame[k].iat[i]) else (0, frame[k].iat[i]) for k in keys),
+    )
+    want = frame.iloc[order].reset_index(drop=True)
     pd.testing.assert_frame_equal(found, want)
     # rows equal in every key stay in their order: -0.0 beside 0.0 as they came
     np.testing.assert_array_equal(np.signbit(found["x"]), np.signbit(want["x"]))
@@ -55,6 +65,28 @@ def test_a_categorical_key_is_sorted_by_its_values_as_spark_sorts_them():
 def test_a_value_s_range_is_the_count_of_cuts_at_or_below_it_and_a_null_s_the_last(values, cuts, ranges):
     series = pd.Series(values, dtype=object if isinstance(values[0], str) else float)
     assert _range_of(series, np.array(cuts, dtype=object)).tolist() == ranges
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.one_of(st.none(), st.sampled_from("abc")), FLOAT), max_size=30),
+    st.lists(st.tuples(st.sampled_from("abc"), FLOAT), max_size=6),
+)
+def test_a_rows_range_is_the_count_of_cut_pairs_at_or_below_its_first_two_keys(rows, cuts):
+    """Against the definition, pair by pair: a null first key in the last range, a null (or NaN) second after every
+    value of its first key."""
+    pairs = sorted({(a, None if _null(b) else b) for a, b in cuts}, key=_pair_order)
+    firsts = np.array([a for a, _ in pairs], dtype=object)
+    seconds = np.array([b for _, b in pairs], dtype=object)
+    frame = pd.DataFrame(rows, columns=["a", "b"]).astype({"a": object, "b": float})
+    found = _range_of(frame["a"], firsts, frame["b"], seconds).tolist()
+    want = [
+        len(pairs)
+        if a is None
+        else sum(_pair_order(cut) <= _pair_order((a, None if _null(b) else b)) for cut in pairs)
+        for a, b in rows
+    ]
+    assert found == want
 
 
 def test_a_nullable_float_s_nan_sorts_with_the_nulls_as_spark_sorts_it():
@@ -91,3 +123,29 @@ def test_the_sorted_table_comes_in_order_with_each_partition_indexed_from_0_and_
     found = pd.concat(parts, ignore_index=True)
     want = frame.sort_values(["k", "x", "n"], na_position="last").reset_index(drop=True)
     assert found["n"].tolist() == want["n"].tolist() and len(parts) > 1
+
+
+def test_a_first_key_most_rows_share_is_spread_over_partitions_by_the_second():
+    """An entity with most of the events: cut on the first key alone, its rows made one partition of 90% of them."""
+    import dask
+    import dask.dataframe as dd
+
+    from pipelines.engines.dask_engine import DaskEngine
+
+    rng = np.random.default_rng(1)
+    rows = 6000
+    frame = pd.DataFrame(
+        {
+            "entity": np.where(rng.random(rows) < 0.9, "big", rng.choice(["a", "z"], rows)),
+            "time": rng.permutation(rows).astype("float64"),
+            "n": range(rows),
+        }
+    )
+    frame.loc[rng.choice(rows, 50, replace=False), "time"] = np.nan
+    with dask.config.set(scheduler="threads"):
+        table = dd.from_pandas(frame, npartitions=8)
+        parts = [p.compute() for p in DaskEngine(None, 2).sort(table, ["entity", "time", "n"]).to_delayed()]
+    assert max(len(p) for p in parts) < 0.3 * rows, [len(p) for p in parts]
+    found = pd.concat(parts, ignore_index=True)
+    want = frame.sort_values(["entity", "time", "n"], na_position="last").reset_index(drop=True)
+    assert found["n"].tolist() == want["n"].tolist()
