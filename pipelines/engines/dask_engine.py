@@ -204,15 +204,18 @@ def _range_of(
     high = np.searchsorted(firsts, values, side="right")
     found = high.copy()
     if second is not None and seconds is not None:
-        # A first value some cuts hold: the cuts of that value at or below the row's second key
+        # A first value some cuts hold: the cuts of that value at or below the row's second key. The rows grouped
+        # by their first value once (not scanned again for each value: rows times cuts)
         spans = np.flatnonzero(high > low)
         beyond = _missing(second)[present[spans]]
         theirs = second.iloc[present[spans]].to_numpy(dtype=object)
-        for at in np.unique(low[spans]):
-            rows = np.flatnonzero(low[spans] == at)
-            cut = seconds[at : high[spans[rows[0]]]]
-            known = np.array([b for b in cut if b is not None], dtype=object)
-            counts = np.full(len(rows), len(cut), dtype="int64")  # a null second: past every cut of its value
+        order = np.argsort(low[spans], kind="stable")
+        for rows in np.split(order, np.flatnonzero(np.diff(low[spans][order])) + 1):
+            if not len(rows):
+                continue
+            at, end = low[spans[rows[0]]], high[spans[rows[0]]]
+            known = np.array([b for b in seconds[at:end] if b is not None], dtype=object)
+            counts = np.full(len(rows), end - at, dtype="int64")  # a null second: past every cut of its value
             valued = ~beyond[rows]
             counts[valued] = np.searchsorted(known, theirs[rows[valued]], side="right")
             found[spans[rows]] = at + counts
@@ -432,8 +435,9 @@ class DaskEngine:
     def sort(self, table: Table, keys: Sequence[str]) -> Table:
         # Ranges of the first two keys' values to partitions (a null first key in the last), cut at quantiles of a
         # sample of them (Dask's own sort_values takes quantiles of every value of one key, which on a string key
-        # cost more than its shuffle, cannot place a null, and puts a value most rows share in one partition), then each partition sorted by every key (:func:`sorted_frame`) and, key by key,
-        # by whether a float key holds -0.0 (pandas and Arrow take it for 0.0), as on Spark.
+        # cost more than its shuffle, cannot place a null, and puts a value most rows share in one partition),
+        # then each partition sorted by every key (:func:`sorted_frame`) and, key by key, by whether a float key
+        # holds -0.0 (pandas and Arrow take it for 0.0), as on Spark.
         cutting = list(keys[:2])
         firsts, seconds = _range_cuts(table[cutting], table.npartitions)
         floats = [c for c in keys if table[c].dtype.kind == "f"]

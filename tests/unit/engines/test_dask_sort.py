@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.pandas import column, data_frames
 
-from pipelines.engines.dask_engine import _pair_order, _range_of, sorted_frame
+from pipelines.engines.dask_engine import _range_cuts, _range_of, sorted_frame
 
 TEXT = st.one_of(st.none(), st.text(alphabet="aAbBäz\x00 ", max_size=3))
 FLOAT = st.one_of(st.none(), st.sampled_from([np.nan, -0.0, 0.0, 1.5, -2.0, np.inf, -np.inf]))
@@ -75,18 +75,41 @@ def test_a_value_s_range_is_the_count_of_cuts_at_or_below_it_and_a_null_s_the_la
 def test_a_rows_range_is_the_count_of_cut_pairs_at_or_below_its_first_two_keys(rows, cuts):
     """Against the definition, pair by pair: a null first key in the last range, a null (or NaN) second after every
     value of its first key."""
-    pairs = sorted({(a, None if _null(b) else b) for a, b in cuts}, key=_pair_order)
+
+    def at_or_below(cut, row):
+        (cut_a, cut_b), (a, b) = cut, row
+        return cut_a < a or (cut_a == a and (b is None or (cut_b is not None and cut_b <= b)))
+
+    pairs = {(a, None if _null(b) else b) for a, b in cuts}
+    pairs = sorted(pairs, key=lambda pair: (pair[0], pair[1] is None, 0.0 if pair[1] is None else pair[1]))
     firsts = np.array([a for a, _ in pairs], dtype=object)
     seconds = np.array([b for _, b in pairs], dtype=object)
     frame = pd.DataFrame(rows, columns=["a", "b"]).astype({"a": object, "b": float})
     found = _range_of(frame["a"], firsts, frame["b"], seconds).tolist()
     want = [
-        len(pairs)
-        if a is None
-        else sum(_pair_order(cut) <= _pair_order((a, None if _null(b) else b)) for cut in pairs)
+        len(pairs) if a is None else sum(at_or_below(cut, (a, None if _null(b) else b)) for cut in pairs)
         for a, b in rows
     ]
     assert found == want
+
+
+def test_the_cuts_are_distinct_ascending_pairs_of_the_sample_with_nan_and_null_seconds_as_none():
+    import dask.dataframe as dd
+
+    frame = pd.DataFrame(
+        {
+            "a": ["b", "a", None, "b", "b", "a", "b", "b"],
+            "b": pd.array([2.0, 1.0, 5.0, None, 1.0, 1.0, 0.0, None], dtype="Float64")
+            / pd.array([1, 1, 1, 1, 1, 1, 0, 1], dtype="Float64"),  # 0/0: a NaN pandas keeps apart
+        }
+    )
+    firsts, seconds = _range_cuts(dd.from_pandas(frame, npartitions=2), 4)
+    # the 7 sampled pairs in order: (a, 1) (a, 1) (b, 1) (b, 2) and three (b, null), the NaN one of them; a cut at
+    # every 7/4th
+    assert list(zip(firsts, seconds, strict=True)) == [("a", 1.0), ("b", 2.0), ("b", None)]
+    # the null first key is not sampled; an empty table has no cuts
+    empty_firsts, empty_seconds = _range_cuts(dd.from_pandas(frame.iloc[:0], npartitions=1), 4)
+    assert len(empty_firsts) == len(empty_seconds) == 0
 
 
 def test_a_nullable_float_s_nan_sorts_with_the_nulls_as_spark_sorts_it():
@@ -125,8 +148,10 @@ def test_the_sorted_table_comes_in_order_with_each_partition_indexed_from_0_and_
     assert found["n"].tolist() == want["n"].tolist() and len(parts) > 1
 
 
-def test_a_first_key_most_rows_share_is_spread_over_partitions_by_the_second():
-    """An entity with most of the events: cut on the first key alone, its rows made one partition of 90% of them."""
+@pytest.mark.parametrize("categorical", [False, True])
+def test_a_first_key_most_rows_share_is_spread_over_partitions_by_the_second(categorical):
+    """An entity with most of the events: cut on the first key alone, its rows made one partition of 90% of them.
+    Its event times (UTC, some unknown: those tie in both keys, so they make one range) spread it."""
     import dask
     import dask.dataframe as dd
 
@@ -134,18 +159,21 @@ def test_a_first_key_most_rows_share_is_spread_over_partitions_by_the_second():
 
     rng = np.random.default_rng(1)
     rows = 6000
+    entity = np.where(rng.random(rows) < 0.9, "big", rng.choice(["a", "z"], rows))
     frame = pd.DataFrame(
         {
-            "entity": np.where(rng.random(rows) < 0.9, "big", rng.choice(["a", "z"], rows)),
-            "time": rng.permutation(rows).astype("float64"),
+            # a categorical's categories in another order than its values': sorted by value
+            "entity": pd.Categorical(entity, categories=["z", "big", "a"]) if categorical else entity,
+            "time": pd.Timestamp("2026-12-07", tz="UTC") + pd.to_timedelta(rng.permutation(rows), unit="s"),
             "n": range(rows),
         }
     )
-    frame.loc[rng.choice(rows, 50, replace=False), "time"] = np.nan
+    frame.loc[rng.choice(rows, rows // 10, replace=False), "time"] = pd.NaT
     with dask.config.set(scheduler="threads"):
         table = dd.from_pandas(frame, npartitions=8)
         parts = [p.compute() for p in DaskEngine(None, 2).sort(table, ["entity", "time", "n"]).to_delayed()]
     assert max(len(p) for p in parts) < 0.3 * rows, [len(p) for p in parts]
     found = pd.concat(parts, ignore_index=True)
-    want = frame.sort_values(["entity", "time", "n"], na_position="last").reset_index(drop=True)
+    by_value = frame.assign(entity=frame["entity"].astype(str))
+    want = by_value.sort_values(["entity", "time", "n"], na_position="last").reset_index(drop=True)
     assert found["n"].tolist() == want["n"].tolist()
