@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import importlib.metadata
 import json
 import os
 import socket
@@ -28,6 +29,10 @@ from typing import Any
 
 import pipelines
 from pipelines.data import storage
+
+# The libraries a rank computes with (the model and its collectives, the seeds of its row order, the read of its
+# shards): each host that trains holds the driver's versions of them
+RANK_LIBRARIES = ("torch", "numpy", "pyarrow")
 
 JOB_FILE = "job.json"
 FATAL_FILE = "fatal.json"
@@ -69,6 +74,8 @@ class Job:
         written, here = found.get("code") or {}, code_identity()
         if not here["fingerprint"] or written.get("fingerprint") != here["fingerprint"]:
             raise CodeVersionError(_code_mismatch(uri, found, written, here))
+        if written.get("libraries") != here["libraries"]:
+            raise CodeVersionError(_library_mismatch(uri, written, here))
         return cls(**found)
 
     def path(self, *parts: str) -> str:
@@ -103,7 +110,37 @@ def code_identity() -> dict[str, Any]:
         "host": socket.gethostname(),
         "package": str(Path(pipelines.__file__).parent),
         "modules": {path: sha[:16] for path, sha in modules.items()},
+        "libraries": library_versions(),
     }
+
+
+@functools.cache
+def library_versions() -> dict[str, str | None]:
+    """The version of each of :data:`RANK_LIBRARIES` installed here (None where one is not), without its local
+    label: torch's ``+cpu`` and ``+cu126`` builds of one version agree (a driver without a GPU launches ranks on
+    hosts with one)."""
+    found: dict[str, str | None] = {}
+    for name in RANK_LIBRARIES:
+        try:
+            found[name] = importlib.metadata.version(name).split("+", 1)[0]
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def _library_mismatch(uri: str, written: dict[str, Any], here: dict[str, Any]) -> str:
+    """The libraries whose versions differ between the job's driver and this rank, with both versions."""
+    theirs, ours = written.get("libraries") or {}, here["libraries"]
+    differ = [
+        f"{name} {theirs.get(name) or 'not installed'} (driver) against {ours.get(name) or 'not installed'} (here)"
+        for name in sorted(set(theirs) | set(ours))
+        if theirs.get(name) != ours.get(name)
+    ]
+    return (
+        f"{storage.join(uri, JOB_FILE)} was made on host {written.get('host')} with other library versions than "
+        f"this rank's (host {here['host']}): {'; '.join(differ)}: every host that trains must install the same "
+        "versions (ranks of other versions can train differently, or hang in their collectives)"
+    )
 
 
 def _code_mismatch(uri: str, found: dict[str, Any], written: dict[str, Any], here: dict[str, Any]) -> str:

@@ -613,6 +613,28 @@ def test_a_rank_running_other_code_than_its_driver_fails_naming_both_and_marks_t
         Job.read(job.uri)
 
 
+def test_a_rank_with_other_library_versions_than_its_driver_fails_naming_each(tmp_path, monkeypatch):
+    """The same code over another torch (or numpy, or pyarrow) trains differently or hangs in a collective: the
+    rank fails as a CodeVersionError naming each library and both versions. A local label (+cpu, +cu126) is not
+    a version of its own."""
+    job = _job(tmp_path)
+    here = job.code["libraries"]
+    assert set(here) == {"torch", "numpy", "pyarrow"} and here["torch"] == torch.__version__.split("+")[0]
+    assert here["numpy"] == np.__version__ and all("+" not in version for version in here.values())
+    written = json.loads(Path(job.uri, jobs.JOB_FILE).read_text())
+    written["code"]["libraries"] |= {"torch": "2.12.1", "pyarrow": None}
+    Path(job.uri, jobs.JOB_FILE).write_text(json.dumps(written))
+    _rank_env(monkeypatch, rank=0, world_size=2)
+    monkeypatch.setattr(ddp_worker, "read_parts", lambda *args: pytest.fail("a rank of other libraries read"))
+    with pytest.raises(jobs.CodeVersionError) as raised:
+        ddp_worker.run(job.uri)
+    message = str(raised.value)
+    assert f"torch 2.12.1 (driver) against {here['torch']} (here)" in message
+    assert f"pyarrow not installed (driver) against {here['pyarrow']} (here)" in message
+    assert "numpy" not in message and "must install the same versions" in message
+    assert jobs.read_fatal(job.uri)["kind"] == "CodeVersionError"
+
+
 def test_a_rank_started_from_another_copy_of_the_project_stops_before_training(tmp_path):
     """The real case: a rank process importing another install of ``pipelines`` (one module differs by a line)."""
     job = _job(tmp_path)
