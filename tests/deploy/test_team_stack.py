@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -108,6 +109,7 @@ def runs(stack: Stack, airflow: AirflowApi) -> dict[str, Any]:
     assert airflow.wait("retrain", first, timeout=1200)["state"] == "success", _failure(stack, airflow, first)
     found["first_s"] = round(time.monotonic() - started, 1)
     stack.say(f"deploy: retrain {FIRST_DAY} (dask) took {found['first_s']} s")
+    stack.say(_timeline(airflow, first))
 
     started = time.monotonic()
     second = airflow.trigger(
@@ -128,8 +130,31 @@ def runs(stack: Stack, airflow: AirflowApi) -> dict[str, Any]:
     )
     found["second_s"] = round(time.monotonic() - started, 1)
     stack.say(f"deploy: retrain {SECOND_DAY} (spark, a worker killed in train) took {found['second_s']} s")
+    stack.say(_timeline(airflow, second))
     found.update(first=first, second=second)
     return found
+
+
+def _timeline(airflow: AirflowApi, run_id: str) -> str:
+    """Each task of a run in the order it started: seconds queued (from queued to started) and seconds run,
+    for reading where a run's time went."""
+    parsed = [
+        (ti["start_date"], task, ti)
+        for task, ti in airflow.task_instances("retrain", run_id).items()
+        if ti.get("start_date")
+    ]
+    lines = [f"deploy: tasks of {run_id} (queued s / ran s / try):"]
+    for start, task, ti in sorted(parsed):
+        queued = _seconds(ti.get("queued_when"), start)
+        ran = round(ti["duration"], 1) if ti.get("duration") is not None else None
+        lines.append(f"  {start[11:19]} {task}: {queued} / {ran} / {ti['try_number']}")
+    return "\n".join(lines)
+
+
+def _seconds(since: str | None, until: str) -> float | None:
+    if not since:
+        return None
+    return round((datetime.fromisoformat(until) - datetime.fromisoformat(since)).total_seconds(), 1)
 
 
 def _running(ti: dict[str, Any] | None) -> dict[str, Any] | None:
