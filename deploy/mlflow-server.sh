@@ -13,7 +13,13 @@ export MLFLOW_AUTH_CONFIG_PATH="${MLFLOW_AUTH_CONFIG_PATH:-/tmp/mlflow-basic-aut
 default_permission = ${MLFLOW_DEFAULT_PERMISSION:-READ}
 database_uri = ${MLFLOW_AUTH_DATABASE_URI}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+auth_cache_ttl_seconds = ${MLFLOW_AUTH_CACHE_TTL_S:-60}
 INI
+# Each request's login is checked against the stored scrypt hash (tens of ms of CPU each, 141 ms on this 2-core
+# machine while busy): a task's few dozen requests and every replica's poll paid it each time. A login that
+# passed is kept for MLFLOW_AUTH_CACHE_TTL_S (60; 0 checks every request) in each worker, keyed by an HMAC of the
+# password, never the password: a password changed or a user deleted through the API is dropped at once by the
+# worker that did it, and by the others within the TTL.
 # The store's URI (it holds the database password) reaches the server through MLFLOW_BACKEND_STORE_URI, not the
 # command line, which every user of the host can read.
 : "${MLFLOW_BACKEND_STORE_URI:?}"

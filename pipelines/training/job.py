@@ -7,7 +7,7 @@ task or a rank on another host finds the same job:
     nodes/<host>-<pid>.json     each host that started ranks for it (the task, a node agent, the Spark driver)
     status/rank-<r>.json        each rank's last report: host, pid, restart, state, epoch, step, memory, error
     fatal.json                  a failure no restart can cure (a non-finite loss, a split changed since the job was
-                                made, a rank running other code than the driver): restarted ranks stop at once
+                                made, a rank running other code or libraries than the driver): restarted ranks stop at once
     checkpoints/latest.json     the newest complete checkpoint (see :mod:`pipelines.training.checkpoints`)
     result/weights.pt           rank 0's trained weights, then result/training.json (written last: the commit)
 
@@ -22,7 +22,9 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import re
 import socket
+import sys
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,9 @@ from pipelines.data import storage
 # The libraries a rank computes with (the model and its collectives, the seeds of its row order, the read of its
 # shards): each host that trains holds the driver's versions of them
 RANK_LIBRARIES = ("torch", "numpy", "pyarrow")
+# A local label naming a build of one release for a device (torch's +cpu, +cu126, +rocm6.2, +xpu): such builds of
+# one version agree. Any other label (a source build's +872d972e41) is a version of its own.
+_BUILD_FLAVOUR = re.compile(r"\+(cpu|cu\d+|rocm[\d.]+|xpu)$")
 
 JOB_FILE = "job.json"
 FATAL_FILE = "fatal.json"
@@ -69,7 +74,8 @@ class Job:
     @classmethod
     def read(cls, uri: str) -> Job:
         """The job, read by a launched rank: :class:`CodeVersionError` where the driver that made it ran other code
-        (so, as it should, for any job made by another version of the project)."""
+        (so, as it should, for any job made by another version of the project) or other versions of
+        :data:`RANK_LIBRARIES`."""
         found = storage.read_json(storage.join(uri, JOB_FILE))
         written, here = found.get("code") or {}, code_identity()
         if not here["fingerprint"] or written.get("fingerprint") != here["fingerprint"]:
@@ -110,36 +116,45 @@ def code_identity() -> dict[str, Any]:
         "host": socket.gethostname(),
         "package": str(Path(pipelines.__file__).parent),
         "modules": {path: sha[:16] for path, sha in modules.items()},
-        "libraries": library_versions(),
+        "libraries": dict(library_versions()),
     }
 
 
 @functools.cache
 def library_versions() -> dict[str, str | None]:
-    """The version of each of :data:`RANK_LIBRARIES` installed here (None where one is not), without its local
-    label: torch's ``+cpu`` and ``+cu126`` builds of one version agree (a driver without a GPU launches ranks on
-    hosts with one)."""
+    """The version of each of :data:`RANK_LIBRARIES` here: the imported module's own where it is imported (what
+    runs, whatever else is installed), else its installed distribution's; None where neither names one. A build
+    flavour's label is dropped: torch's ``+cpu`` and ``+cu126`` builds of one version agree (a driver without a
+    GPU launches ranks on hosts with one)."""
     found: dict[str, str | None] = {}
     for name in RANK_LIBRARIES:
-        try:
-            found[name] = importlib.metadata.version(name).split("+", 1)[0]
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = None
+        version = getattr(sys.modules.get(name), "__version__", None)
+        if not version:
+            try:
+                version = importlib.metadata.version(name)
+            except importlib.metadata.PackageNotFoundError:
+                version = None
+        found[name] = _BUILD_FLAVOUR.sub("", str(version)) if version else None
     return found
 
 
-def _library_mismatch(uri: str, written: dict[str, Any], here: dict[str, Any]) -> str:
-    """The libraries whose versions differ between the job's driver and this rank, with both versions."""
+def _library_differences(written: dict[str, Any], here: dict[str, Any]) -> list[str]:
+    """Each library whose version differs between the job's driver and this rank, with both versions."""
     theirs, ours = written.get("libraries") or {}, here["libraries"]
-    differ = [
-        f"{name} {theirs.get(name) or 'not installed'} (driver) against {ours.get(name) or 'not installed'} (here)"
+    return [
+        f"{name} {theirs.get(name) or 'no version found'} (driver) against "
+        f"{ours.get(name) or 'no version found'} (here)"
         for name in sorted(set(theirs) | set(ours))
         if theirs.get(name) != ours.get(name)
     ]
+
+
+def _library_mismatch(uri: str, written: dict[str, Any], here: dict[str, Any]) -> str:
     return (
         f"{storage.join(uri, JOB_FILE)} was made on host {written.get('host')} with other library versions than "
-        f"this rank's (host {here['host']}): {'; '.join(differ)}: every host that trains must install the same "
-        "versions (ranks of other versions can train differently, or hang in their collectives)"
+        f"this rank's (host {here['host']}): {'; '.join(_library_differences(written, here))}: every host that "
+        "trains must install the driver's versions (ranks of other versions can train differently, or hang in "
+        "their collectives)"
     )
 
 
@@ -172,6 +187,8 @@ def _code_mismatch(uri: str, found: dict[str, Any], written: dict[str, Any], her
         ]
         more = ", ..." if len(differ) > 5 else ""
         message += f"; modules that differ ({len(differ)}): {', '.join(differ[:5])}{more}"
+    if written.get("libraries") and (libraries := _library_differences(written, here)):
+        message += f"; libraries that differ: {'; '.join(libraries)}"
     names = {f.name for f in fields(Job)}
     needed = {f.name for f in fields(Job) if f.default is MISSING and f.default_factory is MISSING}
     if unknown := sorted(set(found) - names):
@@ -212,8 +229,9 @@ class SplitChangedError(FatalTrainingError):
 
 
 class CodeVersionError(FatalTrainingError):
-    """A rank runs other code than the driver that made its job: another host, or an install changed since. A
-    restart of the rank runs the same code, so it is fatal; every host needs the driver's version."""
+    """A rank runs other code (or other versions of :data:`RANK_LIBRARIES`) than the driver that made its job:
+    another host, or an install changed since. A restart of the rank runs the same code, so it is fatal; every
+    host needs the driver's version."""
 
 
 FATAL_KINDS: dict[str, type[FatalTrainingError]] = {

@@ -630,9 +630,56 @@ def test_a_rank_with_other_library_versions_than_its_driver_fails_naming_each(tm
         ddp_worker.run(job.uri)
     message = str(raised.value)
     assert f"torch 2.12.1 (driver) against {here['torch']} (here)" in message
-    assert f"pyarrow not installed (driver) against {here['pyarrow']} (here)" in message
-    assert "numpy" not in message and "must install the same versions" in message
+    assert f"pyarrow no version found (driver) against {here['pyarrow']} (here)" in message
+    assert "numpy" not in message and "must install the driver's versions" in message
     assert jobs.read_fatal(job.uri)["kind"] == "CodeVersionError"
+
+    # other code and other libraries: the code's message names the libraries too, so one fix covers both
+    written["code"]["fingerprint"] = "f" * 64
+    Path(job.uri, jobs.JOB_FILE).write_text(json.dumps(written))
+    with pytest.raises(
+        jobs.CodeVersionError, match=r"libraries that differ: pyarrow .*; torch 2\.12\.1 \(driver\)"
+    ):
+        Job.read(job.uri)
+
+
+@pytest.mark.parametrize(
+    ("version", "compared"),
+    [
+        ("2.13.0+cpu", "2.13.0"),
+        ("2.13.0+cu126", "2.13.0"),
+        ("2.13.0+rocm6.2", "2.13.0"),
+        ("2.13.0+xpu", "2.13.0"),
+        ("2.13.0", "2.13.0"),
+        # a source build's label names its commit: another build, another version
+        ("2.5.0a0+872d972e41", "2.5.0a0+872d972e41"),
+    ],
+)
+def test_a_librarys_version_drops_a_device_builds_label_and_no_other(monkeypatch, version, compared):
+    """The imported module's version is the one compared (what runs); a library not imported, its installed
+    distribution's; neither: no version, which differs from any."""
+    import importlib.metadata
+    import types
+
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(__version__=version))
+    monkeypatch.delitem(sys.modules, "pyarrow", raising=False)
+    installed = {"pyarrow": "25.0.1+cpu"}
+
+    def distribution_version(name):
+        if name not in installed:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return installed[name]
+
+    monkeypatch.setattr(importlib.metadata, "version", distribution_version)
+    jobs.library_versions.cache_clear()
+    try:
+        found = jobs.library_versions()
+        assert found == {"torch": compared, "numpy": np.__version__, "pyarrow": "25.0.1"}
+        del installed["pyarrow"]
+        jobs.library_versions.cache_clear()
+        assert jobs.library_versions()["pyarrow"] is None
+    finally:
+        jobs.library_versions.cache_clear()
 
 
 def test_a_rank_started_from_another_copy_of_the_project_stops_before_training(tmp_path):
