@@ -24,10 +24,13 @@ install: $(STAMP) ## Create .venv and install the pinned stack (skipped when up 
 demo: $(STAMP) ## Two real runs of the retrain DAG (bootstrap, then drift), then a summary
 	./scripts/demo.sh
 
-test: $(STAMP) ## The whole test suite (unit, DAG, integration on real engines, end to end)
+# make test's pytest processes (pytest-xdist), each given whole files (a module's fixtures start once); each starts
+# its own clusters and PostgreSQL when its tests need them. TEST_WORKERS=0: one process, no xdist.
+TEST_WORKERS ?= 2
+test: $(STAMP) ## The whole test suite (unit, DAG, integration on real engines, end to end), TEST_WORKERS=2 processes
 	./scripts/install-chromium.sh
 	./scripts/install-nginx.sh
-	$(VENV)/bin/python -m pytest tests
+	$(VENV)/bin/python -m pytest tests -n $(TEST_WORKERS) --dist loadfile
 
 test-busy: $(STAMP) ## The whole suite beside one busy loop per core (scripts/test-under-load.sh)
 	./scripts/test-under-load.sh
