@@ -58,6 +58,10 @@ class Airflow:
             # psycopg 3 is async too (Airflow would otherwise derive an asyncpg URL, a driver not installed).
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": self.database_url,
             "AIRFLOW__API__PORT": str(self.port),
+            # The scheduler's and triggerer's log servers, on ports of their own (8793 and 8794 by default: the
+            # second instance on a machine, another test file's in the suite's other process, ran without).
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{self.port}",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",

@@ -88,10 +88,7 @@ class Stack:
         self.image = f"localhost/ct-test-{self.run_id}:latest"
         self.services_image = f"localhost/ct-test-services-{self.run_id}:latest"
         self.made_base = False
-        self.ports = {
-            name: free_port()
-            for name in ["AIRFLOW_PORT", "MLFLOW_PORT", "SERVING_PORT", "SPARK_UI_PORT", "DASK_UI_PORT"]
-        }
+        self.ports: dict[str, int] = {}  # chosen by write_env, just before the start, not before the builds
         self.env_file = workdir / "stack.env"
         self.secrets: dict[str, str] = {}
         self.timings: dict[str, float] = {}
@@ -192,6 +189,12 @@ class Stack:
 
     # --- the stack ------------------------------------------------------------------------------------------
     def write_env(self, **knobs: str) -> None:
+        # Free now, published minutes from now if chosen before the image builds: the suite's other process
+        # opens ports meanwhile, and one taken port fails the whole stack's start.
+        self.ports = {
+            name: free_port()
+            for name in ["AIRFLOW_PORT", "MLFLOW_PORT", "SERVING_PORT", "SPARK_UI_PORT", "DASK_UI_PORT"]
+        }
         extra = {
             "CT_IMAGE": self.image,
             "CT_SERVICES_IMAGE": self.services_image,

@@ -74,8 +74,23 @@ def spark_cluster(tmp_path_factory):
         stdout=open(master_log, "w"),
         stderr=subprocess.STDOUT,
     )
-    url = f"spark://127.0.0.1:{port}"
-    workers = [
+    workers: list[subprocess.Popen] = []
+
+    def started_at() -> str | None:
+        # The address the master bound, from its log: a port taken between free_port() and the JVM binding it
+        # (the suite's other process opens ports all the time) moves the master to the next one, and workers
+        # given the chosen one would wait for it until the fixture timed out.
+        bound = re.search(r"Starting Spark master at (spark://\S+)", master_log.read_text())
+        return bound.group(1) if bound else None
+
+    try:
+        _wait(lambda: started_at() is not None or master.poll() is not None, "the Spark standalone master")
+    except TimeoutError:
+        _stop([master])
+        raise
+    if (url := started_at()) is None:
+        raise RuntimeError(f"the Spark master exited ({master.returncode}): {master_log.read_text()[-2000:]}")
+    workers += [
         subprocess.Popen(
             [
                 *launch,

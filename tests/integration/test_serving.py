@@ -534,11 +534,12 @@ def test_a_scikit_learn_champion_is_served_without_importing_torch(served):
     assert found["torch"] is False
 
 
-def test_a_pyfunc_that_reads_its_artifacts_when_it_predicts_is_served_and_its_files_go_with_it(tmp_path):
+def test_a_pyfunc_that_reads_its_artifacts_when_it_predicts_is_served_and_its_files_go_with_it(
+    tmp_path, monkeypatch
+):
     """The verified copy was removed before the warm-up: such a model (it works under mlflow models serve)
     failed its warm-up with FileNotFoundError on every try, and could never be served."""
     import gc
-    from pathlib import Path
 
     import numpy as np
     from mlflow.models import ModelSignature
@@ -554,14 +555,18 @@ def test_a_pyfunc_that_reads_its_artifacts_when_it_predicts_is_served_and_its_fi
     signature = ModelSignature(inputs=Schema([ColSpec("double", "x")]))
     first = register_model(settings, "lazy", {"weight": str(weight)}, signature, python_model=LazyWeight())
     move_champion(settings, first, None, trigger="test", reason="a lazy model")
-    copies = lambda: set(Path(tempfile.gettempdir()).glob(f"ct-serve-v{first}-*"))  # noqa: E731
-    before = copies()  # other tests' servers' copies of their own version 1
+    # The holder's copies go to a temporary folder of this test's own: another test's server (in this process or
+    # the suite's other one) makes copies of its own version 1 in the shared one, with the same prefix.
+    private = tmp_path / "tmp"
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
+    copies = lambda: set(private.glob(f"ct-serve-v{first}-*"))  # noqa: E731
     holder = ModelHolder(settings, ServingMetrics())
     assert holder.refresh().status == "swapped", holder.last_error
     probability, _ = holder.current.predict({"x": np.array([1.0, 2.0])})
     assert probability.tolist() == [0.25, 0.25]
 
-    kept = copies() - before
+    kept = copies()
     assert len(kept) == 1  # this version's verified copy, while it serves
     second = register_model(settings, "lazy", {"weight": str(weight)}, signature, python_model=LazyWeight())
     move_champion(settings, second, first, trigger="test", reason="the next one")
