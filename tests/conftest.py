@@ -80,9 +80,13 @@ class Postgres:
 
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory):
+    import fasteners
     import pgserver
 
-    server = pgserver.get_server(str(tmp_path_factory.mktemp("pg")), cleanup_mode="stop")
+    # Run as root, pgserver creates its system user (`useradd pgserver`) outside its own lock: the suite's
+    # processes starting their servers at once on a fresh machine would both try, and one would fail.
+    with fasteners.InterProcessLock(Path(tempfile.gettempdir()) / "ct-tests-pgserver.lock"):
+        server = pgserver.get_server(str(tmp_path_factory.mktemp("pg")), cleanup_mode="stop")
     yield Postgres(server)
     server.cleanup()
     # pgserver also registers the same cleanup to run at exit, where it would log to pytest's closed
