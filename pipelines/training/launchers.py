@@ -18,7 +18,6 @@ import contextlib
 import datetime as dt
 import logging
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -111,12 +110,6 @@ def parse_nnodes(nnodes: str) -> tuple[int, int]:
             f"CT_TRAIN_NNODES must be N or MIN:MAX with 1 <= MIN <= MAX, not {nnodes!r}"
         )
     return bounds
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _stop_tree(process: subprocess.Popen[str]) -> list[int]:
@@ -215,7 +208,9 @@ def run_local(settings: Settings, job: Job, world_size: int) -> str:
     plan = Launch(
         launch_id=uuid.uuid4().hex,
         job_uri=job.uri,
-        rdzv_endpoint=f"127.0.0.1:{_free_port()}",
+        # Port 0: the agent's rendezvous store binds a port the kernel picks and holds it from then on, so two
+        # trainings starting on one host at once never race for a port chosen beforehand (torchrun --standalone's way)
+        rdzv_endpoint="127.0.0.1:0",
         nnodes="1",
         nproc_per_node=world_size,
         max_restarts=settings.train_max_restarts,

@@ -78,6 +78,18 @@ def test_every_node_runs_the_same_command_with_the_launchs_rendezvous(tmp_path):
     assert command[-1] == job.uri
 
 
+def test_the_local_launcher_lets_the_rendezvous_store_take_a_port_the_kernel_picks(tmp_path, monkeypatch):
+    """A port found free and closed, then handed to torchrun, could be taken in the seconds before torchrun bound
+    it (two trainings starting on one host, a worker's other tasks): the rendezvous failed, or the agent fell back
+    to joining whatever held the port. Port 0 is bound by the agent's store itself, as torchrun --standalone does."""
+    job = jobs.Job(str(tmp_path / "job"), "t", "v", 10, ["a"], "y", [0.0], [1.0], {}, None, 30)
+    run: list[list[str]] = []
+    monkeypatch.setattr(launchers, "launch", lambda command, timeout_s, describe: run.append(command) or "")
+    launchers.run_local(get_settings(state_dir=tmp_path), job, 2)
+    text = " ".join(run[0])
+    assert "--nnodes 1 --nproc-per-node 2 --rdzv-backend c10d --rdzv-endpoint 127.0.0.1:0 " in text
+
+
 def test_a_second_torchrun_launch_of_the_dataset_is_refused_while_one_runs_leaving_its_pointer(tmp_path):
     """The other hosts join the launch the pointer names: a second training of the dataset (a backfill beside
     the day's) overwrote it, and the first waited for nodes that had joined the second."""
