@@ -83,37 +83,35 @@ def spark_cluster(tmp_path_factory):
         bound = re.search(r"Starting Spark master at (spark://\S+)", master_log.read_text())
         return bound.group(1) if bound else None
 
-    try:
+    try:  # one place stops the master and whatever workers started, however the start ends
         _wait(lambda: started_at() is not None or master.poll() is not None, "the Spark standalone master")
-    except TimeoutError:
-        _stop([master])
-        raise
-    if (url := started_at()) is None:
-        raise RuntimeError(f"the Spark master exited ({master.returncode}): {master_log.read_text()[-2000:]}")
-    workers += [
-        subprocess.Popen(
-            [
-                *launch,
-                "org.apache.spark.deploy.worker.Worker",
-                url,
-                "--host",
-                "127.0.0.1",
-                "--cores",
-                "1",
-                "--memory",
-                "2g",
-                "--webui-port",
-                str(free_port()),
-                "--work-dir",
-                str(logs / f"work-{index}"),
-            ],
-            env=env,
-            stdout=open(logs / f"worker-{index}.log", "w"),
-            stderr=subprocess.STDOUT,
-        )
-        for index in range(2)
-    ]
-    try:
+        if (url := started_at()) is None:
+            raise RuntimeError(
+                f"the Spark master exited ({master.returncode}): {master_log.read_text()[-2000:]}"
+            )
+        workers += [
+            subprocess.Popen(
+                [
+                    *launch,
+                    "org.apache.spark.deploy.worker.Worker",
+                    url,
+                    "--host",
+                    "127.0.0.1",
+                    "--cores",
+                    "1",
+                    "--memory",
+                    "2g",
+                    "--webui-port",
+                    str(free_port()),
+                    "--work-dir",
+                    str(logs / f"work-{index}"),
+                ],
+                env=env,
+                stdout=open(logs / f"worker-{index}.log", "w"),
+                stderr=subprocess.STDOUT,
+            )
+            for index in range(2)
+        ]
 
         def alive_workers() -> bool:
             # The UI's address is read from the master's own log ("Bound MasterWebUI to ..., and started at
