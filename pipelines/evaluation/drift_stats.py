@@ -87,7 +87,12 @@ def _binned_jensenshannon(reference: dict[str, Any], current: dict[str, Any]) ->
     shares = []
     for column in (reference, current):
         values, counts = _buckets(column)
-        shares.append(np.histogram(values, edges, weights=counts)[0] / column["count"])
+        # A bucket is placed by its mean, a float sum over its count, whose last bits depend on how the rows were
+        # partitioned: snapped, so that a mean on an edge falls on the same side for every engine, and clipped to
+        # the exact extremes, so that a value repeated at the min or max (a capped rate) is never a hair outside
+        # the range, where np.histogram dropped its whole bucket (a score of 0.31 for the same rows).
+        placed = np.clip([snapped(value) for value in values.tolist()], low, high)
+        shares.append(np.histogram(placed, edges, weights=counts)[0] / column["count"])
     return float(distance.jensenshannon(shares[0], shares[1]))
 
 
