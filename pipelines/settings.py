@@ -379,9 +379,15 @@ class Settings(BaseSettings):
     def _split_urls(cls, value: Any) -> Any:
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
+        import httpx  # promote's client, here only to parse the URLs as it will
+
         for url in value:
             if not re.match(r"^https?://[^/\s]+", str(url)):
                 raise ValueError(f"serving replica URL {url!r} is not http(s)://host[:port]")
+            try:  # as promote will call it: a port like 80x passed the pattern and failed after the alias moved
+                httpx.URL(str(url))
+            except httpx.InvalidURL as exc:
+                raise ValueError(f"serving replica URL {url!r} is not a valid URL: {exc}") from None
         return tuple(str(url).rstrip("/") for url in value)
 
     @field_validator("spark_remote", mode="before")

@@ -40,6 +40,8 @@ def _reload(base_url: str, headers: dict[str, str], timeout_s: float) -> dict[st
         body = response.json()
     except ValueError:
         body = {"detail": response.text[:200]}
+    if not isinstance(body, dict):  # a proxy's or an older replica's answer: a list, a string, null
+        body = {"detail": body}
     result = {"url": url, "http_status": response.status_code, **body}
     if response.status_code == 200:
         log.info("serving at %s: %s, serving v%s", url, body.get("status"), body.get("serving"))
