@@ -13,8 +13,10 @@ downloaded (the registered name and version), and the pyfunc loader never reads 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 import pickle
 import tempfile
 from pathlib import Path
@@ -150,19 +152,47 @@ def download(model_uri: str, dst: str | Path | None = None) -> Path:
     return Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(target)))
 
 
+#: What this machine running short says (a full disk or quota, no memory, no file handles): no fault of a version,
+#: whose download or load then fails like any other task on a machine in that state, and is tried again.
+LOCAL_SHORTAGE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.ENOMEM, errno.EMFILE, errno.ENFILE})
+
+
+def _local_failure(exc: BaseException, folder: Path | None = None) -> bool:
+    """Whether ``exc`` (or what it wraps) is this machine's failure, not the store's or the files': an OSError of
+    :data:`LOCAL_SHORTAGE`, or one about a path inside ``folder`` (the download's destination)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError):
+            if current.errno in LOCAL_SHORTAGE:
+                return True
+            paths = [Path(os.fsdecode(p)) for p in (current.filename, current.filename2) if p is not None]
+            if folder is not None and any(p == folder or folder in p.parents for p in paths):
+                return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def fetch_verified(
     client: MlflowClient, name: str, version: int | str, dst: str | Path | None = None
 ) -> tuple[Path, dict[str, Any]]:
-    """Download ``models:/name/version`` and check it against its manifest; return the checked folder."""
+    """Download ``models:/name/version`` and check it against its manifest; return the checked folder.
+
+    A download that fails on this machine (:func:`_local_failure`: the destination not writable, the disk full)
+    raises its OSError as it is, like a store out of reach: nothing is known about the version's files."""
     try:
         manifest = stored_manifest(client, name, version)
     except MlflowException as exc:
         _raise_if_unavailable(exc, name, version)
         raise
+    target = Path(dst) if dst is not None else Path(tempfile.mkdtemp(prefix="ct-model-"))
     try:
-        local = download(f"models:/{name}/{version}", dst)
+        local = download(f"models:/{name}/{version}", target)
     except tracking.artifact_store_errors() as exc:
         _raise_if_unavailable(exc, name, version)
+        if _local_failure(exc, target.resolve()):
+            raise
         # A store that answered without the files: the version is refused.
         raise IntegrityError(f"{name} v{version}: its files could not be downloaded: {exc}") from exc
     verify(local, manifest, f"{name} v{version}")
@@ -189,4 +219,6 @@ def load_verified(
     try:
         return mlflow.pyfunc.load_model(str(local)), manifest
     except MODEL_LOAD_ERRORS as exc:
+        if _local_failure(exc):  # the machine short of memory, disk or handles: not the version's verdict
+            raise
         raise UnloadableModelError(f"could not load {name} v{version}: {type(exc).__name__}: {exc}") from exc

@@ -6,6 +6,7 @@ The stores here are real HTTP peers: a closed port, and a server that answers ev
 
 from __future__ import annotations
 
+import errno
 import http.server
 import json
 import threading
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from pipelines.data.contract import dataset_contract
 from pipelines.evaluation.evaluate import score_version
@@ -101,3 +103,23 @@ def test_a_store_that_answers_without_the_files_refuses_the_version(tmp_path, st
     client = _registry_with_files_at(tmp_path, f"{store_404}/api/2.0/mlflow-artifacts/artifacts/m1")
     with pytest.raises(integrity.IntegrityError, match="could not be downloaded"):
         integrity.fetch_verified(client, "m", 1, tmp_path / "copy")
+
+
+def test_a_download_that_fails_on_this_machine_raises_its_own_error_not_a_refusal(tmp_path):
+    """A full disk (or a destination that cannot be written) while a version downloaded was recorded as the
+    version's fault: promote wrote a refused row and failed for good, evaluate had the gate reject it. It is this
+    machine's state, raised as it is, and the task's retry downloads again."""
+    files = tmp_path / "model"
+    files.mkdir()
+    (files / "MLmodel").write_text("flavors: {}\n")
+    client = _registry_with_files_at(tmp_path, str(files))
+    with open("/dev/full", "wb", buffering=0) as device, pytest.raises(OSError) as full:
+        device.write(b"x")  # the kernel's full disk
+    assert full.value.errno == errno.ENOSPC
+    wrapped = MlflowException("download failed")
+    wrapped.__cause__ = full.value
+    assert integrity._local_failure(wrapped)  # a full disk wherever it is, under whatever MLflow raised
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")  # a destination below a file: it cannot be made
+    with pytest.raises(NotADirectoryError):
+        integrity.fetch_verified(client, "m", 1, blocked / "copy")
