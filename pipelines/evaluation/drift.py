@@ -19,7 +19,7 @@ import json
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.data import runlog, storage
 from pipelines.data.contract import Contract, dataset_contract
@@ -28,6 +28,9 @@ from pipelines.evaluation import drift_stats
 from pipelines.evaluation.policy import load_policy
 from pipelines.release import audit, history, tracking
 from pipelines.settings import Settings
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -247,22 +250,8 @@ def drift(
     )
 
     report_dir = storage.reports_uri(settings.resolved_data_root, settings.dataset, logical_date)
-    if history.was_champion(settings, settings.model_name, challenger_version):
-        # As evaluate: the report that made it champion stays, on its run and in its day's reports.
-        log.info(
-            "%s v%s was champion: the drift report that made it champion stays; this one is not written",
-            settings.model_name,
-            challenger_version,
-        )
-    else:
-        with tempfile.TemporaryDirectory(prefix="ct-drift-") as tmp:
-            (Path(tmp) / "drift.html").write_text(page)
-            (Path(tmp) / "drift.json").write_text(json.dumps(summary, indent=2))
-            storage.write_text_atomic(storage.join(report_dir, "drift.html"), page)
-            storage.write_text_atomic(storage.join(report_dir, "drift.json"), json.dumps(summary, indent=2))
-            client.log_artifacts(run_id, tmp, artifact_path="drift")
-        client.log_metric(run_id, "drift_share", summary["drift_share"])
-        client.log_metric(run_id, "drifted_columns", summary["drifted_columns"])
+    summary["challenger_version"] = int(challenger_version)
+    write_reports(settings, client, run_id, report_dir, int(challenger_version), page, summary)
     log.info("drift: %d of %d features drifted", summary["drifted_columns"], len(summary["columns"]))
     return {
         **summary,
@@ -273,6 +262,59 @@ def drift(
         "json": storage.join(report_dir, "drift.json"),
         "mlflow_artifacts": f"runs:/{run_id}/drift",
     }
+
+
+def _day_report_of_a_champion(settings: Settings, report_dir: str) -> int | None:
+    """The version whose drift report the day's folder holds, when that version was champion; else None (no
+    report, one written before the reports named their version, or a version never champion)."""
+    uri = storage.join(report_dir, "drift.json")
+    if not storage.exists(uri):
+        return None
+    held = storage.read_json(uri).get("challenger_version")
+    if held is None or not history.was_champion(settings, settings.model_name, int(held)):
+        return None
+    return int(held)
+
+
+def write_reports(
+    settings: Settings,
+    client: MlflowClient,
+    run_id: str,
+    report_dir: str,
+    version: int,
+    page: str,
+    summary: dict[str, Any],
+) -> bool:
+    """The drift report of ``version``: on its run in MLflow, and as its day's report unless that would write over
+    the evidence that made a version champion; whether the day's report was written.
+
+    A version that was champion keeps everything (as evaluate): its run's report and metrics and its day's.
+    Another version of a day whose report made a champion (the day run again with other settings, or on
+    corrected data, registering a new version) gets its report on its own run only."""
+    if history.was_champion(settings, settings.model_name, version):
+        log.info(
+            "%s v%s was champion: the drift report that made it champion stays; this one is not written",
+            settings.model_name,
+            version,
+        )
+        return False
+    with tempfile.TemporaryDirectory(prefix="ct-drift-") as tmp:
+        (Path(tmp) / "drift.html").write_text(page)
+        (Path(tmp) / "drift.json").write_text(json.dumps(summary, indent=2))
+        client.log_artifacts(run_id, tmp, artifact_path="drift")
+    client.log_metric(run_id, "drift_share", summary["drift_share"])
+    client.log_metric(run_id, "drifted_columns", summary["drifted_columns"])
+    if (held := _day_report_of_a_champion(settings, report_dir)) is not None and held != version:
+        log.info(
+            "the day's drift report made %s v%s champion and stays; v%s's is on its run only",
+            settings.model_name,
+            held,
+            version,
+        )
+        return False
+    storage.write_text_atomic(storage.join(report_dir, "drift.html"), page)
+    storage.write_text_atomic(storage.join(report_dir, "drift.json"), json.dumps(summary, indent=2))
+    return True
 
 
 def compare_datasets(

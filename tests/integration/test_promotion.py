@@ -646,3 +646,35 @@ def test_a_rollback_asked_from_a_champion_replaced_since_moves_nothing_and_is_a_
     assert _alias(client, settings) == 2
     last = history.read(settings, settings.model_name)[-1]
     assert (last["action"], last["outcome"], last["expected_version"]) == ("rollback", "conflict", 3)
+
+
+def test_a_days_drift_report_that_made_a_champion_stays_when_the_day_registers_another_version(tmp_path):
+    """v1 made champion by its day; the day run again on corrected data registers v2 (never champion): its drift
+    report went over the day's, and the evidence that made v1 champion was gone. It goes on v2's run only."""
+    import json
+
+    import mlflow
+
+    from pipelines.data import storage
+    from pipelines.evaluation.drift import write_reports
+
+    settings, client = _registry(tmp_path, 2)
+    day = storage.reports_uri(settings.resolved_data_root, settings.dataset, dt.date(2026, 11, 20))
+
+    def report(version: int) -> bool:
+        run_id = client.get_model_version(settings.model_name, str(version)).run_id
+        summary = {"drift_share": 0.1 * version, "drifted_columns": version, "challenger_version": version}
+        return write_reports(settings, client, run_id, day, version, f"<p>v{version}</p>", summary)
+
+    assert report(1)  # the day's first run: its report is the day's
+    move_champion(settings, 1, None, trigger="test", reason="the gate promoted the day's v1")
+    assert not report(2)  # the day again: v2's report goes on its run only
+    assert json.loads(Path(day, "drift.json").read_text())["challenger_version"] == 1
+    assert Path(day, "drift.html").read_text() == "<p>v1</p>"
+    run_2 = client.get_model_version(settings.model_name, "2").run_id
+    on_run = mlflow.artifacts.download_artifacts(
+        run_id=run_2, artifact_path="drift", dst_path=str(tmp_path / "r2")
+    )
+    assert Path(on_run, "drift.html").read_text() == "<p>v2</p>"
+    assert client.get_run(run_2).data.metrics["drifted_columns"] == 2
+    assert not report(1)  # the champion's own re-run writes nothing over its evidence either
