@@ -385,9 +385,13 @@ class Settings(BaseSettings):
             if not re.match(r"^https?://[^/\s]+", str(url)):
                 raise ValueError(f"serving replica URL {url!r} is not http(s)://host[:port]")
             try:  # as promote will call it: a port like 80x passed the pattern and failed after the alias moved
-                httpx.URL(str(url))
+                port = httpx.URL(str(url)).port
             except httpx.InvalidURL as exc:
                 raise ValueError(f"serving replica URL {url!r} is not a valid URL: {exc}") from None
+            if (
+                port is not None and not 1 <= port <= 65535
+            ):  # httpx keeps 80000, which the socket wraps to 14464
+                raise ValueError(f"serving replica URL {url!r} has port {port}, not 1 to 65535")
         return tuple(str(url).rstrip("/") for url in value)
 
     @field_validator("spark_remote", mode="before")

@@ -108,7 +108,10 @@ def _print_decision(console: Console, day: dt.date, last: dict[str, Any]) -> dic
             f"{drift['drifted_columns']} of {len(drift['columns'])} features drifted "
             f"(share {drift['drift_share']:.2f}){': ' + ', '.join(drifted) if drifted else ''}{label_line}"
         )
-        console.print(f"  report: {drift['html']}  (also in MLflow: {drift['mlflow_artifacts']})")
+        if drift.get("html"):
+            console.print(f"  report: {drift['html']}  (also in MLflow: {drift['mlflow_artifacts']})")
+        else:  # the day's report is the one that made another version champion
+            console.print(f"  report: in MLflow, {drift['mlflow_artifacts']}")
         printed["drift"] = {k: drift[k] for k in ("drifted_columns", "drift_share", "html")}
     return printed
 

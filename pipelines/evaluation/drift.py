@@ -251,15 +251,16 @@ def drift(
 
     report_dir = storage.reports_uri(settings.resolved_data_root, settings.dataset, logical_date)
     summary["challenger_version"] = int(challenger_version)
-    write_reports(settings, client, run_id, report_dir, int(challenger_version), page, summary)
+    days = write_reports(settings, client, run_id, report_dir, int(challenger_version), page, summary)
     log.info("drift: %d of %d features drifted", summary["drifted_columns"], len(summary["columns"]))
     return {
         **summary,
         "reference": "champion" if champion else "challenger",
         "reference_version": int(reference_version.version),
         "reference_profile": profile_uri,
-        "html": storage.join(report_dir, "drift.html"),
-        "json": storage.join(report_dir, "drift.json"),
+        # None when the day's report is another version's (the one it made champion): this one is on its run only
+        "html": storage.join(report_dir, "drift.html") if days else None,
+        "json": storage.join(report_dir, "drift.json") if days else None,
         "mlflow_artifacts": f"runs:/{run_id}/drift",
     }
 
@@ -286,7 +287,7 @@ def write_reports(
     summary: dict[str, Any],
 ) -> bool:
     """The drift report of ``version``: on its run in MLflow, and as its day's report unless that would write over
-    the evidence that made a version champion; whether the day's report was written.
+    the evidence that made a version champion; whether the day's report is this version's.
 
     A version that was champion keeps everything (as evaluate): its run's report and metrics and its day's.
     Another version of a day whose report made a champion (the day run again with other settings, or on
@@ -297,7 +298,7 @@ def write_reports(
             settings.model_name,
             version,
         )
-        return False
+        return True  # the day's report is the one that made it champion
     with tempfile.TemporaryDirectory(prefix="ct-drift-") as tmp:
         (Path(tmp) / "drift.html").write_text(page)
         (Path(tmp) / "drift.json").write_text(json.dumps(summary, indent=2))

@@ -18,7 +18,10 @@ import hashlib
 import json
 import os
 import pickle
+import re
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,12 @@ class IntegrityError(RuntimeError):
 
 class UnloadableModelError(RuntimeError):
     """A version's verified files do not load as a model (its code no longer imports, a file is unreadable)."""
+
+
+class LocalResourceError(OSError):
+    """This machine could not hold or load a version: its disk or quota full, no memory or file handles, the
+    download's destination not writable. Nothing was decided about the version: the task fails and its retry
+    tries again (serving keeps its model and tries again later, as for a store out of reach)."""
 
 
 class StoreUnavailableError(ConnectionError):
@@ -152,26 +161,58 @@ def download(model_uri: str, dst: str | Path | None = None) -> Path:
     return Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(target)))
 
 
-#: What this machine running short says (a full disk or quota, no memory, no file handles): no fault of a version,
-#: whose download or load then fails like any other task on a machine in that state, and is tried again.
+#: What this machine running short says (a full disk or quota, no memory, no file handles): no fault of a version.
 LOCAL_SHORTAGE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.ENOMEM, errno.EMFILE, errno.ENFILE})
+_ERRNO_IN_TEXT = re.compile(r"\[Errno (\d+)\]")
 
 
-def _local_failure(exc: BaseException, folder: Path | None = None) -> bool:
-    """Whether ``exc`` (or what it wraps) is this machine's failure, not the store's or the files': an OSError of
-    :data:`LOCAL_SHORTAGE`, or one about a path inside ``folder`` (the download's destination)."""
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it was raised from or while handling (not a context its raiser suppressed)."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, OSError):
-            if current.errno in LOCAL_SHORTAGE:
+        yield current
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+
+
+def _local_failure(exc: BaseException, folder: Path | None = None) -> bool:
+    """Whether ``exc`` is this machine's failure, not the store's or the files': an OSError of
+    :data:`LOCAL_SHORTAGE`, or about a path inside ``folder`` (the download's destination). MLflow downloads
+    files on threads and raises one MlflowException of their errors' text, no longer chained: the text is read
+    too (an ``[Errno N]`` of the shortage, or the destination's path)."""
+    places = {os.path.realpath(folder), str(folder)} if folder is not None else set()
+    for error in _causes(exc):
+        if isinstance(error, OSError):
+            if error.errno in LOCAL_SHORTAGE:
                 return True
-            paths = [Path(os.fsdecode(p)) for p in (current.filename, current.filename2) if p is not None]
-            if folder is not None and any(p == folder or folder in p.parents for p in paths):
+            paths = [
+                os.path.realpath(os.fsdecode(p)) for p in (error.filename, error.filename2) if p is not None
+            ]
+            if any(
+                path == place or path.startswith(place.rstrip("/") + "/")
+                for path in paths
+                for place in places
+            ):
                 return True
-        current = current.__cause__ or current.__context__
+        text = str(error)
+        if any(int(found) in LOCAL_SHORTAGE for found in _ERRNO_IN_TEXT.findall(text)):
+            return True
+        if any(place.rstrip("/") + "/" in text for place in places):
+            return True
     return False
+
+
+def _room_for(manifest: dict[str, Any], target: Path, label: str) -> None:
+    """Raise :class:`LocalResourceError` when ``target``'s file system has less room than the version's files."""
+    need = int(manifest.get("total_bytes") or sum(f["bytes"] for f in manifest["files"].values()))
+    free = shutil.disk_usage(target).free
+    if free < need:
+        raise LocalResourceError(
+            errno.ENOSPC,
+            f"{label} needs {need:,} bytes and {target} has {free:,} free: nothing was decided about the version, "
+            "free space (or point TMPDIR elsewhere) and try again",
+        )
 
 
 def fetch_verified(
@@ -179,23 +220,32 @@ def fetch_verified(
 ) -> tuple[Path, dict[str, Any]]:
     """Download ``models:/name/version`` and check it against its manifest; return the checked folder.
 
-    A download that fails on this machine (:func:`_local_failure`: the destination not writable, the disk full)
-    raises its OSError as it is, like a store out of reach: nothing is known about the version's files."""
+    A download this machine cannot hold (less room than the manifest's bytes, checked first) or that fails on it
+    (:func:`_local_failure`) raises :class:`LocalResourceError`, like a store out of reach: nothing is known about
+    the version's files."""
     try:
         manifest = stored_manifest(client, name, version)
     except MlflowException as exc:
         _raise_if_unavailable(exc, name, version)
         raise
+    label = f"{name} v{version}"
     target = Path(dst) if dst is not None else Path(tempfile.mkdtemp(prefix="ct-model-"))
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LocalResourceError(exc.errno, f"{label}: its download folder {target}: {exc}") from exc
+    _room_for(manifest, target, label)
     try:
         local = download(f"models:/{name}/{version}", target)
     except tracking.artifact_store_errors() as exc:
         _raise_if_unavailable(exc, name, version)
-        if _local_failure(exc, target.resolve()):
-            raise
+        if _local_failure(exc, target):
+            raise LocalResourceError(
+                errno.EIO, f"{label}: its download failed on this machine, nothing was decided: {exc}"
+            ) from exc
         # A store that answered without the files: the version is refused.
-        raise IntegrityError(f"{name} v{version}: its files could not be downloaded: {exc}") from exc
-    verify(local, manifest, f"{name} v{version}")
+        raise IntegrityError(f"{label}: its files could not be downloaded: {exc}") from exc
+    verify(local, manifest, label)
     return local, manifest
 
 
@@ -220,5 +270,7 @@ def load_verified(
         return mlflow.pyfunc.load_model(str(local)), manifest
     except MODEL_LOAD_ERRORS as exc:
         if _local_failure(exc):  # the machine short of memory, disk or handles: not the version's verdict
-            raise
+            raise LocalResourceError(
+                errno.EIO, f"could not load {name} v{version} on this machine, nothing was decided: {exc}"
+            ) from exc
         raise UnloadableModelError(f"could not load {name} v{version}: {type(exc).__name__}: {exc}") from exc

@@ -410,7 +410,11 @@ def _verify(client: Any, name: str, version: int) -> str | None:
     with tempfile.TemporaryDirectory(prefix="ct-overview-") as tmp:
         try:
             integrity.fetch_verified(client, name, version, tmp)
-        except (integrity.IntegrityError, integrity.StoreUnavailableError) as exc:
+        except (
+            integrity.IntegrityError,
+            integrity.StoreUnavailableError,
+            integrity.LocalResourceError,
+        ) as exc:
             return str(exc)
     return None
 

@@ -677,4 +677,5 @@ def test_a_days_drift_report_that_made_a_champion_stays_when_the_day_registers_a
     )
     assert Path(on_run, "drift.html").read_text() == "<p>v2</p>"
     assert client.get_run(run_2).data.metrics["drifted_columns"] == 2
-    assert not report(1)  # the champion's own re-run writes nothing over its evidence either
+    assert report(1)  # the champion's own re-run: the day's report is its own, and nothing is written over it
+    assert Path(day, "drift.html").read_text() == "<p>v1</p>"

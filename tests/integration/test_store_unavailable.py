@@ -108,18 +108,35 @@ def test_a_store_that_answers_without_the_files_refuses_the_version(tmp_path, st
 def test_a_download_that_fails_on_this_machine_raises_its_own_error_not_a_refusal(tmp_path):
     """A full disk (or a destination that cannot be written) while a version downloaded was recorded as the
     version's fault: promote wrote a refused row and failed for good, evaluate had the gate reject it. It is this
-    machine's state, raised as it is, and the task's retry downloads again."""
+    machine's state (LocalResourceError, an OSError: no verdict), and the task's retry downloads again."""
     files = tmp_path / "model"
     files.mkdir()
     (files / "MLmodel").write_text("flavors: {}\n")
     client = _registry_with_files_at(tmp_path, str(files))
-    with open("/dev/full", "wb", buffering=0) as device, pytest.raises(OSError) as full:
-        device.write(b"x")  # the kernel's full disk
-    assert full.value.errno == errno.ENOSPC
-    wrapped = MlflowException("download failed")
-    wrapped.__cause__ = full.value
-    assert integrity._local_failure(wrapped)  # a full disk wherever it is, under whatever MLflow raised
     blocked = tmp_path / "a-file"
     blocked.write_text("")  # a destination below a file: it cannot be made
-    with pytest.raises(NotADirectoryError):
+    with pytest.raises(integrity.LocalResourceError, match="its download folder"):
         integrity.fetch_verified(client, "m", 1, blocked / "copy")
+    # more bytes than the destination's disk has room for, by the manifest: refused before a byte is fetched
+    huge: dict = {"files": {"MLmodel": {"sha256": "0" * 64, "bytes": 2**62}}, "total_bytes": 2**62}
+    client.set_model_version_tag("m", "1", integrity.MANIFEST_TAG, json.dumps(huge))
+    client.set_model_version_tag("m", "1", integrity.DIGEST_TAG, integrity.digest(huge))
+    with pytest.raises(integrity.LocalResourceError, match=r"needs 4,611,686,018,427,387,904 bytes") as full:
+        integrity.fetch_verified(client, "m", 1, tmp_path / "copy")
+    assert full.value.errno == errno.ENOSPC and not (tmp_path / "copy" / "MLmodel").exists()
+    with pytest.raises(
+        integrity.LocalResourceError
+    ):  # evaluate fails, with no EvaluationError the gate rejects on
+        score_version(
+            client, "m", 1, pd.DataFrame(), dataset_contract(get_settings(state_dir=tmp_path / "s"))
+        )
+    # a disk that fills during the download: MLflow downloads on threads and raises one MlflowException of the
+    # files' errors as text, chained to nothing (as mlflow's artifact_repo does)
+    with open("/dev/full", "wb", buffering=0) as device, pytest.raises(OSError) as kernel:
+        device.write(b"x")  # the kernel's own full disk, for its message
+    copy = tmp_path / "copy"
+    written = MlflowException(
+        f"failures while downloading: {{'MLmodel': \"{kernel.value}: '{copy}/MLmodel'\"}}"
+    )
+    assert integrity._local_failure(written, copy)
+    assert not integrity._local_failure(MlflowException("404: artifacts/m1/MLmodel not found"), copy)

@@ -56,3 +56,5 @@ def test_a_replica_answering_json_that_is_not_an_object_is_reported_not_raised(r
 def test_a_replica_url_promote_could_not_call_is_refused_when_the_settings_are_read(tmp_path):
     with pytest.raises(ValueError, match="'http://serving-a:80x' is not a valid URL"):
         get_settings(state_dir=tmp_path, serve_urls="http://serving-a:8000,http://serving-a:80x")
+    with pytest.raises(ValueError, match="'http://serving-a:80000' has port 80000, not 1 to 65535"):
+        get_settings(state_dir=tmp_path, serve_urls="http://serving-a:80000")
