@@ -388,9 +388,8 @@ class Settings(BaseSettings):
                 port = httpx.URL(str(url)).port
             except httpx.InvalidURL as exc:
                 raise ValueError(f"serving replica URL {url!r} is not a valid URL: {exc}") from None
-            if (
-                port is not None and not 1 <= port <= 65535
-            ):  # httpx keeps 80000, which the socket wraps to 14464
+            # httpx keeps a port of 80000, which the socket would wrap to 14464
+            if port is not None and not 1 <= port <= 65535:
                 raise ValueError(f"serving replica URL {url!r} has port {port}, not 1 to 65535")
         return tuple(str(url).rstrip("/") for url in value)
 

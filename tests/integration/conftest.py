@@ -89,29 +89,29 @@ def spark_cluster(tmp_path_factory):
             raise RuntimeError(
                 f"the Spark master exited ({master.returncode}): {master_log.read_text()[-2000:]}"
             )
-        workers += [
-            subprocess.Popen(
-                [
-                    *launch,
-                    "org.apache.spark.deploy.worker.Worker",
-                    url,
-                    "--host",
-                    "127.0.0.1",
-                    "--cores",
-                    "1",
-                    "--memory",
-                    "2g",
-                    "--webui-port",
-                    str(free_port()),
-                    "--work-dir",
-                    str(logs / f"work-{index}"),
-                ],
-                env=env,
-                stdout=open(logs / f"worker-{index}.log", "w"),
-                stderr=subprocess.STDOUT,
+        for index in range(2):  # each one kept as it starts: the finally stops those that did
+            workers.append(
+                subprocess.Popen(
+                    [
+                        *launch,
+                        "org.apache.spark.deploy.worker.Worker",
+                        url,
+                        "--host",
+                        "127.0.0.1",
+                        "--cores",
+                        "1",
+                        "--memory",
+                        "2g",
+                        "--webui-port",
+                        str(free_port()),
+                        "--work-dir",
+                        str(logs / f"work-{index}"),
+                    ],
+                    env=env,
+                    stdout=open(logs / f"worker-{index}.log", "w"),
+                    stderr=subprocess.STDOUT,
+                )
             )
-            for index in range(2)
-        ]
 
         def alive_workers() -> bool:
             # The UI's address is read from the master's own log ("Bound MasterWebUI to ..., and started at

@@ -124,9 +124,8 @@ def test_a_download_that_fails_on_this_machine_raises_its_own_error_not_a_refusa
     with pytest.raises(integrity.LocalResourceError, match=r"needs 4,611,686,018,427,387,904 bytes") as full:
         integrity.fetch_verified(client, "m", 1, tmp_path / "copy")
     assert full.value.errno == errno.ENOSPC and not (tmp_path / "copy" / "MLmodel").exists()
-    with pytest.raises(
-        integrity.LocalResourceError
-    ):  # evaluate fails, with no EvaluationError the gate rejects on
+    # evaluate fails, with no EvaluationError the gate would reject on
+    with pytest.raises(integrity.LocalResourceError):
         score_version(
             client, "m", 1, pd.DataFrame(), dataset_contract(get_settings(state_dir=tmp_path / "s"))
         )
