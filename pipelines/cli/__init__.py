@@ -20,7 +20,8 @@ class _Commands(TyperGroup):
     """Every command: a named error about the request exits 2 with its message (see :func:`request_errors`); a
     champion alias moved outside the gate, a training loss gone NaN or infinite, a dataset prepared again under
     a running training, or a rank running other code than its driver, exits 1 with its message; a service out of
-    reach (the registry, its artifact store, a lock another process holds past its wait) exits 4 with one line
+    reach (the registry, its artifact store, a lock another process holds past its wait), or this machine short of
+    what a version's download needs (disk, quota, memory, file handles, a writable folder), exits 4 with one line
     naming it, for a retry; anything else, a bug, exits 1 with its traceback."""
 
     def invoke(self, ctx: Any) -> Any:  # a click.Context of Typer's own copy of click
@@ -33,6 +34,7 @@ class _Commands(TyperGroup):
                 typer.echo(f"error: {exc}", err=True)
                 raise typer.Exit(2) from None
             from pipelines.release.audit import AliasMovedError
+            from pipelines.release.integrity import LocalResourceError
             from pipelines.release.tracking import unavailable
             from pipelines.training.job import FatalTrainingError
 
@@ -41,6 +43,12 @@ class _Commands(TyperGroup):
             if isinstance(exc, (AliasMovedError, FatalTrainingError)):
                 typer.echo(f"error: {exc}", err=True)
                 raise typer.Exit(1) from None
+            if isinstance(exc, LocalResourceError):  # nothing was decided about the version
+                typer.echo(
+                    f"error: this machine could not hold it, run the command again once it can: {exc}",
+                    err=True,
+                )
+                raise typer.Exit(4) from None
             if not unavailable(exc):
                 raise
             typer.echo(

@@ -320,3 +320,35 @@ def test_a_promotion_history_on_a_postgresql_out_of_reach_exits_4_with_one_line(
     result = runner.invoke(app, ["history"], env=env)
     assert result.exit_code == 4, (result.output, result.exception)
     assert "Connection refused" in result.output and "Traceback" not in result.output
+
+
+def test_a_version_this_machine_cannot_hold_exits_4_with_one_line_and_records_nothing(tmp_path):
+    """A download short of disk (here: a manifest of 2**62 bytes, refused before a byte is fetched) is this
+    machine's state, not the version's fault: one line, exit 4 for a retry, no refused row in the history."""
+    import json
+
+    from mlflow import MlflowClient
+
+    from pipelines.release import history, integrity, tracking
+    from pipelines.settings import get_settings
+
+    settings = get_settings(state_dir=tmp_path)
+    tracking.configure(settings)
+    files = tmp_path / "model"
+    files.mkdir()
+    (files / "MLmodel").write_text("flavors: {}\n")
+    huge = {"files": {"MLmodel": {"sha256": "0" * 64, "bytes": 2**62}}, "total_bytes": 2**62}
+    client = MlflowClient()
+    client.create_registered_model(settings.model_name)
+    client.create_model_version(
+        settings.model_name,
+        str(files),
+        tags={integrity.MANIFEST_TAG: json.dumps(huge), integrity.DIGEST_TAG: integrity.digest(huge)},
+    )
+    result = runner.invoke(app, ["rollback", "--to", "1", "--reason", "bad model"], env=_env(tmp_path))
+    assert result.exit_code == 4, (result.output, result.exception)
+    assert "this machine could not hold it" in result.output and "needs 4,611,686,018,427,387,904 bytes" in (
+        result.output
+    )
+    assert "Traceback" not in result.output
+    assert history.read(settings, settings.model_name) == []
