@@ -368,6 +368,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Rows held while the sink is failing; beyond it rows are dropped and counted.",
     )
+    prediction_log_max_buffer_bytes: int = Field(
+        default=256 * 2**20,
+        ge=1,
+        description="Bytes held while the sink is failing (arrays and strings: long entity ids or text fields "
+        "fill it before the row bound); beyond it rows are dropped and counted.",
+    )
 
     @field_validator("dataset")
     @classmethod

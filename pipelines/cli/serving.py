@@ -12,6 +12,8 @@ from pipelines.cli.common import load_settings
 #: uvicorn's exit status when its server did not start (``uvicorn.main.STARTUP_FAILURE``): it logs the error,
 #: then exits 3, which this CLI's callers read as "the gate rejects"; it is made 1, an operation that failed.
 UVICORN_STARTUP_FAILURE = 3
+# How long a stop waits for open requests before the app's shutdown (which writes the prediction log's buffer).
+GRACEFUL_SHUTDOWN_S = 30
 
 
 def _check_bindable(host: str, port: int) -> None:
@@ -74,7 +76,7 @@ def serve(
             host=host,
             port=port,
             access_log=access_log,
-            timeout_graceful_shutdown=30,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         )
     except SystemExit as exc:
         if exc.code != UVICORN_STARTUP_FAILURE:

@@ -72,6 +72,12 @@ class ServedModel:
             f"{self._fast.config['family']} native (column arrays)" if self._fast else "pyfunc (DataFrame)"
         )
 
+    @property
+    def scores_inline(self) -> bool:
+        """Whether a small batch may be scored on the event loop: the project's own models answer in a fraction of
+        a millisecond; a pyfunc of its own kind runs code that may take any time, and would stall every route."""
+        return self._fast is not None
+
     def use_runtime(self, wanted: str, threads: int) -> None:
         """``auto``: ONNX (float32) when the model carries it, else native; a named one must exist."""
         if self._fast is None:

@@ -65,6 +65,7 @@ def _prediction_log(settings: Settings, metrics: ServingMetrics) -> PredictionLo
         settings.prediction_log_flush_rows,
         settings.prediction_log_flush_seconds,
         settings.prediction_log_max_buffer_rows,
+        settings.prediction_log_max_buffer_bytes,
     )
 
 

@@ -2,8 +2,9 @@
 
 Requests queue their column arrays; one task takes everything queued (up to ``max_rows``) and scores it
 in one call; the requests that arrive meanwhile form the next batch. A batch of up to ``INLINE_ROWS``
-rows is scored on the event loop itself (a fraction of a millisecond; handing it to a thread costs more,
-and two threads contending for the GIL cost most); a bigger one goes to the model thread, so the loop
+rows of the project's own models is scored on the event loop itself (a fraction of a millisecond; handing it
+to a thread costs more, and two threads contending for the GIL cost most); a bigger one, and any batch of a
+model of its own kind (an MLflow pyfunc, whose call may take any time), goes to the model thread, so the loop
 keeps answering /health and parsing while it runs. When other requests are still being parsed, it waits
 for them for at most ``max_wait`` so they join; a lone client never waits. Requests are grouped by the model they read at their start, so a
 request started before a swap is scored on the old model even when its batch runs after it.
@@ -150,6 +151,9 @@ class MicroBatcher:
                     await self._score(loop, batch)
                 except Exception as exc:  # noqa: BLE001 - the batcher outlives a failed batch
                     await self._one_by_one(loop, batch, exc)
+                # Not kept past its batch (a cancel, the stop, leaves it for stop to answer): a model swapped out,
+                # and its files, would stay in memory until the next request came.
+                self._scoring = batch = []
 
     async def _one_by_one(
         self, loop: asyncio.AbstractEventLoop, batch: list[_Item], failure: Exception
@@ -197,7 +201,7 @@ class MicroBatcher:
             }
         total = sum(item.rows for item in batch)
         started = time.perf_counter()
-        if total <= INLINE_ROWS:
+        if total <= INLINE_ROWS and model.scores_inline:
             probability, label = model.predict(columns)
         else:
             probability, label = await loop.run_in_executor(self._executor, _predict, model, columns)

@@ -73,6 +73,22 @@ SINK_ERRORS: tuple[type[BaseException], ...] = (OSError, pa.ArrowException)
 STOP_TRIES = 3  # flushes at shutdown, 1 s and 2 s apart, before the rows still buffered are dropped
 
 
+def held_bytes(batch: tuple[Any, ...]) -> int:
+    """About what a buffered batch holds in memory: its arrays' bytes and its strings' characters."""
+    _, _, parts, probability, label, requests, _ = batch
+    arrays = [probability, label, *(values for part in parts for values in part.values())]
+    strings = [values for values in arrays if values.dtype == object]
+    total = sum(values.nbytes for values in arrays)
+    for request_id, _, keys in requests:
+        total += len(request_id)
+        if keys is not None:
+            total += keys.entity_id.nbytes + keys.event_time.nbytes
+            strings.append(keys.entity_id)
+    for values in strings:
+        total += sum(len(value) for value in values.tolist() if isinstance(value, str))
+    return total
+
+
 class PredictionLog:
     def __init__(
         self,
@@ -82,6 +98,7 @@ class PredictionLog:
         flush_rows: int,
         flush_seconds: float,
         max_buffer_rows: int,
+        max_buffer_bytes: int,
     ):
         self.uri = uri.rstrip("/")
         self.model_name = model_name
@@ -89,6 +106,7 @@ class PredictionLog:
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
         self.max_buffer_rows = max_buffer_rows
+        self.max_buffer_bytes = max_buffer_bytes
         self.files_written = 0
         self.last_error: str | None = None
         self._pending: deque[
@@ -103,6 +121,7 @@ class PredictionLog:
             ]
         ] = deque()
         self._pending_rows = 0
+        self._pending_bytes = 0
         self._lock = threading.Lock()
         self._flush_now = threading.Event()
         self._stop = threading.Event()
@@ -143,14 +162,20 @@ class PredictionLog:
                     f"prediction log: a request's input columns {sorted(part)} are not its model version's "
                     f"signature's {sorted(kinds)}"
                 )
+        batch = (dt.datetime.now(dt.UTC), version, parts, probability, label, requests, kinds)
+        size = held_bytes(batch)
         with self._lock:
-            if self._pending_rows + rows > self.max_buffer_rows:
+            # Bounded in rows and in bytes: a row's strings (an entity id, a free text field) are as long as
+            # a request body allows, and 200,000 rows of 4 MB ids held while the sink fails are 800 GB.
+            if (
+                self._pending_rows + rows > self.max_buffer_rows
+                or self._pending_bytes + size > self.max_buffer_bytes
+            ):
                 self.metrics.log_dropped.inc(rows)
                 return
-            self._pending.append(
-                (dt.datetime.now(dt.UTC), version, parts, probability, label, requests, kinds)
-            )
+            self._pending.append(batch)
             self._pending_rows += rows
+            self._pending_bytes += size
             self.metrics.log_buffered.set(self._pending_rows)
         if self._pending_rows >= self.flush_rows:
             self._flush_now.set()
@@ -200,9 +225,11 @@ class PredictionLog:
         """Take ``group``'s batches off the buffer (by identity: batches that came in meanwhile stay)."""
         taken = {id(batch) for batch in group}
         rows = sum(len(batch[3]) for batch in group)
+        size = sum(held_bytes(batch) for batch in group)
         with self._lock:
             self._pending = deque(batch for batch in self._pending if id(batch) not in taken)
             self._pending_rows -= rows
+            self._pending_bytes -= size
             self.metrics.log_buffered.set(self._pending_rows)
         (self.metrics.log_rows if written else self.metrics.log_dropped).inc(rows)
 
@@ -222,7 +249,7 @@ class PredictionLog:
             if attempt + 1 < STOP_TRIES:
                 time.sleep(2.0**attempt)
         with self._lock:
-            lost, self._pending, self._pending_rows = self._pending_rows, deque(), 0
+            lost, self._pending, self._pending_rows, self._pending_bytes = self._pending_rows, deque(), 0, 0
             self.metrics.log_buffered.set(0)
         self.metrics.log_dropped.inc(lost)
         log.error(

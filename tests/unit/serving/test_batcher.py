@@ -231,3 +231,47 @@ def test_a_model_that_answers_another_number_of_rows_fails_its_request_not_its_n
     a, b = asyncio.run(scenario())
     assert isinstance(a, ModelOutputError) and "gave 1 probabilities and 1 labels for 2 rows" in str(a)
     assert not isinstance(b, BaseException) and len(b[0]) == 1 and b[0][0] < 0.5  # its own answer
+
+
+def test_a_model_of_its_own_kind_is_scored_off_the_event_loop_however_small_its_batch():
+    """A pyfunc runs code that may take any time: scored on the loop, one slow call stalled /health, /ready,
+    /metrics and the parsing of every other request."""
+    import threading
+
+    class Recording:
+        def __init__(self) -> None:
+            self.threads: list[str] = []
+
+        def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+            self.threads.append(threading.current_thread().name)
+            return pd.DataFrame({"probability": np.full(len(frame), 0.25)})
+
+    model = served(1)
+    model.pyfunc = recording = Recording()
+    assert not model.scores_inline
+    answers = _run(_batched(MicroBatcher(256, 0.0, ServingMetrics()), [(model, columns(1.0))]))
+    assert answers[0][0].tolist() == [0.25]
+    assert recording.threads and all(name.startswith("ct-model") for name in recording.threads), (
+        recording.threads
+    )
+
+
+def test_a_scored_batch_is_not_kept_so_a_model_swapped_out_is_freed_before_the_next_request():
+    import gc
+    import weakref
+
+    async def scenario():
+        batcher = MicroBatcher(256, 0.0, ServingMetrics())
+        batcher.start()
+        try:
+            old = served(1)
+            await batcher.predict(old, columns(1.0), 1)
+            gone = weakref.ref(old)
+            del old  # swapped out: the holder no longer has it
+            await asyncio.sleep(0)  # the batcher's loop goes back to waiting for the next request
+            gc.collect()
+            return gone() is None
+        finally:
+            await batcher.stop()
+
+    assert _run(scenario())

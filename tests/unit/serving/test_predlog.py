@@ -12,12 +12,20 @@ import pytest
 
 from pipelines.model.signature import RowKeys
 from pipelines.serving.metrics import ServingMetrics
-from pipelines.serving.predlog import PredictionLog
+from pipelines.serving.predlog import PredictionLog, held_bytes
 
 
-def _log(uri: str, metrics: ServingMetrics, max_buffer_rows: int = 1000) -> PredictionLog:
+def _log(
+    uri: str, metrics: ServingMetrics, max_buffer_rows: int = 1000, max_buffer_bytes: int = 2**30
+) -> PredictionLog:
     return PredictionLog(
-        uri, "ct-test", metrics, flush_rows=10_000, flush_seconds=60, max_buffer_rows=max_buffer_rows
+        uri,
+        "ct-test",
+        metrics,
+        flush_rows=10_000,
+        flush_seconds=60,
+        max_buffer_rows=max_buffer_rows,
+        max_buffer_bytes=max_buffer_bytes,
     )
 
 
@@ -73,6 +81,28 @@ def test_past_the_buffer_bound_rows_are_dropped_and_counted(tmp_path):
     assert metrics.log_dropped._value.get() == 3 and metrics.log_buffered._value.get() == 5
 
 
+def test_past_the_buffer_bound_in_bytes_rows_are_dropped_and_what_was_written_frees_its_bytes(tmp_path):
+    """A failing sink and long strings (entity ids, free text: as long as a request body allows) filled memory
+    long before the row bound: 200,000 rows of 4 MB ids are 800 GB. The buffer is bounded in bytes too."""
+    metrics = ServingMetrics()
+    blocker = tmp_path / "blocked"
+    blocker.write_text("a file where the log's folder should be")
+    sink = _log(str(blocker / "p"), metrics, max_buffer_rows=1000, max_buffer_bytes=3 * 2**20)
+    long_id = "e" * 2**20  # one MiB
+    for n in range(4):
+        cols, probability, label, _, kinds = _batch(1, start=n)
+        keys = RowKeys(np.array([long_id], dtype=object), np.array(["NaT"], dtype="datetime64[us]"))
+        sink.append(1, cols, probability, label, [(f"r{n}", 1, keys)], kinds)
+    assert metrics.log_dropped._value.get() == 2 and metrics.log_buffered._value.get() == 2  # 2 MiB and more
+    assert 2 * 2**20 < sink._pending_bytes < 3 * 2**20
+    sink.flush()  # the sink fails: nothing is freed
+    assert sink._pending_bytes > 2 * 2**20
+    blocker.unlink()
+    assert sink.flush() and sink._pending_bytes == 0 and metrics.log_rows._value.get() == 2
+    sink.append(1, *_batch(3))  # room again
+    assert metrics.log_buffered._value.get() == 3
+
+
 def _rows_on_disk(root) -> int:
     return sum(pq.read_metadata(path).num_rows for path in root.rglob("part-*.parquet"))
 
@@ -84,6 +114,7 @@ def _pending(sink: PredictionLog, when: dt.datetime, version: int, columns: dict
         (when, version, [columns], np.full(n, 0.5), np.zeros(n, "int64"), [("r", n, None)], kinds)
     )
     sink._pending_rows += n
+    sink._pending_bytes += held_bytes(sink._pending[-1])
 
 
 def test_a_flush_across_midnight_whose_second_day_fails_writes_no_row_twice(tmp_path):
@@ -176,7 +207,7 @@ def test_an_unforeseen_sink_failure_is_counted_and_the_writer_keeps_going():
     import time
 
     metrics = ServingMetrics()
-    sink = PredictionLog("nosuchprotocol://bucket/p", "ct-test", metrics, 1, 0.05, 1000)
+    sink = PredictionLog("nosuchprotocol://bucket/p", "ct-test", metrics, 1, 0.05, 1000, 2**30)
     sink.start()
     sink.append(1, *_batch(2))
     deadline = time.monotonic() + 30
@@ -219,7 +250,13 @@ def test_a_failing_sink_is_tried_again_after_the_flush_interval_not_at_every_req
     blocker.write_text("a file where the log's folder should be")
     metrics = ServingMetrics()
     sink = PredictionLog(
-        str(blocker / "p"), "ct-test", metrics, flush_rows=1, flush_seconds=3600, max_buffer_rows=10**6
+        str(blocker / "p"),
+        "ct-test",
+        metrics,
+        flush_rows=1,
+        flush_seconds=3600,
+        max_buffer_rows=10**6,
+        max_buffer_bytes=2**30,
     )
     sink.start()
     sink.append(1, *_batch(2))
