@@ -166,6 +166,12 @@ def check_partition(engine: Engine, source: sources.SourcePartition, contract: C
             try:
                 _check_rows(engine, source, contract, report, whole)
             except engine.unreadable_errors as exc:  # the engine cannot read the files it was given
+                if gone := [uri for uri in source.files if not storage.exists(uri)]:
+                    # Not their content: a file removed or replaced since the day was listed (Spark's analysis
+                    # says PATH_NOT_FOUND, where Dask's read raises SourceReadError). Read the day again.
+                    raise sources.SourceReadError(
+                        f"{len(gone)} source file(s) went away while the day was read, e.g. {gone[0]}"
+                    ) from exc
                 message = str(exc).strip().splitlines()[0][:300]
                 report.violations += [Violation(TABLE, UNREADABLE_DATA, len(source.files), [message])]
             except engine.read_failed_errors:  # the files' bytes, or the storage: each file is examined

@@ -9,6 +9,7 @@ whole day to the merged counts. The engines (:mod:`pipelines.engines`) run these
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import functools
 import json
 import math
@@ -144,7 +145,8 @@ def build_schema(contract: Contract, day: dt.date | None = None, text: bool = Fa
 
     ``text``: every column arrives as text (CSV), so each is coerced to its type and a value that does not
     parse is a failure case. Otherwise only floats are coerced (an int column holding floats is a type error,
-    never a silent truncation). ``day``: event times must fall on that day (UTC).
+    never a silent truncation; text in a number column is found before: :func:`_text_in_number_fields`).
+    ``day``: event times must fall on that day (UTC).
     """
     import pandera.pandas as pa
     from pandera.engines import pandas_engine
@@ -201,14 +203,31 @@ def _widens_to_int64(dtype: Any) -> bool:
     )
 
 
+def _is_number(value: Any) -> bool:
+    """An integer, a float or a Parquet decimal (as pandas holds them in an object column); not a boolean."""
+    return isinstance(value, (int, float, decimal.Decimal, np.number)) and not isinstance(
+        value, (bool, np.bool_)
+    )
+
+
+def _as_numpy_booleans(column: pd.Series) -> pd.Series:
+    """pandas' nullable ``boolean`` or Arrow's ``bool[pyarrow]`` (a pandas writer's metadata asks for them) as
+    Spark hands booleans over: numpy bool, or objects with None where a null is."""
+    if column.isna().any():
+        return column.astype(object).where(column.notna(), None)
+    return column.astype(bool)
+
+
 def normalise(frame: pd.DataFrame) -> pd.DataFrame:
     """One pandas representation whatever engine produced the batch: object strings, UTC timestamps, integers
-    as int64."""
+    as int64, booleans as numpy's."""
     out = {}
     for name in frame.columns:
         column = frame[name]
         if isinstance(column.dtype, pd.CategoricalDtype) or isinstance(column.dtype, pd.StringDtype):
             column = column.astype(object).where(column.notna(), None)
+        elif pd.api.types.is_bool_dtype(column.dtype) and column.dtype != np.dtype(bool):
+            column = _as_numpy_booleans(column)
         elif pd.api.types.is_datetime64_dtype(column.dtype):  # Spark hands over naive UTC
             column = column.dt.tz_localize("UTC")
         elif _widens_to_int64(column.dtype):  # int32 (DuckDB's INTEGER, Spark's IntegerType), int8, uint16...
@@ -352,6 +371,19 @@ def _nulls(column: pd.Series, spec: ColumnSpec, text: bool) -> int:
     return nulls
 
 
+def _text_in_number_fields(frame: pd.DataFrame, contract: Contract) -> dict[str, list[Any]]:
+    """The int and float fields of a typed partition (Parquet) that hold other values than numbers (text: the
+    column's type changed upstream), with those values. Coerced, ``"1_000"``, ``"NaN"`` or ``"٢٠"`` passed as
+    numbers and nulls past every rule, and pandera names an object column's type error only while it holds no
+    null."""
+    found = {}
+    for name, spec in contract.columns.items():
+        if spec.value_type in ("int", "float") and name in frame.columns and frame[name].dtype == object:
+            if others := [value for value in frame[name].dropna().tolist() if not _is_number(value)]:
+                found[name] = others
+    return found
+
+
 def partition_findings(
     frame: pd.DataFrame, contract: Contract, day: dt.date | None, text: bool
 ) -> pd.DataFrame:
@@ -372,10 +404,15 @@ def partition_findings(
     for name, spec in contract.columns.items():
         if name in frame.columns:
             found.append(_finding("nulls", name, "nulls", _nulls(frame[name], spec, text), []))
+    # A number column of text is its type's error alone: its ranges and nulls would only repeat it.
+    texts = {} if text else _text_in_number_fields(frame, contract)
+    for name, values in texts.items():
+        rule = f"dtype('{_PANDAS_TYPES[contract.columns[name].value_type]}') (found object)"
+        found.append(_finding("rows_failing", name, rule, len(values), _smallest(values)))
     try:
         build_schema(contract, day, text).validate(frame, lazy=True)
     except SchemaErrors as errors:
-        found += _schema_findings(frame, contract, errors)
+        found += [case for case in _schema_findings(frame, contract, errors) if case["column"] not in texts]
     return pd.DataFrame(found, columns=FINDINGS_COLUMNS)
 
 

@@ -248,7 +248,10 @@ class SparkEngine:
             return self._read_csv(files, csv_delimiter, set(csv_whole_files))
         table = self.spark.read.parquet(*files)
         for name in _nanosecond_columns(files):
-            table = table.withColumn(name, F.expr(f"timestamp_micros(div(`{name}`, 1000))"))
+            # Rounded down, as pandas' cast to microseconds rounds: div truncates toward zero, and a time before
+            # 1970 with nanoseconds was committed 1 µs later than Dask commits it (another dataset version).
+            micros = f"(`{name}` - pmod(`{name}`, 1000)) div 1000"
+            table = table.withColumn(name, F.expr(f"timestamp_micros({micros})"))
         if between is not None:  # pushed down to the Parquet reader (not on a converted nanosecond column)
             column, low, high = between
             table = table.where((F.col(column) >= F.lit(low)) & (F.col(column) < F.lit(high)))

@@ -581,6 +581,8 @@ def _files_of_a_day(frame: pd.DataFrame) -> dict[str, dict[str, object]]:
     big_ids = frame.assign(customer_id=np.int64(1_700_000_000_000_000_000) + np.arange(len(frame)))
     repeated = big_ids.copy()
     repeated.loc[7, "customer_id"] = repeated.loc[8, "customer_id"]
+    twice = frame.copy()
+    twice.loc[7, "customer_id"] = twice.loc[8, "customer_id"]
 
     def damaged(part: pd.DataFrame) -> bytes:  # a data page of "amount" overwritten: its footer still parses
         sink = pa.BufferOutputStream()
@@ -682,7 +684,26 @@ def _files_of_a_day(frame: pd.DataFrame) -> dict[str, dict[str, object]]:
         # Snowflake ids: distinct above 2**53, where a float64 holds only every 256th whole number.
         "parquet_64_bit_ids": {"part-0.parquet": big_ids},
         "parquet_64_bit_id_twice": {"part-0.parquet": repeated},
+        # A pandas writer that kept the id as its index (its metadata says so): Dask read it as the index, the
+        # unique rule on it had no column to check, and a day with an id twice passed (ingest then failed).
+        "parquet_id_as_index": {"part-0.parquet": _parquet_bytes(twice.set_index("customer_id"))},
+        # An upstream that now writes a float as text: coerced, "NaN" and " nan " passed as nulls past the
+        # null share and "1_000" as a thousand. A type error, as for an int column.
+        "parquet_float_as_text": {
+            "part-0.parquet": frame.assign(
+                avg_basket=[("NaN", "1_000", " nan ")[i % 3] for i in range(len(frame))]
+            )
+        },
     }
+
+
+def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+    """A Parquet file as pandas writes it by default: its index kept, and named in its pandas metadata."""
+    import io
+
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer)
+    return buffer.getvalue()
 
 
 EXPECTED_ON_BOTH = {
@@ -704,6 +725,8 @@ EXPECTED_ON_BOTH = {
     "parquet_narrow_ints": [],
     "parquet_64_bit_ids": [],
     "parquet_64_bit_id_twice": [("customer_id", "unique", 1)],
+    "parquet_id_as_index": [("customer_id", "unique", 1)],
+    "parquet_float_as_text": [("avg_basket", "dtype('float64') (found object)", 1200)],
 }
 
 
@@ -820,3 +843,79 @@ def test_a_raw_day_committed_again_while_prepare_reads_it_fails_prepare_and_writ
     assert not storage.exists(features)  # nothing committed, nothing left half written
     monkeypatch.setattr(stage, "build_profile", real)
     assert prepare(settings, DAY, "dask")["rows"] == settings.rows_per_day  # its retry, from the day as it is
+
+
+def test_both_engines_read_nullable_booleans_and_old_times_alike_and_retry_a_file_gone_mid_read(
+    settings, tmp_path, monkeypatch
+):
+    """pandas' nullable ``boolean`` (its metadata asks for it) failed on Dask as 'found boolean' and passed on
+    Spark; a time before 1970 with nanoseconds was committed 1 µs apart by the two (Spark truncated toward
+    zero), so the raw data's version differed with the engine; a file removed after the day was listed was
+    'unreadable data' on Spark (quarantined, as bad data) where Dask failed the read for a retry."""
+    from pipelines.data import validate as validate_module
+    from pipelines.data.contract import Contract
+    from pipelines.data.validation import coerce_partition
+
+    contract = Contract.model_validate(
+        {
+            "dataset": "tx",
+            "entity_id": "id",
+            "event_time": "ts",
+            "label": "y",
+            "source": {"uri": "x"},
+            "splits": {"train": 70, "validation": 15, "holdout": 15},
+            "unique": ["id"],
+            "columns": {
+                "id": {"type": "string"},
+                "ts": {"type": "timestamp"},
+                "born": {"type": "timestamp"},
+                "vip": {"type": "category", "allowed": [True, False], "role": "feature"},
+                "x": {"type": "float", "role": "feature"},
+                "y": {"type": "int", "allowed": [0, 1]},
+            },
+        }
+    )
+    frame = pd.DataFrame(
+        {
+            "id": ["c0", "c1", "c2"],
+            "ts": pd.Timestamp(DAY, tz="UTC") + pd.to_timedelta([1, 2, 3], unit="h"),
+            "born": pd.to_datetime([-1500, 1500, -2_000_000_500], unit="ns", utc=True),
+            "vip": pd.array([True, False, True], dtype="boolean"),
+            "x": [1.0, 2.0, 3.0],
+            "y": [0, 1, 0],
+        }
+    )
+    typed, _ = day_of_files(settings, contract, tmp_path / "typed", {"part-0.parquet": frame}, "parquet")
+    two = {"part-0.parquet": frame, "part-1.parquet": frame.assign(id=["d0", "d1", "d2"])}
+    going, _ = day_of_files(settings, contract, tmp_path / "going", two, "parquet")
+    listed = sources.inspect_files
+
+    def listed_then_removed(source, contract):  # another process replaces the day after it was listed
+        found = listed(source, contract)
+        if source == going:
+            (tmp_path / "going" / DAY.isoformat() / "part-1.parquet").unlink()
+        return found
+
+    def committed_births(engine) -> list[int]:
+        table = engine.map_partitions(
+            engine.read(typed.files), lambda part: coerce_partition(part, contract), contract.arrow_schema()
+        )
+        out = tmp_path / f"committed-{engine.name}"
+        engine.write_parquet(table, str(out))
+        return pd.read_parquet(out)["born"].astype("int64").tolist()
+
+    monkeypatch.setattr(validate_module.sources, "inspect_files", listed_then_removed)
+    local = settings.model_copy(update={"spark_master": "local[1]", "spark_shuffle_partitions": 2})
+    births = {}
+    for name in ("dask", "spark"):
+        (tmp_path / "going" / DAY.isoformat() / "part-1.parquet").unlink(missing_ok=True)
+        frame.assign(id=["d0", "d1", "d2"]).to_parquet(
+            tmp_path / "going" / DAY.isoformat() / "part-1.parquet"
+        )
+        with open_engine(name, local) as engine:
+            report = check_partition(engine, typed, contract)
+            assert report.ok, (name, report.violations)
+            births[name] = committed_births(engine)
+            with pytest.raises(sources.SourceReadError, match="part-1.parquet"):  # not a bad day: a retry
+                check_partition(engine, going, contract)
+    assert births["dask"] == births["spark"] == [-2, 1, -2_000_001]  # rounded down, as pandas rounds

@@ -65,13 +65,26 @@ def test_clean_csv_holds_its_contract(settings, contract, tmp_path, clean_frame)
 
 
 def test_wrong_type_names_column_rule_and_values(settings, contract, tmp_path, clean_frame):
+    """Text in a typed (Parquet) number column is a type error, whatever it says: read as numbers, "1_000",
+    "NaN" or " nan " passed as a thousand and as nulls past the null share; and pandera named an object
+    column's type error only while it held no null."""
+    rule = "dtype('float64') (found object)"
     frame = clean_frame.assign(amount=clean_frame["amount"].map(lambda v: f"{v} EUR"))
     found, message = _broken(_report(settings, contract, tmp_path, frame))
-    violation = _rule(found, "amount", "coerce_dtype('float64')")
+    violation = _rule(found, "amount", rule)
     assert violation.failing == len(frame) and violation.examples[0].endswith("EUR")
-    assert "column 'amount' breaks rule 'coerce_dtype('float64')'" in message
+    assert f"column 'amount' breaks rule '{rule}'" in message
     # Range and finiteness checks on a column of the wrong type would only repeat the type error.
-    assert [rule for column, rule in found if column == "amount"] == ["coerce_dtype('float64')"]
+    assert [rule for column, rule in found if column == "amount"] == [rule]
+    readable = clean_frame.assign(  # every value reads as a number or a null: still text
+        avg_basket=[("NaN", "1_000", " nan ", "2.5")[i % 4] for i in range(len(clean_frame))]
+    )
+    found, _ = _broken(_report(settings, contract, tmp_path / "readable", readable))
+    assert _rule(found, "avg_basket", rule).examples == [" nan ", "1_000", "2.5", "NaN"]
+    ints = clean_frame.astype({"age": str}).astype({"age": object})
+    ints.loc[3, "age"] = None  # one null: pandera reported only that
+    found, _ = _broken(_report(settings, contract, tmp_path / "ints", ints))
+    assert _rule(found, "age", "dtype('int64') (found object)").failing == len(ints) - 1
 
 
 def test_narrower_integers_hold_an_int_column_and_are_committed_as_int64(
