@@ -138,6 +138,8 @@ class Contract(BaseModel):
     def _check(self) -> Contract:
         self._check_roles()
         self._check_columns()
+        self._check_feature_roles()
+        self._check_prepared_names()
         label = self.columns[self.label]
         if label.drift == "wasserstein":
             raise ValueError(
@@ -187,6 +189,56 @@ class Contract(BaseModel):
         for name in self.unique:
             if name not in self.columns:
                 raise ValueError(f"unique names column '{name}', which is not under columns")
+
+    def _check_feature_roles(self) -> None:
+        """A key or the label marked as a feature: the model would read the answer (the label: target leakage)
+        or learn the rows rather than the pattern (an id, a time), and prepare would write the column twice."""
+        roles = {role_name: getattr(self, role_name) for role_name in ("entity_id", "event_time", "label")}
+        for role_name, column in roles.items():
+            if others := [other for other, named in roles.items() if named == column and other != role_name]:
+                raise ValueError(
+                    f"column '{column}' is both the {role_name} and the {others[0]}: each role needs its own column"
+                )
+        for role_name, why in (
+            ("label", "the model would read the answer it is asked to predict"),
+            ("entity_id", "a model that learns ids learns the rows, not the pattern"),
+            ("event_time", "the prepared dataset keeps it as a key, not as a model input"),
+        ):
+            column = getattr(self, role_name)
+            if self.columns[column].role == "feature":
+                raise ValueError(
+                    f"column '{column}' is the {role_name} and cannot be a feature: {why} (give it role: other)"
+                )
+
+    def _check_prepared_names(self) -> None:
+        """Every column of a prepared dataset has one maker: two with one name broke prepare with "Duplicate
+        column names found" (Dask) and left one feature overwriting the other in training and serving.
+
+        The engineered names come from :func:`pipelines.data.features.feature_names`, one column at a time, so
+        that this check and the features it guards cannot name them differently.
+        """
+        # Imported here: features imports this module at its top.
+        from pipelines.data.features import SPLIT_COLUMN, feature_names, raw_columns
+
+        makers: dict[str, list[str]] = {}
+        for name in raw_columns(self):
+            makers.setdefault(name, []).append(name)
+        for name in self.feature_columns:
+            alone = self.model_copy(update={"columns": {name: self.columns[name]}})
+            for engineered in feature_names(alone):
+                makers.setdefault(engineered, []).append(name)
+        if SPLIT_COLUMN in makers:
+            raise ValueError(
+                f"column '{SPLIT_COLUMN}' has the name of the column prepare adds for each row's split "
+                "(train, validation or holdout): rename it"
+            )
+        for made, columns in makers.items():
+            if len(columns) > 1:
+                raise ValueError(
+                    f"columns {' and '.join(map(repr, columns))} would both make the prepared column '{made}' "
+                    "(a feature is f_<column>, with f_<column>__missing beside a nullable number and "
+                    "f_<column>__<value> for each value of a category): rename one"
+                )
 
     @staticmethod
     def _check_category(name: str, spec: ColumnSpec) -> None:
@@ -274,6 +326,16 @@ def load_contract(path: Path) -> Contract:
     """Read and check a contract file; errors name the file and the key."""
     contract = load_yaml_model(path, Contract, "contract file", ContractError)
     # Checked on the file, not in the model: a model logged under a contract that allowed it still loads.
+    for name in contract.feature_columns:
+        kind = contract.columns[name].type
+        if kind in ("string", "timestamp"):
+            # Feature engineering reads numbers and categories only: such a column was accepted and then left
+            # out of every model without a word.
+            raise ContractError(
+                f"contract file {path}: column '{name}' ({kind}) cannot be a feature: only numbers (int, float) "
+                "and categories (booleans included, as a category of true and false) can; give it role: other, "
+                "or declare it a category with its allowed values"
+            )
     for role in ("entity_id", "event_time"):
         column = getattr(contract, role)
         if contract.columns[column].nullable:

@@ -53,6 +53,32 @@ def test_contract_needs_its_roles_and_splits(tmp_path):
         # A row with no event time passed validation and trained past a holdout of the latest days.
         ("  ts: {type: timestamp, nullable: true}", "column 'ts' is the event_time and cannot be nullable"),
         ("  id: {type: string, nullable: true}", "column 'id' is the entity_id and cannot be nullable"),
+        # The label as a feature: f_y equalled the label (target leakage), and prepare wrote y twice.
+        (
+            "  y: {type: int, allowed: [0, 1], role: feature}",
+            "column 'y' is the label and cannot be a feature",
+        ),
+        # A key as a feature: raw_columns held it twice, and Dask's prepare failed on "Duplicate column names".
+        ("  id: {type: int, role: feature}", "column 'id' is the entity_id and cannot be a feature"),
+        ("  id: {type: string, role: feature}", "column 'id' is the entity_id and cannot be a feature"),
+        ("  ts: {type: timestamp, role: feature}", "column 'ts' is the event_time and cannot be a feature"),
+        # Two columns making one engineered name: the second overwrote the first's feature, and prepare failed.
+        (
+            "  a: {type: float, nullable: true, role: feature}\n  a__missing: {type: float, role: feature}",
+            "columns 'a' and 'a__missing' would both make the prepared column 'f_a__missing'",
+        ),
+        (
+            "  a: {type: category, allowed: [b], role: feature}\n  a__b: {type: float, role: feature}",
+            "columns 'a' and 'a__b' would both make the prepared column 'f_a__b'",
+        ),
+        (
+            "  f_x: {type: float, role: feature}",
+            "columns 'f_x' and 'x' would both make the prepared column 'f_x'",
+        ),
+        ("  split: {type: float, role: feature}", "column 'split' has the name of the column prepare adds"),
+        # A feature engineering cannot read: accepted, then left out of every model without a word.
+        ("  s: {type: string, role: feature}", r"column 's' \(string\) cannot be a feature: only numbers"),
+        ("  t: {type: timestamp, role: feature}", r"column 't' \(timestamp\) cannot be a feature"),
     ],
 )
 def test_contract_rules_that_would_break_later_stages(tmp_path, change, message):
@@ -186,6 +212,40 @@ def test_a_logged_contract_with_a_nullable_event_time_still_loads_where_a_file_i
     path.write_text(yaml.safe_dump(json.loads(logged)))
     with pytest.raises(ContractError, match="is the event_time and cannot be nullable"):
         load_contract(path)
+
+
+def test_a_logged_contract_with_a_string_feature_still_loads_where_a_file_is_refused(tmp_path, contract):
+    """A model logged under a contract with a text column marked feature trained without it (no feature was
+    built from it), so its contract must read back with the model; the file is refused, naming the column."""
+    columns = {
+        **contract.columns,
+        "note": contract.columns[contract.entity_id].model_copy(update={"role": "feature"}),
+    }
+    logged = contract.model_copy(update={"columns": columns}).model_dump_json()
+    assert "note" in Contract.model_validate_json(logged).feature_columns
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(json.loads(logged)))
+    with pytest.raises(ContractError, match=r"column 'note' \(string\) cannot be a feature"):
+        load_contract(path)
+
+
+def test_each_role_needs_its_own_column(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "dataset: d\nentity_id: ts\nevent_time: ts\nlabel: y\nsource: {uri: '/data/{ds}'}\n"
+        "splits: {train: 70, validation: 15, holdout: 15}\n"
+        "columns:\n  ts: {type: timestamp}\n  y: {type: int, allowed: [0, 1]}\n  x: {type: float, role: feature}\n"
+    )
+    with pytest.raises(ContractError, match="column 'ts' is both the entity_id and the event_time"):
+        load_contract(path)
+
+
+def test_the_shipped_contracts_make_each_prepared_column_once():
+    from pipelines.data.features import SPLIT_COLUMN, output_columns
+
+    for path in sorted((Path(__file__).parents[3] / "include" / "contracts").glob("*.yaml")):
+        columns = [*output_columns(load_contract(path)), SPLIT_COLUMN]
+        assert len(columns) == len(set(columns)), path
 
 
 def test_what_is_no_rule_about_the_rows_leaves_the_fingerprint_and_the_dataset_version_alone(contract):
