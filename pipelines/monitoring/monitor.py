@@ -312,9 +312,9 @@ def _compact_log(settings: Settings, interval: Interval, live_day: dt.date) -> d
     """The log's closed hours of the interval's days compacted before they are read (:mod:`logfiles`); of
     the day before, whose folder holds the flushes of the next day's first seconds; and of the day whose
     labels are joined (a day the monitor did not run on is otherwise read a file at a time). A storage
-    failure is reported and the run goes on: the log reads the same uncompacted."""
-    import pyarrow as pa
-
+    failure (``OSError``), or a file that is not Parquet (:class:`UnreadableParquetError`: the pass sets it
+    aside), is reported and the run goes on: the log reads the same uncompacted. Any other error is a fault of
+    this code, not of the log, and fails the run: reported as a storage failure, it went unseen."""
     found: dict[str, Any] = {
         "files": 0,
         "parts": 0,
@@ -327,7 +327,7 @@ def _compact_log(settings: Settings, interval: Interval, live_day: dt.date) -> d
     for day in sorted({interval.days()[0] - dt.timedelta(days=1), *interval.days(), live_day}):
         try:
             done = logfiles.compact(settings.prediction_log_uri, day)
-        except (OSError, pa.ArrowException) as exc:  # the log not writable, a lost bucket
+        except (OSError, UnreadableParquetError) as exc:  # the log not writable, a lost bucket
             log.warning("the prediction log of %s was not compacted: %s: %s", day, type(exc).__name__, exc)
             found["failed"].append(f"{day}: {type(exc).__name__}: {exc}")
             continue
@@ -568,8 +568,12 @@ def monitor(
         _log_to_mlflow(settings, client, interval, result)
     result["seconds"] = {name: round(value, 3) for name, value in seconds.items()}
     if decision["status"] in (verdict.TRIGGERED, verdict.SUPPRESSED):
-        # Last: a run that fails before here asked for nothing, and its retry asks again.
+        # After the report and its run: a run that fails before here asked for nothing, and its retry asks again.
         _record_trigger(settings, interval, decision, champion_version, evidence)
+    # The interval's figures last, once what they say is kept: written with the report, a run whose MLflow
+    # logging failed on every retry left figures (and `pipelines monitor history`) saying "triggered" with no
+    # ask recorded and none emitted. A failed run leaves the figures of the interval's last run that ended.
+    storage.write_json_atomic(figures_uri(settings, interval), _figures(result))
     log.info(
         "monitor %s: %d rows, %s (%s)", interval.name, served["rows"], decision["status"], decision["detail"]
     )
@@ -850,7 +854,6 @@ def _write_report(
         storage.join(folder, "monitor.json"), json.dumps(summary, indent=2, default=str)
     )
     storage.write_text_atomic(storage.join(folder, "metrics.prom"), prometheus_text(result))
-    storage.write_json_atomic(figures_uri(settings, interval), _figures(result))
     result["report"] = folder
 
 

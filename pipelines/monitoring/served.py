@@ -31,6 +31,35 @@ PROBABILITY_SCHEME: Scheme = (-3, 4)
 _ZEROS = (0.0, 0.0, 0.0, 0.0, 0.0)
 
 
+# The first double past int64's range: a whole number of that size or more is kept a float.
+_INT64_END = 2.0**63
+
+
+def whole_numbers_as_ints(column: pd.Series) -> pd.Series:
+    """A column of floats with its whole numbers as integers (its text ``"1"``, not ``"1.0"``); any other column
+    as it is.
+
+    A value list's values are text, ints or booleans (the contract has no float values), and the log writes an
+    integer column as int64; but Arrow hands an int64 column that holds a null to pandas as float64, in the
+    partitions that hold one only. Keyed as read, the same value 1 was ``"1.0"`` there and ``"1"`` elsewhere
+    and in the reference profile and the contract: out of the domain, and counted apart, in as many rows as
+    the engine happened to cut with a null in them. Made integers, a value has one key whatever the cut: the
+    nullable ``Int64`` when every value is whole (the log's case), else objects, whole numbers as ints and the
+    rest (1.5 from another writer, infinities) as the floats they are.
+    """
+    if column.dtype.kind != "f":
+        return column
+    values = column.to_numpy(dtype="float64", na_value=np.nan)
+    known = ~np.isnan(values)
+    whole = known & (np.trunc(values) == values) & (np.abs(values) < _INT64_END)  # not the infinities
+    ints = np.where(whole, values, 0.0).astype("int64")
+    if np.array_equal(whole, known):
+        return pd.Series(pd.arrays.IntegerArray(ints, ~whole), index=column.index, name=column.name)
+    mixed = values.astype(object)
+    mixed[whole] = ints[whole].tolist()
+    return pd.Series(mixed, index=column.index, name=column.name)
+
+
 def _is_text(column: pd.Series) -> bool:
     """Strings, or categories that are strings (Parquet's dictionary-encoded text as the engines read it)."""
     if isinstance(column.dtype, pd.CategoricalDtype):
@@ -51,6 +80,8 @@ def outside_masks(
         spec = contract.columns[name]
         column = frame[name]
         if spec.allowed is not None:
+            # 1 as "1", as the contract lists it, in a float column too
+            column = whole_numbers_as_ints(column)
             allowed = {str(value) for value in spec.allowed}
             if seen is not None and name in seen and seen[name] <= allowed:
                 masks[name] = np.zeros(len(frame), dtype=bool)
@@ -91,6 +122,14 @@ def served_partials(
     reference profile's, so that the profile does not depend on how the engine partitioned the log), the
     probabilities by :data:`PROBABILITY_SCHEME`."""
     frame = _in_interval(frame, start, end)
+    # Each value of a list (categories, and numbers with allowed values) keyed alike in every partition.
+    listed = {
+        name: whole_numbers_as_ints(frame[name])
+        for name in contract.feature_columns
+        if contract.columns[name].allowed is not None and frame[name].dtype.kind == "f"
+    }
+    if listed:
+        frame = frame.assign(**listed)
     records, buckets = column_statistics(
         frame, contract.numeric_features, contract.categorical_features, schemes
     )

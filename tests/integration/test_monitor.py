@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 from fastapi.testclient import TestClient
+from mlflow.exceptions import MlflowException
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
@@ -282,6 +283,40 @@ def test_drifted_traffic_asks_for_a_retrain_once_and_a_second_ask_in_the_cooldow
     assert unheld["verdict"]["status"] == verdict.TRIGGERED, unheld["verdict"]
     assert f"not counted: the ask of {first['interval']}'s (decided at" in unheld["verdict"]["detail"]
     assert asked == [(first["interval"], dt.datetime.fromisoformat(first["start"]))]
+
+
+def test_a_run_whose_mlflow_logging_fails_leaves_no_figures_saying_it_asked(champion, tmp_path):
+    """The figures were written with the report, before the MLflow run and the trigger record: a run whose
+    logging failed on every retry left figures (and `pipelines monitor history`) saying "triggered", with no
+    ask recorded and no event emitted. Written last, they say what the interval's last run that ended said."""
+    policy = yaml.safe_load((ROOT / "include" / "monitoring_policy.yaml").read_text())
+    policy["triggers"]["cooldown_hours"] = 48
+    policy["triggers"]["after_promotion_hours"] = 0  # the champion was promoted minutes ago
+    settings, _ = _lab(champion, tmp_path, policy)
+    # An experiment of this test's own: its monitoring experiment is deleted below, no other test's.
+    settings = settings.model_copy(update={"experiment": "ct-monitor-unlogged"})
+    _serve(settings, generate_day(today(), settings.seed, 1000, "covariate_shift"), keyed=0)
+    busiest = pd.read_parquet(settings.prediction_log_uri)["served_at"].dt.floor("h").mode()[0]
+    interval = Interval.of(busiest.date(), busiest.hour)
+    client = tracking.configure(settings)
+    experiment = tracking.ensure_experiment(client, settings, settings.monitoring_experiment)
+    client.delete_experiment(experiment)  # deleted in MLflow's UI: no run can be made in it
+
+    with pytest.raises(MlflowException, match="must be in the 'active' state"):
+        _judge(settings, interval)
+    assert read_triggers(settings) == [] and read_figures(settings) == []
+
+    client.restore_experiment(experiment)
+    retried = _judge(settings, interval)  # the retry asks: the run that failed asked for nothing
+    assert retried["verdict"]["status"] == verdict.TRIGGERED and "event" in retried, retried["verdict"]
+    assert [f["status"] for f in read_figures(settings)] == [verdict.TRIGGERED]
+    assert [r["status"] for r in read_triggers(settings)] == [verdict.TRIGGERED]
+
+    client.delete_experiment(experiment)  # a run after the ask fails: what was kept still says it asked
+    with pytest.raises(MlflowException, match="must be in the 'active' state"):
+        _judge(settings, interval)
+    assert [f["status"] for f in read_figures(settings)] == [verdict.TRIGGERED]
+    assert [r["status"] for r in read_triggers(settings)] == [verdict.TRIGGERED]
 
 
 def test_an_interval_judged_again_logs_its_figures_once_and_changed_figures_as_the_newest(tmp_path):
