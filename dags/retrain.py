@@ -82,6 +82,7 @@ from common.assets import (
     any_retrain_request,
     datasets,
     plan,
+    request_day,
     requests_of,
     requeue_plan,
     retrain_request,
@@ -156,8 +157,7 @@ def _request() -> dict[str, Any] | None:
 
             raise AirflowFailException("; ".join(refused))
         return None
-    day = chosen.extra.get("day") or (chosen.asked_at.date() - dt.timedelta(days=1)).isoformat()
-    return chosen.extra | {"day": day, "requested_at": chosen.asked_at.isoformat()}
+    return chosen.extra | {"day": request_day(chosen), "requested_at": chosen.asked_at.isoformat()}
 
 
 @task(outlets=[RETRAIN_REQUESTS], inlets=[retrain_request(name) for name in datasets()])

@@ -185,6 +185,22 @@ def _approvals(session: Any, base_url: str) -> list[dict[str, Any]]:
     ]
 
 
+def _cross_site(request: Any) -> str | None:  # a fastapi Request (fastapi is imported on first use)
+    """Where a browser's post may come from another site (a CSRF): None when it is from Airflow's own pages.
+
+    An ``Origin``, else a ``Referer``, must be this host. A signed-in browser is known by its cookie, which
+    ``SameSite=lax`` still sends from any page of the same site (another port of the host: MLflow, serving,
+    Dask), so one that sends neither (``Origin: null`` from a page with ``Referrer-Policy: no-referrer``), let
+    through before, is refused; a client that sends its own ``Authorization`` header is no cross-site form."""
+    for header in ("origin", "referer"):
+        value = request.headers.get(header)
+        if value and value != "null":
+            return None if urlsplit(value).netloc == request.headers.get("host") else value
+    if request.headers.get("authorization"):
+        return None
+    return "a page that sent neither its Origin nor its Referer"
+
+
 def _is_paused(session: Any, dag_id: str) -> bool:
     from airflow.models.dag import DagModel
 
@@ -293,9 +309,8 @@ def build_app() -> Any:  # noqa: C901  (its routes are closures, counted here; e
         unpause: Annotated[bool, Form()] = False,
         from_version: Annotated[int | None, Form(ge=1)] = None,
     ) -> Response:
-        origin = request.headers.get("origin")
-        if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
-            raise HTTPException(403, f"a rollback is posted from Airflow's own pages, not from {origin}")
+        if (elsewhere := _cross_site(request)) is not None:
+            raise HTTPException(403, f"a rollback is posted from Airflow's own pages, not from {elsewhere}")
         settings = settings_for(dataset)
         reason = reason.strip()
         if len(reason) < 3:

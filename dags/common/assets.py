@@ -59,6 +59,13 @@ class Request:
     timestamp: dt.datetime
 
 
+def request_day(request: Request) -> str:
+    """The day a request retrains: its extra's ``day``, else the UTC day before it was asked, the latest whole
+    day, as the daily schedule takes (an event posted at 00:30+02:00 was asked on the UTC day before its own)."""
+    asked_on = request.asked_at.astimezone(dt.UTC).date()
+    return request.extra.get("day") or (asked_on - dt.timedelta(days=1)).isoformat()
+
+
 class RetrainRequestError(ValueError):
     """An event of a retrain request's asset whose extra is not a request (posted by hand with a typo)."""
 

@@ -190,6 +190,9 @@ class SourceFiles:
 
     columns: dict[str, list[str]] = field(default_factory=dict)
     unreadable: list[UnreadableFile] = field(default_factory=list)
+    #: Parquet files whose footer says a time column may hold a time outside pandas' nanosecond range (or has no
+    #: statistics to tell), with those columns: :func:`times_outside` reads them.
+    times_to_check: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -396,9 +399,68 @@ def _file_size(uri: str) -> int:
 _BAD_CONTENT = (pa.ArrowException, OSError, ValueError, EOFError, zlib.error)
 
 
-def _parquet_columns(uri: str) -> dict[str, str]:
+# The times pandas holds (nanoseconds in an int64), which both engines hand their checks: a time outside it
+# (a sentinel 9999-12-31, a typo 3026) failed either engine's read with no report, at every retry.
+_NS_RANGE = (-(2**63) + 1, 2**63 - 1)  # int64's smallest is NaT
+_NS_PER = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+TIME_RANGE_RULE = "within pandas' time range (1677-09-21 to 2262-04-11)"
+
+
+def _unit_range(unit: str) -> tuple[int, int]:
+    """The stored values of a time column of ``unit`` that lie within :data:`_NS_RANGE`."""
+    per = _NS_PER[unit]
+    return -(-_NS_RANGE[0] // per), _NS_RANGE[1] // per
+
+
+def _parquet_columns(uri: str) -> tuple[dict[str, str], list[str]]:
+    """A Parquet file's column types, and its time columns whose statistics do not show every value within
+    pandas' range (outside it, or no statistics)."""
     with _source_bytes(uri) as fh:
-        return _column_types(pq.read_schema(fh))
+        metadata = pq.ParquetFile(fh).metadata
+    schema = metadata.schema.to_arrow_schema()
+    return _column_types(schema), _times_maybe_outside(metadata, schema)
+
+
+def _times_maybe_outside(metadata: pq.FileMetaData, schema: pa.Schema) -> list[str]:
+    maybe = []
+    for name in schema.names:
+        data_type = schema.field(name).type
+        if not pa.types.is_timestamp(data_type) or data_type.unit == "ns":
+            continue
+        low, high = _unit_range(data_type.unit)
+        index = metadata.schema.names.index(name) if name in metadata.schema.names else None
+        for group in range(metadata.num_row_groups):
+            chunk = metadata.row_group(group).column(index) if index is not None else None
+            stats = chunk.statistics if chunk is not None else None
+            if stats is None or not stats.has_min_max or not low <= stats.min_raw <= stats.max_raw <= high:
+                maybe.append(name)
+                break
+    return maybe
+
+
+def times_outside(item: tuple[str, list[str]]) -> dict[str, tuple[int, list[str]]]:
+    """Of a Parquet file's time ``columns``, those holding a time outside pandas' range: how many rows, and
+    up to five of those times, the smallest first (a task on an engine's worker; the same on every engine)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    uri, columns = item
+    with _source_bytes(uri) as fh:
+        table = pq.read_table(fh, columns=columns)
+    found = {}
+    for name in columns:
+        column = table.column(name)
+        low, high = _unit_range(column.type.unit)
+        values = pc.cast(column, pa.int64()).to_numpy(zero_copy_only=False)
+        values = values[~np.isnan(values)] if values.dtype.kind == "f" else values  # nulls arrive as NaN
+        outside = values[(values < low) | (values > high)].astype("int64")
+        if len(outside):
+            shown = sorted(set(outside.tolist()))[:EXAMPLES]
+            found[name] = (
+                len(outside),
+                [str(np.datetime64(value, column.type.unit)) for value in shown],
+            )
+    return found
 
 
 def parquet_damage(uri: str) -> str | None:
@@ -444,12 +506,14 @@ def inspect_files(source: SourcePartition, contract: Contract) -> SourceFiles:
             continue
         try:
             if source.format == "parquet":
-                types = _parquet_columns(uri)
+                types, times = _parquet_columns(uri)
                 first = first or (file_name(uri), types)
                 if reason := _schema_difference(types, *first):
                     found.unreadable.append(UnreadableFile(uri, reason))
                     continue
                 names = list(types)
+                if checked := [name for name in times if name in contract.columns]:
+                    found.times_to_check[uri] = checked
             else:
                 header = _csv_columns(uri, contract.source.csv_delimiter)
                 if header is None:

@@ -88,6 +88,21 @@ def _check_rows(
     report.violations += found + table_violations(contract, report.rows, report.null_counts, duplicates)
 
 
+def _times_outside(engine: Engine, columns: dict[str, list[str]]) -> list[Violation]:
+    """A violation per time column holding times outside pandas' range, read on the engine's workers from the
+    files whose footers could not rule it out. The rows are then not checked: no engine can hand them over."""
+    counts: dict[str, int] = {}
+    shown: dict[str, set[str]] = {}
+    for found in engine.map_files(sources.times_outside, list(columns.items())):
+        for name, (count, examples) in found.items():
+            counts[name] = counts.get(name, 0) + count
+            shown.setdefault(name, set()).update(examples)
+    return [
+        Violation(name, sources.TIME_RANGE_RULE, counts[name], sorted(shown[name])[:EXAMPLES])
+        for name in sorted(counts)
+    ]
+
+
 def _unreadable(source: sources.SourcePartition, broken: list[sources.UnreadableFile]) -> Violation:
     names = [f"{sources.shown_name(source, b.uri)}: {b.reason}" for b in broken]
     return Violation(TABLE, UNREADABLE, len(broken), names[:EXAMPLES])
@@ -160,8 +175,10 @@ def check_partition(engine: Engine, source: sources.SourcePartition, contract: C
             shapes = _csv_shapes(engine, inspected.columns, contract)
             report.violations += _csv_shape_violations(source, shapes)
             whole = report.read_whole = [shape.uri for shape in shapes if shape.whole]
+        if inspected.times_to_check:
+            report.violations += _times_outside(engine, inspected.times_to_check)
         if not columns_disagree(shown) and not any(
-            v.rule in (UNREADABLE, MALFORMED_ROWS) for v in report.violations
+            v.rule in (UNREADABLE, MALFORMED_ROWS, sources.TIME_RANGE_RULE) for v in report.violations
         ):
             try:
                 _check_rows(engine, source, contract, report, whole)

@@ -134,8 +134,14 @@ def library_versions() -> dict[str, str | None]:
                 version = importlib.metadata.version(name)
             except importlib.metadata.PackageNotFoundError:
                 version = None
-        found[name] = _BUILD_FLAVOUR.sub("", str(version)) if version else None
+        found[name] = release(str(version)) if version else None
     return found
+
+
+def release(version: str) -> str:
+    """A library's version without its build flavour's label: torch's ``2.13.0+cpu`` and ``2.13.0+cu126`` are
+    one release, whose ranks agree and whose runs of one request are one run."""
+    return _BUILD_FLAVOUR.sub("", version)
 
 
 def _library_differences(written: dict[str, Any], here: dict[str, Any]) -> list[str]:

@@ -556,7 +556,10 @@ def plan_training(
         ),
         seed=settings.seed,
         code_version=TRAINING_CODE_VERSION,
-        libraries={name: importlib.metadata.version(name) for name in spec.libraries},
+        # By release, as the ranks compare them: a date re-run on a host with torch's CUDA build (+cu126) where
+        # it first ran on the CPU wheel (+cpu) had another run key and request key, trained again and
+        # registered a second version.
+        libraries={name: jobs.release(importlib.metadata.version(name)) for name in spec.libraries},
         row_order={
             split: manifest.row_order[folder]
             for split in ("train", "validation")

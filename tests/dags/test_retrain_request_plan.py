@@ -178,3 +178,13 @@ def test_an_event_posted_by_hand_whose_extra_is_no_request_is_named_and_left_out
     assert [request.dataset for request in requests] == ["transactions"] and len(refused) == 1
     assert assets.plan(requests)[0].dataset == "transactions"
     assert assets.request_of(_event("bikeshare", 1, day="2026-11-20")).extra["day"] == "2026-11-20"
+
+
+def test_a_request_without_a_day_retrains_the_utc_day_before_it_was_asked(assets):
+    """Its own zone's date was taken: asked at 00:30+02:00 on 12-06 (22:30 UTC on 12-05), it retrained 12-05,
+    a day not over in UTC, where the daily schedule would take 12-04."""
+    east = dt.datetime(2026, 12, 6, 0, 30, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    request = assets.request_of(_event("transactions", 5, requested_at=east.isoformat()))
+    assert assets.request_day(request) == "2026-12-04"
+    assert assets.request_day(assets.request_of(_event("transactions", 5))) == "2026-12-05"  # 10:05 UTC
+    assert assets.request_day(assets.request_of(_event("transactions", 5, day="2026-11-20"))) == "2026-11-20"

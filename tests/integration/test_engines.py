@@ -581,6 +581,9 @@ def _files_of_a_day(frame: pd.DataFrame) -> dict[str, dict[str, object]]:
     big_ids = frame.assign(customer_id=np.int64(1_700_000_000_000_000_000) + np.arange(len(frame)))
     repeated = big_ids.copy()
     repeated.loc[7, "customer_id"] = repeated.loc[8, "customer_id"]
+    times = frame["event_ts"].to_numpy(dtype="datetime64[us]").copy()
+    times[[3, 7]] = np.datetime64("3026-01-01T01:00:00", "us")
+    far_future = frame.assign(event_ts=pd.Series(times, index=frame.index).dt.tz_localize("UTC"))
     twice = frame.copy()
     twice.loc[7, "customer_id"] = twice.loc[8, "customer_id"]
 
@@ -689,6 +692,9 @@ def _files_of_a_day(frame: pd.DataFrame) -> dict[str, dict[str, object]]:
         "parquet_id_as_index": {"part-0.parquet": _parquet_bytes(twice.set_index("customer_id"))},
         # An upstream that now writes a float as text: coerced, "NaN" and " nan " passed as nulls past the
         # null share and "1_000" as a thousand. A type error, as for an int column.
+        # A sentinel past 2262 in microseconds: either engine's read failed (pandas holds nanoseconds), at every
+        # retry, with no report. The footer's statistics say so; the file's time column is read for the count.
+        "parquet_time_out_of_range": {"part-0.parquet": far_future},
         "parquet_float_as_text": {
             "part-0.parquet": frame.assign(
                 avg_basket=[("NaN", "1_000", " nan ")[i % 3] for i in range(len(frame))]
@@ -726,6 +732,7 @@ EXPECTED_ON_BOTH = {
     "parquet_64_bit_ids": [],
     "parquet_64_bit_id_twice": [("customer_id", "unique", 1)],
     "parquet_id_as_index": [("customer_id", "unique", 1)],
+    "parquet_time_out_of_range": [("event_ts", sources.TIME_RANGE_RULE, 2)],
     "parquet_float_as_text": [("avg_basket", "dtype('float64') (found object)", 1200)],
 }
 
@@ -802,6 +809,7 @@ def test_both_engines_check_each_files_columns_and_fields_and_read_them_by_name(
         "part-1.csv: not a readable csv file: not UTF-8 at line 6, byte 0xe9"
     ]
     assert on_spark["parquet_64_bit_id_twice"].violations[0].examples == ["1700000000000000008"]
+    assert on_spark["parquet_time_out_of_range"].violations[0].examples == ["3026-01-01T01:00:00.000000"]
     assert (
         on_spark["parquet_damaged_page"]
         .violations[0]

@@ -174,6 +174,15 @@ def test_a_rollback_triggers_the_rollback_dag_as_the_signed_in_user(airflow):
             headers={"Origin": "http://elsewhere.example"},
         )
         assert foreign.status_code == 403
+        # Signed in by the browser's cookie, which SameSite=lax sends from any page of the site (another port
+        # of the host): the post must name Airflow's own page; one that names none was let through.
+        token = admin.headers["Authorization"].removeprefix("Bearer ")
+        with httpx.Client(base_url=airflow.url, cookies={"_token": token}, timeout=120) as browser:
+            form = {"dataset": "transactions", "to_version": "1", "reason": "v3 misbehaves"}
+            assert browser.get("/ct/models/overview.json").status_code == 200  # the cookie signs it in
+            for headers in ({}, {"Origin": "null"}, {"Referer": "http://elsewhere.example/page"}):
+                refused = browser.post("/ct/models/rollback", data=form, headers=headers)
+                assert refused.status_code == 403, (headers, refused.text)
         # A form made under another champion (posted again after its rollback ran, or left open while a
         # promotion ran): it rolled back the newer champion under the old reason.
         stale = admin.post(

@@ -79,6 +79,26 @@ def test_the_code_and_library_versions_are_part_of_the_identity(monkeypatch):
     assert dataclasses.replace(before, libraries={"torch": "0.0.1"}).identity != before.identity
 
 
+def test_builds_of_one_torch_release_give_one_run_key_and_one_request_key(monkeypatch):
+    """A date re-run on a host with torch's CUDA wheel where it first ran on the CPU wheel trained again and
+    registered a second version: the build's label was part of both keys, which the ranks ignore."""
+    import importlib.metadata
+
+    installed = importlib.metadata.version
+    settings = get_settings(train_device="cpu", seed=7)
+    found = {}
+    for label in ("+cpu", "+cu126", ""):
+
+        def version(name: str, label: str = label) -> str:
+            return installed(name).split("+")[0] + label if name == "torch" else installed(name)
+
+        monkeypatch.setattr(training.importlib.metadata, "version", version)
+        plan = _plan()
+        found[label] = (plan.identity, training.request_identity(plan, settings), plan.libraries["torch"])
+    assert len(set(found.values())) == 1, found
+    assert "+" not in found[""][2]
+
+
 def test_another_family_s_settings_and_the_file_s_family_do_not_change_the_identity():
     other = ModelSettings.model_validate({"family": "sklearn", "sklearn": {"max_iter": 5}})
     assert _plan(model_settings=other).identity == _plan().identity
