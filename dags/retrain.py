@@ -86,6 +86,7 @@ from common.assets import (
     requests_of,
     requeue_plan,
     retrain_request,
+    run_day,
 )
 from common.params import dataset_param, engine_param
 
@@ -225,14 +226,14 @@ class ApprovalBranch(HITLBranchOperator):
 
 
 def _day() -> dt.date:
-    """The data date of this run: its logical date (the start of its daily data interval); for a run the
-    monitor asked for, the day of the traffic it judged."""
+    """The data date of this run: its logical date (the start of its daily data interval), or the latest whole
+    day when that one had not ended when the run was asked for (``run_day``); for a run the monitor asked for,
+    the day of the traffic it judged."""
     request = _request()
     if request is not None:
         return dt.date.fromisoformat(request["day"])
     context = get_current_context()
-    logical = context.get("logical_date") or context["dag_run"].run_after
-    return logical.date()
+    return run_day(context.get("logical_date"), context["dag_run"].run_after)
 
 
 @task

@@ -59,6 +59,17 @@ class Request:
     timestamp: dt.datetime
 
 
+def run_day(logical: dt.datetime | None, run_after: dt.datetime) -> dt.date:
+    """The data day of a retrain run that no request started: its logical date's UTC day, the start of its daily
+    data interval, once that day has ended when the run was asked for (``run_after``); else the latest whole day
+    before it. The trigger form fills the logical date with the moment it opens (and an API post without one
+    runs at its ``run_after``): such a run trained on a day not over, a partial partition that could pass the
+    gate, where the schedule and a request posted by hand take the day before."""
+    day = (logical or run_after).astimezone(dt.UTC).date()
+    asked_on = run_after.astimezone(dt.UTC).date()
+    return day if day < asked_on else asked_on - dt.timedelta(days=1)
+
+
 def request_day(request: Request) -> str:
     """The day a request retrains: its extra's ``day``, else the UTC day before it was asked, the latest whole
     day, as the daily schedule takes (an event posted at 00:30+02:00 was asked on the UTC day before its own)."""

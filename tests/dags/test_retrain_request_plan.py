@@ -188,3 +188,19 @@ def test_a_request_without_a_day_retrains_the_utc_day_before_it_was_asked(assets
     assert assets.request_day(request) == "2026-12-04"
     assert assets.request_day(assets.request_of(_event("transactions", 5))) == "2026-12-05"  # 10:05 UTC
     assert assets.request_day(assets.request_of(_event("transactions", 5, day="2026-11-20"))) == "2026-11-20"
+
+
+def test_a_run_triggered_with_a_day_not_over_retrains_the_latest_whole_day(assets):
+    """The trigger form fills the logical date with the moment it opens: the run trained today's partial data."""
+    now = dt.datetime(2026, 12, 6, 10, 30, tzinfo=dt.UTC)
+    assert assets.run_day(now, now) == dt.date(2026, 12, 5)  # the form's default
+    assert assets.run_day(None, now) == dt.date(2026, 12, 5)  # an API post without a logical date
+    # the schedule: the day before, asked for at 01:00; a day named by hand that has ended: that day
+    assert assets.run_day(dt.datetime(2026, 12, 5, tzinfo=dt.UTC), now.replace(hour=1)) == dt.date(
+        2026, 12, 5
+    )
+    assert assets.run_day(dt.datetime(2026, 11, 20, tzinfo=dt.UTC), now) == dt.date(2026, 11, 20)
+    east = dt.timezone(dt.timedelta(hours=2))  # 00:30 on 12-07 there is 22:30 UTC on 12-06: not over
+    assert assets.run_day(dt.datetime(2026, 12, 7, 0, 30, tzinfo=east), now.replace(hour=22)) == dt.date(
+        2026, 12, 5
+    )
