@@ -307,7 +307,8 @@ def build_app() -> Any:  # noqa: C901  (its routes are closures, counted here; e
         to_version: Annotated[int, Form()],
         reason: Annotated[str, Form()],
         unpause: Annotated[bool, Form()] = False,
-        from_version: Annotated[int | None, Form(ge=1)] = None,
+        # The champion the form was made under: a version, or "none" (no champion on the record then).
+        from_version: Annotated[str | None, Form(pattern=r"^([1-9][0-9]{0,8}|none)$")] = None,
     ) -> Response:
         if (elsewhere := _cross_site(request)) is not None:
             raise HTTPException(403, f"a rollback is posted from Airflow's own pages, not from {elsewhere}")
@@ -320,12 +321,14 @@ def build_app() -> Any:  # noqa: C901  (its routes are closures, counted here; e
         found = overview.read(settings, airflow_url)
         # The champion the form was made under: a form posted again (a refreshed 201 page, a double click) or
         # one left open while a promotion ran rolled back the newer champion, under the old reason.
-        if from_version is not None and from_version != found.recorded_champion:
+        # A form made when no version was champion says "none": left out, a promotion since was rolled back.
+        made_under = None if from_version in (None, "none") else int(from_version)
+        if from_version is not None and made_under != found.recorded_champion:
             now = f"v{found.recorded_champion}" if found.recorded_champion is not None else "no version"
+            then = f"v{made_under}" if made_under is not None else "no version"
             raise HTTPException(
                 409,
-                f"{now} is champion now; the form was made when v{from_version} was: nothing was triggered, "
-                "reload the page",
+                f"{now} is champion now; the form was made when {then} was: nothing was triggered, reload the page",
             )
         if to_version not in {candidate.version for candidate in found.candidates}:
             offered = ", ".join(f"v{c.version}" for c in found.candidates) or "none"
@@ -339,8 +342,8 @@ def build_app() -> Any:  # noqa: C901  (its routes are closures, counted here; e
             # recorded as Airflow records its own unpause (PATCH /api/v2/dags/rollback, the UI's toggle)
             _audit(session, user.get_name(), "patch_dag", {"is_paused": False, "via": "Models view"})
         conf = {"dataset": settings.dataset, "to_version": to_version, "reason": reason}
-        if from_version is not None:
-            conf["from_version"] = from_version
+        if made_under is not None:
+            conf["from_version"] = made_under
         body = TriggerDAGRunPostBody(logical_date=None, conf=conf)
         # Airflow's own trigger endpoint, in-process: its checks (stale DAG, import errors, the params'
         # schema) and the run recorded as triggered by this user.

@@ -195,6 +195,19 @@ def test_a_rollback_triggers_the_rollback_dag_as_the_signed_in_user(airflow):
             },
         )
         assert stale.status_code == 409 and "v3 is champion now; the form was made when v2 was" in stale.text
+        # A form made when no version was champion on the record: it sent no champion, and rolled back the one a
+        # promotion made since.
+        unchampioned = admin.post(
+            "/ct/models/rollback",
+            data={
+                "dataset": "transactions",
+                "to_version": "1",
+                "reason": "v2 misbehaves",
+                "from_version": "none",
+            },
+        )
+        assert unchampioned.status_code == 409, unchampioned.text
+        assert "v3 is champion now; the form was made when no version was" in unchampioned.text
         assert airflow.runs("rollback") == []
         page = admin.get("/ct/models?dataset=transactions")
         assert '<input type="hidden" name="from_version" value="3">' in page.text
