@@ -330,7 +330,19 @@ def record_rejection(
     dag_id: str | None = None,
     run_id: str | None = None,
 ) -> dict[str, Any]:
-    """A person rejected a promotion the gate allowed: the champion stays, and the history says who said no."""
+    """A person rejected a promotion the gate allowed: the champion stays, and the history says who said no.
+
+    Once per DAG run: the same run again (a cleared task) returns the row it wrote, where each clear appended
+    another "rejected" to the history."""
+    if run_id is not None:
+        for row in reversed(history.read(settings, settings.model_name)):
+            if (row["outcome"], row["dag_id"], row["run_id"], row["to_version"]) == (
+                "rejected",
+                dag_id,
+                run_id,
+                version,
+            ):
+                return row
     return history.append(
         settings,
         model=settings.model_name,

@@ -254,7 +254,14 @@ def test_a_promotion_a_person_must_approve_or_rejected_is_refused(tmp_path):
     with pytest.raises(PromotionRefusedError, match="asks a person to approve .* nobody did"):
         promote(settings, day, 2, 1, decision=decision)
     assert _alias(client, settings) == 1
-    record_rejection(settings, 2, 1, "ana", decision=decision, dag_id="retrain", run_id="scheduled__D")
+    first = record_rejection(
+        settings, 2, 1, "ana", decision=decision, dag_id="retrain", run_id="scheduled__D"
+    )
+    # the task cleared and run again: its row, not a second one
+    again = record_rejection(
+        settings, 2, 1, "ana", decision=decision, dag_id="retrain", run_id="scheduled__D"
+    )
+    assert again["id"] == first["id"]
     with pytest.raises(PromotionRefusedError, match="was rejected by ana in the Airflow UI at"):
         promote(settings, day, 2, 1, decision=decision, approved_by="bob")
     assert _alias(client, settings) == 1
