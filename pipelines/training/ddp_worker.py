@@ -124,6 +124,14 @@ def _from_rank0(value: Any) -> Any:
     return box[0]
 
 
+def _rank_seed(seed: int, rank: int, epoch: int | None = None) -> int:
+    """A rank's seed for its own draws (dropout): rank 0's is the run's seed, as one process has it, and an epoch
+    started over after the world changed takes one of the epoch's."""
+    if epoch is not None:
+        return int(np.random.SeedSequence([seed, epoch, *([rank] if rank else [])]).generate_state(1)[0])
+    return seed if not rank else int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
+
+
 class _Loop:
     """One rank's training: its model, optimiser, position and curves, saved to and restored from checkpoints."""
 
@@ -139,6 +147,11 @@ class _Loop:
         model = ChurnMLP(len(job.features), tuple(config["hidden_sizes"]), config["dropout"])
         model.set_scaling(np.asarray(job.mean), np.asarray(job.std))
         self.model = model.to(device)
+        # Every rank built the same weights from the seed; its dropout draws from a stream of its own. From one
+        # seed on every rank, row j of each rank's batch was dropped alike: ranks regularised as one. Rank 0 keeps
+        # the stream one process has.
+        if rank:
+            torch.manual_seed(_rank_seed(config["seed"], rank))
         self.holder = strategies.holder(config.get("strategy", "ddp"), self.model, world_size, device)
         self.trained = self.holder.trained
         self.dtype = getattr(torch, config.get("compute_dtype", "float32"))
@@ -195,9 +208,7 @@ class _Loop:
         position = restored.position
         resume = {"epoch": position.epoch, "step": position.step, "restart": restart}
         if restored.own is None:  # another world size or cut: this epoch starts over, with a seed of its own
-            torch.manual_seed(
-                int(np.random.SeedSequence([self.job.config["seed"], position.epoch]).generate_state(1)[0])
-            )
+            torch.manual_seed(_rank_seed(self.job.config["seed"], self.rank, position.epoch))
             if restored.from_world_size is not None:
                 resume["from_world_size"] = int(restored.from_world_size)
             if restored.layout_changed:

@@ -67,7 +67,8 @@ log = logging.getLogger(__name__)
 # training identity changes with it, so a retry after an upgrade trains again instead of reusing the old run.
 # 3: ranks read their own parts of the split and scale with the prepare stage's moments.
 # 4: validation in slices sized by the model's width; the forward's dtype (precision) in the runtime.
-TRAINING_CODE_VERSION = "4"
+# 5: each rank's dropout draws from a stream of its own (every rank dropped the same rows of its batch).
+TRAINING_CODE_VERSION = "5"
 
 
 @dataclass(frozen=True)

@@ -334,6 +334,52 @@ def test_ddp_on_the_cpu_reduces_a_step_s_gradients_in_one_all_reduce():
         assert [f.result(timeout=300) for f in futures] == [1, 1]
 
 
+def _draws_after_setup(rank: int, port: int, job_uri: str) -> tuple[list[float], list[float]]:
+    """In a spawned rank: its model's first weights, and what its dropout would draw next, once its loop is set up."""
+    import torch
+    import torch.distributed as dist
+
+    from pipelines.training import ddp_worker
+    from pipelines.training.job import Job
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        job = Job.read(job_uri)
+        train_part, validation_part = ddp_worker.read_parts(job, rank, 2)
+        loop = ddp_worker._Loop(train_part, validation_part, job, rank, 2, "cpu")
+        weights = next(loop.model.parameters()).detach().flatten()[:8].tolist()
+        return weights, torch.rand(8).tolist()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_each_rank_drops_its_own_rows_from_weights_every_rank_shares(tmp_path):
+    """Every rank seeded its draws with the run's seed alone: row j of each rank's batch got one dropout mask on
+    every rank (a reviewer saw it at all 551 positions on 2 ranks), so W ranks regularised unlike one process with
+    the same global batch. Rank 0 keeps the stream a single process has."""
+    import concurrent.futures
+    import multiprocessing
+
+    import torch
+
+    from tests.unit.training.test_training_loop import _job
+
+    job = _job(tmp_path, dropout=0.5, hidden_sizes=[16])
+    port = free_port()
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=context) as pool:
+        futures = [pool.submit(_draws_after_setup, rank, port, job.uri) for rank in (0, 1)]
+        (weights0, draws0), (weights1, draws1) = [f.result(timeout=300) for f in futures]
+    assert weights0 == weights1  # one model: DDP and FSDP start every rank from the same weights
+    assert draws0 != draws1
+    with torch.random.fork_rng():  # rank 0's draws: a process's own, after the same seed and the same model
+        from pipelines.model.mlp import ChurnMLP
+
+        torch.manual_seed(job.config["seed"])
+        ChurnMLP(len(job.features), tuple(job.config["hidden_sizes"]), job.config["dropout"])
+        assert torch.rand(8).tolist() == draws0
+
+
 def test_a_retry_that_reuses_the_finished_run_removes_the_job_folder_left_behind(prepared):
     """A task killed after its MLflow run ended but before it removed the job folder (checkpoints, result)
     left it for good: the retry found the run finished and returned it. Kept here by the first run's setting
