@@ -326,20 +326,27 @@ def _layouts(dataset_uri: str, manifest: datasets.Manifest) -> dict[str, str]:
     dataset whose manifest has none, its files' cut. The dataset must still hold the rows, in the order, that this
     task planned from (its run key and the job's scaling are theirs); prepared again with the same rows in the same
     order (on the other engine, say), it does."""
-    then, now = manifest, datasets.read_manifest(dataset_uri)
-    if (now.content_hash, now.row_order) != (then.content_hash, then.row_order):
-        raise SplitChangedError(
-            f"{dataset_uri} was prepared again with other rows or in another order (its manifest of "
-            f"{now.created_at}, content hash {now.content_hash[:12]}) since this task planned from it (manifest of "
-            f"{then.created_at}, content hash {then.content_hash[:12]}): the run key and scaling are the old "
-            "version's; the task's retry plans from the dataset as it is now"
-        )
+    _check_as_planned(dataset_uri, manifest)
     layouts = {}
     for split in ("train", "validation"):
         folder, uri = storage.split_folder(split), storage.split_uri(dataset_uri, split)
         order = manifest.row_order.get(folder)
         layouts[folder] = shards.layout([] if order else shards.row_groups(datasets.folder_files(uri)), order)
     return layouts
+
+
+def _check_as_planned(dataset_uri: str, planned: datasets.Manifest) -> None:
+    """Raise :class:`SplitChangedError` when ``dataset_uri`` no longer holds the rows, in the order, that this
+    task planned from (its manifest's content hash and row order): what was read since may be another version's,
+    and the run key, the scaling and the reference profile are the planned one's. Called after a read."""
+    now = datasets.read_manifest(dataset_uri)
+    if (now.content_hash, now.row_order) != (planned.content_hash, planned.row_order):
+        raise SplitChangedError(
+            f"{dataset_uri} was prepared again with other rows or in another order (its manifest of "
+            f"{now.created_at}, content hash {now.content_hash[:12]}) since this task planned from it (manifest of "
+            f"{planned.created_at}, content hash {planned.content_hash[:12]}): the run key and scaling are the old "
+            "version's; the task's retry plans from the dataset as it is now"
+        )
 
 
 def _threads_per_rank(settings: Settings, plan: TrainingPlan, n_features: int) -> int | None:
@@ -751,6 +758,8 @@ def _read_arrays(inputs: FitInputs) -> TrainingData:
     names, label = inputs.features, inputs.contract.label
     train_frame = datasets.read_split(inputs.dataset_uri, "train", [*names, label])
     validation = datasets.read_split(inputs.dataset_uri, "validation", [*names, label])
+    # The rows the run key names: a dataset prepared again since the plan was read whole here, under the old key.
+    _check_as_planned(inputs.dataset_uri, inputs.manifest)
     return TrainingData(
         x_train=train_frame[names].to_numpy("float32"),
         y_train=train_frame[label].to_numpy(),
@@ -809,6 +818,10 @@ def _train_and_log(
     if spec.name == "torch":
         check_world_size(split_rows, plan.runtime["world_size"])
     validation = datasets.read_split(dataset_uri, "validation")
+    # The training window's reference profile travels with the model (drift checks read it, not the data): read
+    # with the validation split, both held to the version this run's key names.
+    profile = storage.read_json(storage.join(dataset_uri, PROFILE_FILE))
+    _check_as_planned(dataset_uri, manifest)
     inputs = FitInputs(settings, dataset_uri, manifest, contract, job_uri(settings, context.run_key))
     tags = {
         **context.tags(),
@@ -862,10 +875,7 @@ def _train_and_log(
         )
         model_info = log_model(spec, model, artifacts, validation)
         mlflow.set_tag("ct.model_uri", model_info.model_uri)
-        # The training window's reference profile travels with the model: drift checks read it, not the data.
-        mlflow.log_dict(
-            storage.read_json(storage.join(dataset_uri, PROFILE_FILE)), REFERENCE_PROFILE_ARTIFACT
-        )
+        mlflow.log_dict(profile, REFERENCE_PROFILE_ARTIFACT)
         mlflow.set_tag("reference_profile", f"runs:/{run.info.run_id}/{REFERENCE_PROFILE_ARTIFACT}")
     if not settings.train_keep_checkpoints:  # the model is logged: its checkpoints have served their purpose
         storage.remove(inputs.job_uri)

@@ -380,6 +380,26 @@ def test_each_rank_drops_its_own_rows_from_weights_every_rank_shares(tmp_path):
         assert torch.rand(8).tolist() == draws0
 
 
+def test_a_fit_in_one_process_reads_only_the_dataset_its_run_key_names(prepared, tmp_path):
+    """scikit-learn's fit read the splits whole without holding them to the manifest the task planned from: a
+    date prepared again meanwhile trained on the new rows under the old version's run key and hash."""
+    import dataclasses
+
+    from pipelines.data import datasets
+    from pipelines.data.contract import dataset_contract
+    from pipelines.training.job import SplitChangedError
+    from pipelines.training.train import FitInputs, _read_arrays
+
+    state_dir, uri = prepared
+    settings = _settings(state_dir)
+    manifest = datasets.read_manifest(uri)
+    inputs = FitInputs(settings, uri, manifest, dataset_contract(settings), f"file://{tmp_path / 'job'}")
+    assert len(_read_arrays(inputs).x_train) == manifest.extra["split_rows"]["train"]
+    planned = dataclasses.replace(manifest, content_hash="0" * 64)  # read before prepare ran again
+    with pytest.raises(SplitChangedError, match="prepared again with other rows"):
+        _read_arrays(dataclasses.replace(inputs, manifest=planned))
+
+
 def test_a_retry_that_reuses_the_finished_run_removes_the_job_folder_left_behind(prepared):
     """A task killed after its MLflow run ended but before it removed the job folder (checkpoints, result)
     left it for good: the retry found the run finished and returned it. Kept here by the first run's setting
